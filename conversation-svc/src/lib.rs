@@ -1,1 +1,106 @@
-//! conversation-svc
+//! conversation-svc: conversations, their messages and lifecycle, wrap-up, and the
+//! conversation event log that reporting-svc follows.
+//!
+//! [`serve`] runs the service on a listener until its shutdown signal: migrations first,
+//! then the command outbox dispatcher, then the gRPC server with health and reflection.
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod outbox;
+pub mod routing;
+pub mod store;
+
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::ConversationInternalServiceServer;
+use switchboard_proto::conversation::v1::conversation_config_service_server::ConversationConfigServiceServer;
+use switchboard_proto::conversation::v1::conversation_service_server::ConversationServiceServer;
+use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorServiceServer;
+use switchboard_server_kit::{IdentityKey, Metrics, ServeOptions, ShutdownSignal, bind};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use config::{Config, ENV_PREFIX};
+
+/// The name the service logs and reports metrics under.
+pub const NAME: &str = "conversation-svc";
+
+/// The gRPC services this server reports in `grpc.health.v1`.
+pub const HEALTH_SERVICES: &[&str] = &[
+    "switchboard.conversation.v1.ConversationService",
+    "switchboard.conversation.v1.SupervisorService",
+    "switchboard.conversation.v1.ConversationConfigService",
+    "switchboard.conversation.internal.v1.ConversationInternalService",
+];
+
+/// How long one attempt keeps an outbox command claimed: longer than a routing call.
+const OUTBOX_LEASE_FLOOR: Duration = Duration::from_secs(30);
+
+/// Runs conversation-svc on `listener` until `shutdown`, then drains and returns.
+///
+/// Refuses to start with an identity secret shorter than 16 bytes. Streams and the
+/// outbox dispatcher end when `shutdown.token()` is cancelled.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
+    let key = IdentityKey::new(&config.identity_secret)
+        .context("conversation-svc needs identity_secret (at least 16 bytes)")?;
+    let store = store::Store::open(&config.database_url)
+        .await
+        .context("opening the conversation database")?;
+    let routing = routing::Routing::new(&config.routing_url, key.clone(), config.routing_timeout())
+        .with_context(|| format!("invalid routing_url {:?}", config.routing_url))?;
+    let stop = shutdown.token();
+    let outbox = outbox::Dispatcher::spawn(
+        store.clone(),
+        routing.clone(),
+        outbox::RetryPolicy {
+            initial: config.outbox_retry(),
+            max: config.outbox_retry_max(),
+            lease: OUTBOX_LEASE_FLOOR.max(config.routing_timeout() * 2),
+        },
+        stop.clone(),
+    );
+    let ctx = Arc::new(api::Context {
+        store,
+        routing,
+        outbox,
+        stop,
+        event_poll: config.event_poll(),
+    });
+
+    let routes = Routes::new(ConversationServiceServer::new(api::ConversationApi::new(
+        ctx.clone(),
+    )))
+    .add_service(SupervisorServiceServer::new(api::SupervisorApi))
+    .add_service(ConversationConfigServiceServer::new(api::ConfigApi::new(
+        ctx.clone(),
+    )))
+    .add_service(ConversationInternalServiceServer::new(
+        api::InternalApi::new(ctx),
+    ));
+
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            Some((Metrics::new(NAME), listener))
+        }
+        None => None,
+    };
+    let mut options = ServeOptions::new(NAME);
+    options.health_services = HEALTH_SERVICES.to_vec();
+    options.descriptor_sets = vec![switchboard_proto::FILE_DESCRIPTOR_SET];
+    options.identity = Some(key);
+    options.metrics = metrics;
+    switchboard_server_kit::serve(options, routes, listener, shutdown).await?;
+    Ok(())
+}

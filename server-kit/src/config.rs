@@ -24,8 +24,9 @@ pub enum ConfigError {
 
 /// Loads a configuration by merging, from lowest to highest precedence: `defaults`, the
 /// TOML `file` (an explicitly given file must exist), environment variables starting with
-/// `env_prefix` (nested keys separated by `__`, e.g. `SWITCHBOARD_ROUTING_LOG__FORMAT`),
-/// then `overrides` given as dotted keys (`log.format`, `json`).
+/// `env_prefix` (nested keys separated by `__`, e.g. `SWITCHBOARD_ROUTING_LOG__FORMAT`
+/// for the prefix `SWITCHBOARD_ROUTING_`; a missing trailing `_` is added), then
+/// `overrides` given as dotted keys (`log.format`, `json`).
 ///
 /// Values from the environment and from overrides are parsed the same way: `true`, `42`
 /// or `[a, b]` become booleans, numbers or arrays, anything else stays a string.
@@ -42,12 +43,19 @@ pub fn load<T: DeserializeOwned + Serialize>(
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed(env_prefix).split("__"));
+    let env_prefix = if env_prefix.is_empty() || env_prefix.ends_with('_') {
+        env_prefix.to_owned()
+    } else {
+        format!("{env_prefix}_")
+    };
+    figment = figment.merge(Env::prefixed(&env_prefix).split("__"));
     for (key, value) in overrides {
         let value: Value = value.parse().unwrap_or_else(|never| match never {});
         figment = figment.merge(Serialized::default(key, value));
     }
-    figment.extract().map_err(|err| ConfigError::Invalid(Box::new(err)))
+    figment
+        .extract()
+        .map_err(|err| ConfigError::Invalid(Box::new(err)))
 }
 
 /// Output format of the logs.
@@ -180,13 +188,18 @@ mod tests {
     /// Re-runs one test of this binary in a child process with extra environment
     /// variables: the workspace forbids `unsafe`, and `set_var` is unsafe in edition 2024.
     fn rerun_with_env(test_name: &str, vars: &[(&str, &str)]) {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test_name, "--test-threads=1"])
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test_name, "--test-threads=1", "--nocapture"])
             .env(CHILD_MARKER, "1")
             .envs(vars.iter().copied())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "child run of {test_name} failed");
+        assert!(
+            output.status.success(),
+            "child run of {test_name} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     fn write_file(dir: &Path, text: &str) -> PathBuf {
@@ -207,8 +220,13 @@ mod tests {
     fn file_overrides_defaults_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(dir.path(), "max_items = 5\n[log]\nformat = \"json\"\n");
-        let loaded: TestConfig =
-            load(&TestConfig::default(), Some(&path), "SWITCHBOARD_KIT_T1_", &[]).unwrap();
+        let loaded: TestConfig = load(
+            &TestConfig::default(),
+            Some(&path),
+            "SWITCHBOARD_KIT_T1_",
+            &[],
+        )
+        .unwrap();
         assert_eq!(loaded.max_items, 5);
         assert_eq!(loaded.log.format, LogFormat::Json);
         assert_eq!(loaded.log.filter, "info");
@@ -219,8 +237,13 @@ mod tests {
     fn missing_explicit_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.toml");
-        let err = load(&TestConfig::default(), Some(&missing), "SWITCHBOARD_KIT_T2_", &[])
-            .unwrap_err();
+        let err = load(
+            &TestConfig::default(),
+            Some(&missing),
+            "SWITCHBOARD_KIT_T2_",
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(path) if path == missing));
     }
 
@@ -270,7 +293,8 @@ mod tests {
         let loaded: TestConfig = load(
             &TestConfig::default(),
             cli.common.config.as_deref(),
-            "SWITCHBOARD_KIT_T4_",
+            // Without the trailing `_`, which `load` adds.
+            "SWITCHBOARD_KIT_T4",
             &cli.common.overrides(),
         )
         .unwrap();
@@ -325,6 +349,15 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.log.filter, "warn,sqlx=off");
         assert_eq!(loaded.database_url, "postgres://db/x");
+        // Values that look like arrays or numbers stay strings when they do not parse whole.
+        let loaded: TestConfig = load(
+            &TestConfig::default(),
+            None,
+            "SWITCHBOARD_KIT_T5_",
+            &[("listen".to_owned(), "[::]:50051".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(loaded.listen, "[::]:50051");
         assert!(Cli::try_parse_from(["svc", "--set", "novalue"]).is_err());
     }
 }

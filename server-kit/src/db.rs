@@ -6,12 +6,11 @@
 //! per dialect.
 
 use std::path::Path;
-use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyConnection, AnyPoolOptions};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 
 /// The SQL dialect behind a [`Db`], for the rare statement that differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +52,10 @@ impl Db {
     ///   timeout.
     /// - `sqlite::memory:`: a private in-memory database shared by the pool's connections
     ///   and alive as long as the pool.
+    /// - `sqlite::memory:LABEL`: the in-memory database of that label in this process, alive
+    ///   while any pool holding it is.
     pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
-        static DRIVERS: Once = Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        sqlx::any::install_default_drivers();
 
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
@@ -78,12 +78,25 @@ impl Db {
             ));
         };
 
-        let options = AnyPoolOptions::new()
-            .after_connect(|conn, _meta| Box::pin(apply_sqlite_pragmas(conn)));
-        let pool = if matches!(rest, ":memory:" | "//:memory:") {
+        let options =
+            AnyPoolOptions::new().after_connect(|conn, _meta| Box::pin(apply_sqlite_pragmas(conn)));
+        let memory = rest
+            .strip_prefix(":memory:")
+            .or_else(|| rest.strip_prefix("//:memory:"));
+        let pool = if let Some(label) = memory {
             // A named shared-cache database lives while at least one connection is open:
-            // keep one open for the life of the pool and never recycle it.
-            let name = format!("switchboard-memory-{}", uuid::Uuid::new_v4().simple());
+            // keep one open for the life of the pool and never recycle it. A label lets a
+            // second pool of the same process open the same database (the dev stack seeds
+            // the gateway's directory that way).
+            let name = if label.is_empty() {
+                format!("switchboard-memory-{}", uuid::Uuid::new_v4().simple())
+            } else if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                format!("switchboard-memory-{label}")
+            } else {
+                return Err(sqlx::Error::Configuration(
+                    "sqlite::memory:LABEL takes letters, digits, '-' and '_' only".into(),
+                ));
+            };
             options
                 .min_connections(1)
                 .max_connections(SQLITE_MAX_CONNECTIONS)
@@ -107,7 +120,11 @@ impl Db {
     ///
     /// Services declare both sets once, e.g.
     /// `static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");`.
-    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), MigrateError> {
+    pub async fn migrate(
+        &self,
+        sqlite: &Migrator,
+        postgres: &Migrator,
+    ) -> Result<(), MigrateError> {
         match self.dialect {
             Dialect::Sqlite => sqlite.run(&self.pool).await,
             Dialect::Postgres => postgres.run(&self.pool).await,
@@ -194,5 +211,370 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
                 || matches!(db.code().as_deref(), Some("23505" | "2067" | "1555"))
         }
         _ => false,
+    }
+}
+
+/// A private PostgreSQL database for one test, created on the server named by
+/// `SWITCHBOARD_TEST_POSTGRES_URL` so that tests running at the same time never share
+/// tables or migration history.
+#[cfg(test)]
+pub(crate) struct PostgresTestDb {
+    pub(crate) db: Db,
+    admin: Db,
+    name: String,
+}
+
+#[cfg(test)]
+impl PostgresTestDb {
+    /// `None` (with a note) when no test server is configured.
+    pub(crate) async fn create() -> Option<PostgresTestDb> {
+        let Ok(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
+            return None;
+        };
+        let admin = Db::connect(&url).await.unwrap();
+        let name = format!("kit_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin.pool)
+            .await
+            .unwrap();
+        let db = Db::connect(&with_database(&url, &name)).await.unwrap();
+        Some(PostgresTestDb { db, admin, name })
+    }
+
+    pub(crate) async fn drop(self) {
+        self.db.pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+#[cfg(test)]
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    format!("{server}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    static SQLITE: Migrator = sqlx::migrate!("testdata/migrations/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("testdata/migrations/postgres");
+
+    fn unique_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Checks every backend must pass: migrations, `$n` binding, unique violations and
+    /// concurrent write transactions.
+    async fn conformance(db: &Db) {
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+        // Running again applies nothing and fails nothing.
+        db.migrate(&SQLITE, &POSTGRES).await.unwrap();
+
+        // `$n` placeholders bind by number, out of order and reused.
+        let id = unique_id();
+        let now = now_micros();
+        sqlx::query("INSERT INTO kit_items (name, id, created_at) VALUES ($2, $1, $3)")
+            .bind(&id)
+            .bind("first")
+            .bind(now)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let row = sqlx::query(
+            "SELECT name, created_at FROM kit_items WHERE id = $1 AND (name = $2 OR id = $1)",
+        )
+        .bind(&id)
+        .bind("nothing")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>("name"), "first");
+        assert_eq!(row.get::<i64, _>("created_at"), now);
+
+        // A duplicate key is recognised; other errors are not.
+        let dup = sqlx::query("INSERT INTO kit_items (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind("again")
+            .bind(now)
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        assert!(is_unique_violation(&dup), "{dup:?}");
+        let orphan = sqlx::query("INSERT INTO kit_children (id, item_id) VALUES ($1, $2)")
+            .bind(unique_id())
+            .bind(unique_id())
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        assert!(!is_unique_violation(&orphan), "{orphan:?}");
+
+        // Two writers that read, wait, then write both commit, and neither update is lost.
+        let counter = unique_id();
+        sqlx::query("INSERT INTO kit_items (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&counter)
+            .bind("0")
+            .bind(now)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let writers = (0..2).map(|_| {
+            let db = db.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut tx = db.begin().await?;
+                let lock = match db.dialect {
+                    Dialect::Sqlite => "",
+                    Dialect::Postgres => " FOR UPDATE",
+                };
+                let current: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM kit_items WHERE id = $1{lock}"
+                )))
+                .bind(&counter)
+                .fetch_one(&mut *tx)
+                .await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let next = current.parse::<i64>().unwrap() + 1;
+                sqlx::query("UPDATE kit_items SET name = $1 WHERE id = $2")
+                    .bind(next.to_string())
+                    .bind(&counter)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            })
+        });
+        for writer in writers.collect::<Vec<_>>() {
+            writer.await.unwrap().unwrap();
+        }
+        let total: String = sqlx::query_scalar("SELECT name FROM kit_items WHERE id = $1")
+            .bind(&counter)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(total, "2");
+
+        // A dropped transaction rolls back.
+        let rolled_back = unique_id();
+        {
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query("INSERT INTO kit_items (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(&rolled_back)
+                .bind("gone")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM kit_items WHERE id = $1")
+            .bind(&rolled_back)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 0);
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_passes_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/kit.db");
+        let db = Db::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(db.dialect, Dialect::Sqlite);
+        assert!(
+            path.is_file(),
+            "database file is created with its directories"
+        );
+        conformance(&db).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_memory_passes_conformance() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        conformance(&db).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_passes_conformance() {
+        let Some(pg) = PostgresTestDb::create().await else {
+            return;
+        };
+        assert_eq!(pg.db.dialect, Dialect::Postgres);
+        conformance(&pg.db).await;
+        pg.drop().await;
+    }
+
+    #[test]
+    fn test_database_urls() {
+        assert_eq!(
+            with_database("postgres://u@h:5/switchboard_test?sslmode=disable", "x"),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_get_the_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/kit.db", dir.path().display()))
+            .await
+            .unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(foreign_keys, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 5000);
+    }
+
+    #[tokio::test]
+    async fn memory_database_is_shared_by_the_pool_and_private_to_it() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE shared (n BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO shared (n) VALUES ($1)")
+            .bind(42_i64)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        // Hold several connections at once: each must see the same database.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(db.pool.acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let n: i64 = sqlx::query_scalar("SELECT n FROM shared")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(n, 42);
+        }
+        drop(held);
+
+        // Many concurrent writers on the shared in-memory database all commit.
+        let tasks: Vec<_> = (0..8_i64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await?;
+                    sqlx::query("INSERT INTO shared (n) VALUES ($1)")
+                        .bind(i)
+                        .execute(&mut *tx)
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tx.commit().await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shared")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 9);
+
+        let other = Db::connect("sqlite::memory:").await.unwrap();
+        let missing = sqlx::query("SELECT n FROM shared")
+            .fetch_one(&other.pool)
+            .await;
+        assert!(missing.is_err(), "another in-memory database is separate");
+    }
+
+    #[tokio::test]
+    async fn labelled_memory_database_is_reachable_from_a_second_pool() {
+        let label = uuid::Uuid::new_v4().simple().to_string();
+        let first = Db::connect(&format!("sqlite::memory:{label}")).await.unwrap();
+        sqlx::query("CREATE TABLE seeded (n BIGINT NOT NULL)")
+            .execute(&first.pool)
+            .await
+            .unwrap();
+        let second = Db::connect(&format!("sqlite::memory:{label}")).await.unwrap();
+        sqlx::query("INSERT INTO seeded (n) VALUES (7)")
+            .execute(&second.pool)
+            .await
+            .unwrap();
+        second.pool.close().await;
+        let n: i64 = sqlx::query_scalar("SELECT n FROM seeded")
+            .fetch_one(&first.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 7, "the second pool wrote into the first pool's database");
+        assert!(Db::connect("sqlite::memory:bad label").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unsupported_url_is_refused() {
+        let err = Db::connect("mysql://localhost/db").await.unwrap_err();
+        assert!(matches!(err, sqlx::Error::Configuration(_)), "{err:?}");
+    }
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        assert_eq!(
+            sqlite_file_url("data/x.db").unwrap(),
+            "sqlite:data/x.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_file_url("///tmp/x.db").unwrap(),
+            "sqlite:///tmp/x.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_file_url("x.db?mode=ro").unwrap(),
+            "sqlite:x.db?mode=ro"
+        );
+        assert_eq!(
+            sqlite_file_url("x.db?cache=shared").unwrap(),
+            "sqlite:x.db?cache=shared&mode=rwc"
+        );
+        assert!(sqlite_file_url("").is_err());
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        for micros in [0, 1, 999_999, 1_700_000_000_123_456, -1, -1_500_000] {
+            let ts = micros_to_timestamp(micros);
+            assert!((0..1_000_000_000).contains(&ts.nanos), "{ts:?}");
+            assert_eq!(timestamp_to_micros(&ts), micros);
+        }
+        let ts = micros_to_timestamp(-1);
+        assert_eq!((ts.seconds, ts.nanos), (-1, 999_999_000));
+        let now = now_micros();
+        assert!(now > 1_700_000_000_000_000);
     }
 }

@@ -62,7 +62,11 @@ mod tests {
 
     #[test]
     fn status_carries_error_info() {
-        let st = status(Code::FailedPrecondition, "conversation is closed", "CONVERSATION_CLOSED");
+        let st = status(
+            Code::FailedPrecondition,
+            "conversation is closed",
+            "CONVERSATION_CLOSED",
+        );
         assert_eq!(st.code(), Code::FailedPrecondition);
         assert_eq!(st.message(), "conversation is closed");
         let info = st.get_details_error_info().unwrap();
@@ -75,7 +79,10 @@ mod tests {
         let st = invalid_field("queue_id", "must not be empty");
         assert_eq!(st.code(), Code::InvalidArgument);
         assert_eq!(st.message(), "queue_id: must not be empty");
-        assert_eq!(st.get_details_error_info().unwrap().reason, "INVALID_ARGUMENT");
+        assert_eq!(
+            st.get_details_error_info().unwrap().reason,
+            "INVALID_ARGUMENT"
+        );
         let bad = st.get_details_bad_request().unwrap();
         assert_eq!(bad.field_violations.len(), 1);
         assert_eq!(bad.field_violations[0].field, "queue_id");

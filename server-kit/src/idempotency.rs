@@ -60,3 +60,86 @@ pub async fn record<M: Message>(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, Dialect};
+
+    async fn create_table(db: &Db) {
+        let blob = match db.dialect {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE request_log (
+                tenant_id TEXT NOT NULL,
+                method TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                response {blob} NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, method, request_id)
+            )"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    async fn replay_returns_the_first_response(db: &Db) {
+        create_table(db).await;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let first = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+
+        let mut tx = db.begin().await.unwrap();
+        let seen: Option<prost_types::Timestamp> = lookup(&mut tx, "t1", "/pkg.S/M", &request_id)
+            .await
+            .unwrap();
+        assert_eq!(seen, None);
+        record(&mut tx, "t1", "/pkg.S/M", &request_id, &first)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut conn = db.pool.acquire().await.unwrap();
+        let replay: Option<prost_types::Timestamp> =
+            lookup(&mut conn, "t1", "/pkg.S/M", &request_id)
+                .await
+                .unwrap();
+        assert_eq!(replay, Some(first));
+        // The same request id in another tenant or method is a different request.
+        let other_tenant: Option<prost_types::Timestamp> =
+            lookup(&mut conn, "t2", "/pkg.S/M", &request_id)
+                .await
+                .unwrap();
+        assert_eq!(other_tenant, None);
+        let other_method: Option<prost_types::Timestamp> =
+            lookup(&mut conn, "t1", "/pkg.S/N", &request_id)
+                .await
+                .unwrap();
+        assert_eq!(other_method, None);
+        // Recording twice is a unique violation: a concurrent duplicate loses its change.
+        let err = record(&mut conn, "t1", "/pkg.S/M", &request_id, &first)
+            .await
+            .unwrap_err();
+        assert!(crate::db::is_unique_violation(&err), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_replay_returns_the_first_response() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        replay_returns_the_first_response(&db).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_replay_returns_the_first_response() {
+        let Some(pg) = crate::db::PostgresTestDb::create().await else {
+            return;
+        };
+        replay_returns_the_first_response(&pg.db).await;
+        pg.drop().await;
+    }
+}

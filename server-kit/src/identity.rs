@@ -156,7 +156,8 @@ impl IdentityKey {
         let json = serde_json::to_vec(identity).expect("an identity always serializes");
         let encoded = URL_SAFE_NO_PAD.encode(json);
         let ts = ts.to_string();
-        let signature = URL_SAFE_NO_PAD.encode(self.mac(path, &ts, &encoded).finalize().into_bytes());
+        let signature =
+            URL_SAFE_NO_PAD.encode(self.mac(path, &ts, &encoded).finalize().into_bytes());
         headers.insert(IDENTITY_HEADER, header_value(encoded));
         headers.insert(IDENTITY_TS_HEADER, header_value(ts));
         headers.insert(IDENTITY_SIG_HEADER, header_value(signature));
@@ -365,13 +366,10 @@ pub fn signed_channel(
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(SigningLayer::new(key, identity).layer_channel(channel))
-}
-
-impl SigningLayer {
-    fn layer_channel(&self, channel: tonic::transport::Channel) -> SignedChannel {
-        tower::Layer::layer(self, channel)
-    }
+    Ok(tower::Layer::layer(
+        &SigningLayer::new(key, identity),
+        channel,
+    ))
 }
 
 #[cfg(test)]
@@ -416,7 +414,11 @@ mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap();
         assert_eq!(json["principal_kind"], "user");
         assert_eq!(json["roles"], serde_json::json!(["agent", "supervisor"]));
-        let ts: i64 = headers[IDENTITY_TS_HEADER].to_str().unwrap().parse().unwrap();
+        let ts: i64 = headers[IDENTITY_TS_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((ts - unix_now()).abs() <= 1);
     }
 

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod db;
 pub mod errors;
+pub mod idempotency;
 pub mod identity;
 pub mod metrics;
 pub mod server;

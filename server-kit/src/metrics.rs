@@ -2,10 +2,16 @@
 //!
 //! Every call is counted by service, method and final gRPC status code, timed until its
 //! response body ends, and tracked while in flight, the usual RED view of a service.
+//!
+//! Label values come from the request path, which any client chooses. To keep the number
+//! of series bounded, a method gets its own labels only once a call to it has ended with
+//! a code other than UNIMPLEMENTED, and at most for [`MAX_LABELLED_METHODS`] methods;
+//! everything else is labelled `unknown`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -27,7 +33,13 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
+    labelled: Arc<RwLock<HashSet<String>>>,
 }
+
+/// How many distinct methods get their own labels; later ones are counted as `unknown`.
+pub const MAX_LABELLED_METHODS: usize = 1000;
+
+const UNKNOWN: &str = "unknown";
 
 impl Metrics {
     /// Creates the gRPC server metrics; every series carries the label `app=service_name`.
@@ -68,13 +80,16 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
         ] {
-            registry.register(collector).expect("metric registered once");
+            registry
+                .register(collector)
+                .expect("metric registered once");
         }
         Metrics {
             registry,
             requests,
             duration,
             in_flight,
+            labelled: Arc::default(),
         }
     }
 
@@ -100,16 +115,39 @@ impl Metrics {
     }
 
     fn start(&self, path: &str) -> CallRecord {
-        let (service, method) = split_path(path);
+        let in_flight_labels = match self.labelled.read() {
+            Ok(labelled) if labelled.contains(path) => split_path(path),
+            _ => (UNKNOWN, UNKNOWN),
+        };
         self.in_flight
-            .with_label_values(&[service, method])
+            .with_label_values(&[in_flight_labels.0, in_flight_labels.1])
             .inc();
         CallRecord {
             metrics: self.clone(),
-            service: service.to_owned(),
-            method: method.to_owned(),
+            path: path.to_owned(),
+            in_flight_labels: (in_flight_labels.0.to_owned(), in_flight_labels.1.to_owned()),
             started: Instant::now(),
             done: false,
+        }
+    }
+
+    /// Whether calls to `path` that ended with `code` may use their own labels.
+    fn admit(&self, path: &str, code: &str) -> bool {
+        if code == "UNIMPLEMENTED" || split_path(path) == (UNKNOWN, UNKNOWN) {
+            return false;
+        }
+        if let Ok(labelled) = self.labelled.read()
+            && labelled.contains(path)
+        {
+            return true;
+        }
+        match self.labelled.write() {
+            Ok(mut labelled) if labelled.len() < MAX_LABELLED_METHODS => {
+                labelled.insert(path.to_owned());
+                true
+            }
+            Ok(labelled) => labelled.contains(path),
+            Err(_) => false,
         }
     }
 }
@@ -118,15 +156,15 @@ impl Metrics {
 fn split_path(path: &str) -> (&str, &str) {
     match path.trim_start_matches('/').split_once('/') {
         Some((service, method)) if !service.is_empty() && !method.is_empty() => (service, method),
-        _ => ("unknown", "unknown"),
+        _ => (UNKNOWN, UNKNOWN),
     }
 }
 
 /// One call in flight; records itself exactly once, when finished or dropped.
 struct CallRecord {
     metrics: Metrics,
-    service: String,
-    method: String,
+    path: String,
+    in_flight_labels: (String, String),
     started: Instant,
     done: bool,
 }
@@ -140,16 +178,24 @@ impl CallRecord {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let labels = [self.service.as_str(), self.method.as_str()];
+        let (service, method) = if self.metrics.admit(&self.path, code) {
+            split_path(&self.path)
+        } else {
+            (UNKNOWN, UNKNOWN)
+        };
         self.metrics
             .requests
-            .with_label_values(&[labels[0], labels[1], code])
+            .with_label_values(&[service, method, code])
             .inc();
         self.metrics
             .duration
-            .with_label_values(&labels)
+            .with_label_values(&[service, method])
             .observe(self.started.elapsed().as_secs_f64());
-        self.metrics.in_flight.with_label_values(&labels).dec();
+        let (service, method) = &self.in_flight_labels;
+        self.metrics
+            .in_flight
+            .with_label_values(&[service.as_str(), method.as_str()])
+            .dec();
     }
 }
 
@@ -344,4 +390,63 @@ async fn scrape(State(metrics): State<Metrics>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/switchboard.routing.v1.AgentService/SetPresence"),
+            ("switchboard.routing.v1.AgentService", "SetPresence")
+        );
+        assert_eq!(split_path("/"), (UNKNOWN, UNKNOWN));
+        assert_eq!(split_path("/only-service"), (UNKNOWN, UNKNOWN));
+    }
+
+    #[test]
+    fn labelled_methods_are_bounded() {
+        let metrics = Metrics::new("test-svc");
+        assert!(!metrics.admit("/a.S/M", "UNIMPLEMENTED"));
+        for i in 0..MAX_LABELLED_METHODS {
+            assert!(metrics.admit(&format!("/a.S/M{i}"), "OK"));
+        }
+        assert!(!metrics.admit("/a.S/OneTooMany", "OK"));
+        assert!(metrics.admit("/a.S/M0", "NOT_FOUND"));
+    }
+
+    /// The value of the series of `name` carrying all of `labels`.
+    fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .find(|line| labels.iter().all(|label| line.contains(label)))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn dropped_call_counts_as_cancelled() {
+        let metrics = Metrics::new("test-svc");
+        drop(metrics.start("/a.S/M"));
+        metrics.start("/a.S/M").finish("OK");
+        let text = metrics.render();
+        let total = "grpc_server_requests_total";
+        let m = [r#"service="a.S""#, r#"method="M""#, r#"app="test-svc""#];
+        let unknown = [r#"service="unknown""#, r#"method="unknown""#];
+        assert_eq!(
+            sample(&text, total, &[m[0], m[1], m[2], r#"code="CANCELLED""#]),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, total, &[m[0], m[1], r#"code="OK""#]),
+            Some(1.0),
+            "{text}"
+        );
+        // The first call started before the method had labels of its own.
+        let in_flight = "grpc_server_requests_in_flight";
+        assert_eq!(sample(&text, in_flight, &unknown), Some(0.0), "{text}");
+        assert_eq!(sample(&text, in_flight, &m), Some(0.0), "{text}");
+    }
 }

@@ -14,6 +14,8 @@ use tower::util::option_layer;
 use crate::identity::{IdentityKey, IdentityLayer};
 use crate::metrics::{Metrics, MetricsLayer, serve_metrics};
 
+const METRICS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a service hands to [`serve`] besides its routes.
 pub struct ServeOptions {
     /// The service's name, e.g. `"routing-svc"`, for logs.
@@ -55,6 +57,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The listener handed to [`serve`] is unusable.
+    #[error("grpc listener unusable: {0}")]
+    Listener(#[source] std::io::Error),
     /// The metrics endpoint failed.
     #[error("metrics server failed: {0}")]
     Metrics(#[source] std::io::Error),
@@ -133,7 +138,9 @@ pub async fn serve(
     let mut health_names = vec![""];
     health_names.extend(options.health_services.iter().copied());
     for service in &health_names {
-        health.set_service_status(service, ServingStatus::Serving).await;
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
     }
 
     let reflection = || {
@@ -163,6 +170,7 @@ pub async fn serve(
         None => (MetricsLayer::disabled(), None),
     };
 
+    let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
     let stop_accepting = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
@@ -177,7 +185,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     let mut server = std::pin::pin!(server);
 
-    tracing::info!(service = name, "serving");
+    tracing::info!(service = name, addr = %local_addr, "serving");
     let result = tokio::select! {
         result = &mut server => result.map_err(ServeError::from),
         () = shutdown.wait() => {
@@ -202,11 +210,15 @@ pub async fn serve(
     };
 
     metrics_stop.cancel();
-    if let Some(task) = metrics_task {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return result.and(Err(ServeError::Metrics(err))),
-            Err(err) => return result.and(Err(ServeError::Metrics(std::io::Error::other(err)))),
+    if let Some(mut task) = metrics_task {
+        // A scraper holding its connection open must not keep the process alive.
+        match tokio::time::timeout(METRICS_STOP_TIMEOUT, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => return result.and(Err(ServeError::Metrics(err))),
+            Ok(Err(err)) => {
+                return result.and(Err(ServeError::Metrics(std::io::Error::other(err))));
+            }
+            Err(_) => task.abort(),
         }
     }
     tracing::info!(service = name, "stopped");

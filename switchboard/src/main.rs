@@ -1,1 +1,23 @@
-fn main() {}
+//! `switchboard`: runs the whole suite on one machine for development.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Switchboard contact-center engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs all four services on loopback with a demo tenant. Not for production.
+    Dev(switchboard::dev::DevArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Dev(args) => switchboard::dev::run(args).await,
+    }
+}

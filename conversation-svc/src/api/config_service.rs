@@ -1,0 +1,259 @@
+//! `switchboard.conversation.v1.ConversationConfigService`: wrap-up reasons (status labels
+//! and canned responses are not served yet).
+
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_proto::conversation::v1::conversation_config_service_server::ConversationConfigService;
+use switchboard_server_kit::Role;
+use switchboard_server_kit::db::now_micros;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{
+    Shared, caller, convert, not_served, optional_uuid, page_size, request_id, require_any,
+    text_field, token, uuid_field,
+};
+use crate::error::{Error, Result};
+use crate::store::{RequestKey, WrapUpReason};
+
+const SERVICE: &str = "ConversationConfigService";
+
+/// Tenant configuration of conversations.
+#[derive(Clone, Debug)]
+pub struct ConfigApi {
+    ctx: Shared,
+}
+
+impl ConfigApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Shared) -> ConfigApi {
+        ConfigApi { ctx }
+    }
+}
+
+/// Validated, normalised (sorted, deduplicated) queue ids of a reason.
+fn queue_ids(raw: &[String]) -> Result<Vec<String>> {
+    let mut ids = raw
+        .iter()
+        .enumerate()
+        .map(|(i, id)| uuid_field(&format!("wrap_up_reason.queue_ids[{i}]"), id))
+        .collect::<Result<Vec<_>>>()?;
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn display_name(value: &str) -> Result<()> {
+    text_field("wrap_up_reason.display_name", value, 1, 200)
+}
+
+impl ConfigApi {
+    async fn create_reason(
+        &self,
+        request: Request<pb::CreateWrapUpReasonRequest>,
+    ) -> Result<pb::CreateWrapUpReasonResponse> {
+        const METHOD: &str = "ConversationConfigService/CreateWrapUpReason";
+        let identity = caller(&request)?;
+        require_any(
+            &identity,
+            &[Role::Administrator],
+            "creating a wrap-up reason",
+        )?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let given = req
+            .wrap_up_reason
+            .ok_or_else(|| Error::invalid("wrap_up_reason", "is required"))?;
+        display_name(&given.display_name)?;
+        let reason = WrapUpReason {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: identity.tenant_id.clone(),
+            queue_ids: queue_ids(&given.queue_ids)?,
+            display_name: given.display_name,
+            marks_transferred: given.marks_transferred,
+            active: given.active,
+        };
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        m.insert_reason(&reason, now_micros()).await?;
+        let response = pb::CreateWrapUpReasonResponse {
+            wrap_up_reason: Some(convert::reason(&reason)),
+        };
+        m.commit(Some(key), &response).await?;
+        info!(wrap_up_reason_id = %reason.id, tenant_id = %reason.tenant_id, "wrap-up reason created");
+        Ok(response)
+    }
+
+    async fn list_reasons(
+        &self,
+        request: Request<pb::ListWrapUpReasonsRequest>,
+    ) -> Result<pb::ListWrapUpReasonsResponse> {
+        let identity = caller(&request)?;
+        let req = request.get_ref();
+        let queue_id = optional_uuid("queue_id", &req.queue_id)?;
+        let limit = page_size(req.page_size)?;
+        let after = token::decode_pair(&req.page_token)?;
+        let mut reasons = self
+            .ctx
+            .store
+            .list_reasons(
+                &identity.tenant_id,
+                queue_id.as_deref(),
+                req.include_inactive,
+                after,
+                limit + 1,
+            )
+            .await?;
+        let mut next_page_token = String::new();
+        if reasons.len() as i64 > limit {
+            reasons.truncate(limit as usize);
+            if let Some(last) = reasons.last() {
+                next_page_token = token::encode(&[&last.display_name, &last.id]);
+            }
+        }
+        Ok(pb::ListWrapUpReasonsResponse {
+            wrap_up_reasons: reasons.iter().map(convert::reason).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn update_reason(
+        &self,
+        request: Request<pb::UpdateWrapUpReasonRequest>,
+    ) -> Result<pb::UpdateWrapUpReasonResponse> {
+        const METHOD: &str = "ConversationConfigService/UpdateWrapUpReason";
+        let identity = caller(&request)?;
+        require_any(
+            &identity,
+            &[Role::Administrator],
+            "changing a wrap-up reason",
+        )?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let given = req
+            .wrap_up_reason
+            .ok_or_else(|| Error::invalid("wrap_up_reason", "is required"))?;
+        let id = uuid_field("wrap_up_reason.id", &given.id)?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Err(Error::invalid("update_mask", "is required"));
+        }
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => display_name(&given.display_name)?,
+                "queue_ids" => {
+                    queue_ids(&given.queue_ids)?;
+                }
+                "marks_transferred" | "active" => {}
+                other => {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!(
+                            "unknown path {other:?}; expected display_name, queue_ids, \
+                             marks_transferred or active"
+                        ),
+                    ));
+                }
+            }
+        }
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let mut reason = m
+            .reasons_by_ids(&identity.tenant_id, std::slice::from_ref(&id))
+            .await?
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("wrap-up reason {id} not found")))?;
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => reason.display_name = given.display_name.clone(),
+                "queue_ids" => reason.queue_ids = queue_ids(&given.queue_ids)?,
+                "marks_transferred" => reason.marks_transferred = given.marks_transferred,
+                "active" => reason.active = given.active,
+                _ => {}
+            }
+        }
+        m.update_reason(&reason, now_micros()).await?;
+        let response = pb::UpdateWrapUpReasonResponse {
+            wrap_up_reason: Some(convert::reason(&reason)),
+        };
+        m.commit(Some(key), &response).await?;
+        info!(wrap_up_reason_id = %id, "wrap-up reason changed");
+        Ok(response)
+    }
+}
+
+fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl ConversationConfigService for ConfigApi {
+    async fn create_wrap_up_reason(
+        &self,
+        request: Request<pb::CreateWrapUpReasonRequest>,
+    ) -> Result<Response<pb::CreateWrapUpReasonResponse>, Status> {
+        respond(self.create_reason(request).await)
+    }
+
+    async fn list_wrap_up_reasons(
+        &self,
+        request: Request<pb::ListWrapUpReasonsRequest>,
+    ) -> Result<Response<pb::ListWrapUpReasonsResponse>, Status> {
+        respond(self.list_reasons(request).await)
+    }
+
+    async fn update_wrap_up_reason(
+        &self,
+        request: Request<pb::UpdateWrapUpReasonRequest>,
+    ) -> Result<Response<pb::UpdateWrapUpReasonResponse>, Status> {
+        respond(self.update_reason(request).await)
+    }
+
+    async fn create_status_label(
+        &self,
+        _: Request<pb::CreateStatusLabelRequest>,
+    ) -> Result<Response<pb::CreateStatusLabelResponse>, Status> {
+        not_served(SERVICE, "CreateStatusLabel")
+    }
+
+    async fn list_status_labels(
+        &self,
+        _: Request<pb::ListStatusLabelsRequest>,
+    ) -> Result<Response<pb::ListStatusLabelsResponse>, Status> {
+        not_served(SERVICE, "ListStatusLabels")
+    }
+
+    async fn delete_status_label(
+        &self,
+        _: Request<pb::DeleteStatusLabelRequest>,
+    ) -> Result<Response<pb::DeleteStatusLabelResponse>, Status> {
+        not_served(SERVICE, "DeleteStatusLabel")
+    }
+
+    async fn create_canned_response(
+        &self,
+        _: Request<pb::CreateCannedResponseRequest>,
+    ) -> Result<Response<pb::CreateCannedResponseResponse>, Status> {
+        not_served(SERVICE, "CreateCannedResponse")
+    }
+
+    async fn delete_canned_response(
+        &self,
+        _: Request<pb::DeleteCannedResponseRequest>,
+    ) -> Result<Response<pb::DeleteCannedResponseResponse>, Status> {
+        not_served(SERVICE, "DeleteCannedResponse")
+    }
+}

@@ -1,0 +1,1065 @@
+//! `switchboard.conversation.v1.ConversationService`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use prost::Message as _;
+use switchboard_proto::common::v1::Channel;
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_proto::conversation::v1::conversation_service_server::ConversationService;
+use switchboard_proto::routing::internal::v1 as rpb;
+use switchboard_server_kit::db::{micros_to_timestamp, now_micros, timestamp_to_micros};
+use switchboard_server_kit::{Identity, PrincipalKind, Role};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::stream::Waiter;
+use super::{
+    READER_ROLES, Shared, caller, convert, not_served, optional_uuid, page_size, request_id,
+    require_any, text_field, token, uuid_field, viewer,
+};
+use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
+use crate::domain::masking::mask_pans;
+use crate::domain::state::{Action, State, transition};
+use crate::error::{Error, Result};
+use crate::store::{
+    CommandKind, Conversation, ConversationQuery, Event, Mutation, NewConversation, NewMessage,
+    PreChatField, RequestKey, TranscriptLine,
+};
+
+const SERVICE: &str = "ConversationService";
+
+/// Roles that act on conversations as users (agents, supervisors, administrators).
+const USER_ROLES: [Role; 3] = [Role::Agent, Role::Supervisor, Role::Administrator];
+
+const MAX_PRE_CHAT_FIELDS: usize = 50;
+const MAX_TRANSCRIPT_LINES: usize = 500;
+const MAX_TEXT: usize = 4000;
+const MAX_WRAP_UP_REASONS: usize = 20;
+
+/// How many events a stream reads per query.
+const STREAM_BATCH: i64 = 200;
+
+/// The conversation API for agents, supervisors, bots and channel connectors.
+#[derive(Clone, Debug)]
+pub struct ConversationApi {
+    ctx: Shared,
+}
+
+impl ConversationApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Shared) -> ConversationApi {
+        ConversationApi { ctx }
+    }
+}
+
+fn event_kind(kind: pb::EventType) -> i32 {
+    kind as i32
+}
+
+/// The user id to record as the actor of a change: users only, not bots or connectors
+/// acting for the customer.
+fn actor(identity: &Identity) -> &str {
+    if identity.principal_kind == PrincipalKind::User {
+        &identity.principal_id
+    } else {
+        ""
+    }
+}
+
+fn channel_field(value: i32) -> Result<i32> {
+    match Channel::try_from(value) {
+        Ok(Channel::Unspecified) => Err(Error::invalid("channel", "is required")),
+        Ok(channel) => Ok(channel as i32),
+        Err(_) => Err(Error::invalid("channel", "is not a known channel")),
+    }
+}
+
+/// Maps routing-svc's answer to CheckQueue to this service's errors.
+fn queue_error(queue_id: &str, status: Status) -> Error {
+    match status.code() {
+        tonic::Code::NotFound => Error::NotFound(format!("queue {queue_id} not found")),
+        tonic::Code::FailedPrecondition => {
+            Error::WrongState(format!("queue {queue_id}: {}", status.message()))
+        }
+        tonic::Code::InvalidArgument => Error::invalid("queue_id", status.message()),
+        code => {
+            warn!(
+                queue_id,
+                ?code,
+                message = status.message(),
+                "routing-svc CheckQueue failed"
+            );
+            Error::Unavailable(format!(
+                "routing-svc is unavailable: cannot check queue {queue_id}"
+            ))
+        }
+    }
+}
+
+/// Loads a conversation the caller can see, locked for the transaction.
+async fn load_visible(
+    m: &mut Mutation,
+    identity: &Identity,
+    conversation_id: &str,
+) -> Result<Conversation> {
+    m.conversation_for_update(&identity.tenant_id, conversation_id)
+        .await?
+        .filter(|c| c.visible_to(viewer(identity)))
+        .ok_or_else(|| Error::conversation_not_found(conversation_id))
+}
+
+/// Loads a conversation for an owner-only action and checks that `action` is allowed;
+/// returns it with the state the action leads to.
+async fn load_for_owner(
+    m: &mut Mutation,
+    identity: &Identity,
+    conversation_id: &str,
+    action: Action,
+) -> Result<(Conversation, State)> {
+    let conv = load_visible(m, identity, conversation_id).await?;
+    let next =
+        transition(conv.state, action).map_err(|e| Error::wrong_state(conversation_id, e))?;
+    if conv.owner_agent_id != identity.principal_id {
+        return Err(Error::wrong_state(
+            conversation_id,
+            format!(
+                "caller is not the owner; only the owner can {}",
+                action.verb().trim_end_matches(" for")
+            ),
+        ));
+    }
+    Ok((conv, next))
+}
+
+impl ConversationApi {
+    async fn create(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<pb::CreateConversationResponse> {
+        const METHOD: &str = "ConversationService/CreateConversation";
+        let identity = caller(&request)?;
+        require_any(
+            &identity,
+            &[Role::Bot, Role::Administrator],
+            "creating a conversation",
+        )?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        if let Some(response) = self.ctx.store.replay(key.tenant_id, METHOD, &rid).await? {
+            return Ok(response);
+        }
+
+        let channel = channel_field(req.channel)?;
+        let queue_id = uuid_field("queue_id", &req.queue_id)?;
+        let contact = req
+            .contact
+            .ok_or_else(|| Error::invalid("contact", "is required"))?;
+        text_field("contact.display_name", &contact.display_name, 1, 200)?;
+        text_field("contact.channel_address", &contact.channel_address, 1, 500)?;
+        if req.pre_chat_data.len() > MAX_PRE_CHAT_FIELDS {
+            return Err(Error::invalid(
+                "pre_chat_data",
+                format!("must have at most {MAX_PRE_CHAT_FIELDS} fields"),
+            ));
+        }
+        for (i, field) in req.pre_chat_data.iter().enumerate() {
+            text_field(&format!("pre_chat_data[{i}].name"), &field.name, 1, 100)?;
+            text_field(&format!("pre_chat_data[{i}].label"), &field.label, 0, 200)?;
+            text_field(&format!("pre_chat_data[{i}].value"), &field.value, 0, 2000)?;
+        }
+        if req.bot_transcript.len() > MAX_TRANSCRIPT_LINES {
+            return Err(Error::invalid(
+                "bot_transcript",
+                format!("must have at most {MAX_TRANSCRIPT_LINES} lines"),
+            ));
+        }
+        let now = now_micros();
+        let mut transcript = Vec::with_capacity(req.bot_transcript.len());
+        for (i, line) in req.bot_transcript.iter().enumerate() {
+            let sender =
+                pb::SenderKind::try_from(line.sender).unwrap_or(pb::SenderKind::Unspecified);
+            if !matches!(sender, pb::SenderKind::Customer | pb::SenderKind::Bot) {
+                return Err(Error::invalid(
+                    format!("bot_transcript[{i}].sender"),
+                    "must be CUSTOMER or BOT",
+                ));
+            }
+            text_field(
+                &format!("bot_transcript[{i}].text"),
+                &line.text,
+                1,
+                MAX_TEXT,
+            )?;
+            transcript.push(TranscriptLine {
+                sender: sender as i32,
+                text: mask_pans(&line.text).into_owned(),
+                create_time: line
+                    .create_time
+                    .as_ref()
+                    .map(timestamp_to_micros)
+                    .unwrap_or(now),
+            });
+        }
+        if !req.first_message.is_empty() {
+            text_field("first_message", &req.first_message, 1, MAX_TEXT)?;
+        }
+
+        // routing-svc first: a missing queue or a refused channel changes nothing here.
+        let queue = self
+            .ctx
+            .routing
+            .check_queue(&identity.tenant_id, &queue_id, channel)
+            .await
+            .map_err(|status| queue_error(&queue_id, status))?;
+
+        let new = NewConversation {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: identity.tenant_id.clone(),
+            channel,
+            queue_id: queue_id.clone(),
+            program_id: queue.program_id,
+            contact_display_name: mask_pans(&contact.display_name).into_owned(),
+            contact_channel_address: contact.channel_address,
+            pre_chat: req
+                .pre_chat_data
+                .iter()
+                .map(|f| PreChatField {
+                    name: f.name.clone(),
+                    label: mask_pans(&f.label).into_owned(),
+                    value: mask_pans(&f.value).into_owned(),
+                })
+                .collect(),
+            transcript,
+            now,
+        };
+
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let mut conv = m.create_conversation(&new).await?;
+        let who = actor(&identity);
+        m.event(Event::about(
+            &conv,
+            event_kind(pb::EventType::Created),
+            who,
+            now,
+        ));
+        m.event(Event::about(
+            &conv,
+            event_kind(pb::EventType::Queued),
+            who,
+            now,
+        ));
+        if !req.first_message.is_empty() {
+            let customer = conv.contact.display_name.clone();
+            let message = m
+                .add_message(
+                    &mut conv,
+                    NewMessage {
+                        sender: pb::SenderKind::Customer as i32,
+                        sender_id: String::new(),
+                        sender_display_name: customer,
+                        text: mask_pans(&req.first_message).into_owned(),
+                        internal: false,
+                    },
+                    now,
+                )
+                .await?;
+            let mut added = Event::about(&conv, event_kind(pb::EventType::MessageAdded), "", now);
+            added.message_id = message.id;
+            m.event(added);
+        }
+        let enqueue = rpb::EnqueueConversationRequest {
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            queue_id: conv.queue_id.clone(),
+            channel: conv.channel,
+            customer_display_name: conv.contact.display_name.clone(),
+            enqueue_key: uuid::Uuid::new_v4().to_string(),
+            wait_start_time: Some(micros_to_timestamp(conv.create_time)),
+        };
+        m.add_command(
+            CommandKind::Enqueue,
+            &conv.tenant_id,
+            &conv.id,
+            enqueue.encode_to_vec(),
+            now,
+        )
+        .await?;
+        let response = pb::CreateConversationResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        let committed = m.commit(Some(key), &response).await?;
+        self.ctx.dispatch(&committed);
+        info!(
+            conversation_id = %conv.id,
+            tenant_id = %conv.tenant_id,
+            queue_id = %conv.queue_id,
+            "conversation created"
+        );
+        Ok(response)
+    }
+
+    /// A conversation the caller may read, or NOT_FOUND.
+    async fn visible(&self, identity: &Identity, conversation_id: &str) -> Result<Conversation> {
+        self.ctx
+            .store
+            .conversation(&identity.tenant_id, conversation_id)
+            .await?
+            .filter(|c| c.visible_to(viewer(identity)))
+            .ok_or_else(|| Error::conversation_not_found(conversation_id))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<pb::GetConversationResponse> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "reading conversations")?;
+        let id = uuid_field("conversation_id", &request.get_ref().conversation_id)?;
+        let conv = self.visible(&identity, &id).await?;
+        Ok(pb::GetConversationResponse {
+            conversation: Some(convert::conversation(&conv)),
+        })
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<pb::ListConversationsResponse> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "listing conversations")?;
+        let req = request.get_ref();
+        let mut states = Vec::with_capacity(req.states.len());
+        for (i, state) in req.states.iter().enumerate() {
+            if State::from_code(i64::from(*state)).is_none() {
+                return Err(Error::invalid(
+                    format!("states[{i}]"),
+                    "is not a conversation state",
+                ));
+            }
+            states.push(*state);
+        }
+        let limit = page_size(req.page_size)?;
+        let query = ConversationQuery {
+            tenant_id: identity.tenant_id.clone(),
+            viewer_id: identity.principal_id.clone(),
+            sees_all: viewer(&identity).sees_all,
+            states,
+            queue_id: optional_uuid("queue_id", &req.queue_id)?,
+            owner_agent_id: optional_uuid("owner_agent_id", &req.owner_agent_id)?,
+            before: token::decode_time_id(&req.page_token)?,
+            limit: limit + 1,
+        };
+        let mut convs = self.ctx.store.list_conversations(&query).await?;
+        let mut next_page_token = String::new();
+        if convs.len() as i64 > limit {
+            convs.truncate(limit as usize);
+            if let Some(last) = convs.last() {
+                next_page_token = token::encode(&[&last.create_time.to_string(), &last.id]);
+            }
+        }
+        Ok(pb::ListConversationsResponse {
+            conversations: convs.iter().map(convert::conversation).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<pb::SendMessageResponse> {
+        const METHOD: &str = "ConversationService/SendMessage";
+        let identity = caller(&request)?;
+        let req = request.into_inner();
+        let sender = pb::SenderKind::try_from(req.sender).unwrap_or(pb::SenderKind::Unspecified);
+        let as_customer_side = identity.has_role(Role::Bot)
+            && matches!(sender, pb::SenderKind::Customer | pb::SenderKind::Bot);
+        if !as_customer_side {
+            if !identity.has_any_role(&USER_ROLES) {
+                if identity.has_role(Role::Bot) {
+                    return Err(Error::invalid("sender", "must be CUSTOMER or BOT"));
+                }
+                require_any(
+                    &identity,
+                    &[Role::Agent, Role::Supervisor, Role::Bot],
+                    "sending a message",
+                )?;
+            }
+        } else if req.internal {
+            return Err(Error::invalid(
+                "internal",
+                "only agents and supervisors write internal messages",
+            ));
+        }
+        let rid = request_id(&req.request_id)?;
+        let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
+        text_field("text", &req.text, 1, MAX_TEXT)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let mut conv = load_visible(&mut m, &identity, &conversation_id).await?;
+        let now = now_micros();
+        let new = if as_customer_side {
+            check_customer_message(conv.state).map_err(|e| Error::refused(&conversation_id, e))?;
+            let name = if sender == pb::SenderKind::Customer {
+                conv.contact.display_name.clone()
+            } else if identity.display_name.is_empty() {
+                "Bot".to_owned()
+            } else {
+                identity.display_name.clone()
+            };
+            NewMessage {
+                sender: sender as i32,
+                sender_id: String::new(),
+                sender_display_name: name,
+                text: mask_pans(&req.text).into_owned(),
+                internal: false,
+            }
+        } else {
+            let role = conv.role_of(&identity.principal_id);
+            check_user_message(conv.state, role, req.internal)
+                .map_err(|e| Error::refused(&conversation_id, e))?;
+            let kind = if role == Some(ParticipantRole::Supervisor) {
+                pb::SenderKind::Supervisor
+            } else {
+                pb::SenderKind::Agent
+            };
+            NewMessage {
+                sender: kind as i32,
+                sender_id: identity.principal_id.clone(),
+                sender_display_name: identity.display_name.clone(),
+                text: mask_pans(&req.text).into_owned(),
+                internal: req.internal,
+            }
+        };
+        let message = m.add_message(&mut conv, new, now).await?;
+        let mut added = Event::about(
+            &conv,
+            event_kind(pb::EventType::MessageAdded),
+            actor(&identity),
+            now,
+        );
+        added.message_id = message.id.clone();
+        m.event(added);
+        let response = pb::SendMessageResponse {
+            message: Some(convert::message(&message)),
+        };
+        m.commit(Some(key), &response).await?;
+        Ok(response)
+    }
+
+    /// Whether the caller sees internal messages: agents and supervisors do, the customer's
+    /// side (bots, connectors) does not.
+    fn sees_internal(identity: &Identity) -> bool {
+        identity.has_any_role(&USER_ROLES)
+    }
+
+    async fn messages_page(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<pb::ListMessagesResponse> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "reading messages")?;
+        let req = request.get_ref();
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let limit = page_size(req.page_size)?;
+        let after = token::decode_int(&req.page_token)?;
+        self.visible(&identity, &id).await?;
+        let mut messages = self
+            .ctx
+            .store
+            .messages(&id, after, limit + 1, Self::sees_internal(&identity))
+            .await?;
+        let mut next_page_token = String::new();
+        if messages.len() as i64 > limit {
+            messages.truncate(limit as usize);
+            if let Some(last) = messages.last() {
+                next_page_token = token::encode_int(last.ordinal);
+            }
+        }
+        Ok(pb::ListMessagesResponse {
+            messages: messages.iter().map(convert::message).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn stream(
+        &self,
+        request: Request<pb::StreamConversationRequest>,
+    ) -> Result<ConversationStream> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "streaming a conversation")?;
+        let req = request.get_ref();
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        if req.after_sequence < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative"));
+        }
+        self.visible(&identity, &id).await?;
+        let store = self.ctx.store.clone();
+        let mut cursor = if req.after_sequence == 0 {
+            store.last_sequence().await?
+        } else {
+            req.after_sequence
+        };
+        let sees_internal = Self::sees_internal(&identity);
+        let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
+        let stream = async_stream::try_stream! {
+            loop {
+                let events = store
+                    .conversation_events(&id, cursor, STREAM_BATCH)
+                    .await
+                    .map_err(Status::from)?;
+                let full = events.len() as i64 == STREAM_BATCH;
+                for event in events {
+                    cursor = event.sequence;
+                    let mut message = None;
+                    if event.kind == event_kind(pb::EventType::MessageAdded) {
+                        let stored = store.message(&event.message_id).await.map_err(Status::from)?;
+                        match stored {
+                            Some(stored) if stored.internal && !sees_internal => continue,
+                            Some(stored) => message = Some(convert::message(&stored)),
+                            None => {}
+                        }
+                    }
+                    yield pb::StreamConversationResponse {
+                        event: Some(convert::event(&event)),
+                        message,
+                    };
+                }
+                if waiter.stopping() {
+                    break;
+                }
+                if !full && !waiter.wait().await {
+                    break;
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+
+    async fn hold(
+        &self,
+        request: Request<pb::SetWaitingRequest>,
+    ) -> Result<pb::SetWaitingResponse> {
+        const METHOD: &str = "ConversationService/SetWaiting";
+        let identity = caller(&request)?;
+        require_any(&identity, &USER_ROLES, "putting a conversation on hold")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        text_field("reason", &req.reason, 0, 200)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::SetWaiting).await?;
+        let now = now_micros();
+        conv.state = next;
+        conv.update_time = now;
+        m.save_conversation(&conv).await?;
+        let mut event = Event::about(
+            &conv,
+            event_kind(pb::EventType::Waiting),
+            actor(&identity),
+            now,
+        );
+        event.detail = mask_pans(&req.reason).into_owned();
+        m.event(event);
+        let response = pb::SetWaitingResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        m.commit(Some(key), &response).await?;
+        info!(conversation_id = %id, "conversation waiting");
+        Ok(response)
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeConversationRequest>,
+    ) -> Result<pb::ResumeConversationResponse> {
+        const METHOD: &str = "ConversationService/ResumeConversation";
+        let identity = caller(&request)?;
+        require_any(&identity, &USER_ROLES, "resuming a conversation")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::Resume).await?;
+        let now = now_micros();
+        conv.state = next;
+        conv.update_time = now;
+        m.save_conversation(&conv).await?;
+        m.event(Event::about(
+            &conv,
+            event_kind(pb::EventType::Resumed),
+            actor(&identity),
+            now,
+        ));
+        let response = pb::ResumeConversationResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        m.commit(Some(key), &response).await?;
+        info!(conversation_id = %id, "conversation resumed");
+        Ok(response)
+    }
+
+    async fn end(
+        &self,
+        request: Request<pb::EndConversationRequest>,
+    ) -> Result<pb::EndConversationResponse> {
+        const METHOD: &str = "ConversationService/EndConversation";
+        let identity = caller(&request)?;
+        require_any(&identity, &USER_ROLES, "ending a conversation")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::End).await?;
+        let now = now_micros();
+        conv.state = next;
+        conv.update_time = now;
+        m.save_conversation(&conv).await?;
+        m.event(Event::about(
+            &conv,
+            event_kind(pb::EventType::Ended),
+            actor(&identity),
+            now,
+        ));
+        let name = if conv.owner_display_name.is_empty() {
+            identity.display_name.clone()
+        } else {
+            conv.owner_display_name.clone()
+        };
+        let notice = m
+            .add_message(
+                &mut conv,
+                system_message(format!("{name} left the conversation")),
+                now,
+            )
+            .await?;
+        let mut added = Event::about(&conv, event_kind(pb::EventType::MessageAdded), "", now);
+        added.message_id = notice.id;
+        m.event(added);
+        let response = pb::EndConversationResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        m.commit(Some(key), &response).await?;
+        info!(conversation_id = %id, agent_id = %identity.principal_id, "conversation ended");
+        Ok(response)
+    }
+
+    async fn wrap_up(
+        &self,
+        request: Request<pb::SubmitWrapUpRequest>,
+    ) -> Result<pb::SubmitWrapUpResponse> {
+        const METHOD: &str = "ConversationService/SubmitWrapUp";
+        let identity = caller(&request)?;
+        require_any(&identity, &USER_ROLES, "submitting wrap-up")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        if req.wrap_up_reason_ids.is_empty() {
+            return Err(Error::invalid(
+                "wrap_up_reason_ids",
+                "at least one reason is required",
+            ));
+        }
+        if req.wrap_up_reason_ids.len() > MAX_WRAP_UP_REASONS {
+            return Err(Error::invalid(
+                "wrap_up_reason_ids",
+                format!("must have at most {MAX_WRAP_UP_REASONS} reasons"),
+            ));
+        }
+        let mut reason_ids: Vec<String> = Vec::new();
+        for (i, raw) in req.wrap_up_reason_ids.iter().enumerate() {
+            let reason_id = uuid_field(&format!("wrap_up_reason_ids[{i}]"), raw)?;
+            if !reason_ids.contains(&reason_id) {
+                reason_ids.push(reason_id);
+            }
+        }
+        text_field("note", &req.note, 0, 2000)?;
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method: METHOD,
+            request_id: &rid,
+        };
+
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::SubmitWrapUp).await?;
+        let reasons = m.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
+        for (i, reason_id) in reason_ids.iter().enumerate() {
+            let field = format!("wrap_up_reason_ids[{i}]");
+            let Some(reason) = reasons.iter().find(|r| &r.id == reason_id) else {
+                return Err(Error::invalid(
+                    field,
+                    format!("unknown wrap-up reason {reason_id}"),
+                ));
+            };
+            if !reason.active {
+                return Err(Error::invalid(
+                    field,
+                    format!("wrap-up reason {reason_id} is inactive"),
+                ));
+            }
+            if !reason.offered_in(&conv.queue_id) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "wrap-up reason {reason_id} is not offered in queue {}",
+                        conv.queue_id
+                    ),
+                ));
+            }
+        }
+        let now = now_micros();
+        let agent_id = conv.owner_agent_id.clone();
+        conv.state = next;
+        conv.update_time = now;
+        conv.close_time = Some(now);
+        conv.wrap_up_reason_ids = reason_ids.clone();
+        m.end_segment(
+            &conv.current_segment_id,
+            "closed",
+            &reason_ids,
+            &mask_pans(&req.note),
+            now,
+        )
+        .await?;
+        m.save_conversation(&conv).await?;
+        let mut submitted = Event::about(
+            &conv,
+            event_kind(pb::EventType::WrapUpSubmitted),
+            actor(&identity),
+            now,
+        );
+        submitted.wrap_up_reason_ids = reason_ids.clone();
+        m.event(submitted);
+        let mut closed = Event::about(
+            &conv,
+            event_kind(pb::EventType::Closed),
+            actor(&identity),
+            now,
+        );
+        closed.wrap_up_reason_ids = reason_ids;
+        closed.detail = "wrap_up".to_owned();
+        m.event(closed);
+        let release = rpb::ReleaseCapacityRequest {
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            agent_id: agent_id.clone(),
+        };
+        m.add_command(
+            CommandKind::ReleaseCapacity,
+            &conv.tenant_id,
+            &conv.id,
+            release.encode_to_vec(),
+            now,
+        )
+        .await?;
+        let response = pb::SubmitWrapUpResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        let committed = m.commit(Some(key), &response).await?;
+        self.ctx.dispatch(&committed);
+        info!(conversation_id = %id, agent_id = %agent_id, "conversation closed after wrap-up");
+        Ok(response)
+    }
+
+    async fn segments_page(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<pb::ListSegmentsResponse> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "reading segments")?;
+        let req = request.get_ref();
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let limit = page_size(req.page_size)?;
+        let after = token::decode_int(&req.page_token)?;
+        self.visible(&identity, &id).await?;
+        let mut segments = self.ctx.store.segments(&id, after, limit + 1).await?;
+        let mut next_page_token = String::new();
+        if segments.len() as i64 > limit {
+            segments.truncate(limit as usize);
+            if let Some(last) = segments.last() {
+                next_page_token = token::encode_int(last.ordinal);
+            }
+        }
+        Ok(pb::ListSegmentsResponse {
+            segments: segments.iter().map(convert::segment).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListConversationEventsRequest>,
+    ) -> Result<pb::ListConversationEventsResponse> {
+        let identity = caller(&request)?;
+        require_any(&identity, &READER_ROLES, "reading conversation events")?;
+        let req = request.get_ref();
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let limit = page_size(req.page_size)?;
+        let after = token::decode_int(&req.page_token)?;
+        self.visible(&identity, &id).await?;
+        let mut events = self
+            .ctx
+            .store
+            .conversation_events(&id, after, limit + 1)
+            .await?;
+        let mut next_page_token = String::new();
+        if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            if let Some(last) = events.last() {
+                next_page_token = token::encode_int(last.sequence);
+            }
+        }
+        Ok(pb::ListConversationEventsResponse {
+            events: events.iter().map(convert::event).collect(),
+            next_page_token,
+        })
+    }
+}
+
+/// A notice from Switchboard itself that the customer sees.
+pub(super) fn system_message(text: String) -> NewMessage {
+    NewMessage {
+        sender: pb::SenderKind::System as i32,
+        sender_id: String::new(),
+        sender_display_name: "System".to_owned(),
+        text,
+        internal: false,
+    }
+}
+
+type ConversationStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamConversationResponse, Status>> + Send>>;
+
+fn respond<T>(result: Result<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl ConversationService for ConversationApi {
+    async fn create_conversation(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<Response<pb::CreateConversationResponse>, Status> {
+        respond(self.create(request).await)
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        respond(self.get(request).await)
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        respond(self.list(request).await)
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        respond(self.send(request).await)
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        respond(self.messages_page(request).await)
+    }
+
+    type StreamConversationStream = ConversationStream;
+
+    async fn stream_conversation(
+        &self,
+        request: Request<pb::StreamConversationRequest>,
+    ) -> Result<Response<Self::StreamConversationStream>, Status> {
+        respond(self.stream(request).await)
+    }
+
+    async fn set_waiting(
+        &self,
+        request: Request<pb::SetWaitingRequest>,
+    ) -> Result<Response<pb::SetWaitingResponse>, Status> {
+        respond(self.hold(request).await)
+    }
+
+    async fn resume_conversation(
+        &self,
+        request: Request<pb::ResumeConversationRequest>,
+    ) -> Result<Response<pb::ResumeConversationResponse>, Status> {
+        respond(self.resume(request).await)
+    }
+
+    async fn end_conversation(
+        &self,
+        request: Request<pb::EndConversationRequest>,
+    ) -> Result<Response<pb::EndConversationResponse>, Status> {
+        respond(self.end(request).await)
+    }
+
+    async fn submit_wrap_up(
+        &self,
+        request: Request<pb::SubmitWrapUpRequest>,
+    ) -> Result<Response<pb::SubmitWrapUpResponse>, Status> {
+        respond(self.wrap_up(request).await)
+    }
+
+    async fn transfer_conversation(
+        &self,
+        _: Request<pb::TransferConversationRequest>,
+    ) -> Result<Response<pb::TransferConversationResponse>, Status> {
+        not_served(SERVICE, "TransferConversation")
+    }
+
+    async fn accept_transfer(
+        &self,
+        _: Request<pb::AcceptTransferRequest>,
+    ) -> Result<Response<pb::AcceptTransferResponse>, Status> {
+        not_served(SERVICE, "AcceptTransfer")
+    }
+
+    async fn reject_transfer(
+        &self,
+        _: Request<pb::RejectTransferRequest>,
+    ) -> Result<Response<pb::RejectTransferResponse>, Status> {
+        not_served(SERVICE, "RejectTransfer")
+    }
+
+    async fn invite_participant(
+        &self,
+        _: Request<pb::InviteParticipantRequest>,
+    ) -> Result<Response<pb::InviteParticipantResponse>, Status> {
+        not_served(SERVICE, "InviteParticipant")
+    }
+
+    async fn accept_invitation(
+        &self,
+        _: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        not_served(SERVICE, "AcceptInvitation")
+    }
+
+    async fn leave_conversation(
+        &self,
+        _: Request<pb::LeaveConversationRequest>,
+    ) -> Result<Response<pb::LeaveConversationResponse>, Status> {
+        not_served(SERVICE, "LeaveConversation")
+    }
+
+    async fn end_conference(
+        &self,
+        _: Request<pb::EndConferenceRequest>,
+    ) -> Result<Response<pb::EndConferenceResponse>, Status> {
+        not_served(SERVICE, "EndConference")
+    }
+
+    async fn unassign_conversation(
+        &self,
+        _: Request<pb::UnassignConversationRequest>,
+    ) -> Result<Response<pb::UnassignConversationResponse>, Status> {
+        not_served(SERVICE, "UnassignConversation")
+    }
+
+    async fn move_conversation_to_queue(
+        &self,
+        _: Request<pb::MoveConversationToQueueRequest>,
+    ) -> Result<Response<pb::MoveConversationToQueueResponse>, Status> {
+        not_served(SERVICE, "MoveConversationToQueue")
+    }
+
+    async fn set_conversation_status(
+        &self,
+        _: Request<pb::SetConversationStatusRequest>,
+    ) -> Result<Response<pb::SetConversationStatusResponse>, Status> {
+        not_served(SERVICE, "SetConversationStatus")
+    }
+
+    async fn escalate_conversation(
+        &self,
+        _: Request<pb::EscalateConversationRequest>,
+    ) -> Result<Response<pb::EscalateConversationResponse>, Status> {
+        not_served(SERVICE, "EscalateConversation")
+    }
+
+    async fn list_contact_history(
+        &self,
+        _: Request<pb::ListContactHistoryRequest>,
+    ) -> Result<Response<pb::ListContactHistoryResponse>, Status> {
+        not_served(SERVICE, "ListContactHistory")
+    }
+
+    async fn list_segments(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        respond(self.segments_page(request).await)
+    }
+
+    async fn list_transfers(
+        &self,
+        _: Request<pb::ListTransfersRequest>,
+    ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        not_served(SERVICE, "ListTransfers")
+    }
+
+    async fn list_conversation_events(
+        &self,
+        request: Request<pb::ListConversationEventsRequest>,
+    ) -> Result<Response<pb::ListConversationEventsResponse>, Status> {
+        respond(self.list_events(request).await)
+    }
+
+    async fn search_canned_responses(
+        &self,
+        _: Request<pb::SearchCannedResponsesRequest>,
+    ) -> Result<Response<pb::SearchCannedResponsesResponse>, Status> {
+        not_served(SERVICE, "SearchCannedResponses")
+    }
+}

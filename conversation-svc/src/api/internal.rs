@@ -1,0 +1,222 @@
+//! `switchboard.conversation.internal.v1.ConversationInternalService`, for routing-svc and
+//! reporting-svc.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use switchboard_proto::conversation::internal::v1 as ipb;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::ConversationInternalService;
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_server_kit::db::now_micros;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::conversation::system_message;
+use super::stream::Waiter;
+use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
+use crate::domain::access::ParticipantRole;
+use crate::domain::state::{Action, transition};
+use crate::error::{Error, Result};
+use crate::store::Event;
+
+/// How many events Subscribe reads per query.
+const SUBSCRIBE_BATCH: i64 = 500;
+
+/// How long Subscribe waits for a missing sequence before moving past it. Sequences are
+/// taken under a row lock at commit and never skipped, so this only guards against an
+/// event row removed by hand.
+const GAP_GRACE: Duration = Duration::from_secs(30);
+
+/// Operations for the other services.
+#[derive(Clone, Debug)]
+pub struct InternalApi {
+    ctx: Shared,
+}
+
+impl InternalApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Shared) -> InternalApi {
+        InternalApi { ctx }
+    }
+}
+
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<ipb::SubscribeResponse, Status>> + Send>>;
+
+impl InternalApi {
+    async fn apply(
+        &self,
+        request: Request<ipb::ApplyAssignmentRequest>,
+    ) -> Result<ipb::ApplyAssignmentResponse> {
+        service_caller(&request)?;
+        let req = request.into_inner();
+        let tenant_id = uuid_field("tenant_id", &req.tenant_id)?;
+        let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
+        let agent_id = uuid_field("agent_id", &req.agent_id)?;
+        let offer_id = uuid_field("offer_id", &req.offer_id)?;
+        text_field("agent_display_name", &req.agent_display_name, 1, 200)?;
+        let queue_id = optional_uuid("queue_id", &req.queue_id)?;
+        let start_reason = match req.start_reason.as_str() {
+            "" | "offer" => "offer",
+            "claim" => "claim",
+            _ => {
+                return Err(Error::invalid(
+                    "start_reason",
+                    "must be \"offer\" or \"claim\"",
+                ));
+            }
+        };
+
+        let mut m = self.ctx.store.begin().await?;
+        let mut conv = m
+            .conversation_for_update(&tenant_id, &conversation_id)
+            .await?
+            .ok_or_else(|| Error::conversation_not_found(&conversation_id))?;
+        if let Some(applied) = m.assignment_by_offer(&offer_id).await? {
+            if applied.conversation_id != conversation_id || applied.tenant_id != tenant_id {
+                return Err(Error::invalid(
+                    "offer_id",
+                    format!("offer {offer_id} was applied to another conversation"),
+                ));
+            }
+            // A retry: the assignment is already there; answer with the conversation now.
+            return Ok(ipb::ApplyAssignmentResponse {
+                conversation: Some(convert::conversation(&conv)),
+            });
+        }
+        let next = transition(conv.state, Action::Assign)
+            .map_err(|e| Error::wrong_state(&conversation_id, e))?;
+        if let Some(owner) = conv.owner() {
+            return Err(Error::wrong_state(
+                &conversation_id,
+                format!("already owned by agent {owner}"),
+            ));
+        }
+
+        let now = now_micros();
+        let previous = conv.last_owner_agent_id.clone();
+        if let Some(queue_id) = queue_id {
+            conv.queue_id = queue_id;
+        }
+        conv.state = next;
+        conv.owner_agent_id = agent_id.clone();
+        conv.owner_display_name = req.agent_display_name.clone();
+        conv.last_owner_agent_id = agent_id.clone();
+        conv.update_time = now;
+        let queue = conv.queue_id.clone();
+        let segment = m
+            .start_segment(&mut conv, &agent_id, &queue, start_reason, now)
+            .await?;
+        m.add_participant(
+            &mut conv,
+            &agent_id,
+            &req.agent_display_name,
+            ParticipantRole::Owner,
+            now,
+        )
+        .await?;
+        m.save_conversation(&conv).await?;
+        m.record_assignment(&offer_id, &conv, &agent_id, &segment.id, now)
+            .await?;
+        let mut assigned = Event::about(&conv, pb::EventType::Assigned as i32, &agent_id, now);
+        assigned.previous_agent_id = previous;
+        assigned.detail = start_reason.to_owned();
+        m.event(assigned);
+        let notice = m
+            .add_message(
+                &mut conv,
+                system_message(format!(
+                    "{} joined the conversation",
+                    req.agent_display_name
+                )),
+                now,
+            )
+            .await?;
+        let mut added = Event::about(&conv, pb::EventType::MessageAdded as i32, "", now);
+        added.message_id = notice.id;
+        m.event(added);
+        let response = ipb::ApplyAssignmentResponse {
+            conversation: Some(convert::conversation(&conv)),
+        };
+        m.commit(None, &response).await?;
+        info!(
+            conversation_id = %conversation_id,
+            agent_id = %agent_id,
+            offer_id = %offer_id,
+            segment = segment.ordinal,
+            "conversation assigned"
+        );
+        Ok(response)
+    }
+
+    async fn subscribe(&self, request: Request<ipb::SubscribeRequest>) -> Result<SubscribeStream> {
+        service_caller(&request)?;
+        let after = request.get_ref().after_sequence;
+        if after < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative"));
+        }
+        let store = self.ctx.store.clone();
+        let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
+        let stream = async_stream::try_stream! {
+            let mut cursor = after;
+            let mut gap_since: Option<Instant> = None;
+            loop {
+                let events = store
+                    .events_after(cursor, SUBSCRIBE_BATCH)
+                    .await
+                    .map_err(Status::from)?;
+                let full = events.len() as i64 == SUBSCRIBE_BATCH;
+                let mut gap = false;
+                for event in events {
+                    if event.sequence != cursor + 1 {
+                        let since = *gap_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < GAP_GRACE {
+                            gap = true;
+                            break;
+                        }
+                        warn!(
+                            missing_from = cursor + 1,
+                            next = event.sequence,
+                            "event sequence gap did not fill; moving on"
+                        );
+                    }
+                    gap_since = None;
+                    cursor = event.sequence;
+                    yield ipb::SubscribeResponse { event: Some(convert::event(&event)) };
+                }
+                if waiter.stopping() {
+                    break;
+                }
+                if (gap || !full) && !waiter.wait().await {
+                    break;
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl ConversationInternalService for InternalApi {
+    async fn apply_assignment(
+        &self,
+        request: Request<ipb::ApplyAssignmentRequest>,
+    ) -> Result<Response<ipb::ApplyAssignmentResponse>, Status> {
+        self.apply(request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<ipb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        InternalApi::subscribe(self, request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}

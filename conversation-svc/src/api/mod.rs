@@ -1,0 +1,304 @@
+//! The gRPC services: validate the request, convert it, apply domain rules and store
+//! changes, convert the answer. One file per service.
+
+mod config_service;
+mod conversation;
+mod convert;
+mod internal;
+mod stream;
+mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use switchboard_server_kit::{Identity, PrincipalKind, Role, identity_of};
+use tokio_util::sync::CancellationToken;
+
+pub use config_service::ConfigApi;
+pub use conversation::ConversationApi;
+pub use internal::InternalApi;
+pub use supervisor::SupervisorApi;
+
+use crate::domain::access::Viewer;
+use crate::error::{Error, Result};
+use crate::outbox::Dispatcher;
+use crate::routing::Routing;
+use crate::store::{Committed, Store};
+
+/// What every service implementation shares.
+#[derive(Debug)]
+pub struct Context {
+    /// The database.
+    pub store: Store,
+    /// routing-svc.
+    pub routing: Routing,
+    /// The outbox dispatcher, woken after commits that add commands.
+    pub outbox: Dispatcher,
+    /// Cancelled at shutdown; ends server streams.
+    pub stop: CancellationToken,
+    /// How often streams poll for events of other replicas.
+    pub event_poll: Duration,
+}
+
+impl Context {
+    /// Wakes the outbox when a commit added commands.
+    fn dispatch(&self, committed: &Committed) {
+        if !committed.commands.is_empty() {
+            self.outbox.wake();
+        }
+    }
+}
+
+/// Shared service state.
+pub type Shared = Arc<Context>;
+
+/// Default page size.
+const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Largest page size.
+const MAX_PAGE_SIZE: i64 = 500;
+
+/// The verified caller of a public RPC, which must belong to a tenant.
+fn caller<T>(request: &tonic::Request<T>) -> Result<Identity> {
+    let identity = identity_of(request)
+        .map_err(|status| Error::Unauthenticated(status.message().to_owned()))?;
+    if identity.tenant_id.is_empty() {
+        return Err(Error::Unauthenticated(
+            "the caller identity names no tenant".to_owned(),
+        ));
+    }
+    Ok(identity)
+}
+
+/// The verified caller of an internal RPC, which must be a Switchboard service.
+fn service_caller<T>(request: &tonic::Request<T>) -> Result<Identity> {
+    let identity = identity_of(request)
+        .map_err(|status| Error::Unauthenticated(status.message().to_owned()))?;
+    if identity.principal_kind != PrincipalKind::Service || !identity.has_role(Role::Service) {
+        return Err(Error::RoleRequired(
+            "internal calls are for Switchboard services only".to_owned(),
+        ));
+    }
+    Ok(identity)
+}
+
+fn role_names(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| match r {
+            Role::Agent => "AGENT",
+            Role::Supervisor => "SUPERVISOR",
+            Role::Administrator => "ADMINISTRATOR",
+            Role::Analyst => "ANALYST",
+            Role::Bot => "BOT",
+            Role::Service => "SERVICE",
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// PERMISSION_DENIED unless the caller holds one of `roles`.
+fn require_any(identity: &Identity, roles: &[Role], action: &str) -> Result<()> {
+    if identity.has_any_role(roles) {
+        Ok(())
+    } else {
+        Err(Error::RoleRequired(format!(
+            "{action} needs the role {}",
+            role_names(roles)
+        )))
+    }
+}
+
+/// Roles that may read conversations at all.
+const READER_ROLES: [Role; 4] = [
+    Role::Agent,
+    Role::Supervisor,
+    Role::Administrator,
+    Role::Bot,
+];
+
+/// How the caller sees conversations: supervisors, administrators and bots see all of
+/// their tenant, agents only some.
+fn viewer(identity: &Identity) -> Viewer<'_> {
+    Viewer {
+        user_id: &identity.principal_id,
+        sees_all: identity.has_any_role(&[Role::Supervisor, Role::Administrator, Role::Bot]),
+    }
+}
+
+/// UNIMPLEMENTED for an RPC of the contract that is not served yet.
+fn not_served<T>(service: &'static str, rpc: &'static str) -> Result<T, tonic::Status> {
+    Err(Error::NotImplemented { service, rpc }.into())
+}
+
+/// A required UUID field, normalised to its lowercase hyphenated form.
+fn uuid_field(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    uuid::Uuid::parse_str(value)
+        .map(|id| id.to_string())
+        .map_err(|_| Error::invalid(field, "must be a UUID"))
+}
+
+/// An optional UUID field: `None` when empty.
+fn optional_uuid(field: &str, value: &str) -> Result<Option<String>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        uuid_field(field, value).map(Some)
+    }
+}
+
+/// The mandatory `request_id` of a mutation.
+fn request_id(value: &str) -> Result<String> {
+    uuid_field("request_id", value)
+}
+
+/// A text field of `min..=max` characters (not bytes); `min` 1 means required and not
+/// blank.
+fn text_field(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
+    let len = value.chars().count();
+    if min > 0 && value.trim().is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if len < min {
+        return Err(Error::invalid(
+            field,
+            format!("must have at least {min} characters"),
+        ));
+    }
+    if len > max {
+        return Err(Error::invalid(
+            field,
+            format!("must have at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The page size of a list request: 0 means the default.
+fn page_size(value: i32) -> Result<i64> {
+    match i64::from(value) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}"),
+        )),
+    }
+}
+
+/// Page tokens: opaque to clients, the position after which the next page starts.
+mod token {
+    use super::*;
+
+    const BAD: &str = "is not a token returned by a previous call";
+
+    pub(super) fn encode(parts: &[&str]) -> String {
+        URL_SAFE_NO_PAD.encode(parts.join("\n"))
+    }
+
+    pub(super) fn decode(value: &str, parts: usize) -> Result<Option<Vec<String>>> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|_| Error::invalid("page_token", BAD))?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::invalid("page_token", BAD))?;
+        let split: Vec<String> = text.split('\n').map(str::to_owned).collect();
+        if split.len() != parts {
+            return Err(Error::invalid("page_token", BAD));
+        }
+        Ok(Some(split))
+    }
+
+    /// A token holding one number (an ordinal or a sequence).
+    pub(super) fn encode_int(value: i64) -> String {
+        encode(&[&value.to_string()])
+    }
+
+    pub(super) fn decode_int(value: &str) -> Result<i64> {
+        match decode(value, 1)? {
+            None => Ok(0),
+            Some(parts) => parts[0]
+                .parse()
+                .ok()
+                .filter(|n: &i64| *n >= 0)
+                .ok_or_else(|| Error::invalid("page_token", BAD)),
+        }
+    }
+
+    pub(super) fn decode_time_id(value: &str) -> Result<Option<(i64, String)>> {
+        match decode(value, 2)? {
+            None => Ok(None),
+            Some(parts) => {
+                let time = parts[0]
+                    .parse()
+                    .map_err(|_| Error::invalid("page_token", BAD))?;
+                Ok(Some((time, parts[1].clone())))
+            }
+        }
+    }
+
+    pub(super) fn decode_pair(value: &str) -> Result<Option<(String, String)>> {
+        Ok(decode(value, 2)?.map(|mut parts| {
+            let second = parts.pop().unwrap_or_default();
+            let first = parts.pop().unwrap_or_default();
+            (first, second)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(1).unwrap(), 1);
+        assert_eq!(page_size(500).unwrap(), 500);
+        assert!(page_size(501).is_err());
+        assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        assert_eq!(token::decode_int(&token::encode_int(42)).unwrap(), 42);
+        assert_eq!(token::decode_int("").unwrap(), 0);
+        assert!(token::decode_int("!!").is_err());
+        assert!(token::decode_int(&token::encode(&["a", "b"])).is_err());
+        let t = token::encode(&["17", "id-1"]);
+        assert_eq!(
+            token::decode_time_id(&t).unwrap(),
+            Some((17, "id-1".to_owned()))
+        );
+        assert_eq!(
+            token::decode_pair(&token::encode(&["Name", "id"])).unwrap(),
+            Some(("Name".to_owned(), "id".to_owned()))
+        );
+    }
+
+    #[test]
+    fn uuids_are_normalised() {
+        let upper = "6F1C2A3B-4D5E-4F60-8A7B-9C0D1E2F3A4B";
+        assert_eq!(
+            uuid_field("x", upper).unwrap(),
+            "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+        );
+        assert!(uuid_field("x", "").is_err());
+        assert!(uuid_field("x", "42").is_err());
+        assert_eq!(optional_uuid("x", "").unwrap(), None);
+    }
+
+    #[test]
+    fn text_lengths_count_characters() {
+        assert!(text_field("t", "ééé", 1, 3).is_ok());
+        assert!(text_field("t", "éééé", 1, 3).is_err());
+        assert!(text_field("t", "   ", 1, 3).is_err());
+        assert!(text_field("t", "", 0, 3).is_ok());
+    }
+}

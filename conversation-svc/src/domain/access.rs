@@ -1,0 +1,266 @@
+//! Who may see a conversation and who may write in it (product rules 1 and 14).
+
+use std::fmt;
+
+use super::state::State;
+
+/// A participant's role in a conversation; the numbers are the protobuf values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParticipantRole {
+    /// The agent who owns the conversation.
+    Owner,
+    /// A previous owner after a transfer, or a consulted agent; hidden from the customer.
+    Consultant,
+    /// A second agent in a conference, visible to the customer.
+    Conference,
+    /// A supervisor monitoring silently.
+    Monitor,
+    /// A supervisor who joined visibly.
+    Supervisor,
+}
+
+impl ParticipantRole {
+    /// Every role.
+    pub const ALL: [ParticipantRole; 5] = [
+        ParticipantRole::Owner,
+        ParticipantRole::Consultant,
+        ParticipantRole::Conference,
+        ParticipantRole::Monitor,
+        ParticipantRole::Supervisor,
+    ];
+
+    /// The stored and protobuf number of the role.
+    pub fn code(self) -> i32 {
+        match self {
+            ParticipantRole::Owner => 1,
+            ParticipantRole::Consultant => 2,
+            ParticipantRole::Conference => 3,
+            ParticipantRole::Monitor => 4,
+            ParticipantRole::Supervisor => 5,
+        }
+    }
+
+    /// The role of a stored or protobuf number.
+    pub fn from_code(code: i64) -> Option<ParticipantRole> {
+        ParticipantRole::ALL
+            .into_iter()
+            .find(|r| i64::from(r.code()) == code)
+    }
+}
+
+impl fmt::Display for ParticipantRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParticipantRole::Owner => "owner",
+            ParticipantRole::Consultant => "consultant",
+            ParticipantRole::Conference => "conference agent",
+            ParticipantRole::Monitor => "monitoring supervisor",
+            ParticipantRole::Supervisor => "joined supervisor",
+        })
+    }
+}
+
+/// The caller, as far as visibility is concerned.
+#[derive(Clone, Copy, Debug)]
+pub struct Viewer<'a> {
+    /// The caller's user id.
+    pub user_id: &'a str,
+    /// Supervisors, administrators and bots see every conversation of their tenant;
+    /// agents see only some.
+    pub sees_all: bool,
+}
+
+/// What visibility depends on, for one conversation.
+#[derive(Clone, Copy, Debug)]
+pub struct Exposure<'a> {
+    /// The conversation's state.
+    pub state: State,
+    /// The owner, if any.
+    pub owner: Option<&'a str>,
+    /// User ids of the participants currently present (not left).
+    pub present: &'a [&'a str],
+}
+
+/// Whether `viewer` may see the conversation: all of the tenant for supervisors,
+/// administrators and bots; for an agent, OPEN conversations nobody owns and those the
+/// agent takes part in. A conversation assigned to someone else is hidden.
+pub fn can_view(viewer: Viewer<'_>, conv: Exposure<'_>) -> bool {
+    viewer.sees_all
+        || (conv.state == State::Open && conv.owner.is_none())
+        || conv.owner == Some(viewer.user_id)
+        || conv.present.contains(&viewer.user_id)
+}
+
+/// Why a message may not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageRefusal {
+    /// Nobody writes in this state (agents: WRAP_UP or CLOSED; customers: CLOSED).
+    #[error("cannot send a message to a conversation in state {0}")]
+    State(State),
+    /// The caller does not take part in the conversation.
+    #[error("caller is not a participant of the conversation")]
+    NotParticipant,
+    /// The caller's role does not write to the customer.
+    #[error("a {0} cannot write in the conversation")]
+    Silent(ParticipantRole),
+    /// A consultant writes only internal notes.
+    #[error("a consultant writes only internal messages")]
+    ConsultantPublic,
+}
+
+/// Whether a user (agent or supervisor) whose current role in the conversation is `role`
+/// may write, visibly to the customer unless `internal`.
+pub fn check_user_message(
+    state: State,
+    role: Option<ParticipantRole>,
+    internal: bool,
+) -> Result<(), MessageRefusal> {
+    if matches!(state, State::WrapUp | State::Closed | State::Open) {
+        return Err(MessageRefusal::State(state));
+    }
+    match role {
+        None => Err(MessageRefusal::NotParticipant),
+        Some(
+            ParticipantRole::Owner | ParticipantRole::Conference | ParticipantRole::Supervisor,
+        ) => Ok(()),
+        Some(ParticipantRole::Consultant) if internal => Ok(()),
+        Some(ParticipantRole::Consultant) => Err(MessageRefusal::ConsultantPublic),
+        Some(role @ ParticipantRole::Monitor) => Err(MessageRefusal::Silent(role)),
+    }
+}
+
+/// Whether the customer (through a connector) or the bot may write: any time before CLOSED.
+pub fn check_customer_message(state: State) -> Result<(), MessageRefusal> {
+    if state == State::Closed {
+        return Err(MessageRefusal::State(state));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "agent-me";
+    const OTHER: &str = "agent-other";
+
+    fn agent() -> Viewer<'static> {
+        Viewer {
+            user_id: ME,
+            sees_all: false,
+        }
+    }
+
+    fn supervisor() -> Viewer<'static> {
+        Viewer {
+            user_id: "sup",
+            sees_all: true,
+        }
+    }
+
+    #[test]
+    fn unassigned_open_conversations_are_visible_to_agents() {
+        let conv = Exposure {
+            state: State::Open,
+            owner: None,
+            present: &[],
+        };
+        assert!(can_view(agent(), conv));
+        assert!(can_view(supervisor(), conv));
+    }
+
+    #[test]
+    fn a_conversation_owned_by_another_agent_is_hidden() {
+        for state in [State::Active, State::Waiting, State::WrapUp, State::Closed] {
+            let conv = Exposure {
+                state,
+                owner: Some(OTHER),
+                present: &[OTHER],
+            };
+            assert!(!can_view(agent(), conv), "{state}");
+            assert!(can_view(supervisor(), conv), "{state}");
+        }
+    }
+
+    #[test]
+    fn owners_and_participants_see_it() {
+        for state in State::ALL {
+            let owned = Exposure {
+                state,
+                owner: Some(ME),
+                present: &[ME],
+            };
+            assert!(can_view(agent(), owned), "{state}");
+            let consulting = Exposure {
+                state,
+                owner: Some(OTHER),
+                present: &[OTHER, ME],
+            };
+            assert!(can_view(agent(), consulting), "{state}");
+        }
+    }
+
+    #[test]
+    fn closed_or_unowned_but_not_open_is_hidden_from_agents() {
+        // A closed conversation nobody owned (for example closed while waiting) is not
+        // "unassigned and open": agents do not see it.
+        let conv = Exposure {
+            state: State::Closed,
+            owner: None,
+            present: &[],
+        };
+        assert!(!can_view(agent(), conv));
+        assert!(can_view(supervisor(), conv));
+    }
+
+    #[test]
+    fn user_message_rules() {
+        use ParticipantRole::*;
+        for state in State::ALL {
+            for role in ParticipantRole::ALL {
+                for internal in [false, true] {
+                    let got = check_user_message(state, Some(role), internal);
+                    let expected = if matches!(state, State::Open | State::WrapUp | State::Closed) {
+                        Err(MessageRefusal::State(state))
+                    } else {
+                        match (role, internal) {
+                            (Owner | Conference | Supervisor, _) => Ok(()),
+                            (Consultant, true) => Ok(()),
+                            (Consultant, false) => Err(MessageRefusal::ConsultantPublic),
+                            (Monitor, _) => Err(MessageRefusal::Silent(Monitor)),
+                        }
+                    };
+                    assert_eq!(got, expected, "{state} {role} internal={internal}");
+                }
+            }
+            let outsider = check_user_message(state, None, false);
+            if matches!(state, State::Active | State::Waiting) {
+                assert_eq!(outsider, Err(MessageRefusal::NotParticipant));
+            } else {
+                assert_eq!(outsider, Err(MessageRefusal::State(state)));
+            }
+        }
+    }
+
+    #[test]
+    fn customers_write_until_closed() {
+        for state in State::ALL {
+            assert_eq!(
+                check_customer_message(state).is_ok(),
+                state != State::Closed,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn role_codes_round_trip() {
+        for role in ParticipantRole::ALL {
+            assert_eq!(
+                ParticipantRole::from_code(i64::from(role.code())),
+                Some(role)
+            );
+        }
+        assert_eq!(ParticipantRole::from_code(0), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! Calls to routing-svc's internal API, signed as conversation-svc.
+
+use std::time::Duration;
+
+use switchboard_proto::routing::internal::v1 as rpb;
+use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
+use switchboard_proto::routing::v1::Queue;
+use switchboard_server_kit::{Identity, IdentityKey, SignedChannel, signed_channel};
+use tonic::{Code, Status};
+
+/// The service name conversation-svc signs its calls with.
+pub const SERVICE_NAME: &str = "conversation-svc";
+
+/// A client of `RoutingInternalService`; cheap to clone. The channel connects lazily, so
+/// conversation-svc starts whether or not routing-svc is up.
+#[derive(Clone, Debug)]
+pub struct Routing {
+    client: RoutingInternalServiceClient<SignedChannel>,
+    timeout: Duration,
+}
+
+impl Routing {
+    /// A client of routing-svc at `url`, with a deadline of `timeout` per call.
+    pub fn new(url: &str, key: IdentityKey, timeout: Duration) -> anyhow::Result<Routing> {
+        let channel = signed_channel(url, key, Identity::service(SERVICE_NAME))?;
+        Ok(Routing {
+            client: RoutingInternalServiceClient::new(channel),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Runs one call under the deadline; a call still running then is DEADLINE_EXCEEDED.
+    async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(
+                "routing-svc did not answer in time",
+            )),
+        }
+    }
+
+    /// `CheckQueue`: the queue, if it exists in the tenant and accepts `channel`.
+    pub async fn check_queue(
+        &self,
+        tenant_id: &str,
+        queue_id: &str,
+        channel: i32,
+    ) -> Result<Queue, Status> {
+        let mut client = self.client.clone();
+        let request = self.request(rpb::CheckQueueRequest {
+            tenant_id: tenant_id.to_owned(),
+            queue_id: queue_id.to_owned(),
+            channel,
+        });
+        let response = self.call(client.check_queue(request)).await?;
+        response
+            .queue
+            .ok_or_else(|| Status::internal("routing-svc CheckQueue returned no queue"))
+    }
+
+    /// `EnqueueConversation`.
+    pub async fn enqueue(&self, request: rpb::EnqueueConversationRequest) -> Result<(), Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.enqueue_conversation(request))
+            .await
+            .map(drop)
+    }
+
+    /// `ReleaseCapacity`.
+    pub async fn release_capacity(
+        &self,
+        request: rpb::ReleaseCapacityRequest,
+    ) -> Result<(), Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.release_capacity(request)).await.map(drop)
+    }
+}
+
+/// Whether a failed call will fail the same way however often it is retried.
+pub fn is_permanent(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::PermissionDenied
+    )
+}

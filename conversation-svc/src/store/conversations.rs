@@ -1,0 +1,638 @@
+//! Contacts, conversations and what hangs off them: pre-chat data, bot transcript,
+//! participants, segments, messages and applied assignments.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use super::{
+    Bind, Conversation, Message, Mutation, NewConversation, NewMessage, Participant, PreChatField,
+    Segment, Store, TranscriptLine, bind_all, corrupt, join_ids, placeholders, split_ids,
+};
+use crate::domain::access::ParticipantRole;
+use crate::domain::state::State;
+use crate::error::Result;
+use crate::store::Contact;
+
+const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.state, c.queue_id, \
+     c.program_id, c.contact_id, k.display_name AS contact_display_name, \
+     k.channel_address AS contact_channel_address, c.owner_agent_id, c.owner_display_name, \
+     c.last_owner_agent_id, c.status_label_id, c.mode, c.wrap_up_reason_ids, c.segment_count, \
+     c.message_count, c.current_segment_id, c.create_time, c.update_time, c.close_time \
+     FROM conversations c JOIN contacts k ON k.id = c.contact_id";
+
+const MESSAGE_SELECT: &str = "SELECT id, conversation_id, ordinal, sender, sender_id, \
+     sender_display_name, text, internal, create_time FROM messages";
+
+const SEGMENT_SELECT: &str = "SELECT id, conversation_id, ordinal, agent_id, queue_id, \
+     start_reason, end_reason, start_time, end_time, wrap_up_reason_ids FROM segments";
+
+/// Which conversations to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ConversationQuery {
+    /// The caller's tenant.
+    pub tenant_id: String,
+    /// The caller.
+    pub viewer_id: String,
+    /// Whether the caller sees every conversation of the tenant; otherwise only OPEN
+    /// unassigned ones, owned ones and those the caller is present in.
+    pub sees_all: bool,
+    /// Only these `Conversation.State` numbers; empty for all.
+    pub states: Vec<i32>,
+    /// Only this queue.
+    pub queue_id: Option<String>,
+    /// Only this owner.
+    pub owner_agent_id: Option<String>,
+    /// Only conversations strictly older than this (create time, id): the page token.
+    pub before: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
+    let state: i64 = row.try_get("state")?;
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        channel: row.try_get::<i64, _>("channel")? as i32,
+        state: State::from_code(state).ok_or_else(|| corrupt(format!("state {state}")))?,
+        queue_id: row.try_get("queue_id")?,
+        program_id: row.try_get("program_id")?,
+        contact: Contact {
+            id: row.try_get("contact_id")?,
+            display_name: row.try_get("contact_display_name")?,
+            channel_address: row.try_get("contact_channel_address")?,
+        },
+        owner_agent_id: row.try_get("owner_agent_id")?,
+        owner_display_name: row.try_get("owner_display_name")?,
+        last_owner_agent_id: row.try_get("last_owner_agent_id")?,
+        status_label_id: row.try_get("status_label_id")?,
+        mode: row.try_get::<i64, _>("mode")? as i32,
+        wrap_up_reason_ids: split_ids(&row.try_get::<String, _>("wrap_up_reason_ids")?),
+        segment_count: row.try_get("segment_count")?,
+        message_count: row.try_get("message_count")?,
+        current_segment_id: row.try_get("current_segment_id")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+        close_time: row.try_get("close_time")?,
+        pre_chat: Vec::new(),
+        transcript: Vec::new(),
+        participants: Vec::new(),
+    })
+}
+
+fn message_from_row(row: &AnyRow) -> Result<Message> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        ordinal: row.try_get("ordinal")?,
+        sender: row.try_get::<i64, _>("sender")? as i32,
+        sender_id: row.try_get("sender_id")?,
+        sender_display_name: row.try_get("sender_display_name")?,
+        text: row.try_get("text")?,
+        internal: row.try_get::<i64, _>("internal")? != 0,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+fn segment_from_row(row: &AnyRow) -> Result<Segment> {
+    Ok(Segment {
+        id: row.try_get("id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        ordinal: row.try_get("ordinal")?,
+        agent_id: row.try_get("agent_id")?,
+        queue_id: row.try_get("queue_id")?,
+        start_reason: row.try_get("start_reason")?,
+        end_reason: row.try_get("end_reason")?,
+        start_time: row.try_get("start_time")?,
+        end_time: row.try_get("end_time")?,
+        wrap_up_reason_ids: split_ids(&row.try_get::<String, _>("wrap_up_reason_ids")?),
+    })
+}
+
+/// Loads pre-chat data, transcripts and participants of `convs` in three queries.
+async fn attach_children(conn: &mut AnyConnection, convs: &mut [Conversation]) -> Result<()> {
+    if convs.is_empty() {
+        return Ok(());
+    }
+    let index: HashMap<String, usize> = convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.clone(), i))
+        .collect();
+    let ids: Vec<Bind> = convs.iter().map(|c| Bind::Text(c.id.clone())).collect();
+    let list = placeholders(1, ids.len());
+
+    let sql = format!(
+        "SELECT conversation_id, name, label, value FROM pre_chat_fields \
+         WHERE conversation_id IN ({list}) ORDER BY conversation_id, position"
+    );
+    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids.clone())
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let conv: String = row.try_get("conversation_id")?;
+        convs[index[&conv]].pre_chat.push(PreChatField {
+            name: row.try_get("name")?,
+            label: row.try_get("label")?,
+            value: row.try_get("value")?,
+        });
+    }
+
+    let sql = format!(
+        "SELECT conversation_id, sender, text, create_time FROM transcript_entries \
+         WHERE conversation_id IN ({list}) ORDER BY conversation_id, position"
+    );
+    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids.clone())
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let conv: String = row.try_get("conversation_id")?;
+        convs[index[&conv]].transcript.push(TranscriptLine {
+            sender: row.try_get::<i64, _>("sender")? as i32,
+            text: row.try_get("text")?,
+            create_time: row.try_get("create_time")?,
+        });
+    }
+
+    let sql = format!(
+        "SELECT id, conversation_id, user_id, display_name, role, join_time, leave_time \
+         FROM participants WHERE conversation_id IN ({list}) \
+         ORDER BY conversation_id, join_time, id"
+    );
+    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let conv: String = row.try_get("conversation_id")?;
+        let role: i64 = row.try_get("role")?;
+        convs[index[&conv]].participants.push(Participant {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            display_name: row.try_get("display_name")?,
+            role: ParticipantRole::from_code(role)
+                .ok_or_else(|| corrupt(format!("participant role {role}")))?,
+            join_time: row.try_get("join_time")?,
+            leave_time: row.try_get("leave_time")?,
+        });
+    }
+    Ok(())
+}
+
+async fn load_conversation(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+    lock: &str,
+) -> Result<Option<Conversation>> {
+    let sql = format!("{CONVERSATION_SELECT} WHERE c.id = $1 AND c.tenant_id = $2{lock}");
+    let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut convs = [conversation_from_row(&row)?];
+    attach_children(conn, &mut convs).await?;
+    let [conv] = convs;
+    Ok(Some(conv))
+}
+
+impl Store {
+    /// The conversation `id` of `tenant_id`, if any.
+    pub async fn conversation(&self, tenant_id: &str, id: &str) -> Result<Option<Conversation>> {
+        let mut conn = self.conn().await?;
+        load_conversation(&mut conn, tenant_id, id, "").await
+    }
+
+    /// Conversations matching `query`, newest first.
+    pub async fn list_conversations(&self, query: &ConversationQuery) -> Result<Vec<Conversation>> {
+        let mut sql = format!("{CONVERSATION_SELECT} WHERE c.tenant_id = $1");
+        let mut binds = vec![Bind::Text(query.tenant_id.clone())];
+        if !query.states.is_empty() {
+            sql.push_str(&format!(
+                " AND c.state IN ({})",
+                placeholders(binds.len() + 1, query.states.len())
+            ));
+            binds.extend(query.states.iter().map(|s| Bind::Int(i64::from(*s))));
+        }
+        if let Some(queue_id) = &query.queue_id {
+            binds.push(Bind::Text(queue_id.clone()));
+            sql.push_str(&format!(" AND c.queue_id = ${}", binds.len()));
+        }
+        if let Some(owner) = &query.owner_agent_id {
+            binds.push(Bind::Text(owner.clone()));
+            sql.push_str(&format!(" AND c.owner_agent_id = ${}", binds.len()));
+        }
+        if let Some((time, id)) = &query.before {
+            binds.push(Bind::Int(*time));
+            let t = binds.len();
+            binds.push(Bind::Text(id.clone()));
+            let i = binds.len();
+            sql.push_str(&format!(
+                " AND (c.create_time < ${t} OR (c.create_time = ${t} AND c.id < ${i}))"
+            ));
+        }
+        if !query.sees_all {
+            binds.push(Bind::Text(query.viewer_id.clone()));
+            let v = binds.len();
+            sql.push_str(&format!(
+                " AND ((c.state = {open} AND c.owner_agent_id = '') OR c.owner_agent_id = ${v} \
+                 OR EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id \
+                 AND p.user_id = ${v} AND p.leave_time IS NULL))",
+                open = State::Open.code()
+            ));
+        }
+        binds.push(Bind::Int(query.limit));
+        sql.push_str(&format!(
+            " ORDER BY c.create_time DESC, c.id DESC LIMIT ${}",
+            binds.len()
+        ));
+        let mut conn = self.conn().await?;
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut convs = rows
+            .iter()
+            .map(conversation_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        attach_children(&mut conn, &mut convs).await?;
+        Ok(convs)
+    }
+
+    /// Messages of a conversation after `after_ordinal`, oldest first; internal ones only
+    /// when `include_internal`.
+    pub async fn messages(
+        &self,
+        conversation_id: &str,
+        after_ordinal: i64,
+        limit: i64,
+        include_internal: bool,
+    ) -> Result<Vec<Message>> {
+        let filter = if include_internal {
+            ""
+        } else {
+            " AND internal = 0"
+        };
+        let sql = format!(
+            "{MESSAGE_SELECT} WHERE conversation_id = $1 AND ordinal > $2{filter} \
+             ORDER BY ordinal LIMIT $3"
+        );
+        let mut conn = self.conn().await?;
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .bind(after_ordinal)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(message_from_row)
+            .collect()
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: &str) -> Result<Option<Message>> {
+        let mut conn = self.conn().await?;
+        sqlx::query(AssertSqlSafe(format!("{MESSAGE_SELECT} WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    /// Segments of a conversation after `after_ordinal`, in order.
+    pub async fn segments(
+        &self,
+        conversation_id: &str,
+        after_ordinal: i64,
+        limit: i64,
+    ) -> Result<Vec<Segment>> {
+        let sql = format!(
+            "{SEGMENT_SELECT} WHERE conversation_id = $1 AND ordinal > $2 ORDER BY ordinal LIMIT $3"
+        );
+        let mut conn = self.conn().await?;
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .bind(after_ordinal)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(segment_from_row)
+            .collect()
+    }
+}
+
+impl Mutation {
+    /// The conversation `id` of `tenant_id`, locked until commit on PostgreSQL.
+    pub async fn conversation_for_update(
+        &mut self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Conversation>> {
+        let lock = self.lock_clause("c");
+        load_conversation(self.conn(), tenant_id, id, &lock).await
+    }
+
+    /// Re-reads a conversation inside the transaction, with its children.
+    pub async fn reload(&mut self, conv: &Conversation) -> Result<Conversation> {
+        load_conversation(self.conn(), &conv.tenant_id, &conv.id, "")
+            .await?
+            .ok_or_else(|| corrupt(format!("conversation {} vanished", conv.id)))
+    }
+
+    /// Creates an OPEN conversation, upserting its contact by (tenant, channel, address):
+    /// a returning customer keeps the contact id and gets the newest display name.
+    pub async fn create_conversation(&mut self, new: &NewConversation) -> Result<Conversation> {
+        let (contact_id,): (String,) = sqlx::query_as(
+            "INSERT INTO contacts (id, tenant_id, channel, channel_address, display_name, \
+             create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (tenant_id, channel, channel_address) DO UPDATE \
+             SET display_name = excluded.display_name, update_time = excluded.update_time \
+             RETURNING id",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&new.tenant_id)
+        .bind(i64::from(new.channel))
+        .bind(&new.contact_channel_address)
+        .bind(&new.contact_display_name)
+        .bind(new.now)
+        .fetch_one(self.conn())
+        .await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, tenant_id, channel, state, queue_id, program_id, \
+             contact_id, mode, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&new.id)
+        .bind(&new.tenant_id)
+        .bind(i64::from(new.channel))
+        .bind(i64::from(State::Open.code()))
+        .bind(&new.queue_id)
+        .bind(&new.program_id)
+        .bind(&contact_id)
+        .bind(i64::from(
+            switchboard_proto::conversation::v1::Mode::Messaging as i32,
+        ))
+        .bind(new.now)
+        .execute(self.conn())
+        .await?;
+        for (position, field) in new.pre_chat.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO pre_chat_fields (conversation_id, position, name, label, value) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&new.id)
+            .bind(position as i64)
+            .bind(&field.name)
+            .bind(&field.label)
+            .bind(&field.value)
+            .execute(self.conn())
+            .await?;
+        }
+        for (position, line) in new.transcript.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO transcript_entries (conversation_id, position, sender, text, \
+                 create_time) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&new.id)
+            .bind(position as i64)
+            .bind(i64::from(line.sender))
+            .bind(&line.text)
+            .bind(line.create_time)
+            .execute(self.conn())
+            .await?;
+        }
+        load_conversation(self.conn(), &new.tenant_id, &new.id, "")
+            .await?
+            .ok_or_else(|| corrupt(format!("conversation {} vanished", new.id)))
+    }
+
+    /// Writes the conversation's changeable columns as they are in `conv`.
+    pub async fn save_conversation(&mut self, conv: &Conversation) -> Result<()> {
+        sqlx::query(
+            "UPDATE conversations SET state = $2, queue_id = $3, program_id = $4, \
+             owner_agent_id = $5, owner_display_name = $6, last_owner_agent_id = $7, \
+             status_label_id = $8, mode = $9, wrap_up_reason_ids = $10, segment_count = $11, \
+             message_count = $12, current_segment_id = $13, update_time = $14, close_time = $15 \
+             WHERE id = $1",
+        )
+        .bind(&conv.id)
+        .bind(i64::from(conv.state.code()))
+        .bind(&conv.queue_id)
+        .bind(&conv.program_id)
+        .bind(&conv.owner_agent_id)
+        .bind(&conv.owner_display_name)
+        .bind(&conv.last_owner_agent_id)
+        .bind(&conv.status_label_id)
+        .bind(i64::from(conv.mode))
+        .bind(join_ids(&conv.wrap_up_reason_ids))
+        .bind(conv.segment_count)
+        .bind(conv.message_count)
+        .bind(&conv.current_segment_id)
+        .bind(conv.update_time)
+        .bind(conv.close_time)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Appends a message (its ordinal follows the conversation's last one).
+    pub async fn add_message(
+        &mut self,
+        conv: &mut Conversation,
+        new: NewMessage,
+        now: i64,
+    ) -> Result<Message> {
+        conv.message_count += 1;
+        conv.update_time = now;
+        let message = Message {
+            id: uuid::Uuid::new_v4().to_string(),
+            conversation_id: conv.id.clone(),
+            ordinal: conv.message_count,
+            sender: new.sender,
+            sender_id: new.sender_id,
+            sender_display_name: new.sender_display_name,
+            text: new.text,
+            internal: new.internal,
+            create_time: now,
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, tenant_id, conversation_id, ordinal, sender, sender_id, \
+             sender_display_name, text, internal, create_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&message.id)
+        .bind(&conv.tenant_id)
+        .bind(&message.conversation_id)
+        .bind(message.ordinal)
+        .bind(i64::from(message.sender))
+        .bind(&message.sender_id)
+        .bind(&message.sender_display_name)
+        .bind(&message.text)
+        .bind(i64::from(message.internal))
+        .bind(message.create_time)
+        .execute(self.conn())
+        .await?;
+        sqlx::query("UPDATE conversations SET message_count = $2, update_time = $3 WHERE id = $1")
+            .bind(&conv.id)
+            .bind(conv.message_count)
+            .bind(now)
+            .execute(self.conn())
+            .await?;
+        Ok(message)
+    }
+
+    /// Adds `user_id` as a participant with `role`.
+    pub async fn add_participant(
+        &mut self,
+        conv: &mut Conversation,
+        user_id: &str,
+        display_name: &str,
+        role: ParticipantRole,
+        now: i64,
+    ) -> Result<()> {
+        let participant = Participant {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user_id.to_owned(),
+            display_name: display_name.to_owned(),
+            role,
+            join_time: now,
+            leave_time: None,
+        };
+        sqlx::query(
+            "INSERT INTO participants (id, conversation_id, user_id, display_name, role, \
+             join_time) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&participant.id)
+        .bind(&conv.id)
+        .bind(&participant.user_id)
+        .bind(&participant.display_name)
+        .bind(i64::from(role.code()))
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        conv.participants.push(participant);
+        Ok(())
+    }
+
+    /// Starts the next segment of `conv` with `agent_id` and makes it current.
+    pub async fn start_segment(
+        &mut self,
+        conv: &mut Conversation,
+        agent_id: &str,
+        queue_id: &str,
+        start_reason: &str,
+        now: i64,
+    ) -> Result<Segment> {
+        conv.segment_count += 1;
+        let segment = Segment {
+            id: uuid::Uuid::new_v4().to_string(),
+            conversation_id: conv.id.clone(),
+            ordinal: conv.segment_count,
+            agent_id: agent_id.to_owned(),
+            queue_id: queue_id.to_owned(),
+            start_reason: start_reason.to_owned(),
+            end_reason: String::new(),
+            start_time: now,
+            end_time: None,
+            wrap_up_reason_ids: Vec::new(),
+        };
+        sqlx::query(
+            "INSERT INTO segments (id, tenant_id, conversation_id, ordinal, agent_id, queue_id, \
+             start_reason, start_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&segment.id)
+        .bind(&conv.tenant_id)
+        .bind(&segment.conversation_id)
+        .bind(segment.ordinal)
+        .bind(&segment.agent_id)
+        .bind(&segment.queue_id)
+        .bind(&segment.start_reason)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        conv.current_segment_id = segment.id.clone();
+        Ok(segment)
+    }
+
+    /// Ends segment `id` with `end_reason`, recording the wrap-up reasons and note.
+    pub async fn end_segment(
+        &mut self,
+        id: &str,
+        end_reason: &str,
+        wrap_up_reason_ids: &[String],
+        note: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE segments SET end_reason = $2, end_time = $3, wrap_up_reason_ids = $4, \
+             wrap_up_note = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(end_reason)
+        .bind(now)
+        .bind(join_ids(wrap_up_reason_ids))
+        .bind(note)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The conversation an offer was applied to, if it was.
+    pub async fn assignment_by_offer(&mut self, offer_id: &str) -> Result<Option<AppliedOffer>> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT tenant_id, conversation_id, agent_id FROM assignments WHERE offer_id = $1",
+        )
+        .bind(offer_id)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(
+            row.map(|(tenant_id, conversation_id, agent_id)| AppliedOffer {
+                tenant_id,
+                conversation_id,
+                agent_id,
+            }),
+        )
+    }
+
+    /// Remembers that `offer_id` made `agent_id` the owner, starting `segment_id`.
+    pub async fn record_assignment(
+        &mut self,
+        offer_id: &str,
+        conv: &Conversation,
+        agent_id: &str,
+        segment_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO assignments (offer_id, tenant_id, conversation_id, agent_id, segment_id, \
+             apply_time) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(offer_id)
+        .bind(&conv.tenant_id)
+        .bind(&conv.id)
+        .bind(agent_id)
+        .bind(segment_id)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}
+
+/// An offer already applied by `ApplyAssignment`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedOffer {
+    /// Tenant of the conversation.
+    pub tenant_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The agent who became owner.
+    pub agent_id: String,
+}

@@ -1,0 +1,114 @@
+//! The event log: written by [`super::Mutation::commit`], read in sequence order.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use super::{Event, Store, join_ids, split_ids};
+use crate::error::Result;
+
+const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, type, occur_time, \
+     actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, state, \
+     wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time FROM events";
+
+pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (sequence, id, tenant_id, conversation_id, type, occur_time, \
+         actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, \
+         state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19)",
+    )
+    .bind(event.sequence)
+    .bind(&event.id)
+    .bind(&event.tenant_id)
+    .bind(&event.conversation_id)
+    .bind(i64::from(event.kind))
+    .bind(event.occur_time)
+    .bind(&event.actor_id)
+    .bind(&event.agent_id)
+    .bind(&event.previous_agent_id)
+    .bind(&event.queue_id)
+    .bind(&event.program_id)
+    .bind(i64::from(event.channel))
+    .bind(&event.segment_id)
+    .bind(i64::from(event.state))
+    .bind(join_ids(&event.wrap_up_reason_ids))
+    .bind(&event.message_id)
+    .bind(&event.transfer_id)
+    .bind(&event.detail)
+    .bind(event.conversation_create_time)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn event_from_row(row: &AnyRow) -> Result<Event> {
+    Ok(Event {
+        sequence: row.try_get("sequence")?,
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        kind: row.try_get::<i64, _>("type")? as i32,
+        occur_time: row.try_get("occur_time")?,
+        actor_id: row.try_get("actor_id")?,
+        agent_id: row.try_get("agent_id")?,
+        previous_agent_id: row.try_get("previous_agent_id")?,
+        queue_id: row.try_get("queue_id")?,
+        program_id: row.try_get("program_id")?,
+        channel: row.try_get::<i64, _>("channel")? as i32,
+        segment_id: row.try_get("segment_id")?,
+        state: row.try_get::<i64, _>("state")? as i32,
+        wrap_up_reason_ids: split_ids(&row.try_get::<String, _>("wrap_up_reason_ids")?),
+        message_id: row.try_get("message_id")?,
+        transfer_id: row.try_get("transfer_id")?,
+        detail: row.try_get("detail")?,
+        conversation_create_time: row.try_get("conversation_create_time")?,
+    })
+}
+
+impl Store {
+    /// Events of every tenant with a sequence above `after`, in sequence order.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let sql = format!("{EVENT_SELECT} WHERE sequence > $1 ORDER BY sequence LIMIT $2");
+        let mut conn = self.conn().await?;
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    /// Events of one conversation with a sequence above `after`, in sequence order.
+    pub async fn conversation_events(
+        &self,
+        conversation_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        let sql = format!(
+            "{EVENT_SELECT} WHERE conversation_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        );
+        let mut conn = self.conn().await?;
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    /// The highest committed sequence, 0 before the first event.
+    pub async fn last_sequence(&self) -> Result<i64> {
+        let mut conn = self.conn().await?;
+        let (last,): (i64,) = sqlx::query_as("SELECT last FROM event_counter WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(last)
+    }
+}

@@ -1,0 +1,244 @@
+//! conversation-svc's tables, over sqlx's `Any` driver on SQLite or PostgreSQL.
+//!
+//! Reads go through [`Store`]; every change goes through a [`Mutation`], one write
+//! transaction that also records the events of the change, the calls to routing-svc it
+//! decides (the command outbox) and the response for the request's `request_id`, so that
+//! all of them commit or none does.
+
+mod conversations;
+mod events;
+mod outbox;
+mod reasons;
+mod records;
+mod request_log;
+
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyConnection, Transaction};
+use switchboard_server_kit::{Db, Dialect};
+use tokio::sync::watch;
+
+pub use conversations::{AppliedOffer, ConversationQuery};
+pub use records::*;
+
+use crate::error::{Error, Result};
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Access to conversation-svc's database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    committed: watch::Sender<i64>,
+}
+
+impl Store {
+    /// Connects to `url`, applies the migrations and returns the store.
+    pub async fn open(url: &str) -> Result<Store, anyhow::Error> {
+        let db = Db::connect(url).await?;
+        db.migrate(&SQLITE, &POSTGRES).await?;
+        Ok(Store::new(db))
+    }
+
+    /// A store over an already migrated database.
+    pub fn new(db: Db) -> Store {
+        let (committed, _) = watch::channel(0);
+        Store { db, committed }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Mutation> {
+        Ok(Mutation {
+            tx: self.db.begin().await?,
+            dialect: self.db.dialect,
+            events: Vec::new(),
+            commands: Vec::new(),
+            committed: self.committed.clone(),
+        })
+    }
+
+    /// A receiver that changes whenever this process commits events, holding the highest
+    /// sequence committed; event streams wait on it instead of polling.
+    pub fn commits(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// The recorded response of an already applied request, outside any transaction.
+    pub async fn replay<M: prost::Message + Default>(
+        &self,
+        tenant_id: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<M>> {
+        let mut conn = self.db.pool.acquire().await?;
+        request_log::lookup(&mut conn, tenant_id, method, request_id).await
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.db.pool.acquire().await?)
+    }
+}
+
+/// The key under which a request's response is recorded.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKey<'a> {
+    /// Tenant of the caller.
+    pub tenant_id: &'a str,
+    /// `Service/Method`.
+    pub method: &'a str,
+    /// The request's `request_id`.
+    pub request_id: &'a str,
+}
+
+/// One write transaction and what it will publish when it commits.
+pub struct Mutation {
+    tx: Transaction<'static, Any>,
+    dialect: Dialect,
+    events: Vec<Event>,
+    commands: Vec<String>,
+    committed: watch::Sender<i64>,
+}
+
+/// What a committed [`Mutation`] published.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Sequences given to its events, in order.
+    pub sequences: Vec<i64>,
+    /// Outbox commands it added, to dispatch now.
+    pub commands: Vec<String>,
+}
+
+impl Mutation {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// `FOR UPDATE OF <alias>` on PostgreSQL, where concurrent transactions must wait for
+    /// the row; nothing on SQLite, where `BEGIN IMMEDIATE` already serialises writers.
+    fn lock_clause(&self, alias: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!(" FOR UPDATE OF {alias}"),
+            Dialect::Sqlite => String::new(),
+        }
+    }
+
+    /// The recorded response of an already applied request.
+    pub async fn replay<M: prost::Message + Default>(
+        &mut self,
+        key: RequestKey<'_>,
+    ) -> Result<Option<M>> {
+        request_log::lookup(self.conn(), key.tenant_id, key.method, key.request_id).await
+    }
+
+    /// Adds an event; it gets its sequence when the transaction commits.
+    pub fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Commits: records `response` under `key` (if given), numbers and writes the events,
+    /// then commits and wakes the event streams.
+    ///
+    /// The event counter is taken last, just before the commit: its row stays locked until
+    /// then, so on PostgreSQL a transaction that takes sequence N+1 waits until the one
+    /// holding N has committed, and readers following `sequence > cursor` never see N+1
+    /// before N. A lost race on the same `request_id` is [`Error::Conflict`].
+    pub async fn commit<M: prost::Message>(
+        mut self,
+        key: Option<RequestKey<'_>>,
+        response: &M,
+    ) -> Result<Committed> {
+        if let Some(key) = key {
+            request_log::record(
+                &mut self.tx,
+                key.tenant_id,
+                key.method,
+                key.request_id,
+                response,
+            )
+            .await
+            .map_err(|err| {
+                if switchboard_server_kit::db::is_unique_violation(&err) {
+                    Error::Conflict(format!(
+                        "request {} is being applied concurrently; retry it",
+                        key.request_id
+                    ))
+                } else {
+                    Error::Storage(err)
+                }
+            })?;
+        }
+        let events = std::mem::take(&mut self.events);
+        let mut sequences = Vec::with_capacity(events.len());
+        if !events.is_empty() {
+            let count = events.len() as i64;
+            let (last,): (i64,) = sqlx::query_as(
+                "UPDATE event_counter SET last = last + $1 WHERE id = 1 RETURNING last",
+            )
+            .bind(count)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            for (i, mut event) in events.into_iter().enumerate() {
+                event.sequence = last - count + 1 + i as i64;
+                sequences.push(event.sequence);
+                events::insert(&mut self.tx, &event).await?;
+            }
+        }
+        self.tx.commit().await?;
+        if let Some(&last) = sequences.last() {
+            self.committed.send_modify(|seen| *seen = (*seen).max(last));
+        }
+        Ok(Committed {
+            sequences,
+            commands: self.commands,
+        })
+    }
+}
+
+/// `$from, $from+1, …` for `n` parameters.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A value bound to a dynamically built statement.
+#[derive(Clone, Debug)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(int) => query.bind(int),
+        };
+    }
+    query
+}
+
+fn join_ids(ids: &[String]) -> String {
+    ids.join(",")
+}
+
+fn split_ids(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("stored data cannot be read: {what}"))
+}

@@ -1,0 +1,402 @@
+//! What the store reads and writes, in plain Rust types (no protobuf, no SQL).
+
+use crate::domain::access::{Exposure, ParticipantRole, Viewer, can_view};
+use crate::domain::state::State;
+
+/// The customer on the other side of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// UUID; the same for the same (tenant, channel, channel address).
+    pub id: String,
+    /// Name shown to agents (card numbers masked).
+    pub display_name: String,
+    /// Address on the channel.
+    pub channel_address: String,
+}
+
+/// One pre-chat form field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreChatField {
+    /// Field key.
+    pub name: String,
+    /// Label shown to the customer.
+    pub label: String,
+    /// What the customer entered (card numbers masked).
+    pub value: String,
+}
+
+/// One line of the bot's conversation before hand-off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscriptLine {
+    /// `SenderKind` number: CUSTOMER or BOT.
+    pub sender: i32,
+    /// Text (card numbers masked).
+    pub text: String,
+    /// When it was written, microseconds since the epoch.
+    pub create_time: i64,
+}
+
+/// A user taking or having taken part in a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Participant {
+    /// Row id.
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Role in the conversation.
+    pub role: ParticipantRole,
+    /// When the user joined.
+    pub join_time: i64,
+    /// When the user left; `None` while present.
+    pub leave_time: Option<i64>,
+}
+
+/// A conversation with everything shown with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// UUID.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `Channel` number.
+    pub channel: i32,
+    /// Lifecycle state.
+    pub state: State,
+    /// Queue it is in or was last routed through.
+    pub queue_id: String,
+    /// Program of that queue.
+    pub program_id: String,
+    /// The customer.
+    pub contact: Contact,
+    /// Current owner; empty when unassigned.
+    pub owner_agent_id: String,
+    /// Current owner's display name.
+    pub owner_display_name: String,
+    /// Whoever owned it last (kept after unassignment), for `previous_agent_id`.
+    pub last_owner_agent_id: String,
+    /// Status label id; empty for none.
+    pub status_label_id: String,
+    /// `Mode` number.
+    pub mode: i32,
+    /// Wrap-up reasons chosen when it was closed.
+    pub wrap_up_reason_ids: Vec<String>,
+    /// Segments so far.
+    pub segment_count: i64,
+    /// Messages so far (the ordinal of the last one).
+    pub message_count: i64,
+    /// The segment under way or last ended; empty before the first assignment.
+    pub current_segment_id: String,
+    /// Creation time.
+    pub create_time: i64,
+    /// Last change.
+    pub update_time: i64,
+    /// When it was closed.
+    pub close_time: Option<i64>,
+    /// Pre-chat form fields, in order.
+    pub pre_chat: Vec<PreChatField>,
+    /// Bot transcript, in order.
+    pub transcript: Vec<TranscriptLine>,
+    /// Participants, by join time.
+    pub participants: Vec<Participant>,
+}
+
+impl Conversation {
+    /// The owner, if any.
+    pub fn owner(&self) -> Option<&str> {
+        (!self.owner_agent_id.is_empty()).then_some(self.owner_agent_id.as_str())
+    }
+
+    /// The current role of `user_id`, if present in the conversation.
+    pub fn role_of(&self, user_id: &str) -> Option<ParticipantRole> {
+        self.participants
+            .iter()
+            .rev()
+            .find(|p| p.user_id == user_id && p.leave_time.is_none())
+            .map(|p| p.role)
+    }
+
+    /// Whether `viewer` may see this conversation (product rule 1).
+    pub fn visible_to(&self, viewer: Viewer<'_>) -> bool {
+        let present: Vec<&str> = self
+            .participants
+            .iter()
+            .filter(|p| p.leave_time.is_none())
+            .map(|p| p.user_id.as_str())
+            .collect();
+        can_view(
+            viewer,
+            Exposure {
+                state: self.state,
+                owner: self.owner(),
+                present: &present,
+            },
+        )
+    }
+}
+
+/// What a new conversation is created with.
+#[derive(Clone, Debug)]
+pub struct NewConversation {
+    /// UUID chosen by the caller of the store.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `Channel` number.
+    pub channel: i32,
+    /// Queue to wait in.
+    pub queue_id: String,
+    /// Program of the queue.
+    pub program_id: String,
+    /// Customer name (masked).
+    pub contact_display_name: String,
+    /// Customer address on the channel.
+    pub contact_channel_address: String,
+    /// Pre-chat fields (masked).
+    pub pre_chat: Vec<PreChatField>,
+    /// Bot transcript (masked).
+    pub transcript: Vec<TranscriptLine>,
+    /// Creation time.
+    pub now: i64,
+}
+
+/// A stretch of a conversation owned by one agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// UUID.
+    pub id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// 1, 2, 3…
+    pub ordinal: i64,
+    /// Owning agent.
+    pub agent_id: String,
+    /// Queue the conversation was in.
+    pub queue_id: String,
+    /// "offer", "claim", "assign", "transfer".
+    pub start_reason: String,
+    /// "closed", …; empty while ongoing.
+    pub end_reason: String,
+    /// Start.
+    pub start_time: i64,
+    /// End; `None` while ongoing.
+    pub end_time: Option<i64>,
+    /// Wrap-up reasons chosen for it.
+    pub wrap_up_reason_ids: Vec<String>,
+}
+
+/// A message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// UUID.
+    pub id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Position in the conversation, from 1.
+    pub ordinal: i64,
+    /// `SenderKind` number.
+    pub sender: i32,
+    /// User id of an agent or supervisor sender; empty otherwise.
+    pub sender_id: String,
+    /// Name shown to the other side.
+    pub sender_display_name: String,
+    /// Text (card numbers masked).
+    pub text: String,
+    /// Whether only agents and supervisors see it.
+    pub internal: bool,
+    /// When it was stored.
+    pub create_time: i64,
+}
+
+/// What a new message is made of.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// `SenderKind` number.
+    pub sender: i32,
+    /// User id of an agent or supervisor sender; empty otherwise.
+    pub sender_id: String,
+    /// Name shown to the other side.
+    pub sender_display_name: String,
+    /// Text, already masked.
+    pub text: String,
+    /// Whether only agents and supervisors see it.
+    pub internal: bool,
+}
+
+/// An event of the log, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    /// Position in the log; 0 until committed.
+    pub sequence: i64,
+    /// UUID.
+    pub id: String,
+    /// Tenant of the conversation.
+    pub tenant_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// `EventType` number.
+    pub kind: i32,
+    /// When it happened.
+    pub occur_time: i64,
+    /// User who caused it; empty for the customer or the system.
+    pub actor_id: String,
+    /// Owner after the change.
+    pub agent_id: String,
+    /// Owner before the change, for assignments.
+    pub previous_agent_id: String,
+    /// Queue after the change.
+    pub queue_id: String,
+    /// Program of the queue.
+    pub program_id: String,
+    /// `Channel` number.
+    pub channel: i32,
+    /// Segment concerned.
+    pub segment_id: String,
+    /// `Conversation.State` number after the change.
+    pub state: i32,
+    /// Wrap-up reasons, for WRAP_UP_SUBMITTED and CLOSED.
+    pub wrap_up_reason_ids: Vec<String>,
+    /// The message, for MESSAGE_ADDED.
+    pub message_id: String,
+    /// The transfer, for transfers.
+    pub transfer_id: String,
+    /// How an assignment or a close happened.
+    pub detail: String,
+    /// When the conversation was created.
+    pub conversation_create_time: i64,
+}
+
+impl Event {
+    /// An event of `kind` about `conv` as it is now (after the change), caused by `actor_id`.
+    pub fn about(conv: &Conversation, kind: i32, actor_id: &str, now: i64) -> Event {
+        Event {
+            sequence: 0,
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            kind,
+            occur_time: now,
+            actor_id: actor_id.to_owned(),
+            agent_id: conv.owner_agent_id.clone(),
+            previous_agent_id: String::new(),
+            queue_id: conv.queue_id.clone(),
+            program_id: conv.program_id.clone(),
+            channel: conv.channel,
+            segment_id: conv.current_segment_id.clone(),
+            state: conv.state.code(),
+            wrap_up_reason_ids: Vec::new(),
+            message_id: String::new(),
+            transfer_id: String::new(),
+            detail: String::new(),
+            conversation_create_time: conv.create_time,
+        }
+    }
+}
+
+/// A wrap-up reason or disposition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrapUpReason {
+    /// UUID.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Queues offering it, sorted; empty for every queue.
+    pub queue_ids: Vec<String>,
+    /// Text shown to agents.
+    pub display_name: String,
+    /// Whether it marks the segment as transferred.
+    pub marks_transferred: bool,
+    /// Whether agents can still choose it.
+    pub active: bool,
+}
+
+impl WrapUpReason {
+    /// Whether the reason may be chosen in `queue_id`.
+    pub fn offered_in(&self, queue_id: &str) -> bool {
+        self.queue_ids.is_empty() || self.queue_ids.iter().any(|q| q == queue_id)
+    }
+}
+
+/// What kind of call to routing-svc an outbox command is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    /// `EnqueueConversation`.
+    Enqueue,
+    /// `ReleaseCapacity`.
+    ReleaseCapacity,
+}
+
+impl CommandKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Enqueue => "enqueue",
+            CommandKind::ReleaseCapacity => "release_capacity",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(s: &str) -> Option<CommandKind> {
+        match s {
+            "enqueue" => Some(CommandKind::Enqueue),
+            "release_capacity" => Some(CommandKind::ReleaseCapacity),
+            _ => None,
+        }
+    }
+}
+
+/// Where an outbox command stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandState {
+    /// Not yet accepted by routing-svc; retried when due.
+    Pending,
+    /// Accepted.
+    Done,
+    /// Refused for good (for example the queue was deleted); needs a person.
+    Failed,
+}
+
+impl CommandState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Pending => "pending",
+            CommandState::Done => "done",
+            CommandState::Failed => "failed",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(s: &str) -> Option<CommandState> {
+        match s {
+            "pending" => Some(CommandState::Pending),
+            "done" => Some(CommandState::Done),
+            "failed" => Some(CommandState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A call to routing-svc decided in a transaction, to be sent until accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// UUID.
+    pub id: String,
+    /// Which call.
+    pub kind: CommandKind,
+    /// Tenant of the conversation.
+    pub tenant_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The encoded protobuf request.
+    pub payload: Vec<u8>,
+    /// Where it stands.
+    pub state: CommandState,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When it is due next.
+    pub next_attempt_time: i64,
+    /// The last failure, for operators.
+    pub last_error: String,
+}

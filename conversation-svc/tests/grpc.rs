@@ -1,0 +1,1581 @@
+//! conversation-svc over gRPC, in-process, with a small fake routing-svc that records the
+//! calls it receives.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use switchboard_proto::common::v1::Channel;
+use switchboard_proto::conversation::internal::v1 as ipb;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_proto::conversation::v1::conversation::State;
+use switchboard_proto::conversation::v1::conversation_config_service_client::ConversationConfigServiceClient;
+use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
+use switchboard_proto::routing::internal::v1 as rpb;
+use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
+    RoutingInternalService, RoutingInternalServiceServer,
+};
+use switchboard_proto::routing::v1::Queue;
+use switchboard_server_kit::{
+    Identity, IdentityKey, PrincipalKind, Role, ServeOptions, ShutdownSignal, SignedChannel,
+    identity_of, signed_channel,
+};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
+
+const SECRET: &str = "test-identity-secret-0123456789";
+const CARD: &str = "4111 1111 1111 1111";
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// A fake routing-svc.
+
+/// A queue the fake knows: tenant, program, accepted channels.
+type FakeQueue = (String, String, Vec<i32>);
+
+#[derive(Default)]
+struct FakeRouting {
+    /// By queue id.
+    queues: Mutex<HashMap<String, FakeQueue>>,
+    checks: AtomicUsize,
+    enqueues: Mutex<Vec<rpb::EnqueueConversationRequest>>,
+    enqueue_attempts: AtomicUsize,
+    releases: Mutex<Vec<rpb::ReleaseCapacityRequest>>,
+    release_attempts: AtomicUsize,
+    /// Fail this many coming Enqueue / Release calls with UNAVAILABLE.
+    enqueue_failures: AtomicUsize,
+    release_failures: AtomicUsize,
+    /// CheckQueue answers UNAVAILABLE.
+    down: AtomicBool,
+    callers: Mutex<Vec<String>>,
+}
+
+impl FakeRouting {
+    fn enqueued(&self) -> Vec<rpb::EnqueueConversationRequest> {
+        self.enqueues.lock().unwrap().clone()
+    }
+
+    fn released(&self) -> Vec<rpb::ReleaseCapacityRequest> {
+        self.releases.lock().unwrap().clone()
+    }
+
+    fn take_failure(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[derive(Clone)]
+struct FakeServer(Arc<FakeRouting>);
+
+type RoutingEvents = Pin<Box<dyn Stream<Item = Result<rpb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RoutingInternalService for FakeServer {
+    async fn check_queue(
+        &self,
+        request: Request<rpb::CheckQueueRequest>,
+    ) -> Result<Response<rpb::CheckQueueResponse>, Status> {
+        let caller = identity_of(&request)?;
+        self.0.callers.lock().unwrap().push(caller.principal_id);
+        self.0.checks.fetch_add(1, Ordering::SeqCst);
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("routing is down"));
+        }
+        let req = request.into_inner();
+        let queues = self.0.queues.lock().unwrap();
+        match queues.get(&req.queue_id) {
+            Some((tenant, program, channels)) if *tenant == req.tenant_id => {
+                if !channels.contains(&req.channel) {
+                    return Err(Status::failed_precondition(
+                        "queue does not accept the channel",
+                    ));
+                }
+                Ok(Response::new(rpb::CheckQueueResponse {
+                    queue: Some(Queue {
+                        id: req.queue_id.clone(),
+                        tenant_id: tenant.clone(),
+                        program_id: program.clone(),
+                        accepted_channels: channels.clone(),
+                        ..Default::default()
+                    }),
+                }))
+            }
+            _ => Err(Status::not_found(format!(
+                "queue {} not found",
+                req.queue_id
+            ))),
+        }
+    }
+
+    async fn enqueue_conversation(
+        &self,
+        request: Request<rpb::EnqueueConversationRequest>,
+    ) -> Result<Response<rpb::EnqueueConversationResponse>, Status> {
+        identity_of(&request)?;
+        self.0.enqueue_attempts.fetch_add(1, Ordering::SeqCst);
+        if FakeRouting::take_failure(&self.0.enqueue_failures) {
+            return Err(Status::unavailable("not now"));
+        }
+        self.0.enqueues.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(rpb::EnqueueConversationResponse {
+            item: None,
+        }))
+    }
+
+    async fn cancel_waiting(
+        &self,
+        _: Request<rpb::CancelWaitingRequest>,
+    ) -> Result<Response<rpb::CancelWaitingResponse>, Status> {
+        Ok(Response::new(rpb::CancelWaitingResponse {
+            was_waiting: false,
+        }))
+    }
+
+    async fn release_capacity(
+        &self,
+        request: Request<rpb::ReleaseCapacityRequest>,
+    ) -> Result<Response<rpb::ReleaseCapacityResponse>, Status> {
+        identity_of(&request)?;
+        self.0.release_attempts.fetch_add(1, Ordering::SeqCst);
+        if FakeRouting::take_failure(&self.0.release_failures) {
+            return Err(Status::unavailable("not now"));
+        }
+        self.0.releases.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(rpb::ReleaseCapacityResponse {
+            released_units: 1,
+        }))
+    }
+
+    async fn reserve_capacity(
+        &self,
+        _: Request<rpb::ReserveCapacityRequest>,
+    ) -> Result<Response<rpb::ReserveCapacityResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    type SubscribeStream = RoutingEvents;
+
+    async fn subscribe(
+        &self,
+        _: Request<rpb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The service under test.
+
+struct Harness {
+    routing: Arc<FakeRouting>,
+    addr: SocketAddr,
+    key: IdentityKey,
+    shutdown: ShutdownSignal,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    routing_shutdown: ShutdownSignal,
+    routing_task: tokio::task::JoinHandle<()>,
+    routing_addr: SocketAddr,
+    tenant: String,
+    queue: String,
+    program: String,
+    agent1: Identity,
+    agent2: Identity,
+    _db: support::TestDb,
+}
+
+async fn spawn_service(
+    database_url: &str,
+    routing_addr: SocketAddr,
+) -> (
+    SocketAddr,
+    ShutdownSignal,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = conversation_svc::Config {
+        listen: addr,
+        metrics_listen: None,
+        database_url: database_url.to_owned(),
+        identity_secret: SECRET.to_owned(),
+        routing_url: format!("http://{routing_addr}"),
+        outbox_retry_ms: 30,
+        outbox_retry_max_ms: 120,
+        routing_timeout_ms: 2_000,
+        event_poll_ms: 100,
+        ..Default::default()
+    };
+    let shutdown = ShutdownSignal::new();
+    let server = tokio::spawn(conversation_svc::serve(config, listener, shutdown.clone()));
+    (addr, shutdown, server)
+}
+
+fn user(tenant: &str, name: &str, roles: Vec<Role>) -> Identity {
+    Identity {
+        tenant_id: tenant.to_owned(),
+        tenant_ancestry: Vec::new(),
+        principal_id: id(),
+        principal_kind: PrincipalKind::User,
+        display_name: name.to_owned(),
+        roles,
+        enabled_supervisor_actions: Vec::new(),
+    }
+}
+
+impl Harness {
+    async fn start(db: support::TestDb) -> Harness {
+        let key = IdentityKey::new(SECRET).unwrap();
+        let routing = Arc::new(FakeRouting::default());
+        let tenant = id();
+        let queue = id();
+        let program = id();
+        routing.queues.lock().unwrap().insert(
+            queue.clone(),
+            (
+                tenant.clone(),
+                program.clone(),
+                vec![Channel::Webchat as i32],
+            ),
+        );
+
+        let routing_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let routing_addr = routing_listener.local_addr().unwrap();
+        let routing_shutdown = ShutdownSignal::new();
+        let routing_task = {
+            let mut options = ServeOptions::new("fake-routing");
+            options.identity = Some(key.clone());
+            let routes = Routes::new(RoutingInternalServiceServer::new(FakeServer(
+                routing.clone(),
+            )));
+            let signal = routing_shutdown.clone();
+            tokio::spawn(async move {
+                switchboard_server_kit::serve(options, routes, routing_listener, signal)
+                    .await
+                    .unwrap();
+            })
+        };
+
+        let (addr, shutdown, server) = spawn_service(&db.url, routing_addr).await;
+        let agent1 = user(&tenant, "Alex Agent", vec![Role::Agent]);
+        let agent2 = user(&tenant, "Blake Agent", vec![Role::Agent]);
+        let harness = Harness {
+            routing,
+            addr,
+            key,
+            shutdown,
+            server,
+            routing_shutdown,
+            routing_task,
+            routing_addr,
+            tenant,
+            queue,
+            program,
+            agent1,
+            agent2,
+            _db: db,
+        };
+        harness.wait_until_serving().await;
+        harness
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("conversation-svc did not start");
+    }
+
+    /// Stops conversation-svc and starts a new one on the same database.
+    async fn restart(mut self) -> Harness {
+        self.shutdown.trigger();
+        (&mut self.server)
+            .await
+            .unwrap()
+            .expect("conversation-svc stops cleanly");
+        let (addr, shutdown, server) = spawn_service(&self._db.url, self.routing_addr).await;
+        self.addr = addr;
+        self.shutdown = shutdown;
+        self.server = server;
+        self.wait_until_serving().await;
+        self
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(15), self.server)
+            .await
+            .expect("conversation-svc stops")
+            .unwrap()
+            .expect("conversation-svc stops cleanly");
+        self.routing_shutdown.trigger();
+        self.routing_task.await.unwrap();
+    }
+
+    fn channel(&self, identity: &Identity) -> SignedChannel {
+        signed_channel(
+            &format!("http://{}", self.addr),
+            self.key.clone(),
+            identity.clone(),
+        )
+        .unwrap()
+    }
+
+    fn conversations(&self, identity: &Identity) -> ConversationServiceClient<SignedChannel> {
+        ConversationServiceClient::new(self.channel(identity))
+    }
+
+    fn config(&self, identity: &Identity) -> ConversationConfigServiceClient<SignedChannel> {
+        ConversationConfigServiceClient::new(self.channel(identity))
+    }
+
+    fn internal(&self) -> ConversationInternalServiceClient<SignedChannel> {
+        ConversationInternalServiceClient::new(self.channel(&Identity::service("routing-svc")))
+    }
+
+    fn bot(&self) -> Identity {
+        Identity {
+            principal_kind: PrincipalKind::ApiKey,
+            ..user(&self.tenant, "Web chat bot", vec![Role::Bot])
+        }
+    }
+
+    fn supervisor(&self) -> Identity {
+        user(&self.tenant, "Sam Supervisor", vec![Role::Supervisor])
+    }
+
+    fn admin(&self) -> Identity {
+        user(&self.tenant, "Ada Admin", vec![Role::Administrator])
+    }
+
+    fn create_request(&self, request_id: String) -> pb::CreateConversationRequest {
+        pb::CreateConversationRequest {
+            request_id,
+            channel: Channel::Webchat as i32,
+            queue_id: self.queue.clone(),
+            contact: Some(pb::Contact {
+                id: String::new(),
+                display_name: "Casey Customer".into(),
+                channel_address: "visitor-42".into(),
+            }),
+            pre_chat_data: vec![pb::PreChatField {
+                name: "card".into(),
+                label: "Card".into(),
+                value: CARD.into(),
+            }],
+            bot_transcript: vec![
+                pb::TranscriptEntry {
+                    sender: pb::SenderKind::Customer as i32,
+                    text: format!("I was charged twice on {CARD}"),
+                    create_time: None,
+                },
+                pb::TranscriptEntry {
+                    sender: pb::SenderKind::Bot as i32,
+                    text: "Let me get you a person.".into(),
+                    create_time: None,
+                },
+            ],
+            first_message: "Hello?".into(),
+        }
+    }
+
+    async fn create(&self) -> pb::Conversation {
+        self.conversations(&self.bot())
+            .create_conversation(self.create_request(id()))
+            .await
+            .expect("create conversation")
+            .into_inner()
+            .conversation
+            .expect("conversation")
+    }
+
+    async fn assign(
+        &self,
+        conversation_id: &str,
+        agent: &Identity,
+        offer_id: &str,
+    ) -> Result<pb::Conversation, Status> {
+        self.internal()
+            .apply_assignment(ipb::ApplyAssignmentRequest {
+                tenant_id: self.tenant.clone(),
+                conversation_id: conversation_id.to_owned(),
+                agent_id: agent.principal_id.clone(),
+                agent_display_name: agent.display_name.clone(),
+                offer_id: offer_id.to_owned(),
+                queue_id: self.queue.clone(),
+                start_reason: "offer".into(),
+            })
+            .await
+            .map(|r| r.into_inner().conversation.expect("conversation"))
+    }
+
+    async fn reason(&self, name: &str) -> pb::WrapUpReason {
+        self.config(&self.admin())
+            .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+                request_id: id(),
+                wrap_up_reason: Some(pb::WrapUpReason {
+                    display_name: name.into(),
+                    queue_ids: vec![self.queue.clone()],
+                    active: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create reason")
+            .into_inner()
+            .wrap_up_reason
+            .expect("reason")
+    }
+
+    async fn get(
+        &self,
+        identity: &Identity,
+        conversation_id: &str,
+    ) -> Result<pb::Conversation, Status> {
+        self.conversations(identity)
+            .get_conversation(pb::GetConversationRequest {
+                conversation_id: conversation_id.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().conversation.expect("conversation"))
+    }
+
+    async fn list_ids(&self, identity: &Identity) -> Vec<String> {
+        self.conversations(identity)
+            .list_conversations(pb::ListConversationsRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .conversations
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    }
+
+    async fn events(&self, conversation_id: &str) -> Vec<pb::ConversationEvent> {
+        self.conversations(&self.supervisor())
+            .list_conversation_events(pb::ListConversationEventsRequest {
+                conversation_id: conversation_id.to_owned(),
+                page_size: 500,
+                page_token: String::new(),
+            })
+            .await
+            .expect("events")
+            .into_inner()
+            .events
+    }
+
+    async fn send(
+        &self,
+        identity: &Identity,
+        conversation_id: &str,
+        text: &str,
+        sender: pb::SenderKind,
+    ) -> Result<pb::Message, Status> {
+        self.conversations(identity)
+            .send_message(pb::SendMessageRequest {
+                request_id: id(),
+                conversation_id: conversation_id.to_owned(),
+                text: text.to_owned(),
+                sender: sender as i32,
+                internal: false,
+            })
+            .await
+            .map(|r| r.into_inner().message.expect("message"))
+    }
+}
+
+fn reason_of(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kinds(events: &[pb::ConversationEvent]) -> Vec<pb::EventType> {
+    events
+        .iter()
+        .map(|e| pb::EventType::try_from(e.r#type).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_goes_from_bot_to_closed_with_capacity_released() {
+    for db in support::databases().await {
+        let name = db.name;
+        let h = Harness::start(db).await;
+        lifecycle(&h).await;
+        h.stop().await;
+        eprintln!("lifecycle passed on {name}");
+    }
+}
+
+async fn lifecycle(h: &Harness) {
+    let resolved = h.reason("Resolved").await;
+    let created = h.create().await;
+    assert_eq!(created.state, State::Open as i32);
+    assert_eq!(created.queue_id, h.queue);
+    assert_eq!(created.program_id, h.program);
+    assert!(created.owner_agent_id.is_empty());
+    // Card numbers are masked in the transcript and pre-chat data.
+    assert_eq!(
+        created.bot_transcript[0].text,
+        "I was charged twice on 4111 11** **** 1111"
+    );
+    assert_eq!(created.pre_chat_data[0].value, "4111 11** **** 1111");
+    assert_eq!(created.bot_transcript.len(), 2);
+
+    // routing-svc was asked to enqueue it, as conversation-svc.
+    let enqueued = eventually("the enqueue", || async {
+        let e = h.routing.enqueued();
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(enqueued.len(), 1);
+    assert_eq!(enqueued[0].conversation_id, created.id);
+    assert_eq!(enqueued[0].queue_id, h.queue);
+    assert_eq!(enqueued[0].tenant_id, h.tenant);
+    assert_eq!(enqueued[0].customer_display_name, "Casey Customer");
+    assert!(uuid::Uuid::parse_str(&enqueued[0].enqueue_key).is_ok());
+    assert!(
+        h.routing
+            .callers
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c == "conversation-svc")
+    );
+
+    // Unassigned and OPEN: every agent of the tenant sees it.
+    assert!(h.get(&h.agent2, &created.id).await.is_ok());
+    assert!(h.list_ids(&h.agent2).await.contains(&created.id));
+
+    // routing-svc applies the accepted offer; a retry of the same offer changes nothing.
+    let offer = id();
+    let active = h
+        .assign(&created.id, &h.agent1, &offer)
+        .await
+        .expect("assign");
+    assert_eq!(active.state, State::Active as i32);
+    assert_eq!(active.owner_agent_id, h.agent1.principal_id);
+    assert_eq!(active.owner_display_name, "Alex Agent");
+    assert_eq!(active.segment_count, 1);
+    assert_eq!(active.participants.len(), 1);
+    assert_eq!(
+        active.participants[0].role,
+        pb::ParticipantRole::Owner as i32
+    );
+    let again = h
+        .assign(&created.id, &h.agent1, &offer)
+        .await
+        .expect("retried assign");
+    assert_eq!(again.segment_count, 1);
+    assert_eq!(again.participants.len(), 1);
+
+    // Now hidden from the other agent, visible to the owner and the supervisor.
+    let hidden = h.get(&h.agent2, &created.id).await.unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert!(!h.list_ids(&h.agent2).await.contains(&created.id));
+    assert!(h.list_ids(&h.agent1).await.contains(&created.id));
+    assert!(h.list_ids(&h.supervisor()).await.contains(&created.id));
+    // And another agent cannot write in it either.
+    let err = h
+        .send(&h.agent2, &created.id, "hi", pb::SenderKind::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Live stream of the conversation, from now on.
+    let mut live = h
+        .conversations(&h.agent1)
+        .stream_conversation(pb::StreamConversationRequest {
+            conversation_id: created.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+
+    let customer = h
+        .send(
+            &h.bot(),
+            &created.id,
+            &format!("My card is {CARD}"),
+            pb::SenderKind::Customer,
+        )
+        .await
+        .expect("customer message");
+    assert_eq!(customer.text, "My card is 4111 11** **** 1111");
+    assert_eq!(customer.sender, pb::SenderKind::Customer as i32);
+    assert_eq!(customer.sender_display_name, "Casey Customer");
+    let reply = h
+        .send(
+            &h.agent1,
+            &created.id,
+            "Hello Casey",
+            pb::SenderKind::Customer,
+        )
+        .await
+        .expect("agent message");
+    assert_eq!(
+        reply.sender,
+        pb::SenderKind::Agent as i32,
+        "users write as themselves"
+    );
+    assert_eq!(reply.sender_id, h.agent1.principal_id);
+    assert_eq!(reply.sender_display_name, "Alex Agent");
+
+    for expected in [&customer, &reply] {
+        let item = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("a live message")
+            .expect("stream open")
+            .expect("stream ok");
+        assert_eq!(
+            item.event.unwrap().r#type,
+            pb::EventType::MessageAdded as i32
+        );
+        assert_eq!(item.message.as_ref().unwrap().id, expected.id);
+    }
+
+    // Hold and resume, by the owner only.
+    let mut agent = h.conversations(&h.agent1);
+    let waiting = agent
+        .set_waiting(pb::SetWaitingRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            reason: "checking".into(),
+        })
+        .await
+        .expect("wait")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(waiting.state, State::Waiting as i32);
+    let resumed = agent
+        .resume_conversation(pb::ResumeConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .expect("resume")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(resumed.state, State::Active as i32);
+
+    // The supervisor sees it but is not its owner.
+    let err = h
+        .conversations(&h.supervisor())
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // End: WRAP_UP, and the customer is told the agent left.
+    let ended = agent
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .expect("end")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(ended.state, State::WrapUp as i32);
+    let messages = agent
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: created.id.clone(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .expect("messages")
+        .into_inner()
+        .messages;
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "Hello?",
+            "Alex Agent joined the conversation",
+            "My card is 4111 11** **** 1111",
+            "Hello Casey",
+            "Alex Agent left the conversation",
+        ]
+    );
+    assert_eq!(messages[4].sender, pb::SenderKind::System as i32);
+    assert!(!messages[4].internal);
+
+    // No more agent messages in WRAP_UP.
+    let err = h
+        .send(
+            &h.agent1,
+            &created.id,
+            "one more thing",
+            pb::SenderKind::Unspecified,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason_of(&err), "WRONG_STATE");
+
+    // Wrap-up closes it and releases the agent's capacity.
+    let closed = agent
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            wrap_up_reason_ids: vec![resolved.id.clone()],
+            note: format!("customer read out {CARD}"),
+        })
+        .await
+        .expect("wrap up")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(closed.state, State::Closed as i32);
+    assert!(closed.close_time.is_some());
+    assert_eq!(closed.wrap_up_reason_ids, vec![resolved.id.clone()]);
+    let released = eventually("the capacity release", || async {
+        let r = h.routing.released();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].conversation_id, created.id);
+    assert_eq!(released[0].agent_id, h.agent1.principal_id);
+    assert_eq!(released[0].tenant_id, h.tenant);
+
+    let segments = agent
+        .list_segments(pb::ListSegmentsRequest {
+            conversation_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("segments")
+        .into_inner()
+        .segments;
+    assert_eq!(segments.len(), 1);
+    assert_eq!(segments[0].ordinal, 1);
+    assert_eq!(segments[0].agent_id, h.agent1.principal_id);
+    assert_eq!(segments[0].start_reason, "offer");
+    assert_eq!(segments[0].end_reason, "closed");
+    assert!(segments[0].end_time.is_some());
+    assert_eq!(segments[0].wrap_up_reason_ids, vec![resolved.id.clone()]);
+
+    // The event log tells the whole story, with what reporting needs.
+    let events = h.events(&created.id).await;
+    use pb::EventType as T;
+    assert_eq!(
+        kinds(&events),
+        vec![
+            T::Created,
+            T::Queued,
+            T::MessageAdded,
+            T::Assigned,
+            T::MessageAdded,
+            T::MessageAdded,
+            T::MessageAdded,
+            T::Waiting,
+            T::Resumed,
+            T::Ended,
+            T::MessageAdded,
+            T::WrapUpSubmitted,
+            T::Closed,
+        ]
+    );
+    for pair in events.windows(2) {
+        assert!(pair[0].sequence < pair[1].sequence);
+    }
+    for e in &events {
+        assert_eq!(e.tenant_id, h.tenant);
+        assert_eq!(e.queue_id, h.queue);
+        assert_eq!(e.program_id, h.program);
+        assert_eq!(e.channel, Channel::Webchat as i32);
+        assert_eq!(e.conversation_create_time, created.create_time);
+    }
+    let assigned = &events[3];
+    assert_eq!(assigned.agent_id, h.agent1.principal_id);
+    assert_eq!(assigned.detail, "offer");
+    assert_eq!(assigned.segment_id, segments[0].id);
+    assert!(assigned.previous_agent_id.is_empty());
+    assert_eq!(assigned.state, State::Active as i32);
+    let closed_event = events.last().unwrap();
+    assert_eq!(closed_event.state, State::Closed as i32);
+    assert_eq!(closed_event.detail, "wrap_up");
+    assert_eq!(closed_event.agent_id, h.agent1.principal_id);
+    assert_eq!(closed_event.wrap_up_reason_ids, vec![resolved.id.clone()]);
+    assert_eq!(events[11].wrap_up_reason_ids, vec![resolved.id.clone()]);
+
+    // reporting-svc's view: Subscribe from the start gives the same events, gap-free.
+    let mut subscription = h
+        .internal()
+        .subscribe(ipb::SubscribeRequest { after_sequence: 0 })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < events.len() {
+        let item = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("subscribed event")
+            .expect("open")
+            .expect("ok");
+        got.push(item.event.unwrap());
+    }
+    let sequences: Vec<i64> = got.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(got, events);
+
+    // A closed conversation cannot be assigned again.
+    let err = h.assign(&created.id, &h.agent2, &id()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // The owner still sees it; the other agent does not.
+    assert!(h.get(&h.agent1, &created.id).await.is_ok());
+    assert_eq!(
+        h.get(&h.agent2, &created.id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_outbox_retries_until_routing_accepts() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    h.routing.enqueue_failures.store(3, Ordering::SeqCst);
+    h.routing.release_failures.store(2, Ordering::SeqCst);
+    let reason = h.reason("Done").await;
+
+    let created = h.create().await;
+    let enqueued = eventually("the enqueue after retries", || async {
+        let e = h.routing.enqueued();
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(enqueued[0].conversation_id, created.id);
+    assert_eq!(h.routing.enqueue_attempts.load(Ordering::SeqCst), 4);
+
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    let mut agent = h.conversations(&h.agent1);
+    agent
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    agent
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            wrap_up_reason_ids: vec![reason.id.clone()],
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    eventually("the release after retries", || async {
+        (h.routing.released().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(h.routing.release_attempts.load(Ordering::SeqCst), 3);
+    // Accepted once: nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.routing.enqueue_attempts.load(Ordering::SeqCst), 4);
+    assert_eq!(h.routing.release_attempts.load(Ordering::SeqCst), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enqueue_left_pending_is_sent_after_a_restart() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    // routing-svc keeps failing while this process runs.
+    h.routing
+        .enqueue_failures
+        .store(usize::MAX, Ordering::SeqCst);
+    let created = h.create().await;
+    eventually("a failed attempt", || async {
+        (h.routing.enqueue_attempts.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let h = h.restart().await;
+    assert!(h.routing.enqueued().is_empty());
+    // routing-svc recovers; the new process sends what the old one could not.
+    h.routing.enqueue_failures.store(0, Ordering::SeqCst);
+    let enqueued = eventually("the enqueue after the restart", || async {
+        let e = h.routing.enqueued();
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(enqueued.len(), 1);
+    assert_eq!(enqueued[0].conversation_id, created.id);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    let reason = h.reason("Resolved").await;
+    let open = h.create().await;
+    let before = h.list_ids(&h.supervisor()).await.len();
+    let checks_before = h.routing.checks.load(Ordering::SeqCst);
+    let mut bot = h.conversations(&h.bot());
+
+    let expect = |result: Result<Response<pb::CreateConversationResponse>, Status>,
+                  code: Code,
+                  reason: &str| {
+        let err = result.expect_err("refused");
+        assert_eq!(err.code(), code, "{err:?}");
+        assert_eq!(reason_of(&err), reason, "{err:?}");
+        err
+    };
+
+    let err = expect(
+        bot.create_conversation(h.create_request(String::new()))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(err.message(), "request_id: is required");
+    let err = expect(
+        bot.create_conversation(h.create_request("not-a-uuid".into()))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(err.message(), "request_id: must be a UUID");
+    let mut no_channel = h.create_request(id());
+    no_channel.channel = 0;
+    let err = expect(
+        bot.create_conversation(no_channel).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(err.message(), "channel: is required");
+    let mut bad_queue = h.create_request(id());
+    bad_queue.queue_id = "42".into();
+    let err = expect(
+        bot.create_conversation(bad_queue).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(err.message(), "queue_id: must be a UUID");
+    let mut no_contact = h.create_request(id());
+    no_contact.contact = None;
+    expect(
+        bot.create_conversation(no_contact).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    let mut no_name = h.create_request(id());
+    no_name.contact.as_mut().unwrap().display_name = "  ".into();
+    let err = expect(
+        bot.create_conversation(no_name).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(err.message(), "contact.display_name: is required");
+    let mut bad_line = h.create_request(id());
+    bad_line.bot_transcript[0].sender = pb::SenderKind::Agent as i32;
+    let err = expect(
+        bot.create_conversation(bad_line).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        err.message(),
+        "bot_transcript[0].sender: must be CUSTOMER or BOT"
+    );
+    let mut long = h.create_request(id());
+    long.first_message = "x".repeat(4001);
+    expect(
+        bot.create_conversation(long).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        h.routing.checks.load(Ordering::SeqCst),
+        checks_before,
+        "malformed requests never reach routing-svc"
+    );
+
+    // routing-svc's verdicts.
+    let mut unknown_queue = h.create_request(id());
+    unknown_queue.queue_id = id();
+    expect(
+        bot.create_conversation(unknown_queue).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let mut sms = h.create_request(id());
+    sms.channel = Channel::Sms as i32;
+    expect(
+        bot.create_conversation(sms).await,
+        Code::FailedPrecondition,
+        "WRONG_STATE",
+    );
+    h.routing.down.store(true, Ordering::SeqCst);
+    expect(
+        bot.create_conversation(h.create_request(id())).await,
+        Code::Unavailable,
+        "UNAVAILABLE",
+    );
+    h.routing.down.store(false, Ordering::SeqCst);
+
+    // Roles and identity.
+    let err = h
+        .conversations(&h.agent1)
+        .create_conversation(h.create_request(id()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason_of(&err), "ROLE_REQUIRED");
+    let mut anonymous = ConversationServiceClient::connect(format!("http://{}", h.addr))
+        .await
+        .unwrap();
+    let err = anonymous
+        .create_conversation(h.create_request(id()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let forged = signed_channel(
+        &format!("http://{}", h.addr),
+        IdentityKey::new("another-secret-of-enough-length").unwrap(),
+        h.bot(),
+    )
+    .unwrap();
+    let err = ConversationServiceClient::new(forged)
+        .create_conversation(h.create_request(id()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = ConversationInternalServiceClient::new(h.channel(&h.admin()))
+        .subscribe(ipb::SubscribeRequest { after_sequence: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "internal API needs a service identity"
+    );
+
+    // Reads: malformed and unknown ids, another tenant.
+    let err = h.get(&h.agent1, "42").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "conversation_id: must be a UUID");
+    assert_eq!(
+        h.get(&h.agent1, &id()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let outsider = user(&id(), "Other Tenant", vec![Role::Supervisor, Role::Agent]);
+    assert_eq!(
+        h.get(&outsider, &open.id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(h.list_ids(&outsider).await.is_empty());
+    let err = h
+        .send(&outsider, &open.id, "hi", pb::SenderKind::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = h
+        .conversations(&h.supervisor())
+        .list_conversations(pb::ListConversationsRequest {
+            page_size: 501,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h
+        .conversations(&h.supervisor())
+        .list_conversations(pb::ListConversationsRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Wrong state: an OPEN conversation cannot be ended, wrapped up, or written to by an agent.
+    let mut agent = h.conversations(&h.agent1);
+    let err = agent
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: open.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason_of(&err), "WRONG_STATE");
+    assert!(err.message().contains("OPEN"), "{}", err.message());
+    let err = agent
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: open.id.clone(),
+            wrap_up_reason_ids: vec![reason.id.clone()],
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = agent
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: open.id.clone(),
+            wrap_up_reason_ids: vec![],
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h
+        .send(&h.agent1, &open.id, "hi", pb::SenderKind::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = agent
+        .resume_conversation(pb::ResumeConversationRequest {
+            request_id: id(),
+            conversation_id: open.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Bots write as CUSTOMER or BOT only.
+    let err = h
+        .send(&h.bot(), &open.id, "hi", pb::SenderKind::Agent)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h
+        .send(&h.bot(), &open.id, "", pb::SenderKind::Customer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Internal: malformed and unknown.
+    let err = h.assign("nope", &h.agent1, &id()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        h.assign(&id(), &h.agent1, &id()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Nothing changed.
+    assert_eq!(h.list_ids(&h.supervisor()).await.len(), before);
+    let still = h.get(&h.supervisor(), &open.id).await.unwrap();
+    assert_eq!(still.state, State::Open as i32);
+    assert_eq!(
+        kinds(&h.events(&open.id).await).len(),
+        3,
+        "CREATED, QUEUED, first message only"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    let good = h.reason("Resolved").await;
+    let mut admin = h.config(&h.admin());
+    let elsewhere = admin
+        .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                display_name: "Other queue".into(),
+                queue_ids: vec![id()],
+                active: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrap_up_reason
+        .unwrap();
+    let retired = h.reason("Retired").await;
+    let updated = admin
+        .update_wrap_up_reason(pb::UpdateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                id: retired.id.clone(),
+                active: false,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["active".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrap_up_reason
+        .unwrap();
+    assert!(!updated.active);
+    assert_eq!(
+        updated.display_name, "Retired",
+        "fields outside the mask stay"
+    );
+
+    // Duplicates, roles, listing.
+    let err = admin
+        .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                display_name: "Resolved".into(),
+                active: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let err = h
+        .config(&h.agent1)
+        .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                display_name: "Sneaky".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let listed: Vec<String> = h
+        .config(&h.agent1)
+        .list_wrap_up_reasons(pb::ListWrapUpReasonsRequest {
+            queue_id: h.queue.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrap_up_reasons
+        .into_iter()
+        .map(|r| r.display_name)
+        .collect();
+    assert_eq!(listed, vec!["Resolved"]);
+    let page = h
+        .config(&h.agent1)
+        .list_wrap_up_reasons(pb::ListWrapUpReasonsRequest {
+            include_inactive: true,
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.wrap_up_reasons.len(), 2);
+    let rest = h
+        .config(&h.agent1)
+        .list_wrap_up_reasons(pb::ListWrapUpReasonsRequest {
+            include_inactive: true,
+            page_size: 2,
+            page_token: page.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.wrap_up_reasons.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    let mut agent = h.conversations(&h.agent1);
+    agent
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    for (bad, why) in [
+        (elsewhere.id.clone(), "not offered"),
+        (retired.id.clone(), "inactive"),
+        (id(), "unknown"),
+    ] {
+        let err = agent
+            .submit_wrap_up(pb::SubmitWrapUpRequest {
+                request_id: id(),
+                conversation_id: created.id.clone(),
+                wrap_up_reason_ids: vec![good.id.clone(), bad],
+                note: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{why}: {err:?}");
+        assert!(
+            err.message().starts_with("wrap_up_reason_ids[1]"),
+            "{}",
+            err.message()
+        );
+    }
+    let still = h.get(&h.agent1, &created.id).await.unwrap();
+    assert_eq!(
+        still.state,
+        State::WrapUp as i32,
+        "refused wrap-ups change nothing"
+    );
+    assert!(h.routing.released().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_requests_return_the_first_answer() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    let reason = h.reason("Resolved").await;
+    let mut bot = h.conversations(&h.bot());
+    let request_id = id();
+    let first = bot
+        .create_conversation(h.create_request(request_id.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = bot
+        .create_conversation(h.create_request(request_id.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, retry);
+    let conversation = first.conversation.unwrap();
+    assert_eq!(h.list_ids(&h.supervisor()).await.len(), 1);
+    eventually("the enqueue", || async {
+        (!h.routing.enqueued().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.routing.enqueued().len(),
+        1,
+        "one conversation, one enqueue"
+    );
+
+    h.assign(&conversation.id, &h.agent1, &id()).await.unwrap();
+    let mut agent = h.conversations(&h.agent1);
+    let send = pb::SendMessageRequest {
+        request_id: id(),
+        conversation_id: conversation.id.clone(),
+        text: "only once".into(),
+        sender: 0,
+        internal: false,
+    };
+    let a = agent.send_message(send.clone()).await.unwrap().into_inner();
+    let b = agent.send_message(send).await.unwrap().into_inner();
+    assert_eq!(a, b);
+    let messages = agent
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: conversation.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(messages.iter().filter(|m| m.text == "only once").count(), 1);
+
+    let end = pb::EndConversationRequest {
+        request_id: id(),
+        conversation_id: conversation.id.clone(),
+    };
+    let ended = agent
+        .end_conversation(end.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        agent.end_conversation(end).await.unwrap().into_inner(),
+        ended,
+        "a retried end is not WRONG_STATE"
+    );
+    let wrap = pb::SubmitWrapUpRequest {
+        request_id: id(),
+        conversation_id: conversation.id.clone(),
+        wrap_up_reason_ids: vec![reason.id.clone()],
+        note: String::new(),
+    };
+    let closed = agent
+        .submit_wrap_up(wrap.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        agent.submit_wrap_up(wrap).await.unwrap().into_inner(),
+        closed
+    );
+    eventually("the release", || async {
+        (!h.routing.released().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.routing.released().len(), 1);
+    let kinds = kinds(&h.events(&conversation.id).await);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == pb::EventType::Closed)
+            .count(),
+        1
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == pb::EventType::Ended).count(),
+        1
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    // Another offer for the same conversation, to another agent: routing must release.
+    let err = h.assign(&created.id, &h.agent2, &id()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason_of(&err), "WRONG_STATE");
+    // An offer id reused for another conversation is refused.
+    let other = h.create().await;
+    let offer = id();
+    h.assign(&other.id, &h.agent2, &offer).await.unwrap();
+    let err = h.assign(&created.id, &h.agent2, &offer).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::FailedPrecondition),
+        "{err:?}"
+    );
+    // Unimplemented parts of the contract say so.
+    let err = SupervisorServiceClient::new(h.channel(&h.supervisor()))
+        .join_conversation(pb::JoinConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
+    assert_eq!(
+        err.message(),
+        "SupervisorService/JoinConversation is part of the API contract but not served yet"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_end_at_shutdown() {
+    let db = support::databases().await.remove(0);
+    let h = Harness::start(db).await;
+    let created = h.create().await;
+    let mut subscription = h
+        .internal()
+        .subscribe(ipb::SubscribeRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut conversation = h
+        .conversations(&h.supervisor())
+        .stream_conversation(pb::StreamConversationRequest {
+            conversation_id: created.id.clone(),
+            after_sequence: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Both deliver what is there already.
+    let first = subscription.next().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(first.sequence, 1);
+    let next = conversation.next().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(next.sequence, 2);
+    let Harness {
+        shutdown,
+        server,
+        routing_shutdown,
+        routing_task,
+        ..
+    } = h;
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = subscription.next().await {}
+        while let Some(Ok(_)) = conversation.next().await {}
+    })
+    .await
+    .expect("streams end at shutdown");
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    routing_shutdown.trigger();
+    routing_task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_identity_secret_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = conversation_svc::Config {
+        identity_secret: "short".into(),
+        metrics_listen: None,
+        database_url: "sqlite::memory:".into(),
+        ..Default::default()
+    };
+    let err = conversation_svc::serve(config, listener, ShutdownSignal::new())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("identity_secret"), "{err:#}");
+    assert_eq!(
+        conversation_svc::HEALTH_SERVICES,
+        &[
+            "switchboard.conversation.v1.ConversationService",
+            "switchboard.conversation.v1.SupervisorService",
+            "switchboard.conversation.v1.ConversationConfigService",
+            "switchboard.conversation.internal.v1.ConversationInternalService",
+        ]
+    );
+}

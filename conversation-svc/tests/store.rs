@@ -1,0 +1,828 @@
+//! Store conformance: the same cases on SQLite and (when configured) PostgreSQL.
+
+mod support;
+
+use std::time::Duration;
+
+use conversation_svc::domain::access::ParticipantRole;
+use conversation_svc::domain::state::State;
+use conversation_svc::error::Error;
+use conversation_svc::store::{
+    CommandKind, CommandState, ConversationQuery, Event, NewConversation, NewMessage, PreChatField,
+    RequestKey, Store, TranscriptLine, WrapUpReason,
+};
+use switchboard_proto::conversation::v1 as pb;
+use switchboard_server_kit::db::now_micros;
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn new_conversation(tenant: &str, address: &str, name: &str) -> NewConversation {
+    NewConversation {
+        id: id(),
+        tenant_id: tenant.to_owned(),
+        channel: 1,
+        queue_id: id(),
+        program_id: id(),
+        contact_display_name: name.to_owned(),
+        contact_channel_address: address.to_owned(),
+        pre_chat: vec![PreChatField {
+            name: "order".into(),
+            label: "Order".into(),
+            value: "A-1".into(),
+        }],
+        transcript: vec![
+            TranscriptLine {
+                sender: pb::SenderKind::Customer as i32,
+                text: "hi".into(),
+                create_time: 1,
+            },
+            TranscriptLine {
+                sender: pb::SenderKind::Bot as i32,
+                text: "hello".into(),
+                create_time: 2,
+            },
+        ],
+        now: now_micros(),
+    }
+}
+
+/// Creates a conversation with CREATED and QUEUED events and commits.
+async fn create(
+    store: &Store,
+    tenant: &str,
+    address: &str,
+) -> conversation_svc::store::Conversation {
+    let mut m = store.begin().await.unwrap();
+    let conv = m
+        .create_conversation(&new_conversation(tenant, address, "Casey"))
+        .await
+        .unwrap();
+    m.event(Event::about(
+        &conv,
+        pb::EventType::Created as i32,
+        "",
+        conv.create_time,
+    ));
+    m.event(Event::about(
+        &conv,
+        pb::EventType::Queued as i32,
+        "",
+        conv.create_time,
+    ));
+    m.commit(None, &()).await.unwrap();
+    conv
+}
+
+/// Assigns `agent` as owner with a segment and a participant row, and commits.
+async fn assign(store: &Store, conv: &conversation_svc::store::Conversation, agent: &str) {
+    let mut m = store.begin().await.unwrap();
+    let mut c = m
+        .conversation_for_update(&conv.tenant_id, &conv.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = now_micros();
+    c.state = State::Active;
+    c.owner_agent_id = agent.to_owned();
+    c.owner_display_name = "Agent".into();
+    let queue = c.queue_id.clone();
+    m.start_segment(&mut c, agent, &queue, "offer", now)
+        .await
+        .unwrap();
+    m.add_participant(&mut c, agent, "Agent", ParticipantRole::Owner, now)
+        .await
+        .unwrap();
+    m.save_conversation(&c).await.unwrap();
+    m.event(Event::about(&c, pb::EventType::Assigned as i32, agent, now));
+    m.commit(None, &()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_round_trip_and_contacts_are_upserted() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let first = create(&store, &tenant, "visitor-1").await;
+        let read = store
+            .conversation(&tenant, &first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, first, "{}", db.name);
+        assert_eq!(read.state, State::Open);
+        assert_eq!(read.pre_chat.len(), 1);
+        assert_eq!(read.transcript.len(), 2);
+        assert_eq!(read.transcript[1].text, "hello");
+
+        // Same customer, same channel: same contact, newest name.
+        let mut m = store.begin().await.unwrap();
+        let second = m
+            .create_conversation(&new_conversation(&tenant, "visitor-1", "Casey C."))
+            .await
+            .unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(second.contact.id, first.contact.id, "{}", db.name);
+        assert_eq!(second.contact.display_name, "Casey C.");
+        let again = store
+            .conversation(&tenant, &first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.contact.display_name, "Casey C.");
+
+        // Another tenant: another contact, and it cannot read the first tenant's.
+        let other = id();
+        let theirs = create(&store, &other, "visitor-1").await;
+        assert_ne!(theirs.contact.id, first.contact.id);
+        assert!(
+            store
+                .conversation(&other, &first.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncommitted_mutation_changes_nothing() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let before = store.last_sequence().await.unwrap();
+        let new = new_conversation(&tenant, "v", "n");
+        {
+            let mut m = store.begin().await.unwrap();
+            let conv = m.create_conversation(&new).await.unwrap();
+            m.event(Event::about(&conv, pb::EventType::Created as i32, "", 1));
+            // Dropped without commit.
+        }
+        assert!(
+            store
+                .conversation(&tenant, &new.id)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}",
+            db.name
+        );
+        assert_eq!(store.last_sequence().await.unwrap(), before);
+        let conv = create(&store, &tenant, "v").await;
+        let events = store.conversation_events(&conv.id, 0, 10).await.unwrap();
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, vec![before + 1, before + 2], "{}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_keep_everything_reporting_needs() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let conv = create(&store, &tenant, "v").await;
+        assign(&store, &conv, "agent-1").await;
+        let events = store.conversation_events(&conv.id, 0, 10).await.unwrap();
+        let kinds: Vec<i32> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                pb::EventType::Created as i32,
+                pb::EventType::Queued as i32,
+                pb::EventType::Assigned as i32
+            ],
+            "{}",
+            db.name
+        );
+        let assigned = &events[2];
+        assert_eq!(assigned.tenant_id, tenant);
+        assert_eq!(assigned.agent_id, "agent-1");
+        assert_eq!(assigned.queue_id, conv.queue_id);
+        assert_eq!(assigned.program_id, conv.program_id);
+        assert_eq!(assigned.channel, 1);
+        assert_eq!(assigned.state, State::Active.code());
+        assert_eq!(assigned.conversation_create_time, conv.create_time);
+        assert!(!assigned.segment_id.is_empty());
+        let segments = store.segments(&conv.id, 0, 10).await.unwrap();
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].id, assigned.segment_id);
+        assert_eq!(segments[0].ordinal, 1);
+        assert_eq!(segments[0].end_time, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_get_gap_free_sequences_and_a_follower_never_skips() {
+    const WRITERS: usize = 6;
+    const COMMITS: usize = 8;
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let start = store.last_sequence().await.unwrap();
+        let convs: Vec<_> = {
+            let mut v = Vec::new();
+            for i in 0..WRITERS {
+                v.push(create(&store, &tenant, &format!("v{i}")).await);
+            }
+            v
+        };
+        let base = store.last_sequence().await.unwrap();
+        assert_eq!(base, start + 2 * WRITERS as i64);
+        let expected_total = base + (WRITERS * COMMITS * 2) as i64;
+
+        // A follower reading `sequence > cursor` while the writers run must see every
+        // sequence, in order, with no gap.
+        let follower = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut cursor = base;
+                let mut seen = Vec::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while cursor < expected_total {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "follower stalled at {cursor}"
+                    );
+                    for event in store.events_after(cursor, 50).await.unwrap() {
+                        assert_eq!(
+                            event.sequence,
+                            cursor + 1,
+                            "the follower skipped a sequence"
+                        );
+                        cursor = event.sequence;
+                        seen.push(event.sequence);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                seen
+            })
+        };
+
+        let mut writers = Vec::new();
+        for (w, conv) in convs.into_iter().enumerate() {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..COMMITS {
+                    let mut m = store.begin().await.unwrap();
+                    let mut c = m
+                        .conversation_for_update(&conv.tenant_id, &conv.id)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let message = m
+                        .add_message(
+                            &mut c,
+                            NewMessage {
+                                sender: pb::SenderKind::Customer as i32,
+                                sender_id: String::new(),
+                                sender_display_name: "Casey".into(),
+                                text: format!("w{w} m{i}"),
+                                internal: false,
+                            },
+                            now_micros(),
+                        )
+                        .await
+                        .unwrap();
+                    let mut e =
+                        Event::about(&c, pb::EventType::MessageAdded as i32, "", now_micros());
+                    e.message_id = message.id;
+                    m.event(e);
+                    m.event(Event::about(
+                        &c,
+                        pb::EventType::Waiting as i32,
+                        "",
+                        now_micros(),
+                    ));
+                    // Hold the transaction open a little so that commits overlap.
+                    tokio::time::sleep(Duration::from_millis((i % 3) as u64)).await;
+                    let committed = m.commit(None, &()).await.unwrap();
+                    assert_eq!(committed.sequences.len(), 2);
+                    assert_eq!(committed.sequences[1], committed.sequences[0] + 1);
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let seen = follower.await.unwrap();
+        assert_eq!(seen.len(), WRITERS * COMMITS * 2, "{}", db.name);
+        let all = store.events_after(base, 10_000).await.unwrap();
+        let sequences: Vec<i64> = all.iter().map(|e| e.sequence).collect();
+        let expected: Vec<i64> = (base + 1..=expected_total).collect();
+        assert_eq!(sequences, expected, "{}", db.name);
+        // Messages of one conversation are numbered 1..=COMMITS.
+        let any = &all[0].conversation_id;
+        let ordinals: Vec<i64> = store
+            .messages(any, 0, 100, true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.ordinal)
+            .collect();
+        assert_eq!(ordinals, (1..=COMMITS as i64).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_that_took_the_next_sequence_holds_back_the_ones_after_it() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let conv = create(&store, &tenant, "v").await;
+        let before = store.last_sequence().await.unwrap();
+
+        // A slow transaction takes the next sequence and does not commit yet.
+        let mut slow = store.db().begin().await.unwrap();
+        let (taken,): (i64,) =
+            sqlx::query_as("UPDATE event_counter SET last = last + 1 WHERE id = 1 RETURNING last")
+                .fetch_one(&mut *slow)
+                .await
+                .unwrap();
+        assert_eq!(taken, before + 1);
+
+        // A second writer starts meanwhile.
+        let fast = {
+            let store = store.clone();
+            let conv = conv.clone();
+            tokio::spawn(async move {
+                let mut m = store.begin().await.unwrap();
+                m.event(Event::about(
+                    &conv,
+                    pb::EventType::Waiting as i32,
+                    "",
+                    now_micros(),
+                ));
+                m.commit(None, &()).await.unwrap().sequences
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !fast.is_finished(),
+            "{}: the second writer committed past an open lower sequence",
+            db.name
+        );
+        assert!(
+            store.events_after(before, 10).await.unwrap().is_empty(),
+            "{}: a reader saw a sequence above an uncommitted one",
+            db.name
+        );
+
+        let mut e = Event::about(&conv, pb::EventType::Resumed as i32, "", now_micros());
+        e.sequence = taken;
+        sqlx::query(
+            "INSERT INTO events (sequence, id, tenant_id, conversation_id, type, occur_time, \
+             actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, \
+             state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, '', '', '', '', '', 1, '', 1, '', '', '', '', 0)",
+        )
+        .bind(e.sequence)
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.conversation_id)
+        .bind(i64::from(e.kind))
+        .bind(e.occur_time)
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+        slow.commit().await.unwrap();
+
+        let sequences = tokio::time::timeout(Duration::from_secs(10), fast)
+            .await
+            .expect("the second writer finishes once the first commits")
+            .unwrap();
+        assert_eq!(sequences, vec![before + 2], "{}", db.name);
+        let seen: Vec<i64> = store
+            .events_after(before, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seen, vec![before + 1, before + 2]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_responses_replay_and_a_second_record_conflicts() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let request_id = id();
+        let key = RequestKey {
+            tenant_id: &tenant,
+            method: "ConversationService/SendMessage",
+            request_id: &request_id,
+        };
+        let response = pb::SendMessageResponse {
+            message: Some(pb::Message {
+                id: "m1".into(),
+                text: "hello".into(),
+                ..Default::default()
+            }),
+        };
+        let mut m = store.begin().await.unwrap();
+        assert!(
+            m.replay::<pb::SendMessageResponse>(key)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        m.commit(Some(key), &response).await.unwrap();
+
+        let replayed: pb::SendMessageResponse = store
+            .replay(&tenant, key.method, &request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(replayed, response, "{}", db.name);
+        // The same request id in another tenant or method is another request.
+        assert!(
+            store
+                .replay::<pb::SendMessageResponse>(&id(), key.method, &request_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let m = store.begin().await.unwrap();
+        let err = m.commit(Some(key), &response).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{}: {err:?}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_commands_are_claimed_retried_and_finished() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let conv = id();
+        let now = now_micros();
+        let mut m = store.begin().await.unwrap();
+        let enqueue = m
+            .add_command(CommandKind::Enqueue, &tenant, &conv, vec![1, 2, 3], now)
+            .await
+            .unwrap();
+        let release = m
+            .add_command(CommandKind::ReleaseCapacity, &tenant, &conv, vec![4], now)
+            .await
+            .unwrap();
+        let committed = m.commit(None, &()).await.unwrap();
+        assert_eq!(committed.commands, vec![enqueue.clone(), release.clone()]);
+
+        let due: Vec<String> = store
+            .due_commands(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert!(
+            due.contains(&enqueue) && due.contains(&release),
+            "{}",
+            db.name
+        );
+
+        // One claim wins; the lease hides the command from the next round.
+        assert!(
+            store
+                .claim_command(&enqueue, now, now + 1_000_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .claim_command(&enqueue, now, now + 1_000_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .due_commands(now + 10, 10)
+                .await
+                .unwrap()
+                .iter()
+                .any(|c| c.id == enqueue)
+        );
+
+        store
+            .retry_command(&enqueue, "UNAVAILABLE: down", now + 500)
+            .await
+            .unwrap();
+        let command = store.command(&enqueue).await.unwrap().unwrap();
+        assert_eq!(command.attempts, 1);
+        assert_eq!(command.state, CommandState::Pending);
+        assert_eq!(command.last_error, "UNAVAILABLE: down");
+        assert_eq!(command.payload, vec![1, 2, 3]);
+        assert!(
+            store
+                .due_commands(now + 500, 10)
+                .await
+                .unwrap()
+                .iter()
+                .any(|c| c.id == enqueue)
+        );
+
+        store.complete_command(&enqueue, now).await.unwrap();
+        store
+            .fail_command(&release, "NOT_FOUND: queue", now)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .due_commands(now + 10_000_000, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.id != enqueue && c.id != release)
+        );
+        assert_eq!(
+            store.command(&enqueue).await.unwrap().unwrap().state,
+            CommandState::Done
+        );
+        assert_eq!(
+            store.command(&release).await.unwrap().unwrap().state,
+            CommandState::Failed
+        );
+        assert!(
+            !store
+                .claim_command(&enqueue, now + 10_000_000, now)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_up_reasons_by_name_queue_and_activity() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let queue_a = id();
+        let queue_b = id();
+        let reason = |name: &str, queues: Vec<String>, active: bool| WrapUpReason {
+            id: id(),
+            tenant_id: tenant.clone(),
+            queue_ids: queues,
+            display_name: name.to_owned(),
+            marks_transferred: false,
+            active,
+        };
+        let resolved = reason("Resolved", vec![queue_a.clone()], true);
+        let everywhere = reason("Callback", vec![], true);
+        let retired = reason("Old", vec![queue_a.clone()], false);
+        let mut m = store.begin().await.unwrap();
+        for r in [&resolved, &everywhere, &retired] {
+            m.insert_reason(r, now_micros()).await.unwrap();
+        }
+        m.commit(None, &()).await.unwrap();
+
+        let mut m = store.begin().await.unwrap();
+        let err = m
+            .insert_reason(&reason("Resolved", vec![], true), now_micros())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(_)),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
+
+        let names =
+            |rs: Vec<WrapUpReason>| rs.into_iter().map(|r| r.display_name).collect::<Vec<_>>();
+        assert_eq!(
+            names(
+                store
+                    .list_reasons(&tenant, None, false, None, 10)
+                    .await
+                    .unwrap()
+            ),
+            vec!["Callback", "Resolved"],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            names(
+                store
+                    .list_reasons(&tenant, None, true, None, 10)
+                    .await
+                    .unwrap()
+            ),
+            vec!["Callback", "Old", "Resolved"]
+        );
+        assert_eq!(
+            names(
+                store
+                    .list_reasons(&tenant, Some(&queue_b), true, None, 10)
+                    .await
+                    .unwrap()
+            ),
+            vec!["Callback"]
+        );
+        assert_eq!(
+            names(
+                store
+                    .list_reasons(
+                        &tenant,
+                        None,
+                        true,
+                        Some(("Callback".into(), everywhere.id.clone())),
+                        10
+                    )
+                    .await
+                    .unwrap()
+            ),
+            vec!["Old", "Resolved"]
+        );
+        assert!(
+            store
+                .list_reasons(&id(), None, true, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let mut changed = resolved.clone();
+        changed.queue_ids = vec![queue_b.clone()];
+        changed.active = false;
+        let mut m = store.begin().await.unwrap();
+        m.update_reason(&changed, now_micros()).await.unwrap();
+        let found = m
+            .reasons_by_ids(&tenant, std::slice::from_ref(&resolved.id))
+            .await
+            .unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(found, vec![changed.clone()]);
+        assert_eq!(
+            store.reason(&tenant, &resolved.id).await.unwrap(),
+            Some(changed)
+        );
+        assert!(store.reason(&id(), &resolved.id).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_applies_visibility_filters_and_pages() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let open = create(&store, &tenant, "a").await;
+        let mine = create(&store, &tenant, "b").await;
+        let theirs = create(&store, &tenant, "c").await;
+        assign(&store, &mine, "me").await;
+        assign(&store, &theirs, "them").await;
+
+        let list = |viewer: &str, sees_all: bool| ConversationQuery {
+            tenant_id: tenant.clone(),
+            viewer_id: viewer.to_owned(),
+            sees_all,
+            limit: 10,
+            ..Default::default()
+        };
+        let ids = |cs: Vec<conversation_svc::store::Conversation>| {
+            cs.into_iter().map(|c| c.id).collect::<Vec<_>>()
+        };
+
+        let mut seen = ids(store.list_conversations(&list("me", false)).await.unwrap());
+        seen.sort();
+        let mut expected = vec![open.id.clone(), mine.id.clone()];
+        expected.sort();
+        assert_eq!(
+            seen, expected,
+            "{}: an agent sees open unassigned and own",
+            db.name
+        );
+        assert_eq!(
+            store
+                .list_conversations(&list("sup", true))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+
+        let mut only_active = list("sup", true);
+        only_active.states = vec![State::Active.code()];
+        only_active.owner_agent_id = Some("them".into());
+        assert_eq!(
+            ids(store.list_conversations(&only_active).await.unwrap()),
+            vec![theirs.id.clone()]
+        );
+
+        let mut by_queue = list("sup", true);
+        by_queue.queue_id = Some(open.queue_id.clone());
+        assert_eq!(
+            ids(store.list_conversations(&by_queue).await.unwrap()),
+            vec![open.id.clone()]
+        );
+
+        // Pages: newest first, no repeats, nothing lost.
+        let mut page = list("sup", true);
+        page.limit = 2;
+        let first = store.list_conversations(&page).await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(first[0].create_time >= first[1].create_time);
+        let last = first.last().unwrap();
+        page.before = Some((last.create_time, last.id.clone()));
+        let second = store.list_conversations(&page).await.unwrap();
+        assert_eq!(second.len(), 1);
+        let mut all = ids(first);
+        all.extend(ids(second));
+        all.sort();
+        let mut expected = vec![open.id, mine.id, theirs.id];
+        expected.sort();
+        assert_eq!(all, expected);
+
+        let mut other_tenant = list("sup", true);
+        other_tenant.tenant_id = id();
+        assert!(
+            store
+                .list_conversations(&other_tenant)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_ordered_and_internal_ones_can_be_left_out() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let conv = create(&store, &tenant, "a").await;
+        let mut m = store.begin().await.unwrap();
+        let mut c = m
+            .conversation_for_update(&tenant, &conv.id)
+            .await
+            .unwrap()
+            .unwrap();
+        for (text, internal) in [("one", false), ("note", true), ("two", false)] {
+            m.add_message(
+                &mut c,
+                NewMessage {
+                    sender: pb::SenderKind::Agent as i32,
+                    sender_id: "me".into(),
+                    sender_display_name: "Me".into(),
+                    text: text.into(),
+                    internal,
+                },
+                now_micros(),
+            )
+            .await
+            .unwrap();
+        }
+        m.commit(None, &()).await.unwrap();
+        let texts = |ms: Vec<conversation_svc::store::Message>| {
+            ms.into_iter().map(|m| m.text).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            texts(store.messages(&conv.id, 0, 10, true).await.unwrap()),
+            vec!["one", "note", "two"],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            texts(store.messages(&conv.id, 0, 10, false).await.unwrap()),
+            vec!["one", "two"]
+        );
+        assert_eq!(
+            texts(store.messages(&conv.id, 1, 1, true).await.unwrap()),
+            vec!["note"]
+        );
+        let reread = store
+            .conversation(&tenant, &conv.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reread.message_count, 3);
+        let all = store.messages(&conv.id, 0, 10, true).await.unwrap();
+        assert_eq!(store.message(&all[1].id).await.unwrap().unwrap(), all[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_offers_are_remembered() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let conv = create(&store, &tenant, "a").await;
+        let offer = id();
+        let mut m = store.begin().await.unwrap();
+        assert!(m.assignment_by_offer(&offer).await.unwrap().is_none());
+        m.record_assignment(&offer, &conv, "agent", "segment", now_micros())
+            .await
+            .unwrap();
+        m.commit(None, &()).await.unwrap();
+        let mut m = store.begin().await.unwrap();
+        let applied = m.assignment_by_offer(&offer).await.unwrap().unwrap();
+        assert_eq!(applied.conversation_id, conv.id, "{}", db.name);
+        assert_eq!(applied.tenant_id, tenant);
+        assert_eq!(applied.agent_id, "agent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wake_local_followers() {
+    for (db, store) in support::stores().await {
+        let mut commits = store.commits();
+        let conv = create(&store, &id(), "a").await;
+        tokio::time::timeout(Duration::from_secs(2), commits.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        let last = *commits.borrow();
+        let events = store.conversation_events(&conv.id, 0, 10).await.unwrap();
+        assert_eq!(last, events.last().unwrap().sequence, "{}", db.name);
+    }
+}

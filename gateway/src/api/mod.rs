@@ -1,0 +1,6 @@
+//! gRPC services the gateway serves itself.
+
+mod convert;
+mod directory;
+
+pub use directory::DirectoryApi;

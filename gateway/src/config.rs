@@ -1,0 +1,122 @@
+//! The gateway's configuration: defaults, then a TOML file, then `SWITCHBOARD_GATEWAY_*`
+//! environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use switchboard_server_kit::LogConfig;
+
+/// Prefix of the environment variables that configure the gateway, e.g.
+/// `SWITCHBOARD_GATEWAY_UPSTREAMS__ROUTING_URL`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_GATEWAY_";
+
+/// Everything the gateway needs to run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint; none to serve no metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The directory database: `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
+    pub database_url: String,
+    /// Secret shared with the services to sign caller identities; at least 16 bytes.
+    pub identity_secret: String,
+    /// Where the services that own the public API packages listen.
+    pub upstreams: Upstreams,
+    /// How callers prove who they are.
+    pub auth: AuthConfig,
+    /// Deadline, in milliseconds, for a unary call whose client sets none. Streaming calls
+    /// are exempt: they are meant to stay open.
+    pub default_deadline_ms: u64,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9051))),
+            database_url: "sqlite://switchboard-data/gateway.db".to_owned(),
+            identity_secret: String::new(),
+            upstreams: Upstreams::default(),
+            auth: AuthConfig::default(),
+            default_deadline_ms: 30_000,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Base URLs of the services behind the gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
+pub struct Upstreams {
+    /// routing-svc, owner of `switchboard.routing.v1`.
+    pub routing_url: String,
+    /// conversation-svc, owner of `switchboard.conversation.v1`.
+    pub conversation_url: String,
+    /// reporting-svc, owner of `switchboard.reporting.v1`.
+    pub reporting_url: String,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams {
+            routing_url: "http://127.0.0.1:50061".to_owned(),
+            conversation_url: "http://127.0.0.1:50062".to_owned(),
+            reporting_url: "http://127.0.0.1:50063".to_owned(),
+        }
+    }
+}
+
+/// Verification of bearer tokens (JWT). API keys need no configuration: they live in the
+/// directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 tokens, for development; none to refuse HS256.
+    pub hs256_secret: Option<String>,
+    /// Public keys for RS256 and EdDSA tokens, chosen by the token's `kid` when present.
+    pub public_keys: Vec<PublicKey>,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hs256_secret: None,
+            public_keys: Vec::new(),
+            issuer: "switchboard".to_owned(),
+            audience: "switchboard".to_owned(),
+            leeway_seconds: 30,
+        }
+    }
+}
+
+/// A public key that verifies bearer tokens of an identity provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    /// The key id tokens name in their `kid` header; none to try the key on tokens
+    /// without a matching `kid`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The signature algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// The key in PEM, or `file:/path/to/key.pem`.
+    pub pem: String,
+}
+
+/// Signature algorithms accepted with public keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// Ed25519.
+    EdDSA,
+}

@@ -1,0 +1,9 @@
+//! Pure rules of the gateway: where a path goes, who may call what, API key secrets,
+//! deadlines, directory field rules and pagination. No tonic, no sqlx.
+
+pub mod api_key;
+pub mod authz;
+pub mod deadline;
+pub mod directory;
+pub mod page;
+pub mod route;

@@ -1,0 +1,49 @@
+//! Safe retries of mutations: the answer to a `request_id` is stored in the same
+//! transaction as the change it reports, so a retry gets the first answer back and changes
+//! nothing more. Same table and semantics as server-kit's `idempotency` module, which that
+//! crate does not export yet.
+
+use prost::Message;
+use sqlx::AnyConnection;
+use switchboard_server_kit::db::now_micros;
+
+/// The answer recorded for this request, if the request was already applied.
+pub async fn lookup<M: Message + Default>(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    method: &str,
+    request_id: &str,
+) -> Result<Option<M>, sqlx::Error> {
+    let row: Option<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT response FROM request_log WHERE tenant_id = $1 AND method = $2 AND request_id = $3",
+    )
+    .bind(tenant_id)
+    .bind(method)
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(bytes,)| M::decode(bytes.as_slice()).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+/// Records the answer of an applied request; call it in the transaction of the change.
+pub async fn record<M: Message>(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    method: &str,
+    request_id: &str,
+    response: &M,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO request_log (tenant_id, method, request_id, response, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant_id)
+    .bind(method)
+    .bind(request_id)
+    .bind(response.encode_to_vec())
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! The directory's storage: tenants, tenant settings, users, API keys, the audit log and the
+//! request log, on SQLite or PostgreSQL through server-kit's [`Db`].
+
+mod idempotency;
+mod queries;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use switchboard_proto::directory::v1::{Role, SupervisorAction};
+use switchboard_server_kit::Db;
+use switchboard_server_kit::db::{Dialect, now_micros};
+use tracing::info;
+use uuid::Uuid;
+
+use crate::domain::api_key;
+use crate::domain::directory::DEFAULT_REOPEN_WINDOW;
+use crate::domain::page::{Cursor, PageRequest, finish};
+use crate::error::GatewayError;
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A tenant as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// UUID.
+    pub id: String,
+    /// The parent tenant, if any.
+    pub parent_tenant_id: Option<String>,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Creation time, microseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// A tenant's settings, with defaults filled in when the tenant has set none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsRecord {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Supervisor actions the tenant allows.
+    pub enabled_supervisor_actions: Vec<SupervisorAction>,
+    /// How long after close a customer message reopens a conversation.
+    pub reopen_window: Duration,
+    /// IANA zone for reports; empty for UTC.
+    pub time_zone: String,
+}
+
+impl SettingsRecord {
+    /// The settings of a tenant that has changed nothing.
+    pub fn defaults(tenant_id: &str) -> SettingsRecord {
+        SettingsRecord {
+            tenant_id: tenant_id.to_owned(),
+            enabled_supervisor_actions: Vec::new(),
+            reopen_window: DEFAULT_REOPEN_WINDOW,
+            time_zone: String::new(),
+        }
+    }
+}
+
+/// A user as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// UUID.
+    pub id: String,
+    /// The user's tenant.
+    pub tenant_id: String,
+    /// Name shown to customers and colleagues.
+    pub display_name: String,
+    /// Lowercase sign-in email.
+    pub email: String,
+    /// The user's roles.
+    pub roles: Vec<Role>,
+    /// Whether the user may sign in.
+    pub active: bool,
+    /// Creation time, microseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// An API key as stored; the secret itself is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// UUID, also embedded in the secret.
+    pub id: String,
+    /// The key's tenant.
+    pub tenant_id: String,
+    /// What the key is for.
+    pub display_name: String,
+    /// Roles the key acts with.
+    pub roles: Vec<Role>,
+    /// First characters of the secret.
+    pub prefix: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    /// Creation time, microseconds since the epoch.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// One administrative change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// UUID.
+    pub id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// User or API key that made the change.
+    pub actor_id: String,
+    /// The full gRPC method.
+    pub method: String,
+    /// The object changed.
+    pub target_id: String,
+    /// The request_id of the call.
+    pub request_id: String,
+    /// When, microseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Who changes what, for the request log and the audit log.
+#[derive(Clone, Debug)]
+pub struct Mutation {
+    /// The caller's tenant: request ids are scoped to it.
+    pub tenant_id: String,
+    /// The caller's principal id.
+    pub actor_id: String,
+    /// The full gRPC method.
+    pub method: &'static str,
+    /// The caller's request_id.
+    pub request_id: Uuid,
+}
+
+/// The directory: what the gateway authenticates against and what DirectoryService serves.
+///
+/// Also the Rust API that seeds a development stack: its `ensure_*` helpers create or
+/// update rows with caller-chosen ids, so running them again changes nothing.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    db: Db,
+}
+
+impl Directory {
+    /// Opens the directory on `db`, applying pending migrations.
+    pub async fn open(db: &Db) -> Result<Directory, GatewayError> {
+        migrate(db).await?;
+        Ok(Directory { db: db.clone() })
+    }
+
+    /// Connects to `database_url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`) and
+    /// opens the directory there.
+    pub async fn connect(database_url: &str) -> Result<Directory, GatewayError> {
+        let db = Db::connect(database_url).await?;
+        Directory::open(&db).await
+    }
+
+    /// The database underneath.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Creates tenant `id` or updates its parent and name.
+    pub async fn ensure_tenant(
+        &self,
+        id: Uuid,
+        parent: Option<Uuid>,
+        display_name: &str,
+    ) -> Result<(), GatewayError> {
+        let display_name = crate::domain::directory::display_name("display_name", display_name)?;
+        let mut conn = self.db.pool.acquire().await?;
+        queries::upsert_tenant(
+            &mut conn,
+            &TenantRecord {
+                id: id.to_string(),
+                parent_tenant_id: parent.map(|p| p.to_string()),
+                display_name,
+                created_at: now_micros(),
+            },
+        )
+        .await
+    }
+
+    /// Creates user `id` or updates it to the given values; the user ends up active.
+    ///
+    /// Fails with [`GatewayError::AlreadyExists`] when another user has the email.
+    pub async fn ensure_user(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        display_name: &str,
+        email: &str,
+        roles: &[Role],
+    ) -> Result<(), GatewayError> {
+        let record = UserRecord {
+            id: id.to_string(),
+            tenant_id: tenant.to_string(),
+            display_name: crate::domain::directory::display_name("display_name", display_name)?,
+            email: crate::domain::directory::email("email", email)?,
+            roles: roles.to_vec(),
+            active: true,
+            created_at: now_micros(),
+        };
+        let mut conn = self.db.pool.acquire().await?;
+        queries::upsert_user(&mut conn, &record).await
+    }
+
+    /// Creates API key `id` with `secret` (which must have the form
+    /// `sbk_<id as 32 hex digits>_<32+ letters and digits>`, see [`api_key_secret`]) or
+    /// updates it to the given values; the key ends up valid (not revoked).
+    ///
+    /// [`api_key_secret`]: crate::api_key_secret
+    pub async fn ensure_api_key(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        display_name: &str,
+        roles: &[Role],
+        secret: &str,
+    ) -> Result<(), GatewayError> {
+        if api_key::parse_secret(secret) != Some(id) {
+            return Err(GatewayError::Config(format!(
+                "the secret of API key {id} must have the form sbk_{}_<32 to 128 letters and digits>",
+                id.simple()
+            )));
+        }
+        let record = ApiKeyRecord {
+            id: id.to_string(),
+            tenant_id: tenant.to_string(),
+            display_name: crate::domain::directory::display_name("display_name", display_name)?,
+            roles: roles.to_vec(),
+            prefix: api_key::display_prefix(secret),
+            secret_sha256: api_key::hash_secret(secret),
+            created_at: now_micros(),
+            revoked_at: None,
+        };
+        let mut conn = self.db.pool.acquire().await?;
+        queries::upsert_api_key(&mut conn, &record).await
+    }
+
+    /// Sets which supervisor actions tenant `tenant` allows, keeping its other settings.
+    pub async fn set_enabled_supervisor_actions(
+        &self,
+        tenant: Uuid,
+        actions: &[SupervisorAction],
+    ) -> Result<(), GatewayError> {
+        let mut tx = self.db.begin().await?;
+        let tenant = tenant.to_string();
+        let mut settings = queries::settings(&mut tx, &tenant).await?;
+        settings.enabled_supervisor_actions = actions.to_vec();
+        queries::upsert_settings(&mut tx, &settings).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tenant `id`.
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::tenant(&mut conn, id).await
+    }
+
+    /// The ancestors of tenant `id`, parent first.
+    pub async fn tenant_ancestry(&self, id: &str) -> Result<Vec<String>, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::ancestry(&mut conn, id).await
+    }
+
+    /// The settings of tenant `id`, defaults filled in.
+    pub async fn tenant_settings(&self, id: &str) -> Result<SettingsRecord, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::settings(&mut conn, id).await
+    }
+
+    /// User `id`, in any tenant.
+    pub async fn user(&self, id: &str) -> Result<Option<UserRecord>, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::user(&mut conn, id).await
+    }
+
+    /// API key `id`, in any tenant.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::api_key(&mut conn, id).await
+    }
+
+    /// A page of the children of tenant `parent`, by name.
+    pub async fn child_tenants(
+        &self,
+        parent: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<TenantRecord>, String), GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let rows = queries::child_tenants(&mut conn, parent, page).await?;
+        Ok(finish(rows, page.size, |t| Cursor {
+            key: t.display_name.clone(),
+            id: t.id.clone(),
+        }))
+    }
+
+    /// A page of the users of `tenant`, optionally with `role`, by display name.
+    pub async fn users(
+        &self,
+        tenant: &str,
+        role: Option<Role>,
+        page: &PageRequest,
+    ) -> Result<(Vec<UserRecord>, String), GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let rows = queries::users(&mut conn, tenant, role, page).await?;
+        Ok(finish(rows, page.size, |u| Cursor {
+            key: u.display_name.clone(),
+            id: u.id.clone(),
+        }))
+    }
+
+    /// A page of the API keys of `tenant`, newest first.
+    pub async fn api_keys(
+        &self,
+        tenant: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<ApiKeyRecord>, String), GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let rows = queries::api_keys(&mut conn, tenant, page).await?;
+        Ok(finish(rows, page.size, |k| Cursor {
+            key: k.created_at.to_string(),
+            id: k.id.clone(),
+        }))
+    }
+
+    /// A page of the audit log of `tenant`, newest first.
+    pub async fn audit_entries(
+        &self,
+        tenant: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<AuditRecord>, String), GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let rows = queries::audit_entries(&mut conn, tenant, page).await?;
+        Ok(finish(rows, page.size, |a| Cursor {
+            key: a.created_at.to_string(),
+            id: a.id.clone(),
+        }))
+    }
+
+    /// Starts the write transaction of `mutation`.
+    ///
+    /// On PostgreSQL, concurrent calls with the same request_id wait for each other here,
+    /// so that the second one finds the first one's answer instead of racing it (SQLite
+    /// write transactions are serialized anyway).
+    pub async fn begin(&self, mutation: Mutation) -> Result<Tx, GatewayError> {
+        let mut tx = self.db.begin().await?;
+        if self.db.dialect == Dialect::Postgres {
+            let key = format!(
+                "{}\n{}\n{}",
+                mutation.tenant_id, mutation.method, mutation.request_id
+            );
+            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Tx { tx, mutation })
+    }
+}
+
+/// Applies the migrations, retrying briefly: several processes of a development stack may
+/// open the same SQLite file at once, and only one of them can create the tables.
+async fn migrate(db: &Db) -> Result<(), GatewayError> {
+    let mut attempt = 0;
+    loop {
+        match db.migrate(&SQLITE, &POSTGRES).await {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt < 5 => {
+                attempt += 1;
+                info!(error = %err, attempt, "directory migration failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// A directory write transaction for one mutation: what it changes, its audit row and its
+/// recorded answer commit together.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    mutation: Mutation,
+}
+
+impl Tx {
+    /// The answer recorded for this request_id, if the request was already applied.
+    pub async fn replay<R: prost::Message + Default>(&mut self) -> Result<Option<R>, GatewayError> {
+        let m = &self.mutation;
+        Ok(idempotency::lookup(
+            &mut self.tx,
+            &m.tenant_id,
+            m.method,
+            &m.request_id.to_string(),
+        )
+        .await?)
+    }
+
+    /// Tenant `id`, read in the transaction.
+    pub async fn tenant(&mut self, id: &str) -> Result<Option<TenantRecord>, GatewayError> {
+        queries::tenant(&mut self.tx, id).await
+    }
+
+    /// The ancestors of tenant `id`, parent first, read in the transaction.
+    pub async fn tenant_ancestry(&mut self, id: &str) -> Result<Vec<String>, GatewayError> {
+        queries::ancestry(&mut self.tx, id).await
+    }
+
+    /// The settings of tenant `id`, read in the transaction.
+    pub async fn tenant_settings(&mut self, id: &str) -> Result<SettingsRecord, GatewayError> {
+        queries::settings(&mut self.tx, id).await
+    }
+
+    /// User `id`, read in the transaction.
+    pub async fn user(&mut self, id: &str) -> Result<Option<UserRecord>, GatewayError> {
+        queries::user(&mut self.tx, id).await
+    }
+
+    /// API key `id`, read in the transaction.
+    pub async fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
+        queries::api_key(&mut self.tx, id).await
+    }
+
+    /// Adds a tenant.
+    pub async fn insert_tenant(&mut self, tenant: &TenantRecord) -> Result<(), GatewayError> {
+        queries::insert_tenant(&mut self.tx, tenant).await
+    }
+
+    /// Stores a tenant's settings.
+    pub async fn put_settings(&mut self, settings: &SettingsRecord) -> Result<(), GatewayError> {
+        queries::upsert_settings(&mut self.tx, settings).await
+    }
+
+    /// Adds a user; ALREADY_EXISTS when the email is taken.
+    pub async fn insert_user(&mut self, user: &UserRecord) -> Result<(), GatewayError> {
+        queries::insert_user(&mut self.tx, user).await
+    }
+
+    /// Stores a user's display name, roles and active flag.
+    pub async fn update_user(&mut self, user: &UserRecord) -> Result<(), GatewayError> {
+        queries::update_user(&mut self.tx, user).await
+    }
+
+    /// Adds an API key.
+    pub async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<(), GatewayError> {
+        queries::insert_api_key(&mut self.tx, key).await
+    }
+
+    /// Marks an API key revoked at `at`.
+    pub async fn revoke_api_key(&mut self, id: &str, at: i64) -> Result<(), GatewayError> {
+        queries::revoke_api_key(&mut self.tx, id, at).await
+    }
+
+    /// Writes the audit row for `target_id`, records `response` as the answer to the
+    /// request_id, and commits.
+    pub async fn finish<R: prost::Message>(
+        mut self,
+        target_id: &str,
+        response: &R,
+    ) -> Result<(), GatewayError> {
+        let m = &self.mutation;
+        let request_id = m.request_id.to_string();
+        queries::insert_audit(
+            &mut self.tx,
+            &AuditRecord {
+                id: Uuid::new_v4().to_string(),
+                tenant_id: m.tenant_id.clone(),
+                actor_id: m.actor_id.clone(),
+                method: m.method.to_owned(),
+                target_id: target_id.to_owned(),
+                request_id: request_id.clone(),
+                created_at: now_micros(),
+            },
+        )
+        .await?;
+        idempotency::record(
+            &mut self.tx,
+            &m.tenant_id,
+            m.method,
+            &request_id,
+            response,
+        )
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the transaction without changing anything (a replay or a refusal).
+    pub async fn abandon(self) -> Result<(), GatewayError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Authentication against a real directory: bearer tokens of known, unknown and inactive
+//! users, and API keys that are good, revoked or malformed.
+
+mod common;
+
+use std::time::Duration;
+
+use gateway::auth::Authenticator;
+use gateway::store::Mutation;
+use gateway::{AuthConfig, GatewayError};
+use http::{HeaderMap, HeaderValue};
+use switchboard_proto::directory::v1::{CreateUserResponse, Role, SupervisorAction};
+use switchboard_server_kit::{PrincipalKind, Role as KitRole};
+use uuid::Uuid;
+
+const SECRET: &str = "auth-test-secret-0123456789";
+
+struct Fixture {
+    db: common::TestDirectory,
+    auth: Authenticator,
+    root: Uuid,
+    tenant: Uuid,
+    user: Uuid,
+    key: Uuid,
+}
+
+async fn fixture() -> Fixture {
+    let db = common::sqlite().await;
+    let dir = &db.directory;
+    let (root, tenant, user, key) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    dir.ensure_tenant(root, None, "Holding").await.unwrap();
+    dir.ensure_tenant(tenant, Some(root), "Acme").await.unwrap();
+    dir.ensure_user(user, tenant, "Sam Supervisor", "sam@acme.test", &[Role::Supervisor, Role::Agent])
+        .await
+        .unwrap();
+    dir.ensure_api_key(key, tenant, "Chat bot", &[Role::Bot], &good_secret(key))
+        .await
+        .unwrap();
+    dir.set_enabled_supervisor_actions(tenant, &[SupervisorAction::Monitor, SupervisorAction::ForceClose])
+        .await
+        .unwrap();
+    let config = AuthConfig {
+        hs256_secret: Some(SECRET.to_owned()),
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(&config, dir.clone()).unwrap();
+    Fixture {
+        db,
+        auth,
+        root,
+        tenant,
+        user,
+        key,
+    }
+}
+
+fn good_secret(key: Uuid) -> String {
+    gateway::api_key_secret(key, "0123456789abcdefghijklmnopqrstuvwxyzABCD")
+}
+
+fn token(user: &str) -> String {
+    gateway::mint_hs256_token(SECRET, "switchboard", "switchboard", user, Duration::from_secs(300))
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::try_from(format!("Bearer {token}")).unwrap());
+    headers
+}
+
+fn api_key(secret: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-api-key", HeaderValue::try_from(secret).unwrap());
+    headers
+}
+
+async fn refusal(fx: &Fixture, headers: &HeaderMap) -> String {
+    match fx.auth.authenticate(headers).await {
+        Err(GatewayError::Unauthenticated(message)) => message,
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_good_token_gives_the_directory_identity() {
+    let fx = fixture().await;
+    let identity = fx.auth.authenticate(&bearer(&token(&fx.user.to_string()))).await.unwrap();
+    assert_eq!(identity.tenant_id, fx.tenant.to_string());
+    assert_eq!(identity.tenant_ancestry, vec![fx.root.to_string()]);
+    assert_eq!(identity.principal_id, fx.user.to_string());
+    assert_eq!(identity.principal_kind, PrincipalKind::User);
+    assert_eq!(identity.display_name, "Sam Supervisor");
+    assert_eq!(identity.roles, vec![KitRole::Agent, KitRole::Supervisor]);
+    assert_eq!(identity.enabled_supervisor_actions, vec!["monitor", "force_close"]);
+}
+
+#[tokio::test]
+async fn role_changes_apply_to_the_next_call() {
+    let fx = fixture().await;
+    let headers = bearer(&token(&fx.user.to_string()));
+    fx.db
+        .directory
+        .ensure_user(fx.user, fx.tenant, "Sam Supervisor", "sam@acme.test", &[Role::Analyst])
+        .await
+        .unwrap();
+    let identity = fx.auth.authenticate(&headers).await.unwrap();
+    assert_eq!(identity.roles, vec![KitRole::Analyst]);
+}
+
+#[tokio::test]
+async fn unknown_and_inactive_users_are_refused_alike() {
+    let fx = fixture().await;
+    let unknown = refusal(&fx, &bearer(&token(&Uuid::new_v4().to_string()))).await;
+    let not_a_uuid = refusal(&fx, &bearer(&token("admin"))).await;
+
+    // Deactivate through a directory mutation, as UpdateUser does.
+    let mut user = fx.db.directory.user(&fx.user.to_string()).await.unwrap().unwrap();
+    user.active = false;
+    let mut tx = fx
+        .db
+        .directory
+        .begin(Mutation {
+            tenant_id: fx.tenant.to_string(),
+            actor_id: "admin".to_owned(),
+            method: "/switchboard.directory.v1.DirectoryService/UpdateUser",
+            request_id: Uuid::new_v4(),
+        })
+        .await
+        .unwrap();
+    tx.update_user(&user).await.unwrap();
+    tx.finish(&user.id, &CreateUserResponse::default()).await.unwrap();
+    let inactive = refusal(&fx, &bearer(&token(&fx.user.to_string()))).await;
+
+    assert_eq!(unknown, "bearer token subject is not an active user");
+    assert_eq!(not_a_uuid, unknown);
+    assert_eq!(inactive, unknown);
+}
+
+#[tokio::test]
+async fn bad_tokens_and_headers_are_refused() {
+    let fx = fixture().await;
+    let expired = {
+        let claims = serde_json::json!({
+            "sub": fx.user.to_string(), "iss": "switchboard", "aud": "switchboard",
+            "exp": 1_000_000_000,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(refusal(&fx, &bearer(&expired)).await, "bearer token expired");
+    let wrong_issuer =
+        gateway::mint_hs256_token(SECRET, "elsewhere", "switchboard", &fx.user.to_string(), Duration::from_secs(60));
+    assert_eq!(refusal(&fx, &bearer(&wrong_issuer)).await, "bearer token issuer not accepted");
+    let wrong_audience =
+        gateway::mint_hs256_token(SECRET, "switchboard", "elsewhere", &fx.user.to_string(), Duration::from_secs(60));
+    assert_eq!(refusal(&fx, &bearer(&wrong_audience)).await, "bearer token audience not accepted");
+    let forged = gateway::mint_hs256_token(
+        "not-the-secret-0123456789",
+        "switchboard",
+        "switchboard",
+        &fx.user.to_string(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(refusal(&fx, &bearer(&forged)).await, "bearer token signature does not verify");
+
+    let mut basic = HeaderMap::new();
+    basic.insert("authorization", HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    assert!(refusal(&fx, &basic).await.contains("Bearer"));
+    assert!(refusal(&fx, &HeaderMap::new()).await.starts_with("missing credentials"));
+}
+
+#[tokio::test]
+async fn a_good_api_key_gives_the_key_identity() {
+    let fx = fixture().await;
+    let identity = fx.auth.authenticate(&api_key(&good_secret(fx.key))).await.unwrap();
+    assert_eq!(identity.principal_id, fx.key.to_string());
+    assert_eq!(identity.principal_kind, PrincipalKind::ApiKey);
+    assert_eq!(identity.display_name, "Chat bot");
+    assert_eq!(identity.roles, vec![KitRole::Bot]);
+    assert_eq!(identity.tenant_id, fx.tenant.to_string());
+    assert_eq!(identity.tenant_ancestry, vec![fx.root.to_string()]);
+}
+
+#[tokio::test]
+async fn wrong_and_malformed_api_keys_get_one_message() {
+    let fx = fixture().await;
+    let secret = good_secret(fx.key);
+    let wrong_secret = gateway::api_key_secret(fx.key, &"x".repeat(40));
+    let unknown_key = good_secret(Uuid::new_v4());
+    let truncated = &secret[..secret.len() - 20];
+    for bad in [wrong_secret.as_str(), unknown_key.as_str(), truncated, "sbk_nope", "hello"] {
+        assert_eq!(refusal(&fx, &api_key(bad)).await, "invalid api key", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_api_key_is_refused() {
+    let fx = fixture().await;
+    let mut tx = fx
+        .db
+        .directory
+        .begin(Mutation {
+            tenant_id: fx.tenant.to_string(),
+            actor_id: "admin".to_owned(),
+            method: "/switchboard.directory.v1.DirectoryService/RevokeApiKey",
+            request_id: Uuid::new_v4(),
+        })
+        .await
+        .unwrap();
+    tx.revoke_api_key(&fx.key.to_string(), 1).await.unwrap();
+    tx.finish(&fx.key.to_string(), &CreateUserResponse::default()).await.unwrap();
+    assert_eq!(refusal(&fx, &api_key(&good_secret(fx.key))).await, "api key revoked");
+}

@@ -1,0 +1,1102 @@
+//! The gateway in-process, in front of a small reporting service that verifies the signed
+//! identity (server-kit's `IdentityLayer`) and records what reaches it. routing-svc is
+//! down (a closed port) and conversation-svc is a canary listener that only counts
+//! connections, so a test can tell whether anything was forwarded there.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
+use gateway::{Config, Directory};
+use switchboard_proto::conversation::internal::v1 as conv_internal;
+use switchboard_proto::conversation::v1 as conv;
+use switchboard_proto::directory::v1 as dir;
+use switchboard_proto::reporting::v1 as rep;
+use switchboard_proto::routing::internal::v1 as routing_internal;
+use switchboard_proto::routing::v1 as routing;
+use switchboard_server_kit::{
+    Identity, IdentityKey, PrincipalKind, Role as KitRole, ServeOptions, ShutdownSignal, identity_of,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+const IDENTITY_SECRET: &str = "gateway-test-identity-secret";
+const JWT_SECRET: &str = "gateway-test-jwt-secret-0123456789";
+
+// ---------------------------------------------------------------------------------------
+// The reporting service behind the gateway.
+
+/// What reached the upstream: method, verified identity and the metadata keys it saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, Identity, Vec<String>)>>>);
+
+impl Seen {
+    fn record<T>(&self, method: &str, request: &Request<T>) -> Result<Identity, Status> {
+        let identity = identity_of(request)?;
+        let keys = request
+            .metadata()
+            .keys()
+            .map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => k.as_str().to_owned(),
+                tonic::metadata::KeyRef::Binary(k) => k.as_str().to_owned(),
+            })
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push((method.to_owned(), identity.clone(), keys));
+        Ok(identity)
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn last(&self) -> (String, Identity, Vec<String>) {
+        self.0.lock().unwrap().last().cloned().expect("a call reached the upstream")
+    }
+}
+
+struct FakeReporting {
+    seen: Seen,
+}
+
+type ExportStream = Pin<Box<dyn Stream<Item = Result<rep::ExportReportResponse, Status>> + Send>>;
+
+fn chunk(text: &str, rows: i64) -> Result<rep::ExportReportResponse, Status> {
+    Ok(rep::ExportReportResponse {
+        csv_chunk: text.as_bytes().to_vec(),
+        rows_so_far: rows,
+    })
+}
+
+#[tonic::async_trait]
+impl rep::reporting_service_server::ReportingService for FakeReporting {
+    async fn get_created_closed_report(
+        &self,
+        request: Request<rep::GetCreatedClosedReportRequest>,
+    ) -> Result<Response<rep::GetCreatedClosedReportResponse>, Status> {
+        self.seen.record("GetCreatedClosedReport", &request)?;
+        Ok(Response::new(rep::GetCreatedClosedReportResponse::default()))
+    }
+
+    async fn get_reassignments_report(
+        &self,
+        _request: Request<rep::GetReassignmentsReportRequest>,
+    ) -> Result<Response<rep::GetReassignmentsReportResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    /// Answers after ten seconds: for deadline tests.
+    async fn get_close_time_report(
+        &self,
+        request: Request<rep::GetCloseTimeReportRequest>,
+    ) -> Result<Response<rep::GetCloseTimeReportResponse>, Status> {
+        self.seen.record("GetCloseTimeReport", &request)?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(Response::new(rep::GetCloseTimeReportResponse::default()))
+    }
+
+    async fn get_first_contact_resolution_report(
+        &self,
+        _request: Request<rep::GetFirstContactResolutionReportRequest>,
+    ) -> Result<Response<rep::GetFirstContactResolutionReportResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_queue_metrics_report(
+        &self,
+        _request: Request<rep::GetQueueMetricsReportRequest>,
+    ) -> Result<Response<rep::GetQueueMetricsReportResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn list_transfer_ledger(
+        &self,
+        _request: Request<rep::ListTransferLedgerRequest>,
+    ) -> Result<Response<rep::ListTransferLedgerResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    type ExportReportStream = ExportStream;
+
+    /// CREATED_CLOSED: three chunks, then the end. Any other kind: one chunk, then nothing
+    /// until the connection goes away.
+    async fn export_report(
+        &self,
+        request: Request<rep::ExportReportRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        self.seen.record("ExportReport", &request)?;
+        let stream: ExportStream = if request.get_ref().kind == rep::ReportKind::CreatedClosed as i32 {
+            Box::pin(futures::stream::iter([chunk("a", 1), chunk("b", 2), chunk("c", 3)]))
+        } else {
+            Box::pin(futures::stream::iter([chunk("first", 1)]).chain(futures::stream::pending()))
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+/// A TCP relay whose connections can be cut, to fail a stream midway.
+struct Relay {
+    addr: SocketAddr,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let tracked = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().unwrap().push(handle);
+            }
+        });
+        Relay { addr, connections }
+    }
+
+    fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+/// A listener that accepts connections, counts them, and never answers.
+async fn canary() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (addr, count)
+}
+
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The stack under test.
+
+struct Stack {
+    gateway: SocketAddr,
+    directory: Directory,
+    shutdown: ShutdownSignal,
+    task: JoinHandle<anyhow::Result<()>>,
+    seen: Seen,
+    relay: Relay,
+    canary_connections: Arc<AtomicUsize>,
+    parent: Uuid,
+    tenant: Uuid,
+    admin: Uuid,
+    analyst: Uuid,
+    agent: Uuid,
+    supervisor: Uuid,
+    _upstream_shutdown: ShutdownSignal,
+    _db: common::TestDirectory,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        self._upstream_shutdown.trigger();
+    }
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        Stack::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut Config)) -> Stack {
+        let key = IdentityKey::new(IDENTITY_SECRET).unwrap();
+        let seen = Seen::default();
+        let upstream_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream_listener.local_addr().unwrap();
+        let upstream_shutdown = ShutdownSignal::new();
+        let routes = tonic::service::Routes::new(rep::reporting_service_server::ReportingServiceServer::new(
+            FakeReporting { seen: seen.clone() },
+        ));
+        let options = ServeOptions {
+            identity: Some(key),
+            ..ServeOptions::new("fake-reporting")
+        };
+        tokio::spawn(switchboard_server_kit::serve(
+            options,
+            routes,
+            upstream_listener,
+            upstream_shutdown.clone(),
+        ));
+        let relay = Relay::start(upstream_addr).await;
+        let (canary_addr, canary_connections) = canary().await;
+
+        let db = common::sqlite().await;
+        let directory = db.directory.clone();
+        let (parent, tenant) = (Uuid::new_v4(), Uuid::new_v4());
+        directory.ensure_tenant(parent, None, "Holding").await.unwrap();
+        directory.ensure_tenant(tenant, Some(parent), "Acme").await.unwrap();
+        directory
+            .set_enabled_supervisor_actions(tenant, &[dir::SupervisorAction::Monitor])
+            .await
+            .unwrap();
+        let user = |name: &'static str, roles: &'static [dir::Role]| {
+            let id = Uuid::new_v4();
+            let directory = directory.clone();
+            async move {
+                directory
+                    .ensure_user(id, tenant, name, &format!("{}@acme.test", name.to_lowercase()), roles)
+                    .await
+                    .unwrap();
+                id
+            }
+        };
+        let admin = user("Ada", &[dir::Role::Administrator]).await;
+        let analyst = user("Ana", &[dir::Role::Analyst]).await;
+        let agent = user("Aga", &[dir::Role::Agent]).await;
+        let supervisor = user("Sue", &[dir::Role::Supervisor]).await;
+
+        let mut config = Config {
+            metrics_listen: None,
+            database_url: db.url.clone(),
+            identity_secret: IDENTITY_SECRET.to_owned(),
+            upstreams: gateway::Upstreams {
+                routing_url: format!("http://{}", closed_port().await),
+                conversation_url: format!("http://{canary_addr}"),
+                reporting_url: format!("http://{}", relay.addr),
+            },
+            auth: gateway::AuthConfig {
+                hs256_secret: Some(JWT_SECRET.to_owned()),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = listener.local_addr().unwrap();
+        let shutdown = ShutdownSignal::new();
+        let task = tokio::spawn(gateway::serve(config, listener, shutdown.clone()));
+        Stack {
+            gateway,
+            directory,
+            shutdown,
+            task,
+            seen,
+            relay,
+            canary_connections,
+            parent,
+            tenant,
+            admin,
+            analyst,
+            agent,
+            supervisor,
+            _upstream_shutdown: upstream_shutdown,
+            _db: db,
+        }
+    }
+
+    fn token(&self, user: Uuid) -> String {
+        gateway::mint_hs256_token(JWT_SECRET, "switchboard", "switchboard", &user.to_string(), Duration::from_secs(300))
+    }
+
+    async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.gateway))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn reporting(&self) -> rep::reporting_service_client::ReportingServiceClient<Channel> {
+        rep::reporting_service_client::ReportingServiceClient::new(self.channel().await)
+    }
+
+    async fn directory_client(&self) -> dir::directory_service_client::DirectoryServiceClient<Channel> {
+        dir::directory_service_client::DirectoryServiceClient::new(self.channel().await)
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn with_key<T>(message: T, secret: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-api-key", secret.parse().unwrap());
+    request
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+fn export(kind: rep::ReportKind) -> rep::ExportReportRequest {
+    rep::ExportReportRequest {
+        kind: kind as i32,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing and authentication.
+
+#[tokio::test]
+async fn a_good_token_reaches_the_service_with_a_verified_identity() {
+    let stack = Stack::start().await;
+    let mut client = stack.reporting().await;
+    let mut request = authed(rep::GetCreatedClosedReportRequest::default(), &stack.token(stack.analyst));
+    request.metadata_mut().insert("x-client-note", "kept".parse().unwrap());
+    client.get_created_closed_report(request).await.unwrap();
+
+    let (method, identity, keys) = stack.seen.last();
+    assert_eq!(method, "GetCreatedClosedReport");
+    assert_eq!(identity.principal_id, stack.analyst.to_string());
+    assert_eq!(identity.principal_kind, PrincipalKind::User);
+    assert_eq!(identity.tenant_id, stack.tenant.to_string());
+    assert_eq!(identity.tenant_ancestry, vec![stack.parent.to_string()]);
+    assert_eq!(identity.roles, vec![KitRole::Analyst]);
+    assert_eq!(identity.display_name, "Ana");
+    assert_eq!(identity.enabled_supervisor_actions, vec!["monitor"]);
+    assert!(keys.contains(&"x-client-note".to_owned()));
+    assert!(!keys.contains(&"authorization".to_owned()), "credentials are not forwarded: {keys:?}");
+    // Unary calls get the default deadline forwarded.
+    assert!(keys.contains(&"grpc-timeout".to_owned()));
+}
+
+#[tokio::test]
+async fn no_or_bad_credentials_are_refused_before_the_service() {
+    let stack = Stack::start().await;
+    let mut client = stack.reporting().await;
+    let err = client
+        .get_created_closed_report(rep::GetCreatedClosedReportRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "UNAUTHENTICATED");
+    assert!(err.message().contains("missing credentials"), "{}", err.message());
+
+    let err = client
+        .get_created_closed_report(authed(rep::GetCreatedClosedReportRequest::default(), "garbage"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .get_created_closed_report(with_key(rep::GetCreatedClosedReportRequest::default(), "sbk_nope"))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::Unauthenticated, "invalid api key"));
+    assert_eq!(stack.seen.count(), 0, "the service was never called");
+}
+
+#[tokio::test]
+async fn client_sent_identity_headers_are_replaced() {
+    let stack = Stack::start().await;
+    let mut client = stack.reporting().await;
+    let forged = Identity {
+        tenant_id: Uuid::new_v4().to_string(),
+        tenant_ancestry: vec![],
+        principal_id: "mallory".to_owned(),
+        principal_kind: PrincipalKind::User,
+        display_name: "Mallory".to_owned(),
+        roles: vec![KitRole::Administrator, KitRole::Service],
+        enabled_supervisor_actions: vec![],
+    };
+    // A perfectly signed identity, if the client knew the secret: still replaced.
+    let mut headers = http::HeaderMap::new();
+    IdentityKey::new(IDENTITY_SECRET).unwrap().sign(
+        "/switchboard.reporting.v1.ReportingService/GetCreatedClosedReport",
+        &forged,
+        &mut headers,
+    );
+    let mut request = authed(rep::GetCreatedClosedReportRequest::default(), &stack.token(stack.analyst));
+    for (name, value) in &headers {
+        let name = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()).unwrap();
+        let value = tonic::metadata::AsciiMetadataValue::try_from(value.as_bytes()).unwrap();
+        request.metadata_mut().insert(name, value);
+    }
+    request
+        .metadata_mut()
+        .insert("x-switchboard-identity-extra", "forged".parse().unwrap());
+    client.get_created_closed_report(request).await.unwrap();
+
+    let (_, identity, keys) = stack.seen.last();
+    assert_eq!(identity.principal_id, stack.analyst.to_string());
+    assert_eq!(identity.roles, vec![KitRole::Analyst]);
+    let identity_headers: Vec<_> = keys.iter().filter(|k| k.starts_with("x-switchboard-identity")).collect();
+    assert_eq!(identity_headers.len(), 3, "{identity_headers:?}");
+    assert!(!keys.contains(&"x-switchboard-identity-extra".to_owned()));
+}
+
+#[tokio::test]
+async fn internal_and_unknown_services_are_never_routed() {
+    let stack = Stack::start().await;
+    let channel = stack.channel().await;
+    let token = stack.token(stack.admin);
+
+    // routing-svc is down: had the call been routed, it would say UNAVAILABLE.
+    let mut routing = routing_internal::routing_internal_service_client::RoutingInternalServiceClient::new(channel.clone());
+    let err = routing
+        .reserve_capacity(authed(routing_internal::ReserveCapacityRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("unknown service"), "{}", err.message());
+
+    // conversation-svc is the canary: nothing may connect to it.
+    let mut conversation =
+        conv_internal::conversation_internal_service_client::ConversationInternalServiceClient::new(channel.clone());
+    let err = conversation
+        .apply_assignment(authed(conv_internal::ApplyAssignmentRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // Without credentials too: the route is decided before anything else.
+    let err = conversation
+        .apply_assignment(conv_internal::ApplyAssignmentRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(stack.canary_connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_service_that_is_down_gives_unavailable() {
+    let stack = Stack::start().await;
+    let mut agents = routing::agent_service_client::AgentServiceClient::new(stack.channel().await);
+    let started = Instant::now();
+    let err = agents
+        .get_agent_state(authed(routing::GetAgentStateRequest::default(), &stack.token(stack.agent)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "UNAVAILABLE");
+    assert_eq!(err.message(), "routing-svc is unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization.
+
+#[tokio::test]
+async fn a_missing_role_is_refused_at_the_gateway() {
+    let stack = Stack::start().await;
+    let mut client = stack.reporting().await;
+    let err = client
+        .get_created_closed_report(authed(rep::GetCreatedClosedReportRequest::default(), &stack.token(stack.agent)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err), "ROLE_REQUIRED");
+    assert_eq!(stack.seen.count(), 0);
+}
+
+#[tokio::test]
+async fn a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through() {
+    let stack = Stack::start().await;
+    let mut supervisor = conv::supervisor_service_client::SupervisorServiceClient::new(stack.channel().await);
+    let token = stack.token(stack.supervisor);
+    let err = supervisor
+        .force_close_conversation(authed(conv::ForceCloseConversationRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err), "ACTION_DISABLED");
+    assert!(err.message().contains("force_close"), "{}", err.message());
+    assert_eq!(stack.canary_connections.load(Ordering::SeqCst), 0);
+
+    // MONITOR is enabled: the call is forwarded (the canary never answers, so it times out).
+    let mut request = authed(conv::MonitorConversationRequest::default(), &token);
+    request.set_timeout(Duration::from_millis(500));
+    let err = supervisor.monitor_conversation(request).await.unwrap_err();
+    assert_ne!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(stack.canary_connections.load(Ordering::SeqCst) >= 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams, failures, deadlines.
+
+#[tokio::test]
+async fn a_server_stream_passes_through() {
+    let stack = Stack::start_with(|config| config.default_deadline_ms = 200).await;
+    let mut client = stack.reporting().await;
+    let mut stream = client
+        .export_report(authed(export(rep::ReportKind::CreatedClosed), &stack.token(stack.analyst)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        chunks.push((String::from_utf8(message.csv_chunk).unwrap(), message.rows_so_far));
+    }
+    assert_eq!(chunks, vec![("a".to_owned(), 1), ("b".to_owned(), 2), ("c".to_owned(), 3)]);
+    // The default deadline does not apply to streams.
+    let (_, _, keys) = stack.seen.last();
+    assert!(!keys.contains(&"grpc-timeout".to_owned()));
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_ends_with_unavailable() {
+    let stack = Stack::start().await;
+    let mut client = stack.reporting().await;
+    let mut stream = client
+        .export_report(authed(export(rep::ReportKind::CloseTime), &stack.token(stack.analyst)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.csv_chunk, b"first");
+    stack.relay.cut();
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends promptly")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(err.message(), "reporting-svc stream failed");
+
+    // The next call reconnects.
+    client
+        .get_created_closed_report(authed(rep::GetCreatedClosedReportRequest::default(), &stack.token(stack.analyst)))
+        .await
+        .unwrap();
+}
+
+/// A client that sends `grpc-timeout` but keeps no timer of its own, so that the status
+/// observed is the gateway's.
+fn timerless_client(
+    addr: SocketAddr,
+) -> rep::reporting_service_client::ReportingServiceClient<
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, tonic::body::Body>,
+> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    rep::reporting_service_client::ReportingServiceClient::with_origin(
+        client,
+        format!("http://{addr}").parse().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_client_deadline_is_enforced_and_forwarded() {
+    let stack = Stack::start().await;
+    let mut client = timerless_client(stack.gateway);
+    let mut request = authed(rep::GetCloseTimeReportRequest::default(), &stack.token(stack.analyst));
+    request.set_timeout(Duration::from_millis(400));
+    let started = Instant::now();
+    let err = client.get_close_time_report(request).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    let (_, _, keys) = stack.seen.last();
+    assert!(keys.contains(&"grpc-timeout".to_owned()));
+}
+
+#[tokio::test]
+async fn the_default_deadline_cuts_unary_calls_but_not_streams() {
+    let stack = Stack::start_with(|config| config.default_deadline_ms = 300).await;
+    let mut client = timerless_client(stack.gateway);
+    let token = stack.token(stack.analyst);
+    let started = Instant::now();
+    let err = client
+        .get_close_time_report(authed(rep::GetCloseTimeReportRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let mut stream = client
+        .export_report(authed(export(rep::ReportKind::CloseTime), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), stream.message()).await.is_err(),
+        "the stream is still open past the default deadline"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Health, reflection, shutdown.
+
+#[tokio::test]
+async fn reflection_lists_only_public_services() {
+    use tonic_reflection::pb::v1 as v1;
+    use tonic_reflection::pb::v1alpha as v1alpha;
+    let stack = Stack::start().await;
+    let channel = stack.channel().await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for public in gateway::HEALTH_SERVICES {
+        assert!(names.iter().any(|n| n == public), "{public} missing from {names:?}");
+    }
+    assert!(names.iter().all(|n| !n.contains(".internal.")), "{names:?}");
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    assert!(list.service.iter().any(|s| s.name == "switchboard.directory.v1.DirectoryService"));
+    assert!(list.service.iter().all(|s| !s.name.contains(".internal.")));
+}
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_then_ends_streams() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let stack = Stack::start().await;
+    let channel = stack.channel().await;
+    let mut health = HealthClient::new(channel.clone());
+    let status = health
+        .check(HealthCheckRequest {
+            service: "switchboard.routing.v1.AgentService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "switchboard.directory.v1.DirectoryService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    let mut client = rep::reporting_service_client::ReportingServiceClient::new(channel);
+    let mut stream = client
+        .export_report(authed(export(rep::ReportKind::CloseTime), &stack.token(stack.analyst)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    stack.shutdown.trigger();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    let err = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("open streams end at shutdown")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let result = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut stack = stack;
+        (&mut stack.task).await
+    })
+    .await
+    .expect("the gateway stops");
+    result.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_short_identity_secret_is_refused_at_start() {
+    let db = common::sqlite().await;
+    let config = Config {
+        metrics_listen: None,
+        database_url: db.url.clone(),
+        identity_secret: "short".to_owned(),
+        ..Config::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = gateway::serve(config, listener, ShutdownSignal::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("identity"), "{err:#}");
+}
+
+// ---------------------------------------------------------------------------------------
+// DirectoryService through the gateway.
+
+fn new_user(name: &str, email: &str, roles: &[dir::Role]) -> dir::User {
+    dir::User {
+        display_name: name.to_owned(),
+        email: email.to_owned(),
+        roles: roles.iter().map(|r| *r as i32).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn users_round_trip_and_a_retry_returns_the_first_answer() {
+    let stack = Stack::start().await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let request_id = Uuid::new_v4().to_string();
+    let create = || dir::CreateUserRequest {
+        request_id: request_id.clone(),
+        user: Some(new_user("Zed Agent", "Zed@Acme.test", &[dir::Role::Agent])),
+    };
+    let first = client.create_user(authed(create(), &admin)).await.unwrap().into_inner();
+    let retry = client.create_user(authed(create(), &admin)).await.unwrap().into_inner();
+    assert_eq!(first, retry);
+    let user = first.user.unwrap();
+    assert_eq!(user.tenant_id, stack.tenant.to_string());
+    assert_eq!(user.email, "zed@acme.test");
+    assert!(user.active);
+
+    let listed = client
+        .list_users(authed(dir::ListUsersRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.users.iter().filter(|u| u.email == "zed@acme.test").count(), 1);
+    let names: Vec<_> = listed.users.iter().map(|u| u.display_name.as_str()).collect();
+    assert_eq!(names, vec!["Ada", "Aga", "Ana", "Sue", "Zed Agent"]);
+    let agents = client
+        .list_users(authed(
+            dir::ListUsersRequest {
+                role: dir::Role::Agent as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(agents.users.len(), 2);
+
+    // The new user can sign in at once, and is refused at once when deactivated.
+    let token = stack.token(user.id.parse().unwrap());
+    let me = client
+        .get_current_identity(authed(dir::GetCurrentIdentityRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.principal_id, user.id);
+    assert_eq!(me.roles, vec![dir::Role::Agent as i32]);
+    assert_eq!(me.tenant_ancestry, vec![stack.parent.to_string()]);
+    let updated = client
+        .update_user(authed(
+            dir::UpdateUserRequest {
+                request_id: Uuid::new_v4().to_string(),
+                user: Some(dir::User {
+                    id: user.id.clone(),
+                    active: false,
+                    display_name: "ignored, not in the mask".to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["active".to_owned()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!updated.active);
+    assert_eq!(updated.display_name, "Zed Agent");
+    let err = client
+        .get_current_identity(authed(dir::GetCurrentIdentityRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // The email stays taken; agents cannot create users.
+    let err = client
+        .create_user(authed(
+            dir::CreateUserRequest {
+                request_id: Uuid::new_v4().to_string(),
+                user: Some(new_user("Zed Again", "zed@acme.test", &[dir::Role::Agent])),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let err = client
+        .create_user(authed(
+            dir::CreateUserRequest {
+                request_id: Uuid::new_v4().to_string(),
+                user: Some(new_user("Eve", "eve@acme.test", &[dir::Role::Administrator])),
+            },
+            &stack.token(stack.agent),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::PermissionDenied, "ROLE_REQUIRED"));
+    let err = client
+        .create_user(authed(
+            dir::CreateUserRequest {
+                request_id: "not-a-uuid".to_owned(),
+                user: Some(new_user("Eve", "eve@acme.test", &[dir::Role::Agent])),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "request_id: must be a UUID");
+
+    // One audit row per applied change, newest first.
+    let audit = client
+        .list_audit_log_entries(authed(dir::ListAuditLogEntriesRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let methods: Vec<_> = audit.entries.iter().map(|e| e.method.rsplit('/').next().unwrap()).collect();
+    assert_eq!(methods, vec!["UpdateUser", "CreateUser"]);
+    assert_eq!(audit.entries[1].request_id, request_id);
+    assert_eq!(audit.entries[1].actor_id, stack.admin.to_string());
+    assert_eq!(audit.entries[1].target_id, user.id);
+}
+
+#[tokio::test]
+async fn users_of_another_tenant_are_not_found() {
+    let stack = Stack::start().await;
+    let other_tenant = Uuid::new_v4();
+    let stranger = Uuid::new_v4();
+    stack.directory.ensure_tenant(other_tenant, None, "Other").await.unwrap();
+    stack
+        .directory
+        .ensure_user(stranger, other_tenant, "Stranger", "stranger@other.test", &[dir::Role::Agent])
+        .await
+        .unwrap();
+    let mut client = stack.directory_client().await;
+    let err = client
+        .get_user(authed(
+            dir::GetUserRequest {
+                user_id: stranger.to_string(),
+            },
+            &stack.token(stack.admin),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(reason(&err), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_work_and_stop_when_revoked() {
+    let stack = Stack::start().await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let request_id = Uuid::new_v4().to_string();
+    let create = || dir::CreateApiKeyRequest {
+        request_id: request_id.clone(),
+        api_key: Some(dir::ApiKey {
+            display_name: "Web chat connector".to_owned(),
+            roles: vec![dir::Role::Bot as i32],
+            ..Default::default()
+        }),
+    };
+    let created = client.create_api_key(authed(create(), &admin)).await.unwrap().into_inner();
+    let key = created.api_key.unwrap();
+    assert!(created.secret.starts_with("sbk_"));
+    assert!(created.secret.starts_with(&key.prefix));
+    let retry = client.create_api_key(authed(create(), &admin)).await.unwrap().into_inner();
+    assert_eq!(retry.api_key.unwrap().id, key.id);
+    assert!(retry.secret.is_empty(), "the secret is never stored");
+
+    let me = client
+        .get_current_identity(with_key(dir::GetCurrentIdentityRequest {}, &created.secret))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.principal_id, key.id);
+    assert_eq!(me.display_name, "Web chat connector");
+    assert_eq!(me.roles, vec![dir::Role::Bot as i32]);
+
+    let listed = client
+        .list_api_keys(authed(dir::ListApiKeysRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.api_keys.len(), 1);
+    assert!(listed.api_keys[0].revoke_time.is_none());
+
+    let revoked = client
+        .revoke_api_key(authed(
+            dir::RevokeApiKeyRequest {
+                request_id: Uuid::new_v4().to_string(),
+                api_key_id: key.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.api_key.unwrap().revoke_time.is_some());
+    let err = client
+        .get_current_identity(with_key(dir::GetCurrentIdentityRequest {}, &created.secret))
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::Unauthenticated, "api key revoked"));
+}
+
+#[tokio::test]
+async fn tenants_and_settings() {
+    let stack = Stack::start().await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let child = client
+        .create_tenant(authed(
+            dir::CreateTenantRequest {
+                request_id: Uuid::new_v4().to_string(),
+                tenant: Some(dir::Tenant {
+                    display_name: "Acme Europe".to_owned(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(child.parent_tenant_id, stack.tenant.to_string());
+    let listed = client
+        .list_tenants(authed(dir::ListTenantsRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tenants, vec![child.clone()]);
+    let got = client
+        .get_tenant(authed(dir::GetTenantRequest { tenant_id: child.id.clone() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.tenant.unwrap(), child);
+    let own = client
+        .get_tenant(authed(dir::GetTenantRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.tenant.unwrap().id, stack.tenant.to_string());
+    // The parent tenant is out of reach.
+    let err = client
+        .get_tenant(authed(dir::GetTenantRequest { tenant_id: stack.parent.to_string() }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = client
+        .create_tenant(authed(
+            dir::CreateTenantRequest {
+                request_id: Uuid::new_v4().to_string(),
+                tenant: Some(dir::Tenant {
+                    display_name: "Sibling".to_owned(),
+                    parent_tenant_id: stack.parent.to_string(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Enabling JOIN takes effect on the next call.
+    let settings = client
+        .update_tenant_settings(authed(
+            dir::UpdateTenantSettingsRequest {
+                request_id: Uuid::new_v4().to_string(),
+                settings: Some(dir::TenantSettings {
+                    enabled_supervisor_actions: vec![
+                        dir::SupervisorAction::Monitor as i32,
+                        dir::SupervisorAction::Join as i32,
+                    ],
+                    time_zone: "Europe/Paris".to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["enabled_supervisor_actions".to_owned()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(settings.enabled_supervisor_actions.len(), 2);
+    assert_eq!(settings.time_zone, "", "not in the mask");
+    assert_eq!(settings.reopen_window.unwrap().seconds, 86_400);
+    let read = client
+        .get_tenant_settings(authed(dir::GetTenantSettingsRequest {}, &stack.token(stack.agent)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.settings.unwrap(), settings);
+    let mut supervisor = conv::supervisor_service_client::SupervisorServiceClient::new(stack.channel().await);
+    let mut request = authed(conv::JoinConversationRequest::default(), &stack.token(stack.supervisor));
+    request.set_timeout(Duration::from_millis(300));
+    let err = supervisor.join_conversation(request).await.unwrap_err();
+    assert_ne!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let err = client
+        .update_tenant_settings(authed(
+            dir::UpdateTenantSettingsRequest {
+                request_id: Uuid::new_v4().to_string(),
+                settings: Some(dir::TenantSettings {
+                    time_zone: "Mars/Olympus".to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["time_zone".to_owned()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let violations = err.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations[0].field, "settings.time_zone");
+}

@@ -1,0 +1,308 @@
+//! The directory store's conformance suite: the same checks on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use gateway::GatewayError;
+use gateway::domain::page::page_request;
+use gateway::store::{Directory, Mutation};
+use switchboard_proto::directory::v1::{
+    CreateUserResponse, Role, SupervisorAction, User,
+};
+use uuid::Uuid;
+
+fn secret(id: Uuid) -> String {
+    gateway::api_key_secret(id, &"k".repeat(40))
+}
+
+async fn seeding_twice_changes_nothing(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    let key = Uuid::new_v4();
+    for _ in 0..2 {
+        dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+        dir.ensure_user(user, tenant, "Ada", "Ada@Example.com", &[Role::Agent, Role::Supervisor])
+            .await
+            .unwrap();
+        dir.ensure_api_key(key, tenant, "Bot", &[Role::Bot], &secret(key))
+            .await
+            .unwrap();
+        dir.set_enabled_supervisor_actions(tenant, &[SupervisorAction::Monitor, SupervisorAction::ForceClose])
+            .await
+            .unwrap();
+    }
+    let page = page_request(0, "").unwrap();
+    let (users, next) = dir.users(&tenant.to_string(), None, &page).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert!(next.is_empty());
+    assert_eq!(users[0].email, "ada@example.com");
+    assert_eq!(users[0].roles, vec![Role::Agent, Role::Supervisor]);
+    assert!(users[0].active);
+    let (keys, _) = dir.api_keys(&tenant.to_string(), &page).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].prefix, &secret(key)[..12]);
+    assert!(gateway::domain::api_key::secret_matches(&secret(key), &keys[0].secret_sha256));
+    let settings = dir.tenant_settings(&tenant.to_string()).await.unwrap();
+    assert_eq!(
+        settings.enabled_supervisor_actions,
+        vec![SupervisorAction::Monitor, SupervisorAction::ForceClose]
+    );
+    assert_eq!(settings.reopen_window, Duration::from_secs(86_400));
+
+    // Seeding again with other values updates the same rows.
+    dir.ensure_user(user, tenant, "Ada L.", "ada@example.com", &[Role::Administrator])
+        .await
+        .unwrap();
+    let stored = dir.user(&user.to_string()).await.unwrap().unwrap();
+    assert_eq!((stored.display_name.as_str(), stored.roles.as_slice()), ("Ada L.", &[Role::Administrator][..]));
+    dir.set_enabled_supervisor_actions(tenant, &[]).await.unwrap();
+    assert!(dir.tenant_settings(&tenant.to_string()).await.unwrap().enabled_supervisor_actions.is_empty());
+}
+
+async fn seeding_refuses_a_taken_email_and_a_foreign_secret(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    dir.ensure_user(Uuid::new_v4(), tenant, "Ada", "ada@x.test", &[Role::Agent]).await.unwrap();
+    let err = dir
+        .ensure_user(Uuid::new_v4(), tenant, "Other Ada", "ADA@x.test", &[Role::Agent])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::AlreadyExists(_)), "{err}");
+    let key = Uuid::new_v4();
+    let err = dir
+        .ensure_api_key(key, tenant, "Bot", &[Role::Bot], &secret(Uuid::new_v4()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::Config(_)), "{err}");
+    assert!(dir.api_key(&key.to_string()).await.unwrap().is_none());
+}
+
+async fn ancestry_is_parent_first(dir: &Directory) {
+    let root = Uuid::new_v4();
+    let child = Uuid::new_v4();
+    let grandchild = Uuid::new_v4();
+    dir.ensure_tenant(root, None, "Root").await.unwrap();
+    dir.ensure_tenant(child, Some(root), "Child").await.unwrap();
+    dir.ensure_tenant(grandchild, Some(child), "Grandchild").await.unwrap();
+    assert_eq!(
+        dir.tenant_ancestry(&grandchild.to_string()).await.unwrap(),
+        vec![child.to_string(), root.to_string()]
+    );
+    assert!(dir.tenant_ancestry(&root.to_string()).await.unwrap().is_empty());
+    assert!(dir.tenant_ancestry(&Uuid::new_v4().to_string()).await.unwrap().is_empty());
+    let tenant = dir.tenant(&child.to_string()).await.unwrap().unwrap();
+    assert_eq!(tenant.parent_tenant_id, Some(root.to_string()));
+
+    let page = page_request(0, "").unwrap();
+    let (children, _) = dir.child_tenants(&root.to_string(), &page).await.unwrap();
+    assert_eq!(children.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![child.to_string()]);
+}
+
+async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    dir.ensure_tenant(other, None, "Other").await.unwrap();
+    let names = ["Eve", "Bob", "Dan", "Ann", "Cat"];
+    for (i, name) in names.iter().enumerate() {
+        let roles: &[Role] = if i % 2 == 0 { &[Role::Agent] } else { &[Role::Supervisor, Role::Analyst] };
+        dir.ensure_user(Uuid::new_v4(), tenant, name, &format!("{name}-{tenant}@x.test"), roles)
+            .await
+            .unwrap();
+    }
+    dir.ensure_user(Uuid::new_v4(), other, "Abe", &format!("abe-{other}@x.test"), &[Role::Agent])
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = page_request(2, &token).unwrap();
+        let (users, next) = dir.users(&tenant.to_string(), None, &page).await.unwrap();
+        assert!(users.len() <= 2);
+        seen.extend(users.into_iter().map(|u| u.display_name));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(seen, vec!["Ann", "Bob", "Cat", "Dan", "Eve"]);
+
+    let page = page_request(0, "").unwrap();
+    let (agents, _) = dir.users(&tenant.to_string(), Some(Role::Agent), &page).await.unwrap();
+    assert_eq!(agents.iter().map(|u| u.display_name.as_str()).collect::<Vec<_>>(), vec!["Cat", "Dan", "Eve"]);
+    let (analysts, _) = dir.users(&tenant.to_string(), Some(Role::Analyst), &page).await.unwrap();
+    assert_eq!(analysts.iter().map(|u| u.display_name.as_str()).collect::<Vec<_>>(), vec!["Ann", "Bob"]);
+    let (admins, _) = dir.users(&tenant.to_string(), Some(Role::Administrator), &page).await.unwrap();
+    assert!(admins.is_empty());
+}
+
+fn mutation(tenant: Uuid, request_id: Uuid) -> Mutation {
+    Mutation {
+        tenant_id: tenant.to_string(),
+        actor_id: "admin-1".to_owned(),
+        method: "/switchboard.directory.v1.DirectoryService/CreateUser",
+        request_id,
+    }
+}
+
+fn response(id: &str) -> CreateUserResponse {
+    CreateUserResponse {
+        user: Some(User {
+            id: id.to_owned(),
+            display_name: "Ada".to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn a_finished_mutation_replays_and_is_audited(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let request_id = Uuid::new_v4();
+
+    let mut tx = dir.begin(mutation(tenant, request_id)).await.unwrap();
+    assert_eq!(tx.replay::<CreateUserResponse>().await.unwrap(), None);
+    tx.finish("user-1", &response("user-1")).await.unwrap();
+
+    let mut again = dir.begin(mutation(tenant, request_id)).await.unwrap();
+    assert_eq!(again.replay::<CreateUserResponse>().await.unwrap(), Some(response("user-1")));
+    again.abandon().await.unwrap();
+
+    // Request ids are scoped by tenant.
+    let other = Uuid::new_v4();
+    dir.ensure_tenant(other, None, "Other").await.unwrap();
+    let mut elsewhere = dir.begin(mutation(other, request_id)).await.unwrap();
+    assert_eq!(elsewhere.replay::<CreateUserResponse>().await.unwrap(), None);
+    elsewhere.abandon().await.unwrap();
+
+    let page = page_request(0, "").unwrap();
+    let (entries, _) = dir.audit_entries(&tenant.to_string(), &page).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].target_id, "user-1");
+    assert_eq!(entries[0].actor_id, "admin-1");
+    assert_eq!(entries[0].request_id, request_id.to_string());
+    assert!(entries[0].method.ends_with("/CreateUser"));
+}
+
+async fn an_abandoned_mutation_leaves_nothing(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    let user = gateway::store::UserRecord {
+        id: Uuid::new_v4().to_string(),
+        tenant_id: tenant.to_string(),
+        display_name: "Ghost".to_owned(),
+        email: format!("ghost-{tenant}@x.test"),
+        roles: vec![Role::Agent],
+        active: true,
+        created_at: 1,
+    };
+    tx.insert_user(&user).await.unwrap();
+    drop(tx);
+    assert!(dir.user(&user.id).await.unwrap().is_none());
+    let page = page_request(0, "").unwrap();
+    assert!(dir.audit_entries(&tenant.to_string(), &page).await.unwrap().0.is_empty());
+}
+
+async fn concurrent_retries_of_one_request_apply_once(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let request_id = Uuid::new_v4();
+    let attempt = |n: usize| {
+        let dir = dir.clone();
+        async move {
+            let mut tx = dir.begin(mutation(tenant, request_id)).await.unwrap();
+            if let Some(done) = tx.replay::<CreateUserResponse>().await.unwrap() {
+                tx.abandon().await.unwrap();
+                return done;
+            }
+            // Hold the transaction a moment so that the attempts overlap.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let answer = response(&format!("user-{n}"));
+            tx.finish(&format!("user-{n}"), &answer).await.unwrap();
+            answer
+        }
+    };
+    let answers = futures::future::join_all((0..4).map(attempt)).await;
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let page = page_request(0, "").unwrap();
+    assert_eq!(dir.audit_entries(&tenant.to_string(), &page).await.unwrap().0.len(), 1);
+}
+
+async fn api_keys_list_newest_first_and_revoke_once(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = Uuid::new_v4();
+        dir.ensure_api_key(id, tenant, &format!("Key {n}"), &[Role::Bot], &secret(id))
+            .await
+            .unwrap();
+        ids.push(id.to_string());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = page_request(2, &token).unwrap();
+        let (keys, next) = dir.api_keys(&tenant.to_string(), &page).await.unwrap();
+        seen.extend(keys.into_iter().map(|k| k.id));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    tx.revoke_api_key(&ids[0], 100).await.unwrap();
+    tx.revoke_api_key(&ids[0], 200).await.unwrap();
+    tx.finish(&ids[0], &response("x")).await.unwrap();
+    assert_eq!(dir.api_key(&ids[0]).await.unwrap().unwrap().revoked_at, Some(100));
+    assert_eq!(dir.api_key(&ids[1]).await.unwrap().unwrap().revoked_at, None);
+}
+
+async fn opening_twice_keeps_the_data(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let reopened = Directory::open(dir.db()).await.unwrap();
+    assert!(reopened.tenant(&tenant.to_string()).await.unwrap().is_some());
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::common::sqlite().await;
+                    super::$name(&db.directory).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = crate::common::postgres().await else { return };
+                    super::$name(&db.directory).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    seeding_twice_changes_nothing,
+    seeding_refuses_a_taken_email_and_a_foreign_secret,
+    ancestry_is_parent_first,
+    users_page_by_name_and_filter_by_role,
+    a_finished_mutation_replays_and_is_audited,
+    an_abandoned_mutation_leaves_nothing,
+    concurrent_retries_of_one_request_apply_once,
+    api_keys_list_newest_first_and_revoke_once,
+    opening_twice_keeps_the_data,
+);

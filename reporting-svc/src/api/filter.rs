@@ -1,0 +1,383 @@
+//! Who may read reports, and turning a `ReportFilter` into a checked report scope.
+
+use chrono_tz::Tz;
+use switchboard_proto::common::v1::Channel;
+use switchboard_proto::reporting::v1::{Granularity as ProtoGranularity, ReportFilter};
+use switchboard_server_kit::db::timestamp_to_micros;
+use switchboard_server_kit::{Identity, Role};
+
+use crate::domain::period::Granularity;
+use crate::domain::reports::Frame;
+use crate::error::Error;
+use crate::store::FactQuery;
+
+/// Roles allowed to read reports.
+const REPORT_ROLES: [Role; 3] = [Role::Analyst, Role::Supervisor, Role::Administrator];
+
+/// Longest range of a report by day.
+const MAX_DAY_RANGE_DAYS: i64 = 400;
+
+/// Most ids or channels in one filter list (keeps every query well under the database's
+/// bind-parameter limits).
+const MAX_FILTER_VALUES: usize = 500;
+
+/// Report ranges lie between 1970-01-01 (nothing is older) and 9999-12-31T23:59:59Z, the
+/// last second `google.protobuf.Timestamp` allows.
+const MIN_SECONDS: i64 = 0;
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The tenant of a caller allowed to read reports.
+pub fn authorize(identity: &Identity) -> Result<String, Error> {
+    if !identity.has_any_role(&REPORT_ROLES) {
+        return Err(Error::RoleRequired(
+            "reports need the ANALYST, SUPERVISOR or ADMINISTRATOR role".to_owned(),
+        ));
+    }
+    if identity.tenant_id.is_empty() {
+        return Err(Error::RoleRequired(
+            "reports need a caller that belongs to a tenant".to_owned(),
+        ));
+    }
+    Ok(identity.tenant_id.clone())
+}
+
+/// A checked report request: whose facts, which range and zone, which filters.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// The caller's tenant.
+    pub tenant_id: String,
+    /// Range, zone and grouping.
+    pub frame: Frame,
+    /// Only these queues (normalized UUIDs); empty for all.
+    pub queue_ids: Vec<String>,
+    /// Only these channels; empty for all.
+    pub channels: Vec<i32>,
+    /// Only these agents (normalized UUIDs); empty for all.
+    pub agent_ids: Vec<String>,
+}
+
+impl Scope {
+    /// The store query for this scope.
+    pub fn query(&self) -> FactQuery<'_> {
+        FactQuery {
+            tenant_id: &self.tenant_id,
+            start: self.frame.start,
+            end: self.frame.end,
+            queue_ids: &self.queue_ids,
+            channels: &self.channels,
+            agent_ids: &self.agent_ids,
+        }
+    }
+}
+
+/// Whether a report has rows per agent, where `agent_ids` and `team_ids` apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportShape {
+    /// Rows per period only (`agent_ids` and `team_ids` are ignored).
+    Periods,
+    /// Rows per agent.
+    Agents,
+}
+
+/// The granularity of a request; UNSPECIFIED means DAY.
+pub fn granularity(value: i32, field: &str) -> Result<Granularity, Error> {
+    match ProtoGranularity::try_from(value) {
+        Ok(ProtoGranularity::Unspecified | ProtoGranularity::Day) => Ok(Granularity::Day),
+        Ok(ProtoGranularity::Week) => Ok(Granularity::Week),
+        Ok(ProtoGranularity::Month) => Ok(Granularity::Month),
+        Ok(ProtoGranularity::DayOfWeek) => Ok(Granularity::DayOfWeek),
+        Ok(ProtoGranularity::Total) => Ok(Granularity::Total),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("unknown granularity {value}"),
+        )),
+    }
+}
+
+fn instant(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<i64, Error> {
+    let ts = ts.ok_or_else(|| Error::invalid(field, "is required"))?;
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(Error::invalid(
+            field,
+            "must be a valid time between 1970-01-01 and 9999-12-31",
+        ));
+    }
+    Ok(timestamp_to_micros(ts))
+}
+
+fn uuids(field: &str, values: &[String]) -> Result<Vec<String>, Error> {
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            uuid::Uuid::parse_str(value)
+                .map(|id| id.to_string())
+                .map_err(|_| Error::invalid(format!("{field}[{index}]"), "must be a UUID"))
+        })
+        .collect()
+}
+
+/// Checks `filter` for a report of `shape` grouped by `granularity`, in the caller's
+/// tenant.
+pub fn scope(
+    tenant_id: String,
+    filter: Option<&ReportFilter>,
+    granularity: Granularity,
+    shape: ReportShape,
+) -> Result<Scope, Error> {
+    let filter = filter.ok_or_else(|| Error::invalid("filter", "is required"))?;
+    let range = filter
+        .time_range
+        .as_ref()
+        .ok_or_else(|| Error::invalid("filter.time_range", "is required"))?;
+    let start = instant(range.start_time.as_ref(), "filter.time_range.start_time")?;
+    let end = instant(range.end_time.as_ref(), "filter.time_range.end_time")?;
+    if start >= end {
+        return Err(Error::invalid(
+            "filter.time_range",
+            "end_time must be after start_time",
+        ));
+    }
+    if granularity == Granularity::Day && end - start > MAX_DAY_RANGE_DAYS * MICROS_PER_DAY {
+        return Err(Error::invalid(
+            "filter.time_range",
+            format!(
+                "at most {MAX_DAY_RANGE_DAYS} days with DAY granularity: narrow it or use WEEK \
+                 or MONTH"
+            ),
+        ));
+    }
+    let zone = if filter.time_zone.is_empty() {
+        Tz::UTC
+    } else {
+        filter.time_zone.parse::<Tz>().map_err(|_| {
+            Error::invalid(
+                "filter.time_zone",
+                format!("unknown IANA time zone \"{}\"", filter.time_zone),
+            )
+        })?
+    };
+    let queue_ids = uuids("filter.queue_ids", &filter.queue_ids)?;
+    if filter.channels.len() > MAX_FILTER_VALUES {
+        return Err(Error::invalid(
+            "filter.channels",
+            format!("at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    let channels = filter
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(index, &value)| match Channel::try_from(value) {
+            Ok(Channel::Unspecified) | Err(_) => Err(Error::invalid(
+                format!("filter.channels[{index}]"),
+                format!("unknown channel {value}"),
+            )),
+            Ok(_) => Ok(value),
+        })
+        .collect::<Result<Vec<i32>, Error>>()?;
+    let agent_ids = match shape {
+        ReportShape::Periods => Vec::new(),
+        ReportShape::Agents => {
+            if !filter.team_ids.is_empty() {
+                return Err(Error::invalid(
+                    "filter.team_ids",
+                    "filtering by team is not supported yet: filter by agent_ids instead",
+                ));
+            }
+            uuids("filter.agent_ids", &filter.agent_ids)?
+        }
+    };
+    Ok(Scope {
+        tenant_id,
+        frame: Frame {
+            start,
+            end,
+            zone,
+            granularity,
+        },
+        queue_ids,
+        channels,
+        agent_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::common::v1::TimeRange;
+    use switchboard_server_kit::PrincipalKind;
+
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn filter(start: i64, end: i64, zone: &str) -> ReportFilter {
+        ReportFilter {
+            time_range: Some(TimeRange {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: start,
+                    nanos: 0,
+                }),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: end,
+                    nanos: 0,
+                }),
+            }),
+            time_zone: zone.to_owned(),
+            ..ReportFilter::default()
+        }
+    }
+
+    fn field_of(result: Result<Scope, Error>) -> String {
+        match result {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    fn check(filter: &ReportFilter, granularity: Granularity) -> Result<Scope, Error> {
+        scope(
+            "t".to_owned(),
+            Some(filter),
+            granularity,
+            ReportShape::Agents,
+        )
+    }
+
+    #[test]
+    fn good_filter_becomes_a_scope() {
+        let mut good = filter(1_000 * DAY, 1_001 * DAY, "Europe/Paris");
+        good.queue_ids = vec!["6F1C2A3B-4D5E-4F60-8A7B-9C0D1E2F3A4B".to_owned()];
+        good.channels = vec![Channel::Sms as i32];
+        let scope = check(&good, Granularity::Day).unwrap();
+        assert_eq!(scope.frame.start, 1_000 * DAY * 1_000_000);
+        assert_eq!(scope.frame.zone, chrono_tz::Europe::Paris);
+        assert_eq!(
+            scope.queue_ids,
+            vec!["6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"]
+        );
+        assert_eq!(scope.channels, vec![2]);
+        assert_eq!(
+            check(&filter(0, 1, ""), Granularity::Day)
+                .unwrap()
+                .frame
+                .zone,
+            Tz::UTC
+        );
+    }
+
+    #[test]
+    fn bad_filters_name_the_field() {
+        assert_eq!(
+            field_of(scope(
+                "t".to_owned(),
+                None,
+                Granularity::Day,
+                ReportShape::Periods
+            )),
+            "filter"
+        );
+        assert_eq!(
+            field_of(check(&ReportFilter::default(), Granularity::Day)),
+            "filter.time_range"
+        );
+        let mut no_start = filter(0, DAY, "");
+        no_start.time_range.as_mut().unwrap().start_time = None;
+        assert_eq!(
+            field_of(check(&no_start, Granularity::Day)),
+            "filter.time_range.start_time"
+        );
+        assert_eq!(
+            field_of(check(&filter(DAY, DAY, ""), Granularity::Day)),
+            "filter.time_range"
+        );
+        assert_eq!(
+            field_of(check(&filter(2 * DAY, DAY, ""), Granularity::Day)),
+            "filter.time_range"
+        );
+        assert_eq!(
+            field_of(check(&filter(-1, DAY, ""), Granularity::Day)),
+            "filter.time_range.start_time"
+        );
+        assert_eq!(
+            field_of(check(
+                &filter(0, DAY, "Mars/Olympus_Mons"),
+                Granularity::Day
+            )),
+            "filter.time_zone"
+        );
+        let mut bad_queue = filter(0, DAY, "");
+        bad_queue.queue_ids = vec!["not-a-uuid".to_owned()];
+        assert_eq!(
+            field_of(check(&bad_queue, Granularity::Day)),
+            "filter.queue_ids[0]"
+        );
+        let mut bad_channel = filter(0, DAY, "");
+        bad_channel.channels = vec![1, 0];
+        assert_eq!(
+            field_of(check(&bad_channel, Granularity::Day)),
+            "filter.channels[1]"
+        );
+        let mut teams = filter(0, DAY, "");
+        teams.team_ids = vec!["6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b".to_owned()];
+        assert_eq!(field_of(check(&teams, Granularity::Day)), "filter.team_ids");
+        assert!(
+            scope(
+                "t".to_owned(),
+                Some(&teams),
+                Granularity::Day,
+                ReportShape::Periods
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn day_reports_span_at_most_400_days() {
+        assert!(check(&filter(0, 400 * DAY, ""), Granularity::Day).is_ok());
+        assert_eq!(
+            field_of(check(&filter(0, 400 * DAY + 1, ""), Granularity::Day)),
+            "filter.time_range"
+        );
+        assert!(check(&filter(0, 4_000 * DAY, ""), Granularity::Month).is_ok());
+    }
+
+    #[test]
+    fn granularity_defaults_to_day() {
+        assert_eq!(granularity(0, "granularity").unwrap(), Granularity::Day);
+        assert_eq!(
+            granularity(4, "granularity").unwrap(),
+            Granularity::DayOfWeek
+        );
+        assert!(granularity(99, "granularity").is_err());
+    }
+
+    #[test]
+    fn only_report_roles_of_a_tenant_pass() {
+        let mut identity = Identity {
+            tenant_id: "t".to_owned(),
+            tenant_ancestry: Vec::new(),
+            principal_id: "u".to_owned(),
+            principal_kind: PrincipalKind::User,
+            display_name: "U".to_owned(),
+            roles: vec![Role::Agent],
+            enabled_supervisor_actions: Vec::new(),
+        };
+        assert!(matches!(authorize(&identity), Err(Error::RoleRequired(_))));
+        for role in REPORT_ROLES {
+            identity.roles = vec![Role::Agent, role];
+            assert_eq!(authorize(&identity).unwrap(), "t");
+        }
+        identity.tenant_id.clear();
+        assert!(matches!(authorize(&identity), Err(Error::RoleRequired(_))));
+    }
+}

@@ -1,0 +1,6 @@
+//! The gRPC surface: validate, convert, call the store and the domain, convert back.
+
+pub mod filter;
+pub mod reporting;
+
+pub use reporting::ReportingApi;

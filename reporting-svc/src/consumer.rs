@@ -1,0 +1,280 @@
+//! The background task that follows conversation-svc's event log and folds each event
+//! into the facts.
+//!
+//! It subscribes after the stored cursor, applies every event in its own transaction
+//! together with the cursor, and on any end or failure of the stream subscribes again
+//! after a capped exponential backoff. Since the cursor is read from the database on
+//! every subscription, a restart, a reconnection or a server that replays old events
+//! never loses nor double-counts one.
+
+use std::time::Duration;
+
+use switchboard_proto::conversation::internal::v1::SubscribeRequest;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
+use switchboard_proto::conversation::v1::{ConversationEvent, EventType};
+use switchboard_server_kit::SignedChannel;
+use switchboard_server_kit::db::timestamp_to_micros;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::domain::facts::{Event, EventKind};
+use crate::store::{Applied, CONVERSATION_EVENTS, Store};
+
+/// Prometheus series of the consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerMetrics {
+    applied: prometheus::IntCounter,
+    cursor: prometheus::IntGauge,
+}
+
+impl ConsumerMetrics {
+    /// Creates the series and registers them in `registry`.
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<ConsumerMetrics> {
+        let applied = prometheus::IntCounter::new(
+            "reporting_events_applied_total",
+            "Conversation events folded into the report facts.",
+        )?;
+        let cursor = prometheus::IntGauge::new(
+            "reporting_event_cursor",
+            "Sequence of the last conversation event applied.",
+        )?;
+        registry.register(Box::new(applied.clone()))?;
+        registry.register(Box::new(cursor.clone()))?;
+        Ok(ConsumerMetrics { applied, cursor })
+    }
+}
+
+/// Capped exponential backoff between subscriptions.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`, doubles up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max: max.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The delay to wait now; the one after it is twice as long, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the initial delay, after a subscription that made progress.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("event stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("storing an event failed: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+/// Follows conversation-svc's event log into a [`Store`].
+#[derive(Debug)]
+pub struct Consumer {
+    store: Store,
+    client: ConversationInternalServiceClient<SignedChannel>,
+    backoff: Backoff,
+    metrics: Option<ConsumerMetrics>,
+}
+
+impl Consumer {
+    /// A consumer subscribing over `channel` (signed as reporting-svc) and applying to
+    /// `store`.
+    pub fn new(
+        store: Store,
+        channel: SignedChannel,
+        backoff: Backoff,
+        metrics: Option<ConsumerMetrics>,
+    ) -> Consumer {
+        Consumer {
+            store,
+            client: ConversationInternalServiceClient::new(channel),
+            backoff,
+            metrics,
+        }
+    }
+
+    /// Runs until `token` is cancelled.
+    pub async fn run(mut self, token: CancellationToken) {
+        loop {
+            let mut applied = 0_u64;
+            let outcome = tokio::select! {
+                () = token.cancelled() => break,
+                outcome = self.follow(&mut applied) => outcome,
+            };
+            if applied > 0 {
+                self.backoff.reset();
+            }
+            let delay = self.backoff.next_delay();
+            match outcome {
+                Ok(()) => warn!(
+                    applied,
+                    retry_in = ?delay,
+                    "conversation event stream ended, subscribing again"
+                ),
+                Err(err) => warn!(
+                    applied,
+                    retry_in = ?delay,
+                    error = %err,
+                    "conversation event stream failed, subscribing again"
+                ),
+            }
+            tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        info!("conversation event consumer stopped");
+    }
+
+    /// One subscription: from the stored cursor until the stream ends or fails.
+    async fn follow(&mut self, applied: &mut u64) -> Result<(), StreamError> {
+        let after_sequence = self.store.cursor(CONVERSATION_EVENTS).await?;
+        let mut stream = self
+            .client
+            .subscribe(SubscribeRequest { after_sequence })
+            .await?
+            .into_inner();
+        info!(after_sequence, "subscribed to conversation events");
+        while let Some(message) = stream.message().await? {
+            let Some(event) = message.event else {
+                warn!("subscribe message without an event, ignored");
+                continue;
+            };
+            let outcome = match to_domain(&event) {
+                Ok(domain) => self.store.apply(CONVERSATION_EVENTS, &domain).await?,
+                Err(reason) => {
+                    warn!(
+                        sequence = event.sequence,
+                        event_id = %event.id,
+                        reason,
+                        "conversation event carries nothing to report on, skipped"
+                    );
+                    self.store.skip(CONVERSATION_EVENTS, event.sequence).await?
+                }
+            };
+            if outcome == Applied::Applied {
+                *applied += 1;
+                if let Some(metrics) = &self.metrics {
+                    metrics.applied.inc();
+                    metrics.cursor.set(event.sequence);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The event as the facts need it; an error names what is missing.
+pub fn to_domain(event: &ConversationEvent) -> Result<Event, &'static str> {
+    if event.tenant_id.is_empty() {
+        return Err("no tenant_id");
+    }
+    if event.conversation_id.is_empty() {
+        return Err("no conversation_id");
+    }
+    let occurred_at = event
+        .occur_time
+        .as_ref()
+        .map(timestamp_to_micros)
+        .ok_or("no occur_time")?;
+    let kind = match EventType::try_from(event.r#type) {
+        Ok(EventType::Created) => EventKind::Created,
+        Ok(EventType::Assigned) => EventKind::Assigned,
+        Ok(EventType::Unassigned) => EventKind::Unassigned,
+        Ok(EventType::TransferRequested) => EventKind::TransferRequested,
+        Ok(EventType::Closed) => EventKind::Closed,
+        Ok(EventType::Reopened) => EventKind::Reopened,
+        Ok(_) | Err(_) => EventKind::Other,
+    };
+    Ok(Event {
+        sequence: event.sequence,
+        tenant_id: event.tenant_id.clone(),
+        conversation_id: event.conversation_id.clone(),
+        kind,
+        occurred_at,
+        agent_id: event.agent_id.clone(),
+        previous_agent_id: event.previous_agent_id.clone(),
+        queue_id: event.queue_id.clone(),
+        program_id: event.program_id.clone(),
+        channel: event.channel,
+        conversation_created_at: event
+            .conversation_create_time
+            .as_ref()
+            .map(timestamp_to_micros),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn events_convert_or_say_what_is_missing() {
+        let event = ConversationEvent {
+            sequence: 7,
+            tenant_id: "t".to_owned(),
+            conversation_id: "c".to_owned(),
+            r#type: EventType::Assigned as i32,
+            occur_time: Some(prost_types::Timestamp {
+                seconds: 10,
+                nanos: 5_000,
+            }),
+            agent_id: "b".to_owned(),
+            previous_agent_id: "a".to_owned(),
+            channel: 2,
+            ..ConversationEvent::default()
+        };
+        let domain = to_domain(&event).unwrap();
+        assert_eq!(domain.kind, EventKind::Assigned);
+        assert_eq!(domain.occurred_at, 10_000_005);
+        assert_eq!(domain.conversation_created_at, None);
+        assert_eq!(
+            to_domain(&ConversationEvent {
+                r#type: EventType::MessageAdded as i32,
+                ..event.clone()
+            })
+            .unwrap()
+            .kind,
+            EventKind::Other
+        );
+        assert_eq!(
+            to_domain(&ConversationEvent {
+                occur_time: None,
+                ..event.clone()
+            }),
+            Err("no occur_time")
+        );
+        assert_eq!(
+            to_domain(&ConversationEvent {
+                tenant_id: String::new(),
+                ..event
+            }),
+            Err("no tenant_id")
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! CSV files as RFC 4180 describes them, cut into chunks for a server stream.
+//!
+//! Records end with CRLF; a field is quoted when it holds a comma, a double quote, CR or
+//! LF, and a double quote inside a quoted field is doubled. Chunks end on record
+//! boundaries, so each chunk can report how many data rows it completes.
+
+use std::borrow::Cow;
+
+/// The size a chunk grows to before it is handed out (a chunk ends after the record that
+/// reaches it, so it may be a little larger).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// One piece of a CSV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The next bytes of the file.
+    pub bytes: Vec<u8>,
+    /// Data rows (header excluded) in this chunk and all before it.
+    pub rows_so_far: i64,
+}
+
+/// `value` as one CSV field, quoted only when it must be.
+pub fn field(value: &str) -> Cow<'_, str> {
+    if value.contains([',', '"', '\r', '\n']) {
+        Cow::Owned(format!("\"{}\"", value.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+fn push_record<S: AsRef<str>>(out: &mut Vec<u8>, fields: &[S]) {
+    for (index, value) in fields.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(field(value.as_ref()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunks of a CSV file with `header` then `rows`, each chunk about `chunk_bytes`
+/// long. The first chunk starts with the header; a file without rows is one chunk holding
+/// only the header.
+pub fn chunks<R>(header: &[&str], rows: R, chunk_bytes: usize) -> Chunks<R::IntoIter>
+where
+    R: IntoIterator<Item = Vec<String>>,
+{
+    let mut buffer = Vec::with_capacity(chunk_bytes.min(CHUNK_BYTES) + 256);
+    push_record(&mut buffer, header);
+    Chunks {
+        rows: rows.into_iter(),
+        buffer,
+        rows_so_far: 0,
+        chunk_bytes: chunk_bytes.max(1),
+        done: false,
+    }
+}
+
+/// Iterator returned by [`chunks`].
+#[derive(Debug)]
+pub struct Chunks<I> {
+    rows: I,
+    buffer: Vec<u8>,
+    rows_so_far: i64,
+    chunk_bytes: usize,
+    done: bool,
+}
+
+impl<I: Iterator<Item = Vec<String>>> Iterator for Chunks<I> {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        if self.done {
+            return None;
+        }
+        while self.buffer.len() < self.chunk_bytes {
+            match self.rows.next() {
+                Some(row) => {
+                    push_record(&mut self.buffer, &row);
+                    self.rows_so_far += 1;
+                }
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        if self.buffer.is_empty() {
+            return None;
+        }
+        Some(Chunk {
+            bytes: std::mem::take(&mut self.buffer),
+            rows_so_far: self.rows_so_far,
+        })
+    }
+}
+
+/// A duration in microseconds as decimal seconds without trailing zeros: `660`, `1.5`,
+/// `-0.000001`.
+pub fn seconds(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let (whole, fraction) = (abs / 1_000_000, abs % 1_000_000);
+    if fraction == 0 {
+        format!("{sign}{whole}")
+    } else {
+        let digits = format!("{fraction:06}");
+        format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A strict RFC 4180 reader, to check that what is written reads back.
+    fn parse(text: &str) -> Vec<Vec<String>> {
+        let mut records = Vec::new();
+        let mut record = Vec::new();
+        let mut current = String::new();
+        let mut chars = text.chars().peekable();
+        let mut quoted = false;
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    current.push('"');
+                }
+                (true, '"') => quoted = false,
+                (true, c) => current.push(c),
+                (false, '"') if current.is_empty() => quoted = true,
+                (false, ',') => record.push(std::mem::take(&mut current)),
+                (false, '\r') => {
+                    assert_eq!(chars.next(), Some('\n'), "CR without LF");
+                    record.push(std::mem::take(&mut current));
+                    records.push(std::mem::take(&mut record));
+                }
+                (false, c) => {
+                    assert!(c != '\n' && c != '"', "bare {c:?} outside quotes");
+                    current.push(c);
+                }
+            }
+        }
+        assert!(
+            !quoted && current.is_empty() && record.is_empty(),
+            "unterminated"
+        );
+        records
+    }
+
+    fn concat(chunks: &[Chunk]) -> String {
+        String::from_utf8(chunks.iter().flat_map(|c| c.bytes.clone()).collect()).unwrap()
+    }
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(field("cr\r"), "\"cr\r\"");
+        assert_eq!(field(""), "");
+    }
+
+    #[test]
+    fn header_only_file_is_one_chunk() {
+        let all: Vec<Chunk> = chunks(&["period", "created"], Vec::new(), CHUNK_BYTES).collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(concat(&all), "period,created\r\n");
+        assert_eq!(all[0].rows_so_far, 0);
+    }
+
+    #[test]
+    fn awkward_fields_round_trip() {
+        let rows = vec![
+            vec!["a,b".to_owned(), "say \"hi\"".to_owned()],
+            vec!["line\r\nbreak".to_owned(), String::new()],
+        ];
+        let all: Vec<Chunk> = chunks(&["x", "y"], rows.clone(), CHUNK_BYTES).collect();
+        let mut expected = vec![vec!["x".to_owned(), "y".to_owned()]];
+        expected.extend(rows);
+        assert_eq!(parse(&concat(&all)), expected);
+    }
+
+    #[test]
+    fn chunks_end_on_record_boundaries_and_count_rows() {
+        let rows: Vec<Vec<String>> = (0..1000)
+            .map(|i| vec![format!("row-{i:04}"), i.to_string()])
+            .collect();
+        let all: Vec<Chunk> = chunks(&["name", "n"], rows, 1024).collect();
+        assert!(all.len() > 10);
+        let mut seen_rows = 0;
+        for chunk in &all {
+            let text = std::str::from_utf8(&chunk.bytes).unwrap();
+            assert!(text.ends_with("\r\n"));
+            assert!(chunk.bytes.len() < 1024 + 64, "{}", chunk.bytes.len());
+            seen_rows += text.matches("row-").count() as i64;
+            assert_eq!(chunk.rows_so_far, seen_rows);
+        }
+        assert_eq!(all.last().unwrap().rows_so_far, 1000);
+        let parsed = parse(&concat(&all));
+        assert_eq!(parsed.len(), 1001);
+        assert_eq!(parsed[1000], vec!["row-0999", "999"]);
+    }
+
+    #[test]
+    fn seconds_are_plain_decimals() {
+        assert_eq!(seconds(660_000_000), "660");
+        assert_eq!(seconds(1_500_000), "1.5");
+        assert_eq!(seconds(1), "0.000001");
+        assert_eq!(seconds(0), "0");
+        assert_eq!(seconds(-2_250_000), "-2.25");
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure reporting rules: facts folded from events, report periods in a time zone,
+//! statistics, report rows and CSV. No I/O here.
+
+pub mod csv;
+pub mod facts;
+pub mod period;
+pub mod reports;
+pub mod stats;

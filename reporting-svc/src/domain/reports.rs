@@ -1,0 +1,406 @@
+//! The reports, computed from counts and facts the store reads.
+//!
+//! The store counts events per quarter-hour slot (UTC) rather than handing over every
+//! timestamp; each slot is then put in its period here. Every IANA zone has had an offset
+//! that is a whole number of quarter hours since the 1970s, so a slot never straddles a
+//! local midnight and the counts are exact.
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+
+use super::facts::resolved_first_contact;
+use super::period::{Granularity, Period, period_of, periods_in};
+use super::stats::{Summary, summarize};
+
+/// Length of a counting slot, in microseconds (15 minutes).
+pub const SLOT_MICROS: i64 = 15 * 60 * 1_000_000;
+
+/// Which instants a report covers and how it groups them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Inclusive start, microseconds since the epoch.
+    pub start: i64,
+    /// Exclusive end, microseconds since the epoch.
+    pub end: i64,
+    /// The zone periods are seen from.
+    pub zone: Tz,
+    /// How rows are grouped.
+    pub granularity: Granularity,
+}
+
+impl Frame {
+    /// The period of the counting slot `slot` (index of [`SLOT_MICROS`] since the epoch).
+    pub fn period_of_slot(&self, slot: i64) -> Period {
+        period_of(
+            slot.saturating_mul(SLOT_MICROS),
+            self.zone,
+            self.granularity,
+        )
+    }
+
+    /// Every period of the frame, in order.
+    pub fn periods(&self) -> Vec<Period> {
+        periods_in(self.start, self.end, self.zone, self.granularity)
+    }
+}
+
+/// Conversations created and closed in one period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedClosed {
+    /// The period.
+    pub period: Period,
+    /// Conversations created in it.
+    pub created: i64,
+    /// Conversations closed in it.
+    pub closed: i64,
+}
+
+/// Product rule 16: one row per period of the frame, in order, zeros included.
+/// `created` and `closed` are `(slot, count)` pairs.
+pub fn created_closed(
+    frame: &Frame,
+    created: &[(i64, i64)],
+    closed: &[(i64, i64)],
+) -> Vec<CreatedClosed> {
+    let mut rows: BTreeMap<Period, (i64, i64)> =
+        frame.periods().into_iter().map(|p| (p, (0, 0))).collect();
+    for &(slot, count) in created {
+        rows.entry(frame.period_of_slot(slot)).or_default().0 += count;
+    }
+    for &(slot, count) in closed {
+        rows.entry(frame.period_of_slot(slot)).or_default().1 += count;
+    }
+    rows.into_iter()
+        .map(|(period, (created, closed))| CreatedClosed {
+            period,
+            created,
+            closed,
+        })
+        .collect()
+}
+
+/// Reassignments one agent received in one period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignments {
+    /// The period.
+    pub period: Period,
+    /// The receiving agent.
+    pub agent_id: String,
+    /// How many.
+    pub received: i64,
+}
+
+/// Product rule 15: one row per period and agent with at least one reassignment, by
+/// period then agent. `counts` are `(agent, slot, count)` triples.
+pub fn reassignments(frame: &Frame, counts: &[(String, i64, i64)]) -> Vec<Reassignments> {
+    let mut rows: BTreeMap<(Period, &str), i64> = BTreeMap::new();
+    for (agent, slot, count) in counts {
+        *rows
+            .entry((frame.period_of_slot(*slot), agent.as_str()))
+            .or_default() += count;
+    }
+    rows.into_iter()
+        .filter(|&(_, received)| received > 0)
+        .map(|((period, agent_id), received)| Reassignments {
+            period,
+            agent_id: agent_id.to_owned(),
+            received,
+        })
+        .collect()
+}
+
+/// A closed conversation as the agent reports see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedConversation {
+    /// The agent who owned it at close.
+    pub agent_id: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was closed.
+    pub closed_at: i64,
+    /// When the closing agent's segment started, if known.
+    pub segment_start: Option<i64>,
+    /// Segments in its life.
+    pub segments: i64,
+    /// Transfers requested in its life.
+    pub transfers: i64,
+    /// Times it was reopened.
+    pub reopens: i64,
+}
+
+/// Close-time statistics of one agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseTime {
+    /// The closing agent.
+    pub agent_id: String,
+    /// Time from creation to close.
+    pub from_create: Summary,
+    /// Time from the agent's assignment to close; `None` when no assignment time is
+    /// known for any of them.
+    pub from_assign: Option<Summary>,
+}
+
+fn by_agent(closed: &[ClosedConversation]) -> BTreeMap<&str, Vec<&ClosedConversation>> {
+    let mut agents: BTreeMap<&str, Vec<&ClosedConversation>> = BTreeMap::new();
+    for conversation in closed {
+        agents
+            .entry(conversation.agent_id.as_str())
+            .or_default()
+            .push(conversation);
+    }
+    agents
+}
+
+/// Product rule 17: per closing agent (by agent id), average, median and p90 of the time
+/// from creation and from the agent's assignment to close.
+pub fn close_time(closed: &[ClosedConversation]) -> Vec<CloseTime> {
+    by_agent(closed)
+        .into_iter()
+        .filter_map(|(agent_id, conversations)| {
+            let mut from_create: Vec<i64> = conversations
+                .iter()
+                .map(|c| c.closed_at - c.created_at)
+                .collect();
+            let mut from_assign: Vec<i64> = conversations
+                .iter()
+                .filter_map(|c| c.segment_start.map(|start| c.closed_at - start))
+                .collect();
+            Some(CloseTime {
+                agent_id: agent_id.to_owned(),
+                from_create: summarize(&mut from_create)?,
+                from_assign: summarize(&mut from_assign),
+            })
+        })
+        .collect()
+}
+
+/// First contact resolution of one agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstContactResolution {
+    /// The closing agent.
+    pub agent_id: String,
+    /// Conversations closed.
+    pub closed: i64,
+    /// Of those, resolved at first contact.
+    pub resolved: i64,
+    /// `resolved / closed`; 0 when nothing was closed.
+    pub rate: f64,
+}
+
+/// Product rule 18: per closing agent (by agent id), the share of conversations closed in
+/// one segment with no transfer and no reopen.
+pub fn first_contact_resolution(closed: &[ClosedConversation]) -> Vec<FirstContactResolution> {
+    by_agent(closed)
+        .into_iter()
+        .map(|(agent_id, conversations)| {
+            let total = conversations.len() as i64;
+            let resolved = conversations
+                .iter()
+                .filter(|c| resolved_first_contact(c.segments, c.transfers, c.reopens))
+                .count() as i64;
+            FirstContactResolution {
+                agent_id: agent_id.to_owned(),
+                closed: total,
+                resolved,
+                rate: if total == 0 {
+                    0.0
+                } else {
+                    resolved as f64 / total as f64
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    fn micros(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    fn slot(rfc3339: &str) -> i64 {
+        micros(rfc3339).div_euclid(SLOT_MICROS)
+    }
+
+    fn frame(start: &str, end: &str, zone: &str, granularity: Granularity) -> Frame {
+        Frame {
+            start: micros(start),
+            end: micros(end),
+            zone: zone.parse().unwrap(),
+            granularity,
+        }
+    }
+
+    #[test]
+    fn every_zone_offset_is_whole_quarter_hours_since_1980() {
+        use chrono::{Offset, TimeZone};
+        let step = 7 * 24 * 3600;
+        let (from, to) = (
+            micros("1980-01-01T00:00:00Z"),
+            micros("2040-01-01T00:00:00Z"),
+        );
+        for zone in chrono_tz::TZ_VARIANTS {
+            let mut seconds = from / 1_000_000;
+            while seconds < to / 1_000_000 {
+                let at = DateTime::from_timestamp(seconds, 0).unwrap().naive_utc();
+                let offset = zone.offset_from_utc_datetime(&at).fix().local_minus_utc();
+                assert_eq!(offset % 900, 0, "{zone} at {at}: offset {offset} s");
+                seconds += step;
+            }
+        }
+    }
+
+    #[test]
+    fn created_closed_fills_empty_days_and_uses_the_zone() {
+        let frame = frame(
+            "2026-03-01T23:00:00Z",
+            "2026-03-04T23:00:00Z",
+            "Europe/Paris",
+            Granularity::Day,
+        );
+        let rows = created_closed(
+            &frame,
+            &[
+                (slot("2026-03-02T09:00:00Z"), 2),
+                // 00:30 on 03-04 in Paris.
+                (slot("2026-03-03T23:30:00Z"), 1),
+            ],
+            &[(slot("2026-03-02T10:00:00Z"), 1)],
+        );
+        let shown: Vec<(String, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.period.label(), r.created, r.closed))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("2026-03-02".to_owned(), 2, 1),
+                ("2026-03-03".to_owned(), 0, 0),
+                ("2026-03-04".to_owned(), 1, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn created_closed_total_sums_everything() {
+        let frame = frame(
+            "2026-03-01T00:00:00Z",
+            "2026-04-01T00:00:00Z",
+            "UTC",
+            Granularity::Total,
+        );
+        let rows = created_closed(&frame, &[(1, 3), (2, 4)], &[(3, 5)]);
+        assert_eq!(
+            rows,
+            vec![CreatedClosed {
+                period: Period::Total,
+                created: 7,
+                closed: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn reassignments_sort_by_period_then_agent() {
+        let frame = frame(
+            "2026-03-02T00:00:00Z",
+            "2026-03-16T00:00:00Z",
+            "UTC",
+            Granularity::Week,
+        );
+        let rows = reassignments(
+            &frame,
+            &[
+                ("b".to_owned(), slot("2026-03-10T10:00:00Z"), 1),
+                ("b".to_owned(), slot("2026-03-02T10:00:00Z"), 1),
+                ("a".to_owned(), slot("2026-03-03T10:00:00Z"), 2),
+                ("b".to_owned(), slot("2026-03-05T10:00:00Z"), 1),
+            ],
+        );
+        let shown: Vec<(String, &str, i64)> = rows
+            .iter()
+            .map(|r| (r.period.label(), r.agent_id.as_str(), r.received))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("2026-W10".to_owned(), "a", 2),
+                ("2026-W10".to_owned(), "b", 2),
+                ("2026-W11".to_owned(), "b", 1),
+            ]
+        );
+    }
+
+    fn closed(agent: &str, created: i64, assigned: Option<i64>, closed: i64) -> ClosedConversation {
+        ClosedConversation {
+            agent_id: agent.to_owned(),
+            created_at: created * MIN,
+            closed_at: closed * MIN,
+            segment_start: assigned.map(|m| m * MIN),
+            segments: 1,
+            transfers: 0,
+            reopens: 0,
+        }
+    }
+
+    #[test]
+    fn close_time_per_agent() {
+        let rows = close_time(&[
+            closed("a", 0, Some(1), 11),
+            closed("b", 0, None, 30),
+            closed("a", 100, Some(100), 120),
+            closed("a", 200, Some(230), 290),
+        ]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].agent_id, "a");
+        assert_eq!(
+            rows[0].from_create,
+            Summary {
+                count: 3,
+                average: 40 * MIN + 20_000_000,
+                median: 20 * MIN,
+                p90: 90 * MIN
+            }
+        );
+        assert_eq!(
+            rows[0].from_assign,
+            Some(Summary {
+                count: 3,
+                average: 30 * MIN,
+                median: 20 * MIN,
+                p90: 60 * MIN
+            })
+        );
+        assert_eq!(rows[1].agent_id, "b");
+        assert_eq!(rows[1].from_create.count, 1);
+        assert_eq!(rows[1].from_assign, None);
+    }
+
+    #[test]
+    fn first_contact_resolution_per_agent() {
+        let mut transferred = closed("a", 0, Some(0), 5);
+        transferred.transfers = 1;
+        let mut reopened = closed("c", 0, Some(0), 5);
+        reopened.reopens = 1;
+        let rows = first_contact_resolution(&[
+            closed("a", 0, Some(0), 5),
+            transferred,
+            closed("a", 0, Some(0), 5),
+            reopened,
+        ]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].closed, rows[0].resolved), (3, 2));
+        assert!((rows[0].rate - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((rows[1].agent_id.as_str(), rows[1].resolved), ("c", 0));
+        assert_eq!(rows[1].rate, 0.0);
+    }
+}

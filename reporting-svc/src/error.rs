@@ -1,0 +1,80 @@
+//! reporting-svc's errors and the one place they become gRPC statuses.
+
+use switchboard_server_kit::errors::{internal, invalid_field, status};
+use tonic::{Code, Status};
+
+/// Everything a reporting call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed.
+    #[error("{field}: {description}")]
+    InvalidArgument {
+        /// The field, e.g. `filter.time_zone`.
+        field: String,
+        /// What is wrong with it.
+        description: String,
+    },
+    /// The caller has no valid gateway identity.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller lacks the role the call needs.
+    #[error("{0}")]
+    RoleRequired(String),
+    /// A CSV export would exceed the row limit.
+    #[error("the export would have {rows} rows, more than the limit of {limit}: narrow the filter")]
+    ExportTooLarge {
+        /// Rows the export would have.
+        rows: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The RPC is in the contract but not served yet.
+    #[error("{0} is part of the API contract but not served yet")]
+    NotImplemented(&'static str),
+    /// The database failed.
+    #[error("storage failed: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`] for `field`.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        match &err {
+            Error::InvalidArgument { field, description } => {
+                invalid_field(field, description.clone())
+            }
+            Error::Unauthenticated(message) => {
+                status(Code::Unauthenticated, message.clone(), "UNAUTHENTICATED")
+            }
+            Error::RoleRequired(_) => {
+                status(Code::PermissionDenied, err.to_string(), "ROLE_REQUIRED")
+            }
+            Error::ExportTooLarge { .. } => {
+                status(Code::ResourceExhausted, err.to_string(), "LIMIT_EXCEEDED")
+            }
+            Error::NotImplemented(_) => {
+                status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
+            }
+            Error::Storage(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => {
+                tracing::warn!(error = %err, "reporting database unavailable");
+                status(
+                    Code::Unavailable,
+                    "the reporting database is unavailable, retry later",
+                    "UNAVAILABLE",
+                )
+            }
+            Error::Storage(_) => internal(&err),
+        }
+    }
+}

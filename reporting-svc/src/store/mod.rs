@@ -1,0 +1,456 @@
+//! Facts and consumer cursors, on SQLite or PostgreSQL through server-kit's [`Db`].
+//!
+//! Every event is applied in one transaction with the cursor of its source: the cursor
+//! is moved first with a conditional update (`sequence < new`), which both takes the row
+//! lock that serializes concurrent consumers and tells whether the event was already
+//! applied. Facts change only when it succeeds, so a crash or a replay never loses nor
+//! double-counts an event.
+
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::{AssertSqlSafe, Row};
+use switchboard_server_kit::Db;
+
+use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
+use crate::domain::reports::{ClosedConversation, SLOT_MICROS};
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The cursor name of conversation-svc's event log.
+pub const CONVERSATION_EVENTS: &str = "conversation-svc";
+
+/// Whether [`Store::apply`] changed anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was new: facts and cursor moved together.
+    Applied,
+    /// The event was at or below the cursor: nothing changed.
+    AlreadyApplied,
+}
+
+/// Which facts a report reads: one tenant, a half-open time range, optional filters
+/// (empty means all).
+#[derive(Clone, Copy, Debug)]
+pub struct FactQuery<'a> {
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// Inclusive start, microseconds since the epoch.
+    pub start: i64,
+    /// Exclusive end, microseconds since the epoch.
+    pub end: i64,
+    /// Only these queues.
+    pub queue_ids: &'a [String],
+    /// Only these channels (`switchboard.common.v1.Channel` numbers).
+    pub channels: &'a [i32],
+    /// Only these agents (receiving or closing agent).
+    pub agent_ids: &'a [String],
+}
+
+/// The reporting database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement with `$n` placeholders built together with its bind values.
+struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, bind: Bind) -> &mut Sql {
+        self.binds.push(bind);
+        self.text.push_str(&format!("${}", self.binds.len()));
+        self
+    }
+
+    /// `AND column IN ($n, …)` when `values` is not empty.
+    fn and_in(&mut self, column: &str, values: impl ExactSizeIterator<Item = Bind>) -> &mut Sql {
+        if values.len() == 0 {
+            return self;
+        }
+        self.push(&format!(" AND {column} IN ("));
+        for (index, value) in values.enumerate() {
+            if index > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self.push(")")
+    }
+
+    /// The queue and channel filters, and the agent filter on `agent_column` when the
+    /// facts have one.
+    fn filters(&mut self, query: &FactQuery<'_>, agent_column: Option<&str>) -> &mut Sql {
+        self.and_in(
+            "queue_id",
+            query.queue_ids.iter().map(|id| Bind::Text(id.clone())),
+        )
+        .and_in(
+            "channel",
+            query.channels.iter().map(|&c| Bind::Int(i64::from(c))),
+        );
+        if let Some(column) = agent_column {
+            self.and_in(
+                column,
+                query.agent_ids.iter().map(|id| Bind::Text(id.clone())),
+            );
+        }
+        self
+    }
+
+    async fn fetch_all(self, db: &Db) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut query = sqlx::query(AssertSqlSafe(self.text));
+        for bind in self.binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query.fetch_all(&db.pool).await
+    }
+}
+
+const FACT_COLUMNS: &str = "conversation_id, tenant_id, channel, queue_id, program_id, \
+     created_at, closed_at, closing_agent_id, closing_segment_start, owner_agent_id, \
+     owner_since, segments, transfers, reopens";
+
+fn facts_from_row(row: &AnyRow) -> Result<ConversationFacts, sqlx::Error> {
+    let channel: i64 = row.try_get("channel")?;
+    Ok(ConversationFacts {
+        conversation_id: row.try_get("conversation_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        channel: i32::try_from(channel).unwrap_or_default(),
+        queue_id: row.try_get("queue_id")?,
+        program_id: row.try_get("program_id")?,
+        created_at: row.try_get("created_at")?,
+        closed_at: row.try_get("closed_at")?,
+        closing_agent_id: row.try_get("closing_agent_id")?,
+        closing_segment_start: row.try_get("closing_segment_start")?,
+        owner_agent_id: row.try_get("owner_agent_id")?,
+        owner_since: row.try_get("owner_since")?,
+        segments: row.try_get("segments")?,
+        transfers: row.try_get("transfers")?,
+        reopens: row.try_get("reopens")?,
+    })
+}
+
+impl Store {
+    /// Connects to `database_url` and runs the pending migrations.
+    pub async fn open(database_url: &str) -> Result<Store, sqlx::Error> {
+        let db = Db::connect(database_url).await?;
+        db.migrate(&SQLITE, &POSTGRES)
+            .await
+            .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
+        Ok(Store { db })
+    }
+
+    /// The underlying database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The sequence of the last event applied from `source`; 0 before the first.
+    pub async fn cursor(&self, source: &str) -> Result<i64, sqlx::Error> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT sequence FROM consumer_cursor WHERE source = $1")
+                .bind(source)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(row.map_or(0, |(sequence,)| sequence))
+    }
+
+    /// Applies `event` from `source` and moves the cursor to its sequence, in one
+    /// transaction; an event at or below the cursor changes nothing.
+    pub async fn apply(&self, source: &str, event: &Event) -> Result<Applied, sqlx::Error> {
+        self.apply_inner(source, event.sequence, Some(event)).await
+    }
+
+    /// Moves the cursor past an event that carries nothing the reports can use (logged by
+    /// the caller), so that it does not block the ones after it.
+    pub async fn skip(&self, source: &str, sequence: i64) -> Result<Applied, sqlx::Error> {
+        self.apply_inner(source, sequence, None).await
+    }
+
+    async fn apply_inner(
+        &self,
+        source: &str,
+        sequence: i64,
+        event: Option<&Event>,
+    ) -> Result<Applied, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO consumer_cursor (source, sequence) VALUES ($1, 0) \
+             ON CONFLICT (source) DO NOTHING",
+        )
+        .bind(source)
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query(
+            "UPDATE consumer_cursor SET sequence = $2 WHERE source = $1 AND sequence < $2",
+        )
+        .bind(source)
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(Applied::AlreadyApplied);
+        }
+        if let Some(event) = event {
+            let current = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
+            )))
+            .bind(&event.conversation_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| facts_from_row(&row))
+            .transpose()?;
+            let change = facts::apply(current.as_ref(), event);
+            if let Some(facts) = &change.conversation {
+                upsert_facts(&mut tx, facts, sequence).await?;
+            }
+            if let Some(assignment) = &change.assignment {
+                insert_assignment(&mut tx, assignment).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Applied::Applied)
+    }
+
+    /// The facts of one conversation, if any event about it was applied.
+    pub async fn conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationFacts>, sqlx::Error> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
+        )))
+        .bind(conversation_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .map(|row| facts_from_row(&row))
+        .transpose()
+    }
+
+    /// The assignments of one conversation, oldest first.
+    pub async fn assignments(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Vec<AssignmentFact>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT sequence, tenant_id, conversation_id, agent_id, previous_agent_id, \
+             queue_id, channel, assigned_at, reassignment FROM assignment_facts \
+             WHERE conversation_id = $1 ORDER BY sequence",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let channel: i64 = row.try_get("channel")?;
+                let reassignment: i64 = row.try_get("reassignment")?;
+                Ok(AssignmentFact {
+                    sequence: row.try_get("sequence")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    conversation_id: row.try_get("conversation_id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    previous_agent_id: row.try_get("previous_agent_id")?,
+                    queue_id: row.try_get("queue_id")?,
+                    channel: i32::try_from(channel).unwrap_or_default(),
+                    assigned_at: row.try_get("assigned_at")?,
+                    reassignment: reassignment != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Conversations created in the range, as `(slot, count)` per quarter-hour slot
+    /// (`agent_ids` does not apply).
+    pub async fn created_counts(
+        &self,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        self.slot_counts("created_at", query).await
+    }
+
+    /// Conversations whose latest close is in the range, as `(slot, count)` per
+    /// quarter-hour slot (`agent_ids` does not apply).
+    pub async fn closed_counts(
+        &self,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        self.slot_counts("closed_at", query).await
+    }
+
+    async fn slot_counts(
+        &self,
+        column: &str,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        let slot = format!("{column} / {SLOT_MICROS}");
+        let mut sql = Sql::new(&format!(
+            "SELECT {slot} AS slot, COUNT(*) AS n FROM conversation_facts WHERE tenant_id = "
+        ));
+        sql.bind(Bind::Text(query.tenant_id.to_owned()))
+            .push(&format!(" AND {column} >= "))
+            .bind(Bind::Int(query.start))
+            .push(&format!(" AND {column} < "))
+            .bind(Bind::Int(query.end))
+            .filters(query, None)
+            .push(&format!(" GROUP BY {slot} ORDER BY {slot}"));
+        sql.fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("slot")?, row.try_get("n")?)))
+            .collect()
+    }
+
+    /// Reassignments received in the range, as `(agent, slot, count)`.
+    pub async fn reassignment_counts(
+        &self,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        let slot = format!("assigned_at / {SLOT_MICROS}");
+        let mut sql = Sql::new(&format!(
+            "SELECT agent_id, {slot} AS slot, COUNT(*) AS n FROM assignment_facts \
+             WHERE reassignment = 1 AND tenant_id = "
+        ));
+        sql.bind(Bind::Text(query.tenant_id.to_owned()))
+            .push(" AND assigned_at >= ")
+            .bind(Bind::Int(query.start))
+            .push(" AND assigned_at < ")
+            .bind(Bind::Int(query.end))
+            .filters(query, Some("agent_id"))
+            .push(&format!(
+                " GROUP BY agent_id, {slot} ORDER BY agent_id, {slot}"
+            ));
+        sql.fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("agent_id")?,
+                    row.try_get("slot")?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Conversations whose latest close is in the range and that had an owner when
+    /// closed.
+    pub async fn closed_conversations(
+        &self,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<ClosedConversation>, sqlx::Error> {
+        let mut sql = Sql::new(
+            "SELECT closing_agent_id, created_at, closed_at, closing_segment_start, segments, \
+             transfers, reopens FROM conversation_facts \
+             WHERE closing_agent_id IS NOT NULL AND tenant_id = ",
+        );
+        sql.bind(Bind::Text(query.tenant_id.to_owned()))
+            .push(" AND closed_at >= ")
+            .bind(Bind::Int(query.start))
+            .push(" AND closed_at < ")
+            .bind(Bind::Int(query.end))
+            .filters(query, Some("closing_agent_id"));
+        sql.fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ClosedConversation {
+                    agent_id: row.try_get("closing_agent_id")?,
+                    created_at: row.try_get("created_at")?,
+                    closed_at: row.try_get("closed_at")?,
+                    segment_start: row.try_get("closing_segment_start")?,
+                    segments: row.try_get("segments")?,
+                    transfers: row.try_get("transfers")?,
+                    reopens: row.try_get("reopens")?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn upsert_facts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    facts: &ConversationFacts,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO conversation_facts (conversation_id, tenant_id, channel, queue_id, \
+         program_id, created_at, closed_at, closing_agent_id, closing_segment_start, \
+         owner_agent_id, owner_since, segments, transfers, reopens, last_sequence) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (conversation_id) DO UPDATE SET \
+         channel = excluded.channel, queue_id = excluded.queue_id, \
+         program_id = excluded.program_id, created_at = excluded.created_at, \
+         closed_at = excluded.closed_at, closing_agent_id = excluded.closing_agent_id, \
+         closing_segment_start = excluded.closing_segment_start, \
+         owner_agent_id = excluded.owner_agent_id, owner_since = excluded.owner_since, \
+         segments = excluded.segments, transfers = excluded.transfers, \
+         reopens = excluded.reopens, last_sequence = excluded.last_sequence",
+    )
+    .bind(&facts.conversation_id)
+    .bind(&facts.tenant_id)
+    .bind(i64::from(facts.channel))
+    .bind(&facts.queue_id)
+    .bind(&facts.program_id)
+    .bind(facts.created_at)
+    .bind(facts.closed_at)
+    .bind(facts.closing_agent_id.as_deref())
+    .bind(facts.closing_segment_start)
+    .bind(facts.owner_agent_id.as_deref())
+    .bind(facts.owner_since)
+    .bind(facts.segments)
+    .bind(facts.transfers)
+    .bind(facts.reopens)
+    .bind(sequence)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_assignment(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    assignment: &AssignmentFact,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO assignment_facts (sequence, tenant_id, conversation_id, agent_id, \
+         previous_agent_id, queue_id, channel, assigned_at, reassignment) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(assignment.sequence)
+    .bind(&assignment.tenant_id)
+    .bind(&assignment.conversation_id)
+    .bind(&assignment.agent_id)
+    .bind(&assignment.previous_agent_id)
+    .bind(&assignment.queue_id)
+    .bind(i64::from(assignment.channel))
+    .bind(assignment.assigned_at)
+    .bind(i64::from(assignment.reassignment))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Helpers shared by the store conformance suite and the gRPC tests: database backends
+//! and a builder for conversation event logs.
+#![allow(dead_code)]
+
+use chrono::DateTime;
+use prost_types::Timestamp;
+use reporting_svc::store::Store;
+use sqlx::AssertSqlSafe;
+use switchboard_proto::common::v1::Channel;
+use switchboard_proto::conversation::v1::{ConversationEvent, EventType};
+use switchboard_server_kit::Db;
+use tempfile::TempDir;
+
+/// A store on a fresh database, and what keeps that database alive.
+pub struct Backend {
+    /// The store.
+    pub store: Store,
+    /// The URL it was opened with, to open it again.
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+/// A store on a new SQLite file.
+pub async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("reporting.db").display());
+    Backend {
+        store: Store::open(&url).await.unwrap(),
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A store on a new PostgreSQL database of the server at `SWITCHBOARD_TEST_POSTGRES_URL`;
+/// `None` (with a note on stderr) when the variable is unset.
+pub async fn postgres(test: &str) -> Option<Backend> {
+    let Ok(base) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipping {test} on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&base).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    admin.pool.close().await;
+    let url = with_database(&base, &name);
+    Some(Backend {
+        store: Store::open(&url).await.unwrap(),
+        url,
+        _dir: None,
+    })
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Runs each named async test function (taking a [`Store`]) on SQLite and, when
+/// configured, on PostgreSQL.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $crate::common::sqlite().await;
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(backend) = $crate::common::postgres(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Microseconds since the epoch of an RFC 3339 time.
+pub fn micros(rfc3339: &str) -> i64 {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// A protobuf timestamp of an RFC 3339 time.
+pub fn ts(rfc3339: &str) -> Timestamp {
+    let micros = micros(rfc3339);
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// A conversation whose events a [`EventLog`] writes.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub tenant_id: String,
+    pub id: String,
+    pub channel: Channel,
+    pub queue_id: String,
+    pub created: String,
+}
+
+/// Builds an event log the way conversation-svc writes one: increasing sequences
+/// (with gaps, which readers must tolerate), every event carrying the conversation's
+/// tenant, channel, queue and creation time.
+#[derive(Default)]
+pub struct EventLog {
+    pub events: Vec<ConversationEvent>,
+    next_sequence: i64,
+}
+
+pub const PROGRAM: &str = "99999999-9999-4999-8999-999999999999";
+
+impl EventLog {
+    pub fn new() -> EventLog {
+        EventLog {
+            events: Vec::new(),
+            next_sequence: 1,
+        }
+    }
+
+    /// Leaves `n` sequence numbers unused.
+    pub fn gap(&mut self, n: i64) {
+        self.next_sequence += n;
+    }
+
+    /// The sequence of the last event written.
+    pub fn last_sequence(&self) -> i64 {
+        self.events.last().map_or(0, |e| e.sequence)
+    }
+
+    pub fn push(
+        &mut self,
+        conv: &Conv,
+        kind: EventType,
+        at: &str,
+        edit: impl FnOnce(&mut ConversationEvent),
+    ) -> i64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let mut event = ConversationEvent {
+            sequence,
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            r#type: kind as i32,
+            occur_time: Some(ts(at)),
+            queue_id: conv.queue_id.clone(),
+            channel: conv.channel as i32,
+            conversation_create_time: Some(ts(&conv.created)),
+            program_id: PROGRAM.to_owned(),
+            ..ConversationEvent::default()
+        };
+        edit(&mut event);
+        self.events.push(event);
+        sequence
+    }
+
+    /// A new conversation: CREATED then QUEUED.
+    pub fn create(
+        &mut self,
+        tenant_id: &str,
+        id: &str,
+        channel: Channel,
+        queue_id: &str,
+        at: &str,
+    ) -> Conv {
+        let conv = Conv {
+            tenant_id: tenant_id.to_owned(),
+            id: id.to_owned(),
+            channel,
+            queue_id: queue_id.to_owned(),
+            created: at.to_owned(),
+        };
+        self.push(&conv, EventType::Created, at, |_| {});
+        self.push(&conv, EventType::Queued, at, |_| {});
+        conv
+    }
+
+    pub fn assign(&mut self, conv: &Conv, at: &str, agent: &str, previous: &str) -> i64 {
+        let detail = if previous.is_empty() {
+            "offer"
+        } else {
+            "transfer"
+        };
+        self.push(conv, EventType::Assigned, at, |e| {
+            e.agent_id = agent.to_owned();
+            e.previous_agent_id = previous.to_owned();
+            e.detail = detail.to_owned();
+        })
+    }
+
+    pub fn message(&mut self, conv: &Conv, at: &str) -> i64 {
+        self.push(conv, EventType::MessageAdded, at, |e| {
+            e.message_id = uuid::Uuid::new_v4().to_string();
+        })
+    }
+
+    pub fn transfer_requested(&mut self, conv: &Conv, at: &str, owner: &str) -> i64 {
+        self.push(conv, EventType::TransferRequested, at, |e| {
+            e.agent_id = owner.to_owned();
+            e.transfer_id = uuid::Uuid::new_v4().to_string();
+        })
+    }
+
+    pub fn transfer_resolved(&mut self, conv: &Conv, at: &str, owner: &str) -> i64 {
+        self.push(conv, EventType::TransferResolved, at, |e| {
+            e.agent_id = owner.to_owned();
+        })
+    }
+
+    pub fn close(&mut self, conv: &Conv, at: &str, owner: &str) -> i64 {
+        self.push(conv, EventType::Closed, at, |e| {
+            e.agent_id = owner.to_owned();
+            e.detail = "wrap_up".to_owned();
+        })
+    }
+
+    pub fn reopen(&mut self, conv: &Conv, at: &str) -> i64 {
+        self.push(conv, EventType::Reopened, at, |_| {})
+    }
+
+    pub fn unassign(&mut self, conv: &Conv, at: &str) -> i64 {
+        self.push(conv, EventType::Unassigned, at, |_| {})
+    }
+}

@@ -1,0 +1,318 @@
+//! Store conformance: the same behaviour on SQLite and PostgreSQL.
+
+mod common;
+
+use common::{Backend, EventLog, micros};
+use reporting_svc::consumer::to_domain;
+use reporting_svc::domain::facts::Event;
+use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
+use reporting_svc::store::{Applied, CONVERSATION_EVENTS, FactQuery, Store};
+use switchboard_proto::common::v1::Channel;
+
+const TENANT: &str = "0b6f2a4e-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
+const OTHER_TENANT: &str = "7c8d9e0f-1a2b-4c3d-9e4f-5a6b7c8d9e0f";
+const Q1: &str = "11111111-1111-4111-8111-111111111111";
+const Q2: &str = "22222222-2222-4222-8222-222222222222";
+const A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+const B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+
+fn domain_events(log: &EventLog) -> Vec<Event> {
+    log.events.iter().map(|e| to_domain(e).unwrap()).collect()
+}
+
+async fn apply_all(store: &Store, events: &[Event]) {
+    for event in events {
+        assert_eq!(
+            store.apply(CONVERSATION_EVENTS, event).await.unwrap(),
+            Applied::Applied,
+            "event {}",
+            event.sequence
+        );
+    }
+}
+
+fn query<'a>(tenant_id: &'a str, start: &str, end: &str) -> FactQuery<'a> {
+    FactQuery {
+        tenant_id,
+        start: micros(start),
+        end: micros(end),
+        queue_ids: &[],
+        channels: &[],
+        agent_ids: &[],
+    }
+}
+
+fn slot(at: &str) -> i64 {
+    micros(at) / SLOT_MICROS
+}
+
+async fn cursor_starts_at_zero_and_survives_reopening(backend: &Backend) {
+    let store = &backend.store;
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
+    let mut log = EventLog::new();
+    log.gap(41);
+    log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    apply_all(store, &domain_events(&log)).await;
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 43);
+    assert_eq!(store.cursor("routing-svc").await.unwrap(), 0);
+
+    let reopened = Store::open(&backend.url).await.unwrap();
+    assert_eq!(reopened.cursor(CONVERSATION_EVENTS).await.unwrap(), 43);
+    assert!(reopened.conversation("c1").await.unwrap().is_some());
+}
+
+async fn same_event_twice_counts_once(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.transfer_requested(&c1, "2026-03-02T09:02:00Z", A);
+    log.assign(&c1, "2026-03-02T09:03:00Z", B, A);
+    let events = domain_events(&log);
+    apply_all(store, &events).await;
+
+    for event in &events {
+        assert_eq!(
+            store.apply(CONVERSATION_EVENTS, event).await.unwrap(),
+            Applied::AlreadyApplied
+        );
+    }
+    assert_eq!(
+        store
+            .skip(CONVERSATION_EVENTS, events[0].sequence)
+            .await
+            .unwrap(),
+        Applied::AlreadyApplied
+    );
+
+    let facts = store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!((facts.segments, facts.transfers), (2, 1));
+    assert_eq!(facts.owner_agent_id.as_deref(), Some(B));
+    let assignments = store.assignments("c1").await.unwrap();
+    assert_eq!(assignments.len(), 2);
+    assert!(assignments[1].reassignment);
+    let counts = store
+        .reassignment_counts(&query(
+            TENANT,
+            "2026-03-02T00:00:00Z",
+            "2026-03-03T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        vec![(B.to_owned(), slot("2026-03-02T09:03:00Z"), 1)]
+    );
+    assert_eq!(
+        store.cursor(CONVERSATION_EVENTS).await.unwrap(),
+        log.last_sequence()
+    );
+}
+
+async fn concurrent_applies_of_one_event_count_once(backend: &Backend) {
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", B, A);
+    let events = domain_events(&log);
+    apply_all(&backend.store, &events[..2]).await;
+
+    let assigned = events[2].clone();
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let store = backend.store.clone();
+            let event = assigned.clone();
+            tokio::spawn(async move { store.apply(CONVERSATION_EVENTS, &event).await.unwrap() })
+        })
+        .collect();
+    let mut applied = 0;
+    for task in tasks {
+        if task.await.unwrap() == Applied::Applied {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+    let facts = backend.store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!(facts.segments, 1);
+    assert_eq!(backend.store.assignments("c1").await.unwrap().len(), 1);
+}
+
+async fn cursor_and_facts_commit_together(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    let assigned = log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    let events = domain_events(&log);
+    apply_all(store, &events[..2]).await;
+
+    // A row already holding the assignment's key makes the write of the facts fail
+    // half-way through the event's transaction.
+    sqlx::query(
+        "INSERT INTO assignment_facts (sequence, tenant_id, conversation_id, agent_id, \
+         previous_agent_id, queue_id, channel, assigned_at, reassignment) \
+         VALUES ($1, 'x', 'x', 'x', '', '', 0, 0, 0)",
+    )
+    .bind(assigned)
+    .execute(&store.db().pool)
+    .await
+    .unwrap();
+    assert!(store.apply(CONVERSATION_EVENTS, &events[2]).await.is_err());
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 2);
+    let facts = store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!(facts.segments, 0, "the facts rolled back with the cursor");
+    assert_eq!(facts.owner_agent_id, None);
+
+    sqlx::query("DELETE FROM assignment_facts WHERE sequence = $1")
+        .bind(assigned)
+        .execute(&store.db().pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.apply(CONVERSATION_EVENTS, &events[2]).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), assigned);
+    assert_eq!(store.conversation("c1").await.unwrap().unwrap().segments, 1);
+}
+
+async fn skip_moves_only_the_cursor(backend: &Backend) {
+    let store = &backend.store;
+    assert_eq!(
+        store.skip(CONVERSATION_EVENTS, 5).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 5);
+    let mut log = EventLog::new();
+    log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    let events = domain_events(&log);
+    assert_eq!(
+        store.apply(CONVERSATION_EVENTS, &events[0]).await.unwrap(),
+        Applied::AlreadyApplied
+    );
+    assert!(store.conversation("c1").await.unwrap().is_none());
+}
+
+async fn report_queries_filter_and_bucket(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.message(&c1, "2026-03-02T09:02:00Z");
+    log.close(&c1, "2026-03-02T09:11:00Z", A);
+    let c2 = log.create(TENANT, "c2", Channel::Sms, Q2, "2026-03-02T09:05:00Z");
+    log.assign(&c2, "2026-03-02T09:06:00Z", A, "");
+    log.transfer_requested(&c2, "2026-03-02T09:07:00Z", A);
+    log.assign(&c2, "2026-03-02T09:08:00Z", B, A);
+    log.close(&c2, "2026-03-02T10:00:00Z", B);
+    // Closed without an owner.
+    let c3 = log.create(TENANT, "c3", Channel::Webchat, Q1, "2026-03-02T11:00:00Z");
+    log.close(&c3, "2026-03-02T11:30:00Z", "");
+    // Exactly at the end of the range: excluded.
+    log.create(TENANT, "c4", Channel::Webchat, Q1, "2026-03-03T00:00:00Z");
+    // Another tenant.
+    let c5 = log.create(
+        OTHER_TENANT,
+        "c5",
+        Channel::Webchat,
+        Q1,
+        "2026-03-02T09:00:00Z",
+    );
+    log.assign(&c5, "2026-03-02T09:01:00Z", B, A);
+    log.close(&c5, "2026-03-02T09:30:00Z", B);
+    apply_all(store, &domain_events(&log)).await;
+
+    let day = query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z");
+    assert_eq!(
+        store.created_counts(&day).await.unwrap(),
+        vec![
+            (slot("2026-03-02T09:00:00Z"), 2),
+            (slot("2026-03-02T11:00:00Z"), 1)
+        ]
+    );
+    assert_eq!(
+        store.closed_counts(&day).await.unwrap(),
+        vec![
+            (slot("2026-03-02T09:11:00Z"), 1),
+            (slot("2026-03-02T10:00:00Z"), 1),
+            (slot("2026-03-02T11:30:00Z"), 1),
+        ]
+    );
+
+    let q2 = [Q2.to_owned()];
+    let sms = [Channel::Sms as i32];
+    let webchat = [Channel::Webchat as i32];
+    let only_q2 = FactQuery {
+        queue_ids: &q2,
+        ..day
+    };
+    assert_eq!(
+        store.created_counts(&only_q2).await.unwrap(),
+        vec![(slot("2026-03-02T09:05:00Z"), 1)]
+    );
+    let only_webchat = FactQuery {
+        channels: &webchat,
+        ..day
+    };
+    assert_eq!(
+        store.reassignment_counts(&only_webchat).await.unwrap(),
+        vec![]
+    );
+    let only_sms = FactQuery {
+        channels: &sms,
+        ..day
+    };
+    assert_eq!(
+        store.reassignment_counts(&only_sms).await.unwrap(),
+        vec![(B.to_owned(), slot("2026-03-02T09:08:00Z"), 1)]
+    );
+
+    let mut closed = store.closed_conversations(&day).await.unwrap();
+    closed.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    assert_eq!(
+        closed,
+        vec![
+            ClosedConversation {
+                agent_id: A.to_owned(),
+                created_at: micros("2026-03-02T09:00:00Z"),
+                closed_at: micros("2026-03-02T09:11:00Z"),
+                segment_start: Some(micros("2026-03-02T09:01:00Z")),
+                segments: 1,
+                transfers: 0,
+                reopens: 0,
+            },
+            ClosedConversation {
+                agent_id: B.to_owned(),
+                created_at: micros("2026-03-02T09:05:00Z"),
+                closed_at: micros("2026-03-02T10:00:00Z"),
+                segment_start: Some(micros("2026-03-02T09:08:00Z")),
+                segments: 2,
+                transfers: 1,
+                reopens: 0,
+            },
+        ]
+    );
+    let agent_b = [B.to_owned()];
+    let only_b = FactQuery {
+        agent_ids: &agent_b,
+        ..day
+    };
+    let closed_by_b = store.closed_conversations(&only_b).await.unwrap();
+    assert_eq!(closed_by_b.len(), 1);
+    assert_eq!(closed_by_b[0].agent_id, B);
+    // The agent filter does not apply to created and closed counts.
+    assert_eq!(store.created_counts(&only_b).await.unwrap().len(), 2);
+
+    let other = query(OTHER_TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z");
+    assert_eq!(
+        store.created_counts(&other).await.unwrap(),
+        vec![(slot("2026-03-02T09:00:00Z"), 1)]
+    );
+}
+
+conformance!(
+    cursor_starts_at_zero_and_survives_reopening,
+    same_event_twice_counts_once,
+    concurrent_applies_of_one_event_count_once,
+    cursor_and_facts_commit_together,
+    skip_moves_only_the_cursor,
+    report_queries_filter_and_bucket,
+);

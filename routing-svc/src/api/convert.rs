@@ -1,0 +1,222 @@
+//! Domain records to API messages, and API durations to microseconds.
+
+use switchboard_proto::routing::v1 as pb;
+use switchboard_server_kit::db::micros_to_timestamp;
+
+use crate::domain::{
+    Agent, CapacityProfile, Offer, Program, Queue, QueueState, RoutingDecision, WaitingItem,
+};
+use crate::error::{Error, Result};
+use crate::store::Event;
+
+/// Microseconds as a protobuf `Duration`.
+pub fn micros_to_duration(micros: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1_000).expect("below one second"),
+    }
+}
+
+/// A request duration in microseconds: `None` when unset, INVALID_ARGUMENT when negative
+/// or malformed.
+pub fn duration_micros(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<i64>> {
+    let Some(duration) = value else {
+        return Ok(None);
+    };
+    if duration.seconds < 0 || duration.nanos < 0 || duration.nanos >= 1_000_000_000 {
+        return Err(Error::invalid(field, "must be a non-negative duration"));
+    }
+    let micros = duration
+        .seconds
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(i64::from(duration.nanos) / 1_000))
+        .ok_or_else(|| Error::invalid(field, "is too long"))?;
+    Ok(Some(micros))
+}
+
+/// A program for the API.
+pub fn program(program: &Program) -> pb::Program {
+    pb::Program {
+        id: program.id.clone(),
+        tenant_id: program.tenant_id.clone(),
+        display_name: program.display_name.clone(),
+        create_time: Some(micros_to_timestamp(program.create_time)),
+    }
+}
+
+/// A queue for the API.
+pub fn queue(queue: &Queue) -> pb::Queue {
+    pb::Queue {
+        id: queue.id.clone(),
+        tenant_id: queue.tenant_id.clone(),
+        program_id: queue.program_id.clone(),
+        display_name: queue.display_name.clone(),
+        accepted_channels: queue.accepted_channels.iter().map(|c| c.as_i32()).collect(),
+        assignment_method: queue.assignment_method.as_i32(),
+        max_open_per_agent: queue.max_open_per_agent,
+        offer_timeout: Some(micros_to_duration(queue.offer_timeout_us)),
+        logout_behavior: queue.logout_behavior.as_i32(),
+        offer_waiting_on_login: queue.offer_waiting_on_login,
+        required_skills: queue.required_skills.clone(),
+        priority: queue.priority,
+        overflow_queue_id: queue.overflow_queue_id.clone().unwrap_or_default(),
+        overflow_after: Some(micros_to_duration(queue.overflow_after_us)),
+        transfer_fallback: queue.transfer_fallback.as_i32(),
+        wrap_up_time_limit: Some(micros_to_duration(queue.wrap_up_time_limit_us)),
+        create_time: Some(micros_to_timestamp(queue.create_time)),
+        update_time: Some(micros_to_timestamp(queue.update_time)),
+    }
+}
+
+/// A capacity profile for the API.
+pub fn capacity_profile(profile: &CapacityProfile) -> pb::CapacityProfile {
+    pb::CapacityProfile {
+        id: profile.id.clone(),
+        tenant_id: profile.tenant_id.clone(),
+        display_name: profile.display_name.clone(),
+        total_units: profile.total_units,
+        channel_costs: profile
+            .channel_costs
+            .iter()
+            .map(|cost| pb::ChannelCost {
+                channel: cost.channel,
+                units: cost.units,
+            })
+            .collect(),
+    }
+}
+
+/// An agent's routing profile for the API.
+pub fn agent_profile(agent: &Agent) -> pb::AgentProfile {
+    pb::AgentProfile {
+        agent_id: agent.agent_id.clone(),
+        tenant_id: agent.tenant_id.clone(),
+        display_name: agent.display_name.clone(),
+        capacity_profile_id: agent.capacity_profile_id.clone(),
+        queue_ids: agent.queue_ids.clone(),
+        skills: agent
+            .skills
+            .iter()
+            .map(|skill| pb::AgentSkill {
+                name: skill.name.clone(),
+                level: skill.level,
+            })
+            .collect(),
+        team_ids: agent.team_ids.clone(),
+    }
+}
+
+/// An agent's live state for the API, with its open conversations and pending offers.
+pub fn agent_state(agent: &Agent, open_conversations: i32, pending_offers: i32) -> pb::AgentState {
+    pb::AgentState {
+        agent_id: agent.agent_id.clone(),
+        display_name: agent.display_name.clone(),
+        presence: agent.presence.as_i32(),
+        presence_reason: agent.presence_reason.clone(),
+        presence_change_time: Some(micros_to_timestamp(agent.presence_change_time)),
+        capacity_total: agent.capacity_total,
+        capacity_used: agent.capacity_used,
+        open_conversations,
+        pending_offers,
+    }
+}
+
+/// An offer for the API.
+pub fn offer(offer: &Offer) -> pb::Offer {
+    pb::Offer {
+        id: offer.id.clone(),
+        tenant_id: offer.tenant_id.clone(),
+        conversation_id: offer.conversation_id.clone(),
+        queue_id: offer.queue_id.clone(),
+        agent_id: offer.agent_id.clone(),
+        channel: offer.channel.as_i32(),
+        kind: offer.kind.as_i32(),
+        state: offer.state.as_i32(),
+        create_time: Some(micros_to_timestamp(offer.create_time)),
+        expire_time: Some(micros_to_timestamp(offer.expire_time)),
+        resolve_time: offer.resolve_time.map(micros_to_timestamp),
+        customer_display_name: offer.customer_display_name.clone(),
+        capacity_units: offer.capacity_units,
+    }
+}
+
+/// A waiting item for the API.
+pub fn waiting_item(item: &WaitingItem) -> pb::WaitingItem {
+    pb::WaitingItem {
+        conversation_id: item.conversation_id.clone(),
+        queue_id: item.queue_id.clone(),
+        channel: item.channel.as_i32(),
+        priority: item.priority,
+        enqueue_time: Some(micros_to_timestamp(item.enqueue_time)),
+        customer_display_name: item.customer_display_name.clone(),
+    }
+}
+
+/// A queue's live numbers for the API.
+pub fn queue_state(queue_id: &str, state: &QueueState) -> pb::QueueState {
+    pb::QueueState {
+        queue_id: queue_id.to_owned(),
+        waiting: state.waiting,
+        oldest_enqueue_time: state.oldest_enqueue_time.map(micros_to_timestamp),
+        agents_available: state.agents_available,
+        agents_unavailable: state.agents_unavailable,
+        pending_offers: state.pending_offers,
+    }
+}
+
+/// A routing decision record for the API.
+pub fn routing_decision(decision: &RoutingDecision) -> pb::RoutingDecision {
+    pb::RoutingDecision {
+        offer_id: decision.offer_id.clone().unwrap_or_default(),
+        conversation_id: decision.conversation_id.clone(),
+        queue_id: decision.queue_id.clone(),
+        assignment_method: decision.assignment_method.as_i32(),
+        candidates: decision
+            .candidates
+            .iter()
+            .map(|c| pb::RoutingCandidate {
+                agent_id: c.agent_id.clone(),
+                reason: c.reason,
+                free_units: c.free_units,
+            })
+            .collect(),
+        decide_time: Some(micros_to_timestamp(decision.decide_time)),
+    }
+}
+
+/// An event for the internal Subscribe stream.
+pub fn event(event: &Event) -> switchboard_proto::routing::internal::v1::SubscribeResponse {
+    switchboard_proto::routing::internal::v1::SubscribeResponse {
+        sequence: event.sequence,
+        tenant_id: event.tenant_id.clone(),
+        r#type: event.kind.clone(),
+        occur_time: Some(micros_to_timestamp(event.occur_time)),
+        agent_id: event.agent_id.clone(),
+        conversation_id: event.conversation_id.clone(),
+        queue_id: event.queue_id.clone(),
+        offer_id: event.offer_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_and_refuse_negatives() {
+        let d = micros_to_duration(1_500_000);
+        assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
+        assert_eq!(duration_micros("d", Some(&d)).unwrap(), Some(1_500_000));
+        assert_eq!(duration_micros("d", None).unwrap(), None);
+        let negative = prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert!(duration_micros("d", Some(&negative)).is_err());
+        let bad_nanos = prost_types::Duration {
+            seconds: 0,
+            nanos: 1_000_000_000,
+        };
+        assert!(duration_micros("d", Some(&bad_nanos)).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! `switchboard.routing.internal.v1.RoutingInternalService`: what conversation-svc (and
+//! reporting-svc, for events) asks of routing. Callers must be services; the tenant comes
+//! in the request body.
+
+use switchboard_proto::routing::internal::v1 as ipb;
+use switchboard_proto::routing::internal::v1::routing_internal_service_server::RoutingInternalService;
+use switchboard_server_kit::db::{now_micros, timestamp_to_micros};
+use switchboard_server_kit::identity::Role;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::api::queue::parse_channel;
+use crate::api::{MAX_TEXT, caller, convert, optional_id, parse_id, require_any, respond};
+use crate::domain::{Channel, Queue};
+use crate::engine::{Context, streams};
+use crate::error::{Error, Result};
+use crate::store::catalog;
+use crate::store::routing::{self, EnqueueInput, ReserveInput};
+
+/// Serves RoutingInternalService.
+#[derive(Clone)]
+pub struct InternalApi {
+    context: Context,
+}
+
+impl InternalApi {
+    /// The service over `context`.
+    pub fn new(context: Context) -> InternalApi {
+        InternalApi { context }
+    }
+}
+
+/// Checks that the caller is a service.
+fn authorize<T>(request: &Request<T>, rpc: &str) -> Result<()> {
+    let identity = caller(request)?;
+    require_any(&identity, &[Role::Service], rpc)
+}
+
+/// The tenant's queue, NOT_FOUND when missing, FAILED_PRECONDITION when it does not
+/// accept `channel`.
+async fn queue_accepting(
+    context: &Context,
+    tenant_id: &str,
+    queue_id: &str,
+    channel: Channel,
+) -> Result<Queue> {
+    let mut conn = context.store.conn().await?;
+    let queue = catalog::get_queue(&mut conn, tenant_id, queue_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?;
+    if !queue.accepts(channel) {
+        return Err(Error::WrongState(format!(
+            "queue {queue_id} does not accept channel {channel:?}"
+        )));
+    }
+    Ok(queue)
+}
+
+impl InternalApi {
+    async fn check_queue_impl(
+        &self,
+        request: Request<ipb::CheckQueueRequest>,
+    ) -> Result<ipb::CheckQueueResponse> {
+        authorize(&request, "RoutingInternalService/CheckQueue")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let queue_id = parse_id("queue_id", &req.queue_id)?;
+        let channel = parse_channel("channel", req.channel)?;
+        let queue = queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?;
+        Ok(ipb::CheckQueueResponse {
+            queue: Some(convert::queue(&queue)),
+        })
+    }
+
+    async fn enqueue_conversation_impl(
+        &self,
+        request: Request<ipb::EnqueueConversationRequest>,
+    ) -> Result<ipb::EnqueueConversationResponse> {
+        authorize(&request, "RoutingInternalService/EnqueueConversation")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let queue_id = parse_id("queue_id", &req.queue_id)?;
+        let channel = parse_channel("channel", req.channel)?;
+        let enqueue_key = req.enqueue_key.trim();
+        if enqueue_key.is_empty() {
+            return Err(Error::invalid("enqueue_key", "is required"));
+        }
+        if enqueue_key.chars().count() > MAX_TEXT {
+            return Err(Error::invalid(
+                "enqueue_key",
+                format!("must be at most {MAX_TEXT} characters"),
+            ));
+        }
+        let customer_display_name: String = req
+            .customer_display_name
+            .trim()
+            .chars()
+            .take(MAX_TEXT)
+            .collect();
+        let now = now_micros();
+        let enqueue_time = req
+            .wait_start_time
+            .as_ref()
+            .map_or(now, timestamp_to_micros);
+        let queue = queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?;
+
+        let mut tx = self.context.store.begin().await?;
+        let item = routing::enqueue(
+            &mut tx,
+            &EnqueueInput {
+                tenant_id,
+                conversation_id,
+                queue,
+                channel,
+                customer_display_name,
+                enqueue_key: enqueue_key.to_owned(),
+                enqueue_time,
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.context.wake_matcher();
+        info!(
+            conversation_id = %item.conversation_id,
+            queue_id = %item.queue_id,
+            "conversation enqueued"
+        );
+        Ok(ipb::EnqueueConversationResponse {
+            item: Some(convert::waiting_item(&item)),
+        })
+    }
+
+    async fn cancel_waiting_impl(
+        &self,
+        request: Request<ipb::CancelWaitingRequest>,
+    ) -> Result<ipb::CancelWaitingResponse> {
+        authorize(&request, "RoutingInternalService/CancelWaiting")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let mut tx = self.context.store.begin().await?;
+        let was_waiting =
+            routing::cancel_waiting(&mut tx, &tenant_id, &conversation_id, now_micros()).await?;
+        tx.commit().await?;
+        if was_waiting {
+            self.context.wake_matcher();
+            info!(conversation_id = %conversation_id, "waiting cancelled");
+        }
+        Ok(ipb::CancelWaitingResponse { was_waiting })
+    }
+
+    async fn release_capacity_impl(
+        &self,
+        request: Request<ipb::ReleaseCapacityRequest>,
+    ) -> Result<ipb::ReleaseCapacityResponse> {
+        authorize(&request, "RoutingInternalService/ReleaseCapacity")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let agent_id = parse_id("agent_id", &req.agent_id)?;
+        let mut tx = self.context.store.begin().await?;
+        let released_units = routing::release_capacity(
+            &mut tx,
+            &tenant_id,
+            &conversation_id,
+            &agent_id,
+            now_micros(),
+        )
+        .await?;
+        tx.commit().await?;
+        if released_units > 0 {
+            self.context.wake_matcher();
+            info!(
+                conversation_id = %conversation_id,
+                agent_id = %agent_id,
+                units = released_units,
+                "capacity released"
+            );
+        }
+        Ok(ipb::ReleaseCapacityResponse { released_units })
+    }
+
+    async fn reserve_capacity_impl(
+        &self,
+        request: Request<ipb::ReserveCapacityRequest>,
+    ) -> Result<ipb::ReserveCapacityResponse> {
+        authorize(&request, "RoutingInternalService/ReserveCapacity")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let agent_id = parse_id("agent_id", &req.agent_id)?;
+        let channel = parse_channel("channel", req.channel)?;
+        let queue_id = optional_id("queue_id", &req.queue_id)?;
+        let queue = match &queue_id {
+            Some(queue_id) => {
+                let mut conn = self.context.store.conn().await?;
+                Some(
+                    catalog::get_queue(&mut conn, &tenant_id, queue_id)
+                        .await?
+                        .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?,
+                )
+            }
+            None => None,
+        };
+        let mut tx = self.context.store.begin().await?;
+        let (units, units_over_capacity) = routing::reserve_capacity(
+            &mut tx,
+            &ReserveInput {
+                tenant_id: &tenant_id,
+                conversation_id: &conversation_id,
+                agent_id: &agent_id,
+                channel,
+                queue: queue.as_ref(),
+                override_capacity: req.r#override,
+            },
+            now_micros(),
+        )
+        .await?;
+        tx.commit().await?;
+        info!(
+            conversation_id = %conversation_id,
+            agent_id = %agent_id,
+            units,
+            units_over_capacity,
+            "capacity reserved"
+        );
+        Ok(ipb::ReserveCapacityResponse {
+            units,
+            units_over_capacity,
+        })
+    }
+
+    fn subscribe_impl(
+        &self,
+        request: Request<ipb::SubscribeRequest>,
+    ) -> Result<ReceiverStream<std::result::Result<ipb::SubscribeResponse, Status>>> {
+        authorize(&request, "RoutingInternalService/Subscribe")?;
+        let after = request.get_ref().after_sequence;
+        if after < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative"));
+        }
+        Ok(streams::subscribe(
+            self.context.store.clone(),
+            after,
+            self.context.timings.event_poll_interval,
+            self.context.shutdown.clone(),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl RoutingInternalService for InternalApi {
+    async fn check_queue(
+        &self,
+        request: Request<ipb::CheckQueueRequest>,
+    ) -> std::result::Result<Response<ipb::CheckQueueResponse>, Status> {
+        respond(self.check_queue_impl(request).await)
+    }
+
+    async fn enqueue_conversation(
+        &self,
+        request: Request<ipb::EnqueueConversationRequest>,
+    ) -> std::result::Result<Response<ipb::EnqueueConversationResponse>, Status> {
+        respond(self.enqueue_conversation_impl(request).await)
+    }
+
+    async fn cancel_waiting(
+        &self,
+        request: Request<ipb::CancelWaitingRequest>,
+    ) -> std::result::Result<Response<ipb::CancelWaitingResponse>, Status> {
+        respond(self.cancel_waiting_impl(request).await)
+    }
+
+    async fn release_capacity(
+        &self,
+        request: Request<ipb::ReleaseCapacityRequest>,
+    ) -> std::result::Result<Response<ipb::ReleaseCapacityResponse>, Status> {
+        respond(self.release_capacity_impl(request).await)
+    }
+
+    async fn reserve_capacity(
+        &self,
+        request: Request<ipb::ReserveCapacityRequest>,
+    ) -> std::result::Result<Response<ipb::ReserveCapacityResponse>, Status> {
+        respond(self.reserve_capacity_impl(request).await)
+    }
+
+    type SubscribeStream = ReceiverStream<std::result::Result<ipb::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<ipb::SubscribeRequest>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        respond(self.subscribe_impl(request))
+    }
+}

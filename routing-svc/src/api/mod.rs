@@ -1,0 +1,143 @@
+//! The gRPC services: validate → convert → call the store → convert.
+
+pub mod agent;
+pub mod convert;
+pub mod internal;
+pub mod queue;
+
+use switchboard_server_kit::identity::{Identity, PrincipalKind, Role, identity_of};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Longest display name or free-text reason accepted.
+pub(crate) const MAX_TEXT: usize = 200;
+
+/// The verified caller of a request.
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Identity> {
+    identity_of(request).map_err(|status| Error::Unauthenticated(status.message().to_owned()))
+}
+
+/// The caller's tenant, for public RPCs: users and API keys act in their own tenant.
+pub(crate) fn caller_tenant(identity: &Identity) -> Result<String> {
+    if identity.principal_kind == PrincipalKind::Service {
+        return Err(Error::RoleRequired(
+            "services call the internal API, not the public one".to_owned(),
+        ));
+    }
+    Uuid::parse_str(&identity.tenant_id)
+        .map(|id| id.to_string())
+        .map_err(|_| Error::Unauthenticated("the caller identity names no valid tenant".to_owned()))
+}
+
+/// The role names as clients see them.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Agent => "AGENT",
+        Role::Supervisor => "SUPERVISOR",
+        Role::Administrator => "ADMINISTRATOR",
+        Role::Analyst => "ANALYST",
+        Role::Bot => "BOT",
+        Role::Service => "SERVICE",
+    }
+}
+
+/// PERMISSION_DENIED unless the caller holds one of `roles`.
+pub(crate) fn require_any(identity: &Identity, roles: &[Role], rpc: &str) -> Result<()> {
+    if identity.has_any_role(roles) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| role_name(*r)).collect();
+    Err(Error::RoleRequired(format!(
+        "{rpc} needs the {} role",
+        names.join(" or ")
+    )))
+}
+
+/// A required UUID field, in canonical form.
+pub(crate) fn parse_id(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Uuid::parse_str(value)
+        .map(|id| id.to_string())
+        .map_err(|_| Error::invalid(field, "must be a UUID"))
+}
+
+/// An optional UUID field: `None` when empty.
+pub(crate) fn optional_id(field: &str, value: &str) -> Result<Option<String>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, value).map(Some)
+    }
+}
+
+/// A required name of 1 to `MAX_TEXT` characters, trimmed.
+pub(crate) fn display_name(field: &str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if trimmed.chars().count() > MAX_TEXT {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// An optional free text of at most `MAX_TEXT` characters.
+pub(crate) fn short_text(field: &str, value: &str) -> Result<String> {
+    if value.chars().count() > MAX_TEXT {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    }
+    Ok(value.trim().to_owned())
+}
+
+/// The caller's user id as an agent id.
+pub(crate) fn caller_agent_id(identity: &Identity) -> Result<String> {
+    Uuid::parse_str(&identity.principal_id)
+        .map(|id| id.to_string())
+        .map_err(|_| {
+            Error::RoleRequired("the caller is not a user with an agent profile".to_owned())
+        })
+}
+
+/// The agent a request is about: the caller when `agent_id` is empty; another agent
+/// only for a SUPERVISOR.
+pub(crate) fn target_agent(identity: &Identity, agent_id: &str, rpc: &str) -> Result<String> {
+    let requested = optional_id("agent_id", agent_id)?;
+    let own = caller_agent_id(identity).ok();
+    match requested {
+        None => caller_agent_id(identity),
+        Some(id) if Some(&id) == own.as_ref() => Ok(id),
+        Some(id) => {
+            if identity.has_role(Role::Supervisor) {
+                Ok(id)
+            } else {
+                Err(Error::RoleRequired(format!(
+                    "{rpc} for another agent needs the SUPERVISOR role"
+                )))
+            }
+        }
+    }
+}
+
+/// The answer of every RPC outside the served scope.
+pub(crate) fn not_implemented<T>(service: &'static str, rpc: &'static str) -> Result<T> {
+    Err(Error::NotImplemented { service, rpc })
+}
+
+/// Runs an RPC body and turns its error into a status, in one place.
+pub(crate) fn respond<T>(
+    result: Result<T>,
+) -> std::result::Result<tonic::Response<T>, tonic::Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(|err| err.to_status())
+}

@@ -1,0 +1,878 @@
+//! `switchboard.routing.v1.QueueService`: programs, queues, capacity profiles, agents'
+//! routing profiles, live state and routing decision records.
+
+use std::collections::BTreeSet;
+
+use switchboard_proto::routing::v1 as pb;
+use switchboard_proto::routing::v1::queue_service_server::QueueService;
+use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::identity::{Identity, Role};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::api::convert::{self, duration_micros};
+use crate::api::{
+    MAX_TEXT, caller, caller_tenant, display_name, not_implemented, optional_id, parse_id,
+    require_any, respond,
+};
+use crate::domain::{
+    AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, Program, Queue, Skill,
+    TransferFallback,
+};
+use crate::engine::Context;
+use crate::error::{Error, Result};
+use crate::store::catalog::{self, AgentProfileInput};
+use crate::store::page::PageRequest;
+use crate::store::routing;
+
+const CREATE_PROGRAM: &str = "/switchboard.routing.v1.QueueService/CreateProgram";
+const CREATE_QUEUE: &str = "/switchboard.routing.v1.QueueService/CreateQueue";
+const CREATE_CAPACITY_PROFILE: &str = "/switchboard.routing.v1.QueueService/CreateCapacityProfile";
+const SET_AGENT_PROFILE: &str = "/switchboard.routing.v1.QueueService/SetAgentProfile";
+
+/// Default time an agent has to answer an offer.
+pub const DEFAULT_OFFER_TIMEOUT_US: i64 = 30_000_000;
+/// Longest skill name accepted.
+const MAX_SKILL: usize = 100;
+
+const ADMIN: &[Role] = &[Role::Administrator];
+const READERS: &[Role] = &[Role::Supervisor, Role::Administrator];
+const QUEUE_READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Administrator];
+
+/// Serves QueueService.
+#[derive(Clone)]
+pub struct QueueApi {
+    context: Context,
+}
+
+impl QueueApi {
+    /// The service over `context`.
+    pub fn new(context: Context) -> QueueApi {
+        QueueApi { context }
+    }
+}
+
+/// The caller and its tenant, after checking it holds one of `roles`.
+fn authorize<T>(request: &Request<T>, roles: &[Role], rpc: &str) -> Result<(Identity, String)> {
+    let identity = caller(request)?;
+    require_any(&identity, roles, rpc)?;
+    let tenant_id = caller_tenant(&identity)?;
+    Ok((identity, tenant_id))
+}
+
+/// A required channel field.
+pub(crate) fn parse_channel(field: &str, value: i32) -> Result<Channel> {
+    match Channel::from_i32(value) {
+        Some(channel) => Ok(channel),
+        None if value == 0 => Err(Error::invalid(field, "is required")),
+        None => Err(Error::invalid(field, "is not a known channel")),
+    }
+}
+
+/// An optional enum field: `default` when 0, INVALID_ARGUMENT when unknown.
+fn enum_or<T>(field: &str, value: i32, default: T, from: fn(i32) -> Option<T>) -> Result<T> {
+    if value == 0 {
+        return Ok(default);
+    }
+    from(value).ok_or_else(|| Error::invalid(field, "is not a known value"))
+}
+
+/// Validates a queue to create, filling in defaults.
+fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue> {
+    let program_id = parse_id("queue.program_id", &input.program_id)?;
+    let name = display_name("queue.display_name", &input.display_name)?;
+    if input.accepted_channels.is_empty() {
+        return Err(Error::invalid(
+            "queue.accepted_channels",
+            "needs at least one channel",
+        ));
+    }
+    let mut channels = Vec::new();
+    for value in &input.accepted_channels {
+        let channel = parse_channel("queue.accepted_channels", *value)?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    let assignment_method = enum_or(
+        "queue.assignment_method",
+        input.assignment_method,
+        AssignmentMethod::MostAvailableCapacity,
+        AssignmentMethod::from_i32,
+    )?;
+    if input.max_open_per_agent < 0 {
+        return Err(Error::invalid(
+            "queue.max_open_per_agent",
+            "must not be negative",
+        ));
+    }
+    let offer_timeout_us =
+        match duration_micros("queue.offer_timeout", input.offer_timeout.as_ref())? {
+            None | Some(0) => DEFAULT_OFFER_TIMEOUT_US,
+            Some(us) => us,
+        };
+    let logout_behavior = enum_or(
+        "queue.logout_behavior",
+        input.logout_behavior,
+        LogoutBehavior::Keep,
+        LogoutBehavior::from_i32,
+    )?;
+    let mut skills = BTreeSet::new();
+    for skill in &input.required_skills {
+        let skill = skill.trim();
+        if skill.is_empty() || skill.chars().count() > MAX_SKILL {
+            return Err(Error::invalid(
+                "queue.required_skills",
+                format!("each skill needs 1 to {MAX_SKILL} characters"),
+            ));
+        }
+        skills.insert(skill.to_owned());
+    }
+    let overflow_queue_id = optional_id("queue.overflow_queue_id", &input.overflow_queue_id)?;
+    let overflow_after_us =
+        duration_micros("queue.overflow_after", input.overflow_after.as_ref())?.unwrap_or(0);
+    let transfer_fallback = enum_or(
+        "queue.transfer_fallback",
+        input.transfer_fallback,
+        TransferFallback::ReturnToSender,
+        TransferFallback::from_i32,
+    )?;
+    let wrap_up_time_limit_us = duration_micros(
+        "queue.wrap_up_time_limit",
+        input.wrap_up_time_limit.as_ref(),
+    )?
+    .unwrap_or(0);
+    Ok(Queue {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant_id.to_owned(),
+        program_id,
+        display_name: name,
+        accepted_channels: channels,
+        assignment_method,
+        max_open_per_agent: input.max_open_per_agent,
+        offer_timeout_us,
+        logout_behavior,
+        offer_waiting_on_login: input.offer_waiting_on_login,
+        required_skills: skills.into_iter().collect(),
+        priority: input.priority,
+        overflow_queue_id,
+        overflow_after_us,
+        transfer_fallback,
+        wrap_up_time_limit_us,
+        create_time: now,
+        update_time: now,
+    })
+}
+
+/// Validates a capacity profile to create.
+fn validate_capacity_profile(
+    tenant_id: &str,
+    input: &pb::CapacityProfile,
+) -> Result<CapacityProfile> {
+    let name = display_name("capacity_profile.display_name", &input.display_name)?;
+    if input.total_units < 1 {
+        return Err(Error::invalid(
+            "capacity_profile.total_units",
+            "must be at least 1",
+        ));
+    }
+    let mut costs: Vec<ChannelCost> = Vec::new();
+    for cost in &input.channel_costs {
+        let channel = parse_channel("capacity_profile.channel_costs.channel", cost.channel)?;
+        if cost.units < 1 {
+            return Err(Error::invalid(
+                "capacity_profile.channel_costs.units",
+                "must be at least 1",
+            ));
+        }
+        if costs.iter().any(|c| c.channel == channel.as_i32()) {
+            return Err(Error::invalid(
+                "capacity_profile.channel_costs",
+                "lists a channel twice",
+            ));
+        }
+        costs.push(ChannelCost {
+            channel: channel.as_i32(),
+            units: cost.units,
+        });
+    }
+    Ok(CapacityProfile {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant_id.to_owned(),
+        display_name: name,
+        total_units: input.total_units,
+        channel_costs: costs,
+    })
+}
+
+/// The parts of an agent profile that need no database to check.
+struct ProfileFields {
+    agent_id: String,
+    display_name: String,
+    capacity_profile_id: String,
+    queue_ids: Vec<String>,
+    skills: Vec<Skill>,
+    team_ids: Vec<String>,
+}
+
+fn validate_agent_profile(input: &pb::AgentProfile) -> Result<ProfileFields> {
+    let agent_id = parse_id("agent_profile.agent_id", &input.agent_id)?;
+    let name = display_name("agent_profile.display_name", &input.display_name)?;
+    let capacity_profile_id = parse_id(
+        "agent_profile.capacity_profile_id",
+        &input.capacity_profile_id,
+    )?;
+    let mut queue_ids = Vec::new();
+    for queue_id in &input.queue_ids {
+        let queue_id = parse_id("agent_profile.queue_ids", queue_id)?;
+        if !queue_ids.contains(&queue_id) {
+            queue_ids.push(queue_id);
+        }
+    }
+    let mut skills: Vec<Skill> = Vec::new();
+    for skill in &input.skills {
+        let name = skill.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_SKILL {
+            return Err(Error::invalid(
+                "agent_profile.skills.name",
+                format!("needs 1 to {MAX_SKILL} characters"),
+            ));
+        }
+        if !(1..=10).contains(&skill.level) {
+            return Err(Error::invalid(
+                "agent_profile.skills.level",
+                "must be from 1 to 10",
+            ));
+        }
+        if skills.iter().any(|s| s.name.eq_ignore_ascii_case(name)) {
+            return Err(Error::invalid(
+                "agent_profile.skills",
+                format!("lists skill \"{name}\" twice"),
+            ));
+        }
+        skills.push(Skill {
+            name: name.to_owned(),
+            level: skill.level,
+        });
+    }
+    let mut team_ids = Vec::new();
+    for team in &input.team_ids {
+        let team = team.trim();
+        if team.is_empty() || team.chars().count() > MAX_TEXT {
+            return Err(Error::invalid(
+                "agent_profile.team_ids",
+                format!("each team needs 1 to {MAX_TEXT} characters"),
+            ));
+        }
+        if !team_ids.iter().any(|t| t == team) {
+            team_ids.push(team.to_owned());
+        }
+    }
+    Ok(ProfileFields {
+        agent_id,
+        display_name: name,
+        capacity_profile_id,
+        queue_ids,
+        skills,
+        team_ids,
+    })
+}
+
+impl QueueApi {
+    async fn create_program_impl(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> Result<pb::CreateProgramResponse> {
+        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateProgram")?;
+        let req = request.into_inner();
+        let request_id = parse_id("request_id", &req.request_id)?;
+        let input = req
+            .program
+            .ok_or_else(|| Error::invalid("program", "is required"))?;
+        let program = Program {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.clone(),
+            display_name: display_name("program.display_name", &input.display_name)?,
+            create_time: now_micros(),
+        };
+        let mut tx = self.context.store.begin().await?;
+        if let Some(response) = tx.replay(&tenant_id, CREATE_PROGRAM, &request_id).await? {
+            return Ok(response);
+        }
+        catalog::insert_program(&mut tx, &program).await?;
+        let response = pb::CreateProgramResponse {
+            program: Some(convert::program(&program)),
+        };
+        tx.remember(&tenant_id, CREATE_PROGRAM, &request_id, &response)
+            .await?;
+        tx.commit().await?;
+        info!(program_id = %program.id, "program created");
+        Ok(response)
+    }
+
+    async fn get_program_impl(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> Result<pb::GetProgramResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/GetProgram")?;
+        let program_id = parse_id("program_id", &request.get_ref().program_id)?;
+        let mut conn = self.context.store.conn().await?;
+        let program = catalog::get_program(&mut conn, &tenant_id, &program_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("program {program_id} not found")))?;
+        Ok(pb::GetProgramResponse {
+            program: Some(convert::program(&program)),
+        })
+    }
+
+    async fn list_programs_impl(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> Result<pb::ListProgramsResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListPrograms")?;
+        let req = request.get_ref();
+        let page = PageRequest::parse("programs", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (programs, next_page_token) =
+            catalog::list_programs(&mut conn, &tenant_id, &page).await?;
+        Ok(pb::ListProgramsResponse {
+            programs: programs.iter().map(convert::program).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn create_queue_impl(
+        &self,
+        request: Request<pb::CreateQueueRequest>,
+    ) -> Result<pb::CreateQueueResponse> {
+        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateQueue")?;
+        let req = request.into_inner();
+        let request_id = parse_id("request_id", &req.request_id)?;
+        let input = req
+            .queue
+            .ok_or_else(|| Error::invalid("queue", "is required"))?;
+        let queue = validate_queue(&tenant_id, &input, now_micros())?;
+        let mut tx = self.context.store.begin().await?;
+        if let Some(response) = tx.replay(&tenant_id, CREATE_QUEUE, &request_id).await? {
+            return Ok(response);
+        }
+        if catalog::get_program(tx.conn(), &tenant_id, &queue.program_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "program {} not found",
+                queue.program_id
+            )));
+        }
+        if let Some(overflow) = &queue.overflow_queue_id
+            && catalog::get_queue(tx.conn(), &tenant_id, overflow)
+                .await?
+                .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "overflow queue {overflow} not found"
+            )));
+        }
+        catalog::insert_queue(&mut tx, &queue).await?;
+        let response = pb::CreateQueueResponse {
+            queue: Some(convert::queue(&queue)),
+        };
+        tx.remember(&tenant_id, CREATE_QUEUE, &request_id, &response)
+            .await?;
+        tx.commit().await?;
+        info!(queue_id = %queue.id, program_id = %queue.program_id, "queue created");
+        Ok(response)
+    }
+
+    async fn get_queue_impl(
+        &self,
+        request: Request<pb::GetQueueRequest>,
+    ) -> Result<pb::GetQueueResponse> {
+        let (_, tenant_id) = authorize(&request, QUEUE_READERS, "QueueService/GetQueue")?;
+        let queue_id = parse_id("queue_id", &request.get_ref().queue_id)?;
+        let mut conn = self.context.store.conn().await?;
+        let queue = catalog::get_queue(&mut conn, &tenant_id, &queue_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?;
+        Ok(pb::GetQueueResponse {
+            queue: Some(convert::queue(&queue)),
+        })
+    }
+
+    async fn list_queues_impl(
+        &self,
+        request: Request<pb::ListQueuesRequest>,
+    ) -> Result<pb::ListQueuesResponse> {
+        let (_, tenant_id) = authorize(&request, QUEUE_READERS, "QueueService/ListQueues")?;
+        let req = request.get_ref();
+        let program_id = optional_id("program_id", &req.program_id)?.unwrap_or_default();
+        let page = PageRequest::parse("queues", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (queues, next_page_token) =
+            catalog::list_queues(&mut conn, &tenant_id, &program_id, &page).await?;
+        Ok(pb::ListQueuesResponse {
+            queues: queues.iter().map(convert::queue).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn create_capacity_profile_impl(
+        &self,
+        request: Request<pb::CreateCapacityProfileRequest>,
+    ) -> Result<pb::CreateCapacityProfileResponse> {
+        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateCapacityProfile")?;
+        let req = request.into_inner();
+        let request_id = parse_id("request_id", &req.request_id)?;
+        let input = req
+            .capacity_profile
+            .ok_or_else(|| Error::invalid("capacity_profile", "is required"))?;
+        let profile = validate_capacity_profile(&tenant_id, &input)?;
+        let mut tx = self.context.store.begin().await?;
+        if let Some(response) = tx
+            .replay(&tenant_id, CREATE_CAPACITY_PROFILE, &request_id)
+            .await?
+        {
+            return Ok(response);
+        }
+        catalog::insert_capacity_profile(&mut tx, &profile, now_micros()).await?;
+        let response = pb::CreateCapacityProfileResponse {
+            capacity_profile: Some(convert::capacity_profile(&profile)),
+        };
+        tx.remember(&tenant_id, CREATE_CAPACITY_PROFILE, &request_id, &response)
+            .await?;
+        tx.commit().await?;
+        info!(capacity_profile_id = %profile.id, "capacity profile created");
+        Ok(response)
+    }
+
+    async fn list_capacity_profiles_impl(
+        &self,
+        request: Request<pb::ListCapacityProfilesRequest>,
+    ) -> Result<pb::ListCapacityProfilesResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListCapacityProfiles")?;
+        let req = request.get_ref();
+        let page = PageRequest::parse("capacity_profiles", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (profiles, next_page_token) =
+            catalog::list_capacity_profiles(&mut conn, &tenant_id, &page).await?;
+        Ok(pb::ListCapacityProfilesResponse {
+            capacity_profiles: profiles.iter().map(convert::capacity_profile).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn set_agent_profile_impl(
+        &self,
+        request: Request<pb::SetAgentProfileRequest>,
+    ) -> Result<pb::SetAgentProfileResponse> {
+        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/SetAgentProfile")?;
+        let req = request.into_inner();
+        let request_id = parse_id("request_id", &req.request_id)?;
+        let input = req
+            .agent_profile
+            .ok_or_else(|| Error::invalid("agent_profile", "is required"))?;
+        let fields = validate_agent_profile(&input)?;
+        let mut tx = self.context.store.begin().await?;
+        if let Some(response) = tx
+            .replay(&tenant_id, SET_AGENT_PROFILE, &request_id)
+            .await?
+        {
+            return Ok(response);
+        }
+        let capacity =
+            catalog::get_capacity_profile(tx.conn(), &tenant_id, &fields.capacity_profile_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "capacity profile {} not found",
+                        fields.capacity_profile_id
+                    ))
+                })?;
+        for queue_id in &fields.queue_ids {
+            if catalog::get_queue(tx.conn(), &tenant_id, queue_id)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound(format!("queue {queue_id} not found")));
+            }
+        }
+        let agent = catalog::upsert_agent_profile(
+            &mut tx,
+            &AgentProfileInput {
+                tenant_id: tenant_id.clone(),
+                agent_id: fields.agent_id,
+                display_name: fields.display_name,
+                capacity,
+                queue_ids: fields.queue_ids,
+                skills: fields.skills,
+                team_ids: fields.team_ids,
+            },
+            now_micros(),
+        )
+        .await?;
+        let response = pb::SetAgentProfileResponse {
+            agent_profile: Some(convert::agent_profile(&agent)),
+        };
+        tx.remember(&tenant_id, SET_AGENT_PROFILE, &request_id, &response)
+            .await?;
+        tx.commit().await?;
+        self.context.wake_matcher();
+        info!(agent_id = %agent.agent_id, "agent profile set");
+        Ok(response)
+    }
+
+    async fn get_agent_profile_impl(
+        &self,
+        request: Request<pb::GetAgentProfileRequest>,
+    ) -> Result<pb::GetAgentProfileResponse> {
+        let identity = caller(&request)?;
+        let tenant_id = caller_tenant(&identity)?;
+        let agent_id = parse_id("agent_id", &request.get_ref().agent_id)?;
+        let own = crate::api::caller_agent_id(&identity).ok().as_deref() == Some(agent_id.as_str());
+        if !own {
+            require_any(&identity, READERS, "QueueService/GetAgentProfile")?;
+        }
+        let mut conn = self.context.store.conn().await?;
+        let agent = catalog::get_agent(&mut conn, &tenant_id, &agent_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("agent {agent_id} has no routing profile")))?;
+        Ok(pb::GetAgentProfileResponse {
+            agent_profile: Some(convert::agent_profile(&agent)),
+        })
+    }
+
+    async fn list_agent_profiles_impl(
+        &self,
+        request: Request<pb::ListAgentProfilesRequest>,
+    ) -> Result<pb::ListAgentProfilesResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListAgentProfiles")?;
+        let req = request.get_ref();
+        let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
+        let page = PageRequest::parse("agents", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (agents, next_page_token) =
+            catalog::list_agents(&mut conn, &tenant_id, &queue_id, &page).await?;
+        Ok(pb::ListAgentProfilesResponse {
+            agent_profiles: agents.iter().map(convert::agent_profile).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn list_agent_states_impl(
+        &self,
+        request: Request<pb::ListAgentStatesRequest>,
+    ) -> Result<pb::ListAgentStatesResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListAgentStates")?;
+        let req = request.get_ref();
+        let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
+        let page = PageRequest::parse("agents", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (agents, next_page_token) =
+            catalog::list_agents(&mut conn, &tenant_id, &queue_id, &page).await?;
+        let mut agent_states = Vec::with_capacity(agents.len());
+        for agent in &agents {
+            let (open, pending) =
+                catalog::agent_load(&mut conn, &tenant_id, &agent.agent_id).await?;
+            agent_states.push(convert::agent_state(agent, open, pending));
+        }
+        Ok(pb::ListAgentStatesResponse {
+            agent_states,
+            next_page_token,
+        })
+    }
+
+    async fn get_queue_state_impl(
+        &self,
+        request: Request<pb::GetQueueStateRequest>,
+    ) -> Result<pb::GetQueueStateResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/GetQueueState")?;
+        let queue_id = parse_id("queue_id", &request.get_ref().queue_id)?;
+        let mut conn = self.context.store.conn().await?;
+        if catalog::get_queue(&mut conn, &tenant_id, &queue_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!("queue {queue_id} not found")));
+        }
+        let state = catalog::queue_state(&mut conn, &tenant_id, &queue_id).await?;
+        Ok(pb::GetQueueStateResponse {
+            queue_state: Some(convert::queue_state(&queue_id, &state)),
+        })
+    }
+
+    async fn list_routing_decisions_impl(
+        &self,
+        request: Request<pb::ListRoutingDecisionsRequest>,
+    ) -> Result<pb::ListRoutingDecisionsResponse> {
+        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListRoutingDecisions")?;
+        let req = request.get_ref();
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let page = PageRequest::parse("routing_decisions", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        if !routing::conversation_known(&mut conn, &tenant_id, &conversation_id).await? {
+            return Err(Error::NotFound(format!(
+                "conversation {conversation_id} was never routed"
+            )));
+        }
+        let (decisions, next_page_token) =
+            routing::list_decisions(&mut conn, &tenant_id, &conversation_id, &page).await?;
+        Ok(pb::ListRoutingDecisionsResponse {
+            routing_decisions: decisions.iter().map(convert::routing_decision).collect(),
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl QueueService for QueueApi {
+    async fn create_program(
+        &self,
+        request: Request<pb::CreateProgramRequest>,
+    ) -> std::result::Result<Response<pb::CreateProgramResponse>, Status> {
+        respond(self.create_program_impl(request).await)
+    }
+
+    async fn get_program(
+        &self,
+        request: Request<pb::GetProgramRequest>,
+    ) -> std::result::Result<Response<pb::GetProgramResponse>, Status> {
+        respond(self.get_program_impl(request).await)
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<pb::ListProgramsRequest>,
+    ) -> std::result::Result<Response<pb::ListProgramsResponse>, Status> {
+        respond(self.list_programs_impl(request).await)
+    }
+
+    async fn create_queue(
+        &self,
+        request: Request<pb::CreateQueueRequest>,
+    ) -> std::result::Result<Response<pb::CreateQueueResponse>, Status> {
+        respond(self.create_queue_impl(request).await)
+    }
+
+    async fn get_queue(
+        &self,
+        request: Request<pb::GetQueueRequest>,
+    ) -> std::result::Result<Response<pb::GetQueueResponse>, Status> {
+        respond(self.get_queue_impl(request).await)
+    }
+
+    async fn list_queues(
+        &self,
+        request: Request<pb::ListQueuesRequest>,
+    ) -> std::result::Result<Response<pb::ListQueuesResponse>, Status> {
+        respond(self.list_queues_impl(request).await)
+    }
+
+    async fn update_queue(
+        &self,
+        _request: Request<pb::UpdateQueueRequest>,
+    ) -> std::result::Result<Response<pb::UpdateQueueResponse>, Status> {
+        respond(not_implemented("QueueService", "UpdateQueue"))
+    }
+
+    async fn delete_queue(
+        &self,
+        _request: Request<pb::DeleteQueueRequest>,
+    ) -> std::result::Result<Response<pb::DeleteQueueResponse>, Status> {
+        respond(not_implemented("QueueService", "DeleteQueue"))
+    }
+
+    async fn create_capacity_profile(
+        &self,
+        request: Request<pb::CreateCapacityProfileRequest>,
+    ) -> std::result::Result<Response<pb::CreateCapacityProfileResponse>, Status> {
+        respond(self.create_capacity_profile_impl(request).await)
+    }
+
+    async fn list_capacity_profiles(
+        &self,
+        request: Request<pb::ListCapacityProfilesRequest>,
+    ) -> std::result::Result<Response<pb::ListCapacityProfilesResponse>, Status> {
+        respond(self.list_capacity_profiles_impl(request).await)
+    }
+
+    async fn set_agent_profile(
+        &self,
+        request: Request<pb::SetAgentProfileRequest>,
+    ) -> std::result::Result<Response<pb::SetAgentProfileResponse>, Status> {
+        respond(self.set_agent_profile_impl(request).await)
+    }
+
+    async fn get_agent_profile(
+        &self,
+        request: Request<pb::GetAgentProfileRequest>,
+    ) -> std::result::Result<Response<pb::GetAgentProfileResponse>, Status> {
+        respond(self.get_agent_profile_impl(request).await)
+    }
+
+    async fn list_agent_profiles(
+        &self,
+        request: Request<pb::ListAgentProfilesRequest>,
+    ) -> std::result::Result<Response<pb::ListAgentProfilesResponse>, Status> {
+        respond(self.list_agent_profiles_impl(request).await)
+    }
+
+    async fn list_agent_states(
+        &self,
+        request: Request<pb::ListAgentStatesRequest>,
+    ) -> std::result::Result<Response<pb::ListAgentStatesResponse>, Status> {
+        respond(self.list_agent_states_impl(request).await)
+    }
+
+    type StreamAgentStatesStream =
+        futures::stream::Empty<std::result::Result<pb::StreamAgentStatesResponse, Status>>;
+
+    async fn stream_agent_states(
+        &self,
+        _request: Request<pb::StreamAgentStatesRequest>,
+    ) -> std::result::Result<Response<Self::StreamAgentStatesStream>, Status> {
+        respond(not_implemented("QueueService", "StreamAgentStates"))
+    }
+
+    async fn get_queue_state(
+        &self,
+        request: Request<pb::GetQueueStateRequest>,
+    ) -> std::result::Result<Response<pb::GetQueueStateResponse>, Status> {
+        respond(self.get_queue_state_impl(request).await)
+    }
+
+    async fn list_transfer_targets(
+        &self,
+        _request: Request<pb::ListTransferTargetsRequest>,
+    ) -> std::result::Result<Response<pb::ListTransferTargetsResponse>, Status> {
+        respond(not_implemented("QueueService", "ListTransferTargets"))
+    }
+
+    async fn list_routing_decisions(
+        &self,
+        request: Request<pb::ListRoutingDecisionsRequest>,
+    ) -> std::result::Result<Response<pb::ListRoutingDecisionsResponse>, Status> {
+        respond(self.list_routing_decisions_impl(request).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_input() -> pb::Queue {
+        pb::Queue {
+            program_id: uuid::Uuid::new_v4().to_string(),
+            display_name: " Billing ".into(),
+            accepted_channels: vec![1, 1, 6],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn queue_defaults_are_filled_in() {
+        let queue = validate_queue("t", &queue_input(), 7).unwrap();
+        assert_eq!(queue.display_name, "Billing");
+        assert_eq!(
+            queue.accepted_channels,
+            vec![Channel::Webchat, Channel::Voice]
+        );
+        assert_eq!(
+            queue.assignment_method,
+            AssignmentMethod::MostAvailableCapacity
+        );
+        assert_eq!(queue.offer_timeout_us, 30_000_000);
+        assert_eq!(queue.logout_behavior, LogoutBehavior::Keep);
+        assert_eq!(queue.transfer_fallback, TransferFallback::ReturnToSender);
+        assert_eq!(queue.create_time, 7);
+    }
+
+    #[test]
+    fn queue_validation_names_the_field() {
+        let field_of = |queue: pb::Queue| match validate_queue("t", &queue, 0) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected invalid argument, got {other:?}"),
+        };
+        assert_eq!(
+            field_of(pb::Queue {
+                accepted_channels: vec![],
+                ..queue_input()
+            }),
+            "queue.accepted_channels"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                accepted_channels: vec![0],
+                ..queue_input()
+            }),
+            "queue.accepted_channels"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                display_name: "x".repeat(201),
+                ..queue_input()
+            }),
+            "queue.display_name"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                program_id: "nope".into(),
+                ..queue_input()
+            }),
+            "queue.program_id"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                max_open_per_agent: -1,
+                ..queue_input()
+            }),
+            "queue.max_open_per_agent"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                offer_timeout: Some(prost_types::Duration {
+                    seconds: -5,
+                    nanos: 0
+                }),
+                ..queue_input()
+            }),
+            "queue.offer_timeout"
+        );
+        assert_eq!(
+            field_of(pb::Queue {
+                assignment_method: 99,
+                ..queue_input()
+            }),
+            "queue.assignment_method"
+        );
+    }
+
+    #[test]
+    fn capacity_profiles_need_units_and_distinct_channels() {
+        let ok = pb::CapacityProfile {
+            display_name: "Chat".into(),
+            total_units: 3,
+            channel_costs: vec![pb::ChannelCost {
+                channel: 6,
+                units: 3,
+            }],
+            ..Default::default()
+        };
+        assert!(validate_capacity_profile("t", &ok).is_ok());
+        assert!(
+            validate_capacity_profile(
+                "t",
+                &pb::CapacityProfile {
+                    total_units: 0,
+                    ..ok.clone()
+                }
+            )
+            .is_err()
+        );
+        let twice = pb::CapacityProfile {
+            channel_costs: vec![ok.channel_costs[0], ok.channel_costs[0]],
+            ..ok.clone()
+        };
+        assert!(validate_capacity_profile("t", &twice).is_err());
+    }
+}

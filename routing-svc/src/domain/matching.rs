@@ -1,0 +1,383 @@
+//! Who may be offered a waiting conversation, and who is chosen: eligibility rules and
+//! the queue's assignment method.
+
+use std::cmp::Ordering;
+
+use crate::domain::types::{
+    Agent, AssignmentMethod, Candidate, Channel, PassReason, Queue, channel_units,
+};
+
+/// One member agent of the queue as the matcher sees it for one conversation.
+#[derive(Clone, Debug)]
+pub struct CandidateView<'a> {
+    /// The agent's profile and live state.
+    pub agent: &'a Agent,
+    /// Conversations of this queue the agent holds or has pending offers for.
+    pub open_in_queue: i32,
+    /// Whether the agent already rejected or missed this conversation (since it last
+    /// entered the queue), or has it pending.
+    pub already_offered: bool,
+}
+
+/// The outcome of routing one waiting conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The chosen agent and the units the conversation costs them.
+    pub chosen: Option<(String, i32)>,
+    /// Every member considered, chosen first, then by rank, then the passed-over ones.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Whether `agent` has every skill in `required` (names compared without case).
+pub fn has_skills(agent: &Agent, required: &[String]) -> bool {
+    required.iter().all(|needed| {
+        agent
+            .skills
+            .iter()
+            .any(|skill| skill.name.eq_ignore_ascii_case(needed) && skill.level >= 1)
+    })
+}
+
+/// Checks one member agent for an offer on `channel` from `queue`; the units the
+/// conversation would cost them, or why they are passed over.
+pub fn check_eligible(
+    queue: &Queue,
+    channel: Channel,
+    view: &CandidateView<'_>,
+) -> Result<i32, PassReason> {
+    let agent = view.agent;
+    if agent.presence == crate::domain::types::Presence::Rona {
+        return Err(PassReason::Rona);
+    }
+    if !agent.presence.receives_offers() {
+        return Err(PassReason::NotAvailable);
+    }
+    if view.already_offered {
+        return Err(PassReason::AlreadyOffered);
+    }
+    if !has_skills(agent, &queue.required_skills) {
+        return Err(PassReason::MissingSkill);
+    }
+    let units = channel_units(&agent.channel_costs, channel);
+    if !agent.capacity().can_offer(units) {
+        return Err(PassReason::NoCapacity);
+    }
+    if queue.max_open_per_agent > 0 && view.open_in_queue >= queue.max_open_per_agent {
+        return Err(PassReason::MaxOpenReached);
+    }
+    Ok(units)
+}
+
+/// Orders eligible agents best first under `method`. `rr_cursor` is the agent id the
+/// queue's rotation last chose (round robin picks the next id after it, wrapping).
+fn rank(method: AssignmentMethod, eligible: &mut [(&Agent, i32)], rr_cursor: &str) {
+    let by_idle = |a: &Agent, b: &Agent| {
+        a.idle_since
+            .cmp(&b.idle_since)
+            .then_with(|| a.agent_id.cmp(&b.agent_id))
+    };
+    match method {
+        AssignmentMethod::MostAvailableCapacity => eligible.sort_by(|(a, _), (b, _)| {
+            b.capacity()
+                .free()
+                .cmp(&a.capacity().free())
+                .then_with(|| by_idle(a, b))
+        }),
+        AssignmentMethod::LongestIdle => eligible.sort_by(|(a, _), (b, _)| by_idle(a, b)),
+        AssignmentMethod::RoundRobin => eligible.sort_by(|(a, _), (b, _)| {
+            let after = |agent: &Agent| agent.agent_id.as_str() > rr_cursor;
+            match (after(a), after(b)) {
+                (true, false) => Ordering::Less,
+                (false, true) => Ordering::Greater,
+                _ => a.agent_id.cmp(&b.agent_id),
+            }
+        }),
+        AssignmentMethod::ManualPick => {}
+    }
+}
+
+/// Routes one conversation on `channel` waiting in `queue` among the queue's members.
+/// A manual-pick queue chooses nobody.
+pub fn decide(
+    queue: &Queue,
+    channel: Channel,
+    members: &[CandidateView<'_>],
+    rr_cursor: &str,
+) -> Decision {
+    let mut eligible = Vec::new();
+    let mut passed = Vec::new();
+    for view in members {
+        match check_eligible(queue, channel, view) {
+            Ok(units) => eligible.push((view.agent, units)),
+            Err(reason) => passed.push(Candidate {
+                agent_id: view.agent.agent_id.clone(),
+                reason: reason.as_i32(),
+                free_units: view.agent.capacity().free(),
+            }),
+        }
+    }
+    rank(queue.assignment_method, &mut eligible, rr_cursor);
+    let manual = queue.assignment_method == AssignmentMethod::ManualPick;
+    let chosen = if manual {
+        None
+    } else {
+        eligible
+            .first()
+            .map(|(agent, units)| (agent.agent_id.clone(), *units))
+    };
+    passed.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    let mut candidates: Vec<Candidate> = eligible
+        .iter()
+        .enumerate()
+        .map(|(index, (agent, _))| Candidate {
+            agent_id: agent.agent_id.clone(),
+            reason: if index == 0 && !manual {
+                PassReason::Chosen
+            } else {
+                PassReason::RankedLower
+            }
+            .as_i32(),
+            free_units: agent.capacity().free(),
+        })
+        .collect();
+    candidates.extend(passed);
+    Decision { chosen, candidates }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::types::{ChannelCost, LogoutBehavior, Presence, Skill, TransferFallback};
+
+    fn queue(method: AssignmentMethod) -> Queue {
+        Queue {
+            id: "q".into(),
+            tenant_id: "t".into(),
+            program_id: "p".into(),
+            display_name: "Support".into(),
+            accepted_channels: vec![Channel::Webchat, Channel::Voice],
+            assignment_method: method,
+            max_open_per_agent: 0,
+            offer_timeout_us: 30_000_000,
+            logout_behavior: LogoutBehavior::Keep,
+            offer_waiting_on_login: true,
+            required_skills: vec![],
+            priority: 0,
+            overflow_queue_id: None,
+            overflow_after_us: 0,
+            transfer_fallback: TransferFallback::ReturnToSender,
+            wrap_up_time_limit_us: 0,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+
+    fn agent(id: &str, total: i32, used: i32, idle_since: i64) -> Agent {
+        Agent {
+            tenant_id: "t".into(),
+            agent_id: id.into(),
+            display_name: id.to_uppercase(),
+            capacity_profile_id: "cp".into(),
+            capacity_total: total,
+            channel_costs: vec![ChannelCost {
+                channel: Channel::Voice.as_i32(),
+                units: 3,
+            }],
+            queue_ids: vec!["q".into()],
+            skills: vec![],
+            team_ids: vec![],
+            presence: Presence::Available,
+            presence_reason: String::new(),
+            presence_change_time: 0,
+            idle_since,
+            capacity_used: used,
+            pending_units: 0,
+        }
+    }
+
+    fn view(agent: &Agent) -> CandidateView<'_> {
+        CandidateView {
+            agent,
+            open_in_queue: 0,
+            already_offered: false,
+        }
+    }
+
+    fn reasons(decision: &Decision) -> Vec<(String, PassReason)> {
+        decision
+            .candidates
+            .iter()
+            .map(|c| (c.agent_id.clone(), PassReason::from_i32(c.reason).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_passes_an_agent_over_with_its_reason() {
+        let q = Queue {
+            required_skills: vec!["billing".into()],
+            max_open_per_agent: 2,
+            ..queue(AssignmentMethod::MostAvailableCapacity)
+        };
+        let skilled = |mut a: Agent| {
+            a.skills.push(Skill {
+                name: "Billing".into(),
+                level: 3,
+            });
+            a
+        };
+        let ok = skilled(agent("a", 5, 0, 0));
+        let away = Agent {
+            presence: Presence::Away,
+            ..skilled(agent("b", 5, 0, 0))
+        };
+        let rona = Agent {
+            presence: Presence::Rona,
+            ..skilled(agent("c", 5, 0, 0))
+        };
+        let full = skilled(agent("d", 5, 3, 0));
+        let unskilled = agent("e", 5, 0, 0);
+        let maxed = skilled(agent("f", 5, 0, 0));
+        let rejected = skilled(agent("g", 5, 0, 0));
+        let pending_full = Agent {
+            pending_units: 3,
+            ..skilled(agent("h", 5, 0, 0))
+        };
+        let members = vec![
+            view(&ok),
+            view(&away),
+            view(&rona),
+            view(&full),
+            view(&unskilled),
+            CandidateView {
+                open_in_queue: 2,
+                ..view(&maxed)
+            },
+            CandidateView {
+                already_offered: true,
+                ..view(&rejected)
+            },
+            view(&pending_full),
+        ];
+        let decision = decide(&q, Channel::Voice, &members, "");
+        assert_eq!(decision.chosen, Some(("a".into(), 3)));
+        assert_eq!(
+            reasons(&decision),
+            vec![
+                ("a".into(), PassReason::Chosen),
+                ("b".into(), PassReason::NotAvailable),
+                ("c".into(), PassReason::Rona),
+                ("d".into(), PassReason::NoCapacity),
+                ("e".into(), PassReason::MissingSkill),
+                ("f".into(), PassReason::MaxOpenReached),
+                ("g".into(), PassReason::AlreadyOffered),
+                ("h".into(), PassReason::NoCapacity),
+            ]
+        );
+    }
+
+    #[test]
+    fn nobody_eligible_chooses_nobody() {
+        let busy = Agent {
+            presence: Presence::Busy,
+            ..agent("a", 1, 0, 0)
+        };
+        let decision = decide(
+            &queue(AssignmentMethod::LongestIdle),
+            Channel::Webchat,
+            &[view(&busy)],
+            "",
+        );
+        assert_eq!(decision.chosen, None);
+        assert_eq!(
+            reasons(&decision),
+            vec![("a".into(), PassReason::NotAvailable)]
+        );
+    }
+
+    #[test]
+    fn most_available_capacity_prefers_free_units_then_idle_time() {
+        let a = agent("a", 5, 3, 10);
+        let b = agent("b", 5, 1, 30);
+        let c = agent("c", 5, 1, 20);
+        let q = queue(AssignmentMethod::MostAvailableCapacity);
+        let decision = decide(&q, Channel::Webchat, &[view(&a), view(&b), view(&c)], "");
+        assert_eq!(decision.chosen, Some(("c".into(), 1)));
+        assert_eq!(
+            reasons(&decision),
+            vec![
+                ("c".into(), PassReason::Chosen),
+                ("b".into(), PassReason::RankedLower),
+                ("a".into(), PassReason::RankedLower),
+            ]
+        );
+        assert_eq!(decision.candidates[0].free_units, 4);
+    }
+
+    #[test]
+    fn longest_idle_prefers_the_earliest_idle_since() {
+        let a = agent("a", 5, 0, 50);
+        let b = agent("b", 5, 4, 10);
+        let q = queue(AssignmentMethod::LongestIdle);
+        let decision = decide(&q, Channel::Webchat, &[view(&a), view(&b)], "");
+        assert_eq!(decision.chosen, Some(("b".into(), 1)));
+    }
+
+    #[test]
+    fn round_robin_takes_the_next_agent_after_the_cursor_and_wraps() {
+        let a = agent("a", 5, 0, 0);
+        let b = agent("b", 5, 0, 0);
+        let c = agent("c", 5, 0, 0);
+        let q = queue(AssignmentMethod::RoundRobin);
+        let members = [view(&c), view(&a), view(&b)];
+        let mut cursor = String::new();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let (chosen, _) = decide(&q, Channel::Webchat, &members, &cursor)
+                .chosen
+                .unwrap();
+            order.push(chosen.clone());
+            cursor = chosen;
+        }
+        assert_eq!(order, ["a", "b", "c", "a"]);
+        // An ineligible agent is skipped without breaking the rotation.
+        let busy_b = Agent {
+            presence: Presence::Busy,
+            ..b.clone()
+        };
+        let decision = decide(
+            &q,
+            Channel::Webchat,
+            &[view(&a), view(&busy_b), view(&c)],
+            "a",
+        );
+        assert_eq!(decision.chosen.unwrap().0, "c");
+    }
+
+    #[test]
+    fn manual_pick_offers_nothing() {
+        let a = agent("a", 5, 0, 0);
+        let decision = decide(
+            &queue(AssignmentMethod::ManualPick),
+            Channel::Webchat,
+            &[view(&a)],
+            "",
+        );
+        assert_eq!(decision.chosen, None);
+        assert_eq!(
+            reasons(&decision),
+            vec![("a".into(), PassReason::RankedLower)]
+        );
+    }
+
+    #[test]
+    fn channel_cost_decides_capacity() {
+        // Voice costs 3 for these agents, chat 1.
+        let a = agent("a", 3, 1, 0);
+        let q = queue(AssignmentMethod::MostAvailableCapacity);
+        assert_eq!(
+            check_eligible(&q, Channel::Voice, &view(&a)),
+            Err(PassReason::NoCapacity)
+        );
+        assert_eq!(check_eligible(&q, Channel::Webchat, &view(&a)), Ok(1));
+    }
+}

@@ -1,0 +1,96 @@
+//! Presence rules: who may set what, and who receives offers.
+
+use crate::domain::types::Presence;
+
+/// Why a presence change asked by a client was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    /// RONA is set by the system when an offer times out, never by a client.
+    #[error("RONA is set by the system and cannot be set by a client")]
+    RonaBySystemOnly,
+}
+
+/// Checks a presence a client asks for. Any presence set by hand, including the current
+/// one, ends RONA: the agent has shown they are back at the desk.
+pub fn check_manual(target: Presence) -> Result<Presence, PresenceError> {
+    match target {
+        Presence::Rona => Err(PresenceError::RonaBySystemOnly),
+        other => Ok(other),
+    }
+}
+
+impl Presence {
+    /// Whether an agent in this presence may receive offers.
+    pub fn receives_offers(self) -> bool {
+        self == Presence::Available
+    }
+
+    /// Whether the agent is signed in (anything but Offline).
+    pub fn is_signed_in(self) -> bool {
+        self != Presence::Offline
+    }
+
+    /// Whether leaving this presence should withdraw the agent's pending offers: an agent
+    /// who stops being Available must not keep offers that others could take.
+    pub fn keeps_pending_offers(self) -> bool {
+        self == Presence::Available
+    }
+}
+
+/// The `idle_since` time after a presence change at `now`: becoming Available starts a
+/// new idle period, anything else keeps the old one.
+pub fn idle_since_after_change(old: Presence, new: Presence, idle_since: i64, now: i64) -> i64 {
+    if new == Presence::Available && old != Presence::Available {
+        now
+    } else {
+        idle_since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_cannot_set_rona_but_may_set_everything_else() {
+        assert_eq!(
+            check_manual(Presence::Rona),
+            Err(PresenceError::RonaBySystemOnly)
+        );
+        for presence in Presence::ALL
+            .iter()
+            .copied()
+            .filter(|p| *p != Presence::Rona)
+        {
+            assert_eq!(check_manual(presence), Ok(presence));
+        }
+    }
+
+    #[test]
+    fn only_available_receives_offers() {
+        for presence in Presence::ALL {
+            assert_eq!(
+                presence.receives_offers(),
+                *presence == Presence::Available,
+                "{presence:?}"
+            );
+        }
+        assert!(!Presence::Rona.receives_offers());
+    }
+
+    #[test]
+    fn becoming_available_restarts_idle_time() {
+        assert_eq!(
+            idle_since_after_change(Presence::Rona, Presence::Available, 5, 9),
+            9
+        );
+        assert_eq!(
+            idle_since_after_change(Presence::Available, Presence::Available, 5, 9),
+            5
+        );
+        assert_eq!(
+            idle_since_after_change(Presence::Available, Presence::Away, 5, 9),
+            5
+        );
+    }
+}

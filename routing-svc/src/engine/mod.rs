@@ -1,0 +1,37 @@
+//! The moving parts behind the API: the matcher that makes and expires offers, the
+//! dispatcher that applies accepted assignments in conversation-svc, and the streams.
+
+pub mod dispatcher;
+pub mod matcher;
+pub mod streams;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Timings;
+use crate::engine::dispatcher::Dispatcher;
+use crate::store::Store;
+
+/// What every service handler and background task shares.
+#[derive(Clone)]
+pub struct Context {
+    /// The routing database.
+    pub store: Store,
+    /// Wakes the matcher: something may now be offered.
+    pub matcher: Arc<Notify>,
+    /// Applies accepted assignments in conversation-svc.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Tuning knobs.
+    pub(crate) timings: Timings,
+    /// Cancelled when the server shuts down; ends streams and background tasks.
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Asks the matcher for a pass soon.
+    pub fn wake_matcher(&self) {
+        self.matcher.notify_one();
+    }
+}

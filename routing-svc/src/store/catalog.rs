@@ -1,0 +1,581 @@
+//! Programs, queues, capacity profiles and agents' routing profiles.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use switchboard_server_kit::db::is_unique_violation;
+
+use crate::domain::{
+    Agent, AssignmentMethod, CapacityProfile, Channel, LogoutBehavior, Presence, Program, Queue,
+    QueueState, Skill, TransferFallback,
+};
+use crate::error::{Error, Result};
+use crate::store::page::{self, PageRequest};
+use crate::store::{NewEvent, Tx, enum_column, int_column, json_column, to_json};
+
+/// Turns a unique violation into ALREADY_EXISTS with `message`.
+fn already_exists(message: String) -> impl FnOnce(sqlx::Error) -> Error {
+    move |err| {
+        if is_unique_violation(&err) {
+            Error::AlreadyExists(message)
+        } else {
+            err.into()
+        }
+    }
+}
+
+// --- programs -------------------------------------------------------------------------
+
+fn program_from_row(row: &AnyRow) -> Result<Program> {
+    Ok(Program {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        display_name: row.try_get("display_name")?,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+/// Stores a new program; ALREADY_EXISTS when the tenant has one of that name.
+pub async fn insert_program(tx: &mut Tx, program: &Program) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO programs (id, tenant_id, display_name, create_time) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&program.id)
+    .bind(&program.tenant_id)
+    .bind(&program.display_name)
+    .bind(program.create_time)
+    .execute(tx.conn())
+    .await
+    .map_err(already_exists(format!(
+        "a program named \"{}\" already exists",
+        program.display_name
+    )))?;
+    tx.event(NewEvent::new(&program.tenant_id, "program.created"));
+    Ok(())
+}
+
+/// The tenant's program `id`, if any.
+pub async fn get_program(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Program>> {
+    let row = sqlx::query(
+        "SELECT id, tenant_id, display_name, create_time FROM programs \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(program_from_row).transpose()
+}
+
+/// One page of the tenant's programs by name.
+pub async fn list_programs(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    request: &PageRequest,
+) -> Result<(Vec<Program>, String)> {
+    let after = request.after_or(&["", ""]);
+    let [name, id] = key2(&after)?;
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, display_name, create_time FROM programs WHERE tenant_id = $1 \
+         AND (display_name > $2 OR (display_name = $2 AND id > $3)) \
+         ORDER BY display_name, id LIMIT $4",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .bind(id)
+    .bind(request.fetch_limit())
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = rows
+        .iter()
+        .map(program_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(page::finish("programs", request, items, |p| {
+        vec![p.display_name.clone(), p.id.clone()]
+    }))
+}
+
+fn key2(key: &[String]) -> Result<[&str; 2]> {
+    match key {
+        [a, b] => Ok([a.as_str(), b.as_str()]),
+        _ => Err(Error::invalid(
+            "page_token",
+            "is not a token returned by this list",
+        )),
+    }
+}
+
+// --- queues ---------------------------------------------------------------------------
+
+const QUEUE_COLUMNS: &str = "id, tenant_id, program_id, display_name, accepted_channels, \
+    assignment_method, max_open_per_agent, offer_timeout_us, logout_behavior, \
+    offer_waiting_on_login, required_skills, priority, overflow_queue_id, overflow_after_us, \
+    transfer_fallback, wrap_up_time_limit_us, create_time, update_time";
+
+pub(crate) fn queue_from_row(row: &AnyRow) -> Result<Queue> {
+    let channels: Vec<i32> = json_column(row, "accepted_channels")?;
+    Ok(Queue {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        program_id: row.try_get("program_id")?,
+        display_name: row.try_get("display_name")?,
+        accepted_channels: channels.into_iter().filter_map(Channel::from_i32).collect(),
+        assignment_method: enum_column(row, "assignment_method", AssignmentMethod::from_i32)?,
+        max_open_per_agent: int_column(row, "max_open_per_agent")?,
+        offer_timeout_us: row.try_get("offer_timeout_us")?,
+        logout_behavior: enum_column(row, "logout_behavior", LogoutBehavior::from_i32)?,
+        offer_waiting_on_login: int_column(row, "offer_waiting_on_login")? != 0,
+        required_skills: json_column(row, "required_skills")?,
+        priority: int_column(row, "priority")?,
+        overflow_queue_id: row.try_get("overflow_queue_id")?,
+        overflow_after_us: row.try_get("overflow_after_us")?,
+        transfer_fallback: enum_column(row, "transfer_fallback", TransferFallback::from_i32)?,
+        wrap_up_time_limit_us: row.try_get("wrap_up_time_limit_us")?,
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+    })
+}
+
+/// Stores a new queue; ALREADY_EXISTS when its program has one of that name.
+pub async fn insert_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
+    let channels: Vec<i32> = queue.accepted_channels.iter().map(|c| c.as_i32()).collect();
+    sqlx::query(
+        "INSERT INTO queues (id, tenant_id, program_id, display_name, accepted_channels, \
+         assignment_method, max_open_per_agent, offer_timeout_us, logout_behavior, \
+         offer_waiting_on_login, required_skills, priority, overflow_queue_id, \
+         overflow_after_us, transfer_fallback, wrap_up_time_limit_us, rr_cursor, create_time, \
+         update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, '', $17, $18)",
+    )
+    .bind(&queue.id)
+    .bind(&queue.tenant_id)
+    .bind(&queue.program_id)
+    .bind(&queue.display_name)
+    .bind(to_json(&channels))
+    .bind(i64::from(queue.assignment_method.as_i32()))
+    .bind(i64::from(queue.max_open_per_agent))
+    .bind(queue.offer_timeout_us)
+    .bind(i64::from(queue.logout_behavior.as_i32()))
+    .bind(i64::from(queue.offer_waiting_on_login))
+    .bind(to_json(&queue.required_skills))
+    .bind(i64::from(queue.priority))
+    .bind(queue.overflow_queue_id.clone())
+    .bind(queue.overflow_after_us)
+    .bind(i64::from(queue.transfer_fallback.as_i32()))
+    .bind(queue.wrap_up_time_limit_us)
+    .bind(queue.create_time)
+    .bind(queue.update_time)
+    .execute(tx.conn())
+    .await
+    .map_err(already_exists(format!(
+        "a queue named \"{}\" already exists in program {}",
+        queue.display_name, queue.program_id
+    )))?;
+    tx.event(NewEvent::new(&queue.tenant_id, "queue.created").queue(&queue.id));
+    Ok(())
+}
+
+/// The tenant's queue `id`, if any.
+pub async fn get_queue(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Queue>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(queue_from_row).transpose()
+}
+
+/// One page of the tenant's queues by name, of one program when `program_id` is not empty.
+pub async fn list_queues(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    program_id: &str,
+    request: &PageRequest,
+) -> Result<(Vec<Queue>, String)> {
+    let after = request.after_or(&["", ""]);
+    let [name, id] = key2(&after)?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 \
+         AND ($2 = '' OR program_id = $2) \
+         AND (display_name > $3 OR (display_name = $3 AND id > $4)) \
+         ORDER BY display_name, id LIMIT $5"
+    )))
+    .bind(tenant_id)
+    .bind(program_id)
+    .bind(name)
+    .bind(id)
+    .bind(request.fetch_limit())
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = rows
+        .iter()
+        .map(queue_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(page::finish("queues", request, items, |q| {
+        vec![q.display_name.clone(), q.id.clone()]
+    }))
+}
+
+/// The rotation cursor of a round-robin queue: the agent it last chose.
+pub async fn round_robin_cursor(conn: &mut AnyConnection, queue_id: &str) -> Result<String> {
+    let cursor: Option<String> = sqlx::query_scalar("SELECT rr_cursor FROM queues WHERE id = $1")
+        .bind(queue_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(cursor.unwrap_or_default())
+}
+
+/// Live numbers of the tenant's queue `queue_id`.
+pub async fn queue_state(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    queue_id: &str,
+) -> Result<QueueState> {
+    let (waiting, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), MIN(enqueue_time) FROM waiting WHERE tenant_id = $1 AND queue_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(queue_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (available, unavailable): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN a.presence = $3 THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN a.presence <> $3 AND a.presence <> $4 THEN 1 ELSE 0 END), 0) \
+         FROM agent_queues m JOIN agents a ON a.tenant_id = m.tenant_id AND a.agent_id = m.agent_id \
+         WHERE m.tenant_id = $1 AND m.queue_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(queue_id)
+    .bind(i64::from(Presence::Available.as_i32()))
+    .bind(i64::from(Presence::Offline.as_i32()))
+    .fetch_one(&mut *conn)
+    .await?;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM offers WHERE tenant_id = $1 AND queue_id = $2 AND state = 1",
+    )
+    .bind(tenant_id)
+    .bind(queue_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let count = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+    Ok(QueueState {
+        waiting: count(waiting),
+        oldest_enqueue_time: oldest,
+        agents_available: count(available),
+        agents_unavailable: count(unavailable),
+        pending_offers: count(pending),
+    })
+}
+
+// --- capacity profiles ----------------------------------------------------------------
+
+fn capacity_profile_from_row(row: &AnyRow) -> Result<CapacityProfile> {
+    Ok(CapacityProfile {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        display_name: row.try_get("display_name")?,
+        total_units: int_column(row, "total_units")?,
+        channel_costs: json_column(row, "channel_costs")?,
+    })
+}
+
+/// Stores a new capacity profile.
+pub async fn insert_capacity_profile(
+    tx: &mut Tx,
+    profile: &CapacityProfile,
+    create_time: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO capacity_profiles (id, tenant_id, display_name, total_units, channel_costs, \
+         create_time) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&profile.id)
+    .bind(&profile.tenant_id)
+    .bind(&profile.display_name)
+    .bind(i64::from(profile.total_units))
+    .bind(to_json(&profile.channel_costs))
+    .bind(create_time)
+    .execute(tx.conn())
+    .await?;
+    tx.event(NewEvent::new(
+        &profile.tenant_id,
+        "capacity_profile.created",
+    ));
+    Ok(())
+}
+
+/// The tenant's capacity profile `id`, if any.
+pub async fn get_capacity_profile(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<CapacityProfile>> {
+    let row = sqlx::query(
+        "SELECT id, tenant_id, display_name, total_units, channel_costs FROM capacity_profiles \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(capacity_profile_from_row).transpose()
+}
+
+/// One page of the tenant's capacity profiles by name.
+pub async fn list_capacity_profiles(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    request: &PageRequest,
+) -> Result<(Vec<CapacityProfile>, String)> {
+    let after = request.after_or(&["", ""]);
+    let [name, id] = key2(&after)?;
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, display_name, total_units, channel_costs FROM capacity_profiles \
+         WHERE tenant_id = $1 AND (display_name > $2 OR (display_name = $2 AND id > $3)) \
+         ORDER BY display_name, id LIMIT $4",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .bind(id)
+    .bind(request.fetch_limit())
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = rows
+        .iter()
+        .map(capacity_profile_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(page::finish("capacity_profiles", request, items, |p| {
+        vec![p.display_name.clone(), p.id.clone()]
+    }))
+}
+
+// --- agents ---------------------------------------------------------------------------
+
+const AGENT_COLUMNS: &str = "a.tenant_id, a.agent_id, a.display_name, a.capacity_profile_id, \
+    a.capacity_total, a.channel_costs, a.skills, a.team_ids, a.presence, a.presence_reason, \
+    a.presence_change_time, a.idle_since, a.capacity_used, a.pending_units";
+
+/// An agent row without its queue memberships.
+fn agent_from_row(row: &AnyRow) -> Result<Agent> {
+    Ok(Agent {
+        tenant_id: row.try_get("tenant_id")?,
+        agent_id: row.try_get("agent_id")?,
+        display_name: row.try_get("display_name")?,
+        capacity_profile_id: row.try_get("capacity_profile_id")?,
+        capacity_total: int_column(row, "capacity_total")?,
+        channel_costs: json_column(row, "channel_costs")?,
+        queue_ids: Vec::new(),
+        skills: json_column::<Vec<Skill>>(row, "skills")?,
+        team_ids: json_column(row, "team_ids")?,
+        presence: enum_column(row, "presence", Presence::from_i32)?,
+        presence_reason: row.try_get("presence_reason")?,
+        presence_change_time: row.try_get("presence_change_time")?,
+        idle_since: row.try_get("idle_since")?,
+        capacity_used: int_column(row, "capacity_used")?,
+        pending_units: int_column(row, "pending_units")?,
+    })
+}
+
+async fn queue_ids_of(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT queue_id FROM agent_queues WHERE tenant_id = $1 AND agent_id = $2 ORDER BY queue_id",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The tenant's agent `agent_id` with its queues, if it has a profile.
+pub async fn get_agent(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<Agent>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 AND a.agent_id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut agent = agent_from_row(&row)?;
+    agent.queue_ids = queue_ids_of(conn, tenant_id, agent_id).await?;
+    Ok(Some(agent))
+}
+
+/// Member agents of a queue, with their queues left empty.
+pub async fn queue_members(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    queue_id: &str,
+) -> Result<Vec<Agent>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {AGENT_COLUMNS} FROM agent_queues m JOIN agents a \
+         ON a.tenant_id = m.tenant_id AND a.agent_id = m.agent_id \
+         WHERE m.tenant_id = $1 AND m.queue_id = $2 ORDER BY a.agent_id"
+    )))
+    .bind(tenant_id)
+    .bind(queue_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(agent_from_row).collect()
+}
+
+/// One page of the tenant's agents by display name, of one queue when `queue_id` is not
+/// empty, with their queues.
+pub async fn list_agents(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    queue_id: &str,
+    request: &PageRequest,
+) -> Result<(Vec<Agent>, String)> {
+    let after = request.after_or(&["", ""]);
+    let [name, id] = key2(&after)?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 \
+         AND ($2 = '' OR EXISTS (SELECT 1 FROM agent_queues m WHERE m.tenant_id = a.tenant_id \
+              AND m.agent_id = a.agent_id AND m.queue_id = $2)) \
+         AND (a.display_name > $3 OR (a.display_name = $3 AND a.agent_id > $4)) \
+         ORDER BY a.display_name, a.agent_id LIMIT $5"
+    )))
+    .bind(tenant_id)
+    .bind(queue_id)
+    .bind(name)
+    .bind(id)
+    .bind(request.fetch_limit())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut agents = rows
+        .iter()
+        .map(agent_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    for agent in &mut agents {
+        agent.queue_ids = queue_ids_of(conn, tenant_id, &agent.agent_id).await?;
+    }
+    Ok(page::finish("agents", request, agents, |a| {
+        vec![a.display_name.clone(), a.agent_id.clone()]
+    }))
+}
+
+/// What an administrator sets of an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentProfileInput {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The agent's user id.
+    pub agent_id: String,
+    /// Name shown to customers.
+    pub display_name: String,
+    /// The capacity profile (already checked to exist).
+    pub capacity: CapacityProfile,
+    /// Member queues (already checked to exist), without duplicates.
+    pub queue_ids: Vec<String>,
+    /// Skills.
+    pub skills: Vec<Skill>,
+    /// Teams.
+    pub team_ids: Vec<String>,
+}
+
+/// Creates or replaces an agent's profile, keeping its live state (presence, capacity in
+/// use). A new agent starts Offline.
+pub async fn upsert_agent_profile(
+    tx: &mut Tx,
+    input: &AgentProfileInput,
+    now: i64,
+) -> Result<Agent> {
+    let updated = sqlx::query(
+        "UPDATE agents SET display_name = $3, capacity_profile_id = $4, capacity_total = $5, \
+         channel_costs = $6, skills = $7, team_ids = $8, update_time = $9 \
+         WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(&input.tenant_id)
+    .bind(&input.agent_id)
+    .bind(&input.display_name)
+    .bind(&input.capacity.id)
+    .bind(i64::from(input.capacity.total_units))
+    .bind(to_json(&input.capacity.channel_costs))
+    .bind(to_json(&input.skills))
+    .bind(to_json(&input.team_ids))
+    .bind(now)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        sqlx::query(
+            "INSERT INTO agents (tenant_id, agent_id, display_name, capacity_profile_id, \
+             capacity_total, channel_costs, skills, team_ids, presence, presence_reason, \
+             presence_change_time, idle_since, capacity_used, pending_units, create_time, \
+             update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', $10, $10, 0, 0, $10, $10)",
+        )
+        .bind(&input.tenant_id)
+        .bind(&input.agent_id)
+        .bind(&input.display_name)
+        .bind(&input.capacity.id)
+        .bind(i64::from(input.capacity.total_units))
+        .bind(to_json(&input.capacity.channel_costs))
+        .bind(to_json(&input.skills))
+        .bind(to_json(&input.team_ids))
+        .bind(i64::from(Presence::Offline.as_i32()))
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    sqlx::query("DELETE FROM agent_queues WHERE tenant_id = $1 AND agent_id = $2")
+        .bind(&input.tenant_id)
+        .bind(&input.agent_id)
+        .execute(tx.conn())
+        .await?;
+    for queue_id in &input.queue_ids {
+        sqlx::query("INSERT INTO agent_queues (tenant_id, agent_id, queue_id) VALUES ($1, $2, $3)")
+            .bind(&input.tenant_id)
+            .bind(&input.agent_id)
+            .bind(queue_id)
+            .execute(tx.conn())
+            .await?;
+    }
+    tx.event(NewEvent::new(&input.tenant_id, "agent_profile.set").agent(&input.agent_id));
+    get_agent(tx.conn(), &input.tenant_id, &input.agent_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("agent {} vanished", input.agent_id)))
+}
+
+/// Conversations an agent holds and offers pending for them.
+pub async fn agent_load(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<(i32, i32)> {
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM assignments WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM offers WHERE tenant_id = $1 AND agent_id = $2 AND state = 1",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((
+        i32::try_from(open).unwrap_or(i32::MAX),
+        i32::try_from(pending).unwrap_or(i32::MAX),
+    ))
+}

@@ -1,0 +1,186 @@
+//! Storage of routing-svc over SQLite or PostgreSQL through server-kit's [`Db`].
+//!
+//! Every statement is written once with `$n` placeholders; ids are TEXT, times BIGINT
+//! microseconds, enums the contract's numbers and lists JSON text. Writes go through a
+//! [`Tx`], which collects the events of the change and appends them with the sequence
+//! taken last, so that event order is commit order.
+
+pub mod catalog;
+pub mod events;
+pub mod outbox;
+pub mod page;
+pub mod routing;
+
+use std::sync::Arc;
+
+use prost::Message;
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Row};
+use switchboard_server_kit::db::{Db, Dialect, is_unique_violation};
+use switchboard_server_kit::idempotency;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+pub use events::{Event, NewEvent};
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The routing database, shared by the API, the matcher and the dispatcher.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    /// The last event sequence this process committed, for streams to wake on.
+    committed: Arc<watch::Sender<i64>>,
+}
+
+impl Store {
+    /// Connects to `url` and applies the migrations of its dialect.
+    pub async fn open(url: &str) -> Result<Store> {
+        let db = Db::connect(url).await?;
+        Store::migrate(db).await
+    }
+
+    /// Applies the migrations of `db`'s dialect and wraps it.
+    pub async fn migrate(db: Db) -> Result<Store> {
+        db.migrate(&SQLITE, &POSTGRES)
+            .await
+            .map_err(|err| Error::Internal(format!("migrations failed: {err}")))?;
+        let (committed, _) = watch::channel(0);
+        Ok(Store {
+            db,
+            committed: Arc::new(committed),
+        })
+    }
+
+    /// The backend in use.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    /// A pooled connection for reads.
+    pub async fn conn(&self) -> Result<PoolConnection<Any>> {
+        Ok(self.db.pool.acquire().await?)
+    }
+
+    /// Starts a write transaction (BEGIN IMMEDIATE on SQLite).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx {
+            inner: self.db.begin().await?,
+            events: Vec::new(),
+            committed: self.committed.clone(),
+        })
+    }
+
+    /// Changes whenever this process commits events; streams wait on it.
+    pub fn commits(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.db.pool.close().await;
+    }
+}
+
+/// A write transaction with the events of its change.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    events: Vec<NewEvent>,
+    committed: Arc<watch::Sender<i64>>,
+}
+
+impl Tx {
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+
+    /// Records an event of this change; it is appended at commit.
+    pub fn event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// The response already recorded for this request, if it was applied before.
+    pub async fn replay<M: Message + Default>(
+        &mut self,
+        tenant_id: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<M>> {
+        Ok(idempotency::lookup(self.conn(), tenant_id, method, request_id).await?)
+    }
+
+    /// Records the response of this request with the change, for [`Tx::replay`]. A
+    /// concurrent twin of the same request loses here with ABORTED; its retry replays.
+    pub async fn remember<M: Message>(
+        &mut self,
+        tenant_id: &str,
+        method: &str,
+        request_id: &str,
+        response: &M,
+    ) -> Result<()> {
+        idempotency::record(self.conn(), tenant_id, method, request_id, response)
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err) {
+                    Error::Conflict(format!(
+                        "request {request_id} is being applied concurrently; retry"
+                    ))
+                } else {
+                    err.into()
+                }
+            })
+    }
+
+    /// Appends the events (the sequence counter is the last row touched) and commits.
+    pub async fn commit(mut self) -> Result<()> {
+        let events = std::mem::take(&mut self.events);
+        let last = events::append(self.conn(), &events).await?;
+        self.inner.commit().await?;
+        if let Some(last) = last {
+            self.committed.send_if_modified(|current| {
+                if last > *current {
+                    *current = last;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Abandons the change.
+    pub async fn rollback(self) -> Result<()> {
+        self.inner.rollback().await?;
+        Ok(())
+    }
+}
+
+/// Decodes a JSON text column.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text)
+        .map_err(|err| Error::Internal(format!("column {column} holds bad JSON: {err}")))
+}
+
+/// Encodes a value for a JSON text column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serializes")
+}
+
+/// Reads an integer column into an `i32`.
+pub(crate) fn int_column(row: &AnyRow, column: &str) -> Result<i32> {
+    let value: i64 = row.try_get(column)?;
+    i32::try_from(value).map_err(|_| Error::Internal(format!("column {column} out of range")))
+}
+
+/// Reads an enum column through its `from_i32`.
+pub(crate) fn enum_column<T>(row: &AnyRow, column: &str, from: fn(i32) -> Option<T>) -> Result<T> {
+    let value = int_column(row, column)?;
+    from(value).ok_or_else(|| Error::Internal(format!("column {column} holds unknown {value}")))
+}

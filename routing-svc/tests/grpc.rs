@@ -1,0 +1,1103 @@
+//! routing-svc over gRPC, in process: the real server on a pre-bound loopback listener,
+//! called with generated clients over channels that sign an identity, and a small fake
+//! conversation-svc that records ApplyAssignment calls.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use routing_svc::{Config, HEALTH_SERVICES, serve};
+use switchboard_proto::common::v1::Channel;
+use switchboard_proto::conversation::internal::v1 as cpb;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::{
+    ConversationInternalService, ConversationInternalServiceServer,
+};
+use switchboard_proto::routing::internal::v1 as ipb;
+use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
+use switchboard_proto::routing::v1 as pb;
+use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
+use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_server_kit::identity::{
+    Identity, IdentityKey, PrincipalKind, Role, SignedChannel, identity_of, signed_channel,
+};
+use switchboard_server_kit::server::{ServeOptions, ShutdownSignal};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+const SECRET: &str = "routing-test-secret-0123456789";
+
+fn key() -> IdentityKey {
+    IdentityKey::new(SECRET).unwrap()
+}
+
+fn new_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+fn user(tenant: &str, user_id: &str, roles: &[Role]) -> Identity {
+    Identity {
+        tenant_id: tenant.to_owned(),
+        tenant_ancestry: vec![],
+        principal_id: user_id.to_owned(),
+        principal_kind: PrincipalKind::User,
+        display_name: format!("user {user_id}"),
+        roles: roles.to_vec(),
+        enabled_supervisor_actions: vec![],
+    }
+}
+
+// --- fake conversation-svc ------------------------------------------------------------
+
+/// How the fake answers ApplyAssignment.
+#[derive(Clone, Copy, Debug)]
+enum FakeMode {
+    /// UNAVAILABLE for the first `n` calls, then OK.
+    UnavailableFirst(usize),
+    /// FAILED_PRECONDITION: the conversation was closed meanwhile.
+    Refuse,
+}
+
+#[derive(Default)]
+struct FakeLog {
+    calls: usize,
+    applied: Vec<cpb::ApplyAssignmentRequest>,
+    callers: Vec<Identity>,
+}
+
+struct FakeConversation {
+    mode: FakeMode,
+    log: Arc<Mutex<FakeLog>>,
+}
+
+#[tonic::async_trait]
+impl ConversationInternalService for FakeConversation {
+    async fn apply_assignment(
+        &self,
+        request: Request<cpb::ApplyAssignmentRequest>,
+    ) -> Result<Response<cpb::ApplyAssignmentResponse>, Status> {
+        let identity = identity_of(&request)?;
+        let mut log = self.log.lock().unwrap();
+        log.calls += 1;
+        log.callers.push(identity);
+        match self.mode {
+            FakeMode::UnavailableFirst(n) if log.calls <= n => {
+                Err(Status::unavailable("conversation-svc is starting"))
+            }
+            FakeMode::Refuse => Err(Status::failed_precondition("conversation is closed")),
+            FakeMode::UnavailableFirst(_) => {
+                let req = request.into_inner();
+                let conversation = switchboard_proto::conversation::v1::Conversation {
+                    id: req.conversation_id.clone(),
+                    tenant_id: req.tenant_id.clone(),
+                    owner_agent_id: req.agent_id.clone(),
+                    ..Default::default()
+                };
+                log.applied.push(req);
+                Ok(Response::new(cpb::ApplyAssignmentResponse {
+                    conversation: Some(conversation),
+                }))
+            }
+        }
+    }
+
+    type SubscribeStream = futures::stream::Empty<Result<cpb::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        _request: Request<cpb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+}
+
+async fn start_fake(mode: FakeMode) -> (String, Arc<Mutex<FakeLog>>, ShutdownSignal) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(FakeLog::default()));
+    let fake = FakeConversation {
+        mode,
+        log: log.clone(),
+    };
+    let shutdown = ShutdownSignal::new();
+    let mut options = ServeOptions::new("fake-conversation-svc");
+    options.identity = Some(key());
+    let routes = Routes::new(ConversationInternalServiceServer::new(fake));
+    tokio::spawn(switchboard_server_kit::server::serve(
+        options,
+        routes,
+        listener,
+        shutdown.clone(),
+    ));
+    (url, log, shutdown)
+}
+
+// --- harness --------------------------------------------------------------------------
+
+struct Harness {
+    addr: SocketAddr,
+    tenant: String,
+    shutdown: ShutdownSignal,
+    server: JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn test_config(dir: &tempfile::TempDir, conversation_url: &str) -> Config {
+    Config {
+        metrics_listen: None,
+        database_url: format!("sqlite://{}", dir.path().join("routing.db").display()),
+        identity_secret: SECRET.to_owned(),
+        conversation_url: conversation_url.to_owned(),
+        matcher_interval_ms: 20,
+        rematch_interval_ms: 300,
+        event_poll_interval_ms: 50,
+        outbox_retry_initial_ms: 50,
+        outbox_retry_max_ms: 200,
+        conversation_timeout_ms: 2_000,
+        ..Config::default()
+    }
+}
+
+async fn start(conversation_url: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(&dir, conversation_url);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = ShutdownSignal::new();
+    let server = tokio::spawn(serve(config, listener, shutdown.clone()));
+    Harness {
+        addr,
+        tenant: new_id(),
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn channel(&self, identity: Identity) -> SignedChannel {
+        signed_channel(&format!("http://{}", self.addr), key(), identity).unwrap()
+    }
+
+    fn admin(&self) -> QueueServiceClient<SignedChannel> {
+        QueueServiceClient::new(self.channel(user(&self.tenant, &new_id(), &[Role::Administrator])))
+    }
+
+    fn supervisor(&self) -> QueueServiceClient<SignedChannel> {
+        QueueServiceClient::new(self.channel(user(&self.tenant, &new_id(), &[Role::Supervisor])))
+    }
+
+    fn agent(&self, agent_id: &str) -> AgentServiceClient<SignedChannel> {
+        AgentServiceClient::new(self.channel(user(&self.tenant, agent_id, &[Role::Agent])))
+    }
+
+    fn internal(&self) -> RoutingInternalServiceClient<SignedChannel> {
+        RoutingInternalServiceClient::new(self.channel(Identity::service("conversation-svc")))
+    }
+
+    /// A program, a chat queue with `offer_timeout`, and a 2-unit capacity profile.
+    async fn setup(
+        &self,
+        offer_timeout: Duration,
+        method: pb::AssignmentMethod,
+    ) -> (String, String) {
+        let mut admin = self.admin();
+        let program = admin
+            .create_program(pb::CreateProgramRequest {
+                request_id: new_id(),
+                program: Some(pb::Program {
+                    display_name: "Support".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .program
+            .unwrap();
+        let queue = admin
+            .create_queue(pb::CreateQueueRequest {
+                request_id: new_id(),
+                queue: Some(pb::Queue {
+                    program_id: program.id.clone(),
+                    display_name: "Chat".into(),
+                    accepted_channels: vec![Channel::Webchat as i32],
+                    assignment_method: method as i32,
+                    offer_timeout: Some(prost_types::Duration {
+                        seconds: i64::try_from(offer_timeout.as_secs()).unwrap(),
+                        nanos: i32::try_from(offer_timeout.subsec_nanos()).unwrap(),
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .queue
+            .unwrap();
+        let profile = admin
+            .create_capacity_profile(pb::CreateCapacityProfileRequest {
+                request_id: new_id(),
+                capacity_profile: Some(pb::CapacityProfile {
+                    display_name: "Chat agents".into(),
+                    total_units: 2,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .capacity_profile
+            .unwrap();
+        (queue.id, profile.id)
+    }
+
+    /// An agent profile in `queue_id`, Available, with its offer stream open.
+    async fn available_agent(
+        &self,
+        name: &str,
+        queue_id: &str,
+        profile_id: &str,
+    ) -> (String, Streaming<pb::StreamOffersResponse>) {
+        let agent_id = new_id();
+        self.admin()
+            .set_agent_profile(pb::SetAgentProfileRequest {
+                request_id: new_id(),
+                agent_profile: Some(pb::AgentProfile {
+                    agent_id: agent_id.clone(),
+                    display_name: name.into(),
+                    capacity_profile_id: profile_id.into(),
+                    queue_ids: vec![queue_id.into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        let mut agent = self.agent(&agent_id);
+        let stream = agent
+            .stream_offers(pb::StreamOffersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        self.set_presence(&agent_id, pb::Presence::Available)
+            .await
+            .unwrap();
+        (agent_id, stream)
+    }
+
+    async fn set_presence(
+        &self,
+        agent_id: &str,
+        presence: pb::Presence,
+    ) -> Result<pb::AgentState, Status> {
+        self.agent(agent_id)
+            .set_presence(pb::SetPresenceRequest {
+                request_id: new_id(),
+                agent_id: String::new(),
+                presence: presence as i32,
+                reason: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().agent_state.unwrap())
+    }
+
+    async fn state(&self, agent_id: &str) -> pb::AgentState {
+        self.agent(agent_id)
+            .get_agent_state(pb::GetAgentStateRequest {
+                agent_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .agent_state
+            .unwrap()
+    }
+
+    async fn enqueue(
+        &self,
+        queue_id: &str,
+        conversation_id: &str,
+    ) -> Result<pb::WaitingItem, Status> {
+        self.internal()
+            .enqueue_conversation(ipb::EnqueueConversationRequest {
+                tenant_id: self.tenant.clone(),
+                conversation_id: conversation_id.to_owned(),
+                queue_id: queue_id.to_owned(),
+                channel: Channel::Webchat as i32,
+                customer_display_name: "Grace".into(),
+                enqueue_key: "create".into(),
+                wait_start_time: None,
+            })
+            .await
+            .map(|r| r.into_inner().item.unwrap())
+    }
+
+    async fn accept(
+        &self,
+        agent_id: &str,
+        offer_id: &str,
+        request_id: &str,
+    ) -> Result<pb::AcceptOfferResponse, Status> {
+        self.agent(agent_id)
+            .accept_offer(pb::AcceptOfferRequest {
+                request_id: request_id.to_owned(),
+                offer_id: offer_id.to_owned(),
+            })
+            .await
+            .map(Response::into_inner)
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(15), self.server)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The next offer message within `within`, or `None` when nothing came.
+async fn next_offer(
+    stream: &mut Streaming<pb::StreamOffersResponse>,
+    within: Duration,
+) -> Option<pb::Offer> {
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(message) => message.unwrap().map(|m| m.offer.unwrap()),
+        Err(_) => None,
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+fn state_of(offer: &pb::Offer) -> pb::offer::State {
+    pb::offer::State::try_from(offer.state).unwrap()
+}
+
+// --- tests ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offer_accept_and_apply_with_retries() {
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(2)).await;
+    let h = start(&url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+
+    let conversation_id = new_id();
+    let item = h.enqueue(&queue_id, &conversation_id).await.unwrap();
+    assert_eq!(item.conversation_id, conversation_id);
+    assert_eq!(item.queue_id, queue_id);
+
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .expect("an offer arrives");
+    assert_eq!(offer.conversation_id, conversation_id);
+    assert_eq!(offer.agent_id, agent_id);
+    assert_eq!(state_of(&offer), pb::offer::State::Pending);
+    assert_eq!(offer.customer_display_name, "Grace");
+    assert_eq!(offer.capacity_units, 1);
+    assert_eq!(h.state(&agent_id).await.pending_offers, 1);
+
+    let request_id = new_id();
+    let accepted = h.accept(&agent_id, &offer.id, &request_id).await.unwrap();
+    assert_eq!(accepted.conversation_id, conversation_id);
+    assert_eq!(
+        state_of(accepted.offer.as_ref().unwrap()),
+        pb::offer::State::Accepted
+    );
+    let state = h.state(&agent_id).await;
+    assert_eq!(
+        (
+            state.capacity_used,
+            state.capacity_total,
+            state.open_conversations,
+            state.pending_offers
+        ),
+        (1, 2, 1, 0)
+    );
+    let resolution = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(resolution.id, offer.id);
+    assert_eq!(state_of(&resolution), pb::offer::State::Accepted);
+
+    // conversation-svc was down for the first attempt and the first retry.
+    eventually("the assignment to be applied", || async {
+        !log.lock().unwrap().applied.is_empty()
+    })
+    .await;
+    {
+        let log = log.lock().unwrap();
+        assert_eq!(log.calls, 3);
+        let applied = &log.applied[0];
+        assert_eq!(applied.tenant_id, h.tenant);
+        assert_eq!(applied.conversation_id, conversation_id);
+        assert_eq!(applied.agent_id, agent_id);
+        assert_eq!(applied.agent_display_name, "Ada");
+        assert_eq!(applied.offer_id, offer.id);
+        assert_eq!(applied.queue_id, queue_id);
+        assert_eq!(applied.start_reason, "offer");
+        assert!(
+            log.callers
+                .iter()
+                .all(|c| c.has_role(Role::Service) && c.principal_id == "routing-svc")
+        );
+    }
+
+    // A retry with the same request id gets the same answer; a new one is refused.
+    let replay = h.accept(&agent_id, &offer.id, &request_id).await.unwrap();
+    assert_eq!(replay, accepted);
+    let twice = h.accept(&agent_id, &offer.id, &new_id()).await.unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&twice), "WRONG_STATE");
+    assert_eq!(h.state(&agent_id).await.capacity_used, 1, "nothing changed");
+
+    // The event log tells the same story, gap-free.
+    let mut events = h
+        .internal()
+        .subscribe(ipb::SubscribeRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    let mut last = 0;
+    while !kinds.iter().any(|k| k == "assignment.applied") {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.sequence, last + 1);
+        last = event.sequence;
+        kinds.push(event.r#type);
+    }
+    for expected in [
+        "conversation.enqueued",
+        "offer.created",
+        "offer.accepted",
+        "capacity.reserved",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "{expected} in {kinds:?}"
+        );
+    }
+
+    // Releasing frees the units once.
+    let mut internal = h.internal();
+    let release = ipb::ReleaseCapacityRequest {
+        tenant_id: h.tenant.clone(),
+        conversation_id: conversation_id.clone(),
+        agent_id: agent_id.clone(),
+    };
+    let first = internal
+        .release_capacity(release.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = internal
+        .release_capacity(release)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((first.released_units, second.released_units), (1, 0));
+    assert_eq!(h.state(&agent_id).await.capacity_used, 0);
+
+    h.stop().await;
+    fake_shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_assignment_releases_capacity() {
+    let (url, log, fake_shutdown) = start_fake(FakeMode::Refuse).await;
+    let h = start(&url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    h.enqueue(&queue_id, &new_id()).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    h.accept(&agent_id, &offer.id, &new_id()).await.unwrap();
+    // The first attempt runs before AcceptOffer returns.
+    assert_eq!(log.lock().unwrap().calls, 1);
+    let state = h.state(&agent_id).await;
+    assert_eq!((state.capacity_used, state.open_conversations), (0, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log.lock().unwrap().calls, 1, "a refusal is not retried");
+    h.stop().await;
+    fake_shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeout_puts_the_agent_in_rona_until_presence_is_set() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_millis(300), pb::AssignmentMethod::RoundRobin)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+
+    let first = new_id();
+    h.enqueue(&queue_id, &first).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(offer.conversation_id, first);
+    let timed_out = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(timed_out.id, offer.id);
+    assert_eq!(state_of(&timed_out), pb::offer::State::TimedOut);
+    assert_eq!(
+        pb::Presence::try_from(h.state(&agent_id).await.presence).unwrap(),
+        pb::Presence::Rona
+    );
+
+    // Nothing more while in RONA, on any conversation.
+    let second = new_id();
+    h.enqueue(&queue_id, &second).await.unwrap();
+    assert!(
+        next_offer(&mut offers, Duration::from_millis(800))
+            .await
+            .is_none()
+    );
+    let queue_state = h
+        .supervisor()
+        .get_queue_state(pb::GetQueueStateRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_state
+        .unwrap();
+    assert_eq!((queue_state.waiting, queue_state.pending_offers), (2, 0));
+    assert_eq!(
+        (queue_state.agents_available, queue_state.agents_unavailable),
+        (0, 1)
+    );
+
+    // The decision record says why.
+    let decisions = h
+        .supervisor()
+        .list_routing_decisions(pb::ListRoutingDecisionsRequest {
+            conversation_id: second.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routing_decisions;
+    assert!(!decisions.is_empty());
+    assert!(decisions[0].offer_id.is_empty());
+    assert_eq!(decisions[0].candidates.len(), 1);
+    assert_eq!(decisions[0].candidates[0].agent_id, agent_id);
+    assert_eq!(
+        decisions[0].candidates[0].reason,
+        pb::PassReason::Rona as i32
+    );
+    let first_decisions = h
+        .supervisor()
+        .list_routing_decisions(pb::ListRoutingDecisionsRequest {
+            conversation_id: first.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routing_decisions;
+    let made = first_decisions
+        .iter()
+        .find(|d| d.offer_id == offer.id)
+        .unwrap();
+    assert_eq!(made.candidates[0].reason, pb::PassReason::Chosen as i32);
+    assert_eq!(
+        made.assignment_method,
+        pb::AssignmentMethod::RoundRobin as i32
+    );
+
+    // A client cannot set RONA, and the refusal changes nothing.
+    let refused = h
+        .set_presence(&agent_id, pb::Presence::Rona)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    // Setting a presence by hand ends RONA; the missed conversation goes to someone else,
+    // the other one comes to this agent.
+    let state = h
+        .set_presence(&agent_id, pb::Presence::Available)
+        .await
+        .unwrap();
+    assert_eq!(
+        pb::Presence::try_from(state.presence).unwrap(),
+        pb::Presence::Available
+    );
+    let next = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(next.conversation_id, second);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejected_offers_go_to_someone_else() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(
+            Duration::from_secs(30),
+            pb::AssignmentMethod::MostAvailableCapacity,
+        )
+        .await;
+    let (ada, mut ada_offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let (bob, mut bob_offers) = h.available_agent("Bob", &queue_id, &profile_id).await;
+    let conversation = new_id();
+    h.enqueue(&queue_id, &conversation).await.unwrap();
+    let (first_agent, first_stream, second_agent, second_stream) = tokio::select! {
+        Some(offer) = next_offer(&mut ada_offers, Duration::from_secs(5)) => (ada.clone(), offer, bob.clone(), &mut bob_offers),
+        Some(offer) = next_offer(&mut bob_offers, Duration::from_secs(5)) => (bob.clone(), offer, ada.clone(), &mut ada_offers),
+    };
+    let rejected = h
+        .agent(&first_agent)
+        .reject_offer(pb::RejectOfferRequest {
+            request_id: new_id(),
+            offer_id: first_stream.id.clone(),
+            reason: "busy with a call".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(state_of(&rejected), pb::offer::State::Rejected);
+    let second = next_offer(second_stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(second.conversation_id, conversation);
+    assert_eq!(second.agent_id, second_agent);
+    // The rejecting agent is still Available (reject is not RONA).
+    assert_eq!(
+        pb::Presence::try_from(h.state(&first_agent).await.presence).unwrap(),
+        pb::Presence::Available
+    );
+    // Someone else's offer is not found for this agent.
+    let foreign = h
+        .accept(&first_agent, &second.id, &new_id())
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let mut admin = h.admin();
+
+    let queue = |program_id: &str, channels: Vec<i32>| pb::CreateQueueRequest {
+        request_id: new_id(),
+        queue: Some(pb::Queue {
+            program_id: program_id.to_owned(),
+            display_name: "Email".into(),
+            accepted_channels: channels,
+            ..Default::default()
+        }),
+    };
+    let malformed = admin
+        .create_queue(queue("nope", vec![1]))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert_eq!(reason(&malformed), "INVALID_ARGUMENT");
+    assert_eq!(
+        malformed
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "queue.program_id"
+    );
+    let missing = admin
+        .create_queue(pb::CreateQueueRequest {
+            request_id: new_id(),
+            queue: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    let no_request_id = admin
+        .create_queue(pb::CreateQueueRequest {
+            request_id: String::new(),
+            ..queue(&new_id(), vec![1])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_request_id.code(), Code::InvalidArgument);
+    let no_channels = admin
+        .create_queue(queue(&new_id(), vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(no_channels.code(), Code::InvalidArgument);
+    let unknown_program = admin
+        .create_queue(queue(&new_id(), vec![1]))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_program.code(), Code::NotFound);
+    assert_eq!(reason(&unknown_program), "NOT_FOUND");
+
+    // Another tenant's administrator sees none of it.
+    let other_tenant = new_id();
+    let mut other_admin =
+        QueueServiceClient::new(h.channel(user(&other_tenant, &new_id(), &[Role::Administrator])));
+    let foreign = other_admin
+        .get_queue(pb::GetQueueRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    let foreign_profile = other_admin
+        .set_agent_profile(pb::SetAgentProfileRequest {
+            request_id: new_id(),
+            agent_profile: Some(pb::AgentProfile {
+                agent_id: new_id(),
+                display_name: "Eve".into(),
+                capacity_profile_id: profile_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign_profile.code(), Code::NotFound);
+
+    // Nothing was created by the refused calls.
+    let queues = admin
+        .list_queues(pb::ListQueuesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .queues;
+    assert_eq!(queues.len(), 1);
+    let bad_token = admin
+        .list_queues(pb::ListQueuesRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+
+    // Roles.
+    let agent_id = new_id();
+    let mut as_agent =
+        QueueServiceClient::new(h.channel(user(&h.tenant, &agent_id, &[Role::Agent])));
+    let denied = as_agent
+        .create_program(pb::CreateProgramRequest {
+            request_id: new_id(),
+            program: Some(pb::Program {
+                display_name: "Mine".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(reason(&denied), "ROLE_REQUIRED");
+    assert!(
+        as_agent
+            .get_queue(pb::GetQueueRequest {
+                queue_id: queue_id.clone()
+            })
+            .await
+            .is_ok()
+    );
+    let mut user_as_service =
+        RoutingInternalServiceClient::new(h.channel(user(&h.tenant, &agent_id, &[Role::Agent])));
+    let not_a_service = user_as_service
+        .cancel_waiting(ipb::CancelWaitingRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: new_id(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_a_service.code(), Code::PermissionDenied);
+
+    // An agent without a profile.
+    let no_profile = h
+        .set_presence(&agent_id, pb::Presence::Available)
+        .await
+        .unwrap_err();
+    assert_eq!(no_profile.code(), Code::NotFound);
+    let mut stream = h.agent(&agent_id);
+    assert_eq!(
+        stream
+            .stream_offers(pb::StreamOffersRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // Agent requests.
+    let (ada, _offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let unspecified = h
+        .set_presence(&ada, pb::Presence::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(unspecified.code(), Code::InvalidArgument);
+    let bad_offer = h.accept(&ada, "nope", &new_id()).await.unwrap_err();
+    assert_eq!(bad_offer.code(), Code::InvalidArgument);
+    let no_request = h.accept(&ada, &new_id(), "").await.unwrap_err();
+    assert_eq!(no_request.code(), Code::InvalidArgument);
+    let unknown_offer = h.accept(&ada, &new_id(), &new_id()).await.unwrap_err();
+    assert_eq!(unknown_offer.code(), Code::NotFound);
+    // Another agent's presence needs SUPERVISOR.
+    let (bob, _bob_offers) = h.available_agent("Bob", &queue_id, &profile_id).await;
+    let for_bob = pb::SetPresenceRequest {
+        request_id: new_id(),
+        agent_id: bob.clone(),
+        presence: pb::Presence::Away as i32,
+        reason: String::new(),
+    };
+    let not_supervisor = h
+        .agent(&ada)
+        .set_presence(for_bob.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(not_supervisor.code(), Code::PermissionDenied);
+    let mut supervisor =
+        AgentServiceClient::new(h.channel(user(&h.tenant, &new_id(), &[Role::Supervisor])));
+    let set = supervisor.set_presence(for_bob).await.unwrap().into_inner();
+    assert_eq!(set.agent_state.unwrap().presence, pb::Presence::Away as i32);
+
+    // Internal requests.
+    let mut internal = h.internal();
+    let wrong_channel = internal
+        .enqueue_conversation(ipb::EnqueueConversationRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: new_id(),
+            queue_id: queue_id.clone(),
+            channel: Channel::Voice as i32,
+            enqueue_key: "create".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_channel.code(), Code::FailedPrecondition);
+    let wrong_tenant = internal
+        .check_queue(ipb::CheckQueueRequest {
+            tenant_id: new_id(),
+            queue_id: queue_id.clone(),
+            channel: Channel::Webchat as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_tenant.code(), Code::NotFound);
+    let no_key = internal
+        .enqueue_conversation(ipb::EnqueueConversationRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: new_id(),
+            queue_id: queue_id.clone(),
+            channel: Channel::Webchat as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_key.code(), Code::InvalidArgument);
+    let state = h
+        .supervisor()
+        .get_queue_state(pb::GetQueueStateRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_state
+        .unwrap();
+    assert_eq!(state.waiting, 0, "refused enqueues left nothing waiting");
+
+    // Capacity reservations: within capacity, refused when full, reported over with override.
+    let reserve = |conversation: String, override_capacity: bool| ipb::ReserveCapacityRequest {
+        tenant_id: h.tenant.clone(),
+        conversation_id: conversation,
+        agent_id: ada.clone(),
+        channel: Channel::Webchat as i32,
+        queue_id: queue_id.clone(),
+        r#override: override_capacity,
+    };
+    for _ in 0..2 {
+        internal
+            .reserve_capacity(reserve(new_id(), false))
+            .await
+            .unwrap();
+    }
+    let full = internal
+        .reserve_capacity(reserve(new_id(), false))
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted);
+    let over = internal
+        .reserve_capacity(reserve(new_id(), true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((over.units, over.units_over_capacity), (1, 1));
+
+    // Contracted but not served yet.
+    let unimplemented = admin
+        .update_queue(pb::UpdateQueueRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(unimplemented.code(), Code::Unimplemented);
+    assert_eq!(reason(&unimplemented), "NOT_IMPLEMENTED");
+    assert_eq!(
+        unimplemented.message(),
+        "QueueService/UpdateQueue is part of the API contract but not served yet"
+    );
+
+    // Unsigned calls never reach the service.
+    let mut unsigned = QueueServiceClient::connect(format!("http://{}", h.addr))
+        .await
+        .unwrap();
+    let anonymous = unsigned
+        .list_programs(pb::ListProgramsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_pick_offers_nothing_and_agents_claim() {
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::ManualPick)
+        .await;
+    let (ada, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let conversation = new_id();
+    h.enqueue(&queue_id, &conversation).await.unwrap();
+    assert!(
+        next_offer(&mut offers, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    let mut agent = h.agent(&ada);
+    let waiting = agent
+        .list_waiting_work(pb::ListWaitingWorkRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].conversation_id, conversation);
+    let claimed = agent
+        .claim_waiting_work(pb::ClaimWaitingWorkRequest {
+            request_id: new_id(),
+            conversation_id: conversation.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(state_of(&claimed), pb::offer::State::Accepted);
+    assert_eq!(log.lock().unwrap().applied[0].start_reason, "claim");
+    assert_eq!(h.state(&ada).await.capacity_used, 1);
+    let again = agent
+        .claim_waiting_work(pb::ClaimWaitingWorkRequest {
+            request_id: new_id(),
+            conversation_id: conversation,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    h.stop().await;
+    fake_shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_offer_streams_and_health_lists_the_services() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (_ada, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in HEALTH_SERVICES {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: (*service).to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    h.shutdown.trigger();
+    let ended = tokio::time::timeout(Duration::from_secs(5), offers.message())
+        .await
+        .unwrap();
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(15), h.server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_short_identity_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        identity_secret: "too-short".into(),
+        ..test_config(&dir, "http://127.0.0.1:9")
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = serve(config, listener, ShutdownSignal::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("identity_secret must be at least 16 bytes"),
+        "{err}"
+    );
+}

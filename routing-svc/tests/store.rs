@@ -1,0 +1,1329 @@
+//! Store conformance: the same cases on SQLite (a temp file) and on PostgreSQL when
+//! `SWITCHBOARD_TEST_POSTGRES_URL` is set (a fresh database per test).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use routing_svc::domain::matching::{CandidateView, decide};
+use routing_svc::domain::{
+    Agent, AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, OfferState,
+    Presence, Program, Queue, TransferFallback, WaitingItem,
+};
+use routing_svc::error::Error;
+use routing_svc::store::catalog::{self, AgentProfileInput};
+use routing_svc::store::page::PageRequest;
+use routing_svc::store::routing::{self, EnqueueInput, OfferPlan, ReserveInput};
+use routing_svc::store::{NewEvent, Store, events, outbox};
+use sqlx::Row;
+use switchboard_server_kit::db::{Db, now_micros};
+use uuid::Uuid;
+
+// --- harness --------------------------------------------------------------------------
+
+/// Runs `case` on a fresh SQLite file.
+async fn on_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("routing.db").display());
+    let store = Store::open(&url).await.unwrap();
+    case(store.clone()).await;
+    store.close().await;
+}
+
+/// Runs `case` on a fresh PostgreSQL database, or says why it is skipped.
+async fn on_postgres<F, Fut>(name: &str, case: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipping {name} on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let database = format!("t_{}", Uuid::new_v4().simple());
+    let admin = Db::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let store = Store::open(&database_url(&admin_url, &database))
+        .await
+        .unwrap();
+    case(store.clone()).await;
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    admin.pool.close().await;
+}
+
+/// `url` with its database name replaced by `database`.
+fn database_url(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{host_part}/{database}?{query}"),
+        None => format!("{host_part}/{database}"),
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_sqlite(super::$case).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_postgres(stringify!($case), super::$case).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    catalog_round_trip_and_pagination,
+    agent_profile_upsert_keeps_live_state,
+    idempotent_responses_replay,
+    events_are_gap_free_under_concurrent_writers,
+    two_claimers_of_one_waiting_item_one_wins,
+    concurrent_reservations_never_exceed_capacity,
+    concurrent_offers_never_promise_more_than_capacity,
+    accept_reserves_and_writes_the_outbox,
+    accept_fails_without_capacity_and_changes_nothing,
+    timeout_requeues_keeping_place_and_puts_agent_in_rona,
+    reject_requeues_and_excludes_the_agent,
+    cancel_waiting_withdraws_the_pending_offer,
+    enqueue_is_idempotent_by_key,
+    release_is_idempotent_and_reserve_reports_overrides,
+    leaving_available_withdraws_pending_offers,
+    outbox_lease_has_one_winner,
+    max_open_per_agent_is_never_exceeded,
+    decisions_list_newest_first,
+    manual_claim_takes_a_waiting_item,
+);
+
+// --- fixtures -------------------------------------------------------------------------
+
+struct Fixture {
+    tenant: String,
+    program: Program,
+    queue: Queue,
+    capacity: CapacityProfile,
+}
+
+fn new_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+fn queue_in(tenant: &str, program: &str, name: &str) -> Queue {
+    let now = now_micros();
+    Queue {
+        id: new_id(),
+        tenant_id: tenant.to_owned(),
+        program_id: program.to_owned(),
+        display_name: name.to_owned(),
+        accepted_channels: vec![Channel::Webchat, Channel::Voice],
+        assignment_method: AssignmentMethod::MostAvailableCapacity,
+        max_open_per_agent: 0,
+        offer_timeout_us: 30_000_000,
+        logout_behavior: LogoutBehavior::Keep,
+        offer_waiting_on_login: true,
+        required_skills: vec![],
+        priority: 0,
+        overflow_queue_id: None,
+        overflow_after_us: 0,
+        transfer_fallback: TransferFallback::ReturnToSender,
+        wrap_up_time_limit_us: 0,
+        create_time: now,
+        update_time: now,
+    }
+}
+
+async fn fixture(store: &Store, total_units: i32) -> Fixture {
+    let tenant = new_id();
+    let program = Program {
+        id: new_id(),
+        tenant_id: tenant.clone(),
+        display_name: "Support".into(),
+        create_time: now_micros(),
+    };
+    let queue = queue_in(&tenant, &program.id, "Chat");
+    let capacity = CapacityProfile {
+        id: new_id(),
+        tenant_id: tenant.clone(),
+        display_name: "Default".into(),
+        total_units,
+        channel_costs: vec![ChannelCost {
+            channel: Channel::Voice.as_i32(),
+            units: total_units,
+        }],
+    };
+    let mut tx = store.begin().await.unwrap();
+    catalog::insert_program(&mut tx, &program).await.unwrap();
+    catalog::insert_queue(&mut tx, &queue).await.unwrap();
+    catalog::insert_capacity_profile(&mut tx, &capacity, now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    Fixture {
+        tenant,
+        program,
+        queue,
+        capacity,
+    }
+}
+
+impl Fixture {
+    async fn agent(&self, store: &Store, name: &str) -> Agent {
+        let agent_id = new_id();
+        let mut tx = store.begin().await.unwrap();
+        let agent = catalog::upsert_agent_profile(
+            &mut tx,
+            &AgentProfileInput {
+                tenant_id: self.tenant.clone(),
+                agent_id: agent_id.clone(),
+                display_name: name.into(),
+                capacity: self.capacity.clone(),
+                queue_ids: vec![self.queue.id.clone()],
+                skills: vec![],
+                team_ids: vec![],
+            },
+            now_micros(),
+        )
+        .await
+        .unwrap();
+        routing::set_presence(&mut tx, &agent, Presence::Available, "", now_micros())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        self.reload(store, &agent_id).await
+    }
+
+    async fn reload(&self, store: &Store, agent_id: &str) -> Agent {
+        let mut conn = store.conn().await.unwrap();
+        catalog::get_agent(&mut conn, &self.tenant, agent_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn enqueue(&self, store: &Store, channel: Channel) -> WaitingItem {
+        self.enqueue_with(store, &new_id(), "create", channel, now_micros())
+            .await
+            .unwrap()
+    }
+
+    async fn enqueue_with(
+        &self,
+        store: &Store,
+        conversation_id: &str,
+        key: &str,
+        channel: Channel,
+        enqueue_time: i64,
+    ) -> Result<WaitingItem, Error> {
+        let mut tx = store.begin().await?;
+        let item = routing::enqueue(
+            &mut tx,
+            &EnqueueInput {
+                tenant_id: self.tenant.clone(),
+                conversation_id: conversation_id.to_owned(),
+                queue: self.queue.clone(),
+                channel,
+                customer_display_name: "Customer".into(),
+                enqueue_key: key.into(),
+                enqueue_time,
+            },
+            now_micros(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+
+    /// Offers `item` to `agent` with the queue's settings; `None` when the store refused.
+    async fn offer(
+        &self,
+        store: &Store,
+        queue: &Queue,
+        item: &WaitingItem,
+        agent: &Agent,
+    ) -> Option<routing_svc::domain::Offer> {
+        let units = routing_svc::domain::channel_units(&agent.channel_costs, item.channel);
+        let plan = OfferPlan {
+            item,
+            queue,
+            agent_id: &agent.agent_id,
+            units,
+            candidates: vec![],
+            offer_id: new_id(),
+        };
+        let mut tx = store.begin().await.unwrap();
+        match routing::create_offer(&mut tx, &plan, now_micros())
+            .await
+            .unwrap()
+        {
+            Some(offer) => {
+                tx.commit().await.unwrap();
+                Some(offer)
+            }
+            None => {
+                tx.rollback().await.unwrap();
+                None
+            }
+        }
+    }
+
+    async fn waiting(&self, store: &Store, conversation_id: &str) -> Option<WaitingItem> {
+        let mut conn = store.conn().await.unwrap();
+        routing::get_waiting(&mut conn, &self.tenant, conversation_id)
+            .await
+            .unwrap()
+    }
+}
+
+/// Checks the stored counters against the offers and assignments they summarise.
+async fn assert_ledger_consistent(store: &Store) {
+    let mut conn = store.conn().await.unwrap();
+    let rows = sqlx::query(
+        "SELECT a.agent_id, a.capacity_used, a.pending_units, a.capacity_total, \
+         (SELECT COALESCE(CAST(SUM(o.capacity_units) AS BIGINT), 0) FROM offers o \
+          WHERE o.agent_id = a.agent_id AND o.state = 1) AS pending_sum, \
+         (SELECT COALESCE(CAST(SUM(s.units) AS BIGINT), 0) FROM assignments s \
+          WHERE s.agent_id = a.agent_id) AS used_sum FROM agents a",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for row in rows {
+        let agent: String = row.get("agent_id");
+        let used: i64 = row.get("capacity_used");
+        let pending: i64 = row.get("pending_units");
+        assert_eq!(
+            pending,
+            row.get::<i64, _>("pending_sum"),
+            "pending of {agent}"
+        );
+        assert_eq!(used, row.get::<i64, _>("used_sum"), "used of {agent}");
+        assert!(used >= 0 && pending >= 0, "{agent}: {used} {pending}");
+    }
+}
+
+// --- cases ----------------------------------------------------------------------------
+
+async fn catalog_round_trip_and_pagination(store: Store) {
+    let f = fixture(&store, 3).await;
+    let mut tx = store.begin().await.unwrap();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        catalog::insert_program(
+            &mut tx,
+            &Program {
+                id: new_id(),
+                tenant_id: f.tenant.clone(),
+                display_name: name.into(),
+                create_time: now_micros(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let duplicate = catalog::insert_program(
+        &mut tx,
+        &Program {
+            id: new_id(),
+            tenant_id: f.tenant.clone(),
+            display_name: "Alpha".into(),
+            create_time: now_micros(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(duplicate, Err(Error::AlreadyExists(_))),
+        "{duplicate:?}"
+    );
+    drop(tx);
+
+    let mut conn = store.conn().await.unwrap();
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = PageRequest::parse("programs", 2, &token).unwrap();
+        let (programs, next) = catalog::list_programs(&mut conn, &f.tenant, &page)
+            .await
+            .unwrap();
+        assert!(programs.len() <= 2);
+        names.extend(programs.into_iter().map(|p| p.display_name));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(names, ["Alpha", "Beta", "Gamma", "Support"]);
+
+    // Another tenant sees nothing of these.
+    let other = new_id();
+    let (none, _) = catalog::list_programs(
+        &mut conn,
+        &other,
+        &PageRequest::parse("programs", 0, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty());
+    assert!(
+        catalog::get_queue(&mut conn, &other, &f.queue.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        catalog::get_queue(&mut conn, &f.tenant, &f.queue.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        f.queue
+    );
+    assert_eq!(
+        catalog::get_capacity_profile(&mut conn, &f.tenant, &f.capacity.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        f.capacity
+    );
+    drop(conn);
+
+    let mut tx = store.begin().await.unwrap();
+    let second = queue_in(&f.tenant, &f.program.id, "Voice");
+    catalog::insert_queue(&mut tx, &second).await.unwrap();
+    let same_name =
+        catalog::insert_queue(&mut tx, &queue_in(&f.tenant, &f.program.id, "Voice")).await;
+    assert!(matches!(same_name, Err(Error::AlreadyExists(_))));
+    drop(tx);
+    // The failed transaction left nothing behind.
+    let mut conn = store.conn().await.unwrap();
+    let (queues, next) = catalog::list_queues(
+        &mut conn,
+        &f.tenant,
+        &f.program.id,
+        &PageRequest::parse("queues", 1, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].display_name, "Chat");
+    assert!(next.is_empty(), "only the fixture's queue was committed");
+}
+
+async fn agent_profile_upsert_keeps_live_state(store: Store) {
+    let f = fixture(&store, 4).await;
+    let agent = f.agent(&store, "Ada").await;
+    assert_eq!(agent.presence, Presence::Available);
+    assert_eq!(agent.queue_ids, vec![f.queue.id.clone()]);
+    let other_queue = queue_in(&f.tenant, &f.program.id, "Email");
+    let mut tx = store.begin().await.unwrap();
+    catalog::insert_queue(&mut tx, &other_queue).await.unwrap();
+    let updated = catalog::upsert_agent_profile(
+        &mut tx,
+        &AgentProfileInput {
+            tenant_id: f.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+            display_name: "Ada L.".into(),
+            capacity: f.capacity.clone(),
+            queue_ids: vec![other_queue.id.clone()],
+            skills: vec![routing_svc::domain::Skill {
+                name: "billing".into(),
+                level: 5,
+            }],
+            team_ids: vec!["team-a".into()],
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(updated.display_name, "Ada L.");
+    assert_eq!(
+        updated.presence,
+        Presence::Available,
+        "presence survives a profile change"
+    );
+    assert_eq!(updated.queue_ids, vec![other_queue.id.clone()]);
+    assert_eq!(updated.skills.len(), 1);
+    let mut conn = store.conn().await.unwrap();
+    assert!(
+        catalog::queue_members(&mut conn, &f.tenant, &f.queue.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (agents, _) = catalog::list_agents(
+        &mut conn,
+        &f.tenant,
+        &other_queue.id,
+        &PageRequest::parse("agents", 0, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].queue_ids, vec![other_queue.id]);
+}
+
+async fn idempotent_responses_replay(store: Store) {
+    use switchboard_proto::routing::v1::Program as PbProgram;
+    let tenant = new_id();
+    let request_id = new_id();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.replay::<PbProgram>(&tenant, "M", &request_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let response = PbProgram {
+        id: "p".into(),
+        ..Default::default()
+    };
+    tx.remember(&tenant, "M", &request_id, &response)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.replay::<PbProgram>(&tenant, "M", &request_id)
+            .await
+            .unwrap(),
+        Some(response)
+    );
+    // Keyed by tenant and method too.
+    assert!(
+        tx.replay::<PbProgram>(&new_id(), "M", &request_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tx.replay::<PbProgram>(&tenant, "N", &request_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn events_are_gap_free_under_concurrent_writers(store: Store) {
+    let start = {
+        let mut conn = store.conn().await.unwrap();
+        events::last_sequence(&mut conn).await.unwrap()
+    };
+    let writers = 8;
+    let per_writer = 10;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_writer {
+                let mut tx = store.begin().await.unwrap();
+                tx.event(NewEvent::new("t", "test.one").agent(&writer.to_string()));
+                tx.event(NewEvent::new("t", "test.two").agent(&writer.to_string()));
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    // A reader following the log while the writers run sees every sequence in order.
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut cursor = start;
+            let mut seen = Vec::new();
+            while seen.len() < writers * per_writer * 2 {
+                let mut conn = store.conn().await.unwrap();
+                for event in events::after(&mut conn, cursor, 7).await.unwrap() {
+                    assert_eq!(event.sequence, cursor + 1, "no gap, no reordering");
+                    cursor = event.sequence;
+                    seen.push(event);
+                }
+                drop(conn);
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.len(), writers * per_writer * 2);
+    // The two events of one transaction are adjacent.
+    for pair in seen.chunks(2) {
+        assert_eq!(pair[0].kind, "test.one");
+        assert_eq!(pair[1].kind, "test.two");
+        assert_eq!(pair[0].agent_id, pair[1].agent_id);
+    }
+}
+
+async fn two_claimers_of_one_waiting_item_one_wins(store: Store) {
+    let f = Arc::new(fixture(&store, 10).await);
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    for _ in 0..10 {
+        let item = f.enqueue(&store, Channel::Webchat).await;
+        let claim = |agent: Agent| {
+            let store = store.clone();
+            let f = f.clone();
+            let item = item.clone();
+            tokio::spawn(async move { f.offer(&store, &f.queue, &item, &agent).await })
+        };
+        let (first, second) = tokio::join!(claim(a.clone()), claim(b.clone()));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(
+            first.is_some() ^ second.is_some(),
+            "exactly one claimer wins: {first:?} {second:?}"
+        );
+        let waiting = f.waiting(&store, &item.conversation_id).await.unwrap();
+        assert!(waiting.offered);
+    }
+    let mut conn = store.conn().await.unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offers WHERE state = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, 10);
+    drop(conn);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn concurrent_reservations_never_exceed_capacity(store: Store) {
+    let f = fixture(&store, 5).await;
+    let agent = f.agent(&store, "A").await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        let tenant = f.tenant.clone();
+        let agent_id = agent.agent_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let conversation = new_id();
+            let mut tx = store.begin().await?;
+            let result = routing::reserve_capacity(
+                &mut tx,
+                &ReserveInput {
+                    tenant_id: &tenant,
+                    conversation_id: &conversation,
+                    agent_id: &agent_id,
+                    channel: Channel::Webchat,
+                    queue: None,
+                    override_capacity: false,
+                },
+                now_micros(),
+            )
+            .await;
+            match result {
+                Ok(reserved) => {
+                    tx.commit().await?;
+                    Ok(Some(reserved))
+                }
+                Err(Error::LimitExceeded(_)) => Ok(None),
+                Err(err) => Err(err),
+            }
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        if let Some((units, over)) = task.await.unwrap().unwrap() {
+            assert_eq!((units, over), (1, 0));
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 5);
+    assert_eq!(f.reload(&store, &agent.agent_id).await.capacity_used, 5);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn concurrent_offers_never_promise_more_than_capacity(store: Store) {
+    let f = Arc::new(fixture(&store, 3).await);
+    let agent = f.agent(&store, "A").await;
+    let mut items = Vec::new();
+    for _ in 0..12 {
+        items.push(f.enqueue(&store, Channel::Webchat).await);
+    }
+    let mut tasks = Vec::new();
+    for item in items {
+        let store = store.clone();
+        let f = f.clone();
+        let agent = agent.clone();
+        tasks.push(tokio::spawn(async move {
+            f.offer(&store, &f.queue, &item, &agent).await.is_some()
+        }));
+    }
+    let mut made = 0;
+    for task in tasks {
+        made += usize::from(task.await.unwrap());
+    }
+    assert_eq!(made, 3);
+    let agent = f.reload(&store, &agent.agent_id).await;
+    assert_eq!(agent.pending_units, 3);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn accept_reserves_and_writes_the_outbox(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "Ada").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    assert_eq!(offer.state, OfferState::Pending);
+    assert_eq!(f.reload(&store, &agent.agent_id).await.pending_units, 1);
+
+    let mut tx = store.begin().await.unwrap();
+    let accepted = routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(accepted.offer.state, OfferState::Accepted);
+    assert_eq!(accepted.outbox.agent_display_name, "Ada");
+    assert_eq!(accepted.outbox.start_reason, "offer");
+
+    let reloaded = f.reload(&store, &agent.agent_id).await;
+    assert_eq!((reloaded.capacity_used, reloaded.pending_units), (1, 0));
+    assert!(f.waiting(&store, &item.conversation_id).await.is_none());
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(
+        routing::assignment_units(&mut conn, &f.tenant, &item.conversation_id, &agent.agent_id)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let entries = outbox::of_conversation(&mut conn, &item.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![(offer.id.clone(), false, 0, String::new())]);
+    let due = outbox::due(&mut conn, now_micros() + 1, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    drop(conn);
+
+    // Accepting again is refused and changes nothing.
+    let mut tx = store.begin().await.unwrap();
+    let again = routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), now_micros()).await;
+    assert!(matches!(again, Err(Error::WrongState(_))), "{again:?}");
+    drop(tx);
+    // So is accepting someone else's offer.
+    let other = f.agent(&store, "Bob").await;
+    let mut tx = store.begin().await.unwrap();
+    let foreign =
+        routing::accept_offer(&mut tx, &other, &offer.id, now_micros(), now_micros()).await;
+    assert!(matches!(foreign, Err(Error::NotFound(_))), "{foreign:?}");
+    drop(tx);
+    assert_eq!(f.reload(&store, &agent.agent_id).await.capacity_used, 1);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn accept_fails_without_capacity_and_changes_nothing(store: Store) {
+    let f = fixture(&store, 2).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    // A supervisor override takes both units meanwhile.
+    let mut tx = store.begin().await.unwrap();
+    let (_, over) = routing::reserve_capacity(
+        &mut tx,
+        &ReserveInput {
+            tenant_id: &f.tenant,
+            conversation_id: &new_id(),
+            agent_id: &agent.agent_id,
+            channel: Channel::Voice,
+            queue: None,
+            override_capacity: true,
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(over, 0);
+    let mut tx = store.begin().await.unwrap();
+    let refused =
+        routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), now_micros()).await;
+    assert!(
+        matches!(refused, Err(Error::LimitExceeded(_))),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let stored = routing::get_offer(&mut conn, &f.tenant, &offer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, OfferState::Pending);
+    drop(conn);
+    assert!(
+        f.waiting(&store, &item.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    assert_ledger_consistent(&store).await;
+}
+
+async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let second = f.enqueue(&store, Channel::Webchat).await;
+    let quick = Queue {
+        offer_timeout_us: 1,
+        ..f.queue.clone()
+    };
+    let offer = f.offer(&store, &quick, &item, &agent).await.unwrap();
+    let other_offer = f.offer(&store, &f.queue, &second, &agent).await.unwrap();
+    let later = offer.expire_time + 1;
+
+    let mut conn = store.conn().await.unwrap();
+    let due = routing::due_offers(&mut conn, later, 10).await.unwrap();
+    assert_eq!(due, vec![(f.tenant.clone(), offer.id.clone())]);
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        routing::expire_offer(&mut tx, &f.tenant, &offer.id, later)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    // A second expiry of the same offer does nothing.
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !routing::expire_offer(&mut tx, &f.tenant, &offer.id, later)
+            .await
+            .unwrap()
+    );
+    drop(tx);
+
+    let reloaded = f.reload(&store, &agent.agent_id).await;
+    assert_eq!(reloaded.presence, Presence::Rona);
+    assert_eq!(
+        reloaded.pending_units, 0,
+        "RONA withdraws the agent's other offers"
+    );
+    let waiting = f.waiting(&store, &item.conversation_id).await.unwrap();
+    assert!(!waiting.offered);
+    assert_eq!(waiting.enqueue_time, item.enqueue_time, "keeps its place");
+    let mut conn = store.conn().await.unwrap();
+    let withdrawn = routing::get_offer(&mut conn, &f.tenant, &other_offer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(withdrawn.state, OfferState::Withdrawn);
+    let excluded = routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time)
+        .await
+        .unwrap();
+    assert!(excluded.contains(&agent.agent_id));
+    let not_excluded =
+        routing::excluded_agents(&mut conn, &second.conversation_id, second.entered_time)
+            .await
+            .unwrap();
+    assert!(
+        not_excluded.is_empty(),
+        "a withdrawn offer does not exclude"
+    );
+    drop(conn);
+    // RONA agents are passed over and cannot be offered anything.
+    let members = vec![CandidateView {
+        agent: &reloaded,
+        open_in_queue: 0,
+        already_offered: false,
+    }];
+    assert_eq!(
+        decide(&f.queue, Channel::Webchat, &members, "").chosen,
+        None
+    );
+    assert!(
+        f.offer(&store, &f.queue, &second, &reloaded)
+            .await
+            .is_none()
+    );
+    // Setting a presence by hand ends RONA.
+    let mut tx = store.begin().await.unwrap();
+    routing::set_presence(&mut tx, &reloaded, Presence::Available, "", now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let back = f.reload(&store, &agent.agent_id).await;
+    assert_eq!(back.presence, Presence::Available);
+    assert!(f.offer(&store, &f.queue, &second, &back).await.is_some());
+    assert_ledger_consistent(&store).await;
+}
+
+async fn reject_requeues_and_excludes_the_agent(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let rejected =
+        routing::reject_offer(&mut tx, &f.tenant, &agent.agent_id, &offer.id, now_micros())
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rejected.state, OfferState::Rejected);
+    assert!(rejected.resolve_time.is_some());
+    assert!(
+        !f.waiting(&store, &item.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    let reloaded = f.reload(&store, &agent.agent_id).await;
+    assert_eq!(reloaded.presence, Presence::Available, "reject is not RONA");
+    assert_eq!(reloaded.pending_units, 0);
+    let mut conn = store.conn().await.unwrap();
+    let excluded = routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time)
+        .await
+        .unwrap();
+    assert!(excluded.contains(&agent.agent_id));
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    let twice =
+        routing::reject_offer(&mut tx, &f.tenant, &agent.agent_id, &offer.id, now_micros()).await;
+    assert!(matches!(twice, Err(Error::WrongState(_))), "{twice:?}");
+    drop(tx);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn cancel_waiting_withdraws_the_pending_offer(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        routing::cancel_waiting(&mut tx, &f.tenant, &item.conversation_id, now_micros())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !routing::cancel_waiting(&mut tx, &f.tenant, &item.conversation_id, now_micros())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    assert!(f.waiting(&store, &item.conversation_id).await.is_none());
+    let mut conn = store.conn().await.unwrap();
+    let stored = routing::get_offer(&mut conn, &f.tenant, &offer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, OfferState::Withdrawn);
+    drop(conn);
+    assert_eq!(f.reload(&store, &agent.agent_id).await.pending_units, 0);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn enqueue_is_idempotent_by_key(store: Store) {
+    let f = fixture(&store, 3).await;
+    let conversation = new_id();
+    let first = f
+        .enqueue_with(&store, &conversation, "create", Channel::Webchat, 1_000)
+        .await
+        .unwrap();
+    let again = f
+        .enqueue_with(&store, &conversation, "create", Channel::Webchat, 9_999)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let mut conn = store.conn().await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM waiting WHERE conversation_id = $1")
+        .bind(&conversation)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    let enqueued: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE type = 'conversation.enqueued' AND conversation_id = $1",
+    )
+    .bind(&conversation)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(enqueued, 1, "a repeat writes no event");
+    drop(conn);
+    // A new key (a requeue) enters again with its own wait start.
+    let requeued = f
+        .enqueue_with(&store, &conversation, "requeue-1", Channel::Webchat, 5_000)
+        .await
+        .unwrap();
+    assert_eq!(requeued.enqueue_time, 5_000);
+    assert_eq!(
+        f.waiting(&store, &conversation).await.unwrap().enqueue_time,
+        5_000
+    );
+}
+
+async fn release_is_idempotent_and_reserve_reports_overrides(store: Store) {
+    let f = fixture(&store, 2).await;
+    let agent = f.agent(&store, "A").await;
+    let conversation = new_id();
+    let reserve = |conversation: String, channel: Channel, override_capacity: bool| {
+        let store = store.clone();
+        let tenant = f.tenant.clone();
+        let agent_id = agent.agent_id.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let result = routing::reserve_capacity(
+                &mut tx,
+                &ReserveInput {
+                    tenant_id: &tenant,
+                    conversation_id: &conversation,
+                    agent_id: &agent_id,
+                    channel,
+                    queue: None,
+                    override_capacity,
+                },
+                now_micros(),
+            )
+            .await;
+            if result.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            result
+        }
+    };
+    assert_eq!(
+        reserve(conversation.clone(), Channel::Webchat, false)
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    // Idempotent by (conversation, agent).
+    assert_eq!(
+        reserve(conversation.clone(), Channel::Webchat, false)
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    // Voice costs 2: refused without override, 1 over with it.
+    let voice = new_id();
+    assert!(matches!(
+        reserve(voice.clone(), Channel::Voice, false).await,
+        Err(Error::LimitExceeded(_))
+    ));
+    assert_eq!(
+        reserve(voice.clone(), Channel::Voice, true).await.unwrap(),
+        (2, 1)
+    );
+    assert_eq!(f.reload(&store, &agent.agent_id).await.capacity_used, 3);
+
+    let release = |conversation: String| {
+        let store = store.clone();
+        let tenant = f.tenant.clone();
+        let agent_id = agent.agent_id.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let units =
+                routing::release_capacity(&mut tx, &tenant, &conversation, &agent_id, now_micros())
+                    .await
+                    .unwrap();
+            tx.commit().await.unwrap();
+            units
+        }
+    };
+    assert_eq!(release(voice.clone()).await, 2);
+    assert_eq!(
+        release(voice).await,
+        0,
+        "releasing twice frees the units once"
+    );
+    let (first, second) =
+        tokio::join!(release(conversation.clone()), release(conversation.clone()));
+    assert_eq!(first + second, 1, "concurrent releases free the units once");
+    assert_eq!(f.reload(&store, &agent.agent_id).await.capacity_used, 0);
+    assert!(matches!(
+        {
+            let mut tx = store.begin().await.unwrap();
+            routing::reserve_capacity(
+                &mut tx,
+                &ReserveInput {
+                    tenant_id: &f.tenant,
+                    conversation_id: &new_id(),
+                    agent_id: &new_id(),
+                    channel: Channel::Webchat,
+                    queue: None,
+                    override_capacity: true,
+                },
+                now_micros(),
+            )
+            .await
+        },
+        Err(Error::NotFound(_))
+    ));
+    assert_ledger_consistent(&store).await;
+}
+
+async fn leaving_available_withdraws_pending_offers(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    routing::set_presence(&mut tx, &agent, Presence::Away, "lunch", now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let reloaded = f.reload(&store, &agent.agent_id).await;
+    assert_eq!(reloaded.presence, Presence::Away);
+    assert_eq!(reloaded.presence_reason, "lunch");
+    assert_eq!(reloaded.pending_units, 0);
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(
+        routing::get_offer(&mut conn, &f.tenant, &offer.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OfferState::Withdrawn
+    );
+    drop(conn);
+    assert!(
+        !f.waiting(&store, &item.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    // Not Available: no offer can be made.
+    assert!(f.offer(&store, &f.queue, &item, &reloaded).await.is_none());
+    assert_ledger_consistent(&store).await;
+}
+
+async fn outbox_lease_has_one_winner(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let due = outbox::due(&mut conn, now_micros(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    drop(conn);
+    let lease = |entry: outbox::OutboxEntry| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut conn = store.conn().await.unwrap();
+            outbox::lease(&mut conn, &entry, now_micros() + 60_000_000)
+                .await
+                .unwrap()
+        })
+    };
+    let (a, b) = tokio::join!(lease(due[0].clone()), lease(due[0].clone()));
+    assert!(a.unwrap() ^ b.unwrap(), "one dispatcher takes the entry");
+    let mut conn = store.conn().await.unwrap();
+    assert!(
+        outbox::due(&mut conn, now_micros(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    outbox::retry_later(&mut conn, &due[0].id, 1, 0, "Unavailable: down")
+        .await
+        .unwrap();
+    let again = outbox::due(&mut conn, now_micros(), 10).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        outbox::complete(&mut tx, &again[0], "applied", now_micros())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox::complete(&mut tx, &again[0], "applied", now_micros())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert!(
+        outbox::due(&mut conn, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let entries = outbox::of_conversation(&mut conn, &item.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![(offer.id, true, 1, "applied".to_owned())]);
+}
+
+async fn max_open_per_agent_is_never_exceeded(store: Store) {
+    let f = Arc::new(fixture(&store, 10).await);
+    let limited = Queue {
+        max_open_per_agent: 2,
+        ..f.queue.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    sqlx::query("UPDATE queues SET max_open_per_agent = 2 WHERE id = $1")
+        .bind(&f.queue.id)
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let agent = f.agent(&store, "A").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let item = f.enqueue(&store, Channel::Webchat).await;
+        let store = store.clone();
+        let f = f.clone();
+        let agent = agent.clone();
+        let limited = limited.clone();
+        tasks.push(tokio::spawn(async move {
+            f.offer(&store, &limited, &item, &agent).await.is_some()
+        }));
+    }
+    let mut made = 0;
+    for task in tasks {
+        made += usize::from(task.await.unwrap());
+    }
+    assert_eq!(made, 2);
+    let mut conn = store.conn().await.unwrap();
+    let load = routing::queue_load(&mut conn, &f.queue.id).await.unwrap();
+    assert_eq!(load.get(&agent.agent_id), Some(&2));
+}
+
+async fn decisions_list_newest_first(store: Store) {
+    let f = fixture(&store, 3).await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let mut tx = store.begin().await.unwrap();
+    for time in 1..=5 {
+        routing::insert_decision(
+            &mut tx,
+            &routing_svc::domain::RoutingDecision {
+                id: new_id(),
+                tenant_id: f.tenant.clone(),
+                offer_id: None,
+                conversation_id: item.conversation_id.clone(),
+                queue_id: f.queue.id.clone(),
+                assignment_method: AssignmentMethod::RoundRobin,
+                candidates: vec![routing_svc::domain::Candidate {
+                    agent_id: "a".into(),
+                    reason: 2,
+                    free_units: time,
+                }],
+                decide_time: i64::from(time),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let mut times = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = PageRequest::parse("routing_decisions", 2, &token).unwrap();
+        let (decisions, next) =
+            routing::list_decisions(&mut conn, &f.tenant, &item.conversation_id, &page)
+                .await
+                .unwrap();
+        times.extend(decisions.iter().map(|d| d.decide_time));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(times, [5, 4, 3, 2, 1]);
+    assert!(
+        routing::conversation_known(&mut conn, &f.tenant, &item.conversation_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !routing::conversation_known(&mut conn, &new_id(), &item.conversation_id)
+            .await
+            .unwrap()
+    );
+    let (other_tenant, _) = routing::list_decisions(
+        &mut conn,
+        &new_id(),
+        &item.conversation_id,
+        &PageRequest::parse("routing_decisions", 0, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(other_tenant.is_empty());
+}
+
+async fn manual_claim_takes_a_waiting_item(store: Store) {
+    let f = fixture(&store, 1).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let second = f.enqueue(&store, Channel::Webchat).await;
+    let mut conn = store.conn().await.unwrap();
+    let (listed, _) = routing::list_waiting_for_agent(
+        &mut conn,
+        &f.tenant,
+        &agent.agent_id,
+        "",
+        &PageRequest::parse("waiting", 0, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|i| i.conversation_id.clone())
+            .collect::<Vec<_>>(),
+        vec![item.conversation_id.clone(), second.conversation_id.clone()]
+    );
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    let claimed = routing::claim_waiting(&mut tx, &agent, &item.conversation_id, now_micros(), 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.offer.state, OfferState::Accepted);
+    assert_eq!(claimed.outbox.start_reason, "claim");
+    assert!(f.waiting(&store, &item.conversation_id).await.is_none());
+    // Capacity 1 is now full.
+    let agent = f.reload(&store, &agent.agent_id).await;
+    let mut tx = store.begin().await.unwrap();
+    let full =
+        routing::claim_waiting(&mut tx, &agent, &second.conversation_id, now_micros(), 0).await;
+    assert!(matches!(full, Err(Error::LimitExceeded(_))), "{full:?}");
+    drop(tx);
+    assert!(
+        !f.waiting(&store, &second.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    let mut tx = store.begin().await.unwrap();
+    let gone =
+        routing::claim_waiting(&mut tx, &agent, &item.conversation_id, now_micros(), 0).await;
+    assert!(matches!(gone, Err(Error::NotFound(_))), "{gone:?}");
+    drop(tx);
+    assert_ledger_consistent(&store).await;
+}

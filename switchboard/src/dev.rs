@@ -1,0 +1,191 @@
+//! `switchboard dev`: the suite on loopback with SQLite and a demo tenant, for newcomers and
+//! client authors. Not for production: it prints secrets and mints long-lived tokens.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use switchboard_server_kit::config::{LogConfig, LogFormat};
+use switchboard_server_kit::{shutdown, telemetry};
+
+use crate::seed::{self, DevCredentials, DevSecrets};
+use crate::suite::{self, Storage, SuiteOptions};
+
+/// Options of `switchboard dev`.
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Directory for the SQLite databases and the credentials file.
+    #[arg(long, default_value = "switchboard-data")]
+    pub data_dir: PathBuf,
+    /// Keep no data: databases live in memory (the credentials file is still written).
+    #[arg(long)]
+    pub in_memory: bool,
+    /// The gateway's address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Serve Prometheus metrics of each service on a free loopback port.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    pub log_format: String,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
+    #[arg(long, default_value = "info,sqlx=warn,h2=warn,tower=warn,hyper=warn")]
+    pub log_filter: String,
+}
+
+/// Runs the dev stack until SIGINT or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let format = match args.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "human" => LogFormat::Human,
+        other => anyhow::bail!("--log-format must be human or json, not {other:?}"),
+    };
+    telemetry::init_tracing(&LogConfig {
+        format,
+        filter: args.log_filter.clone(),
+    });
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let (storage, secrets) = if args.in_memory {
+        (Storage::InMemory, DevSecrets::generate())
+    } else {
+        (
+            Storage::Directory(args.data_dir.clone()),
+            load_or_create_secrets(&args.data_dir)?,
+        )
+    };
+    let running = suite::start(SuiteOptions {
+        storage,
+        gateway_listen: args.listen,
+        identity_secret: secrets.identity_secret.clone(),
+        jwt_secret: secrets.jwt_secret.clone(),
+        metrics: args.metrics,
+    })
+    .await?;
+    let gateway_db = running
+        .database_urls
+        .iter()
+        .find(|(name, _)| *name == "gateway")
+        .map(|(_, url)| url.clone())
+        .unwrap_or_default();
+    let credentials = match seed::seed(&gateway_db, running.addresses.gateway, &secrets).await {
+        Ok(credentials) => credentials,
+        Err(err) => {
+            let _ = running.stop().await;
+            return Err(err.context("creating the demo tenant"));
+        }
+    };
+    let credentials_path = args.data_dir.join("dev-credentials.json");
+    write_private(
+        &credentials_path,
+        &serde_json::to_vec_pretty(&credentials)?,
+    )?;
+    write_private(
+        &args.data_dir.join("dev.env"),
+        shell_env(&credentials).as_bytes(),
+    )?;
+    print_banner(&credentials, &credentials_path, &running.addresses)?;
+
+    let signal = running.shutdown_signal();
+    tokio::select! {
+        () = shutdown::signal() => tracing::info!("shutting down"),
+        () = signal.wait() => tracing::warn!("a service stopped; shutting down the others"),
+    }
+    running.stop().await
+}
+
+fn load_or_create_secrets(dir: &Path) -> anyhow::Result<DevSecrets> {
+    let path = dir.join("dev-secrets.json");
+    if path.exists() {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        return serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not valid; delete it to start over", path.display()));
+    }
+    let secrets = DevSecrets::generate();
+    write_private(&path, &serde_json::to_vec_pretty(&secrets)?)?;
+    Ok(secrets)
+}
+
+/// Writes a file only its owner can read: it holds credentials.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+/// The credentials as shell variables, so that a newcomer can `source` them and paste the
+/// README's grpcurl commands as they are.
+fn shell_env(credentials: &DevCredentials) -> String {
+    let mut env = String::from("# Written by `switchboard dev`. Not for production.\n");
+    env.push_str(&format!("export GATEWAY='{}'\n", credentials.gateway));
+    env.push_str(&format!("export TENANT_ID='{}'\n", credentials.tenant_id));
+    env.push_str(&format!("export QUEUE_ID='{}'\n", credentials.queue_id));
+    if let Some(reason) = credentials.wrap_up_reason_ids.first() {
+        env.push_str(&format!("export WRAP_UP_REASON_ID='{reason}'\n"));
+    }
+    for user in &credentials.users {
+        let name = user.handle.to_uppercase();
+        env.push_str(&format!("export {name}_ID='{}'\n", user.id));
+        env.push_str(&format!("export {name}_TOKEN='{}'\n", user.token));
+    }
+    env.push_str(&format!("export BOT_API_KEY='{}'\n", credentials.bot.api_key));
+    env.push_str("# A fresh request id for each mutation.\n");
+    env.push_str("rid() { python3 -c 'import uuid; print(uuid.uuid4())'; }\n");
+    env
+}
+
+fn print_banner(
+    credentials: &DevCredentials,
+    path: &Path,
+    addresses: &suite::Addresses,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let rule = "=".repeat(78);
+    writeln!(out, "{rule}")?;
+    writeln!(out, "  SWITCHBOARD DEV STACK - NOT FOR PRODUCTION")?;
+    writeln!(out, "  Demo data, printed secrets and long-lived tokens. Never expose it.")?;
+    writeln!(out, "{rule}")?;
+    writeln!(out, "gateway (plaintext gRPC): {}", credentials.gateway)?;
+    writeln!(out, "  try: grpcurl -plaintext {} list", credentials.gateway)?;
+    writeln!(
+        out,
+        "services: routing-svc {}, conversation-svc {}, reporting-svc {}",
+        addresses.routing, addresses.conversation, addresses.reporting
+    )?;
+    for (name, addr) in &addresses.metrics {
+        writeln!(out, "metrics: {name} http://{addr}/metrics")?;
+    }
+    writeln!(out, "tenant:   {}", credentials.tenant_id)?;
+    writeln!(out, "program:  {}", credentials.program_id)?;
+    writeln!(out, "queue:    {} (web chat)", credentials.queue_id)?;
+    writeln!(out, "wrap-up reasons: {}", credentials.wrap_up_reason_ids.join(", "))?;
+    for user in &credentials.users {
+        writeln!(
+            out,
+            "{:<11} {} <{}> roles={} id={}",
+            user.handle,
+            user.display_name,
+            user.email,
+            user.roles.join(","),
+            user.id
+        )?;
+        writeln!(out, "            authorization: Bearer {}", user.token)?;
+    }
+    writeln!(out, "bot         {} id={}", credentials.bot.display_name, credentials.bot.id)?;
+    writeln!(out, "            x-api-key: {}", credentials.bot.api_key)?;
+    writeln!(out, "credentials written to {}", path.display())?;
+    if let Some(dir) = path.parent() {
+        writeln!(out, "shell variables: source {}", dir.join("dev.env").display())?;
+    }
+    writeln!(out, "{rule}")?;
+    out.flush()
+}

@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# The operator's view of a running Switchboard gateway, with grpcurl only (python3 -c reads
+# JSON; jq is not needed): reflection lists the public services and no internal one, health
+# is SERVING, describe works, then one web chat goes from the bot to the created-and-closed
+# report, and bad input gets the documented status codes.
+#
+# Usage: grpcurl_flow.sh GATEWAY CREDENTIALS_JSON
+#   GATEWAY           host:port of the gateway (plaintext gRPC)
+#   CREDENTIALS_JSON  the dev-credentials.json written by `switchboard dev`
+#
+# grpcurl exits with 64 + the gRPC status code when a call fails: 67 INVALID_ARGUMENT,
+# 69 NOT_FOUND, 71 PERMISSION_DENIED, 73 FAILED_PRECONDITION, 80 UNAUTHENTICATED.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+    echo "usage: $0 GATEWAY CREDENTIALS_JSON" >&2
+    exit 2
+fi
+GW=$1
+CREDS=$2
+[[ -r $CREDS ]] || { echo "grpcurl flow: cannot read $CREDS" >&2; exit 2; }
+command -v grpcurl >/dev/null || { echo "grpcurl flow: grpcurl not found on PATH" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "grpcurl flow: python3 not found on PATH" >&2; exit 2; }
+
+WORK=$(mktemp -d)
+STREAM_PID=""
+STEP="start"
+cleanup() {
+    if [[ -n $STREAM_PID ]]; then
+        kill "$STREAM_PID" 2>/dev/null || true
+        wait "$STREAM_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "grpcurl flow FAILED at step '$STEP': $*" >&2
+    exit 1
+}
+
+step() {
+    STEP=$1
+    echo "  - $STEP"
+}
+
+# --- JSON helpers (python3 instead of jq) ----------------------------------------------
+
+# jget PATH: prints the value at a dotted PATH (list indices are numbers) of the JSON on
+# stdin; strings raw, anything else as JSON; nothing when absent (proto3 JSON omits defaults).
+jget() {
+    python3 -c '
+import json, re, sys
+def snake(name):  # grpcurl prints the proto field names (snake_case), requests may use either
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+value = json.load(sys.stdin)
+for part in sys.argv[1].split(".") if sys.argv[1] else []:
+    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        value = value[int(part)]
+    elif isinstance(value, dict) and (part in value or snake(part) in value):
+        value = value[part] if part in value else value[snake(part)]
+    else:
+        sys.exit(0)
+print(value if isinstance(value, str) else json.dumps(value))
+' "$1"
+}
+
+cred() {
+    jget "$1" <"$CREDS"
+}
+
+# user_field HANDLE FIELD: a field of the demo user with that handle.
+user_field() {
+    python3 -c '
+import json, sys
+creds = json.load(open(sys.argv[1]))
+for user in creds["users"]:
+    if user["handle"] == sys.argv[2]:
+        print(user[sys.argv[3]])
+        break
+else:
+    sys.exit("no demo user " + sys.argv[2])
+' "$CREDS" "$1" "$2"
+}
+
+new_id() {
+    python3 -c 'import uuid; print(uuid.uuid4())'
+}
+
+# --- grpcurl helpers -------------------------------------------------------------------
+
+# call AUTH_VAR DATA METHOD: a unary call that must succeed; prints the response JSON.
+# AUTH_VAR names an array of grpcurl header flags (empty for none).
+call() {
+    local auth_var=$1 data=$2 method=$3
+    local -n auth_ref=$auth_var
+    local rc=0
+    grpcurl -plaintext -max-time 20 "${auth_ref[@]+"${auth_ref[@]}"}" -d "$data" "$GW" "$method" \
+        >"$WORK/out" 2>"$WORK/err" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        fail "$method failed: grpcurl exit $rc ($(code_name $rc))
+request: $data
+$(cat "$WORK/err")"
+    fi
+    cat "$WORK/out"
+}
+
+code_name() {
+    case $1 in
+        0) echo OK ;;
+        1) echo "grpcurl error, no gRPC status" ;;
+        65) echo CANCELLED ;;
+        66) echo UNKNOWN ;;
+        67) echo INVALID_ARGUMENT ;;
+        68) echo DEADLINE_EXCEEDED ;;
+        69) echo NOT_FOUND ;;
+        70) echo ALREADY_EXISTS ;;
+        71) echo PERMISSION_DENIED ;;
+        72) echo RESOURCE_EXHAUSTED ;;
+        73) echo FAILED_PRECONDITION ;;
+        74) echo ABORTED ;;
+        75) echo OUT_OF_RANGE ;;
+        76) echo UNIMPLEMENTED ;;
+        77) echo INTERNAL ;;
+        78) echo UNAVAILABLE ;;
+        79) echo DATA_LOSS ;;
+        80) echo UNAUTHENTICATED ;;
+        *) echo "exit $1" ;;
+    esac
+}
+
+# expect_code WANT_EXIT AUTH_VAR DATA METHOD: a call that must fail with that grpcurl exit
+# code (64 + gRPC code).
+expect_code() {
+    local want=$1 auth_var=$2 data=$3 method=$4
+    local -n auth_ref=$auth_var
+    local rc=0
+    grpcurl -plaintext -max-time 20 "${auth_ref[@]+"${auth_ref[@]}"}" -d "$data" "$GW" "$method" \
+        >"$WORK/out" 2>"$WORK/err" || rc=$?
+    if [[ $rc -ne $want ]]; then
+        fail "$method: expected grpcurl exit $want ($(code_name "$want")), got $rc ($(code_name $rc))
+request: $data
+stdout: $(cat "$WORK/out")
+stderr: $(cat "$WORK/err")"
+    fi
+}
+
+# --- credentials -----------------------------------------------------------------------
+
+QUEUE_ID=$(cred queue_id)
+REASON_ID=$(cred wrap_up_reason_ids.0)
+AGENT1_ID=$(user_field agent1 id)
+AGENT1_NAME=$(user_field agent1 display_name)
+BOT_KEY=$(cred bot.api_key)
+[[ -n $QUEUE_ID && -n $REASON_ID && -n $AGENT1_ID && -n $BOT_KEY ]] ||
+    { echo "grpcurl flow: $CREDS lacks queue_id, wrap_up_reason_ids, agent1 or bot.api_key" >&2; exit 2; }
+
+# The arrays below are passed to call and expect_code by name.
+# shellcheck disable=SC2034
+NOAUTH=()
+AGENT1=(-H "authorization: Bearer $(user_field agent1 token)")
+# shellcheck disable=SC2034
+SUPERVISOR=(-H "authorization: Bearer $(user_field supervisor token)")
+# shellcheck disable=SC2034
+BOT=(-H "x-api-key: $BOT_KEY")
+
+# --- what an operator sees -------------------------------------------------------------
+
+step "reflection lists the public services and no internal one"
+rc=0
+grpcurl -plaintext -max-time 20 "$GW" list >"$WORK/list" 2>"$WORK/err" || rc=$?
+[[ $rc -eq 0 ]] || fail "grpcurl list exited $rc: $(cat "$WORK/err")"
+for service in \
+    switchboard.conversation.v1.ConversationService \
+    switchboard.conversation.v1.SupervisorService \
+    switchboard.conversation.v1.ConversationConfigService \
+    switchboard.routing.v1.AgentService \
+    switchboard.routing.v1.QueueService \
+    switchboard.reporting.v1.ReportingService \
+    switchboard.directory.v1.DirectoryService \
+    grpc.health.v1.Health; do
+    grep -qx "$service" "$WORK/list" || fail "service $service is not listed; got:
+$(cat "$WORK/list")"
+done
+if grep -q '\.internal\.' "$WORK/list"; then
+    fail "internal services are listed on the gateway:
+$(grep '\.internal\.' "$WORK/list")"
+fi
+
+step "health check is SERVING"
+health=$(call NOAUTH '{}' grpc.health.v1.Health/Check)
+[[ $(jget status <<<"$health") == SERVING ]] || fail "health status is not SERVING: $health"
+
+step "describe CreateConversation"
+rc=0
+grpcurl -plaintext -max-time 20 "$GW" describe \
+    switchboard.conversation.v1.ConversationService.CreateConversation \
+    >"$WORK/describe" 2>"$WORK/err" || rc=$?
+[[ $rc -eq 0 ]] || fail "describe exited $rc: $(cat "$WORK/err")"
+grep -q 'rpc CreateConversation' "$WORK/describe" ||
+    fail "describe does not show the method: $(cat "$WORK/describe")"
+grep -q 'CreateConversationRequest' "$WORK/describe" ||
+    fail "describe does not show the request type: $(cat "$WORK/describe")"
+
+# --- no credentials --------------------------------------------------------------------
+
+CREATE_TEMPLATE='{
+  "requestId": "%s",
+  "channel": "CHANNEL_WEBCHAT",
+  "queueId": "%s",
+  "contact": {"displayName": "Casey Customer", "channelAddress": "visitor-grpcurl-%s"},
+  "preChatData": [{"name": "order_number", "label": "Order number", "value": "A-1001"}],
+  "botTranscript": [
+    {"sender": "SENDER_KIND_CUSTOMER", "text": "I was charged twice"},
+    {"sender": "SENDER_KIND_BOT", "text": "Let me get you a person."}
+  ]
+}'
+
+step "a call without credentials is UNAUTHENTICATED"
+# shellcheck disable=SC2059
+expect_code 80 NOAUTH "$(printf "$CREATE_TEMPLATE" "$(new_id)" "$QUEUE_ID" anonymous)" \
+    switchboard.conversation.v1.ConversationService/CreateConversation
+
+step "a malformed conversation id is INVALID_ARGUMENT"
+expect_code 67 AGENT1 '{"conversationId": "not-a-uuid"}' \
+    switchboard.conversation.v1.ConversationService/GetConversation
+
+# --- the flow --------------------------------------------------------------------------
+
+step "agent1 sets presence AVAILABLE"
+state=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"presence\": \"PRESENCE_AVAILABLE\"}" \
+    switchboard.routing.v1.AgentService/SetPresence)
+[[ $(jget agentState.presence <<<"$state") == PRESENCE_AVAILABLE ]] ||
+    fail "presence is not AVAILABLE: $state"
+
+step "agent1 streams offers"
+grpcurl -plaintext -max-time 60 "${AGENT1[@]}" -d '{}' "$GW" \
+    switchboard.routing.v1.AgentService/StreamOffers >"$WORK/offers" 2>"$WORK/offers.err" &
+STREAM_PID=$!
+
+step "the bot creates a web chat in the demo queue"
+# shellcheck disable=SC2059
+created=$(call BOT "$(printf "$CREATE_TEMPLATE" "$(new_id)" "$QUEUE_ID" "$(new_id)")" \
+    switchboard.conversation.v1.ConversationService/CreateConversation)
+CID=$(jget conversation.id <<<"$created")
+[[ -n $CID ]] || fail "no conversation id in: $created"
+[[ $(jget conversation.state <<<"$created") == STATE_OPEN ]] ||
+    fail "a new conversation is not OPEN: $created"
+[[ -z $(jget conversation.ownerAgentId <<<"$created") ]] ||
+    fail "a new conversation already has an owner: $created"
+
+step "wrap-up of an OPEN conversation is FAILED_PRECONDITION"
+expect_code 73 AGENT1 \
+    "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\", \"wrapUpReasonIds\": [\"$REASON_ID\"]}" \
+    switchboard.conversation.v1.ConversationService/SubmitWrapUp
+
+step "the offer reaches agent1's stream"
+OFFER_ID=""
+for _ in $(seq 1 40); do
+    OFFER_ID=$(python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+decoder, pos = json.JSONDecoder(), 0
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    try:
+        message, pos = decoder.raw_decode(text, pos)
+    except ValueError:
+        break  # a message still being written
+    offer = message.get("offer", {})
+    # grpcurl prints proto field names (conversation_id); accept the JSON name too.
+    conversation_id = offer.get("conversation_id", offer.get("conversationId"))
+    if conversation_id == sys.argv[2] and offer.get("state") == "STATE_PENDING":
+        print(offer["id"])
+        break
+' "$WORK/offers" "$CID")
+    [[ -n $OFFER_ID ]] && break
+    if ! kill -0 "$STREAM_PID" 2>/dev/null; then
+        wait "$STREAM_PID" || true
+        STREAM_PID=""
+        break
+    fi
+    sleep 0.5
+done
+[[ -n $OFFER_ID ]] || fail "no pending offer for $CID on the stream within 20 s
+stream output: $(cat "$WORK/offers")
+stream errors: $(cat "$WORK/offers.err")"
+
+step "agent1 accepts the offer"
+accepted=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"offerId\": \"$OFFER_ID\"}" \
+    switchboard.routing.v1.AgentService/AcceptOffer)
+[[ $(jget conversationId <<<"$accepted") == "$CID" ]] ||
+    fail "AcceptOffer names another conversation: $accepted"
+
+step "the conversation is ACTIVE with agent1 as owner"
+conversation=""
+for _ in $(seq 1 20); do
+    conversation=$(call AGENT1 "{\"conversationId\": \"$CID\"}" \
+        switchboard.conversation.v1.ConversationService/GetConversation)
+    [[ $(jget conversation.state <<<"$conversation") == STATE_ACTIVE ]] && break
+    sleep 0.5
+done
+[[ $(jget conversation.state <<<"$conversation") == STATE_ACTIVE ]] ||
+    fail "not ACTIVE after 10 s: $conversation"
+[[ $(jget conversation.ownerAgentId <<<"$conversation") == "$AGENT1_ID" ]] ||
+    fail "owner is not agent1 ($AGENT1_ID): $conversation"
+[[ $(jget conversation.preChatData.0.value <<<"$conversation") == A-1001 ]] ||
+    fail "agent1 does not see the pre-chat data: $conversation"
+[[ -n $(jget conversation.botTranscript.1.text <<<"$conversation") ]] ||
+    fail "agent1 does not see the bot transcript: $conversation"
+
+step "the customer (through the bot) and agent1 exchange messages"
+CUSTOMER_TEXT="Hello, where is my order A-1001?"
+AGENT_TEXT="Hello Casey, let me check that for you."
+customer_message=$(call BOT "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\", \"text\": \"$CUSTOMER_TEXT\", \"sender\": \"SENDER_KIND_CUSTOMER\"}" \
+    switchboard.conversation.v1.ConversationService/SendMessage)
+[[ $(jget message.sender <<<"$customer_message") == SENDER_KIND_CUSTOMER ]] ||
+    fail "the customer's message is not from CUSTOMER: $customer_message"
+agent_message=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\", \"text\": \"$AGENT_TEXT\"}" \
+    switchboard.conversation.v1.ConversationService/SendMessage)
+[[ $(jget message.sender <<<"$agent_message") == SENDER_KIND_AGENT ]] ||
+    fail "agent1's message is not from AGENT: $agent_message"
+[[ $(jget message.senderDisplayName <<<"$agent_message") == "$AGENT1_NAME" ]] ||
+    fail "agent1's message does not carry the display name $AGENT1_NAME: $agent_message"
+
+step "ListMessages has both messages"
+messages=$(call AGENT1 "{\"conversationId\": \"$CID\", \"pageSize\": 100}" \
+    switchboard.conversation.v1.ConversationService/ListMessages)
+python3 -c '
+import json, sys
+texts = [m.get("text", "") for m in json.loads(sys.argv[1]).get("messages", [])]
+missing = [t for t in sys.argv[2:] if t not in texts]
+if missing:
+    sys.exit("missing %r in %r" % (missing, texts))
+' "$messages" "$CUSTOMER_TEXT" "$AGENT_TEXT" || fail "ListMessages lacks a message: $messages"
+
+step "agent1 ends the conversation: WRAP_UP"
+ended=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\"}" \
+    switchboard.conversation.v1.ConversationService/EndConversation)
+[[ $(jget conversation.state <<<"$ended") == STATE_WRAP_UP ]] || fail "not WRAP_UP: $ended"
+
+step "agent1 submits a wrap-up reason: CLOSED"
+closed=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\", \"wrapUpReasonIds\": [\"$REASON_ID\"]}" \
+    switchboard.conversation.v1.ConversationService/SubmitWrapUp)
+[[ $(jget conversation.state <<<"$closed") == STATE_CLOSED ]] || fail "not CLOSED: $closed"
+[[ -n $(jget conversation.closeTime <<<"$closed") ]] || fail "no closeTime: $closed"
+
+step "the created-and-closed report for today (UTC) counts it"
+read -r DAY_START DAY_END < <(python3 -c '
+import datetime
+start = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+end = start + datetime.timedelta(days=1)
+print(start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ"))
+')
+REPORT_REQUEST="{\"filter\": {\"timeRange\": {\"startTime\": \"$DAY_START\", \"endTime\": \"$DAY_END\"}, \"timeZone\": \"UTC\"}, \"granularity\": \"GRANULARITY_DAY\"}"
+report=""
+counted=""
+for _ in $(seq 1 30); do
+    report=$(call SUPERVISOR "$REPORT_REQUEST" \
+        switchboard.reporting.v1.ReportingService/GetCreatedClosedReport)
+    counted=$(python3 -c '
+import json, sys
+rows = json.loads(sys.argv[1]).get("rows", [])
+# int64 fields are strings in proto3 JSON.
+if any(int(r.get("created", 0)) >= 1 and int(r.get("closed", 0)) >= 1 for r in rows):
+    print("yes")
+' "$report")
+    [[ $counted == yes ]] && break
+    sleep 0.5
+done
+[[ $counted == yes ]] || fail "after 15 s no row with created >= 1 and closed >= 1: $report"
+
+step "stop streaming offers"
+kill "$STREAM_PID" 2>/dev/null || true
+wait "$STREAM_PID" 2>/dev/null || true
+STREAM_PID=""
+
+echo "grpcurl flow: all steps passed (conversation $CID)"

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""One web chat through a running Switchboard gateway, written as a Python client author would.
+
+The stubs come from grpc_tools.protoc run on proto/ (they must be on PYTHONPATH):
+
+    python -m grpc_tools.protoc -I proto --python_out=OUT --grpc_python_out=OUT $(find proto -name '*.proto')
+    PYTHONPATH=OUT python tests/polyglot/python_flow.py --gateway 127.0.0.1:50051 \\
+        --credentials switchboard-data/dev-credentials.json
+
+protoc writes one directory per proto package (switchboard/conversation/v1/...) without
+__init__.py files; Python 3 imports them as namespace packages, so
+`from switchboard.conversation.v1 import conversation_service_pb2_grpc` works as is.
+
+Exits 0 when every step passes, 1 with the failed step named otherwise.
+"""
+
+import argparse
+import datetime
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+
+try:
+    import grpc
+    from google.protobuf import timestamp_pb2
+
+    from switchboard.common.v1 import common_pb2
+    from switchboard.conversation.v1 import conversation_pb2
+    from switchboard.conversation.v1 import conversation_service_pb2 as conv
+    from switchboard.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
+    from switchboard.reporting.v1 import reporting_pb2
+    from switchboard.reporting.v1 import reporting_service_pb2 as rep
+    from switchboard.reporting.v1 import reporting_service_pb2_grpc as rep_grpc
+    from switchboard.routing.v1 import routing_pb2
+    from switchboard.routing.v1 import routing_service_pb2 as routing
+    from switchboard.routing.v1 import routing_service_pb2_grpc as routing_grpc
+except ImportError as err:
+    sys.exit(
+        "python flow: cannot import grpc or the generated stubs (%s).\n"
+        "Install grpcio and grpcio-tools (scripts/test puts them in .venv/), generate the stubs with\n"
+        "  python -m grpc_tools.protoc -I proto --python_out=OUT --grpc_python_out=OUT <all .proto files>\n"
+        "and put OUT on PYTHONPATH." % err
+    )
+
+CARD = "4111 1111 1111 1111"
+TIMEOUT = 20  # seconds, for each unary call
+
+
+class FlowError(Exception):
+    """A check that did not hold."""
+
+
+CURRENT_STEP = ["start"]
+
+
+def step(name):
+    CURRENT_STEP[0] = name
+    print("  - " + name, flush=True)
+
+
+def check(condition, message):
+    if not condition:
+        raise FlowError(message)
+
+
+def rid():
+    return str(uuid.uuid4())
+
+
+def expect_error(code, call, request, metadata, what):
+    """Calls and checks that the call fails with this status code."""
+    try:
+        response = call(request, metadata=metadata, timeout=TIMEOUT)
+    except grpc.RpcError as err:
+        check(
+            err.code() == code,
+            "%s: expected %s, got %s: %s" % (what, code.name, err.code().name, err.details()),
+        )
+        return err
+    raise FlowError("%s: expected %s, but the call succeeded: %s" % (what, code.name, response))
+
+
+def eventually(what, seconds, probe):
+    """Polls probe() until it returns something truthy; fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    last = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise FlowError("%s: not within %s s" % (what, seconds))
+        time.sleep(0.5)
+
+
+class OfferListener:
+    """Consumes the agent's StreamOffers stream in a thread, as an agent desktop would."""
+
+    def __init__(self, agents, metadata):
+        self.offers = queue.Queue()
+        self.error = None
+        self._call = agents.StreamOffers(routing.StreamOffersRequest(), metadata=metadata)
+        self._thread = threading.Thread(target=self._run, name="offers", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for message in self._call:
+                self.offers.put(message.offer)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                self.error = err
+
+    def wait_for_pending(self, conversation_id, seconds):
+        deadline = time.monotonic() + seconds
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                offer = self.offers.get(timeout=0.5)
+            except queue.Empty:
+                if self.error is not None:
+                    raise FlowError(
+                        "the offer stream failed: %s %s" % (self.error.code().name, self.error.details())
+                    )
+                continue
+            seen.append((offer.conversation_id, routing_pb2.Offer.State.Name(offer.state)))
+            if offer.conversation_id == conversation_id and offer.state == routing_pb2.Offer.STATE_PENDING:
+                return offer
+        raise FlowError("no pending offer for %s within %s s; seen: %s" % (conversation_id, seconds, seen))
+
+    def close(self):
+        self._call.cancel()
+        self._thread.join(timeout=5)
+
+
+def today_utc():
+    start = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(start.timestamp()), int((start + datetime.timedelta(days=1)).timestamp())
+
+
+def created_closed_today(reports, metadata):
+    start, end = today_utc()
+    response = reports.GetCreatedClosedReport(
+        rep.GetCreatedClosedReportRequest(
+            filter=reporting_pb2.ReportFilter(
+                time_range=common_pb2.TimeRange(
+                    start_time=timestamp_pb2.Timestamp(seconds=start),
+                    end_time=timestamp_pb2.Timestamp(seconds=end),
+                ),
+                time_zone="UTC",
+            ),
+            granularity=reporting_pb2.GRANULARITY_TOTAL,
+        ),
+        metadata=metadata,
+        timeout=TIMEOUT,
+    )
+    return sum(r.created for r in response.rows), sum(r.closed for r in response.rows)
+
+
+def run(gateway, creds):
+    users = {u["handle"]: u for u in creds["users"]}
+    agent1 = users["agent1"]
+    as_agent1 = (("authorization", "Bearer " + agent1["token"]),)
+    as_supervisor = (("authorization", "Bearer " + users["supervisor"]["token"]),)
+    as_bot = (("x-api-key", creds["bot"]["api_key"]),)
+
+    channel = grpc.insecure_channel(gateway)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    except grpc.FutureTimeoutError:
+        raise FlowError("cannot connect to the gateway at %s" % gateway)
+    agents = routing_grpc.AgentServiceStub(channel)
+    queues = routing_grpc.QueueServiceStub(channel)
+    conversations = conv_grpc.ConversationServiceStub(channel)
+    reports = rep_grpc.ReportingServiceStub(channel)
+
+    def create_request(request_id):
+        return conv.CreateConversationRequest(
+            request_id=request_id,
+            channel=common_pb2.CHANNEL_WEBCHAT,
+            queue_id=creds["queue_id"],
+            contact=conversation_pb2.Contact(
+                display_name="Pat Python", channel_address="visitor-python-" + rid()
+            ),
+            pre_chat_data=[
+                conversation_pb2.PreChatField(name="order_number", label="Order number", value="P-2002")
+            ],
+            bot_transcript=[
+                conversation_pb2.TranscriptEntry(
+                    sender=conversation_pb2.SENDER_KIND_CUSTOMER, text="My parcel never arrived"
+                ),
+                conversation_pb2.TranscriptEntry(
+                    sender=conversation_pb2.SENDER_KIND_BOT, text="Let me get you a person."
+                ),
+            ],
+        )
+
+    step("bad input: CreateConversation without request_id is INVALID_ARGUMENT")
+    err = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        conversations.CreateConversation,
+        create_request(""),
+        as_bot,
+        "CreateConversation with an empty request_id",
+    )
+    check("request_id" in (err.details() or ""), "the error does not name request_id: %r" % err.details())
+
+    step("bad input: an agent calling QueueService.CreateProgram is PERMISSION_DENIED")
+    expect_error(
+        grpc.StatusCode.PERMISSION_DENIED,
+        queues.CreateProgram,
+        routing.CreateProgramRequest(
+            request_id=rid(), program=routing_pb2.Program(display_name="Not allowed " + rid())
+        ),
+        as_agent1,
+        "CreateProgram as agent1",
+    )
+
+    step("the created-and-closed report before the flow")
+    created_before, closed_before = created_closed_today(reports, as_supervisor)
+
+    step("agent1 sets presence AVAILABLE")
+    state = agents.SetPresence(
+        routing.SetPresenceRequest(request_id=rid(), presence=routing_pb2.PRESENCE_AVAILABLE),
+        metadata=as_agent1,
+        timeout=TIMEOUT,
+    ).agent_state
+    check(
+        state.presence == routing_pb2.PRESENCE_AVAILABLE,
+        "presence is %s" % routing_pb2.Presence.Name(state.presence),
+    )
+
+    step("agent1 streams offers in a thread")
+    listener = OfferListener(agents, as_agent1)
+    try:
+        step("the bot creates a web chat; a retry with the same request_id returns the same one")
+        request = create_request(rid())
+        created = conversations.CreateConversation(request, metadata=as_bot, timeout=TIMEOUT).conversation
+        check(created.id, "no conversation id")
+        check(
+            created.state == conversation_pb2.Conversation.STATE_OPEN,
+            "a new conversation is %s" % conversation_pb2.Conversation.State.Name(created.state),
+        )
+        retried = conversations.CreateConversation(request, metadata=as_bot, timeout=TIMEOUT).conversation
+        check(
+            retried.id == created.id,
+            "the retry created another conversation: %s then %s" % (created.id, retried.id),
+        )
+
+        step("the offer reaches agent1's stream")
+        offer = listener.wait_for_pending(created.id, 20)
+        check(offer.agent_id == agent1["id"], "the offer is for %s, not agent1" % offer.agent_id)
+
+        step("agent1 accepts the offer")
+        accepted = agents.AcceptOffer(
+            routing.AcceptOfferRequest(request_id=rid(), offer_id=offer.id),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        )
+        check(accepted.conversation_id == created.id, "accepted %s" % accepted.conversation_id)
+
+        step("the conversation is ACTIVE with agent1 as owner")
+
+        def active():
+            c = conversations.GetConversation(
+                conv.GetConversationRequest(conversation_id=created.id), metadata=as_agent1, timeout=TIMEOUT
+            ).conversation
+            return c if c.state == conversation_pb2.Conversation.STATE_ACTIVE else None
+
+        conversation = eventually("the conversation to become ACTIVE", 10, active)
+        check(conversation.owner_agent_id == agent1["id"], "owner is %s" % conversation.owner_agent_id)
+        check(
+            [f.value for f in conversation.pre_chat_data] == ["P-2002"],
+            "pre-chat data: %s" % conversation.pre_chat_data,
+        )
+        check(len(conversation.bot_transcript) == 2, "bot transcript: %s" % conversation.bot_transcript)
+
+        step("the customer (through the bot) and agent1 exchange messages")
+        customer = conversations.SendMessage(
+            conv.SendMessageRequest(
+                request_id=rid(),
+                conversation_id=created.id,
+                text="I paid with %s, can you check?" % CARD,
+                sender=conversation_pb2.SENDER_KIND_CUSTOMER,
+            ),
+            metadata=as_bot,
+            timeout=TIMEOUT,
+        ).message
+        check(customer.sender == conversation_pb2.SENDER_KIND_CUSTOMER, "sender %s" % customer.sender)
+        check(CARD not in customer.text and CARD.replace(" ", "") not in customer.text,
+              "the card number is not masked: %r" % customer.text)
+        reply = conversations.SendMessage(
+            conv.SendMessageRequest(
+                request_id=rid(), conversation_id=created.id, text="Hello Pat, checking now."
+            ),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        ).message
+        check(reply.sender == conversation_pb2.SENDER_KIND_AGENT, "sender %s" % reply.sender)
+        check(
+            reply.sender_display_name == agent1["display_name"],
+            "the agent's message shows %r" % reply.sender_display_name,
+        )
+
+        step("ListMessages has both messages")
+        messages = conversations.ListMessages(
+            conv.ListMessagesRequest(conversation_id=created.id, page_size=100),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        ).messages
+        ids = [m.id for m in messages]
+        check(customer.id in ids and reply.id in ids, "messages: %s" % [m.text for m in messages])
+
+        step("agent1 ends the conversation: WRAP_UP")
+        ended = conversations.EndConversation(
+            conv.EndConversationRequest(request_id=rid(), conversation_id=created.id),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        ).conversation
+        check(
+            ended.state == conversation_pb2.Conversation.STATE_WRAP_UP,
+            "state %s" % conversation_pb2.Conversation.State.Name(ended.state),
+        )
+
+        step("agent1 submits a wrap-up reason: CLOSED")
+        closed = conversations.SubmitWrapUp(
+            conv.SubmitWrapUpRequest(
+                request_id=rid(), conversation_id=created.id, wrap_up_reason_ids=creds["wrap_up_reason_ids"][:1]
+            ),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        ).conversation
+        check(
+            closed.state == conversation_pb2.Conversation.STATE_CLOSED,
+            "state %s" % conversation_pb2.Conversation.State.Name(closed.state),
+        )
+        check(closed.HasField("close_time"), "no close_time")
+    finally:
+        listener.close()
+
+    step("the created-and-closed report for today counts one more of each")
+
+    def counted():
+        created_now, closed_now = created_closed_today(reports, as_supervisor)
+        if created_now >= created_before + 1 and closed_now >= closed_before + 1:
+            return (created_now, closed_now)
+        return None
+
+    eventually(
+        "created > %d and closed > %d in today's report" % (created_before, closed_before), 15, counted
+    )
+    channel.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateway", required=True, help="host:port of the gateway")
+    parser.add_argument("--credentials", required=True, help="dev-credentials.json of `switchboard dev`")
+    args = parser.parse_args()
+    try:
+        with open(args.credentials, encoding="utf-8") as f:
+            creds = json.load(f)
+    except (OSError, ValueError) as err:
+        print("python flow: cannot read %s: %s" % (args.credentials, err), file=sys.stderr)
+        return 2
+    try:
+        run(args.gateway, creds)
+    except KeyError as err:
+        print("python flow: %s lacks %s" % (args.credentials, err), file=sys.stderr)
+        return 2
+    except FlowError as err:
+        print("python flow FAILED at step '%s': %s" % (CURRENT_STEP[0], err), file=sys.stderr)
+        return 1
+    except grpc.RpcError as err:
+        print(
+            "python flow FAILED at step '%s': %s: %s" % (CURRENT_STEP[0], err.code().name, err.details()),
+            file=sys.stderr,
+        )
+        return 1
+    print("python flow: all steps passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+//! One web-chat conversation from creation to the created-and-closed report, driven through
+//! the gateway with the demo credentials, on SQLite and (when configured) PostgreSQL.
+
+use std::time::Duration;
+
+use switchboard_proto::common::v1::{Channel, TimeRange};
+use switchboard_proto::conversation::v1 as conv;
+use switchboard_proto::conversation::v1::conversation::State;
+use switchboard_proto::reporting::v1 as rep;
+use switchboard_proto::routing::v1 as routing;
+use switchboard_tests::{Backend, Harness, eventually, rid};
+use tokio_stream::StreamExt;
+
+const CARD: &str = "4111 1111 1111 1111";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_web_chat_flows_from_bot_to_report() {
+    for backend in Backend::all() {
+        let harness = Harness::start(&backend)
+            .await
+            .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()));
+        flow(&harness).await;
+        harness.stop().await.expect("every service stops cleanly");
+    }
+}
+
+async fn flow(h: &Harness) {
+    let agent1 = h.creds.user("agent1").clone();
+    let mut agent = h.agent("agent1");
+
+    // The agent goes Available and streams offers.
+    let state = agent
+        .set_presence(routing::SetPresenceRequest {
+            request_id: rid(),
+            agent_id: String::new(),
+            presence: routing::Presence::Available as i32,
+            reason: String::new(),
+        })
+        .await
+        .expect("set presence")
+        .into_inner()
+        .agent_state
+        .expect("agent state");
+    assert_eq!(state.presence, routing::Presence::Available as i32);
+    assert_eq!(state.capacity_used, 0);
+    let mut offers = agent
+        .stream_offers(routing::StreamOffersRequest {})
+        .await
+        .expect("stream offers")
+        .into_inner();
+
+    // The bot hands a web chat to the queue with pre-chat data and its transcript.
+    let created = h
+        .bot_conversations()
+        .create_conversation(conv::CreateConversationRequest {
+            request_id: rid(),
+            channel: Channel::Webchat as i32,
+            queue_id: h.creds.queue_id.clone(),
+            contact: Some(conv::Contact {
+                id: String::new(),
+                display_name: "Casey Customer".into(),
+                channel_address: "visitor-42".into(),
+            }),
+            pre_chat_data: vec![conv::PreChatField {
+                name: "order_number".into(),
+                label: "Order number".into(),
+                value: "A-1001".into(),
+            }],
+            bot_transcript: vec![
+                conv::TranscriptEntry {
+                    sender: conv::SenderKind::Customer as i32,
+                    text: format!("I was charged twice on {CARD}"),
+                    create_time: None,
+                },
+                conv::TranscriptEntry {
+                    sender: conv::SenderKind::Bot as i32,
+                    text: "Let me get you a person.".into(),
+                    create_time: None,
+                },
+            ],
+            first_message: String::new(),
+        })
+        .await
+        .expect("create conversation")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(created.state, State::Open as i32);
+    assert!(created.owner_agent_id.is_empty());
+    assert!(
+        !created.bot_transcript[0].text.contains(CARD),
+        "the card number is masked before it is stored"
+    );
+
+    // The offer reaches the streaming agent, who accepts it.
+    let offer = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let message = offers
+                .next()
+                .await
+                .expect("offer stream stays open")
+                .expect("offer stream ok");
+            let offer = message.offer.expect("offer");
+            if offer.conversation_id == created.id
+                && offer.state == routing::offer::State::Pending as i32
+            {
+                return offer;
+            }
+        }
+    })
+    .await
+    .expect("an offer within 20 s");
+    assert_eq!(offer.agent_id, agent1.id);
+    let accepted = agent
+        .accept_offer(routing::AcceptOfferRequest {
+            request_id: rid(),
+            offer_id: offer.id.clone(),
+        })
+        .await
+        .expect("accept offer")
+        .into_inner();
+    assert_eq!(accepted.conversation_id, created.id);
+
+    let mut as_agent = h.conversations("agent1");
+    let active = eventually("the conversation to become ACTIVE", Duration::from_secs(10), || {
+        let mut client = as_agent.clone();
+        let id = created.id.clone();
+        async move {
+            let c = client
+                .get_conversation(conv::GetConversationRequest { conversation_id: id })
+                .await
+                .ok()?
+                .into_inner()
+                .conversation?;
+            (c.state == State::Active as i32).then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(active.owner_agent_id, agent1.id);
+    assert_eq!(active.owner_display_name, agent1.display_name);
+    assert_eq!(active.pre_chat_data[0].value, "A-1001", "the agent sees the pre-chat data");
+    assert_eq!(active.bot_transcript.len(), 2, "the agent sees the bot transcript");
+    let capacity = agent
+        .get_agent_state(routing::GetAgentStateRequest::default())
+        .await
+        .expect("agent state")
+        .into_inner()
+        .agent_state
+        .expect("agent state");
+    assert_eq!(capacity.capacity_used, 1, "one web chat reserves one unit");
+
+    // The other agent cannot see a conversation assigned to someone else.
+    let hidden = h
+        .conversations("agent2")
+        .get_conversation(conv::GetConversationRequest {
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .expect_err("hidden from other agents");
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+
+    // Customer and agent exchange messages.
+    let customer_message = h
+        .bot_conversations()
+        .send_message(conv::SendMessageRequest {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+            text: format!("My card is {CARD}, can you refund?"),
+            sender: conv::SenderKind::Customer as i32,
+            internal: false,
+        })
+        .await
+        .expect("customer message")
+        .into_inner()
+        .message
+        .expect("message");
+    assert!(!customer_message.text.contains(CARD));
+    assert!(customer_message.text.contains("411111"), "first six digits kept");
+    assert!(customer_message.text.contains("1111"), "last four digits kept");
+    let agent_message = as_agent
+        .send_message(conv::SendMessageRequest {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+            text: "Hello Casey, I can help with that.".into(),
+            sender: conv::SenderKind::Unspecified as i32,
+            internal: false,
+        })
+        .await
+        .expect("agent message")
+        .into_inner()
+        .message
+        .expect("message");
+    assert_eq!(agent_message.sender, conv::SenderKind::Agent as i32);
+    assert_eq!(agent_message.sender_display_name, agent1.display_name);
+    let messages = as_agent
+        .list_messages(conv::ListMessagesRequest {
+            conversation_id: created.id.clone(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list messages")
+        .into_inner()
+        .messages;
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    assert!(texts.contains(&customer_message.text.as_str()), "{texts:?}");
+    assert!(texts.contains(&agent_message.text.as_str()), "{texts:?}");
+
+    // The agent ends the chat, then wraps up.
+    let ended = as_agent
+        .end_conversation(conv::EndConversationRequest {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .expect("end")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(ended.state, State::WrapUp as i32);
+    let closed = as_agent
+        .submit_wrap_up(conv::SubmitWrapUpRequest {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+            wrap_up_reason_ids: vec![h.creds.wrap_up_reason_ids[0].clone()],
+            note: String::new(),
+        })
+        .await
+        .expect("wrap up")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(closed.state, State::Closed as i32);
+    assert!(closed.close_time.is_some());
+
+    // Capacity is released.
+    eventually("capacity to be released", Duration::from_secs(10), || {
+        let mut agent = agent.clone();
+        async move {
+            let state = agent
+                .get_agent_state(routing::GetAgentStateRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .agent_state?;
+            (state.capacity_used == 0).then_some(())
+        }
+    })
+    .await;
+
+    // The created-and-closed report for today counts it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let day_start = now - now % 86_400;
+    let reports = h.reports("supervisor");
+    let row = eventually("the report to count the conversation", Duration::from_secs(15), || {
+        let mut reports = reports.clone();
+        async move {
+            let rows = reports
+                .get_created_closed_report(rep::GetCreatedClosedReportRequest {
+                    filter: Some(rep::ReportFilter {
+                        time_range: Some(TimeRange {
+                            start_time: Some(prost_types::Timestamp {
+                                seconds: day_start,
+                                nanos: 0,
+                            }),
+                            end_time: Some(prost_types::Timestamp {
+                                seconds: day_start + 86_400,
+                                nanos: 0,
+                            }),
+                        }),
+                        time_zone: "UTC".into(),
+                        ..Default::default()
+                    }),
+                    granularity: rep::Granularity::Day as i32,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .rows;
+            rows.into_iter().find(|r| r.created == 1 && r.closed == 1)
+        }
+    })
+    .await;
+    assert_eq!(row.created, 1);
+    assert_eq!(row.closed, 1);
+}
