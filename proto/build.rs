@@ -21,9 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Reflection at the gateway lists only what clients may call: no internal packages.
     let mut public = fds.clone();
-    public
-        .file
-        .retain(|f| !f.package().contains(".internal."));
+    public.file.retain(|f| !f.package().contains(".internal."));
     std::fs::write(out.join("switchboard_public.bin"), public.encode_to_vec())?;
 
     tonic_prost_build::configure()

@@ -1327,6 +1327,24 @@ async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
     assert_eq!(rest.wrap_up_reasons.len(), 1);
     assert!(rest.next_page_token.is_empty());
 
+    let implicit = admin
+        .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                display_name: "Implicitly active".into(),
+                queue_ids: vec![id()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrap_up_reason
+        .unwrap();
+    assert!(
+        implicit.active,
+        "a new reason is offered even when `active` is omitted"
+    );
     let created = h.create().await;
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
     let mut agent = h.conversations(&h.agent1);

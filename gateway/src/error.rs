@@ -86,9 +86,11 @@ impl GatewayError {
             GatewayError::InvalidField(err) => {
                 switchboard_server_kit::invalid_field(&err.field, err.description)
             }
-            GatewayError::NotFound { kind, id } => {
-                status(Code::NotFound, format!("{kind} {id} not found"), "NOT_FOUND")
-            }
+            GatewayError::NotFound { kind, id } => status(
+                Code::NotFound,
+                format!("{kind} {id} not found"),
+                "NOT_FOUND",
+            ),
             GatewayError::AlreadyExists(message) => {
                 status(Code::AlreadyExists, message, "ALREADY_EXISTS")
             }
@@ -108,9 +110,7 @@ impl GatewayError {
             GatewayError::UnknownService(path) => {
                 Status::unimplemented(format!("unknown service: {path}"))
             }
-            GatewayError::Unavailable(message) => {
-                status(Code::Unavailable, message, "UNAVAILABLE")
-            }
+            GatewayError::Unavailable(message) => status(Code::Unavailable, message, "UNAVAILABLE"),
             GatewayError::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
             err @ (GatewayError::Config(_)
             | GatewayError::Corrupt(_)
@@ -127,7 +127,10 @@ mod tests {
     use super::*;
 
     fn reason(status: &Status) -> String {
-        status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+        status
+            .get_details_error_info()
+            .map(|i| i.reason)
+            .unwrap_or_default()
     }
 
     #[test]
@@ -142,12 +145,22 @@ mod tests {
         .into_status();
         assert_eq!(st.message(), "/a.B/C needs the role AGENT or SUPERVISOR");
         assert_eq!(reason(&st), "ROLE_REQUIRED");
-        let st = GatewayError::NotFound { kind: "user", id: "u1".to_owned() }.into_status();
-        assert_eq!((st.code(), st.message()), (Code::NotFound, "user u1 not found"));
+        let st = GatewayError::NotFound {
+            kind: "user",
+            id: "u1".to_owned(),
+        }
+        .into_status();
+        assert_eq!(
+            (st.code(), st.message()),
+            (Code::NotFound, "user u1 not found")
+        );
         let st = GatewayError::Unauthenticated("missing credentials".to_owned()).into_status();
         assert_eq!(reason(&st), "UNAUTHENTICATED");
         let st = GatewayError::Database(sqlx::Error::PoolTimedOut).into_status();
-        assert_eq!((st.code(), st.message()), (Code::Internal, "internal error"));
+        assert_eq!(
+            (st.code(), st.message()),
+            (Code::Internal, "internal error")
+        );
         let st = GatewayError::UnknownService("/x.Y/Z".to_owned()).into_status();
         assert_eq!(st.code(), Code::Unimplemented);
     }

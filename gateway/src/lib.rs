@@ -55,7 +55,9 @@ pub async fn serve(
     let identity_key = IdentityKey::new(&config.identity_secret)
         .context("identity_secret (SWITCHBOARD_GATEWAY_IDENTITY_SECRET) is required")?;
     if config.auth.hs256_secret.is_none() && config.auth.public_keys.is_empty() {
-        warn!("no bearer token keys configured (auth.hs256_secret, auth.public_keys): only API keys can authenticate");
+        warn!(
+            "no bearer token keys configured (auth.hs256_secret, auth.public_keys): only API keys can authenticate"
+        );
     }
     let db = Db::connect(&config.database_url)
         .await
@@ -95,7 +97,11 @@ pub async fn serve(
     );
     let options = ServeOptions {
         health_services: HEALTH_SERVICES.to_vec(),
-        descriptor_sets: vec![switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET],
+        // google.rpc too, so that grpcurl can show the ErrorInfo and BadRequest details.
+        descriptor_sets: vec![
+            switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET,
+            tonic_types::pb::FILE_DESCRIPTOR_SET,
+        ],
         // The gateway verifies credentials itself; identities are what it signs.
         identity: None,
         metrics,
@@ -113,12 +119,17 @@ mod tests {
 
     #[test]
     fn health_services_are_exactly_the_public_services() {
-        let set = prost_types::FileDescriptorSet::decode(switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET)
-            .unwrap();
+        let set =
+            prost_types::FileDescriptorSet::decode(switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET)
+                .unwrap();
         let mut public: Vec<String> = set
             .file
             .iter()
-            .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
+            .flat_map(|f| {
+                f.service
+                    .iter()
+                    .map(move |s| format!("{}.{}", f.package(), s.name()))
+            })
             .collect();
         public.sort();
         let mut health: Vec<String> = HEALTH_SERVICES.iter().map(|s| (*s).to_owned()).collect();

@@ -23,5 +23,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     init_tracing(&config.log);
     let listener = bind(config.listen).await?;
-    gateway::serve(config, listener, ShutdownSignal::from_future(shutdown::signal())).await
+    gateway::serve(
+        config,
+        listener,
+        ShutdownSignal::from_future(shutdown::signal()),
+    )
+    .await
 }

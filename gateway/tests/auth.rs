@@ -27,18 +27,32 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let db = common::sqlite().await;
     let dir = &db.directory;
-    let (root, tenant, user, key) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (root, tenant, user, key) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     dir.ensure_tenant(root, None, "Holding").await.unwrap();
     dir.ensure_tenant(tenant, Some(root), "Acme").await.unwrap();
-    dir.ensure_user(user, tenant, "Sam Supervisor", "sam@acme.test", &[Role::Supervisor, Role::Agent])
-        .await
-        .unwrap();
+    dir.ensure_user(
+        user,
+        tenant,
+        "Sam Supervisor",
+        "sam@acme.test",
+        &[Role::Supervisor, Role::Agent],
+    )
+    .await
+    .unwrap();
     dir.ensure_api_key(key, tenant, "Chat bot", &[Role::Bot], &good_secret(key))
         .await
         .unwrap();
-    dir.set_enabled_supervisor_actions(tenant, &[SupervisorAction::Monitor, SupervisorAction::ForceClose])
-        .await
-        .unwrap();
+    dir.set_enabled_supervisor_actions(
+        tenant,
+        &[SupervisorAction::Monitor, SupervisorAction::ForceClose],
+    )
+    .await
+    .unwrap();
     let config = AuthConfig {
         hs256_secret: Some(SECRET.to_owned()),
         ..AuthConfig::default()
@@ -59,12 +73,21 @@ fn good_secret(key: Uuid) -> String {
 }
 
 fn token(user: &str) -> String {
-    gateway::mint_hs256_token(SECRET, "switchboard", "switchboard", user, Duration::from_secs(300))
+    gateway::mint_hs256_token(
+        SECRET,
+        "switchboard",
+        "switchboard",
+        user,
+        Duration::from_secs(300),
+    )
 }
 
 fn bearer(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::try_from(format!("Bearer {token}")).unwrap());
+    headers.insert(
+        "authorization",
+        HeaderValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
     headers
 }
 
@@ -84,14 +107,21 @@ async fn refusal(fx: &Fixture, headers: &HeaderMap) -> String {
 #[tokio::test]
 async fn a_good_token_gives_the_directory_identity() {
     let fx = fixture().await;
-    let identity = fx.auth.authenticate(&bearer(&token(&fx.user.to_string()))).await.unwrap();
+    let identity = fx
+        .auth
+        .authenticate(&bearer(&token(&fx.user.to_string())))
+        .await
+        .unwrap();
     assert_eq!(identity.tenant_id, fx.tenant.to_string());
     assert_eq!(identity.tenant_ancestry, vec![fx.root.to_string()]);
     assert_eq!(identity.principal_id, fx.user.to_string());
     assert_eq!(identity.principal_kind, PrincipalKind::User);
     assert_eq!(identity.display_name, "Sam Supervisor");
     assert_eq!(identity.roles, vec![KitRole::Agent, KitRole::Supervisor]);
-    assert_eq!(identity.enabled_supervisor_actions, vec!["monitor", "force_close"]);
+    assert_eq!(
+        identity.enabled_supervisor_actions,
+        vec!["monitor", "force_close"]
+    );
 }
 
 #[tokio::test]
@@ -100,7 +130,13 @@ async fn role_changes_apply_to_the_next_call() {
     let headers = bearer(&token(&fx.user.to_string()));
     fx.db
         .directory
-        .ensure_user(fx.user, fx.tenant, "Sam Supervisor", "sam@acme.test", &[Role::Analyst])
+        .ensure_user(
+            fx.user,
+            fx.tenant,
+            "Sam Supervisor",
+            "sam@acme.test",
+            &[Role::Analyst],
+        )
         .await
         .unwrap();
     let identity = fx.auth.authenticate(&headers).await.unwrap();
@@ -114,7 +150,13 @@ async fn unknown_and_inactive_users_are_refused_alike() {
     let not_a_uuid = refusal(&fx, &bearer(&token("admin"))).await;
 
     // Deactivate through a directory mutation, as UpdateUser does.
-    let mut user = fx.db.directory.user(&fx.user.to_string()).await.unwrap().unwrap();
+    let mut user = fx
+        .db
+        .directory
+        .user(&fx.user.to_string())
+        .await
+        .unwrap()
+        .unwrap();
     user.active = false;
     let mut tx = fx
         .db
@@ -128,7 +170,9 @@ async fn unknown_and_inactive_users_are_refused_alike() {
         .await
         .unwrap();
     tx.update_user(&user).await.unwrap();
-    tx.finish(&user.id, &CreateUserResponse::default()).await.unwrap();
+    tx.finish(&user.id, &CreateUserResponse::default())
+        .await
+        .unwrap();
     let inactive = refusal(&fx, &bearer(&token(&fx.user.to_string()))).await;
 
     assert_eq!(unknown, "bearer token subject is not an active user");
@@ -151,13 +195,32 @@ async fn bad_tokens_and_headers_are_refused() {
         )
         .unwrap()
     };
-    assert_eq!(refusal(&fx, &bearer(&expired)).await, "bearer token expired");
-    let wrong_issuer =
-        gateway::mint_hs256_token(SECRET, "elsewhere", "switchboard", &fx.user.to_string(), Duration::from_secs(60));
-    assert_eq!(refusal(&fx, &bearer(&wrong_issuer)).await, "bearer token issuer not accepted");
-    let wrong_audience =
-        gateway::mint_hs256_token(SECRET, "switchboard", "elsewhere", &fx.user.to_string(), Duration::from_secs(60));
-    assert_eq!(refusal(&fx, &bearer(&wrong_audience)).await, "bearer token audience not accepted");
+    assert_eq!(
+        refusal(&fx, &bearer(&expired)).await,
+        "bearer token expired"
+    );
+    let wrong_issuer = gateway::mint_hs256_token(
+        SECRET,
+        "elsewhere",
+        "switchboard",
+        &fx.user.to_string(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        refusal(&fx, &bearer(&wrong_issuer)).await,
+        "bearer token issuer not accepted"
+    );
+    let wrong_audience = gateway::mint_hs256_token(
+        SECRET,
+        "switchboard",
+        "elsewhere",
+        &fx.user.to_string(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        refusal(&fx, &bearer(&wrong_audience)).await,
+        "bearer token audience not accepted"
+    );
     let forged = gateway::mint_hs256_token(
         "not-the-secret-0123456789",
         "switchboard",
@@ -165,18 +228,32 @@ async fn bad_tokens_and_headers_are_refused() {
         &fx.user.to_string(),
         Duration::from_secs(60),
     );
-    assert_eq!(refusal(&fx, &bearer(&forged)).await, "bearer token signature does not verify");
+    assert_eq!(
+        refusal(&fx, &bearer(&forged)).await,
+        "bearer token signature does not verify"
+    );
 
     let mut basic = HeaderMap::new();
-    basic.insert("authorization", HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    basic.insert(
+        "authorization",
+        HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+    );
     assert!(refusal(&fx, &basic).await.contains("Bearer"));
-    assert!(refusal(&fx, &HeaderMap::new()).await.starts_with("missing credentials"));
+    assert!(
+        refusal(&fx, &HeaderMap::new())
+            .await
+            .starts_with("missing credentials")
+    );
 }
 
 #[tokio::test]
 async fn a_good_api_key_gives_the_key_identity() {
     let fx = fixture().await;
-    let identity = fx.auth.authenticate(&api_key(&good_secret(fx.key))).await.unwrap();
+    let identity = fx
+        .auth
+        .authenticate(&api_key(&good_secret(fx.key)))
+        .await
+        .unwrap();
     assert_eq!(identity.principal_id, fx.key.to_string());
     assert_eq!(identity.principal_kind, PrincipalKind::ApiKey);
     assert_eq!(identity.display_name, "Chat bot");
@@ -192,8 +269,18 @@ async fn wrong_and_malformed_api_keys_get_one_message() {
     let wrong_secret = gateway::api_key_secret(fx.key, &"x".repeat(40));
     let unknown_key = good_secret(Uuid::new_v4());
     let truncated = &secret[..secret.len() - 20];
-    for bad in [wrong_secret.as_str(), unknown_key.as_str(), truncated, "sbk_nope", "hello"] {
-        assert_eq!(refusal(&fx, &api_key(bad)).await, "invalid api key", "{bad}");
+    for bad in [
+        wrong_secret.as_str(),
+        unknown_key.as_str(),
+        truncated,
+        "sbk_nope",
+        "hello",
+    ] {
+        assert_eq!(
+            refusal(&fx, &api_key(bad)).await,
+            "invalid api key",
+            "{bad}"
+        );
     }
 }
 
@@ -212,6 +299,11 @@ async fn a_revoked_api_key_is_refused() {
         .await
         .unwrap();
     tx.revoke_api_key(&fx.key.to_string(), 1).await.unwrap();
-    tx.finish(&fx.key.to_string(), &CreateUserResponse::default()).await.unwrap();
-    assert_eq!(refusal(&fx, &api_key(&good_secret(fx.key))).await, "api key revoked");
+    tx.finish(&fx.key.to_string(), &CreateUserResponse::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(&fx, &api_key(&good_secret(fx.key))).await,
+        "api key revoked"
+    );
 }

@@ -7,9 +7,7 @@ use std::time::Duration;
 use gateway::GatewayError;
 use gateway::domain::page::page_request;
 use gateway::store::{Directory, Mutation};
-use switchboard_proto::directory::v1::{
-    CreateUserResponse, Role, SupervisorAction, User,
-};
+use switchboard_proto::directory::v1::{CreateUserResponse, Role, SupervisorAction, User};
 use uuid::Uuid;
 
 fn secret(id: Uuid) -> String {
@@ -22,15 +20,24 @@ async fn seeding_twice_changes_nothing(dir: &Directory) {
     let key = Uuid::new_v4();
     for _ in 0..2 {
         dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
-        dir.ensure_user(user, tenant, "Ada", "Ada@Example.com", &[Role::Agent, Role::Supervisor])
-            .await
-            .unwrap();
+        dir.ensure_user(
+            user,
+            tenant,
+            "Ada",
+            "Ada@Example.com",
+            &[Role::Agent, Role::Supervisor],
+        )
+        .await
+        .unwrap();
         dir.ensure_api_key(key, tenant, "Bot", &[Role::Bot], &secret(key))
             .await
             .unwrap();
-        dir.set_enabled_supervisor_actions(tenant, &[SupervisorAction::Monitor, SupervisorAction::ForceClose])
-            .await
-            .unwrap();
+        dir.set_enabled_supervisor_actions(
+            tenant,
+            &[SupervisorAction::Monitor, SupervisorAction::ForceClose],
+        )
+        .await
+        .unwrap();
     }
     let page = page_request(0, "").unwrap();
     let (users, next) = dir.users(&tenant.to_string(), None, &page).await.unwrap();
@@ -42,7 +49,10 @@ async fn seeding_twice_changes_nothing(dir: &Directory) {
     let (keys, _) = dir.api_keys(&tenant.to_string(), &page).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].prefix, &secret(key)[..12]);
-    assert!(gateway::domain::api_key::secret_matches(&secret(key), &keys[0].secret_sha256));
+    assert!(gateway::domain::api_key::secret_matches(
+        &secret(key),
+        &keys[0].secret_sha256
+    ));
     let settings = dir.tenant_settings(&tenant.to_string()).await.unwrap();
     assert_eq!(
         settings.enabled_supervisor_actions,
@@ -51,21 +61,46 @@ async fn seeding_twice_changes_nothing(dir: &Directory) {
     assert_eq!(settings.reopen_window, Duration::from_secs(86_400));
 
     // Seeding again with other values updates the same rows.
-    dir.ensure_user(user, tenant, "Ada L.", "ada@example.com", &[Role::Administrator])
+    dir.ensure_user(
+        user,
+        tenant,
+        "Ada L.",
+        "ada@example.com",
+        &[Role::Administrator],
+    )
+    .await
+    .unwrap();
+    let stored = dir.user(&user.to_string()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.display_name.as_str(), stored.roles.as_slice()),
+        ("Ada L.", &[Role::Administrator][..])
+    );
+    dir.set_enabled_supervisor_actions(tenant, &[])
         .await
         .unwrap();
-    let stored = dir.user(&user.to_string()).await.unwrap().unwrap();
-    assert_eq!((stored.display_name.as_str(), stored.roles.as_slice()), ("Ada L.", &[Role::Administrator][..]));
-    dir.set_enabled_supervisor_actions(tenant, &[]).await.unwrap();
-    assert!(dir.tenant_settings(&tenant.to_string()).await.unwrap().enabled_supervisor_actions.is_empty());
+    assert!(
+        dir.tenant_settings(&tenant.to_string())
+            .await
+            .unwrap()
+            .enabled_supervisor_actions
+            .is_empty()
+    );
 }
 
 async fn seeding_refuses_a_taken_email_and_a_foreign_secret(dir: &Directory) {
     let tenant = Uuid::new_v4();
     dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
-    dir.ensure_user(Uuid::new_v4(), tenant, "Ada", "ada@x.test", &[Role::Agent]).await.unwrap();
+    dir.ensure_user(Uuid::new_v4(), tenant, "Ada", "ada@x.test", &[Role::Agent])
+        .await
+        .unwrap();
     let err = dir
-        .ensure_user(Uuid::new_v4(), tenant, "Other Ada", "ADA@x.test", &[Role::Agent])
+        .ensure_user(
+            Uuid::new_v4(),
+            tenant,
+            "Other Ada",
+            "ADA@x.test",
+            &[Role::Agent],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, GatewayError::AlreadyExists(_)), "{err}");
@@ -84,19 +119,34 @@ async fn ancestry_is_parent_first(dir: &Directory) {
     let grandchild = Uuid::new_v4();
     dir.ensure_tenant(root, None, "Root").await.unwrap();
     dir.ensure_tenant(child, Some(root), "Child").await.unwrap();
-    dir.ensure_tenant(grandchild, Some(child), "Grandchild").await.unwrap();
+    dir.ensure_tenant(grandchild, Some(child), "Grandchild")
+        .await
+        .unwrap();
     assert_eq!(
         dir.tenant_ancestry(&grandchild.to_string()).await.unwrap(),
         vec![child.to_string(), root.to_string()]
     );
-    assert!(dir.tenant_ancestry(&root.to_string()).await.unwrap().is_empty());
-    assert!(dir.tenant_ancestry(&Uuid::new_v4().to_string()).await.unwrap().is_empty());
+    assert!(
+        dir.tenant_ancestry(&root.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        dir.tenant_ancestry(&Uuid::new_v4().to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let tenant = dir.tenant(&child.to_string()).await.unwrap().unwrap();
     assert_eq!(tenant.parent_tenant_id, Some(root.to_string()));
 
     let page = page_request(0, "").unwrap();
     let (children, _) = dir.child_tenants(&root.to_string(), &page).await.unwrap();
-    assert_eq!(children.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![child.to_string()]);
+    assert_eq!(
+        children.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        vec![child.to_string()]
+    );
 }
 
 async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
@@ -106,14 +156,30 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
     dir.ensure_tenant(other, None, "Other").await.unwrap();
     let names = ["Eve", "Bob", "Dan", "Ann", "Cat"];
     for (i, name) in names.iter().enumerate() {
-        let roles: &[Role] = if i % 2 == 0 { &[Role::Agent] } else { &[Role::Supervisor, Role::Analyst] };
-        dir.ensure_user(Uuid::new_v4(), tenant, name, &format!("{name}-{tenant}@x.test"), roles)
-            .await
-            .unwrap();
-    }
-    dir.ensure_user(Uuid::new_v4(), other, "Abe", &format!("abe-{other}@x.test"), &[Role::Agent])
+        let roles: &[Role] = if i % 2 == 0 {
+            &[Role::Agent]
+        } else {
+            &[Role::Supervisor, Role::Analyst]
+        };
+        dir.ensure_user(
+            Uuid::new_v4(),
+            tenant,
+            name,
+            &format!("{name}-{tenant}@x.test"),
+            roles,
+        )
         .await
         .unwrap();
+    }
+    dir.ensure_user(
+        Uuid::new_v4(),
+        other,
+        "Abe",
+        &format!("abe-{other}@x.test"),
+        &[Role::Agent],
+    )
+    .await
+    .unwrap();
 
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -130,11 +196,32 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
     assert_eq!(seen, vec!["Ann", "Bob", "Cat", "Dan", "Eve"]);
 
     let page = page_request(0, "").unwrap();
-    let (agents, _) = dir.users(&tenant.to_string(), Some(Role::Agent), &page).await.unwrap();
-    assert_eq!(agents.iter().map(|u| u.display_name.as_str()).collect::<Vec<_>>(), vec!["Cat", "Dan", "Eve"]);
-    let (analysts, _) = dir.users(&tenant.to_string(), Some(Role::Analyst), &page).await.unwrap();
-    assert_eq!(analysts.iter().map(|u| u.display_name.as_str()).collect::<Vec<_>>(), vec!["Ann", "Bob"]);
-    let (admins, _) = dir.users(&tenant.to_string(), Some(Role::Administrator), &page).await.unwrap();
+    let (agents, _) = dir
+        .users(&tenant.to_string(), Some(Role::Agent), &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        agents
+            .iter()
+            .map(|u| u.display_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Cat", "Dan", "Eve"]
+    );
+    let (analysts, _) = dir
+        .users(&tenant.to_string(), Some(Role::Analyst), &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        analysts
+            .iter()
+            .map(|u| u.display_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["Ann", "Bob"]
+    );
+    let (admins, _) = dir
+        .users(&tenant.to_string(), Some(Role::Administrator), &page)
+        .await
+        .unwrap();
     assert!(admins.is_empty());
 }
 
@@ -167,14 +254,20 @@ async fn a_finished_mutation_replays_and_is_audited(dir: &Directory) {
     tx.finish("user-1", &response("user-1")).await.unwrap();
 
     let mut again = dir.begin(mutation(tenant, request_id)).await.unwrap();
-    assert_eq!(again.replay::<CreateUserResponse>().await.unwrap(), Some(response("user-1")));
+    assert_eq!(
+        again.replay::<CreateUserResponse>().await.unwrap(),
+        Some(response("user-1"))
+    );
     again.abandon().await.unwrap();
 
     // Request ids are scoped by tenant.
     let other = Uuid::new_v4();
     dir.ensure_tenant(other, None, "Other").await.unwrap();
     let mut elsewhere = dir.begin(mutation(other, request_id)).await.unwrap();
-    assert_eq!(elsewhere.replay::<CreateUserResponse>().await.unwrap(), None);
+    assert_eq!(
+        elsewhere.replay::<CreateUserResponse>().await.unwrap(),
+        None
+    );
     elsewhere.abandon().await.unwrap();
 
     let page = page_request(0, "").unwrap();
@@ -203,7 +296,13 @@ async fn an_abandoned_mutation_leaves_nothing(dir: &Directory) {
     drop(tx);
     assert!(dir.user(&user.id).await.unwrap().is_none());
     let page = page_request(0, "").unwrap();
-    assert!(dir.audit_entries(&tenant.to_string(), &page).await.unwrap().0.is_empty());
+    assert!(
+        dir.audit_entries(&tenant.to_string(), &page)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
 }
 
 async fn concurrent_retries_of_one_request_apply_once(dir: &Directory) {
@@ -228,7 +327,14 @@ async fn concurrent_retries_of_one_request_apply_once(dir: &Directory) {
     let answers = futures::future::join_all((0..4).map(attempt)).await;
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     let page = page_request(0, "").unwrap();
-    assert_eq!(dir.audit_entries(&tenant.to_string(), &page).await.unwrap().0.len(), 1);
+    assert_eq!(
+        dir.audit_entries(&tenant.to_string(), &page)
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
 }
 
 async fn api_keys_list_newest_first_and_revoke_once(dir: &Directory) {
@@ -261,15 +367,27 @@ async fn api_keys_list_newest_first_and_revoke_once(dir: &Directory) {
     tx.revoke_api_key(&ids[0], 100).await.unwrap();
     tx.revoke_api_key(&ids[0], 200).await.unwrap();
     tx.finish(&ids[0], &response("x")).await.unwrap();
-    assert_eq!(dir.api_key(&ids[0]).await.unwrap().unwrap().revoked_at, Some(100));
-    assert_eq!(dir.api_key(&ids[1]).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        dir.api_key(&ids[0]).await.unwrap().unwrap().revoked_at,
+        Some(100)
+    );
+    assert_eq!(
+        dir.api_key(&ids[1]).await.unwrap().unwrap().revoked_at,
+        None
+    );
 }
 
 async fn opening_twice_keeps_the_data(dir: &Directory) {
     let tenant = Uuid::new_v4();
     dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
     let reopened = Directory::open(dir.db()).await.unwrap();
-    assert!(reopened.tenant(&tenant.to_string()).await.unwrap().is_some());
+    assert!(
+        reopened
+            .tenant(&tenant.to_string())
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 macro_rules! conformance {

@@ -162,15 +162,23 @@ fn test_config(dir: &tempfile::TempDir, conversation_url: &str) -> Config {
 }
 
 async fn start(conversation_url: &str) -> Harness {
+    start_with(conversation_url, None, new_id()).await
+}
+
+/// A server on `database_url` (a fresh SQLite file when `None`) acting for `tenant`.
+async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: String) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(&dir, conversation_url);
+    let mut config = test_config(&dir, conversation_url);
+    if let Some(url) = database_url {
+        config.database_url = url.to_owned();
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = ShutdownSignal::new();
     let server = tokio::spawn(serve(config, listener, shutdown.clone()));
     Harness {
         addr,
-        tenant: new_id(),
+        tenant,
         shutdown,
         server,
         _dir: dir,
@@ -421,6 +429,18 @@ async fn offer_accept_and_apply_with_retries() {
     assert_eq!(offer.customer_display_name, "Grace");
     assert_eq!(offer.capacity_units, 1);
     assert_eq!(h.state(&agent_id).await.pending_offers, 1);
+    // A stream opened now starts with the pending offer.
+    let mut late = h
+        .agent(&agent_id)
+        .stream_offers(pb::StreamOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let replayed = next_offer(&mut late, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (replayed.id.as_str(), state_of(&replayed)),
+        (offer.id.as_str(), pb::offer::State::Pending)
+    );
 
     let request_id = new_id();
     let accepted = h.accept(&agent_id, &offer.id, &request_id).await.unwrap();
@@ -1100,4 +1120,115 @@ async fn a_short_identity_secret_is_refused() {
             .contains("identity_secret must be at least 16 bytes"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_never_offer_twice() {
+    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipping two replicas on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let database = format!("t_{}", Uuid::new_v4().simple());
+    let admin = switchboard_server_kit::db::Db::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let url = {
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let host_end = base.find("://").map_or(0, |i| i + 3);
+        let server = base[host_end..]
+            .find('/')
+            .map_or(base, |i| &base[..host_end + i]);
+        match query {
+            Some(query) => format!("{server}/{database}?{query}"),
+            None => format!("{server}/{database}"),
+        }
+    };
+    let tenant = new_id();
+    let one = start_with("http://127.0.0.1:9", Some(&url), tenant.clone()).await;
+    // The second replica starts once the first has migrated the database.
+    let (queue_id, profile_id) = one
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let two = start_with("http://127.0.0.1:9", Some(&url), tenant.clone()).await;
+
+    // Each agent streams from the replica that did not set it up.
+    let (ada, _) = one.available_agent("Ada", &queue_id, &profile_id).await;
+    let (bob, _) = two.available_agent("Bob", &queue_id, &profile_id).await;
+    let mut ada_offers = two
+        .agent(&ada)
+        .stream_offers(pb::StreamOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bob_offers = one
+        .agent(&bob)
+        .stream_offers(pb::StreamOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let conversations: Vec<String> = (0..8).map(|_| new_id()).collect();
+    for (index, conversation) in conversations.iter().enumerate() {
+        let replica = if index % 2 == 0 { &one } else { &two };
+        replica.enqueue(&queue_id, conversation).await.unwrap();
+    }
+    // Two units each: four offers in all, never two for one conversation.
+    let mut offered = Vec::new();
+    for stream in [&mut ada_offers, &mut bob_offers] {
+        for _ in 0..2 {
+            let offer = next_offer(stream, Duration::from_secs(10))
+                .await
+                .expect("an offer");
+            assert_eq!(state_of(&offer), pb::offer::State::Pending);
+            offered.push(offer.conversation_id);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        next_offer(&mut ada_offers, Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    assert!(
+        next_offer(&mut bob_offers, Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    let mut distinct = offered.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{offered:?}");
+    assert!(distinct.iter().all(|c| conversations.contains(c)));
+
+    let store = routing_svc::store::Store::open(&url).await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offers WHERE state = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(pending, 4);
+    let over: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM agents WHERE capacity_used + pending_units > capacity_total",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(over, 0);
+    drop(conn);
+    store.close().await;
+
+    one.stop().await;
+    two.stop().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await
+    .unwrap();
 }

@@ -119,6 +119,7 @@ conformance!(
     max_open_per_agent_is_never_exceeded,
     decisions_list_newest_first,
     manual_claim_takes_a_waiting_item,
+    matcher_offers_higher_priority_then_oldest_first,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -1325,5 +1326,107 @@ async fn manual_claim_takes_a_waiting_item(store: Store) {
         routing::claim_waiting(&mut tx, &agent, &item.conversation_id, now_micros(), 0).await;
     assert!(matches!(gone, Err(Error::NotFound(_))), "{gone:?}");
     drop(tx);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
+    let f = fixture(&store, 2).await;
+    let urgent = Queue {
+        priority: 5,
+        ..queue_in(&f.tenant, &f.program.id, "Urgent")
+    };
+    let mut tx = store.begin().await.unwrap();
+    catalog::insert_queue(&mut tx, &urgent).await.unwrap();
+    tx.commit().await.unwrap();
+    let agent = f.agent(&store, "A").await;
+    let mut tx = store.begin().await.unwrap();
+    catalog::upsert_agent_profile(
+        &mut tx,
+        &AgentProfileInput {
+            tenant_id: f.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+            display_name: "A".into(),
+            capacity: f.capacity.clone(),
+            queue_ids: vec![f.queue.id.clone(), urgent.id.clone()],
+            skills: vec![],
+            team_ids: vec![],
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let newer = f
+        .enqueue_with(&store, &new_id(), "k", Channel::Webchat, 2_000)
+        .await
+        .unwrap();
+    let older = f
+        .enqueue_with(&store, &new_id(), "k", Channel::Webchat, 1_000)
+        .await
+        .unwrap();
+    let urgent_fixture = Fixture {
+        tenant: f.tenant.clone(),
+        program: f.program.clone(),
+        queue: urgent.clone(),
+        capacity: f.capacity.clone(),
+    };
+    let youngest_urgent = urgent_fixture
+        .enqueue_with(&store, &new_id(), "k", Channel::Webchat, 3_000)
+        .await
+        .unwrap();
+
+    let token = tokio_util::sync::CancellationToken::new();
+    let made = routing_svc::engine::matcher::match_waiting(&store, &token)
+        .await
+        .unwrap();
+    assert_eq!(made, 2, "two units, two offers");
+    assert!(
+        f.waiting(&store, &youngest_urgent.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    assert!(
+        f.waiting(&store, &older.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    assert!(
+        !f.waiting(&store, &newer.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    // A second pass makes nothing more and records why once.
+    assert_eq!(
+        routing_svc::engine::matcher::match_waiting(&store, &token)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        routing_svc::engine::matcher::match_waiting(&store, &token)
+            .await
+            .unwrap(),
+        0
+    );
+    let mut conn = store.conn().await.unwrap();
+    let (decisions, _) = routing::list_decisions(
+        &mut conn,
+        &f.tenant,
+        &newer.conversation_id,
+        &PageRequest::parse("routing_decisions", 0, "").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].offer_id, None);
+    assert_eq!(
+        decisions[0].candidates[0].reason,
+        routing_svc::domain::PassReason::NoCapacity.as_i32()
+    );
+    drop(conn);
     assert_ledger_consistent(&store).await;
 }

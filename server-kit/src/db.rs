@@ -90,7 +90,10 @@ impl Db {
             // the gateway's directory that way).
             let name = if label.is_empty() {
                 format!("switchboard-memory-{}", uuid::Uuid::new_v4().simple())
-            } else if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            } else if label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 format!("switchboard-memory-{label}")
             } else {
                 return Err(sqlx::Error::Configuration(
@@ -519,12 +522,16 @@ mod tests {
     #[tokio::test]
     async fn labelled_memory_database_is_reachable_from_a_second_pool() {
         let label = uuid::Uuid::new_v4().simple().to_string();
-        let first = Db::connect(&format!("sqlite::memory:{label}")).await.unwrap();
+        let first = Db::connect(&format!("sqlite::memory:{label}"))
+            .await
+            .unwrap();
         sqlx::query("CREATE TABLE seeded (n BIGINT NOT NULL)")
             .execute(&first.pool)
             .await
             .unwrap();
-        let second = Db::connect(&format!("sqlite::memory:{label}")).await.unwrap();
+        let second = Db::connect(&format!("sqlite::memory:{label}"))
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO seeded (n) VALUES (7)")
             .execute(&second.pool)
             .await

@@ -78,10 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     let credentials_path = args.data_dir.join("dev-credentials.json");
-    write_private(
-        &credentials_path,
-        &serde_json::to_vec_pretty(&credentials)?,
-    )?;
+    write_private(&credentials_path, &serde_json::to_vec_pretty(&credentials)?)?;
     write_private(
         &args.data_dir.join("dev.env"),
         shell_env(&credentials).as_bytes(),
@@ -137,7 +134,10 @@ fn shell_env(credentials: &DevCredentials) -> String {
         env.push_str(&format!("export {name}_ID='{}'\n", user.id));
         env.push_str(&format!("export {name}_TOKEN='{}'\n", user.token));
     }
-    env.push_str(&format!("export BOT_API_KEY='{}'\n", credentials.bot.api_key));
+    env.push_str(&format!(
+        "export BOT_API_KEY='{}'\n",
+        credentials.bot.api_key
+    ));
     env.push_str("# A fresh request id for each mutation.\n");
     env.push_str("rid() { python3 -c 'import uuid; print(uuid.uuid4())'; }\n");
     env
@@ -152,10 +152,17 @@ fn print_banner(
     let rule = "=".repeat(78);
     writeln!(out, "{rule}")?;
     writeln!(out, "  SWITCHBOARD DEV STACK - NOT FOR PRODUCTION")?;
-    writeln!(out, "  Demo data, printed secrets and long-lived tokens. Never expose it.")?;
+    writeln!(
+        out,
+        "  Demo data, printed secrets and long-lived tokens. Never expose it."
+    )?;
     writeln!(out, "{rule}")?;
     writeln!(out, "gateway (plaintext gRPC): {}", credentials.gateway)?;
-    writeln!(out, "  try: grpcurl -plaintext {} list", credentials.gateway)?;
+    writeln!(
+        out,
+        "  try: grpcurl -plaintext {} list",
+        credentials.gateway
+    )?;
     writeln!(
         out,
         "services: routing-svc {}, conversation-svc {}, reporting-svc {}",
@@ -167,7 +174,11 @@ fn print_banner(
     writeln!(out, "tenant:   {}", credentials.tenant_id)?;
     writeln!(out, "program:  {}", credentials.program_id)?;
     writeln!(out, "queue:    {} (web chat)", credentials.queue_id)?;
-    writeln!(out, "wrap-up reasons: {}", credentials.wrap_up_reason_ids.join(", "))?;
+    writeln!(
+        out,
+        "wrap-up reasons: {}",
+        credentials.wrap_up_reason_ids.join(", ")
+    )?;
     for user in &credentials.users {
         writeln!(
             out,
@@ -180,11 +191,19 @@ fn print_banner(
         )?;
         writeln!(out, "            authorization: Bearer {}", user.token)?;
     }
-    writeln!(out, "bot         {} id={}", credentials.bot.display_name, credentials.bot.id)?;
+    writeln!(
+        out,
+        "bot         {} id={}",
+        credentials.bot.display_name, credentials.bot.id
+    )?;
     writeln!(out, "            x-api-key: {}", credentials.bot.api_key)?;
     writeln!(out, "credentials written to {}", path.display())?;
     if let Some(dir) = path.parent() {
-        writeln!(out, "shell variables: source {}", dir.join("dev.env").display())?;
+        writeln!(
+            out,
+            "shell variables: source {}",
+            dir.join("dev.env").display()
+        )?;
     }
     writeln!(out, "{rule}")?;
     out.flush()

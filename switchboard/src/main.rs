@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Switchboard contact-center engine")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Switchboard contact-center engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -218,11 +218,14 @@ pub async fn seed(
         .await
         .context("connecting to the gateway")?;
     let auth = Bearer::new(&admin_token)?;
-    let mut queues =
-        routing::queue_service_client::QueueServiceClient::with_interceptor(channel.clone(), auth.clone());
-    let mut config = conv::conversation_config_service_client::ConversationConfigServiceClient::with_interceptor(
-        channel, auth,
+    let mut queues = routing::queue_service_client::QueueServiceClient::with_interceptor(
+        channel.clone(),
+        auth.clone(),
     );
+    let mut config =
+        conv::conversation_config_service_client::ConversationConfigServiceClient::with_interceptor(
+            channel, auth,
+        );
 
     let program = queues
         .create_program(routing::CreateProgramRequest {
@@ -340,7 +343,10 @@ impl Bearer {
 }
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());
@@ -360,7 +366,10 @@ impl ApiKey {
 }
 
 impl Interceptor for ApiKey {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("x-api-key", self.0.clone());
         Ok(request)
     }

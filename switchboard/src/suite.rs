@@ -133,7 +133,10 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
 
     let urls = [
         ("routing", options.storage.url_for("routing").await?),
-        ("conversation", options.storage.url_for("conversation").await?),
+        (
+            "conversation",
+            options.storage.url_for("conversation").await?,
+        ),
         ("reporting", options.storage.url_for("reporting").await?),
         ("gateway", options.storage.url_for("gateway").await?),
     ];
@@ -191,9 +194,12 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         spawn("routing-svc", routing_listener, &shutdown, |l, s| {
             routing_svc::serve(routing_config, l, s)
         }),
-        spawn("conversation-svc", conversation_listener, &shutdown, |l, s| {
-            conversation_svc::serve(conversation_config, l, s)
-        }),
+        spawn(
+            "conversation-svc",
+            conversation_listener,
+            &shutdown,
+            |l, s| conversation_svc::serve(conversation_config, l, s),
+        ),
         spawn("reporting-svc", reporting_listener, &shutdown, |l, s| {
             reporting_svc::serve(reporting_config, l, s)
         }),

@@ -121,7 +121,9 @@ impl Harness {
     }
 
     /// ConversationService as the demo bot.
-    pub fn bot_conversations(&self) -> ConversationServiceClient<InterceptedService<Channel, ApiKey>> {
+    pub fn bot_conversations(
+        &self,
+    ) -> ConversationServiceClient<InterceptedService<Channel, ApiKey>> {
         ConversationServiceClient::with_interceptor(self.channel.clone(), self.bot())
     }
 

@@ -1,8 +1,8 @@
 //! Bad input through the gateway gets the documented status code and changes nothing.
 
 use switchboard_proto::common::v1::Channel;
-use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_proto::conversation::internal::v1::SubscribeRequest;
+use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::routing::v1 as routing;
@@ -38,7 +38,9 @@ async fn conversation_count(h: &Harness) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let harness = Harness::start(&Backend::Sqlite).await.expect("suite starts");
+    let harness = Harness::start(&Backend::Sqlite)
+        .await
+        .expect("suite starts");
     let h = &harness;
     let before = conversation_count(h).await;
 
@@ -78,11 +80,17 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(err.message().contains("request_id"), "{}", err.message());
     let mut no_channel = create_request(h, rid());
     no_channel.channel = Channel::Unspecified as i32;
-    let err = bot.create_conversation(no_channel).await.expect_err("no channel");
+    let err = bot
+        .create_conversation(no_channel)
+        .await
+        .expect_err("no channel");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let mut bad_queue = create_request(h, rid());
     bad_queue.queue_id = "not-a-uuid".into();
-    let err = bot.create_conversation(bad_queue).await.expect_err("malformed queue id");
+    let err = bot
+        .create_conversation(bad_queue)
+        .await
+        .expect_err("malformed queue id");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let mut unknown_queue = create_request(h, rid());
     unknown_queue.queue_id = uuid::Uuid::new_v4().to_string();
@@ -114,7 +122,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .await
         .expect_err("unknown conversation");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert_eq!(conversation_count(h).await, before, "refused calls created nothing");
+    assert_eq!(
+        conversation_count(h).await,
+        before,
+        "refused calls created nothing"
+    );
 
     // A retried create returns the same conversation and creates one, not two.
     let request_id = rid();
@@ -191,10 +203,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Internal services are never routed by the gateway, whatever the credentials.
-    let mut internal = ConversationInternalServiceClient::with_interceptor(
-        h.channel.clone(),
-        h.bearer("admin"),
-    );
+    let mut internal =
+        ConversationInternalServiceClient::with_interceptor(h.channel.clone(), h.bearer("admin"));
     let err = internal
         .subscribe(SubscribeRequest { after_sequence: 0 })
         .await

@@ -70,7 +70,9 @@ impl ConfigApi {
             queue_ids: queue_ids(&given.queue_ids)?,
             display_name: given.display_name,
             marks_transferred: given.marks_transferred,
-            active: given.active,
+            // A new reason is always offered; proto3 cannot tell an omitted `active` from
+            // false, and an administrator who creates a reason means to use it.
+            active: true,
         };
         let key = RequestKey {
             tenant_id: &identity.tenant_id,

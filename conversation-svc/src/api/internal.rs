@@ -54,7 +54,7 @@ impl InternalApi {
         let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
         let agent_id = uuid_field("agent_id", &req.agent_id)?;
         let offer_id = uuid_field("offer_id", &req.offer_id)?;
-        text_field("agent_display_name", &req.agent_display_name, 1, 200)?;
+        text_field("agent_display_name", &req.agent_display_name, 0, 200)?;
         let queue_id = optional_uuid("queue_id", &req.queue_id)?;
         let start_reason = match req.start_reason.as_str() {
             "" | "offer" => "offer",
@@ -74,8 +74,8 @@ impl InternalApi {
             .ok_or_else(|| Error::conversation_not_found(&conversation_id))?;
         if let Some(applied) = m.assignment_by_offer(&offer_id).await? {
             if applied.conversation_id != conversation_id || applied.tenant_id != tenant_id {
-                return Err(Error::invalid(
-                    "offer_id",
+                return Err(Error::wrong_state(
+                    &conversation_id,
                     format!("offer {offer_id} was applied to another conversation"),
                 ));
             }
@@ -122,13 +122,15 @@ impl InternalApi {
         assigned.previous_agent_id = previous;
         assigned.detail = start_reason.to_owned();
         m.event(assigned);
+        let name = if req.agent_display_name.trim().is_empty() {
+            "An agent"
+        } else {
+            req.agent_display_name.as_str()
+        };
         let notice = m
             .add_message(
                 &mut conv,
-                system_message(format!(
-                    "{} joined the conversation",
-                    req.agent_display_name
-                )),
+                system_message(format!("{name} joined the conversation")),
                 now,
             )
             .await?;

@@ -10,10 +10,10 @@ mod events;
 mod outbox;
 mod reasons;
 mod records;
-mod request_log;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, Transaction};
+use switchboard_server_kit::idempotency;
 use switchboard_server_kit::{Db, Dialect};
 use tokio::sync::watch;
 
@@ -76,7 +76,7 @@ impl Store {
         request_id: &str,
     ) -> Result<Option<M>> {
         let mut conn = self.db.pool.acquire().await?;
-        request_log::lookup(&mut conn, tenant_id, method, request_id).await
+        Ok(idempotency::lookup(&mut conn, tenant_id, method, request_id).await?)
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
@@ -132,7 +132,7 @@ impl Mutation {
         &mut self,
         key: RequestKey<'_>,
     ) -> Result<Option<M>> {
-        request_log::lookup(self.conn(), key.tenant_id, key.method, key.request_id).await
+        Ok(idempotency::lookup(self.conn(), key.tenant_id, key.method, key.request_id).await?)
     }
 
     /// Adds an event; it gets its sequence when the transaction commits.
@@ -153,7 +153,7 @@ impl Mutation {
         response: &M,
     ) -> Result<Committed> {
         if let Some(key) = key {
-            request_log::record(
+            idempotency::record(
                 &mut self.tx,
                 key.tenant_id,
                 key.method,

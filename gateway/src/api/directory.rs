@@ -179,7 +179,10 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, LIST_TENANTS)?;
         let req = request.into_inner();
         let page = page_request(req.page_size, &req.page_token).map_err(GatewayError::from)?;
-        let (tenants, next_page_token) = self.directory.child_tenants(&caller.tenant_id, &page).await?;
+        let (tenants, next_page_token) = self
+            .directory
+            .child_tenants(&caller.tenant_id, &page)
+            .await?;
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: tenants.into_iter().map(convert::tenant).collect(),
             next_page_token,
@@ -345,7 +348,10 @@ impl DirectoryService for DirectoryApi {
         let request_id = require_request_id(&req.request_id)?;
         let new = required("user", req.user)?;
         let id = parse_uuid("user.id", &new.id)?.to_string();
-        let paths = rules::update_mask(req.update_mask.as_ref(), &["display_name", "roles", "active"])?;
+        let paths = rules::update_mask(
+            req.update_mask.as_ref(),
+            &["display_name", "roles", "active"],
+        )?;
         let display_name = paths
             .contains(&"display_name")
             .then(|| rules::display_name("user.display_name", &new.display_name))
@@ -427,7 +433,10 @@ impl DirectoryService for DirectoryApi {
         };
         tx.finish(&id.to_string(), &recorded).await?;
         info!(api_key_id = %id, tenant_id = %caller.tenant_id, actor_id = %caller.principal_id, "api key created");
-        Ok(Response::new(pb::CreateApiKeyResponse { secret, ..recorded }))
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            secret,
+            ..recorded
+        }))
     }
 
     async fn list_api_keys(
@@ -486,7 +495,10 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, LIST_AUDIT_LOG_ENTRIES)?;
         let req = request.into_inner();
         let page = page_request(req.page_size, &req.page_token).map_err(GatewayError::from)?;
-        let (entries, next_page_token) = self.directory.audit_entries(&caller.tenant_id, &page).await?;
+        let (entries, next_page_token) = self
+            .directory
+            .audit_entries(&caller.tenant_id, &page)
+            .await?;
         Ok(Response::new(pb::ListAuditLogEntriesResponse {
             entries: entries.into_iter().map(convert::audit_entry).collect(),
             next_page_token,

@@ -48,7 +48,9 @@ fn refusal(kind: &ErrorKind) -> &'static str {
         ErrorKind::InvalidIssuer => "bearer token issuer not accepted",
         ErrorKind::InvalidAudience => "bearer token audience not accepted",
         ErrorKind::InvalidSignature => "bearer token signature does not verify",
-        ErrorKind::MissingRequiredClaim(_) => "bearer token lacks a required claim (exp, sub, iss, aud)",
+        ErrorKind::MissingRequiredClaim(_) => {
+            "bearer token lacks a required claim (exp, sub, iss, aud)"
+        }
         ErrorKind::InvalidAlgorithm => "bearer token algorithm not accepted",
         _ => "malformed bearer token",
     }
@@ -225,7 +227,10 @@ mod tests {
     }
 
     fn now() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 
     fn claims(offset_exp: i64) -> serde_json::Value {
@@ -238,14 +243,24 @@ mod tests {
         })
     }
 
-    fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &serde_json::Value) -> String {
+    fn sign(
+        alg: Algorithm,
+        kid: Option<&str>,
+        key: &EncodingKey,
+        claims: &serde_json::Value,
+    ) -> String {
         let mut header = Header::new(alg);
         header.kid = kid.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, key).unwrap()
     }
 
     fn hs(claims: &serde_json::Value) -> String {
-        sign(Algorithm::HS256, None, &EncodingKey::from_secret(SECRET.as_bytes()), claims)
+        sign(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            claims,
+        )
     }
 
     fn refused(token: &str) -> String {
@@ -261,32 +276,52 @@ mod tests {
         assert_eq!(verifier.verify(&hs(&claims(60))).unwrap(), "user-1");
         let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
         assert_eq!(
-            verifier.verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, &claims(60))).unwrap(),
+            verifier
+                .verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, &claims(60)))
+                .unwrap(),
             "user-1"
         );
         let ed = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
         assert_eq!(
-            verifier.verify(&sign(Algorithm::EdDSA, None, &ed, &claims(60))).unwrap(),
+            verifier
+                .verify(&sign(Algorithm::EdDSA, None, &ed, &claims(60)))
+                .unwrap(),
             "user-1"
         );
         // An unknown kid falls back to keys configured without one.
         assert_eq!(
-            verifier.verify(&sign(Algorithm::EdDSA, Some("rotated"), &ed, &claims(60))).unwrap(),
+            verifier
+                .verify(&sign(Algorithm::EdDSA, Some("rotated"), &ed, &claims(60)))
+                .unwrap(),
             "user-1"
         );
     }
 
     #[test]
     fn minted_tokens_verify() {
-        let token = mint_hs256_token(SECRET, "switchboard", "switchboard", "u-9", Duration::from_secs(60));
-        assert_eq!(JwtVerifier::new(&config()).unwrap().verify(&token).unwrap(), "u-9");
+        let token = mint_hs256_token(
+            SECRET,
+            "switchboard",
+            "switchboard",
+            "u-9",
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            JwtVerifier::new(&config()).unwrap().verify(&token).unwrap(),
+            "u-9"
+        );
     }
 
     #[test]
     fn expired_tokens_are_refused_beyond_the_leeway() {
         assert_eq!(refused(&hs(&claims(-120))), "bearer token expired");
         // Within the 30 s leeway.
-        assert!(JwtVerifier::new(&config()).unwrap().verify(&hs(&claims(-10))).is_ok());
+        assert!(
+            JwtVerifier::new(&config())
+                .unwrap()
+                .verify(&hs(&claims(-10)))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -326,9 +361,14 @@ mod tests {
         // A tampered payload.
         let token = hs(&claims(60));
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = hs(&serde_json::json!({"sub": "admin", "iss": "switchboard", "aud": "switchboard", "exp": now() + 60}));
+        let forged = hs(
+            &serde_json::json!({"sub": "admin", "iss": "switchboard", "aud": "switchboard", "exp": now() + 60}),
+        );
         parts[1] = forged.split('.').nth(1).unwrap();
-        assert_eq!(refused(&parts.join(".")), "bearer token signature does not verify");
+        assert_eq!(
+            refused(&parts.join(".")),
+            "bearer token signature does not verify"
+        );
     }
 
     #[test]
@@ -369,6 +409,10 @@ mod tests {
         from_file.public_keys[0].pem = format!("file:{}", path.display());
         let verifier = JwtVerifier::new(&from_file).unwrap();
         let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
-        assert!(verifier.verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, &claims(60))).is_ok());
+        assert!(
+            verifier
+                .verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, &claims(60)))
+                .is_ok()
+        );
     }
 }

@@ -21,7 +21,8 @@ use jwt::JwtVerifier;
 /// Header carrying an API key secret.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-const MISSING: &str = "missing credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`";
+const MISSING: &str =
+    "missing credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`";
 const BAD_KEY: &str = "invalid api key";
 const INACTIVE: &str = "bearer token subject is not an active user";
 

@@ -66,65 +66,212 @@ const fn supervisor_action(action: &'static str) -> Rule {
 /// Keys ending in `/` are service rules (`/package.Service/`); the others are full methods.
 const RULES: &[(&str, Rule)] = &[
     // routing: an agent's own routing; a supervisor may act for an agent.
-    ("/switchboard.routing.v1.AgentService/", roles(AGENT_OR_SUPERVISOR)),
+    (
+        "/switchboard.routing.v1.AgentService/",
+        roles(AGENT_OR_SUPERVISOR),
+    ),
     // routing: configuration is changed by administrators and read by staff.
-    ("/switchboard.routing.v1.QueueService/CreateProgram", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/CreateQueue", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/UpdateQueue", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/DeleteQueue", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/CreateCapacityProfile", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/SetAgentProfile", roles(ADMIN)),
-    ("/switchboard.routing.v1.QueueService/GetProgram", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/ListPrograms", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/GetQueue", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/ListQueues", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/ListCapacityProfiles", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/GetAgentProfile", roles(STAFF)),
-    ("/switchboard.routing.v1.QueueService/ListAgentProfiles", roles(STAFF)),
+    (
+        "/switchboard.routing.v1.QueueService/CreateProgram",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/CreateQueue",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/UpdateQueue",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/DeleteQueue",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/CreateCapacityProfile",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/SetAgentProfile",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/GetProgram",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/ListPrograms",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/GetQueue",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/ListQueues",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/ListCapacityProfiles",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/GetAgentProfile",
+        roles(STAFF),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/ListAgentProfiles",
+        roles(STAFF),
+    ),
     // routing: live state and decision records are for supervisors (administrators too,
     // since the service decides the finer rule).
-    ("/switchboard.routing.v1.QueueService/ListAgentStates", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.routing.v1.QueueService/StreamAgentStates", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.routing.v1.QueueService/GetQueueState", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.routing.v1.QueueService/ListRoutingDecisions", roles(SUPERVISOR_OR_ADMIN)),
+    (
+        "/switchboard.routing.v1.QueueService/ListAgentStates",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/StreamAgentStates",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/GetQueueState",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.routing.v1.QueueService/ListRoutingDecisions",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
     // routing: transfer targets serve the agent transferring (or a supervisor reassigning).
-    ("/switchboard.routing.v1.QueueService/ListTransferTargets", roles(AGENT_OR_SUPERVISOR)),
+    (
+        "/switchboard.routing.v1.QueueService/ListTransferTargets",
+        roles(AGENT_OR_SUPERVISOR),
+    ),
     // conversation: agents, supervisors, administrators and bots; object rules in the service.
-    ("/switchboard.conversation.v1.ConversationService/", roles(CONVERSATION_ROLES)),
+    (
+        "/switchboard.conversation.v1.ConversationService/",
+        roles(CONVERSATION_ROLES),
+    ),
     // conversation: each supervisor action needs SUPERVISOR and the tenant's consent.
-    ("/switchboard.conversation.v1.SupervisorService/", roles(SUPERVISOR)),
-    ("/switchboard.conversation.v1.SupervisorService/MonitorConversation", supervisor_action("monitor")),
-    ("/switchboard.conversation.v1.SupervisorService/JoinConversation", supervisor_action("join")),
-    ("/switchboard.conversation.v1.SupervisorService/AssignConversation", supervisor_action("assign")),
-    ("/switchboard.conversation.v1.SupervisorService/ReassignConversation", supervisor_action("transfer")),
-    ("/switchboard.conversation.v1.SupervisorService/ForceCloseConversation", supervisor_action("force_close")),
+    (
+        "/switchboard.conversation.v1.SupervisorService/",
+        roles(SUPERVISOR),
+    ),
+    (
+        "/switchboard.conversation.v1.SupervisorService/MonitorConversation",
+        supervisor_action("monitor"),
+    ),
+    (
+        "/switchboard.conversation.v1.SupervisorService/JoinConversation",
+        supervisor_action("join"),
+    ),
+    (
+        "/switchboard.conversation.v1.SupervisorService/AssignConversation",
+        supervisor_action("assign"),
+    ),
+    (
+        "/switchboard.conversation.v1.SupervisorService/ReassignConversation",
+        supervisor_action("transfer"),
+    ),
+    (
+        "/switchboard.conversation.v1.SupervisorService/ForceCloseConversation",
+        supervisor_action("force_close"),
+    ),
     // conversation configuration: anyone reads, administrators change (supervisors may
     // manage canned responses).
-    ("/switchboard.conversation.v1.ConversationConfigService/CreateWrapUpReason", roles(ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/UpdateWrapUpReason", roles(ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/CreateStatusLabel", roles(ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/DeleteStatusLabel", roles(ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/CreateCannedResponse", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/DeleteCannedResponse", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.conversation.v1.ConversationConfigService/ListWrapUpReasons", roles(ANY)),
-    ("/switchboard.conversation.v1.ConversationConfigService/ListStatusLabels", roles(ANY)),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/CreateWrapUpReason",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/UpdateWrapUpReason",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/CreateStatusLabel",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/DeleteStatusLabel",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/CreateCannedResponse",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/DeleteCannedResponse",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/ListWrapUpReasons",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/ListStatusLabels",
+        roles(ANY),
+    ),
     // reporting.
-    ("/switchboard.reporting.v1.ReportingService/", roles(REPORT_READERS)),
+    (
+        "/switchboard.reporting.v1.ReportingService/",
+        roles(REPORT_READERS),
+    ),
     // directory, served here.
-    ("/switchboard.directory.v1.DirectoryService/GetCurrentIdentity", roles(ANY)),
-    ("/switchboard.directory.v1.DirectoryService/CreateTenant", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/GetTenant", roles(ANY)),
-    ("/switchboard.directory.v1.DirectoryService/ListTenants", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/GetTenantSettings", roles(ANY)),
-    ("/switchboard.directory.v1.DirectoryService/UpdateTenantSettings", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/CreateUser", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/GetUser", roles(ANY)),
-    ("/switchboard.directory.v1.DirectoryService/ListUsers", roles(SUPERVISOR_OR_ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/UpdateUser", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/CreateApiKey", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/ListApiKeys", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/RevokeApiKey", roles(ADMIN)),
-    ("/switchboard.directory.v1.DirectoryService/ListAuditLogEntries", roles(ADMIN)),
+    (
+        "/switchboard.directory.v1.DirectoryService/GetCurrentIdentity",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/CreateTenant",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/GetTenant",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/ListTenants",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/GetTenantSettings",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/UpdateTenantSettings",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/CreateUser",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/GetUser",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/ListUsers",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/UpdateUser",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/CreateApiKey",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/ListApiKeys",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/RevokeApiKey",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/ListAuditLogEntries",
+        roles(ADMIN),
+    ),
 ];
 
 /// The rule for the full method `path` (`/package.Service/Method`), if any.
@@ -192,10 +339,9 @@ mod tests {
 
     /// Every method of the public contract, as `/package.Service/Method`.
     fn public_methods() -> HashSet<String> {
-        let set = prost_types::FileDescriptorSet::decode(
-            switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET,
-        )
-        .unwrap();
+        let set =
+            prost_types::FileDescriptorSet::decode(switchboard_proto::PUBLIC_FILE_DESCRIPTOR_SET)
+                .unwrap();
         let mut out = HashSet::new();
         for file in &set.file {
             for service in &file.service {
@@ -243,7 +389,11 @@ mod tests {
         assert!(allowed(path, &[Role::Supervisor], &[]));
         assert!(!allowed(path, &[Role::Administrator, Role::Analyst], &[]));
         // A method the table does not know yet falls under the service rule.
-        assert!(!allowed("/switchboard.routing.v1.AgentService/Future", &[Role::Bot], &[]));
+        assert!(!allowed(
+            "/switchboard.routing.v1.AgentService/Future",
+            &[Role::Bot],
+            &[]
+        ));
     }
 
     #[test]
@@ -281,14 +431,21 @@ mod tests {
         for (method, action) in cases {
             let path = format!("/switchboard.conversation.v1.SupervisorService/{method}");
             assert!(allowed(&path, &[Role::Supervisor], &[action]), "{method}");
-            let others: Vec<&str> = cases.iter().map(|(_, a)| *a).filter(|a| *a != action).collect();
+            let others: Vec<&str> = cases
+                .iter()
+                .map(|(_, a)| *a)
+                .filter(|a| *a != action)
+                .collect();
             assert_eq!(
                 authorize(&path, &caller(&[Role::Supervisor], &others)),
                 Err(Denial::ActionDisabled { action }),
                 "{method}"
             );
             assert!(matches!(
-                authorize(&path, &caller(&[Role::Agent, Role::Administrator], &[action])),
+                authorize(
+                    &path,
+                    &caller(&[Role::Agent, Role::Administrator], &[action])
+                ),
                 Err(Denial::RoleRequired { .. })
             ));
         }
@@ -325,15 +482,31 @@ mod tests {
         assert!(allowed(&dir("GetTenantSettings"), &[Role::Agent], &[]));
         assert!(allowed(&dir("ListUsers"), &[Role::Supervisor], &[]));
         assert!(!allowed(&dir("ListUsers"), &[Role::Agent], &[]));
-        for admin_only in ["CreateUser", "UpdateUser", "CreateApiKey", "RevokeApiKey", "UpdateTenantSettings"] {
+        for admin_only in [
+            "CreateUser",
+            "UpdateUser",
+            "CreateApiKey",
+            "RevokeApiKey",
+            "UpdateTenantSettings",
+        ] {
             assert!(allowed(&dir(admin_only), &[Role::Administrator], &[]));
-            assert!(!allowed(&dir(admin_only), &[Role::Supervisor, Role::Agent], &[]), "{admin_only}");
+            assert!(
+                !allowed(&dir(admin_only), &[Role::Supervisor, Role::Agent], &[]),
+                "{admin_only}"
+            );
         }
     }
 
     #[test]
     fn unknown_method_of_a_per_method_service_passes_to_the_service() {
-        assert_eq!(rule_for("/switchboard.routing.v1.QueueService/Future"), None);
-        assert!(allowed("/switchboard.routing.v1.QueueService/Future", &[Role::Bot], &[]));
+        assert_eq!(
+            rule_for("/switchboard.routing.v1.QueueService/Future"),
+            None
+        );
+        assert!(allowed(
+            "/switchboard.routing.v1.QueueService/Future",
+            &[Role::Bot],
+            &[]
+        ));
     }
 }

@@ -58,7 +58,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
         assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
         assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
     }
 
@@ -75,7 +78,10 @@ mod tests {
         assert_eq!(format_grpc_timeout(Duration::from_millis(200)), "200000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
-        assert_eq!(format_grpc_timeout(Duration::from_secs(10 * 365 * 86_400)), "5256000M");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(10 * 365 * 86_400)),
+            "5256000M"
+        );
         for timeout in [
             Duration::from_millis(1),
             Duration::from_millis(29_999),
@@ -83,7 +89,10 @@ mod tests {
         ] {
             let text = format_grpc_timeout(timeout);
             let back = parse_grpc_timeout(&text).unwrap();
-            assert!(back <= timeout && timeout - back < Duration::from_millis(1), "{text}");
+            assert!(
+                back <= timeout && timeout - back < Duration::from_millis(1),
+                "{text}"
+            );
         }
     }
 }

@@ -153,7 +153,10 @@ pub fn display_name(field: &str, value: &str) -> Result<String, FieldError> {
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -180,7 +183,10 @@ pub fn email(field: &str, value: &str) -> Result<String, FieldError> {
         None => false,
     };
     if !valid {
-        return Err(FieldError::new(field, "must be an email address like name@example.com"));
+        return Err(FieldError::new(
+            field,
+            "must be an email address like name@example.com",
+        ));
     }
     Ok(trimmed.to_lowercase())
 }
@@ -208,7 +214,10 @@ pub fn roles(field: &str, values: &[i32]) -> Result<Vec<Role>, FieldError> {
 }
 
 /// Supervisor actions sent as enum numbers; each a known action other than UNSPECIFIED.
-pub fn supervisor_actions(field: &str, values: &[i32]) -> Result<Vec<SupervisorAction>, FieldError> {
+pub fn supervisor_actions(
+    field: &str,
+    values: &[i32],
+) -> Result<Vec<SupervisorAction>, FieldError> {
     let mut out = Vec::with_capacity(values.len());
     for value in values {
         match SupervisorAction::try_from(*value) {
@@ -227,7 +236,10 @@ pub fn supervisor_actions(field: &str, values: &[i32]) -> Result<Vec<SupervisorA
 }
 
 /// A reopen window: more than zero, at most 90 days.
-pub fn reopen_window(field: &str, value: Option<&prost_types::Duration>) -> Result<Duration, FieldError> {
+pub fn reopen_window(
+    field: &str,
+    value: Option<&prost_types::Duration>,
+) -> Result<Duration, FieldError> {
     let Some(value) = value else {
         return Err(FieldError::new(field, "is required"));
     };
@@ -268,7 +280,10 @@ pub fn update_mask<'a>(
         if !allowed.contains(path) {
             return Err(FieldError::new(
                 "update_mask",
-                format!("`{path}` cannot be changed (allowed: {})", allowed.join(", ")),
+                format!(
+                    "`{path}` cannot be changed (allowed: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
     }
@@ -281,7 +296,13 @@ mod tests {
 
     #[test]
     fn role_and_action_names_round_trip() {
-        for role in [Role::Agent, Role::Supervisor, Role::Administrator, Role::Analyst, Role::Bot] {
+        for role in [
+            Role::Agent,
+            Role::Supervisor,
+            Role::Administrator,
+            Role::Analyst,
+            Role::Bot,
+        ] {
             assert_eq!(role_from_name(role_name(role).unwrap()), Some(role));
             assert_eq!(directory_role(kit_role(role).unwrap()), Some(role));
         }
@@ -294,18 +315,28 @@ mod tests {
             SupervisorAction::ForceClose,
         ];
         assert_eq!(
-            actions_to_text(&[SupervisorAction::ForceClose, SupervisorAction::Monitor, SupervisorAction::Monitor]),
+            actions_to_text(&[
+                SupervisorAction::ForceClose,
+                SupervisorAction::Monitor,
+                SupervisorAction::Monitor
+            ]),
             "monitor,force_close"
         );
         assert_eq!(actions_from_text(&actions_to_text(&actions)), actions);
         assert_eq!(actions_from_text(""), vec![]);
-        assert_eq!(roles_from_text(&roles_to_text(&[Role::Bot, Role::Agent])), vec![Role::Agent, Role::Bot]);
+        assert_eq!(
+            roles_from_text(&roles_to_text(&[Role::Bot, Role::Agent])),
+            vec![Role::Agent, Role::Bot]
+        );
     }
 
     #[test]
     fn display_names_are_trimmed_and_bounded() {
         assert_eq!(display_name("n", "  Ada ").unwrap(), "Ada");
-        assert_eq!(display_name("n", "   ").unwrap_err().description, "is required");
+        assert_eq!(
+            display_name("n", "   ").unwrap_err().description,
+            "is required"
+        );
         assert!(display_name("n", &"é".repeat(200)).is_ok());
         assert!(display_name("n", &"é".repeat(201)).is_err());
         assert!(display_name("n", "a\u{7}b").is_err());
@@ -314,14 +345,24 @@ mod tests {
     #[test]
     fn emails_are_checked_and_lowercased() {
         assert_eq!(email("e", " Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "@example.com", "ada@", "a b@example.com", "a@b@c"] {
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(email("e", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn roles_need_one_known_value() {
-        assert_eq!(roles("r", &[3, 1, 3]).unwrap(), vec![Role::Agent, Role::Administrator]);
+        assert_eq!(
+            roles("r", &[3, 1, 3]).unwrap(),
+            vec![Role::Agent, Role::Administrator]
+        );
         assert!(roles("r", &[]).is_err());
         assert!(roles("r", &[0]).is_err());
         assert!(roles("r", &[42]).is_err());
@@ -331,11 +372,35 @@ mod tests {
 
     #[test]
     fn settings_values_are_checked() {
-        let hour = prost_types::Duration { seconds: 3600, nanos: 0 };
-        assert_eq!(reopen_window("w", Some(&hour)).unwrap(), Duration::from_secs(3600));
+        let hour = prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        };
+        assert_eq!(
+            reopen_window("w", Some(&hour)).unwrap(),
+            Duration::from_secs(3600)
+        );
         assert!(reopen_window("w", None).is_err());
-        assert!(reopen_window("w", Some(&prost_types::Duration { seconds: 0, nanos: 0 })).is_err());
-        assert!(reopen_window("w", Some(&prost_types::Duration { seconds: 91 * 86_400, nanos: 0 })).is_err());
+        assert!(
+            reopen_window(
+                "w",
+                Some(&prost_types::Duration {
+                    seconds: 0,
+                    nanos: 0
+                })
+            )
+            .is_err()
+        );
+        assert!(
+            reopen_window(
+                "w",
+                Some(&prost_types::Duration {
+                    seconds: 91 * 86_400,
+                    nanos: 0
+                })
+            )
+            .is_err()
+        );
         assert_eq!(time_zone("z", "Europe/Paris").unwrap(), "Europe/Paris");
         assert_eq!(time_zone("z", "").unwrap(), "");
         assert!(time_zone("z", "Mars/Olympus").is_err());

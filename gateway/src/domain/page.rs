@@ -65,12 +65,19 @@ fn decode(token: &str) -> Option<Cursor> {
 }
 
 /// Splits `items` (fetched with one extra) into the page and the next token.
-pub fn finish<T>(mut items: Vec<T>, size: usize, cursor_of: impl Fn(&T) -> Cursor) -> (Vec<T>, String) {
+pub fn finish<T>(
+    mut items: Vec<T>,
+    size: usize,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, String) {
     if items.len() <= size {
         return (items, String::new());
     }
     items.truncate(size);
-    let token = items.last().map(|last| encode(&cursor_of(last))).unwrap_or_default();
+    let token = items
+        .last()
+        .map(|last| encode(&cursor_of(last)))
+        .unwrap_or_default();
     (items, token)
 }
 

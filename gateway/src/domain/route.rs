@@ -37,12 +37,18 @@ pub enum Target {
 /// Public package prefixes and who owns them. Internal packages
 /// (`switchboard.<area>.internal.v1`) match none of them by construction.
 const PREFIXES: [(&str, Target); 4] = [
-    ("/switchboard.routing.v1.", Target::Upstream(Upstream::Routing)),
+    (
+        "/switchboard.routing.v1.",
+        Target::Upstream(Upstream::Routing),
+    ),
     (
         "/switchboard.conversation.v1.",
         Target::Upstream(Upstream::Conversation),
     ),
-    ("/switchboard.reporting.v1.", Target::Upstream(Upstream::Reporting)),
+    (
+        "/switchboard.reporting.v1.",
+        Target::Upstream(Upstream::Reporting),
+    ),
     ("/switchboard.directory.v1.", Target::Directory),
 ];
 

@@ -111,9 +111,14 @@ where
                 if !*this.expects_trailers {
                     return Poll::Ready(None);
                 }
-                tracing::warn!(upstream = *this.source, "response stream ended without a status");
-                let status =
-                    Status::unavailable(format!("{} ended the stream without a status", this.source));
+                tracing::warn!(
+                    upstream = *this.source,
+                    "response stream ended without a status"
+                );
+                let status = Status::unavailable(format!(
+                    "{} ended the stream without a status",
+                    this.source
+                ));
                 status_trailers(&status)
             }
         };
@@ -168,7 +173,9 @@ mod tests {
         map
     }
 
-    fn body(frames: Frames) -> StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, String>>>> {
+    type FrameStream = stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, String>>>;
+
+    fn body(frames: Frames) -> StreamBody<FrameStream> {
         StreamBody::new(stream::iter(frames))
     }
 
@@ -179,8 +186,12 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"two"))),
             Ok(Frame::trailers(ok_trailers())),
         ];
-        let (data, trailers) = collect(GuardedBody::new(body(frames), "svc", None, None, true)).await;
-        assert_eq!(data, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
+        let (data, trailers) =
+            collect(GuardedBody::new(body(frames), "svc", None, None, true)).await;
+        assert_eq!(
+            data,
+            vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+        );
         assert_eq!(trailers.unwrap()["grpc-status"], "0");
     }
 
@@ -190,7 +201,8 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"one"))),
             Err("connection reset".to_owned()),
         ];
-        let (data, trailers) = collect(GuardedBody::new(body(frames), "svc", None, None, true)).await;
+        let (data, trailers) =
+            collect(GuardedBody::new(body(frames), "svc", None, None, true)).await;
         assert_eq!(data.len(), 1);
         assert_eq!(trailers.unwrap()["grpc-status"], "14");
     }
@@ -200,7 +212,8 @@ mod tests {
         let frames: Frames = vec![Ok(Frame::data(Bytes::from_static(b"one")))];
         let (_, trailers) = collect(GuardedBody::new(body(frames), "svc", None, None, true)).await;
         assert_eq!(trailers.unwrap()["grpc-status"], "14");
-        let (_, trailers) = collect(GuardedBody::new(body(Vec::new()), "svc", None, None, false)).await;
+        let (_, trailers) =
+            collect(GuardedBody::new(body(Vec::new()), "svc", None, None, false)).await;
         assert!(trailers.is_none());
     }
 
@@ -216,7 +229,13 @@ mod tests {
     async fn shutdown_ends_a_stream() {
         let token = tokio_util::sync::CancellationToken::new();
         let stuck = StreamBody::new(stream::pending::<Result<Frame<Bytes>, String>>());
-        let guarded = GuardedBody::new(stuck, "svc", None, Some(token.clone().cancelled_owned()), true);
+        let guarded = GuardedBody::new(
+            stuck,
+            "svc",
+            None,
+            Some(token.clone().cancelled_owned()),
+            true,
+        );
         token.cancel();
         let (_, trailers) = collect(guarded).await;
         assert_eq!(trailers.unwrap()["grpc-status"], "14");

@@ -107,7 +107,10 @@ impl GatewayService {
 /// are up, and reconnects by itself.
 fn upstream_channel(upstream: Upstream, url: &str) -> Result<Channel, GatewayError> {
     let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|err| {
-        GatewayError::Config(format!("upstream url of {} `{url}`: {err}", upstream.name()))
+        GatewayError::Config(format!(
+            "upstream url of {} `{url}`: {err}",
+            upstream.name()
+        ))
     })?;
     Ok(endpoint
         // Without it every call waits on Nagle's algorithm.
@@ -129,7 +132,12 @@ fn streaming_methods() -> HashSet<String> {
         for service in &file.service {
             for method in &service.method {
                 if method.server_streaming() || method.client_streaming() {
-                    out.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                    out.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
                 }
             }
         }
@@ -161,7 +169,11 @@ fn refusal(err: GatewayError) -> Response<tonic::body::Body> {
 }
 
 impl Shared {
-    async fn handle(&self, req: Request<axum::body::Body>, received: Instant) -> Response<tonic::body::Body> {
+    async fn handle(
+        &self,
+        req: Request<axum::body::Body>,
+        received: Instant,
+    ) -> Response<tonic::body::Body> {
         let path = req.uri().path().to_owned();
         let target = target_of(&path);
         if target == Target::Unknown {
@@ -175,15 +187,24 @@ impl Shared {
             .get(GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let timeout = client_timeout.or(if streaming { None } else { self.default_deadline });
+        let timeout = client_timeout.or(if streaming {
+            None
+        } else {
+            self.default_deadline
+        });
         let deadline = timeout.map(|t| received + t);
         let answer_by = deadline.map(|d| d.checked_sub(ANSWER_MARGIN).unwrap_or(d).max(received));
 
         let call = self.authorized_call(req, &path, target, deadline);
         let result = match answer_by {
-            Some(at) => tokio::time::timeout_at(at, call)
-                .await
-                .unwrap_or(Err(GatewayError::DeadlineExceeded)),
+            // The deadline is checked first: once it has passed, the answer is
+            // DEADLINE_EXCEEDED whatever the service said meanwhile (often a timeout of
+            // its own, under another code).
+            Some(at) => tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(at) => Err(GatewayError::DeadlineExceeded),
+                result = call => result,
+            },
             None => call.await,
         };
         let response = match result {
@@ -198,7 +219,13 @@ impl Shared {
         let expects_trailers = !response.headers().contains_key("grpc-status");
         let shutdown = streaming.then(|| self.shutdown.clone().cancelled_owned());
         response.map(|body| {
-            tonic::body::Body::new(GuardedBody::new(body, source, answer_by, shutdown, expects_trailers))
+            tonic::body::Body::new(GuardedBody::new(
+                body,
+                source,
+                answer_by,
+                shutdown,
+                expects_trailers,
+            ))
         })
     }
 
@@ -214,7 +241,13 @@ impl Shared {
             debug!(path, principal_id = %identity.principal_id, ?denial, "refused call");
             return Err(GatewayError::Denied(denial));
         }
-        prepare_headers(req.headers_mut(), path, &identity, &self.identity_key, deadline);
+        prepare_headers(
+            req.headers_mut(),
+            path,
+            &identity,
+            &self.identity_key,
+            deadline,
+        );
 
         match target {
             Target::Directory => {
@@ -233,20 +266,45 @@ impl Shared {
         req: Request<axum::body::Body>,
     ) -> Result<Response<tonic::body::Body>, GatewayError> {
         let channel = self.channels[&upstream].clone();
-        let unavailable = || GatewayError::Unavailable(format!("{} is unavailable", upstream.name()));
+        let unavailable =
+            || GatewayError::Unavailable(format!("{} is unavailable", upstream.name()));
         match channel.oneshot(req.map(tonic::body::Body::new)).await {
             Ok(response) if response.status() == http::StatusCode::OK => Ok(response),
             Ok(response) => {
                 warn!(upstream = upstream.name(), status = %response.status(), "upstream answered a non-gRPC status");
                 Err(unavailable())
             }
+            Err(err) if is_timeout(&err) => Err(GatewayError::DeadlineExceeded),
             Err(err) => {
-                warn!(upstream = upstream.name(), error = %err, "upstream call failed");
-                eprintln!("DEBUG upstream error: {err:?} at {:?}", Instant::now());
+                warn!(upstream = upstream.name(), error = %error_chain(&err), "upstream call failed");
                 Err(unavailable())
             }
         }
     }
+}
+
+/// An error with its causes, e.g. `transport error: tcp connect error: Connection refused`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the channel gave up on the forwarded `grpc-timeout`.
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Readies the headers for a service: drops the caller's credentials (services never need
@@ -310,7 +368,10 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer x"));
         headers.insert("x-api-key", HeaderValue::from_static("sbk_x"));
         headers.insert("x-switchboard-identity", HeaderValue::from_static("forged"));
-        headers.insert("x-switchboard-identity-extra", HeaderValue::from_static("forged"));
+        headers.insert(
+            "x-switchboard-identity-extra",
+            HeaderValue::from_static("forged"),
+        );
         headers.insert("grpc-timeout", HeaderValue::from_static("1H"));
         headers.insert("x-custom", HeaderValue::from_static("kept"));
         let path = "/switchboard.routing.v1.AgentService/SetPresence";

@@ -1,7 +1,6 @@
 //! The directory's storage: tenants, tenant settings, users, API keys, the audit log and the
 //! request log, on SQLite or PostgreSQL through server-kit's [`Db`].
 
-mod idempotency;
 mod queries;
 
 use std::time::Duration;
@@ -10,6 +9,7 @@ use sqlx::migrate::Migrator;
 use switchboard_proto::directory::v1::{Role, SupervisorAction};
 use switchboard_server_kit::Db;
 use switchboard_server_kit::db::{Dialect, now_micros};
+use switchboard_server_kit::idempotency;
 use tracing::info;
 use uuid::Uuid;
 
@@ -474,14 +474,7 @@ impl Tx {
             },
         )
         .await?;
-        idempotency::record(
-            &mut self.tx,
-            &m.tenant_id,
-            m.method,
-            &request_id,
-            response,
-        )
-        .await?;
+        idempotency::record(&mut self.tx, &m.tenant_id, m.method, &request_id, response).await?;
         self.tx.commit().await?;
         Ok(())
     }

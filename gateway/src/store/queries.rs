@@ -29,7 +29,10 @@ fn tenant_of(row: TenantRow) -> TenantRecord {
     }
 }
 
-pub async fn tenant(conn: &mut AnyConnection, id: &str) -> Result<Option<TenantRecord>, GatewayError> {
+pub async fn tenant(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<TenantRecord>, GatewayError> {
     let row: Option<TenantRow> = sqlx::query_as(
         "SELECT id, parent_tenant_id, display_name, created_at FROM tenants WHERE id = $1",
     )
@@ -57,7 +60,10 @@ pub async fn ancestry(conn: &mut AnyConnection, id: &str) -> Result<Vec<String>,
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-pub async fn upsert_tenant(conn: &mut AnyConnection, tenant: &TenantRecord) -> Result<(), GatewayError> {
+pub async fn upsert_tenant(
+    conn: &mut AnyConnection,
+    tenant: &TenantRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO tenants (id, parent_tenant_id, display_name, created_at) \
          VALUES ($1, $2, $3, $4) \
@@ -74,7 +80,10 @@ pub async fn upsert_tenant(conn: &mut AnyConnection, tenant: &TenantRecord) -> R
     Ok(())
 }
 
-pub async fn insert_tenant(conn: &mut AnyConnection, tenant: &TenantRecord) -> Result<(), GatewayError> {
+pub async fn insert_tenant(
+    conn: &mut AnyConnection,
+    tenant: &TenantRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO tenants (id, parent_tenant_id, display_name, created_at) \
          VALUES ($1, $2, $3, $4)",
@@ -113,7 +122,10 @@ pub async fn child_tenants(
     Ok(rows.into_iter().map(tenant_of).collect())
 }
 
-pub async fn settings(conn: &mut AnyConnection, tenant_id: &str) -> Result<SettingsRecord, GatewayError> {
+pub async fn settings(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<SettingsRecord, GatewayError> {
     let row: Option<(String, i64, String)> = sqlx::query_as(
         "SELECT enabled_supervisor_actions, reopen_window_seconds, time_zone \
          FROM tenant_settings WHERE tenant_id = $1",
@@ -132,7 +144,10 @@ pub async fn settings(conn: &mut AnyConnection, tenant_id: &str) -> Result<Setti
     })
 }
 
-pub async fn upsert_settings(conn: &mut AnyConnection, settings: &SettingsRecord) -> Result<(), GatewayError> {
+pub async fn upsert_settings(
+    conn: &mut AnyConnection,
+    settings: &SettingsRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO tenant_settings \
              (tenant_id, enabled_supervisor_actions, reopen_window_seconds, time_zone, updated_at) \
@@ -179,11 +194,12 @@ fn email_taken(err: sqlx::Error, email: &str) -> GatewayError {
 }
 
 pub async fn user(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRecord>, GatewayError> {
-    let row: Option<UserRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.map(user_of))
 }
 
@@ -276,7 +292,16 @@ pub async fn users(
     Ok(rows.into_iter().map(user_of).collect())
 }
 
-type ApiKeyRow = (String, String, String, String, String, String, i64, Option<i64>);
+type ApiKeyRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
 
 const API_KEY_COLUMNS: &str =
     "id, tenant_id, display_name, roles, prefix, secret_sha256, created_at, revoked_at";
@@ -295,7 +320,10 @@ fn api_key_of(row: ApiKeyRow) -> ApiKeyRecord {
     }
 }
 
-pub async fn api_key(conn: &mut AnyConnection, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
+pub async fn api_key(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<ApiKeyRecord>, GatewayError> {
     let row: Option<ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
     )))
@@ -305,7 +333,10 @@ pub async fn api_key(conn: &mut AnyConnection, id: &str) -> Result<Option<ApiKey
     Ok(row.map(api_key_of))
 }
 
-pub async fn insert_api_key(conn: &mut AnyConnection, key: &ApiKeyRecord) -> Result<(), GatewayError> {
+pub async fn insert_api_key(
+    conn: &mut AnyConnection,
+    key: &ApiKeyRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO api_keys \
              (id, tenant_id, display_name, roles, prefix, secret_sha256, created_at, revoked_at) \
@@ -324,7 +355,10 @@ pub async fn insert_api_key(conn: &mut AnyConnection, key: &ApiKeyRecord) -> Res
     Ok(())
 }
 
-pub async fn upsert_api_key(conn: &mut AnyConnection, key: &ApiKeyRecord) -> Result<(), GatewayError> {
+pub async fn upsert_api_key(
+    conn: &mut AnyConnection,
+    key: &ApiKeyRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO api_keys \
              (id, tenant_id, display_name, roles, prefix, secret_sha256, created_at, revoked_at) \
@@ -350,7 +384,11 @@ pub async fn upsert_api_key(conn: &mut AnyConnection, key: &ApiKeyRecord) -> Res
     Ok(())
 }
 
-pub async fn revoke_api_key(conn: &mut AnyConnection, id: &str, at: i64) -> Result<(), GatewayError> {
+pub async fn revoke_api_key(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: i64,
+) -> Result<(), GatewayError> {
     sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
         .bind(id)
         .bind(at)
@@ -395,7 +433,10 @@ pub async fn api_keys(
     Ok(rows.into_iter().map(api_key_of).collect())
 }
 
-pub async fn insert_audit(conn: &mut AnyConnection, entry: &AuditRecord) -> Result<(), GatewayError> {
+pub async fn insert_audit(
+    conn: &mut AnyConnection,
+    entry: &AuditRecord,
+) -> Result<(), GatewayError> {
     sqlx::query(
         "INSERT INTO audit_log (id, tenant_id, actor_id, method, target_id, request_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -22,6 +22,8 @@ use crate::store::{Store, catalog};
 
 /// Waiting items routed per pass; the rest wait for the next pass.
 const BATCH: i64 = 500;
+/// Tries per waiting item and pass when another change wins the race.
+const RETRIES: usize = 3;
 
 /// Runs the matcher until `shutdown`.
 pub async fn run(context: Context, shutdown: CancellationToken) {
@@ -113,37 +115,45 @@ pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Resul
     let mut snapshots: HashMap<String, Option<QueueSnapshot>> = HashMap::new();
     let mut offers = 0;
     for item in &items {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if !snapshots.contains_key(&item.queue_id) {
-            match snapshot(store, item).await {
-                Ok(snapshot) => {
-                    snapshots.insert(item.queue_id.clone(), snapshot);
+        // A lost race means the snapshot was stale: reread and try the item again, so
+        // that a younger conversation does not overtake it.
+        for _ in 0..RETRIES {
+            if shutdown.is_cancelled() {
+                return Ok(offers);
+            }
+            if !snapshots.contains_key(&item.queue_id) {
+                match snapshot(store, item).await {
+                    Ok(snapshot) => {
+                        snapshots.insert(item.queue_id.clone(), snapshot);
+                    }
+                    Err(err) => {
+                        warn!(queue_id = %item.queue_id, error = %err, "reading a queue failed");
+                        break;
+                    }
+                }
+            }
+            let Some(Some(snapshot)) = snapshots.get(&item.queue_id) else {
+                break;
+            };
+            match route_one(store, item, snapshot).await {
+                Ok(Routed::Offered) => {
+                    offers += 1;
+                    snapshots.clear();
+                    break;
+                }
+                Ok(Routed::NobodyEligible) => break,
+                Ok(Routed::LostRace) => {
+                    snapshots.remove(&item.queue_id);
                 }
                 Err(err) => {
-                    warn!(queue_id = %item.queue_id, error = %err, "reading a queue failed");
-                    continue;
+                    warn!(
+                        conversation_id = %item.conversation_id,
+                        error = %err,
+                        "routing a conversation failed"
+                    );
+                    break;
                 }
             }
-        }
-        let Some(Some(snapshot)) = snapshots.get(&item.queue_id) else {
-            continue;
-        };
-        match route_one(store, item, snapshot).await {
-            Ok(Routed::Offered) => {
-                offers += 1;
-                snapshots.clear();
-            }
-            Ok(Routed::NobodyEligible) => {}
-            Ok(Routed::LostRace) => {
-                snapshots.remove(&item.queue_id);
-            }
-            Err(err) => warn!(
-                conversation_id = %item.conversation_id,
-                error = %err,
-                "routing a conversation failed"
-            ),
         }
     }
     Ok(offers)
