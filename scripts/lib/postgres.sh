@@ -6,7 +6,9 @@
 #                         postgres; returns 1 when PostgreSQL is not installed.
 #   pg_throwaway_start    initialises a fresh cluster in a temporary directory, starts it
 #                         on a free loopback port, creates the database switchboard_test
-#                         and exports SWITCHBOARD_TEST_POSTGRES_URL.
+#                         and exports SWITCHBOARD_TEST_POSTGRES_URL (and
+#                         SWITCHBOARD_TEST_POSTGRES_TLS=1 when the server accepts TLS
+#                         with a throwaway self-signed certificate).
 #   pg_throwaway_stop     stops the server and removes its directory; safe to call more
 #                         than once and when nothing was started, so it belongs in an
 #                         EXIT trap.
@@ -84,11 +86,26 @@ pg_throwaway_start() {
         return 1
     fi
 
+    # TLS with a throwaway self-signed certificate, so that the tests can prove encrypted
+    # connections (sslmode=require) work; skipped when openssl is not installed.
+    local tls_options=""
+    if command -v openssl >/dev/null 2>&1 \
+        && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+            -keyout "$PG_THROWAWAY_DIR/server.key" -out "$PG_THROWAWAY_DIR/server.crt" \
+            >"$PG_THROWAWAY_DIR/openssl.log" 2>&1; then
+        chmod 600 "$PG_THROWAWAY_DIR/server.key"
+        if [[ $EUID -eq 0 ]]; then
+            chown postgres:postgres "$PG_THROWAWAY_DIR/server.key" "$PG_THROWAWAY_DIR/server.crt"
+        fi
+        tls_options=" -c ssl=on -c ssl_cert_file='$PG_THROWAWAY_DIR/server.crt'"
+        tls_options+=" -c ssl_key_file='$PG_THROWAWAY_DIR/server.key'"
+    fi
+
     # The port is free when picked but could be taken before the server binds it.
     for attempt in 1 2 3; do
         port=$(_pg_free_port)
         options="-c listen_addresses=127.0.0.1 -p $port -k '$PG_THROWAWAY_DIR'"
-        options+=" -c fsync=off -c max_connections=200"
+        options+=" -c fsync=off -c max_connections=200"$tls_options
         if _pg_as_owner "$PG_BINDIR/pg_ctl" -D "$PG_THROWAWAY_DIR/data" \
             -l "$PG_THROWAWAY_DIR/postgres.log" -w -t 30 -o "$options" start >/dev/null; then
             PG_THROWAWAY_PORT=$port
@@ -103,6 +120,9 @@ pg_throwaway_start() {
 
     "$PG_BINDIR/createdb" -h 127.0.0.1 -p "$PG_THROWAWAY_PORT" -U postgres switchboard_test
     export SWITCHBOARD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_THROWAWAY_PORT/switchboard_test"
+    if [[ -n $tls_options ]]; then
+        export SWITCHBOARD_TEST_POSTGRES_TLS=1
+    fi
 }
 
 pg_throwaway_stop() {

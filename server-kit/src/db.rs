@@ -424,6 +424,39 @@ mod tests {
         pg.drop().await;
     }
 
+    /// Production databases are reached over TLS: `sslmode=require` must give an
+    /// encrypted session (the test server has a throwaway self-signed certificate).
+    #[tokio::test]
+    async fn postgres_connections_can_require_tls() {
+        let Ok(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
+            return;
+        };
+        if std::env::var("SWITCHBOARD_TEST_POSTGRES_TLS").as_deref() != Ok("1") {
+            eprintln!("skipped: the test server does not accept TLS");
+            return;
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let db = Db::connect(&format!("{url}{separator}sslmode=require"))
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert!(encrypted, "sslmode=require gave an unencrypted session");
+        let plain = Db::connect(&format!("{url}{separator}sslmode=disable"))
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&plain.pool)
+                .await
+                .unwrap();
+        assert!(!encrypted, "the check tells encrypted from plain sessions");
+    }
+
     #[test]
     fn test_database_urls() {
         assert_eq!(

@@ -267,8 +267,9 @@ pub async fn seed(
                 accepted_channels: vec![Channel::Webchat as i32],
                 assignment_method: routing::AssignmentMethod::MostAvailableCapacity as i32,
                 max_open_per_agent: 3,
+                // Two minutes: long enough for a person following the README by hand.
                 offer_timeout: Some(prost_types::Duration {
-                    seconds: 30,
+                    seconds: 120,
                     nanos: 0,
                 }),
                 offer_waiting_on_login: true,
