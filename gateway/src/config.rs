@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::GatewayError;
 use switchboard_server_kit::LogConfig;
 
 /// Prefix of the environment variables that configure the gateway, e.g.
@@ -31,6 +33,9 @@ pub struct Config {
     pub default_deadline_ms: u64,
     /// Logging.
     pub log: LogConfig,
+    /// The gateway's certificate; when set, clients connect over TLS. Leave it unset when
+    /// a load balancer in front terminates TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +49,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             default_deadline_ms: 30_000,
             log: LogConfig::default(),
+            tls: None,
         }
     }
 }
@@ -96,6 +102,34 @@ impl Default for AuthConfig {
             audience: "switchboard".to_owned(),
             leeway_seconds: 30,
         }
+    }
+}
+
+/// The certificate the gateway presents to clients.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain in PEM, or `file:/path/to/tls.crt`.
+    pub cert: String,
+    /// Private key in PEM, or `file:/path/to/tls.key`.
+    pub key: String,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in logs.
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Reads a PEM value given inline or as `file:/path`; `what` names it in errors.
+pub(crate) fn read_pem(what: &str, value: &str) -> Result<String, GatewayError> {
+    match value.strip_prefix("file:") {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|err| GatewayError::Config(format!("cannot read {what} from {path}: {err}"))),
+        None => Ok(value.to_owned()),
     }
 }
 

@@ -22,7 +22,7 @@ use tonic::service::Routes;
 use tracing::{info, warn};
 
 pub use auth::jwt::mint_hs256_token;
-pub use config::{AuthConfig, Config, ENV_PREFIX, KeyAlgorithm, PublicKey, Upstreams};
+pub use config::{AuthConfig, Config, ENV_PREFIX, KeyAlgorithm, PublicKey, TlsConfig, Upstreams};
 pub use error::GatewayError;
 pub use store::Directory;
 
@@ -105,10 +105,19 @@ pub async fn serve(
         // The gateway verifies credentials itself; identities are what it signs.
         identity: None,
         metrics,
+        tls: config.tls.as_ref().map(server_tls).transpose()?,
         ..ServeOptions::new("gateway")
     };
     switchboard_server_kit::serve(options, routes, listener, shutdown).await?;
     Ok(())
+}
+
+/// The server side of TLS from the configured certificate and key.
+fn server_tls(tls: &config::TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let cert = config::read_pem("tls.cert", &tls.cert)?;
+    let key = config::read_pem("tls.key", &tls.key)?;
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key)))
 }
 
 #[cfg(test)]

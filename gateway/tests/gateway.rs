@@ -1325,3 +1325,56 @@ async fn tenants_and_settings() {
     let violations = err.get_details_bad_request().unwrap().field_violations;
     assert_eq!(violations[0].field, "settings.time_zone");
 }
+
+/// With `tls` configured, clients reach the gateway over TLS only.
+#[tokio::test]
+async fn clients_connect_over_tls_when_a_certificate_is_configured() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server-kit/testdata/tls");
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    let stack = Stack::start_with(|config| {
+        config.tls = Some(gateway::TlsConfig {
+            cert: format!("file:{}", cert.display()),
+            key: format!("file:{}", key.display()),
+        });
+    })
+    .await;
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&cert).unwrap());
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", stack.gateway))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .expect("a client trusting the certificate connects");
+    let mut directory = dir::directory_service_client::DirectoryServiceClient::new(channel);
+    let me = directory
+        .get_current_identity(authed(
+            dir::GetCurrentIdentityRequest {},
+            &stack.token(stack.agent),
+        ))
+        .await
+        .expect("an authenticated call over TLS")
+        .into_inner();
+    assert_eq!(me.principal_id, stack.agent.to_string());
+
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.gateway))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => dir::directory_service_client::DirectoryServiceClient::new(channel)
+            .get_current_identity(authed(
+                dir::GetCurrentIdentityRequest {},
+                &stack.token(stack.agent),
+            ))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext is not served when TLS is configured");
+}

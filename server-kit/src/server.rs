@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub metrics: Option<(Metrics, TcpListener)>,
     /// How long in-flight calls may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// When set, clients connect over TLS (HTTP/2 negotiated by ALPN).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl ServeOptions {
@@ -44,6 +46,7 @@ impl ServeOptions {
             identity: None,
             metrics: None,
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -173,7 +176,11 @@ pub async fn serve(
     let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
     let stop_accepting = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         // Detects dead peers on long-lived streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -142,6 +142,7 @@ async fn start(identity: Option<IdentityKey>, with_metrics: bool, drain: Duratio
         identity,
         metrics,
         drain_timeout: drain,
+        tls: None,
     };
     let routes = probe_routes(shutdown.token());
     let task = tokio::spawn(serve(options, routes, listener, shutdown.clone()));
@@ -475,4 +476,58 @@ async fn shutdown_from_a_future() {
         .unwrap()
         .unwrap();
     assert!(token.is_cancelled());
+}
+
+/// With TLS configured, a client that trusts the certificate is served and a plaintext
+/// client is not.
+#[tokio::test]
+async fn serves_over_tls_when_configured() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tls");
+    let cert = std::fs::read(dir.join("server.crt")).unwrap();
+    let key = std::fs::read(dir.join("server.key")).unwrap();
+    let (listener, addr) = loopback().await;
+    let shutdown = ShutdownSignal::new();
+    let options = ServeOptions {
+        health_services: vec![PROBE],
+        tls: Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&cert, &key)),
+        ),
+        ..ServeOptions::new("tls-svc")
+    };
+    let task = tokio::spawn(serve(
+        options,
+        probe_routes(shutdown.token()),
+        listener,
+        shutdown.clone(),
+    ));
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert))
+        .domain_name("localhost");
+    let secure = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a client trusting the certificate connects");
+    let status = check(&mut HealthClient::new(secure), PROBE).await.unwrap();
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let plain = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => check(&mut HealthClient::new(channel), PROBE).await.is_err(),
+    };
+    assert!(
+        refused,
+        "a plaintext client must not be served by a TLS server"
+    );
+
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
 }

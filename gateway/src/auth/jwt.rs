@@ -138,12 +138,7 @@ fn load_public_key(index: usize, public: &PublicKey) -> Result<VerifyingKey, Gat
         .kid
         .clone()
         .unwrap_or_else(|| format!("auth.public_keys[{index}]"));
-    let pem = match public.pem.strip_prefix("file:") {
-        Some(path) => std::fs::read_to_string(path).map_err(|err| {
-            GatewayError::Config(format!("cannot read public key {name} from {path}: {err}"))
-        })?,
-        None => public.pem.clone(),
-    };
+    let pem = crate::config::read_pem(&format!("public key {name}"), &public.pem)?;
     let (algorithm, key) = match public.algorithm {
         KeyAlgorithm::RS256 => (Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes())),
         KeyAlgorithm::EdDSA => (Algorithm::EdDSA, DecodingKey::from_ed_pem(pem.as_bytes())),
