@@ -66,6 +66,11 @@ impl Error {
         }
     }
 
+    /// NOT_FOUND for the `kind` ("queue", "capacity profile") named `id`.
+    pub fn not_found(kind: &str, id: &str) -> Error {
+        Error::NotFound(format!("{kind} {id} not found"))
+    }
+
     /// The gRPC status of this error; the only place errors become statuses.
     pub fn to_status(&self) -> Status {
         match self {

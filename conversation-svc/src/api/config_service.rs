@@ -9,11 +9,11 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{
-    Shared, caller, convert, not_served, optional_uuid, page_size, request_id, require_any,
-    text_field, token, uuid_field,
+    Begun, Shared, authorized, caller, convert, next_page, not_served, optional_uuid, page_size,
+    request_id, text_field, token, uuid_field,
 };
 use crate::error::{Error, Result};
-use crate::store::{RequestKey, WrapUpReason};
+use crate::store::WrapUpReason;
 
 const SERVICE: &str = "ConversationConfigService";
 
@@ -52,9 +52,8 @@ impl ConfigApi {
         request: Request<pb::CreateWrapUpReasonRequest>,
     ) -> Result<pb::CreateWrapUpReasonResponse> {
         const METHOD: &str = "ConversationConfigService/CreateWrapUpReason";
-        let identity = caller(&request)?;
-        require_any(
-            &identity,
+        let identity = authorized(
+            &request,
             &[Role::Administrator],
             "creating a wrap-up reason",
         )?;
@@ -74,20 +73,15 @@ impl ConfigApi {
             // false, and an administrator who creates a reason means to use it.
             active: true,
         };
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
         };
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        m.insert_reason(&reason, now_micros()).await?;
+        tx.insert_reason(&reason, now_micros()).await?;
         let response = pb::CreateWrapUpReasonResponse {
             wrap_up_reason: Some(convert::reason(&reason)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         info!(wrap_up_reason_id = %reason.id, tenant_id = %reason.tenant_id, "wrap-up reason created");
         Ok(response)
     }
@@ -112,13 +106,9 @@ impl ConfigApi {
                 limit + 1,
             )
             .await?;
-        let mut next_page_token = String::new();
-        if reasons.len() as i64 > limit {
-            reasons.truncate(limit as usize);
-            if let Some(last) = reasons.last() {
-                next_page_token = token::encode(&[&last.display_name, &last.id]);
-            }
-        }
+        let next_page_token = next_page(&mut reasons, limit, |last| {
+            token::encode(&[&last.display_name, &last.id])
+        });
         Ok(pb::ListWrapUpReasonsResponse {
             wrap_up_reasons: reasons.iter().map(convert::reason).collect(),
             next_page_token,
@@ -130,9 +120,8 @@ impl ConfigApi {
         request: Request<pb::UpdateWrapUpReasonRequest>,
     ) -> Result<pb::UpdateWrapUpReasonResponse> {
         const METHOD: &str = "ConversationConfigService/UpdateWrapUpReason";
-        let identity = caller(&request)?;
-        require_any(
-            &identity,
+        let identity = authorized(
+            &request,
             &[Role::Administrator],
             "changing a wrap-up reason",
         )?;
@@ -164,16 +153,11 @@ impl ConfigApi {
                 }
             }
         }
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
         };
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let mut reason = m
+        let mut reason = tx
             .reasons_by_ids(&identity.tenant_id, std::slice::from_ref(&id))
             .await?
             .pop()
@@ -187,11 +171,11 @@ impl ConfigApi {
                 _ => {}
             }
         }
-        m.update_reason(&reason, now_micros()).await?;
+        tx.update_reason(&reason, now_micros()).await?;
         let response = pb::UpdateWrapUpReasonResponse {
             wrap_up_reason: Some(convert::reason(&reason)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         info!(wrap_up_reason_id = %id, "wrap-up reason changed");
         Ok(response)
     }

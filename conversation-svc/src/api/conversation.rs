@@ -15,16 +15,16 @@ use tracing::{info, warn};
 
 use super::stream::Waiter;
 use super::{
-    READER_ROLES, Shared, caller, convert, not_served, optional_uuid, page_size, request_id,
-    require_any, text_field, token, uuid_field, viewer,
+    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, not_served, optional_uuid,
+    page_size, request_id, require_any, text_field, token, uuid_field, viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
 use crate::domain::masking::mask_pans;
 use crate::domain::state::{Action, State, transition};
 use crate::error::{Error, Result};
 use crate::store::{
-    CommandKind, Conversation, ConversationQuery, Event, Mutation, NewConversation, NewMessage,
-    PreChatField, RequestKey, TranscriptLine,
+    CommandKind, Conversation, ConversationQuery, Event, Message, Mutation, NewConversation,
+    NewMessage, PreChatField, TranscriptLine,
 };
 
 const SERVICE: &str = "ConversationService";
@@ -98,7 +98,7 @@ fn queue_error(queue_id: &str, status: Status) -> Error {
 }
 
 /// Loads a conversation the caller can see, locked for the transaction.
-async fn load_visible(
+pub(super) async fn load_visible(
     m: &mut Mutation,
     identity: &Identity,
     conversation_id: &str,
@@ -132,26 +132,84 @@ async fn load_for_owner(
     Ok((conv, next))
 }
 
+/// An event about `conv` caused by the caller.
+pub(super) fn event_by(
+    conv: &Conversation,
+    kind: pb::EventType,
+    identity: &Identity,
+    now: i64,
+) -> Event {
+    Event::about(conv, event_kind(kind), actor(identity), now)
+}
+
+/// Saves `conv` in state `next` as of `now`.
+pub(super) async fn save_state(
+    m: &mut Mutation,
+    conv: &mut Conversation,
+    next: State,
+    now: i64,
+) -> Result<()> {
+    conv.state = next;
+    conv.update_time = now;
+    m.save_conversation(conv).await
+}
+
+/// A simple owner action: loads the conversation for its owner, moves it to the state
+/// `action` leads to, saves it and records a `kind` event with `detail`. The returned
+/// conversation's `update_time` is the time of the change.
+async fn owner_transition(
+    m: &mut Mutation,
+    identity: &Identity,
+    conversation_id: &str,
+    action: Action,
+    kind: pb::EventType,
+    detail: String,
+) -> Result<Conversation> {
+    let (mut conv, next) = load_for_owner(m, identity, conversation_id, action).await?;
+    let now = now_micros();
+    save_state(m, &mut conv, next, now).await?;
+    let mut event = event_by(&conv, kind, identity, now);
+    event.detail = detail;
+    m.event(event);
+    Ok(conv)
+}
+
+/// Appends `new` to `conv` and records its MESSAGE_ADDED event by `actor_id` (empty for
+/// the customer's side and for Switchboard itself).
+pub(super) async fn post_message(
+    m: &mut Mutation,
+    conv: &mut Conversation,
+    new: NewMessage,
+    actor_id: &str,
+    now: i64,
+) -> Result<Message> {
+    let message = m.add_message(conv, new, now).await?;
+    let mut added = Event::about(conv, event_kind(pb::EventType::MessageAdded), actor_id, now);
+    added.message_id = message.id.clone();
+    m.event(added);
+    Ok(message)
+}
+
 impl ConversationApi {
     async fn create(
         &self,
         request: Request<pb::CreateConversationRequest>,
     ) -> Result<pb::CreateConversationResponse> {
         const METHOD: &str = "ConversationService/CreateConversation";
-        let identity = caller(&request)?;
-        require_any(
-            &identity,
+        let identity = authorized(
+            &request,
             &[Role::Bot, Role::Administrator],
             "creating a conversation",
         )?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
-        };
-        if let Some(response) = self.ctx.store.replay(key.tenant_id, METHOD, &rid).await? {
+        // A retry is answered before routing-svc is asked about the queue again.
+        if let Some(response) = self
+            .ctx
+            .store
+            .replay(&identity.tenant_id, METHOD, &rid)
+            .await?
+        {
             return Ok(response);
         }
 
@@ -239,42 +297,22 @@ impl ConversationApi {
             now,
         };
 
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let mut conv = m.create_conversation(&new).await?;
-        let who = actor(&identity);
-        m.event(Event::about(
-            &conv,
-            event_kind(pb::EventType::Created),
-            who,
-            now,
-        ));
-        m.event(Event::about(
-            &conv,
-            event_kind(pb::EventType::Queued),
-            who,
-            now,
-        ));
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut conv = tx.create_conversation(&new).await?;
+        tx.event(event_by(&conv, pb::EventType::Created, &identity, now));
+        tx.event(event_by(&conv, pb::EventType::Queued, &identity, now));
         if !req.first_message.is_empty() {
-            let customer = conv.contact.display_name.clone();
-            let message = m
-                .add_message(
-                    &mut conv,
-                    NewMessage {
-                        sender: pb::SenderKind::Customer as i32,
-                        sender_id: String::new(),
-                        sender_display_name: customer,
-                        text: mask_pans(&req.first_message).into_owned(),
-                        internal: false,
-                    },
-                    now,
-                )
-                .await?;
-            let mut added = Event::about(&conv, event_kind(pb::EventType::MessageAdded), "", now);
-            added.message_id = message.id;
-            m.event(added);
+            let first = NewMessage {
+                sender: pb::SenderKind::Customer as i32,
+                sender_id: String::new(),
+                sender_display_name: conv.contact.display_name.clone(),
+                text: mask_pans(&req.first_message).into_owned(),
+                internal: false,
+            };
+            post_message(&mut tx, &mut conv, first, "", now).await?;
         }
         let enqueue = rpb::EnqueueConversationRequest {
             tenant_id: conv.tenant_id.clone(),
@@ -285,7 +323,7 @@ impl ConversationApi {
             enqueue_key: uuid::Uuid::new_v4().to_string(),
             wait_start_time: Some(micros_to_timestamp(conv.create_time)),
         };
-        m.add_command(
+        tx.add_command(
             CommandKind::Enqueue,
             &conv.tenant_id,
             &conv.id,
@@ -296,8 +334,7 @@ impl ConversationApi {
         let response = pb::CreateConversationResponse {
             conversation: Some(convert::conversation(&conv)),
         };
-        let committed = m.commit(Some(key), &response).await?;
-        self.ctx.dispatch(&committed);
+        tx.commit(&response).await?;
         info!(
             conversation_id = %conv.id,
             tenant_id = %conv.tenant_id,
@@ -321,8 +358,7 @@ impl ConversationApi {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<pb::GetConversationResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "reading conversations")?;
+        let identity = authorized(&request, &READER_ROLES, "reading conversations")?;
         let id = uuid_field("conversation_id", &request.get_ref().conversation_id)?;
         let conv = self.visible(&identity, &id).await?;
         Ok(pb::GetConversationResponse {
@@ -334,8 +370,7 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<pb::ListConversationsResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "listing conversations")?;
+        let identity = authorized(&request, &READER_ROLES, "listing conversations")?;
         let req = request.get_ref();
         let mut states = Vec::with_capacity(req.states.len());
         for (i, state) in req.states.iter().enumerate() {
@@ -359,13 +394,9 @@ impl ConversationApi {
             limit: limit + 1,
         };
         let mut convs = self.ctx.store.list_conversations(&query).await?;
-        let mut next_page_token = String::new();
-        if convs.len() as i64 > limit {
-            convs.truncate(limit as usize);
-            if let Some(last) = convs.last() {
-                next_page_token = token::encode(&[&last.create_time.to_string(), &last.id]);
-            }
-        }
+        let next_page_token = next_page(&mut convs, limit, |last| {
+            token::encode(&[&last.create_time.to_string(), &last.id])
+        });
         Ok(pb::ListConversationsResponse {
             conversations: convs.iter().map(convert::conversation).collect(),
             next_page_token,
@@ -402,17 +433,12 @@ impl ConversationApi {
         let rid = request_id(&req.request_id)?;
         let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
         text_field("text", &req.text, 1, MAX_TEXT)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
-        };
 
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let mut conv = load_visible(&mut m, &identity, &conversation_id).await?;
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut conv = load_visible(&mut tx, &identity, &conversation_id).await?;
         let now = now_micros();
         let new = if as_customer_side {
             check_customer_message(conv.state).map_err(|e| Error::refused(&conversation_id, e))?;
@@ -447,19 +473,11 @@ impl ConversationApi {
                 internal: req.internal,
             }
         };
-        let message = m.add_message(&mut conv, new, now).await?;
-        let mut added = Event::about(
-            &conv,
-            event_kind(pb::EventType::MessageAdded),
-            actor(&identity),
-            now,
-        );
-        added.message_id = message.id.clone();
-        m.event(added);
+        let message = post_message(&mut tx, &mut conv, new, actor(&identity), now).await?;
         let response = pb::SendMessageResponse {
             message: Some(convert::message(&message)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         Ok(response)
     }
 
@@ -473,8 +491,7 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<pb::ListMessagesResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "reading messages")?;
+        let identity = authorized(&request, &READER_ROLES, "reading messages")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let limit = page_size(req.page_size)?;
@@ -485,13 +502,8 @@ impl ConversationApi {
             .store
             .messages(&id, after, limit + 1, Self::sees_internal(&identity))
             .await?;
-        let mut next_page_token = String::new();
-        if messages.len() as i64 > limit {
-            messages.truncate(limit as usize);
-            if let Some(last) = messages.last() {
-                next_page_token = token::encode_int(last.ordinal);
-            }
-        }
+        let next_page_token =
+            next_page(&mut messages, limit, |last| token::encode_int(last.ordinal));
         Ok(pb::ListMessagesResponse {
             messages: messages.iter().map(convert::message).collect(),
             next_page_token,
@@ -502,8 +514,7 @@ impl ConversationApi {
         &self,
         request: Request<pb::StreamConversationRequest>,
     ) -> Result<ConversationStream> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "streaming a conversation")?;
+        let identity = authorized(&request, &READER_ROLES, "streaming a conversation")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         if req.after_sequence < 0 {
@@ -557,38 +568,28 @@ impl ConversationApi {
         request: Request<pb::SetWaitingRequest>,
     ) -> Result<pb::SetWaitingResponse> {
         const METHOD: &str = "ConversationService/SetWaiting";
-        let identity = caller(&request)?;
-        require_any(&identity, &USER_ROLES, "putting a conversation on hold")?;
+        let identity = authorized(&request, &USER_ROLES, "putting a conversation on hold")?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         text_field("reason", &req.reason, 0, 200)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
         };
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::SetWaiting).await?;
-        let now = now_micros();
-        conv.state = next;
-        conv.update_time = now;
-        m.save_conversation(&conv).await?;
-        let mut event = Event::about(
-            &conv,
-            event_kind(pb::EventType::Waiting),
-            actor(&identity),
-            now,
-        );
-        event.detail = mask_pans(&req.reason).into_owned();
-        m.event(event);
+        let conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::SetWaiting,
+            pb::EventType::Waiting,
+            mask_pans(&req.reason).into_owned(),
+        )
+        .await?;
         let response = pb::SetWaitingResponse {
             conversation: Some(convert::conversation(&conv)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         info!(conversation_id = %id, "conversation waiting");
         Ok(response)
     }
@@ -598,35 +599,27 @@ impl ConversationApi {
         request: Request<pb::ResumeConversationRequest>,
     ) -> Result<pb::ResumeConversationResponse> {
         const METHOD: &str = "ConversationService/ResumeConversation";
-        let identity = caller(&request)?;
-        require_any(&identity, &USER_ROLES, "resuming a conversation")?;
+        let identity = authorized(&request, &USER_ROLES, "resuming a conversation")?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
         };
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::Resume).await?;
-        let now = now_micros();
-        conv.state = next;
-        conv.update_time = now;
-        m.save_conversation(&conv).await?;
-        m.event(Event::about(
-            &conv,
-            event_kind(pb::EventType::Resumed),
-            actor(&identity),
-            now,
-        ));
+        let conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::Resume,
+            pb::EventType::Resumed,
+            String::new(),
+        )
+        .await?;
         let response = pb::ResumeConversationResponse {
             conversation: Some(convert::conversation(&conv)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         info!(conversation_id = %id, "conversation resumed");
         Ok(response)
     }
@@ -636,50 +629,35 @@ impl ConversationApi {
         request: Request<pb::EndConversationRequest>,
     ) -> Result<pb::EndConversationResponse> {
         const METHOD: &str = "ConversationService/EndConversation";
-        let identity = caller(&request)?;
-        require_any(&identity, &USER_ROLES, "ending a conversation")?;
+        let identity = authorized(&request, &USER_ROLES, "ending a conversation")?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
         };
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::End).await?;
-        let now = now_micros();
-        conv.state = next;
-        conv.update_time = now;
-        m.save_conversation(&conv).await?;
-        m.event(Event::about(
-            &conv,
-            event_kind(pb::EventType::Ended),
-            actor(&identity),
-            now,
-        ));
+        let mut conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::End,
+            pb::EventType::Ended,
+            String::new(),
+        )
+        .await?;
+        let now = conv.update_time;
         let name = if conv.owner_display_name.is_empty() {
             identity.display_name.clone()
         } else {
             conv.owner_display_name.clone()
         };
-        let notice = m
-            .add_message(
-                &mut conv,
-                system_message(format!("{name} left the conversation")),
-                now,
-            )
-            .await?;
-        let mut added = Event::about(&conv, event_kind(pb::EventType::MessageAdded), "", now);
-        added.message_id = notice.id;
-        m.event(added);
+        let notice = system_message(format!("{name} left the conversation"));
+        post_message(&mut tx, &mut conv, notice, "", now).await?;
         let response = pb::EndConversationResponse {
             conversation: Some(convert::conversation(&conv)),
         };
-        m.commit(Some(key), &response).await?;
+        tx.commit(&response).await?;
         info!(conversation_id = %id, agent_id = %identity.principal_id, "conversation ended");
         Ok(response)
     }
@@ -689,8 +667,7 @@ impl ConversationApi {
         request: Request<pb::SubmitWrapUpRequest>,
     ) -> Result<pb::SubmitWrapUpResponse> {
         const METHOD: &str = "ConversationService/SubmitWrapUp";
-        let identity = caller(&request)?;
-        require_any(&identity, &USER_ROLES, "submitting wrap-up")?;
+        let identity = authorized(&request, &USER_ROLES, "submitting wrap-up")?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -714,18 +691,14 @@ impl ConversationApi {
             }
         }
         text_field("note", &req.note, 0, 2000)?;
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method: METHOD,
-            request_id: &rid,
-        };
 
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let (mut conv, next) = load_for_owner(&mut m, &identity, &id, Action::SubmitWrapUp).await?;
-        let reasons = m.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let (mut conv, next) =
+            load_for_owner(&mut tx, &identity, &id, Action::SubmitWrapUp).await?;
+        let reasons = tx.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
         for (i, reason_id) in reason_ids.iter().enumerate() {
             let field = format!("wrap_up_reason_ids[{i}]");
             let Some(reason) = reasons.iter().find(|r| &r.id == reason_id) else {
@@ -752,11 +725,9 @@ impl ConversationApi {
         }
         let now = now_micros();
         let agent_id = conv.owner_agent_id.clone();
-        conv.state = next;
-        conv.update_time = now;
         conv.close_time = Some(now);
         conv.wrap_up_reason_ids = reason_ids.clone();
-        m.end_segment(
+        tx.end_segment(
             &conv.current_segment_id,
             "closed",
             &reason_ids,
@@ -764,30 +735,20 @@ impl ConversationApi {
             now,
         )
         .await?;
-        m.save_conversation(&conv).await?;
-        let mut submitted = Event::about(
-            &conv,
-            event_kind(pb::EventType::WrapUpSubmitted),
-            actor(&identity),
-            now,
-        );
+        save_state(&mut tx, &mut conv, next, now).await?;
+        let mut submitted = event_by(&conv, pb::EventType::WrapUpSubmitted, &identity, now);
         submitted.wrap_up_reason_ids = reason_ids.clone();
-        m.event(submitted);
-        let mut closed = Event::about(
-            &conv,
-            event_kind(pb::EventType::Closed),
-            actor(&identity),
-            now,
-        );
+        tx.event(submitted);
+        let mut closed = event_by(&conv, pb::EventType::Closed, &identity, now);
         closed.wrap_up_reason_ids = reason_ids;
         closed.detail = "wrap_up".to_owned();
-        m.event(closed);
+        tx.event(closed);
         let release = rpb::ReleaseCapacityRequest {
             tenant_id: conv.tenant_id.clone(),
             conversation_id: conv.id.clone(),
             agent_id: agent_id.clone(),
         };
-        m.add_command(
+        tx.add_command(
             CommandKind::ReleaseCapacity,
             &conv.tenant_id,
             &conv.id,
@@ -798,8 +759,7 @@ impl ConversationApi {
         let response = pb::SubmitWrapUpResponse {
             conversation: Some(convert::conversation(&conv)),
         };
-        let committed = m.commit(Some(key), &response).await?;
-        self.ctx.dispatch(&committed);
+        tx.commit(&response).await?;
         info!(conversation_id = %id, agent_id = %agent_id, "conversation closed after wrap-up");
         Ok(response)
     }
@@ -808,21 +768,15 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListSegmentsRequest>,
     ) -> Result<pb::ListSegmentsResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "reading segments")?;
+        let identity = authorized(&request, &READER_ROLES, "reading segments")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
         let mut segments = self.ctx.store.segments(&id, after, limit + 1).await?;
-        let mut next_page_token = String::new();
-        if segments.len() as i64 > limit {
-            segments.truncate(limit as usize);
-            if let Some(last) = segments.last() {
-                next_page_token = token::encode_int(last.ordinal);
-            }
-        }
+        let next_page_token =
+            next_page(&mut segments, limit, |last| token::encode_int(last.ordinal));
         Ok(pb::ListSegmentsResponse {
             segments: segments.iter().map(convert::segment).collect(),
             next_page_token,
@@ -833,8 +787,7 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListConversationEventsRequest>,
     ) -> Result<pb::ListConversationEventsResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &READER_ROLES, "reading conversation events")?;
+        let identity = authorized(&request, &READER_ROLES, "reading conversation events")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let limit = page_size(req.page_size)?;
@@ -845,13 +798,8 @@ impl ConversationApi {
             .store
             .conversation_events(&id, after, limit + 1)
             .await?;
-        let mut next_page_token = String::new();
-        if events.len() as i64 > limit {
-            events.truncate(limit as usize);
-            if let Some(last) = events.last() {
-                next_page_token = token::encode_int(last.sequence);
-            }
-        }
+        let next_page_token =
+            next_page(&mut events, limit, |last| token::encode_int(last.sequence));
         Ok(pb::ListConversationEventsResponse {
             events: events.iter().map(convert::event).collect(),
             next_page_token,

@@ -12,7 +12,7 @@ use switchboard_server_kit::db::now_micros;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::conversation::system_message;
+use super::conversation::{post_message, system_message};
 use super::stream::Waiter;
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
@@ -127,16 +127,8 @@ impl InternalApi {
         } else {
             req.agent_display_name.as_str()
         };
-        let notice = m
-            .add_message(
-                &mut conv,
-                system_message(format!("{name} joined the conversation")),
-                now,
-            )
-            .await?;
-        let mut added = Event::about(&conv, pb::EventType::MessageAdded as i32, "", now);
-        added.message_id = notice.id;
-        m.event(added);
+        let notice = system_message(format!("{name} joined the conversation"));
+        post_message(&mut m, &mut conv, notice, "", now).await?;
         let response = ipb::ApplyAssignmentResponse {
             conversation: Some(convert::conversation(&conv)),
         };

@@ -8,6 +8,7 @@ mod internal;
 mod stream;
 mod supervisor;
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::domain::access::Viewer;
 use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
 use crate::routing::Routing;
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Mutation, RequestKey, Store};
 
 /// What every service implementation shares.
 #[derive(Debug)]
@@ -49,6 +50,65 @@ impl Context {
             self.outbox.wake();
         }
     }
+
+    /// Starts the mutation `method` of the caller's tenant for `request_id` (AIP-155): the
+    /// answer recorded when the request was already applied, a fresh transaction otherwise.
+    async fn begin_mutation<'a, R: prost::Message + Default>(
+        &'a self,
+        identity: &'a Identity,
+        method: &'a str,
+        request_id: &'a str,
+    ) -> Result<Begun<'a, R>> {
+        let key = RequestKey {
+            tenant_id: &identity.tenant_id,
+            method,
+            request_id,
+        };
+        let mut m = self.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(Begun::Replayed(response));
+        }
+        Ok(Begun::Fresh(Tx { m, key, ctx: self }))
+    }
+}
+
+/// How a mutation starts, from [`Context::begin_mutation`].
+enum Begun<'a, R> {
+    /// The request was applied before; this is the answer recorded then.
+    Replayed(R),
+    /// The request is new; apply it in this transaction.
+    Fresh(Tx<'a>),
+}
+
+/// The write transaction of one mutation request. Committing records the answer under the
+/// request's key, so a retry gets the same answer, and wakes the outbox for new commands.
+struct Tx<'a> {
+    m: Mutation,
+    key: RequestKey<'a>,
+    ctx: &'a Context,
+}
+
+impl Tx<'_> {
+    /// Commits the change with `response` as the request's answer.
+    async fn commit<R: prost::Message>(self, response: &R) -> Result<()> {
+        let committed = self.m.commit(Some(self.key), response).await?;
+        self.ctx.dispatch(&committed);
+        Ok(())
+    }
+}
+
+impl Deref for Tx<'_> {
+    type Target = Mutation;
+
+    fn deref(&self) -> &Mutation {
+        &self.m
+    }
+}
+
+impl DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut Mutation {
+        &mut self.m
+    }
 }
 
 /// Shared service state.
@@ -68,6 +128,13 @@ fn caller<T>(request: &tonic::Request<T>) -> Result<Identity> {
             "the caller identity names no tenant".to_owned(),
         ));
     }
+    Ok(identity)
+}
+
+/// The verified caller of a public RPC, who must hold one of `roles` for `action`.
+fn authorized<T>(request: &tonic::Request<T>, roles: &[Role], action: &str) -> Result<Identity> {
+    let identity = caller(request)?;
+    require_any(&identity, roles, action)?;
     Ok(identity)
 }
 
@@ -190,6 +257,16 @@ fn page_size(value: i32) -> Result<i64> {
     }
 }
 
+/// Cuts `rows`, read with one row more than `limit`, to `limit` and returns the token of
+/// the next page, made from the last row kept; empty on the last page.
+fn next_page<T>(rows: &mut Vec<T>, limit: i64, token_of: impl FnOnce(&T) -> String) -> String {
+    if rows.len() as i64 <= limit {
+        return String::new();
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(token_of).unwrap_or_default()
+}
+
 /// Page tokens: opaque to clients, the position after which the next page starts.
 mod token {
     use super::*;
@@ -263,6 +340,16 @@ mod tests {
         assert_eq!(page_size(500).unwrap(), 500);
         assert!(page_size(501).is_err());
         assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn next_page_cuts_the_extra_row() {
+        let mut last_page = vec![1, 2];
+        assert_eq!(next_page(&mut last_page, 2, |n| n.to_string()), "");
+        assert_eq!(last_page, [1, 2]);
+        let mut more = vec![1, 2, 3];
+        assert_eq!(next_page(&mut more, 2, |n| n.to_string()), "2");
+        assert_eq!(more, [1, 2]);
     }
 
     #[test]

@@ -111,63 +111,61 @@ fn segment_from_row(row: &AnyRow) -> Result<Segment> {
     })
 }
 
+/// The rows of `select`, a query of a child table, that belong to `convs`, in `order_by`
+/// order; each comes with the position in `convs` of its conversation.
+async fn child_rows(
+    conn: &mut AnyConnection,
+    convs: &[Conversation],
+    select: &str,
+    order_by: &str,
+) -> Result<Vec<(usize, AnyRow)>> {
+    let index: HashMap<&str, usize> = convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    let ids = convs.iter().map(|c| Bind::Text(c.id.clone())).collect();
+    let list = placeholders(1, convs.len());
+    let sql = format!("{select} WHERE conversation_id IN ({list}) ORDER BY {order_by}");
+    bind_all(sqlx::query(AssertSqlSafe(sql)), ids)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let conv: String = row.try_get("conversation_id")?;
+            Ok((index[conv.as_str()], row))
+        })
+        .collect()
+}
+
 /// Loads pre-chat data, transcripts and participants of `convs` in three queries.
 async fn attach_children(conn: &mut AnyConnection, convs: &mut [Conversation]) -> Result<()> {
     if convs.is_empty() {
         return Ok(());
     }
-    let index: HashMap<String, usize> = convs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id.clone(), i))
-        .collect();
-    let ids: Vec<Bind> = convs.iter().map(|c| Bind::Text(c.id.clone())).collect();
-    let list = placeholders(1, ids.len());
-
-    let sql = format!(
-        "SELECT conversation_id, name, label, value FROM pre_chat_fields \
-         WHERE conversation_id IN ({list}) ORDER BY conversation_id, position"
-    );
-    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids.clone())
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        let conv: String = row.try_get("conversation_id")?;
-        convs[index[&conv]].pre_chat.push(PreChatField {
+    let select = "SELECT conversation_id, name, label, value FROM pre_chat_fields";
+    for (i, row) in child_rows(conn, convs, select, "conversation_id, position").await? {
+        convs[i].pre_chat.push(PreChatField {
             name: row.try_get("name")?,
             label: row.try_get("label")?,
             value: row.try_get("value")?,
         });
     }
 
-    let sql = format!(
-        "SELECT conversation_id, sender, text, create_time FROM transcript_entries \
-         WHERE conversation_id IN ({list}) ORDER BY conversation_id, position"
-    );
-    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids.clone())
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        let conv: String = row.try_get("conversation_id")?;
-        convs[index[&conv]].transcript.push(TranscriptLine {
+    let select = "SELECT conversation_id, sender, text, create_time FROM transcript_entries";
+    for (i, row) in child_rows(conn, convs, select, "conversation_id, position").await? {
+        convs[i].transcript.push(TranscriptLine {
             sender: row.try_get::<i64, _>("sender")? as i32,
             text: row.try_get("text")?,
             create_time: row.try_get("create_time")?,
         });
     }
 
-    let sql = format!(
-        "SELECT id, conversation_id, user_id, display_name, role, join_time, leave_time \
-         FROM participants WHERE conversation_id IN ({list}) \
-         ORDER BY conversation_id, join_time, id"
-    );
-    for row in bind_all(sqlx::query(AssertSqlSafe(sql)), ids)
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        let conv: String = row.try_get("conversation_id")?;
+    let select = "SELECT id, conversation_id, user_id, display_name, role, join_time, \
+                  leave_time FROM participants";
+    for (i, row) in child_rows(conn, convs, select, "conversation_id, join_time, id").await? {
         let role: i64 = row.try_get("role")?;
-        convs[index[&conv]].participants.push(Participant {
+        convs[i].participants.push(Participant {
             id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
             display_name: row.try_get("display_name")?,
@@ -199,6 +197,13 @@ async fn load_conversation(
     attach_children(conn, &mut convs).await?;
     let [conv] = convs;
     Ok(Some(conv))
+}
+
+/// Re-reads a conversation this transaction has just written, which must be there.
+async fn load_written(conn: &mut AnyConnection, tenant_id: &str, id: &str) -> Result<Conversation> {
+    load_conversation(conn, tenant_id, id, "")
+        .await?
+        .ok_or_else(|| corrupt(format!("conversation {id} vanished")))
 }
 
 impl Store {
@@ -277,20 +282,15 @@ impl Store {
         } else {
             " AND internal = 0"
         };
-        let sql = format!(
-            "{MESSAGE_SELECT} WHERE conversation_id = $1 AND ordinal > $2{filter} \
-             ORDER BY ordinal LIMIT $3"
-        );
-        let mut conn = self.conn().await?;
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(conversation_id)
-            .bind(after_ordinal)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(message_from_row)
-            .collect()
+        let select = format!("{MESSAGE_SELECT} WHERE conversation_id = $1{filter}");
+        self.ordinal_page(
+            &select,
+            conversation_id,
+            after_ordinal,
+            limit,
+            message_from_row,
+        )
+        .await
     }
 
     /// One message by id.
@@ -312,9 +312,28 @@ impl Store {
         after_ordinal: i64,
         limit: i64,
     ) -> Result<Vec<Segment>> {
-        let sql = format!(
-            "{SEGMENT_SELECT} WHERE conversation_id = $1 AND ordinal > $2 ORDER BY ordinal LIMIT $3"
-        );
+        let select = format!("{SEGMENT_SELECT} WHERE conversation_id = $1");
+        self.ordinal_page(
+            &select,
+            conversation_id,
+            after_ordinal,
+            limit,
+            segment_from_row,
+        )
+        .await
+    }
+
+    /// Up to `limit` rows of `select` (filtered on `conversation_id = $1`) after
+    /// `after_ordinal`, in ordinal order.
+    async fn ordinal_page<T>(
+        &self,
+        select: &str,
+        conversation_id: &str,
+        after_ordinal: i64,
+        limit: i64,
+        from_row: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let sql = format!("{select} AND ordinal > $2 ORDER BY ordinal LIMIT $3");
         let mut conn = self.conn().await?;
         sqlx::query(AssertSqlSafe(sql))
             .bind(conversation_id)
@@ -323,7 +342,7 @@ impl Store {
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(segment_from_row)
+            .map(from_row)
             .collect()
     }
 }
@@ -341,9 +360,7 @@ impl Mutation {
 
     /// Re-reads a conversation inside the transaction, with its children.
     pub async fn reload(&mut self, conv: &Conversation) -> Result<Conversation> {
-        load_conversation(self.conn(), &conv.tenant_id, &conv.id, "")
-            .await?
-            .ok_or_else(|| corrupt(format!("conversation {} vanished", conv.id)))
+        load_written(self.conn(), &conv.tenant_id, &conv.id).await
     }
 
     /// Creates an OPEN conversation, upserting its contact by (tenant, channel, address):
@@ -408,9 +425,7 @@ impl Mutation {
             .execute(self.conn())
             .await?;
         }
-        load_conversation(self.conn(), &new.tenant_id, &new.id, "")
-            .await?
-            .ok_or_else(|| corrupt(format!("conversation {} vanished", new.id)))
+        load_written(self.conn(), &new.tenant_id, &new.id).await
     }
 
     /// Writes the conversation's changeable columns as they are in `conv`.

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::api::{
-    caller, caller_agent_id, caller_tenant, convert, optional_id, parse_id, require_any, respond,
-    short_text, target_agent,
+    Begun, RequestKey, begin_mutation, caller_agent_id, checked_caller, commit_mutation, convert,
+    optional_id, parse_id, respond, short_text, target_agent,
 };
 use crate::domain::Presence;
 use crate::domain::presence::check_manual;
@@ -80,15 +80,13 @@ impl AgentApi {
         &self,
         request: Request<pb::SetPresenceRequest>,
     ) -> Result<pb::SetPresenceResponse> {
-        let identity = caller(&request)?;
-        require_any(
-            &identity,
+        let (identity, tenant_id) = checked_caller(
+            &request,
             &[Role::Agent, Role::Supervisor],
             "AgentService/SetPresence",
         )?;
-        let tenant_id = caller_tenant(&identity)?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
+        let key = RequestKey::parse(&tenant_id, SET_PRESENCE, &req.request_id)?;
         let agent_id = target_agent(&identity, &req.agent_id, "AgentService/SetPresence")?;
         let presence = match Presence::from_i32(req.presence) {
             Some(presence) => {
@@ -99,10 +97,10 @@ impl AgentApi {
         };
         let reason = short_text("reason", &req.reason)?;
 
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx.replay(&tenant_id, SET_PRESENCE, &request_id).await? {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
@@ -110,9 +108,7 @@ impl AgentApi {
         let response = pb::SetPresenceResponse {
             agent_state: Some(agent_state(tx.conn(), &tenant_id, &agent_id).await?),
         };
-        tx.remember(&tenant_id, SET_PRESENCE, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         self.context.wake_matcher();
         info!(agent_id = %agent_id, presence = ?presence, "presence set");
         Ok(response)
@@ -122,13 +118,11 @@ impl AgentApi {
         &self,
         request: Request<pb::GetAgentStateRequest>,
     ) -> Result<pb::GetAgentStateResponse> {
-        let identity = caller(&request)?;
-        require_any(
-            &identity,
+        let (identity, tenant_id) = checked_caller(
+            &request,
             &[Role::Agent, Role::Supervisor],
             "AgentService/GetAgentState",
         )?;
-        let tenant_id = caller_tenant(&identity)?;
         let agent_id = target_agent(
             &identity,
             &request.get_ref().agent_id,
@@ -144,9 +138,8 @@ impl AgentApi {
         &self,
         request: Request<pb::StreamOffersRequest>,
     ) -> Result<ReceiverStream<std::result::Result<pb::StreamOffersResponse, Status>>> {
-        let identity = caller(&request)?;
-        require_any(&identity, &[Role::Agent], "AgentService/StreamOffers")?;
-        let tenant_id = caller_tenant(&identity)?;
+        let (identity, tenant_id) =
+            checked_caller(&request, &[Role::Agent], "AgentService/StreamOffers")?;
         let agent_id = caller_agent_id(&identity)?;
         {
             let mut conn = self.context.store.conn().await?;
@@ -167,18 +160,17 @@ impl AgentApi {
         &self,
         request: Request<pb::AcceptOfferRequest>,
     ) -> Result<pb::AcceptOfferResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &[Role::Agent], "AgentService/AcceptOffer")?;
-        let tenant_id = caller_tenant(&identity)?;
+        let (identity, tenant_id) =
+            checked_caller(&request, &[Role::Agent], "AgentService/AcceptOffer")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
+        let key = RequestKey::parse(&tenant_id, ACCEPT_OFFER, &req.request_id)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
 
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx.replay(&tenant_id, ACCEPT_OFFER, &request_id).await? {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
@@ -189,9 +181,7 @@ impl AgentApi {
             offer: Some(convert::offer(&offer)),
             conversation_id: offer.conversation_id.clone(),
         };
-        tx.remember(&tenant_id, ACCEPT_OFFER, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         info!(
             conversation_id = %offer.conversation_id,
             agent_id = %agent_id,
@@ -206,19 +196,18 @@ impl AgentApi {
         &self,
         request: Request<pb::RejectOfferRequest>,
     ) -> Result<pb::RejectOfferResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &[Role::Agent], "AgentService/RejectOffer")?;
-        let tenant_id = caller_tenant(&identity)?;
+        let (identity, tenant_id) =
+            checked_caller(&request, &[Role::Agent], "AgentService/RejectOffer")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
+        let key = RequestKey::parse(&tenant_id, REJECT_OFFER, &req.request_id)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
         let reason = short_text("reason", &req.reason)?;
 
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx.replay(&tenant_id, REJECT_OFFER, &request_id).await? {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
@@ -227,9 +216,7 @@ impl AgentApi {
         let response = pb::RejectOfferResponse {
             offer: Some(convert::offer(&offer)),
         };
-        tx.remember(&tenant_id, REJECT_OFFER, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         self.context.wake_matcher();
         info!(
             conversation_id = %offer.conversation_id,
@@ -245,9 +232,8 @@ impl AgentApi {
         &self,
         request: Request<pb::ListWaitingWorkRequest>,
     ) -> Result<pb::ListWaitingWorkResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &[Role::Agent], "AgentService/ListWaitingWork")?;
-        let tenant_id = caller_tenant(&identity)?;
+        let (identity, tenant_id) =
+            checked_caller(&request, &[Role::Agent], "AgentService/ListWaitingWork")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
         let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
@@ -274,21 +260,17 @@ impl AgentApi {
         &self,
         request: Request<pb::ClaimWaitingWorkRequest>,
     ) -> Result<pb::ClaimWaitingWorkResponse> {
-        let identity = caller(&request)?;
-        require_any(&identity, &[Role::Agent], "AgentService/ClaimWaitingWork")?;
-        let tenant_id = caller_tenant(&identity)?;
+        let (identity, tenant_id) =
+            checked_caller(&request, &[Role::Agent], "AgentService/ClaimWaitingWork")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
+        let key = RequestKey::parse(&tenant_id, CLAIM_WAITING_WORK, &req.request_id)?;
         let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
 
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx
-            .replay(&tenant_id, CLAIM_WAITING_WORK, &request_id)
-            .await?
-        {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
@@ -304,9 +286,7 @@ impl AgentApi {
         let response = pb::ClaimWaitingWorkResponse {
             offer: Some(convert::offer(&offer)),
         };
-        tx.remember(&tenant_id, CLAIM_WAITING_WORK, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         info!(
             conversation_id = %conversation_id,
             agent_id = %agent_id,

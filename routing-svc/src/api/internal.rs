@@ -48,7 +48,7 @@ async fn queue_accepting(
     let mut conn = context.store.conn().await?;
     let queue = catalog::get_queue(&mut conn, tenant_id, queue_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?;
+        .ok_or_else(|| Error::not_found("queue", queue_id))?;
     if !queue.accepts(channel) {
         return Err(Error::WrongState(format!(
             "queue {queue_id} does not accept channel {channel:?}"
@@ -200,7 +200,7 @@ impl InternalApi {
                 Some(
                     catalog::get_queue(&mut conn, &tenant_id, queue_id)
                         .await?
-                        .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?,
+                        .ok_or_else(|| Error::not_found("queue", queue_id))?,
                 )
             }
             None => None,

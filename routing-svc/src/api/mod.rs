@@ -5,10 +5,12 @@ pub mod convert;
 pub mod internal;
 pub mod queue;
 
+use prost::Message;
 use switchboard_server_kit::identity::{Identity, PrincipalKind, Role, identity_of};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::store::{Store, Tx};
 
 /// Longest display name or free-text reason accepted.
 pub(crate) const MAX_TEXT: usize = 200;
@@ -52,6 +54,77 @@ pub(crate) fn require_any(identity: &Identity, roles: &[Role], rpc: &str) -> Res
         "{rpc} needs the {} role",
         names.join(" or ")
     )))
+}
+
+/// The caller of a public RPC and its tenant, after checking it holds one of `roles`.
+pub(crate) fn checked_caller<T>(
+    request: &tonic::Request<T>,
+    roles: &[Role],
+    rpc: &str,
+) -> Result<(Identity, String)> {
+    let identity = caller(request)?;
+    require_any(&identity, roles, rpc)?;
+    let tenant_id = caller_tenant(&identity)?;
+    Ok((identity, tenant_id))
+}
+
+/// A required message field.
+pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+/// What makes a mutation idempotent (AIP-155): its tenant, its RPC and the caller's
+/// `request_id`. A repeat of the same key replays the first response.
+pub(crate) struct RequestKey {
+    tenant_id: String,
+    method: &'static str,
+    request_id: String,
+}
+
+impl RequestKey {
+    /// The key of `method` in the tenant; `request_id` must be a UUID.
+    pub(crate) fn parse(tenant_id: &str, method: &'static str, request_id: &str) -> Result<Self> {
+        Ok(RequestKey {
+            tenant_id: tenant_id.to_owned(),
+            method,
+            request_id: parse_id("request_id", request_id)?,
+        })
+    }
+}
+
+/// How a mutation starts: with a fresh transaction, or with the response recorded when
+/// the same request was applied before.
+pub(crate) enum Begun<M> {
+    /// The request was applied before; answer this again and change nothing.
+    Replayed(M),
+    /// A new request: apply it in this transaction, then [`commit_mutation`].
+    Fresh(Tx),
+}
+
+/// Begins a mutation under `key`: a write transaction, or the recorded response.
+pub(crate) async fn begin_mutation<M: Message + Default>(
+    store: &Store,
+    key: &RequestKey,
+) -> Result<Begun<M>> {
+    let mut tx = store.begin().await?;
+    match tx
+        .replay(&key.tenant_id, key.method, &key.request_id)
+        .await?
+    {
+        Some(response) => Ok(Begun::Replayed(response)),
+        None => Ok(Begun::Fresh(tx)),
+    }
+}
+
+/// Records `response` under `key` with the change, for later replays, and commits.
+pub(crate) async fn commit_mutation<M: Message>(
+    mut tx: Tx,
+    key: &RequestKey,
+    response: &M,
+) -> Result<()> {
+    tx.remember(&key.tenant_id, key.method, &key.request_id, response)
+        .await?;
+    tx.commit().await
 }
 
 /// A required UUID field, in canonical form.

@@ -6,14 +6,15 @@ use std::collections::BTreeSet;
 use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::queue_service_server::QueueService;
 use switchboard_server_kit::db::now_micros;
-use switchboard_server_kit::identity::{Identity, Role};
+use switchboard_server_kit::identity::Role;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::api::convert::{self, duration_micros};
 use crate::api::{
-    MAX_TEXT, caller, caller_tenant, display_name, not_implemented, optional_id, parse_id,
-    require_any, respond,
+    Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_tenant, checked_caller,
+    commit_mutation, display_name, not_implemented, optional_id, parse_id, require_any, required,
+    respond,
 };
 use crate::domain::{
     AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, Program, Queue, Skill,
@@ -50,14 +51,6 @@ impl QueueApi {
     pub fn new(context: Context) -> QueueApi {
         QueueApi { context }
     }
-}
-
-/// The caller and its tenant, after checking it holds one of `roles`.
-fn authorize<T>(request: &Request<T>, roles: &[Role], rpc: &str) -> Result<(Identity, String)> {
-    let identity = caller(request)?;
-    require_any(&identity, roles, rpc)?;
-    let tenant_id = caller_tenant(&identity)?;
-    Ok((identity, tenant_id))
 }
 
 /// A required channel field.
@@ -283,29 +276,25 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<pb::CreateProgramResponse> {
-        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateProgram")?;
+        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateProgram")?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
-        let input = req
-            .program
-            .ok_or_else(|| Error::invalid("program", "is required"))?;
+        let key = RequestKey::parse(&tenant_id, CREATE_PROGRAM, &req.request_id)?;
+        let input = required("program", req.program)?;
         let program = Program {
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: tenant_id.clone(),
             display_name: display_name("program.display_name", &input.display_name)?,
             create_time: now_micros(),
         };
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx.replay(&tenant_id, CREATE_PROGRAM, &request_id).await? {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         catalog::insert_program(&mut tx, &program).await?;
         let response = pb::CreateProgramResponse {
             program: Some(convert::program(&program)),
         };
-        tx.remember(&tenant_id, CREATE_PROGRAM, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         info!(program_id = %program.id, "program created");
         Ok(response)
     }
@@ -314,12 +303,12 @@ impl QueueApi {
         &self,
         request: Request<pb::GetProgramRequest>,
     ) -> Result<pb::GetProgramResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/GetProgram")?;
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/GetProgram")?;
         let program_id = parse_id("program_id", &request.get_ref().program_id)?;
         let mut conn = self.context.store.conn().await?;
         let program = catalog::get_program(&mut conn, &tenant_id, &program_id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("program {program_id} not found")))?;
+            .ok_or_else(|| Error::not_found("program", &program_id))?;
         Ok(pb::GetProgramResponse {
             program: Some(convert::program(&program)),
         })
@@ -329,7 +318,7 @@ impl QueueApi {
         &self,
         request: Request<pb::ListProgramsRequest>,
     ) -> Result<pb::ListProgramsResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListPrograms")?;
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/ListPrograms")?;
         let req = request.get_ref();
         let page = PageRequest::parse("programs", req.page_size, &req.page_token)?;
         let mut conn = self.context.store.conn().await?;
@@ -345,42 +334,28 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<pb::CreateQueueResponse> {
-        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateQueue")?;
+        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateQueue")?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
-        let input = req
-            .queue
-            .ok_or_else(|| Error::invalid("queue", "is required"))?;
+        let key = RequestKey::parse(&tenant_id, CREATE_QUEUE, &req.request_id)?;
+        let input = required("queue", req.queue)?;
         let queue = validate_queue(&tenant_id, &input, now_micros())?;
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx.replay(&tenant_id, CREATE_QUEUE, &request_id).await? {
-            return Ok(response);
-        }
-        if catalog::get_program(tx.conn(), &tenant_id, &queue.program_id)
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        catalog::get_program(tx.conn(), &tenant_id, &queue.program_id)
             .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!(
-                "program {} not found",
-                queue.program_id
-            )));
-        }
-        if let Some(overflow) = &queue.overflow_queue_id
-            && catalog::get_queue(tx.conn(), &tenant_id, overflow)
+            .ok_or_else(|| Error::not_found("program", &queue.program_id))?;
+        if let Some(overflow) = &queue.overflow_queue_id {
+            catalog::get_queue(tx.conn(), &tenant_id, overflow)
                 .await?
-                .is_none()
-        {
-            return Err(Error::NotFound(format!(
-                "overflow queue {overflow} not found"
-            )));
+                .ok_or_else(|| Error::not_found("overflow queue", overflow))?;
         }
         catalog::insert_queue(&mut tx, &queue).await?;
         let response = pb::CreateQueueResponse {
             queue: Some(convert::queue(&queue)),
         };
-        tx.remember(&tenant_id, CREATE_QUEUE, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         info!(queue_id = %queue.id, program_id = %queue.program_id, "queue created");
         Ok(response)
     }
@@ -389,12 +364,12 @@ impl QueueApi {
         &self,
         request: Request<pb::GetQueueRequest>,
     ) -> Result<pb::GetQueueResponse> {
-        let (_, tenant_id) = authorize(&request, QUEUE_READERS, "QueueService/GetQueue")?;
+        let (_, tenant_id) = checked_caller(&request, QUEUE_READERS, "QueueService/GetQueue")?;
         let queue_id = parse_id("queue_id", &request.get_ref().queue_id)?;
         let mut conn = self.context.store.conn().await?;
         let queue = catalog::get_queue(&mut conn, &tenant_id, &queue_id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("queue {queue_id} not found")))?;
+            .ok_or_else(|| Error::not_found("queue", &queue_id))?;
         Ok(pb::GetQueueResponse {
             queue: Some(convert::queue(&queue)),
         })
@@ -404,7 +379,7 @@ impl QueueApi {
         &self,
         request: Request<pb::ListQueuesRequest>,
     ) -> Result<pb::ListQueuesResponse> {
-        let (_, tenant_id) = authorize(&request, QUEUE_READERS, "QueueService/ListQueues")?;
+        let (_, tenant_id) = checked_caller(&request, QUEUE_READERS, "QueueService/ListQueues")?;
         let req = request.get_ref();
         let program_id = optional_id("program_id", &req.program_id)?.unwrap_or_default();
         let page = PageRequest::parse("queues", req.page_size, &req.page_token)?;
@@ -421,27 +396,20 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateCapacityProfileRequest>,
     ) -> Result<pb::CreateCapacityProfileResponse> {
-        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/CreateCapacityProfile")?;
+        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateCapacityProfile")?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
-        let input = req
-            .capacity_profile
-            .ok_or_else(|| Error::invalid("capacity_profile", "is required"))?;
+        let key = RequestKey::parse(&tenant_id, CREATE_CAPACITY_PROFILE, &req.request_id)?;
+        let input = required("capacity_profile", req.capacity_profile)?;
         let profile = validate_capacity_profile(&tenant_id, &input)?;
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx
-            .replay(&tenant_id, CREATE_CAPACITY_PROFILE, &request_id)
-            .await?
-        {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         catalog::insert_capacity_profile(&mut tx, &profile, now_micros()).await?;
         let response = pb::CreateCapacityProfileResponse {
             capacity_profile: Some(convert::capacity_profile(&profile)),
         };
-        tx.remember(&tenant_id, CREATE_CAPACITY_PROFILE, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         info!(capacity_profile_id = %profile.id, "capacity profile created");
         Ok(response)
     }
@@ -450,7 +418,8 @@ impl QueueApi {
         &self,
         request: Request<pb::ListCapacityProfilesRequest>,
     ) -> Result<pb::ListCapacityProfilesResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListCapacityProfiles")?;
+        let (_, tenant_id) =
+            checked_caller(&request, READERS, "QueueService/ListCapacityProfiles")?;
         let req = request.get_ref();
         let page = PageRequest::parse("capacity_profiles", req.page_size, &req.page_token)?;
         let mut conn = self.context.store.conn().await?;
@@ -466,36 +435,23 @@ impl QueueApi {
         &self,
         request: Request<pb::SetAgentProfileRequest>,
     ) -> Result<pb::SetAgentProfileResponse> {
-        let (_, tenant_id) = authorize(&request, ADMIN, "QueueService/SetAgentProfile")?;
+        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/SetAgentProfile")?;
         let req = request.into_inner();
-        let request_id = parse_id("request_id", &req.request_id)?;
-        let input = req
-            .agent_profile
-            .ok_or_else(|| Error::invalid("agent_profile", "is required"))?;
+        let key = RequestKey::parse(&tenant_id, SET_AGENT_PROFILE, &req.request_id)?;
+        let input = required("agent_profile", req.agent_profile)?;
         let fields = validate_agent_profile(&input)?;
-        let mut tx = self.context.store.begin().await?;
-        if let Some(response) = tx
-            .replay(&tenant_id, SET_AGENT_PROFILE, &request_id)
-            .await?
-        {
-            return Ok(response);
-        }
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
         let capacity =
             catalog::get_capacity_profile(tx.conn(), &tenant_id, &fields.capacity_profile_id)
                 .await?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "capacity profile {} not found",
-                        fields.capacity_profile_id
-                    ))
-                })?;
+                .ok_or_else(|| Error::not_found("capacity profile", &fields.capacity_profile_id))?;
         for queue_id in &fields.queue_ids {
-            if catalog::get_queue(tx.conn(), &tenant_id, queue_id)
+            catalog::get_queue(tx.conn(), &tenant_id, queue_id)
                 .await?
-                .is_none()
-            {
-                return Err(Error::NotFound(format!("queue {queue_id} not found")));
-            }
+                .ok_or_else(|| Error::not_found("queue", queue_id))?;
         }
         let agent = catalog::upsert_agent_profile(
             &mut tx,
@@ -514,9 +470,7 @@ impl QueueApi {
         let response = pb::SetAgentProfileResponse {
             agent_profile: Some(convert::agent_profile(&agent)),
         };
-        tx.remember(&tenant_id, SET_AGENT_PROFILE, &request_id, &response)
-            .await?;
-        tx.commit().await?;
+        commit_mutation(tx, &key, &response).await?;
         self.context.wake_matcher();
         info!(agent_id = %agent.agent_id, "agent profile set");
         Ok(response)
@@ -546,7 +500,7 @@ impl QueueApi {
         &self,
         request: Request<pb::ListAgentProfilesRequest>,
     ) -> Result<pb::ListAgentProfilesResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListAgentProfiles")?;
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/ListAgentProfiles")?;
         let req = request.get_ref();
         let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
         let page = PageRequest::parse("agents", req.page_size, &req.page_token)?;
@@ -563,7 +517,7 @@ impl QueueApi {
         &self,
         request: Request<pb::ListAgentStatesRequest>,
     ) -> Result<pb::ListAgentStatesResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListAgentStates")?;
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/ListAgentStates")?;
         let req = request.get_ref();
         let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
         let page = PageRequest::parse("agents", req.page_size, &req.page_token)?;
@@ -586,15 +540,12 @@ impl QueueApi {
         &self,
         request: Request<pb::GetQueueStateRequest>,
     ) -> Result<pb::GetQueueStateResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/GetQueueState")?;
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/GetQueueState")?;
         let queue_id = parse_id("queue_id", &request.get_ref().queue_id)?;
         let mut conn = self.context.store.conn().await?;
-        if catalog::get_queue(&mut conn, &tenant_id, &queue_id)
+        catalog::get_queue(&mut conn, &tenant_id, &queue_id)
             .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("queue {queue_id} not found")));
-        }
+            .ok_or_else(|| Error::not_found("queue", &queue_id))?;
         let state = catalog::queue_state(&mut conn, &tenant_id, &queue_id).await?;
         Ok(pb::GetQueueStateResponse {
             queue_state: Some(convert::queue_state(&queue_id, &state)),
@@ -605,7 +556,8 @@ impl QueueApi {
         &self,
         request: Request<pb::ListRoutingDecisionsRequest>,
     ) -> Result<pb::ListRoutingDecisionsResponse> {
-        let (_, tenant_id) = authorize(&request, READERS, "QueueService/ListRoutingDecisions")?;
+        let (_, tenant_id) =
+            checked_caller(&request, READERS, "QueueService/ListRoutingDecisions")?;
         let req = request.get_ref();
         let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
         let page = PageRequest::parse("routing_decisions", req.page_size, &req.page_token)?;

@@ -9,8 +9,11 @@ use crate::domain::{
     QueueState, Skill, TransferFallback,
 };
 use crate::error::{Error, Result};
-use crate::store::page::{self, PageRequest};
-use crate::store::{NewEvent, Tx, enum_column, int_column, json_column, to_json};
+use crate::store::page::PageRequest;
+use crate::store::{
+    NewEvent, Tx, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id, i32_or_max,
+    int_column, json_column, to_json,
+};
 
 /// Turns a unique violation into ALREADY_EXISTS with `message`.
 fn already_exists(message: String) -> impl FnOnce(sqlx::Error) -> Error {
@@ -24,6 +27,8 @@ fn already_exists(message: String) -> impl FnOnce(sqlx::Error) -> Error {
 }
 
 // --- programs -------------------------------------------------------------------------
+
+const PROGRAM_COLUMNS: &str = "id, tenant_id, display_name, create_time";
 
 fn program_from_row(row: &AnyRow) -> Result<Program> {
     Ok(Program {
@@ -59,15 +64,15 @@ pub async fn get_program(
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<Program>> {
-    let row = sqlx::query(
-        "SELECT id, tenant_id, display_name, create_time FROM programs \
-         WHERE tenant_id = $1 AND id = $2",
+    get_by_id(
+        conn,
+        "programs",
+        PROGRAM_COLUMNS,
+        tenant_id,
+        id,
+        program_from_row,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(program_from_row).transpose()
+    .await
 }
 
 /// One page of the tenant's programs by name.
@@ -76,36 +81,20 @@ pub async fn list_programs(
     tenant_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<Program>, String)> {
-    let after = request.after_or(&["", ""]);
-    let [name, id] = key2(&after)?;
-    let rows = sqlx::query(
-        "SELECT id, tenant_id, display_name, create_time FROM programs WHERE tenant_id = $1 \
+    let (name, id) = request.after_text_and_id()?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROGRAM_COLUMNS} FROM programs WHERE tenant_id = $1 \
          AND (display_name > $2 OR (display_name = $2 AND id > $3)) \
-         ORDER BY display_name, id LIMIT $4",
-    )
+         ORDER BY display_name, id LIMIT $4"
+    )))
     .bind(tenant_id)
     .bind(name)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(program_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page::finish("programs", request, items, |p| {
+    .bind(request.fetch_limit());
+    fetch_page(conn, query, program_from_row, "programs", request, |p| {
         vec![p.display_name.clone(), p.id.clone()]
-    }))
-}
-
-fn key2(key: &[String]) -> Result<[&str; 2]> {
-    match key {
-        [a, b] => Ok([a.as_str(), b.as_str()]),
-        _ => Err(Error::invalid(
-            "page_token",
-            "is not a token returned by this list",
-        )),
-    }
+    })
+    .await
 }
 
 // --- queues ---------------------------------------------------------------------------
@@ -184,14 +173,7 @@ pub async fn get_queue(
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<Queue>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(queue_from_row).transpose()
+    get_by_id(conn, "queues", QUEUE_COLUMNS, tenant_id, id, queue_from_row).await
 }
 
 /// One page of the tenant's queues by name, of one program when `program_id` is not empty.
@@ -201,9 +183,8 @@ pub async fn list_queues(
     program_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<Queue>, String)> {
-    let after = request.after_or(&["", ""]);
-    let [name, id] = key2(&after)?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let (name, id) = request.after_text_and_id()?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 \
          AND ($2 = '' OR program_id = $2) \
          AND (display_name > $3 OR (display_name = $3 AND id > $4)) \
@@ -213,16 +194,11 @@ pub async fn list_queues(
     .bind(program_id)
     .bind(name)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(queue_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page::finish("queues", request, items, |q| {
+    .bind(request.fetch_limit());
+    fetch_page(conn, query, queue_from_row, "queues", request, |q| {
         vec![q.display_name.clone(), q.id.clone()]
-    }))
+    })
+    .await
 }
 
 /// The rotation cursor of a round-robin queue: the agent it last chose.
@@ -266,17 +242,18 @@ pub async fn queue_state(
     .bind(queue_id)
     .fetch_one(&mut *conn)
     .await?;
-    let count = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
     Ok(QueueState {
-        waiting: count(waiting),
+        waiting: i32_or_max(waiting),
         oldest_enqueue_time: oldest,
-        agents_available: count(available),
-        agents_unavailable: count(unavailable),
-        pending_offers: count(pending),
+        agents_available: i32_or_max(available),
+        agents_unavailable: i32_or_max(unavailable),
+        pending_offers: i32_or_max(pending),
     })
 }
 
 // --- capacity profiles ----------------------------------------------------------------
+
+const CAPACITY_PROFILE_COLUMNS: &str = "id, tenant_id, display_name, total_units, channel_costs";
 
 fn capacity_profile_from_row(row: &AnyRow) -> Result<CapacityProfile> {
     Ok(CapacityProfile {
@@ -319,15 +296,15 @@ pub async fn get_capacity_profile(
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<CapacityProfile>> {
-    let row = sqlx::query(
-        "SELECT id, tenant_id, display_name, total_units, channel_costs FROM capacity_profiles \
-         WHERE tenant_id = $1 AND id = $2",
+    get_by_id(
+        conn,
+        "capacity_profiles",
+        CAPACITY_PROFILE_COLUMNS,
+        tenant_id,
+        id,
+        capacity_profile_from_row,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(capacity_profile_from_row).transpose()
+    .await
 }
 
 /// One page of the tenant's capacity profiles by name.
@@ -336,26 +313,25 @@ pub async fn list_capacity_profiles(
     tenant_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<CapacityProfile>, String)> {
-    let after = request.after_or(&["", ""]);
-    let [name, id] = key2(&after)?;
-    let rows = sqlx::query(
-        "SELECT id, tenant_id, display_name, total_units, channel_costs FROM capacity_profiles \
+    let (name, id) = request.after_text_and_id()?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CAPACITY_PROFILE_COLUMNS} FROM capacity_profiles \
          WHERE tenant_id = $1 AND (display_name > $2 OR (display_name = $2 AND id > $3)) \
-         ORDER BY display_name, id LIMIT $4",
-    )
+         ORDER BY display_name, id LIMIT $4"
+    )))
     .bind(tenant_id)
     .bind(name)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(capacity_profile_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page::finish("capacity_profiles", request, items, |p| {
-        vec![p.display_name.clone(), p.id.clone()]
-    }))
+    .bind(request.fetch_limit());
+    fetch_page(
+        conn,
+        query,
+        capacity_profile_from_row,
+        "capacity_profiles",
+        request,
+        |p| vec![p.display_name.clone(), p.id.clone()],
+    )
+    .await
 }
 
 // --- agents ---------------------------------------------------------------------------
@@ -405,15 +381,14 @@ pub async fn get_agent(
     tenant_id: &str,
     agent_id: &str,
 ) -> Result<Option<Agent>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 AND a.agent_id = $2"
     )))
     .bind(tenant_id)
-    .bind(agent_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut agent = agent_from_row(&row)?;
+    .bind(agent_id);
+    let Some(mut agent) = fetch_optional(conn, query, agent_from_row).await? else {
+        return Ok(None);
+    };
     agent.queue_ids = queue_ids_of(conn, tenant_id, agent_id).await?;
     Ok(Some(agent))
 }
@@ -424,16 +399,14 @@ pub async fn queue_members(
     tenant_id: &str,
     queue_id: &str,
 ) -> Result<Vec<Agent>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {AGENT_COLUMNS} FROM agent_queues m JOIN agents a \
          ON a.tenant_id = m.tenant_id AND a.agent_id = m.agent_id \
          WHERE m.tenant_id = $1 AND m.queue_id = $2 ORDER BY a.agent_id"
     )))
     .bind(tenant_id)
-    .bind(queue_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(agent_from_row).collect()
+    .bind(queue_id);
+    fetch_all(conn, query, agent_from_row).await
 }
 
 /// One page of the tenant's agents by display name, of one queue when `queue_id` is not
@@ -444,9 +417,8 @@ pub async fn list_agents(
     queue_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<Agent>, String)> {
-    let after = request.after_or(&["", ""]);
-    let [name, id] = key2(&after)?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let (name, id) = request.after_text_and_id()?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 \
          AND ($2 = '' OR EXISTS (SELECT 1 FROM agent_queues m WHERE m.tenant_id = a.tenant_id \
               AND m.agent_id = a.agent_id AND m.queue_id = $2)) \
@@ -457,19 +429,16 @@ pub async fn list_agents(
     .bind(queue_id)
     .bind(name)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut agents = rows
-        .iter()
-        .map(agent_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    .bind(request.fetch_limit());
+    let (mut agents, next_page_token) =
+        fetch_page(conn, query, agent_from_row, "agents", request, |a| {
+            vec![a.display_name.clone(), a.agent_id.clone()]
+        })
+        .await?;
     for agent in &mut agents {
         agent.queue_ids = queue_ids_of(conn, tenant_id, &agent.agent_id).await?;
     }
-    Ok(page::finish("agents", request, agents, |a| {
-        vec![a.display_name.clone(), a.agent_id.clone()]
-    }))
+    Ok((agents, next_page_token))
 }
 
 /// What an administrator sets of an agent.
@@ -574,8 +543,5 @@ pub async fn agent_load(
     .bind(agent_id)
     .fetch_one(&mut *conn)
     .await?;
-    Ok((
-        i32::try_from(open).unwrap_or(i32::MAX),
-        i32::try_from(pending).unwrap_or(i32::MAX),
-    ))
+    Ok((i32_or_max(open), i32_or_max(pending)))
 }

@@ -10,6 +10,7 @@ use sqlx::{AnyConnection, Row};
 use switchboard_server_kit::db::now_micros;
 
 use crate::error::{Error, Result};
+use crate::store::fetch_all;
 
 /// An event to append; ids left empty when they do not apply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,14 +136,12 @@ const EVENT_COLUMNS: &str =
 
 /// Events after `after`, in sequence order, at most `limit`.
 pub async fn after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Event>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
     )))
     .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+    .bind(limit);
+    fetch_all(conn, query, event_from_row).await
 }
 
 /// One agent's events after `after` whose type starts with `prefix`, in sequence order.
@@ -154,7 +153,7 @@ pub async fn agent_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Event>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND agent_id = $2 \
          AND sequence > $3 AND type LIKE $4 ORDER BY sequence LIMIT $5"
     )))
@@ -162,10 +161,8 @@ pub async fn agent_after(
     .bind(agent_id)
     .bind(after)
     .bind(format!("{prefix}%"))
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+    .bind(limit);
+    fetch_all(conn, query, event_from_row).await
 }
 
 /// The last sequence committed so far.

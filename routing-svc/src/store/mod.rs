@@ -14,7 +14,7 @@ pub mod routing;
 use std::sync::Arc;
 
 use prost::Message;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row};
@@ -23,6 +23,7 @@ use switchboard_server_kit::idempotency;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::store::page::PageRequest;
 
 pub use events::{Event, NewEvent};
 
@@ -183,4 +184,69 @@ pub(crate) fn int_column(row: &AnyRow, column: &str) -> Result<i32> {
 pub(crate) fn enum_column<T>(row: &AnyRow, column: &str, from: fn(i32) -> Option<T>) -> Result<T> {
     let value = int_column(row, column)?;
     from(value).ok_or_else(|| Error::Internal(format!("column {column} holds unknown {value}")))
+}
+
+/// A statement with its parameters bound, ready to run on either backend.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
+
+/// Runs `query` and maps the row it returns, if any, with `from_row`.
+pub(crate) async fn fetch_optional<T>(
+    conn: &mut AnyConnection,
+    query: AnyQuery<'_>,
+    from_row: fn(&AnyRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let row = query.fetch_optional(&mut *conn).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Runs `query` and maps every row it returns with `from_row`.
+pub(crate) async fn fetch_all<T>(
+    conn: &mut AnyConnection,
+    query: AnyQuery<'_>,
+    from_row: fn(&AnyRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Runs the query of one page of list `list` (limited to [`PageRequest::fetch_limit`])
+/// and returns the page with the next page's token, built from each item's sort `key`.
+pub(crate) async fn fetch_page<T>(
+    conn: &mut AnyConnection,
+    query: AnyQuery<'_>,
+    from_row: fn(&AnyRow) -> Result<T>,
+    list: &str,
+    request: &PageRequest,
+    key: impl Fn(&T) -> Vec<String>,
+) -> Result<(Vec<T>, String)> {
+    let items = fetch_all(conn, query, from_row).await?;
+    Ok(page::finish(list, request, items, key))
+}
+
+/// Runs a conditional write and says whether it changed exactly one row: how a change
+/// knows it won a race against another replica.
+pub(crate) async fn changes_one_row(conn: &mut AnyConnection, query: AnyQuery<'_>) -> Result<bool> {
+    Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+}
+
+/// The tenant's row `id` of `table`, read as `columns` and mapped with `from_row`.
+pub(crate) async fn get_by_id<T>(
+    conn: &mut AnyConnection,
+    table: &str,
+    columns: &str,
+    tenant_id: &str,
+    id: &str,
+    from_row: fn(&AnyRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(id);
+    fetch_optional(conn, query, from_row).await
+}
+
+/// A count or a number of units as an `i32`, `i32::MAX` when it does not fit.
+pub(crate) fn i32_or_max(value: i64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }

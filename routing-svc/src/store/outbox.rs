@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::error::Result;
-use crate::store::{NewEvent, Tx, int_column};
+use crate::store::{NewEvent, Tx, changes_one_row, fetch_all, int_column};
 
 /// An assignment to apply in conversation-svc.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,15 +78,13 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
 
 /// Entries not done whose next attempt is due at `now`, oldest due first.
 pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM outbox WHERE done = 0 AND next_attempt_time <= $1 \
          ORDER BY next_attempt_time LIMIT $2"
     )))
     .bind(now)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(entry_from_row).collect()
+    .bind(limit);
+    fetch_all(conn, query, entry_from_row).await
 }
 
 /// Takes an entry for one attempt by moving its due time to `lease_until`, unless another
@@ -96,17 +94,14 @@ pub async fn lease(
     entry: &OutboxEntry,
     lease_until: i64,
 ) -> Result<bool> {
-    let taken = sqlx::query(
+    let take = sqlx::query(
         "UPDATE outbox SET next_attempt_time = $3 \
          WHERE id = $1 AND done = 0 AND next_attempt_time = $2",
     )
     .bind(&entry.id)
     .bind(entry.next_attempt_time)
-    .bind(lease_until)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(taken == 1)
+    .bind(lease_until);
+    changes_one_row(conn, take).await
 }
 
 /// Records a failed attempt and when to try again.
@@ -132,16 +127,14 @@ pub async fn retry_later(
 
 /// Marks an entry done with `outcome`; false when it already was.
 pub async fn complete(tx: &mut Tx, entry: &OutboxEntry, outcome: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query(
+    let finish = sqlx::query(
         "UPDATE outbox SET done = 1, done_time = $2, outcome = $3 WHERE id = $1 AND done = 0",
     )
     .bind(&entry.id)
     .bind(now)
-    .bind(outcome)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if done == 1 {
+    .bind(outcome);
+    let done = changes_one_row(tx.conn(), finish).await?;
+    if done {
         let kind = if outcome == "applied" {
             "assignment.applied"
         } else {
@@ -155,7 +148,7 @@ pub async fn complete(tx: &mut Tx, entry: &OutboxEntry, outcome: &str, now: i64)
                 .offer(&entry.offer_id),
         );
     }
-    Ok(done == 1)
+    Ok(done)
 }
 
 /// Entries of a conversation, for tests and operators: (offer id, done, attempts, outcome).

@@ -43,6 +43,22 @@ impl PageRequest {
             .unwrap_or_else(|| first.iter().map(|s| (*s).to_owned()).collect())
     }
 
+    /// The (text, id) sort key to start after; both empty on the first page.
+    pub fn after_text_and_id(&self) -> Result<(String, String)> {
+        match self.after_or(&["", ""]).as_slice() {
+            [text, id] => Ok((text.clone(), id.clone())),
+            _ => Err(bad_token()),
+        }
+    }
+
+    /// The (time, id) sort key to start after; `first` and an empty id on the first page.
+    pub fn after_time_and_id(&self, first: i64) -> Result<(i64, String)> {
+        match self.after_or(&[&first.to_string(), ""]).as_slice() {
+            [time, id] => Ok((time.parse().map_err(|_| bad_token())?, id.clone())),
+            _ => Err(bad_token()),
+        }
+    }
+
     /// Rows to fetch: one more than the page, to know whether another page follows.
     pub fn fetch_limit(&self) -> i64 {
         self.size + 1
@@ -75,12 +91,16 @@ fn encode(list: &str, key: &[String]) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&parts).expect("strings serialize"))
 }
 
+/// INVALID_ARGUMENT for a page token this list did not hand out.
+fn bad_token() -> Error {
+    Error::invalid("page_token", "is not a token returned by this list")
+}
+
 fn decode(list: &str, token: &str) -> Result<Vec<String>> {
-    let bad = || Error::invalid("page_token", "is not a token returned by this list");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let mut parts: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad_token())?;
+    let mut parts: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| bad_token())?;
     if parts.first().map(String::as_str) != Some(list) {
-        return Err(bad());
+        return Err(bad_token());
     }
     parts.remove(0);
     Ok(parts)
@@ -111,5 +131,31 @@ mod tests {
         assert!(PageRequest::parse("programs", 2, "garbage!").is_err());
         let (_, last) = finish("programs", &request, vec!["a"], |s| vec![(*s).to_owned()]);
         assert!(last.is_empty());
+    }
+
+    #[test]
+    fn sort_keys_start_before_everything_and_refuse_foreign_shapes() {
+        let first = PageRequest::parse("p", 1, "").unwrap();
+        assert_eq!(
+            first.after_text_and_id().unwrap(),
+            (String::new(), String::new())
+        );
+        assert_eq!(
+            first.after_time_and_id(i64::MIN).unwrap(),
+            (i64::MIN, String::new())
+        );
+        let (_, token) = finish("p", &first, vec![7_i64, 8], |t| {
+            vec![t.to_string(), "id".into()]
+        });
+        let next = PageRequest::parse("p", 1, &token).unwrap();
+        assert_eq!(next.after_time_and_id(0).unwrap(), (7, "id".to_owned()));
+        let (_, token) = finish("p", &first, vec!["x", "y"], |s| vec![(*s).to_owned()]);
+        let short = PageRequest::parse("p", 1, &token).unwrap();
+        assert!(short.after_text_and_id().is_err());
+        let (_, token) = finish("p", &first, vec!["x", "y"], |s| {
+            vec![(*s).to_owned(), "id".into()]
+        });
+        let text = PageRequest::parse("p", 1, &token).unwrap();
+        assert!(text.after_time_and_id(0).is_err());
     }
 }

@@ -21,8 +21,11 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::store::catalog::get_agent;
 use crate::store::outbox::{self, OutboxEntry};
-use crate::store::page::{self, PageRequest};
-use crate::store::{NewEvent, Tx, enum_column, int_column, json_column, to_json};
+use crate::store::page::PageRequest;
+use crate::store::{
+    NewEvent, Tx, changes_one_row, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id,
+    i32_or_max, int_column, json_column, to_json,
+};
 
 const WAITING: &str = "waiting";
 const OFFERED: &str = "offered";
@@ -72,15 +75,13 @@ pub async fn get_waiting(
     tenant_id: &str,
     conversation_id: &str,
 ) -> Result<Option<WaitingItem>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {WAITING_COLUMNS} FROM waiting w JOIN queues q ON q.id = w.queue_id \
          WHERE w.tenant_id = $1 AND w.conversation_id = $2"
     )))
     .bind(tenant_id)
-    .bind(conversation_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(waiting_from_row).transpose()
+    .bind(conversation_id);
+    fetch_optional(conn, query, waiting_from_row).await
 }
 
 /// Puts a conversation in a queue. Idempotent by (conversation, enqueue key): a repeat
@@ -211,16 +212,14 @@ pub async fn cancel_waiting(
 /// Waiting items not under offer in queues that offer (not manual pick): higher queue
 /// priority first, then oldest first.
 pub async fn matchable(conn: &mut AnyConnection, limit: i64) -> Result<Vec<WaitingItem>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {WAITING_COLUMNS} FROM waiting w JOIN queues q ON q.id = w.queue_id \
          WHERE w.state = $1 AND q.assignment_method <> 4 \
          ORDER BY q.priority DESC, w.enqueue_time, w.conversation_id LIMIT $2"
     )))
     .bind(WAITING)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(waiting_from_row).collect()
+    .bind(limit);
+    fetch_all(conn, query, waiting_from_row).await
 }
 
 /// One page of conversations waiting (not under offer) in the agent's queues, or in one
@@ -232,22 +231,8 @@ pub async fn list_waiting_for_agent(
     queue_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<WaitingItem>, String)> {
-    let after = request.after_or(&["-9223372036854775808", ""]);
-    let (time, id) = match after.as_slice() {
-        [time, id] => (
-            time.parse::<i64>().map_err(|_| {
-                Error::invalid("page_token", "is not a token returned by this list")
-            })?,
-            id.as_str(),
-        ),
-        _ => {
-            return Err(Error::invalid(
-                "page_token",
-                "is not a token returned by this list",
-            ));
-        }
-    };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let (time, id) = request.after_time_and_id(i64::MIN)?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {WAITING_COLUMNS} FROM waiting w JOIN queues q ON q.id = w.queue_id \
          WHERE w.tenant_id = $1 AND w.state = $2 AND ($3 = '' OR w.queue_id = $3) \
          AND w.queue_id IN (SELECT m.queue_id FROM agent_queues m \
@@ -261,16 +246,11 @@ pub async fn list_waiting_for_agent(
     .bind(agent_id)
     .bind(time)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(waiting_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page::finish("waiting", request, items, |item| {
+    .bind(request.fetch_limit());
+    fetch_page(conn, query, waiting_from_row, "waiting", request, |item| {
         vec![item.enqueue_time.to_string(), item.conversation_id.clone()]
-    }))
+    })
+    .await
 }
 
 /// Whether routing has ever taken this conversation in the tenant.
@@ -318,14 +298,7 @@ pub async fn get_offer(
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<Offer>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(offer_from_row).transpose()
+    get_by_id(conn, "offers", OFFER_COLUMNS, tenant_id, id, offer_from_row).await
 }
 
 /// An agent's pending offers, oldest first.
@@ -334,15 +307,13 @@ pub async fn pending_offers_of_agent(
     tenant_id: &str,
     agent_id: &str,
 ) -> Result<Vec<Offer>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND agent_id = $2 AND state = 1 \
          ORDER BY create_time, id"
     )))
     .bind(tenant_id)
-    .bind(agent_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(offer_from_row).collect()
+    .bind(agent_id);
+    fetch_all(conn, query, offer_from_row).await
 }
 
 async fn pending_offer_of_conversation(
@@ -350,15 +321,13 @@ async fn pending_offer_of_conversation(
     tenant_id: &str,
     conversation_id: &str,
 ) -> Result<Option<Offer>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND conversation_id = $2 \
          AND state = 1"
     )))
     .bind(tenant_id)
-    .bind(conversation_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(offer_from_row).transpose()
+    .bind(conversation_id);
+    fetch_optional(conn, query, offer_from_row).await
 }
 
 /// Pending offers past their deadline at `now`: (tenant, offer id), earliest first.
@@ -416,7 +385,7 @@ pub async fn queue_load(conn: &mut AnyConnection, queue_id: &str) -> Result<Hash
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(agent, count)| (agent, i32::try_from(count).unwrap_or(i32::MAX)))
+        .map(|(agent, count)| (agent, i32_or_max(count)))
         .collect())
 }
 
@@ -438,7 +407,7 @@ async fn agent_queue_load(
     .bind(queue_id)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    Ok(i32_or_max(count))
 }
 
 /// What the matcher decided for one waiting conversation.
@@ -464,7 +433,7 @@ pub struct OfferPlan<'a> {
 /// caller then rolls back.
 pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result<Option<Offer>> {
     let item = plan.item;
-    let claimed = sqlx::query(
+    let claim = sqlx::query(
         "UPDATE waiting SET state = $1, offer_id = $2 \
          WHERE conversation_id = $3 AND queue_id = $4 AND state = $5",
     )
@@ -472,14 +441,11 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     .bind(&plan.offer_id)
     .bind(&item.conversation_id)
     .bind(&item.queue_id)
-    .bind(WAITING)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if claimed != 1 {
+    .bind(WAITING);
+    if !changes_one_row(tx.conn(), claim).await? {
         return Ok(None);
     }
-    let held = sqlx::query(
+    let hold = sqlx::query(
         "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
          WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
          AND capacity_used + pending_units + $3 <= capacity_total",
@@ -488,11 +454,8 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     .bind(plan.agent_id)
     .bind(i64::from(plan.units))
     .bind(now)
-    .bind(i64::from(Presence::Available.as_i32()))
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if held != 1 {
+    .bind(i64::from(Presence::Available.as_i32()));
+    if !changes_one_row(tx.conn(), hold).await? {
         return Ok(None);
     }
     if plan.queue.max_open_per_agent > 0 {
@@ -592,15 +555,12 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
         to,
         OfferState::Rejected | OfferState::TimedOut | OfferState::Withdrawn
     ));
-    let resolved =
+    let resolve =
         sqlx::query("UPDATE offers SET state = $2, resolve_time = $3 WHERE id = $1 AND state = 1")
             .bind(&offer.id)
             .bind(i64::from(to.as_i32()))
-            .bind(now)
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
-    if resolved != 1 {
+            .bind(now);
+    if !changes_one_row(tx.conn(), resolve).await? {
         return Ok(false);
     }
     sqlx::query(
@@ -621,18 +581,15 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
     .await?;
     tx.event(offer_event(offer, resolution_event(to)));
     if to.puts_agent_in_rona() {
-        let changed = sqlx::query(
+        let enter_rona = sqlx::query(
             "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
              WHERE tenant_id = $1 AND agent_id = $2 AND presence <> $3",
         )
         .bind(&offer.tenant_id)
         .bind(&offer.agent_id)
         .bind(i64::from(Presence::Rona.as_i32()))
-        .bind(now)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        if changed == 1 {
+        .bind(now);
+        if changes_one_row(tx.conn(), enter_rona).await? {
             tx.event(NewEvent::new(&offer.tenant_id, "presence.changed").agent(&offer.agent_id));
         }
     }
@@ -744,32 +701,26 @@ pub async fn accept_offer(
     let offer = owned_offer(tx.conn(), &agent.tenant_id, &agent.agent_id, offer_id).await?;
     check_accept(offer.state, offer.expire_time, now)
         .map_err(|err| offer_wrong_state(&offer, err))?;
-    let accepted = sqlx::query(
+    let accept = sqlx::query(
         "UPDATE offers SET state = 2, resolve_time = $2 WHERE id = $1 AND state = 1 \
          AND expire_time > $2",
     )
     .bind(&offer.id)
-    .bind(now)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if accepted != 1 {
+    .bind(now);
+    if !changes_one_row(tx.conn(), accept).await? {
         return Err(Error::Conflict(format!(
             "offer {offer_id} was resolved concurrently; retry"
         )));
     }
     let units = i64::from(offer.capacity_units);
-    let reserved = sqlx::query(
+    let reserve = sqlx::query(
         "UPDATE agents SET capacity_used = capacity_used + $3, pending_units = pending_units - $3 \
          WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total",
     )
     .bind(&offer.tenant_id)
     .bind(&offer.agent_id)
-    .bind(units)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if reserved != 1 {
+    .bind(units);
+    if !changes_one_row(tx.conn(), reserve).await? {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {} free capacity units for offer {offer_id}",
             offer.agent_id, offer.capacity_units
@@ -873,23 +824,20 @@ pub async fn claim_waiting(
         .await?
         .ok_or_else(not_found)?;
     let offer_id = uuid::Uuid::new_v4().to_string();
-    let claimed = sqlx::query(
+    let claim = sqlx::query(
         "UPDATE waiting SET state = $1, offer_id = $2 WHERE conversation_id = $3 AND state = $4",
     )
     .bind(OFFERED)
     .bind(&offer_id)
     .bind(conversation_id)
-    .bind(WAITING)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if claimed != 1 {
+    .bind(WAITING);
+    if !changes_one_row(tx.conn(), claim).await? {
         return Err(Error::WrongState(format!(
             "conversation {conversation_id} is being offered to an agent"
         )));
     }
     let units = channel_units(&agent.channel_costs, item.channel);
-    let reserved = sqlx::query(
+    let reserve = sqlx::query(
         "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
          WHERE tenant_id = $1 AND agent_id = $2 \
          AND capacity_used + pending_units + $3 <= capacity_total",
@@ -897,11 +845,8 @@ pub async fn claim_waiting(
     .bind(tenant_id)
     .bind(&agent.agent_id)
     .bind(i64::from(units))
-    .bind(now)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if reserved != 1 {
+    .bind(now);
+    if !changes_one_row(tx.conn(), reserve).await? {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {units} free capacity units for conversation {conversation_id}",
             agent.agent_id
@@ -978,7 +923,7 @@ pub async fn release_capacity(
             .conversation(conversation_id)
             .queue(&queue_id),
     );
-    Ok(i32::try_from(units).unwrap_or(i32::MAX))
+    Ok(i32_or_max(units))
 }
 
 /// A reservation outside an offer (supervisor assign, transfer).
@@ -1017,13 +962,10 @@ pub async fn reserve_capacity(
     .fetch_optional(tx.conn())
     .await?;
     if let Some(units) = held {
-        return Ok((
-            i32::try_from(units).unwrap_or(i32::MAX),
-            agent.capacity().over(),
-        ));
+        return Ok((i32_or_max(units), agent.capacity().over()));
     }
     let units = channel_units(&agent.channel_costs, input.channel);
-    let reserved = sqlx::query(
+    let reserve = sqlx::query(
         "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
          WHERE tenant_id = $1 AND agent_id = $2 \
          AND ($5 = 1 OR capacity_used + pending_units + $3 <= capacity_total)",
@@ -1032,11 +974,8 @@ pub async fn reserve_capacity(
     .bind(input.agent_id)
     .bind(i64::from(units))
     .bind(now)
-    .bind(i64::from(input.override_capacity))
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if reserved != 1 {
+    .bind(i64::from(input.override_capacity));
+    if !changes_one_row(tx.conn(), reserve).await? {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {units} free capacity units",
             input.agent_id
@@ -1079,10 +1018,7 @@ pub async fn reserve_capacity(
             .conversation(input.conversation_id)
             .queue(&queue_id),
     );
-    Ok((
-        units,
-        i32::try_from((used - total).max(0)).unwrap_or(i32::MAX),
-    ))
+    Ok((units, i32_or_max((used - total).max(0))))
 }
 
 /// Units an agent holds for a conversation, if any.
@@ -1100,7 +1036,7 @@ pub async fn assignment_units(
     .bind(agent_id)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(units.map(|u| i32::try_from(u).unwrap_or(i32::MAX)))
+    Ok(units.map(i32_or_max))
 }
 
 // --- presence -------------------------------------------------------------------------
@@ -1217,13 +1153,8 @@ pub async fn list_decisions(
     conversation_id: &str,
     request: &PageRequest,
 ) -> Result<(Vec<RoutingDecision>, String)> {
-    let after = request.after_or(&["9223372036854775807", ""]);
-    let bad = || Error::invalid("page_token", "is not a token returned by this list");
-    let (time, id) = match after.as_slice() {
-        [time, id] => (time.parse::<i64>().map_err(|_| bad())?, id.as_str()),
-        _ => return Err(bad()),
-    };
-    let rows = sqlx::query(
+    let (time, id) = request.after_time_and_id(i64::MAX)?;
+    let query = sqlx::query(
         "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
          candidates, decide_time FROM routing_decisions WHERE tenant_id = $1 \
          AND conversation_id = $2 AND (decide_time < $3 OR (decide_time = $3 AND id < $4)) \
@@ -1233,14 +1164,14 @@ pub async fn list_decisions(
     .bind(conversation_id)
     .bind(time)
     .bind(id)
-    .bind(request.fetch_limit())
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(decision_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(page::finish("routing_decisions", request, items, |d| {
-        vec![d.decide_time.to_string(), d.id.clone()]
-    }))
+    .bind(request.fetch_limit());
+    fetch_page(
+        conn,
+        query,
+        decision_from_row,
+        "routing_decisions",
+        request,
+        |d| vec![d.decide_time.to_string(), d.id.clone()],
+    )
+    .await
 }
