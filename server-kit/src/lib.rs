@@ -9,6 +9,7 @@
 pub mod config;
 pub mod db;
 pub mod errors;
+mod health;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;

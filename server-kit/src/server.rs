@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::util::option_layer;
 
+use crate::health::UntilShutdown;
 use crate::identity::{IdentityKey, IdentityLayer};
 use crate::metrics::{Metrics, MetricsLayer, serve_metrics};
 
@@ -154,7 +155,7 @@ pub async fn serve(
         )
     };
     let routes = routes
-        .add_service(health_service)
+        .add_service(UntilShutdown::new(health_service, shutdown.token.clone()))
         .add_service(reflection().build_v1()?)
         // grpcurl 1.8 and other older tools speak only v1alpha.
         .add_service(reflection().build_v1alpha()?);

@@ -531,3 +531,39 @@ async fn serves_over_tls_when_configured() {
     shutdown.trigger();
     task.await.unwrap().unwrap();
 }
+
+/// An open health watcher is told NOT_SERVING, then its stream ends: it does not hold the
+/// shutdown for the drain timeout.
+#[tokio::test]
+async fn an_open_health_watch_does_not_hold_shutdown() {
+    let server = start(None, false, Duration::from_secs(10)).await;
+    let mut health = HealthClient::new(channel(server.addr).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: PROBE.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let started = Instant::now();
+    server.shutdown.trigger();
+    let next = watch.next().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch ends within 5 s of the shutdown");
+    match end {
+        None => {}
+        Some(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable),
+        Some(Ok(more)) => panic!("the watch should end, got {more:?}"),
+    }
+    server.task.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?} with a watcher open",
+        started.elapsed()
+    );
+}
