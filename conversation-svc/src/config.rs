@@ -38,6 +38,9 @@ pub struct Config {
     /// How often event streams look for events committed by other replicas, in
     /// milliseconds (events of this process wake them at once).
     pub event_poll_ms: u64,
+    /// How long a server stream may stay silent before it sends a heartbeat, in
+    /// milliseconds.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             outbox_retry_max_ms: 30_000,
             routing_timeout_ms: 5_000,
             event_poll_ms: 1_000,
+            heartbeat_ms: 15_000,
         }
     }
 }
@@ -73,6 +77,10 @@ impl Config {
     pub(crate) fn event_poll(&self) -> Duration {
         Duration::from_millis(self.event_poll_ms.max(10))
     }
+
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
+    }
 }
 
 /// Shows everything but the identity secret.
@@ -89,6 +97,7 @@ impl std::fmt::Debug for Config {
             .field("outbox_retry_max_ms", &self.outbox_retry_max_ms)
             .field("routing_timeout_ms", &self.routing_timeout_ms)
             .field("event_poll_ms", &self.event_poll_ms)
+            .field("heartbeat_ms", &self.heartbeat_ms)
             .finish()
     }
 }

@@ -46,6 +46,10 @@ pub enum Error {
         /// RPC name.
         rpc: &'static str,
     },
+    /// A use of an RPC that the contract describes but this release does not serve yet
+    /// (for example naming a child tenant); the message says which.
+    #[error("{0}")]
+    NotServedYet(String),
     /// The database failed.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
@@ -92,7 +96,7 @@ impl Error {
             Error::AlreadyExists(msg) => status(Code::AlreadyExists, msg, "ALREADY_EXISTS"),
             Error::Conflict(msg) => status(Code::Aborted, msg, "CONFLICT"),
             Error::Unavailable(msg) => status(Code::Unavailable, msg, "UNAVAILABLE"),
-            err @ Error::NotImplemented { .. } => {
+            err @ (Error::NotImplemented { .. } | Error::NotServedYet(_)) => {
                 status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
             }
             err @ (Error::Storage(_) | Error::Internal(_)) => internal(err),

@@ -74,6 +74,7 @@ pub async fn serve(
         outbox,
         stop,
         event_poll: config.event_poll(),
+        heartbeat: config.heartbeat(),
     });
 
     let routes = Routes::new(ConversationServiceServer::new(api::ConversationApi::new(

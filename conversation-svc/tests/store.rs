@@ -25,8 +25,9 @@ fn new_conversation(tenant: &str, address: &str, name: &str) -> NewConversation 
         channel: 1,
         queue_id: id(),
         program_id: id(),
+        contact_id: None,
         contact_display_name: name.to_owned(),
-        contact_channel_address: address.to_owned(),
+        channel_address: address.to_owned(),
         pre_chat: vec![PreChatField {
             name: "order".into(),
             label: "Order".into(),
@@ -37,11 +38,13 @@ fn new_conversation(tenant: &str, address: &str, name: &str) -> NewConversation 
                 sender: pb::SenderKind::Customer as i32,
                 text: "hi".into(),
                 create_time: 1,
+                sender_display_name: String::new(),
             },
             TranscriptLine {
                 sender: pb::SenderKind::Bot as i32,
                 text: "hello".into(),
                 create_time: 2,
+                sender_display_name: "Ava".into(),
             },
         ],
         now: now_micros(),
@@ -109,7 +112,17 @@ async fn conversations_round_trip_and_contacts_are_upserted() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(read, first, "{}", db.name);
+        // Events commit after the conversation row is written: the stored counter moved on.
+        assert_eq!(read.last_event_sequence, 2, "{}", db.name);
+        assert_eq!(
+            read,
+            conversation_svc::store::Conversation {
+                last_event_sequence: read.last_event_sequence,
+                ..first.clone()
+            },
+            "{}",
+            db.name
+        );
         assert_eq!(read.state, State::Open);
         assert_eq!(read.pre_chat.len(), 1);
         assert_eq!(read.transcript.len(), 2);
@@ -276,6 +289,8 @@ async fn concurrent_writers_get_gap_free_sequences_and_a_follower_never_skips() 
                                 text: format!("w{w} m{i}"),
                                 internal: false,
                             },
+                            id(),
+                            0,
                             now_micros(),
                         )
                         .await
@@ -342,6 +357,11 @@ async fn a_writer_that_took_the_next_sequence_holds_back_the_ones_after_it() {
             let conv = conv.clone();
             tokio::spawn(async move {
                 let mut m = store.begin().await.unwrap();
+                let conv = m
+                    .conversation_for_update(&conv.tenant_id, &conv.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 m.event(Event::about(
                     &conv,
                     pb::EventType::Waiting as i32,
@@ -558,6 +578,7 @@ async fn wrap_up_reasons_by_name_queue_and_activity() {
             queue_ids: queues,
             display_name: name.to_owned(),
             marks_transferred: false,
+            code: String::new(),
             active,
         };
         let resolved = reason("Resolved", vec![queue_a.clone()], true);
@@ -758,6 +779,8 @@ async fn messages_are_ordered_and_internal_ones_can_be_left_out() {
                     text: text.into(),
                     internal,
                 },
+                id(),
+                0,
                 now_micros(),
             )
             .await
@@ -824,5 +847,150 @@ async fn commits_wake_local_followers() {
         let last = *commits.borrow();
         let events = store.conversation_events(&conv.id, 0, 10).await.unwrap();
         assert_eq!(last, events.last().unwrap().sequence, "{}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_keeps_one_history_across_channel_identities() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let web = create(&store, &tenant, "visitor-7").await;
+        let contact_id = web.contact.id.clone();
+
+        // The bot recognised the customer on SMS: the phone number joins the same contact.
+        let mut sms = new_conversation(&tenant, "+15550100", "");
+        sms.channel = 2;
+        sms.contact_id = Some(contact_id.clone());
+        let mut m = store.begin().await.unwrap();
+        let by_phone = m.create_conversation(&sms).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(by_phone.contact.id, contact_id, "{}", db.name);
+        assert_eq!(
+            by_phone.contact.display_name, "Casey",
+            "{}: no name given keeps the known one",
+            db.name
+        );
+        assert_eq!(by_phone.channel_address, "+15550100");
+
+        // Writing again from the phone number finds the contact without being told.
+        let mut again = new_conversation(&tenant, "+15550100", "Casey C.");
+        again.channel = 2;
+        let mut m = store.begin().await.unwrap();
+        let later = m.create_conversation(&again).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(later.contact.id, contact_id, "{}", db.name);
+
+        let contact = store.contact(&tenant, &contact_id).await.unwrap().unwrap();
+        let identities: Vec<(i32, &str)> = contact
+            .identities
+            .iter()
+            .map(|i| (i.channel, i.address.as_str()))
+            .collect();
+        assert_eq!(
+            identities,
+            vec![(1, "visitor-7"), (2, "+15550100")],
+            "{}",
+            db.name
+        );
+        assert_eq!(contact.display_name, "Casey C.", "{}", db.name);
+        assert!(
+            store.contact(&id(), &contact_id).await.unwrap().is_none(),
+            "{}: another tenant does not see the contact",
+            db.name
+        );
+
+        // An address that already belongs to someone else is not moved silently.
+        let other = create(&store, &tenant, "visitor-8").await;
+        let mut steal = new_conversation(&tenant, "visitor-8", "");
+        steal.contact_id = Some(contact_id.clone());
+        let mut m = store.begin().await.unwrap();
+        let err = m.create_conversation(&steal).await.unwrap_err();
+        assert!(matches!(err, Error::WrongState(_)), "{}: {err:?}", db.name);
+        drop(m);
+        assert_ne!(other.contact.id, contact_id);
+
+        // A contact of another tenant cannot be named.
+        let mut foreign = new_conversation(&id(), "visitor-9", "");
+        foreign.contact_id = Some(contact_id.clone());
+        let mut m = store.begin().await.unwrap();
+        let err = m.create_conversation(&foreign).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{}: {err:?}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_numbered_per_conversation_and_stale_numbering_is_refused() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let a = create(&store, &tenant, "a").await;
+        let b = create(&store, &tenant, "b").await;
+        let seq = |events: Vec<conversation_svc::store::Event>| {
+            events
+                .iter()
+                .map(|e| e.conversation_sequence)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seq(store.conversation_events(&a.id, 0, 10).await.unwrap()),
+            vec![1, 2],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            seq(store.conversation_events(&b.id, 0, 10).await.unwrap()),
+            vec![1, 2],
+            "{}: another conversation's events do not show in the numbering",
+            db.name
+        );
+
+        // A message carries the sequence of the event that added it.
+        let mut m = store.begin().await.unwrap();
+        let mut c = m
+            .conversation_for_update(&tenant, &a.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut added = Event::about(&c, pb::EventType::MessageAdded as i32, "", now_micros());
+        added.message_id = id();
+        let message_id = added.message_id.clone();
+        let sequence = m.event(added);
+        let message = m
+            .add_message(
+                &mut c,
+                NewMessage {
+                    sender: pb::SenderKind::Customer as i32,
+                    sender_id: String::new(),
+                    sender_display_name: "Casey".into(),
+                    text: "hello".into(),
+                    internal: false,
+                },
+                message_id,
+                sequence,
+                now_micros(),
+            )
+            .await
+            .unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(sequence, 3, "{}", db.name);
+        assert_eq!(message.sequence, 3);
+        let stored = store.message(&message.id).await.unwrap().unwrap();
+        assert_eq!(stored.sequence, 3, "{}", db.name);
+
+        // An event built from a stale copy of the conversation would number twice: refused.
+        let mut m = store.begin().await.unwrap();
+        m.event(Event::about(
+            &a,
+            pb::EventType::Waiting as i32,
+            "",
+            now_micros(),
+        ));
+        let err = m.commit(None, &()).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{}: {err:?}", db.name);
+        assert_eq!(
+            seq(store.conversation_events(&a.id, 0, 10).await.unwrap()),
+            vec![1, 2, 3],
+            "{}: nothing of the refused transaction was written",
+            db.name
+        );
     }
 }

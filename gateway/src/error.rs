@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// The path names no public service.
     #[error("unknown service {0}")]
     UnknownService(String),
+    /// The RPC is part of the contract but its behaviour comes with a later release.
+    #[error("{0} is part of the API contract but not served yet")]
+    NotImplemented(&'static str),
     /// A service behind the gateway cannot be reached, or the gateway is stopping.
     #[error("{0}")]
     Unavailable(String),
@@ -110,6 +113,9 @@ impl GatewayError {
             GatewayError::UnknownService(path) => {
                 Status::unimplemented(format!("unknown service: {path}"))
             }
+            err @ GatewayError::NotImplemented(_) => {
+                status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
+            }
             GatewayError::Unavailable(message) => status(Code::Unavailable, message, "UNAVAILABLE"),
             GatewayError::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
             err @ (GatewayError::Config(_)
@@ -163,5 +169,8 @@ mod tests {
         );
         let st = GatewayError::UnknownService("/x.Y/Z".to_owned()).into_status();
         assert_eq!(st.code(), Code::Unimplemented);
+        let st = GatewayError::NotImplemented("DirectoryService.CreateTeam").into_status();
+        assert_eq!(st.code(), Code::Unimplemented);
+        assert!(st.message().contains("CreateTeam"));
     }
 }

@@ -90,9 +90,23 @@ type ExportStream = Pin<Box<dyn Stream<Item = Result<rep::ExportReportResponse, 
 
 fn chunk(text: &str, rows: i64) -> Result<rep::ExportReportResponse, Status> {
     Ok(rep::ExportReportResponse {
-        csv_chunk: text.as_bytes().to_vec(),
-        rows_so_far: rows,
+        update: Some(rep::export_report_response::Update::Chunk(
+            rep::export_report_response::Chunk {
+                csv_data: text.as_bytes().to_vec(),
+                rows_so_far: rows,
+            },
+        )),
     })
+}
+
+/// The CSV bytes and row count of an export chunk.
+fn chunk_of(message: rep::ExportReportResponse) -> (Vec<u8>, i64) {
+    match message.update {
+        Some(rep::export_report_response::Update::Chunk(chunk)) => {
+            (chunk.csv_data, chunk.rows_so_far)
+        }
+        other => panic!("a chunk, got {other:?}"),
+    }
 }
 
 #[tonic::async_trait]
@@ -500,6 +514,8 @@ async fn client_sent_identity_headers_are_replaced() {
         display_name: "Mallory".to_owned(),
         roles: vec![KitRole::Administrator, KitRole::Service],
         enabled_supervisor_actions: vec![],
+        time_zone: String::new(),
+        reopen_window_secs: 0,
     };
     // A perfectly signed identity, if the client knew the secret: still replaced.
     let mut headers = http::HeaderMap::new();
@@ -660,10 +676,8 @@ async fn a_server_stream_passes_through() {
         .into_inner();
     let mut chunks = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
-        chunks.push((
-            String::from_utf8(message.csv_chunk).unwrap(),
-            message.rows_so_far,
-        ));
+        let (data, rows) = chunk_of(message);
+        chunks.push((String::from_utf8(data).unwrap(), rows));
     }
     assert_eq!(
         chunks,
@@ -691,7 +705,7 @@ async fn a_stream_that_fails_midway_ends_with_unavailable() {
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    assert_eq!(first.csv_chunk, b"first");
+    assert_eq!(chunk_of(first).0, b"first");
     stack.relay.cut();
     let err = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await

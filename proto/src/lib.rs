@@ -1,6 +1,10 @@
 //! Switchboard's gRPC API contract: the Rust code generated from `proto/`, and the
 //! descriptor sets that reflection serves.
 
+// Stream responses are oneofs that carry whole messages (a conversation, an offer, an
+// event) beside small markers; boxing them would only make every client match on a Box.
+#![allow(clippy::large_enum_variant)]
+
 /// Types shared by every API package.
 pub mod common {
     /// Version 1.

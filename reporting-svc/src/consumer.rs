@@ -1,17 +1,22 @@
 //! The background task that follows conversation-svc's event log and folds each event
 //! into the facts.
 //!
-//! It subscribes after the stored cursor, applies every event in its own transaction
+//! It subscribes after the stored cursor, applies every log entry in its own transaction
 //! together with the cursor, and on any end or failure of the stream subscribes again
 //! after a capped exponential backoff. Since the cursor is read from the database on
 //! every subscription, a restart, a reconnection or a server that replays old events
 //! never loses nor double-counts one.
+//!
+//! The cursor is the entry's `log_sequence`, the position in conversation-svc's whole log.
+//! An event's own `sequence` counts within its conversation (1, 2, 3 in each), so it
+//! repeats across conversations and must never be used as the cursor.
 
 use std::time::Duration;
 
-use switchboard_proto::conversation::internal::v1::SubscribeRequest;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
-use switchboard_proto::conversation::v1::{ConversationEvent, EventType};
+use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
+use switchboard_proto::conversation::internal::v1::{LogEntry, SubscribeRequest};
+use switchboard_proto::conversation::v1::EventType;
 use switchboard_server_kit::SignedChannel;
 use switchboard_server_kit::db::timestamp_to_micros;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +30,7 @@ use crate::store::{Applied, CONVERSATION_EVENTS, Store};
 pub struct ConsumerMetrics {
     applied: prometheus::IntCounter,
     cursor: prometheus::IntGauge,
+    caught_up: prometheus::IntGauge,
 }
 
 impl ConsumerMetrics {
@@ -36,11 +42,21 @@ impl ConsumerMetrics {
         )?;
         let cursor = prometheus::IntGauge::new(
             "reporting_event_cursor",
-            "Sequence of the last conversation event applied.",
+            "Log sequence of the last conversation event applied.",
+        )?;
+        let caught_up = prometheus::IntGauge::new(
+            "reporting_event_consumer_caught_up",
+            "1 once the current subscription has applied every event committed when it \
+             started, 0 while catching up or disconnected.",
         )?;
         registry.register(Box::new(applied.clone()))?;
         registry.register(Box::new(cursor.clone()))?;
-        Ok(ConsumerMetrics { applied, cursor })
+        registry.register(Box::new(caught_up.clone()))?;
+        Ok(ConsumerMetrics {
+            applied,
+            cursor,
+            caught_up,
+        })
     }
 }
 
@@ -144,6 +160,7 @@ impl Consumer {
 
     /// One subscription: from the stored cursor until the stream ends or fails.
     async fn follow(&mut self, applied: &mut u64) -> Result<(), StreamError> {
+        self.set_caught_up(false);
         let after_sequence = self.store.cursor(CONVERSATION_EVENTS).await?;
         let mut stream = self
             .client
@@ -151,37 +168,68 @@ impl Consumer {
             .await?
             .into_inner();
         info!(after_sequence, "subscribed to conversation events");
-        while let Some(message) = stream.message().await? {
-            let Some(event) = message.event else {
-                warn!("subscribe message without an event, ignored");
-                continue;
-            };
-            let outcome = match to_domain(&event) {
-                Ok(domain) => self.store.apply(CONVERSATION_EVENTS, &domain).await?,
-                Err(reason) => {
-                    warn!(
-                        sequence = event.sequence,
-                        event_id = %event.id,
-                        reason,
-                        "conversation event carries nothing to report on, skipped"
-                    );
-                    self.store.skip(CONVERSATION_EVENTS, event.sequence).await?
+        // The gauge goes back to 0 however the stream ends.
+        let outcome = async {
+            while let Some(message) = stream.message().await? {
+                match message.update {
+                    Some(Update::Entry(entry)) => self.apply_entry(&entry, applied).await?,
+                    // Only says the stream is alive: nothing to apply.
+                    Some(Update::Heartbeat(_)) => {}
+                    Some(Update::CaughtUp(_)) => {
+                        info!(
+                            applied = *applied,
+                            "caught up with the conversation event log"
+                        );
+                        self.set_caught_up(true);
+                    }
+                    None => warn!("subscribe message with nothing set, ignored"),
                 }
-            };
-            if outcome == Applied::Applied {
-                *applied += 1;
-                if let Some(metrics) = &self.metrics {
-                    metrics.applied.inc();
-                    metrics.cursor.set(event.sequence);
-                }
+            }
+            Ok::<(), StreamError>(())
+        }
+        .await;
+        self.set_caught_up(false);
+        outcome
+    }
+
+    /// Applies one log entry, or moves the cursor past it when it carries nothing to
+    /// report on, so that it does not block the entries after it.
+    async fn apply_entry(&self, entry: &LogEntry, applied: &mut u64) -> Result<(), StreamError> {
+        let outcome = match to_domain(entry) {
+            Ok(domain) => self.store.apply(CONVERSATION_EVENTS, &domain).await?,
+            Err(reason) => {
+                warn!(
+                    log_sequence = entry.log_sequence,
+                    event_id = entry.event.as_ref().map_or("", |e| e.id.as_str()),
+                    reason,
+                    "conversation event carries nothing to report on, skipped"
+                );
+                self.store
+                    .skip(CONVERSATION_EVENTS, entry.log_sequence)
+                    .await?
+            }
+        };
+        if outcome == Applied::Applied {
+            *applied += 1;
+            if let Some(metrics) = &self.metrics {
+                metrics.applied.inc();
+                metrics.cursor.set(entry.log_sequence);
             }
         }
         Ok(())
     }
+
+    fn set_caught_up(&self, caught_up: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.caught_up.set(i64::from(caught_up));
+        }
+    }
 }
 
-/// The event as the facts need it; an error names what is missing.
-pub fn to_domain(event: &ConversationEvent) -> Result<Event, &'static str> {
+/// The log entry's event as the facts need it, positioned by the entry's log sequence; an
+/// error names what is missing.
+pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
+    let event = entry.event.as_ref().ok_or("no event")?;
     if event.tenant_id.is_empty() {
         return Err("no tenant_id");
     }
@@ -193,7 +241,7 @@ pub fn to_domain(event: &ConversationEvent) -> Result<Event, &'static str> {
         .as_ref()
         .map(timestamp_to_micros)
         .ok_or("no occur_time")?;
-    let kind = match EventType::try_from(event.r#type) {
+    let kind = match EventType::try_from(event.event_type) {
         Ok(EventType::Created) => EventKind::Created,
         Ok(EventType::Assigned) => EventKind::Assigned,
         Ok(EventType::Unassigned) => EventKind::Unassigned,
@@ -203,7 +251,7 @@ pub fn to_domain(event: &ConversationEvent) -> Result<Event, &'static str> {
         Ok(_) | Err(_) => EventKind::Other,
     };
     Ok(Event {
-        sequence: event.sequence,
+        log_sequence: entry.log_sequence,
         tenant_id: event.tenant_id.clone(),
         conversation_id: event.conversation_id.clone(),
         kind,
@@ -222,6 +270,8 @@ pub fn to_domain(event: &ConversationEvent) -> Result<Event, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_proto::conversation::v1::{AssignmentSource, ConversationEvent};
+
     use super::*;
 
     #[test]
@@ -236,10 +286,10 @@ mod tests {
     #[test]
     fn events_convert_or_say_what_is_missing() {
         let event = ConversationEvent {
-            sequence: 7,
+            sequence: 2,
             tenant_id: "t".to_owned(),
             conversation_id: "c".to_owned(),
-            r#type: EventType::Assigned as i32,
+            event_type: EventType::Assigned as i32,
             occur_time: Some(prost_types::Timestamp {
                 seconds: 10,
                 nanos: 5_000,
@@ -247,34 +297,50 @@ mod tests {
             agent_id: "b".to_owned(),
             previous_agent_id: "a".to_owned(),
             channel: 2,
+            assignment_source: AssignmentSource::Transfer as i32,
             ..ConversationEvent::default()
         };
-        let domain = to_domain(&event).unwrap();
+        let entry = |event: ConversationEvent| LogEntry {
+            log_sequence: 7_001,
+            event: Some(event),
+        };
+        let domain = to_domain(&entry(event.clone())).unwrap();
         assert_eq!(domain.kind, EventKind::Assigned);
+        assert_eq!(
+            domain.log_sequence, 7_001,
+            "positioned in the log, not in its conversation"
+        );
         assert_eq!(domain.occurred_at, 10_000_005);
         assert_eq!(domain.conversation_created_at, None);
         assert_eq!(
-            to_domain(&ConversationEvent {
-                r#type: EventType::MessageAdded as i32,
+            to_domain(&entry(ConversationEvent {
+                event_type: EventType::MessageAdded as i32,
                 ..event.clone()
-            })
+            }))
             .unwrap()
             .kind,
             EventKind::Other
         );
         assert_eq!(
-            to_domain(&ConversationEvent {
+            to_domain(&entry(ConversationEvent {
                 occur_time: None,
                 ..event.clone()
-            }),
+            })),
             Err("no occur_time")
         );
         assert_eq!(
-            to_domain(&ConversationEvent {
+            to_domain(&entry(ConversationEvent {
                 tenant_id: String::new(),
                 ..event
-            }),
+            })),
             Err("no tenant_id")
+        );
+        assert_eq!(
+            to_domain(&LogEntry {
+                log_sequence: 3,
+                event: None
+            }),
+            Err("no event")
         );
     }
 }

@@ -21,7 +21,10 @@ pub enum Error {
     #[error("{0}")]
     RoleRequired(String),
     /// A CSV export would exceed the row limit.
-    #[error("the export would have {rows} rows, more than the limit of {limit}: narrow the filter")]
+    #[error(
+        "the export matched {rows} rows, more than the limit of {limit}: narrow the filter \
+         (a shorter time range, a coarser granularity, or fewer queues, channels or agents)"
+    )]
     ExportTooLarge {
         /// Rows the export would have.
         rows: u64,

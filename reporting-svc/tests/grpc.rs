@@ -11,21 +11,22 @@ use common::{EventLog, ts};
 use futures::{Stream, StreamExt};
 use reporting_svc::store::{CONVERSATION_EVENTS, Store};
 use reporting_svc::{Config, serve};
-use switchboard_proto::common::v1::{Channel, TimeRange};
+use switchboard_proto::common::v1::{Channel, Heartbeat, SnapshotEnd, TimeRange};
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::{
     ConversationInternalService, ConversationInternalServiceServer,
 };
+use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::internal::v1::{
-    ApplyAssignmentRequest, ApplyAssignmentResponse, SubscribeRequest, SubscribeResponse,
+    ApplyAssignmentRequest, ApplyAssignmentResponse, LogEntry, SubscribeRequest, SubscribeResponse,
 };
-use switchboard_proto::conversation::v1::ConversationEvent;
+use switchboard_proto::reporting::v1::export_report_response::Update as ExportUpdate;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::reporting::v1::{
-    CloseTimeRow, CreatedClosedRow, ExportReportRequest, FirstContactResolutionRow,
+    CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, FirstContactResolutionRow,
     GetCloseTimeReportRequest, GetCreatedClosedReportRequest,
     GetFirstContactResolutionReportRequest, GetQueueMetricsReportRequest,
-    GetReassignmentsReportRequest, Granularity, ListTransferLedgerRequest, ReassignmentsRow,
-    ReportFilter, ReportKind,
+    GetReassignmentsReportRequest, Granularity, ListTransferLedgerRequest, Period,
+    ReassignmentsRow, ReportFilter, ReportKind,
 };
 use switchboard_server_kit::{
     Identity, IdentityKey, PrincipalKind, Role, ServeOptions, ShutdownSignal, SignedChannel,
@@ -169,7 +170,7 @@ enum Script {
 
 #[derive(Clone)]
 struct FakeConversations {
-    events: Arc<Vec<ConversationEvent>>,
+    entries: Arc<Vec<LogEntry>>,
     script: Script,
     subscriptions: Arc<Mutex<Vec<i64>>>,
 }
@@ -201,19 +202,30 @@ impl ConversationInternalService for FakeConversations {
             subscriptions.push(after);
             subscriptions.len() == 1
         };
-        let event = |e: &ConversationEvent| {
+        let message = |update: Update| {
             Ok(SubscribeResponse {
-                event: Some(e.clone()),
+                update: Some(update),
             })
+        };
+        // Like conversation-svc: a heartbeat may come first, the replay ends with
+        // `caught_up`, and heartbeats keep coming.
+        let replay = |entries: Vec<&LogEntry>| {
+            let mut sent = vec![message(Update::Heartbeat(Heartbeat::default()))];
+            for entry in entries {
+                sent.push(message(Update::Entry(entry.clone())));
+                sent.push(message(Update::Heartbeat(Heartbeat::default())));
+            }
+            sent.push(message(Update::CaughtUp(SnapshotEnd {})));
+            sent
         };
         let stream: EventStream = match self.script {
             Script::FailOnceAfter(last) if first => {
-                let sent: Vec<_> = self
-                    .events
-                    .iter()
-                    .filter(|e| e.sequence > after && e.sequence <= last)
-                    .map(event)
-                    .collect();
+                let sent = replay(
+                    self.entries
+                        .iter()
+                        .filter(|e| e.log_sequence > after && e.log_sequence <= last)
+                        .collect(),
+                );
                 Box::pin(
                     futures::stream::iter(sent).chain(futures::stream::once(async {
                         Err(Status::unavailable("connection lost"))
@@ -221,16 +233,16 @@ impl ConversationInternalService for FakeConversations {
                 )
             }
             Script::FailOnceAfter(_) => {
-                let sent: Vec<_> = self.events.iter().map(event).collect();
+                let sent = replay(self.entries.iter().collect());
                 Box::pin(futures::stream::iter(sent).chain(futures::stream::pending()))
             }
             Script::HoldAfter(last) => {
-                let sent: Vec<_> = self
-                    .events
-                    .iter()
-                    .filter(|e| e.sequence > after && e.sequence <= last)
-                    .map(event)
-                    .collect();
+                let sent = replay(
+                    self.entries
+                        .iter()
+                        .filter(|e| e.log_sequence > after && e.log_sequence <= last)
+                        .collect(),
+                );
                 Box::pin(futures::stream::iter(sent).chain(futures::stream::pending()))
             }
         };
@@ -261,7 +273,7 @@ fn key() -> IdentityKey {
 
 async fn start_fake(events: &EventLog, script: Script) -> (Running, Arc<Mutex<Vec<i64>>>) {
     let fake = FakeConversations {
-        events: Arc::new(events.events.clone()),
+        entries: Arc::new(events.entries.clone()),
         script,
         subscriptions: Arc::default(),
     };
@@ -313,6 +325,11 @@ async fn start_reporting(database_url: &str, conversation_url: &str) -> Running 
 }
 
 fn user(tenant_id: &str, roles: Vec<Role>) -> Identity {
+    user_in_zone(tenant_id, roles, "")
+}
+
+/// A user whose tenant's default time zone is `time_zone`.
+fn user_in_zone(tenant_id: &str, roles: Vec<Role>, time_zone: &str) -> Identity {
     Identity {
         tenant_id: tenant_id.to_owned(),
         tenant_ancestry: Vec::new(),
@@ -321,6 +338,8 @@ fn user(tenant_id: &str, roles: Vec<Role>) -> Identity {
         display_name: "Ana Lyst".to_owned(),
         roles,
         enabled_supervisor_actions: Vec::new(),
+        time_zone: time_zone.to_owned(),
+        reopen_window_secs: 0,
     }
 }
 
@@ -343,6 +362,14 @@ fn paris() -> ReportFilter {
     filter(START, END, PARIS)
 }
 
+/// Databases to run a test on: a new SQLite file, and a new PostgreSQL database when
+/// `SWITCHBOARD_TEST_POSTGRES_URL` is set.
+async fn databases(test: &str) -> Vec<common::Backend> {
+    let mut backends = vec![common::sqlite().await];
+    backends.extend(common::postgres(test).await);
+    backends
+}
+
 /// Waits until the service answers (so its migrations ran), then until its cursor
 /// reaches `sequence`.
 async fn wait_for_cursor(database_url: &str, reporting_url: &str, sequence: i64) {
@@ -351,6 +378,7 @@ async fn wait_for_cursor(database_url: &str, reporting_url: &str, sequence: i64)
     let request = || GetCreatedClosedReportRequest {
         filter: Some(paris()),
         granularity: Granularity::Total as i32,
+        ..Default::default()
     };
     while analyst.get_created_closed_report(request()).await.is_err() {
         assert!(
@@ -373,17 +401,33 @@ async fn wait_for_cursor(database_url: &str, reporting_url: &str, sequence: i64)
     }
 }
 
-fn cc(period: &str, created: i64, closed: i64) -> CreatedClosedRow {
+/// A period starting at an RFC 3339 time (offsets allowed).
+fn start(at: &str) -> Period {
+    Period {
+        start_time: Some(ts(at)),
+        day_of_week: DayOfWeek::Unspecified as i32,
+    }
+}
+
+/// A day-of-week period.
+fn weekday(day: DayOfWeek) -> Period {
+    Period {
+        start_time: None,
+        day_of_week: day as i32,
+    }
+}
+
+fn cc(period: Period, created: i64, closed: i64) -> CreatedClosedRow {
     CreatedClosedRow {
-        period: period.to_owned(),
+        period: Some(period),
         created,
         closed,
     }
 }
 
-fn ra(period: &str, agent_id: &str, received: i64) -> ReassignmentsRow {
+fn ra(period: Period, agent_id: &str, received: i64) -> ReassignmentsRow {
     ReassignmentsRow {
-        period: period.to_owned(),
+        period: Some(period),
         agent_id: agent_id.to_owned(),
         reassignments_received: received,
     }
@@ -402,6 +446,7 @@ async fn created_closed(
         .get_created_closed_report(GetCreatedClosedReportRequest {
             filter: Some(filter),
             granularity: granularity as i32,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -418,6 +463,7 @@ async fn reassignments(
         .get_reassignments_report(GetReassignmentsReportRequest {
             filter: Some(filter),
             granularity: granularity as i32,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -439,12 +485,40 @@ async fn export(
         })
         .await?
         .into_inner();
+    // The contract's order: `start`, chunks (heartbeats may come between), `end`, nothing
+    // after; the totals agree with the rows the chunks count.
+    let mut total = None;
+    let mut ended = None;
     let mut bytes = Vec::new();
     let mut rows_so_far = Vec::new();
-    while let Some(chunk) = stream.message().await? {
-        bytes.extend_from_slice(&chunk.csv_chunk);
-        rows_so_far.push(chunk.rows_so_far);
+    while let Some(message) = stream.message().await? {
+        assert!(ended.is_none(), "a message after `end`: {message:?}");
+        match message.update.expect("exactly one field is set") {
+            ExportUpdate::Start(start) => {
+                assert!(
+                    total.is_none() && bytes.is_empty(),
+                    "`start` comes first, once"
+                );
+                total = Some(start.total_rows);
+            }
+            ExportUpdate::Chunk(chunk) => {
+                assert!(total.is_some(), "a chunk before `start`");
+                assert!(rows_so_far.last() <= Some(&chunk.rows_so_far));
+                bytes.extend_from_slice(&chunk.csv_data);
+                rows_so_far.push(chunk.rows_so_far);
+            }
+            ExportUpdate::Heartbeat(_) => assert!(total.is_some(), "a heartbeat before `start`"),
+            ExportUpdate::End(end) => ended = Some(end.total_rows),
+        }
     }
+    let total = total.expect("a `start` message");
+    assert_eq!(
+        ended,
+        Some(total),
+        "`end` closes the stream with the same total"
+    );
+    assert!(!rows_so_far.is_empty(), "at least the header chunk");
+    assert_eq!(rows_so_far.last(), Some(&total));
     Ok((String::from_utf8(bytes).unwrap(), rows_so_far))
 }
 
@@ -479,14 +553,18 @@ fn assert_invalid(status: &Status, field: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_match_the_event_log_after_a_dropped_stream() {
+    for backend in databases("reports_match_the_event_log_after_a_dropped_stream").await {
+        reports_match_the_event_log(&backend.url).await;
+    }
+}
+
+async fn reports_match_the_event_log(database_url: &str) {
     let log = scenario();
     let last = log.last_sequence();
-    let drop_after = log.events[log.events.len() / 2].sequence;
+    let drop_after = log.entries[log.entries.len() / 2].log_sequence;
     let (fake, subscriptions) = start_fake(&log, Script::FailOnceAfter(drop_after)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("reporting.db").display());
-    let reporting = start_reporting(&database_url, &fake.url).await;
-    wait_for_cursor(&database_url, &reporting.url, last).await;
+    let reporting = start_reporting(database_url, &fake.url).await;
+    wait_for_cursor(database_url, &reporting.url, last).await;
 
     // Resubscribed from its cursor after the failure; the replay from the start that
     // followed was skipped, not counted again (the numbers below would be off).
@@ -500,11 +578,11 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     assert_eq!(
         by_day,
         vec![
-            cc("2026-03-02", 2, 2),
-            cc("2026-03-03", 2, 2),
-            cc("2026-03-04", 2, 1),
-            cc("2026-03-05", 2, 1),
-            cc("2026-03-06", 0, 0),
+            cc(start("2026-03-02T00:00:00+01:00"), 2, 2),
+            cc(start("2026-03-03T00:00:00+01:00"), 2, 2),
+            cc(start("2026-03-04T00:00:00+01:00"), 2, 1),
+            cc(start("2026-03-05T00:00:00+01:00"), 2, 1),
+            cc(start("2026-03-06T00:00:00+01:00"), 0, 0),
         ]
     );
     // The same instants by UTC day: conv-3 moves to 03-03.
@@ -516,34 +594,34 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
         )
         .await,
         vec![
-            cc("2026-03-01", 0, 0),
-            cc("2026-03-02", 2, 2),
-            cc("2026-03-03", 3, 2),
-            cc("2026-03-04", 1, 1),
-            cc("2026-03-05", 2, 1),
-            cc("2026-03-06", 0, 0),
+            cc(start("2026-03-01T00:00:00Z"), 0, 0),
+            cc(start("2026-03-02T00:00:00Z"), 2, 2),
+            cc(start("2026-03-03T00:00:00Z"), 3, 2),
+            cc(start("2026-03-04T00:00:00Z"), 1, 1),
+            cc(start("2026-03-05T00:00:00Z"), 2, 1),
+            cc(start("2026-03-06T00:00:00Z"), 0, 0),
         ]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Week).await,
-        vec![cc("2026-W10", 8, 6)]
+        vec![cc(start("2026-03-02T00:00:00+01:00"), 8, 6)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Month).await,
-        vec![cc("2026-03", 8, 6)]
+        vec![cc(start("2026-03-01T00:00:00+01:00"), 8, 6)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Total).await,
-        vec![cc("TOTAL", 8, 6)]
+        vec![cc(start(START), 8, 6)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::DayOfWeek).await,
         vec![
-            cc("MONDAY", 2, 2),
-            cc("TUESDAY", 2, 2),
-            cc("WEDNESDAY", 2, 1),
-            cc("THURSDAY", 2, 1),
-            cc("FRIDAY", 0, 0),
+            cc(weekday(DayOfWeek::Monday), 2, 2),
+            cc(weekday(DayOfWeek::Tuesday), 2, 2),
+            cc(weekday(DayOfWeek::Wednesday), 2, 1),
+            cc(weekday(DayOfWeek::Thursday), 2, 1),
+            cc(weekday(DayOfWeek::Friday), 0, 0),
         ]
     );
     let only_q1 = ReportFilter {
@@ -553,11 +631,11 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     assert_eq!(
         created_closed(&mut analyst, only_q1.clone(), Granularity::Day).await,
         vec![
-            cc("2026-03-02", 2, 2),
-            cc("2026-03-03", 1, 1),
-            cc("2026-03-04", 1, 0),
-            cc("2026-03-05", 2, 1),
-            cc("2026-03-06", 0, 0),
+            cc(start("2026-03-02T00:00:00+01:00"), 2, 2),
+            cc(start("2026-03-03T00:00:00+01:00"), 1, 1),
+            cc(start("2026-03-04T00:00:00+01:00"), 1, 0),
+            cc(start("2026-03-05T00:00:00+01:00"), 2, 1),
+            cc(start("2026-03-06T00:00:00+01:00"), 0, 0),
         ]
     );
     let only_sms = ReportFilter {
@@ -566,7 +644,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     };
     assert_eq!(
         created_closed(&mut analyst, only_sms.clone(), Granularity::Total).await,
-        vec![cc("TOTAL", 2, 2)]
+        vec![cc(start(START), 2, 2)]
     );
 
     // Reassignments received: B from A on conv-2 and conv-4, A from B on conv-9; not
@@ -574,21 +652,24 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Day).await,
         vec![
-            ra("2026-03-02", B, 1),
-            ra("2026-03-05", A, 1),
-            ra("2026-03-05", B, 1),
+            ra(start("2026-03-02T00:00:00+01:00"), B, 1),
+            ra(start("2026-03-05T00:00:00+01:00"), A, 1),
+            ra(start("2026-03-05T00:00:00+01:00"), B, 1),
         ]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Week).await,
-        vec![ra("2026-W10", A, 1), ra("2026-W10", B, 2)]
+        vec![
+            ra(start("2026-03-02T00:00:00+01:00"), A, 1),
+            ra(start("2026-03-02T00:00:00+01:00"), B, 2)
+        ]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::DayOfWeek).await,
         vec![
-            ra("MONDAY", B, 1),
-            ra("THURSDAY", A, 1),
-            ra("THURSDAY", B, 1)
+            ra(weekday(DayOfWeek::Monday), B, 1),
+            ra(weekday(DayOfWeek::Thursday), A, 1),
+            ra(weekday(DayOfWeek::Thursday), B, 1)
         ]
     );
     let only_a = ReportFilter {
@@ -597,7 +678,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     };
     assert_eq!(
         reassignments(&mut analyst, only_a.clone(), Granularity::Total).await,
-        vec![ra("TOTAL", A, 1)]
+        vec![ra(start(START), A, 1)]
     );
     assert_eq!(
         reassignments(&mut analyst, only_sms.clone(), Granularity::Total).await,
@@ -608,6 +689,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     let close_time = analyst
         .get_close_time_report(GetCloseTimeReportRequest {
             filter: Some(paris()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -653,6 +735,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     let close_time_of_a = analyst
         .get_close_time_report(GetCloseTimeReportRequest {
             filter: Some(only_a.clone()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -671,6 +754,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     let rows = analyst
         .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
             filter: Some(paris()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -687,6 +771,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     let rows = analyst
         .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
             filter: Some(only_sms.clone()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -698,11 +783,11 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Supervisor]));
     assert_eq!(
         created_closed(&mut other, paris(), Granularity::Total).await,
-        vec![cc("TOTAL", 1, 1)]
+        vec![cc(start(START), 1, 1)]
     );
     assert_eq!(
         reassignments(&mut other, paris(), Granularity::Total).await,
-        vec![ra("TOTAL", B, 1)]
+        vec![ra(start(START), B, 1)]
     );
 
     // The CSV export reads back to the same numbers.
@@ -715,13 +800,38 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     .await
     .unwrap();
     assert_eq!(rows_so_far.last(), Some(&5));
+    // The chunks put together are exactly the file: local midnights with their offset.
+    assert_eq!(
+        csv,
+        "period_start,day_of_week,created,closed\r\n\
+         2026-03-02T00:00:00+01:00,,2,2\r\n\
+         2026-03-03T00:00:00+01:00,,2,2\r\n\
+         2026-03-04T00:00:00+01:00,,2,1\r\n\
+         2026-03-05T00:00:00+01:00,,2,1\r\n\
+         2026-03-06T00:00:00+01:00,,0,0\r\n"
+    );
     let records = parse_simple_csv(&csv);
-    assert_eq!(records[0], ["period", "created", "closed"]);
     let parsed: Vec<CreatedClosedRow> = records[1..]
         .iter()
-        .map(|r| cc(&r[0], r[1].parse().unwrap(), r[2].parse().unwrap()))
+        .map(|r| cc(start(&r[0]), r[2].parse().unwrap(), r[3].parse().unwrap()))
         .collect();
     assert_eq!(parsed, by_day);
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::CreatedClosed,
+        paris(),
+        Granularity::DayOfWeek,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parse_simple_csv(&csv)[..3],
+        [
+            vec!["period_start", "day_of_week", "created", "closed"],
+            vec!["", "MONDAY", "2", "2"],
+            vec!["", "TUESDAY", "2", "2"],
+        ]
+    );
 
     let (csv, _) = export(
         &mut analyst,
@@ -748,9 +858,14 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
     assert_eq!(
         parse_simple_csv(&csv),
         vec![
-            vec!["period", "agent_id", "reassignments_received"],
-            vec!["2026-W10", A, "1"],
-            vec!["2026-W10", B, "2"],
+            vec![
+                "period_start",
+                "day_of_week",
+                "agent_id",
+                "reassignments_received"
+            ],
+            vec!["2026-03-02T00:00:00+01:00", "", A, "1"],
+            vec!["2026-03-02T00:00:00+01:00", "", B, "2"],
         ]
     );
     let (csv, _) = export(
@@ -784,6 +899,11 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
         status.get_details_error_info().unwrap().reason,
         "LIMIT_EXCEEDED"
     );
+    assert!(
+        status.message().contains("matched 6 rows") && status.message().contains("narrow"),
+        "{}",
+        status.message()
+    );
 
     reporting.stop().await;
     fake.stop().await;
@@ -793,7 +913,7 @@ async fn reports_match_the_event_log_after_a_dropped_stream() {
 async fn a_restart_resumes_from_the_stored_cursor() {
     let log = scenario();
     let last = log.last_sequence();
-    let half = log.events[log.events.len() / 3].sequence;
+    let half = log.entries[log.entries.len() / 3].log_sequence;
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("reporting.db").display());
 
@@ -811,11 +931,11 @@ async fn a_restart_resumes_from_the_stored_cursor() {
     let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Administrator]));
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Total).await,
-        vec![cc("TOTAL", 8, 6)]
+        vec![cc(start(START), 8, 6)]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Total).await,
-        vec![ra("TOTAL", A, 1), ra("TOTAL", B, 2)]
+        vec![ra(start(START), A, 1), ra(start(START), B, 2)]
     );
     reporting.stop().await;
     fake.stop().await;
@@ -838,6 +958,7 @@ async fn refusals_say_why() {
                 .get_created_closed_report(GetCreatedClosedReportRequest {
                     filter,
                     granularity,
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err()
@@ -891,6 +1012,7 @@ async fn refusals_say_why() {
             .get_created_closed_report(GetCreatedClosedReportRequest {
                 filter: Some(filter("2025-01-01T00:00:00Z", "2026-02-05T00:00:00Z", "")),
                 granularity: day,
+                ..Default::default()
             })
             .await
             .is_ok()
@@ -898,6 +1020,7 @@ async fn refusals_say_why() {
     let status = analyst
         .get_close_time_report(GetCloseTimeReportRequest {
             filter: Some(filter(START, END, "Nowhere/Special")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -909,6 +1032,7 @@ async fn refusals_say_why() {
                 ..paris()
             }),
             granularity: day,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -929,6 +1053,7 @@ async fn refusals_say_why() {
         .get_created_closed_report(GetCreatedClosedReportRequest {
             filter: Some(paris()),
             granularity: day,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -949,6 +1074,7 @@ async fn refusals_say_why() {
     let status = agent
         .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
             filter: Some(paris()),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -962,6 +1088,7 @@ async fn refusals_say_why() {
         .get_created_closed_report(GetCreatedClosedReportRequest {
             filter: Some(paris()),
             granularity: day,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1015,4 +1142,438 @@ async fn a_short_identity_secret_is_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("identity_secret"), "{err:#}");
+}
+
+/// Calls one report page after page with `page_size`, starting with an empty token, until
+/// the token comes back empty; returns the rows in order and the number of pages.
+async fn all_pages<R, F, Fut>(page_size: i32, mut call: F) -> (Vec<R>, usize)
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<R>, String), Status>>,
+{
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let (page, next) = call(page_size, token).await.unwrap();
+        pages += 1;
+        assert!(page.len() <= page_size as usize, "page {pages} too long");
+        assert!(pages < 100, "paging never ends");
+        rows.extend(page);
+        if next.is_empty() {
+            return (rows, pages);
+        }
+        token = next;
+    }
+}
+
+/// The four served reports as page functions of (filter, granularity, page size, token).
+#[derive(Clone)]
+struct Reports {
+    client: ReportingServiceClient<SignedChannel>,
+}
+
+impl Reports {
+    async fn created_closed(
+        &self,
+        filter: ReportFilter,
+        granularity: Granularity,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<(Vec<CreatedClosedRow>, String), Status> {
+        let response = self
+            .client
+            .clone()
+            .get_created_closed_report(GetCreatedClosedReportRequest {
+                filter: Some(filter),
+                granularity: granularity as i32,
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        Ok((response.rows, response.next_page_token))
+    }
+
+    async fn reassignments(
+        &self,
+        filter: ReportFilter,
+        granularity: Granularity,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<(Vec<ReassignmentsRow>, String), Status> {
+        let response = self
+            .client
+            .clone()
+            .get_reassignments_report(GetReassignmentsReportRequest {
+                filter: Some(filter),
+                granularity: granularity as i32,
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        Ok((response.rows, response.next_page_token))
+    }
+
+    async fn close_time(
+        &self,
+        filter: ReportFilter,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<(Vec<CloseTimeRow>, String), Status> {
+        let response = self
+            .client
+            .clone()
+            .get_close_time_report(GetCloseTimeReportRequest {
+                filter: Some(filter),
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        Ok((response.rows, response.next_page_token))
+    }
+
+    async fn first_contact_resolution(
+        &self,
+        filter: ReportFilter,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<(Vec<FirstContactResolutionRow>, String), Status> {
+        let response = self
+            .client
+            .clone()
+            .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
+                filter: Some(filter),
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        Ok((response.rows, response.next_page_token))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_yields_exactly_the_rows_of_one_call() {
+    for backend in databases("paging_yields_exactly_the_rows_of_one_call").await {
+        paging_yields_exactly_the_rows_of_one_call_on(&backend.url).await;
+    }
+}
+
+async fn paging_yields_exactly_the_rows_of_one_call_on(database_url: &str) {
+    let log = scenario();
+    let last = log.last_sequence();
+    let (fake, _) = start_fake(&log, Script::HoldAfter(last)).await;
+    let reporting = start_reporting(database_url, &fake.url).await;
+    wait_for_cursor(database_url, &reporting.url, last).await;
+    let reports = Reports {
+        client: client(&reporting.url, user(TENANT, vec![Role::Analyst])),
+    };
+
+    for granularity in [
+        Granularity::Day,
+        Granularity::Week,
+        Granularity::DayOfWeek,
+        Granularity::Total,
+    ] {
+        // One call with the default page size holds everything and says so.
+        let (whole, next) = reports
+            .created_closed(paris(), granularity, 0, String::new())
+            .await
+            .unwrap();
+        assert!(next.is_empty(), "{granularity:?}: one page");
+        let (reassigned, next) = reports
+            .reassignments(paris(), granularity, 0, String::new())
+            .await
+            .unwrap();
+        assert!(next.is_empty());
+        for size in [1, 2, 3] {
+            let (paged, pages) = all_pages(size, |size, token| {
+                reports.created_closed(paris(), granularity, size, token)
+            })
+            .await;
+            assert_eq!(paged, whole, "{granularity:?} by {size}");
+            assert_eq!(pages, whole.len().div_ceil(size as usize).max(1));
+            let (paged, _) = all_pages(size, |size, token| {
+                reports.reassignments(paris(), granularity, size, token)
+            })
+            .await;
+            assert_eq!(paged, reassigned, "{granularity:?} by {size}");
+        }
+    }
+    // Five days, three agents: several pages each.
+    assert_eq!(
+        all_pages(2, |size, token| {
+            reports.created_closed(paris(), Granularity::Day, size, token)
+        })
+        .await
+        .1,
+        3
+    );
+    let (whole, _) = reports.close_time(paris(), 0, String::new()).await.unwrap();
+    assert_eq!(whole.len(), 3);
+    let (fcr, _) = reports
+        .first_contact_resolution(paris(), 0, String::new())
+        .await
+        .unwrap();
+    assert_eq!(fcr.len(), 3);
+    for size in [1, 2, 3] {
+        let (paged, pages) =
+            all_pages(size, |size, token| reports.close_time(paris(), size, token)).await;
+        assert_eq!(
+            (paged, pages),
+            (whole.clone(), 3usize.div_ceil(size as usize))
+        );
+        let (paged, _) = all_pages(size, |size, token| {
+            reports.first_contact_resolution(paris(), size, token)
+        })
+        .await;
+        assert_eq!(paged, fcr);
+    }
+
+    // A token is good only for the request that issued it.
+    let (_, token) = reports
+        .created_closed(paris(), Granularity::Day, 2, String::new())
+        .await
+        .unwrap();
+    assert!(!token.is_empty());
+    let status = reports
+        .created_closed(paris(), Granularity::Week, 2, token.clone())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_token");
+    let only_q1 = ReportFilter {
+        queue_ids: vec![Q1.to_owned()],
+        ..paris()
+    };
+    let status = reports
+        .created_closed(only_q1, Granularity::Day, 2, token.clone())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_token");
+    let status = reports
+        .reassignments(paris(), Granularity::Day, 2, token.clone())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_token");
+    // The page size may change between pages.
+    let (rest, next) = reports
+        .created_closed(paris(), Granularity::Day, 10, token)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+    assert!(next.is_empty());
+    let (_, token) = reports.close_time(paris(), 1, String::new()).await.unwrap();
+    let status = reports
+        .first_contact_resolution(paris(), 1, token)
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_token");
+    for garbage in ["garbage", "00", "7231"] {
+        let status = reports
+            .close_time(paris(), 1, garbage.to_owned())
+            .await
+            .unwrap_err();
+        assert_invalid(&status, "page_token");
+    }
+    let status = reports
+        .created_closed(paris(), Granularity::Day, -1, String::new())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_size");
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_time_zone_means_the_tenant_s() {
+    let log = scenario();
+    let last = log.last_sequence();
+    let (fake, _) = start_fake(&log, Script::HoldAfter(last)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("reporting.db").display());
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_cursor(&database_url, &reporting.url, last).await;
+
+    let new_york = "America/New_York";
+    let mut in_new_york = client(
+        &reporting.url,
+        user_in_zone(TENANT, vec![Role::Analyst], new_york),
+    );
+    let mut in_utc = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+    let tenant_default =
+        created_closed(&mut in_new_york, filter(START, END, ""), Granularity::Day).await;
+    // New York is UTC-5 in early March: its days start at 05:00 UTC, and conv-3 (created
+    // 23:30 UTC on 03-03, closed for good at 01:00 UTC on 03-04) lives on 03-03 there.
+    assert_eq!(
+        tenant_default,
+        vec![
+            cc(start("2026-03-01T00:00:00-05:00"), 0, 0),
+            cc(start("2026-03-02T00:00:00-05:00"), 2, 2),
+            cc(start("2026-03-03T00:00:00-05:00"), 3, 3),
+            cc(start("2026-03-04T00:00:00-05:00"), 1, 0),
+            cc(start("2026-03-05T00:00:00-05:00"), 2, 1),
+            cc(start("2026-03-06T00:00:00-05:00"), 0, 0),
+        ]
+    );
+    assert_eq!(
+        tenant_default,
+        created_closed(&mut in_utc, filter(START, END, new_york), Granularity::Day).await
+    );
+    // A zone in the filter still wins over the tenant's.
+    assert_eq!(
+        created_closed(&mut in_new_york, paris(), Granularity::Day).await,
+        created_closed(&mut in_utc, paris(), Granularity::Day).await
+    );
+    // Without a tenant zone, empty still means UTC.
+    assert_eq!(
+        created_closed(&mut in_utc, filter(START, END, ""), Granularity::Day).await[0],
+        cc(start("2026-03-01T00:00:00Z"), 0, 0)
+    );
+    // The export follows the same zone.
+    let (csv, _) = export(
+        &mut in_new_york,
+        ReportKind::CreatedClosed,
+        filter(START, END, ""),
+        Granularity::Week,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parse_simple_csv(&csv)[1],
+        ["2026-02-23T00:00:00-05:00", "", "0", "0"]
+    );
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_are_capped_and_stay_in_the_caller_s_tenant() {
+    let log = EventLog::new();
+    let (fake, _) = start_fake(&log, Script::HoldAfter(0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("reporting.db").display());
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_cursor(&database_url, &reporting.url, 0).await;
+    let reports = Reports {
+        client: client(&reporting.url, user(TENANT, vec![Role::Analyst])),
+    };
+    let uuids = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+            .collect()
+    };
+
+    // Over the caps, named before anything else is checked (here: no time range at all).
+    let no_range = |edit: fn(&mut ReportFilter)| {
+        let mut filter = ReportFilter::default();
+        edit(&mut filter);
+        filter
+    };
+    let cases: [(ReportFilter, &str); 4] = [
+        (
+            no_range(|f| f.queue_ids = vec!["q".to_owned(); 1001]),
+            "filter.queue_ids",
+        ),
+        (
+            no_range(|f| f.agent_ids = vec!["a".to_owned(); 1001]),
+            "filter.agent_ids",
+        ),
+        (no_range(|f| f.channels = vec![1; 11]), "filter.channels"),
+        (
+            no_range(|f| f.team_ids = vec!["t".to_owned(); 101]),
+            "filter.team_ids",
+        ),
+    ];
+    for (filter, field) in cases {
+        let status = reports
+            .reassignments(filter.clone(), Granularity::Day, 0, String::new())
+            .await
+            .unwrap_err();
+        assert_invalid(&status, field);
+        let status = reports
+            .close_time(filter.clone(), 0, String::new())
+            .await
+            .unwrap_err();
+        assert_invalid(&status, field);
+        let status = export(
+            &mut reports.client.clone(),
+            ReportKind::Reassignments,
+            filter,
+            Granularity::Day,
+        )
+        .await
+        .unwrap_err();
+        assert_invalid(&status, field);
+    }
+    let status = reports
+        .created_closed(
+            no_range(|f| f.channels = vec![1; 11]),
+            Granularity::Day,
+            0,
+            String::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "filter.channels");
+    // At the caps, the report is served.
+    let full = ReportFilter {
+        queue_ids: uuids(1000),
+        agent_ids: uuids(1000),
+        channels: vec![Channel::Webchat as i32; 10],
+        ..paris()
+    };
+    assert!(
+        reports
+            .reassignments(full.clone(), Granularity::Day, 0, String::new())
+            .await
+            .is_ok()
+    );
+    assert!(reports.close_time(full, 0, String::new()).await.is_ok());
+
+    // Another tenant (a child, say) is not served yet; the caller's own is.
+    let child = ReportFilter {
+        tenant_id: OTHER_TENANT.to_owned(),
+        ..paris()
+    };
+    let status = reports
+        .created_closed(child.clone(), Granularity::Day, 0, String::new())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "filter.tenant_id");
+    assert!(
+        status
+            .message()
+            .contains("reports on child tenants are not served yet"),
+        "{}",
+        status.message()
+    );
+    let status = export(
+        &mut reports.client.clone(),
+        ReportKind::FirstContactResolution,
+        child,
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap_err();
+    assert_invalid(&status, "filter.tenant_id");
+    let own = ReportFilter {
+        tenant_id: TENANT.to_owned(),
+        ..paris()
+    };
+    assert_eq!(
+        reports
+            .created_closed(own, Granularity::Total, 0, String::new())
+            .await
+            .unwrap()
+            .0,
+        vec![cc(start(START), 0, 0)]
+    );
+
+    reporting.stop().await;
+    fake.stop().await;
 }

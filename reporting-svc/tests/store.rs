@@ -17,7 +17,7 @@ const A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 const B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
 
 fn domain_events(log: &EventLog) -> Vec<Event> {
-    log.events.iter().map(|e| to_domain(e).unwrap()).collect()
+    log.entries.iter().map(|e| to_domain(e).unwrap()).collect()
 }
 
 async fn apply_all(store: &Store, events: &[Event]) {
@@ -26,7 +26,7 @@ async fn apply_all(store: &Store, events: &[Event]) {
             store.apply(CONVERSATION_EVENTS, event).await.unwrap(),
             Applied::Applied,
             "event {}",
-            event.sequence
+            event.log_sequence
         );
     }
 }
@@ -53,11 +53,14 @@ async fn cursor_starts_at_zero_and_survives_reopening(backend: &Backend) {
     log.gap(41);
     log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
     apply_all(store, &domain_events(&log)).await;
-    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 43);
+    // The cursor is the log position, not the event's sequence in its conversation (2).
+    let last = log.last_sequence();
+    assert_eq!(last, 1043);
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), last);
     assert_eq!(store.cursor("routing-svc").await.unwrap(), 0);
 
     let reopened = Store::open(&backend.url).await.unwrap();
-    assert_eq!(reopened.cursor(CONVERSATION_EVENTS).await.unwrap(), 43);
+    assert_eq!(reopened.cursor(CONVERSATION_EVENTS).await.unwrap(), last);
     assert!(reopened.conversation("c1").await.unwrap().is_some());
 }
 
@@ -79,7 +82,7 @@ async fn same_event_twice_counts_once(backend: &Backend) {
     }
     assert_eq!(
         store
-            .skip(CONVERSATION_EVENTS, events[0].sequence)
+            .skip(CONVERSATION_EVENTS, events[0].log_sequence)
             .await
             .unwrap(),
         Applied::AlreadyApplied
@@ -147,7 +150,7 @@ async fn cursor_and_facts_commit_together(backend: &Backend) {
     // A row already holding the assignment's key makes the write of the facts fail
     // half-way through the event's transaction.
     sqlx::query(
-        "INSERT INTO assignment_facts (sequence, tenant_id, conversation_id, agent_id, \
+        "INSERT INTO assignment_facts (log_sequence, tenant_id, conversation_id, agent_id, \
          previous_agent_id, queue_id, channel, assigned_at, reassignment) \
          VALUES ($1, 'x', 'x', 'x', '', '', 0, 0, 0)",
     )
@@ -156,12 +159,15 @@ async fn cursor_and_facts_commit_together(backend: &Backend) {
     .await
     .unwrap();
     assert!(store.apply(CONVERSATION_EVENTS, &events[2]).await.is_err());
-    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 2);
+    assert_eq!(
+        store.cursor(CONVERSATION_EVENTS).await.unwrap(),
+        events[1].log_sequence
+    );
     let facts = store.conversation("c1").await.unwrap().unwrap();
     assert_eq!(facts.segments, 0, "the facts rolled back with the cursor");
     assert_eq!(facts.owner_agent_id, None);
 
-    sqlx::query("DELETE FROM assignment_facts WHERE sequence = $1")
+    sqlx::query("DELETE FROM assignment_facts WHERE log_sequence = $1")
         .bind(assigned)
         .execute(&store.db().pool)
         .await
@@ -177,10 +183,10 @@ async fn cursor_and_facts_commit_together(backend: &Backend) {
 async fn skip_moves_only_the_cursor(backend: &Backend) {
     let store = &backend.store;
     assert_eq!(
-        store.skip(CONVERSATION_EVENTS, 5).await.unwrap(),
+        store.skip(CONVERSATION_EVENTS, 5_000).await.unwrap(),
         Applied::Applied
     );
-    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 5);
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 5_000);
     let mut log = EventLog::new();
     log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
     let events = domain_events(&log);
@@ -308,7 +314,86 @@ async fn report_queries_filter_and_bucket(backend: &Backend) {
     );
 }
 
+/// Conversations numbering their events 1, 2, 3 each: the facts of every conversation
+/// arrive, keyed by log position, although their per-conversation sequences repeat.
+async fn per_conversation_sequences_do_not_collide(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    let c2 = log.create(TENANT, "c2", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.assign(&c2, "2026-03-02T09:01:00Z", B, "");
+    log.assign(&c1, "2026-03-02T09:02:00Z", B, A);
+    log.assign(&c2, "2026-03-02T09:02:00Z", A, B);
+    let sequences: Vec<(i64, i64)> = log
+        .entries
+        .iter()
+        .map(|e| (e.log_sequence, e.event.as_ref().unwrap().sequence))
+        .collect();
+    assert_eq!(sequences[2], (1003, 1), "c2 starts again at 1");
+    apply_all(store, &domain_events(&log)).await;
+    for (conversation, agents) in [("c1", [A, B]), ("c2", [B, A])] {
+        let assignments = store.assignments(conversation).await.unwrap();
+        assert_eq!(
+            assignments
+                .iter()
+                .map(|a| a.agent_id.as_str())
+                .collect::<Vec<_>>(),
+            agents
+        );
+        assert!(assignments[1].reassignment);
+        assert_eq!(
+            store
+                .conversation(conversation)
+                .await
+                .unwrap()
+                .unwrap()
+                .segments,
+            2
+        );
+    }
+    assert_eq!(
+        store.cursor(CONVERSATION_EVENTS).await.unwrap(),
+        log.last_sequence()
+    );
+}
+
+/// The longest filter lists the contract allows fit in one query on either database.
+async fn the_longest_filter_lists_fit_in_one_query(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.assign(&c1, "2026-03-02T09:02:00Z", B, A);
+    log.close(&c1, "2026-03-02T09:11:00Z", B);
+    apply_all(store, &domain_events(&log)).await;
+
+    let mut queue_ids: Vec<String> = (0..999)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    queue_ids.push(Q1.to_owned());
+    let mut agent_ids: Vec<String> = (0..999)
+        .map(|i| format!("10000000-0000-4000-8000-{i:012}"))
+        .collect();
+    agent_ids.push(B.to_owned());
+    let channels: Vec<i32> = (1..=10).collect();
+    let long = FactQuery {
+        queue_ids: &queue_ids,
+        channels: &channels,
+        agent_ids: &agent_ids,
+        ..query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+    };
+    assert_eq!(
+        store.reassignment_counts(&long).await.unwrap(),
+        vec![(B.to_owned(), slot("2026-03-02T09:02:00Z"), 1)]
+    );
+    assert_eq!(store.closed_conversations(&long).await.unwrap().len(), 1);
+    assert_eq!(store.created_counts(&long).await.unwrap().len(), 1);
+}
+
 conformance!(
+    per_conversation_sequences_do_not_collide,
+    the_longest_filter_lists_fit_in_one_query,
     cursor_starts_at_zero_and_survives_reopening,
     same_event_twice_counts_once,
     concurrent_applies_of_one_event_count_once,

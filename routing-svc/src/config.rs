@@ -42,6 +42,9 @@ pub struct Config {
     pub outbox_retry_max_ms: u64,
     /// Deadline of one call to conversation-svc, in milliseconds.
     pub conversation_timeout_ms: u64,
+    /// Quiet time after which a server stream (StreamOffers, StreamAgentStates, Subscribe)
+    /// sends a heartbeat, in milliseconds; the contract promises about 15 seconds.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             outbox_retry_initial_ms: 500,
             outbox_retry_max_ms: 30_000,
             conversation_timeout_ms: 5_000,
+            heartbeat_interval_ms: 15_000,
         }
     }
 }
@@ -72,6 +76,7 @@ pub(crate) struct Timings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub conversation_timeout: Duration,
+    pub heartbeat_interval: Duration,
 }
 
 impl Timings {
@@ -86,6 +91,7 @@ impl Timings {
                 .outbox_retry_max_ms
                 .max(config.outbox_retry_initial_ms)),
             conversation_timeout: ms(config.conversation_timeout_ms),
+            heartbeat_interval: ms(config.heartbeat_interval_ms),
         }
     }
 }
@@ -103,6 +109,7 @@ mod tests {
         assert_eq!(config.conversation_url, "http://127.0.0.1:50062");
         assert!(config.identity_secret.is_empty());
         assert_eq!(config.matcher_interval_ms, 200);
+        assert_eq!(config.heartbeat_interval_ms, 15_000);
     }
 
     #[test]

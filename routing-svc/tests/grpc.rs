@@ -2,6 +2,7 @@
 //! called with generated clients over channels that sign an identity, and a small fake
 //! conversation-svc that records ApplyAssignment calls.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +48,8 @@ fn user(tenant: &str, user_id: &str, roles: &[Role]) -> Identity {
         display_name: format!("user {user_id}"),
         roles: roles.to_vec(),
         enabled_supervisor_actions: vec![],
+        time_zone: String::new(),
+        reopen_window_secs: 0,
     }
 }
 
@@ -140,6 +143,8 @@ async fn start_fake(mode: FakeMode) -> (String, Arc<Mutex<FakeLog>>, ShutdownSig
 struct Harness {
     addr: SocketAddr,
     tenant: String,
+    /// Directory display names of the agents, carried in their signed identities.
+    names: Mutex<HashMap<String, String>>,
     shutdown: ShutdownSignal,
     server: JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -157,6 +162,7 @@ fn test_config(dir: &tempfile::TempDir, conversation_url: &str) -> Config {
         outbox_retry_initial_ms: 50,
         outbox_retry_max_ms: 200,
         conversation_timeout_ms: 2_000,
+        heartbeat_interval_ms: 300,
         ..Config::default()
     }
 }
@@ -179,6 +185,7 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
     Harness {
         addr,
         tenant,
+        names: Mutex::new(HashMap::new()),
         shutdown,
         server,
         _dir: dir,
@@ -198,8 +205,17 @@ impl Harness {
         QueueServiceClient::new(self.channel(user(&self.tenant, &new_id(), &[Role::Supervisor])))
     }
 
+    /// The agent's identity, with the display name the directory holds for it.
+    fn agent_identity(&self, agent_id: &str) -> Identity {
+        let mut identity = user(&self.tenant, agent_id, &[Role::Agent]);
+        if let Some(name) = self.names.lock().unwrap().get(agent_id) {
+            identity.display_name.clone_from(name);
+        }
+        identity
+    }
+
     fn agent(&self, agent_id: &str) -> AgentServiceClient<SignedChannel> {
-        AgentServiceClient::new(self.channel(user(&self.tenant, agent_id, &[Role::Agent])))
+        AgentServiceClient::new(self.channel(self.agent_identity(agent_id)))
     }
 
     fn internal(&self) -> RoutingInternalServiceClient<SignedChannel> {
@@ -271,12 +287,15 @@ impl Harness {
         profile_id: &str,
     ) -> (String, Streaming<pb::StreamOffersResponse>) {
         let agent_id = new_id();
+        self.names
+            .lock()
+            .unwrap()
+            .insert(agent_id.clone(), name.to_owned());
         self.admin()
             .set_agent_profile(pb::SetAgentProfileRequest {
                 request_id: new_id(),
                 agent_profile: Some(pb::AgentProfile {
                     agent_id: agent_id.clone(),
-                    display_name: name.into(),
                     capacity_profile_id: profile_id.into(),
                     queue_ids: vec![queue_id.into()],
                     ..Default::default()
@@ -294,6 +313,42 @@ impl Harness {
             .await
             .unwrap();
         (agent_id, stream)
+    }
+
+    /// Another queue in `program_id` accepting `channels`.
+    async fn add_queue(&self, program_id: &str, name: &str, channels: &[Channel]) -> String {
+        self.admin()
+            .create_queue(pb::CreateQueueRequest {
+                request_id: new_id(),
+                queue: Some(pb::Queue {
+                    program_id: program_id.to_owned(),
+                    display_name: name.into(),
+                    accepted_channels: channels.iter().map(|c| *c as i32).collect(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .queue
+            .unwrap()
+            .id
+    }
+
+    /// Sets the agent's profile (as an administrator) to `queue_ids`.
+    async fn set_queues(&self, agent_id: &str, profile_id: &str, queue_ids: &[&str]) {
+        self.admin()
+            .set_agent_profile(pb::SetAgentProfileRequest {
+                request_id: new_id(),
+                agent_profile: Some(pb::AgentProfile {
+                    agent_id: agent_id.to_owned(),
+                    capacity_profile_id: profile_id.to_owned(),
+                    queue_ids: queue_ids.iter().map(|q| (*q).to_owned()).collect(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
     }
 
     async fn set_presence(
@@ -337,7 +392,11 @@ impl Harness {
                 channel: Channel::Webchat as i32,
                 customer_display_name: "Grace".into(),
                 enqueue_key: "create".into(),
-                wait_start_time: None,
+                wait_start_time: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                channel_address: "visitor-42".into(),
             })
             .await
             .map(|r| r.into_inner().item.unwrap())
@@ -368,15 +427,31 @@ impl Harness {
     }
 }
 
-/// The next offer message within `within`, or `None` when nothing came.
+/// The next offer message within `within` (skipping agent states, heartbeats and the
+/// snapshot marker), or `None` when none came.
 async fn next_offer(
     stream: &mut Streaming<pb::StreamOffersResponse>,
     within: Duration,
 ) -> Option<pb::Offer> {
-    match tokio::time::timeout(within, stream.message()).await {
-        Ok(message) => message.unwrap().map(|m| m.offer.unwrap()),
-        Err(_) => None,
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let message = tokio::time::timeout_at(until, stream.message())
+            .await
+            .ok()?;
+        match message.unwrap()?.update {
+            Some(pb::stream_offers_response::Update::Offer(offer)) => return Some(offer),
+            _ => continue,
+        }
     }
+}
+
+/// The next message of a stream within `within`.
+async fn next_message<T>(stream: &mut Streaming<T>, within: Duration) -> T {
+    tokio::time::timeout(within, stream.message())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("the stream is open")
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -428,6 +503,10 @@ async fn offer_accept_and_apply_with_retries() {
     assert_eq!(state_of(&offer), pb::offer::State::Pending);
     assert_eq!(offer.customer_display_name, "Grace");
     assert_eq!(offer.capacity_units, 1);
+    assert_eq!(offer.channel_address, "visitor-42");
+    assert_eq!(offer.queue_display_name, "Chat");
+    assert_eq!(offer.wait_start_time.unwrap().seconds, 1_700_000_000);
+    assert!(offer.transfer_id.is_empty() && offer.sender_id.is_empty());
     assert_eq!(h.state(&agent_id).await.pending_offers, 1);
     // A stream opened now starts with the pending offer.
     let mut late = h
@@ -480,7 +559,10 @@ async fn offer_accept_and_apply_with_retries() {
         assert_eq!(applied.agent_display_name, "Ada");
         assert_eq!(applied.offer_id, offer.id);
         assert_eq!(applied.queue_id, queue_id);
-        assert_eq!(applied.start_reason, "offer");
+        assert_eq!(
+            applied.assignment_source,
+            switchboard_proto::conversation::v1::AssignmentSource::QueueOffer as i32
+        );
         assert!(
             log.callers
                 .iter()
@@ -505,27 +587,34 @@ async fn offer_accept_and_apply_with_retries() {
         .into_inner();
     let mut kinds = Vec::new();
     let mut last = 0;
-    while !kinds.iter().any(|k| k == "assignment.applied") {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(event.sequence, last + 1);
-        last = event.sequence;
-        kinds.push(event.r#type);
+    loop {
+        let message = next_message(&mut events, Duration::from_secs(5)).await;
+        match message.update.unwrap() {
+            ipb::subscribe_response::Update::Event(event) => {
+                assert_eq!(event.sequence, last + 1);
+                last = event.sequence;
+                kinds.push(ipb::RoutingEventType::try_from(event.event_type).unwrap());
+            }
+            ipb::subscribe_response::Update::CaughtUp(_) => break,
+            ipb::subscribe_response::Update::Heartbeat(_) => {}
+        }
     }
     for expected in [
-        "conversation.enqueued",
-        "offer.created",
-        "offer.accepted",
-        "capacity.reserved",
+        ipb::RoutingEventType::WaitingEnqueued,
+        ipb::RoutingEventType::OfferCreated,
+        ipb::RoutingEventType::OfferAccepted,
+        ipb::RoutingEventType::CapacityReserved,
+        ipb::RoutingEventType::PresenceChanged,
     ] {
-        assert!(
-            kinds.iter().any(|k| k == expected),
-            "{expected} in {kinds:?}"
-        );
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
     }
+    // Caught up: what follows is live, and a quiet stream beats.
+    assert!(matches!(
+        next_message(&mut events, Duration::from_secs(5))
+            .await
+            .update,
+        Some(ipb::subscribe_response::Update::Heartbeat(_))
+    ));
 
     // Releasing frees the units once.
     let mut internal = h.internal();
@@ -1049,7 +1138,10 @@ async fn manual_pick_offers_nothing_and_agents_claim() {
         .offer
         .unwrap();
     assert_eq!(state_of(&claimed), pb::offer::State::Accepted);
-    assert_eq!(log.lock().unwrap().applied[0].start_reason, "claim");
+    assert_eq!(
+        log.lock().unwrap().applied[0].assignment_source,
+        switchboard_proto::conversation::v1::AssignmentSource::Claim as i32
+    );
     assert_eq!(h.state(&ada).await.capacity_used, 1);
     let again = agent
         .claim_waiting_work(pb::ClaimWaitingWorkRequest {
@@ -1093,9 +1185,17 @@ async fn shutdown_ends_offer_streams_and_health_lists_the_services() {
     }
 
     h.shutdown.trigger();
-    let ended = tokio::time::timeout(Duration::from_secs(5), offers.message())
-        .await
-        .unwrap();
+    // Messages sent before the shutdown may still be buffered; then the stream ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match offers.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
     tokio::time::timeout(Duration::from_secs(15), h.server)
         .await
@@ -1231,4 +1331,659 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
     .execute(&admin.pool)
     .await
     .unwrap();
+}
+
+// --- the revised contract ----------------------------------------------------------------
+
+type OfferUpdate = pb::stream_offers_response::Update;
+
+fn offer_update(message: pb::StreamOffersResponse) -> OfferUpdate {
+    message.update.expect("exactly one field is set")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offer_stream_starts_with_a_snapshot_then_shows_rona_and_beats() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_millis(400), pb::AssignmentMethod::RoundRobin)
+        .await;
+    let (ada, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    // Opened while Offline: the state, the (empty) snapshot's end, then the change.
+    match offer_update(next_message(&mut offers, Duration::from_secs(5)).await) {
+        OfferUpdate::AgentState(state) => {
+            assert_eq!(state.agent_id, ada);
+            assert_eq!(state.presence, pb::Presence::Offline as i32);
+        }
+        other => panic!("expected the agent state first, got {other:?}"),
+    }
+    assert!(matches!(
+        offer_update(next_message(&mut offers, Duration::from_secs(5)).await),
+        OfferUpdate::SnapshotEnd(_)
+    ));
+    match offer_update(next_message(&mut offers, Duration::from_secs(5)).await) {
+        OfferUpdate::AgentState(state) => {
+            assert_eq!(state.presence, pb::Presence::Available as i32);
+        }
+        other => panic!("expected the new presence, got {other:?}"),
+    }
+
+    let conversation = new_id();
+    h.enqueue(&queue_id, &conversation).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // A stream opened now: state (with the pending offer), the offer, the end marker.
+    let mut late = h
+        .agent(&ada)
+        .stream_offers(pb::StreamOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    match offer_update(next_message(&mut late, Duration::from_secs(5)).await) {
+        OfferUpdate::AgentState(state) => assert_eq!(state.pending_offers, 1),
+        other => panic!("expected the agent state first, got {other:?}"),
+    }
+    match offer_update(next_message(&mut late, Duration::from_secs(5)).await) {
+        OfferUpdate::Offer(pending) => assert_eq!(pending.id, offer.id),
+        other => panic!("expected the pending offer, got {other:?}"),
+    }
+    assert!(matches!(
+        offer_update(next_message(&mut late, Duration::from_secs(5)).await),
+        OfferUpdate::SnapshotEnd(_)
+    ));
+
+    // The offer times out: its resolution, then the agent's state in RONA.
+    let mut timed_out = false;
+    loop {
+        match offer_update(next_message(&mut late, Duration::from_secs(5)).await) {
+            OfferUpdate::Offer(resolved) => {
+                assert_eq!(resolved.id, offer.id);
+                assert_eq!(state_of(&resolved), pb::offer::State::TimedOut);
+                timed_out = true;
+            }
+            OfferUpdate::AgentState(state) if state.presence == pb::Presence::Rona as i32 => {
+                assert!(timed_out, "the resolution comes before the state");
+                assert_eq!(state.pending_offers, 0);
+                break;
+            }
+            OfferUpdate::AgentState(_) | OfferUpdate::Heartbeat(_) => {}
+            OfferUpdate::SnapshotEnd(_) => panic!("one snapshot end per stream"),
+        }
+    }
+    // Nothing else happens now: a heartbeat comes within a few intervals (300 ms).
+    let beat = next_message(&mut late, Duration::from_secs(3)).await;
+    match offer_update(beat) {
+        OfferUpdate::Heartbeat(heartbeat) => assert!(heartbeat.server_time.is_some()),
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_display_name_is_the_directorys() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let agent_id = new_id();
+    let set = h
+        .admin()
+        .set_agent_profile(pb::SetAgentProfileRequest {
+            request_id: new_id(),
+            agent_profile: Some(pb::AgentProfile {
+                agent_id: agent_id.clone(),
+                display_name: "Typed by an admin".into(),
+                capacity_profile_id: profile_id.clone(),
+                queue_ids: vec![queue_id.clone()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_profile
+        .unwrap();
+    assert_eq!(
+        set.display_name, "",
+        "ignored, and empty until the agent calls"
+    );
+
+    h.names
+        .lock()
+        .unwrap()
+        .insert(agent_id.clone(), "Ada Lovelace".into());
+    assert_eq!(h.state(&agent_id).await.display_name, "Ada Lovelace");
+    // A supervisor acting on the agent does not rename it.
+    let mut supervisor =
+        AgentServiceClient::new(h.channel(user(&h.tenant, &new_id(), &[Role::Supervisor])));
+    let by_supervisor = supervisor
+        .set_presence(pb::SetPresenceRequest {
+            request_id: new_id(),
+            agent_id: agent_id.clone(),
+            presence: pb::Presence::Away as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_state
+        .unwrap();
+    assert_eq!(by_supervisor.display_name, "Ada Lovelace");
+    // The directory renamed her: her next call carries the new name.
+    h.names
+        .lock()
+        .unwrap()
+        .insert(agent_id.clone(), "Ada King".into());
+    let state = h
+        .set_presence(&agent_id, pb::Presence::Available)
+        .await
+        .unwrap();
+    assert_eq!(state.display_name, "Ada King");
+    let profile = h
+        .admin()
+        .get_agent_profile(pb::GetAgentProfileRequest {
+            agent_id: agent_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_profile
+        .unwrap();
+    assert_eq!(profile.display_name, "Ada King");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_and_capacity_profile_settings_of_the_revision() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, _) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let mut admin = h.admin();
+    let chat = admin
+        .get_queue(pb::GetQueueRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    assert_eq!(chat.offer_waiting_on_login, Some(true), "unset means true");
+    let queue = |name: &str, skills: Vec<pb::SkillRequirement>, on_login: Option<bool>| {
+        pb::CreateQueueRequest {
+            request_id: new_id(),
+            queue: Some(pb::Queue {
+                program_id: chat.program_id.clone(),
+                display_name: name.into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                offer_waiting_on_login: on_login,
+                required_skills: skills,
+                transfer_fallback: switchboard_proto::common::v1::TransferFallback::Requeue as i32,
+                ..Default::default()
+            }),
+        }
+    };
+    let skill = |name: &str, min_level: i32| pb::SkillRequirement {
+        name: name.into(),
+        min_level,
+    };
+    let created = admin
+        .create_queue(queue(
+            "Billing",
+            vec![skill("billing", 0), skill("spanish", 7)],
+            Some(false),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    assert_eq!(created.offer_waiting_on_login, Some(false));
+    assert_eq!(
+        created.required_skills,
+        vec![skill("billing", 1), skill("spanish", 7)]
+    );
+    assert_eq!(
+        created.transfer_fallback,
+        switchboard_proto::common::v1::TransferFallback::Requeue as i32
+    );
+    for (name, skills) in [
+        ("Too high", vec![skill("billing", 11)]),
+        ("Negative", vec![skill("billing", -1)]),
+        ("Twice", vec![skill("billing", 1), skill("Billing", 2)]),
+        (
+            "Too many",
+            (0..21).map(|i| skill(&format!("s{i}"), 1)).collect(),
+        ),
+    ] {
+        let refused = admin
+            .create_queue(queue(name, skills, None))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{name}");
+    }
+
+    let profile =
+        |costs: Vec<pb::ChannelCost>, excluded: Vec<i32>| pb::CreateCapacityProfileRequest {
+            request_id: new_id(),
+            capacity_profile: Some(pb::CapacityProfile {
+                display_name: "Chat only".into(),
+                total_units: 3,
+                channel_costs: costs,
+                excluded_channels: excluded,
+                ..Default::default()
+            }),
+        };
+    let voice = Channel::Voice as i32;
+    for (costs, excluded) in [
+        (
+            vec![pb::ChannelCost {
+                channel: voice,
+                units: 3,
+            }],
+            vec![voice],
+        ),
+        (vec![], vec![voice, voice]),
+        (vec![], vec![0]),
+        (vec![], vec![99]),
+    ] {
+        let refused = admin
+            .create_capacity_profile(profile(costs.clone(), excluded.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{costs:?} {excluded:?}"
+        );
+    }
+    let chat_only = admin
+        .create_capacity_profile(profile(vec![], vec![voice]))
+        .await
+        .unwrap()
+        .into_inner()
+        .capacity_profile
+        .unwrap();
+    assert_eq!(chat_only.excluded_channels, vec![voice]);
+
+    // Capacity for an excluded channel cannot be reserved, even with override.
+    let agent_id = new_id();
+    h.set_queues(&agent_id, &chat_only.id, &[&queue_id]).await;
+    let refused = h
+        .internal()
+        .reserve_capacity(ipb::ReserveCapacityRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: new_id(),
+            agent_id: agent_id.clone(),
+            channel: voice,
+            queue_id: String::new(),
+            r#override: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let chat_units = h
+        .internal()
+        .reserve_capacity(ipb::ReserveCapacityRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: new_id(),
+            agent_id,
+            channel: Channel::Webchat as i32,
+            queue_id: String::new(),
+            r#override: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chat_units.units, 1);
+    h.stop().await;
+}
+
+type StateUpdate = pb::stream_agent_states_response::Update;
+
+/// The next message of a dashboard stream that is not a heartbeat.
+async fn next_state_update(stream: &mut Streaming<pb::StreamAgentStatesResponse>) -> StateUpdate {
+    loop {
+        match next_message(stream, Duration::from_secs(5))
+            .await
+            .update
+            .unwrap()
+        {
+            StateUpdate::Heartbeat(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn supervisors_stream_agent_states_of_a_queue() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (ada, _offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let outsider = new_id();
+    h.set_queues(&outsider, &profile_id, &[]).await;
+
+    let mut as_agent = QueueServiceClient::new(h.channel(h.agent_identity(&ada)));
+    let denied = as_agent
+        .stream_agent_states(pb::StreamAgentStatesRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut states = h
+        .supervisor()
+        .stream_agent_states(pb::StreamAgentStatesRequest {
+            queue_id: queue_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match next_state_update(&mut states).await {
+        StateUpdate::AgentState(state) => {
+            assert_eq!(state.agent_id, ada, "only members of the queue");
+            assert_eq!(state.display_name, "Ada");
+            assert_eq!(state.presence, pb::Presence::Available as i32);
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    assert!(matches!(
+        next_state_update(&mut states).await,
+        StateUpdate::SnapshotEnd(_)
+    ));
+
+    // A change of a member arrives; a change of a non-member does not.
+    h.set_presence(&outsider, pb::Presence::Available)
+        .await
+        .unwrap();
+    h.set_presence(&ada, pb::Presence::Away).await.unwrap();
+    match next_state_update(&mut states).await {
+        StateUpdate::AgentState(state) => {
+            assert_eq!(state.agent_id, ada);
+            assert_eq!(state.presence, pb::Presence::Away as i32);
+        }
+        other => panic!("expected Ada's change, got {other:?}"),
+    }
+    // Leaving the queue removes the agent from the view.
+    h.set_queues(&ada, &profile_id, &[]).await;
+    assert_eq!(
+        next_state_update(&mut states).await,
+        StateUpdate::RemovedAgentId(ada.clone())
+    );
+    // Then the stream is quiet but alive.
+    assert!(matches!(
+        next_message(&mut states, Duration::from_secs(3))
+            .await
+            .update
+            .unwrap(),
+        StateUpdate::Heartbeat(_)
+    ));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_targets_are_the_programs_queues_then_their_agents() {
+    let h = start("http://127.0.0.1:9").await;
+    let (chat, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::ManualPick)
+        .await;
+    let program_id = h
+        .admin()
+        .get_queue(pb::GetQueueRequest {
+            queue_id: chat.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap()
+        .program_id;
+    let billing = h
+        .add_queue(&program_id, "Billing", &[Channel::Webchat, Channel::Sms])
+        .await;
+    let phone = h.add_queue(&program_id, "Phone", &[Channel::Voice]).await;
+    let (ada, _a) = h.available_agent("Ada", &chat, &profile_id).await;
+    let (bob, _b) = h.available_agent("bob", &billing, &profile_id).await;
+    h.set_queues(&bob, &profile_id, &[&chat, &billing]).await;
+    let (_vic, _v) = h.available_agent("Vic", &phone, &profile_id).await;
+    let (cy, _c) = h.available_agent("Cy", &chat, &profile_id).await;
+    let conversation = new_id();
+    h.enqueue(&chat, &conversation).await.unwrap();
+
+    let mut as_cy = QueueServiceClient::new(h.channel(h.agent_identity(&cy)));
+    let request =
+        |name_filter: &str, kind, page_size, page_token: String| pb::ListTransferTargetsRequest {
+            conversation_id: conversation.clone(),
+            name_filter: name_filter.into(),
+            kind: kind as i32,
+            page_size,
+            page_token,
+        };
+    use pb::list_transfer_targets_request::Kind;
+    use pb::transfer_target::Target;
+    let all = as_cy
+        .list_transfer_targets(request("", Kind::Unspecified, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.next_page_token.is_empty());
+    let names: Vec<String> = all
+        .targets
+        .iter()
+        .map(|t| match t.target.as_ref().unwrap() {
+            Target::Queue(q) => format!("queue {}", q.display_name),
+            Target::Agent(a) => format!("agent {}", a.display_name),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["queue Billing", "queue Chat", "agent Ada", "agent bob"],
+        "same program and channel, never the caller"
+    );
+    match all.targets[1].target.as_ref().unwrap() {
+        Target::Queue(q) => {
+            assert_eq!((q.queue_id.as_str(), q.waiting), (chat.as_str(), 1));
+            assert_eq!(q.agents_available, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    match all.targets[3].target.as_ref().unwrap() {
+        Target::Agent(a) => {
+            assert_eq!(a.agent_id, bob);
+            assert_eq!(a.queue_id, billing, "the first of its queues by name");
+            assert_eq!((a.free_units, a.required_units), (2, 1));
+            assert_eq!(a.presence, pb::Presence::Available as i32);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Page by page, the same list.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = as_cy
+            .list_transfer_targets(request("", Kind::Unspecified, 1, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.targets.len(), 1);
+        paged.extend(page.targets);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, all.targets);
+    let bobs = as_cy
+        .list_transfer_targets(request("BO", Kind::Unspecified, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    assert_eq!(bobs.len(), 1);
+    assert!(matches!(bobs[0].target, Some(Target::Agent(ref a)) if a.agent_id == bob));
+    let agents = as_cy
+        .list_transfer_targets(request("", Kind::Agents, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    assert_eq!(agents.len(), 2);
+    let queues = as_cy
+        .list_transfer_targets(request("", Kind::Queues, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    assert_eq!(queues.len(), 2);
+    let long = as_cy
+        .list_transfer_targets(request(
+            &"x".repeat(201),
+            Kind::Unspecified,
+            0,
+            String::new(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+    let unknown = as_cy
+        .list_transfer_targets(pb::ListTransferTargetsRequest {
+            conversation_id: new_id(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    // Ada sees Cy instead of herself.
+    let for_ada = QueueServiceClient::new(h.channel(h.agent_identity(&ada)))
+        .list_transfer_targets(request("", Kind::Agents, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    let ids: Vec<&str> = for_ada
+        .iter()
+        .filter_map(|t| match t.target.as_ref() {
+            Some(Target::Agent(a)) => Some(a.agent_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [cy.as_str(), bob.as_str()],
+        "by name: \"Cy\" sorts before \"bob\""
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn supervisors_list_offers_newest_first() {
+    let h = start("http://127.0.0.1:9").await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (ada, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let (first, second) = (new_id(), new_id());
+    h.enqueue(&queue_id, &first).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let rejected = h
+        .agent(&ada)
+        .reject_offer(pb::RejectOfferRequest {
+            request_id: new_id(),
+            offer_id: offer.id.clone(),
+            reason: "wrong language".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(rejected.reject_reason, "wrong language");
+    h.enqueue(&queue_id, &second).await.unwrap();
+    let newer = loop {
+        let next = next_offer(&mut offers, Duration::from_secs(5))
+            .await
+            .unwrap();
+        if state_of(&next) == pb::offer::State::Pending {
+            break next;
+        }
+    };
+    assert_eq!(newer.conversation_id, second);
+
+    let mut supervisor = h.supervisor();
+    let listed = supervisor
+        .list_offers(pb::ListOffersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.offers.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, [newer.id.as_str(), offer.id.as_str()]);
+    assert_eq!(listed.offers[1].reject_reason, "wrong language");
+    assert_eq!(listed.offers[1].queue_display_name, "Chat");
+    let only_rejected = supervisor
+        .list_offers(pb::ListOffersRequest {
+            agent_id: ada.clone(),
+            states: vec![pb::offer::State::Rejected as i32],
+            kinds: vec![pb::OfferKind::Queue as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offers;
+    assert_eq!(only_rejected.len(), 1);
+    assert_eq!(only_rejected[0].id, offer.id);
+    let page = supervisor
+        .list_offers(pb::ListOffersRequest {
+            conversation_id: first.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.offers.len(), 1);
+    assert!(page.next_page_token.is_empty());
+
+    let ts = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    let bad = [
+        pb::ListOffersRequest {
+            agent_id: "not-a-uuid".into(),
+            ..Default::default()
+        },
+        pb::ListOffersRequest {
+            kinds: vec![pb::OfferKind::Queue as i32; 11],
+            ..Default::default()
+        },
+        pb::ListOffersRequest {
+            states: vec![42],
+            ..Default::default()
+        },
+        pb::ListOffersRequest {
+            create_time_range: Some(switchboard_proto::common::v1::TimeRange {
+                start_time: Some(ts(20)),
+                end_time: Some(ts(10)),
+            }),
+            ..Default::default()
+        },
+        pb::ListOffersRequest {
+            page_size: -1,
+            ..Default::default()
+        },
+    ];
+    for request in bad {
+        let refused = supervisor.list_offers(request.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{request:?}");
+    }
+    let denied = QueueServiceClient::new(h.channel(h.agent_identity(&ada)))
+        .list_offers(pb::ListOffersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    h.stop().await;
 }

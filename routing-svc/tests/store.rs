@@ -120,6 +120,11 @@ conformance!(
     decisions_list_newest_first,
     manual_claim_takes_a_waiting_item,
     matcher_offers_higher_priority_then_oldest_first,
+    display_name_is_written_only_when_it_differs,
+    skill_levels_and_excluded_channels_are_stored_and_enforced,
+    offers_carry_address_queue_name_and_wait_start,
+    offers_list_newest_first_with_filters,
+    a_claim_that_loses_the_race_is_a_conflict,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -177,6 +182,7 @@ async fn fixture(store: &Store, total_units: i32) -> Fixture {
             channel: Channel::Voice.as_i32(),
             units: total_units,
         }],
+        excluded_channels: vec![],
     };
     let mut tx = store.begin().await.unwrap();
     catalog::insert_program(&mut tx, &program).await.unwrap();
@@ -202,11 +208,9 @@ impl Fixture {
             &AgentProfileInput {
                 tenant_id: self.tenant.clone(),
                 agent_id: agent_id.clone(),
-                display_name: name.into(),
                 capacity: self.capacity.clone(),
                 queue_ids: vec![self.queue.id.clone()],
                 skills: vec![],
-                team_ids: vec![],
             },
             now_micros(),
         )
@@ -216,6 +220,12 @@ impl Fixture {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+        // The name comes from the directory, through the agent's own calls.
+        assert!(
+            catalog::refresh_display_name(store, &self.tenant, &agent_id, name)
+                .await
+                .unwrap()
+        );
         self.reload(store, &agent_id).await
     }
 
@@ -250,6 +260,7 @@ impl Fixture {
                 queue: self.queue.clone(),
                 channel,
                 customer_display_name: "Customer".into(),
+                channel_address: "+15550100".into(),
                 enqueue_key: key.into(),
                 enqueue_time,
             },
@@ -449,21 +460,22 @@ async fn agent_profile_upsert_keeps_live_state(store: Store) {
         &AgentProfileInput {
             tenant_id: f.tenant.clone(),
             agent_id: agent.agent_id.clone(),
-            display_name: "Ada L.".into(),
             capacity: f.capacity.clone(),
             queue_ids: vec![other_queue.id.clone()],
             skills: vec![routing_svc::domain::Skill {
                 name: "billing".into(),
                 level: 5,
             }],
-            team_ids: vec!["team-a".into()],
         },
         now_micros(),
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(updated.display_name, "Ada L.");
+    assert_eq!(
+        updated.display_name, "Ada",
+        "a profile change keeps the directory's name"
+    );
     assert_eq!(
         updated.presence,
         Presence::Available,
@@ -703,7 +715,10 @@ async fn accept_reserves_and_writes_the_outbox(store: Store) {
     tx.commit().await.unwrap();
     assert_eq!(accepted.offer.state, OfferState::Accepted);
     assert_eq!(accepted.outbox.agent_display_name, "Ada");
-    assert_eq!(accepted.outbox.start_reason, "offer");
+    assert_eq!(
+        accepted.outbox.source,
+        routing_svc::domain::AssignmentSource::QueueOffer
+    );
 
     let reloaded = f.reload(&store, &agent.agent_id).await;
     assert_eq!((reloaded.capacity_used, reloaded.pending_units), (1, 0));
@@ -880,13 +895,20 @@ async fn reject_requeues_and_excludes_the_agent(store: Store) {
     let item = f.enqueue(&store, Channel::Webchat).await;
     let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
     let mut tx = store.begin().await.unwrap();
-    let rejected =
-        routing::reject_offer(&mut tx, &f.tenant, &agent.agent_id, &offer.id, now_micros())
-            .await
-            .unwrap();
+    let rejected = routing::reject_offer(
+        &mut tx,
+        &f.tenant,
+        &agent.agent_id,
+        &offer.id,
+        "busy",
+        now_micros(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(rejected.state, OfferState::Rejected);
     assert!(rejected.resolve_time.is_some());
+    assert_eq!(rejected.reject_reason, "busy", "the reason is stored");
     assert!(
         !f.waiting(&store, &item.conversation_id)
             .await
@@ -903,8 +925,15 @@ async fn reject_requeues_and_excludes_the_agent(store: Store) {
     assert!(excluded.contains(&agent.agent_id));
     drop(conn);
     let mut tx = store.begin().await.unwrap();
-    let twice =
-        routing::reject_offer(&mut tx, &f.tenant, &agent.agent_id, &offer.id, now_micros()).await;
+    let twice = routing::reject_offer(
+        &mut tx,
+        &f.tenant,
+        &agent.agent_id,
+        &offer.id,
+        "busy",
+        now_micros(),
+    )
+    .await;
     assert!(matches!(twice, Err(Error::WrongState(_))), "{twice:?}");
     drop(tx);
     assert_ledger_consistent(&store).await;
@@ -1306,7 +1335,10 @@ async fn manual_claim_takes_a_waiting_item(store: Store) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(claimed.offer.state, OfferState::Accepted);
-    assert_eq!(claimed.outbox.start_reason, "claim");
+    assert_eq!(
+        claimed.outbox.source,
+        routing_svc::domain::AssignmentSource::Claim
+    );
     assert!(f.waiting(&store, &item.conversation_id).await.is_none());
     // Capacity 1 is now full.
     let agent = f.reload(&store, &agent.agent_id).await;
@@ -1345,11 +1377,9 @@ async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
         &AgentProfileInput {
             tenant_id: f.tenant.clone(),
             agent_id: agent.agent_id.clone(),
-            display_name: "A".into(),
             capacity: f.capacity.clone(),
             queue_ids: vec![f.queue.id.clone(), urgent.id.clone()],
             skills: vec![],
-            team_ids: vec![],
         },
         now_micros(),
     )
@@ -1428,5 +1458,329 @@ async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
         routing_svc::domain::PassReason::NoCapacity.as_i32()
     );
     drop(conn);
+    assert_ledger_consistent(&store).await;
+}
+
+async fn display_name_is_written_only_when_it_differs(store: Store) {
+    let f = fixture(&store, 2).await;
+    let agent = f.agent(&store, "Ada").await;
+    assert_eq!(agent.display_name, "Ada");
+    let renames = || async {
+        let mut conn = store.conn().await.unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM events WHERE type = 'agent.renamed' AND agent_id = $1",
+        )
+        .bind(&agent.agent_id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    };
+    assert_eq!(renames().await, 1);
+    let same = catalog::refresh_display_name(&store, &f.tenant, &agent.agent_id, "Ada")
+        .await
+        .unwrap();
+    assert!(!same, "the same name writes nothing");
+    assert_eq!(renames().await, 1);
+    assert!(
+        catalog::refresh_display_name(&store, &f.tenant, &agent.agent_id, "Ada Lovelace")
+            .await
+            .unwrap()
+    );
+    assert_eq!(renames().await, 2);
+    assert_eq!(
+        f.reload(&store, &agent.agent_id).await.display_name,
+        "Ada Lovelace"
+    );
+    // An agent without a profile is left alone.
+    assert!(
+        !catalog::refresh_display_name(&store, &f.tenant, &new_id(), "Nobody")
+            .await
+            .unwrap()
+    );
+}
+
+async fn skill_levels_and_excluded_channels_are_stored_and_enforced(store: Store) {
+    let f = fixture(&store, 5).await;
+    let skilled = Queue {
+        required_skills: vec![routing_svc::domain::SkillRequirement {
+            name: "billing".into(),
+            min_level: 4,
+        }],
+        ..queue_in(&f.tenant, &f.program.id, "Billing")
+    };
+    let chat_only = CapacityProfile {
+        id: new_id(),
+        tenant_id: f.tenant.clone(),
+        display_name: "Chat only".into(),
+        total_units: 5,
+        channel_costs: vec![],
+        excluded_channels: vec![Channel::Voice],
+    };
+    let mut tx = store.begin().await.unwrap();
+    catalog::insert_queue(&mut tx, &skilled).await.unwrap();
+    catalog::insert_capacity_profile(&mut tx, &chat_only, now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let stored = catalog::get_queue(&mut conn, &f.tenant, &skilled.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.required_skills, skilled.required_skills);
+    let profile = catalog::get_capacity_profile(&mut conn, &f.tenant, &chat_only.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.excluded_channels, vec![Channel::Voice]);
+    drop(conn);
+
+    // An agent of the chat-only profile in the fixture's queue (voice and chat).
+    let agent = f.agent(&store, "Ada").await;
+    let mut tx = store.begin().await.unwrap();
+    let agent = catalog::upsert_agent_profile(
+        &mut tx,
+        &AgentProfileInput {
+            tenant_id: f.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+            capacity: chat_only.clone(),
+            queue_ids: vec![f.queue.id.clone(), skilled.id.clone()],
+            skills: vec![routing_svc::domain::Skill {
+                name: "Billing".into(),
+                level: 3,
+            }],
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(agent.excluded_channels, vec![Channel::Voice]);
+
+    // Voice is never offered, chat is; the skilled queue's level 4 is above the agent's 3.
+    let voice = f.enqueue(&store, Channel::Voice).await;
+    let chat = f.enqueue(&store, Channel::Webchat).await;
+    let billing = Fixture {
+        tenant: f.tenant.clone(),
+        program: f.program.clone(),
+        queue: skilled.clone(),
+        capacity: f.capacity.clone(),
+    }
+    .enqueue(&store, Channel::Webchat)
+    .await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let made = routing_svc::engine::matcher::match_waiting(&store, &token)
+        .await
+        .unwrap();
+    assert_eq!(made, 1);
+    assert!(
+        f.waiting(&store, &chat.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    assert!(
+        !f.waiting(&store, &voice.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    assert!(
+        !f.waiting(&store, &billing.conversation_id)
+            .await
+            .unwrap()
+            .offered
+    );
+    let mut conn = store.conn().await.unwrap();
+    let reason_for =
+        |decisions: Vec<routing_svc::domain::RoutingDecision>| decisions[0].candidates[0].reason;
+    let page = PageRequest::parse("routing_decisions", 0, "").unwrap();
+    let (voice_decisions, _) =
+        routing::list_decisions(&mut conn, &f.tenant, &voice.conversation_id, &page)
+            .await
+            .unwrap();
+    assert_eq!(
+        reason_for(voice_decisions),
+        routing_svc::domain::PassReason::ChannelExcluded.as_i32()
+    );
+    let (billing_decisions, _) =
+        routing::list_decisions(&mut conn, &f.tenant, &billing.conversation_id, &page)
+            .await
+            .unwrap();
+    assert_eq!(
+        reason_for(billing_decisions),
+        routing_svc::domain::PassReason::MissingSkill.as_i32()
+    );
+    drop(conn);
+
+    // A reservation on an excluded channel is refused, even with override.
+    let mut tx = store.begin().await.unwrap();
+    let refused = routing::reserve_capacity(
+        &mut tx,
+        &ReserveInput {
+            tenant_id: &f.tenant,
+            conversation_id: &new_id(),
+            agent_id: &agent.agent_id,
+            channel: Channel::Voice,
+            queue: None,
+            override_capacity: true,
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap_err();
+    tx.rollback().await.unwrap();
+    assert!(matches!(refused, Error::WrongState(_)), "{refused:?}");
+    assert_ledger_consistent(&store).await;
+}
+
+async fn offers_carry_address_queue_name_and_wait_start(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f
+        .enqueue_with(&store, &new_id(), "k", Channel::Webchat, 1_234)
+        .await
+        .unwrap();
+    assert_eq!(item.channel_address, "+15550100");
+    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    let stored = routing::get_offer(&mut conn, &f.tenant, &offer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.channel_address, "+15550100");
+    assert_eq!(stored.queue_display_name, "Chat");
+    assert_eq!(stored.wait_start_time, 1_234);
+    assert_eq!(stored.reject_reason, "");
+    // A repeated enqueue returns the address first given.
+    drop(conn);
+    let again = f
+        .enqueue_with(&store, &item.conversation_id, "k", Channel::Webchat, 9_999)
+        .await
+        .unwrap();
+    assert_eq!(again.channel_address, "+15550100");
+}
+
+async fn offers_list_newest_first_with_filters(store: Store) {
+    let f = fixture(&store, 10).await;
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    let mut made = Vec::new();
+    for agent in [&a, &b, &a] {
+        let item = f.enqueue(&store, Channel::Webchat).await;
+        made.push(f.offer(&store, &f.queue, &item, agent).await.unwrap());
+    }
+    let mut tx = store.begin().await.unwrap();
+    routing::reject_offer(
+        &mut tx,
+        &f.tenant,
+        &a.agent_id,
+        &made[0].id,
+        "",
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let list = |filter: routing::OfferFilter, size: i32, token: String| {
+        let tenant = f.tenant.clone();
+        let store = store.clone();
+        async move {
+            let mut conn = store.conn().await.unwrap();
+            routing::list_offers(
+                &mut conn,
+                &tenant,
+                &filter,
+                &PageRequest::parse("offers", size, &token).unwrap(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (all, _) = list(routing::OfferFilter::default(), 0, String::new()).await;
+    let ids: Vec<&str> = all.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, vec![&made[2].id, &made[1].id, &made[0].id]);
+    let (first, token) = list(routing::OfferFilter::default(), 2, String::new()).await;
+    assert_eq!(first.len(), 2);
+    let (rest, last) = list(routing::OfferFilter::default(), 2, token).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, made[0].id);
+    assert!(last.is_empty());
+    let of_a = routing::OfferFilter {
+        agent_id: Some(a.agent_id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(list(of_a.clone(), 0, String::new()).await.0.len(), 2);
+    let pending_of_a = routing::OfferFilter {
+        states: vec![OfferState::Pending],
+        ..of_a
+    };
+    let (pending, _) = list(pending_of_a, 0, String::new()).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, made[2].id);
+    let by_conversation = routing::OfferFilter {
+        conversation_id: Some(made[1].conversation_id.clone()),
+        kinds: vec![routing_svc::domain::OfferKind::Queue],
+        ..Default::default()
+    };
+    assert_eq!(list(by_conversation, 0, String::new()).await.0.len(), 1);
+    let before = routing::OfferFilter {
+        created: Some((0, made[0].create_time)),
+        ..Default::default()
+    };
+    assert!(list(before, 0, String::new()).await.0.is_empty());
+}
+
+/// Two agents claim one waiting conversation at once: the one whose conditional claim
+/// finds the item gone after reading it waiting gets a conflict (ABORTED), not "not
+/// waiting". On SQLite writers queue (BEGIN IMMEDIATE), so the loser reads it gone.
+async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
+    let f = fixture(&store, 3).await;
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let mut first = store.begin().await.unwrap();
+    routing::claim_waiting(&mut first, &a, &item.conversation_id, now_micros(), 0)
+        .await
+        .unwrap();
+    let second = {
+        let store = store.clone();
+        let conversation_id = item.conversation_id.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let result =
+                routing::claim_waiting(&mut tx, &b, &conversation_id, now_micros(), 0).await;
+            tx.rollback().await.unwrap();
+            result
+        })
+    };
+    if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
+        // Wait until the second claim is blocked on the item's row lock.
+        let mut conn = store.conn().await.unwrap();
+        let mut blocked = false;
+        for _ in 0..400 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'UPDATE waiting SET state%'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                blocked = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(blocked, "the second claim reached the row lock");
+    }
+    first.commit().await.unwrap();
+    let lost = second.await.unwrap().unwrap_err();
+    if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
+        assert!(matches!(lost, Error::Conflict(_)), "{lost:?}");
+        assert_eq!(lost.to_status().code(), tonic::Code::Aborted);
+    } else {
+        assert!(matches!(lost, Error::NotFound(_)), "{lost:?}");
+    }
     assert_ledger_consistent(&store).await;
 }

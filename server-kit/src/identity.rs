@@ -48,6 +48,13 @@ pub struct Identity {
     pub roles: Vec<Role>,
     /// Supervisor actions the tenant has enabled (e.g. `monitor`, `force_close`).
     pub enabled_supervisor_actions: Vec<String>,
+    /// The tenant's default IANA time zone for reports; empty for UTC.
+    #[serde(default)]
+    pub time_zone: String,
+    /// The tenant's reopen window in seconds: a customer who writes again within it after a
+    /// close reopens the conversation.
+    #[serde(default)]
+    pub reopen_window_secs: i64,
 }
 
 /// What kind of principal an [`Identity`] describes.
@@ -101,6 +108,8 @@ impl Identity {
             display_name: name.to_owned(),
             roles: vec![Role::Service],
             enabled_supervisor_actions: Vec::new(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
         }
     }
 }
@@ -391,6 +400,8 @@ mod tests {
             display_name: "Ada Agent".to_owned(),
             roles: vec![Role::Agent, Role::Supervisor],
             enabled_supervisor_actions: vec!["monitor".to_owned()],
+            time_zone: String::new(),
+            reopen_window_secs: 0,
         }
     }
 

@@ -13,6 +13,7 @@ mod health;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

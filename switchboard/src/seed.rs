@@ -272,7 +272,7 @@ pub async fn seed(
                     seconds: 120,
                     nanos: 0,
                 }),
-                offer_waiting_on_login: true,
+                offer_waiting_on_login: Some(true),
                 ..Default::default()
             }),
         })

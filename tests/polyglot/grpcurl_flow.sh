@@ -208,7 +208,8 @@ CREATE_TEMPLATE='{
   "requestId": "%s",
   "channel": "CHANNEL_WEBCHAT",
   "queueId": "%s",
-  "contact": {"displayName": "Casey Customer", "channelAddress": "visitor-grpcurl-%s"},
+  "contact": {"displayName": "Casey Customer"},
+  "channelAddress": "visitor-grpcurl-%s",
   "preChatData": [{"name": "order_number", "label": "Order number", "value": "A-1001"}],
   "botTranscript": [
     {"sender": "SENDER_KIND_CUSTOMER", "text": "I was charged twice"},
@@ -289,6 +290,24 @@ done
 stream output: $(cat "$WORK/offers")
 stream errors: $(cat "$WORK/offers.err")"
 
+step "the offer stream opened with agent1's state, then the end of the snapshot"
+python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+decoder, pos, kinds = json.JSONDecoder(), 0, []
+while len(kinds) < 2:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    message, pos = decoder.raw_decode(text, pos)
+    kinds.extend(k for k in message if k != "heartbeat")
+# grpcurl prints proto field names; accept the JSON names too.
+names = {"agent_state": "agentState", "snapshot_end": "snapshotEnd"}
+kinds = [names.get(k, k) for k in kinds[:2]]
+if kinds != ["agentState", "snapshotEnd"]:
+    sys.exit("the stream opened with %r" % kinds)
+' "$WORK/offers" || fail "the offer stream did not open with the agent state and the snapshot end:
+$(cat "$WORK/offers")"
+
 step "agent1 accepts the offer"
 accepted=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"offerId\": \"$OFFER_ID\"}" \
     switchboard.routing.v1.AgentService/AcceptOffer)
@@ -336,6 +355,40 @@ missing = [t for t in sys.argv[2:] if t not in texts]
 if missing:
     sys.exit("missing %r in %r" % (missing, texts))
 ' "$messages" "$CUSTOMER_TEXT" "$AGENT_TEXT" || fail "ListMessages lacks a message: $messages"
+
+step "StreamConversation from the beginning replays the history, then marks the snapshot end"
+rc=0
+grpcurl -plaintext -max-time 3 "${AGENT1[@]}" \
+    -d "{\"conversationId\": \"$CID\", \"fromBeginning\": true}" "$GW" \
+    switchboard.conversation.v1.ConversationService/StreamConversation \
+    >"$WORK/conversation-stream" 2>"$WORK/conversation-stream.err" || rc=$?
+# The stream stays open until -max-time ends it (grpcurl exits 68, DeadlineExceeded).
+[[ $rc -eq 0 || $rc -eq 68 ]] || fail "StreamConversation exited $rc: $(cat "$WORK/conversation-stream.err")"
+python3 -c '
+import json, sys
+text = open(sys.argv[1]).read()
+decoder, pos, messages = json.JSONDecoder(), 0, []
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    message, pos = decoder.raw_decode(text, pos)
+    messages.append(message)
+kinds = [next(k for k in m if k != "message") for m in messages if "heartbeat" not in m]
+first, rest = kinds[0], kinds[1:]
+end = rest.index("snapshotEnd") if "snapshotEnd" in rest else rest.index("snapshot_end")
+events = [m["event"] for m in messages if "event" in m][:end]
+sequences = [int(e["sequence"]) for e in events]
+if first != "conversation" or sequences != list(range(1, len(sequences) + 1)) or len(sequences) < 5:
+    sys.exit("opened with %r, replayed sequences %r" % (first, sequences))
+' "$WORK/conversation-stream" || fail "unexpected StreamConversation output:
+$(cat "$WORK/conversation-stream")"
+
+step "a message in HTML is INVALID_ARGUMENT: messages are plain text"
+expect_code 67 AGENT1 \
+    "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\", \"text\": \"<b>hi</b>\", \"format\": \"MESSAGE_FORMAT_HTML\"}" \
+    switchboard.conversation.v1.ConversationService/SendMessage
 
 step "agent1 ends the conversation: WRAP_UP"
 ended=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\"}" \

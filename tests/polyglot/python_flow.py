@@ -101,6 +101,8 @@ class OfferListener:
 
     def __init__(self, agents, metadata):
         self.offers = queue.Queue()
+        # What the stream opened with: the agent's state, then the end of the snapshot.
+        self.opening = queue.Queue()
         self.error = None
         self._call = agents.StreamOffers(routing.StreamOffersRequest(), metadata=metadata)
         self._thread = threading.Thread(target=self._run, name="offers", daemon=True)
@@ -109,7 +111,11 @@ class OfferListener:
     def _run(self):
         try:
             for message in self._call:
-                self.offers.put(message.offer)
+                kind = message.WhichOneof("update")
+                if kind == "offer":
+                    self.offers.put(message.offer)
+                elif kind in ("agent_state", "snapshot_end"):
+                    self.opening.put(kind)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
                 self.error = err
@@ -130,6 +136,16 @@ class OfferListener:
             if offer.conversation_id == conversation_id and offer.state == routing_pb2.Offer.STATE_PENDING:
                 return offer
         raise FlowError("no pending offer for %s within %s s; seen: %s" % (conversation_id, seconds, seen))
+
+    def opened_with(self, count, seconds):
+        """The kinds of the first `count` non-offer messages."""
+        kinds = []
+        for _ in range(count):
+            try:
+                kinds.append(self.opening.get(timeout=seconds))
+            except queue.Empty:
+                raise FlowError("the offer stream sent only %s within %s s" % (kinds, seconds))
+        return kinds
 
     def close(self):
         self._call.cancel()
@@ -157,6 +173,11 @@ def created_closed_today(reports, metadata):
         metadata=metadata,
         timeout=TIMEOUT,
     )
+    for row in response.rows:
+        check(
+            row.period.start_time.seconds == start,
+            "a TOTAL row starts at the range start %d, not %d" % (start, row.period.start_time.seconds),
+        )
     return sum(r.created for r in response.rows), sum(r.closed for r in response.rows)
 
 
@@ -182,9 +203,8 @@ def run(gateway, creds):
             request_id=request_id,
             channel=common_pb2.CHANNEL_WEBCHAT,
             queue_id=creds["queue_id"],
-            contact=conversation_pb2.Contact(
-                display_name="Pat Python", channel_address="visitor-python-" + rid()
-            ),
+            contact=conversation_pb2.Contact(display_name="Pat Python"),
+            channel_address="visitor-python-" + rid(),
             pre_chat_data=[
                 conversation_pb2.PreChatField(name="order_number", label="Order number", value="P-2002")
             ],
@@ -236,6 +256,12 @@ def run(gateway, creds):
     step("agent1 streams offers in a thread")
     listener = OfferListener(agents, as_agent1)
     try:
+        opening = listener.opened_with(2, 10)
+        check(
+            opening == ["agent_state", "snapshot_end"],
+            "the offer stream opens with the agent's state, then the snapshot end: %s" % opening,
+        )
+
         step("the bot creates a web chat; a retry with the same request_id returns the same one")
         request = create_request(rid())
         created = conversations.CreateConversation(request, metadata=as_bot, timeout=TIMEOUT).conversation
@@ -313,6 +339,34 @@ def run(gateway, creds):
         ).messages
         ids = [m.id for m in messages]
         check(customer.id in ids and reply.id in ids, "messages: %s" % [m.text for m in messages])
+
+        step("StreamConversation resumes after the last listed message")
+        stream = conversations.StreamConversation(
+            conv.StreamConversationRequest(conversation_id=created.id, after_sequence=messages[-1].sequence),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        )
+        opening = []
+        for message in stream:
+            opening.append(message.WhichOneof("update"))
+            if len(opening) == 2:
+                break
+        stream.cancel()
+        check(opening == ["conversation", "snapshot_end"], "the stream opened with %s" % opening)
+
+        step("HTML is refused: messages are plain text")
+        expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            conversations.SendMessage,
+            conv.SendMessageRequest(
+                request_id=rid(),
+                conversation_id=created.id,
+                text="<b>bold</b>",
+                format=conversation_pb2.MESSAGE_FORMAT_HTML,
+            ),
+            as_agent1,
+            "SendMessage with format HTML",
+        )
 
         step("agent1 ends the conversation: WRAP_UP")
         ended = conversations.EndConversation(

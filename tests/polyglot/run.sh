@@ -272,7 +272,7 @@ restart_check() {
     out=$(grpc "x-api-key: $(jget bot.api_key <"$creds")" "{
         \"requestId\": \"$(new_id)\", \"channel\": \"CHANNEL_WEBCHAT\",
         \"queueId\": \"$(jget queue_id <"$creds")\",
-        \"contact\": {\"displayName\": \"Robin Restart\", \"channelAddress\": \"visitor-restart\"}}" \
+        \"contact\": {\"displayName\": \"Robin Restart\"}, \"channelAddress\": \"visitor-restart\"}" \
         switchboard.conversation.v1.ConversationService/CreateConversation "$gw") ||
         { echo "CreateConversation as the bot failed (exit $?)" >&2; return 1; }
     cid=$(jget conversation.id <<<"$out")
@@ -340,7 +340,7 @@ restart_check() {
     out=$(grpc "x-api-key: $(jget bot.api_key <"$creds")" "{
         \"requestId\": \"$(new_id)\", \"channel\": \"CHANNEL_WEBCHAT\",
         \"queueId\": \"$(jget queue_id <"$creds")\",
-        \"contact\": {\"displayName\": \"Robin Restart\", \"channelAddress\": \"visitor-restart\"}}" \
+        \"contact\": {\"displayName\": \"Robin Restart\"}, \"channelAddress\": \"visitor-restart\"}" \
         switchboard.conversation.v1.ConversationService/CreateConversation "$gw") || rc=$?
     [[ $rc -eq 0 ]] || { echo "CreateConversation with the bot's API key after the restart: grpcurl exit $rc" >&2; ok=1; }
 

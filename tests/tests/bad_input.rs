@@ -15,10 +15,10 @@ fn create_request(h: &Harness, request_id: String) -> conv::CreateConversationRe
         channel: Channel::Webchat as i32,
         queue_id: h.creds.queue_id.clone(),
         contact: Some(conv::Contact {
-            id: String::new(),
-            display_name: "Robin Customer".into(),
-            channel_address: "visitor-7".into(),
+            display_name: Some("Robin Customer".into()),
+            ..Default::default()
         }),
+        channel_address: "visitor-7".into(),
         ..Default::default()
     }
 }
@@ -110,6 +110,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .conversations("agent1")
         .get_conversation(conv::GetConversationRequest {
             conversation_id: "42".into(),
+            ..Default::default()
         })
         .await
         .expect_err("malformed conversation id");
@@ -118,6 +119,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .conversations("agent1")
         .get_conversation(conv::GetConversationRequest {
             conversation_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown conversation");
@@ -162,7 +164,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             request_id: rid(),
             conversation_id: first.id.clone(),
             wrap_up_reason_ids: vec![h.creds.wrap_up_reason_ids[0].clone()],
-            note: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("wrap up an OPEN conversation");
@@ -170,6 +172,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let still = agent
         .get_conversation(conv::GetConversationRequest {
             conversation_id: first.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("get")

@@ -6,8 +6,10 @@ use std::time::Duration;
 use switchboard_proto::common::v1::{Channel, TimeRange};
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
+use switchboard_proto::conversation::v1::stream_conversation_response::Update as ConversationUpdate;
 use switchboard_proto::reporting::v1 as rep;
 use switchboard_proto::routing::v1 as routing;
+use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::{Backend, Harness, eventually, rid};
 use tokio_stream::StreamExt;
 
@@ -48,6 +50,19 @@ async fn flow(h: &Harness) {
         .await
         .expect("stream offers")
         .into_inner();
+    // The desktop's one stream starts with the agent's own state, then the end of the
+    // snapshot (nothing is pending yet).
+    let first = next_offer_update(&mut offers).await;
+    let Some(OfferUpdate::AgentState(own)) = first else {
+        panic!("the offer stream starts with the agent's state, got {first:?}");
+    };
+    assert_eq!(own.agent_id, agent1.id);
+    assert_eq!(own.presence, routing::Presence::Available as i32);
+    let second = next_offer_update(&mut offers).await;
+    assert!(
+        matches!(second, Some(OfferUpdate::SnapshotEnd(_))),
+        "then the end of the snapshot, got {second:?}"
+    );
 
     // The bot hands a web chat to the queue with pre-chat data and its transcript.
     let created = h
@@ -57,10 +72,10 @@ async fn flow(h: &Harness) {
             channel: Channel::Webchat as i32,
             queue_id: h.creds.queue_id.clone(),
             contact: Some(conv::Contact {
-                id: String::new(),
-                display_name: "Casey Customer".into(),
-                channel_address: "visitor-42".into(),
+                display_name: Some("Casey Customer".into()),
+                ..Default::default()
             }),
+            channel_address: "visitor-42".into(),
             pre_chat_data: vec![conv::PreChatField {
                 name: "order_number".into(),
                 label: "Order number".into(),
@@ -71,11 +86,13 @@ async fn flow(h: &Harness) {
                     sender: conv::SenderKind::Customer as i32,
                     text: format!("I was charged twice on {CARD}"),
                     create_time: None,
+                    sender_display_name: String::new(),
                 },
                 conv::TranscriptEntry {
                     sender: conv::SenderKind::Bot as i32,
                     text: "Let me get you a person.".into(),
                     create_time: None,
+                    sender_display_name: "Ava, virtual assistant".into(),
                 },
             ],
             first_message: String::new(),
@@ -95,13 +112,8 @@ async fn flow(h: &Harness) {
     // The offer reaches the streaming agent, who accepts it.
     let offer = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let message = offers
-                .next()
-                .await
-                .expect("offer stream stays open")
-                .expect("offer stream ok");
-            let offer = message.offer.expect("offer");
-            if offer.conversation_id == created.id
+            if let Some(OfferUpdate::Offer(offer)) = next_offer_update(&mut offers).await
+                && offer.conversation_id == created.id
                 && offer.state == routing::offer::State::Pending as i32
             {
                 return offer;
@@ -111,6 +123,16 @@ async fn flow(h: &Harness) {
     .await
     .expect("an offer within 20 s");
     assert_eq!(offer.agent_id, agent1.id);
+    assert_eq!(offer.kind, routing::OfferKind::Queue as i32);
+    assert_eq!(
+        offer.channel_address, "visitor-42",
+        "the offer says who is waiting"
+    );
+    assert!(!offer.queue_display_name.is_empty(), "and in which queue");
+    assert_eq!(
+        offer.wait_start_time, created.create_time,
+        "and since when the customer waits"
+    );
     let accepted = agent
         .accept_offer(routing::AcceptOfferRequest {
             request_id: rid(),
@@ -132,6 +154,7 @@ async fn flow(h: &Harness) {
                 let c = client
                     .get_conversation(conv::GetConversationRequest {
                         conversation_id: id,
+                        ..Default::default()
                     })
                     .await
                     .ok()?
@@ -167,6 +190,7 @@ async fn flow(h: &Harness) {
         .conversations("agent2")
         .get_conversation(conv::GetConversationRequest {
             conversation_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("hidden from other agents");
@@ -180,7 +204,7 @@ async fn flow(h: &Harness) {
             conversation_id: created.id.clone(),
             text: format!("My card is {CARD}, can you refund?"),
             sender: conv::SenderKind::Customer as i32,
-            internal: false,
+            ..Default::default()
         })
         .await
         .expect("customer message")
@@ -204,7 +228,7 @@ async fn flow(h: &Harness) {
             conversation_id: created.id.clone(),
             text: "Hello Casey, I can help with that.".into(),
             sender: conv::SenderKind::Unspecified as i32,
-            internal: false,
+            ..Default::default()
         })
         .await
         .expect("agent message")
@@ -217,7 +241,7 @@ async fn flow(h: &Harness) {
         .list_messages(conv::ListMessagesRequest {
             conversation_id: created.id.clone(),
             page_size: 100,
-            page_token: String::new(),
+            ..Default::default()
         })
         .await
         .expect("list messages")
@@ -226,6 +250,42 @@ async fn flow(h: &Harness) {
     let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
     assert!(texts.contains(&customer_message.text.as_str()), "{texts:?}");
     assert!(texts.contains(&agent_message.text.as_str()), "{texts:?}");
+
+    // A desktop that read the messages continues on the conversation stream from the last
+    // one: the next event it gets is exactly the next change.
+    let last_seen = messages.last().expect("messages").sequence;
+    let mut live = as_agent
+        .stream_conversation(conv::StreamConversationRequest {
+            conversation_id: created.id.clone(),
+            start: Some(conv::stream_conversation_request::Start::AfterSequence(
+                last_seen,
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("stream conversation")
+        .into_inner();
+    let mut opening = Vec::new();
+    for _ in 0..2 {
+        opening.push(
+            tokio::time::timeout(Duration::from_secs(10), live.next())
+                .await
+                .expect("stream opening")
+                .expect("open")
+                .expect("ok")
+                .update,
+        );
+    }
+    assert!(
+        matches!(
+            opening.as_slice(),
+            [
+                Some(ConversationUpdate::Conversation(_)),
+                Some(ConversationUpdate::SnapshotEnd(_))
+            ]
+        ),
+        "the conversation, then the end of an empty replay: {opening:?}"
+    );
 
     // The agent ends the chat, then wraps up.
     let ended = as_agent
@@ -239,12 +299,28 @@ async fn flow(h: &Harness) {
         .conversation
         .expect("conversation");
     assert_eq!(ended.state, State::WrapUp as i32);
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let item = live.next().await.expect("open").expect("ok");
+            if let Some(ConversationUpdate::Event(event)) = item.update {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the end arrives on the stream");
+    assert_eq!(
+        next.sequence,
+        last_seen + 1,
+        "no gap after the listed messages"
+    );
+    assert_eq!(next.event_type, conv::EventType::Ended as i32);
     let closed = as_agent
         .submit_wrap_up(conv::SubmitWrapUpRequest {
             request_id: rid(),
             conversation_id: created.id.clone(),
             wrap_up_reason_ids: vec![h.creds.wrap_up_reason_ids[0].clone()],
-            note: String::new(),
+            ..Default::default()
         })
         .await
         .expect("wrap up")
@@ -299,6 +375,7 @@ async fn flow(h: &Harness) {
                             ..Default::default()
                         }),
                         granularity: rep::Granularity::Day as i32,
+                        ..Default::default()
                     })
                     .await
                     .ok()?
@@ -311,4 +388,32 @@ async fn flow(h: &Harness) {
     .await;
     assert_eq!(row.created, 1);
     assert_eq!(row.closed, 1);
+    assert_eq!(
+        row.period.and_then(|p| p.start_time),
+        Some(prost_types::Timestamp {
+            seconds: day_start,
+            nanos: 0
+        }),
+        "a report row says where its period starts"
+    );
+}
+
+/// The next update of an offer stream, skipping heartbeats, within ten seconds.
+async fn next_offer_update(
+    offers: &mut tonic::Streaming<routing::StreamOffersResponse>,
+) -> Option<OfferUpdate> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let message = offers
+                .next()
+                .await
+                .expect("offer stream stays open")
+                .expect("offer stream ok");
+            if !matches!(message.update, Some(OfferUpdate::Heartbeat(_))) {
+                return message.update;
+            }
+        }
+    })
+    .await
+    .expect("an offer stream message within 10 s")
 }

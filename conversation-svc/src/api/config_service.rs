@@ -46,6 +46,26 @@ fn display_name(value: &str) -> Result<()> {
     text_field("wrap_up_reason.display_name", value, 1, 200)
 }
 
+/// An optional reason code: empty, or 1 to 50 letters, digits, `_` and `-`.
+fn reason_code(value: &str) -> Result<()> {
+    if value.chars().count() > 50 {
+        return Err(Error::invalid(
+            "wrap_up_reason.code",
+            "must have at most 50 characters",
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+    {
+        return Err(Error::invalid(
+            "wrap_up_reason.code",
+            format!("may hold only letters, digits, '_' and '-' (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
 impl ConfigApi {
     async fn create_reason(
         &self,
@@ -63,6 +83,7 @@ impl ConfigApi {
             .wrap_up_reason
             .ok_or_else(|| Error::invalid("wrap_up_reason", "is required"))?;
         display_name(&given.display_name)?;
+        reason_code(&given.code)?;
         let reason = WrapUpReason {
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: identity.tenant_id.clone(),
@@ -72,6 +93,7 @@ impl ConfigApi {
             // A new reason is always offered; proto3 cannot tell an omitted `active` from
             // false, and an administrator who creates a reason means to use it.
             active: true,
+            code: given.code,
         };
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -141,13 +163,14 @@ impl ConfigApi {
                 "queue_ids" => {
                     queue_ids(&given.queue_ids)?;
                 }
+                "code" => reason_code(&given.code)?,
                 "marks_transferred" | "active" => {}
                 other => {
                     return Err(Error::invalid(
                         "update_mask",
                         format!(
                             "unknown path {other:?}; expected display_name, queue_ids, \
-                             marks_transferred or active"
+                             marks_transferred, active or code"
                         ),
                     ));
                 }
@@ -168,6 +191,7 @@ impl ConfigApi {
                 "queue_ids" => reason.queue_ids = queue_ids(&given.queue_ids)?,
                 "marks_transferred" => reason.marks_transferred = given.marks_transferred,
                 "active" => reason.active = given.active,
+                "code" => reason.code = given.code.clone(),
                 _ => {}
             }
         }
@@ -220,6 +244,20 @@ impl ConversationConfigService for ConfigApi {
         _: Request<pb::ListStatusLabelsRequest>,
     ) -> Result<Response<pb::ListStatusLabelsResponse>, Status> {
         not_served(SERVICE, "ListStatusLabels")
+    }
+
+    async fn update_status_label(
+        &self,
+        _: Request<pb::UpdateStatusLabelRequest>,
+    ) -> Result<Response<pb::UpdateStatusLabelResponse>, Status> {
+        not_served(SERVICE, "UpdateStatusLabel")
+    }
+
+    async fn update_canned_response(
+        &self,
+        _: Request<pb::UpdateCannedResponseRequest>,
+    ) -> Result<Response<pb::UpdateCannedResponseResponse>, Status> {
+        not_served(SERVICE, "UpdateCannedResponse")
     }
 
     async fn delete_status_label(

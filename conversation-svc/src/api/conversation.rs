@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use prost::Message as _;
-use switchboard_proto::common::v1::Channel;
+use switchboard_proto::common::v1::{Channel, SnapshotEnd};
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::conversation_service_server::ConversationService;
 use switchboard_proto::routing::internal::v1 as rpb;
@@ -13,10 +13,11 @@ use switchboard_server_kit::{Identity, PrincipalKind, Role};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::stream::Waiter;
+use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{
     Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, not_served, optional_uuid,
-    page_size, request_id, require_any, text_field, token, uuid_field, viewer,
+    own_tenant, page_size, request_id, require_any, text_field, token, uuid_field, view_field,
+    viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
 use crate::domain::masking::mask_pans;
@@ -36,6 +37,8 @@ const MAX_PRE_CHAT_FIELDS: usize = 50;
 const MAX_TRANSCRIPT_LINES: usize = 500;
 const MAX_TEXT: usize = 4000;
 const MAX_WRAP_UP_REASONS: usize = 20;
+/// Most values a state filter may list (there are five states).
+const MAX_STATE_FILTER: usize = 10;
 
 /// How many events a stream reads per query.
 const STREAM_BATCH: i64 = 200;
@@ -155,7 +158,8 @@ pub(super) async fn save_state(
 }
 
 /// A simple owner action: loads the conversation for its owner, moves it to the state
-/// `action` leads to, saves it and records a `kind` event with `detail`. The returned
+/// `action` leads to, saves it and records a `kind` event with `detail` (a stored code or
+/// note, not part of the public event). The returned
 /// conversation's `update_time` is the time of the change.
 async fn owner_transition(
     m: &mut Mutation,
@@ -183,11 +187,12 @@ pub(super) async fn post_message(
     actor_id: &str,
     now: i64,
 ) -> Result<Message> {
-    let message = m.add_message(conv, new, now).await?;
+    // The event is numbered first so the message carries its sequence.
     let mut added = Event::about(conv, event_kind(pb::EventType::MessageAdded), actor_id, now);
-    added.message_id = message.id.clone();
-    m.event(added);
-    Ok(message)
+    added.message_id = uuid::Uuid::new_v4().to_string();
+    let id = added.message_id.clone();
+    let sequence = m.event(added);
+    m.add_message(conv, new, id, sequence, now).await
 }
 
 impl ConversationApi {
@@ -215,11 +220,21 @@ impl ConversationApi {
 
         let channel = channel_field(req.channel)?;
         let queue_id = uuid_field("queue_id", &req.queue_id)?;
-        let contact = req
-            .contact
-            .ok_or_else(|| Error::invalid("contact", "is required"))?;
-        text_field("contact.display_name", &contact.display_name, 1, 200)?;
-        text_field("contact.channel_address", &contact.channel_address, 1, 500)?;
+        let contact = req.contact.unwrap_or_default();
+        let contact_id = optional_uuid("contact.id", &contact.id)?;
+        if contact
+            .display_name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(Error::invalid(
+                "contact.display_name",
+                "must not be blank; leave it unset when the channel gives no name",
+            ));
+        }
+        let display_name = contact.display_name.unwrap_or_default();
+        text_field("contact.display_name", &display_name, 0, 200)?;
+        text_field("channel_address", &req.channel_address, 1, 500)?;
         if req.pre_chat_data.len() > MAX_PRE_CHAT_FIELDS {
             return Err(Error::invalid(
                 "pre_chat_data",
@@ -254,8 +269,15 @@ impl ConversationApi {
                 1,
                 MAX_TEXT,
             )?;
+            text_field(
+                &format!("bot_transcript[{i}].sender_display_name"),
+                &line.sender_display_name,
+                0,
+                200,
+            )?;
             transcript.push(TranscriptLine {
                 sender: sender as i32,
+                sender_display_name: mask_pans(&line.sender_display_name).into_owned(),
                 text: mask_pans(&line.text).into_owned(),
                 create_time: line
                     .create_time
@@ -282,8 +304,9 @@ impl ConversationApi {
             channel,
             queue_id: queue_id.clone(),
             program_id: queue.program_id,
-            contact_display_name: mask_pans(&contact.display_name).into_owned(),
-            contact_channel_address: contact.channel_address,
+            contact_id,
+            contact_display_name: mask_pans(&display_name).into_owned(),
+            channel_address: req.channel_address.clone(),
             pre_chat: req
                 .pre_chat_data
                 .iter()
@@ -322,6 +345,7 @@ impl ConversationApi {
             customer_display_name: conv.contact.display_name.clone(),
             enqueue_key: uuid::Uuid::new_v4().to_string(),
             wait_start_time: Some(micros_to_timestamp(conv.create_time)),
+            channel_address: conv.channel_address.clone(),
         };
         tx.add_command(
             CommandKind::Enqueue,
@@ -332,7 +356,7 @@ impl ConversationApi {
         )
         .await?;
         let response = pb::CreateConversationResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
         info!(
@@ -359,10 +383,13 @@ impl ConversationApi {
         request: Request<pb::GetConversationRequest>,
     ) -> Result<pb::GetConversationResponse> {
         let identity = authorized(&request, &READER_ROLES, "reading conversations")?;
-        let id = uuid_field("conversation_id", &request.get_ref().conversation_id)?;
+        let req = request.get_ref();
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let view = view_field(req.view, pb::ConversationView::Full)?;
+        own_tenant(&identity, &req.tenant_id)?;
         let conv = self.visible(&identity, &id).await?;
         Ok(pb::GetConversationResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, view)),
         })
     }
 
@@ -372,6 +399,14 @@ impl ConversationApi {
     ) -> Result<pb::ListConversationsResponse> {
         let identity = authorized(&request, &READER_ROLES, "listing conversations")?;
         let req = request.get_ref();
+        let view = view_field(req.view, pb::ConversationView::Basic)?;
+        own_tenant(&identity, &req.tenant_id)?;
+        if req.states.len() > MAX_STATE_FILTER {
+            return Err(Error::invalid(
+                "states",
+                format!("must have at most {MAX_STATE_FILTER} values"),
+            ));
+        }
         let mut states = Vec::with_capacity(req.states.len());
         for (i, state) in req.states.iter().enumerate() {
             if State::from_code(i64::from(*state)).is_none() {
@@ -392,13 +427,17 @@ impl ConversationApi {
             owner_agent_id: optional_uuid("owner_agent_id", &req.owner_agent_id)?,
             before: token::decode_time_id(&req.page_token)?,
             limit: limit + 1,
+            full: view == pb::ConversationView::Full,
         };
         let mut convs = self.ctx.store.list_conversations(&query).await?;
         let next_page_token = next_page(&mut convs, limit, |last| {
             token::encode(&[&last.create_time.to_string(), &last.id])
         });
         Ok(pb::ListConversationsResponse {
-            conversations: convs.iter().map(convert::conversation).collect(),
+            conversations: convs
+                .iter()
+                .map(|c| convert::conversation(c, view))
+                .collect(),
             next_page_token,
         })
     }
@@ -424,14 +463,15 @@ impl ConversationApi {
                     "sending a message",
                 )?;
             }
-        } else if req.internal {
+        } else if req.agents_only {
             return Err(Error::invalid(
-                "internal",
-                "only agents and supervisors write internal messages",
+                "agents_only",
+                "only agents and supervisors write agents-only messages",
             ));
         }
         let rid = request_id(&req.request_id)?;
         let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
+        plain_text_only(&req)?;
         text_field("text", &req.text, 1, MAX_TEXT)?;
 
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
@@ -458,7 +498,7 @@ impl ConversationApi {
             }
         } else {
             let role = conv.role_of(&identity.principal_id);
-            check_user_message(conv.state, role, req.internal)
+            check_user_message(conv.state, role, req.agents_only)
                 .map_err(|e| Error::refused(&conversation_id, e))?;
             let kind = if role == Some(ParticipantRole::Supervisor) {
                 pb::SenderKind::Supervisor
@@ -470,7 +510,7 @@ impl ConversationApi {
                 sender_id: identity.principal_id.clone(),
                 sender_display_name: identity.display_name.clone(),
                 text: mask_pans(&req.text).into_owned(),
-                internal: req.internal,
+                internal: req.agents_only,
             }
         };
         let message = post_message(&mut tx, &mut conv, new, actor(&identity), now).await?;
@@ -494,6 +534,7 @@ impl ConversationApi {
         let identity = authorized(&request, &READER_ROLES, "reading messages")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
+        own_tenant(&identity, &req.tenant_id)?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
@@ -514,22 +555,45 @@ impl ConversationApi {
         &self,
         request: Request<pb::StreamConversationRequest>,
     ) -> Result<ConversationStream> {
+        use pb::stream_conversation_request::Start;
+        use pb::stream_conversation_response::Update;
+
         let identity = authorized(&request, &READER_ROLES, "streaming a conversation")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        if req.after_sequence < 0 {
-            return Err(Error::invalid("after_sequence", "must not be negative"));
-        }
-        self.visible(&identity, &id).await?;
-        let store = self.ctx.store.clone();
-        let mut cursor = if req.after_sequence == 0 {
-            store.last_sequence().await?
-        } else {
-            req.after_sequence
+        own_tenant(&identity, &req.tenant_id)?;
+        let conv = self.visible(&identity, &id).await?;
+        let mut cursor = match req.start {
+            None => conv.last_event_sequence,
+            Some(Start::FromBeginning(_)) => 0,
+            Some(Start::AfterSequence(n)) if n < 0 => {
+                return Err(Error::invalid("after_sequence", "must not be negative"));
+            }
+            Some(Start::AfterSequence(n)) if n > conv.last_event_sequence => {
+                return Err(Error::invalid(
+                    "after_sequence",
+                    format!(
+                        "{n} is beyond the conversation's last event {}",
+                        conv.last_event_sequence
+                    ),
+                ));
+            }
+            Some(Start::AfterSequence(n)) => n,
         };
+        // The replay ends at the conversation's last event as the stream starts.
+        let snapshot_end = conv.last_event_sequence;
+        let first = convert::conversation(&conv, pb::ConversationView::Basic);
+        let store = self.ctx.store.clone();
         let sees_internal = Self::sees_internal(&identity);
+        let heartbeat = self.ctx.heartbeat;
         let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
         let stream = async_stream::try_stream! {
+            yield pb::StreamConversationResponse {
+                update: Some(Update::Conversation(first)),
+                message: None,
+            };
+            let mut replaying = true;
+            let mut last_sent = tokio::time::Instant::now();
             loop {
                 let events = store
                     .conversation_events(&id, cursor, STREAM_BATCH)
@@ -537,7 +601,11 @@ impl ConversationApi {
                     .map_err(Status::from)?;
                 let full = events.len() as i64 == STREAM_BATCH;
                 for event in events {
-                    cursor = event.sequence;
+                    if replaying && event.conversation_sequence > snapshot_end {
+                        replaying = false;
+                        yield snapshot_end_message();
+                    }
+                    cursor = event.conversation_sequence;
                     let mut message = None;
                     if event.kind == event_kind(pb::EventType::MessageAdded) {
                         let stored = store.message(&event.message_id).await.map_err(Status::from)?;
@@ -547,16 +615,33 @@ impl ConversationApi {
                             None => {}
                         }
                     }
+                    last_sent = tokio::time::Instant::now();
                     yield pb::StreamConversationResponse {
-                        event: Some(convert::event(&event)),
+                        update: Some(Update::Event(convert::event(&event))),
                         message,
                     };
+                }
+                if replaying && !full {
+                    replaying = false;
+                    last_sent = tokio::time::Instant::now();
+                    yield snapshot_end_message();
                 }
                 if waiter.stopping() {
                     break;
                 }
-                if !full && !waiter.wait().await {
-                    break;
+                if full {
+                    continue;
+                }
+                match waiter.wait_until(last_sent + heartbeat).await {
+                    Wake::Changed => {}
+                    Wake::Quiet => {
+                        last_sent = tokio::time::Instant::now();
+                        yield pb::StreamConversationResponse {
+                            update: Some(Update::Heartbeat(heartbeat_now())),
+                            message: None,
+                        };
+                    }
+                    Wake::Stopping => break,
                 }
             }
         };
@@ -587,7 +672,7 @@ impl ConversationApi {
         )
         .await?;
         let response = pb::SetWaitingResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
         info!(conversation_id = %id, "conversation waiting");
@@ -617,7 +702,7 @@ impl ConversationApi {
         )
         .await?;
         let response = pb::ResumeConversationResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
         info!(conversation_id = %id, "conversation resumed");
@@ -655,7 +740,7 @@ impl ConversationApi {
         let notice = system_message(format!("{name} left the conversation"));
         post_message(&mut tx, &mut conv, notice, "", now).await?;
         let response = pb::EndConversationResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
         info!(conversation_id = %id, agent_id = %identity.principal_id, "conversation ended");
@@ -691,6 +776,7 @@ impl ConversationApi {
             }
         }
         text_field("note", &req.note, 0, 2000)?;
+        let segment_id = optional_uuid("segment_id", &req.segment_id)?;
 
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -698,6 +784,15 @@ impl ConversationApi {
         };
         let (mut conv, next) =
             load_for_owner(&mut tx, &identity, &id, Action::SubmitWrapUp).await?;
+        if let Some(segment_id) = segment_id
+            && segment_id != conv.current_segment_id
+        {
+            // Only a transfer leaves a caller with an earlier segment to wrap up.
+            return Err(Error::NotServedYet(format!(
+                "segment_id {segment_id}: wrapping up an earlier segment after a transfer is \
+                 part of the API contract but not served yet"
+            )));
+        }
         let reasons = tx.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
         for (i, reason_id) in reason_ids.iter().enumerate() {
             let field = format!("wrap_up_reason_ids[{i}]");
@@ -726,6 +821,7 @@ impl ConversationApi {
         let now = now_micros();
         let agent_id = conv.owner_agent_id.clone();
         conv.close_time = Some(now);
+        conv.close_reason = pb::CloseReason::WrapUpSubmitted as i32;
         conv.wrap_up_reason_ids = reason_ids.clone();
         tx.end_segment(
             &conv.current_segment_id,
@@ -741,7 +837,8 @@ impl ConversationApi {
         tx.event(submitted);
         let mut closed = event_by(&conv, pb::EventType::Closed, &identity, now);
         closed.wrap_up_reason_ids = reason_ids;
-        closed.detail = "wrap_up".to_owned();
+        closed.detail = convert::close_code(pb::CloseReason::WrapUpSubmitted).to_owned();
+        closed.reopen_window_secs = identity.reopen_window_secs;
         tx.event(closed);
         let release = rpb::ReleaseCapacityRequest {
             tenant_id: conv.tenant_id.clone(),
@@ -757,11 +854,36 @@ impl ConversationApi {
         )
         .await?;
         let response = pb::SubmitWrapUpResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
         info!(conversation_id = %id, agent_id = %agent_id, "conversation closed after wrap-up");
         Ok(response)
+    }
+
+    /// A contact with its identities, for supervisors and administrators. Agents reach a
+    /// contact through the conversations they handle, which comes with contact history.
+    async fn contact(
+        &self,
+        request: Request<pb::GetContactRequest>,
+    ) -> Result<pb::GetContactResponse> {
+        let identity = authorized(
+            &request,
+            &[Role::Supervisor, Role::Administrator],
+            "reading a contact",
+        )?;
+        let req = request.get_ref();
+        let id = uuid_field("contact_id", &req.contact_id)?;
+        own_tenant(&identity, &req.tenant_id)?;
+        let contact = self
+            .ctx
+            .store
+            .contact(&identity.tenant_id, &id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("contact {id} not found")))?;
+        Ok(pb::GetContactResponse {
+            contact: Some(convert::contact(&contact, true)),
+        })
     }
 
     async fn segments_page(
@@ -771,6 +893,7 @@ impl ConversationApi {
         let identity = authorized(&request, &READER_ROLES, "reading segments")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
+        own_tenant(&identity, &req.tenant_id)?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
@@ -790,6 +913,7 @@ impl ConversationApi {
         let identity = authorized(&request, &READER_ROLES, "reading conversation events")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
+        own_tenant(&identity, &req.tenant_id)?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
@@ -798,13 +922,39 @@ impl ConversationApi {
             .store
             .conversation_events(&id, after, limit + 1)
             .await?;
-        let next_page_token =
-            next_page(&mut events, limit, |last| token::encode_int(last.sequence));
+        let next_page_token = next_page(&mut events, limit, |last| {
+            token::encode_int(last.conversation_sequence)
+        });
         Ok(pb::ListConversationEventsResponse {
             events: events.iter().map(convert::event).collect(),
             next_page_token,
         })
     }
+}
+
+/// Refuses content beyond plain text: another format or an attachment is not silently
+/// dropped or shown as plain text.
+fn plain_text_only(req: &pb::SendMessageRequest) -> Result<()> {
+    match pb::MessageFormat::try_from(req.format) {
+        Ok(pb::MessageFormat::Unspecified | pb::MessageFormat::PlainText) => {}
+        Ok(other) => {
+            return Err(Error::invalid(
+                "format",
+                format!(
+                    "{} is not supported: messages are plain text",
+                    other.as_str_name()
+                ),
+            ));
+        }
+        Err(_) => return Err(Error::invalid("format", "is not a known format")),
+    }
+    if !req.attachments.is_empty() {
+        return Err(Error::invalid(
+            "attachments",
+            "attachments are not supported: messages are plain text",
+        ));
+    }
+    Ok(())
 }
 
 /// A notice from Switchboard itself that the customer sees.
@@ -815,6 +965,15 @@ pub(super) fn system_message(text: String) -> NewMessage {
         sender_display_name: "System".to_owned(),
         text,
         internal: false,
+    }
+}
+
+fn snapshot_end_message() -> pb::StreamConversationResponse {
+    pb::StreamConversationResponse {
+        update: Some(pb::stream_conversation_response::Update::SnapshotEnd(
+            SnapshotEnd {},
+        )),
+        message: None,
     }
 }
 
@@ -906,20 +1065,6 @@ impl ConversationService for ConversationApi {
         not_served(SERVICE, "TransferConversation")
     }
 
-    async fn accept_transfer(
-        &self,
-        _: Request<pb::AcceptTransferRequest>,
-    ) -> Result<Response<pb::AcceptTransferResponse>, Status> {
-        not_served(SERVICE, "AcceptTransfer")
-    }
-
-    async fn reject_transfer(
-        &self,
-        _: Request<pb::RejectTransferRequest>,
-    ) -> Result<Response<pb::RejectTransferResponse>, Status> {
-        not_served(SERVICE, "RejectTransfer")
-    }
-
     async fn invite_participant(
         &self,
         _: Request<pb::InviteParticipantRequest>,
@@ -927,11 +1072,11 @@ impl ConversationService for ConversationApi {
         not_served(SERVICE, "InviteParticipant")
     }
 
-    async fn accept_invitation(
+    async fn cancel_invitation(
         &self,
-        _: Request<pb::AcceptInvitationRequest>,
-    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
-        not_served(SERVICE, "AcceptInvitation")
+        _: Request<pb::CancelInvitationRequest>,
+    ) -> Result<Response<pb::CancelInvitationResponse>, Status> {
+        not_served(SERVICE, "CancelInvitation")
     }
 
     async fn leave_conversation(
@@ -974,6 +1119,13 @@ impl ConversationService for ConversationApi {
         _: Request<pb::EscalateConversationRequest>,
     ) -> Result<Response<pb::EscalateConversationResponse>, Status> {
         not_served(SERVICE, "EscalateConversation")
+    }
+
+    async fn get_contact(
+        &self,
+        request: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::GetContactResponse>, Status> {
+        respond(self.contact(request).await)
     }
 
     async fn list_contact_history(

@@ -1,11 +1,97 @@
 //! Store records to protobuf messages.
+//!
+//! The store keeps segment reasons and event details as short codes (`"offer"`, `"closed"`,
+//! `"wrap_up"`); the contract exposes them as enums. The two tables below are the one place
+//! where codes and enums meet.
 
+use prost_types::Duration;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 
 use crate::store;
 
-pub(super) fn conversation(c: &store::Conversation) -> pb::Conversation {
+/// How an agent became owner, by stored code.
+const ASSIGNMENT_SOURCES: [(&str, pb::AssignmentSource); 5] = [
+    ("offer", pb::AssignmentSource::QueueOffer),
+    ("claim", pb::AssignmentSource::Claim),
+    ("assign", pb::AssignmentSource::SupervisorAssign),
+    ("transfer", pb::AssignmentSource::Transfer),
+    ("transfer_returned", pb::AssignmentSource::TransferReturned),
+];
+
+/// How a segment ended, by stored code.
+const SEGMENT_ENDS: [(&str, pb::segment::EndReason); 7] = [
+    ("closed", pb::segment::EndReason::Closed),
+    ("force_closed", pb::segment::EndReason::ForceClosed),
+    ("transferred", pb::segment::EndReason::Transferred),
+    ("unassigned", pb::segment::EndReason::Unassigned),
+    ("moved", pb::segment::EndReason::MovedToQueue),
+    ("logged_out", pb::segment::EndReason::LoggedOut),
+    ("dropped", pb::segment::EndReason::Dropped),
+];
+
+/// How a conversation closed, by the stored detail of its CLOSED event.
+const CLOSES: [(&str, pb::CloseReason, pb::segment::EndReason); 4] = [
+    (
+        "wrap_up",
+        pb::CloseReason::WrapUpSubmitted,
+        pb::segment::EndReason::Closed,
+    ),
+    (
+        "wrap_up_timeout",
+        pb::CloseReason::WrapUpTimeLimit,
+        pb::segment::EndReason::Closed,
+    ),
+    (
+        "force_close",
+        pb::CloseReason::ForceClosed,
+        pb::segment::EndReason::ForceClosed,
+    ),
+    (
+        "drop",
+        pb::CloseReason::TransferDropped,
+        pb::segment::EndReason::Dropped,
+    ),
+];
+
+/// The enum of a stored assignment code (unknown codes are UNSPECIFIED).
+pub(crate) fn assignment_source(code: &str) -> pb::AssignmentSource {
+    ASSIGNMENT_SOURCES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(pb::AssignmentSource::Unspecified, |(_, s)| *s)
+}
+
+/// The stored code of an assignment source; `None` for UNSPECIFIED.
+pub(crate) fn assignment_code(source: pb::AssignmentSource) -> Option<&'static str> {
+    ASSIGNMENT_SOURCES
+        .iter()
+        .find(|(_, s)| *s == source)
+        .map(|(c, _)| *c)
+}
+
+/// The stored detail of a CLOSED event for a close reason.
+pub(crate) fn close_code(reason: pb::CloseReason) -> &'static str {
+    CLOSES
+        .iter()
+        .find(|(_, r, _)| *r == reason)
+        .map_or("", |(c, _, _)| *c)
+}
+
+fn segment_end(code: &str) -> pb::segment::EndReason {
+    SEGMENT_ENDS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(pb::segment::EndReason::Unspecified, |(_, r)| *r)
+}
+
+/// A conversation in the `view` asked for: BASIC leaves out the bot transcript, the pre-chat
+/// data and the contact's identities.
+pub(super) fn conversation(
+    c: &store::Conversation,
+    view: pb::ConversationView,
+) -> pb::Conversation {
+    let full = view == pb::ConversationView::Full;
     pb::Conversation {
         id: c.id.clone(),
         tenant_id: c.tenant_id.clone(),
@@ -13,49 +99,83 @@ pub(super) fn conversation(c: &store::Conversation) -> pb::Conversation {
         state: c.state.code(),
         queue_id: c.queue_id.clone(),
         program_id: c.program_id.clone(),
-        contact: Some(pb::Contact {
-            id: c.contact.id.clone(),
-            display_name: c.contact.display_name.clone(),
-            channel_address: c.contact.channel_address.clone(),
-        }),
+        contact: Some(contact(&c.contact, full)),
         owner_agent_id: c.owner_agent_id.clone(),
         owner_display_name: c.owner_display_name.clone(),
         status_label_id: c.status_label_id.clone(),
         mode: c.mode,
-        pre_chat_data: c
-            .pre_chat
-            .iter()
-            .map(|f| pb::PreChatField {
-                name: f.name.clone(),
-                label: f.label.clone(),
-                value: f.value.clone(),
-            })
-            .collect(),
-        bot_transcript: c
-            .transcript
-            .iter()
-            .map(|t| pb::TranscriptEntry {
-                sender: t.sender,
-                text: t.text.clone(),
-                create_time: Some(micros_to_timestamp(t.create_time)),
-            })
-            .collect(),
+        pre_chat_data: if full {
+            c.pre_chat
+                .iter()
+                .map(|f| pb::PreChatField {
+                    name: f.name.clone(),
+                    label: f.label.clone(),
+                    value: f.value.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        bot_transcript: if full {
+            c.transcript
+                .iter()
+                .map(|t| pb::TranscriptEntry {
+                    sender: t.sender,
+                    text: t.text.clone(),
+                    create_time: Some(micros_to_timestamp(t.create_time)),
+                    sender_display_name: t.sender_display_name.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         participants: c.participants.iter().map(participant).collect(),
         wrap_up_reason_ids: c.wrap_up_reason_ids.clone(),
         create_time: Some(micros_to_timestamp(c.create_time)),
         update_time: Some(micros_to_timestamp(c.update_time)),
         close_time: c.close_time.map(micros_to_timestamp),
         segment_count: c.segment_count as i32,
+        channel_address: c.channel_address.clone(),
+        previous_conversation_id: String::new(),
+        close_reason: c.close_reason,
+        last_event_sequence: c.last_event_sequence,
+    }
+}
+
+/// A contact, with its identities when `with_identities`.
+pub(super) fn contact(k: &store::Contact, with_identities: bool) -> pb::Contact {
+    pb::Contact {
+        id: k.id.clone(),
+        display_name: (!k.display_name.is_empty()).then(|| k.display_name.clone()),
+        identities: if with_identities {
+            k.identities
+                .iter()
+                .map(|i| pb::ChannelIdentity {
+                    channel: i.channel,
+                    address: i.address.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
 pub(super) fn participant(p: &store::Participant) -> pb::Participant {
+    let state = if p.leave_time.is_some() {
+        pb::participant::State::Left
+    } else {
+        pb::participant::State::Joined
+    };
     pb::Participant {
         user_id: p.user_id.clone(),
         display_name: p.display_name.clone(),
         role: p.role.code(),
         join_time: Some(micros_to_timestamp(p.join_time)),
         leave_time: p.leave_time.map(micros_to_timestamp),
+        state: state as i32,
+        invitation_id: String::new(),
+        invite_time: None,
     }
 }
 
@@ -68,7 +188,8 @@ pub(super) fn message(m: &store::Message) -> pb::Message {
         sender_display_name: m.sender_display_name.clone(),
         text: m.text.clone(),
         create_time: Some(micros_to_timestamp(m.create_time)),
-        internal: m.internal,
+        agents_only: m.internal,
+        sequence: m.sequence,
     }
 }
 
@@ -79,21 +200,24 @@ pub(super) fn segment(s: &store::Segment) -> pb::Segment {
         ordinal: s.ordinal as i32,
         agent_id: s.agent_id.clone(),
         queue_id: s.queue_id.clone(),
-        start_reason: s.start_reason.clone(),
-        end_reason: s.end_reason.clone(),
+        assignment_source: assignment_source(&s.start_reason) as i32,
+        end_reason: segment_end(&s.end_reason) as i32,
         start_time: Some(micros_to_timestamp(s.start_time)),
         end_time: s.end_time.map(micros_to_timestamp),
         wrap_up_reason_ids: s.wrap_up_reason_ids.clone(),
+        wrapped_up: !s.wrap_up_reason_ids.is_empty(),
     }
 }
 
+/// A public event: its sequence is the conversation's own, never the service-wide one.
 pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
-    pb::ConversationEvent {
-        sequence: e.sequence,
+    let kind = pb::EventType::try_from(e.kind).unwrap_or(pb::EventType::Unspecified);
+    let mut event = pb::ConversationEvent {
+        sequence: e.conversation_sequence,
         id: e.id.clone(),
         tenant_id: e.tenant_id.clone(),
         conversation_id: e.conversation_id.clone(),
-        r#type: e.kind,
+        event_type: e.kind,
         occur_time: Some(micros_to_timestamp(e.occur_time)),
         actor_id: e.actor_id.clone(),
         agent_id: e.agent_id.clone(),
@@ -105,10 +229,27 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         wrap_up_reason_ids: e.wrap_up_reason_ids.clone(),
         message_id: e.message_id.clone(),
         transfer_id: e.transfer_id.clone(),
-        detail: e.detail.clone(),
         conversation_create_time: Some(micros_to_timestamp(e.conversation_create_time)),
         program_id: e.program_id.clone(),
+        ..Default::default()
+    };
+    match kind {
+        pb::EventType::Assigned => {
+            event.assignment_source = assignment_source(&e.detail) as i32;
+        }
+        pb::EventType::Closed => {
+            if let Some((_, close, end)) = CLOSES.iter().find(|(c, _, _)| *c == e.detail) {
+                event.close_reason = *close as i32;
+                event.segment_end_reason = *end as i32;
+            }
+            event.reopen_window = Some(Duration {
+                seconds: e.reopen_window_secs,
+                nanos: 0,
+            });
+        }
+        _ => {}
     }
+    event
 }
 
 pub(super) fn reason(r: &store::WrapUpReason) -> pb::WrapUpReason {
@@ -119,5 +260,32 @@ pub(super) fn reason(r: &store::WrapUpReason) -> pb::WrapUpReason {
         display_name: r.display_name.clone(),
         marks_transferred: r.marks_transferred,
         active: r.active,
+        code: r.code.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_assignment_code_round_trips() {
+        for (code, source) in ASSIGNMENT_SOURCES {
+            assert_eq!(assignment_source(code), source);
+            assert_eq!(assignment_code(source), Some(code));
+        }
+        assert_eq!(assignment_code(pb::AssignmentSource::Unspecified), None);
+        assert_eq!(
+            assignment_source("nonsense"),
+            pb::AssignmentSource::Unspecified
+        );
+    }
+
+    #[test]
+    fn close_codes_name_their_reason() {
+        assert_eq!(close_code(pb::CloseReason::WrapUpSubmitted), "wrap_up");
+        assert_eq!(close_code(pb::CloseReason::ForceClosed), "force_close");
+        assert_eq!(segment_end("closed"), pb::segment::EndReason::Closed);
+        assert_eq!(segment_end(""), pb::segment::EndReason::Unspecified);
     }
 }

@@ -5,15 +5,17 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use switchboard_proto::common::v1::SnapshotEnd;
 use switchboard_proto::conversation::internal::v1 as ipb;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::ConversationInternalService;
+use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::conversation::{post_message, system_message};
-use super::stream::Waiter;
+use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
 use crate::domain::state::{Action, transition};
@@ -56,16 +58,16 @@ impl InternalApi {
         let offer_id = uuid_field("offer_id", &req.offer_id)?;
         text_field("agent_display_name", &req.agent_display_name, 0, 200)?;
         let queue_id = optional_uuid("queue_id", &req.queue_id)?;
-        let start_reason = match req.start_reason.as_str() {
-            "" | "offer" => "offer",
-            "claim" => "claim",
-            _ => {
-                return Err(Error::invalid(
-                    "start_reason",
-                    "must be \"offer\" or \"claim\"",
-                ));
+        let start_reason = match pb::AssignmentSource::try_from(req.assignment_source) {
+            Ok(pb::AssignmentSource::Unspecified) => {
+                convert::assignment_code(pb::AssignmentSource::QueueOffer)
             }
-        };
+            Ok(source @ (pb::AssignmentSource::QueueOffer | pb::AssignmentSource::Claim)) => {
+                convert::assignment_code(source)
+            }
+            _ => None,
+        }
+        .ok_or_else(|| Error::invalid("assignment_source", "must be QUEUE_OFFER or CLAIM"))?;
 
         let mut m = self.ctx.store.begin().await?;
         let mut conv = m
@@ -81,7 +83,7 @@ impl InternalApi {
             }
             // A retry: the assignment is already there; answer with the conversation now.
             return Ok(ipb::ApplyAssignmentResponse {
-                conversation: Some(convert::conversation(&conv)),
+                conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
             });
         }
         let next = transition(conv.state, Action::Assign)
@@ -130,7 +132,7 @@ impl InternalApi {
         let notice = system_message(format!("{name} joined the conversation"));
         post_message(&mut m, &mut conv, notice, "", now).await?;
         let response = ipb::ApplyAssignmentResponse {
-            conversation: Some(convert::conversation(&conv)),
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         m.commit(None, &response).await?;
         info!(
@@ -150,10 +152,13 @@ impl InternalApi {
             return Err(Error::invalid("after_sequence", "must not be negative"));
         }
         let store = self.ctx.store.clone();
+        let heartbeat = self.ctx.heartbeat;
         let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
         let stream = async_stream::try_stream! {
             let mut cursor = after;
             let mut gap_since: Option<Instant> = None;
+            let mut caught_up = false;
+            let mut last_sent = Instant::now();
             loop {
                 let events = store
                     .events_after(cursor, SUBSCRIBE_BATCH)
@@ -176,13 +181,35 @@ impl InternalApi {
                     }
                     gap_since = None;
                     cursor = event.sequence;
-                    yield ipb::SubscribeResponse { event: Some(convert::event(&event)) };
+                    last_sent = Instant::now();
+                    yield ipb::SubscribeResponse {
+                        update: Some(Update::Entry(ipb::LogEntry {
+                            log_sequence: event.sequence,
+                            event: Some(convert::event(&event)),
+                        })),
+                    };
+                }
+                if !caught_up && !full && !gap {
+                    caught_up = true;
+                    last_sent = Instant::now();
+                    yield ipb::SubscribeResponse {
+                        update: Some(Update::CaughtUp(SnapshotEnd {})),
+                    };
                 }
                 if waiter.stopping() {
                     break;
                 }
-                if (gap || !full) && !waiter.wait().await {
-                    break;
+                if gap || !full {
+                    match waiter.wait_until((last_sent + heartbeat).into()).await {
+                        Wake::Changed => {}
+                        Wake::Quiet => {
+                            last_sent = Instant::now();
+                            yield ipb::SubscribeResponse {
+                                update: Some(Update::Heartbeat(heartbeat_now())),
+                            };
+                        }
+                        Wake::Stopping => break,
+                    }
                 }
             }
         };

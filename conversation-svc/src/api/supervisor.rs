@@ -41,11 +41,11 @@ impl SupervisorService for SupervisorApi {
         not_served(SERVICE, "AssignConversation")
     }
 
-    async fn reassign_conversation(
+    async fn transfer_conversation(
         &self,
-        _: Request<pb::ReassignConversationRequest>,
-    ) -> Result<Response<pb::ReassignConversationResponse>, Status> {
-        not_served(SERVICE, "ReassignConversation")
+        _: Request<pb::SupervisorServiceTransferConversationRequest>,
+    ) -> Result<Response<pb::SupervisorServiceTransferConversationResponse>, Status> {
+        not_served(SERVICE, "TransferConversation")
     }
 
     async fn force_close_conversation(
@@ -53,6 +53,13 @@ impl SupervisorService for SupervisorApi {
         _: Request<pb::ForceCloseConversationRequest>,
     ) -> Result<Response<pb::ForceCloseConversationResponse>, Status> {
         not_served(SERVICE, "ForceCloseConversation")
+    }
+
+    async fn count_conversations_by_status(
+        &self,
+        _: Request<pb::CountConversationsByStatusRequest>,
+    ) -> Result<Response<pb::CountConversationsByStatusResponse>, Status> {
+        not_served(SERVICE, "CountConversationsByStatus")
     }
 
     type StreamOngoingConversationsStream = OngoingStream;

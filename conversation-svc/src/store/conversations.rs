@@ -7,23 +7,25 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use super::{
-    Bind, Conversation, Message, Mutation, NewConversation, NewMessage, Participant, PreChatField,
-    Segment, Store, TranscriptLine, bind_all, corrupt, join_ids, placeholders, split_ids,
+    Bind, ChannelIdentity, Conversation, Message, Mutation, NewConversation, NewMessage,
+    Participant, PreChatField, Segment, Store, TranscriptLine, bind_all, corrupt, join_ids,
+    placeholders, split_ids,
 };
 use crate::domain::access::ParticipantRole;
 use crate::domain::state::State;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Contact;
 
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.state, c.queue_id, \
      c.program_id, c.contact_id, k.display_name AS contact_display_name, \
-     k.channel_address AS contact_channel_address, c.owner_agent_id, c.owner_display_name, \
+     c.channel_address, c.owner_agent_id, c.owner_display_name, \
      c.last_owner_agent_id, c.status_label_id, c.mode, c.wrap_up_reason_ids, c.segment_count, \
-     c.message_count, c.current_segment_id, c.create_time, c.update_time, c.close_time \
+     c.message_count, c.current_segment_id, c.create_time, c.update_time, c.close_time, \
+     c.close_reason, c.last_event_sequence \
      FROM conversations c JOIN contacts k ON k.id = c.contact_id";
 
 const MESSAGE_SELECT: &str = "SELECT id, conversation_id, ordinal, sender, sender_id, \
-     sender_display_name, text, internal, create_time FROM messages";
+     sender_display_name, text, internal, create_time, sequence FROM messages";
 
 const SEGMENT_SELECT: &str = "SELECT id, conversation_id, ordinal, agent_id, queue_id, \
      start_reason, end_reason, start_time, end_time, wrap_up_reason_ids FROM segments";
@@ -46,6 +48,8 @@ pub struct ConversationQuery {
     pub owner_agent_id: Option<String>,
     /// Only conversations strictly older than this (create time, id): the page token.
     pub before: Option<(i64, String)>,
+    /// Whether to load pre-chat data, transcripts and contact identities (the FULL view).
+    pub full: bool,
     /// At most this many.
     pub limit: i64,
 }
@@ -62,7 +66,7 @@ fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
         contact: Contact {
             id: row.try_get("contact_id")?,
             display_name: row.try_get("contact_display_name")?,
-            channel_address: row.try_get("contact_channel_address")?,
+            identities: Vec::new(),
         },
         owner_agent_id: row.try_get("owner_agent_id")?,
         owner_display_name: row.try_get("owner_display_name")?,
@@ -79,6 +83,9 @@ fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
         pre_chat: Vec::new(),
         transcript: Vec::new(),
         participants: Vec::new(),
+        channel_address: row.try_get("channel_address")?,
+        close_reason: row.try_get::<i64, _>("close_reason")? as i32,
+        last_event_sequence: row.try_get("last_event_sequence")?,
     })
 }
 
@@ -93,6 +100,7 @@ fn message_from_row(row: &AnyRow) -> Result<Message> {
         text: row.try_get("text")?,
         internal: row.try_get::<i64, _>("internal")? != 0,
         create_time: row.try_get("create_time")?,
+        sequence: row.try_get("sequence")?,
     })
 }
 
@@ -138,10 +146,22 @@ async fn child_rows(
         .collect()
 }
 
-/// Loads pre-chat data, transcripts and participants of `convs` in three queries.
-async fn attach_children(conn: &mut AnyConnection, convs: &mut [Conversation]) -> Result<()> {
+/// Loads participants of `convs`, and with `full` also pre-chat data, transcripts and the
+/// contacts' identities, one query each.
+async fn attach_children(
+    conn: &mut AnyConnection,
+    convs: &mut [Conversation],
+    full: bool,
+) -> Result<()> {
     if convs.is_empty() {
         return Ok(());
+    }
+    attach_participants(conn, convs).await?;
+    if !full {
+        return Ok(());
+    }
+    for conv in convs.iter_mut() {
+        conv.contact.identities = contact_identities(conn, &conv.contact.id).await?;
     }
     let select = "SELECT conversation_id, name, label, value FROM pre_chat_fields";
     for (i, row) in child_rows(conn, convs, select, "conversation_id, position").await? {
@@ -152,15 +172,43 @@ async fn attach_children(conn: &mut AnyConnection, convs: &mut [Conversation]) -
         });
     }
 
-    let select = "SELECT conversation_id, sender, text, create_time FROM transcript_entries";
+    let select = "SELECT conversation_id, sender, text, create_time, sender_display_name \
+                  FROM transcript_entries";
     for (i, row) in child_rows(conn, convs, select, "conversation_id, position").await? {
         convs[i].transcript.push(TranscriptLine {
             sender: row.try_get::<i64, _>("sender")? as i32,
             text: row.try_get("text")?,
             create_time: row.try_get("create_time")?,
+            sender_display_name: row.try_get("sender_display_name")?,
         });
     }
+    Ok(())
+}
 
+/// Every (channel, address) of contact `contact_id`, oldest first.
+async fn contact_identities(
+    conn: &mut AnyConnection,
+    contact_id: &str,
+) -> Result<Vec<ChannelIdentity>> {
+    sqlx::query(
+        "SELECT channel, address FROM contact_identities WHERE contact_id = $1 \
+         ORDER BY create_time, channel, address",
+    )
+    .bind(contact_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(ChannelIdentity {
+            channel: row.try_get::<i64, _>("channel")? as i32,
+            address: row.try_get("address")?,
+        })
+    })
+    .collect()
+}
+
+/// Loads the participants of `convs`.
+async fn attach_participants(conn: &mut AnyConnection, convs: &mut [Conversation]) -> Result<()> {
     let select = "SELECT id, conversation_id, user_id, display_name, role, join_time, \
                   leave_time FROM participants";
     for (i, row) in child_rows(conn, convs, select, "conversation_id, join_time, id").await? {
@@ -194,7 +242,7 @@ async fn load_conversation(
         return Ok(None);
     };
     let mut convs = [conversation_from_row(&row)?];
-    attach_children(conn, &mut convs).await?;
+    attach_children(conn, &mut convs, true).await?;
     let [conv] = convs;
     Ok(Some(conv))
 }
@@ -264,8 +312,27 @@ impl Store {
             .iter()
             .map(conversation_from_row)
             .collect::<Result<Vec<_>>>()?;
-        attach_children(&mut conn, &mut convs).await?;
+        attach_children(&mut conn, &mut convs, query.full).await?;
         Ok(convs)
+    }
+
+    /// The contact `id` of `tenant_id` with its identities, if any.
+    pub async fn contact(&self, tenant_id: &str, id: &str) -> Result<Option<Contact>> {
+        let mut conn = self.conn().await?;
+        let Some(row) =
+            sqlx::query("SELECT id, display_name FROM contacts WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Contact {
+            id: row.try_get("id")?,
+            display_name: row.try_get("display_name")?,
+            identities: contact_identities(&mut conn, id).await?,
+        }))
     }
 
     /// Messages of a conversation after `after_ordinal`, oldest first; internal ones only
@@ -363,28 +430,96 @@ impl Mutation {
         load_written(self.conn(), &conv.tenant_id, &conv.id).await
     }
 
-    /// Creates an OPEN conversation, upserting its contact by (tenant, channel, address):
-    /// a returning customer keeps the contact id and gets the newest display name.
-    pub async fn create_conversation(&mut self, new: &NewConversation) -> Result<Conversation> {
-        let (contact_id,): (String,) = sqlx::query_as(
-            "INSERT INTO contacts (id, tenant_id, channel, channel_address, display_name, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (tenant_id, channel, channel_address) DO UPDATE \
-             SET display_name = excluded.display_name, update_time = excluded.update_time \
-             RETURNING id",
+    /// The contact a new conversation belongs to: the one named by `new.contact_id` (the
+    /// address is attached to it), else the one the address already leads to, else a new
+    /// one. A given display name replaces the stored one, so a returning customer shows the
+    /// newest name. Fails when the address already belongs to another contact than the one
+    /// named, or the named contact is not the tenant's.
+    async fn resolve_contact(&mut self, new: &NewConversation) -> Result<String> {
+        let known: Option<(String,)> = sqlx::query_as(
+            "SELECT contact_id FROM contact_identities \
+             WHERE tenant_id = $1 AND channel = $2 AND address = $3",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
         .bind(&new.tenant_id)
         .bind(i64::from(new.channel))
-        .bind(&new.contact_channel_address)
-        .bind(&new.contact_display_name)
-        .bind(new.now)
-        .fetch_one(self.conn())
+        .bind(&new.channel_address)
+        .fetch_optional(self.conn())
         .await?;
+        let known = known.map(|(id,)| id);
+        let contact_id = match (&new.contact_id, known) {
+            (Some(named), Some(known)) if *named != known => {
+                return Err(Error::WrongState(format!(
+                    "channel_address already belongs to contact {known}, not {named}"
+                )));
+            }
+            (Some(named), known) => {
+                let exists: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM contacts WHERE id = $1 AND tenant_id = $2")
+                        .bind(named)
+                        .bind(&new.tenant_id)
+                        .fetch_optional(self.conn())
+                        .await?;
+                if exists.is_none() {
+                    return Err(Error::NotFound(format!("contact {named} not found")));
+                }
+                if known.is_none() {
+                    self.add_identity(new, named).await?;
+                }
+                named.clone()
+            }
+            (None, Some(known)) => known,
+            (None, None) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO contacts (id, tenant_id, channel, channel_address, \
+                     display_name, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&id)
+                .bind(&new.tenant_id)
+                .bind(i64::from(new.channel))
+                .bind(&new.channel_address)
+                .bind(&new.contact_display_name)
+                .bind(new.now)
+                .execute(self.conn())
+                .await?;
+                self.add_identity(new, &id).await?;
+                return Ok(id);
+            }
+        };
+        if !new.contact_display_name.is_empty() {
+            sqlx::query("UPDATE contacts SET display_name = $2, update_time = $3 WHERE id = $1")
+                .bind(&contact_id)
+                .bind(&new.contact_display_name)
+                .bind(new.now)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(contact_id)
+    }
+
+    async fn add_identity(&mut self, new: &NewConversation, contact_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_identities (tenant_id, channel, address, contact_id, \
+             create_time) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&new.tenant_id)
+        .bind(i64::from(new.channel))
+        .bind(&new.channel_address)
+        .bind(contact_id)
+        .bind(new.now)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Creates an OPEN conversation for the contact its channel identity leads to (see
+    /// `resolve_contact`).
+    pub async fn create_conversation(&mut self, new: &NewConversation) -> Result<Conversation> {
+        let contact_id = self.resolve_contact(new).await?;
         sqlx::query(
             "INSERT INTO conversations (id, tenant_id, channel, state, queue_id, program_id, \
-             contact_id, mode, create_time, update_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+             contact_id, mode, create_time, update_time, channel_address) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(&new.id)
         .bind(&new.tenant_id)
@@ -397,6 +532,7 @@ impl Mutation {
             switchboard_proto::conversation::v1::Mode::Messaging as i32,
         ))
         .bind(new.now)
+        .bind(&new.channel_address)
         .execute(self.conn())
         .await?;
         for (position, field) in new.pre_chat.iter().enumerate() {
@@ -415,13 +551,14 @@ impl Mutation {
         for (position, line) in new.transcript.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO transcript_entries (conversation_id, position, sender, text, \
-                 create_time) VALUES ($1, $2, $3, $4, $5)",
+                 create_time, sender_display_name) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&new.id)
             .bind(position as i64)
             .bind(i64::from(line.sender))
             .bind(&line.text)
             .bind(line.create_time)
+            .bind(&line.sender_display_name)
             .execute(self.conn())
             .await?;
         }
@@ -434,8 +571,8 @@ impl Mutation {
             "UPDATE conversations SET state = $2, queue_id = $3, program_id = $4, \
              owner_agent_id = $5, owner_display_name = $6, last_owner_agent_id = $7, \
              status_label_id = $8, mode = $9, wrap_up_reason_ids = $10, segment_count = $11, \
-             message_count = $12, current_segment_id = $13, update_time = $14, close_time = $15 \
-             WHERE id = $1",
+             message_count = $12, current_segment_id = $13, update_time = $14, close_time = $15, \
+             close_reason = $16 WHERE id = $1",
         )
         .bind(&conv.id)
         .bind(i64::from(conv.state.code()))
@@ -452,6 +589,7 @@ impl Mutation {
         .bind(&conv.current_segment_id)
         .bind(conv.update_time)
         .bind(conv.close_time)
+        .bind(i64::from(conv.close_reason))
         .execute(self.conn())
         .await?;
         Ok(())
@@ -462,12 +600,15 @@ impl Mutation {
         &mut self,
         conv: &mut Conversation,
         new: NewMessage,
+        id: String,
+        sequence: i64,
         now: i64,
     ) -> Result<Message> {
         conv.message_count += 1;
         conv.update_time = now;
         let message = Message {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
+            sequence,
             conversation_id: conv.id.clone(),
             ordinal: conv.message_count,
             sender: new.sender,
@@ -479,8 +620,8 @@ impl Mutation {
         };
         sqlx::query(
             "INSERT INTO messages (id, tenant_id, conversation_id, ordinal, sender, sender_id, \
-             sender_display_name, text, internal, create_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             sender_display_name, text, internal, create_time, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&message.id)
         .bind(&conv.tenant_id)
@@ -492,6 +633,7 @@ impl Mutation {
         .bind(&message.text)
         .bind(i64::from(message.internal))
         .bind(message.create_time)
+        .bind(message.sequence)
         .execute(self.conn())
         .await?;
         sqlx::query("UPDATE conversations SET message_count = $2, update_time = $3 WHERE id = $1")

@@ -8,15 +8,17 @@ use crate::error::Result;
 
 const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, type, occur_time, \
      actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, state, \
-     wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time FROM events";
+     wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
+     conversation_sequence, reopen_window_secs FROM events";
 
 pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (sequence, id, tenant_id, conversation_id, type, occur_time, \
          actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, \
-         state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time) \
+         state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
+         conversation_sequence, reopen_window_secs) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19)",
+         $18, $19, $20, $21)",
     )
     .bind(event.sequence)
     .bind(&event.id)
@@ -37,6 +39,8 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(&event.transfer_id)
     .bind(&event.detail)
     .bind(event.conversation_create_time)
+    .bind(event.conversation_sequence)
+    .bind(event.reopen_window_secs)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -63,6 +67,9 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         transfer_id: row.try_get("transfer_id")?,
         detail: row.try_get("detail")?,
         conversation_create_time: row.try_get("conversation_create_time")?,
+        conversation_sequence: row.try_get("conversation_sequence")?,
+        base_sequence: 0,
+        reopen_window_secs: row.try_get("reopen_window_secs")?,
     })
 }
 
@@ -81,7 +88,7 @@ impl Store {
             .collect()
     }
 
-    /// Events of one conversation with a sequence above `after`, in sequence order.
+    /// Events of one conversation with a conversation sequence above `after`, in order.
     pub async fn conversation_events(
         &self,
         conversation_id: &str,
@@ -89,7 +96,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Event>> {
         let sql = format!(
-            "{EVENT_SELECT} WHERE conversation_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+            "{EVENT_SELECT} WHERE conversation_id = $1 AND conversation_sequence > $2 \
+             ORDER BY conversation_sequence LIMIT $3"
         );
         let mut conn = self.conn().await?;
         sqlx::query(AssertSqlSafe(sql))

@@ -11,6 +11,8 @@ mod outbox;
 mod reasons;
 mod records;
 
+use std::collections::HashMap;
+
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, Transaction};
 use switchboard_server_kit::idempotency;
@@ -57,6 +59,7 @@ impl Store {
             tx: self.db.begin().await?,
             dialect: self.db.dialect,
             events: Vec::new(),
+            numbering: HashMap::new(),
             commands: Vec::new(),
             committed: self.committed.clone(),
         })
@@ -100,6 +103,8 @@ pub struct Mutation {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     events: Vec<Event>,
+    /// Per conversation: its last sequence as loaded, and the last one given out here.
+    numbering: HashMap<String, (i64, i64)>,
     commands: Vec<String>,
     committed: watch::Sender<i64>,
 }
@@ -135,9 +140,18 @@ impl Mutation {
         Ok(idempotency::lookup(self.conn(), key.tenant_id, key.method, key.request_id).await?)
     }
 
-    /// Adds an event; it gets its sequence when the transaction commits.
-    pub fn event(&mut self, event: Event) {
+    /// Adds an event and returns its sequence within its conversation (the next after the
+    /// conversation's last, as loaded in this transaction); its place in the service-wide
+    /// log is given when the transaction commits.
+    pub fn event(&mut self, mut event: Event) -> i64 {
+        let (_, last) = self
+            .numbering
+            .entry(event.conversation_id.clone())
+            .or_insert((event.base_sequence, event.base_sequence));
+        *last += 1;
+        event.conversation_sequence = *last;
         self.events.push(event);
+        *last
     }
 
     /// Commits: records `response` under `key` (if given), numbers and writes the events,
@@ -171,6 +185,26 @@ impl Mutation {
                     Error::Storage(err)
                 }
             })?;
+        }
+        // Each conversation's counter moves only from the value this transaction loaded: the
+        // conversation row is locked (PostgreSQL) or writers are serialised (SQLite), so a
+        // mismatch means a change slipped past that rule; refuse it rather than number twice.
+        for (conversation_id, (base, last)) in std::mem::take(&mut self.numbering) {
+            let moved = sqlx::query(
+                "UPDATE conversations SET last_event_sequence = $3 \
+                 WHERE id = $1 AND last_event_sequence = $2",
+            )
+            .bind(&conversation_id)
+            .bind(base)
+            .bind(last)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Err(Error::Conflict(format!(
+                    "conversation {conversation_id} changed concurrently; retry"
+                )));
+            }
         }
         let events = std::mem::take(&mut self.events);
         let mut sequences = Vec::with_capacity(events.len());

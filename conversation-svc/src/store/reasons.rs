@@ -9,7 +9,8 @@ use switchboard_server_kit::db::is_unique_violation;
 use super::{Bind, Mutation, Store, WrapUpReason, bind_all, placeholders};
 use crate::error::{Error, Result};
 
-const REASON_SELECT: &str = "SELECT r.id, r.tenant_id, r.display_name, r.marks_transferred, r.active FROM wrap_up_reasons r";
+const REASON_SELECT: &str = "SELECT r.id, r.tenant_id, r.display_name, r.marks_transferred, \
+     r.active, r.code FROM wrap_up_reasons r";
 
 fn reason_from_row(row: &AnyRow) -> Result<WrapUpReason> {
     Ok(WrapUpReason {
@@ -19,6 +20,7 @@ fn reason_from_row(row: &AnyRow) -> Result<WrapUpReason> {
         display_name: row.try_get("display_name")?,
         marks_transferred: row.try_get::<i64, _>("marks_transferred")? != 0,
         active: row.try_get::<i64, _>("active")? != 0,
+        code: row.try_get("code")?,
     })
 }
 
@@ -60,11 +62,18 @@ async fn insert_queues(conn: &mut AnyConnection, reason: &WrapUpReason) -> Resul
     Ok(())
 }
 
-fn name_taken(err: sqlx::Error, name: &str) -> Error {
-    if is_unique_violation(&err) {
+fn name_taken(err: sqlx::Error, reason: &WrapUpReason) -> Error {
+    if !is_unique_violation(&err) {
+        return Error::Storage(err);
+    }
+    let name = &reason.display_name;
+    if reason.code.is_empty() {
         Error::AlreadyExists(format!("a wrap-up reason named {name:?} already exists"))
     } else {
-        Error::Storage(err)
+        let code = &reason.code;
+        Error::AlreadyExists(format!(
+            "a wrap-up reason named {name:?} or with code {code:?} already exists"
+        ))
     }
 }
 
@@ -73,7 +82,7 @@ impl Mutation {
     pub async fn insert_reason(&mut self, reason: &WrapUpReason, now: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO wrap_up_reasons (id, tenant_id, display_name, marks_transferred, active, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+             create_time, update_time, code) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
         )
         .bind(&reason.id)
         .bind(&reason.tenant_id)
@@ -81,9 +90,10 @@ impl Mutation {
         .bind(i64::from(reason.marks_transferred))
         .bind(i64::from(reason.active))
         .bind(now)
+        .bind(&reason.code)
         .execute(self.conn())
         .await
-        .map_err(|err| name_taken(err, &reason.display_name))?;
+        .map_err(|err| name_taken(err, reason))?;
         insert_queues(self.conn(), reason).await
     }
 
@@ -117,16 +127,17 @@ impl Mutation {
     pub async fn update_reason(&mut self, reason: &WrapUpReason, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE wrap_up_reasons SET display_name = $2, marks_transferred = $3, active = $4, \
-             update_time = $5 WHERE id = $1",
+             update_time = $5, code = $6 WHERE id = $1",
         )
         .bind(&reason.id)
         .bind(&reason.display_name)
         .bind(i64::from(reason.marks_transferred))
         .bind(i64::from(reason.active))
         .bind(now)
+        .bind(&reason.code)
         .execute(self.conn())
         .await
-        .map_err(|err| name_taken(err, &reason.display_name))?;
+        .map_err(|err| name_taken(err, reason))?;
         sqlx::query("DELETE FROM wrap_up_reason_queues WHERE reason_id = $1")
             .bind(&reason.id)
             .execute(self.conn())

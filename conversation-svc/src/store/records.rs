@@ -3,15 +3,26 @@
 use crate::domain::access::{Exposure, ParticipantRole, Viewer, can_view};
 use crate::domain::state::State;
 
-/// The customer on the other side of a conversation.
+/// The customer on the other side of conversations, reachable at one or more channel
+/// identities.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Contact {
-    /// UUID; the same for the same (tenant, channel, channel address).
+    /// UUID; every identity of the contact leads to it.
     pub id: String,
-    /// Name shown to agents (card numbers masked).
+    /// Name shown to agents (card numbers masked); empty when the channel gives none.
     pub display_name: String,
+    /// Every (channel, address) of the contact, oldest first; loaded with a conversation's
+    /// children and by `Store::contact`.
+    pub identities: Vec<ChannelIdentity>,
+}
+
+/// One address at which a contact is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelIdentity {
+    /// `Channel` number.
+    pub channel: i32,
     /// Address on the channel.
-    pub channel_address: String,
+    pub address: String,
 }
 
 /// One pre-chat form field.
@@ -34,6 +45,8 @@ pub struct TranscriptLine {
     pub text: String,
     /// When it was written, microseconds since the epoch.
     pub create_time: i64,
+    /// Name the writer showed (the bot's name); may be empty.
+    pub sender_display_name: String,
 }
 
 /// A user taking or having taken part in a conversation.
@@ -100,6 +113,13 @@ pub struct Conversation {
     pub transcript: Vec<TranscriptLine>,
     /// Participants, by join time.
     pub participants: Vec<Participant>,
+    /// The customer's address on this conversation's channel.
+    pub channel_address: String,
+    /// `CloseReason` number; 0 while not CLOSED.
+    pub close_reason: i32,
+    /// The sequence of the conversation's latest committed event, as loaded; a mutation
+    /// numbers its events after it.
+    pub last_event_sequence: i64,
 }
 
 impl Conversation {
@@ -149,10 +169,13 @@ pub struct NewConversation {
     pub queue_id: String,
     /// Program of the queue.
     pub program_id: String,
-    /// Customer name (masked).
+    /// An existing contact of the tenant to attach the address to; `None` to find the
+    /// contact by its identity or create it.
+    pub contact_id: Option<String>,
+    /// Customer name (masked); empty for none (an existing name is then kept).
     pub contact_display_name: String,
     /// Customer address on the channel.
-    pub contact_channel_address: String,
+    pub channel_address: String,
     /// Pre-chat fields (masked).
     pub pre_chat: Vec<PreChatField>,
     /// Bot transcript (masked).
@@ -207,6 +230,8 @@ pub struct Message {
     pub internal: bool,
     /// When it was stored.
     pub create_time: i64,
+    /// The per-conversation sequence of the event that added it.
+    pub sequence: i64,
 }
 
 /// What a new message is made of.
@@ -227,8 +252,14 @@ pub struct NewMessage {
 /// An event of the log, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Event {
-    /// Position in the log; 0 until committed.
+    /// Position in the service-wide log; 0 until committed.
     pub sequence: i64,
+    /// Position in the conversation's history (1, 2, 3…), given by `Mutation::event`.
+    pub conversation_sequence: i64,
+    /// The conversation's last sequence when the event was built; not stored.
+    pub base_sequence: i64,
+    /// The tenant's reopen window in seconds, for CLOSED.
+    pub reopen_window_secs: i64,
     /// UUID.
     pub id: String,
     /// Tenant of the conversation.
@@ -272,6 +303,9 @@ impl Event {
     pub fn about(conv: &Conversation, kind: i32, actor_id: &str, now: i64) -> Event {
         Event {
             sequence: 0,
+            conversation_sequence: 0,
+            base_sequence: conv.last_event_sequence,
+            reopen_window_secs: 0,
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: conv.tenant_id.clone(),
             conversation_id: conv.id.clone(),
@@ -309,6 +343,8 @@ pub struct WrapUpReason {
     pub marks_transferred: bool,
     /// Whether agents can still choose it.
     pub active: bool,
+    /// Stable code for exports; empty for none.
+    pub code: String,
 }
 
 impl WrapUpReason {

@@ -32,6 +32,7 @@ pub fn settings(record: SettingsRecord) -> pb::TenantSettings {
 
 pub fn user(record: UserRecord) -> pb::User {
     pb::User {
+        team_ids: Vec::new(),
         id: record.id,
         tenant_id: record.tenant_id,
         display_name: record.display_name,

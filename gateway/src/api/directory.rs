@@ -268,6 +268,14 @@ impl DirectoryService for DirectoryApi {
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
         let user = required("user", req.user)?;
+        if !user.team_ids.is_empty() {
+            // Teams come with team reports; a membership must not be silently dropped.
+            return Err(FieldError::new(
+                "user.team_ids",
+                "teams are not served yet; leave it empty",
+            )
+            .into());
+        }
         let record = UserRecord {
             id: Uuid::new_v4().to_string(),
             tenant_id: caller.tenant_id.clone(),
@@ -503,6 +511,34 @@ impl DirectoryService for DirectoryApi {
             entries: entries.into_iter().map(convert::audit_entry).collect(),
             next_page_token,
         }))
+    }
+
+    async fn create_team(
+        &self,
+        _: Request<pb::CreateTeamRequest>,
+    ) -> Result<Response<pb::CreateTeamResponse>, Status> {
+        Err(GatewayError::NotImplemented("DirectoryService.CreateTeam").into())
+    }
+
+    async fn list_teams(
+        &self,
+        _: Request<pb::ListTeamsRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        Err(GatewayError::NotImplemented("DirectoryService.ListTeams").into())
+    }
+
+    async fn update_team(
+        &self,
+        _: Request<pb::UpdateTeamRequest>,
+    ) -> Result<Response<pb::UpdateTeamResponse>, Status> {
+        Err(GatewayError::NotImplemented("DirectoryService.UpdateTeam").into())
+    }
+
+    async fn delete_team(
+        &self,
+        _: Request<pb::DeleteTeamRequest>,
+    ) -> Result<Response<pb::DeleteTeamResponse>, Status> {
+        Err(GatewayError::NotImplemented("DirectoryService.DeleteTeam").into())
     }
 }
 

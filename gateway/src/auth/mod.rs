@@ -138,6 +138,8 @@ impl Authenticator {
                 .filter_map(action_name)
                 .map(str::to_owned)
                 .collect(),
+            time_zone: settings.time_zone.clone(),
+            reopen_window_secs: settings.reopen_window.as_secs() as i64,
         })
     }
 }

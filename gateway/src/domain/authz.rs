@@ -141,6 +141,10 @@ const RULES: &[(&str, Rule)] = &[
         "/switchboard.routing.v1.QueueService/ListRoutingDecisions",
         roles(SUPERVISOR_OR_ADMIN),
     ),
+    (
+        "/switchboard.routing.v1.QueueService/ListOffers",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
     // routing: transfer targets serve the agent transferring (or a supervisor reassigning).
     (
         "/switchboard.routing.v1.QueueService/ListTransferTargets",
@@ -169,12 +173,17 @@ const RULES: &[(&str, Rule)] = &[
         supervisor_action("assign"),
     ),
     (
-        "/switchboard.conversation.v1.SupervisorService/ReassignConversation",
+        "/switchboard.conversation.v1.SupervisorService/TransferConversation",
         supervisor_action("transfer"),
     ),
     (
         "/switchboard.conversation.v1.SupervisorService/ForceCloseConversation",
         supervisor_action("force_close"),
+    ),
+    // conversation: status counts are an insight, not an action on a conversation.
+    (
+        "/switchboard.conversation.v1.SupervisorService/CountConversationsByStatus",
+        roles(SUPERVISOR_OR_ADMIN),
     ),
     // conversation configuration: anyone reads, administrators change (supervisors may
     // manage canned responses).
@@ -191,11 +200,19 @@ const RULES: &[(&str, Rule)] = &[
         roles(ADMIN),
     ),
     (
+        "/switchboard.conversation.v1.ConversationConfigService/UpdateStatusLabel",
+        roles(ADMIN),
+    ),
+    (
         "/switchboard.conversation.v1.ConversationConfigService/DeleteStatusLabel",
         roles(ADMIN),
     ),
     (
         "/switchboard.conversation.v1.ConversationConfigService/CreateCannedResponse",
+        roles(SUPERVISOR_OR_ADMIN),
+    ),
+    (
+        "/switchboard.conversation.v1.ConversationConfigService/UpdateCannedResponse",
         roles(SUPERVISOR_OR_ADMIN),
     ),
     (
@@ -272,6 +289,22 @@ const RULES: &[(&str, Rule)] = &[
         "/switchboard.directory.v1.DirectoryService/ListAuditLogEntries",
         roles(ADMIN),
     ),
+    (
+        "/switchboard.directory.v1.DirectoryService/CreateTeam",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/ListTeams",
+        roles(ANY),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/UpdateTeam",
+        roles(ADMIN),
+    ),
+    (
+        "/switchboard.directory.v1.DirectoryService/DeleteTeam",
+        roles(ADMIN),
+    ),
 ];
 
 /// The rule for the full method `path` (`/package.Service/Method`), if any.
@@ -330,6 +363,8 @@ mod tests {
             display_name: "U".to_owned(),
             roles: roles.to_vec(),
             enabled_supervisor_actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
         }
     }
 
@@ -425,7 +460,7 @@ mod tests {
             ("MonitorConversation", "monitor"),
             ("JoinConversation", "join"),
             ("AssignConversation", "assign"),
-            ("ReassignConversation", "transfer"),
+            ("TransferConversation", "transfer"),
             ("ForceCloseConversation", "force_close"),
         ];
         for (method, action) in cases {

@@ -6,11 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::directory::FieldError;
 
-/// Items per page when the client asks for none.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-/// Most items per page.
-pub const MAX_PAGE_SIZE: usize = 500;
-
 /// Where a page resumes: after the item with this sort key and id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -29,19 +24,11 @@ pub struct PageRequest {
     pub after: Option<Cursor>,
 }
 
-/// Checks `page_size` (0 means 50, at most 500) and decodes `page_token`.
+/// Reads `page_size` (0 means 50, above 500 means 500) and decodes `page_token`.
 pub fn page_request(page_size: i32, page_token: &str) -> Result<PageRequest, FieldError> {
-    let size = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n < 0 => return Err(FieldError::new("page_size", "must not be negative")),
-        n if n as usize > MAX_PAGE_SIZE => {
-            return Err(FieldError::new(
-                "page_size",
-                format!("must be at most {MAX_PAGE_SIZE}"),
-            ));
-        }
-        n => n as usize,
-    };
+    let size = switchboard_server_kit::page::LIST
+        .size(page_size)
+        .map_err(|description| FieldError::new("page_size", description))? as usize;
     let after = if page_token.is_empty() {
         None
     } else {
@@ -86,10 +73,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_default_and_are_bounded() {
+    fn sizes_default_and_are_clamped() {
         assert_eq!(page_request(0, "").unwrap().size, 50);
         assert_eq!(page_request(500, "").unwrap().size, 500);
-        assert!(page_request(501, "").is_err());
+        assert_eq!(page_request(501, "").unwrap().size, 500);
         assert!(page_request(-1, "").is_err());
     }
 

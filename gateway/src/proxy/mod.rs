@@ -363,6 +363,8 @@ mod tests {
             display_name: "U".to_owned(),
             roles: vec![Role::Agent],
             enabled_supervisor_actions: vec![],
+            time_zone: String::new(),
+            reopen_window_secs: 0,
         };
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer x"));

@@ -6,6 +6,7 @@ use switchboard_proto::reporting::v1::{Granularity as ProtoGranularity, ReportFi
 use switchboard_server_kit::db::timestamp_to_micros;
 use switchboard_server_kit::{Identity, Role};
 
+use super::page_token::Fingerprint;
 use crate::domain::period::Granularity;
 use crate::domain::reports::Frame;
 use crate::error::Error;
@@ -17,9 +18,12 @@ const REPORT_ROLES: [Role; 3] = [Role::Analyst, Role::Supervisor, Role::Administ
 /// Longest range of a report by day.
 const MAX_DAY_RANGE_DAYS: i64 = 400;
 
-/// Most ids or channels in one filter list (keeps every query well under the database's
-/// bind-parameter limits).
-const MAX_FILTER_VALUES: usize = 500;
+/// The contract's caps on filter lists. Together they stay far below the bind-parameter
+/// limits of SQLite (32,766) and PostgreSQL (65,535) in one query.
+const MAX_QUEUE_IDS: usize = 1000;
+const MAX_AGENT_IDS: usize = 1000;
+const MAX_CHANNELS: usize = 10;
+const MAX_TEAM_IDS: usize = 100;
 
 /// Report ranges lie between 1970-01-01 (nothing is older) and 9999-12-31T23:59:59Z, the
 /// last second `google.protobuf.Timestamp` allows.
@@ -28,8 +32,17 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The tenant of a caller allowed to read reports.
-pub fn authorize(identity: &Identity) -> Result<String, Error> {
+/// A caller allowed to read reports, with what its identity says about its tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's tenant.
+    pub tenant_id: String,
+    /// The tenant's default IANA time zone; empty for UTC.
+    pub time_zone: String,
+}
+
+/// The caller, when allowed to read reports.
+pub fn authorize(identity: &Identity) -> Result<Caller, Error> {
     if !identity.has_any_role(&REPORT_ROLES) {
         return Err(Error::RoleRequired(
             "reports need the ANALYST, SUPERVISOR or ADMINISTRATOR role".to_owned(),
@@ -40,7 +53,10 @@ pub fn authorize(identity: &Identity) -> Result<String, Error> {
             "reports need a caller that belongs to a tenant".to_owned(),
         ));
     }
-    Ok(identity.tenant_id.clone())
+    Ok(Caller {
+        tenant_id: identity.tenant_id.clone(),
+        time_zone: identity.time_zone.clone(),
+    })
 }
 
 /// A checked report request: whose facts, which range and zone, which filters.
@@ -69,6 +85,32 @@ impl Scope {
             channels: &self.channels,
             agent_ids: &self.agent_ids,
         }
+    }
+
+    /// What identifies the rows of `report` for this scope, so that a page token is only
+    /// honoured with the request that issued it. Taken after normalization, so two
+    /// spellings of one filter (UUID case, the tenant zone named or implied) agree.
+    pub fn fingerprint(&self, report: &str) -> u64 {
+        let mut fingerprint = Fingerprint::new();
+        fingerprint
+            .add(report)
+            .add(&self.tenant_id)
+            .add(&self.frame.start.to_string())
+            .add(&self.frame.end.to_string())
+            .add(self.frame.zone.name())
+            .add(&format!("{:?}", self.frame.granularity));
+        for queue_id in &self.queue_ids {
+            fingerprint.add(queue_id);
+        }
+        fingerprint.add("channels");
+        for channel in &self.channels {
+            fingerprint.add(&channel.to_string());
+        }
+        fingerprint.add("agents");
+        for agent_id in &self.agent_ids {
+            fingerprint.add(agent_id);
+        }
+        fingerprint.finish()
     }
 }
 
@@ -109,12 +151,6 @@ fn instant(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<i64, Erro
 }
 
 fn uuids(field: &str, values: &[String]) -> Result<Vec<String>, Error> {
-    if values.len() > MAX_FILTER_VALUES {
-        return Err(Error::invalid(
-            field,
-            format!("at most {MAX_FILTER_VALUES} values"),
-        ));
-    }
     values
         .iter()
         .enumerate()
@@ -126,15 +162,85 @@ fn uuids(field: &str, values: &[String]) -> Result<Vec<String>, Error> {
         .collect()
 }
 
-/// Checks `filter` for a report of `shape` grouped by `granularity`, in the caller's
-/// tenant.
+/// Refuses over-long filter lists before anything else is looked at, so that an oversized
+/// request costs nothing.
+fn check_list_lengths(filter: &ReportFilter) -> Result<(), Error> {
+    for (field, len, max) in [
+        ("filter.queue_ids", filter.queue_ids.len(), MAX_QUEUE_IDS),
+        ("filter.agent_ids", filter.agent_ids.len(), MAX_AGENT_IDS),
+        ("filter.channels", filter.channels.len(), MAX_CHANNELS),
+        ("filter.team_ids", filter.team_ids.len(), MAX_TEAM_IDS),
+    ] {
+        if len > max {
+            return Err(Error::invalid(
+                field,
+                format!("at most {max} values, got {len}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Only the caller's own tenant is served: a parent tenant's analyst reporting on a child
+/// needs the tenant tree in reporting, which comes later.
+fn check_tenant(caller: &Caller, tenant_id: &str) -> Result<(), Error> {
+    if tenant_id.is_empty() {
+        return Ok(());
+    }
+    let same = match (
+        uuid::Uuid::parse_str(tenant_id),
+        uuid::Uuid::parse_str(&caller.tenant_id),
+    ) {
+        (Ok(asked), Ok(own)) => asked == own,
+        (Err(_), _) => return Err(Error::invalid("filter.tenant_id", "must be a UUID")),
+        (Ok(_), Err(_)) => tenant_id == caller.tenant_id,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "filter.tenant_id",
+            "reports on child tenants are not served yet: leave it empty (or your own tenant) \
+             and report as a user of that tenant",
+        ))
+    }
+}
+
+/// The zone periods are seen from: the filter's, else the tenant's default, else UTC.
+fn zone(filter: &ReportFilter, caller: &Caller) -> Result<Tz, Error> {
+    if !filter.time_zone.is_empty() {
+        return filter.time_zone.parse::<Tz>().map_err(|_| {
+            Error::invalid(
+                "filter.time_zone",
+                format!("unknown IANA time zone \"{}\"", filter.time_zone),
+            )
+        });
+    }
+    if caller.time_zone.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    caller.time_zone.parse::<Tz>().map_err(|_| {
+        Error::invalid(
+            "filter.time_zone",
+            format!(
+                "is empty and the tenant's time zone \"{}\" is not a known IANA zone: name \
+                 one here",
+                caller.time_zone
+            ),
+        )
+    })
+}
+
+/// Checks `filter` for a report of `shape` grouped by `granularity`, for `caller`.
 pub fn scope(
-    tenant_id: String,
+    caller: &Caller,
     filter: Option<&ReportFilter>,
     granularity: Granularity,
     shape: ReportShape,
 ) -> Result<Scope, Error> {
     let filter = filter.ok_or_else(|| Error::invalid("filter", "is required"))?;
+    check_list_lengths(filter)?;
+    check_tenant(caller, &filter.tenant_id)?;
     let range = filter
         .time_range
         .as_ref()
@@ -156,23 +262,8 @@ pub fn scope(
             ),
         ));
     }
-    let zone = if filter.time_zone.is_empty() {
-        Tz::UTC
-    } else {
-        filter.time_zone.parse::<Tz>().map_err(|_| {
-            Error::invalid(
-                "filter.time_zone",
-                format!("unknown IANA time zone \"{}\"", filter.time_zone),
-            )
-        })?
-    };
+    let zone = zone(filter, caller)?;
     let queue_ids = uuids("filter.queue_ids", &filter.queue_ids)?;
-    if filter.channels.len() > MAX_FILTER_VALUES {
-        return Err(Error::invalid(
-            "filter.channels",
-            format!("at most {MAX_FILTER_VALUES} values"),
-        ));
-    }
     let channels = filter
         .channels
         .iter()
@@ -198,7 +289,7 @@ pub fn scope(
         }
     };
     Ok(Scope {
-        tenant_id,
+        tenant_id: caller.tenant_id.clone(),
         frame: Frame {
             start,
             end,
@@ -219,6 +310,8 @@ mod tests {
     use super::*;
 
     const DAY: i64 = 86_400;
+    const TENANT: &str = "0b6f2a4e-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
+    const UUID: &str = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 
     fn filter(start: i64, end: i64, zone: &str) -> ReportFilter {
         ReportFilter {
@@ -244,13 +337,15 @@ mod tests {
         }
     }
 
+    fn caller(time_zone: &str) -> Caller {
+        Caller {
+            tenant_id: TENANT.to_owned(),
+            time_zone: time_zone.to_owned(),
+        }
+    }
+
     fn check(filter: &ReportFilter, granularity: Granularity) -> Result<Scope, Error> {
-        scope(
-            "t".to_owned(),
-            Some(filter),
-            granularity,
-            ReportShape::Agents,
-        )
+        scope(&caller(""), Some(filter), granularity, ReportShape::Agents)
     }
 
     #[test]
@@ -279,7 +374,7 @@ mod tests {
     fn bad_filters_name_the_field() {
         assert_eq!(
             field_of(scope(
-                "t".to_owned(),
+                &caller(""),
                 None,
                 Granularity::Day,
                 ReportShape::Periods
@@ -332,12 +427,131 @@ mod tests {
         assert_eq!(field_of(check(&teams, Granularity::Day)), "filter.team_ids");
         assert!(
             scope(
-                "t".to_owned(),
+                &caller(""),
                 Some(&teams),
                 Granularity::Day,
                 ReportShape::Periods
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_zone_is_the_filter_s_else_the_tenant_s_else_utc() {
+        let new_york = caller("America/New_York");
+        let zone_of = |caller: &Caller, zone: &str| {
+            scope(
+                caller,
+                Some(&filter(0, DAY, zone)),
+                Granularity::Day,
+                ReportShape::Periods,
+            )
+            .map(|scope| scope.frame.zone)
+        };
+        assert_eq!(
+            zone_of(&new_york, "").unwrap(),
+            chrono_tz::America::New_York
+        );
+        assert_eq!(
+            zone_of(&new_york, "Asia/Tokyo").unwrap(),
+            chrono_tz::Asia::Tokyo
+        );
+        assert_eq!(zone_of(&caller(""), "").unwrap(), Tz::UTC);
+        assert_eq!(
+            field_of(zone_of(&caller("Atlantis/Capital"), "").map(|_| unreachable!())),
+            "filter.time_zone"
+        );
+    }
+
+    #[test]
+    fn long_lists_are_refused_before_anything_else() {
+        // No time range at all: the length check must come first to name the list.
+        let lists = |queues: usize, agents: usize, channels: usize, teams: usize| ReportFilter {
+            queue_ids: vec!["not-a-uuid".to_owned(); queues],
+            agent_ids: vec!["not-a-uuid".to_owned(); agents],
+            channels: vec![99; channels],
+            team_ids: vec!["not-a-uuid".to_owned(); teams],
+            ..ReportFilter::default()
+        };
+        assert_eq!(
+            field_of(check(&lists(1001, 0, 0, 0), Granularity::Day)),
+            "filter.queue_ids"
+        );
+        assert_eq!(
+            field_of(check(&lists(0, 1001, 0, 0), Granularity::Day)),
+            "filter.agent_ids"
+        );
+        assert_eq!(
+            field_of(check(&lists(0, 0, 11, 0), Granularity::Day)),
+            "filter.channels"
+        );
+        assert_eq!(
+            field_of(check(&lists(0, 0, 0, 101), Granularity::Day)),
+            "filter.team_ids"
+        );
+        // At the caps, the lists are read (and the first bad value named).
+        let mut full = filter(0, DAY, "");
+        full.queue_ids = vec![UUID.to_owned(); 1000];
+        full.agent_ids = vec![UUID.to_owned(); 1000];
+        full.channels = vec![Channel::Sms as i32; 10];
+        let scope = check(&full, Granularity::Day).unwrap();
+        assert_eq!((scope.queue_ids.len(), scope.agent_ids.len()), (1000, 1000));
+        assert_eq!(scope.channels.len(), 10);
+    }
+
+    #[test]
+    fn only_the_caller_s_own_tenant_is_served() {
+        let mut own = filter(0, DAY, "");
+        own.tenant_id = TENANT.to_uppercase();
+        assert!(check(&own, Granularity::Day).is_ok());
+        let mut child = filter(0, DAY, "");
+        child.tenant_id = UUID.to_owned();
+        match check(&child, Granularity::Day) {
+            Err(Error::InvalidArgument { field, description }) => {
+                assert_eq!(field, "filter.tenant_id");
+                assert!(description.contains("child tenants are not served yet"));
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+        child.tenant_id = "acme".to_owned();
+        assert_eq!(
+            field_of(check(&child, Granularity::Day)),
+            "filter.tenant_id"
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_filters_apart_but_not_spellings() {
+        let fingerprint = |filter: &ReportFilter, granularity: Granularity| {
+            check(filter, granularity)
+                .unwrap()
+                .fingerprint("created_closed")
+        };
+        let base = filter(0, DAY, "Europe/Paris");
+        let mut upper = base.clone();
+        upper.queue_ids = vec![UUID.to_uppercase()];
+        let mut lower = base.clone();
+        lower.queue_ids = vec![UUID.to_owned()];
+        assert_eq!(
+            fingerprint(&upper, Granularity::Day),
+            fingerprint(&lower, Granularity::Day)
+        );
+        assert_ne!(
+            fingerprint(&base, Granularity::Day),
+            fingerprint(&lower, Granularity::Day)
+        );
+        assert_ne!(
+            fingerprint(&base, Granularity::Day),
+            fingerprint(&base, Granularity::Week)
+        );
+        assert_ne!(
+            fingerprint(&base, Granularity::Day),
+            fingerprint(&filter(0, DAY, "UTC"), Granularity::Day)
+        );
+        let scope = check(&base, Granularity::Day).unwrap();
+        assert_ne!(
+            scope.fingerprint("created_closed"),
+            scope.fingerprint("reassignments")
         );
     }
 
@@ -371,11 +585,13 @@ mod tests {
             display_name: "U".to_owned(),
             roles: vec![Role::Agent],
             enabled_supervisor_actions: Vec::new(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
         };
         assert!(matches!(authorize(&identity), Err(Error::RoleRequired(_))));
         for role in REPORT_ROLES {
             identity.roles = vec![Role::Agent, role];
-            assert_eq!(authorize(&identity).unwrap(), "t");
+            assert_eq!(authorize(&identity).unwrap().tenant_id, "t");
         }
         identity.tenant_id.clear();
         assert!(matches!(authorize(&identity), Err(Error::RoleRequired(_))));

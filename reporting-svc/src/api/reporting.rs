@@ -1,31 +1,71 @@
 //! `switchboard.reporting.v1.ReportingService`: the reports, by API and as CSV.
+//!
+//! Every report is computed whole for its range and then served a page at a time by row
+//! key (see `domain::page`), so that pages agree with one unpaged call; the CSV export sends
+//! every row.
 
 use std::pin::Pin;
 
 use futures::Stream;
+use switchboard_proto::reporting::v1::export_report_response::{Chunk, End, Start, Update};
 use switchboard_proto::reporting::v1::reporting_service_server::ReportingService;
 use switchboard_proto::reporting::v1::{
-    CloseTimeRow, CreatedClosedRow, ExportReportRequest, ExportReportResponse,
+    CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, ExportReportResponse,
     FirstContactResolutionRow, GetCloseTimeReportRequest, GetCloseTimeReportResponse,
     GetCreatedClosedReportRequest, GetCreatedClosedReportResponse,
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
     GetQueueMetricsReportRequest, GetQueueMetricsReportResponse, GetReassignmentsReportRequest,
     GetReassignmentsReportResponse, ListTransferLedgerRequest, ListTransferLedgerResponse,
-    ReassignmentsRow, ReportFilter, ReportKind,
+    Period as ProtoPeriod, ReassignmentsRow, ReportFilter, ReportKind,
 };
 use switchboard_server_kit::identity_of;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use super::filter::{ReportShape, Scope, authorize, granularity, scope};
+use super::filter::{Caller, ReportShape, Scope, authorize, granularity, scope};
+use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
-use crate::domain::period::Granularity;
+use crate::domain::page::{Page, RowKey, page};
+use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, CloseTime, CreatedClosed, FirstContactResolution, Reassignments,
+    self, CloseTime, CreatedClosed, FirstContactResolution, Frame, Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
 use crate::store::Store;
+
+/// Report names in page-token fingerprints: a token of one report is refused by another.
+const CREATED_CLOSED: &str = "created_closed";
+const REASSIGNMENTS: &str = "reassignments";
+const CLOSE_TIME: &str = "close_time";
+const FIRST_CONTACT_RESOLUTION: &str = "first_contact_resolution";
+
+/// CSV columns of the period reports. A row's period is written for people, not as the
+/// API's `Period` message: `period_start` is the local start of the period in RFC 3339 with
+/// the zone's offset (`2026-03-02T00:00:00+01:00`; the range's start for TOTAL; empty for
+/// day-of-week rows), and `day_of_week` is `MONDAY` to `SUNDAY` on day-of-week rows, empty
+/// otherwise.
+const CREATED_CLOSED_HEADER: &[&str] = &["period_start", "day_of_week", "created", "closed"];
+const REASSIGNMENTS_HEADER: &[&str] = &[
+    "period_start",
+    "day_of_week",
+    "agent_id",
+    "reassignments_received",
+];
+/// CSV columns of the close-time report; durations in decimal seconds, the assignment
+/// columns empty when no assignment time is known.
+const CLOSE_TIME_HEADER: &[&str] = &[
+    "agent_id",
+    "closed",
+    "average_from_create_seconds",
+    "median_from_create_seconds",
+    "p90_from_create_seconds",
+    "average_from_assign_seconds",
+    "median_from_assign_seconds",
+    "p90_from_assign_seconds",
+];
+const FIRST_CONTACT_RESOLUTION_HEADER: &[&str] =
+    &["agent_id", "closed", "resolved_first_contact", "rate"];
 
 /// The ReportingService implementation.
 #[derive(Clone, Debug)]
@@ -72,59 +112,52 @@ impl ReportingApi {
     async fn export_rows(
         &self,
         kind: ReportKind,
-        tenant_id: String,
+        caller: &Caller,
         filter: Option<&ReportFilter>,
         granularity: Granularity,
     ) -> Result<(&'static [&'static str], Vec<Vec<String>>), Error> {
         match kind {
             ReportKind::CreatedClosed => {
-                let scope = scope(tenant_id, filter, granularity, ReportShape::Periods)?;
+                let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
                 let rows = self.created_closed(&scope).await?;
                 Ok((
-                    &["period", "created", "closed"],
+                    CREATED_CLOSED_HEADER,
                     rows.iter()
                         .map(|r| {
-                            vec![
-                                r.period.label(),
-                                r.created.to_string(),
-                                r.closed.to_string(),
-                            ]
+                            let mut record = csv_period(&scope.frame, &r.period);
+                            record.extend([r.created.to_string(), r.closed.to_string()]);
+                            record
                         })
                         .collect(),
                 ))
             }
             ReportKind::Reassignments => {
-                let scope = scope(tenant_id, filter, granularity, ReportShape::Agents)?;
+                let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
                 let rows = self.reassignments(&scope).await?;
                 Ok((
-                    &["period", "agent_id", "reassignments_received"],
+                    REASSIGNMENTS_HEADER,
                     rows.iter()
-                        .map(|r| vec![r.period.label(), r.agent_id.clone(), r.received.to_string()])
+                        .map(|r| {
+                            let mut record = csv_period(&scope.frame, &r.period);
+                            record.extend([r.agent_id.clone(), r.received.to_string()]);
+                            record
+                        })
                         .collect(),
                 ))
             }
             ReportKind::CloseTime => {
-                let scope = scope(tenant_id, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
                 let rows = self.close_time(&scope).await?;
                 Ok((
-                    &[
-                        "agent_id",
-                        "closed",
-                        "average_from_create_seconds",
-                        "median_from_create_seconds",
-                        "p90_from_create_seconds",
-                        "average_from_assign_seconds",
-                        "median_from_assign_seconds",
-                        "p90_from_assign_seconds",
-                    ],
+                    CLOSE_TIME_HEADER,
                     rows.iter().map(close_time_record).collect(),
                 ))
             }
             ReportKind::FirstContactResolution => {
-                let scope = scope(tenant_id, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
                 let rows = self.first_contact_resolution(&scope).await?;
                 Ok((
-                    &["agent_id", "closed", "resolved_first_contact", "rate"],
+                    FIRST_CONTACT_RESOLUTION_HEADER,
                     rows.iter()
                         .map(|r| {
                             vec![
@@ -148,6 +181,79 @@ impl ReportingApi {
     }
 }
 
+/// A report's page request, checked: where the page starts, how long it is, and what
+/// a token for the next page must be bound to.
+struct PageRequest {
+    after: Option<RowKey>,
+    size: usize,
+    fingerprint: u64,
+}
+
+impl PageRequest {
+    fn new(report: &str, scope: &Scope, page_size: i32, page_token: &str) -> Result<Self, Error> {
+        let size = page_token::page_size(page_size)?;
+        let fingerprint = scope.fingerprint(report);
+        let after = page_token::decode(page_token, fingerprint)?;
+        Ok(PageRequest {
+            after,
+            size,
+            fingerprint,
+        })
+    }
+
+    fn take<T>(&self, rows: Vec<T>, key: impl Fn(&T) -> RowKey) -> Page<T> {
+        page(rows, key, self.after.as_ref(), self.size)
+    }
+
+    /// The `next_page_token` for `page`: empty on the last page.
+    fn next_token<T>(&self, page: &Page<T>) -> String {
+        page.next
+            .as_ref()
+            .map(|key| page_token::encode(self.fingerprint, key))
+            .unwrap_or_default()
+    }
+}
+
+fn period_key(period: &Period) -> RowKey {
+    RowKey {
+        period: period.ordinal(),
+        agent_id: String::new(),
+    }
+}
+
+fn agent_key(agent_id: &str) -> RowKey {
+    RowKey {
+        period: 0,
+        agent_id: agent_id.to_owned(),
+    }
+}
+
+/// The API's view of a period: when it starts, or which weekday it sums.
+fn proto_period(frame: &Frame, period: &Period) -> ProtoPeriod {
+    let day_of_week = period
+        .weekday()
+        .and_then(|day| DayOfWeek::try_from(day as i32 + 1).ok())
+        .unwrap_or(DayOfWeek::Unspecified);
+    ProtoPeriod {
+        start_time: frame.period_start(period).map(timestamp),
+        day_of_week: day_of_week as i32,
+    }
+}
+
+/// The `period_start` and `day_of_week` CSV fields of a period.
+fn csv_period(frame: &Frame, period: &Period) -> Vec<String> {
+    vec![
+        frame
+            .period_start(period)
+            .map(|start| csv::local_time(start, frame.zone))
+            .unwrap_or_default(),
+        period
+            .weekday()
+            .map(|day| weekday_name(day).to_owned())
+            .unwrap_or_default(),
+    ]
+}
+
 fn close_time_record(row: &CloseTime) -> Vec<String> {
     let mut record = vec![row.agent_id.clone(), row.from_create.count.to_string()];
     for summary in [Some(row.from_create), row.from_assign] {
@@ -157,6 +263,14 @@ fn close_time_record(row: &CloseTime) -> Vec<String> {
         }
     }
     record
+}
+
+/// An instant in microseconds since the epoch as a protobuf `Timestamp`.
+fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
 }
 
 /// A duration in microseconds as a protobuf `Duration` (seconds and nanos of one sign).
@@ -194,22 +308,31 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetCreatedClosedReportRequest>,
     ) -> Result<Response<GetCreatedClosedReportResponse>, Status> {
-        let tenant_id = authorize(&identity_of(&request)?)?;
+        let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
         let granularity = granularity(request.granularity, "granularity")?;
         let scope = scope(
-            tenant_id,
+            &caller,
             request.filter.as_ref(),
             granularity,
             ReportShape::Periods,
         )?;
-        debug!(tenant_id = %scope.tenant_id, "created-closed report");
+        let paging = PageRequest::new(
+            CREATED_CLOSED,
+            &scope,
+            request.page_size,
+            &request.page_token,
+        )?;
         let rows = self.created_closed(&scope).await?;
+        let page = paging.take(rows, |r| period_key(&r.period));
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "created-closed report");
         Ok(Response::new(GetCreatedClosedReportResponse {
-            rows: rows
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
                 .into_iter()
                 .map(|r| CreatedClosedRow {
-                    period: r.period.label(),
+                    period: Some(proto_period(&scope.frame, &r.period)),
                     created: r.created,
                     closed: r.closed,
                 })
@@ -221,22 +344,34 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetReassignmentsReportRequest>,
     ) -> Result<Response<GetReassignmentsReportResponse>, Status> {
-        let tenant_id = authorize(&identity_of(&request)?)?;
+        let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
         let granularity = granularity(request.granularity, "granularity")?;
         let scope = scope(
-            tenant_id,
+            &caller,
             request.filter.as_ref(),
             granularity,
             ReportShape::Agents,
         )?;
-        debug!(tenant_id = %scope.tenant_id, "reassignments report");
+        let paging = PageRequest::new(
+            REASSIGNMENTS,
+            &scope,
+            request.page_size,
+            &request.page_token,
+        )?;
         let rows = self.reassignments(&scope).await?;
+        let page = paging.take(rows, |r| RowKey {
+            period: r.period.ordinal(),
+            agent_id: r.agent_id.clone(),
+        });
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "reassignments report");
         Ok(Response::new(GetReassignmentsReportResponse {
-            rows: rows
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
                 .into_iter()
                 .map(|r| ReassignmentsRow {
-                    period: r.period.label(),
+                    period: Some(proto_period(&scope.frame, &r.period)),
                     agent_id: r.agent_id,
                     reassignments_received: r.received,
                 })
@@ -248,18 +383,21 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetCloseTimeReportRequest>,
     ) -> Result<Response<GetCloseTimeReportResponse>, Status> {
-        let tenant_id = authorize(&identity_of(&request)?)?;
+        let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
         let scope = scope(
-            tenant_id,
+            &caller,
             request.filter.as_ref(),
             Granularity::Total,
             ReportShape::Agents,
         )?;
-        debug!(tenant_id = %scope.tenant_id, "close-time report");
+        let paging = PageRequest::new(CLOSE_TIME, &scope, request.page_size, &request.page_token)?;
         let rows = self.close_time(&scope).await?;
+        let page = paging.take(rows, |r| agent_key(&r.agent_id));
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "close-time report");
         Ok(Response::new(GetCloseTimeReportResponse {
-            rows: rows.into_iter().map(close_time_row).collect(),
+            next_page_token: paging.next_token(&page),
+            rows: page.rows.into_iter().map(close_time_row).collect(),
         }))
     }
 
@@ -267,18 +405,31 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetFirstContactResolutionReportRequest>,
     ) -> Result<Response<GetFirstContactResolutionReportResponse>, Status> {
-        let tenant_id = authorize(&identity_of(&request)?)?;
+        let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
         let scope = scope(
-            tenant_id,
+            &caller,
             request.filter.as_ref(),
             Granularity::Total,
             ReportShape::Agents,
         )?;
-        debug!(tenant_id = %scope.tenant_id, "first-contact-resolution report");
+        let paging = PageRequest::new(
+            FIRST_CONTACT_RESOLUTION,
+            &scope,
+            request.page_size,
+            &request.page_token,
+        )?;
         let rows = self.first_contact_resolution(&scope).await?;
+        let page = paging.take(rows, |r| agent_key(&r.agent_id));
+        debug!(
+            tenant_id = %scope.tenant_id,
+            rows = page.rows.len(),
+            "first-contact-resolution report"
+        );
         Ok(Response::new(GetFirstContactResolutionReportResponse {
-            rows: rows
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
                 .into_iter()
                 .map(|r| FirstContactResolutionRow {
                     agent_id: r.agent_id,
@@ -306,17 +457,19 @@ impl ReportingService for ReportingApi {
 
     type ExportReportStream = ExportStream;
 
+    /// Computes every row first, so that the row limit is enforced before anything is sent
+    /// and `start` can announce the total; then `start`, the chunks, and `end`.
     async fn export_report(
         &self,
         request: Request<ExportReportRequest>,
     ) -> Result<Response<Self::ExportReportStream>, Status> {
-        let tenant_id = authorize(&identity_of(&request)?)?;
+        let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
         let kind = ReportKind::try_from(request.kind)
             .map_err(|_| Error::invalid("kind", format!("unknown report kind {}", request.kind)))?;
         let granularity = granularity(request.granularity, "granularity")?;
         let (header, rows) = self
-            .export_rows(kind, tenant_id, request.filter.as_ref(), granularity)
+            .export_rows(kind, &caller, request.filter.as_ref(), granularity)
             .await?;
         let count = rows.len() as u64;
         if count > self.export_limit {
@@ -327,19 +480,66 @@ impl ReportingService for ReportingApi {
             .into());
         }
         debug!(kind = kind.as_str_name(), rows = count, "export");
+        let total_rows = rows.len() as i64;
         let chunks = csv::chunks(header, rows, CHUNK_BYTES).map(|chunk| {
-            Ok(ExportReportResponse {
-                csv_chunk: chunk.bytes,
+            Update::Chunk(Chunk {
+                csv_data: chunk.bytes,
                 rows_so_far: chunk.rows_so_far,
             })
         });
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let messages = std::iter::once(Update::Start(Start { total_rows }))
+            .chain(chunks)
+            .chain(std::iter::once(Update::End(End { total_rows })))
+            .map(|update| {
+                Ok(ExportReportResponse {
+                    update: Some(update),
+                })
+            });
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_show_their_start_or_their_weekday() {
+        let paris: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+        let frame = Frame {
+            start: 1_772_406_000_000_000, // 2026-03-01T23:00:00Z
+            end: 1_772_406_000_000_000 + 7 * 86_400_000_000,
+            zone: paris,
+            granularity: Granularity::Day,
+        };
+        let monday = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+        assert_eq!(
+            proto_period(&frame, &Period::Day(monday)),
+            ProtoPeriod {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: 1_772_406_000,
+                    nanos: 0
+                }),
+                day_of_week: 0,
+            }
+        );
+        assert_eq!(
+            csv_period(&frame, &Period::Day(monday)),
+            ["2026-03-02T00:00:00+01:00", ""]
+        );
+        assert_eq!(
+            proto_period(&frame, &Period::DayOfWeek(6)),
+            ProtoPeriod {
+                start_time: None,
+                day_of_week: DayOfWeek::Sunday as i32,
+            }
+        );
+        assert_eq!(csv_period(&frame, &Period::DayOfWeek(6)), ["", "SUNDAY"]);
+        assert_eq!(
+            csv_period(&frame, &Period::Total),
+            ["2026-03-02T00:00:00+01:00", ""]
+        );
+    }
 
     #[test]
     fn durations_keep_one_sign() {

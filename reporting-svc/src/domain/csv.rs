@@ -6,6 +6,9 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+
 /// The size a chunk grows to before it is handed out (a chunk ends after the record that
 /// reaches it, so it may be a little larger).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -109,6 +112,18 @@ pub fn seconds(micros: i64) -> String {
     }
 }
 
+/// An instant (microseconds since the epoch) as RFC 3339 local time in `zone` with its
+/// offset, `2026-03-02T00:00:00+01:00`, so that a period start reads as the local midnight
+/// it is and still names one instant. Seconds carry a fraction only when there is one.
+pub fn local_time(micros: i64, zone: Tz) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .map(|utc| {
+            utc.with_timezone(&zone)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, false)
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +216,18 @@ mod tests {
         let parsed = parse(&concat(&all));
         assert_eq!(parsed.len(), 1001);
         assert_eq!(parsed[1000], vec!["row-0999", "999"]);
+    }
+
+    #[test]
+    fn local_times_carry_the_zone_offset() {
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let midnight = 1_772_406_000_000_000; // 2026-03-01T23:00:00Z
+        assert_eq!(local_time(midnight, paris), "2026-03-02T00:00:00+01:00");
+        assert_eq!(local_time(midnight, Tz::UTC), "2026-03-01T23:00:00+00:00");
+        assert_eq!(
+            local_time(midnight + 500_000, Tz::UTC),
+            "2026-03-01T23:00:00.500+00:00"
+        );
     }
 
     #[test]

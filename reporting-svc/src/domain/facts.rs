@@ -3,7 +3,7 @@
 //! One row of [`ConversationFacts`] per conversation (where and when it was created and
 //! closed, who closed it, how many segments, transfers and reopens), and one
 //! [`AssignmentFact`] per ASSIGNED event (who received it from whom). Folding the event
-//! log in sequence order through [`apply`] gives the same facts however often it is
+//! log in log order through [`apply`] gives the same facts however often it is
 //! replayed, which is what lets a report agree with a recomputation from the log.
 
 /// What happened to a conversation, as far as the reports care.
@@ -29,8 +29,10 @@ pub enum EventKind {
 /// One conversation event, in the units the store keeps (microseconds since the epoch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// Position in conversation-svc's event log.
-    pub sequence: i64,
+    /// Position in conversation-svc's service-wide event log (`LogEntry.log_sequence`), the
+    /// consumer's cursor. Not the event's per-conversation `sequence`, which repeats across
+    /// conversations.
+    pub log_sequence: i64,
     /// Tenant of the conversation.
     pub tenant_id: String,
     /// The conversation.
@@ -89,8 +91,8 @@ pub struct ConversationFacts {
 /// One assignment: an agent became owner, possibly taking it from another agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AssignmentFact {
-    /// Sequence of the ASSIGNED event; identifies the fact.
-    pub sequence: i64,
+    /// Log sequence of the ASSIGNED event; identifies the fact.
+    pub log_sequence: i64,
     /// Tenant of the conversation.
     pub tenant_id: String,
     /// The conversation.
@@ -135,7 +137,7 @@ fn non_empty(value: &str) -> Option<String> {
 }
 
 /// Folds `event` into the conversation's current facts (`None` when the conversation was
-/// never seen). Events are expected in sequence order; a conversation first seen through
+/// never seen). Events are expected in log order; a conversation first seen through
 /// a later event still gets a row, created at the event's conversation creation time.
 pub fn apply(current: Option<&ConversationFacts>, event: &Event) -> Change {
     let created_at = event.conversation_created_at.unwrap_or(event.occurred_at);
@@ -173,7 +175,7 @@ pub fn apply(current: Option<&ConversationFacts>, event: &Event) -> Change {
             facts.owner_agent_id = non_empty(&event.agent_id);
             facts.owner_since = Some(event.occurred_at);
             assignment = Some(AssignmentFact {
-                sequence: event.sequence,
+                log_sequence: event.log_sequence,
                 tenant_id: facts.tenant_id.clone(),
                 conversation_id: facts.conversation_id.clone(),
                 agent_id: event.agent_id.clone(),
@@ -230,9 +232,9 @@ mod tests {
 
     const MIN: i64 = 60_000_000;
 
-    fn event(sequence: i64, kind: EventKind, at_minutes: i64) -> Event {
+    fn event(log_sequence: i64, kind: EventKind, at_minutes: i64) -> Event {
         Event {
-            sequence,
+            log_sequence,
             tenant_id: "t".to_owned(),
             conversation_id: "c".to_owned(),
             kind,
@@ -246,11 +248,11 @@ mod tests {
         }
     }
 
-    fn assigned(sequence: i64, at: i64, agent: &str, previous: &str) -> Event {
+    fn assigned(log_sequence: i64, at: i64, agent: &str, previous: &str) -> Event {
         Event {
             agent_id: agent.to_owned(),
             previous_agent_id: previous.to_owned(),
-            ..event(sequence, EventKind::Assigned, at)
+            ..event(log_sequence, EventKind::Assigned, at)
         }
     }
 

@@ -1,8 +1,9 @@
 //! Pure reporting rules: facts folded from events, report periods in a time zone,
-//! statistics, report rows and CSV. No I/O here.
+//! statistics, report rows, pages and CSV. No I/O here.
 
 pub mod csv;
 pub mod facts;
+pub mod page;
 pub mod period;
 pub mod reports;
 pub mod stats;

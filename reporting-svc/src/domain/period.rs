@@ -4,7 +4,7 @@
 //! Local dates come from chrono-tz, so days around daylight-saving changes are 23 or 25
 //! hours long and an instant always lands on the calendar day a clock in that zone shows.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone as _, Utc, Weekday};
 use chrono_tz::Tz;
 
 /// How a report groups rows in time.
@@ -49,8 +49,9 @@ const WEEKDAY_NAMES: [&str; 7] = [
 ];
 
 impl Period {
-    /// The period as reports show it: `2026-11-21`, `2026-W47`, `2026-11`, `MONDAY` or
+    /// The period as the tests name it: `2026-11-21`, `2026-W47`, `2026-11`, `MONDAY` or
     /// `TOTAL`.
+    #[cfg(test)]
     pub fn label(&self) -> String {
         match self {
             Period::Day(date) => date.format("%Y-%m-%d").to_string(),
@@ -58,6 +59,38 @@ impl Period {
             Period::Month { year, month } => format!("{year:04}-{month:02}"),
             Period::DayOfWeek(day) => WEEKDAY_NAMES[*day as usize].to_owned(),
             Period::Total => "TOTAL".to_owned(),
+        }
+    }
+
+    /// The calendar day the period starts on: the day, the Monday of the ISO week, the
+    /// first of the month; `None` for a day of week or the total, which are no span of
+    /// the calendar.
+    pub fn first_day(&self) -> Option<NaiveDate> {
+        match *self {
+            Period::Day(date) => Some(date),
+            Period::Week { year, week } => NaiveDate::from_isoywd_opt(year, week, Weekday::Mon),
+            Period::Month { year, month } => NaiveDate::from_ymd_opt(year, month, 1),
+            Period::DayOfWeek(_) | Period::Total => None,
+        }
+    }
+
+    /// The weekday of a day-of-week period, 0 for Monday to 6 for Sunday.
+    pub fn weekday(&self) -> Option<u32> {
+        match *self {
+            Period::DayOfWeek(day) => Some(day),
+            _ => None,
+        }
+    }
+
+    /// A number that orders the periods of one granularity as they sort, so that a page
+    /// token can say after which period the next page starts.
+    pub fn ordinal(&self) -> i64 {
+        match *self {
+            Period::Day(date) => i64::from(date.num_days_from_ce()),
+            Period::Week { year, week } => i64::from(year) * 100 + i64::from(week),
+            Period::Month { year, month } => i64::from(year) * 12 + i64::from(month),
+            Period::DayOfWeek(day) => i64::from(day),
+            Period::Total => 0,
         }
     }
 
@@ -78,6 +111,27 @@ impl Period {
             Granularity::DayOfWeek => Period::DayOfWeek(date.weekday().num_days_from_monday()),
             Granularity::Total => Period::Total,
         }
+    }
+}
+
+/// The English upper-case name of a weekday (0 for Monday), as the CSV export writes it
+/// and as `switchboard.reporting.v1.DayOfWeek` names it after its prefix.
+pub fn weekday_name(day: u32) -> &'static str {
+    WEEKDAY_NAMES[day as usize % 7]
+}
+
+/// The first instant (microseconds since the epoch) of the local calendar day `date` in
+/// `zone`: local midnight, or when a daylight-saving change skips midnight (as in Havana
+/// or Beirut), the first local time that exists that day.
+pub fn start_of_day(date: NaiveDate, zone: Tz) -> i64 {
+    let mut local = date.and_time(chrono::NaiveTime::MIN);
+    // Gaps are whole quarter hours (see `reports`), so stepping by 15 minutes finds the
+    // first existing time; a day a zone skipped entirely ends on the next day's start.
+    loop {
+        if let Some(instant) = zone.from_local_datetime(&local).earliest() {
+            return instant.timestamp_micros();
+        }
+        local += Duration::minutes(15);
     }
 }
 
@@ -186,6 +240,87 @@ mod tests {
             .iter()
             .map(Period::label)
             .collect()
+    }
+
+    fn at(micros_since_epoch: i64) -> String {
+        DateTime::<Utc>::from_timestamp_micros(micros_since_epoch)
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    fn start(at_instant: &str, zone: Tz, granularity: Granularity) -> String {
+        let period = period_of(micros(at_instant), zone, granularity);
+        at(start_of_day(period.first_day().unwrap(), zone))
+    }
+
+    #[test]
+    fn periods_start_at_local_midnight_of_their_first_day() {
+        let at_instant = "2026-11-21T12:00:00Z";
+        let zone = paris();
+        assert_eq!(
+            start(at_instant, zone, Granularity::Day),
+            "2026-11-20T23:00:00+00:00"
+        );
+        // Week 47 of 2026 starts on Monday 16 November.
+        assert_eq!(
+            start(at_instant, zone, Granularity::Week),
+            "2026-11-15T23:00:00+00:00"
+        );
+        assert_eq!(
+            start(at_instant, zone, Granularity::Month),
+            "2026-10-31T23:00:00+00:00"
+        );
+        // ISO week 1 of 2027 starts on 2027-01-04; week 53 of 2026 on 2026-12-28.
+        assert_eq!(
+            start("2027-01-03T12:00:00Z", Tz::UTC, Granularity::Week),
+            "2026-12-28T00:00:00+00:00"
+        );
+        // A summer day in Paris starts at 22:00 UTC the day before.
+        assert_eq!(
+            start("2026-07-14T12:00:00Z", zone, Granularity::Day),
+            "2026-07-13T22:00:00+00:00"
+        );
+        assert_eq!(Period::DayOfWeek(2).first_day(), None);
+        assert_eq!(Period::Total.first_day(), None);
+        assert_eq!(Period::DayOfWeek(2).weekday(), Some(2));
+        assert_eq!(Period::Total.weekday(), None);
+    }
+
+    #[test]
+    fn a_day_whose_midnight_is_skipped_starts_at_its_first_existing_time() {
+        // Havana springs forward from 00:00 to 01:00 on 2026-03-08 (UTC-5 to UTC-4).
+        let havana: Tz = "America/Havana".parse().unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 3, 8).unwrap();
+        assert_eq!(at(start_of_day(day, havana)), "2026-03-08T05:00:00+00:00");
+        assert_eq!(local_date(start_of_day(day, havana), havana), day);
+        assert_eq!(
+            local_date(start_of_day(day, havana) - 1, havana),
+            day.pred_opt().unwrap()
+        );
+    }
+
+    #[test]
+    fn ordinals_sort_like_periods() {
+        for granularity in [
+            Granularity::Day,
+            Granularity::Week,
+            Granularity::Month,
+            Granularity::DayOfWeek,
+        ] {
+            let periods = periods_in(
+                micros("2026-12-01T00:00:00Z"),
+                micros("2027-03-01T00:00:00Z"),
+                Tz::UTC,
+                granularity,
+            );
+            assert!(periods.len() > 1);
+            for pair in periods.windows(2) {
+                assert!(pair[0] < pair[1]);
+                assert!(pair[0].ordinal() < pair[1].ordinal(), "{pair:?}");
+            }
+        }
+        assert_eq!(weekday_name(0), "MONDAY");
+        assert_eq!(weekday_name(6), "SUNDAY");
     }
 
     #[test]

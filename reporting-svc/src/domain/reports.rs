@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 
 use super::facts::resolved_first_contact;
-use super::period::{Granularity, Period, period_of, periods_in};
+use super::period::{Granularity, Period, period_of, periods_in, start_of_day};
 use super::stats::{Summary, summarize};
 
 /// Length of a counting slot, in microseconds (15 minutes).
@@ -42,6 +42,16 @@ impl Frame {
     /// Every period of the frame, in order.
     pub fn periods(&self) -> Vec<Period> {
         periods_in(self.start, self.end, self.zone, self.granularity)
+    }
+
+    /// When `period` starts, in microseconds since the epoch: local midnight (in the
+    /// frame's zone) of its first day, the range's start for the total, and `None` for a
+    /// day of week, which sums days spread over the range.
+    pub fn period_start(&self, period: &Period) -> Option<i64> {
+        match period {
+            Period::Total => Some(self.start),
+            _ => period.first_day().map(|day| start_of_day(day, self.zone)),
+        }
     }
 }
 
@@ -288,6 +298,38 @@ mod tests {
                 ("2026-03-04".to_owned(), 1, 0),
             ]
         );
+    }
+
+    #[test]
+    fn period_starts_are_in_the_frame_zone_and_the_total_starts_with_the_range() {
+        let by_week = frame(
+            "2026-03-04T10:00:00Z",
+            "2026-03-20T00:00:00Z",
+            "Europe/Paris",
+            Granularity::Week,
+        );
+        let starts: Vec<Option<i64>> = by_week
+            .periods()
+            .iter()
+            .map(|p| by_week.period_start(p))
+            .collect();
+        assert_eq!(
+            starts,
+            vec![
+                Some(micros("2026-03-01T23:00:00Z")),
+                Some(micros("2026-03-08T23:00:00Z")),
+                Some(micros("2026-03-15T23:00:00Z")),
+            ]
+        );
+        let total = Frame {
+            granularity: Granularity::Total,
+            ..by_week
+        };
+        assert_eq!(
+            total.period_start(&Period::Total),
+            Some(micros("2026-03-04T10:00:00Z"))
+        );
+        assert_eq!(total.period_start(&Period::DayOfWeek(0)), None);
     }
 
     #[test]

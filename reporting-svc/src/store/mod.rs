@@ -1,10 +1,11 @@
 //! Facts and consumer cursors, on SQLite or PostgreSQL through server-kit's [`Db`].
 //!
-//! Every event is applied in one transaction with the cursor of its source: the cursor
-//! is moved first with a conditional update (`sequence < new`), which both takes the row
-//! lock that serializes concurrent consumers and tells whether the event was already
-//! applied. Facts change only when it succeeds, so a crash or a replay never loses nor
-//! double-counts an event.
+//! Every event is applied in one transaction with the cursor of its source, a position in
+//! the source's service-wide log (`log_sequence`, never an event's per-conversation
+//! `sequence`). The cursor is moved first with a conditional update (`log_sequence < new`),
+//! which both takes the row lock that serializes concurrent consumers and tells whether the
+//! event was already applied. Facts change only when it succeeds, so a crash or a replay
+//! never loses nor double-counts an event.
 
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -169,47 +170,49 @@ impl Store {
         &self.db
     }
 
-    /// The sequence of the last event applied from `source`; 0 before the first.
+    /// The log sequence of the last event applied from `source`; 0 before the first.
     pub async fn cursor(&self, source: &str) -> Result<i64, sqlx::Error> {
         let row: Option<(i64,)> =
-            sqlx::query_as("SELECT sequence FROM consumer_cursor WHERE source = $1")
+            sqlx::query_as("SELECT log_sequence FROM consumer_cursor WHERE source = $1")
                 .bind(source)
                 .fetch_optional(&self.db.pool)
                 .await?;
         Ok(row.map_or(0, |(sequence,)| sequence))
     }
 
-    /// Applies `event` from `source` and moves the cursor to its sequence, in one
+    /// Applies `event` from `source` and moves the cursor to its log sequence, in one
     /// transaction; an event at or below the cursor changes nothing.
     pub async fn apply(&self, source: &str, event: &Event) -> Result<Applied, sqlx::Error> {
-        self.apply_inner(source, event.sequence, Some(event)).await
+        self.apply_inner(source, event.log_sequence, Some(event))
+            .await
     }
 
     /// Moves the cursor past an event that carries nothing the reports can use (logged by
     /// the caller), so that it does not block the ones after it.
-    pub async fn skip(&self, source: &str, sequence: i64) -> Result<Applied, sqlx::Error> {
-        self.apply_inner(source, sequence, None).await
+    pub async fn skip(&self, source: &str, log_sequence: i64) -> Result<Applied, sqlx::Error> {
+        self.apply_inner(source, log_sequence, None).await
     }
 
     async fn apply_inner(
         &self,
         source: &str,
-        sequence: i64,
+        log_sequence: i64,
         event: Option<&Event>,
     ) -> Result<Applied, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO consumer_cursor (source, sequence) VALUES ($1, 0) \
+            "INSERT INTO consumer_cursor (source, log_sequence) VALUES ($1, 0) \
              ON CONFLICT (source) DO NOTHING",
         )
         .bind(source)
         .execute(&mut *tx)
         .await?;
         let moved = sqlx::query(
-            "UPDATE consumer_cursor SET sequence = $2 WHERE source = $1 AND sequence < $2",
+            "UPDATE consumer_cursor SET log_sequence = $2 \
+             WHERE source = $1 AND log_sequence < $2",
         )
         .bind(source)
-        .bind(sequence)
+        .bind(log_sequence)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -228,7 +231,7 @@ impl Store {
             .transpose()?;
             let change = facts::apply(current.as_ref(), event);
             if let Some(facts) = &change.conversation {
-                upsert_facts(&mut tx, facts, sequence).await?;
+                upsert_facts(&mut tx, facts, log_sequence).await?;
             }
             if let Some(assignment) = &change.assignment {
                 insert_assignment(&mut tx, assignment).await?;
@@ -259,9 +262,9 @@ impl Store {
         conversation_id: &str,
     ) -> Result<Vec<AssignmentFact>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT sequence, tenant_id, conversation_id, agent_id, previous_agent_id, \
+            "SELECT log_sequence, tenant_id, conversation_id, agent_id, previous_agent_id, \
              queue_id, channel, assigned_at, reassignment FROM assignment_facts \
-             WHERE conversation_id = $1 ORDER BY sequence",
+             WHERE conversation_id = $1 ORDER BY log_sequence",
         )
         .bind(conversation_id)
         .fetch_all(&self.db.pool)
@@ -271,7 +274,7 @@ impl Store {
                 let channel: i64 = row.try_get("channel")?;
                 let reassignment: i64 = row.try_get("reassignment")?;
                 Ok(AssignmentFact {
-                    sequence: row.try_get("sequence")?,
+                    log_sequence: row.try_get("log_sequence")?,
                     tenant_id: row.try_get("tenant_id")?,
                     conversation_id: row.try_get("conversation_id")?,
                     agent_id: row.try_get("agent_id")?,
@@ -396,12 +399,12 @@ impl Store {
 async fn upsert_facts(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     facts: &ConversationFacts,
-    sequence: i64,
+    log_sequence: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO conversation_facts (conversation_id, tenant_id, channel, queue_id, \
          program_id, created_at, closed_at, closing_agent_id, closing_segment_start, \
-         owner_agent_id, owner_since, segments, transfers, reopens, last_sequence) \
+         owner_agent_id, owner_since, segments, transfers, reopens, last_log_sequence) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (conversation_id) DO UPDATE SET \
          channel = excluded.channel, queue_id = excluded.queue_id, \
@@ -410,7 +413,7 @@ async fn upsert_facts(
          closing_segment_start = excluded.closing_segment_start, \
          owner_agent_id = excluded.owner_agent_id, owner_since = excluded.owner_since, \
          segments = excluded.segments, transfers = excluded.transfers, \
-         reopens = excluded.reopens, last_sequence = excluded.last_sequence",
+         reopens = excluded.reopens, last_log_sequence = excluded.last_log_sequence",
     )
     .bind(&facts.conversation_id)
     .bind(&facts.tenant_id)
@@ -426,7 +429,7 @@ async fn upsert_facts(
     .bind(facts.segments)
     .bind(facts.transfers)
     .bind(facts.reopens)
-    .bind(sequence)
+    .bind(log_sequence)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -437,11 +440,11 @@ async fn insert_assignment(
     assignment: &AssignmentFact,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO assignment_facts (sequence, tenant_id, conversation_id, agent_id, \
+        "INSERT INTO assignment_facts (log_sequence, tenant_id, conversation_id, agent_id, \
          previous_agent_id, queue_id, channel, assigned_at, reassignment) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(assignment.sequence)
+    .bind(assignment.log_sequence)
     .bind(&assignment.tenant_id)
     .bind(&assignment.conversation_id)
     .bind(&assignment.agent_id)

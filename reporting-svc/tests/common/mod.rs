@@ -2,12 +2,17 @@
 //! and a builder for conversation event logs.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
 use chrono::DateTime;
 use prost_types::Timestamp;
 use reporting_svc::store::Store;
 use sqlx::AssertSqlSafe;
 use switchboard_proto::common::v1::Channel;
-use switchboard_proto::conversation::v1::{ConversationEvent, EventType};
+use switchboard_proto::conversation::internal::v1::LogEntry;
+use switchboard_proto::conversation::v1::{
+    AssignmentSource, CloseReason, ConversationEvent, EventType,
+};
 use switchboard_server_kit::Db;
 use tempfile::TempDir;
 
@@ -125,13 +130,16 @@ pub struct Conv {
     pub created: String,
 }
 
-/// Builds an event log the way conversation-svc writes one: increasing sequences
-/// (with gaps, which readers must tolerate), every event carrying the conversation's
-/// tenant, channel, queue and creation time.
+/// Builds an event log the way conversation-svc writes one: entries with increasing log
+/// sequences (with gaps, which readers must tolerate), each event numbered 1, 2, 3... within
+/// its conversation and carrying the conversation's tenant, channel, queue and creation
+/// time. Log sequences start at 1001 so that they never coincide with the per-conversation
+/// sequences: a reader that confuses the two goes wrong.
 #[derive(Default)]
 pub struct EventLog {
-    pub events: Vec<ConversationEvent>,
-    next_sequence: i64,
+    pub entries: Vec<LogEntry>,
+    next_log_sequence: i64,
+    conversation_sequences: HashMap<String, i64>,
 }
 
 pub const PROGRAM: &str = "99999999-9999-4999-8999-999999999999";
@@ -139,19 +147,20 @@ pub const PROGRAM: &str = "99999999-9999-4999-8999-999999999999";
 impl EventLog {
     pub fn new() -> EventLog {
         EventLog {
-            events: Vec::new(),
-            next_sequence: 1,
+            entries: Vec::new(),
+            next_log_sequence: 1001,
+            conversation_sequences: HashMap::new(),
         }
     }
 
-    /// Leaves `n` sequence numbers unused.
+    /// Leaves `n` log sequence numbers unused.
     pub fn gap(&mut self, n: i64) {
-        self.next_sequence += n;
+        self.next_log_sequence += n;
     }
 
-    /// The sequence of the last event written.
+    /// The log sequence of the last entry written.
     pub fn last_sequence(&self) -> i64 {
-        self.events.last().map_or(0, |e| e.sequence)
+        self.entries.last().map_or(0, |e| e.log_sequence)
     }
 
     pub fn push(
@@ -161,14 +170,19 @@ impl EventLog {
         at: &str,
         edit: impl FnOnce(&mut ConversationEvent),
     ) -> i64 {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        let log_sequence = self.next_log_sequence;
+        self.next_log_sequence += 1;
+        let sequence = self
+            .conversation_sequences
+            .entry(conv.id.clone())
+            .or_default();
+        *sequence += 1;
         let mut event = ConversationEvent {
-            sequence,
+            sequence: *sequence,
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: conv.tenant_id.clone(),
             conversation_id: conv.id.clone(),
-            r#type: kind as i32,
+            event_type: kind as i32,
             occur_time: Some(ts(at)),
             queue_id: conv.queue_id.clone(),
             channel: conv.channel as i32,
@@ -177,8 +191,11 @@ impl EventLog {
             ..ConversationEvent::default()
         };
         edit(&mut event);
-        self.events.push(event);
-        sequence
+        self.entries.push(LogEntry {
+            log_sequence,
+            event: Some(event),
+        });
+        log_sequence
     }
 
     /// A new conversation: CREATED then QUEUED.
@@ -203,15 +220,15 @@ impl EventLog {
     }
 
     pub fn assign(&mut self, conv: &Conv, at: &str, agent: &str, previous: &str) -> i64 {
-        let detail = if previous.is_empty() {
-            "offer"
+        let source = if previous.is_empty() {
+            AssignmentSource::QueueOffer
         } else {
-            "transfer"
+            AssignmentSource::Transfer
         };
         self.push(conv, EventType::Assigned, at, |e| {
             e.agent_id = agent.to_owned();
             e.previous_agent_id = previous.to_owned();
-            e.detail = detail.to_owned();
+            e.assignment_source = source as i32;
         })
     }
 
@@ -237,7 +254,7 @@ impl EventLog {
     pub fn close(&mut self, conv: &Conv, at: &str, owner: &str) -> i64 {
         self.push(conv, EventType::Closed, at, |e| {
             e.agent_id = owner.to_owned();
-            e.detail = "wrap_up".to_owned();
+            e.close_reason = CloseReason::WrapUpSubmitted as i32;
         })
     }
 

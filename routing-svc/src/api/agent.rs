@@ -3,14 +3,14 @@
 use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::agent_service_server::AgentService;
 use switchboard_server_kit::db::now_micros;
-use switchboard_server_kit::identity::Role;
+use switchboard_server_kit::identity::{Identity, Role};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::api::{
-    Begun, RequestKey, begin_mutation, caller_agent_id, checked_caller, commit_mutation, convert,
-    optional_id, parse_id, respond, short_text, target_agent,
+    Begun, MAX_TEXT, RequestKey, begin_mutation, caller_agent_id, checked_caller, commit_mutation,
+    convert, optional_id, parse_id, respond, short_text, target_agent,
 };
 use crate::domain::Presence;
 use crate::domain::presence::check_manual;
@@ -57,6 +57,30 @@ pub(crate) async fn agent_state(
 }
 
 impl AgentApi {
+    /// Keeps the agent's stored name the directory's: when an agent calls routing for
+    /// itself, the name in its signed identity replaces a different stored one, so that
+    /// offers, dashboards and assignments show the one name the directory holds.
+    async fn refresh_own_name(
+        &self,
+        identity: &Identity,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<()> {
+        let name: String = identity
+            .display_name
+            .trim()
+            .chars()
+            .take(MAX_TEXT)
+            .collect();
+        if name.is_empty() || caller_agent_id(identity).ok().as_deref() != Some(agent_id) {
+            return Ok(());
+        }
+        if catalog::refresh_display_name(&self.context.store, tenant_id, agent_id, &name).await? {
+            info!(agent_id = %agent_id, "agent display name refreshed from the directory");
+        }
+        Ok(())
+    }
+
     /// Lease time of a new outbox entry: long enough for the first attempt, after which
     /// the background dispatcher may retry it.
     fn lease_until(&self, now: i64) -> i64 {
@@ -96,6 +120,8 @@ impl AgentApi {
             None => return Err(Error::invalid("presence", "is not a known presence")),
         };
         let reason = short_text("reason", &req.reason)?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
 
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -128,6 +154,8 @@ impl AgentApi {
             &request.get_ref().agent_id,
             "AgentService/GetAgentState",
         )?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
         let mut conn = self.context.store.conn().await?;
         Ok(pb::GetAgentStateResponse {
             agent_state: Some(agent_state(&mut conn, &tenant_id, &agent_id).await?),
@@ -147,11 +175,13 @@ impl AgentApi {
                 .await?
                 .ok_or_else(|| agent_not_found(&agent_id))?;
         }
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
         Ok(streams::offers(
             self.context.store.clone(),
             tenant_id,
             agent_id,
-            self.context.timings.event_poll_interval,
+            self.context.pace(),
             self.context.shutdown.clone(),
         ))
     }
@@ -166,6 +196,8 @@ impl AgentApi {
         let req = request.into_inner();
         let key = RequestKey::parse(&tenant_id, ACCEPT_OFFER, &req.request_id)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
 
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -203,6 +235,8 @@ impl AgentApi {
         let key = RequestKey::parse(&tenant_id, REJECT_OFFER, &req.request_id)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
         let reason = short_text("reason", &req.reason)?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
 
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -211,8 +245,15 @@ impl AgentApi {
         catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
-        let offer =
-            routing::reject_offer(&mut tx, &tenant_id, &agent_id, &offer_id, now_micros()).await?;
+        let offer = routing::reject_offer(
+            &mut tx,
+            &tenant_id,
+            &agent_id,
+            &offer_id,
+            &reason,
+            now_micros(),
+        )
+        .await?;
         let response = pb::RejectOfferResponse {
             offer: Some(convert::offer(&offer)),
         };
@@ -238,6 +279,8 @@ impl AgentApi {
         let req = request.into_inner();
         let queue_id = optional_id("queue_id", &req.queue_id)?.unwrap_or_default();
         let page = PageRequest::parse("waiting", req.page_size, &req.page_token)?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
         let mut conn = self.context.store.conn().await?;
         let agent = catalog::get_agent(&mut conn, &tenant_id, &agent_id)
             .await?
@@ -266,6 +309,8 @@ impl AgentApi {
         let req = request.into_inner();
         let key = RequestKey::parse(&tenant_id, CLAIM_WAITING_WORK, &req.request_id)?;
         let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        self.refresh_own_name(&identity, &tenant_id, &agent_id)
+            .await?;
 
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
             Begun::Replayed(response) => return Ok(response),

@@ -1,5 +1,7 @@
 //! Domain records to API messages, and API durations to microseconds.
 
+use switchboard_proto::common::v1::{Heartbeat, SnapshotEnd};
+use switchboard_proto::routing::internal::v1 as ipb;
 use switchboard_proto::routing::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 
@@ -56,8 +58,15 @@ pub fn queue(queue: &Queue) -> pb::Queue {
         max_open_per_agent: queue.max_open_per_agent,
         offer_timeout: Some(micros_to_duration(queue.offer_timeout_us)),
         logout_behavior: queue.logout_behavior.as_i32(),
-        offer_waiting_on_login: queue.offer_waiting_on_login,
-        required_skills: queue.required_skills.clone(),
+        offer_waiting_on_login: Some(queue.offer_waiting_on_login),
+        required_skills: queue
+            .required_skills
+            .iter()
+            .map(|skill| pb::SkillRequirement {
+                name: skill.name.clone(),
+                min_level: skill.min_level,
+            })
+            .collect(),
         priority: queue.priority,
         overflow_queue_id: queue.overflow_queue_id.clone().unwrap_or_default(),
         overflow_after: Some(micros_to_duration(queue.overflow_after_us)),
@@ -83,6 +92,11 @@ pub fn capacity_profile(profile: &CapacityProfile) -> pb::CapacityProfile {
                 units: cost.units,
             })
             .collect(),
+        excluded_channels: profile
+            .excluded_channels
+            .iter()
+            .map(|c| c.as_i32())
+            .collect(),
     }
 }
 
@@ -102,7 +116,6 @@ pub fn agent_profile(agent: &Agent) -> pb::AgentProfile {
                 level: skill.level,
             })
             .collect(),
-        team_ids: agent.team_ids.clone(),
     }
 }
 
@@ -137,6 +150,54 @@ pub fn offer(offer: &Offer) -> pb::Offer {
         resolve_time: offer.resolve_time.map(micros_to_timestamp),
         customer_display_name: offer.customer_display_name.clone(),
         capacity_units: offer.capacity_units,
+        // Transfers and invitations come with the conversation lifecycle; queue offers
+        // have no transfer, invitation, sender or note.
+        transfer_id: String::new(),
+        invitation_id: String::new(),
+        sender_id: String::new(),
+        sender_display_name: String::new(),
+        channel_address: offer.channel_address.clone(),
+        queue_display_name: offer.queue_display_name.clone(),
+        wait_start_time: Some(micros_to_timestamp(offer.wait_start_time)),
+        note: String::new(),
+        reject_reason: offer.reject_reason.clone(),
+    }
+}
+
+/// A transfer target for the API.
+pub fn transfer_target(target: &crate::domain::transfer::TransferTarget) -> pb::TransferTarget {
+    use crate::domain::transfer::TransferTarget as T;
+    use pb::transfer_target::{AgentTarget, QueueTarget, Target};
+    let target = match target {
+        T::Queue {
+            queue_id,
+            display_name,
+            waiting,
+            agents_available,
+        } => Target::Queue(QueueTarget {
+            queue_id: queue_id.clone(),
+            display_name: display_name.clone(),
+            waiting: *waiting,
+            agents_available: *agents_available,
+        }),
+        T::Agent {
+            agent_id,
+            display_name,
+            presence,
+            free_units,
+            required_units,
+            queue_id,
+        } => Target::Agent(AgentTarget {
+            agent_id: agent_id.clone(),
+            display_name: display_name.clone(),
+            presence: presence.as_i32(),
+            free_units: *free_units,
+            required_units: *required_units,
+            queue_id: queue_id.clone(),
+        }),
+    };
+    pb::TransferTarget {
+        target: Some(target),
     }
 }
 
@@ -184,23 +245,88 @@ pub fn routing_decision(decision: &RoutingDecision) -> pb::RoutingDecision {
     }
 }
 
-/// An event for the internal Subscribe stream.
-pub fn event(event: &Event) -> switchboard_proto::routing::internal::v1::SubscribeResponse {
-    switchboard_proto::routing::internal::v1::SubscribeResponse {
-        sequence: event.sequence,
-        tenant_id: event.tenant_id.clone(),
-        r#type: event.kind.clone(),
-        occur_time: Some(micros_to_timestamp(event.occur_time)),
-        agent_id: event.agent_id.clone(),
-        conversation_id: event.conversation_id.clone(),
-        queue_id: event.queue_id.clone(),
-        offer_id: event.offer_id.clone(),
+/// The contract's type of a stored event type (UNSPECIFIED for a type written by a newer
+/// release than the contract this build knows).
+pub fn event_type(kind: &str) -> ipb::RoutingEventType {
+    use ipb::RoutingEventType as T;
+    match kind {
+        "conversation.enqueued" | "waiting.enqueued" => T::WaitingEnqueued,
+        "waiting.cancelled" => T::WaitingCancelled,
+        "offer.created" => T::OfferCreated,
+        "offer.accepted" => T::OfferAccepted,
+        "offer.rejected" => T::OfferRejected,
+        "offer.timed_out" => T::OfferTimedOut,
+        "offer.withdrawn" => T::OfferWithdrawn,
+        "presence.changed" => T::PresenceChanged,
+        "capacity.reserved" => T::CapacityReserved,
+        "capacity.released" => T::CapacityReleased,
+        "program.created" => T::ProgramCreated,
+        "queue.created" => T::QueueCreated,
+        "agent_profile.set" => T::AgentProfileSet,
+        "agent.renamed" => T::AgentRenamed,
+        "assignment.applied" => T::AssignmentApplied,
+        "assignment.failed" => T::AssignmentFailed,
+        _ => T::Unspecified,
     }
+}
+
+/// An event for the internal Subscribe stream.
+pub fn event(event: &Event) -> ipb::SubscribeResponse {
+    ipb::SubscribeResponse {
+        update: Some(ipb::subscribe_response::Update::Event(ipb::RoutingEvent {
+            sequence: event.sequence,
+            tenant_id: event.tenant_id.clone(),
+            event_type: event_type(&event.kind) as i32,
+            occur_time: Some(micros_to_timestamp(event.occur_time)),
+            agent_id: event.agent_id.clone(),
+            conversation_id: event.conversation_id.clone(),
+            queue_id: event.queue_id.clone(),
+            offer_id: event.offer_id.clone(),
+        })),
+    }
+}
+
+/// A heartbeat stamped with the server's clock now.
+pub fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        server_time: Some(micros_to_timestamp(switchboard_server_kit::db::now_micros())),
+    }
+}
+
+/// The end-of-snapshot marker.
+pub fn snapshot_end() -> SnapshotEnd {
+    SnapshotEnd {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_event_types_map_to_the_contract() {
+        use ipb::RoutingEventType as T;
+        for (kind, expected) in [
+            ("conversation.enqueued", T::WaitingEnqueued),
+            ("waiting.cancelled", T::WaitingCancelled),
+            ("offer.created", T::OfferCreated),
+            ("offer.accepted", T::OfferAccepted),
+            ("offer.rejected", T::OfferRejected),
+            ("offer.timed_out", T::OfferTimedOut),
+            ("offer.withdrawn", T::OfferWithdrawn),
+            ("presence.changed", T::PresenceChanged),
+            ("capacity.reserved", T::CapacityReserved),
+            ("capacity.released", T::CapacityReleased),
+            ("program.created", T::ProgramCreated),
+            ("queue.created", T::QueueCreated),
+            ("agent_profile.set", T::AgentProfileSet),
+            ("agent.renamed", T::AgentRenamed),
+            ("assignment.applied", T::AssignmentApplied),
+            ("assignment.failed", T::AssignmentFailed),
+            ("some.future_kind", T::Unspecified),
+        ] {
+            assert_eq!(event_type(kind), expected, "{kind}");
+        }
+    }
 
     #[test]
     fn durations_round_trip_and_refuse_negatives() {

@@ -99,6 +99,7 @@ impl InternalApi {
             .chars()
             .take(MAX_TEXT)
             .collect();
+        let channel_address: String = req.channel_address.trim().chars().take(MAX_TEXT).collect();
         let now = now_micros();
         let enqueue_time = req
             .wait_start_time
@@ -115,6 +116,7 @@ impl InternalApi {
                 queue,
                 channel,
                 customer_display_name,
+                channel_address,
                 enqueue_key: enqueue_key.to_owned(),
                 enqueue_time,
             },
@@ -245,7 +247,7 @@ impl InternalApi {
         Ok(streams::subscribe(
             self.context.store.clone(),
             after,
-            self.context.timings.event_poll_interval,
+            self.context.pace(),
             self.context.shutdown.clone(),
         ))
     }

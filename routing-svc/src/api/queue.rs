@@ -1,8 +1,6 @@
 //! `switchboard.routing.v1.QueueService`: programs, queues, capacity profiles, agents'
 //! routing profiles, live state and routing decision records.
 
-use std::collections::BTreeSet;
-
 use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::queue_service_server::QueueService;
 use switchboard_server_kit::db::now_micros;
@@ -12,19 +10,22 @@ use tracing::info;
 
 use crate::api::convert::{self, duration_micros};
 use crate::api::{
-    Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_tenant, checked_caller,
-    commit_mutation, display_name, not_implemented, optional_id, parse_id, require_any, required,
-    respond,
+    Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_agent_id, caller_tenant,
+    checked_caller, commit_mutation, display_name, not_implemented, optional_id, parse_id,
+    require_any, required, respond,
 };
+use crate::domain::transfer::{CandidateQueue, TargetKind, TransferTarget, transfer_targets};
 use crate::domain::{
-    AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, Program, Queue, Skill,
-    TransferFallback,
+    AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, OfferKind, OfferState,
+    Program, Queue, Skill, SkillRequirement, TransferFallback,
 };
-use crate::engine::Context;
+use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::catalog::{self, AgentProfileInput};
-use crate::store::page::PageRequest;
-use crate::store::routing;
+use crate::store::page::{self, PageRequest};
+use crate::store::routing::{self, OfferFilter};
+use switchboard_server_kit::db::timestamp_to_micros;
+use tokio_stream::wrappers::ReceiverStream;
 
 const CREATE_PROGRAM: &str = "/switchboard.routing.v1.QueueService/CreateProgram";
 const CREATE_QUEUE: &str = "/switchboard.routing.v1.QueueService/CreateQueue";
@@ -35,6 +36,10 @@ const SET_AGENT_PROFILE: &str = "/switchboard.routing.v1.QueueService/SetAgentPr
 pub const DEFAULT_OFFER_TIMEOUT_US: i64 = 30_000_000;
 /// Longest skill name accepted.
 const MAX_SKILL: usize = 100;
+/// Most skills a queue may require.
+const MAX_REQUIRED_SKILLS: usize = 20;
+/// Most values in one ListOffers filter list.
+const MAX_FILTER_VALUES: usize = 10;
 
 const ADMIN: &[Role] = &[Role::Administrator];
 const READERS: &[Role] = &[Role::Supervisor, Role::Administrator];
@@ -110,17 +115,7 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
         LogoutBehavior::Keep,
         LogoutBehavior::from_i32,
     )?;
-    let mut skills = BTreeSet::new();
-    for skill in &input.required_skills {
-        let skill = skill.trim();
-        if skill.is_empty() || skill.chars().count() > MAX_SKILL {
-            return Err(Error::invalid(
-                "queue.required_skills",
-                format!("each skill needs 1 to {MAX_SKILL} characters"),
-            ));
-        }
-        skills.insert(skill.to_owned());
-    }
+    let skills = validate_required_skills(&input.required_skills)?;
     let overflow_queue_id = optional_id("queue.overflow_queue_id", &input.overflow_queue_id)?;
     let overflow_after_us =
         duration_micros("queue.overflow_after", input.overflow_after.as_ref())?.unwrap_or(0);
@@ -145,8 +140,9 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
         max_open_per_agent: input.max_open_per_agent,
         offer_timeout_us,
         logout_behavior,
-        offer_waiting_on_login: input.offer_waiting_on_login,
-        required_skills: skills.into_iter().collect(),
+        // Unset means true: a new agent signing in drains the backlog.
+        offer_waiting_on_login: input.offer_waiting_on_login.unwrap_or(true),
+        required_skills: skills,
         priority: input.priority,
         overflow_queue_id,
         overflow_after_us,
@@ -155,6 +151,50 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
         create_time: now,
         update_time: now,
     })
+}
+
+/// Validates a queue's required skills: at most 20, names of 1 to 100 characters listed
+/// once (without regard to case), minimum levels 1 to 10 where 0 means 1.
+fn validate_required_skills(input: &[pb::SkillRequirement]) -> Result<Vec<SkillRequirement>> {
+    const FIELD: &str = "queue.required_skills";
+    if input.len() > MAX_REQUIRED_SKILLS {
+        return Err(Error::invalid(
+            FIELD,
+            format!("may list at most {MAX_REQUIRED_SKILLS} skills"),
+        ));
+    }
+    let mut skills: Vec<SkillRequirement> = Vec::with_capacity(input.len());
+    for skill in input {
+        let name = skill.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_SKILL {
+            return Err(Error::invalid(
+                "queue.required_skills.name",
+                format!("needs 1 to {MAX_SKILL} characters"),
+            ));
+        }
+        let min_level = match skill.min_level {
+            0 => 1,
+            level @ 1..=10 => level,
+            _ => {
+                return Err(Error::invalid(
+                    "queue.required_skills.min_level",
+                    "must be from 1 to 10 (0 means 1)",
+                ));
+            }
+        };
+        if skills.iter().any(|s| s.name.eq_ignore_ascii_case(name)) {
+            return Err(Error::invalid(
+                FIELD,
+                format!("lists skill \"{name}\" twice"),
+            ));
+        }
+        skills.push(SkillRequirement {
+            name: name.to_owned(),
+            min_level,
+        });
+    }
+    skills.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(skills)
 }
 
 /// Validates a capacity profile to create.
@@ -189,28 +229,44 @@ fn validate_capacity_profile(
             units: cost.units,
         });
     }
+    let mut excluded: Vec<Channel> = Vec::new();
+    for value in &input.excluded_channels {
+        let channel = parse_channel("capacity_profile.excluded_channels", *value)?;
+        if excluded.contains(&channel) {
+            return Err(Error::invalid(
+                "capacity_profile.excluded_channels",
+                "lists a channel twice",
+            ));
+        }
+        if costs.iter().any(|c| c.channel == channel.as_i32()) {
+            return Err(Error::invalid(
+                "capacity_profile.excluded_channels",
+                format!("excludes {channel:?}, which channel_costs also costs"),
+            ));
+        }
+        excluded.push(channel);
+    }
     Ok(CapacityProfile {
         id: uuid::Uuid::new_v4().to_string(),
         tenant_id: tenant_id.to_owned(),
         display_name: name,
         total_units: input.total_units,
         channel_costs: costs,
+        excluded_channels: excluded,
     })
 }
 
-/// The parts of an agent profile that need no database to check.
+/// The parts of an agent profile that need no database to check. The display name is not
+/// one of them: it is the directory's, refreshed when the agent calls routing.
 struct ProfileFields {
     agent_id: String,
-    display_name: String,
     capacity_profile_id: String,
     queue_ids: Vec<String>,
     skills: Vec<Skill>,
-    team_ids: Vec<String>,
 }
 
 fn validate_agent_profile(input: &pb::AgentProfile) -> Result<ProfileFields> {
     let agent_id = parse_id("agent_profile.agent_id", &input.agent_id)?;
-    let name = display_name("agent_profile.display_name", &input.display_name)?;
     let capacity_profile_id = parse_id(
         "agent_profile.capacity_profile_id",
         &input.capacity_profile_id,
@@ -248,26 +304,60 @@ fn validate_agent_profile(input: &pb::AgentProfile) -> Result<ProfileFields> {
             level: skill.level,
         });
     }
-    let mut team_ids = Vec::new();
-    for team in &input.team_ids {
-        let team = team.trim();
-        if team.is_empty() || team.chars().count() > MAX_TEXT {
-            return Err(Error::invalid(
-                "agent_profile.team_ids",
-                format!("each team needs 1 to {MAX_TEXT} characters"),
-            ));
-        }
-        if !team_ids.iter().any(|t| t == team) {
-            team_ids.push(team.to_owned());
-        }
-    }
     Ok(ProfileFields {
         agent_id,
-        display_name: name,
         capacity_profile_id,
         queue_ids,
         skills,
-        team_ids,
+    })
+}
+
+/// Checks a list filter of contract enum numbers: at most ten known values.
+fn enum_list<T: PartialEq>(
+    field: &str,
+    values: &[i32],
+    from: fn(i32) -> Option<T>,
+) -> Result<Vec<T>> {
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(Error::invalid(
+            field,
+            format!("may list at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(values.len());
+    for value in values {
+        let item = from(*value).ok_or_else(|| Error::invalid(field, "is not a known value"))?;
+        if !parsed.contains(&item) {
+            parsed.push(item);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Validates the filters of ListOffers.
+fn validate_offer_filter(req: &pb::ListOffersRequest) -> Result<OfferFilter> {
+    let created = match &req.create_time_range {
+        None => None,
+        Some(range) => {
+            let start = required("create_time_range.start_time", range.start_time.as_ref())?;
+            let end = required("create_time_range.end_time", range.end_time.as_ref())?;
+            let (start, end) = (timestamp_to_micros(start), timestamp_to_micros(end));
+            if start >= end {
+                return Err(Error::invalid(
+                    "create_time_range",
+                    "start_time must be before end_time",
+                ));
+            }
+            Some((start, end))
+        }
+    };
+    Ok(OfferFilter {
+        conversation_id: optional_id("conversation_id", &req.conversation_id)?,
+        agent_id: optional_id("agent_id", &req.agent_id)?,
+        queue_id: optional_id("queue_id", &req.queue_id)?,
+        kinds: enum_list("kinds", &req.kinds, OfferKind::from_i32)?,
+        states: enum_list("states", &req.states, OfferState::from_i32)?,
+        created,
     })
 }
 
@@ -458,11 +548,9 @@ impl QueueApi {
             &AgentProfileInput {
                 tenant_id: tenant_id.clone(),
                 agent_id: fields.agent_id,
-                display_name: fields.display_name,
                 capacity,
                 queue_ids: fields.queue_ids,
                 skills: fields.skills,
-                team_ids: fields.team_ids,
             },
             now_micros(),
         )
@@ -549,6 +637,112 @@ impl QueueApi {
         let state = catalog::queue_state(&mut conn, &tenant_id, &queue_id).await?;
         Ok(pb::GetQueueStateResponse {
             queue_state: Some(convert::queue_state(&queue_id, &state)),
+        })
+    }
+
+    fn stream_agent_states_impl(
+        &self,
+        request: Request<pb::StreamAgentStatesRequest>,
+    ) -> Result<ReceiverStream<std::result::Result<pb::StreamAgentStatesResponse, Status>>> {
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/StreamAgentStates")?;
+        let queue_id = optional_id("queue_id", &request.get_ref().queue_id)?.unwrap_or_default();
+        Ok(streams::agent_states(
+            self.context.store.clone(),
+            tenant_id,
+            queue_id,
+            self.context.pace(),
+            self.context.shutdown.clone(),
+        ))
+    }
+
+    async fn list_transfer_targets_impl(
+        &self,
+        request: Request<pb::ListTransferTargetsRequest>,
+    ) -> Result<pb::ListTransferTargetsResponse> {
+        let (identity, tenant_id) = checked_caller(
+            &request,
+            &[Role::Agent, Role::Supervisor],
+            "QueueService/ListTransferTargets",
+        )?;
+        let req = request.into_inner();
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        if req.name_filter.chars().count() > MAX_TEXT {
+            return Err(Error::invalid(
+                "name_filter",
+                format!("must be at most {MAX_TEXT} characters"),
+            ));
+        }
+        let name_filter = req.name_filter.trim();
+        use pb::list_transfer_targets_request::Kind;
+        let kind = match Kind::try_from(req.kind) {
+            Ok(Kind::Unspecified) => TargetKind::All,
+            Ok(Kind::Queues) => TargetKind::Queues,
+            Ok(Kind::Agents) => TargetKind::Agents,
+            Err(_) => return Err(Error::invalid("kind", "is not a known value")),
+        };
+        let page = PageRequest::parse("transfer_targets", req.page_size, &req.page_token)?;
+        let after = page.after.clone();
+        if after.as_ref().is_some_and(|key| key.len() != 3) {
+            return Err(Error::invalid(
+                "page_token",
+                "is not a token returned by this list",
+            ));
+        }
+        let caller_id = caller_agent_id(&identity).unwrap_or_default();
+
+        let mut conn = self.context.store.conn().await?;
+        let not_routed =
+            || Error::NotFound(format!("conversation {conversation_id} was never routed"));
+        let (queue_id, channel) =
+            routing::conversation_route(&mut conn, &tenant_id, &conversation_id)
+                .await?
+                .ok_or_else(not_routed)?;
+        let queue = catalog::get_queue(&mut conn, &tenant_id, &queue_id)
+            .await?
+            .ok_or_else(not_routed)?;
+        let mut candidates = Vec::new();
+        for queue in catalog::program_queues(&mut conn, &tenant_id, &queue.program_id).await? {
+            if !queue.accepts(channel) {
+                continue;
+            }
+            let state = catalog::queue_state(&mut conn, &tenant_id, &queue.id).await?;
+            let members = catalog::queue_members(&mut conn, &tenant_id, &queue.id).await?;
+            candidates.push(CandidateQueue {
+                queue,
+                waiting: state.waiting,
+                agents_available: state.agents_available,
+                members,
+            });
+        }
+        drop(conn);
+        let targets: Vec<TransferTarget> =
+            transfer_targets(&candidates, channel, &caller_id, name_filter, kind)
+                .into_iter()
+                .filter(|target| after.as_ref().is_none_or(|key| &target.sort_key() > key))
+                .take(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX))
+                .collect();
+        let (targets, next_page_token) =
+            page::finish("transfer_targets", &page, targets, TransferTarget::sort_key);
+        Ok(pb::ListTransferTargetsResponse {
+            targets: targets.iter().map(convert::transfer_target).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn list_offers_impl(
+        &self,
+        request: Request<pb::ListOffersRequest>,
+    ) -> Result<pb::ListOffersResponse> {
+        let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/ListOffers")?;
+        let req = request.into_inner();
+        let filter = validate_offer_filter(&req)?;
+        let page = PageRequest::parse("offers", req.page_size, &req.page_token)?;
+        let mut conn = self.context.store.conn().await?;
+        let (offers, next_page_token) =
+            routing::list_offers(&mut conn, &tenant_id, &filter, &page).await?;
+        Ok(pb::ListOffersResponse {
+            offers: offers.iter().map(convert::offer).collect(),
+            next_page_token,
         })
     }
 
@@ -677,13 +871,13 @@ impl QueueService for QueueApi {
     }
 
     type StreamAgentStatesStream =
-        futures::stream::Empty<std::result::Result<pb::StreamAgentStatesResponse, Status>>;
+        ReceiverStream<std::result::Result<pb::StreamAgentStatesResponse, Status>>;
 
     async fn stream_agent_states(
         &self,
-        _request: Request<pb::StreamAgentStatesRequest>,
+        request: Request<pb::StreamAgentStatesRequest>,
     ) -> std::result::Result<Response<Self::StreamAgentStatesStream>, Status> {
-        respond(not_implemented("QueueService", "StreamAgentStates"))
+        respond(self.stream_agent_states_impl(request))
     }
 
     async fn get_queue_state(
@@ -695,9 +889,16 @@ impl QueueService for QueueApi {
 
     async fn list_transfer_targets(
         &self,
-        _request: Request<pb::ListTransferTargetsRequest>,
+        request: Request<pb::ListTransferTargetsRequest>,
     ) -> std::result::Result<Response<pb::ListTransferTargetsResponse>, Status> {
-        respond(not_implemented("QueueService", "ListTransferTargets"))
+        respond(self.list_transfer_targets_impl(request).await)
+    }
+
+    async fn list_offers(
+        &self,
+        request: Request<pb::ListOffersRequest>,
+    ) -> std::result::Result<Response<pb::ListOffersResponse>, Status> {
+        respond(self.list_offers_impl(request).await)
     }
 
     async fn list_routing_decisions(

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use crate::domain::types::{
-    Agent, AssignmentMethod, Candidate, Channel, PassReason, Queue, channel_units,
+    Agent, AssignmentMethod, Candidate, Channel, PassReason, Queue, SkillRequirement, channel_units,
 };
 
 /// One member agent of the queue as the matcher sees it for one conversation.
@@ -28,13 +28,13 @@ pub struct Decision {
     pub candidates: Vec<Candidate>,
 }
 
-/// Whether `agent` has every skill in `required` (names compared without case).
-pub fn has_skills(agent: &Agent, required: &[String]) -> bool {
+/// Whether `agent` has every skill in `required` at its minimum level or above (names
+/// compared without case).
+pub fn has_skills(agent: &Agent, required: &[SkillRequirement]) -> bool {
     required.iter().all(|needed| {
-        agent
-            .skills
-            .iter()
-            .any(|skill| skill.name.eq_ignore_ascii_case(needed) && skill.level >= 1)
+        agent.skills.iter().any(|skill| {
+            skill.name.eq_ignore_ascii_case(&needed.name) && skill.level >= needed.min_level
+        })
     })
 }
 
@@ -46,6 +46,10 @@ pub fn check_eligible(
     view: &CandidateView<'_>,
 ) -> Result<i32, PassReason> {
     let agent = view.agent;
+    // Checked first: no change of presence or load would ever let the agent take it.
+    if agent.excludes(channel) {
+        return Err(PassReason::ChannelExcluded);
+    }
     if agent.presence == crate::domain::types::Presence::Rona {
         return Err(PassReason::Rona);
     }
@@ -184,8 +188,8 @@ mod tests {
                 units: 3,
             }],
             queue_ids: vec!["q".into()],
+            excluded_channels: vec![],
             skills: vec![],
-            team_ids: vec![],
             presence: Presence::Available,
             presence_reason: String::new(),
             presence_change_time: 0,
@@ -214,7 +218,10 @@ mod tests {
     #[test]
     fn each_rule_passes_an_agent_over_with_its_reason() {
         let q = Queue {
-            required_skills: vec!["billing".into()],
+            required_skills: vec![SkillRequirement {
+                name: "billing".into(),
+                min_level: 3,
+            }],
             max_open_per_agent: 2,
             ..queue(AssignmentMethod::MostAvailableCapacity)
         };
@@ -242,6 +249,15 @@ mod tests {
             pending_units: 3,
             ..skilled(agent("h", 5, 0, 0))
         };
+        let mut junior = agent("i", 5, 0, 0);
+        junior.skills.push(Skill {
+            name: "billing".into(),
+            level: 2,
+        });
+        let no_voice = Agent {
+            excluded_channels: vec![Channel::Voice],
+            ..skilled(agent("j", 5, 0, 0))
+        };
         let members = vec![
             view(&ok),
             view(&away),
@@ -257,6 +273,8 @@ mod tests {
                 ..view(&rejected)
             },
             view(&pending_full),
+            view(&junior),
+            view(&no_voice),
         ];
         let decision = decide(&q, Channel::Voice, &members, "");
         assert_eq!(decision.chosen, Some(("a".into(), 3)));
@@ -271,8 +289,13 @@ mod tests {
                 ("f".into(), PassReason::MaxOpenReached),
                 ("g".into(), PassReason::AlreadyOffered),
                 ("h".into(), PassReason::NoCapacity),
+                ("i".into(), PassReason::MissingSkill),
+                ("j".into(), PassReason::ChannelExcluded),
             ]
         );
+        // The excluded agent is still offered the channels it takes.
+        let chat = decide(&q, Channel::Webchat, &[view(&no_voice)], "");
+        assert_eq!(chat.chosen, Some(("j".into(), 1)));
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod capacity;
 pub mod matching;
 pub mod offer;
 pub mod presence;
+pub mod transfer;
 pub mod types;
 
 pub use types::*;

@@ -111,8 +111,10 @@ int_enum! {
         Queue = 1,
         /// A transfer from another agent.
         Transfer = 2,
-        /// A consult or conference invitation.
+        /// An invitation to join in a conference.
         Conference = 3,
+        /// An invitation to consult.
+        Consult = 4,
     }
 }
 
@@ -151,6 +153,38 @@ int_enum! {
         RankedLower = 7,
         /// Already offered, rejected or missed this conversation.
         AlreadyOffered = 8,
+        /// Not a member of the queue.
+        NotAMember = 9,
+        /// The agent's capacity profile excludes the conversation's channel.
+        ChannelExcluded = 10,
+    }
+}
+
+int_enum! {
+    /// How an agent came to own a conversation routing assigned.
+    AssignmentSource {
+        /// The agent accepted a queue offer.
+        QueueOffer = 1,
+        /// The agent picked it from the waiting work.
+        Claim = 2,
+    }
+}
+
+impl AssignmentSource {
+    /// The word stored in the outbox.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentSource::QueueOffer => "offer",
+            AssignmentSource::Claim => "claim",
+        }
+    }
+
+    /// The source stored as `word` by [`AssignmentSource::as_str`].
+    pub fn parse(word: &str) -> Option<AssignmentSource> {
+        AssignmentSource::ALL
+            .iter()
+            .copied()
+            .find(|s| s.as_str() == word)
     }
 }
 
@@ -190,8 +224,8 @@ pub struct Queue {
     pub logout_behavior: LogoutBehavior,
     /// Whether waiting conversations are offered when an agent logs in.
     pub offer_waiting_on_login: bool,
-    /// Skills an agent needs.
-    pub required_skills: Vec<String>,
+    /// Skills an agent needs, each at a minimum level.
+    pub required_skills: Vec<SkillRequirement>,
     /// Higher is offered first.
     pub priority: i32,
     /// Overflow target, if any.
@@ -213,6 +247,15 @@ impl Queue {
     pub fn accepts(&self, channel: Channel) -> bool {
         self.accepted_channels.contains(&channel)
     }
+}
+
+/// A skill a queue requires, with the lowest qualifying level.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkillRequirement {
+    /// Skill name, compared without case.
+    pub name: String,
+    /// 1 to 10.
+    pub min_level: i32,
 }
 
 /// Units one conversation on a channel costs.
@@ -237,6 +280,8 @@ pub struct CapacityProfile {
     pub total_units: i32,
     /// Per-channel costs; unlisted channels cost 1.
     pub channel_costs: Vec<ChannelCost>,
+    /// Channels an agent of this profile never receives.
+    pub excluded_channels: Vec<Channel>,
 }
 
 /// Units a conversation on `channel` costs under `costs`; unlisted channels cost 1.
@@ -263,7 +308,7 @@ pub struct Agent {
     pub tenant_id: String,
     /// The agent's user id.
     pub agent_id: String,
-    /// Name shown to customers.
+    /// The directory's display name as routing last saw it (empty until the agent calls).
     pub display_name: String,
     /// Capacity profile the units come from.
     pub capacity_profile_id: String,
@@ -271,12 +316,12 @@ pub struct Agent {
     pub capacity_total: i32,
     /// Channel costs (copied from the profile).
     pub channel_costs: Vec<ChannelCost>,
+    /// Channels never offered to the agent (copied from the profile).
+    pub excluded_channels: Vec<Channel>,
     /// Member queues.
     pub queue_ids: Vec<String>,
     /// Skills.
     pub skills: Vec<Skill>,
-    /// Teams, for reports.
-    pub team_ids: Vec<String>,
     /// Current presence.
     pub presence: Presence,
     /// Free-text reason.
@@ -292,6 +337,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Whether the agent's capacity profile excludes `channel`.
+    pub fn excludes(&self, channel: Channel) -> bool {
+        self.excluded_channels.contains(&channel)
+    }
+
     /// The agent's capacity ledger.
     pub fn capacity(&self) -> crate::domain::capacity::Capacity {
         crate::domain::capacity::Capacity {
@@ -315,6 +365,8 @@ pub struct WaitingItem {
     pub channel: Channel,
     /// Shown on offers.
     pub customer_display_name: String,
+    /// The customer's address on the channel, shown on offers.
+    pub channel_address: String,
     /// When the customer started waiting (keeps its place across offers).
     pub enqueue_time: i64,
     /// When routing took this enqueue; rejections before it do not count.
@@ -354,6 +406,14 @@ pub struct Offer {
     pub customer_display_name: String,
     /// Units the conversation takes when accepted.
     pub capacity_units: i32,
+    /// The customer's address on the channel.
+    pub channel_address: String,
+    /// The queue's name when the offer was made.
+    pub queue_display_name: String,
+    /// When the conversation started waiting.
+    pub wait_start_time: i64,
+    /// The agent's reason when rejecting; empty otherwise.
+    pub reject_reason: String,
 }
 
 /// One agent's part in a routing decision.

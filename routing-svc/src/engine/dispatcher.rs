@@ -19,9 +19,11 @@ use tonic::Code;
 use tracing::{info, warn};
 
 use crate::config::Timings;
+use crate::domain::AssignmentSource;
 use crate::error::Result;
 use crate::store::outbox::{self, OutboxEntry};
 use crate::store::{Store, routing};
+use switchboard_proto::conversation::v1::AssignmentSource as ContractSource;
 
 /// What became of one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,14 @@ pub struct Dispatcher {
     timings: Timings,
     /// Wakes the matcher after capacity was released.
     matcher: std::sync::Arc<Notify>,
+}
+
+/// The contract's name for how the agent got the conversation.
+fn assignment_source(source: AssignmentSource) -> ContractSource {
+    match source {
+        AssignmentSource::QueueOffer => ContractSource::QueueOffer,
+        AssignmentSource::Claim => ContractSource::Claim,
+    }
 }
 
 /// Microseconds of a duration, saturating.
@@ -89,7 +99,7 @@ impl Dispatcher {
             agent_display_name: entry.agent_display_name.clone(),
             offer_id: entry.offer_id.clone(),
             queue_id: entry.queue_id.clone(),
-            start_reason: entry.start_reason.clone(),
+            assignment_source: assignment_source(entry.source) as i32,
         });
         request.set_timeout(self.timings.conversation_timeout);
         let mut client = self.client.clone();

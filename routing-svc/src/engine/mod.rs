@@ -30,6 +30,14 @@ pub struct Context {
 }
 
 impl Context {
+    /// How the server streams poll and beat.
+    pub fn pace(&self) -> streams::Pace {
+        streams::Pace {
+            poll: self.timings.event_poll_interval,
+            heartbeat: self.timings.heartbeat_interval,
+        }
+    }
+
     /// Asks the matcher for a pass soon.
     pub fn wake_matcher(&self) {
         self.matcher.notify_one();

@@ -1,14 +1,20 @@
-//! Server streams fed from the event log: the internal Subscribe and agents' offers.
+//! Server streams fed from the event log: the internal Subscribe, an agent's offers and
+//! state (StreamOffers), and the supervisors' agent states (StreamAgentStates).
 //!
-//! Both read the events table after a cursor, so they see changes made by any replica.
+//! All read the events table after a cursor, so they see changes made by any replica.
 //! A commit in this process wakes them at once; changes from another replica are picked
-//! up by polling.
+//! up by polling. Each sends a heartbeat when it sent nothing for the heartbeat interval.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
 
-use switchboard_proto::routing::internal::v1::SubscribeResponse;
-use switchboard_proto::routing::v1::StreamOffersResponse;
+use sqlx::AnyConnection;
+use switchboard_proto::routing::internal::v1::{SubscribeResponse, subscribe_response};
+use switchboard_proto::routing::v1::{
+    self as pb, StreamAgentStatesResponse, StreamOffersResponse, stream_agent_states_response,
+    stream_offers_response,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +24,21 @@ use tracing::warn;
 use crate::api::convert;
 use crate::domain::OfferState;
 use crate::error::Result;
-use crate::store::{Store, events, routing};
+use crate::store::{Store, catalog, events, routing};
 
 /// Events read per query.
 const EVENT_BATCH: i64 = 500;
 /// Messages buffered per stream before the reader waits for the client.
 const STREAM_BUFFER: usize = 64;
+
+/// How often a stream looks for changes and how long it may stay quiet.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Poll interval for changes committed by another replica.
+    pub poll: Duration,
+    /// Quiet time after which a heartbeat is sent.
+    pub heartbeat: Duration,
+}
 
 /// Why a follow loop stops.
 enum Stop {
@@ -33,163 +48,261 @@ enum Stop {
     Failed(crate::error::Error),
 }
 
-/// Waits until something may have been committed: a local commit, the poll interval,
-/// or a reason to stop.
-async fn wait_for_commit<T>(
-    commits: &mut watch::Receiver<i64>,
-    poll: Duration,
-    shutdown: &CancellationToken,
-    sender: &mpsc::Sender<T>,
-) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = sender.closed() => false,
-        changed = commits.changed() => {
-            if changed.is_err() {
-                // The store is gone; fall back to polling.
-                tokio::time::sleep(poll).await;
-            }
-            true
-        }
-        () = tokio::time::sleep(poll) => true,
+impl From<crate::error::Error> for Stop {
+    fn from(err: crate::error::Error) -> Stop {
+        Stop::Failed(err)
     }
 }
 
-/// Streams every event after `after_sequence`, then new ones as they commit.
-pub fn subscribe(
-    store: Store,
-    after_sequence: i64,
-    poll: Duration,
-    shutdown: CancellationToken,
-) -> ReceiverStream<Result<SubscribeResponse, Status>> {
+/// The sending half of a stream; remembers when it last sent, for heartbeats.
+struct Sink<T> {
+    sender: mpsc::Sender<Result<T, Status>>,
+    last_sent: Instant,
+    pace: Pace,
+    heartbeat: fn() -> T,
+}
+
+impl<T> Sink<T> {
+    fn new(sender: mpsc::Sender<Result<T, Status>>, pace: Pace, heartbeat: fn() -> T) -> Self {
+        Sink {
+            sender,
+            last_sent: Instant::now(),
+            pace,
+            heartbeat,
+        }
+    }
+
+    /// Sends `message`; `Err(Stop::Done)` when the client is gone.
+    async fn send(&mut self, message: T) -> Result<(), Stop> {
+        self.last_sent = Instant::now();
+        self.sender.send(Ok(message)).await.map_err(|_| Stop::Done)
+    }
+
+    /// Sends a heartbeat if the stream was quiet for the interval, else waits until
+    /// something may have been committed (a local commit, the poll interval, or the
+    /// heartbeat falling due). `Err(Stop::Done)` when the stream should end.
+    async fn idle(
+        &mut self,
+        commits: &mut watch::Receiver<i64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let beat_in = self.pace.heartbeat.saturating_sub(self.last_sent.elapsed());
+        if beat_in.is_zero() {
+            return self.send((self.heartbeat)()).await;
+        }
+        let wait = self.pace.poll.min(beat_in);
+        tokio::select! {
+            () = shutdown.cancelled() => Err(Stop::Done),
+            () = self.sender.closed() => Err(Stop::Done),
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    // The store is gone; fall back to polling.
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+            () = tokio::time::sleep(wait) => Ok(()),
+        }
+    }
+
+    /// Ends the stream: a failure reaches the client as UNAVAILABLE.
+    async fn finish(self, stop: Stop) {
+        if let Stop::Failed(err) = stop {
+            warn!(error = %err, "event stream failed");
+            let _ = self
+                .sender
+                .send(Err(Status::unavailable(
+                    "event stream interrupted; reconnect",
+                )))
+                .await;
+        }
+    }
+}
+
+/// Runs `follow` on a new task feeding the returned stream.
+fn spawn_stream<T, F, Fut>(
+    pace: Pace,
+    heartbeat: fn() -> T,
+    follow: F,
+) -> ReceiverStream<Result<T, Status>>
+where
+    T: Send + 'static,
+    F: FnOnce(Sink<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let mut commits = store.commits();
-        let mut cursor = after_sequence;
-        let stop = loop {
-            commits.borrow_and_update();
-            let batch = match read_events(&store, cursor).await {
-                Ok(batch) => batch,
-                Err(err) => break Stop::Failed(err),
-            };
-            if batch.is_empty() {
-                if !wait_for_commit(&mut commits, poll, &shutdown, &sender).await {
-                    break Stop::Done;
-                }
-                continue;
-            }
-            let mut gone = false;
-            for event in &batch {
-                cursor = event.sequence;
-                if sender.send(Ok(convert::event(event))).await.is_err() {
-                    gone = true;
-                    break;
-                }
-            }
-            if gone || shutdown.is_cancelled() {
-                break Stop::Done;
-            }
-        };
-        finish(stop, &sender).await;
-    });
+    tokio::spawn(follow(Sink::new(sender, pace, heartbeat)));
     ReceiverStream::new(receiver)
 }
 
-async fn read_events(store: &Store, cursor: i64) -> Result<Vec<events::Event>> {
-    let mut conn = store.conn().await?;
-    events::after(&mut conn, cursor, EVENT_BATCH).await
-}
+// --- internal Subscribe -----------------------------------------------------------------
 
-async fn finish<T>(stop: Stop, sender: &mpsc::Sender<Result<T, Status>>) {
-    if let Stop::Failed(err) = stop {
-        warn!(error = %err, "event stream failed");
-        let _ = sender
-            .send(Err(Status::unavailable(
-                "event stream interrupted; reconnect",
-            )))
-            .await;
+fn subscribe_heartbeat() -> SubscribeResponse {
+    SubscribeResponse {
+        update: Some(subscribe_response::Update::Heartbeat(convert::heartbeat())),
     }
 }
 
-/// Streams an agent's offers: first those pending, then every new offer and every
-/// resolution of the agent's offers, each as the offer now stands.
+/// Streams every event after `after_sequence`, then `caught_up` once every event
+/// committed when the stream started was sent, then new ones as they commit.
+pub fn subscribe(
+    store: Store,
+    after_sequence: i64,
+    pace: Pace,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<SubscribeResponse, Status>> {
+    spawn_stream(pace, subscribe_heartbeat, move |mut sink| async move {
+        let stop = follow_log(&store, after_sequence, &shutdown, &mut sink).await;
+        let Err(stop) = stop;
+        sink.finish(stop).await;
+    })
+}
+
+async fn follow_log(
+    store: &Store,
+    after_sequence: i64,
+    shutdown: &CancellationToken,
+    sink: &mut Sink<SubscribeResponse>,
+) -> Result<Infallible, Stop> {
+    let mut commits = store.commits();
+    commits.borrow_and_update();
+    let backlog_end = {
+        let mut conn = store.conn().await?;
+        events::last_sequence(&mut conn).await?
+    };
+    let mut cursor = after_sequence;
+    let mut caught_up = false;
+    loop {
+        commits.borrow_and_update();
+        let batch = {
+            let mut conn = store.conn().await?;
+            events::after(&mut conn, cursor, EVENT_BATCH).await?
+        };
+        for event in &batch {
+            cursor = event.sequence;
+            sink.send(convert::event(event)).await?;
+        }
+        if !caught_up && (cursor >= backlog_end || batch.is_empty()) {
+            caught_up = true;
+            sink.send(SubscribeResponse {
+                update: Some(subscribe_response::Update::CaughtUp(convert::snapshot_end())),
+            })
+            .await?;
+        }
+        if shutdown.is_cancelled() {
+            return Err(Stop::Done);
+        }
+        if batch.is_empty() {
+            sink.idle(&mut commits, shutdown).await?;
+        }
+    }
+}
+
+// --- StreamOffers -----------------------------------------------------------------------
+
+fn offers_message(update: stream_offers_response::Update) -> StreamOffersResponse {
+    StreamOffersResponse {
+        update: Some(update),
+    }
+}
+
+fn offers_heartbeat() -> StreamOffersResponse {
+    offers_message(stream_offers_response::Update::Heartbeat(
+        convert::heartbeat(),
+    ))
+}
+
+/// The agent's state now, if it still has a profile.
+async fn current_state(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<pb::AgentState>> {
+    Ok(catalog::agent_with_load(conn, tenant_id, agent_id)
+        .await?
+        .map(|(agent, open, pending)| convert::agent_state(&agent, open, pending)))
+}
+
+/// The agent desktop's stream: the agent's state, its pending offers and `snapshot_end`,
+/// then every new offer and resolution, and the agent's state whenever it changes.
 pub fn offers(
     store: Store,
     tenant_id: String,
     agent_id: String,
-    poll: Duration,
+    pace: Pace,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<StreamOffersResponse, Status>> {
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let stop = follow_offers(&store, &tenant_id, &agent_id, poll, &shutdown, &sender).await;
-        finish(stop, &sender).await;
-    });
-    ReceiverStream::new(receiver)
+    spawn_stream(pace, offers_heartbeat, move |mut sink| async move {
+        let stop = follow_offers(&store, &tenant_id, &agent_id, &shutdown, &mut sink).await;
+        let Err(stop) = stop;
+        sink.finish(stop).await;
+    })
 }
 
 async fn follow_offers(
     store: &Store,
     tenant_id: &str,
     agent_id: &str,
-    poll: Duration,
     shutdown: &CancellationToken,
-    sender: &mpsc::Sender<Result<StreamOffersResponse, Status>>,
-) -> Stop {
+    sink: &mut Sink<StreamOffersResponse>,
+) -> Result<Infallible, Stop> {
     let mut commits = store.commits();
     commits.borrow_and_update();
+    // The cursor is read first: a change committed while the snapshot is read is both in
+    // the snapshot and replayed, and the replay is recognised as already sent.
+    let (mut cursor, state, pending) = {
+        let mut conn = store.conn().await?;
+        let cursor = events::last_sequence(&mut conn).await?;
+        let state = current_state(&mut conn, tenant_id, agent_id).await?;
+        let pending = routing::pending_offers_of_agent(&mut conn, tenant_id, agent_id).await?;
+        (cursor, state, pending)
+    };
+    let mut last_state = state;
+    if let Some(state) = &last_state {
+        sink.send(offers_message(stream_offers_response::Update::AgentState(
+            state.clone(),
+        )))
+        .await?;
+    }
     // Offers sent and the state they were sent in; an offer leaves the map once its
     // resolution event is seen, as nothing follows that.
     let mut sent: HashMap<String, OfferState> = HashMap::new();
-    let start = async {
-        let mut conn = store.conn().await?;
-        let cursor = events::last_sequence(&mut conn).await?;
-        let pending = routing::pending_offers_of_agent(&mut conn, tenant_id, agent_id).await?;
-        Ok::<_, crate::error::Error>((cursor, pending))
-    };
-    let (mut cursor, pending) = match start.await {
-        Ok(start) => start,
-        Err(err) => return Stop::Failed(err),
-    };
     for offer in pending {
         sent.insert(offer.id.clone(), offer.state);
-        let message = StreamOffersResponse {
-            offer: Some(convert::offer(&offer)),
-        };
-        if sender.send(Ok(message)).await.is_err() {
-            return Stop::Done;
-        }
+        sink.send(offers_message(stream_offers_response::Update::Offer(
+            convert::offer(&offer),
+        )))
+        .await?;
     }
+    sink.send(offers_message(stream_offers_response::Update::SnapshotEnd(
+        convert::snapshot_end(),
+    )))
+    .await?;
     loop {
         commits.borrow_and_update();
-        let batch = async {
+        let (batch, state) = {
             let mut conn = store.conn().await?;
-            let events = events::agent_after(
-                &mut conn,
-                tenant_id,
-                agent_id,
-                "offer.",
-                cursor,
-                EVENT_BATCH,
-            )
-            .await?;
+            let events =
+                events::agent_after(&mut conn, tenant_id, agent_id, "", cursor, EVENT_BATCH)
+                    .await?;
             let mut offers = Vec::with_capacity(events.len());
             for event in events {
-                let offer = routing::get_offer(&mut conn, tenant_id, &event.offer_id).await?;
+                let offer = if event.kind.starts_with("offer.") {
+                    routing::get_offer(&mut conn, tenant_id, &event.offer_id).await?
+                } else {
+                    None
+                };
                 offers.push((event, offer));
             }
-            Ok::<_, crate::error::Error>(offers)
+            // Read after the events, so the state is at least as new as they are.
+            let state = if offers.is_empty() {
+                None
+            } else {
+                current_state(&mut conn, tenant_id, agent_id).await?
+            };
+            (offers, state)
         };
-        let batch = match batch.await {
-            Ok(batch) => batch,
-            Err(err) => return Stop::Failed(err),
-        };
-        if batch.is_empty() {
-            if !wait_for_commit(&mut commits, poll, shutdown, sender).await {
-                return Stop::Done;
-            }
-            continue;
-        }
+        let quiet = batch.is_empty();
         for (event, offer) in batch {
             cursor = event.sequence;
             let Some(offer) = offer else { continue };
@@ -203,15 +316,155 @@ async fn follow_offers(
             if already {
                 continue;
             }
-            let message = StreamOffersResponse {
-                offer: Some(convert::offer(&offer)),
-            };
-            if sender.send(Ok(message)).await.is_err() {
-                return Stop::Done;
+            sink.send(offers_message(stream_offers_response::Update::Offer(
+                convert::offer(&offer),
+            )))
+            .await?;
+        }
+        if let Some(state) = state
+            && last_state.as_ref() != Some(&state)
+        {
+            sink.send(offers_message(stream_offers_response::Update::AgentState(
+                state.clone(),
+            )))
+            .await?;
+            last_state = Some(state);
+        }
+        if shutdown.is_cancelled() {
+            return Err(Stop::Done);
+        }
+        if quiet {
+            sink.idle(&mut commits, shutdown).await?;
+        }
+    }
+}
+
+// --- StreamAgentStates ------------------------------------------------------------------
+
+fn states_message(update: stream_agent_states_response::Update) -> StreamAgentStatesResponse {
+    StreamAgentStatesResponse {
+        update: Some(update),
+    }
+}
+
+fn states_heartbeat() -> StreamAgentStatesResponse {
+    states_message(stream_agent_states_response::Update::Heartbeat(
+        convert::heartbeat(),
+    ))
+}
+
+/// A supervisor dashboard's stream: the state of every agent of the tenant (or of one
+/// queue's members), `snapshot_end`, then each change, and `removed_agent_id` when an
+/// agent leaves the view.
+pub fn agent_states(
+    store: Store,
+    tenant_id: String,
+    queue_id: String,
+    pace: Pace,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<StreamAgentStatesResponse, Status>> {
+    spawn_stream(pace, states_heartbeat, move |mut sink| async move {
+        let stop = follow_agent_states(&store, &tenant_id, &queue_id, &shutdown, &mut sink).await;
+        let Err(stop) = stop;
+        sink.finish(stop).await;
+    })
+}
+
+/// The agent's state if it is in the view (has a profile and, with a queue filter, is a
+/// member of that queue).
+async fn state_in_view(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    queue_id: &str,
+    agent_id: &str,
+) -> Result<Option<pb::AgentState>> {
+    Ok(catalog::agent_with_load(conn, tenant_id, agent_id)
+        .await?
+        .filter(|(agent, _, _)| {
+            queue_id.is_empty() || agent.queue_ids.iter().any(|q| q == queue_id)
+        })
+        .map(|(agent, open, pending)| convert::agent_state(&agent, open, pending)))
+}
+
+async fn follow_agent_states(
+    store: &Store,
+    tenant_id: &str,
+    queue_id: &str,
+    shutdown: &CancellationToken,
+    sink: &mut Sink<StreamAgentStatesResponse>,
+) -> Result<Infallible, Stop> {
+    let mut commits = store.commits();
+    commits.borrow_and_update();
+    let mut sent: HashMap<String, pb::AgentState> = HashMap::new();
+    let (mut cursor, snapshot) = {
+        let mut conn = store.conn().await?;
+        let cursor = events::last_sequence(&mut conn).await?;
+        let agents = catalog::all_agents(&mut conn, tenant_id, queue_id).await?;
+        let mut states = Vec::with_capacity(agents.len());
+        for agent in &agents {
+            let (open, pending) =
+                catalog::agent_load(&mut conn, tenant_id, &agent.agent_id).await?;
+            states.push(convert::agent_state(agent, open, pending));
+        }
+        (cursor, states)
+    };
+    for state in snapshot {
+        sent.insert(state.agent_id.clone(), state.clone());
+        sink.send(states_message(
+            stream_agent_states_response::Update::AgentState(state),
+        ))
+        .await?;
+    }
+    sink.send(states_message(
+        stream_agent_states_response::Update::SnapshotEnd(convert::snapshot_end()),
+    ))
+    .await?;
+    loop {
+        commits.borrow_and_update();
+        let (quiet, changes) = {
+            let mut conn = store.conn().await?;
+            let batch = events::tenant_after(&mut conn, tenant_id, cursor, EVENT_BATCH).await?;
+            let quiet = batch.is_empty();
+            if let Some(last) = batch.last() {
+                cursor = last.sequence;
+            }
+            let agents: BTreeSet<String> = batch
+                .into_iter()
+                .filter(|event| !event.agent_id.is_empty())
+                .map(|event| event.agent_id)
+                .collect();
+            let mut changes = Vec::with_capacity(agents.len());
+            for agent_id in agents {
+                let state = state_in_view(&mut conn, tenant_id, queue_id, &agent_id).await?;
+                changes.push((agent_id, state));
+            }
+            (quiet, changes)
+        };
+        for (agent_id, state) in changes {
+            match state {
+                Some(state) if sent.get(&agent_id) != Some(&state) => {
+                    sent.insert(agent_id, state.clone());
+                    sink.send(states_message(
+                        stream_agent_states_response::Update::AgentState(state),
+                    ))
+                    .await?;
+                }
+                Some(_) => {}
+                None => {
+                    if sent.remove(&agent_id).is_some() {
+                        sink.send(states_message(
+                            stream_agent_states_response::Update::RemovedAgentId(agent_id),
+                        ))
+                        .await?;
+                    }
+                }
             }
         }
         if shutdown.is_cancelled() {
-            return Stop::Done;
+            return Err(Stop::Done);
+        }
+        if quiet {
+            sink.idle(&mut commits, shutdown).await?;
         }
     }
 }

@@ -6,7 +6,7 @@ use switchboard_server_kit::db::is_unique_violation;
 
 use crate::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, LogoutBehavior, Presence, Program, Queue,
-    QueueState, Skill, TransferFallback,
+    QueueState, Skill, SkillRequirement, TransferFallback,
 };
 use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
@@ -117,7 +117,7 @@ pub(crate) fn queue_from_row(row: &AnyRow) -> Result<Queue> {
         offer_timeout_us: row.try_get("offer_timeout_us")?,
         logout_behavior: enum_column(row, "logout_behavior", LogoutBehavior::from_i32)?,
         offer_waiting_on_login: int_column(row, "offer_waiting_on_login")? != 0,
-        required_skills: json_column(row, "required_skills")?,
+        required_skills: json_column::<Vec<SkillRequirement>>(row, "required_skills")?,
         priority: int_column(row, "priority")?,
         overflow_queue_id: row.try_get("overflow_queue_id")?,
         overflow_after_us: row.try_get("overflow_after_us")?,
@@ -253,7 +253,19 @@ pub async fn queue_state(
 
 // --- capacity profiles ----------------------------------------------------------------
 
-const CAPACITY_PROFILE_COLUMNS: &str = "id, tenant_id, display_name, total_units, channel_costs";
+const CAPACITY_PROFILE_COLUMNS: &str =
+    "id, tenant_id, display_name, total_units, channel_costs, excluded_channels";
+
+/// A JSON list of channel numbers as channels, skipping numbers no longer known.
+fn channels_column(row: &AnyRow, column: &str) -> Result<Vec<Channel>> {
+    let numbers: Vec<i32> = json_column(row, column)?;
+    Ok(numbers.into_iter().filter_map(Channel::from_i32).collect())
+}
+
+/// Channels as a JSON list of their numbers.
+fn channels_json(channels: &[Channel]) -> String {
+    to_json(&channels.iter().map(|c| c.as_i32()).collect::<Vec<_>>())
+}
 
 fn capacity_profile_from_row(row: &AnyRow) -> Result<CapacityProfile> {
     Ok(CapacityProfile {
@@ -262,6 +274,7 @@ fn capacity_profile_from_row(row: &AnyRow) -> Result<CapacityProfile> {
         display_name: row.try_get("display_name")?,
         total_units: int_column(row, "total_units")?,
         channel_costs: json_column(row, "channel_costs")?,
+        excluded_channels: channels_column(row, "excluded_channels")?,
     })
 }
 
@@ -273,13 +286,14 @@ pub async fn insert_capacity_profile(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO capacity_profiles (id, tenant_id, display_name, total_units, channel_costs, \
-         create_time) VALUES ($1, $2, $3, $4, $5, $6)",
+         excluded_channels, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&profile.id)
     .bind(&profile.tenant_id)
     .bind(&profile.display_name)
     .bind(i64::from(profile.total_units))
     .bind(to_json(&profile.channel_costs))
+    .bind(channels_json(&profile.excluded_channels))
     .bind(create_time)
     .execute(tx.conn())
     .await?;
@@ -337,8 +351,8 @@ pub async fn list_capacity_profiles(
 // --- agents ---------------------------------------------------------------------------
 
 const AGENT_COLUMNS: &str = "a.tenant_id, a.agent_id, a.display_name, a.capacity_profile_id, \
-    a.capacity_total, a.channel_costs, a.skills, a.team_ids, a.presence, a.presence_reason, \
-    a.presence_change_time, a.idle_since, a.capacity_used, a.pending_units";
+    a.capacity_total, a.channel_costs, a.excluded_channels, a.skills, a.presence, \
+    a.presence_reason, a.presence_change_time, a.idle_since, a.capacity_used, a.pending_units";
 
 /// An agent row without its queue memberships.
 fn agent_from_row(row: &AnyRow) -> Result<Agent> {
@@ -349,9 +363,9 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
         capacity_profile_id: row.try_get("capacity_profile_id")?,
         capacity_total: int_column(row, "capacity_total")?,
         channel_costs: json_column(row, "channel_costs")?,
+        excluded_channels: channels_column(row, "excluded_channels")?,
         queue_ids: Vec::new(),
         skills: json_column::<Vec<Skill>>(row, "skills")?,
-        team_ids: json_column(row, "team_ids")?,
         presence: enum_column(row, "presence", Presence::from_i32)?,
         presence_reason: row.try_get("presence_reason")?,
         presence_change_time: row.try_get("presence_change_time")?,
@@ -448,38 +462,34 @@ pub struct AgentProfileInput {
     pub tenant_id: String,
     /// The agent's user id.
     pub agent_id: String,
-    /// Name shown to customers.
-    pub display_name: String,
     /// The capacity profile (already checked to exist).
     pub capacity: CapacityProfile,
     /// Member queues (already checked to exist), without duplicates.
     pub queue_ids: Vec<String>,
     /// Skills.
     pub skills: Vec<Skill>,
-    /// Teams.
-    pub team_ids: Vec<String>,
 }
 
 /// Creates or replaces an agent's profile, keeping its live state (presence, capacity in
-/// use). A new agent starts Offline.
+/// use) and the display name last seen from the directory. A new agent starts Offline,
+/// with no name until it first calls routing.
 pub async fn upsert_agent_profile(
     tx: &mut Tx,
     input: &AgentProfileInput,
     now: i64,
 ) -> Result<Agent> {
     let updated = sqlx::query(
-        "UPDATE agents SET display_name = $3, capacity_profile_id = $4, capacity_total = $5, \
-         channel_costs = $6, skills = $7, team_ids = $8, update_time = $9 \
+        "UPDATE agents SET capacity_profile_id = $3, capacity_total = $4, channel_costs = $5, \
+         excluded_channels = $6, skills = $7, update_time = $8 \
          WHERE tenant_id = $1 AND agent_id = $2",
     )
     .bind(&input.tenant_id)
     .bind(&input.agent_id)
-    .bind(&input.display_name)
     .bind(&input.capacity.id)
     .bind(i64::from(input.capacity.total_units))
     .bind(to_json(&input.capacity.channel_costs))
+    .bind(channels_json(&input.capacity.excluded_channels))
     .bind(to_json(&input.skills))
-    .bind(to_json(&input.team_ids))
     .bind(now)
     .execute(tx.conn())
     .await?
@@ -487,18 +497,18 @@ pub async fn upsert_agent_profile(
     if updated == 0 {
         sqlx::query(
             "INSERT INTO agents (tenant_id, agent_id, display_name, capacity_profile_id, \
-             capacity_total, channel_costs, skills, team_ids, presence, presence_reason, \
-             presence_change_time, idle_since, capacity_used, pending_units, create_time, \
-             update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', $10, $10, 0, 0, $10, $10)",
+             capacity_total, channel_costs, excluded_channels, skills, team_ids, presence, \
+             presence_reason, presence_change_time, idle_since, capacity_used, pending_units, \
+             create_time, update_time) \
+             VALUES ($1, $2, '', $3, $4, $5, $6, $7, '[]', $8, '', $9, $9, 0, 0, $9, $9)",
         )
         .bind(&input.tenant_id)
         .bind(&input.agent_id)
-        .bind(&input.display_name)
         .bind(&input.capacity.id)
         .bind(i64::from(input.capacity.total_units))
         .bind(to_json(&input.capacity.channel_costs))
+        .bind(channels_json(&input.capacity.excluded_channels))
         .bind(to_json(&input.skills))
-        .bind(to_json(&input.team_ids))
         .bind(i64::from(Presence::Offline.as_i32()))
         .bind(now)
         .execute(tx.conn())
@@ -523,6 +533,67 @@ pub async fn upsert_agent_profile(
         .ok_or_else(|| Error::Internal(format!("agent {} vanished", input.agent_id)))
 }
 
+/// Stores `display_name` (the directory's, from the caller's signed identity) as the
+/// agent's name when it differs from the stored one; returns whether it changed. An agent
+/// without a profile is left alone.
+pub async fn refresh_display_name(
+    store: &crate::store::Store,
+    tenant_id: &str,
+    agent_id: &str,
+    display_name: &str,
+) -> Result<bool> {
+    let current: Option<String> = {
+        let mut conn = store.conn().await?;
+        sqlx::query_scalar("SELECT display_name FROM agents WHERE tenant_id = $1 AND agent_id = $2")
+            .bind(tenant_id)
+            .bind(agent_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    if current.is_none_or(|current| current == display_name) {
+        return Ok(false);
+    }
+    let mut tx = store.begin().await?;
+    let changed = crate::store::changes_one_row(
+        tx.conn(),
+        sqlx::query(
+            "UPDATE agents SET display_name = $3 \
+             WHERE tenant_id = $1 AND agent_id = $2 AND display_name <> $3",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(display_name),
+    )
+    .await?;
+    if changed {
+        tx.event(NewEvent::new(tenant_id, "agent.renamed").agent(agent_id));
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// Every agent of the tenant by display name, or only the members of `queue_id` when it is
+/// not empty, with their queues: the snapshot of a dashboard stream.
+pub async fn all_agents(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    queue_id: &str,
+) -> Result<Vec<Agent>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 \
+         AND ($2 = '' OR EXISTS (SELECT 1 FROM agent_queues m WHERE m.tenant_id = a.tenant_id \
+              AND m.agent_id = a.agent_id AND m.queue_id = $2)) \
+         ORDER BY a.display_name, a.agent_id"
+    )))
+    .bind(tenant_id)
+    .bind(queue_id);
+    let mut agents = fetch_all(conn, query, agent_from_row).await?;
+    for agent in &mut agents {
+        agent.queue_ids = queue_ids_of(conn, tenant_id, &agent.agent_id).await?;
+    }
+    Ok(agents)
+}
+
 /// Conversations an agent holds and offers pending for them.
 pub async fn agent_load(
     conn: &mut AnyConnection,
@@ -544,4 +615,32 @@ pub async fn agent_load(
     .fetch_one(&mut *conn)
     .await?;
     Ok((i32_or_max(open), i32_or_max(pending)))
+}
+
+/// An agent with its open conversations and pending offers, if it has a profile.
+pub async fn agent_with_load(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<(Agent, i32, i32)>> {
+    let Some(agent) = get_agent(conn, tenant_id, agent_id).await? else {
+        return Ok(None);
+    };
+    let (open, pending) = agent_load(conn, tenant_id, agent_id).await?;
+    Ok(Some((agent, open, pending)))
+}
+
+/// Every queue of the tenant's program `program_id`.
+pub async fn program_queues(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    program_id: &str,
+) -> Result<Vec<Queue>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND program_id = $2 \
+         ORDER BY display_name, id"
+    )))
+    .bind(tenant_id)
+    .bind(program_id);
+    fetch_all(conn, query, queue_from_row).await
 }

@@ -165,6 +165,23 @@ pub async fn agent_after(
     fetch_all(conn, query, event_from_row).await
 }
 
+/// One tenant's events after `after`, in sequence order, at most `limit`.
+pub async fn tenant_after(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND sequence > $2 \
+         ORDER BY sequence LIMIT $3"
+    )))
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit);
+    fetch_all(conn, query, event_from_row).await
+}
+
 /// The last sequence committed so far.
 pub async fn last_sequence(conn: &mut AnyConnection) -> Result<i64> {
     sqlx::query_scalar("SELECT last FROM event_sequence WHERE id = 1")

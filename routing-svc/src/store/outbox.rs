@@ -7,7 +7,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::error::Result;
+use crate::domain::AssignmentSource;
+use crate::error::{Error, Result};
 use crate::store::{NewEvent, Tx, changes_one_row, fetch_all, int_column};
 
 /// An assignment to apply in conversation-svc.
@@ -27,8 +28,8 @@ pub struct OutboxEntry {
     pub offer_id: String,
     /// The queue it came from.
     pub queue_id: String,
-    /// `offer` or `claim`.
-    pub start_reason: String,
+    /// How the agent got the conversation (stored as `offer` or `claim`).
+    pub source: AssignmentSource,
     /// Failed attempts so far.
     pub attempts: i32,
     /// When the next attempt is due (microseconds).
@@ -44,7 +45,12 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
         agent_display_name: row.try_get("agent_display_name")?,
         offer_id: row.try_get("offer_id")?,
         queue_id: row.try_get("queue_id")?,
-        start_reason: row.try_get("start_reason")?,
+        source: {
+            let word: String = row.try_get("start_reason")?;
+            AssignmentSource::parse(&word).ok_or_else(|| {
+                Error::Internal(format!("outbox start_reason holds unknown {word}"))
+            })?
+        },
         attempts: int_column(row, "attempts")?,
         next_attempt_time: row.try_get("next_attempt_time")?,
     })
@@ -67,7 +73,7 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     .bind(&entry.agent_display_name)
     .bind(&entry.offer_id)
     .bind(&entry.queue_id)
-    .bind(&entry.start_reason)
+    .bind(entry.source.as_str())
     .bind(i64::from(entry.attempts))
     .bind(entry.next_attempt_time)
     .bind(now)

@@ -6,11 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{Error, Result};
 
-/// Default page size when a request says 0.
-pub const DEFAULT_PAGE_SIZE: i64 = 50;
-/// Largest page served; larger requests are served this many.
-pub const MAX_PAGE_SIZE: i64 = 500;
-
 /// A validated page request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageRequest {
@@ -21,13 +16,12 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// Validates `page_size` and decodes `page_token` of list `list`.
+    /// Validates `page_size` (the contract's list sizes: 0 means 50, at most 500) and
+    /// decodes `page_token` of list `list`.
     pub fn parse(list: &str, page_size: i32, page_token: &str) -> Result<PageRequest> {
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
-            n => i64::from(n).min(MAX_PAGE_SIZE),
-        };
+        let size = switchboard_server_kit::page::LIST
+            .size(page_size)
+            .map_err(|description| Error::invalid("page_size", description))?;
         let after = if page_token.is_empty() {
             None
         } else {

@@ -15,8 +15,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::domain::offer::{OfferError, check_accept};
 use crate::domain::{
-    Agent, Candidate, Channel, Offer, OfferKind, OfferState, Presence, Queue, RoutingDecision,
-    WaitingItem, channel_units,
+    Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Presence, Queue,
+    RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
 use crate::store::catalog::get_agent;
@@ -45,6 +45,8 @@ pub struct EnqueueInput {
     pub channel: Channel,
     /// Shown on offers.
     pub customer_display_name: String,
+    /// The customer's address on the channel, shown on offers.
+    pub channel_address: String,
     /// Idempotency key of this enqueue.
     pub enqueue_key: String,
     /// When the customer started waiting.
@@ -52,7 +54,8 @@ pub struct EnqueueInput {
 }
 
 const WAITING_COLUMNS: &str = "w.conversation_id, w.tenant_id, w.queue_id, w.channel, \
-    w.customer_display_name, w.enqueue_time, w.entered_time, w.state, q.priority";
+    w.customer_display_name, w.channel_address, w.enqueue_time, w.entered_time, w.state, \
+    q.priority";
 
 fn waiting_from_row(row: &AnyRow) -> Result<WaitingItem> {
     let state: String = row.try_get("state")?;
@@ -62,6 +65,7 @@ fn waiting_from_row(row: &AnyRow) -> Result<WaitingItem> {
         queue_id: row.try_get("queue_id")?,
         channel: enum_column(row, "channel", Channel::from_i32)?,
         customer_display_name: row.try_get("customer_display_name")?,
+        channel_address: row.try_get("channel_address")?,
         enqueue_time: row.try_get("enqueue_time")?,
         entered_time: row.try_get("entered_time")?,
         offered: state == OFFERED,
@@ -89,8 +93,9 @@ pub async fn get_waiting(
 /// that already waits moves it (withdrawing any pending offer).
 pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<WaitingItem> {
     let seen = sqlx::query(
-        "SELECT e.tenant_id, e.queue_id, e.channel, e.customer_display_name, e.enqueue_time, \
-         e.entered_time FROM enqueues e WHERE e.conversation_id = $1 AND e.enqueue_key = $2",
+        "SELECT e.tenant_id, e.queue_id, e.channel, e.customer_display_name, e.channel_address, \
+         e.enqueue_time, e.entered_time FROM enqueues e \
+         WHERE e.conversation_id = $1 AND e.enqueue_key = $2",
     )
     .bind(&input.conversation_id)
     .bind(&input.enqueue_key)
@@ -111,6 +116,7 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
             queue_id: row.try_get("queue_id")?,
             channel: enum_column(&row, "channel", Channel::from_i32)?,
             customer_display_name: row.try_get("customer_display_name")?,
+            channel_address: row.try_get("channel_address")?,
             enqueue_time: row.try_get("enqueue_time")?,
             entered_time: row.try_get("entered_time")?,
             offered: current.as_ref().is_some_and(|item| item.offered),
@@ -119,7 +125,8 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     }
     sqlx::query(
         "INSERT INTO enqueues (conversation_id, enqueue_key, tenant_id, queue_id, channel, \
-         customer_display_name, enqueue_time, entered_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         customer_display_name, channel_address, enqueue_time, entered_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&input.conversation_id)
     .bind(&input.enqueue_key)
@@ -127,6 +134,7 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     .bind(&input.queue.id)
     .bind(i64::from(input.channel.as_i32()))
     .bind(&input.customer_display_name)
+    .bind(&input.channel_address)
     .bind(input.enqueue_time)
     .bind(now)
     .execute(tx.conn())
@@ -134,14 +142,15 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     remove_waiting(tx, &input.tenant_id, &input.conversation_id, now).await?;
     sqlx::query(
         "INSERT INTO waiting (conversation_id, tenant_id, queue_id, channel, \
-         customer_display_name, enqueue_time, entered_time, enqueue_key, state, offer_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+         customer_display_name, channel_address, enqueue_time, entered_time, enqueue_key, \
+         state, offer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
     )
     .bind(&input.conversation_id)
     .bind(&input.tenant_id)
     .bind(&input.queue.id)
     .bind(i64::from(input.channel.as_i32()))
     .bind(&input.customer_display_name)
+    .bind(&input.channel_address)
     .bind(input.enqueue_time)
     .bind(now)
     .bind(&input.enqueue_key)
@@ -159,6 +168,7 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
         queue_id: input.queue.id.clone(),
         channel: input.channel,
         customer_display_name: input.customer_display_name.clone(),
+        channel_address: input.channel_address.clone(),
         enqueue_time: input.enqueue_time,
         entered_time: now,
         offered: false,
@@ -272,7 +282,8 @@ pub async fn conversation_known(
 // --- offers ---------------------------------------------------------------------------
 
 const OFFER_COLUMNS: &str = "id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
-    state, create_time, expire_time, resolve_time, customer_display_name, capacity_units";
+    state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
+    channel_address, queue_display_name, wait_start_time, reject_reason";
 
 fn offer_from_row(row: &AnyRow) -> Result<Offer> {
     Ok(Offer {
@@ -289,6 +300,10 @@ fn offer_from_row(row: &AnyRow) -> Result<Offer> {
         resolve_time: row.try_get("resolve_time")?,
         customer_display_name: row.try_get("customer_display_name")?,
         capacity_units: int_column(row, "capacity_units")?,
+        channel_address: row.try_get("channel_address")?,
+        queue_display_name: row.try_get("queue_display_name")?,
+        wait_start_time: row.try_get("wait_start_time")?,
+        reject_reason: row.try_get("reject_reason")?,
     })
 }
 
@@ -479,6 +494,10 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         resolve_time: None,
         customer_display_name: item.customer_display_name.clone(),
         capacity_units: plan.units,
+        channel_address: item.channel_address.clone(),
+        queue_display_name: plan.queue.display_name.clone(),
+        wait_start_time: item.enqueue_time,
+        reject_reason: String::new(),
     };
     insert_offer(tx, &offer).await?;
     sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
@@ -507,8 +526,9 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
 async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
     sqlx::query(
         "INSERT INTO offers (id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
-         state, create_time, expire_time, resolve_time, customer_display_name, capacity_units) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
+         channel_address, queue_display_name, wait_start_time, reject_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&offer.id)
     .bind(&offer.tenant_id)
@@ -523,6 +543,10 @@ async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
     .bind(offer.resolve_time)
     .bind(&offer.customer_display_name)
     .bind(i64::from(offer.capacity_units))
+    .bind(&offer.channel_address)
+    .bind(&offer.queue_display_name)
+    .bind(offer.wait_start_time)
+    .bind(&offer.reject_reason)
     .execute(tx.conn())
     .await?;
     Ok(())
@@ -628,13 +652,14 @@ pub async fn expire_offer(tx: &mut Tx, tenant_id: &str, offer_id: &str, now: i64
     Ok(true)
 }
 
-/// Rejects a pending offer of `agent_id`: the conversation waits again and will be
-/// offered to someone else.
+/// Rejects a pending offer of `agent_id` with the agent's `reason`: the conversation
+/// waits again and will be offered to someone else.
 pub async fn reject_offer(
     tx: &mut Tx,
     tenant_id: &str,
     agent_id: &str,
     offer_id: &str,
+    reason: &str,
     now: i64,
 ) -> Result<Offer> {
     let offer = owned_offer(tx.conn(), tenant_id, agent_id, offer_id).await?;
@@ -647,6 +672,11 @@ pub async fn reject_offer(
             "offer {offer_id} was resolved concurrently; retry"
         )));
     }
+    sqlx::query("UPDATE offers SET reject_reason = $2 WHERE id = $1")
+        .bind(&offer.id)
+        .bind(reason)
+        .execute(tx.conn())
+        .await?;
     reread_offer(tx.conn(), &offer).await
 }
 
@@ -736,7 +766,15 @@ pub async fn accept_offer(
         resolve_time: Some(now),
         ..offer
     };
-    finish_assignment(tx, agent, &accepted, "offer", now, lease_until).await
+    finish_assignment(
+        tx,
+        agent,
+        &accepted,
+        AssignmentSource::QueueOffer,
+        now,
+        lease_until,
+    )
+    .await
 }
 
 /// Writes the assignment, the outbox entry and the events of an accepted offer.
@@ -744,7 +782,7 @@ async fn finish_assignment(
     tx: &mut Tx,
     agent: &Agent,
     offer: &Offer,
-    start_reason: &str,
+    source: AssignmentSource,
     now: i64,
     lease_until: i64,
 ) -> Result<Accepted> {
@@ -757,7 +795,7 @@ async fn finish_assignment(
         agent_display_name: agent.display_name.clone(),
         offer_id: offer.id.clone(),
         queue_id: offer.queue_id.clone(),
-        start_reason: start_reason.to_owned(),
+        source,
         attempts: 0,
         next_attempt_time: lease_until,
     };
@@ -820,6 +858,16 @@ pub async fn claim_waiting(
         .await?
         .filter(|item| agent.queue_ids.contains(&item.queue_id))
         .ok_or_else(not_found)?;
+    if item.offered {
+        return Err(Error::WrongState(format!(
+            "conversation {conversation_id} is being offered to an agent"
+        )));
+    }
+    if agent.excludes(item.channel) {
+        return Err(Error::WrongState(format!(
+            "your capacity profile excludes the channel of conversation {conversation_id}"
+        )));
+    }
     let queue = crate::store::catalog::get_queue(tx.conn(), tenant_id, &item.queue_id)
         .await?
         .ok_or_else(not_found)?;
@@ -832,8 +880,10 @@ pub async fn claim_waiting(
     .bind(conversation_id)
     .bind(WAITING);
     if !changes_one_row(tx.conn(), claim).await? {
-        return Err(Error::WrongState(format!(
-            "conversation {conversation_id} is being offered to an agent"
+        // It was waiting when read in this transaction: another agent (or the matcher)
+        // took it at the same moment.
+        return Err(Error::Conflict(format!(
+            "conversation {conversation_id} was taken by another agent at the same moment"
         )));
     }
     let units = channel_units(&agent.channel_costs, item.channel);
@@ -879,9 +929,13 @@ pub async fn claim_waiting(
         resolve_time: Some(now),
         customer_display_name: item.customer_display_name.clone(),
         capacity_units: units,
+        channel_address: item.channel_address.clone(),
+        queue_display_name: queue.display_name.clone(),
+        wait_start_time: item.enqueue_time,
+        reject_reason: String::new(),
     };
     insert_offer(tx, &offer).await?;
-    finish_assignment(tx, agent, &offer, "claim", now, lease_until).await
+    finish_assignment(tx, agent, &offer, AssignmentSource::Claim, now, lease_until).await
 }
 
 // --- capacity -------------------------------------------------------------------------
@@ -963,6 +1017,12 @@ pub async fn reserve_capacity(
     .await?;
     if let Some(units) = held {
         return Ok((i32_or_max(units), agent.capacity().over()));
+    }
+    if agent.excludes(input.channel) {
+        return Err(Error::WrongState(format!(
+            "the capacity profile of agent {} excludes channel {:?}",
+            input.agent_id, input.channel
+        )));
     }
     let units = channel_units(&agent.channel_costs, input.channel);
     let reserve = sqlx::query(
@@ -1173,5 +1233,93 @@ pub async fn list_decisions(
         request,
         |d| vec![d.decide_time.to_string(), d.id.clone()],
     )
+    .await
+}
+
+// --- transfer targets and the offer ledger ---------------------------------------------
+
+/// The queue and channel of the conversation's latest enqueue in the tenant, if routing
+/// ever took it.
+pub async fn conversation_route(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    conversation_id: &str,
+) -> Result<Option<(String, Channel)>> {
+    let row = sqlx::query(
+        "SELECT queue_id, channel FROM enqueues WHERE tenant_id = $1 AND conversation_id = $2 \
+         ORDER BY entered_time DESC, enqueue_key DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok((
+            row.try_get("queue_id")?,
+            enum_column(&row, "channel", Channel::from_i32)?,
+        ))
+    })
+    .transpose()
+}
+
+/// What ListOffers filters by; empty fields do not filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfferFilter {
+    /// Only this conversation's offers.
+    pub conversation_id: Option<String>,
+    /// Only offers to this agent.
+    pub agent_id: Option<String>,
+    /// Only this queue's offers.
+    pub queue_id: Option<String>,
+    /// Only these kinds.
+    pub kinds: Vec<OfferKind>,
+    /// Only these states.
+    pub states: Vec<OfferState>,
+    /// Only offers made in [start, end).
+    pub created: Option<(i64, i64)>,
+}
+
+/// `column IN (…)` of contract numbers, or nothing for an empty list. The numbers come
+/// from checked enums, so they are safe to write into the statement.
+fn in_numbers(column: &str, numbers: &[i32]) -> String {
+    if numbers.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = numbers.iter().map(i32::to_string).collect();
+    format!(" AND {column} IN ({})", list.join(", "))
+}
+
+/// One page of the tenant's offers matching `filter`, newest first.
+pub async fn list_offers(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    filter: &OfferFilter,
+    request: &PageRequest,
+) -> Result<(Vec<Offer>, String)> {
+    let (time, id) = request.after_time_and_id(i64::MAX)?;
+    let (start, end) = filter.created.unwrap_or((i64::MIN, i64::MAX));
+    let kinds: Vec<i32> = filter.kinds.iter().map(|k| k.as_i32()).collect();
+    let states: Vec<i32> = filter.states.iter().map(|s| s.as_i32()).collect();
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 \
+         AND ($2 = '' OR conversation_id = $2) AND ($3 = '' OR agent_id = $3) \
+         AND ($4 = '' OR queue_id = $4) AND create_time >= $5 AND create_time < $6{}{} \
+         AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
+         ORDER BY create_time DESC, id DESC LIMIT $9",
+        in_numbers("kind", &kinds),
+        in_numbers("state", &states),
+    )))
+    .bind(tenant_id)
+    .bind(filter.conversation_id.clone().unwrap_or_default())
+    .bind(filter.agent_id.clone().unwrap_or_default())
+    .bind(filter.queue_id.clone().unwrap_or_default())
+    .bind(start)
+    .bind(end)
+    .bind(time)
+    .bind(id)
+    .bind(request.fetch_limit());
+    fetch_page(conn, query, offer_from_row, "offers", request, |o| {
+        vec![o.create_time.to_string(), o.id.clone()]
+    })
     .await
 }
