@@ -1,6 +1,6 @@
 //! reporting-svc's errors and the one place they become gRPC statuses.
 
-use switchboard_server_kit::errors::{internal, invalid_field, status};
+use switchboard_server_kit::errors::{internal, invalid_field, limit_exceeded, status};
 use tonic::{Code, Status};
 
 /// Everything a reporting call can fail with.
@@ -62,7 +62,8 @@ impl From<Error> for Status {
                 status(Code::PermissionDenied, err.to_string(), "ROLE_REQUIRED")
             }
             Error::ExportTooLarge { .. } => {
-                status(Code::ResourceExhausted, err.to_string(), "LIMIT_EXCEEDED")
+                // A size limit: waiting does not help, so no RetryInfo.
+                limit_exceeded(err.to_string(), None)
             }
             Error::NotImplemented(_) => {
                 status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")

@@ -1,7 +1,12 @@
 //! The one error type of routing-svc and its mapping to gRPC statuses.
 
-use switchboard_server_kit::errors::{internal, invalid_field, status};
+use std::time::Duration;
+
+use switchboard_server_kit::errors::{internal, invalid_field, limit_exceeded, status};
 use tonic::{Code, Status};
+
+/// How long a caller refused for lack of capacity should wait before retrying.
+const CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Everything a routing call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +88,9 @@ impl Error {
             Error::Unauthenticated(message) => {
                 status(Code::Unauthenticated, message, "UNAUTHENTICATED")
             }
-            Error::LimitExceeded(message) => {
-                status(Code::ResourceExhausted, message, "LIMIT_EXCEEDED")
-            }
+            // Every routing limit is capacity or max open conversations, which free up as
+            // agents close conversations: say when a retry is worth it.
+            Error::LimitExceeded(message) => limit_exceeded(message, Some(CAPACITY_RETRY_AFTER)),
             Error::AlreadyExists(message) => status(Code::AlreadyExists, message, "ALREADY_EXISTS"),
             Error::Conflict(message) => status(Code::Aborted, message, "CONFLICT"),
             Error::Unavailable(message) => status(Code::Unavailable, message, "UNAVAILABLE"),
@@ -205,6 +210,12 @@ mod tests {
             .to_status()
             .message(),
             "QueueService/UpdateQueue is part of the API contract but not served yet"
+        );
+        let full = Error::LimitExceeded("agent a has no free units".into()).to_status();
+        assert_eq!(
+            full.get_details_retry_info().unwrap().retry_delay,
+            Some(CAPACITY_RETRY_AFTER),
+            "capacity frees up: the client is told when to retry"
         );
     }
 

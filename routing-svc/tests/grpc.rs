@@ -1059,7 +1059,7 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
         agent_id: ada.clone(),
         channel: Channel::Webchat as i32,
         queue_id: queue_id.clone(),
-        r#override: override_capacity,
+        override_limits: override_capacity,
     };
     for _ in 0..2 {
         internal
@@ -1618,7 +1618,7 @@ async fn queue_and_capacity_profile_settings_of_the_revision() {
             agent_id: agent_id.clone(),
             channel: voice,
             queue_id: String::new(),
-            r#override: true,
+            override_limits: true,
         })
         .await
         .unwrap_err();
@@ -1631,7 +1631,7 @@ async fn queue_and_capacity_profile_settings_of_the_revision() {
             agent_id,
             channel: Channel::Webchat as i32,
             queue_id: String::new(),
-            r#override: false,
+            override_limits: false,
         })
         .await
         .unwrap()

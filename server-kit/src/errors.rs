@@ -4,6 +4,7 @@
 //! message, which is for people.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -18,6 +19,18 @@ pub fn status(code: Code, message: impl Into<String>, reason: &str) -> Status {
         message,
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
     )
+}
+
+/// RESOURCE_EXHAUSTED with reason `LIMIT_EXCEEDED`. With `retry_after` (a limit that passes
+/// with time: a rate limit, capacity that frees up) the status also carries a
+/// `google.rpc.RetryInfo`; a size limit passes `None`, since only a narrower request helps.
+pub fn limit_exceeded(message: impl Into<String>, retry_after: Option<Duration>) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("LIMIT_EXCEEDED", ERROR_DOMAIN, HashMap::new());
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
 /// INVALID_ARGUMENT for one bad request field, with reason `INVALID_ARGUMENT` and a
@@ -72,6 +85,26 @@ mod tests {
         let info = st.get_details_error_info().unwrap();
         assert_eq!(info.reason, "CONVERSATION_CLOSED");
         assert_eq!(info.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn limits_say_when_to_retry_only_when_waiting_helps() {
+        let st = limit_exceeded("agent is full", Some(Duration::from_secs(2)));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        assert_eq!(
+            st.get_details_error_info().unwrap().reason,
+            "LIMIT_EXCEEDED"
+        );
+        assert_eq!(
+            st.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(2))
+        );
+        let st = limit_exceeded("export over 1,000,000 rows", None);
+        assert_eq!(
+            st.get_details_error_info().unwrap().reason,
+            "LIMIT_EXCEEDED"
+        );
+        assert!(st.get_details_retry_info().is_none());
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub mod telemetry;
 
 pub use config::{CommonArgs, ConfigError, LogConfig, LogFormat};
 pub use db::{Db, Dialect};
-pub use errors::{ERROR_DOMAIN, internal, invalid_field, parse_uuid, require_request_id, status};
+pub use errors::{
+    ERROR_DOMAIN, internal, invalid_field, limit_exceeded, parse_uuid, require_request_id, status,
+};
 pub use identity::{
     IDENTITY_HEADERS, Identity, IdentityKey, IdentityKeyError, IdentityLayer, PrincipalKind, Role,
     SignedChannel, SigningLayer, SigningService, identity_of, signed_channel,

@@ -216,7 +216,7 @@ impl InternalApi {
                 agent_id: &agent_id,
                 channel,
                 queue: queue.as_ref(),
-                override_capacity: req.r#override,
+                override_capacity: req.override_limits,
             },
             now_micros(),
         )
