@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_server_kit::LogConfig;
+use switchboard_server_kit::idempotency::RequestLogConfig;
 
 /// Prefix of the environment variables that override the configuration, e.g.
 /// `SWITCHBOARD_CONVERSATION_ROUTING_URL` or `SWITCHBOARD_CONVERSATION_LOG__FORMAT`.
@@ -41,6 +42,9 @@ pub struct Config {
     /// How long a server stream may stay silent before it sends a heartbeat, in
     /// milliseconds.
     pub heartbeat_ms: u64,
+    /// How long answers to `request_id`s are kept and how often older ones are deleted
+    /// (`[request_log]`).
+    pub request_log: RequestLogConfig,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             routing_timeout_ms: 5_000,
             event_poll_ms: 1_000,
             heartbeat_ms: 15_000,
+            request_log: RequestLogConfig::default(),
         }
     }
 }
@@ -98,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("routing_timeout_ms", &self.routing_timeout_ms)
             .field("event_poll_ms", &self.event_poll_ms)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("request_log", &self.request_log)
             .finish()
     }
 }

@@ -21,6 +21,7 @@ use switchboard_proto::conversation::internal::v1::conversation_internal_service
 use switchboard_proto::conversation::v1::conversation_config_service_server::ConversationConfigServiceServer;
 use switchboard_proto::conversation::v1::conversation_service_server::ConversationServiceServer;
 use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorServiceServer;
+use switchboard_server_kit::idempotency;
 use switchboard_server_kit::{IdentityKey, Metrics, ServeOptions, ShutdownSignal, bind};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -68,6 +69,8 @@ pub async fn serve(
         },
         stop.clone(),
     );
+    // Ends with `stop`, like the outbox dispatcher.
+    idempotency::spawn_purger(store.db().clone(), config.request_log.clone(), stop.clone());
     let ctx = Arc::new(api::Context {
         store,
         routing,

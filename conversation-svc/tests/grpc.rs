@@ -27,6 +27,7 @@ use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
     RoutingInternalService, RoutingInternalServiceServer,
 };
 use switchboard_proto::routing::v1::Queue;
+use switchboard_server_kit::idempotency::{self, RequestLogConfig};
 use switchboard_server_kit::{
     Identity, IdentityKey, PrincipalKind, Role, ServeOptions, ShutdownSignal, SignedChannel,
     identity_of, signed_channel,
@@ -103,7 +104,7 @@ impl RoutingInternalService for FakeServer {
         let queues = self.0.queues.lock().unwrap();
         match queues.get(&req.queue_id) {
             Some((tenant, program, channels)) if *tenant == req.tenant_id => {
-                if !channels.contains(&req.channel) {
+                if req.channel != 0 && !channels.contains(&req.channel) {
                     return Err(Status::failed_precondition(
                         "queue does not accept the channel",
                     ));
@@ -222,6 +223,11 @@ async fn spawn_service(
         routing_timeout_ms: 2_000,
         event_poll_ms: 100,
         heartbeat_ms: 300,
+        // Purge often, so tests see an expired request record go without waiting long.
+        request_log: RequestLogConfig {
+            purge_interval_ms: 20,
+            ..RequestLogConfig::default()
+        },
         ..Default::default()
     };
     let shutdown = ShutdownSignal::new();
@@ -1565,12 +1571,43 @@ async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
     let h = Harness::start(db).await;
     let good = h.reason("Resolved").await;
     let mut admin = h.config(&h.admin());
+    // A reason may only name the tenant's own queues: another tenant's queue, or one that
+    // does not exist, is NOT_FOUND and nothing is created.
+    let foreign_queue = id();
+    h.routing.queues.lock().unwrap().insert(
+        foreign_queue.clone(),
+        (id(), id(), vec![Channel::Webchat as i32]),
+    );
+    for queue in [foreign_queue, id()] {
+        let err = admin
+            .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+                request_id: id(),
+                wrap_up_reason: Some(pb::WrapUpReason {
+                    display_name: "Not ours".into(),
+                    queue_ids: vec![queue.clone()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert_eq!(err.message(), format!("queue {queue} not found"));
+    }
+    let other_queue = id();
+    h.routing.queues.lock().unwrap().insert(
+        other_queue.clone(),
+        (
+            h.tenant.clone(),
+            h.program.clone(),
+            vec![Channel::Webchat as i32],
+        ),
+    );
     let elsewhere = admin
         .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
             request_id: id(),
             wrap_up_reason: Some(pb::WrapUpReason {
                 display_name: "Other queue".into(),
-                queue_ids: vec![id()],
+                queue_ids: vec![other_queue],
                 active: true,
                 ..Default::default()
             }),
@@ -1673,7 +1710,7 @@ async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
             request_id: id(),
             wrap_up_reason: Some(pb::WrapUpReason {
                 display_name: "Implicitly active".into(),
-                queue_ids: vec![id()],
+                queue_ids: vec![h.queue.clone()],
                 ..Default::default()
             }),
         })
@@ -1948,4 +1985,379 @@ async fn a_short_identity_secret_is_refused() {
             "switchboard.conversation.internal.v1.ConversationInternalService",
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Request ids (AIP-155).
+
+/// The texts of a conversation's messages, as its owner sees them.
+async fn texts(h: &Harness, owner: &Identity, conversation_id: &str) -> Vec<String> {
+    h.conversations(owner)
+        .list_messages(pb::ListMessagesRequest {
+            conversation_id: conversation_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+fn send_request(request_id: &str, conversation_id: &str, text: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        request_id: request_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        text: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn assert_request_id_reused(status: &Status) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(reason_of(status), "INVALID_ARGUMENT");
+    assert!(
+        status
+            .message()
+            .contains("was already used for a different request"),
+        "{status:?}"
+    );
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations[0].field, "request_id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_are_scoped_to_the_caller_and_the_request() {
+    for db in support::databases().await {
+        let name = db.name;
+        let h = Harness::start(db).await;
+        request_ids_of_two_agents(&h).await;
+        request_ids_before_routing_is_asked(&h).await;
+        h.stop().await;
+        eprintln!("request ids passed on {name}");
+    }
+}
+
+/// Two agents of one tenant send the same request_id to their own conversations; one
+/// reuses it for another text, and later, once its record has expired, sends that text.
+async fn request_ids_of_two_agents(h: &Harness) {
+    let first = h.create().await;
+    let second = h.create().await;
+    h.assign(&first.id, &h.agent1, &id()).await.unwrap();
+    h.assign(&second.id, &h.agent2, &id()).await.unwrap();
+    let mut alex = h.conversations(&h.agent1);
+    let mut blake = h.conversations(&h.agent2);
+    let request_id = id();
+
+    let alex_sent = alex
+        .send_message(send_request(&request_id, &first.id, "for the first"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Blake's message is his own: applied to his conversation, and nothing of Alex's
+    // conversation comes back.
+    let blake_sent = blake
+        .send_message(send_request(&request_id, &second.id, "for the second"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(blake_sent.conversation_id, second.id);
+    assert_eq!(blake_sent.text, "for the second");
+    assert!(
+        texts(h, &h.agent2, &second.id)
+            .await
+            .contains(&"for the second".to_owned())
+    );
+
+    // An exact retry gets the first answer and adds nothing.
+    let retry = alex
+        .send_message(send_request(&request_id, &first.id, "for the first"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry, alex_sent);
+    let before = texts(h, &h.agent1, &first.id).await;
+    assert_eq!(before.iter().filter(|t| *t == "for the first").count(), 1);
+
+    // The same request_id with another text is refused and changes nothing.
+    let reused = alex
+        .send_message(send_request(&request_id, &first.id, "changed"))
+        .await
+        .unwrap_err();
+    assert_request_id_reused(&reused);
+    assert_eq!(texts(h, &h.agent1, &first.id).await, before);
+
+    // Alex's record passes the retention (a day): the purge deletes it and the request_id
+    // is free again. Blake's recent record stays.
+    let db = switchboard_server_kit::Db::connect(&h._db.url)
+        .await
+        .unwrap();
+    let backdated =
+        sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
+            .bind(25 * 3_600 * 1_000_000_i64)
+            .bind(idempotency::caller_of(&h.agent1))
+            .execute(&db.pool)
+            .await
+            .unwrap()
+            .rows_affected();
+    assert_eq!(backdated, 1);
+    db.pool.close().await;
+    let changed = eventually("the expired record to be purged", || {
+        let mut alex = alex.clone();
+        let request = send_request(&request_id, &first.id, "changed");
+        async move {
+            match alex.send_message(request).await {
+                Ok(response) => Some(response.into_inner()),
+                Err(status) => {
+                    assert_request_id_reused(&status);
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(changed.message.unwrap().text, "changed");
+    let blake_retry = blake
+        .send_message(send_request(&request_id, &second.id, "for the second"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(blake_retry, blake_sent);
+}
+
+/// CreateConversation answers a retry, or refuses a reused request_id, before it asks
+/// routing-svc about the queue; another bot's request with the same id is its own.
+async fn request_ids_before_routing_is_asked(h: &Harness) {
+    let request_id = id();
+    let mut bot = h.conversations(&h.bot());
+    let created = bot
+        .create_conversation(h.create_request(request_id.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let checks = h.routing.checks.load(Ordering::SeqCst);
+    let retry = bot
+        .create_conversation(h.create_request(request_id.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry, created);
+    let mut other = h.create_request(request_id.clone());
+    other.channel_address = "visitor-43".into();
+    let reused = bot.create_conversation(other.clone()).await.unwrap_err();
+    assert_request_id_reused(&reused);
+    assert_eq!(h.routing.checks.load(Ordering::SeqCst), checks);
+
+    let mut another_bot = h.conversations(&h.bot());
+    let theirs = another_bot
+        .create_conversation(other)
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_ne!(theirs.id, created.conversation.unwrap().id);
+    assert_eq!(theirs.channel_address, "visitor-43");
+}
+
+// --- card numbers (product rule 14) ---------------------------------------------------------
+
+/// Full card numbers used below, and whether `value` still holds one of them once its
+/// digits (of any script) are read in order with everything else dropped.
+const PANS: [&str; 4] = [
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "6011111111111117",
+];
+
+fn holds_pan(value: &str) -> bool {
+    let digits: String = value
+        .replace("%20", " ")
+        .chars()
+        .filter_map(|c| {
+            switchboard_server_kit::masking::digit_value(c).map(|d| char::from(b'0' + d))
+        })
+        .collect();
+    PANS.iter().any(|pan| digits.contains(pan))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_numbers_in_every_text_field_are_stored_masked() {
+    for db in support::databases().await {
+        let name = db.name;
+        let url = db.url.clone();
+        let h = Harness::start(db).await;
+        every_text_field_is_masked(&h, &url).await;
+        h.stop().await;
+        eprintln!("masking passed on {name}");
+    }
+}
+
+async fn every_text_field_is_masked(h: &Harness, url: &str) {
+    let admin = h.admin();
+    let reason = h
+        .config(&admin)
+        .create_wrap_up_reason(pb::CreateWrapUpReasonRequest {
+            request_id: id(),
+            wrap_up_reason: Some(pb::WrapUpReason {
+                display_name: "Refund 4111 1111 1111 1111".into(),
+                code: "4111-1111-1111-1111".into(),
+                queue_ids: vec![h.queue.clone()],
+                active: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrap_up_reason
+        .unwrap();
+    assert_eq!(reason.display_name, "Refund 4111 11** **** 1111");
+    assert_eq!(reason.code, "4111-11**-****-1111");
+
+    let mut request = h.create_request(id());
+    request.contact = Some(pb::Contact {
+        display_name: Some("Casey\t5555\t5555\t5555\t4444".into()),
+        ..Default::default()
+    });
+    request.channel_address = "card.4111.1111.1111.1111@example.com".into();
+    request.pre_chat_data = vec![pb::PreChatField {
+        name: "pan_4111_1111_1111_1111".into(),
+        label: "بطاقة ٤١١١ ١١١١ ١١١١ ١١١١".into(),
+        value: "４１１１－１１１１－１１１１－１１１１".into(),
+    }];
+    request.bot_transcript[0].text = "4111%201111%201111%201111".into();
+    request.bot_transcript[1].sender_display_name = "Bot 4111\u{a0}1111\u{a0}1111\u{a0}1111".into();
+    request.first_message = "3782 822463 10005".into();
+    let created = h
+        .conversations(&h.bot())
+        .create_conversation(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(
+        created.channel_address,
+        "card.4111.11**.****.1111@example.com"
+    );
+    assert_eq!(
+        created.contact.as_ref().unwrap().display_name(),
+        "Casey\t5555\t55**\t****\t4444"
+    );
+    assert_eq!(created.pre_chat_data[0].name, "pan_4111_11**_****_1111");
+    assert_eq!(created.pre_chat_data[0].label, "بطاقة ٤١١١ ١١** **** ١١١١");
+    assert_eq!(
+        created.pre_chat_data[0].value,
+        "４１１１－１１**－****－１１１１"
+    );
+    assert_eq!(created.bot_transcript[0].text, "4111%2011**%20****%201111");
+    assert_eq!(
+        created.bot_transcript[1].sender_display_name,
+        "Bot 4111\u{a0}11**\u{a0}****\u{a0}1111"
+    );
+
+    let agent = user(&h.tenant, "Alex 5555.5555.5555.4444", vec![Role::Agent]);
+    let assigned = h.assign(&created.id, &agent, &id()).await.unwrap();
+    assert_eq!(assigned.owner_display_name, "Alex 5555.55**.****.4444");
+    let sent = h
+        .send(
+            &agent,
+            &created.id,
+            "4111\n1111\n1111\n1111",
+            pb::SenderKind::Agent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.text, "4111\n11**\n****\n1111");
+    assert_eq!(sent.sender_display_name, "Alex 5555.55**.****.4444");
+    h.conversations(&agent)
+        .set_waiting(pb::SetWaitingRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            reason: "card 6011/1111/1111/1117".into(),
+        })
+        .await
+        .unwrap();
+    h.conversations(&agent)
+        .resume_conversation(pb::ResumeConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    h.conversations(&agent)
+        .end_conversation(pb::EndConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    h.conversations(&agent)
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            wrap_up_reason_ids: vec![reason.id.clone()],
+            note: "note ४१११ ११११ ११११ ११११".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // No table holds a full card number, whatever the field.
+    let db = switchboard_server_kit::Db::connect(url).await.unwrap();
+    let columns = [
+        ("contacts", "channel_address"),
+        ("contacts", "display_name"),
+        ("conversations", "channel_address"),
+        ("conversations", "owner_display_name"),
+        ("pre_chat_fields", "name"),
+        ("pre_chat_fields", "label"),
+        ("pre_chat_fields", "value"),
+        ("transcript_entries", "text"),
+        ("transcript_entries", "sender_display_name"),
+        ("participants", "display_name"),
+        ("messages", "sender_display_name"),
+        ("messages", "text"),
+        ("segments", "wrap_up_note"),
+        ("events", "detail"),
+        ("wrap_up_reasons", "display_name"),
+        ("wrap_up_reasons", "code"),
+    ];
+    let mut seen = 0;
+    for (table, column) in columns {
+        let values: Vec<(String,)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {column} FROM {table}")))
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        for (value,) in values {
+            assert!(
+                !holds_pan(&value),
+                "{table}.{column} holds a card number: {value:?}"
+            );
+            seen += usize::from(value.contains('*'));
+        }
+    }
+    // Every masked input above reached some column (so the scan read the right ones).
+    assert!(seen >= 14, "only {seen} masked values stored");
+    let payloads: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT payload FROM command_outbox")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert!(!payloads.is_empty());
+    for (payload,) in payloads {
+        assert!(
+            !holds_pan(&String::from_utf8_lossy(&payload)),
+            "an outbox command holds a card number"
+        );
+    }
+    db.pool.close().await;
 }

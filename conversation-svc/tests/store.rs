@@ -13,6 +13,7 @@ use conversation_svc::store::{
 };
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::idempotency::Fingerprint;
 
 fn id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -423,10 +424,17 @@ async fn recorded_responses_replay_and_a_second_record_conflicts() {
     for (db, store) in support::stores().await {
         let tenant = id();
         let request_id = id();
+        let request = |text: &str| pb::SendMessageRequest {
+            request_id: request_id.clone(),
+            text: text.into(),
+            ..Default::default()
+        };
         let key = RequestKey {
             tenant_id: &tenant,
+            caller: "user:alice",
             method: "ConversationService/SendMessage",
             request_id: &request_id,
+            fingerprint: Fingerprint::of(&request("hello")),
         };
         let response = pb::SendMessageResponse {
             message: Some(pb::Message {
@@ -444,20 +452,56 @@ async fn recorded_responses_replay_and_a_second_record_conflicts() {
         );
         m.commit(Some(key), &response).await.unwrap();
 
-        let replayed: pb::SendMessageResponse = store
-            .replay(&tenant, key.method, &request_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let replayed: pb::SendMessageResponse = store.replay(key).await.unwrap().unwrap();
         assert_eq!(replayed, response, "{}", db.name);
-        // The same request id in another tenant or method is another request.
-        assert!(
-            store
-                .replay::<pb::SendMessageResponse>(&id(), key.method, &request_id)
+        // The same request id in another tenant, method or by another caller is another
+        // request.
+        let other_tenant = id();
+        for other in [
+            RequestKey {
+                tenant_id: &other_tenant,
+                ..key
+            },
+            RequestKey {
+                method: "ConversationService/EndConversation",
+                ..key
+            },
+            RequestKey {
+                caller: "user:bob",
+                ..key
+            },
+        ] {
+            let seen = store
+                .replay::<pb::SendMessageResponse>(other)
                 .await
-                .unwrap()
-                .is_none()
+                .unwrap();
+            assert!(seen.is_none(), "{}: {other:?}", db.name);
+        }
+        // The same key with another body is refused, in and outside a transaction.
+        let changed = RequestKey {
+            fingerprint: Fingerprint::of(&request("goodbye")),
+            ..key
+        };
+        let err = store
+            .replay::<pb::SendMessageResponse>(changed)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { field, .. } if field == "request_id"),
+            "{}: {err:?}",
+            db.name
         );
+        let mut m = store.begin().await.unwrap();
+        let err = m
+            .replay::<pb::SendMessageResponse>(changed)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { field, .. } if field == "request_id"),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
 
         let m = store.begin().await.unwrap();
         let err = m.commit(Some(key), &response).await.unwrap_err();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GatewayError;
 use switchboard_server_kit::LogConfig;
+use switchboard_server_kit::idempotency::RequestLogConfig;
 
 /// Prefix of the environment variables that configure the gateway, e.g.
 /// `SWITCHBOARD_GATEWAY_UPSTREAMS__ROUTING_URL`.
@@ -36,6 +37,9 @@ pub struct Config {
     /// The gateway's certificate; when set, clients connect over TLS. Leave it unset when
     /// a load balancer in front terminates TLS.
     pub tls: Option<TlsConfig>,
+    /// How long answers to `request_id`s are kept and how often older ones are deleted
+    /// (`[request_log]`).
+    pub request_log: RequestLogConfig,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             default_deadline_ms: 30_000,
             log: LogConfig::default(),
             tls: None,
+            request_log: RequestLogConfig::default(),
         }
     }
 }
@@ -91,6 +96,9 @@ pub struct AuthConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
+    /// Platform operators, who may call only `PlatformService`. Each key is kept as a hash
+    /// here, so that the configuration is no secret.
+    pub operators: Vec<OperatorKey>,
 }
 
 impl Default for AuthConfig {
@@ -101,8 +109,18 @@ impl Default for AuthConfig {
             issuer: "switchboard".to_owned(),
             audience: "switchboard".to_owned(),
             leeway_seconds: 30,
+            operators: Vec::new(),
         }
     }
+}
+
+/// A platform operator's key, sent as `x-api-key: sbo_…`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OperatorKey {
+    /// Who holds the key, for logs and the audit log (`operator:<name>`).
+    pub name: String,
+    /// Lowercase hex SHA-256 of the whole key (`switchboard admin operator-key` prints it).
+    pub sha256: String,
 }
 
 /// The certificate the gateway presents to clients.

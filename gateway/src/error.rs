@@ -24,7 +24,11 @@ pub enum GatewayError {
     /// A unique value is taken.
     #[error("{0}")]
     AlreadyExists(String),
-    /// No or bad credentials; the message says what to fix without revealing secrets.
+    /// The object is not in a state that allows the call.
+    #[error("{0}")]
+    WrongState(String),
+    /// No or bad credentials. The text is the precise cause, for the server log only: the
+    /// client gets [`UNAUTHENTICATED_MESSAGE`], whatever part failed.
     #[error("{0}")]
     Unauthenticated(String),
     /// The caller may not call the method.
@@ -74,6 +78,11 @@ impl From<GatewayError> for Status {
     }
 }
 
+/// What every refused credential gets told: naming the part that failed (signature, expiry,
+/// unknown or revoked key) would help someone probing stolen or forged credentials.
+pub const UNAUTHENTICATED_MESSAGE: &str =
+    "missing or invalid credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`";
+
 fn role_list(roles: &[Role]) -> String {
     roles
         .iter()
@@ -97,8 +106,13 @@ impl GatewayError {
             GatewayError::AlreadyExists(message) => {
                 status(Code::AlreadyExists, message, "ALREADY_EXISTS")
             }
-            GatewayError::Unauthenticated(message) => {
-                status(Code::Unauthenticated, message, "UNAUTHENTICATED")
+            GatewayError::Unauthenticated(_) => status(
+                Code::Unauthenticated,
+                UNAUTHENTICATED_MESSAGE,
+                "UNAUTHENTICATED",
+            ),
+            GatewayError::WrongState(message) => {
+                status(Code::FailedPrecondition, message, "WRONG_STATE")
             }
             GatewayError::Denied(Denial::RoleRequired { method, roles }) => status(
                 Code::PermissionDenied,
@@ -109,6 +123,16 @@ impl GatewayError {
                 Code::PermissionDenied,
                 format!("the supervisor action `{action}` is not enabled for this tenant"),
                 "ACTION_DISABLED",
+            ),
+            GatewayError::Denied(Denial::OperatorRequired { method }) => status(
+                Code::PermissionDenied,
+                format!("{method} is for platform operators"),
+                "ROLE_REQUIRED",
+            ),
+            GatewayError::Denied(Denial::NotForOperators { method }) => status(
+                Code::PermissionDenied,
+                format!("platform operators may call only PlatformService, not {method}"),
+                "ROLE_REQUIRED",
             ),
             GatewayError::UnknownService(path) => {
                 Status::unimplemented(format!("unknown service: {path}"))
@@ -160,8 +184,13 @@ mod tests {
             (st.code(), st.message()),
             (Code::NotFound, "user u1 not found")
         );
-        let st = GatewayError::Unauthenticated("missing credentials".to_owned()).into_status();
+        let st = GatewayError::Unauthenticated("bearer token expired".to_owned()).into_status();
         assert_eq!(reason(&st), "UNAUTHENTICATED");
+        assert_eq!(
+            st.message(),
+            UNAUTHENTICATED_MESSAGE,
+            "the cause stays in the log"
+        );
         let st = GatewayError::Database(sqlx::Error::PoolTimedOut).into_status();
         assert_eq!(
             (st.code(), st.message()),

@@ -16,18 +16,21 @@ pub mod store;
 
 use anyhow::Context as _;
 use std::time::Duration;
+use switchboard_server_kit::idempotency;
 use switchboard_server_kit::{Db, IdentityKey, Metrics, ServeOptions, ShutdownSignal, bind};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tracing::{info, warn};
 
 pub use auth::jwt::mint_hs256_token;
-pub use config::{AuthConfig, Config, ENV_PREFIX, KeyAlgorithm, PublicKey, TlsConfig, Upstreams};
+pub use config::{
+    AuthConfig, Config, ENV_PREFIX, KeyAlgorithm, OperatorKey, PublicKey, TlsConfig, Upstreams,
+};
 pub use error::GatewayError;
 pub use store::Directory;
 
 /// Services reported in `grpc.health.v1`: the public services the gateway fronts, and its
-/// own DirectoryService.
+/// own DirectoryService and PlatformService.
 pub const HEALTH_SERVICES: &[&str] = &[
     "switchboard.routing.v1.AgentService",
     "switchboard.routing.v1.QueueService",
@@ -36,7 +39,18 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "switchboard.conversation.v1.ConversationConfigService",
     "switchboard.reporting.v1.ReportingService",
     "switchboard.directory.v1.DirectoryService",
+    "switchboard.directory.v1.PlatformService",
 ];
+
+/// A fresh platform operator key (`sbo_…`); configure its [`operator_key_hash`].
+pub fn generate_operator_key() -> String {
+    domain::operator::generate()
+}
+
+/// The SHA-256 hash of an operator key, as `auth.operators` holds it.
+pub fn operator_key_hash(key: &str) -> String {
+    domain::operator::hash(key)
+}
 
 /// The secret of API key `id` with the random part `random` (32 to 128 letters and
 /// digits), for [`Directory::ensure_api_key`].
@@ -65,11 +79,17 @@ pub async fn serve(
     let directory = Directory::open(&db)
         .await
         .context("migrating the directory database")?;
+    // Ends with the shutdown token, like the proxy's streams.
+    idempotency::spawn_purger(db.clone(), config.request_log.clone(), shutdown.token());
     let authenticator = auth::Authenticator::new(&config.auth, directory.clone())?;
+    // The directory's request fingerprints are keyed like every service's (serve does it
+    // for services that verify identities; the gateway signs them instead).
+    switchboard_server_kit::idempotency::use_identity_key(&identity_key);
     let gateway = proxy::GatewayService::new(proxy::GatewayParts {
         authenticator,
         identity_key,
-        directory: api::DirectoryApi::new(directory),
+        directory: api::DirectoryApi::new(directory.clone()),
+        platform: api::PlatformApi::new(directory),
         upstreams: config.upstreams.clone(),
         default_deadline: (config.default_deadline_ms > 0)
             .then(|| Duration::from_millis(config.default_deadline_ms)),

@@ -1,19 +1,23 @@
 //! Authentication against a real directory: bearer tokens of known, unknown and inactive
-//! users, and API keys that are good, revoked or malformed.
+//! users, API keys that are good, revoked or malformed, and platform operator keys. The
+//! causes checked here go to the server log; clients get one message for all of them.
 
 mod common;
 
 use std::time::Duration;
 
-use gateway::auth::Authenticator;
+use gateway::auth::{Authenticator, Caller, Operator};
+use gateway::error::UNAUTHENTICATED_MESSAGE;
 use gateway::store::Mutation;
-use gateway::{AuthConfig, GatewayError};
+use gateway::{AuthConfig, GatewayError, OperatorKey};
 use http::{HeaderMap, HeaderValue};
 use switchboard_proto::directory::v1::{CreateUserResponse, Role, SupervisorAction};
+use switchboard_server_kit::idempotency::Fingerprint;
 use switchboard_server_kit::{PrincipalKind, Role as KitRole};
 use uuid::Uuid;
 
 const SECRET: &str = "auth-test-secret-0123456789";
+const OPERATOR_KEY: &str = "sbo_0123456789abcdefghijklmnopqrstuvwxyzOPERATOR";
 
 struct Fixture {
     db: common::TestDirectory,
@@ -55,6 +59,10 @@ async fn fixture() -> Fixture {
     .unwrap();
     let config = AuthConfig {
         hs256_secret: Some(SECRET.to_owned()),
+        operators: vec![OperatorKey {
+            name: "ops".to_owned(),
+            sha256: gateway::operator_key_hash(OPERATOR_KEY),
+        }],
         ..AuthConfig::default()
     };
     let auth = Authenticator::new(&config, dir.clone()).unwrap();
@@ -111,6 +119,8 @@ async fn a_good_token_gives_the_directory_identity() {
         .auth
         .authenticate(&bearer(&token(&fx.user.to_string())))
         .await
+        .unwrap()
+        .into_tenant()
         .unwrap();
     assert_eq!(identity.tenant_id, fx.tenant.to_string());
     assert_eq!(identity.tenant_ancestry, vec![fx.root.to_string()]);
@@ -139,7 +149,13 @@ async fn role_changes_apply_to_the_next_call() {
         )
         .await
         .unwrap();
-    let identity = fx.auth.authenticate(&headers).await.unwrap();
+    let identity = fx
+        .auth
+        .authenticate(&headers)
+        .await
+        .unwrap()
+        .into_tenant()
+        .unwrap();
     assert_eq!(identity.roles, vec![KitRole::Analyst]);
 }
 
@@ -166,6 +182,7 @@ async fn unknown_and_inactive_users_are_refused_alike() {
             actor_id: "admin".to_owned(),
             method: "/switchboard.directory.v1.DirectoryService/UpdateUser",
             request_id: Uuid::new_v4(),
+            fingerprint: Fingerprint::of(&()),
         })
         .await
         .unwrap();
@@ -253,6 +270,8 @@ async fn a_good_api_key_gives_the_key_identity() {
         .auth
         .authenticate(&api_key(&good_secret(fx.key)))
         .await
+        .unwrap()
+        .into_tenant()
         .unwrap();
     assert_eq!(identity.principal_id, fx.key.to_string());
     assert_eq!(identity.principal_kind, PrincipalKind::ApiKey);
@@ -295,6 +314,7 @@ async fn a_revoked_api_key_is_refused() {
             actor_id: "admin".to_owned(),
             method: "/switchboard.directory.v1.DirectoryService/RevokeApiKey",
             request_id: Uuid::new_v4(),
+            fingerprint: Fingerprint::of(&()),
         })
         .await
         .unwrap();
@@ -306,4 +326,137 @@ async fn a_revoked_api_key_is_refused() {
         refusal(&fx, &api_key(&good_secret(fx.key))).await,
         "api key revoked"
     );
+}
+
+#[tokio::test]
+async fn every_refusal_tells_the_client_the_same() {
+    let fx = fixture().await;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({
+            "sub": fx.user.to_string(), "iss": "switchboard", "aud": "switchboard",
+            "exp": 1_000_000_000,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let forged = gateway::mint_hs256_token(
+        "not-the-secret-0123456789",
+        "switchboard",
+        "switchboard",
+        &fx.user.to_string(),
+        Duration::from_secs(60),
+    );
+    let unknown_key = good_secret(Uuid::new_v4());
+    let revoked = Uuid::new_v4();
+    fx.db
+        .directory
+        .ensure_api_key(
+            revoked,
+            fx.tenant,
+            "Old bot",
+            &[Role::Bot],
+            &good_secret(revoked),
+        )
+        .await
+        .unwrap();
+    let mut tx = fx
+        .db
+        .directory
+        .begin(Mutation {
+            tenant_id: fx.tenant.to_string(),
+            actor_id: "admin".to_owned(),
+            method: "/switchboard.directory.v1.DirectoryService/RevokeApiKey",
+            request_id: Uuid::new_v4(),
+            fingerprint: Fingerprint::of(&()),
+        })
+        .await
+        .unwrap();
+    tx.revoke_api_key(&revoked.to_string(), 1).await.unwrap();
+    tx.finish(&revoked.to_string(), &CreateUserResponse::default())
+        .await
+        .unwrap();
+
+    let cases = [
+        ("bad signature", bearer(&forged)),
+        ("expired token", bearer(&expired)),
+        ("unknown api key", api_key(&unknown_key)),
+        ("revoked api key", api_key(&good_secret(revoked))),
+        ("unknown operator key", api_key(&format!("{OPERATOR_KEY}x"))),
+        ("no credentials", HeaderMap::new()),
+    ];
+    let mut causes = Vec::new();
+    for (what, headers) in &cases {
+        let err = fx.auth.authenticate(headers).await.unwrap_err();
+        let GatewayError::Unauthenticated(cause) = &err else {
+            panic!("{what}: expected UNAUTHENTICATED, got {err:?}");
+        };
+        causes.push(cause.clone());
+        let status = err.into_status();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
+        assert_eq!(status.message(), UNAUTHENTICATED_MESSAGE, "{what}");
+    }
+    // The log still tells them apart.
+    causes.sort();
+    causes.dedup();
+    assert_eq!(causes.len(), cases.len(), "{causes:?}");
+}
+
+#[tokio::test]
+async fn an_operator_key_gives_an_operator_and_no_tenant() {
+    let fx = fixture().await;
+    let caller = fx.auth.authenticate(&api_key(OPERATOR_KEY)).await.unwrap();
+    assert_eq!(
+        caller,
+        Caller::Operator(Operator {
+            name: "ops".to_owned()
+        })
+    );
+    assert_eq!(caller.into_tenant(), None);
+    // A bearer token cannot name an operator, nor an operator key pass as a tenant key.
+    refusal(&fx, &bearer(&token("operator:ops"))).await;
+    assert_eq!(
+        refusal(&fx, &api_key(&OPERATOR_KEY.replace("sbo_", "sbk_"))).await,
+        "invalid api key"
+    );
+}
+
+#[tokio::test]
+async fn unusable_operator_configuration_stops_the_gateway() {
+    let fx = fixture().await;
+    let good_hash = gateway::operator_key_hash(OPERATOR_KEY);
+    for (name, sha256) in [
+        ("", good_hash.as_str()),
+        ("ops", "not-a-hash"),
+        ("ops", &good_hash[..63]),
+    ] {
+        let config = AuthConfig {
+            operators: vec![OperatorKey {
+                name: name.to_owned(),
+                sha256: sha256.to_owned(),
+            }],
+            ..AuthConfig::default()
+        };
+        assert!(
+            matches!(
+                Authenticator::new(&config, fx.db.directory.clone()),
+                Err(GatewayError::Config(_))
+            ),
+            "{name:?} {sha256:?}"
+        );
+    }
+    let twice = AuthConfig {
+        operators: vec![
+            OperatorKey {
+                name: "ops".to_owned(),
+                sha256: good_hash.clone(),
+            },
+            OperatorKey {
+                name: "ops".to_owned(),
+                sha256: good_hash.to_uppercase(),
+            },
+        ],
+        ..AuthConfig::default()
+    };
+    assert!(Authenticator::new(&twice, fx.db.directory.clone()).is_err());
 }

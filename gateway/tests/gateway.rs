@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt as _};
+use gateway::error::UNAUTHENTICATED_MESSAGE;
 use gateway::{Config, Directory};
 use switchboard_proto::conversation::internal::v1 as conv_internal;
 use switchboard_proto::conversation::v1 as conv;
@@ -474,11 +475,7 @@ async fn no_or_bad_credentials_are_refused_before_the_service() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "UNAUTHENTICATED");
-    assert!(
-        err.message().contains("missing credentials"),
-        "{}",
-        err.message()
-    );
+    assert_eq!(err.message(), UNAUTHENTICATED_MESSAGE);
 
     let err = client
         .get_created_closed_report(authed(
@@ -497,7 +494,7 @@ async fn no_or_bad_credentials_are_refused_before_the_service() {
         .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (Code::Unauthenticated, "invalid api key")
+        (Code::Unauthenticated, UNAUTHENTICATED_MESSAGE)
     );
     assert_eq!(stack.seen.count(), 0, "the service was never called");
 }
@@ -1197,7 +1194,7 @@ async fn api_keys_are_shown_once_work_and_stop_when_revoked() {
         .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (Code::Unauthenticated, "api key revoked")
+        (Code::Unauthenticated, UNAUTHENTICATED_MESSAGE)
     );
 }
 
@@ -1391,4 +1388,232 @@ async fn clients_connect_over_tls_when_a_certificate_is_configured() {
             .is_err(),
     };
     assert!(refused, "plaintext is not served when TLS is configured");
+}
+
+// ---------------------------------------------------------------------------------------
+// Request ids (AIP-155).
+
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_caller_and_the_request() {
+    // Purge often, so the test sees an expired request record go without waiting long.
+    let stack = Stack::start_with(|config| config.request_log.purge_interval_ms = 20).await;
+    let other_admin = Uuid::new_v4();
+    stack
+        .directory
+        .ensure_user(
+            other_admin,
+            stack.tenant,
+            "Abe",
+            "abe@acme.test",
+            &[dir::Role::Administrator],
+        )
+        .await
+        .unwrap();
+    let (ada, abe) = (stack.token(stack.admin), stack.token(other_admin));
+    let mut client = stack.directory_client().await;
+    let request_id = Uuid::new_v4().to_string();
+    let create = |name: &str| dir::CreateUserRequest {
+        request_id: request_id.clone(),
+        user: Some(new_user(
+            name,
+            &format!("{}@acme.test", name.to_lowercase()),
+            &[dir::Role::Agent],
+        )),
+    };
+
+    let zed = client
+        .create_user(authed(create("Zed"), &ada))
+        .await
+        .unwrap()
+        .into_inner();
+    // Abe's request is his own: applied, and answered with his user.
+    let yan = client
+        .create_user(authed(create("Yan"), &abe))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(yan.user.as_ref().unwrap().email, "yan@acme.test");
+    assert_ne!(yan.user.as_ref().unwrap().id, zed.user.as_ref().unwrap().id);
+
+    // An exact retry gets the first answer.
+    let retry = client
+        .create_user(authed(create("Zed"), &ada))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry, zed);
+
+    // The same request_id with another body is refused and changes nothing.
+    let reused = client
+        .create_user(authed(create("Xia"), &ada))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
+    assert_eq!(reason(&reused), "INVALID_ARGUMENT");
+    assert!(
+        reused.message().starts_with(&format!(
+            "request_id: {request_id} was already used for a different request"
+        )),
+        "{reused:?}"
+    );
+    let emails = |users: Vec<dir::User>| -> Vec<String> {
+        let mut emails: Vec<String> = users.into_iter().map(|u| u.email).collect();
+        emails.sort();
+        emails
+    };
+    let listed = client
+        .list_users(authed(dir::ListUsersRequest::default(), &ada))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert!(!emails(listed).contains(&"xia@acme.test".to_owned()));
+
+    // Ada's record passes the retention (a day): the purge deletes it and the request_id
+    // is free again. Abe's recent record stays.
+    let db = switchboard_server_kit::Db::connect(&stack._db.url)
+        .await
+        .unwrap();
+    let backdated =
+        sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
+            .bind(25 * 3_600 * 1_000_000_i64)
+            .bind(stack.admin.to_string())
+            .execute(&db.pool)
+            .await
+            .unwrap()
+            .rows_affected();
+    assert_eq!(backdated, 1);
+    db.pool.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let xia = loop {
+        match client.create_user(authed(create("Xia"), &ada)).await {
+            Ok(response) => break response.into_inner(),
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the expired record was not purged: {status:?}"),
+        }
+    };
+    assert_eq!(xia.user.unwrap().email, "xia@acme.test");
+    let abe_retry = client
+        .create_user(authed(create("Yan"), &abe))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(abe_retry, yan);
+}
+
+/// Card numbers typed into the directory's names are stored masked, answered masked and
+/// signed into identities masked (product rule 14).
+#[tokio::test]
+async fn card_numbers_in_directory_names_are_stored_masked() {
+    let stack = Stack::start().await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let user = client
+        .create_user(authed(
+            dir::CreateUserRequest {
+                request_id: Uuid::new_v4().to_string(),
+                user: Some(new_user(
+                    "Zed 4111 1111 1111 1111",
+                    "zed@acme.test",
+                    &[dir::Role::Agent],
+                )),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(user.display_name, "Zed 4111 11** **** 1111");
+    let renamed = client
+        .update_user(authed(
+            dir::UpdateUserRequest {
+                request_id: Uuid::new_v4().to_string(),
+                user: Some(dir::User {
+                    id: user.id.clone(),
+                    display_name: "Zed 5555.5555.5555.4444".to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["display_name".to_owned()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(renamed.display_name, "Zed 5555.55**.****.4444");
+    let me = client
+        .get_current_identity(authed(
+            dir::GetCurrentIdentityRequest {},
+            &stack.token(user.id.parse().unwrap()),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.display_name, "Zed 5555.55**.****.4444");
+    let key = client
+        .create_api_key(authed(
+            dir::CreateApiKeyRequest {
+                request_id: Uuid::new_v4().to_string(),
+                api_key: Some(dir::ApiKey {
+                    display_name: "Connector ٤١١١-١١١١-١١١١-١١١١".to_owned(),
+                    roles: vec![dir::Role::Bot as i32],
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    assert_eq!(key.display_name, "Connector ٤١١١-١١**-****-١١١١");
+    let tenant = client
+        .create_tenant(authed(
+            dir::CreateTenantRequest {
+                request_id: Uuid::new_v4().to_string(),
+                tenant: Some(dir::Tenant {
+                    display_name: "Acme 3782_822463_10005".to_owned(),
+                    ..Default::default()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(tenant.display_name, "Acme 3782_82****_*0005");
+
+    // What the tables hold, not only what is answered.
+    let db = switchboard_server_kit::Db::connect(&stack._db.url)
+        .await
+        .unwrap();
+    for (table, id, expected) in [
+        ("users", &user.id, "Zed 5555.55**.****.4444"),
+        ("api_keys", &key.id, "Connector ٤١١١-١١**-****-١١١١"),
+        ("tenants", &tenant.id, "Acme 3782_82****_*0005"),
+    ] {
+        let (stored,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT display_name FROM {table} WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, expected, "{table}");
+    }
+    db.pool.close().await;
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use gateway::GatewayError;
 use gateway::domain::page::page_request;
 use gateway::store::{Directory, Mutation};
-use switchboard_proto::directory::v1::{CreateUserResponse, Role, SupervisorAction, User};
+use switchboard_proto::directory::v1::{
+    CreateUserRequest, CreateUserResponse, Role, SupervisorAction, User,
+};
+use switchboard_server_kit::idempotency::Fingerprint;
 use uuid::Uuid;
 
 fn secret(id: Uuid) -> String {
@@ -231,6 +234,10 @@ fn mutation(tenant: Uuid, request_id: Uuid) -> Mutation {
         actor_id: "admin-1".to_owned(),
         method: "/switchboard.directory.v1.DirectoryService/CreateUser",
         request_id,
+        fingerprint: Fingerprint::of(&CreateUserRequest {
+            request_id: request_id.to_string(),
+            ..Default::default()
+        }),
     }
 }
 
@@ -269,6 +276,29 @@ async fn a_finished_mutation_replays_and_is_audited(dir: &Directory) {
         None
     );
     elsewhere.abandon().await.unwrap();
+    // And by caller: another administrator's request is its own.
+    let by_another = Mutation {
+        actor_id: "admin-2".to_owned(),
+        ..mutation(tenant, request_id)
+    };
+    let mut theirs = dir.begin(by_another).await.unwrap();
+    assert_eq!(theirs.replay::<CreateUserResponse>().await.unwrap(), None);
+    theirs.abandon().await.unwrap();
+    // The same request id with another request is refused on request_id.
+    let changed = Mutation {
+        fingerprint: Fingerprint::of(&CreateUserRequest {
+            request_id: request_id.to_string(),
+            user: Some(User::default()),
+        }),
+        ..mutation(tenant, request_id)
+    };
+    let mut reused = dir.begin(changed).await.unwrap();
+    let err = reused.replay::<CreateUserResponse>().await.unwrap_err();
+    assert!(
+        matches!(&err, GatewayError::InvalidField(f) if f.field == "request_id"),
+        "{err:?}"
+    );
+    reused.abandon().await.unwrap();
 
     let page = page_request(0, "").unwrap();
     let (entries, _) = dir.audit_entries(&tenant.to_string(), &page).await.unwrap();
@@ -413,7 +443,41 @@ macro_rules! conformance {
     };
 }
 
+/// Card numbers typed as tenant, user or API key names are stored masked (product rule
+/// 14), so the directory never holds one and never signs one into an identity.
+async fn card_numbers_in_names_are_stored_masked(dir: &Directory) {
+    let (tenant, user, key) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    dir.ensure_tenant(tenant, None, "Acme 4111.1111.1111.1111")
+        .await
+        .unwrap();
+    dir.ensure_user(
+        user,
+        tenant,
+        "Ada ４１１１ １１１１ １１１１ １１１１",
+        "ada@example.com",
+        &[Role::Agent],
+    )
+    .await
+    .unwrap();
+    dir.ensure_api_key(
+        key,
+        tenant,
+        "Bot 5555/5555/5555/4444",
+        &[Role::Bot],
+        &secret(key),
+    )
+    .await
+    .unwrap();
+    let tenant = dir.tenant(&tenant.to_string()).await.unwrap().unwrap();
+    assert_eq!(tenant.display_name, "Acme 4111.11**.****.1111");
+    let user = dir.user(&user.to_string()).await.unwrap().unwrap();
+    assert_eq!(user.display_name, "Ada ４１１１ １１** **** １１１１");
+    let key = dir.api_key(&key.to_string()).await.unwrap().unwrap();
+    assert_eq!(key.display_name, "Bot 5555/55**/****/4444");
+}
+
 conformance!(
+    card_numbers_in_names_are_stored_masked,
     seeding_twice_changes_nothing,
     seeding_refuses_a_taken_email_and_a_foreign_secret,
     ancestry_is_parent_first,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_server_kit::LogConfig;
+use switchboard_server_kit::idempotency::RequestLogConfig;
 
 /// Prefix of the environment variables that configure routing-svc
 /// (e.g. `SWITCHBOARD_ROUTING_DATABASE_URL`, `SWITCHBOARD_ROUTING_LOG__FORMAT`).
@@ -45,6 +46,9 @@ pub struct Config {
     /// Quiet time after which a server stream (StreamOffers, StreamAgentStates, Subscribe)
     /// sends a heartbeat, in milliseconds; the contract promises about 15 seconds.
     pub heartbeat_interval_ms: u64,
+    /// How long answers to `request_id`s are kept and how often older ones are deleted
+    /// (`[request_log]`).
+    pub request_log: RequestLogConfig,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             outbox_retry_max_ms: 30_000,
             conversation_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
+            request_log: RequestLogConfig::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::RoutingInternalServiceServer;
 use switchboard_proto::routing::v1::agent_service_server::AgentServiceServer;
 use switchboard_proto::routing::v1::queue_service_server::QueueServiceServer;
+use switchboard_server_kit::idempotency;
 use switchboard_server_kit::identity::{Identity, IdentityKey, signed_channel};
 use switchboard_server_kit::metrics::Metrics;
 use switchboard_server_kit::server::{ServeOptions, ShutdownSignal, bind};
@@ -98,6 +99,11 @@ pub async fn serve(
     let matcher_task = tokio::spawn(engine::matcher::run(context.clone(), shutdown.token()));
     let dispatcher_token = shutdown.token();
     let dispatcher_task = tokio::spawn(async move { dispatcher.run(dispatcher_token).await });
+    let purger_task = idempotency::spawn_purger(
+        store.db().clone(),
+        config.request_log.clone(),
+        shutdown.token(),
+    );
 
     let routes = Routes::new(AgentServiceServer::new(AgentApi::new(context.clone())))
         .add_service(QueueServiceServer::new(QueueApi::new(context.clone())))
@@ -114,6 +120,7 @@ pub async fn serve(
     shutdown.token().cancel();
     let _ = matcher_task.await;
     let _ = dispatcher_task.await;
+    let _ = purger_task.await;
     store.close().await;
     served.map_err(anyhow::Error::from)
 }

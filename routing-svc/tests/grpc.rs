@@ -18,6 +18,7 @@ use switchboard_proto::routing::internal::v1::routing_internal_service_client::R
 use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_server_kit::idempotency::{self, RequestLogConfig};
 use switchboard_server_kit::identity::{
     Identity, IdentityKey, PrincipalKind, Role, SignedChannel, identity_of, signed_channel,
 };
@@ -142,6 +143,7 @@ async fn start_fake(mode: FakeMode) -> (String, Arc<Mutex<FakeLog>>, ShutdownSig
 
 struct Harness {
     addr: SocketAddr,
+    database_url: String,
     tenant: String,
     /// Directory display names of the agents, carried in their signed identities.
     names: Mutex<HashMap<String, String>>,
@@ -163,6 +165,11 @@ fn test_config(dir: &tempfile::TempDir, conversation_url: &str) -> Config {
         outbox_retry_max_ms: 200,
         conversation_timeout_ms: 2_000,
         heartbeat_interval_ms: 300,
+        // Purge often, so tests see an expired request record go without waiting long.
+        request_log: RequestLogConfig {
+            purge_interval_ms: 20,
+            ..RequestLogConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -181,9 +188,11 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = ShutdownSignal::new();
+    let database_url = config.database_url.clone();
     let server = tokio::spawn(serve(config, listener, shutdown.clone()));
     Harness {
         addr,
+        database_url,
         tenant,
         names: Mutex::new(HashMap::new()),
         shutdown,
@@ -1986,4 +1995,301 @@ async fn supervisors_list_offers_newest_first() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     h.stop().await;
+}
+
+// --- request ids (AIP-155) ----------------------------------------------------------------
+
+/// A fresh database on the test PostgreSQL server, with the admin pool that drops it.
+async fn postgres_database() -> Option<(String, switchboard_server_kit::db::Db, String)> {
+    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
+        return None;
+    };
+    let database = format!("t_{}", Uuid::new_v4().simple());
+    let admin = switchboard_server_kit::db::Db::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+    let host_end = base.find("://").map_or(0, |i| i + 3);
+    let server = base[host_end..]
+        .find('/')
+        .map_or(base, |i| &base[..host_end + i]);
+    let url = match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    };
+    Some((url, admin, database))
+}
+
+async fn create_program(
+    client: &mut QueueServiceClient<SignedChannel>,
+    request_id: &str,
+    name: &str,
+) -> Result<pb::Program, Status> {
+    client
+        .create_program(pb::CreateProgramRequest {
+            request_id: request_id.to_owned(),
+            program: Some(pb::Program {
+                display_name: name.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().program.unwrap())
+}
+
+async fn program_names(h: &Harness) -> Vec<String> {
+    let mut names: Vec<String> = h
+        .admin()
+        .list_programs(pb::ListProgramsRequest {
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .programs
+        .into_iter()
+        .map(|p| p.display_name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two administrators of one tenant send the same request_id; one of them then reuses it
+/// for another program, and later, once its record has expired, uses it again.
+async fn request_ids_are_scoped_to_the_caller_and_the_request(database_url: Option<&str>) {
+    let h = start_with("http://127.0.0.1:9", database_url, new_id()).await;
+    let alice_identity = user(&h.tenant, &new_id(), &[Role::Administrator]);
+    let mut alice = QueueServiceClient::new(h.channel(alice_identity.clone()));
+    let mut bob =
+        QueueServiceClient::new(h.channel(user(&h.tenant, &new_id(), &[Role::Administrator])));
+    let request_id = new_id();
+
+    let sales = create_program(&mut alice, &request_id, "Sales")
+        .await
+        .unwrap();
+    // Bob's request is his own: it is applied and answered with his program.
+    let support = create_program(&mut bob, &request_id, "Support")
+        .await
+        .unwrap();
+    assert_ne!(support.id, sales.id);
+    assert_eq!(support.display_name, "Support");
+    assert_eq!(program_names(&h).await, ["Sales", "Support"]);
+
+    // An exact retry gets the first answer.
+    let retry = create_program(&mut alice, &request_id, "Sales")
+        .await
+        .unwrap();
+    assert_eq!(retry, sales);
+
+    // The same request_id with another body is refused and changes nothing.
+    let reused = create_program(&mut alice, &request_id, "Marketing")
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
+    assert_eq!(reason(&reused), "INVALID_ARGUMENT");
+    assert!(
+        reused
+            .message()
+            .contains("was already used for a different request"),
+        "{reused:?}"
+    );
+    let violations = reused.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations[0].field, "request_id");
+    assert_eq!(program_names(&h).await, ["Sales", "Support"]);
+
+    // Alice's record passes the retention (a day): the purge deletes it, and her
+    // request_id is free again. Bob's recent record stays.
+    let db = switchboard_server_kit::db::Db::connect(&h.database_url)
+        .await
+        .unwrap();
+    let day_and_an_hour: i64 = 25 * 3_600 * 1_000_000;
+    let backdated =
+        sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
+            .bind(day_and_an_hour)
+            .bind(idempotency::caller_of(&alice_identity))
+            .execute(&db.pool)
+            .await
+            .unwrap()
+            .rows_affected();
+    assert_eq!(backdated, 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let marketing = loop {
+        match create_program(&mut alice, &request_id, "Marketing").await {
+            Ok(program) => break program,
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the expired record was not purged: {status:?}"),
+        }
+    };
+    assert_eq!(marketing.display_name, "Marketing");
+    assert_eq!(program_names(&h).await, ["Marketing", "Sales", "Support"]);
+    let bob_retry = create_program(&mut bob, &request_id, "Support")
+        .await
+        .unwrap();
+    assert_eq!(bob_retry, support);
+
+    db.pool.close().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_caller_and_the_request_on_sqlite() {
+    request_ids_are_scoped_to_the_caller_and_the_request(None).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_caller_and_the_request_on_postgres() {
+    let Some((url, admin, database)) = postgres_database().await else {
+        return;
+    };
+    request_ids_are_scoped_to_the_caller_and_the_request(Some(&url)).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await
+    .unwrap();
+}
+
+// --- card numbers (product rule 14) ---------------------------------------------------------
+
+/// Every free-text field reaching routing-svc (presence and reject reasons, the agent's
+/// name from the directory, the customer's name and channel address from
+/// conversation-svc) is stored with card numbers masked, whatever the separators or digits.
+async fn card_numbers_are_stored_masked(database_url: Option<&str>) {
+    let h = start_with("http://127.0.0.1:9", database_url, new_id()).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (ada, mut offers) = h
+        .available_agent(
+            "Ada ４１１１ １１１１ １１１１ １１１１",
+            &queue_id,
+            &profile_id,
+        )
+        .await;
+    let away = h
+        .agent(&ada)
+        .set_presence(pb::SetPresenceRequest {
+            request_id: new_id(),
+            agent_id: String::new(),
+            presence: pb::Presence::Away as i32,
+            reason: "paying 4111.1111.1111.1111".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_state
+        .unwrap();
+    assert_eq!(away.presence_reason, "paying 4111.11**.****.1111");
+    assert_eq!(away.display_name, "Ada ４１１１ １１** **** １１１１");
+    h.set_presence(&ada, pb::Presence::Available).await.unwrap();
+
+    let conversation = new_id();
+    h.internal()
+        .enqueue_conversation(ipb::EnqueueConversationRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: conversation.clone(),
+            queue_id: queue_id.clone(),
+            channel: Channel::Webchat as i32,
+            customer_display_name: "Grace 5555 5555 5555 4444".into(),
+            enqueue_key: "create".into(),
+            wait_start_time: None,
+            channel_address: "sms:5555_5555_5555_4444".into(),
+        })
+        .await
+        .unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(offer.customer_display_name, "Grace 5555 55** **** 4444");
+    assert_eq!(offer.channel_address, "sms:5555_55**_****_4444");
+    let rejected = h
+        .agent(&ada)
+        .reject_offer(pb::RejectOfferRequest {
+            request_id: new_id(),
+            offer_id: offer.id.clone(),
+            reason: "card 3782/822463/10005\tcall me".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(rejected.reject_reason, "card 3782/82****/*0005\tcall me");
+
+    // What is stored, not only what is answered.
+    let db = switchboard_server_kit::db::Db::connect(&h.database_url)
+        .await
+        .unwrap();
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT presence_reason, display_name FROM agents WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(&h.tenant)
+    .bind(&ada)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        [(
+            "".to_owned(),
+            "Ada ４１１１ １１** **** １１１１".to_owned()
+        )]
+    );
+    let stored: (String, String, String) = sqlx::query_as(
+        "SELECT reject_reason, channel_address, customer_display_name FROM offers WHERE id = $1",
+    )
+    .bind(&offer.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "card 3782/82****/*0005\tcall me".to_owned(),
+            "sms:5555_55**_****_4444".to_owned(),
+            "Grace 5555 55** **** 4444".to_owned()
+        )
+    );
+    let (waiting_address,): (String,) =
+        sqlx::query_as("SELECT channel_address FROM waiting WHERE conversation_id = $1")
+            .bind(&conversation)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(waiting_address, "sms:5555_55**_****_4444");
+    db.pool.close().await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_numbers_are_stored_masked_on_sqlite() {
+    card_numbers_are_stored_masked(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_numbers_are_stored_masked_on_postgres() {
+    let Some((url, admin, database)) = postgres_database().await else {
+        return;
+    };
+    card_numbers_are_stored_masked(Some(&url)).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&admin.pool)
+    .await
+    .unwrap();
 }

@@ -503,43 +503,64 @@ async fn agent_profile_upsert_keeps_live_state(store: Store) {
 }
 
 async fn idempotent_responses_replay(store: Store) {
-    use switchboard_proto::routing::v1::Program as PbProgram;
+    use switchboard_proto::routing::v1::{CreateProgramRequest, Program as PbProgram};
+    use switchboard_server_kit::idempotency::{Fingerprint, RequestKey};
     let tenant = new_id();
     let request_id = new_id();
+    let request = |name: &str| CreateProgramRequest {
+        request_id: request_id.clone(),
+        program: Some(PbProgram {
+            display_name: name.into(),
+            ..Default::default()
+        }),
+    };
+    let alice = RequestKey {
+        tenant_id: &tenant,
+        caller: "user:alice",
+        method: "M",
+        request_id: &request_id,
+        fingerprint: Fingerprint::of(&request("sales")),
+    };
     let mut tx = store.begin().await.unwrap();
-    assert!(
-        tx.replay::<PbProgram>(&tenant, "M", &request_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(tx.replay::<PbProgram>(&alice).await.unwrap().is_none());
     let response = PbProgram {
         id: "p".into(),
         ..Default::default()
     };
-    tx.remember(&tenant, "M", &request_id, &response)
-        .await
-        .unwrap();
+    tx.remember(&alice, &response).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.replay::<PbProgram>(&tenant, "M", &request_id)
-            .await
-            .unwrap(),
+        tx.replay::<PbProgram>(&alice).await.unwrap(),
         Some(response)
     );
-    // Keyed by tenant and method too.
+    // Keyed by caller, tenant and method too.
+    let other_tenant = new_id();
+    for other in [
+        RequestKey {
+            caller: "user:bob",
+            ..alice
+        },
+        RequestKey {
+            tenant_id: &other_tenant,
+            ..alice
+        },
+        RequestKey {
+            method: "N",
+            ..alice
+        },
+    ] {
+        assert!(tx.replay::<PbProgram>(&other).await.unwrap().is_none());
+    }
+    // The same key with another request is refused on request_id.
+    let support = RequestKey {
+        fingerprint: Fingerprint::of(&request("support")),
+        ..alice
+    };
+    let err = tx.replay::<PbProgram>(&support).await.unwrap_err();
     assert!(
-        tx.replay::<PbProgram>(&new_id(), "M", &request_id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        tx.replay::<PbProgram>(&tenant, "N", &request_id)
-            .await
-            .unwrap()
-            .is_none()
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "request_id"),
+        "{err:?}"
     );
 }
 

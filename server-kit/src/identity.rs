@@ -144,6 +144,15 @@ impl IdentityKey {
         Ok(IdentityKey { mac })
     }
 
+    /// A 32-byte key for another purpose, derived from the shared secret and `label`, so
+    /// that the secret itself is used for nothing but signing.
+    pub(crate) fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(b"derive\n");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Signs `identity` for a call to the gRPC method `path`, replacing any identity
     /// headers already in `headers`.
     pub fn sign(&self, path: &str, identity: &Identity, headers: &mut HeaderMap) {

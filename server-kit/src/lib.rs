@@ -9,9 +9,12 @@
 pub mod config;
 pub mod db;
 pub mod errors;
+pub mod fields;
 mod health;
 pub mod idempotency;
 pub mod identity;
+pub mod malformed;
+pub mod masking;
 pub mod metrics;
 pub mod page;
 pub mod server;
@@ -27,6 +30,7 @@ pub use identity::{
     IDENTITY_HEADERS, Identity, IdentityKey, IdentityKeyError, IdentityLayer, PrincipalKind, Role,
     SignedChannel, SigningLayer, SigningService, identity_of, signed_channel,
 };
+pub use masking::mask_pans;
 pub use metrics::{Metrics, MetricsLayer, serve_metrics};
 pub use server::{ServeError, ServeOptions, ShutdownSignal, bind, serve};
 pub use telemetry::init_tracing;

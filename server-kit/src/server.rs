@@ -13,6 +13,7 @@ use tower::util::option_layer;
 
 use crate::health::UntilShutdown;
 use crate::identity::{IdentityKey, IdentityLayer};
+use crate::malformed::MalformedRequestLayer;
 use crate::metrics::{Metrics, MetricsLayer, serve_metrics};
 
 const METRICS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -136,6 +137,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     // Whatever happens, background work tied to this server stops with it.
     let _cancel_on_exit = shutdown.token.clone().drop_guard();
+    if let Some(key) = &options.identity {
+        crate::idempotency::use_identity_key(key);
+    }
     let name = options.name;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -189,6 +193,9 @@ pub async fn serve(
         .layer(metrics_layer)
         // Identity next: no service code runs for a call without a valid gateway signature.
         .layer(option_layer(options.identity.map(IdentityLayer::new)))
+        // Innermost: refusals tonic makes before any handler (undecodable or oversized
+        // requests) get the contract's codes, and metrics count them as such.
+        .layer(MalformedRequestLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
     let mut server = std::pin::pin!(server);

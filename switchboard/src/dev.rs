@@ -61,6 +61,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway_listen: args.listen,
         identity_secret: secrets.identity_secret.clone(),
         jwt_secret: secrets.jwt_secret.clone(),
+        operators: secrets.operators(),
         metrics: args.metrics,
     })
     .await?;
@@ -97,8 +98,14 @@ fn load_or_create_secrets(dir: &Path) -> anyhow::Result<DevSecrets> {
     let path = dir.join("dev-secrets.json");
     if path.exists() {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        return serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid; delete it to start over", path.display()));
+        let mut secrets: DevSecrets = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not valid; delete it to start over", path.display()))?;
+        if secrets.operator_key.is_empty() {
+            // Written before operators existed: add one and keep it from now on.
+            secrets.operator_key = gateway::generate_operator_key();
+            write_private(&path, &serde_json::to_vec_pretty(&secrets)?)?;
+        }
+        return Ok(secrets);
     }
     let secrets = DevSecrets::generate();
     write_private(&path, &serde_json::to_vec_pretty(&secrets)?)?;
@@ -137,6 +144,15 @@ fn shell_env(credentials: &DevCredentials) -> String {
     env.push_str(&format!(
         "export BOT_API_KEY='{}'\n",
         credentials.bot.api_key
+    ));
+    env.push_str("# Platform operator (switchboard admin, PlatformService). NOT FOR PRODUCTION.\n");
+    env.push_str(&format!(
+        "export SWITCHBOARD_OPERATOR_KEY='{}'\n",
+        credentials.operator.operator_key
+    ));
+    env.push_str(&format!(
+        "export SWITCHBOARD_ADMIN_GATEWAY='{}'\n",
+        credentials.gateway
     ));
     env.push_str("# A fresh request id for each mutation.\n");
     env.push_str("rid() { python3 -c 'import uuid; print(uuid.uuid4())'; }\n");
@@ -197,6 +213,16 @@ fn print_banner(
         credentials.bot.display_name, credentials.bot.id
     )?;
     writeln!(out, "            x-api-key: {}", credentials.bot.api_key)?;
+    writeln!(
+        out,
+        "operator    {} (platform operator, NOT FOR PRODUCTION; PlatformService only)",
+        credentials.operator.name
+    )?;
+    writeln!(
+        out,
+        "            x-api-key: {}",
+        credentials.operator.operator_key
+    )?;
     writeln!(out, "credentials written to {}", path.display())?;
     if let Some(dir) = path.parent() {
         writeln!(

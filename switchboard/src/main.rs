@@ -1,4 +1,5 @@
-//! `switchboard`: runs the whole suite on one machine for development.
+//! `switchboard`: runs the whole suite on one machine for development, and the platform
+//! operator's commands against a running suite.
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +18,15 @@ struct Cli {
 enum Command {
     /// Runs all four services on loopback with a demo tenant. Not for production.
     Dev(switchboard::dev::DevArgs),
+    /// Platform operator commands against a running suite: tenants and their first
+    /// administrators.
+    Admin(switchboard::admin::AdminArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => switchboard::dev::run(args).await,
+        Command::Admin(args) => switchboard::admin::run(args).await,
     }
 }

@@ -43,6 +43,17 @@ pub struct DevCredentials {
     pub users: Vec<DevUser>,
     /// The bot's API key.
     pub bot: DevApiKey,
+    /// The platform operator's key, for `switchboard admin` and PlatformService.
+    pub operator: DevOperator,
+}
+
+/// The dev stack's platform operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevOperator {
+    /// The operator's name at the gateway.
+    pub name: String,
+    /// `x-api-key: <operator_key>`; only PlatformService accepts it.
+    pub operator_key: String,
 }
 
 /// A demo user and a bearer token for it.
@@ -92,6 +103,9 @@ pub struct DevSecrets {
     pub jwt_secret: String,
     /// Secret part of the bot's API key.
     pub bot_key_secret: String,
+    /// The platform operator's key; empty in secrets files written before operators existed.
+    #[serde(default)]
+    pub operator_key: String,
 }
 
 impl DevSecrets {
@@ -101,9 +115,18 @@ impl DevSecrets {
             identity_secret: random_secret(),
             jwt_secret: random_secret(),
             bot_key_secret: random_secret(),
+            operator_key: gateway::generate_operator_key(),
         }
     }
+
+    /// The operator keys the gateway accepts, by name.
+    pub fn operators(&self) -> Vec<(String, String)> {
+        vec![(DEV_OPERATOR.to_owned(), self.operator_key.clone())]
+    }
 }
+
+/// Name of the dev stack's platform operator.
+pub const DEV_OPERATOR: &str = "dev-operator";
 
 fn random_secret() -> String {
     use rand::Rng;
@@ -328,6 +351,10 @@ pub async fn seed(
             id: bot_id.to_string(),
             display_name: "Web chat bot".into(),
             api_key,
+        },
+        operator: DevOperator {
+            name: DEV_OPERATOR.to_owned(),
+            operator_key: secrets.operator_key.clone(),
         },
     })
 }

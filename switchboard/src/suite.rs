@@ -77,6 +77,8 @@ pub struct SuiteOptions {
     pub identity_secret: String,
     /// HS256 secret for bearer tokens (development only).
     pub jwt_secret: String,
+    /// Platform operator keys by name (`sbo_…`); the gateway is given only their hashes.
+    pub operators: Vec<(String, String)>,
     /// Whether each service serves Prometheus metrics on a free loopback port.
     pub metrics: bool,
 }
@@ -184,6 +186,14 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         },
         auth: gateway::AuthConfig {
             hs256_secret: Some(options.jwt_secret.clone()),
+            operators: options
+                .operators
+                .iter()
+                .map(|(name, key)| gateway::OperatorKey {
+                    name: name.clone(),
+                    sha256: gateway::operator_key_hash(key),
+                })
+                .collect(),
             ..Default::default()
         },
         ..Default::default()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use switchboard::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use switchboard::suite::{self, RunningSuite, Storage, SuiteOptions};
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::directory::v1::platform_service_client::PlatformServiceClient;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
@@ -73,6 +74,7 @@ impl Harness {
             gateway_listen: ([127, 0, 0, 1], 0).into(),
             identity_secret: secrets.identity_secret.clone(),
             jwt_secret: secrets.jwt_secret.clone(),
+            operators: secrets.operators(),
             metrics: false,
         })
         .await?;
@@ -100,6 +102,12 @@ impl Harness {
     /// The demo bot's API key.
     pub fn bot(&self) -> ApiKey {
         ApiKey::new(&self.creds.bot.api_key).expect("keys are ASCII")
+    }
+
+    /// PlatformService as the dev stack's platform operator.
+    pub fn platform(&self) -> PlatformServiceClient<InterceptedService<Channel, ApiKey>> {
+        let key = ApiKey::new(&self.creds.operator.operator_key).expect("keys are ASCII");
+        PlatformServiceClient::with_interceptor(self.channel.clone(), key)
     }
 
     /// AgentService as a demo user.

@@ -3,11 +3,12 @@
 
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::conversation_config_service_server::ConversationConfigService;
-use switchboard_server_kit::Role;
 use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::{Role, mask_pans};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use super::conversation::queue_error;
 use super::{
     Begun, Shared, authorized, caller, convert, next_page, not_served, optional_uuid, page_size,
     request_id, text_field, token, uuid_field,
@@ -16,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::store::WrapUpReason;
 
 const SERVICE: &str = "ConversationConfigService";
+
+/// Most queues one wrap-up reason may name; each is checked with routing-svc.
+const MAX_REASON_QUEUES: usize = 200;
 
 /// Tenant configuration of conversations.
 #[derive(Clone, Debug)]
@@ -32,6 +36,12 @@ impl ConfigApi {
 
 /// Validated, normalised (sorted, deduplicated) queue ids of a reason.
 fn queue_ids(raw: &[String]) -> Result<Vec<String>> {
+    if raw.len() > MAX_REASON_QUEUES {
+        return Err(Error::invalid(
+            "wrap_up_reason.queue_ids",
+            format!("must have at most {MAX_REASON_QUEUES} queues"),
+        ));
+    }
     let mut ids = raw
         .iter()
         .enumerate()
@@ -67,6 +77,20 @@ fn reason_code(value: &str) -> Result<()> {
 }
 
 impl ConfigApi {
+    /// NOT_FOUND unless every queue is the tenant's: a reason never points at another
+    /// tenant's queues. Asked of routing-svc, which owns queues, before anything is written.
+    async fn check_queues(&self, tenant_id: &str, queue_ids: &[String]) -> Result<()> {
+        futures::future::try_join_all(queue_ids.iter().map(|queue_id| async move {
+            self.ctx
+                .routing
+                .check_queue(tenant_id, queue_id, 0)
+                .await
+                .map_err(|status| queue_error(queue_id, status))
+        }))
+        .await?;
+        Ok(())
+    }
+
     async fn create_reason(
         &self,
         request: Request<pb::CreateWrapUpReasonRequest>,
@@ -78,22 +102,24 @@ impl ConfigApi {
             "creating a wrap-up reason",
         )?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let given = req
             .wrap_up_reason
             .ok_or_else(|| Error::invalid("wrap_up_reason", "is required"))?;
         display_name(&given.display_name)?;
         reason_code(&given.code)?;
+        let queues = queue_ids(&given.queue_ids)?;
+        self.check_queues(&identity.tenant_id, &queues).await?;
         let reason = WrapUpReason {
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: identity.tenant_id.clone(),
-            queue_ids: queue_ids(&given.queue_ids)?,
-            display_name: given.display_name,
+            queue_ids: queues,
+            display_name: mask_pans(&given.display_name).into_owned(),
             marks_transferred: given.marks_transferred,
             // A new reason is always offered; proto3 cannot tell an omitted `active` from
             // false, and an administrator who creates a reason means to use it.
             active: true,
-            code: given.code,
+            code: mask_pans(&given.code).into_owned(),
         };
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -148,7 +174,7 @@ impl ConfigApi {
             "changing a wrap-up reason",
         )?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let given = req
             .wrap_up_reason
             .ok_or_else(|| Error::invalid("wrap_up_reason", "is required"))?;
@@ -161,7 +187,8 @@ impl ConfigApi {
             match path.as_str() {
                 "display_name" => display_name(&given.display_name)?,
                 "queue_ids" => {
-                    queue_ids(&given.queue_ids)?;
+                    let queues = queue_ids(&given.queue_ids)?;
+                    self.check_queues(&identity.tenant_id, &queues).await?;
                 }
                 "code" => reason_code(&given.code)?,
                 "marks_transferred" | "active" => {}
@@ -187,11 +214,13 @@ impl ConfigApi {
             .ok_or_else(|| Error::NotFound(format!("wrap-up reason {id} not found")))?;
         for path in &paths {
             match path.as_str() {
-                "display_name" => reason.display_name = given.display_name.clone(),
+                "display_name" => {
+                    reason.display_name = mask_pans(&given.display_name).into_owned();
+                }
                 "queue_ids" => reason.queue_ids = queue_ids(&given.queue_ids)?,
                 "marks_transferred" => reason.marks_transferred = given.marks_transferred,
                 "active" => reason.active = given.active,
-                "code" => reason.code = given.code.clone(),
+                "code" => reason.code = mask_pans(&given.code).into_owned(),
                 _ => {}
             }
         }

@@ -8,8 +8,9 @@ use switchboard_proto::common::v1::{Channel, SnapshotEnd};
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::conversation_service_server::ConversationService;
 use switchboard_proto::routing::internal::v1 as rpb;
-use switchboard_server_kit::db::{micros_to_timestamp, now_micros, timestamp_to_micros};
+use switchboard_server_kit::db::{micros_to_timestamp, now_micros};
 use switchboard_server_kit::{Identity, PrincipalKind, Role};
+use switchboard_server_kit::{fields, mask_pans};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -20,7 +21,6 @@ use super::{
     viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
-use crate::domain::masking::mask_pans;
 use crate::domain::state::{Action, State, transition};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -79,7 +79,7 @@ fn channel_field(value: i32) -> Result<i32> {
 }
 
 /// Maps routing-svc's answer to CheckQueue to this service's errors.
-fn queue_error(queue_id: &str, status: Status) -> Error {
+pub(super) fn queue_error(queue_id: &str, status: Status) -> Error {
     match status.code() {
         tonic::Code::NotFound => Error::NotFound(format!("queue {queue_id} not found")),
         tonic::Code::FailedPrecondition => {
@@ -207,14 +207,9 @@ impl ConversationApi {
             "creating a conversation",
         )?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         // A retry is answered before routing-svc is asked about the queue again.
-        if let Some(response) = self
-            .ctx
-            .store
-            .replay(&identity.tenant_id, METHOD, &rid)
-            .await?
-        {
+        if let Some(response) = self.ctx.replay(&identity, METHOD, &rid).await? {
             return Ok(response);
         }
 
@@ -279,11 +274,12 @@ impl ConversationApi {
                 sender: sender as i32,
                 sender_display_name: mask_pans(&line.sender_display_name).into_owned(),
                 text: mask_pans(&line.text).into_owned(),
-                create_time: line
-                    .create_time
-                    .as_ref()
-                    .map(timestamp_to_micros)
-                    .unwrap_or(now),
+                create_time: match line.create_time.as_ref() {
+                    None => now,
+                    Some(ts) => fields::timestamp_micros(ts).map_err(|why| {
+                        Error::invalid(format!("bot_transcript[{i}].create_time"), why)
+                    })?,
+                },
             });
         }
         if !req.first_message.is_empty() {
@@ -306,12 +302,12 @@ impl ConversationApi {
             program_id: queue.program_id,
             contact_id,
             contact_display_name: mask_pans(&display_name).into_owned(),
-            channel_address: req.channel_address.clone(),
+            channel_address: mask_pans(&req.channel_address).into_owned(),
             pre_chat: req
                 .pre_chat_data
                 .iter()
                 .map(|f| PreChatField {
-                    name: f.name.clone(),
+                    name: mask_pans(&f.name).into_owned(),
                     label: mask_pans(&f.label).into_owned(),
                     value: mask_pans(&f.value).into_owned(),
                 })
@@ -469,7 +465,7 @@ impl ConversationApi {
                 "only agents and supervisors write agents-only messages",
             ));
         }
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
         plain_text_only(&req)?;
         text_field("text", &req.text, 1, MAX_TEXT)?;
@@ -487,7 +483,7 @@ impl ConversationApi {
             } else if identity.display_name.is_empty() {
                 "Bot".to_owned()
             } else {
-                identity.display_name.clone()
+                mask_pans(&identity.display_name).into_owned()
             };
             NewMessage {
                 sender: sender as i32,
@@ -508,7 +504,7 @@ impl ConversationApi {
             NewMessage {
                 sender: kind as i32,
                 sender_id: identity.principal_id.clone(),
-                sender_display_name: identity.display_name.clone(),
+                sender_display_name: mask_pans(&identity.display_name).into_owned(),
                 text: mask_pans(&req.text).into_owned(),
                 internal: req.agents_only,
             }
@@ -655,7 +651,7 @@ impl ConversationApi {
         const METHOD: &str = "ConversationService/SetWaiting";
         let identity = authorized(&request, &USER_ROLES, "putting a conversation on hold")?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         text_field("reason", &req.reason, 0, 200)?;
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
@@ -686,7 +682,7 @@ impl ConversationApi {
         const METHOD: &str = "ConversationService/ResumeConversation";
         let identity = authorized(&request, &USER_ROLES, "resuming a conversation")?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -716,7 +712,7 @@ impl ConversationApi {
         const METHOD: &str = "ConversationService/EndConversation";
         let identity = authorized(&request, &USER_ROLES, "ending a conversation")?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
@@ -733,7 +729,7 @@ impl ConversationApi {
         .await?;
         let now = conv.update_time;
         let name = if conv.owner_display_name.is_empty() {
-            identity.display_name.clone()
+            mask_pans(&identity.display_name).into_owned()
         } else {
             conv.owner_display_name.clone()
         };
@@ -754,7 +750,7 @@ impl ConversationApi {
         const METHOD: &str = "ConversationService/SubmitWrapUp";
         let identity = authorized(&request, &USER_ROLES, "submitting wrap-up")?;
         let req = request.into_inner();
-        let rid = request_id(&req.request_id)?;
+        let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         if req.wrap_up_reason_ids.is_empty() {
             return Err(Error::invalid(

@@ -11,6 +11,7 @@ use switchboard_proto::conversation::internal::v1::conversation_internal_service
 use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -57,6 +58,7 @@ impl InternalApi {
         let agent_id = uuid_field("agent_id", &req.agent_id)?;
         let offer_id = uuid_field("offer_id", &req.offer_id)?;
         text_field("agent_display_name", &req.agent_display_name, 0, 200)?;
+        let agent_display_name = mask_pans(&req.agent_display_name).into_owned();
         let queue_id = optional_uuid("queue_id", &req.queue_id)?;
         let start_reason = match pb::AssignmentSource::try_from(req.assignment_source) {
             Ok(pb::AssignmentSource::Unspecified) => {
@@ -102,7 +104,7 @@ impl InternalApi {
         }
         conv.state = next;
         conv.owner_agent_id = agent_id.clone();
-        conv.owner_display_name = req.agent_display_name.clone();
+        conv.owner_display_name = agent_display_name.clone();
         conv.last_owner_agent_id = agent_id.clone();
         conv.update_time = now;
         let queue = conv.queue_id.clone();
@@ -112,7 +114,7 @@ impl InternalApi {
         m.add_participant(
             &mut conv,
             &agent_id,
-            &req.agent_display_name,
+            &agent_display_name,
             ParticipantRole::Owner,
             now,
         )
@@ -124,10 +126,10 @@ impl InternalApi {
         assigned.previous_agent_id = previous;
         assigned.detail = start_reason.to_owned();
         m.event(assigned);
-        let name = if req.agent_display_name.trim().is_empty() {
+        let name = if agent_display_name.trim().is_empty() {
             "An agent"
         } else {
-            req.agent_display_name.as_str()
+            agent_display_name.as_str()
         };
         let notice = system_message(format!("{name} joined the conversation"));
         post_message(&mut m, &mut conv, notice, "", now).await?;

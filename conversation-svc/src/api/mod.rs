@@ -15,6 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use switchboard_proto::conversation::v1::ConversationView;
+use switchboard_server_kit::idempotency::{self, Fingerprint, RequestKey};
 use switchboard_server_kit::{Identity, PrincipalKind, Role, identity_of, page};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +28,7 @@ use crate::domain::access::Viewer;
 use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
 use crate::routing::Routing;
-use crate::store::{Committed, Mutation, RequestKey, Store};
+use crate::store::{Committed, Mutation, Store};
 
 /// What every service implementation shares.
 #[derive(Debug)]
@@ -54,24 +55,66 @@ impl Context {
         }
     }
 
-    /// Starts the mutation `method` of the caller's tenant for `request_id` (AIP-155): the
-    /// answer recorded when the request was already applied, a fresh transaction otherwise.
+    /// The answer recorded for this request of the caller, outside any transaction: lets a
+    /// retry be answered before other services are called again. The same `request_id`
+    /// with another request is INVALID_ARGUMENT.
+    async fn replay<R: prost::Message + Default>(
+        &self,
+        identity: &Identity,
+        method: &str,
+        rid: &RequestId,
+    ) -> Result<Option<R>> {
+        let caller = idempotency::caller_of(identity);
+        self.store.replay(rid.key(identity, &caller, method)).await
+    }
+
+    /// Starts the mutation `method` of the caller for `request_id` (AIP-155): the answer
+    /// recorded when the same request was already applied, a fresh transaction otherwise,
+    /// INVALID_ARGUMENT when the `request_id` was used for another request.
     async fn begin_mutation<'a, R: prost::Message + Default>(
         &'a self,
         identity: &'a Identity,
         method: &'a str,
-        request_id: &'a str,
+        rid: &'a RequestId,
     ) -> Result<Begun<'a, R>> {
-        let key = RequestKey {
-            tenant_id: &identity.tenant_id,
-            method,
-            request_id,
-        };
+        let caller = idempotency::caller_of(identity);
         let mut m = self.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
+        if let Some(response) = m.replay(rid.key(identity, &caller, method)).await? {
             return Ok(Begun::Replayed(response));
         }
-        Ok(Begun::Fresh(Box::new(Tx { m, key, ctx: self })))
+        Ok(Begun::Fresh(Box::new(Tx {
+            m,
+            identity,
+            caller,
+            method,
+            rid,
+            ctx: self,
+        })))
+    }
+}
+
+/// A mutation's validated `request_id` with the fingerprint of the request carrying it.
+struct RequestId {
+    id: String,
+    fingerprint: Fingerprint,
+}
+
+impl RequestId {
+    /// The request log key of this request by `identity` (whose [`idempotency::caller_of`]
+    /// is `caller`) to `method`.
+    fn key<'a>(
+        &'a self,
+        identity: &'a Identity,
+        caller: &'a str,
+        method: &'a str,
+    ) -> RequestKey<'a> {
+        RequestKey {
+            tenant_id: &identity.tenant_id,
+            caller,
+            method,
+            request_id: &self.id,
+            fingerprint: self.fingerprint,
+        }
     }
 }
 
@@ -88,14 +131,18 @@ enum Begun<'a, R> {
 /// request's key, so a retry gets the same answer, and wakes the outbox for new commands.
 struct Tx<'a> {
     m: Mutation,
-    key: RequestKey<'a>,
+    identity: &'a Identity,
+    caller: String,
+    method: &'a str,
+    rid: &'a RequestId,
     ctx: &'a Context,
 }
 
 impl Tx<'_> {
     /// Commits the change with `response` as the request's answer.
     async fn commit<R: prost::Message>(self, response: &R) -> Result<()> {
-        let committed = self.m.commit(Some(self.key), response).await?;
+        let key = self.rid.key(self.identity, &self.caller, self.method);
+        let committed = self.m.commit(Some(key), response).await?;
         self.ctx.dispatch(&committed);
         Ok(())
     }
@@ -241,9 +288,12 @@ fn optional_uuid(field: &str, value: &str) -> Result<Option<String>> {
     }
 }
 
-/// The mandatory `request_id` of a mutation.
-fn request_id(value: &str) -> Result<String> {
-    uuid_field("request_id", value)
+/// The mandatory `request_id` of the mutation `request`, with the request's fingerprint.
+fn request_id<M: prost::Message>(value: &str, request: &M) -> Result<RequestId> {
+    Ok(RequestId {
+        id: uuid_field("request_id", value)?,
+        fingerprint: Fingerprint::of(request),
+    })
 }
 
 /// A text field of `min..=max` characters (not bytes); `min` 1 means required and not

@@ -15,12 +15,13 @@ use std::collections::HashMap;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, Transaction};
-use switchboard_server_kit::idempotency;
+use switchboard_server_kit::idempotency::{self, Recorded};
 use switchboard_server_kit::{Db, Dialect};
 use tokio::sync::watch;
 
 pub use conversations::{AppliedOffer, ConversationQuery};
 pub use records::*;
+pub use switchboard_server_kit::idempotency::RequestKey;
 
 use crate::error::{Error, Result};
 
@@ -71,15 +72,14 @@ impl Store {
         self.committed.subscribe()
     }
 
-    /// The recorded response of an already applied request, outside any transaction.
+    /// The recorded response of an already applied request, outside any transaction; the
+    /// same key with another request is INVALID_ARGUMENT on `request_id`.
     pub async fn replay<M: prost::Message + Default>(
         &self,
-        tenant_id: &str,
-        method: &str,
-        request_id: &str,
+        key: RequestKey<'_>,
     ) -> Result<Option<M>> {
         let mut conn = self.db.pool.acquire().await?;
-        Ok(idempotency::lookup(&mut conn, tenant_id, method, request_id).await?)
+        replayed(idempotency::lookup(&mut conn, &key).await?, &key)
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
@@ -87,15 +87,12 @@ impl Store {
     }
 }
 
-/// The key under which a request's response is recorded.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestKey<'a> {
-    /// Tenant of the caller.
-    pub tenant_id: &'a str,
-    /// `Service/Method`.
-    pub method: &'a str,
-    /// The request's `request_id`.
-    pub request_id: &'a str,
+/// What the request log holds for `key`, as the answer to replay or the refusal of a
+/// reused `request_id`.
+fn replayed<M>(recorded: Recorded<M>, key: &RequestKey<'_>) -> Result<Option<M>> {
+    recorded
+        .into_replay(key)
+        .map_err(|reused| Error::invalid(idempotency::FIELD, reused.to_string()))
 }
 
 /// One write transaction and what it will publish when it commits.
@@ -137,7 +134,8 @@ impl Mutation {
         &mut self,
         key: RequestKey<'_>,
     ) -> Result<Option<M>> {
-        Ok(idempotency::lookup(self.conn(), key.tenant_id, key.method, key.request_id).await?)
+        let recorded = idempotency::lookup(self.conn(), &key).await?;
+        replayed(recorded, &key)
     }
 
     /// Adds an event and returns its sequence within its conversation (the next after the
@@ -167,24 +165,18 @@ impl Mutation {
         response: &M,
     ) -> Result<Committed> {
         if let Some(key) = key {
-            idempotency::record(
-                &mut self.tx,
-                key.tenant_id,
-                key.method,
-                key.request_id,
-                response,
-            )
-            .await
-            .map_err(|err| {
-                if switchboard_server_kit::db::is_unique_violation(&err) {
-                    Error::Conflict(format!(
-                        "request {} is being applied concurrently; retry it",
-                        key.request_id
-                    ))
-                } else {
-                    Error::Storage(err)
-                }
-            })?;
+            idempotency::record(&mut self.tx, &key, response)
+                .await
+                .map_err(|err| {
+                    if switchboard_server_kit::db::is_unique_violation(&err) {
+                        Error::Conflict(format!(
+                            "request {} is being applied concurrently; retry it",
+                            key.request_id
+                        ))
+                    } else {
+                        Error::Storage(err)
+                    }
+                })?;
         }
         // Each conversation's counter moves only from the value this transaction loaded: the
         // conversation row is locked (PostgreSQL) or writers are serialised (SQLite), so a

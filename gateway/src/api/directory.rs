@@ -8,6 +8,7 @@
 use switchboard_proto::directory::v1 as pb;
 use switchboard_proto::directory::v1::directory_service_server::DirectoryService;
 use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::idempotency::Fingerprint;
 use switchboard_server_kit::{Identity, identity_of, parse_uuid, require_request_id};
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -58,12 +59,18 @@ fn caller<T>(request: &Request<T>, method: &str) -> Result<Identity, Status> {
     Ok(identity)
 }
 
-fn mutation(caller: &Identity, method: &'static str, request_id: Uuid) -> Mutation {
+fn mutation(
+    caller: &Identity,
+    method: &'static str,
+    request_id: Uuid,
+    fingerprint: Fingerprint,
+) -> Mutation {
     Mutation {
         tenant_id: caller.tenant_id.clone(),
         actor_id: caller.principal_id.clone(),
         method,
         request_id,
+        fingerprint,
     }
 }
 
@@ -113,6 +120,7 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, CREATE_TENANT)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let tenant = required("tenant", req.tenant)?;
         let display_name = rules::display_name("tenant.display_name", &tenant.display_name)?;
         let parent = if tenant.parent_tenant_id.is_empty() {
@@ -123,7 +131,7 @@ impl DirectoryService for DirectoryApi {
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, CREATE_TENANT, request_id))
+            .begin(mutation(&caller, CREATE_TENANT, request_id, fingerprint))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;
@@ -207,6 +215,7 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, UPDATE_TENANT_SETTINGS)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let new = required("settings", req.settings)?;
         if !new.tenant_id.is_empty() && new.tenant_id != caller.tenant_id {
             return Err(not_found("tenant", new.tenant_id).into());
@@ -235,7 +244,12 @@ impl DirectoryService for DirectoryApi {
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, UPDATE_TENANT_SETTINGS, request_id))
+            .begin(mutation(
+                &caller,
+                UPDATE_TENANT_SETTINGS,
+                request_id,
+                fingerprint,
+            ))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;
@@ -267,6 +281,7 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, CREATE_USER)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let user = required("user", req.user)?;
         if !user.team_ids.is_empty() {
             // Teams come with team reports; a membership must not be silently dropped.
@@ -276,9 +291,16 @@ impl DirectoryService for DirectoryApi {
             )
             .into());
         }
+        // A parent's administrator may create users of its descendants (for example a child
+        // tenant's first administrator); other tenants are NOT_FOUND, checked below.
+        let tenant_id = if user.tenant_id.is_empty() {
+            caller.tenant_id.clone()
+        } else {
+            parse_uuid("user.tenant_id", &user.tenant_id)?.to_string()
+        };
         let record = UserRecord {
             id: Uuid::new_v4().to_string(),
-            tenant_id: caller.tenant_id.clone(),
+            tenant_id: tenant_id.clone(),
             display_name: rules::display_name("user.display_name", &user.display_name)?,
             email: rules::email("user.email", &user.email)?,
             roles: rules::roles("user.roles", &user.roles)?,
@@ -289,19 +311,31 @@ impl DirectoryService for DirectoryApi {
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, CREATE_USER, request_id))
+            .begin(mutation(&caller, CREATE_USER, request_id, fingerprint))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;
             return Ok(Response::new(done));
+        }
+        let descendant = tenant_id != caller.tenant_id;
+        if descendant {
+            let ancestry = tx.tenant_ancestry(&tenant_id).await?;
+            if tx.tenant(&tenant_id).await?.is_none()
+                || !within(&caller.tenant_id, &tenant_id, &ancestry)
+            {
+                return Err(not_found("tenant", tenant_id).into());
+            }
         }
         tx.insert_user(&record).await?;
         let id = record.id.clone();
         let response = pb::CreateUserResponse {
             user: Some(convert::user(record)),
         };
+        if descendant {
+            tx.audit_in(&tenant_id, &id).await?;
+        }
         tx.finish(&id, &response).await?;
-        info!(user_id = %id, tenant_id = %caller.tenant_id, actor_id = %caller.principal_id, "user created");
+        info!(user_id = %id, tenant_id = %tenant_id, actor_id = %caller.principal_id, "user created");
         Ok(Response::new(response))
     }
 
@@ -354,6 +388,7 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, UPDATE_USER)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let new = required("user", req.user)?;
         let id = parse_uuid("user.id", &new.id)?.to_string();
         let paths = rules::update_mask(
@@ -372,7 +407,7 @@ impl DirectoryService for DirectoryApi {
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, UPDATE_USER, request_id))
+            .begin(mutation(&caller, UPDATE_USER, request_id, fingerprint))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;
@@ -408,13 +443,14 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, CREATE_API_KEY)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let key = required("api_key", req.api_key)?;
         let display_name = rules::display_name("api_key.display_name", &key.display_name)?;
         let roles = rules::roles("api_key.roles", &key.roles)?;
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, CREATE_API_KEY, request_id))
+            .begin(mutation(&caller, CREATE_API_KEY, request_id, fingerprint))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;
@@ -468,11 +504,12 @@ impl DirectoryService for DirectoryApi {
         let caller = caller(&request, REVOKE_API_KEY)?;
         let req = request.into_inner();
         let request_id = require_request_id(&req.request_id)?;
+        let fingerprint = Fingerprint::of(&req);
         let id = parse_uuid("api_key_id", &req.api_key_id)?.to_string();
 
         let mut tx = self
             .directory
-            .begin(mutation(&caller, REVOKE_API_KEY, request_id))
+            .begin(mutation(&caller, REVOKE_API_KEY, request_id, fingerprint))
             .await?;
         if let Some(done) = tx.replay().await? {
             tx.abandon().await?;

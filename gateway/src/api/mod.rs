@@ -2,5 +2,7 @@
 
 mod convert;
 mod directory;
+mod platform;
 
 pub use directory::DirectoryApi;
+pub use platform::{PLATFORM_SCOPE, PlatformApi};

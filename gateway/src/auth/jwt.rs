@@ -40,7 +40,8 @@ struct Claims {
     sub: String,
 }
 
-/// Why a token was refused. The messages say what to fix; none reveals key material.
+/// Why a token was refused, for the server log (clients get one message for every
+/// refusal); none reveals key material.
 fn refusal(kind: &ErrorKind) -> &'static str {
     match kind {
         ErrorKind::ExpiredSignature => "bearer token expired",

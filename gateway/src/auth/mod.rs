@@ -4,16 +4,22 @@
 //! Tenant, roles and settings always come from the directory, never from the token, and are
 //! read on every call, so that deactivating a user, revoking a key or changing a role takes
 //! effect at once.
+//!
+//! Platform operators (`x-api-key: sbo_…`, configured as hashes) are a second kind of
+//! caller: they belong to no tenant, so they get no [`Identity`] and nothing signed for the
+//! services. A refusal tells the client nothing about which part failed; the precise cause
+//! goes to the server log.
 
 pub mod jwt;
 
 use http::HeaderMap;
 use switchboard_server_kit::{Identity, PrincipalKind};
+use tracing::info;
 use uuid::Uuid;
 
-use crate::config::AuthConfig;
-use crate::domain::api_key;
+use crate::config::{AuthConfig, OperatorKey};
 use crate::domain::directory::{action_name, kit_role};
+use crate::domain::{api_key, operator};
 use crate::error::GatewayError;
 use crate::store::Directory;
 use jwt::JwtVerifier;
@@ -25,11 +31,46 @@ const MISSING: &str =
     "missing credentials: send `authorization: Bearer <token>` or `x-api-key: <key>`";
 const BAD_KEY: &str = "invalid api key";
 const INACTIVE: &str = "bearer token subject is not an active user";
+const BAD_OPERATOR_KEY: &str = "invalid operator key";
 
-/// Verifies credentials against the configured token keys and the directory.
+/// Who a verified call comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A user or API key of a tenant.
+    Tenant(Identity),
+    /// A platform operator.
+    Operator(Operator),
+}
+
+impl Caller {
+    /// The tenant identity, unless the caller is an operator.
+    pub fn into_tenant(self) -> Option<Identity> {
+        match self {
+            Caller::Tenant(identity) => Some(identity),
+            Caller::Operator(_) => None,
+        }
+    }
+}
+
+/// A platform operator, named in the gateway's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    /// The configured name.
+    pub name: String,
+}
+
+impl Operator {
+    /// How the operator appears as the actor of audit log entries.
+    pub fn actor_id(&self) -> String {
+        format!("operator:{}", self.name)
+    }
+}
+
+/// Verifies credentials against the configured token keys, operator keys and the directory.
 #[derive(Debug)]
 pub struct Authenticator {
     jwt: JwtVerifier,
+    operators: Vec<OperatorKey>,
     directory: Directory,
 }
 
@@ -38,13 +79,26 @@ impl Authenticator {
     pub fn new(config: &AuthConfig, directory: Directory) -> Result<Authenticator, GatewayError> {
         Ok(Authenticator {
             jwt: JwtVerifier::new(config)?,
+            operators: operator_keys(&config.operators)?,
             directory,
         })
     }
 
-    /// The identity behind the credentials in `headers`; UNAUTHENTICATED when they are
-    /// missing or do not verify.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+    /// Who sent the credentials in `headers`; UNAUTHENTICATED when they are missing or do
+    /// not verify, with the cause logged here and never told to the client.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+        let result = self.verify(headers).await;
+        if let Err(GatewayError::Unauthenticated(cause)) = &result {
+            info!(
+                credential = credential_kind(headers),
+                cause = %cause,
+                "credentials refused"
+            );
+        }
+        result
+    }
+
+    async fn verify(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -60,15 +114,31 @@ impl Authenticator {
                         "the authorization header must read `Bearer <token>`".to_owned(),
                     )
                 })?;
-            return self.user_identity(token).await;
+            return self.user_identity(token).await.map(Caller::Tenant);
         }
         if let Some(value) = headers.get(API_KEY_HEADER) {
             let secret = value
                 .to_str()
-                .map_err(|_| GatewayError::Unauthenticated(BAD_KEY.to_owned()))?;
-            return self.api_key_identity(secret.trim()).await;
+                .map_err(|_| GatewayError::Unauthenticated(BAD_KEY.to_owned()))?
+                .trim();
+            if operator::is_operator_secret(secret) {
+                return self.operator(secret).map(Caller::Operator);
+            }
+            return self.api_key_identity(secret).await.map(Caller::Tenant);
         }
         Err(GatewayError::Unauthenticated(MISSING.to_owned()))
+    }
+
+    fn operator(&self, secret: &str) -> Result<Operator, GatewayError> {
+        let configured = self
+            .operators
+            .iter()
+            .map(|o| (o.name.as_str(), o.sha256.as_str()));
+        operator::find(secret, configured)
+            .map(|name| Operator {
+                name: name.to_owned(),
+            })
+            .ok_or_else(|| GatewayError::Unauthenticated(BAD_OPERATOR_KEY.to_owned()))
     }
 
     async fn user_identity(&self, token: &str) -> Result<Identity, GatewayError> {
@@ -100,7 +170,6 @@ impl Authenticator {
             .await?
             .filter(|key| api_key::secret_matches(secret, &key.secret_sha256))
             .ok_or_else(bad)?;
-        // Said only to a caller holding the whole secret.
         if key.revoked_at.is_some() {
             return Err(GatewayError::Unauthenticated("api key revoked".to_owned()));
         }
@@ -142,4 +211,48 @@ impl Authenticator {
             reopen_window_secs: settings.reopen_window.as_secs() as i64,
         })
     }
+}
+
+/// Which kind of credential a call carried, for the log of a refusal.
+fn credential_kind(headers: &HeaderMap) -> &'static str {
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        "bearer"
+    } else if let Some(value) = headers.get(API_KEY_HEADER) {
+        let operator = value
+            .to_str()
+            .is_ok_and(|v| operator::is_operator_secret(v.trim()));
+        if operator { "operator_key" } else { "api_key" }
+    } else {
+        "none"
+    }
+}
+
+/// The configured operator keys, checked: a mistyped hash would lock every operator out
+/// without a word, so it stops the gateway instead.
+fn operator_keys(configured: &[OperatorKey]) -> Result<Vec<OperatorKey>, GatewayError> {
+    let mut keys: Vec<OperatorKey> = Vec::with_capacity(configured.len());
+    for (index, key) in configured.iter().enumerate() {
+        let name = key.name.trim();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(GatewayError::Config(format!(
+                "auth.operators[{index}].name must be a non-empty name"
+            )));
+        }
+        let sha256 = key.sha256.trim().to_ascii_lowercase();
+        if !operator::valid_hash(&sha256) {
+            return Err(GatewayError::Config(format!(
+                "auth.operators[{index}].sha256 must be 64 hex digits (the SHA-256 of the key)"
+            )));
+        }
+        if keys.iter().any(|k| k.name == name) {
+            return Err(GatewayError::Config(format!(
+                "auth.operators names `{name}` twice"
+            )));
+        }
+        keys.push(OperatorKey {
+            name: name.to_owned(),
+            sha256,
+        });
+    }
+    Ok(keys)
 }

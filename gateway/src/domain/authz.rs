@@ -16,6 +16,8 @@ pub struct Rule {
     pub roles: &'static [Role],
     /// A supervisor action the caller's tenant must have enabled, by its lowercase name.
     pub action: Option<&'static str>,
+    /// Only platform operators may call it, and no tenant principal whatever its roles.
+    pub operators_only: bool,
 }
 
 /// Why a call is refused.
@@ -32,6 +34,16 @@ pub enum Denial {
     ActionDisabled {
         /// The action, e.g. `force_close`.
         action: &'static str,
+    },
+    /// A tenant principal called a platform operators' method.
+    OperatorRequired {
+        /// The full method.
+        method: String,
+    },
+    /// A platform operator called a method of a tenant: operators are users of no tenant.
+    NotForOperators {
+        /// The full method.
+        method: String,
     },
 }
 
@@ -53,6 +65,7 @@ const fn roles(roles: &'static [Role]) -> Rule {
     Rule {
         roles,
         action: None,
+        operators_only: false,
     }
 }
 
@@ -60,8 +73,15 @@ const fn supervisor_action(action: &'static str) -> Rule {
     Rule {
         roles: SUPERVISOR,
         action: Some(action),
+        operators_only: false,
     }
 }
+
+const OPERATORS: Rule = Rule {
+    roles: ANY,
+    action: None,
+    operators_only: true,
+};
 
 /// Keys ending in `/` are service rules (`/package.Service/`); the others are full methods.
 const RULES: &[(&str, Rule)] = &[
@@ -305,6 +325,8 @@ const RULES: &[(&str, Rule)] = &[
         "/switchboard.directory.v1.DirectoryService/DeleteTeam",
         roles(ADMIN),
     ),
+    // platform: operators only, and operators nothing else (see authorize_operator).
+    ("/switchboard.directory.v1.PlatformService/", OPERATORS),
 ];
 
 /// The rule for the full method `path` (`/package.Service/Method`), if any.
@@ -318,11 +340,16 @@ pub fn rule_for(path: &str) -> Option<Rule> {
     exact.or_else(service).map(|(_, rule)| *rule)
 }
 
-/// Whether `identity` may call `path`.
+/// Whether `identity` (a tenant principal) may call `path`.
 pub fn authorize(path: &str, identity: &Identity) -> Result<(), Denial> {
     let Some(rule) = rule_for(path) else {
         return Ok(());
     };
+    if rule.operators_only {
+        return Err(Denial::OperatorRequired {
+            method: path.to_owned(),
+        });
+    }
     if !rule.roles.is_empty() && !identity.has_any_role(rule.roles) {
         return Err(Denial::RoleRequired {
             method: path.to_owned(),
@@ -338,6 +365,17 @@ pub fn authorize(path: &str, identity: &Identity) -> Result<(), Denial> {
         return Err(Denial::ActionDisabled { action });
     }
     Ok(())
+}
+
+/// Whether a platform operator may call `path`: only the methods marked for operators, so
+/// that a method added anywhere else stays closed to them.
+pub fn authorize_operator(path: &str) -> Result<(), Denial> {
+    match rule_for(path) {
+        Some(rule) if rule.operators_only => Ok(()),
+        _ => Err(Denial::NotForOperators {
+            method: path.to_owned(),
+        }),
+    }
 }
 
 /// The keys of the table, for checks against the API contract.
@@ -530,6 +568,39 @@ mod tests {
                 "{admin_only}"
             );
         }
+    }
+
+    #[test]
+    fn platform_methods_are_for_operators_and_operators_get_nothing_else() {
+        let create = "/switchboard.directory.v1.PlatformService/CreateTopLevelTenant";
+        let every_role = [
+            Role::Agent,
+            Role::Supervisor,
+            Role::Administrator,
+            Role::Analyst,
+            Role::Bot,
+            Role::Service,
+        ];
+        assert_eq!(
+            authorize(create, &caller(&every_role, &[])),
+            Err(Denial::OperatorRequired {
+                method: create.to_owned()
+            })
+        );
+        assert_eq!(authorize_operator(create), Ok(()));
+        assert!(authorize_operator("/switchboard.directory.v1.PlatformService/Future").is_ok());
+        for method in public_methods() {
+            if !method.starts_with("/switchboard.directory.v1.PlatformService/") {
+                assert_eq!(
+                    authorize_operator(&method),
+                    Err(Denial::NotForOperators {
+                        method: method.clone()
+                    })
+                );
+            }
+        }
+        // A method no rule names yet is closed to operators too.
+        assert!(authorize_operator("/switchboard.routing.v1.QueueService/Future").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchboard_proto::directory::v1::{Role, SupervisorAction};
 use switchboard_server_kit::Role as KitRole;
+use switchboard_server_kit::mask_pans;
 
 /// A request field that breaks a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +141,9 @@ pub fn actions_from_text(text: &str) -> Vec<SupervisorAction> {
     text.split(',').filter_map(action_from_name).collect()
 }
 
-/// A display name: trimmed, 1 to 200 characters.
+/// A display name: trimmed, 1 to 200 characters, card numbers masked (names are shown to
+/// customers and copied into every service's tables, so a card number typed as a name
+/// must not travel with it).
 pub fn display_name(field: &str, value: &str) -> Result<String, FieldError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -158,7 +161,7 @@ pub fn display_name(field: &str, value: &str) -> Result<String, FieldError> {
             "must not contain control characters",
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(mask_pans(trimmed).into_owned())
 }
 
 /// An email address, trimmed and lowercased so that uniqueness ignores case.
@@ -340,6 +343,18 @@ mod tests {
         assert!(display_name("n", &"é".repeat(200)).is_ok());
         assert!(display_name("n", &"é".repeat(201)).is_err());
         assert!(display_name("n", "a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn card_numbers_in_display_names_are_masked() {
+        assert_eq!(
+            display_name("n", " Ada 4111.1111.1111.1111 ").unwrap(),
+            "Ada 4111.11**.****.1111"
+        );
+        assert_eq!(
+            display_name("n", "Support +49 151 2345678").unwrap(),
+            "Support +49 151 2345678"
+        );
     }
 
     #[test]

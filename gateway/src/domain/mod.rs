@@ -5,5 +5,6 @@ pub mod api_key;
 pub mod authz;
 pub mod deadline;
 pub mod directory;
+pub mod operator;
 pub mod page;
 pub mod route;

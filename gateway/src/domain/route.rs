@@ -30,13 +30,15 @@ pub enum Target {
     Upstream(Upstream),
     /// Served by the gateway's own DirectoryService.
     Directory,
+    /// Served by the gateway's own PlatformService (platform operators).
+    Platform,
     /// Not a public API: answered UNIMPLEMENTED without contacting anything.
     Unknown,
 }
 
-/// Public package prefixes and who owns them. Internal packages
+/// Public package prefixes and who owns them, the first match winning. Internal packages
 /// (`switchboard.<area>.internal.v1`) match none of them by construction.
-const PREFIXES: [(&str, Target); 4] = [
+const PREFIXES: [(&str, Target); 5] = [
     (
         "/switchboard.routing.v1.",
         Target::Upstream(Upstream::Routing),
@@ -48,6 +50,11 @@ const PREFIXES: [(&str, Target); 4] = [
     (
         "/switchboard.reporting.v1.",
         Target::Upstream(Upstream::Reporting),
+    ),
+    // Before the directory package, which it is part of.
+    (
+        "/switchboard.directory.v1.PlatformService/",
+        Target::Platform,
     ),
     ("/switchboard.directory.v1.", Target::Directory),
 ];
@@ -98,6 +105,10 @@ mod tests {
         assert_eq!(
             target_of("/switchboard.directory.v1.DirectoryService/CreateUser"),
             Target::Directory
+        );
+        assert_eq!(
+            target_of("/switchboard.directory.v1.PlatformService/CreateTopLevelTenant"),
+            Target::Platform
         );
     }
 

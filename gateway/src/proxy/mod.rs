@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message as _;
 use switchboard_proto::directory::v1::directory_service_server::DirectoryServiceServer;
+use switchboard_proto::directory::v1::platform_service_server::PlatformServiceServer;
 use switchboard_server_kit::{Identity, IdentityKey};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +28,8 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
-use crate::api::DirectoryApi;
-use crate::auth::{API_KEY_HEADER, Authenticator};
+use crate::api::{DirectoryApi, PlatformApi};
+use crate::auth::{API_KEY_HEADER, Authenticator, Caller, Operator};
 use crate::config::Upstreams;
 use crate::domain::authz;
 use crate::domain::deadline::{format_grpc_timeout, parse_grpc_timeout};
@@ -54,6 +55,8 @@ pub struct GatewayParts {
     pub identity_key: IdentityKey,
     /// The local DirectoryService.
     pub directory: DirectoryApi,
+    /// The local PlatformService.
+    pub platform: PlatformApi,
     /// Where the services are.
     pub upstreams: Upstreams,
     /// Deadline of unary calls whose client sets none.
@@ -72,6 +75,7 @@ struct Shared {
     authenticator: Authenticator,
     identity_key: IdentityKey,
     directory: DirectoryServiceServer<DirectoryApi>,
+    platform: PlatformServiceServer<PlatformApi>,
     channels: HashMap<Upstream, Channel>,
     streaming: HashSet<String>,
     default_deadline: Option<Duration>,
@@ -94,6 +98,7 @@ impl GatewayService {
                 authenticator: parts.authenticator,
                 identity_key: parts.identity_key,
                 directory: DirectoryServiceServer::new(parts.directory),
+                platform: PlatformServiceServer::new(parts.platform),
                 channels,
                 streaming: streaming_methods(),
                 default_deadline: parts.default_deadline,
@@ -236,7 +241,12 @@ impl Shared {
         target: Target,
         deadline: Option<Instant>,
     ) -> Result<Response<tonic::body::Body>, GatewayError> {
-        let identity = self.authenticator.authenticate(req.headers()).await?;
+        let identity = match self.authenticator.authenticate(req.headers()).await? {
+            Caller::Tenant(identity) => identity,
+            Caller::Operator(operator) => {
+                return self.operator_call(req, path, target, operator).await;
+            }
+        };
         if let Err(denial) = authz::authorize(path, &identity) {
             debug!(path, principal_id = %identity.principal_id, ?denial, "refused call");
             return Err(GatewayError::Denied(denial));
@@ -256,8 +266,37 @@ impl Shared {
                 Ok(response.unwrap_or_else(|never| match never {}))
             }
             Target::Upstream(upstream) => self.forward(upstream, req).await,
+            // authorize refused it already; kept so that no path leads a tenant there.
+            Target::Platform => Err(GatewayError::Denied(authz::Denial::OperatorRequired {
+                method: path.to_owned(),
+            })),
             Target::Unknown => Err(GatewayError::UnknownService(path.to_owned())),
         }
+    }
+
+    /// A platform operator's call: answered by the local PlatformService or refused. Nothing
+    /// is signed or forwarded for an operator, so no service ever sees one.
+    async fn operator_call(
+        &self,
+        mut req: Request<axum::body::Body>,
+        path: &str,
+        target: Target,
+        operator: Operator,
+    ) -> Result<Response<tonic::body::Body>, GatewayError> {
+        let refused = |denial: authz::Denial| {
+            debug!(path, operator = %operator.name, ?denial, "refused call");
+            GatewayError::Denied(denial)
+        };
+        authz::authorize_operator(path).map_err(refused)?;
+        if target != Target::Platform {
+            return Err(refused(authz::Denial::NotForOperators {
+                method: path.to_owned(),
+            }));
+        }
+        strip_caller_headers(req.headers_mut());
+        req.extensions_mut().insert(operator);
+        let response = self.platform.clone().oneshot(req).await;
+        Ok(response.unwrap_or_else(|never| match never {}))
     }
 
     async fn forward(
@@ -307,16 +346,9 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Readies the headers for a service: drops the caller's credentials (services never need
-/// them) and any identity headers the caller sent, states the remaining time, and adds the
-/// identity signed for exactly this path.
-fn prepare_headers(
-    headers: &mut HeaderMap,
-    path: &str,
-    identity: &Identity,
-    key: &IdentityKey,
-    deadline: Option<Instant>,
-) {
+/// Drops the caller's credentials (nothing past authentication needs them) and any identity
+/// headers the caller sent.
+fn strip_caller_headers(headers: &mut HeaderMap) {
     let forged: Vec<_> = headers
         .keys()
         .filter(|name| name.as_str().starts_with(IDENTITY_HEADER_PREFIX))
@@ -327,6 +359,19 @@ fn prepare_headers(
     }
     headers.remove(http::header::AUTHORIZATION);
     headers.remove(API_KEY_HEADER);
+}
+
+/// Readies the headers for a service: drops the caller's credentials (services never need
+/// them) and any identity headers the caller sent, states the remaining time, and adds the
+/// identity signed for exactly this path.
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    path: &str,
+    identity: &Identity,
+    key: &IdentityKey,
+    deadline: Option<Instant>,
+) {
+    strip_caller_headers(headers);
     headers.remove(GRPC_TIMEOUT);
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -9,12 +9,12 @@ use sqlx::migrate::Migrator;
 use switchboard_proto::directory::v1::{Role, SupervisorAction};
 use switchboard_server_kit::Db;
 use switchboard_server_kit::db::{Dialect, now_micros};
-use switchboard_server_kit::idempotency;
+use switchboard_server_kit::idempotency::{self, Fingerprint, RequestKey};
 use tracing::info;
 use uuid::Uuid;
 
 use crate::domain::api_key;
-use crate::domain::directory::DEFAULT_REOPEN_WINDOW;
+use crate::domain::directory::{DEFAULT_REOPEN_WINDOW, FieldError};
 use crate::domain::page::{Cursor, PageRequest, finish};
 use crate::error::GatewayError;
 
@@ -129,6 +129,21 @@ pub struct Mutation {
     pub method: &'static str,
     /// The caller's request_id.
     pub request_id: Uuid,
+    /// The request's fingerprint: the same request_id with another request is refused.
+    pub fingerprint: Fingerprint,
+}
+
+impl Mutation {
+    /// The request log key: request ids are scoped to the tenant, the actor and the method.
+    fn log_key<'a>(&'a self, request_id: &'a str) -> RequestKey<'a> {
+        RequestKey {
+            tenant_id: &self.tenant_id,
+            caller: &self.actor_id,
+            method: self.method,
+            request_id,
+            fingerprint: self.fingerprint,
+        }
+    }
 }
 
 /// The directory: what the gateway authenticates against and what DirectoryService serves.
@@ -296,6 +311,19 @@ impl Directory {
         }))
     }
 
+    /// A page of the tenants without a parent, by name.
+    pub async fn top_level_tenants(
+        &self,
+        page: &PageRequest,
+    ) -> Result<(Vec<TenantRecord>, String), GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let rows = queries::top_level_tenants(&mut conn, page).await?;
+        Ok(finish(rows, page.size, |t| Cursor {
+            key: t.display_name.clone(),
+            id: t.id.clone(),
+        }))
+    }
+
     /// A page of the users of `tenant`, optionally with `role`, by display name.
     pub async fn users(
         &self,
@@ -348,8 +376,8 @@ impl Directory {
         let mut tx = self.db.begin().await?;
         if self.db.dialect == Dialect::Postgres {
             let key = format!(
-                "{}\n{}\n{}",
-                mutation.tenant_id, mutation.method, mutation.request_id
+                "{}\n{}\n{}\n{}",
+                mutation.tenant_id, mutation.actor_id, mutation.method, mutation.request_id
             );
             sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(key)
@@ -385,16 +413,15 @@ pub struct Tx {
 }
 
 impl Tx {
-    /// The answer recorded for this request_id, if the request was already applied.
+    /// The answer recorded for this request_id, if the same request was already applied;
+    /// INVALID_ARGUMENT on `request_id` when it was used for another request.
     pub async fn replay<R: prost::Message + Default>(&mut self) -> Result<Option<R>, GatewayError> {
-        let m = &self.mutation;
-        Ok(idempotency::lookup(
-            &mut self.tx,
-            &m.tenant_id,
-            m.method,
-            &m.request_id.to_string(),
-        )
-        .await?)
+        let request_id = self.mutation.request_id.to_string();
+        let key = self.mutation.log_key(&request_id);
+        idempotency::lookup(&mut self.tx, &key)
+            .await?
+            .into_replay(&key)
+            .map_err(|reused| FieldError::new(idempotency::FIELD, reused.to_string()).into())
     }
 
     /// Tenant `id`, read in the transaction.
@@ -420,6 +447,35 @@ impl Tx {
     /// API key `id`, read in the transaction.
     pub async fn api_key(&mut self, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
         queries::api_key(&mut self.tx, id).await
+    }
+
+    /// Whether tenant `id` has an active user with `role`, read in the transaction.
+    pub async fn has_active_user_with_role(
+        &mut self,
+        id: &str,
+        role: Role,
+    ) -> Result<bool, GatewayError> {
+        queries::has_active_user_with_role(&mut self.tx, id, role).await
+    }
+
+    /// Also records the change in the audit log of `tenant_id`, for a mutation whose caller
+    /// acts on another tenant than its own (a platform operator, a parent's administrator):
+    /// the tenant changed sees who changed it, besides the caller's own log.
+    pub async fn audit_in(&mut self, tenant_id: &str, target_id: &str) -> Result<(), GatewayError> {
+        let m = &self.mutation;
+        queries::insert_audit(
+            &mut self.tx,
+            &AuditRecord {
+                id: Uuid::new_v4().to_string(),
+                tenant_id: tenant_id.to_owned(),
+                actor_id: m.actor_id.clone(),
+                method: m.method.to_owned(),
+                target_id: target_id.to_owned(),
+                request_id: m.request_id.to_string(),
+                created_at: now_micros(),
+            },
+        )
+        .await
     }
 
     /// Adds a tenant.
@@ -474,7 +530,7 @@ impl Tx {
             },
         )
         .await?;
-        idempotency::record(&mut self.tx, &m.tenant_id, m.method, &request_id, response).await?;
+        idempotency::record(&mut self.tx, &m.log_key(&request_id), response).await?;
         self.tx.commit().await?;
         Ok(())
     }

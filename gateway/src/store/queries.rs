@@ -122,6 +122,29 @@ pub async fn child_tenants(
     Ok(rows.into_iter().map(tenant_of).collect())
 }
 
+pub async fn top_level_tenants(
+    conn: &mut AnyConnection,
+    page: &PageRequest,
+) -> Result<Vec<TenantRecord>, GatewayError> {
+    let (after_name, after_id) = page
+        .after
+        .as_ref()
+        .map(|c| (c.key.clone(), c.id.clone()))
+        .unwrap_or_default();
+    let rows: Vec<TenantRow> = sqlx::query_as(
+        "SELECT id, parent_tenant_id, display_name, created_at FROM tenants \
+         WHERE parent_tenant_id IS NULL \
+           AND (display_name > $1 OR (display_name = $1 AND id > $2)) \
+         ORDER BY display_name, id LIMIT $3",
+    )
+    .bind(after_name)
+    .bind(after_id)
+    .bind(page.size as i64 + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(tenant_of).collect())
+}
+
 pub async fn settings(
     conn: &mut AnyConnection,
     tenant_id: &str,
@@ -290,6 +313,23 @@ pub async fn users(
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(user_of).collect())
+}
+
+pub async fn has_active_user_with_role(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    role: Role,
+) -> Result<bool, GatewayError> {
+    let pattern = format!("%,{},%", role_name(role).unwrap_or_default());
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM users \
+         WHERE tenant_id = $1 AND active = 1 AND (',' || roles || ',') LIKE $2 LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(pattern)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
 }
 
 type ApiKeyRow = (

@@ -4,6 +4,7 @@ use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::agent_service_server::AgentService;
 use switchboard_server_kit::db::now_micros;
 use switchboard_server_kit::identity::{Identity, Role};
+use switchboard_server_kit::mask_pans;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -66,9 +67,7 @@ impl AgentApi {
         tenant_id: &str,
         agent_id: &str,
     ) -> Result<()> {
-        let name: String = identity
-            .display_name
-            .trim()
+        let name: String = mask_pans(identity.display_name.trim())
             .chars()
             .take(MAX_TEXT)
             .collect();
@@ -110,7 +109,7 @@ impl AgentApi {
             "AgentService/SetPresence",
         )?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, SET_PRESENCE, &req.request_id)?;
+        let key = RequestKey::parse(&identity, &tenant_id, SET_PRESENCE, &req.request_id, &req)?;
         let agent_id = target_agent(&identity, &req.agent_id, "AgentService/SetPresence")?;
         let presence = match Presence::from_i32(req.presence) {
             Some(presence) => {
@@ -194,7 +193,7 @@ impl AgentApi {
             checked_caller(&request, &[Role::Agent], "AgentService/AcceptOffer")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, ACCEPT_OFFER, &req.request_id)?;
+        let key = RequestKey::parse(&identity, &tenant_id, ACCEPT_OFFER, &req.request_id, &req)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
         self.refresh_own_name(&identity, &tenant_id, &agent_id)
             .await?;
@@ -232,7 +231,7 @@ impl AgentApi {
             checked_caller(&request, &[Role::Agent], "AgentService/RejectOffer")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, REJECT_OFFER, &req.request_id)?;
+        let key = RequestKey::parse(&identity, &tenant_id, REJECT_OFFER, &req.request_id, &req)?;
         let offer_id = parse_id("offer_id", &req.offer_id)?;
         let reason = short_text("reason", &req.reason)?;
         self.refresh_own_name(&identity, &tenant_id, &agent_id)
@@ -307,7 +306,13 @@ impl AgentApi {
             checked_caller(&request, &[Role::Agent], "AgentService/ClaimWaitingWork")?;
         let agent_id = caller_agent_id(&identity)?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, CLAIM_WAITING_WORK, &req.request_id)?;
+        let key = RequestKey::parse(
+            &identity,
+            &tenant_id,
+            CLAIM_WAITING_WORK,
+            &req.request_id,
+            &req,
+        )?;
         let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
         self.refresh_own_name(&identity, &tenant_id, &agent_id)
             .await?;

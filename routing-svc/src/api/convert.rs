@@ -4,6 +4,7 @@ use switchboard_proto::common::v1::{Heartbeat, SnapshotEnd};
 use switchboard_proto::routing::internal::v1 as ipb;
 use switchboard_proto::routing::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
+use switchboard_server_kit::fields;
 
 use crate::domain::{
     Agent, CapacityProfile, Offer, Program, Queue, QueueState, RoutingDecision, WaitingItem,
@@ -19,21 +20,22 @@ pub fn micros_to_duration(micros: i64) -> prost_types::Duration {
     }
 }
 
-/// A request duration in microseconds: `None` when unset, INVALID_ARGUMENT when negative
-/// or malformed.
-pub fn duration_micros(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<i64>> {
-    let Some(duration) = value else {
-        return Ok(None);
-    };
-    if duration.seconds < 0 || duration.nanos < 0 || duration.nanos >= 1_000_000_000 {
-        return Err(Error::invalid(field, "must be a non-negative duration"));
-    }
-    let micros = duration
-        .seconds
-        .checked_mul(1_000_000)
-        .and_then(|us| us.checked_add(i64::from(duration.nanos) / 1_000))
-        .ok_or_else(|| Error::invalid(field, "is too long"))?;
-    Ok(Some(micros))
+/// A request duration in microseconds: `None` when unset, INVALID_ARGUMENT when negative,
+/// malformed or longer than `max` (what the field can sensibly mean).
+pub fn duration_micros(
+    field: &str,
+    value: Option<&prost_types::Duration>,
+    max: std::time::Duration,
+) -> Result<Option<i64>> {
+    value
+        .map(|d| fields::duration_micros(d, max).map_err(|why| Error::invalid(field, why)))
+        .transpose()
+}
+
+/// A request timestamp in microseconds; INVALID_ARGUMENT outside what a protobuf
+/// timestamp may hold.
+pub fn timestamp_micros(field: &str, value: &prost_types::Timestamp) -> Result<i64> {
+    fields::timestamp_micros(value).map_err(|why| Error::invalid(field, why))
 }
 
 /// A program for the API.
@@ -328,21 +330,31 @@ mod tests {
         }
     }
 
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
     #[test]
     fn durations_round_trip_and_refuse_negatives() {
         let d = micros_to_duration(1_500_000);
         assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
-        assert_eq!(duration_micros("d", Some(&d)).unwrap(), Some(1_500_000));
-        assert_eq!(duration_micros("d", None).unwrap(), None);
+        assert_eq!(
+            duration_micros("d", Some(&d), DAY).unwrap(),
+            Some(1_500_000)
+        );
+        assert_eq!(duration_micros("d", None, DAY).unwrap(), None);
         let negative = prost_types::Duration {
             seconds: -1,
             nanos: 0,
         };
-        assert!(duration_micros("d", Some(&negative)).is_err());
+        assert!(duration_micros("d", Some(&negative), DAY).is_err());
         let bad_nanos = prost_types::Duration {
             seconds: 0,
             nanos: 1_000_000_000,
         };
-        assert!(duration_micros("d", Some(&bad_nanos)).is_err());
+        assert!(duration_micros("d", Some(&bad_nanos), DAY).is_err());
+        let trillion = prost_types::Duration {
+            seconds: 1_000_000_000_000,
+            nanos: 0,
+        };
+        assert!(duration_micros("d", Some(&trillion), DAY).is_err());
     }
 }

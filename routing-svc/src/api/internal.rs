@@ -4,8 +4,9 @@
 
 use switchboard_proto::routing::internal::v1 as ipb;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::RoutingInternalService;
-use switchboard_server_kit::db::{now_micros, timestamp_to_micros};
+use switchboard_server_kit::db::now_micros;
 use switchboard_server_kit::identity::Role;
+use switchboard_server_kit::mask_pans;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -66,8 +67,17 @@ impl InternalApi {
         let req = request.into_inner();
         let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
         let queue_id = parse_id("queue_id", &req.queue_id)?;
-        let channel = parse_channel("channel", req.channel)?;
-        let queue = queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?;
+        // Without a channel the question is only whether the queue is the tenant's (a
+        // reference check, for example a wrap-up reason's queues).
+        let queue = if req.channel == 0 {
+            let mut conn = self.context.store.conn().await?;
+            catalog::get_queue(&mut conn, &tenant_id, &queue_id)
+                .await?
+                .ok_or_else(|| Error::not_found("queue", &queue_id))?
+        } else {
+            let channel = parse_channel("channel", req.channel)?;
+            queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?
+        };
         Ok(ipb::CheckQueueResponse {
             queue: Some(convert::queue(&queue)),
         })
@@ -93,18 +103,21 @@ impl InternalApi {
                 format!("must be at most {MAX_TEXT} characters"),
             ));
         }
-        let customer_display_name: String = req
-            .customer_display_name
-            .trim()
+        // conversation-svc masks these too; masking again here keeps this service's
+        // tables free of card numbers whoever the caller is.
+        let customer_display_name: String = mask_pans(req.customer_display_name.trim())
             .chars()
             .take(MAX_TEXT)
             .collect();
-        let channel_address: String = req.channel_address.trim().chars().take(MAX_TEXT).collect();
+        let channel_address: String = mask_pans(req.channel_address.trim())
+            .chars()
+            .take(MAX_TEXT)
+            .collect();
         let now = now_micros();
-        let enqueue_time = req
-            .wait_start_time
-            .as_ref()
-            .map_or(now, timestamp_to_micros);
+        let enqueue_time = match req.wait_start_time.as_ref() {
+            None => now,
+            Some(ts) => convert::timestamp_micros("wait_start_time", ts)?,
+        };
         let queue = queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?;
 
         let mut tx = self.context.store.begin().await?;

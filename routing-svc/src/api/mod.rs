@@ -6,7 +6,9 @@ pub mod internal;
 pub mod queue;
 
 use prost::Message;
+use switchboard_server_kit::idempotency::{self, Fingerprint};
 use switchboard_server_kit::identity::{Identity, PrincipalKind, Role, identity_of};
+use switchboard_server_kit::mask_pans;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -73,22 +75,45 @@ pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "is required"))
 }
 
-/// What makes a mutation idempotent (AIP-155): its tenant, its RPC and the caller's
-/// `request_id`. A repeat of the same key replays the first response.
+/// What makes a mutation idempotent (AIP-155): its tenant, its caller, its RPC and the
+/// caller's `request_id`, with a fingerprint of the request. A repeat of the same request
+/// replays the first response; the same key with another body is refused.
 pub(crate) struct RequestKey {
     tenant_id: String,
+    caller: String,
     method: &'static str,
     request_id: String,
+    fingerprint: Fingerprint,
 }
 
 impl RequestKey {
-    /// The key of `method` in the tenant; `request_id` must be a UUID.
-    pub(crate) fn parse(tenant_id: &str, method: &'static str, request_id: &str) -> Result<Self> {
+    /// The key of `request` to `method` by `identity` in the tenant; `request_id` must be
+    /// a UUID.
+    pub(crate) fn parse<M: Message>(
+        identity: &Identity,
+        tenant_id: &str,
+        method: &'static str,
+        request_id: &str,
+        request: &M,
+    ) -> Result<Self> {
         Ok(RequestKey {
             tenant_id: tenant_id.to_owned(),
+            caller: idempotency::caller_of(identity),
             method,
             request_id: parse_id("request_id", request_id)?,
+            fingerprint: Fingerprint::of(request),
         })
+    }
+
+    /// The key as the request log reads it.
+    pub(crate) fn as_log_key(&self) -> idempotency::RequestKey<'_> {
+        idempotency::RequestKey {
+            tenant_id: &self.tenant_id,
+            caller: &self.caller,
+            method: self.method,
+            request_id: &self.request_id,
+            fingerprint: self.fingerprint,
+        }
     }
 }
 
@@ -101,16 +126,14 @@ pub(crate) enum Begun<M> {
     Fresh(Tx),
 }
 
-/// Begins a mutation under `key`: a write transaction, or the recorded response.
+/// Begins a mutation under `key`: a write transaction, or the recorded response. The same
+/// key with a different request is INVALID_ARGUMENT on `request_id`.
 pub(crate) async fn begin_mutation<M: Message + Default>(
     store: &Store,
     key: &RequestKey,
 ) -> Result<Begun<M>> {
     let mut tx = store.begin().await?;
-    match tx
-        .replay(&key.tenant_id, key.method, &key.request_id)
-        .await?
-    {
+    match tx.replay(&key.as_log_key()).await? {
         Some(response) => Ok(Begun::Replayed(response)),
         None => Ok(Begun::Fresh(tx)),
     }
@@ -122,8 +145,7 @@ pub(crate) async fn commit_mutation<M: Message>(
     key: &RequestKey,
     response: &M,
 ) -> Result<()> {
-    tx.remember(&key.tenant_id, key.method, &key.request_id, response)
-        .await?;
+    tx.remember(&key.as_log_key(), response).await?;
     tx.commit().await
 }
 
@@ -146,7 +168,7 @@ pub(crate) fn optional_id(field: &str, value: &str) -> Result<Option<String>> {
     }
 }
 
-/// A required name of 1 to `MAX_TEXT` characters, trimmed.
+/// A required name of 1 to `MAX_TEXT` characters, trimmed, card numbers masked.
 pub(crate) fn display_name(field: &str, value: &str) -> Result<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -158,10 +180,11 @@ pub(crate) fn display_name(field: &str, value: &str) -> Result<String> {
             format!("must be at most {MAX_TEXT} characters"),
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(mask_pans(trimmed).into_owned())
 }
 
-/// An optional free text of at most `MAX_TEXT` characters.
+/// An optional free text of at most `MAX_TEXT` characters, card numbers masked (it is
+/// stored, logged and shown to others).
 pub(crate) fn short_text(field: &str, value: &str) -> Result<String> {
     if value.chars().count() > MAX_TEXT {
         return Err(Error::invalid(
@@ -169,7 +192,7 @@ pub(crate) fn short_text(field: &str, value: &str) -> Result<String> {
             format!("must be at most {MAX_TEXT} characters"),
         ));
     }
-    Ok(value.trim().to_owned())
+    Ok(mask_pans(value.trim()).into_owned())
 }
 
 /// The caller's user id as an agent id.

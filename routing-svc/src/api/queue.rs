@@ -1,14 +1,17 @@
 //! `switchboard.routing.v1.QueueService`: programs, queues, capacity profiles, agents'
 //! routing profiles, live state and routing decision records.
 
+use std::time::Duration;
+
 use switchboard_proto::routing::v1 as pb;
 use switchboard_proto::routing::v1::queue_service_server::QueueService;
 use switchboard_server_kit::db::now_micros;
 use switchboard_server_kit::identity::Role;
+use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::api::convert::{self, duration_micros};
+use crate::api::convert::{self, duration_micros, timestamp_micros};
 use crate::api::{
     Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_agent_id, caller_tenant,
     checked_caller, commit_mutation, display_name, not_implemented, optional_id, parse_id,
@@ -24,7 +27,6 @@ use crate::error::{Error, Result};
 use crate::store::catalog::{self, AgentProfileInput};
 use crate::store::page::{self, PageRequest};
 use crate::store::routing::{self, OfferFilter};
-use switchboard_server_kit::db::timestamp_to_micros;
 use tokio_stream::wrappers::ReceiverStream;
 
 const CREATE_PROGRAM: &str = "/switchboard.routing.v1.QueueService/CreateProgram";
@@ -34,6 +36,12 @@ const SET_AGENT_PROFILE: &str = "/switchboard.routing.v1.QueueService/SetAgentPr
 
 /// Default time an agent has to answer an offer.
 pub const DEFAULT_OFFER_TIMEOUT_US: i64 = 30_000_000;
+/// Longest offer timeout: an offer waiting longer than a day is not an offer any more.
+const MAX_OFFER_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Longest wait before overflow.
+const MAX_OVERFLOW_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// Longest wrap-up time limit.
+const MAX_WRAP_UP_TIME_LIMIT: Duration = Duration::from_secs(86_400);
 /// Longest skill name accepted.
 const MAX_SKILL: usize = 100;
 /// Most skills a queue may require.
@@ -104,11 +112,14 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
             "must not be negative",
         ));
     }
-    let offer_timeout_us =
-        match duration_micros("queue.offer_timeout", input.offer_timeout.as_ref())? {
-            None | Some(0) => DEFAULT_OFFER_TIMEOUT_US,
-            Some(us) => us,
-        };
+    let offer_timeout_us = match duration_micros(
+        "queue.offer_timeout",
+        input.offer_timeout.as_ref(),
+        MAX_OFFER_TIMEOUT,
+    )? {
+        None | Some(0) => DEFAULT_OFFER_TIMEOUT_US,
+        Some(us) => us,
+    };
     let logout_behavior = enum_or(
         "queue.logout_behavior",
         input.logout_behavior,
@@ -117,8 +128,12 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
     )?;
     let skills = validate_required_skills(&input.required_skills)?;
     let overflow_queue_id = optional_id("queue.overflow_queue_id", &input.overflow_queue_id)?;
-    let overflow_after_us =
-        duration_micros("queue.overflow_after", input.overflow_after.as_ref())?.unwrap_or(0);
+    let overflow_after_us = duration_micros(
+        "queue.overflow_after",
+        input.overflow_after.as_ref(),
+        MAX_OVERFLOW_AFTER,
+    )?
+    .unwrap_or(0);
     let transfer_fallback = enum_or(
         "queue.transfer_fallback",
         input.transfer_fallback,
@@ -128,6 +143,7 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
     let wrap_up_time_limit_us = duration_micros(
         "queue.wrap_up_time_limit",
         input.wrap_up_time_limit.as_ref(),
+        MAX_WRAP_UP_TIME_LIMIT,
     )?
     .unwrap_or(0);
     Ok(Queue {
@@ -165,7 +181,8 @@ fn validate_required_skills(input: &[pb::SkillRequirement]) -> Result<Vec<SkillR
     }
     let mut skills: Vec<SkillRequirement> = Vec::with_capacity(input.len());
     for skill in input {
-        let name = skill.name.trim();
+        let masked = mask_pans(skill.name.trim());
+        let name = masked.as_ref();
         if name.is_empty() || name.chars().count() > MAX_SKILL {
             return Err(Error::invalid(
                 "queue.required_skills.name",
@@ -280,7 +297,8 @@ fn validate_agent_profile(input: &pb::AgentProfile) -> Result<ProfileFields> {
     }
     let mut skills: Vec<Skill> = Vec::new();
     for skill in &input.skills {
-        let name = skill.name.trim();
+        let masked = mask_pans(skill.name.trim());
+        let name = masked.as_ref();
         if name.is_empty() || name.chars().count() > MAX_SKILL {
             return Err(Error::invalid(
                 "agent_profile.skills.name",
@@ -341,7 +359,8 @@ fn validate_offer_filter(req: &pb::ListOffersRequest) -> Result<OfferFilter> {
         Some(range) => {
             let start = required("create_time_range.start_time", range.start_time.as_ref())?;
             let end = required("create_time_range.end_time", range.end_time.as_ref())?;
-            let (start, end) = (timestamp_to_micros(start), timestamp_to_micros(end));
+            let start = timestamp_micros("create_time_range.start_time", start)?;
+            let end = timestamp_micros("create_time_range.end_time", end)?;
             if start >= end {
                 return Err(Error::invalid(
                     "create_time_range",
@@ -366,9 +385,9 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateProgramRequest>,
     ) -> Result<pb::CreateProgramResponse> {
-        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateProgram")?;
+        let (identity, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateProgram")?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, CREATE_PROGRAM, &req.request_id)?;
+        let key = RequestKey::parse(&identity, &tenant_id, CREATE_PROGRAM, &req.request_id, &req)?;
         let input = required("program", req.program)?;
         let program = Program {
             id: uuid::Uuid::new_v4().to_string(),
@@ -424,9 +443,9 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<pb::CreateQueueResponse> {
-        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateQueue")?;
+        let (identity, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateQueue")?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, CREATE_QUEUE, &req.request_id)?;
+        let key = RequestKey::parse(&identity, &tenant_id, CREATE_QUEUE, &req.request_id, &req)?;
         let input = required("queue", req.queue)?;
         let queue = validate_queue(&tenant_id, &input, now_micros())?;
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
@@ -486,9 +505,16 @@ impl QueueApi {
         &self,
         request: Request<pb::CreateCapacityProfileRequest>,
     ) -> Result<pb::CreateCapacityProfileResponse> {
-        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/CreateCapacityProfile")?;
+        let (identity, tenant_id) =
+            checked_caller(&request, ADMIN, "QueueService/CreateCapacityProfile")?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, CREATE_CAPACITY_PROFILE, &req.request_id)?;
+        let key = RequestKey::parse(
+            &identity,
+            &tenant_id,
+            CREATE_CAPACITY_PROFILE,
+            &req.request_id,
+            &req,
+        )?;
         let input = required("capacity_profile", req.capacity_profile)?;
         let profile = validate_capacity_profile(&tenant_id, &input)?;
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
@@ -525,9 +551,16 @@ impl QueueApi {
         &self,
         request: Request<pb::SetAgentProfileRequest>,
     ) -> Result<pb::SetAgentProfileResponse> {
-        let (_, tenant_id) = checked_caller(&request, ADMIN, "QueueService/SetAgentProfile")?;
+        let (identity, tenant_id) =
+            checked_caller(&request, ADMIN, "QueueService/SetAgentProfile")?;
         let req = request.into_inner();
-        let key = RequestKey::parse(&tenant_id, SET_AGENT_PROFILE, &req.request_id)?;
+        let key = RequestKey::parse(
+            &identity,
+            &tenant_id,
+            SET_AGENT_PROFILE,
+            &req.request_id,
+            &req,
+        )?;
         let input = required("agent_profile", req.agent_profile)?;
         let fields = validate_agent_profile(&input)?;
         let mut tx = match begin_mutation(&self.context.store, &key).await? {

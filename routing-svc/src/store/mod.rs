@@ -57,6 +57,11 @@ impl Store {
         })
     }
 
+    /// The database, for maintenance such as purging the request log.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The backend in use.
     pub fn dialect(&self) -> Dialect {
         self.db.dialect
@@ -105,31 +110,32 @@ impl Tx {
         self.events.push(event);
     }
 
-    /// The response already recorded for this request, if it was applied before.
+    /// The response already recorded for this request, if it was applied before; the same
+    /// key with a different request is INVALID_ARGUMENT on `request_id`.
     pub async fn replay<M: Message + Default>(
         &mut self,
-        tenant_id: &str,
-        method: &str,
-        request_id: &str,
+        key: &idempotency::RequestKey<'_>,
     ) -> Result<Option<M>> {
-        Ok(idempotency::lookup(self.conn(), tenant_id, method, request_id).await?)
+        idempotency::lookup(self.conn(), key)
+            .await?
+            .into_replay(key)
+            .map_err(|reused| Error::invalid(idempotency::FIELD, reused.to_string()))
     }
 
     /// Records the response of this request with the change, for [`Tx::replay`]. A
     /// concurrent twin of the same request loses here with ABORTED; its retry replays.
     pub async fn remember<M: Message>(
         &mut self,
-        tenant_id: &str,
-        method: &str,
-        request_id: &str,
+        key: &idempotency::RequestKey<'_>,
         response: &M,
     ) -> Result<()> {
-        idempotency::record(self.conn(), tenant_id, method, request_id, response)
+        idempotency::record(self.conn(), key, response)
             .await
             .map_err(|err| {
                 if is_unique_violation(&err) {
                     Error::Conflict(format!(
-                        "request {request_id} is being applied concurrently; retry"
+                        "request {} is being applied concurrently; retry",
+                        key.request_id
                     ))
                 } else {
                     err.into()
