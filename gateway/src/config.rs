@@ -19,6 +19,10 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_GATEWAY_";
 pub struct Config {
     /// Address clients connect to.
     pub listen: SocketAddr,
+    /// Address of the internal listener, which serves only
+    /// `switchboard.directory.internal.v1` to other services (signed service identities);
+    /// never expose it to clients.
+    pub internal_listen: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint; none to serve no metrics.
     pub metrics_listen: Option<SocketAddr>,
     /// The directory database: `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
@@ -46,6 +50,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9051))),
             database_url: "sqlite://switchboard-data/gateway.db".to_owned(),
             identity_secret: String::new(),

@@ -4,7 +4,8 @@
 //! bodies, authenticates every call (bearer token or API key), checks the method against
 //! the caller's roles, and forwards a signed identity that the services trust. It also
 //! serves `switchboard.directory.v1.DirectoryService` (tenants, users, API keys, settings)
-//! from its own database, plus health and reflection of the public API.
+//! from its own database, plus health and reflection of the public API. A second,
+//! internal listener serves `switchboard.directory.internal.v1` to the other services only.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod store;
 
 use anyhow::Context as _;
 use std::time::Duration;
+use switchboard_proto::directory::internal::v1::directory_internal_service_server::DirectoryInternalServiceServer;
 use switchboard_server_kit::idempotency;
 use switchboard_server_kit::{Db, IdentityKey, Metrics, ServeOptions, ShutdownSignal, bind};
 use tokio::net::TcpListener;
@@ -52,18 +54,50 @@ pub fn operator_key_hash(key: &str) -> String {
     domain::operator::hash(key)
 }
 
+/// The internal service served on the internal listener, and only there.
+pub const INTERNAL_SERVICE: &str = "switchboard.directory.internal.v1.DirectoryInternalService";
+
+/// The gateway's two listeners, bound before [`serve`] so that tests and the dev stack
+/// know both ports before anything runs.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where clients connect: the public API, its health and reflection.
+    pub public: TcpListener,
+    /// Where other services connect: `switchboard.directory.internal.v1` only, signed
+    /// service identities only.
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and `config.internal_listen`.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let public = bind(config.listen)
+            .await
+            .with_context(|| format!("binding the gateway to {}", config.listen))?;
+        let internal = bind(config.internal_listen).await.with_context(|| {
+            format!(
+                "binding the gateway's internal listener to {}",
+                config.internal_listen
+            )
+        })?;
+        Ok(Listeners { public, internal })
+    }
+}
+
 /// The secret of API key `id` with the random part `random` (32 to 128 letters and
 /// digits), for [`Directory::ensure_api_key`].
 pub fn api_key_secret(id: uuid::Uuid, random: &str) -> String {
     domain::api_key::format_secret(id, random)
 }
 
-/// Runs the gateway on `listener` until `shutdown`: opens and migrates the directory,
-/// then serves the public API, health, reflection and metrics, and drains on shutdown
-/// (health NOT_SERVING first, then open streams end, then in-flight calls finish).
+/// Runs the gateway on `listeners` until `shutdown`: opens and migrates the directory,
+/// then serves the public API, health, reflection and metrics on the public listener and
+/// the internal directory API on the internal one, and drains both on shutdown (health
+/// NOT_SERVING first, then open streams end, then in-flight calls finish). Either listener
+/// failing stops the other.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
     let identity_key = IdentityKey::new(&config.identity_secret)
@@ -87,9 +121,9 @@ pub async fn serve(
     switchboard_server_kit::idempotency::use_identity_key(&identity_key);
     let gateway = proxy::GatewayService::new(proxy::GatewayParts {
         authenticator,
-        identity_key,
+        identity_key: identity_key.clone(),
         directory: api::DirectoryApi::new(directory.clone()),
-        platform: api::PlatformApi::new(directory),
+        platform: api::PlatformApi::new(directory.clone()),
         upstreams: config.upstreams.clone(),
         default_deadline: (config.default_deadline_ms > 0)
             .then(|| Duration::from_millis(config.default_deadline_ms)),
@@ -109,7 +143,8 @@ pub async fn serve(
         None => None,
     };
     info!(
-        listen = %listener.local_addr()?,
+        listen = %listeners.public.local_addr()?,
+        internal_listen = %listeners.internal.local_addr()?,
         routing = %config.upstreams.routing_url,
         conversation = %config.upstreams.conversation_url,
         reporting = %config.upstreams.reporting_url,
@@ -128,8 +163,47 @@ pub async fn serve(
         tls: config.tls.as_ref().map(server_tls).transpose()?,
         ..ServeOptions::new("gateway")
     };
-    switchboard_server_kit::serve(options, routes, listener, shutdown).await?;
+    // Separate from the public listener, so that no client can reach the internal API
+    // however a path is spelled, and so that a NetworkPolicy can admit only routing-svc.
+    let internal_routes = Routes::new(DirectoryInternalServiceServer::new(
+        api::DirectoryInternalApi::new(directory),
+    ));
+    let internal_options = ServeOptions {
+        health_services: vec![INTERNAL_SERVICE],
+        // Services call it with a signed service identity, checked before any handler.
+        identity: Some(identity_key),
+        ..ServeOptions::new("gateway-internal")
+    };
+    let public = until_first_failure(
+        switchboard_server_kit::serve(options, routes, listeners.public, shutdown.clone()),
+        &shutdown,
+    );
+    let internal = until_first_failure(
+        switchboard_server_kit::serve(
+            internal_options,
+            internal_routes,
+            listeners.internal,
+            shutdown.clone(),
+        ),
+        &shutdown,
+    );
+    let (public, internal) = tokio::join!(public, internal);
+    public.context("public listener")?;
+    internal.context("internal listener")?;
     Ok(())
+}
+
+/// Runs one server; if it fails, asks the other to stop too, so that the gateway never
+/// keeps serving half of what it should.
+async fn until_first_failure(
+    server: impl Future<Output = Result<(), switchboard_server_kit::ServeError>>,
+    shutdown: &ShutdownSignal,
+) -> Result<(), switchboard_server_kit::ServeError> {
+    let result = server.await;
+    if result.is_err() {
+        shutdown.trigger();
+    }
+    result
 }
 
 /// The server side of TLS from the configured certificate and key.
@@ -170,6 +244,7 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let config = Config::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.internal_listen.to_string(), "127.0.0.1:50055");
         assert_eq!(config.metrics_listen.unwrap().to_string(), "127.0.0.1:9051");
         assert_eq!(config.default_deadline_ms, 30_000);
         assert_eq!(config.auth.leeway_seconds, 30);

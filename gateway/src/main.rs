@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use gateway::{Config, ENV_PREFIX};
-use switchboard_server_kit::{CommonArgs, ShutdownSignal, bind, config, init_tracing, shutdown};
+use switchboard_server_kit::{CommonArgs, ShutdownSignal, config, init_tracing, shutdown};
 
 /// Switchboard's gateway: authenticates clients and routes the public gRPC API.
 #[derive(Parser)]
@@ -22,10 +22,10 @@ async fn main() -> anyhow::Result<()> {
         &cli.common.overrides(),
     )?;
     init_tracing(&config.log);
-    let listener = bind(config.listen).await?;
+    let listeners = gateway::Listeners::bind(&config).await?;
     gateway::serve(
         config,
-        listener,
+        listeners,
         ShutdownSignal::from_future(shutdown::signal()),
     )
     .await

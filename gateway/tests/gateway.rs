@@ -16,13 +16,14 @@ use gateway::error::UNAUTHENTICATED_MESSAGE;
 use gateway::{Config, Directory};
 use switchboard_proto::conversation::internal::v1 as conv_internal;
 use switchboard_proto::conversation::v1 as conv;
+use switchboard_proto::directory::internal::v1 as dir_internal;
 use switchboard_proto::directory::v1 as dir;
 use switchboard_proto::reporting::v1 as rep;
 use switchboard_proto::routing::internal::v1 as routing_internal;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_server_kit::{
     Identity, IdentityKey, PrincipalKind, Role as KitRole, ServeOptions, ShutdownSignal,
-    identity_of,
+    SignedChannel, identity_of, signed_channel,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -240,6 +241,8 @@ async fn closed_port() -> SocketAddr {
 
 struct Stack {
     gateway: SocketAddr,
+    /// The internal listener (DirectoryInternalService).
+    internal: SocketAddr,
     directory: Directory,
     shutdown: ShutdownSignal,
     task: JoinHandle<anyhow::Result<()>>,
@@ -345,12 +348,14 @@ impl Stack {
             ..Config::default()
         };
         tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gateway = listener.local_addr().unwrap();
+        let listeners = common::loopback_listeners().await;
+        let gateway = listeners.public.local_addr().unwrap();
+        let internal = listeners.internal.local_addr().unwrap();
         let shutdown = ShutdownSignal::new();
-        let task = tokio::spawn(gateway::serve(config, listener, shutdown.clone()));
+        let task = tokio::spawn(gateway::serve(config, listeners, shutdown.clone()));
         Stack {
             gateway,
+            internal,
             directory,
             shutdown,
             task,
@@ -591,6 +596,213 @@ async fn internal_and_unknown_services_are_never_routed() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert_eq!(stack.canary_connections.load(Ordering::SeqCst), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// DirectoryInternalService: on the internal listener only, for services only.
+
+type InternalClient<C> =
+    dir_internal::directory_internal_service_client::DirectoryInternalServiceClient<C>;
+
+impl Stack {
+    /// A client of the internal listener signing `identity` with `secret`.
+    fn internal_as(&self, secret: &str, identity: Identity) -> InternalClient<SignedChannel> {
+        InternalClient::new(
+            signed_channel(
+                &format!("http://{}", self.internal),
+                IdentityKey::new(secret).unwrap(),
+                identity,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A client of the internal listener as routing-svc.
+    fn internal_as_routing(&self) -> InternalClient<SignedChannel> {
+        self.internal_as(IDENTITY_SECRET, Identity::service("routing-svc"))
+    }
+}
+
+fn get_users(tenant: Uuid, ids: &[Uuid]) -> dir_internal::GetUsersRequest {
+    dir_internal::GetUsersRequest {
+        tenant_id: tenant.to_string(),
+        user_ids: ids.iter().map(Uuid::to_string).collect(),
+    }
+}
+
+#[tokio::test]
+async fn get_users_answers_only_the_asked_tenants_users() {
+    let stack = Stack::start().await;
+    let mut client = stack.internal_as_routing();
+    let unknown = Uuid::new_v4();
+    let mut users = client
+        .get_users(get_users(
+            stack.tenant,
+            &[stack.agent, stack.admin, unknown, stack.agent],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    users.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    let got: Vec<(String, String, String, Vec<i32>, bool)> = users
+        .into_iter()
+        .map(|u| (u.id, u.tenant_id, u.display_name, u.roles, u.active))
+        .collect();
+    let tenant = stack.tenant.to_string();
+    assert_eq!(
+        got,
+        vec![
+            (
+                stack.admin.to_string(),
+                tenant.clone(),
+                "Ada".to_owned(),
+                vec![dir::Role::Administrator as i32],
+                true
+            ),
+            (
+                stack.agent.to_string(),
+                tenant.clone(),
+                "Aga".to_owned(),
+                vec![dir::Role::Agent as i32],
+                true
+            ),
+        ],
+        "the unknown id is absent and the duplicate answered once"
+    );
+    // The same users asked for in another tenant (here the parent) are absent.
+    let foreign = client
+        .get_users(get_users(stack.parent, &[stack.agent, stack.admin]))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert!(foreign.is_empty(), "{foreign:?}");
+
+    let too_many: Vec<Uuid> = (0..=gateway::api::MAX_USER_IDS)
+        .map(|_| Uuid::new_v4())
+        .collect();
+    let err = client
+        .get_users(get_users(stack.tenant, &too_many))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client
+        .get_users(dir_internal::GetUsersRequest {
+            tenant_id: "acme".to_owned(),
+            user_ids: vec![stack.agent.to_string()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_internal_listener_refuses_unsigned_and_non_service_callers() {
+    let stack = Stack::start().await;
+    let request = || get_users(stack.tenant, &[stack.agent]);
+
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.internal))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut unsigned = InternalClient::new(plain);
+    let err = unsigned.get_users(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // A client's credentials mean nothing there: only a signed identity does.
+    let err = unsigned
+        .get_users(authed(request(), &stack.token(stack.admin)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let forged = stack.internal_as(
+        "not-the-suite-identity-secret",
+        Identity::service("routing-svc"),
+    );
+    let err = forged.clone().get_users(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Correctly signed, but a tenant's administrator is no service.
+    let admin = Identity {
+        tenant_id: stack.tenant.to_string(),
+        tenant_ancestry: vec![stack.parent.to_string()],
+        principal_id: stack.admin.to_string(),
+        principal_kind: PrincipalKind::User,
+        display_name: "Ada".to_owned(),
+        roles: vec![KitRole::Administrator],
+        enabled_supervisor_actions: Vec::new(),
+        time_zone: String::new(),
+        reopen_window_secs: 0,
+    };
+    let err = stack
+        .internal_as(IDENTITY_SECRET, admin)
+        .get_users(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err), "ROLE_REQUIRED");
+
+    // The internal listener serves nothing of the public API.
+    let mut directory = dir::directory_service_client::DirectoryServiceClient::new(
+        signed_channel(
+            &format!("http://{}", stack.internal),
+            IdentityKey::new(IDENTITY_SECRET).unwrap(),
+            Identity::service("routing-svc"),
+        )
+        .unwrap(),
+    );
+    let err = directory
+        .get_current_identity(dir::GetCurrentIdentityRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn the_public_listener_does_not_serve_the_internal_directory() {
+    let stack = Stack::start().await;
+    let request = || get_users(stack.tenant, &[stack.agent]);
+    let mut client = InternalClient::new(stack.channel().await);
+    let err = client
+        .get_users(authed(request(), &stack.token(stack.admin)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // Not even for a caller presenting a valid service signature.
+    let mut signed = InternalClient::new(
+        signed_channel(
+            &format!("http://{}", stack.gateway),
+            IdentityKey::new(IDENTITY_SECRET).unwrap(),
+            Identity::service("routing-svc"),
+        )
+        .unwrap(),
+    );
+    let err = signed.get_users(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // Reflection of the public listener does not know the service (listing is checked in
+    // reflection_lists_only_public_services).
+    use tonic_reflection::pb::v1;
+    let mut reflection =
+        v1::server_reflection_client::ServerReflectionClient::new(stack.channel().await);
+    let ask = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                gateway::INTERNAL_SERVICE.to_owned(),
+            ),
+        ),
+    };
+    let err = reflection
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
 
 #[tokio::test]
@@ -889,17 +1101,40 @@ async fn shutdown_reports_not_serving_then_ends_streams() {
         .into_inner();
     assert!(stream.message().await.unwrap().is_some());
 
+    let internal_channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", stack.internal))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut internal_watch = HealthClient::new(internal_channel)
+        .watch(HealthCheckRequest {
+            service: gateway::INTERNAL_SERVICE.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        internal_watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+
     stack.shutdown.trigger();
     assert_eq!(
         watch.message().await.unwrap().unwrap().status,
         ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        internal_watch.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32,
+        "the internal listener drains with the public one"
     );
     let err = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .expect("open streams end at shutdown")
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    drop((watch, stream, client, health));
+    drop((watch, internal_watch, stream, client, health));
     let result = tokio::time::timeout(Duration::from_secs(5), async {
         let mut stack = stack;
         (&mut stack.task).await
@@ -918,8 +1153,8 @@ async fn a_short_identity_secret_is_refused_at_start() {
         identity_secret: "short".to_owned(),
         ..Config::default()
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = gateway::serve(config, listener, ShutdownSignal::new())
+    let listeners = common::loopback_listeners().await;
+    let err = gateway::serve(config, listeners, ShutdownSignal::new())
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("identity"), "{err:#}");

@@ -108,10 +108,10 @@ impl Stack {
             },
             ..Config::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = common::loopback_listeners().await;
+        let addr = listeners.public.local_addr().unwrap();
         let shutdown = ShutdownSignal::new();
-        tokio::spawn(gateway::serve(config, listener, shutdown.clone()));
+        tokio::spawn(gateway::serve(config, listeners, shutdown.clone()));
         // connect() retries until the gateway listens; the listener is bound already.
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()

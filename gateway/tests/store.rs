@@ -476,7 +476,44 @@ async fn card_numbers_in_names_are_stored_masked(dir: &Directory) {
     assert_eq!(key.display_name, "Bot 5555/55**/****/4444");
 }
 
+/// The internal directory API's look-up: only the asked tenant's users among the ids.
+async fn users_by_id_stay_within_the_tenant(dir: &Directory) {
+    let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    dir.ensure_tenant(other, None, "Other").await.unwrap();
+    let (ada, bob, eve) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for (id, name, tenant) in [
+        (ada, "Ada", tenant),
+        (bob, "Bob", tenant),
+        (eve, "Eve", other),
+    ] {
+        dir.ensure_user(id, tenant, name, &format!("{id}@x.test"), &[Role::Agent])
+            .await
+            .unwrap();
+    }
+    let ids = [ada, eve, Uuid::new_v4()].map(|id| id.to_string());
+    let found = dir
+        .users_in_tenant(&tenant.to_string(), &ids)
+        .await
+        .unwrap();
+    let names: Vec<&str> = found.iter().map(|u| u.display_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Ada"],
+        "Bob was not asked for, Eve is another tenant's"
+    );
+    assert_eq!(found[0].roles, [Role::Agent]);
+    assert!(found[0].active);
+    assert!(
+        dir.users_in_tenant(&tenant.to_string(), &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 conformance!(
+    users_by_id_stay_within_the_tenant,
     card_numbers_in_names_are_stored_masked,
     seeding_twice_changes_nothing,
     seeding_refuses_a_taken_email_and_a_foreign_secret,

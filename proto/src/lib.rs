@@ -58,6 +58,13 @@ pub mod directory {
     pub mod v1 {
         tonic::include_proto!("switchboard.directory.v1");
     }
+    /// Service-to-service API, served on the gateway's internal listener only.
+    pub mod internal {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("switchboard.directory.internal.v1");
+        }
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every package, internal ones included: what each service

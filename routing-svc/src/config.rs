@@ -26,6 +26,11 @@ pub struct Config {
     pub identity_secret: String,
     /// conversation-svc's internal API, called after an offer is accepted.
     pub conversation_url: String,
+    /// The gateway's internal listener (`DirectoryInternalService`), asked who a user is
+    /// before the user gets a routing profile.
+    pub directory_url: String,
+    /// Deadline of one call to the directory, in milliseconds.
+    pub directory_timeout_ms: u64,
     /// Logging.
     pub log: LogConfig,
     /// How often the matcher looks for offers past their deadline, in milliseconds.
@@ -59,6 +64,8 @@ impl Default for Config {
             database_url: "sqlite://switchboard-data/routing.db".to_owned(),
             identity_secret: String::new(),
             conversation_url: "http://127.0.0.1:50062".to_owned(),
+            directory_url: "http://127.0.0.1:50055".to_owned(),
+            directory_timeout_ms: 5_000,
             log: LogConfig::default(),
             matcher_interval_ms: 200,
             rematch_interval_ms: 2_000,
@@ -112,6 +119,7 @@ mod tests {
         assert_eq!(config.metrics_listen.unwrap().to_string(), "127.0.0.1:9061");
         assert_eq!(config.database_url, "sqlite://switchboard-data/routing.db");
         assert_eq!(config.conversation_url, "http://127.0.0.1:50062");
+        assert_eq!(config.directory_url, "http://127.0.0.1:50055");
         assert!(config.identity_secret.is_empty());
         assert_eq!(config.matcher_interval_ms, 200);
         assert_eq!(config.heartbeat_interval_ms, 15_000);

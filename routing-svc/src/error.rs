@@ -115,6 +115,16 @@ impl Error {
     }
 }
 
+impl From<crate::domain::profile::ProfileSubjectError> for Error {
+    fn from(err: crate::domain::profile::ProfileSubjectError) -> Error {
+        use crate::domain::profile::ProfileSubjectError as E;
+        match err {
+            E::NotFound(_) => Error::NotFound(err.to_string()),
+            E::Inactive(_) | E::NotAnAgent(_) => Error::WrongState(err.to_string()),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         err.to_status()

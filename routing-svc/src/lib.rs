@@ -8,12 +8,14 @@
 
 pub mod api;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::RoutingInternalServiceServer;
@@ -33,6 +35,7 @@ use crate::api::agent::AgentApi;
 use crate::api::internal::InternalApi;
 use crate::api::queue::QueueApi;
 use crate::config::Timings;
+use crate::directory::Directory;
 use crate::engine::Context;
 use crate::engine::dispatcher::Dispatcher;
 use crate::store::Store;
@@ -71,6 +74,13 @@ pub async fn serve(
         Identity::service(SERVICE_NAME),
     )
     .with_context(|| format!("invalid conversation_url {}", config.conversation_url))?;
+    let directory = Directory::new(
+        &config.directory_url,
+        key.clone(),
+        SERVICE_NAME,
+        Duration::from_millis(config.directory_timeout_ms.max(1)),
+    )
+    .with_context(|| format!("invalid directory_url {}", config.directory_url))?;
     let metrics = match config.metrics_listen {
         Some(addr) => {
             let listener = bind(addr)
@@ -93,6 +103,7 @@ pub async fn serve(
         store: store.clone(),
         matcher,
         dispatcher: dispatcher.clone(),
+        directory,
         timings,
         shutdown: shutdown.token(),
     };

@@ -13,6 +13,11 @@ use switchboard_proto::conversation::internal::v1 as cpb;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::{
     ConversationInternalService, ConversationInternalServiceServer,
 };
+use switchboard_proto::directory::internal::v1 as dpb;
+use switchboard_proto::directory::internal::v1::directory_internal_service_server::{
+    DirectoryInternalService, DirectoryInternalServiceServer,
+};
+use switchboard_proto::directory::v1::Role as DirectoryRole;
 use switchboard_proto::routing::internal::v1 as ipb;
 use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
 use switchboard_proto::routing::v1 as pb;
@@ -139,10 +144,100 @@ async fn start_fake(mode: FakeMode) -> (String, Arc<Mutex<FakeLog>>, ShutdownSig
     (url, log, shutdown)
 }
 
+// --- fake directory (the gateway's DirectoryInternalService) ----------------------------
+
+/// The users the fake directory holds, by id, and who asked it.
+#[derive(Clone, Default)]
+struct FakeDirectory {
+    users: Arc<Mutex<HashMap<String, dpb::UserInfo>>>,
+    callers: Arc<Mutex<Vec<Identity>>>,
+}
+
+impl FakeDirectory {
+    /// Adds or replaces user `id` of `tenant`.
+    fn put(&self, tenant: &str, id: &str, name: &str, roles: &[DirectoryRole], active: bool) {
+        self.users.lock().unwrap().insert(
+            id.to_owned(),
+            dpb::UserInfo {
+                id: id.to_owned(),
+                tenant_id: tenant.to_owned(),
+                display_name: name.to_owned(),
+                roles: roles.iter().map(|r| *r as i32).collect(),
+                active,
+            },
+        );
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryInternalService for FakeDirectory {
+    async fn get_users(
+        &self,
+        request: Request<dpb::GetUsersRequest>,
+    ) -> Result<Response<dpb::GetUsersResponse>, Status> {
+        self.callers.lock().unwrap().push(identity_of(&request)?);
+        let req = request.into_inner();
+        let users = self.users.lock().unwrap();
+        // Like the gateway: other tenants' users and unknown ids are simply absent.
+        let found = req
+            .user_ids
+            .iter()
+            .filter_map(|id| users.get(id))
+            .filter(|user| user.tenant_id == req.tenant_id)
+            .cloned()
+            .collect();
+        Ok(Response::new(dpb::GetUsersResponse { users: found }))
+    }
+}
+
+/// A running fake directory; `stop` takes it down for good.
+struct DirectoryServer {
+    url: String,
+    fake: FakeDirectory,
+    shutdown: ShutdownSignal,
+    task: JoinHandle<Result<(), switchboard_server_kit::ServeError>>,
+}
+
+impl DirectoryServer {
+    async fn start() -> DirectoryServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fake = FakeDirectory::default();
+        let shutdown = ShutdownSignal::new();
+        let mut options = ServeOptions::new("fake-directory");
+        options.identity = Some(key());
+        let routes = Routes::new(DirectoryInternalServiceServer::new(fake.clone()));
+        let task = tokio::spawn(switchboard_server_kit::server::serve(
+            options,
+            routes,
+            listener,
+            shutdown.clone(),
+        ));
+        DirectoryServer {
+            url,
+            fake,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the directory and waits until it no longer serves.
+    async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("the fake directory stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 // --- harness --------------------------------------------------------------------------
 
 struct Harness {
     addr: SocketAddr,
+    /// The directory routing asks about users; `None` once stopped.
+    directory: Option<DirectoryServer>,
     database_url: String,
     tenant: String,
     /// Directory display names of the agents, carried in their signed identities.
@@ -185,6 +280,8 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
     }
+    let directory = DirectoryServer::start().await;
+    config.directory_url.clone_from(&directory.url);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = ShutdownSignal::new();
@@ -192,6 +289,7 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
     let server = tokio::spawn(serve(config, listener, shutdown.clone()));
     Harness {
         addr,
+        directory: Some(directory),
         database_url,
         tenant,
         names: Mutex::new(HashMap::new()),
@@ -202,6 +300,22 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
 }
 
 impl Harness {
+    /// The fake directory's users.
+    fn directory(&self) -> &FakeDirectory {
+        &self.directory.as_ref().expect("directory running").fake
+    }
+
+    /// Makes `agent_id` an active agent of the harness's tenant named `name`, in the
+    /// directory and in the identity its own calls carry.
+    fn register_agent(&self, agent_id: &str, name: &str) {
+        self.directory()
+            .put(&self.tenant, agent_id, name, &[DirectoryRole::Agent], true);
+        self.names
+            .lock()
+            .unwrap()
+            .insert(agent_id.to_owned(), name.to_owned());
+    }
+
     fn channel(&self, identity: Identity) -> SignedChannel {
         signed_channel(&format!("http://{}", self.addr), key(), identity).unwrap()
     }
@@ -296,10 +410,7 @@ impl Harness {
         profile_id: &str,
     ) -> (String, Streaming<pb::StreamOffersResponse>) {
         let agent_id = new_id();
-        self.names
-            .lock()
-            .unwrap()
-            .insert(agent_id.clone(), name.to_owned());
+        self.register_agent(&agent_id, name);
         self.admin()
             .set_agent_profile(pb::SetAgentProfileRequest {
                 request_id: new_id(),
@@ -344,8 +455,18 @@ impl Harness {
             .id
     }
 
-    /// Sets the agent's profile (as an administrator) to `queue_ids`.
+    /// Sets the agent's profile (as an administrator) to `queue_ids`; an agent the
+    /// directory does not know yet is added to it first.
     async fn set_queues(&self, agent_id: &str, profile_id: &str, queue_ids: &[&str]) {
+        if !self
+            .directory()
+            .users
+            .lock()
+            .unwrap()
+            .contains_key(agent_id)
+        {
+            self.register_agent(agent_id, &format!("Agent {}", &agent_id[..8]));
+        }
         self.admin()
             .set_agent_profile(pb::SetAgentProfileRequest {
                 request_id: new_id(),
@@ -427,6 +548,9 @@ impl Harness {
     }
 
     async fn stop(self) {
+        if let Some(directory) = self.directory {
+            directory.shutdown.trigger();
+        }
         self.shutdown.trigger();
         tokio::time::timeout(Duration::from_secs(15), self.server)
             .await
@@ -1435,6 +1559,7 @@ async fn the_display_name_is_the_directorys() {
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
     let agent_id = new_id();
+    h.register_agent(&agent_id, "Ada Lovelace");
     let set = h
         .admin()
         .set_agent_profile(pb::SetAgentProfileRequest {
@@ -1453,14 +1578,9 @@ async fn the_display_name_is_the_directorys() {
         .agent_profile
         .unwrap();
     assert_eq!(
-        set.display_name, "",
-        "ignored, and empty until the agent calls"
+        set.display_name, "Ada Lovelace",
+        "the directory's at once, never the one typed"
     );
-
-    h.names
-        .lock()
-        .unwrap()
-        .insert(agent_id.clone(), "Ada Lovelace".into());
     assert_eq!(h.state(&agent_id).await.display_name, "Ada Lovelace");
     // A supervisor acting on the agent does not rename it.
     let mut supervisor =
@@ -1499,6 +1619,170 @@ async fn the_display_name_is_the_directorys() {
         .agent_profile
         .unwrap();
     assert_eq!(profile.display_name, "Ada King");
+    h.stop().await;
+}
+
+/// SetAgentProfile for `agent_id` by `admin`.
+async fn set_profile(
+    admin: &mut QueueServiceClient<SignedChannel>,
+    request_id: &str,
+    agent_id: &str,
+    profile_id: &str,
+) -> Result<pb::AgentProfile, Status> {
+    admin
+        .set_agent_profile(pb::SetAgentProfileRequest {
+            request_id: request_id.to_owned(),
+            agent_profile: Some(pb::AgentProfile {
+                agent_id: agent_id.to_owned(),
+                capacity_profile_id: profile_id.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().agent_profile.unwrap())
+}
+
+/// Whether `agent_id` has a routing profile in the harness's tenant.
+async fn has_profile(h: &Harness, agent_id: &str) -> bool {
+    match h
+        .admin()
+        .get_agent_profile(pb::GetAgentProfileRequest {
+            agent_id: agent_id.to_owned(),
+        })
+        .await
+    {
+        Ok(_) => true,
+        Err(status) if status.code() == Code::NotFound => false,
+        Err(status) => panic!("GetAgentProfile failed: {status:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profiles_are_only_for_active_agents_of_the_callers_tenant() {
+    let h = start("http://127.0.0.1:9").await;
+    let (_queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let directory = h.directory().clone();
+    let mut admin = h.admin();
+
+    // An agent of another tenant: as unknown as an id nobody holds, and nothing is stored.
+    let other_tenant = new_id();
+    let foreign = new_id();
+    directory.put(
+        &other_tenant,
+        &foreign,
+        "Eve",
+        &[DirectoryRole::Agent],
+        true,
+    );
+    let err = set_profile(&mut admin, &new_id(), &foreign, &profile_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("user {foreign} not found"));
+    assert!(!has_profile(&h, &foreign).await);
+    let mut other_admin =
+        QueueServiceClient::new(h.channel(user(&other_tenant, &new_id(), &[Role::Administrator])));
+    let theirs = other_admin
+        .get_agent_profile(pb::GetAgentProfileRequest {
+            agent_id: foreign.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        theirs.code(),
+        Code::NotFound,
+        "nothing stored for them either"
+    );
+
+    let unknown = new_id();
+    let err = set_profile(&mut admin, &new_id(), &unknown, &profile_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("user {unknown} not found"));
+    assert!(!has_profile(&h, &unknown).await);
+
+    let supervisor = new_id();
+    directory.put(
+        &h.tenant,
+        &supervisor,
+        "Sue",
+        &[DirectoryRole::Supervisor],
+        true,
+    );
+    let err = set_profile(&mut admin, &new_id(), &supervisor, &profile_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("AGENT role"), "{}", err.message());
+    assert!(!has_profile(&h, &supervisor).await);
+
+    let departed = new_id();
+    directory.put(&h.tenant, &departed, "Dee", &[DirectoryRole::Agent], false);
+    let err = set_profile(&mut admin, &new_id(), &departed, &profile_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("deactivated"), "{}", err.message());
+    assert!(!has_profile(&h, &departed).await);
+
+    // An active agent of the tenant gets one, with the directory's name.
+    let ada = new_id();
+    directory.put(
+        &h.tenant,
+        &ada,
+        "Ada Lovelace",
+        &[DirectoryRole::Agent],
+        true,
+    );
+    let set = set_profile(&mut admin, &new_id(), &ada, &profile_id)
+        .await
+        .unwrap();
+    assert_eq!(set.display_name, "Ada Lovelace");
+    assert!(has_profile(&h, &ada).await);
+
+    // routing-svc asked as itself, a signed service.
+    let callers = directory.callers.lock().unwrap().clone();
+    assert_eq!(callers.len(), 5);
+    assert!(
+        callers
+            .iter()
+            .all(|c| c.principal_kind == PrincipalKind::Service && c.principal_id == "routing-svc"),
+        "{callers:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_directory_down_profiles_are_unavailable_and_unchanged() {
+    let mut h = start("http://127.0.0.1:9").await;
+    let (_queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let (ada, bob) = (new_id(), new_id());
+    h.register_agent(&ada, "Ada");
+    h.register_agent(&bob, "Bob");
+    // One administrator throughout: request ids are scoped to their caller.
+    let mut admin = h.admin();
+    let applied = new_id();
+    let first = set_profile(&mut admin, &applied, &ada, &profile_id)
+        .await
+        .unwrap();
+
+    h.directory.take().unwrap().stop().await;
+    let err = set_profile(&mut admin, &new_id(), &bob, &profile_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "UNAVAILABLE");
+    assert!(!has_profile(&h, &bob).await, "nothing written");
+    // A retry of a request already applied still gets its first answer.
+    let replayed = set_profile(&mut admin, &applied, &ada, &profile_id)
+        .await
+        .unwrap();
+    assert_eq!(replayed, first);
     h.stop().await;
 }
 

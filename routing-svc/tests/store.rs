@@ -208,6 +208,7 @@ impl Fixture {
             &AgentProfileInput {
                 tenant_id: self.tenant.clone(),
                 agent_id: agent_id.clone(),
+                display_name: String::new(),
                 capacity: self.capacity.clone(),
                 queue_ids: vec![self.queue.id.clone()],
                 skills: vec![],
@@ -460,6 +461,7 @@ async fn agent_profile_upsert_keeps_live_state(store: Store) {
         &AgentProfileInput {
             tenant_id: f.tenant.clone(),
             agent_id: agent.agent_id.clone(),
+            display_name: agent.display_name.clone(),
             capacity: f.capacity.clone(),
             queue_ids: vec![other_queue.id.clone()],
             skills: vec![routing_svc::domain::Skill {
@@ -1398,6 +1400,7 @@ async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
         &AgentProfileInput {
             tenant_id: f.tenant.clone(),
             agent_id: agent.agent_id.clone(),
+            display_name: agent.display_name.clone(),
             capacity: f.capacity.clone(),
             queue_ids: vec![f.queue.id.clone(), urgent.id.clone()],
             skills: vec![],
@@ -1564,6 +1567,7 @@ async fn skill_levels_and_excluded_channels_are_stored_and_enforced(store: Store
         &AgentProfileInput {
             tenant_id: f.tenant.clone(),
             agent_id: agent.agent_id.clone(),
+            display_name: agent.display_name.clone(),
             capacity: chat_only.clone(),
             queue_ids: vec![f.queue.id.clone(), skilled.id.clone()],
             skills: vec![routing_svc::domain::Skill {

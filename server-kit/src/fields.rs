@@ -21,6 +21,21 @@ pub fn timestamp_micros(ts: &prost_types::Timestamp) -> Result<i64, &'static str
     Ok(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1_000)
 }
 
+/// Whether `text` is plain text as the product means it: no control characters other than
+/// newline and tab. Returns why not, naming the first offending character.
+pub fn plain_text(text: &str) -> Result<(), String> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "must not contain control characters (found U+{:04X}); only newline and tab are allowed",
+            u32::from(c)
+        )),
+    }
+}
+
 /// A request duration in microseconds, between zero and `max`, or why it is refused.
 pub fn duration_micros(d: &prost_types::Duration, max: Duration) -> Result<i64, String> {
     if d.seconds < 0 || d.nanos < 0 {
@@ -80,6 +95,21 @@ mod tests {
         assert!(timestamp_micros(&ts(0, -1)).is_err());
         assert!(timestamp_micros(&ts(0, 1_000_000_000)).is_err());
         assert!(timestamp_micros(&ts(i64::MIN, 0)).is_err());
+    }
+
+    #[test]
+    fn plain_text_allows_newline_and_tab_only() {
+        assert!(plain_text("two\nlines\tand a tab").is_ok());
+        assert_eq!(
+            plain_text("bell\u{7}"),
+            Err(
+                "must not contain control characters (found U+0007); only newline and tab are allowed"
+                    .to_owned()
+            )
+        );
+        assert!(plain_text("cr\r").is_err());
+        assert!(plain_text("nul\0").is_err());
+        assert!(plain_text("del\u{7f}").is_err());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! OUT_OF_RANGE, before any service code runs. The contract says INVALID_ARGUMENT for the
 //! first and RESOURCE_EXHAUSTED for the second, with the usual `ErrorInfo`; this layer
 //! rewrites those two answers, and only those, in one place for every service.
+//!
+//! Oversized headers are refused here too, with RESOURCE_EXHAUSTED: the server advertises
+//! a generous HTTP/2 header list limit ([`ADVERTISED_HEADER_LIST_BYTES`]) so that clients
+//! send an oversized request instead of failing on their side with a transport error,
+//! and this layer answers it properly when it is over [`MAX_REQUEST_HEADER_BYTES`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +19,19 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use crate::errors::{limit_exceeded, status};
+
+/// Largest header list a request may carry (HTTP/2 accounting: name + value + 32 per field).
+pub const MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
+/// Header list size the server advertises to clients, above [`MAX_REQUEST_HEADER_BYTES`].
+pub const ADVERTISED_HEADER_LIST_BYTES: u32 = 1024 * 1024;
+
+/// The size of `headers` as HTTP/2 counts it against SETTINGS_MAX_HEADER_LIST_SIZE.
+fn header_list_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
 
 /// What prost says when a message does not decode (its `DecodeError` display).
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
@@ -72,7 +90,7 @@ where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
     S::Error: 'static,
-    R: 'static,
+    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -83,6 +101,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let size = header_list_bytes(request.headers());
+        if size > MAX_REQUEST_HEADER_BYTES {
+            let refusal = limit_exceeded(
+                format!(
+                    "request headers too large: {size} bytes, the limit is {MAX_REQUEST_HEADER_BYTES} bytes"
+                ),
+                None,
+            );
+            return Box::pin(async move { Ok(refusal.into_http()) });
+        }
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;
@@ -137,6 +165,13 @@ mod tests {
             "LIMIT_EXCEEDED"
         );
         assert!(st.get_details_retry_info().is_none());
+    }
+
+    #[test]
+    fn header_lists_are_counted_as_http2_does() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-a", http::HeaderValue::from_static("bc"));
+        assert_eq!(header_list_bytes(&headers), 3 + 2 + 32);
     }
 
     #[test]

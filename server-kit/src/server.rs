@@ -189,6 +189,9 @@ pub async fn serve(
         // Detects dead peers on long-lived streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Clients may send large header lists so that an oversized one gets a proper
+        // RESOURCE_EXHAUSTED from MalformedRequestLayer instead of a transport error.
+        .http2_max_header_list_size(crate::malformed::ADVERTISED_HEADER_LIST_BYTES)
         // Metrics first: it sees every call, including those refused below.
         .layer(metrics_layer)
         // Identity next: no service code runs for a call without a valid gateway signature.

@@ -181,8 +181,8 @@ fn print_banner(
     )?;
     writeln!(
         out,
-        "services: routing-svc {}, conversation-svc {}, reporting-svc {}",
-        addresses.routing, addresses.conversation, addresses.reporting
+        "services: routing-svc {}, conversation-svc {}, reporting-svc {}, gateway (internal) {}",
+        addresses.routing, addresses.conversation, addresses.reporting, addresses.gateway_internal
     )?;
     for (name, addr) in &addresses.metrics {
         writeln!(out, "metrics: {name} http://{addr}/metrics")?;

@@ -88,6 +88,8 @@ pub struct SuiteOptions {
 pub struct Addresses {
     /// The gateway: the only address clients use.
     pub gateway: SocketAddr,
+    /// The gateway's internal listener (the directory's internal API, for routing-svc).
+    pub gateway_internal: SocketAddr,
     /// routing-svc's gRPC address.
     pub routing: SocketAddr,
     /// conversation-svc's gRPC address.
@@ -114,6 +116,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
     let routing_listener = bind(loopback).await?;
     let conversation_listener = bind(loopback).await?;
     let reporting_listener = bind(loopback).await?;
+    let gateway_internal_listener = bind(loopback).await?;
     let gateway_listener = bind(options.gateway_listen)
         .await
         .with_context(|| format!("binding the gateway to {}", options.gateway_listen))?;
@@ -121,6 +124,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
     let conversation = conversation_listener.local_addr()?;
     let reporting = reporting_listener.local_addr()?;
     let gateway = gateway_listener.local_addr()?;
+    let gateway_internal = gateway_internal_listener.local_addr()?;
 
     let mut metrics = Vec::new();
     let mut metrics_addr = |name: &'static str| -> anyhow::Result<Option<SocketAddr>> {
@@ -156,6 +160,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         database_url: url_of("routing"),
         identity_secret: options.identity_secret.clone(),
         conversation_url: http(conversation),
+        directory_url: http(gateway_internal),
         ..Default::default()
     };
     let conversation_config = conversation_svc::Config {
@@ -176,6 +181,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
     };
     let gateway_config = gateway::Config {
         listen: gateway,
+        internal_listen: gateway_internal,
         metrics_listen: metrics_addr("gateway")?,
         database_url: url_of("gateway"),
         identity_secret: options.identity_secret.clone(),
@@ -213,13 +219,18 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         spawn("reporting-svc", reporting_listener, &shutdown, |l, s| {
             reporting_svc::serve(reporting_config, l, s)
         }),
-        spawn("gateway", gateway_listener, &shutdown, |l, s| {
-            gateway::serve(gateway_config, l, s)
+        spawn("gateway", gateway_listener, &shutdown, move |l, s| {
+            let listeners = gateway::Listeners {
+                public: l,
+                internal: gateway_internal_listener,
+            };
+            gateway::serve(gateway_config, listeners, s)
         }),
     ];
     let mut suite = RunningSuite {
         addresses: Addresses {
             gateway,
+            gateway_internal,
             routing,
             conversation,
             reporting,
@@ -272,6 +283,7 @@ impl RunningSuite {
             ("conversation-svc", self.addresses.conversation),
             ("reporting-svc", self.addresses.reporting),
             ("gateway", self.addresses.gateway),
+            ("gateway", self.addresses.gateway_internal),
         ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         for (name, addr) in targets {

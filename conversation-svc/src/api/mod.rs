@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use switchboard_proto::conversation::v1::ConversationView;
 use switchboard_server_kit::idempotency::{self, Fingerprint, RequestKey};
-use switchboard_server_kit::{Identity, PrincipalKind, Role, identity_of, page};
+use switchboard_server_kit::{Identity, PrincipalKind, Role, fields, identity_of, page};
 use tokio_util::sync::CancellationToken;
 
 pub use config_service::ConfigApi;
@@ -299,18 +299,7 @@ fn request_id<M: prost::Message>(value: &str, request: &M) -> Result<RequestId> 
 /// A text field of `min..=max` characters (not bytes); `min` 1 means required and not
 /// blank. Text is plain: control characters other than newline and tab are refused.
 fn text_field(field: &str, value: &str, min: usize, max: usize) -> Result<()> {
-    if let Some(c) = value
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
-    {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "must not contain control characters (found U+{:04X}); only newline and tab are allowed",
-                u32::from(c)
-            ),
-        ));
-    }
+    fields::plain_text(value).map_err(|why| Error::invalid(field, why))?;
     let len = value.chars().count();
     if min > 0 && value.trim().is_empty() {
         return Err(Error::invalid(field, "is required"));

@@ -43,6 +43,17 @@ pub fn user(record: UserRecord) -> pb::User {
     }
 }
 
+/// What the internal directory API tells other services about a user.
+pub fn user_info(record: UserRecord) -> switchboard_proto::directory::internal::v1::UserInfo {
+    switchboard_proto::directory::internal::v1::UserInfo {
+        id: record.id,
+        tenant_id: record.tenant_id,
+        display_name: record.display_name,
+        roles: record.roles.into_iter().map(i32::from).collect(),
+        active: record.active,
+    }
+}
+
 pub fn api_key(record: ApiKeyRecord) -> pb::ApiKey {
     pb::ApiKey {
         id: record.id,

@@ -2,7 +2,9 @@
 
 mod convert;
 mod directory;
+mod internal;
 mod platform;
 
 pub use directory::DirectoryApi;
+pub use internal::{DirectoryInternalApi, MAX_USER_IDS};
 pub use platform::{PLATFORM_SCOPE, PlatformApi};

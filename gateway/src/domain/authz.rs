@@ -7,7 +7,7 @@
 //! service with no rule of either kind (for example one added to the contract after this
 //! table) needs only an authenticated caller: the owning service answers it.
 
-use switchboard_server_kit::{Identity, Role};
+use switchboard_server_kit::{Identity, PrincipalKind, Role};
 
 /// What a caller needs to call a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,6 +378,19 @@ pub fn authorize_operator(path: &str) -> Result<(), Denial> {
     }
 }
 
+/// Whether `identity` may call the internal API at `path`: only a Switchboard service
+/// (a signed service principal holding the Service role), never a tenant's user or key.
+pub fn authorize_service(path: &str, identity: &Identity) -> Result<(), Denial> {
+    if identity.principal_kind == PrincipalKind::Service && identity.has_role(Role::Service) {
+        Ok(())
+    } else {
+        Err(Denial::RoleRequired {
+            method: path.to_owned(),
+            roles: &[Role::Service],
+        })
+    }
+}
+
 /// The keys of the table, for checks against the API contract.
 pub fn rule_keys() -> impl Iterator<Item = &'static str> {
     RULES.iter().map(|(key, _)| *key)
@@ -388,7 +401,6 @@ mod tests {
     use std::collections::HashSet;
 
     use prost::Message as _;
-    use switchboard_server_kit::PrincipalKind;
 
     use super::*;
 
@@ -614,5 +626,23 @@ mod tests {
             &[Role::Bot],
             &[]
         ));
+    }
+
+    #[test]
+    fn only_services_may_call_internal_apis() {
+        let path = "/switchboard.directory.internal.v1.DirectoryInternalService/GetUsers";
+        assert_eq!(
+            authorize_service(path, &Identity::service("routing-svc")),
+            Ok(())
+        );
+        // A user holding every tenant role is still no service.
+        let admin = caller(&[Role::Administrator, Role::Supervisor, Role::Agent], &[]);
+        assert!(authorize_service(path, &admin).is_err());
+        // Neither kind nor role alone is enough.
+        let mut service_kind_without_role = Identity::service("routing-svc");
+        service_kind_without_role.roles = vec![Role::Administrator];
+        assert!(authorize_service(path, &service_kind_without_role).is_err());
+        let user_with_service_role = caller(&[Role::Service], &[]);
+        assert!(authorize_service(path, &user_with_service_role).is_err());
     }
 }

@@ -117,6 +117,7 @@ mod tests {
         for path in [
             "/switchboard.routing.internal.v1.RoutingInternalService/ReserveCapacity",
             "/switchboard.conversation.internal.v1.ConversationInternalService/Subscribe",
+            "/switchboard.directory.internal.v1.DirectoryInternalService/GetUsers",
             "/switchboard.routing.v1.internal.X/Y",
             "/switchboard.routing.v1.AgentService/",
             "/switchboard.routing.v1.AgentService/A/B",

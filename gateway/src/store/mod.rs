@@ -291,6 +291,16 @@ impl Directory {
         queries::user(&mut conn, id).await
     }
 
+    /// The users among `ids` that belong to tenant `tenant_id`, in no particular order.
+    pub async fn users_in_tenant(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<UserRecord>, GatewayError> {
+        let mut conn = self.db.pool.acquire().await?;
+        queries::users_by_ids(&mut conn, tenant_id, ids).await
+    }
+
     /// API key `id`, in any tenant.
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
         let mut conn = self.db.pool.acquire().await?;

@@ -283,6 +283,30 @@ pub async fn update_user(conn: &mut AnyConnection, user: &UserRecord) -> Result<
     Ok(())
 }
 
+/// The users among `ids` that belong to `tenant_id`; ids of other tenants or of no user
+/// are left out. `ids` is bounded by the caller (one placeholder each).
+pub async fn users_by_ids(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    ids: &[String],
+) -> Result<Vec<UserRecord>, GatewayError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (2..ids.len() + 2)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id IN ({placeholders})");
+    let mut query = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
+    for id in ids {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(user_of).collect())
+}
+
 pub async fn users(
     conn: &mut AnyConnection,
     tenant_id: &str,

@@ -6,6 +6,15 @@
 use gateway::Directory;
 use switchboard_server_kit::Db;
 
+/// The gateway's public and internal listeners on free loopback ports.
+pub async fn loopback_listeners() -> gateway::Listeners {
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    gateway::Listeners {
+        public: bind().await.unwrap(),
+        internal: bind().await.unwrap(),
+    }
+}
+
 /// A directory on a database that lives as long as this value.
 pub struct TestDirectory {
     pub directory: Directory,

@@ -8,7 +8,7 @@ pub mod queue;
 use prost::Message;
 use switchboard_server_kit::idempotency::{self, Fingerprint};
 use switchboard_server_kit::identity::{Identity, PrincipalKind, Role, identity_of};
-use switchboard_server_kit::mask_pans;
+use switchboard_server_kit::{fields, mask_pans};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -180,6 +180,7 @@ pub(crate) fn display_name(field: &str, value: &str) -> Result<String> {
             format!("must be at most {MAX_TEXT} characters"),
         ));
     }
+    fields::plain_text(trimmed).map_err(|why| Error::invalid(field, why))?;
     Ok(mask_pans(trimmed).into_owned())
 }
 
@@ -192,6 +193,7 @@ pub(crate) fn short_text(field: &str, value: &str) -> Result<String> {
             format!("must be at most {MAX_TEXT} characters"),
         ));
     }
+    fields::plain_text(value).map_err(|why| Error::invalid(field, why))?;
     Ok(mask_pans(value.trim()).into_owned())
 }
 

@@ -17,6 +17,7 @@ use crate::api::{
     checked_caller, commit_mutation, display_name, not_implemented, optional_id, parse_id,
     require_any, required, respond,
 };
+use crate::domain::profile;
 use crate::domain::transfer::{CandidateQueue, TargetKind, TransferTarget, transfer_targets};
 use crate::domain::{
     AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, OfferKind, OfferState,
@@ -48,6 +49,10 @@ const MAX_SKILL: usize = 100;
 const MAX_REQUIRED_SKILLS: usize = 20;
 /// Most values in one ListOffers filter list.
 const MAX_FILTER_VALUES: usize = 10;
+/// Most queues one agent profile may name.
+const MAX_PROFILE_QUEUES: usize = 500;
+/// Most skills one agent profile may list.
+const MAX_PROFILE_SKILLS: usize = 100;
 
 const ADMIN: &[Role] = &[Role::Administrator];
 const READERS: &[Role] = &[Role::Supervisor, Role::Administrator];
@@ -288,6 +293,19 @@ fn validate_agent_profile(input: &pb::AgentProfile) -> Result<ProfileFields> {
         "agent_profile.capacity_profile_id",
         &input.capacity_profile_id,
     )?;
+    // Bounded before any work: duplicate checks below are quadratic.
+    if input.queue_ids.len() > MAX_PROFILE_QUEUES {
+        return Err(Error::invalid(
+            "agent_profile.queue_ids",
+            format!("may list at most {MAX_PROFILE_QUEUES} queues"),
+        ));
+    }
+    if input.skills.len() > MAX_PROFILE_SKILLS {
+        return Err(Error::invalid(
+            "agent_profile.skills",
+            format!("may list at most {MAX_PROFILE_SKILLS} skills"),
+        ));
+    }
     let mut queue_ids = Vec::new();
     for queue_id in &input.queue_ids {
         let queue_id = parse_id("agent_profile.queue_ids", queue_id)?;
@@ -563,6 +581,20 @@ impl QueueApi {
         )?;
         let input = required("agent_profile", req.agent_profile)?;
         let fields = validate_agent_profile(&input)?;
+        // A retry is answered before the directory is asked again, so it gets the first
+        // answer even if the user has changed since.
+        if let Some(response) = self.context.store.replay(&key.as_log_key()).await? {
+            return Ok(response);
+        }
+        // Only a user of the caller's tenant may get a profile: routing holds no users,
+        // so the directory decides, and gives the name shown with the profile. Asked
+        // before the transaction, which must not wait on another service.
+        let user = self
+            .context
+            .directory
+            .user(&tenant_id, &fields.agent_id)
+            .await?;
+        let agent_name = profile::check_subject(&fields.agent_id, user)?;
         let mut tx = match begin_mutation(&self.context.store, &key).await? {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
@@ -581,6 +613,7 @@ impl QueueApi {
             &AgentProfileInput {
                 tenant_id: tenant_id.clone(),
                 agent_id: fields.agent_id,
+                display_name: agent_name,
                 capacity,
                 queue_ids: fields.queue_ids,
                 skills: fields.skills,

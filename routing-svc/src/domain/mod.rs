@@ -4,6 +4,7 @@ pub mod capacity;
 pub mod matching;
 pub mod offer;
 pub mod presence;
+pub mod profile;
 pub mod transfer;
 pub mod types;
 

@@ -308,7 +308,8 @@ pub struct Agent {
     pub tenant_id: String,
     /// The agent's user id.
     pub agent_id: String,
-    /// The directory's display name as routing last saw it (empty until the agent calls).
+    /// The directory's display name as routing last saw it (taken from the directory when
+    /// the profile is set, refreshed by the agent's own calls).
     pub display_name: String,
     /// Capacity profile the units come from.
     pub capacity_profile_id: String,

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Timings;
+use crate::directory::Directory;
 use crate::engine::dispatcher::Dispatcher;
 use crate::store::Store;
 
@@ -23,6 +24,8 @@ pub struct Context {
     pub matcher: Arc<Notify>,
     /// Applies accepted assignments in conversation-svc.
     pub dispatcher: Arc<Dispatcher>,
+    /// The gateway's directory, asked who a user is before it gets a routing profile.
+    pub directory: Directory,
     /// Tuning knobs.
     pub(crate) timings: Timings,
     /// Cancelled when the server shuts down; ends streams and background tasks.

@@ -462,6 +462,8 @@ pub struct AgentProfileInput {
     pub tenant_id: String,
     /// The agent's user id.
     pub agent_id: String,
+    /// The agent's name as the directory holds it (already masked and bounded).
+    pub display_name: String,
     /// The capacity profile (already checked to exist).
     pub capacity: CapacityProfile,
     /// Member queues (already checked to exist), without duplicates.
@@ -471,8 +473,8 @@ pub struct AgentProfileInput {
 }
 
 /// Creates or replaces an agent's profile, keeping its live state (presence, capacity in
-/// use) and the display name last seen from the directory. A new agent starts Offline,
-/// with no name until it first calls routing.
+/// use), with the display name the directory gave for it just before. A new agent starts
+/// Offline.
 pub async fn upsert_agent_profile(
     tx: &mut Tx,
     input: &AgentProfileInput,
@@ -480,7 +482,7 @@ pub async fn upsert_agent_profile(
 ) -> Result<Agent> {
     let updated = sqlx::query(
         "UPDATE agents SET capacity_profile_id = $3, capacity_total = $4, channel_costs = $5, \
-         excluded_channels = $6, skills = $7, update_time = $8 \
+         excluded_channels = $6, skills = $7, update_time = $8, display_name = $9 \
          WHERE tenant_id = $1 AND agent_id = $2",
     )
     .bind(&input.tenant_id)
@@ -491,6 +493,7 @@ pub async fn upsert_agent_profile(
     .bind(channels_json(&input.capacity.excluded_channels))
     .bind(to_json(&input.skills))
     .bind(now)
+    .bind(&input.display_name)
     .execute(tx.conn())
     .await?
     .rows_affected();
@@ -500,7 +503,7 @@ pub async fn upsert_agent_profile(
              capacity_total, channel_costs, excluded_channels, skills, team_ids, presence, \
              presence_reason, presence_change_time, idle_since, capacity_used, pending_units, \
              create_time, update_time) \
-             VALUES ($1, $2, '', $3, $4, $5, $6, $7, '[]', $8, '', $9, $9, 0, 0, $9, $9)",
+             VALUES ($1, $2, $10, $3, $4, $5, $6, $7, '[]', $8, '', $9, $9, 0, 0, $9, $9)",
         )
         .bind(&input.tenant_id)
         .bind(&input.agent_id)
@@ -511,6 +514,7 @@ pub async fn upsert_agent_profile(
         .bind(to_json(&input.skills))
         .bind(i64::from(Presence::Offline.as_i32()))
         .bind(now)
+        .bind(&input.display_name)
         .execute(tx.conn())
         .await?;
     }

@@ -81,6 +81,20 @@ impl Store {
         })
     }
 
+    /// The response already recorded for this request, read outside any transaction: lets
+    /// a retry be answered before another service is asked again. The same key with a
+    /// different request is INVALID_ARGUMENT on `request_id`.
+    pub async fn replay<M: Message + Default>(
+        &self,
+        key: &idempotency::RequestKey<'_>,
+    ) -> Result<Option<M>> {
+        let mut conn = self.conn().await?;
+        idempotency::lookup(&mut conn, key)
+            .await?
+            .into_replay(key)
+            .map_err(|reused| Error::invalid(idempotency::FIELD, reused.to_string()))
+    }
+
     /// Changes whenever this process commits events; streams wait on it.
     pub fn commits(&self) -> watch::Receiver<i64> {
         self.committed.subscribe()
