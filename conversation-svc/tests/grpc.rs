@@ -542,6 +542,37 @@ where
     }
 }
 
+/// Waits until the command outbox has nothing pending (every command accepted or refused
+/// for good): from then on the dispatcher sends nothing more, so the fake's counts are
+/// final. Returns how many commands of each kind were written, as (enqueue, release).
+async fn outbox_settled(h: &Harness) -> (i64, i64) {
+    let db = switchboard_server_kit::Db::connect(&h._db.url)
+        .await
+        .unwrap();
+    let counts = eventually("the command outbox to settle", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM command_outbox WHERE state = 'pending'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if pending > 0 {
+            return None;
+        }
+        let count = |kind: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM command_outbox WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(&db.pool)
+        };
+        Some((
+            count("enqueue").await.unwrap(),
+            count("release_capacity").await.unwrap(),
+        ))
+    })
+    .await;
+    db.pool.close().await;
+    counts
+}
+
 /// The next message of a conversation stream, waiting at most five seconds.
 async fn next_update(
     stream: &mut tonic::Streaming<pb::StreamConversationResponse>,
@@ -563,15 +594,11 @@ fn kinds(events: &[pb::ConversationEvent]) -> Vec<pb::EventType> {
 // ---------------------------------------------------------------------------------------
 // Tests.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_conversation_goes_from_bot_to_closed_with_capacity_released() {
-    for db in support::databases().await {
-        let name = db.name;
-        let h = Harness::start(db).await;
-        lifecycle(&h).await;
-        h.stop().await;
-        eprintln!("lifecycle passed on {name}");
-    }
+on_each_backend!(a_conversation_goes_from_bot_to_closed_with_capacity_released);
+async fn a_conversation_goes_from_bot_to_closed_with_capacity_released(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    lifecycle(&h).await;
+    h.stop().await;
 }
 
 async fn lifecycle(h: &Harness) {
@@ -957,15 +984,11 @@ async fn lifecycle(h: &Harness) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reads_choose_their_view_and_streams_resume_without_gaps() {
-    for db in support::databases().await {
-        let name = db.name;
-        let h = Harness::start(db).await;
-        views_and_resume(&h).await;
-        h.stop().await;
-        eprintln!("views and resume passed on {name}");
-    }
+on_each_backend!(reads_choose_their_view_and_streams_resume_without_gaps);
+async fn reads_choose_their_view_and_streams_resume_without_gaps(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    views_and_resume(&h).await;
+    h.stop().await;
 }
 
 async fn views_and_resume(h: &Harness) {
@@ -1199,9 +1222,8 @@ async fn views_and_resume(h: &Harness) {
     assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_outbox_retries_until_routing_accepts() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(the_outbox_retries_until_routing_accepts);
+async fn the_outbox_retries_until_routing_accepts(db: support::TestDb) {
     let h = Harness::start(db).await;
     h.routing.enqueue_failures.store(3, Ordering::SeqCst);
     h.routing.release_failures.store(2, Ordering::SeqCst);
@@ -1240,16 +1262,15 @@ async fn the_outbox_retries_until_routing_accepts() {
     })
     .await;
     assert_eq!(h.routing.release_attempts.load(Ordering::SeqCst), 3);
-    // Accepted once: nothing more is sent.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Accepted once: nothing more is sent once the outbox has nothing pending.
+    assert_eq!(outbox_settled(&h).await, (1, 1));
     assert_eq!(h.routing.enqueue_attempts.load(Ordering::SeqCst), 4);
     assert_eq!(h.routing.release_attempts.load(Ordering::SeqCst), 3);
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_enqueue_left_pending_is_sent_after_a_restart() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(an_enqueue_left_pending_is_sent_after_a_restart);
+async fn an_enqueue_left_pending_is_sent_after_a_restart(db: support::TestDb) {
     let h = Harness::start(db).await;
     // routing-svc keeps failing while this process runs.
     h.routing
@@ -1274,9 +1295,8 @@ async fn an_enqueue_left_pending_is_sent_after_a_restart() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(bad_input_gets_the_documented_codes_and_changes_nothing);
+async fn bad_input_gets_the_documented_codes_and_changes_nothing(db: support::TestDb) {
     let h = Harness::start(db).await;
     let reason = h.reason("Resolved").await;
     let open = h.create().await;
@@ -1565,9 +1585,8 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(wrap_up_reasons_must_be_active_and_offered_in_the_queue);
+async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue(db: support::TestDb) {
     let h = Harness::start(db).await;
     let good = h.reason("Resolved").await;
     let mut admin = h.config(&h.admin());
@@ -1765,9 +1784,8 @@ async fn wrap_up_reasons_must_be_active_and_offered_in_the_queue() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retried_requests_return_the_first_answer() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(retried_requests_return_the_first_answer);
+async fn retried_requests_return_the_first_answer(db: support::TestDb) {
     let h = Harness::start(db).await;
     let reason = h.reason("Resolved").await;
     let mut bot = h.conversations(&h.bot());
@@ -1789,7 +1807,11 @@ async fn retried_requests_return_the_first_answer() {
         (!h.routing.enqueued().is_empty()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        outbox_settled(&h).await.0,
+        1,
+        "one conversation, one enqueue command"
+    );
     assert_eq!(
         h.routing.enqueued().len(),
         1,
@@ -1853,7 +1875,7 @@ async fn retried_requests_return_the_first_answer() {
         (!h.routing.released().is_empty()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(outbox_settled(&h).await, (1, 1), "one release command");
     assert_eq!(h.routing.released().len(), 1);
     let kinds = kinds(&h.events(&conversation.id).await);
     assert_eq!(
@@ -1870,9 +1892,8 @@ async fn retried_requests_return_the_first_answer() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(assignment_conflicts_are_refused_and_unserved_rpcs_say_so);
+async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::TestDb) {
     let h = Harness::start(db).await;
     let created = h.create().await;
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
@@ -1906,9 +1927,8 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn streams_end_at_shutdown() {
-    let db = support::databases().await.remove(0);
+on_each_backend!(streams_end_at_shutdown);
+async fn streams_end_at_shutdown(db: support::TestDb) {
     let h = Harness::start(db).await;
     let created = h.create().await;
     let mut subscription = h
@@ -2028,16 +2048,12 @@ fn assert_request_id_reused(status: &Status) {
     assert_eq!(violations[0].field, "request_id");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn request_ids_are_scoped_to_the_caller_and_the_request() {
-    for db in support::databases().await {
-        let name = db.name;
-        let h = Harness::start(db).await;
-        request_ids_of_two_agents(&h).await;
-        request_ids_before_routing_is_asked(&h).await;
-        h.stop().await;
-        eprintln!("request ids passed on {name}");
-    }
+on_each_backend!(request_ids_are_scoped_to_the_caller_and_the_request);
+async fn request_ids_are_scoped_to_the_caller_and_the_request(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    request_ids_of_two_agents(&h).await;
+    request_ids_before_routing_is_asked(&h).await;
+    h.stop().await;
 }
 
 /// Two agents of one tenant send the same request_id to their own conversations; one
@@ -2188,16 +2204,12 @@ fn holds_pan(value: &str) -> bool {
     PANS.iter().any(|pan| digits.contains(pan))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn card_numbers_in_every_text_field_are_stored_masked() {
-    for db in support::databases().await {
-        let name = db.name;
-        let url = db.url.clone();
-        let h = Harness::start(db).await;
-        every_text_field_is_masked(&h, &url).await;
-        h.stop().await;
-        eprintln!("masking passed on {name}");
-    }
+on_each_backend!(card_numbers_in_every_text_field_are_stored_masked);
+async fn card_numbers_in_every_text_field_are_stored_masked(db: support::TestDb) {
+    let url = db.url.clone();
+    let h = Harness::start(db).await;
+    every_text_field_is_masked(&h, &url).await;
+    h.stop().await;
 }
 
 async fn every_text_field_is_masked(h: &Harness, url: &str) {
@@ -2360,4 +2372,234 @@ async fn every_text_field_is_masked(h: &Harness, url: &str) {
         );
     }
     db.pool.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The outbox across processes, and Subscribe across replicas.
+
+/// Writes an enqueue command for a new conversation id through `store`, due at `due`.
+async fn write_enqueue_command(
+    h: &Harness,
+    store: &conversation_svc::store::Store,
+    due: i64,
+) -> (String, String) {
+    let conversation_id = id();
+    let request = rpb::EnqueueConversationRequest {
+        tenant_id: h.tenant.clone(),
+        conversation_id: conversation_id.clone(),
+        queue_id: h.queue.clone(),
+        ..Default::default()
+    };
+    let mut m = store.begin().await.unwrap();
+    let command = m
+        .add_command(
+            conversation_svc::store::CommandKind::Enqueue,
+            &h.tenant,
+            &conversation_id,
+            prost::Message::encode_to_vec(&request),
+            due,
+        )
+        .await
+        .unwrap();
+    m.commit(None, &()).await.unwrap();
+    (command, conversation_id)
+}
+
+on_each_backend!(a_command_leased_by_a_crashed_process_is_sent_by_another);
+/// A process that claimed a command and crashed before sending it leaves the command
+/// leased; once the lease runs out, the dispatcher of the running process sends it.
+async fn a_command_leased_by_a_crashed_process_is_sent_by_another(db: support::TestDb) {
+    use switchboard_server_kit::db::now_micros;
+    let h = Harness::start(db).await;
+    // Answering means it has migrated the database: a second store may open it now.
+    h.list_ids(&h.supervisor()).await;
+    let crashed = conversation_svc::store::Store::open(&h._db.url)
+        .await
+        .unwrap();
+    // Due only in an hour, so that the crashed process is the one to claim it first.
+    let written = now_micros() + 3_600_000_000;
+    let (command, conversation_id) = write_enqueue_command(&h, &crashed, written).await;
+    let lease_until = now_micros() + 300_000;
+    assert!(
+        crashed
+            .claim_command(&command, written, lease_until)
+            .await
+            .unwrap()
+    );
+    // The crash: the claim is never followed by an attempt or an outcome.
+    crashed.db().pool.close().await;
+    drop(crashed);
+
+    eventually(
+        "the leased command to be sent by the running process",
+        || async {
+            h.routing
+                .enqueued()
+                .iter()
+                .any(|e| e.conversation_id == conversation_id)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        now_micros() >= lease_until,
+        "sent while the crashed process still held the lease"
+    );
+    assert_eq!(outbox_settled(&h).await, (1, 0));
+    let store = conversation_svc::store::Store::open(&h._db.url)
+        .await
+        .unwrap();
+    let sent = store.command(&command).await.unwrap().unwrap();
+    assert_eq!(sent.state, conversation_svc::store::CommandState::Done);
+    assert_eq!(sent.attempts, 2, "the crashed claim and the retry");
+    assert_eq!(h.routing.enqueue_attempts.load(Ordering::SeqCst), 1);
+    h.stop().await;
+}
+
+on_each_backend!(two_dispatchers_on_one_database_send_each_command_once);
+/// Dispatchers of two processes racing over one outbox (plus the service's own) send every
+/// command exactly once: the claim's conditional update decides who sends it.
+async fn two_dispatchers_on_one_database_send_each_command_once(db: support::TestDb) {
+    use conversation_svc::outbox::{RetryPolicy, dispatch_due};
+    const COMMANDS: usize = 64;
+    let h = Harness::start(db).await;
+    h.list_ids(&h.supervisor()).await;
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(30),
+        max: Duration::from_millis(120),
+        lease: Duration::from_secs(30),
+    };
+    let replica = || async {
+        let store = conversation_svc::store::Store::open(&h._db.url)
+            .await
+            .unwrap();
+        let routing = conversation_svc::routing::Routing::new(
+            &format!("http://{}", h.routing_addr),
+            h.key.clone(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        (store, routing)
+    };
+    let (a, a_routing) = replica().await;
+    let (b, b_routing) = replica().await;
+    let mut conversations = Vec::new();
+    for _ in 0..COMMANDS {
+        let due = switchboard_server_kit::db::now_micros();
+        conversations.push(write_enqueue_command(&h, &a, due).await.1);
+    }
+    let (ra, rb) = tokio::join!(
+        dispatch_due(&a, &a_routing, policy),
+        dispatch_due(&b, &b_routing, policy)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(outbox_settled(&h).await, (COMMANDS as i64, 0));
+
+    let mut sent: Vec<String> = h
+        .routing
+        .enqueued()
+        .into_iter()
+        .map(|e| e.conversation_id)
+        .collect();
+    sent.sort();
+    conversations.sort();
+    assert_eq!(sent, conversations, "every command sent, none twice");
+    assert_eq!(
+        h.routing.enqueue_attempts.load(Ordering::SeqCst),
+        COMMANDS,
+        "no command sent twice"
+    );
+    h.stop().await;
+}
+
+on_each_backend!(subscribe_polls_for_events_another_replica_commits);
+/// Events committed by another replica reach a Subscribe stream through polling: this
+/// process sees no local commit, and its heartbeat is too slow to stand in for the poll.
+async fn subscribe_polls_for_events_another_replica_commits(db: support::TestDb) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = conversation_svc::Config {
+        listen: addr,
+        metrics_listen: None,
+        database_url: db.url.clone(),
+        identity_secret: SECRET.to_owned(),
+        routing_url: "http://127.0.0.1:9".to_owned(),
+        event_poll_ms: 100,
+        heartbeat_ms: 60_000,
+        ..Default::default()
+    };
+    let shutdown = ShutdownSignal::new();
+    let server = tokio::spawn(conversation_svc::serve(config, listener, shutdown.clone()));
+    let channel = signed_channel(
+        &format!("http://{addr}"),
+        IdentityKey::new(SECRET).unwrap(),
+        Identity::service("reporting-svc"),
+    )
+    .unwrap();
+    let mut subscription = eventually("conversation-svc to serve Subscribe", || {
+        let mut client = ConversationInternalServiceClient::new(channel.clone());
+        async move {
+            client
+                .subscribe(ipb::SubscribeRequest { after_sequence: 0 })
+                .await
+                .ok()
+                .map(Response::into_inner)
+        }
+    })
+    .await;
+    let first = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("caught up on the empty log")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first.update, Some(SubscribeUpdate::CaughtUp(_))),
+        "{first:?}"
+    );
+
+    // The other replica: its own store on the same database.
+    let other = conversation_svc::store::Store::open(&db.url).await.unwrap();
+    let tenant = id();
+    let mut m = other.begin().await.unwrap();
+    let conv = m
+        .create_conversation(&conversation_svc::store::NewConversation {
+            id: id(),
+            tenant_id: tenant.clone(),
+            channel: Channel::Webchat as i32,
+            queue_id: id(),
+            program_id: id(),
+            contact_id: None,
+            contact_display_name: "Casey".into(),
+            channel_address: "visitor-7".into(),
+            pre_chat: Vec::new(),
+            transcript: Vec::new(),
+            now: switchboard_server_kit::db::now_micros(),
+        })
+        .await
+        .unwrap();
+    m.event(conversation_svc::store::Event::about(
+        &conv,
+        pb::EventType::Created as i32,
+        "",
+        conv.create_time,
+    ));
+    m.commit(None, &()).await.unwrap();
+
+    let entry = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("the other replica's event within the poll interval (and long before a heartbeat)")
+        .unwrap()
+        .unwrap();
+    match entry.update {
+        Some(SubscribeUpdate::Entry(entry)) => {
+            let event = entry.event.unwrap();
+            assert_eq!(event.conversation_id, conv.id);
+            assert_eq!(event.event_type, pb::EventType::Created as i32);
+        }
+        other => panic!("expected the other replica's event, got {other:?}"),
+    }
+    drop(subscription);
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
 }

@@ -372,7 +372,7 @@ async fn a_writer_that_took_the_next_sequence_holds_back_the_ones_after_it() {
                 m.commit(None, &()).await.unwrap().sequences
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until_writer_blocks(&store, &fast, db.name).await;
         assert!(
             !fast.is_finished(),
             "{}: the second writer committed past an open lower sequence",
@@ -1036,5 +1036,69 @@ async fn events_are_numbered_per_conversation_and_stale_numbering_is_refused() {
             "{}: nothing of the refused transaction was written",
             db.name
         );
+    }
+}
+
+/// Waits for positive evidence that `writer` is blocked behind an open write transaction,
+/// failing if it finishes first: on PostgreSQL a backend of this database waiting on a
+/// lock; on SQLite the writer holding its pool connection while the write lock is taken
+/// (a probe with no busy timeout is refused as busy).
+async fn wait_until_writer_blocks<T>(store: &Store, writer: &tokio::task::JoinHandle<T>, db: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            !writer.is_finished(),
+            "{db}: the second writer committed past an open lower sequence"
+        );
+        if writer_is_blocked(store).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{db}: the second writer never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn writer_is_blocked(store: &Store) -> bool {
+    let pool = &store.db().pool;
+    match store.db().dialect {
+        switchboard_server_kit::db::Dialect::Postgres => {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            waiting > 0
+        }
+        switchboard_server_kit::db::Dialect::Sqlite => {
+            // The open transaction holds one connection; the writer has taken another.
+            if (pool.size() as usize).saturating_sub(pool.num_idle()) < 2 {
+                return false;
+            }
+            let mut probe = pool.acquire().await.unwrap();
+            sqlx::raw_sql("PRAGMA busy_timeout = 0")
+                .execute(&mut *probe)
+                .await
+                .unwrap();
+            let busy = sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut *probe)
+                .await
+                .is_err();
+            if !busy {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut *probe)
+                    .await
+                    .unwrap();
+            }
+            sqlx::raw_sql("PRAGMA busy_timeout = 5000")
+                .execute(&mut *probe)
+                .await
+                .unwrap();
+            busy
+        }
     }
 }

@@ -28,8 +28,7 @@ struct Fixture {
     key: Uuid,
 }
 
-async fn fixture() -> Fixture {
-    let db = common::sqlite().await;
+async fn fixture(db: common::TestDirectory) -> Fixture {
     let dir = &db.directory;
     let (root, tenant, user, key) = (
         Uuid::new_v4(),
@@ -112,9 +111,9 @@ async fn refusal(fx: &Fixture, headers: &HeaderMap) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_good_token_gives_the_directory_identity() {
-    let fx = fixture().await;
+on_each_backend!(a_good_token_gives_the_directory_identity);
+async fn a_good_token_gives_the_directory_identity(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let identity = fx
         .auth
         .authenticate(&bearer(&token(&fx.user.to_string())))
@@ -134,9 +133,9 @@ async fn a_good_token_gives_the_directory_identity() {
     );
 }
 
-#[tokio::test]
-async fn role_changes_apply_to_the_next_call() {
-    let fx = fixture().await;
+on_each_backend!(role_changes_apply_to_the_next_call);
+async fn role_changes_apply_to_the_next_call(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let headers = bearer(&token(&fx.user.to_string()));
     fx.db
         .directory
@@ -159,9 +158,9 @@ async fn role_changes_apply_to_the_next_call() {
     assert_eq!(identity.roles, vec![KitRole::Analyst]);
 }
 
-#[tokio::test]
-async fn unknown_and_inactive_users_are_refused_alike() {
-    let fx = fixture().await;
+on_each_backend!(unknown_and_inactive_users_are_refused_alike);
+async fn unknown_and_inactive_users_are_refused_alike(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let unknown = refusal(&fx, &bearer(&token(&Uuid::new_v4().to_string()))).await;
     let not_a_uuid = refusal(&fx, &bearer(&token("admin"))).await;
 
@@ -197,9 +196,9 @@ async fn unknown_and_inactive_users_are_refused_alike() {
     assert_eq!(inactive, unknown);
 }
 
-#[tokio::test]
-async fn bad_tokens_and_headers_are_refused() {
-    let fx = fixture().await;
+on_each_backend!(bad_tokens_and_headers_are_refused);
+async fn bad_tokens_and_headers_are_refused(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let expired = {
         let claims = serde_json::json!({
             "sub": fx.user.to_string(), "iss": "switchboard", "aud": "switchboard",
@@ -263,9 +262,9 @@ async fn bad_tokens_and_headers_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_good_api_key_gives_the_key_identity() {
-    let fx = fixture().await;
+on_each_backend!(a_good_api_key_gives_the_key_identity);
+async fn a_good_api_key_gives_the_key_identity(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let identity = fx
         .auth
         .authenticate(&api_key(&good_secret(fx.key)))
@@ -281,9 +280,9 @@ async fn a_good_api_key_gives_the_key_identity() {
     assert_eq!(identity.tenant_ancestry, vec![fx.root.to_string()]);
 }
 
-#[tokio::test]
-async fn wrong_and_malformed_api_keys_get_one_message() {
-    let fx = fixture().await;
+on_each_backend!(wrong_and_malformed_api_keys_get_one_message);
+async fn wrong_and_malformed_api_keys_get_one_message(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let secret = good_secret(fx.key);
     let wrong_secret = gateway::api_key_secret(fx.key, &"x".repeat(40));
     let unknown_key = good_secret(Uuid::new_v4());
@@ -303,9 +302,9 @@ async fn wrong_and_malformed_api_keys_get_one_message() {
     }
 }
 
-#[tokio::test]
-async fn a_revoked_api_key_is_refused() {
-    let fx = fixture().await;
+on_each_backend!(a_revoked_api_key_is_refused);
+async fn a_revoked_api_key_is_refused(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let mut tx = fx
         .db
         .directory
@@ -328,9 +327,9 @@ async fn a_revoked_api_key_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn every_refusal_tells_the_client_the_same() {
-    let fx = fixture().await;
+on_each_backend!(every_refusal_tells_the_client_the_same);
+async fn every_refusal_tells_the_client_the_same(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &serde_json::json!({
@@ -402,9 +401,9 @@ async fn every_refusal_tells_the_client_the_same() {
     assert_eq!(causes.len(), cases.len(), "{causes:?}");
 }
 
-#[tokio::test]
-async fn an_operator_key_gives_an_operator_and_no_tenant() {
-    let fx = fixture().await;
+on_each_backend!(an_operator_key_gives_an_operator_and_no_tenant);
+async fn an_operator_key_gives_an_operator_and_no_tenant(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let caller = fx.auth.authenticate(&api_key(OPERATOR_KEY)).await.unwrap();
     assert_eq!(
         caller,
@@ -421,9 +420,9 @@ async fn an_operator_key_gives_an_operator_and_no_tenant() {
     );
 }
 
-#[tokio::test]
-async fn unusable_operator_configuration_stops_the_gateway() {
-    let fx = fixture().await;
+on_each_backend!(unusable_operator_configuration_stops_the_gateway);
+async fn unusable_operator_configuration_stops_the_gateway(db: common::TestDirectory) {
+    let fx = fixture(db).await;
     let good_hash = gateway::operator_key_hash(OPERATOR_KEY);
     for (name, sha256) in [
         ("", good_hash.as_str()),

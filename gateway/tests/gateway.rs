@@ -267,11 +267,11 @@ impl Drop for Stack {
 }
 
 impl Stack {
-    async fn start() -> Stack {
-        Stack::start_with(|_| {}).await
+    async fn start(db: common::TestDirectory) -> Stack {
+        Stack::start_with(db, |_| {}).await
     }
 
-    async fn start_with(tweak: impl FnOnce(&mut Config)) -> Stack {
+    async fn start_with(db: common::TestDirectory, tweak: impl FnOnce(&mut Config)) -> Stack {
         let key = IdentityKey::new(IDENTITY_SECRET).unwrap();
         let seen = Seen::default();
         let upstream_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -295,7 +295,6 @@ impl Stack {
         let relay = Relay::start(upstream_addr).await;
         let (canary_addr, canary_connections) = canary().await;
 
-        let db = common::sqlite().await;
         let directory = db.directory.clone();
         let (parent, tenant) = (Uuid::new_v4(), Uuid::new_v4());
         directory
@@ -435,9 +434,9 @@ fn export(kind: rep::ReportKind) -> rep::ExportReportRequest {
 // ---------------------------------------------------------------------------------------
 // Routing and authentication.
 
-#[tokio::test]
-async fn a_good_token_reaches_the_service_with_a_verified_identity() {
-    let stack = Stack::start().await;
+on_each_backend!(a_good_token_reaches_the_service_with_a_verified_identity);
+async fn a_good_token_reaches_the_service_with_a_verified_identity(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.reporting().await;
     let mut request = authed(
         rep::GetCreatedClosedReportRequest::default(),
@@ -470,9 +469,9 @@ async fn a_good_token_reaches_the_service_with_a_verified_identity() {
     assert!(keys.contains(&"grpc-timeout".to_owned()));
 }
 
-#[tokio::test]
-async fn no_or_bad_credentials_are_refused_before_the_service() {
-    let stack = Stack::start().await;
+on_each_backend!(no_or_bad_credentials_are_refused_before_the_service);
+async fn no_or_bad_credentials_are_refused_before_the_service(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.reporting().await;
     let err = client
         .get_created_closed_report(rep::GetCreatedClosedReportRequest::default())
@@ -504,9 +503,9 @@ async fn no_or_bad_credentials_are_refused_before_the_service() {
     assert_eq!(stack.seen.count(), 0, "the service was never called");
 }
 
-#[tokio::test]
-async fn client_sent_identity_headers_are_replaced() {
-    let stack = Stack::start().await;
+on_each_backend!(client_sent_identity_headers_are_replaced);
+async fn client_sent_identity_headers_are_replaced(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.reporting().await;
     let forged = Identity {
         tenant_id: Uuid::new_v4().to_string(),
@@ -551,9 +550,9 @@ async fn client_sent_identity_headers_are_replaced() {
     assert!(!keys.contains(&"x-switchboard-identity-extra".to_owned()));
 }
 
-#[tokio::test]
-async fn internal_and_unknown_services_are_never_routed() {
-    let stack = Stack::start().await;
+on_each_backend!(internal_and_unknown_services_are_never_routed);
+async fn internal_and_unknown_services_are_never_routed(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let channel = stack.channel().await;
     let token = stack.token(stack.admin);
 
@@ -630,9 +629,9 @@ fn get_users(tenant: Uuid, ids: &[Uuid]) -> dir_internal::GetUsersRequest {
     }
 }
 
-#[tokio::test]
-async fn get_users_answers_only_the_asked_tenants_users() {
-    let stack = Stack::start().await;
+on_each_backend!(get_users_answers_only_the_asked_tenants_users);
+async fn get_users_answers_only_the_asked_tenants_users(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.internal_as_routing();
     let unknown = Uuid::new_v4();
     let mut users = client
@@ -697,9 +696,9 @@ async fn get_users_answers_only_the_asked_tenants_users() {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn the_internal_listener_refuses_unsigned_and_non_service_callers() {
-    let stack = Stack::start().await;
+on_each_backend!(the_internal_listener_refuses_unsigned_and_non_service_callers);
+async fn the_internal_listener_refuses_unsigned_and_non_service_callers(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let request = || get_users(stack.tenant, &[stack.agent]);
 
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.internal))
@@ -760,9 +759,9 @@ async fn the_internal_listener_refuses_unsigned_and_non_service_callers() {
     assert_eq!(err.code(), Code::Unimplemented);
 }
 
-#[tokio::test]
-async fn the_public_listener_does_not_serve_the_internal_directory() {
-    let stack = Stack::start().await;
+on_each_backend!(the_public_listener_does_not_serve_the_internal_directory);
+async fn the_public_listener_does_not_serve_the_internal_directory(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let request = || get_users(stack.tenant, &[stack.agent]);
     let mut client = InternalClient::new(stack.channel().await);
     let err = client
@@ -805,9 +804,9 @@ async fn the_public_listener_does_not_serve_the_internal_directory() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
 
-#[tokio::test]
-async fn a_service_that_is_down_gives_unavailable() {
-    let stack = Stack::start().await;
+on_each_backend!(a_service_that_is_down_gives_unavailable);
+async fn a_service_that_is_down_gives_unavailable(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut agents = routing::agent_service_client::AgentServiceClient::new(stack.channel().await);
     let started = Instant::now();
     let err = agents
@@ -826,9 +825,9 @@ async fn a_service_that_is_down_gives_unavailable() {
 // ---------------------------------------------------------------------------------------
 // Authorization.
 
-#[tokio::test]
-async fn a_missing_role_is_refused_at_the_gateway() {
-    let stack = Stack::start().await;
+on_each_backend!(a_missing_role_is_refused_at_the_gateway);
+async fn a_missing_role_is_refused_at_the_gateway(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.reporting().await;
     let err = client
         .get_created_closed_report(authed(
@@ -842,9 +841,11 @@ async fn a_missing_role_is_refused_at_the_gateway() {
     assert_eq!(stack.seen.count(), 0);
 }
 
-#[tokio::test]
-async fn a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through() {
-    let stack = Stack::start().await;
+on_each_backend!(a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through);
+async fn a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through(
+    db: common::TestDirectory,
+) {
+    let stack = Stack::start(db).await;
     let mut supervisor =
         conv::supervisor_service_client::SupervisorServiceClient::new(stack.channel().await);
     let token = stack.token(stack.supervisor);
@@ -871,9 +872,9 @@ async fn a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through
 // ---------------------------------------------------------------------------------------
 // Streams, failures, deadlines.
 
-#[tokio::test]
-async fn a_server_stream_passes_through() {
-    let stack = Stack::start_with(|config| config.default_deadline_ms = 200).await;
+on_each_backend!(a_server_stream_passes_through);
+async fn a_server_stream_passes_through(db: common::TestDirectory) {
+    let stack = Stack::start_with(db, |config| config.default_deadline_ms = 200).await;
     let mut client = stack.reporting().await;
     let mut stream = client
         .export_report(authed(
@@ -901,9 +902,9 @@ async fn a_server_stream_passes_through() {
     assert!(!keys.contains(&"grpc-timeout".to_owned()));
 }
 
-#[tokio::test]
-async fn a_stream_that_fails_midway_ends_with_unavailable() {
-    let stack = Stack::start().await;
+on_each_backend!(a_stream_that_fails_midway_ends_with_unavailable);
+async fn a_stream_that_fails_midway_ends_with_unavailable(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.reporting().await;
     let mut stream = client
         .export_report(authed(
@@ -952,9 +953,9 @@ fn timerless_client(
     )
 }
 
-#[tokio::test]
-async fn the_client_deadline_is_enforced_and_forwarded() {
-    let stack = Stack::start().await;
+on_each_backend!(the_client_deadline_is_enforced_and_forwarded);
+async fn the_client_deadline_is_enforced_and_forwarded(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = timerless_client(stack.gateway);
     let mut request = authed(
         rep::GetCloseTimeReportRequest::default(),
@@ -973,9 +974,9 @@ async fn the_client_deadline_is_enforced_and_forwarded() {
     assert!(keys.contains(&"grpc-timeout".to_owned()));
 }
 
-#[tokio::test]
-async fn the_default_deadline_cuts_unary_calls_but_not_streams() {
-    let stack = Stack::start_with(|config| config.default_deadline_ms = 300).await;
+on_each_backend!(the_default_deadline_cuts_unary_calls_but_not_streams);
+async fn the_default_deadline_cuts_unary_calls_but_not_streams(db: common::TestDirectory) {
+    let stack = Stack::start_with(db, |config| config.default_deadline_ms = 300).await;
     let mut client = timerless_client(stack.gateway);
     let token = stack.token(stack.analyst);
     let started = Instant::now();
@@ -1003,11 +1004,11 @@ async fn the_default_deadline_cuts_unary_calls_but_not_streams() {
 // ---------------------------------------------------------------------------------------
 // Health, reflection, shutdown.
 
-#[tokio::test]
-async fn reflection_lists_only_public_services() {
+on_each_backend!(reflection_lists_only_public_services);
+async fn reflection_lists_only_public_services(db: common::TestDirectory) {
     use tonic_reflection::pb::v1;
     use tonic_reflection::pb::v1alpha;
-    let stack = Stack::start().await;
+    let stack = Stack::start(db).await;
     let channel = stack.channel().await;
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
@@ -1061,12 +1062,12 @@ async fn reflection_lists_only_public_services() {
     assert!(list.service.iter().all(|s| !s.name.contains(".internal.")));
 }
 
-#[tokio::test]
-async fn shutdown_reports_not_serving_then_ends_streams() {
+on_each_backend!(shutdown_reports_not_serving_then_ends_streams);
+async fn shutdown_reports_not_serving_then_ends_streams(db: common::TestDirectory) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let stack = Stack::start().await;
+    let stack = Stack::start(db).await;
     let channel = stack.channel().await;
     let mut health = HealthClient::new(channel.clone());
     let status = health
@@ -1172,9 +1173,9 @@ fn new_user(name: &str, email: &str, roles: &[dir::Role]) -> dir::User {
     }
 }
 
-#[tokio::test]
-async fn users_round_trip_and_a_retry_returns_the_first_answer() {
-    let stack = Stack::start().await;
+on_each_backend!(users_round_trip_and_a_retry_returns_the_first_answer);
+async fn users_round_trip_and_a_retry_returns_the_first_answer(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.directory_client().await;
     let admin = stack.token(stack.admin);
     let request_id = Uuid::new_v4().to_string();
@@ -1329,9 +1330,9 @@ async fn users_round_trip_and_a_retry_returns_the_first_answer() {
     assert_eq!(audit.entries[1].target_id, user.id);
 }
 
-#[tokio::test]
-async fn users_of_another_tenant_are_not_found() {
-    let stack = Stack::start().await;
+on_each_backend!(users_of_another_tenant_are_not_found);
+async fn users_of_another_tenant_are_not_found(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let other_tenant = Uuid::new_v4();
     let stranger = Uuid::new_v4();
     stack
@@ -1364,9 +1365,9 @@ async fn users_of_another_tenant_are_not_found() {
     assert_eq!(reason(&err), "NOT_FOUND");
 }
 
-#[tokio::test]
-async fn api_keys_are_shown_once_work_and_stop_when_revoked() {
-    let stack = Stack::start().await;
+on_each_backend!(api_keys_are_shown_once_work_and_stop_when_revoked);
+async fn api_keys_are_shown_once_work_and_stop_when_revoked(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.directory_client().await;
     let admin = stack.token(stack.admin);
     let request_id = Uuid::new_v4().to_string();
@@ -1433,9 +1434,9 @@ async fn api_keys_are_shown_once_work_and_stop_when_revoked() {
     );
 }
 
-#[tokio::test]
-async fn tenants_and_settings() {
-    let stack = Stack::start().await;
+on_each_backend!(tenants_and_settings);
+async fn tenants_and_settings(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.directory_client().await;
     let admin = stack.token(stack.admin);
     let child = client
@@ -1572,13 +1573,13 @@ async fn tenants_and_settings() {
     assert_eq!(violations[0].field, "settings.time_zone");
 }
 
+on_each_backend!(clients_connect_over_tls_when_a_certificate_is_configured);
 /// With `tls` configured, clients reach the gateway over TLS only.
-#[tokio::test]
-async fn clients_connect_over_tls_when_a_certificate_is_configured() {
+async fn clients_connect_over_tls_when_a_certificate_is_configured(db: common::TestDirectory) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server-kit/testdata/tls");
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
-    let stack = Stack::start_with(|config| {
+    let stack = Stack::start_with(db, |config| {
         config.tls = Some(gateway::TlsConfig {
             cert: format!("file:{}", cert.display()),
             key: format!("file:{}", key.display()),
@@ -1628,10 +1629,10 @@ async fn clients_connect_over_tls_when_a_certificate_is_configured() {
 // ---------------------------------------------------------------------------------------
 // Request ids (AIP-155).
 
-#[tokio::test]
-async fn request_ids_are_scoped_to_the_caller_and_the_request() {
+on_each_backend!(request_ids_are_scoped_to_the_caller_and_the_request);
+async fn request_ids_are_scoped_to_the_caller_and_the_request(db: common::TestDirectory) {
     // Purge often, so the test sees an expired request record go without waiting long.
-    let stack = Stack::start_with(|config| config.request_log.purge_interval_ms = 20).await;
+    let stack = Stack::start_with(db, |config| config.request_log.purge_interval_ms = 20).await;
     let other_admin = Uuid::new_v4();
     stack
         .directory
@@ -1741,11 +1742,11 @@ async fn request_ids_are_scoped_to_the_caller_and_the_request() {
     assert_eq!(abe_retry, yan);
 }
 
+on_each_backend!(card_numbers_in_directory_names_are_stored_masked);
 /// Card numbers typed into the directory's names are stored masked, answered masked and
 /// signed into identities masked (product rule 14).
-#[tokio::test]
-async fn card_numbers_in_directory_names_are_stored_masked() {
-    let stack = Stack::start().await;
+async fn card_numbers_in_directory_names_are_stored_masked(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut client = stack.directory_client().await;
     let admin = stack.token(stack.admin);
     let user = client

@@ -151,13 +151,6 @@ impl Stack {
     }
 }
 
-/// Both backends: SQLite always, PostgreSQL when configured.
-async fn backends() -> Vec<common::TestDirectory> {
-    let mut out = vec![common::sqlite().await];
-    out.extend(common::postgres().await);
-    out
-}
-
 fn with_key<T>(message: T, key: &str) -> Request<T> {
     let mut request = Request::new(message);
     request
@@ -211,155 +204,153 @@ fn new_admin(tenant: &str, email: &str) -> dir::CreateTenantAdministratorRequest
     }
 }
 
-#[tokio::test]
-async fn an_operator_sets_up_a_tenant_whose_administrator_takes_over() {
-    for db in backends().await {
-        let stack = Stack::start(db).await;
-        let mut platform = stack.platform();
-        let request_id = rid();
-        let tenant = platform
-            .create_top_level_tenant(operator(new_tenant(&request_id, "Globex")))
-            .await
-            .unwrap()
-            .into_inner()
-            .tenant
-            .unwrap();
-        assert_eq!(tenant.parent_tenant_id, "");
-        assert_eq!(tenant.display_name, "Globex");
-        let retry = platform
-            .create_top_level_tenant(operator(new_tenant(&request_id, "Globex")))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            retry.tenant.unwrap(),
-            tenant,
-            "a retry creates nothing more"
-        );
+on_each_backend!(an_operator_sets_up_a_tenant_whose_administrator_takes_over);
+async fn an_operator_sets_up_a_tenant_whose_administrator_takes_over(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
+    let mut platform = stack.platform();
+    let request_id = rid();
+    let tenant = platform
+        .create_top_level_tenant(operator(new_tenant(&request_id, "Globex")))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(tenant.parent_tenant_id, "");
+    assert_eq!(tenant.display_name, "Globex");
+    let retry = platform
+        .create_top_level_tenant(operator(new_tenant(&request_id, "Globex")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        retry.tenant.unwrap(),
+        tenant,
+        "a retry creates nothing more"
+    );
 
-        let listed = platform
-            .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest::default()))
-            .await
-            .unwrap()
-            .into_inner();
-        let ids: Vec<&str> = listed.tenants.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, vec![tenant.id.as_str(), &stack.holding.to_string()]);
-        let first = platform
-            .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest {
-                page_size: 1,
-                page_token: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        let second = platform
-            .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest {
-                page_size: 1,
-                page_token: first.next_page_token.clone(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            (first.tenants, second.tenants, second.next_page_token),
-            (
-                listed.tenants[..1].to_vec(),
-                listed.tenants[1..].to_vec(),
-                String::new()
-            )
-        );
+    let listed = platform
+        .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, vec![tenant.id.as_str(), &stack.holding.to_string()]);
+    let first = platform
+        .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = platform
+        .list_top_level_tenants(operator(dir::ListTopLevelTenantsRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (first.tenants, second.tenants, second.next_page_token),
+        (
+            listed.tenants[..1].to_vec(),
+            listed.tenants[1..].to_vec(),
+            String::new()
+        )
+    );
 
-        let created = platform
-            .create_tenant_administrator(operator(new_admin(&tenant.id, "grace@globex.test")))
-            .await
-            .unwrap()
-            .into_inner();
-        let admin = created.user.unwrap();
-        assert_eq!(admin.tenant_id, tenant.id);
-        assert_eq!(admin.roles, vec![dir::Role::Administrator as i32]);
-        assert!(admin.active);
-        assert!(created.api_key_secret.starts_with("sbk_"));
-        assert_eq!(created.api_key.unwrap().tenant_id, tenant.id);
+    let created = platform
+        .create_tenant_administrator(operator(new_admin(&tenant.id, "grace@globex.test")))
+        .await
+        .unwrap()
+        .into_inner();
+    let admin = created.user.unwrap();
+    assert_eq!(admin.tenant_id, tenant.id);
+    assert_eq!(admin.roles, vec![dir::Role::Administrator as i32]);
+    assert!(admin.active);
+    assert!(created.api_key_secret.starts_with("sbk_"));
+    assert_eq!(created.api_key.unwrap().tenant_id, tenant.id);
 
-        // The administrator's key works in the new tenant and nowhere else.
-        let key = created.api_key_secret;
-        let mut directory = stack.directory_client();
-        let me = directory
-            .get_current_identity(with_key(dir::GetCurrentIdentityRequest {}, &key))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(me.tenant_id, tenant.id);
-        assert!(me.tenant_ancestry.is_empty());
-        assert_eq!(me.roles, vec![dir::Role::Administrator as i32]);
-        let agent = directory
-            .create_user(with_key(
-                dir::CreateUserRequest {
-                    request_id: rid(),
-                    user: Some(dir::User {
-                        display_name: "Alex Agent".to_owned(),
-                        email: "alex@globex.test".to_owned(),
-                        roles: vec![dir::Role::Agent as i32],
-                        ..Default::default()
-                    }),
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
-        assert_eq!(agent.tenant_id, tenant.id);
-        let stored = stack.directory.user(&agent.id).await.unwrap().unwrap();
-        assert_eq!(stored.tenant_id, tenant.id);
+    // The administrator's key works in the new tenant and nowhere else.
+    let key = created.api_key_secret;
+    let mut directory = stack.directory_client();
+    let me = directory
+        .get_current_identity(with_key(dir::GetCurrentIdentityRequest {}, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.tenant_id, tenant.id);
+    assert!(me.tenant_ancestry.is_empty());
+    assert_eq!(me.roles, vec![dir::Role::Administrator as i32]);
+    let agent = directory
+        .create_user(with_key(
+            dir::CreateUserRequest {
+                request_id: rid(),
+                user: Some(dir::User {
+                    display_name: "Alex Agent".to_owned(),
+                    email: "alex@globex.test".to_owned(),
+                    roles: vec![dir::Role::Agent as i32],
+                    ..Default::default()
+                }),
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(agent.tenant_id, tenant.id);
+    let stored = stack.directory.user(&agent.id).await.unwrap().unwrap();
+    assert_eq!(stored.tenant_id, tenant.id);
 
-        // The tenant's audit log shows what the operator did.
-        let audit = directory
-            .list_audit_log_entries(with_key(dir::ListAuditLogEntriesRequest::default(), &key))
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
-        let by_operator: Vec<&str> = audit
-            .iter()
-            .filter(|e| e.actor_id == "operator:ops")
-            .map(|e| e.method.rsplit('/').next().unwrap())
-            .collect();
-        assert_eq!(
-            by_operator,
-            vec!["CreateTenantAdministrator", "CreateTopLevelTenant"]
-        );
+    // The tenant's audit log shows what the operator did.
+    let audit = directory
+        .list_audit_log_entries(with_key(dir::ListAuditLogEntriesRequest::default(), &key))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let by_operator: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.actor_id == "operator:ops")
+        .map(|e| e.method.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        by_operator,
+        vec!["CreateTenantAdministrator", "CreateTopLevelTenant"]
+    );
 
-        // Once the tenant has an administrator, the operator no longer acts inside it.
+    // Once the tenant has an administrator, the operator no longer acts inside it.
+    let err = platform
+        .create_tenant_administrator(operator(new_admin(&tenant.id, "mallory@globex.test")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "WRONG_STATE");
+    // Child tenants and unknown ones are out of an operator's reach.
+    for other in [stack.acme.to_string(), Uuid::new_v4().to_string()] {
         let err = platform
-            .create_tenant_administrator(operator(new_admin(&tenant.id, "mallory@globex.test")))
+            .create_tenant_administrator(operator(new_admin(&other, "x@acme.test")))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-        assert_eq!(reason(&err), "WRONG_STATE");
-        // Child tenants and unknown ones are out of an operator's reach.
-        for other in [stack.acme.to_string(), Uuid::new_v4().to_string()] {
-            let err = platform
-                .create_tenant_administrator(operator(new_admin(&other, "x@acme.test")))
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), Code::NotFound, "{other}: {err:?}");
-        }
-        // Operators create top-level tenants only.
-        let mut child = new_tenant(&rid(), "Globex Child");
-        child.tenant.as_mut().unwrap().parent_tenant_id = tenant.id.clone();
-        let err = platform
-            .create_top_level_tenant(operator(child))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(err.code(), Code::NotFound, "{other}: {err:?}");
     }
+    // Operators create top-level tenants only.
+    let mut child = new_tenant(&rid(), "Globex Child");
+    child.tenant.as_mut().unwrap().parent_tenant_id = tenant.id.clone();
+    let err = platform
+        .create_top_level_tenant(operator(child))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn an_operator_is_refused_everything_but_the_platform() {
-    let stack = Stack::start(common::sqlite().await).await;
+on_each_backend!(an_operator_is_refused_everything_but_the_platform);
+async fn an_operator_is_refused_everything_but_the_platform(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let denied = |what: &str, result: Result<(), Status>| {
         let err = result.expect_err(what);
         assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
@@ -453,9 +444,9 @@ async fn an_operator_is_refused_everything_but_the_platform() {
     );
 }
 
-#[tokio::test]
-async fn tenant_principals_cannot_call_the_platform() {
-    let stack = Stack::start(common::sqlite().await).await;
+on_each_backend!(tenant_principals_cannot_call_the_platform);
+async fn tenant_principals_cannot_call_the_platform(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
     let mut platform = stack.platform();
     let admin = stack.token(stack.holding_admin);
     let err = platform
@@ -505,89 +496,87 @@ async fn tenant_principals_cannot_call_the_platform() {
     assert_eq!(top_level.len(), 1, "nothing was created: {top_level:?}");
 }
 
-#[tokio::test]
-async fn a_parent_administrator_creates_users_in_descendants_only() {
-    for db in backends().await {
-        let stack = Stack::start(db).await;
-        let mut directory = stack.directory_client();
-        let create = |tenant: Uuid, email: &str| dir::CreateUserRequest {
-            request_id: rid(),
-            user: Some(dir::User {
-                tenant_id: tenant.to_string(),
-                display_name: "Nia New".to_owned(),
-                email: email.to_owned(),
-                roles: vec![dir::Role::Administrator as i32],
-                ..Default::default()
-            }),
-        };
-        let acme_admin = stack.token(stack.acme_admin);
-        // A grandchild through its parent's administrator, and a child through the root's.
-        let in_grandchild = directory
+on_each_backend!(a_parent_administrator_creates_users_in_descendants_only);
+async fn a_parent_administrator_creates_users_in_descendants_only(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
+    let mut directory = stack.directory_client();
+    let create = |tenant: Uuid, email: &str| dir::CreateUserRequest {
+        request_id: rid(),
+        user: Some(dir::User {
+            tenant_id: tenant.to_string(),
+            display_name: "Nia New".to_owned(),
+            email: email.to_owned(),
+            roles: vec![dir::Role::Administrator as i32],
+            ..Default::default()
+        }),
+    };
+    let acme_admin = stack.token(stack.acme_admin);
+    // A grandchild through its parent's administrator, and a child through the root's.
+    let in_grandchild = directory
+        .create_user(authed(
+            create(stack.acme_eu, "nia@acme.eu.test"),
+            &acme_admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(in_grandchild.tenant_id, stack.acme_eu.to_string());
+    let in_child = directory
+        .create_user(authed(
+            create(stack.beta, "nia@beta.test"),
+            &stack.token(stack.holding_admin),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(in_child.tenant_id, stack.beta.to_string());
+    // The new administrator signs in to the child and sees the change in its log.
+    let grandchild_admin = stack.token(Uuid::parse_str(&in_grandchild.id).unwrap());
+    let me = directory
+        .get_current_identity(authed(dir::GetCurrentIdentityRequest {}, &grandchild_admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.tenant_id, stack.acme_eu.to_string());
+    let audit = directory
+        .list_audit_log_entries(authed(
+            dir::ListAuditLogEntriesRequest::default(),
+            &grandchild_admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor_id, stack.acme_admin.to_string());
+    assert_eq!(audit[0].target_id, in_grandchild.id);
+
+    // A sibling, an ancestor and an unknown tenant are not found.
+    for (what, tenant) in [
+        ("sibling", stack.beta),
+        ("parent", stack.holding),
+        ("unknown", Uuid::new_v4()),
+    ] {
+        let err = directory
             .create_user(authed(
-                create(stack.acme_eu, "nia@acme.eu.test"),
+                create(tenant, &format!("{what}@x.test")),
                 &acme_admin,
             ))
             .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
-        assert_eq!(in_grandchild.tenant_id, stack.acme_eu.to_string());
-        let in_child = directory
-            .create_user(authed(
-                create(stack.beta, "nia@beta.test"),
-                &stack.token(stack.holding_admin),
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
-        assert_eq!(in_child.tenant_id, stack.beta.to_string());
-        // The new administrator signs in to the child and sees the change in its log.
-        let grandchild_admin = stack.token(Uuid::parse_str(&in_grandchild.id).unwrap());
-        let me = directory
-            .get_current_identity(authed(dir::GetCurrentIdentityRequest {}, &grandchild_admin))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(me.tenant_id, stack.acme_eu.to_string());
-        let audit = directory
-            .list_audit_log_entries(authed(
-                dir::ListAuditLogEntriesRequest::default(),
-                &grandchild_admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
-        assert_eq!(audit.len(), 1);
-        assert_eq!(audit[0].actor_id, stack.acme_admin.to_string());
-        assert_eq!(audit[0].target_id, in_grandchild.id);
-
-        // A sibling, an ancestor and an unknown tenant are not found.
-        for (what, tenant) in [
-            ("sibling", stack.beta),
-            ("parent", stack.holding),
-            ("unknown", Uuid::new_v4()),
-        ] {
-            let err = directory
-                .create_user(authed(
-                    create(tenant, &format!("{what}@x.test")),
-                    &acme_admin,
-                ))
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), Code::NotFound, "{what}: {err:?}");
-        }
-        // A child's administrator cannot reach up either.
-        let err = directory
-            .create_user(authed(
-                create(stack.acme, "up@acme.test"),
-                &grandchild_admin,
-            ))
-            .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.code(), Code::NotFound, "{what}: {err:?}");
     }
+    // A child's administrator cannot reach up either.
+    let err = directory
+        .create_user(authed(
+            create(stack.acme, "up@acme.test"),
+            &grandchild_admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
 }

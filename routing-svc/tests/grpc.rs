@@ -269,8 +269,8 @@ fn test_config(dir: &tempfile::TempDir, conversation_url: &str) -> Config {
     }
 }
 
-async fn start(conversation_url: &str) -> Harness {
-    start_with(conversation_url, None, new_id()).await
+async fn start(conversation_url: &str, database_url: Option<&str>) -> Harness {
+    start_with(conversation_url, database_url, new_id()).await
 }
 
 /// A server on `database_url` (a fresh SQLite file when `None`) acting for `tenant`.
@@ -297,6 +297,35 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
         server,
         _dir: dir,
     }
+}
+
+/// Declares, for each named `async fn(database_url: Option<&str>)`, the tests
+/// `<name>::on_sqlite` (`None`: a fresh SQLite file) and `<name>::on_postgres` (a fresh
+/// database on the test PostgreSQL server, dropped afterwards), so every backend's run is
+/// reported by name.
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                super::$test(None).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                let Some((url, admin, database)) = super::postgres_database().await else {
+                    return;
+                };
+                super::$test(Some(&url)).await;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE {database} WITH (FORCE)"
+                )))
+                .execute(&admin.pool)
+                .await
+                .unwrap();
+            }
+        }
+    )+};
 }
 
 impl Harness {
@@ -614,10 +643,10 @@ fn state_of(offer: &pb::Offer) -> pb::offer::State {
 
 // --- tests ----------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn offer_accept_and_apply_with_retries() {
+on_each_backend!(offer_accept_and_apply_with_retries);
+async fn offer_accept_and_apply_with_retries(database_url: Option<&str>) {
     let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(2)).await;
-    let h = start(&url).await;
+    let h = start(&url, database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -773,10 +802,10 @@ async fn offer_accept_and_apply_with_retries() {
     fake_shutdown.trigger();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn refused_assignment_releases_capacity() {
+on_each_backend!(refused_assignment_releases_capacity);
+async fn refused_assignment_releases_capacity(database_url: Option<&str>) {
     let (url, log, fake_shutdown) = start_fake(FakeMode::Refuse).await;
-    let h = start(&url).await;
+    let h = start(&url, database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
         .await;
@@ -790,15 +819,28 @@ async fn refused_assignment_releases_capacity() {
     assert_eq!(log.lock().unwrap().calls, 1);
     let state = h.state(&agent_id).await;
     assert_eq!((state.capacity_used, state.open_conversations), (0, 0));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A done entry is never leased again: once the refusal is recorded, no retry can follow.
+    let store = routing_svc::store::Store::open(&h.database_url)
+        .await
+        .unwrap();
+    eventually("the refused entry to be done", || async {
+        let mut conn = store.conn().await.unwrap();
+        let entries =
+            routing_svc::store::outbox::of_conversation(&mut conn, &offer.conversation_id)
+                .await
+                .unwrap();
+        entries.len() == 1 && entries[0].1 && entries[0].3.starts_with("refused")
+    })
+    .await;
+    store.close().await;
     assert_eq!(log.lock().unwrap().calls, 1, "a refusal is not retried");
     h.stop().await;
     fake_shutdown.trigger();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn timeout_puts_the_agent_in_rona_until_presence_is_set() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(timeout_puts_the_agent_in_rona_until_presence_is_set);
+async fn timeout_puts_the_agent_in_rona_until_presence_is_set(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_millis(300), pb::AssignmentMethod::RoundRobin)
         .await;
@@ -906,9 +948,9 @@ async fn timeout_puts_the_agent_in_rona_until_presence_is_set() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rejected_offers_go_to_someone_else() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(rejected_offers_go_to_someone_else);
+async fn rejected_offers_go_to_someone_else(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(
             Duration::from_secs(30),
@@ -955,9 +997,9 @@ async fn rejected_offers_go_to_someone_else() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(bad_input_gets_the_documented_codes_and_changes_nothing);
+async fn bad_input_gets_the_documented_codes_and_changes_nothing(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1236,10 +1278,10 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn manual_pick_offers_nothing_and_agents_claim() {
+on_each_backend!(manual_pick_offers_nothing_and_agents_claim);
+async fn manual_pick_offers_nothing_and_agents_claim(database_url: Option<&str>) {
     let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
-    let h = start(&url).await;
+    let h = start(&url, database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::ManualPick)
         .await;
@@ -1288,9 +1330,9 @@ async fn manual_pick_offers_nothing_and_agents_claim() {
     fake_shutdown.trigger();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shutdown_ends_offer_streams_and_health_lists_the_services() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(shutdown_ends_offer_streams_and_health_lists_the_services);
+async fn shutdown_ends_offer_streams_and_health_lists_the_services(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1357,8 +1399,7 @@ async fn a_short_identity_secret_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_postgres_never_offer_twice() {
-    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-        eprintln!("skipping two replicas on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
+    let Some(admin_url) = switchboard_server_kit::testing::postgres_url("") else {
         return;
     };
     let database = format!("t_{}", Uuid::new_v4().simple());
@@ -1422,7 +1463,26 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
             offered.push(offer.conversation_id);
         }
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both matchers have moved past the point where a fifth offer could be made once every
+    // conversation not offered has a "nobody eligible" decision (a pass saw the agents
+    // full) and both replicas have stopped (no pass is in flight any more).
+    let store = routing_svc::store::Store::open(&url).await.unwrap();
+    eventually("a decision for every conversation not offered", || async {
+        let mut conn = store.conn().await.unwrap();
+        let undecided: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT conversation_id FROM routing_decisions WHERE offer_id IS NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        conversations
+            .iter()
+            .filter(|c| !offered.contains(c))
+            .all(|c| undecided.contains(c))
+    })
+    .await;
+    one.stop().await;
+    two.stop().await;
     assert!(
         next_offer(&mut ada_offers, Duration::from_millis(100))
             .await
@@ -1439,8 +1499,12 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
     assert_eq!(distinct.len(), 4, "{offered:?}");
     assert!(distinct.iter().all(|c| conversations.contains(c)));
 
-    let store = routing_svc::store::Store::open(&url).await.unwrap();
     let mut conn = store.conn().await.unwrap();
+    let offers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offers")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(offers, 4, "no offer beyond the agents' units");
     let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offers WHERE state = 1")
         .fetch_one(&mut *conn)
         .await
@@ -1456,8 +1520,6 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
     drop(conn);
     store.close().await;
 
-    one.stop().await;
-    two.stop().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {database} WITH (FORCE)"
     )))
@@ -1474,9 +1536,9 @@ fn offer_update(message: pb::StreamOffersResponse) -> OfferUpdate {
     message.update.expect("exactly one field is set")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn offer_stream_starts_with_a_snapshot_then_shows_rona_and_beats() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(offer_stream_starts_with_a_snapshot_then_shows_rona_and_beats);
+async fn offer_stream_starts_with_a_snapshot_then_shows_rona_and_beats(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_millis(400), pb::AssignmentMethod::RoundRobin)
         .await;
@@ -1552,9 +1614,9 @@ async fn offer_stream_starts_with_a_snapshot_then_shows_rona_and_beats() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_display_name_is_the_directorys() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(the_display_name_is_the_directorys);
+async fn the_display_name_is_the_directorys(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1657,9 +1719,9 @@ async fn has_profile(h: &Harness, agent_id: &str) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn profiles_are_only_for_active_agents_of_the_callers_tenant() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(profiles_are_only_for_active_agents_of_the_callers_tenant);
+async fn profiles_are_only_for_active_agents_of_the_callers_tenant(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (_queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1755,9 +1817,11 @@ async fn profiles_are_only_for_active_agents_of_the_callers_tenant() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_the_directory_down_profiles_are_unavailable_and_unchanged() {
-    let mut h = start("http://127.0.0.1:9").await;
+on_each_backend!(with_the_directory_down_profiles_are_unavailable_and_unchanged);
+async fn with_the_directory_down_profiles_are_unavailable_and_unchanged(
+    database_url: Option<&str>,
+) {
+    let mut h = start("http://127.0.0.1:9", database_url).await;
     let (_queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1786,9 +1850,9 @@ async fn with_the_directory_down_profiles_are_unavailable_and_unchanged() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn queue_and_capacity_profile_settings_of_the_revision() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(queue_and_capacity_profile_settings_of_the_revision);
+async fn queue_and_capacity_profile_settings_of_the_revision(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, _) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -1949,9 +2013,9 @@ async fn next_state_update(stream: &mut Streaming<pb::StreamAgentStatesResponse>
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn supervisors_stream_agent_states_of_a_queue() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(supervisors_stream_agent_states_of_a_queue);
+async fn supervisors_stream_agent_states_of_a_queue(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -2018,9 +2082,9 @@ async fn supervisors_stream_agent_states_of_a_queue() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn transfer_targets_are_the_programs_queues_then_their_agents() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(transfer_targets_are_the_programs_queues_then_their_agents);
+async fn transfer_targets_are_the_programs_queues_then_their_agents(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (chat, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::ManualPick)
         .await;
@@ -2172,9 +2236,9 @@ async fn transfer_targets_are_the_programs_queues_then_their_agents() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn supervisors_list_offers_newest_first() {
-    let h = start("http://127.0.0.1:9").await;
+on_each_backend!(supervisors_list_offers_newest_first);
+async fn supervisors_list_offers_newest_first(database_url: Option<&str>) {
+    let h = start("http://127.0.0.1:9", database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
         .await;
@@ -2285,10 +2349,7 @@ async fn supervisors_list_offers_newest_first() {
 
 /// A fresh database on the test PostgreSQL server, with the admin pool that drops it.
 async fn postgres_database() -> Option<(String, switchboard_server_kit::db::Db, String)> {
-    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
-        return None;
-    };
+    let admin_url = switchboard_server_kit::testing::postgres_url("")?;
     let database = format!("t_{}", Uuid::new_v4().simple());
     let admin = switchboard_server_kit::db::Db::connect(&admin_url)
         .await
@@ -2428,24 +2489,7 @@ async fn request_ids_are_scoped_to_the_caller_and_the_request(database_url: Opti
     h.stop().await;
 }
 
-#[tokio::test]
-async fn request_ids_are_scoped_to_the_caller_and_the_request_on_sqlite() {
-    request_ids_are_scoped_to_the_caller_and_the_request(None).await;
-}
-
-#[tokio::test]
-async fn request_ids_are_scoped_to_the_caller_and_the_request_on_postgres() {
-    let Some((url, admin, database)) = postgres_database().await else {
-        return;
-    };
-    request_ids_are_scoped_to_the_caller_and_the_request(Some(&url)).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(&admin.pool)
-    .await
-    .unwrap();
-}
+on_each_backend!(request_ids_are_scoped_to_the_caller_and_the_request);
 
 // --- card numbers (product rule 14) ---------------------------------------------------------
 
@@ -2559,21 +2603,77 @@ async fn card_numbers_are_stored_masked(database_url: Option<&str>) {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn card_numbers_are_stored_masked_on_sqlite() {
-    card_numbers_are_stored_masked(None).await;
-}
+on_each_backend!(card_numbers_are_stored_masked);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn card_numbers_are_stored_masked_on_postgres() {
-    let Some((url, admin, database)) = postgres_database().await else {
-        return;
+on_each_backend!(an_assignment_leased_by_a_crashed_replica_is_applied_by_another);
+/// A replica that accepted an offer (which leases the outbox entry for its own first
+/// attempt) and crashed before the attempt leaves the entry to another replica's
+/// dispatcher once the lease runs out.
+async fn an_assignment_leased_by_a_crashed_replica_is_applied_by_another(
+    database_url: Option<&str>,
+) {
+    use routing_svc::store::{catalog, outbox, routing};
+    use switchboard_server_kit::db::now_micros;
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url, database_url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    h.enqueue(&queue_id, &new_id()).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Another replica accepts the offer, which leases the outbox entry for its first
+    // attempt, and crashes before making it.
+    let crashed = routing_svc::store::Store::open(&h.database_url)
+        .await
+        .unwrap();
+    let agent = {
+        let mut conn = crashed.conn().await.unwrap();
+        catalog::get_agent(&mut conn, &h.tenant, &agent_id)
+            .await
+            .unwrap()
+            .unwrap()
     };
-    card_numbers_are_stored_masked(Some(&url)).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(&admin.pool)
-    .await
-    .unwrap();
+    let lease_until = now_micros() + 300_000;
+    let mut tx = crashed.begin().await.unwrap();
+    routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), lease_until)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    crashed.close().await;
+
+    // The running replica's dispatcher applies it once the lease has run out.
+    eventually(
+        "the assignment to be applied by the running replica",
+        || async { !log.lock().unwrap().applied.is_empty() },
+    )
+    .await;
+    assert!(
+        now_micros() >= lease_until,
+        "applied while the crashed replica still held the lease"
+    );
+    let store = routing_svc::store::Store::open(&h.database_url)
+        .await
+        .unwrap();
+    eventually("the entry to be done", || async {
+        let mut conn = store.conn().await.unwrap();
+        let entries = outbox::of_conversation(&mut conn, &offer.conversation_id)
+            .await
+            .unwrap();
+        entries.len() == 1 && entries[0].1
+    })
+    .await;
+    store.close().await;
+    let (calls, applied) = {
+        let log = log.lock().unwrap();
+        (log.calls, log.applied.clone())
+    };
+    assert_eq!(calls, 1, "applied once");
+    assert_eq!(applied[0].offer_id, offer.id);
+    assert_eq!(applied[0].agent_id, agent_id);
+    h.stop().await;
+    fake_shutdown.trigger();
 }

@@ -39,8 +39,7 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Ok(admin_url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-        eprintln!("skipping {name} on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
+    let Some(admin_url) = switchboard_server_kit::testing::postgres_url(name) else {
         return;
     };
     let database = format!("t_{}", Uuid::new_v4().simple());

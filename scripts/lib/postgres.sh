@@ -87,7 +87,9 @@ pg_throwaway_start() {
     fi
 
     # TLS with a throwaway self-signed certificate, so that the tests can prove encrypted
-    # connections (sslmode=require) work; skipped when openssl is not installed.
+    # connections (sslmode=require) work. Without openssl (or when it fails) the server
+    # has no TLS and SWITCHBOARD_TEST_POSTGRES_TLS stays unset: scripts/test then fails
+    # unless told to skip that test (SWITCHBOARD_TEST_SKIP=postgres-tls).
     local tls_options=""
     if command -v openssl >/dev/null 2>&1 \
         && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \

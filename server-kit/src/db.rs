@@ -229,12 +229,9 @@ pub(crate) struct PostgresTestDb {
 
 #[cfg(test)]
 impl PostgresTestDb {
-    /// `None` (with a note) when no test server is configured.
+    /// `None` when the run may go without PostgreSQL ([`crate::testing::postgres_url`]).
     pub(crate) async fn create() -> Option<PostgresTestDb> {
-        let Ok(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
-            return None;
-        };
+        let url = crate::testing::postgres_url("")?;
         let admin = Db::connect(&url).await.unwrap();
         let name = format!("kit_test_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -428,12 +425,17 @@ mod tests {
     /// encrypted session (the test server has a throwaway self-signed certificate).
     #[tokio::test]
     async fn postgres_connections_can_require_tls() {
-        let Ok(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: set SWITCHBOARD_TEST_POSTGRES_URL to test PostgreSQL");
+        let Some(url) = crate::testing::postgres_url("") else {
             return;
         };
         if std::env::var("SWITCHBOARD_TEST_POSTGRES_TLS").as_deref() != Ok("1") {
-            eprintln!("skipped: the test server does not accept TLS");
+            crate::testing::not_available(
+                "",
+                "postgres-tls",
+                "the test server does not accept TLS (SWITCHBOARD_TEST_POSTGRES_TLS is not 1)",
+                "run scripts/test, whose server accepts TLS (it needs openssl), or set \
+                 SWITCHBOARD_TEST_POSTGRES_TLS=1 for a server of your own that does",
+            );
             return;
         }
         let separator = if url.contains('?') { '&' } else { '?' };

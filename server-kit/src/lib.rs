@@ -20,6 +20,7 @@ pub mod page;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::{CommonArgs, ConfigError, LogConfig, LogFormat};
 pub use db::{Db, Dialect};

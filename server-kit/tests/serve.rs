@@ -1,6 +1,7 @@
 //! A real server on a pre-bound loopback listener, called by real tonic clients.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
@@ -13,6 +14,7 @@ use switchboard_server_kit::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -45,8 +47,12 @@ fn trailers_only(code: tonic::Code, principal: Option<String>) -> Response {
 }
 
 /// Test routes under `switchboard.test.v1.Probe`: `Whoami` echoes the verified caller,
-/// `Slow` takes 300 ms, `Hang` never ends, `Stream` ends when the shutdown token fires.
-fn probe_routes(token: CancellationToken) -> Routes {
+/// `Slow` ends 300 ms after the shutdown token fires, `Hang` never ends, `Stream` ends when
+/// the shutdown token fires. `Slow`, `Hang` and `Stream` add a permit to `arrived` when
+/// their handler starts, so a test knows the call is in flight.
+fn probe_routes(token: CancellationToken, arrived: Arc<Semaphore>) -> Routes {
+    let (slow_arrived, hang_arrived, stream_arrived) = (arrived.clone(), arrived.clone(), arrived);
+    let slow_token = token.clone();
     let router = axum::Router::new()
         .route(
             "/switchboard.test.v1.Probe/Whoami",
@@ -61,14 +67,17 @@ fn probe_routes(token: CancellationToken) -> Routes {
         )
         .route(
             "/switchboard.test.v1.Probe/Slow",
-            axum::routing::post(|| async {
+            axum::routing::post(move || async move {
+                slow_arrived.add_permits(1);
+                slow_token.cancelled().await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 trailers_only(tonic::Code::Ok, None)
             }),
         )
         .route(
             "/switchboard.test.v1.Probe/Hang",
-            axum::routing::post(|| async {
+            axum::routing::post(move || async move {
+                hang_arrived.add_permits(1);
                 tokio::time::sleep(Duration::from_secs(600)).await;
                 trailers_only(tonic::Code::Ok, None)
             }),
@@ -76,6 +85,7 @@ fn probe_routes(token: CancellationToken) -> Routes {
         .route(
             "/switchboard.test.v1.Probe/Stream",
             axum::routing::post(move || async move {
+                stream_arrived.add_permits(1);
                 token.cancelled().await;
                 trailers_only(tonic::Code::Unavailable, None)
             }),
@@ -121,6 +131,19 @@ struct Running {
     metrics_addr: Option<SocketAddr>,
     shutdown: ShutdownSignal,
     task: JoinHandle<Result<(), ServeError>>,
+    /// One permit per probe call whose handler has started.
+    arrived: Arc<Semaphore>,
+}
+
+impl Running {
+    /// Waits until `calls` probe calls are being handled.
+    async fn in_flight(&self, calls: u32) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrived.acquire_many(calls))
+            .await
+            .expect("the calls reach their handlers")
+            .unwrap()
+            .forget();
+    }
 }
 
 async fn start(identity: Option<IdentityKey>, with_metrics: bool, drain: Duration) -> Running {
@@ -144,13 +167,15 @@ async fn start(identity: Option<IdentityKey>, with_metrics: bool, drain: Duratio
         drain_timeout: drain,
         tls: None,
     };
-    let routes = probe_routes(shutdown.token());
+    let arrived = Arc::new(Semaphore::new(0));
+    let routes = probe_routes(shutdown.token(), arrived.clone());
     let task = tokio::spawn(serve(options, routes, listener, shutdown.clone()));
     Running {
         addr,
         metrics_addr,
         shutdown,
         task,
+        arrived,
     }
 }
 
@@ -407,7 +432,7 @@ async fn graceful_shutdown_reports_not_serving_and_drains() {
     let token = server.shutdown.token();
     let slow = tokio::spawn(call_probe(conn.clone(), "Slow"));
     let stream = tokio::spawn(call_probe(conn.clone(), "Stream"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.in_flight(2).await;
     assert!(!token.is_cancelled());
 
     let started = Instant::now();
@@ -442,7 +467,7 @@ async fn drain_gives_up_after_the_timeout() {
     let server = start(None, false, Duration::from_millis(300)).await;
     let conn = channel(server.addr).await;
     let hanging = tokio::spawn(call_probe(conn, "Hang"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.in_flight(1).await;
 
     let started = Instant::now();
     server.shutdown.trigger();
@@ -460,14 +485,19 @@ async fn shutdown_from_a_future() {
         let _ = rx.await;
     });
     let token = shutdown.token();
-    let (listener, _) = loopback().await;
+    let (listener, addr) = loopback().await;
     let task = tokio::spawn(serve(
         ServeOptions::new("test-svc"),
         Routes::default(),
         listener,
         shutdown,
     ));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Serving, and still serving after answering: only the future stops it.
+    let mut health = HealthClient::new(channel(addr).await);
+    assert_eq!(
+        check(&mut health, "").await.unwrap(),
+        ServingStatus::Serving as i32
+    );
     assert!(!task.is_finished());
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
@@ -497,7 +527,7 @@ async fn serves_over_tls_when_configured() {
     };
     let task = tokio::spawn(serve(
         options,
-        probe_routes(shutdown.token()),
+        probe_routes(shutdown.token(), Arc::new(Semaphore::new(0))),
         listener,
         shutdown.clone(),
     ));

@@ -78,12 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             return Err(err.context("creating the demo tenant"));
         }
     };
-    let credentials_path = args.data_dir.join("dev-credentials.json");
-    write_private(&credentials_path, &serde_json::to_vec_pretty(&credentials)?)?;
-    write_private(
-        &args.data_dir.join("dev.env"),
-        shell_env(&credentials).as_bytes(),
-    )?;
+    let credentials_path = write_credentials(&args.data_dir, &credentials)?;
     print_banner(&credentials, &credentials_path, &running.addresses)?;
 
     let signal = running.shutdown_signal();
@@ -112,9 +107,18 @@ fn load_or_create_secrets(dir: &Path) -> anyhow::Result<DevSecrets> {
     Ok(secrets)
 }
 
+/// Writes `dev-credentials.json` and `dev.env` into `dir`, readable by their owner only;
+/// returns the path of the first.
+fn write_credentials(dir: &Path, credentials: &DevCredentials) -> anyhow::Result<PathBuf> {
+    let path = dir.join("dev-credentials.json");
+    write_private(&path, &serde_json::to_vec_pretty(credentials)?)?;
+    write_private(&dir.join("dev.env"), shell_env(credentials).as_bytes())?;
+    Ok(path)
+}
+
 /// Writes a file only its owner can read: it holds credentials.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -122,6 +126,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only to a new file; one left by an older run keeps its own otherwise.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
     file.write_all(bytes)?;
     Ok(())
 }
@@ -233,4 +240,57 @@ fn print_banner(
     }
     writeln!(out, "{rule}")?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("switchboard-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn credential_files_are_readable_by_their_owner_only() {
+        let dir = scratch_dir("dev-credentials");
+        // A world-readable dev.env left by an older run is restricted too.
+        std::fs::write(dir.join("dev.env"), "stale").unwrap();
+        std::fs::set_permissions(dir.join("dev.env"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let credentials: DevCredentials = serde_json::from_value(serde_json::json!({
+            "gateway": "127.0.0.1:8080",
+            "tenant_id": "t-1",
+            "program_id": "p-1",
+            "queue_id": "q-1",
+            "capacity_profile_id": "c-1",
+            "wrap_up_reason_ids": ["r-1"],
+            "users": [],
+            "bot": { "id": "k-1", "display_name": "Bot", "api_key": "secret-key" },
+            "operator": { "name": "dev", "operator_key": "op-secret" },
+        }))
+        .unwrap();
+
+        let path = write_credentials(&dir, &credentials).unwrap();
+        assert_eq!(path, dir.join("dev-credentials.json"));
+        for file in ["dev-credentials.json", "dev.env"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        let env = std::fs::read_to_string(dir.join("dev.env")).unwrap();
+        assert!(env.contains("export TENANT_ID='t-1'"), "{env}");
+        let written: DevCredentials =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written.operator.operator_key, "op-secret");
+
+        load_or_create_secrets(&dir).unwrap();
+        assert_eq!(mode(&dir.join("dev-secrets.json")), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -401,14 +401,19 @@ closed=$(call AGENT1 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID\
 [[ $(jget conversation.state <<<"$closed") == STATE_CLOSED ]] || fail "not CLOSED: $closed"
 [[ -n $(jget conversation.closeTime <<<"$closed") ]] || fail "no closeTime: $closed"
 
-step "the created-and-closed report for today (UTC) counts it"
-read -r DAY_START DAY_END < <(python3 -c '
-import datetime
-start = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-end = start + datetime.timedelta(days=1)
-print(start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ"))
-')
-REPORT_REQUEST="{\"filter\": {\"timeRange\": {\"startTime\": \"$DAY_START\", \"endTime\": \"$DAY_END\"}, \"timeZone\": \"UTC\"}, \"granularity\": \"GRANULARITY_DAY\"}"
+step "the created-and-closed report over the whole flow counts it, even across midnight"
+# One TOTAL row from an hour before the conversation was created to an hour after it
+# closed, whatever day each fell on; its period starts at the range's start.
+read -r RANGE_START RANGE_END < <(python3 -c '
+import datetime, re, sys
+def seconds(rfc3339):  # proto3 JSON: "2026-01-01T23:59:59.123456789Z"
+    whole = re.sub(r"\.\d+", "", rfc3339).replace("Z", "+00:00")
+    return int(datetime.datetime.fromisoformat(whole).timestamp())
+def text(s):
+    return datetime.datetime.fromtimestamp(s, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+print(text(seconds(sys.argv[1]) - 3600), text(seconds(sys.argv[2]) + 3601))
+' "$(jget conversation.createTime <<<"$created")" "$(jget conversation.closeTime <<<"$closed")")
+REPORT_REQUEST="{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"timeZone\": \"UTC\"}, \"granularity\": \"GRANULARITY_TOTAL\"}"
 report=""
 counted=""
 for _ in $(seq 1 30); do
@@ -425,6 +430,9 @@ if any(int(r.get("created", 0)) >= 1 and int(r.get("closed", 0)) >= 1 for r in r
     sleep 0.5
 done
 [[ $counted == yes ]] || fail "after 15 s no row with created >= 1 and closed >= 1: $report"
+period_start=$(jget rows.0.period.startTime <<<"$report")
+[[ $period_start == "$RANGE_START" ]] ||
+    fail "a TOTAL row starts at the range start $RANGE_START, not $period_start: $report"
 
 step "stop streaming offers"
 kill "$STREAM_PID" 2>/dev/null || true

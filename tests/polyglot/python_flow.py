@@ -15,7 +15,6 @@ Exits 0 when every step passes, 1 with the failed step named otherwise.
 """
 
 import argparse
-import datetime
 import json
 import queue
 import sys
@@ -152,13 +151,15 @@ class OfferListener:
         self._thread.join(timeout=5)
 
 
-def today_utc():
-    start = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int(start.timestamp()), int((start + datetime.timedelta(days=1)).timestamp())
+def flow_window():
+    """From an hour before the flow starts to three hours after: a TOTAL report over it counts
+    the flow's conversation whatever day it is created or closed on (the flow takes minutes)."""
+    start = int(time.time()) - 3600
+    return start, start + 4 * 3600
 
 
-def created_closed_today(reports, metadata):
-    start, end = today_utc()
+def created_closed_in(reports, metadata, window):
+    start, end = window
     response = reports.GetCreatedClosedReport(
         rep.GetCreatedClosedReportRequest(
             filter=reporting_pb2.ReportFilter(
@@ -240,7 +241,8 @@ def run(gateway, creds):
     )
 
     step("the created-and-closed report before the flow")
-    created_before, closed_before = created_closed_today(reports, as_supervisor)
+    window = flow_window()
+    created_before, closed_before = created_closed_in(reports, as_supervisor, window)
 
     step("agent1 sets presence AVAILABLE")
     state = agents.SetPresence(
@@ -392,19 +394,23 @@ def run(gateway, creds):
             "state %s" % conversation_pb2.Conversation.State.Name(closed.state),
         )
         check(closed.HasField("close_time"), "no close_time")
+        check(
+            closed.close_time.seconds + 3600 <= window[1],
+            "the flow ended more than an hour after the report window's end %d" % window[1],
+        )
     finally:
         listener.close()
 
-    step("the created-and-closed report for today counts one more of each")
+    step("the created-and-closed report over the whole flow counts one more of each")
 
     def counted():
-        created_now, closed_now = created_closed_today(reports, as_supervisor)
+        created_now, closed_now = created_closed_in(reports, as_supervisor, window)
         if created_now >= created_before + 1 and closed_now >= closed_before + 1:
             return (created_now, closed_now)
         return None
 
     eventually(
-        "created > %d and closed > %d in today's report" % (created_before, closed_before), 15, counted
+        "created > %d and closed > %d in the flow's report" % (created_before, closed_before), 15, counted
     )
     channel.close()
 

@@ -36,11 +36,14 @@ impl Backend {
     /// SQLite always, plus PostgreSQL when `SWITCHBOARD_TEST_POSTGRES_URL` is set.
     pub fn all() -> Vec<Backend> {
         let mut backends = vec![Backend::Sqlite];
-        match std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => backends.push(Backend::Postgres(url)),
-            _ => eprintln!("SWITCHBOARD_TEST_POSTGRES_URL is not set: PostgreSQL run skipped"),
-        }
+        backends.extend(Backend::postgres(""));
         backends
+    }
+
+    /// PostgreSQL at `SWITCHBOARD_TEST_POSTGRES_URL`, or `None` when the run may go
+    /// without it (`switchboard_server_kit::testing::postgres_url`).
+    pub fn postgres(test: &str) -> Option<Backend> {
+        switchboard_server_kit::testing::postgres_url(test).map(Backend::Postgres)
     }
 
     /// A short name for messages.
@@ -50,6 +53,28 @@ impl Backend {
             Backend::Postgres(_) => "postgres",
         }
     }
+}
+
+/// Declares, for each named `async fn(&Backend)`, the tests `<name>::on_sqlite` and
+/// `<name>::on_postgres`, so every backend's run is reported by name. The PostgreSQL case
+/// says it is skipped when no server is configured.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                super::$test(&$crate::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                if let Some(backend) = $crate::Backend::postgres(module_path!()) {
+                    super::$test(&backend).await;
+                }
+            }
+        }
+    )+};
 }
 
 impl Harness {

@@ -36,11 +36,9 @@ async fn conversation_count(h: &Harness) -> usize {
         .len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_input_is_refused_and_changes_nothing() {
-    let harness = Harness::start(&Backend::Sqlite)
-        .await
-        .expect("suite starts");
+switchboard_tests::on_each_backend!(bad_input_is_refused_and_changes_nothing);
+async fn bad_input_is_refused_and_changes_nothing(backend: &Backend) {
+    let harness = Harness::start(backend).await.expect("suite starts");
     let h = &harness;
     let before = conversation_count(h).await;
 

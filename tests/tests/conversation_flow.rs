@@ -15,15 +15,13 @@ use tokio_stream::StreamExt;
 
 const CARD: &str = "4111 1111 1111 1111";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_web_chat_flows_from_bot_to_report() {
-    for backend in Backend::all() {
-        let harness = Harness::start(&backend)
-            .await
-            .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()));
-        flow(&harness).await;
-        harness.stop().await.expect("every service stops cleanly");
-    }
+switchboard_tests::on_each_backend!(a_web_chat_flows_from_bot_to_report);
+async fn a_web_chat_flows_from_bot_to_report(backend: &Backend) {
+    let harness = Harness::start(backend)
+        .await
+        .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()));
+    flow(&harness).await;
+    harness.stop().await.expect("every service stops cleanly");
 }
 
 async fn flow(h: &Harness) {
@@ -345,12 +343,11 @@ async fn flow(h: &Harness) {
     })
     .await;
 
-    // The created-and-closed report for today counts it.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    let day_start = now - now % 86_400;
+    // The created-and-closed report over the whole flow counts it, even when the flow
+    // spans midnight: one TOTAL row from an hour before its creation to an hour after it
+    // closed.
+    let range_start = created.create_time.expect("create time").seconds - 3_600;
+    let range_end = closed.close_time.expect("close time").seconds + 3_600;
     let reports = h.reports("supervisor");
     let row = eventually(
         "the report to count the conversation",
@@ -363,18 +360,18 @@ async fn flow(h: &Harness) {
                         filter: Some(rep::ReportFilter {
                             time_range: Some(TimeRange {
                                 start_time: Some(prost_types::Timestamp {
-                                    seconds: day_start,
+                                    seconds: range_start,
                                     nanos: 0,
                                 }),
                                 end_time: Some(prost_types::Timestamp {
-                                    seconds: day_start + 86_400,
+                                    seconds: range_end,
                                     nanos: 0,
                                 }),
                             }),
                             time_zone: "UTC".into(),
                             ..Default::default()
                         }),
-                        granularity: rep::Granularity::Day as i32,
+                        granularity: rep::Granularity::Total as i32,
                         ..Default::default()
                     })
                     .await
@@ -391,10 +388,10 @@ async fn flow(h: &Harness) {
     assert_eq!(
         row.period.and_then(|p| p.start_time),
         Some(prost_types::Timestamp {
-            seconds: day_start,
+            seconds: range_start,
             nanos: 0
         }),
-        "a report row says where its period starts"
+        "a TOTAL row's period starts at the range's start"
     );
 }
 

@@ -12,13 +12,13 @@ use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn another_tenants_administrator_cannot_give_the_demo_agent_a_profile() {
-    for backend in Backend::all() {
-        let harness = Harness::start(&backend).await.expect("suite starts");
-        foreign_profile_refused(&harness).await;
-        harness.stop().await.expect("clean stop");
-    }
+switchboard_tests::on_each_backend!(
+    another_tenants_administrator_cannot_give_the_demo_agent_a_profile
+);
+async fn another_tenants_administrator_cannot_give_the_demo_agent_a_profile(backend: &Backend) {
+    let harness = Harness::start(backend).await.expect("suite starts");
+    foreign_profile_refused(&harness).await;
+    harness.stop().await.expect("clean stop");
 }
 
 /// The API key of the first administrator of a new top-level tenant.

@@ -39,132 +39,128 @@ async fn send_raw(h: &Harness, message: RawSendMessage) -> tonic::Status {
     .expect_err("refused")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn undecodable_and_oversized_requests_get_the_documented_codes() {
-    for backend in Backend::all() {
-        let h = Harness::start(&backend)
-            .await
-            .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()));
-        let created = h
-            .bot_conversations()
-            .create_conversation(conv::CreateConversationRequest {
-                request_id: rid(),
-                channel: Channel::Webchat as i32,
-                queue_id: h.creds.queue_id.clone(),
-                channel_address: format!("visitor-{}", rid()),
-                ..Default::default()
-            })
-            .await
-            .expect("create")
-            .into_inner()
-            .conversation
-            .expect("conversation");
+switchboard_tests::on_each_backend!(undecodable_and_oversized_requests_get_the_documented_codes);
+async fn undecodable_and_oversized_requests_get_the_documented_codes(backend: &Backend) {
+    let h = Harness::start(backend)
+        .await
+        .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()));
+    let created = h
+        .bot_conversations()
+        .create_conversation(conv::CreateConversationRequest {
+            request_id: rid(),
+            channel: Channel::Webchat as i32,
+            queue_id: h.creds.queue_id.clone(),
+            channel_address: format!("visitor-{}", rid()),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .conversation
+        .expect("conversation");
 
-        // Invalid UTF-8 in a string field.
-        let err = send_raw(
-            &h,
-            RawSendMessage {
-                request_id: rid(),
-                conversation_id: created.id.clone(),
-                text: vec![b'h', b'i', 0xff, 0xfe],
-                sender: conv::SenderKind::Customer as i32,
-            },
-        )
-        .await;
-        assert_eq!(
-            err.code(),
-            Code::InvalidArgument,
-            "{}: {err:?}",
-            backend.name()
-        );
-        assert!(
-            err.message().starts_with("malformed request"),
-            "{}: {err:?}",
-            backend.name()
-        );
+    // Invalid UTF-8 in a string field.
+    let err = send_raw(
+        &h,
+        RawSendMessage {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+            text: vec![b'h', b'i', 0xff, 0xfe],
+            sender: conv::SenderKind::Customer as i32,
+        },
+    )
+    .await;
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "{}: {err:?}",
+        backend.name()
+    );
+    assert!(
+        err.message().starts_with("malformed request"),
+        "{}: {err:?}",
+        backend.name()
+    );
 
-        // Five megabytes of text, over the 4 MiB message limit.
-        let err = send_raw(
-            &h,
-            RawSendMessage {
-                request_id: rid(),
-                conversation_id: created.id.clone(),
-                text: vec![b'a'; 5 * 1024 * 1024],
-                sender: conv::SenderKind::Customer as i32,
-            },
-        )
-        .await;
-        assert_eq!(
-            err.code(),
-            Code::ResourceExhausted,
-            "{}: {err:?}",
-            backend.name()
-        );
-        assert!(
-            err.message().starts_with("request too large"),
-            "{}: {err:?}",
-            backend.name()
-        );
+    // Five megabytes of text, over the 4 MiB message limit.
+    let err = send_raw(
+        &h,
+        RawSendMessage {
+            request_id: rid(),
+            conversation_id: created.id.clone(),
+            text: vec![b'a'; 5 * 1024 * 1024],
+            sender: conv::SenderKind::Customer as i32,
+        },
+    )
+    .await;
+    assert_eq!(
+        err.code(),
+        Code::ResourceExhausted,
+        "{}: {err:?}",
+        backend.name()
+    );
+    assert!(
+        err.message().starts_with("request too large"),
+        "{}: {err:?}",
+        backend.name()
+    );
 
-        // 64 KiB of request headers, over the 16 KiB limit.
-        let mut request = tonic::Request::new(conv::GetConversationRequest {
+    // 64 KiB of request headers, over the 16 KiB limit.
+    let mut request = tonic::Request::new(conv::GetConversationRequest {
+        conversation_id: created.id.clone(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "x-padding",
+        "a".repeat(64 * 1024).parse().expect("ascii metadata"),
+    );
+    let err = h
+        .conversations("agent1")
+        .get_conversation(request)
+        .await
+        .expect_err("oversized headers are refused");
+    assert_eq!(
+        err.code(),
+        Code::ResourceExhausted,
+        "{}: {err:?}",
+        backend.name()
+    );
+    assert!(
+        err.message().starts_with("request headers too large"),
+        "{}: {err:?}",
+        backend.name()
+    );
+
+    // Nothing was stored: the conversation has only its creation events.
+    let events = h
+        .conversations("supervisor")
+        .list_conversation_events(conv::ListConversationEventsRequest {
             conversation_id: created.id.clone(),
             ..Default::default()
-        });
-        request.metadata_mut().insert(
-            "x-padding",
-            "a".repeat(64 * 1024).parse().expect("ascii metadata"),
-        );
-        let err = h
-            .conversations("agent1")
-            .get_conversation(request)
-            .await
-            .expect_err("oversized headers are refused");
-        assert_eq!(
-            err.code(),
-            Code::ResourceExhausted,
-            "{}: {err:?}",
-            backend.name()
-        );
-        assert!(
-            err.message().starts_with("request headers too large"),
-            "{}: {err:?}",
-            backend.name()
-        );
-
-        // Nothing was stored: the conversation has only its creation events.
-        let events = h
-            .conversations("supervisor")
-            .list_conversation_events(conv::ListConversationEventsRequest {
-                conversation_id: created.id.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("events")
-            .into_inner()
-            .events;
-        assert!(
-            events
-                .iter()
-                .all(|e| e.event_type != conv::EventType::MessageAdded as i32),
-            "{}: a refused message was stored: {events:?}",
-            backend.name()
-        );
-        h.stop().await.expect("every service stops cleanly");
-    }
+        })
+        .await
+        .expect("events")
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type != conv::EventType::MessageAdded as i32),
+        "{}: a refused message was stored: {events:?}",
+        backend.name()
+    );
+    h.stop().await.expect("every service stops cleanly");
 }
 
+switchboard_tests::on_each_backend!(huge_lists_and_impossible_values_are_refused_cheaply);
 /// Oversized lists, out-of-range times and control characters are refused at once with
 /// INVALID_ARGUMENT naming the field, before any work is done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn huge_lists_and_impossible_values_are_refused_cheaply() {
+async fn huge_lists_and_impossible_values_are_refused_cheaply(backend: &Backend) {
     use switchboard_proto::common::v1::TimeRange;
     use switchboard_proto::reporting::v1 as rep;
     use switchboard_proto::routing::v1 as routing;
 
-    let h = Harness::start(&Backend::Sqlite)
-        .await
-        .expect("suite starts");
+    let h = Harness::start(backend).await.expect("suite starts");
     let expect_invalid = |result: Result<(), tonic::Status>, field: &str| {
         let err = result.expect_err("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");

@@ -18,13 +18,11 @@ use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_and_a_new_administrator_set_up_a_second_tenant() {
-    for backend in Backend::all() {
-        let harness = Harness::start(&backend).await.expect("suite starts");
-        second_tenant(&harness).await;
-        harness.stop().await.expect("clean stop");
-    }
+switchboard_tests::on_each_backend!(an_operator_and_a_new_administrator_set_up_a_second_tenant);
+async fn an_operator_and_a_new_administrator_set_up_a_second_tenant(backend: &Backend) {
+    let harness = Harness::start(backend).await.expect("suite starts");
+    second_tenant(&harness).await;
+    harness.stop().await.expect("clean stop");
 }
 
 async fn second_tenant(h: &Harness) {

@@ -2,8 +2,6 @@
 //! database per test when `SWITCHBOARD_TEST_POSTGRES_URL` is set.
 #![allow(dead_code)]
 
-use std::sync::Once;
-
 use conversation_svc::store::Store;
 use switchboard_server_kit::Db;
 
@@ -14,15 +12,6 @@ pub struct TestDb {
     /// URL to give to `Store::open` or to the service config.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn note_missing_postgres() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        eprintln!(
-            "SWITCHBOARD_TEST_POSTGRES_URL is not set: PostgreSQL runs of these tests are skipped"
-        );
-    });
 }
 
 /// The URL of `base` with its database name replaced by `name`.
@@ -41,35 +30,68 @@ fn with_database(base: &str, name: &str) -> String {
     }
 }
 
-/// One database per backend available: SQLite, and PostgreSQL when configured.
-pub async fn databases() -> Vec<TestDb> {
+/// The base URL of the test PostgreSQL server, or `None` when none is configured.
+fn postgres_url(test: &str) -> Option<String> {
+    switchboard_server_kit::testing::postgres_url(test)
+}
+
+/// A temporary SQLite file.
+pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite:{}", dir.path().join("conversation.db").display());
-    let mut out = vec![TestDb {
+    TestDb {
         name: "sqlite",
         url,
         _dir: Some(dir),
-    }];
-    match std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") {
-        Ok(base) if !base.is_empty() => {
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let admin = Db::connect(&base)
-                .await
-                .expect("connect to the test PostgreSQL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin.pool)
-                .await
-                .expect("create a test database");
-            admin.pool.close().await;
-            out.push(TestDb {
-                name: "postgres",
-                url: with_database(&base, &name),
-                _dir: None,
-            });
-        }
-        _ => note_missing_postgres(),
     }
+}
+
+/// A fresh database on the test PostgreSQL server, or `None` when none is configured.
+pub async fn postgres(test: &str) -> Option<TestDb> {
+    let base = postgres_url(test)?;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin.pool)
+        .await
+        .expect("create a test database");
+    admin.pool.close().await;
+    Some(TestDb {
+        name: "postgres",
+        url: with_database(&base, &name),
+        _dir: None,
+    })
+}
+
+/// One database per backend available: SQLite, and PostgreSQL when configured.
+pub async fn databases() -> Vec<TestDb> {
+    let mut out = vec![sqlite().await];
+    out.extend(postgres("").await);
     out
+}
+
+/// Declares, for each named `async fn(TestDb)`, the tests `<name>::on_sqlite` and
+/// `<name>::on_postgres`, so every backend's run is reported by name. The PostgreSQL case
+/// says it is skipped when no server is configured.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_sqlite() {
+                super::$test($crate::support::sqlite().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn on_postgres() {
+                if let Some(db) = $crate::support::postgres(module_path!()).await {
+                    super::$test(db).await;
+                }
+            }
+        }
+    )+};
 }
 
 /// A migrated store on every available backend.

@@ -34,13 +34,10 @@ pub async fn sqlite() -> TestDirectory {
     }
 }
 
-/// A directory on a fresh PostgreSQL database, or `None` (with a note) when
-/// `SWITCHBOARD_TEST_POSTGRES_URL` is unset.
+/// A directory on a fresh PostgreSQL database, or `None` when the run may go without
+/// PostgreSQL (`switchboard_server_kit::testing::postgres_url`).
 pub async fn postgres() -> Option<TestDirectory> {
-    let Ok(base) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-        eprintln!("SWITCHBOARD_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run");
-        return None;
-    };
+    let base = switchboard_server_kit::testing::postgres_url("")?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = Db::connect(&base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -55,6 +52,27 @@ pub async fn postgres() -> Option<TestDirectory> {
         url,
         _dir: None,
     })
+}
+
+/// Declares, for each named `async fn(TestDirectory)`, the tests `<name>::on_sqlite` and
+/// `<name>::on_postgres`, so every backend's run is reported by name.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$test($crate::common::sqlite().await).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                if let Some(db) = $crate::common::postgres().await {
+                    super::$test(db).await;
+                }
+            }
+        }
+    )+};
 }
 
 /// `url` with its database name replaced by `name`.

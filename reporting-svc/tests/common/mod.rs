@@ -37,12 +37,9 @@ pub async fn sqlite() -> Backend {
 }
 
 /// A store on a new PostgreSQL database of the server at `SWITCHBOARD_TEST_POSTGRES_URL`;
-/// `None` (with a note on stderr) when the variable is unset.
+/// `None` when the run may go without PostgreSQL (`switchboard_server_kit::testing`).
 pub async fn postgres(test: &str) -> Option<Backend> {
-    let Ok(base) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
-        eprintln!("skipping {test} on PostgreSQL: SWITCHBOARD_TEST_POSTGRES_URL is not set");
-        return None;
-    };
+    let base = switchboard_server_kit::testing::postgres_url(test)?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = Db::connect(&base).await.unwrap();
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -102,6 +99,27 @@ macro_rules! conformance {
             )*
         }
     };
+}
+
+/// Declares, for each named `async fn(&Backend)`, the tests `<name>::on_sqlite` and
+/// `<name>::on_postgres`, so every backend's run is reported by name.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$test(&$crate::common::sqlite().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                if let Some(backend) = $crate::common::postgres(module_path!()).await {
+                    super::$test(&backend).await;
+                }
+            }
+        }
+    )+};
 }
 
 /// Microseconds since the epoch of an RFC 3339 time.
