@@ -1,0 +1,386 @@
+//! Creating a conversation and moving it through hold, end and wrap-up.
+
+use super::*;
+
+impl ConversationApi {
+    pub(super) async fn create(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<pb::CreateConversationResponse> {
+        const METHOD: &str = "ConversationService/CreateConversation";
+        let identity = authorized(
+            &request,
+            &[Role::Bot, Role::Administrator],
+            "creating a conversation",
+        )?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        // A retry is answered before routing-svc is asked about the queue again.
+        if let Some(response) = self.ctx.replay(&identity, METHOD, &rid).await? {
+            return Ok(response);
+        }
+
+        let channel = channel_field(req.channel)?;
+        let queue_id = uuid_field("queue_id", &req.queue_id)?;
+        let contact = req.contact.unwrap_or_default();
+        let contact_id = optional_uuid("contact.id", &contact.id)?;
+        if contact
+            .display_name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(Error::invalid(
+                "contact.display_name",
+                "must not be blank; leave it unset when the channel gives no name",
+            ));
+        }
+        let display_name = contact.display_name.unwrap_or_default();
+        text_field("contact.display_name", &display_name, 0, 200)?;
+        text_field("channel_address", &req.channel_address, 1, 500)?;
+        if req.pre_chat_data.len() > MAX_PRE_CHAT_FIELDS {
+            return Err(Error::invalid(
+                "pre_chat_data",
+                format!("must have at most {MAX_PRE_CHAT_FIELDS} fields"),
+            ));
+        }
+        for (i, field) in req.pre_chat_data.iter().enumerate() {
+            text_field(&format!("pre_chat_data[{i}].name"), &field.name, 1, 100)?;
+            text_field(&format!("pre_chat_data[{i}].label"), &field.label, 0, 200)?;
+            text_field(&format!("pre_chat_data[{i}].value"), &field.value, 0, 2000)?;
+        }
+        if req.bot_transcript.len() > MAX_TRANSCRIPT_LINES {
+            return Err(Error::invalid(
+                "bot_transcript",
+                format!("must have at most {MAX_TRANSCRIPT_LINES} lines"),
+            ));
+        }
+        let now = now_micros();
+        let mut transcript = Vec::with_capacity(req.bot_transcript.len());
+        for (i, line) in req.bot_transcript.iter().enumerate() {
+            let sender =
+                pb::SenderKind::try_from(line.sender).unwrap_or(pb::SenderKind::Unspecified);
+            if !matches!(sender, pb::SenderKind::Customer | pb::SenderKind::Bot) {
+                return Err(Error::invalid(
+                    format!("bot_transcript[{i}].sender"),
+                    "must be CUSTOMER or BOT",
+                ));
+            }
+            text_field(
+                &format!("bot_transcript[{i}].text"),
+                &line.text,
+                1,
+                MAX_TEXT,
+            )?;
+            text_field(
+                &format!("bot_transcript[{i}].sender_display_name"),
+                &line.sender_display_name,
+                0,
+                200,
+            )?;
+            transcript.push(TranscriptLine {
+                sender: sender as i32,
+                sender_display_name: mask_pans(&line.sender_display_name).into_owned(),
+                text: mask_pans(&line.text).into_owned(),
+                create_time: match line.create_time.as_ref() {
+                    None => now,
+                    Some(ts) => fields::timestamp_micros(ts).map_err(|why| {
+                        Error::invalid(format!("bot_transcript[{i}].create_time"), why)
+                    })?,
+                },
+            });
+        }
+        if !req.first_message.is_empty() {
+            text_field("first_message", &req.first_message, 1, MAX_TEXT)?;
+        }
+
+        // routing-svc first: a missing queue or a refused channel changes nothing here.
+        let queue = self
+            .ctx
+            .routing
+            .check_queue(&identity.tenant_id, &queue_id, channel)
+            .await
+            .map_err(|status| queue_error(&queue_id, status))?;
+
+        let new = NewConversation {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: identity.tenant_id.clone(),
+            channel,
+            queue_id: queue_id.clone(),
+            program_id: queue.program_id,
+            contact_id,
+            contact_display_name: mask_pans(&display_name).into_owned(),
+            channel_address: mask_pans(&req.channel_address).into_owned(),
+            pre_chat: req
+                .pre_chat_data
+                .iter()
+                .map(|f| PreChatField {
+                    name: mask_pans(&f.name).into_owned(),
+                    label: mask_pans(&f.label).into_owned(),
+                    value: mask_pans(&f.value).into_owned(),
+                })
+                .collect(),
+            transcript,
+            now,
+        };
+
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut conv = tx.create_conversation(&new).await?;
+        tx.event(event_by(&conv, pb::EventType::Created, &identity, now));
+        tx.event(event_by(&conv, pb::EventType::Queued, &identity, now));
+        if !req.first_message.is_empty() {
+            let first = NewMessage {
+                sender: pb::SenderKind::Customer as i32,
+                sender_id: String::new(),
+                sender_display_name: conv.contact.display_name.clone(),
+                text: mask_pans(&req.first_message).into_owned(),
+                internal: false,
+            };
+            post_message(&mut tx, &mut conv, first, "", now).await?;
+        }
+        let enqueue = rpb::EnqueueConversationRequest {
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            queue_id: conv.queue_id.clone(),
+            channel: conv.channel,
+            customer_display_name: conv.contact.display_name.clone(),
+            enqueue_key: uuid::Uuid::new_v4().to_string(),
+            wait_start_time: Some(micros_to_timestamp(conv.create_time)),
+            channel_address: conv.channel_address.clone(),
+        };
+        tx.add_command(
+            CommandKind::Enqueue,
+            &conv.tenant_id,
+            &conv.id,
+            enqueue.encode_to_vec(),
+            now,
+        )
+        .await?;
+        let response = pb::CreateConversationResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        tx.commit(&response).await?;
+        info!(
+            conversation_id = %conv.id,
+            tenant_id = %conv.tenant_id,
+            queue_id = %conv.queue_id,
+            "conversation created"
+        );
+        Ok(response)
+    }
+
+    pub(super) async fn hold(
+        &self,
+        request: Request<pb::SetWaitingRequest>,
+    ) -> Result<pb::SetWaitingResponse> {
+        const METHOD: &str = "ConversationService/SetWaiting";
+        let identity = authorized(&request, &USER_ROLES, "putting a conversation on hold")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        text_field("reason", &req.reason, 0, 200)?;
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::SetWaiting,
+            pb::EventType::Waiting,
+            mask_pans(&req.reason).into_owned(),
+        )
+        .await?;
+        let response = pb::SetWaitingResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        tx.commit(&response).await?;
+        info!(conversation_id = %id, "conversation waiting");
+        Ok(response)
+    }
+
+    pub(super) async fn resume(
+        &self,
+        request: Request<pb::ResumeConversationRequest>,
+    ) -> Result<pb::ResumeConversationResponse> {
+        const METHOD: &str = "ConversationService/ResumeConversation";
+        let identity = authorized(&request, &USER_ROLES, "resuming a conversation")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::Resume,
+            pb::EventType::Resumed,
+            String::new(),
+        )
+        .await?;
+        let response = pb::ResumeConversationResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        tx.commit(&response).await?;
+        info!(conversation_id = %id, "conversation resumed");
+        Ok(response)
+    }
+
+    pub(super) async fn end(
+        &self,
+        request: Request<pb::EndConversationRequest>,
+    ) -> Result<pb::EndConversationResponse> {
+        const METHOD: &str = "ConversationService/EndConversation";
+        let identity = authorized(&request, &USER_ROLES, "ending a conversation")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut conv = owner_transition(
+            &mut tx,
+            &identity,
+            &id,
+            Action::End,
+            pb::EventType::Ended,
+            String::new(),
+        )
+        .await?;
+        let now = conv.update_time;
+        let name = if conv.owner_display_name.is_empty() {
+            mask_pans(&identity.display_name).into_owned()
+        } else {
+            conv.owner_display_name.clone()
+        };
+        let notice = system_message(format!("{name} left the conversation"));
+        post_message(&mut tx, &mut conv, notice, "", now).await?;
+        let response = pb::EndConversationResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        tx.commit(&response).await?;
+        info!(conversation_id = %id, agent_id = %identity.principal_id, "conversation ended");
+        Ok(response)
+    }
+
+    pub(super) async fn wrap_up(
+        &self,
+        request: Request<pb::SubmitWrapUpRequest>,
+    ) -> Result<pb::SubmitWrapUpResponse> {
+        const METHOD: &str = "ConversationService/SubmitWrapUp";
+        let identity = authorized(&request, &USER_ROLES, "submitting wrap-up")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        let id = uuid_field("conversation_id", &req.conversation_id)?;
+        if req.wrap_up_reason_ids.is_empty() {
+            return Err(Error::invalid(
+                "wrap_up_reason_ids",
+                "at least one reason is required",
+            ));
+        }
+        if req.wrap_up_reason_ids.len() > MAX_WRAP_UP_REASONS {
+            return Err(Error::invalid(
+                "wrap_up_reason_ids",
+                format!("must have at most {MAX_WRAP_UP_REASONS} reasons"),
+            ));
+        }
+        let mut reason_ids: Vec<String> = Vec::new();
+        for (i, raw) in req.wrap_up_reason_ids.iter().enumerate() {
+            let reason_id = uuid_field(&format!("wrap_up_reason_ids[{i}]"), raw)?;
+            if !reason_ids.contains(&reason_id) {
+                reason_ids.push(reason_id);
+            }
+        }
+        text_field("note", &req.note, 0, 2000)?;
+        let segment_id = optional_uuid("segment_id", &req.segment_id)?;
+
+        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let (mut conv, next) =
+            load_for_owner(&mut tx, &identity, &id, Action::SubmitWrapUp).await?;
+        if let Some(segment_id) = segment_id
+            && segment_id != conv.current_segment_id
+        {
+            // Only a transfer leaves a caller with an earlier segment to wrap up.
+            return Err(Error::NotServedYet(format!(
+                "segment_id {segment_id}: wrapping up an earlier segment after a transfer is \
+                 part of the API contract but not served yet"
+            )));
+        }
+        let reasons = tx.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
+        for (i, reason_id) in reason_ids.iter().enumerate() {
+            let field = format!("wrap_up_reason_ids[{i}]");
+            let Some(reason) = reasons.iter().find(|r| &r.id == reason_id) else {
+                return Err(Error::invalid(
+                    field,
+                    format!("unknown wrap-up reason {reason_id}"),
+                ));
+            };
+            if !reason.active {
+                return Err(Error::invalid(
+                    field,
+                    format!("wrap-up reason {reason_id} is inactive"),
+                ));
+            }
+            if !reason.offered_in(&conv.queue_id) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "wrap-up reason {reason_id} is not offered in queue {}",
+                        conv.queue_id
+                    ),
+                ));
+            }
+        }
+        let now = now_micros();
+        let agent_id = conv.owner_agent_id.clone();
+        conv.close_time = Some(now);
+        conv.close_reason = pb::CloseReason::WrapUpSubmitted as i32;
+        conv.wrap_up_reason_ids = reason_ids.clone();
+        tx.end_segment(
+            &conv.current_segment_id,
+            "closed",
+            &reason_ids,
+            &mask_pans(&req.note),
+            now,
+        )
+        .await?;
+        save_state(&mut tx, &mut conv, next, now).await?;
+        let mut submitted = event_by(&conv, pb::EventType::WrapUpSubmitted, &identity, now);
+        submitted.wrap_up_reason_ids = reason_ids.clone();
+        tx.event(submitted);
+        let mut closed = event_by(&conv, pb::EventType::Closed, &identity, now);
+        closed.wrap_up_reason_ids = reason_ids;
+        closed.detail = convert::close_code(pb::CloseReason::WrapUpSubmitted).to_owned();
+        closed.reopen_window_secs = identity.reopen_window_secs;
+        tx.event(closed);
+        let release = rpb::ReleaseCapacityRequest {
+            tenant_id: conv.tenant_id.clone(),
+            conversation_id: conv.id.clone(),
+            agent_id: agent_id.clone(),
+        };
+        tx.add_command(
+            CommandKind::ReleaseCapacity,
+            &conv.tenant_id,
+            &conv.id,
+            release.encode_to_vec(),
+            now,
+        )
+        .await?;
+        let response = pb::SubmitWrapUpResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        tx.commit(&response).await?;
+        info!(conversation_id = %id, agent_id = %agent_id, "conversation closed after wrap-up");
+        Ok(response)
+    }
+}
