@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod convert;
 pub mod directory;
 pub mod domain;
 pub mod engine;

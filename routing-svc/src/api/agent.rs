@@ -11,8 +11,9 @@ use tracing::{info, warn};
 
 use crate::api::{
     Begun, MAX_TEXT, RequestKey, begin_mutation, caller_agent_id, checked_caller, commit_mutation,
-    convert, optional_id, parse_id, respond, short_text, target_agent,
+    optional_id, parse_id, respond, short_text, target_agent,
 };
+use crate::convert;
 use crate::domain::Presence;
 use crate::domain::presence::check_manual;
 use crate::engine::{Context, streams};

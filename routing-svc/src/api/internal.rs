@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::api::queue::parse_channel;
-use crate::api::{MAX_TEXT, caller, convert, optional_id, parse_id, require_any, respond};
+use crate::api::{MAX_TEXT, caller, optional_id, parse_id, require_any, respond};
+use crate::convert;
 use crate::domain::{Channel, Queue};
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};

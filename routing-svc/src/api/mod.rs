@@ -1,7 +1,6 @@
 //! The gRPC services: validate → convert → call the store → convert.
 
 pub mod agent;
-pub mod convert;
 pub mod internal;
 pub mod queue;
 

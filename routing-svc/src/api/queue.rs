@@ -11,12 +11,12 @@ use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::api::convert::{self, duration_micros, timestamp_micros};
 use crate::api::{
     Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_agent_id, caller_tenant,
     checked_caller, commit_mutation, display_name, not_implemented, optional_id, parse_id,
     require_any, required, respond,
 };
+use crate::convert::{self, duration_micros, timestamp_micros};
 use crate::domain::profile;
 use crate::domain::transfer::{CandidateQueue, TargetKind, TransferTarget, transfer_targets};
 use crate::domain::{

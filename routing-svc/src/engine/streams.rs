@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::warn;
 
-use crate::api::convert;
+use crate::convert;
 use crate::domain::OfferState;
 use crate::error::Result;
 use crate::store::{Store, catalog, events, routing};
