@@ -2,6 +2,7 @@
 //! environment variables, then command-line flags.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +105,20 @@ pub struct AuthConfig {
     /// Platform operators, who may call only `PlatformService`. Each key is kept as a hash
     /// here, so that the configuration is no secret.
     pub operators: Vec<OperatorKey>,
+    /// How long, in milliseconds, verified credentials and the directory facts of a call
+    /// (user, API key, tenant ancestry and settings) are kept in memory; 0 reads the
+    /// directory on every call. This gateway's own directory writes apply at once; writes
+    /// through another replica apply here within this time.
+    pub cache_ttl_ms: u64,
+    /// Entries each of those caches holds at most.
+    pub cache_capacity: u64,
+}
+
+impl AuthConfig {
+    /// `cache_ttl_ms` as a duration.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
+    }
 }
 
 impl Default for AuthConfig {
@@ -115,6 +130,8 @@ impl Default for AuthConfig {
             audience: "switchboard".to_owned(),
             leeway_seconds: 30,
             operators: Vec::new(),
+            cache_ttl_ms: crate::store::DEFAULT_CACHE_TTL.as_millis() as u64,
+            cache_capacity: crate::store::DEFAULT_CACHE_CAPACITY,
         }
     }
 }

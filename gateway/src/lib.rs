@@ -112,7 +112,8 @@ pub async fn serve(
         .context("opening the directory database")?;
     let directory = Directory::open(&db)
         .await
-        .context("migrating the directory database")?;
+        .context("migrating the directory database")?
+        .with_cache(config.auth.cache_ttl(), config.auth.cache_capacity);
     // Ends with the shutdown token, like the proxy's streams.
     idempotency::spawn_purger(db.clone(), config.request_log.clone(), shutdown.token());
     let authenticator = auth::Authenticator::new(&config.auth, directory.clone())?;
@@ -248,6 +249,8 @@ mod tests {
         assert_eq!(config.metrics_listen.unwrap().to_string(), "127.0.0.1:9051");
         assert_eq!(config.default_deadline_ms, 30_000);
         assert_eq!(config.auth.leeway_seconds, 30);
+        assert_eq!(config.auth.cache_ttl_ms, 5_000);
+        assert_eq!(config.auth.cache_capacity, 100_000);
         assert_eq!(config.upstreams.reporting_url, "http://127.0.0.1:50063");
     }
 }

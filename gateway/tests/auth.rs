@@ -459,3 +459,165 @@ async fn unusable_operator_configuration_stops_the_gateway(db: common::TestDirec
     };
     assert!(Authenticator::new(&twice, fx.db.directory.clone()).is_err());
 }
+
+// ---------------------------------------------------------------------------------------
+// The caches: a repeated credential reads no database; writes apply to the next call.
+
+fn mutation(fx: &Fixture, method: &'static str) -> Mutation {
+    Mutation {
+        tenant_id: fx.tenant.to_string(),
+        actor_id: "admin".to_owned(),
+        method,
+        request_id: Uuid::new_v4(),
+        fingerprint: Fingerprint::of(&()),
+    }
+}
+
+/// Deactivates the fixture's user and revokes its key in one directory mutation of
+/// `directory`, as UpdateUser and RevokeApiKey do.
+async fn deactivate_and_revoke(fx: &Fixture, directory: &gateway::Directory) {
+    let mut tx = directory
+        .begin(mutation(
+            fx,
+            "/switchboard.directory.v1.DirectoryService/UpdateUser",
+        ))
+        .await
+        .unwrap();
+    let mut user = tx.user(&fx.user.to_string()).await.unwrap().unwrap();
+    user.active = false;
+    tx.update_user(&user).await.unwrap();
+    tx.revoke_api_key(&fx.key.to_string(), 1).await.unwrap();
+    tx.finish(&user.id, &CreateUserResponse::default())
+        .await
+        .unwrap();
+}
+
+on_each_backend!(a_repeated_credential_reads_no_database);
+async fn a_repeated_credential_reads_no_database(db: common::TestDirectory) {
+    let fx = fixture(db).await;
+    let dir = &fx.db.directory;
+    for headers in [
+        bearer(&token(&fx.user.to_string())),
+        api_key(&good_secret(fx.key)),
+    ] {
+        let first = fx.auth.authenticate(&headers).await.unwrap();
+        let before = dir.db_uses();
+        let second = fx.auth.authenticate(&headers).await.unwrap();
+        assert_eq!(
+            dir.db_uses(),
+            before,
+            "the second call was answered from memory"
+        );
+        assert_eq!(second, first);
+    }
+    // A wrong secret for a known key is never taken for the cached one.
+    let wrong = gateway::api_key_secret(fx.key, "WRONG456789abcdefghijklmnopqrstuvwxyzABCD");
+    assert_eq!(refusal(&fx, &api_key(&wrong)).await, "invalid api key");
+}
+
+on_each_backend!(directory_writes_apply_to_the_next_call);
+async fn directory_writes_apply_to_the_next_call(db: common::TestDirectory) {
+    let fx = fixture(db).await;
+    let dir = &fx.db.directory;
+    let user_headers = bearer(&token(&fx.user.to_string()));
+    let key_headers = api_key(&good_secret(fx.key));
+    let identity = |headers: &HeaderMap| {
+        let headers = headers.clone();
+        let auth = &fx.auth;
+        async move {
+            auth.authenticate(&headers)
+                .await
+                .unwrap()
+                .into_tenant()
+                .unwrap()
+        }
+    };
+    identity(&user_headers).await;
+    identity(&key_headers).await;
+
+    // Roles and settings, through a directory mutation as UpdateUser and
+    // UpdateTenantSettings do.
+    let mut tx = dir
+        .begin(mutation(
+            &fx,
+            "/switchboard.directory.v1.DirectoryService/UpdateUser",
+        ))
+        .await
+        .unwrap();
+    let mut user = tx.user(&fx.user.to_string()).await.unwrap().unwrap();
+    user.roles = vec![Role::Agent];
+    user.display_name = "Sam Agent".to_owned();
+    tx.update_user(&user).await.unwrap();
+    let mut settings = tx.tenant_settings(&fx.tenant.to_string()).await.unwrap();
+    settings.enabled_supervisor_actions = vec![SupervisorAction::Join];
+    tx.put_settings(&settings).await.unwrap();
+    tx.finish(&user.id, &CreateUserResponse::default())
+        .await
+        .unwrap();
+    let changed = identity(&user_headers).await;
+    assert_eq!(changed.roles, vec![KitRole::Agent]);
+    assert_eq!(changed.display_name, "Sam Agent");
+    assert_eq!(changed.enabled_supervisor_actions, vec!["join"]);
+    assert_eq!(
+        identity(&key_headers).await.enabled_supervisor_actions,
+        vec!["join"]
+    );
+
+    // The seeding helpers too.
+    dir.ensure_user(fx.user, fx.tenant, "Sam", "sam@acme.test", &[Role::Analyst])
+        .await
+        .unwrap();
+    assert_eq!(identity(&user_headers).await.roles, vec![KitRole::Analyst]);
+
+    deactivate_and_revoke(&fx, dir).await;
+    assert_eq!(
+        refusal(&fx, &user_headers).await,
+        "bearer token subject is not an active user"
+    );
+    assert_eq!(refusal(&fx, &key_headers).await, "api key revoked");
+}
+
+on_each_backend!(another_replicas_writes_apply_within_the_ttl);
+/// A write through another directory (another gateway replica) does not reach this one's
+/// caches: this one sees it once its entries expire.
+async fn another_replicas_writes_apply_within_the_ttl(db: common::TestDirectory) {
+    const TTL: Duration = Duration::from_millis(1_500);
+    let fx = fixture(db).await;
+    let replica_directory = fx.db.directory.clone().with_cache(TTL, 100);
+    let config = AuthConfig {
+        hs256_secret: Some(SECRET.to_owned()),
+        cache_ttl_ms: TTL.as_millis() as u64,
+        ..AuthConfig::default()
+    };
+    let replica = Authenticator::new(&config, replica_directory).unwrap();
+    let user_headers = bearer(&token(&fx.user.to_string()));
+    let key_headers = api_key(&good_secret(fx.key));
+    let cached_at = tokio::time::Instant::now();
+    replica.authenticate(&user_headers).await.unwrap();
+    replica.authenticate(&key_headers).await.unwrap();
+
+    deactivate_and_revoke(&fx, &fx.db.directory).await;
+    // The fixture's own authenticator shares the writing directory's caches.
+    assert!(fx.auth.authenticate(&key_headers).await.is_err());
+    let stale = replica.authenticate(&key_headers).await;
+    if cached_at.elapsed() < TTL {
+        assert!(
+            stale.is_ok(),
+            "within the TTL the replica still has its copy"
+        );
+    }
+
+    let deadline = cached_at + TTL + Duration::from_secs(20);
+    loop {
+        let user = replica.authenticate(&user_headers).await;
+        let key = replica.authenticate(&key_headers).await;
+        if user.is_err() && key.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica still accepts a revoked key or an inactive user long after the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

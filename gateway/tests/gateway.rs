@@ -869,6 +869,87 @@ async fn a_disabled_supervisor_action_is_refused_and_an_enabled_one_goes_through
     assert!(stack.canary_connections.load(Ordering::SeqCst) >= 1);
 }
 
+on_each_backend!(directory_writes_through_the_gateway_reach_its_next_call);
+/// The gateway keeps a caller's directory facts for `auth.cache_ttl_ms`; its own writes drop
+/// them at once, so the next proxied call sees new roles, name and settings, and a
+/// deactivated user is refused.
+async fn directory_writes_through_the_gateway_reach_its_next_call(db: common::TestDirectory) {
+    let stack = Stack::start_with(db, |config| config.auth.cache_ttl_ms = 600_000).await;
+    let mut reporting = stack.reporting().await;
+    let mut directory = stack.directory_client().await;
+    let (analyst, admin) = (stack.token(stack.analyst), stack.token(stack.admin));
+    let report = || authed(rep::GetCreatedClosedReportRequest::default(), &analyst);
+    for _ in 0..2 {
+        reporting.get_created_closed_report(report()).await.unwrap();
+    }
+    let before = stack.seen.last().identity;
+    assert_eq!(before.roles, vec![KitRole::Analyst]);
+    assert_eq!(before.enabled_supervisor_actions, vec!["monitor"]);
+
+    let update_user = |user: dir::User, paths: &[&str]| dir::UpdateUserRequest {
+        request_id: Uuid::new_v4().to_string(),
+        user: Some(user),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    };
+    let analyst_user = |user: dir::User| dir::User {
+        id: stack.analyst.to_string(),
+        ..user
+    };
+    directory
+        .update_user(authed(
+            update_user(
+                analyst_user(dir::User {
+                    display_name: "Ana Lyst".to_owned(),
+                    roles: vec![dir::Role::Analyst as i32, dir::Role::Supervisor as i32],
+                    ..Default::default()
+                }),
+                &["display_name", "roles"],
+            ),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    directory
+        .update_tenant_settings(authed(
+            dir::UpdateTenantSettingsRequest {
+                request_id: Uuid::new_v4().to_string(),
+                settings: Some(dir::TenantSettings {
+                    enabled_supervisor_actions: vec![dir::SupervisorAction::Join as i32],
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["enabled_supervisor_actions".to_owned()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    reporting.get_created_closed_report(report()).await.unwrap();
+    let after = stack.seen.last().identity;
+    assert_eq!(after.roles, vec![KitRole::Supervisor, KitRole::Analyst]);
+    assert_eq!(after.display_name, "Ana Lyst");
+    assert_eq!(after.enabled_supervisor_actions, vec!["join"]);
+
+    directory
+        .update_user(authed(
+            update_user(analyst_user(dir::User::default()), &["active"]),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let err = reporting
+        .get_created_closed_report(report())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, UNAUTHENTICATED_MESSAGE)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Streams, failures, deadlines.
 

@@ -3,6 +3,7 @@
 //! use the same code as `switchboard dev`.
 
 pub mod admin;
+pub mod bench;
 pub mod dev;
 pub mod seed;
 pub mod suite;

@@ -21,6 +21,9 @@ enum Command {
     /// Platform operator commands against a running suite: tenants and their first
     /// administrators.
     Admin(switchboard::admin::AdminArgs),
+    /// Benchmarks the suite on loopback: each figure against a baseline from the same run
+    /// (docs/benchmarks.md).
+    Bench(switchboard::bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -28,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => switchboard::dev::run(args).await,
         Command::Admin(args) => switchboard::admin::run(args).await,
+        Command::Bench(args) => switchboard::bench::run(args).await,
     }
 }

@@ -38,6 +38,16 @@ impl std::fmt::Debug for JwtVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
+}
+
+/// What a verified token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The `sub` claim.
+    pub subject: String,
+    /// The `exp` claim: seconds since the epoch.
+    pub expires_at: u64,
 }
 
 /// Why a token was refused, for the server log (clients get one message for every
@@ -90,6 +100,11 @@ impl JwtVerifier {
 
     /// Verifies `token` and returns its subject.
     pub fn verify(&self, token: &str) -> Result<String, GatewayError> {
+        self.verify_claims(token).map(|verified| verified.subject)
+    }
+
+    /// Verifies `token` and returns its subject and expiry.
+    pub fn verify_claims(&self, token: &str) -> Result<Verified, GatewayError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|err| unauthenticated(refusal(err.kind())))?;
         let same_algorithm = || self.keys.iter().filter(|k| k.algorithm == header.alg);
@@ -120,7 +135,12 @@ impl JwtVerifier {
         let mut last = ErrorKind::InvalidSignature;
         for candidate in candidates {
             match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
-                Ok(data) => return Ok(data.claims.sub),
+                Ok(data) => {
+                    return Ok(Verified {
+                        subject: data.claims.sub,
+                        expires_at: data.claims.exp,
+                    });
+                }
                 Err(err) => {
                     last = err.into_kind();
                     // Only a signature mismatch is worth trying the next key for.

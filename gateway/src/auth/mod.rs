@@ -1,9 +1,11 @@
 //! Authentication: turns a call's credentials (`authorization: Bearer <JWT>` or
 //! `x-api-key`) into the verified [`Identity`] the gateway signs for the services.
 //!
-//! Tenant, roles and settings always come from the directory, never from the token, and are
-//! read on every call, so that deactivating a user, revoking a key or changing a role takes
-//! effect at once.
+//! Tenant, roles and settings always come from the directory, never from the token. They
+//! are kept for `auth.cache_ttl_ms` (a few seconds) so that a call with a recent credential
+//! reads no database; this gateway's own directory writes drop what they change at once, so
+//! deactivating a user, revoking a key or changing a role takes effect on its next call
+//! (other replicas: within the TTL).
 //!
 //! Platform operators (`x-api-key: sbo_…`, configured as hashes) are a second kind of
 //! caller: they belong to no tenant, so they get no [`Identity`] and nothing signed for the
@@ -12,16 +14,21 @@
 
 pub mod jwt;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use http::HeaderMap;
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
 use switchboard_server_kit::{Identity, PrincipalKind};
 use tracing::info;
 use uuid::Uuid;
 
 use crate::config::{AuthConfig, OperatorKey};
 use crate::domain::directory::{action_name, kit_role};
-use crate::domain::{api_key, operator};
+use crate::domain::operator;
 use crate::error::GatewayError;
 use crate::store::Directory;
+use crate::store::cache::bounded;
 use jwt::JwtVerifier;
 
 /// Header carrying an API key secret.
@@ -67,11 +74,33 @@ impl Operator {
 }
 
 /// Verifies credentials against the configured token keys, operator keys and the directory.
-#[derive(Debug)]
 pub struct Authenticator {
     jwt: JwtVerifier,
+    /// Verified bearer tokens by their SHA-256: the subject and `exp`, so that a repeated
+    /// token skips the signature check. Kept until `exp` and at most `auth.cache_ttl_ms`;
+    /// nothing to invalidate, as a token's claims never change (whether its user may still
+    /// sign in is the directory's cached user, which writes invalidate).
+    tokens: Option<Cache<[u8; 32], VerifiedToken>>,
     operators: Vec<OperatorKey>,
     directory: Directory,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the cached tokens.
+        f.debug_struct("Authenticator")
+            .field("jwt", &self.jwt)
+            .field("operators", &self.operators)
+            .field("directory", &self.directory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bearer token that verified: its subject and `exp` (seconds since the epoch).
+#[derive(Clone, Copy, Debug)]
+struct VerifiedToken {
+    user_id: Uuid,
+    expires_at: u64,
 }
 
 impl Authenticator {
@@ -79,6 +108,7 @@ impl Authenticator {
     pub fn new(config: &AuthConfig, directory: Directory) -> Result<Authenticator, GatewayError> {
         Ok(Authenticator {
             jwt: JwtVerifier::new(config)?,
+            tokens: bounded(config.cache_ttl(), config.cache_capacity),
             operators: operator_keys(&config.operators)?,
             directory,
         })
@@ -142,42 +172,67 @@ impl Authenticator {
     }
 
     async fn user_identity(&self, token: &str) -> Result<Identity, GatewayError> {
-        let subject = self.jwt.verify(token)?;
-        let inactive = || GatewayError::Unauthenticated(INACTIVE.to_owned());
-        let user_id = Uuid::try_parse(&subject).map_err(|_| inactive())?;
+        let user_id = self.token_subject(token)?;
         let user = self
             .directory
-            .user(&user_id.to_string())
+            .cached_user(&user_id.to_string())
             .await?
             .filter(|user| user.active)
-            .ok_or_else(inactive)?;
+            .ok_or_else(|| GatewayError::Unauthenticated(INACTIVE.to_owned()))?;
         self.identity(
-            user.tenant_id,
-            user.id,
+            &user.tenant_id,
+            &user.id,
             PrincipalKind::User,
-            user.display_name,
+            &user.display_name,
             &user.roles,
         )
         .await
     }
 
+    /// The user a bearer token names, verified now or within the token cache's freshness.
+    fn token_subject(&self, token: &str) -> Result<Uuid, GatewayError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.tokens.as_ref().and_then(|tokens| tokens.get(&hash))
+            && now < hit.expires_at
+        {
+            return Ok(hit.user_id);
+        }
+        let verified = self.jwt.verify_claims(token)?;
+        let user_id = Uuid::try_parse(&verified.subject)
+            .map_err(|_| GatewayError::Unauthenticated(INACTIVE.to_owned()))?;
+        if let Some(tokens) = &self.tokens
+            && now < verified.expires_at
+        {
+            let expires_at = verified.expires_at;
+            tokens.insert(
+                hash,
+                VerifiedToken {
+                    user_id,
+                    expires_at,
+                },
+            );
+        }
+        Ok(user_id)
+    }
+
     async fn api_key_identity(&self, secret: &str) -> Result<Identity, GatewayError> {
-        let bad = || GatewayError::Unauthenticated(BAD_KEY.to_owned());
-        let id = api_key::parse_secret(secret).ok_or_else(bad)?;
         let key = self
             .directory
-            .api_key(&id.to_string())
+            .cached_api_key(secret)
             .await?
-            .filter(|key| api_key::secret_matches(secret, &key.secret_sha256))
-            .ok_or_else(bad)?;
+            .ok_or_else(|| GatewayError::Unauthenticated(BAD_KEY.to_owned()))?;
         if key.revoked_at.is_some() {
             return Err(GatewayError::Unauthenticated("api key revoked".to_owned()));
         }
         self.identity(
-            key.tenant_id,
-            key.id,
+            &key.tenant_id,
+            &key.id,
             PrincipalKind::ApiKey,
-            key.display_name,
+            &key.display_name,
             &key.roles,
         )
         .await
@@ -185,20 +240,20 @@ impl Authenticator {
 
     async fn identity(
         &self,
-        tenant_id: String,
-        principal_id: String,
+        tenant_id: &str,
+        principal_id: &str,
         principal_kind: PrincipalKind,
-        display_name: String,
+        display_name: &str,
         roles: &[switchboard_proto::directory::v1::Role],
     ) -> Result<Identity, GatewayError> {
-        let tenant_ancestry = self.directory.tenant_ancestry(&tenant_id).await?;
-        let settings = self.directory.tenant_settings(&tenant_id).await?;
+        let tenant = self.directory.cached_tenant(tenant_id).await?;
+        let settings = &tenant.settings;
         Ok(Identity {
-            tenant_id,
-            tenant_ancestry,
-            principal_id,
+            tenant_id: tenant_id.to_owned(),
+            tenant_ancestry: tenant.ancestry.clone(),
+            principal_id: principal_id.to_owned(),
             principal_kind,
-            display_name,
+            display_name: display_name.to_owned(),
             roles: roles.iter().copied().filter_map(kit_role).collect(),
             enabled_supervisor_actions: settings
                 .enabled_supervisor_actions

@@ -1,8 +1,11 @@
 //! The directory's storage: tenants, tenant settings, users, API keys, the audit log and the
 //! request log, on SQLite or PostgreSQL through server-kit's [`Db`].
 
+pub(crate) mod cache;
 mod queries;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -17,6 +20,8 @@ use crate::domain::api_key;
 use crate::domain::directory::{DEFAULT_REOPEN_WINDOW, FieldError};
 use crate::domain::page::{Cursor, PageRequest, finish};
 use crate::error::GatewayError;
+pub use cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, TenantFacts};
+use cache::{DirectoryCache, Stale};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -153,13 +158,45 @@ impl Mutation {
 #[derive(Clone, Debug)]
 pub struct Directory {
     db: Db,
+    cache: Arc<DirectoryCache>,
+    db_uses: Arc<AtomicU64>,
 }
 
 impl Directory {
-    /// Opens the directory on `db`, applying pending migrations.
+    /// Opens the directory on `db`, applying pending migrations, with the default caches
+    /// ([`DEFAULT_CACHE_TTL`]).
     pub async fn open(db: &Db) -> Result<Directory, GatewayError> {
         migrate(db).await?;
-        Ok(Directory { db: db.clone() })
+        Ok(Directory {
+            db: db.clone(),
+            cache: Arc::new(DirectoryCache::new(
+                DEFAULT_CACHE_TTL,
+                DEFAULT_CACHE_CAPACITY,
+            )),
+            db_uses: Arc::default(),
+        })
+    }
+
+    /// This directory with caches of its own that keep the facts authenticating a call
+    /// for `ttl` (nothing when zero), at most `capacity` entries each. Writes through
+    /// other [`Directory`] values reach these caches only when their entries expire.
+    pub fn with_cache(self, ttl: Duration, capacity: u64) -> Directory {
+        Directory {
+            cache: Arc::new(DirectoryCache::new(ttl, capacity)),
+            ..self
+        }
+    }
+
+    /// How many times this directory and its clones went to the database outside a write
+    /// transaction, plus the write transactions begun: lets tests see that a call was
+    /// answered from the caches.
+    pub fn db_uses(&self) -> u64 {
+        self.db_uses.load(Ordering::Relaxed)
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, GatewayError> {
+        self.db_uses.fetch_add(1, Ordering::Relaxed);
+        Ok(self.db.pool.acquire().await?)
     }
 
     /// Connects to `database_url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`) and
@@ -182,7 +219,7 @@ impl Directory {
         display_name: &str,
     ) -> Result<(), GatewayError> {
         let display_name = crate::domain::directory::display_name("display_name", display_name)?;
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::upsert_tenant(
             &mut conn,
             &TenantRecord {
@@ -192,7 +229,9 @@ impl Directory {
                 created_at: now_micros(),
             },
         )
-        .await
+        .await?;
+        self.cache.invalidate(&Stale::AllTenants);
+        Ok(())
     }
 
     /// Creates user `id` or updates it to the given values; the user ends up active.
@@ -215,8 +254,10 @@ impl Directory {
             active: true,
             created_at: now_micros(),
         };
-        let mut conn = self.db.pool.acquire().await?;
-        queries::upsert_user(&mut conn, &record).await
+        let mut conn = self.conn().await?;
+        queries::upsert_user(&mut conn, &record).await?;
+        self.cache.invalidate(&Stale::User(record.id));
+        Ok(())
     }
 
     /// Creates API key `id` with `secret` (which must have the form
@@ -248,8 +289,10 @@ impl Directory {
             created_at: now_micros(),
             revoked_at: None,
         };
-        let mut conn = self.db.pool.acquire().await?;
-        queries::upsert_api_key(&mut conn, &record).await
+        let mut conn = self.conn().await?;
+        queries::upsert_api_key(&mut conn, &record).await?;
+        self.cache.invalidate(&Stale::AllApiKeys);
+        Ok(())
     }
 
     /// Sets which supervisor actions tenant `tenant` allows, keeping its other settings.
@@ -264,30 +307,79 @@ impl Directory {
         settings.enabled_supervisor_actions = actions.to_vec();
         queries::upsert_settings(&mut tx, &settings).await?;
         tx.commit().await?;
+        self.cache.invalidate(&Stale::Tenant(tenant));
         Ok(())
+    }
+
+    /// User `id`, as authentication needs it: from the cache when read within the
+    /// freshness, else from the database.
+    pub async fn cached_user(&self, id: &str) -> Result<Option<Arc<UserRecord>>, GatewayError> {
+        self.cache
+            .users
+            .get_or_load(id.to_owned(), || async {
+                Ok(self.user(id).await?.map(Arc::new))
+            })
+            .await
+    }
+
+    /// The API key whose secret is `secret` (revoked or not), as authentication needs it:
+    /// from the cache, keyed by the secret's hash, when seen within the freshness.
+    pub async fn cached_api_key(
+        &self,
+        secret: &str,
+    ) -> Result<Option<Arc<ApiKeyRecord>>, GatewayError> {
+        let Some(id) = api_key::parse_secret(secret) else {
+            return Ok(None);
+        };
+        self.cache
+            .api_keys
+            .get_or_load(api_key::hash_secret(secret), || async {
+                Ok(self
+                    .api_key(&id.to_string())
+                    .await?
+                    .filter(|key| api_key::secret_matches(secret, &key.secret_sha256))
+                    .map(Arc::new))
+            })
+            .await
+    }
+
+    /// Tenant `id`'s ancestry and settings, as a call's identity needs them: from the
+    /// cache when read within the freshness.
+    pub async fn cached_tenant(&self, id: &str) -> Result<Arc<TenantFacts>, GatewayError> {
+        let facts = self
+            .cache
+            .tenants
+            .get_or_load(id.to_owned(), || async {
+                let mut conn = self.conn().await?;
+                let ancestry = queries::ancestry(&mut conn, id).await?;
+                let settings = queries::settings(&mut conn, id).await?;
+                Ok(Some(Arc::new(TenantFacts { ancestry, settings })))
+            })
+            .await?;
+        Ok(facts.expect("the loader always finds tenant facts"))
     }
 
     /// Tenant `id`.
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::tenant(&mut conn, id).await
     }
 
     /// The ancestors of tenant `id`, parent first.
     pub async fn tenant_ancestry(&self, id: &str) -> Result<Vec<String>, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::ancestry(&mut conn, id).await
     }
 
     /// The settings of tenant `id`, defaults filled in.
     pub async fn tenant_settings(&self, id: &str) -> Result<SettingsRecord, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::settings(&mut conn, id).await
     }
 
     /// User `id`, in any tenant.
     pub async fn user(&self, id: &str) -> Result<Option<UserRecord>, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::user(&mut conn, id).await
     }
 
@@ -297,13 +389,13 @@ impl Directory {
         tenant_id: &str,
         ids: &[String],
     ) -> Result<Vec<UserRecord>, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::users_by_ids(&mut conn, tenant_id, ids).await
     }
 
     /// API key `id`, in any tenant.
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         queries::api_key(&mut conn, id).await
     }
 
@@ -313,7 +405,7 @@ impl Directory {
         parent: &str,
         page: &PageRequest,
     ) -> Result<(Vec<TenantRecord>, String), GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = queries::child_tenants(&mut conn, parent, page).await?;
         Ok(finish(rows, page.size, |t| Cursor {
             key: t.display_name.clone(),
@@ -326,7 +418,7 @@ impl Directory {
         &self,
         page: &PageRequest,
     ) -> Result<(Vec<TenantRecord>, String), GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = queries::top_level_tenants(&mut conn, page).await?;
         Ok(finish(rows, page.size, |t| Cursor {
             key: t.display_name.clone(),
@@ -341,7 +433,7 @@ impl Directory {
         role: Option<Role>,
         page: &PageRequest,
     ) -> Result<(Vec<UserRecord>, String), GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = queries::users(&mut conn, tenant, role, page).await?;
         Ok(finish(rows, page.size, |u| Cursor {
             key: u.display_name.clone(),
@@ -355,7 +447,7 @@ impl Directory {
         tenant: &str,
         page: &PageRequest,
     ) -> Result<(Vec<ApiKeyRecord>, String), GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = queries::api_keys(&mut conn, tenant, page).await?;
         Ok(finish(rows, page.size, |k| Cursor {
             key: k.created_at.to_string(),
@@ -369,7 +461,7 @@ impl Directory {
         tenant: &str,
         page: &PageRequest,
     ) -> Result<(Vec<AuditRecord>, String), GatewayError> {
-        let mut conn = self.db.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         let rows = queries::audit_entries(&mut conn, tenant, page).await?;
         Ok(finish(rows, page.size, |a| Cursor {
             key: a.created_at.to_string(),
@@ -383,6 +475,7 @@ impl Directory {
     /// so that the second one finds the first one's answer instead of racing it (SQLite
     /// write transactions are serialized anyway).
     pub async fn begin(&self, mutation: Mutation) -> Result<Tx, GatewayError> {
+        self.db_uses.fetch_add(1, Ordering::Relaxed);
         let mut tx = self.db.begin().await?;
         if self.db.dialect == Dialect::Postgres {
             let key = format!(
@@ -394,7 +487,12 @@ impl Directory {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(Tx { tx, mutation })
+        Ok(Tx {
+            tx,
+            mutation,
+            cache: self.cache.clone(),
+            stale: Vec::new(),
+        })
     }
 }
 
@@ -416,10 +514,14 @@ async fn migrate(db: &Db) -> Result<(), GatewayError> {
 }
 
 /// A directory write transaction for one mutation: what it changes, its audit row and its
-/// recorded answer commit together.
+/// recorded answer commit together, and the cached entries it changes are dropped right
+/// after the commit.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     mutation: Mutation,
+    cache: Arc<DirectoryCache>,
+    /// What to drop from the caches once committed.
+    stale: Vec<Stale>,
 }
 
 impl Tx {
@@ -490,31 +592,40 @@ impl Tx {
 
     /// Adds a tenant.
     pub async fn insert_tenant(&mut self, tenant: &TenantRecord) -> Result<(), GatewayError> {
+        self.stale.push(Stale::Tenant(tenant.id.clone()));
         queries::insert_tenant(&mut self.tx, tenant).await
     }
 
     /// Stores a tenant's settings.
     pub async fn put_settings(&mut self, settings: &SettingsRecord) -> Result<(), GatewayError> {
+        self.stale.push(Stale::Tenant(settings.tenant_id.clone()));
         queries::upsert_settings(&mut self.tx, settings).await
     }
 
     /// Adds a user; ALREADY_EXISTS when the email is taken.
     pub async fn insert_user(&mut self, user: &UserRecord) -> Result<(), GatewayError> {
+        self.stale.push(Stale::User(user.id.clone()));
         queries::insert_user(&mut self.tx, user).await
     }
 
     /// Stores a user's display name, roles and active flag.
     pub async fn update_user(&mut self, user: &UserRecord) -> Result<(), GatewayError> {
+        self.stale.push(Stale::User(user.id.clone()));
         queries::update_user(&mut self.tx, user).await
     }
 
     /// Adds an API key.
     pub async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<(), GatewayError> {
+        self.stale.push(Stale::ApiKey(key.secret_sha256.clone()));
         queries::insert_api_key(&mut self.tx, key).await
     }
 
     /// Marks an API key revoked at `at`.
     pub async fn revoke_api_key(&mut self, id: &str, at: i64) -> Result<(), GatewayError> {
+        // The cache knows keys by the hash of their secret.
+        if let Some(key) = queries::api_key(&mut self.tx, id).await? {
+            self.stale.push(Stale::ApiKey(key.secret_sha256));
+        }
         queries::revoke_api_key(&mut self.tx, id, at).await
     }
 
@@ -542,6 +653,9 @@ impl Tx {
         .await?;
         idempotency::record(&mut self.tx, &m.log_key(&request_id), response).await?;
         self.tx.commit().await?;
+        for stale in &self.stale {
+            self.cache.invalidate(stale);
+        }
         Ok(())
     }
 

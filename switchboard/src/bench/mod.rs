@@ -1,0 +1,182 @@
+//! `switchboard bench`: the project's benchmark command (issue 7).
+//!
+//! Every figure is a ratio against a baseline measured in the same run, because the
+//! machines are shared and noisy. Each scenario starts what it measures itself in this
+//! process (a bare tonic server, a bare proxy, or the whole suite on a fresh data
+//! directory), on loopback only, and every run is bounded in calls and in time.
+//!
+//! The load generator ([`load`]) runs in the same process and on the same tokio runtime
+//! as the servers: CPU per call and peak memory ([`proc_stats`]) are the process's, client
+//! included, and client and servers share the cores. Ratios against a baseline measured
+//! the same way are what to compare across changes, not the absolute numbers.
+
+pub mod load;
+pub mod proc_stats;
+pub mod report;
+mod scenarios;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+pub use report::{Better, Figure, ScenarioResult};
+
+/// Options of `switchboard bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A smoke run of a few seconds with tiny counts (what the tests run); the figures
+    /// are not meant to be quoted.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only the scenarios whose name contains this (repeatable). Scenarios:
+    /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Also write the machine-readable summary (JSON) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Parent of the fresh per-scenario data directories (default: a new directory under
+    /// the system's temporary directory, deleted at the end).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the data directories after the run.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Calls in flight in the closed-loop (maximum throughput) runs.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
+    /// Log filter for the services' logs on stderr (tracing EnvFilter syntax).
+    #[arg(long, default_value = "error")]
+    pub log_filter: String,
+}
+
+/// Counts and durations of one benchmark mode.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    /// `quick` or `full`.
+    pub mode: &'static str,
+    /// Calls in flight in the closed-loop runs.
+    pub in_flight: usize,
+    /// Unrecorded calls before the first measured run of each target.
+    pub warm_up_calls: u64,
+    /// Closed-loop run: at most this many calls…
+    pub closed_calls: u64,
+    /// …and at most this long.
+    pub closed_time: Duration,
+    /// Open-loop run length (at about half of the measured maximum rate).
+    pub open_time: Duration,
+    /// Most calls outstanding in an open-loop run (later ones wait, and their wait counts).
+    pub open_max_in_flight: usize,
+    /// Runs per side, alternating baseline and subject. Closed loop keeps the best round
+    /// (interference on a shared machine only slows runs down); open loop keeps the round
+    /// with the median p99 (a stall of the system under test is never picked away).
+    pub rounds: usize,
+}
+
+impl Plan {
+    /// The plan for these options.
+    pub fn for_args(args: &BenchArgs) -> Plan {
+        let mut plan = if args.quick {
+            Plan {
+                mode: "quick",
+                in_flight: 4,
+                warm_up_calls: 10,
+                closed_calls: 100,
+                closed_time: Duration::from_secs(1),
+                open_time: Duration::from_millis(300),
+                open_max_in_flight: 256,
+                rounds: 1,
+            }
+        } else {
+            Plan {
+                mode: "full",
+                in_flight: 32,
+                warm_up_calls: 500,
+                closed_calls: 300_000,
+                closed_time: Duration::from_secs(4),
+                open_time: Duration::from_secs(4),
+                open_max_in_flight: 2048,
+                rounds: 3,
+            }
+        };
+        if let Some(n) = args.in_flight {
+            plan.in_flight = n.max(1);
+        }
+        plan
+    }
+}
+
+/// Runs the benchmark: prints the table on stdout and writes the JSON summary when asked.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    switchboard_server_kit::telemetry::init_tracing(&switchboard_server_kit::config::LogConfig {
+        format: switchboard_server_kit::config::LogFormat::Human,
+        filter: args.log_filter.clone(),
+    });
+    let plan = Plan::for_args(&args);
+    let (data_root, remove_after) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "switchboard-bench-{}",
+                uuid::Uuid::new_v4().simple()
+            )),
+            !args.keep_data,
+        ),
+    };
+    std::fs::create_dir_all(&data_root)
+        .with_context(|| format!("creating {}", data_root.display()))?;
+    let postgres = std::env::var(switchboard_server_kit::testing::POSTGRES_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty());
+
+    let started = Instant::now();
+    let results = scenarios::run_all(&plan, &args.scenarios, &data_root, postgres.as_deref()).await;
+    if remove_after {
+        let _ = std::fs::remove_dir_all(&data_root);
+    }
+    let results = results?;
+    if results.is_empty() {
+        anyhow::bail!(
+            "no scenario matches {:?}; scenarios: {}",
+            args.scenarios,
+            scenarios::NAMES.join(", ")
+        );
+    }
+
+    let summary = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "plan": plan,
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "machine": proc_stats::machine(),
+        "release_build": !cfg!(debug_assertions),
+        "wall_s": started.elapsed().as_secs_f64(),
+        "scenarios": results,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "switchboard bench ({} mode, {} build, {} CPUs): every ratio is value / baseline from this run",
+        plan.mode,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    )?;
+    write!(out, "{}", report::table(&results))?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "summary written to {}", path.display())?;
+    }
+    out.flush()?;
+    Ok(())
+}
