@@ -7,6 +7,7 @@ use std::time::Duration;
 use switchboard::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use switchboard::suite::{self, RunningSuite, Storage, SuiteOptions};
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::directory::v1 as dir;
 use switchboard_proto::directory::v1::platform_service_client::PlatformServiceClient;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
@@ -133,6 +134,45 @@ impl Harness {
     pub fn platform(&self) -> PlatformServiceClient<InterceptedService<Channel, ApiKey>> {
         let key = ApiKey::new(&self.creds.operator.operator_key).expect("keys are ASCII");
         PlatformServiceClient::with_interceptor(self.channel.clone(), key)
+    }
+
+    /// A new top-level tenant named `tenant_name`, created by the platform operator, and
+    /// the API key of its first administrator (`admin_name`, `admin_email`).
+    pub async fn new_tenant_with_administrator(
+        &self,
+        tenant_name: &str,
+        admin_name: &str,
+        admin_email: &str,
+    ) -> (dir::Tenant, ApiKey) {
+        let mut platform = self.platform();
+        let tenant = platform
+            .create_top_level_tenant(dir::CreateTopLevelTenantRequest {
+                request_id: rid(),
+                tenant: Some(dir::Tenant {
+                    display_name: tenant_name.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("operator creates a tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant");
+        let created = platform
+            .create_tenant_administrator(dir::CreateTenantAdministratorRequest {
+                request_id: rid(),
+                tenant_id: tenant.id.clone(),
+                user: Some(dir::User {
+                    display_name: admin_name.into(),
+                    email: admin_email.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("operator creates the first administrator")
+            .into_inner();
+        let key = ApiKey::new(&created.api_key_secret).expect("keys are ASCII");
+        (tenant, key)
     }
 
     /// AgentService as a demo user.

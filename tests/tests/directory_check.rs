@@ -3,7 +3,6 @@
 //! listener: another tenant's administrator cannot give the demo tenant's agent a profile,
 //! and a profile shows the directory's name at once.
 
-use switchboard::seed::ApiKey;
 use switchboard_proto::common::v1::Channel;
 use switchboard_proto::directory::v1 as dir;
 use switchboard_proto::directory::v1::directory_service_client::DirectoryServiceClient;
@@ -21,40 +20,10 @@ async fn another_tenants_administrator_cannot_give_the_demo_agent_a_profile(back
     harness.stop().await.expect("clean stop");
 }
 
-/// The API key of the first administrator of a new top-level tenant.
-async fn second_tenant_administrator(h: &Harness) -> ApiKey {
-    let mut platform = h.platform();
-    let tenant = platform
-        .create_top_level_tenant(dir::CreateTopLevelTenantRequest {
-            request_id: rid(),
-            tenant: Some(dir::Tenant {
-                display_name: "Initech".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("operator creates a tenant")
-        .into_inner()
-        .tenant
-        .expect("tenant");
-    let created = platform
-        .create_tenant_administrator(dir::CreateTenantAdministratorRequest {
-            request_id: rid(),
-            tenant_id: tenant.id,
-            user: Some(dir::User {
-                display_name: "Ines Admin".into(),
-                email: "ines@initech.test".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("operator creates the first administrator")
-        .into_inner();
-    ApiKey::new(&created.api_key_secret).expect("ascii")
-}
-
 async fn foreign_profile_refused(h: &Harness) {
-    let admin_key = second_tenant_administrator(h).await;
+    let (_, admin_key) = h
+        .new_tenant_with_administrator("Initech", "Ines Admin", "ines@initech.test")
+        .await;
     let mut queues = QueueServiceClient::with_interceptor(h.channel.clone(), admin_key.clone());
     let capacity = queues
         .create_capacity_profile(routing::CreateCapacityProfileRequest {

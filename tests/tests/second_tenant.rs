@@ -26,34 +26,9 @@ async fn an_operator_and_a_new_administrator_set_up_a_second_tenant(backend: &Ba
 }
 
 async fn second_tenant(h: &Harness) {
-    let mut platform = h.platform();
-    let tenant = platform
-        .create_top_level_tenant(dir::CreateTopLevelTenantRequest {
-            request_id: rid(),
-            tenant: Some(dir::Tenant {
-                display_name: "Globex".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("operator creates a tenant")
-        .into_inner()
-        .tenant
-        .expect("tenant");
-    let created = platform
-        .create_tenant_administrator(dir::CreateTenantAdministratorRequest {
-            request_id: rid(),
-            tenant_id: tenant.id.clone(),
-            user: Some(dir::User {
-                display_name: "Grace Admin".into(),
-                email: "grace@globex.test".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("operator creates the first administrator")
-        .into_inner();
-    let admin_key = ApiKey::new(&created.api_key_secret).expect("ascii");
+    let (tenant, admin_key) = h
+        .new_tenant_with_administrator("Globex", "Grace Admin", "grace@globex.test")
+        .await;
 
     // The new administrator sets the tenant up.
     let mut directory =
