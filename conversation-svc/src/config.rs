@@ -36,8 +36,13 @@ pub struct Config {
     pub outbox_retry_max_ms: u64,
     /// Deadline of each call to routing-svc, in milliseconds.
     pub routing_timeout_ms: u64,
-    /// How often event streams look for events committed by other replicas, in
-    /// milliseconds (events of this process wake them at once).
+    /// Most calls to routing-svc that may wait in the outbox; beyond it, requests that
+    /// would add one (CreateConversation, SubmitWrapUp, …) are refused with
+    /// RESOURCE_EXHAUSTED and a retry delay, so that lag stays bounded.
+    pub outbox_max_pending: u64,
+    /// How often the process's one change follower looks for events committed by other
+    /// replicas, while any stream is open, in milliseconds (events of this process wake
+    /// their streams at once; idle streams read nothing).
     pub event_poll_ms: u64,
     /// How long a server stream may stay silent before it sends a heartbeat, in
     /// milliseconds.
@@ -59,6 +64,7 @@ impl Default for Config {
             outbox_retry_ms: 500,
             outbox_retry_max_ms: 30_000,
             routing_timeout_ms: 5_000,
+            outbox_max_pending: 10_000,
             event_poll_ms: 1_000,
             heartbeat_ms: 15_000,
             request_log: RequestLogConfig::default(),
@@ -77,6 +83,12 @@ impl Config {
 
     pub(crate) fn routing_timeout(&self) -> Duration {
         Duration::from_millis(self.routing_timeout_ms.max(1))
+    }
+
+    /// How long an outbox attempt holds its commands: the routing deadline plus a margin
+    /// for the writes around the call.
+    pub(crate) fn outbox_lease(&self) -> Duration {
+        self.routing_timeout() + Duration::from_secs(2)
     }
 
     pub(crate) fn event_poll(&self) -> Duration {
@@ -101,6 +113,7 @@ impl std::fmt::Debug for Config {
             .field("outbox_retry_ms", &self.outbox_retry_ms)
             .field("outbox_retry_max_ms", &self.outbox_retry_max_ms)
             .field("routing_timeout_ms", &self.routing_timeout_ms)
+            .field("outbox_max_pending", &self.outbox_max_pending)
             .field("event_poll_ms", &self.event_poll_ms)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("request_log", &self.request_log)
@@ -120,6 +133,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://switchboard-data/conversation.db");
         assert_eq!(c.routing_url, "http://127.0.0.1:50061");
         assert!(c.identity_secret.is_empty());
+        assert_eq!(c.outbox_max_pending, 10_000);
+        assert_eq!(c.outbox_lease(), Duration::from_secs(7));
     }
 
     #[test]

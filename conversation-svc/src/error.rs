@@ -1,5 +1,6 @@
 //! The one error type of conversation-svc and its mapping to gRPC statuses.
 
+use switchboard_server_kit::errors::limit_exceeded;
 use switchboard_server_kit::{internal, invalid_field, status};
 use tonic::{Code, Status};
 
@@ -50,6 +51,15 @@ pub enum Error {
     /// (for example naming a child tenant); the message says which.
     #[error("{0}")]
     NotServedYet(String),
+    /// Too much work is waiting (for example calls to routing-svc not yet sent); the
+    /// caller should retry after `retry_after`.
+    #[error("{message}")]
+    Backlogged {
+        /// What is waiting and the bound.
+        message: String,
+        /// How long to wait before retrying.
+        retry_after: std::time::Duration,
+    },
     /// The database failed.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
@@ -96,6 +106,10 @@ impl Error {
             Error::AlreadyExists(msg) => status(Code::AlreadyExists, msg, "ALREADY_EXISTS"),
             Error::Conflict(msg) => status(Code::Aborted, msg, "CONFLICT"),
             Error::Unavailable(msg) => status(Code::Unavailable, msg, "UNAVAILABLE"),
+            Error::Backlogged {
+                message,
+                retry_after,
+            } => limit_exceeded(message, Some(retry_after)),
             err @ (Error::NotImplemented { .. } | Error::NotServedYet(_)) => {
                 status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
             }
@@ -153,6 +167,14 @@ mod tests {
                 "ALREADY_EXISTS",
             ),
             (Error::Conflict("x".into()), Code::Aborted, "CONFLICT"),
+            (
+                Error::Backlogged {
+                    message: "x".into(),
+                    retry_after: std::time::Duration::from_secs(1),
+                },
+                Code::ResourceExhausted,
+                "LIMIT_EXCEEDED",
+            ),
             (
                 Error::Unavailable("x".into()),
                 Code::Unavailable,

@@ -14,7 +14,6 @@ pub mod store;
 mod config;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::ConversationInternalServiceServer;
@@ -22,6 +21,7 @@ use switchboard_proto::conversation::v1::conversation_config_service_server::Con
 use switchboard_proto::conversation::v1::conversation_service_server::ConversationServiceServer;
 use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorServiceServer;
 use switchboard_server_kit::idempotency;
+use switchboard_server_kit::metrics::OutboxMetrics;
 use switchboard_server_kit::{IdentityKey, Metrics, ServeOptions, ShutdownSignal, bind};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -38,9 +38,6 @@ pub const HEALTH_SERVICES: &[&str] = &[
     "switchboard.conversation.v1.ConversationConfigService",
     "switchboard.conversation.internal.v1.ConversationInternalService",
 ];
-
-/// How long one attempt keeps an outbox command claimed: longer than a routing call.
-const OUTBOX_LEASE_FLOOR: Duration = Duration::from_secs(30);
 
 /// Runs conversation-svc on `listener` until `shutdown`, then drains and returns.
 ///
@@ -59,24 +56,33 @@ pub async fn serve(
     let routing = routing::Routing::new(&config.routing_url, key.clone(), config.routing_timeout())
         .with_context(|| format!("invalid routing_url {:?}", config.routing_url))?;
     let stop = shutdown.token();
+    // Created even when not served, so the outbox always has somewhere to record.
+    let metrics = Metrics::new(NAME);
+    let outbox_metrics = OutboxMetrics::register(metrics.registry(), &outbox::SERIES)
+        .context("registering the outbox metrics")?;
+    store.backlog().set_limit(config.outbox_max_pending);
     let outbox = outbox::Dispatcher::spawn(
         store.clone(),
         routing.clone(),
         outbox::RetryPolicy {
             initial: config.outbox_retry(),
             max: config.outbox_retry_max(),
-            lease: OUTBOX_LEASE_FLOOR.max(config.routing_timeout() * 2),
+            lease: config.outbox_lease(),
         },
+        outbox_metrics,
         stop.clone(),
     );
-    // Ends with `stop`, like the outbox dispatcher.
+    // Both end with `stop`, like the outbox dispatcher.
     idempotency::spawn_purger(store.db().clone(), config.request_log.clone(), stop.clone());
+    store
+        .follow_changes(config.event_poll(), stop.clone())
+        .await
+        .context("reading the event log")?;
     let ctx = Arc::new(api::Context {
         store,
         routing,
         outbox,
         stop,
-        event_poll: config.event_poll(),
         heartbeat: config.heartbeat(),
     });
 
@@ -96,7 +102,7 @@ pub async fn serve(
             let listener = bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-            Some((Metrics::new(NAME), listener))
+            Some((metrics, listener))
         }
         None => None,
     };

@@ -1,13 +1,20 @@
-//! Sends the command outbox to routing-svc: at once after each commit, then again with
-//! exponential backoff until routing-svc accepts, so that no conversation stays unrouted
-//! and no capacity stays held because routing-svc was briefly away.
+//! Sends the command outbox to routing-svc: at once when the service starts and after each
+//! commit, then again with exponential backoff until routing-svc accepts, so that no
+//! conversation stays unrouted and no capacity stays held because routing-svc was briefly
+//! away.
+//!
+//! Each round claims a batch of due commands in one write transaction, sends them
+//! concurrently and records their outcomes in one more; the store hands out at most one
+//! command per conversation at a time, in the order they were written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use prost::Message as _;
 use switchboard_proto::routing::internal::v1 as rpb;
 use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::metrics::{OutboxMetrics, OutboxSeries};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -15,8 +22,9 @@ use tracing::{debug, error, info, warn};
 use crate::routing::{Routing, is_permanent};
 use crate::store::{Command, CommandKind, Store};
 
-/// How many commands one round sends at most, concurrently.
-const BATCH: i64 = 32;
+/// How many commands one round claims and sends at most, all at once: a round lasts about
+/// one call, well within the lease.
+const BATCH: i64 = 64;
 
 /// Retry timing of the outbox.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +33,8 @@ pub struct RetryPolicy {
     pub initial: Duration,
     /// Longest delay between retries.
     pub max: Duration,
-    /// How long one attempt keeps a command claimed, longer than a routing call may take.
+    /// How long one attempt keeps a command claimed: the call's deadline plus a margin, so
+    /// that a claim left by a process that died is soon taken again.
     pub lease: Duration,
 }
 
@@ -39,6 +48,14 @@ impl RetryPolicy {
     }
 }
 
+/// The outbox's Prometheus series (server-kit [`OutboxMetrics`]).
+pub const SERIES: OutboxSeries = OutboxSeries {
+    lag_name: "conversation_outbox_delivery_lag_seconds",
+    lag_help: "Time from a call to routing-svc being committed (the request acknowledged) to routing-svc accepting it.",
+    pending_name: "conversation_outbox_pending_commands",
+    pending_help: "Calls to routing-svc committed and not yet accepted or refused for good.",
+};
+
 /// Handle to the background dispatcher; wakes it after a commit.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
@@ -51,14 +68,18 @@ impl Dispatcher {
         store: Store,
         routing: Routing,
         policy: RetryPolicy,
+        metrics: OutboxMetrics,
         stop: CancellationToken,
     ) -> Dispatcher {
         let wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher { wake: wake.clone() };
         tokio::spawn(async move {
             info!("command outbox dispatcher started");
+            if let Err(err) = retry_now(&store).await {
+                warn!(error = %err, "command outbox could not reset retry delays");
+            }
             loop {
-                if let Err(err) = dispatch_due(&store, &routing, policy).await {
+                if let Err(err) = dispatch_due(&store, &routing, policy, &metrics).await {
                     warn!(error = %err, "command outbox round failed");
                 }
                 tokio::select! {
@@ -78,42 +99,56 @@ impl Dispatcher {
     }
 }
 
-/// Sends every due command once, concurrently.
+/// Makes the commands that wait out a backoff due now (a starting process owes no delay
+/// chosen before it started); leased ones stay with whoever holds them.
+pub async fn retry_now(store: &Store) -> crate::error::Result<u64> {
+    let mut m = store.begin().await?;
+    let reset = m.retry_commands_now(now_micros()).await?;
+    m.commit(None, &()).await?;
+    Ok(reset)
+}
+
+/// Sends every due command once, a batch at a time, then recounts the backlog.
 pub async fn dispatch_due(
     store: &Store,
     routing: &Routing,
     policy: RetryPolicy,
+    metrics: &OutboxMetrics,
 ) -> crate::error::Result<()> {
     loop {
-        let due = store.due_commands(now_micros(), BATCH).await?;
-        let full = due.len() as i64 == BATCH;
-        let results = futures::future::join_all(
-            due.into_iter()
-                .map(|command| dispatch_one(store, routing, policy, command)),
-        )
-        .await;
-        for result in results {
-            result?;
+        let now = now_micros();
+        let lease_until = now.saturating_add(micros(policy.lease));
+        let mut m = store.begin().await?;
+        let claimed = m.claim_commands(now, lease_until, BATCH).await?;
+        m.commit(None, &()).await?;
+        let full = claimed.len() as i64 == BATCH;
+        if !claimed.is_empty() {
+            let sent: Vec<(Command, Result<(), tonic::Status>)> = futures::stream::iter(claimed)
+                .map(|command| async move {
+                    let result = send(routing, &command).await;
+                    (command, result)
+                })
+                .buffer_unordered(BATCH as usize)
+                .collect()
+                .await;
+            record(store, policy, metrics, sent, lease_until).await?;
         }
         if !full {
-            return Ok(());
+            break;
         }
     }
+    let pending = store.refresh_backlog().await?;
+    metrics.set_pending(pending);
+    Ok(())
 }
 
-async fn dispatch_one(
-    store: &Store,
-    routing: &Routing,
-    policy: RetryPolicy,
-    command: Command,
-) -> crate::error::Result<()> {
-    let now = now_micros();
-    let lease_until = now + policy.lease.as_micros() as i64;
-    if !store.claim_command(&command.id, now, lease_until).await? {
-        return Ok(());
-    }
-    let attempts = command.attempts + 1;
-    let result = match command.kind {
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// One call to routing-svc for `command`.
+async fn send(routing: &Routing, command: &Command) -> Result<(), tonic::Status> {
+    match command.kind {
         CommandKind::Enqueue => match rpb::EnqueueConversationRequest::decode(&*command.payload) {
             Ok(request) => routing.enqueue(request).await,
             Err(err) => Err(tonic::Status::invalid_argument(format!(
@@ -132,49 +167,74 @@ async fn dispatch_one(
                 ))),
             }
         }
-    };
+    }
+}
+
+/// Records the outcomes of one round in one write transaction, then observes the lag of
+/// the accepted commands.
+async fn record(
+    store: &Store,
+    policy: RetryPolicy,
+    metrics: &OutboxMetrics,
+    sent: Vec<(Command, Result<(), tonic::Status>)>,
+    lease_until: i64,
+) -> crate::error::Result<()> {
     let now = now_micros();
-    match result {
-        Ok(()) => {
-            debug!(
-                command_id = %command.id,
-                kind = command.kind.as_str(),
-                conversation_id = %command.conversation_id,
-                attempts,
-                "routing-svc accepted command"
-            );
-            store.complete_command(&command.id, now).await
-        }
-        Err(status) if is_permanent(&status) => {
-            error!(
-                command_id = %command.id,
-                kind = command.kind.as_str(),
-                conversation_id = %command.conversation_id,
-                code = ?status.code(),
-                message = status.message(),
-                "routing-svc refused command for good"
-            );
-            let error = format!("{:?}: {}", status.code(), status.message());
-            store.fail_command(&command.id, &error, now).await
-        }
-        Err(status) => {
-            let delay = policy.backoff(attempts);
-            warn!(
-                command_id = %command.id,
-                kind = command.kind.as_str(),
-                conversation_id = %command.conversation_id,
-                attempts,
-                retry_in_ms = delay.as_millis() as u64,
-                code = ?status.code(),
-                message = status.message(),
-                "routing-svc call failed, will retry"
-            );
-            let error = format!("{:?}: {}", status.code(), status.message());
-            store
-                .retry_command(&command.id, &error, now + delay.as_micros() as i64)
-                .await
+    let mut accepted = Vec::new();
+    let mut m = store.begin().await?;
+    for (command, result) in &sent {
+        match result {
+            Ok(()) => {
+                debug!(
+                    command_id = %command.id,
+                    kind = command.kind.as_str(),
+                    conversation_id = %command.conversation_id,
+                    attempts = command.attempts,
+                    "routing-svc accepted command"
+                );
+                m.complete_command(&command.id, now).await?;
+                accepted.push(command.create_time);
+            }
+            Err(status) if is_permanent(status) => {
+                error!(
+                    command_id = %command.id,
+                    kind = command.kind.as_str(),
+                    conversation_id = %command.conversation_id,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "routing-svc refused command for good"
+                );
+                let error = format!("{:?}: {}", status.code(), status.message());
+                m.fail_command(&command.id, &error, now).await?;
+            }
+            Err(status) => {
+                let delay = policy.backoff(command.attempts);
+                warn!(
+                    command_id = %command.id,
+                    kind = command.kind.as_str(),
+                    conversation_id = %command.conversation_id,
+                    attempts = command.attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "routing-svc call failed, will retry"
+                );
+                let error = format!("{:?}: {}", status.code(), status.message());
+                m.retry_command(
+                    &command.id,
+                    &error,
+                    now.saturating_add(micros(delay)),
+                    lease_until,
+                )
+                .await?;
+            }
         }
     }
+    m.commit(None, &()).await?;
+    for create_time in accepted {
+        metrics.delivered(create_time, now);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

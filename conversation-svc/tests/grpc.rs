@@ -59,6 +59,8 @@ struct FakeRouting {
     enqueue_attempts: AtomicUsize,
     releases: Mutex<Vec<rpb::ReleaseCapacityRequest>>,
     release_attempts: AtomicUsize,
+    /// ReleaseCapacity calls that arrived before the conversation's Enqueue was accepted.
+    releases_before_enqueue: AtomicUsize,
     /// Fail this many coming Enqueue / Release calls with UNAVAILABLE.
     enqueue_failures: AtomicUsize,
     release_failures: AtomicUsize,
@@ -156,6 +158,17 @@ impl RoutingInternalService for FakeServer {
     ) -> Result<Response<rpb::ReleaseCapacityResponse>, Status> {
         identity_of(&request)?;
         self.0.release_attempts.fetch_add(1, Ordering::SeqCst);
+        let conversation_id = &request.get_ref().conversation_id;
+        if !self
+            .0
+            .enqueued()
+            .iter()
+            .any(|e| &e.conversation_id == conversation_id)
+        {
+            self.0
+                .releases_before_enqueue
+                .fetch_add(1, Ordering::SeqCst);
+        }
         if FakeRouting::take_failure(&self.0.release_failures) {
             return Err(Status::unavailable("not now"));
         }
@@ -199,12 +212,14 @@ struct Harness {
     program: String,
     agent1: Identity,
     agent2: Identity,
+    outbox_max_pending: u64,
     _db: support::TestDb,
 }
 
 async fn spawn_service(
     database_url: &str,
     routing_addr: SocketAddr,
+    outbox_max_pending: u64,
 ) -> (
     SocketAddr,
     ShutdownSignal,
@@ -221,6 +236,7 @@ async fn spawn_service(
         outbox_retry_ms: 30,
         outbox_retry_max_ms: 120,
         routing_timeout_ms: 2_000,
+        outbox_max_pending,
         event_poll_ms: 100,
         heartbeat_ms: 300,
         // Purge often, so tests see an expired request record go without waiting long.
@@ -251,6 +267,11 @@ fn user(tenant: &str, name: &str, roles: Vec<Role>) -> Identity {
 
 impl Harness {
     async fn start(db: support::TestDb) -> Harness {
+        Harness::start_with_bound(db, conversation_svc::Config::default().outbox_max_pending).await
+    }
+
+    /// A harness whose service refuses new routing calls beyond `outbox_max_pending`.
+    async fn start_with_bound(db: support::TestDb, outbox_max_pending: u64) -> Harness {
         let key = IdentityKey::new(SECRET).unwrap();
         let routing = Arc::new(FakeRouting::default());
         let tenant = id();
@@ -282,7 +303,8 @@ impl Harness {
             })
         };
 
-        let (addr, shutdown, server) = spawn_service(&db.url, routing_addr).await;
+        let (addr, shutdown, server) =
+            spawn_service(&db.url, routing_addr, outbox_max_pending).await;
         let agent1 = user(&tenant, "Alex Agent", vec![Role::Agent]);
         let agent2 = user(&tenant, "Blake Agent", vec![Role::Agent]);
         let harness = Harness {
@@ -299,6 +321,7 @@ impl Harness {
             program,
             agent1,
             agent2,
+            outbox_max_pending,
             _db: db,
         };
         harness.wait_until_serving().await;
@@ -322,7 +345,8 @@ impl Harness {
             .await
             .unwrap()
             .expect("conversation-svc stops cleanly");
-        let (addr, shutdown, server) = spawn_service(&self._db.url, self.routing_addr).await;
+        let (addr, shutdown, server) =
+            spawn_service(&self._db.url, self.routing_addr, self.outbox_max_pending).await;
         self.addr = addr;
         self.shutdown = shutdown;
         self.server = server;
@@ -438,6 +462,27 @@ impl Harness {
             })
             .await
             .map(|r| r.into_inner().conversation.expect("conversation"))
+    }
+
+    /// The agent ends the conversation and wraps it up with `reason_id`.
+    async fn end_and_wrap_up(&self, agent: &Identity, conversation_id: &str, reason_id: &str) {
+        let mut client = self.conversations(agent);
+        client
+            .end_conversation(pb::EndConversationRequest {
+                request_id: id(),
+                conversation_id: conversation_id.to_owned(),
+            })
+            .await
+            .expect("end");
+        client
+            .submit_wrap_up(pb::SubmitWrapUpRequest {
+                request_id: id(),
+                conversation_id: conversation_id.to_owned(),
+                wrap_up_reason_ids: vec![reason_id.to_owned()],
+                ..Default::default()
+            })
+            .await
+            .expect("wrap up");
     }
 
     async fn reason(&self, name: &str) -> pb::WrapUpReason {
@@ -569,7 +614,7 @@ async fn outbox_settled(h: &Harness) -> (i64, i64) {
         ))
     })
     .await;
-    db.pool.close().await;
+    db.close().await;
     counts
 }
 
@@ -1239,24 +1284,7 @@ async fn the_outbox_retries_until_routing_accepts(db: support::TestDb) {
     assert_eq!(h.routing.enqueue_attempts.load(Ordering::SeqCst), 4);
 
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
-    let mut agent = h.conversations(&h.agent1);
-    agent
-        .end_conversation(pb::EndConversationRequest {
-            request_id: id(),
-            conversation_id: created.id.clone(),
-        })
-        .await
-        .unwrap();
-    agent
-        .submit_wrap_up(pb::SubmitWrapUpRequest {
-            request_id: id(),
-            conversation_id: created.id.clone(),
-            wrap_up_reason_ids: vec![reason.id.clone()],
-            note: String::new(),
-            segment_id: String::new(),
-        })
-        .await
-        .unwrap();
+    h.end_and_wrap_up(&h.agent1, &created.id, &reason.id).await;
     eventually("the release after retries", || async {
         (h.routing.released().len() == 1).then_some(())
     })
@@ -1293,6 +1321,183 @@ async fn an_enqueue_left_pending_is_sent_after_a_restart(db: support::TestDb) {
     assert_eq!(enqueued.len(), 1);
     assert_eq!(enqueued[0].conversation_id, created.id);
     h.stop().await;
+}
+
+on_each_backend!(a_release_is_sent_only_after_the_enqueue_it_follows);
+/// A conversation's ReleaseCapacity waits while its Enqueue is still pending, however often
+/// the Enqueue fails, and follows once routing-svc accepts the Enqueue.
+async fn a_release_is_sent_only_after_the_enqueue_it_follows(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    h.routing
+        .enqueue_failures
+        .store(usize::MAX, Ordering::SeqCst);
+    let reason = h.reason("Done").await;
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    h.end_and_wrap_up(&h.agent1, &created.id, &reason.id).await;
+    // Rounds that began after the release was committed retry the failing enqueue; none
+    // of them may send the release.
+    let seen = h.routing.enqueue_attempts.load(Ordering::SeqCst);
+    eventually("two more failed enqueue attempts", || async {
+        (h.routing.enqueue_attempts.load(Ordering::SeqCst) >= seen + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.routing.release_attempts.load(Ordering::SeqCst),
+        0,
+        "the release was sent while its enqueue was pending"
+    );
+
+    h.routing.enqueue_failures.store(0, Ordering::SeqCst);
+    assert_eq!(outbox_settled(&h).await, (1, 1));
+    assert_eq!(h.routing.enqueued().len(), 1);
+    assert_eq!(h.routing.released().len(), 1);
+    assert_eq!(h.routing.released()[0].conversation_id, created.id);
+    assert_eq!(
+        h.routing.releases_before_enqueue.load(Ordering::SeqCst),
+        0,
+        "a release reached routing-svc before its enqueue"
+    );
+    h.stop().await;
+}
+
+/// Conversations and outbox commands written, as (conversations, commands).
+async fn written(h: &Harness) -> (i64, i64) {
+    let db = switchboard_server_kit::Db::connect(&h._db.url)
+        .await
+        .unwrap();
+    let count = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&db.pool)
+    };
+    let counts = (
+        count("conversations").await.unwrap(),
+        count("command_outbox").await.unwrap(),
+    );
+    db.close().await;
+    counts
+}
+
+on_each_backend!(creates_beyond_the_outbox_bound_are_refused_until_it_drains);
+/// While routing-svc takes no Enqueue, creates beyond the outbox bound are refused with
+/// RESOURCE_EXHAUSTED and a retry delay and write nothing; once routing-svc is back and the
+/// outbox drains, creates are accepted again.
+async fn creates_beyond_the_outbox_bound_are_refused_until_it_drains(db: support::TestDb) {
+    const BOUND: u64 = 3;
+    let h = Harness::start_with_bound(db, BOUND).await;
+    h.routing
+        .enqueue_failures
+        .store(usize::MAX, Ordering::SeqCst);
+    for _ in 0..BOUND {
+        h.create().await;
+    }
+    let mut bot = h.conversations(&h.bot());
+    for _ in 0..2 {
+        let err = bot
+            .create_conversation(h.create_request(id()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert_eq!(reason_of(&err), "LIMIT_EXCEEDED");
+        let retry = err.get_details_retry_info().expect("RetryInfo");
+        assert!(retry.retry_delay.is_some_and(|d| !d.is_zero()));
+    }
+    assert_eq!(written(&h).await, (BOUND as i64, BOUND as i64));
+    assert!(h.routing.enqueued().is_empty());
+
+    h.routing.enqueue_failures.store(0, Ordering::SeqCst);
+    assert_eq!(outbox_settled(&h).await, (BOUND as i64, 0));
+    let created = eventually("a create to be accepted again", || {
+        let mut bot = bot.clone();
+        let request = h.create_request(id());
+        async move {
+            match bot.create_conversation(request).await {
+                Ok(response) => Some(response.into_inner().conversation.unwrap()),
+                Err(status) if status.code() == Code::ResourceExhausted => None,
+                Err(status) => panic!("create failed: {status:?}"),
+            }
+        }
+    })
+    .await;
+    eventually("the new conversation to be enqueued", || async {
+        h.routing
+            .enqueued()
+            .iter()
+            .any(|e| e.conversation_id == created.id)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(written(&h).await, (BOUND as i64 + 1, BOUND as i64 + 1));
+    h.stop().await;
+}
+
+on_each_backend!(outbox_lag_and_backlog_are_in_the_metrics);
+/// A round that fails leaves its command counted as pending; the round that delivers it
+/// observes its lag and counts none pending.
+async fn outbox_lag_and_backlog_are_in_the_metrics(db: support::TestDb) {
+    use conversation_svc::outbox::{RetryPolicy, SERIES, dispatch_due, retry_now};
+    use switchboard_server_kit::db::now_micros;
+    use switchboard_server_kit::metrics::OutboxMetrics;
+    let mut h = Harness::start(db).await;
+    h.list_ids(&h.supervisor()).await;
+    // This test's dispatcher is the only one.
+    h.shutdown.trigger();
+    (&mut h.server)
+        .await
+        .unwrap()
+        .expect("conversation-svc stops cleanly");
+    let store = conversation_svc::store::Store::open(&h._db.url)
+        .await
+        .unwrap();
+    let routing = conversation_svc::routing::Routing::new(
+        &format!("http://{}", h.routing_addr),
+        h.key.clone(),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let policy = RetryPolicy {
+        initial: Duration::from_secs(60),
+        max: Duration::from_secs(60),
+        lease: Duration::from_secs(4),
+    };
+    let metrics = switchboard_server_kit::Metrics::new("conversation-svc");
+    let outbox = OutboxMetrics::register(metrics.registry(), &SERIES).unwrap();
+    h.routing.enqueue_failures.store(1, Ordering::SeqCst);
+    let (_, conversation_id) = write_enqueue_command(&h, &store, now_micros()).await;
+
+    dispatch_due(&store, &routing, policy, &outbox)
+        .await
+        .unwrap();
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("conversation_outbox_pending_commands{app=\"conversation-svc\"} 1"),
+        "{rendered}"
+    );
+    assert!(
+        rendered
+            .contains("conversation_outbox_delivery_lag_seconds_count{app=\"conversation-svc\"} 0"),
+        "{rendered}"
+    );
+
+    // As on a restart: the backoff is dropped and the command goes at once.
+    assert_eq!(retry_now(&store).await.unwrap(), 1);
+    dispatch_due(&store, &routing, policy, &outbox)
+        .await
+        .unwrap();
+    assert_eq!(h.routing.enqueued()[0].conversation_id, conversation_id);
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("conversation_outbox_pending_commands{app=\"conversation-svc\"} 0"),
+        "{rendered}"
+    );
+    assert!(
+        rendered
+            .contains("conversation_outbox_delivery_lag_seconds_count{app=\"conversation-svc\"} 1"),
+        "{rendered}"
+    );
+    store.db().close().await;
+    h.routing_shutdown.trigger();
+    h.routing_task.await.unwrap();
 }
 
 on_each_backend!(bad_input_gets_the_documented_codes_and_changes_nothing);
@@ -2116,12 +2321,12 @@ async fn request_ids_of_two_agents(h: &Harness) {
         sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
             .bind(25 * 3_600 * 1_000_000_i64)
             .bind(idempotency::caller_of(&h.agent1))
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap()
             .rows_affected();
     assert_eq!(backdated, 1);
-    db.pool.close().await;
+    db.close().await;
     let changed = eventually("the expired record to be purged", || {
         let mut alex = alex.clone();
         let request = send_request(&request_id, &first.id, "changed");
@@ -2371,7 +2576,7 @@ async fn every_text_field_is_masked(h: &Harness, url: &str) {
             "an outbox command holds a card number"
         );
     }
-    db.pool.close().await;
+    db.close().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2416,18 +2621,34 @@ async fn a_command_leased_by_a_crashed_process_is_sent_by_another(db: support::T
     let crashed = conversation_svc::store::Store::open(&h._db.url)
         .await
         .unwrap();
-    // Due only in an hour, so that the crashed process is the one to claim it first.
-    let written = now_micros() + 3_600_000_000;
-    let (command, conversation_id) = write_enqueue_command(&h, &crashed, written).await;
-    let lease_until = now_micros() + 300_000;
-    assert!(
-        crashed
-            .claim_command(&command, written, lease_until)
-            .await
-            .unwrap()
-    );
+    // Written and claimed in one transaction, so that the crashed process is the one to
+    // claim it first.
+    let conversation_id = id();
+    let request = rpb::EnqueueConversationRequest {
+        tenant_id: h.tenant.clone(),
+        conversation_id: conversation_id.clone(),
+        queue_id: h.queue.clone(),
+        ..Default::default()
+    };
+    let written = now_micros();
+    let lease_until = written + 300_000;
+    let mut m = crashed.begin().await.unwrap();
+    let command = m
+        .add_command(
+            conversation_svc::store::CommandKind::Enqueue,
+            &h.tenant,
+            &conversation_id,
+            prost::Message::encode_to_vec(&request),
+            written,
+        )
+        .await
+        .unwrap();
+    let claimed = m.claim_commands(written, lease_until, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, command);
+    m.commit(None, &()).await.unwrap();
     // The crash: the claim is never followed by an attempt or an outcome.
-    crashed.db().pool.close().await;
+    crashed.db().close().await;
     drop(crashed);
 
     eventually(
@@ -2460,7 +2681,8 @@ on_each_backend!(two_dispatchers_on_one_database_send_each_command_once);
 /// Dispatchers of two processes racing over one outbox (plus the service's own) send every
 /// command exactly once: the claim's conditional update decides who sends it.
 async fn two_dispatchers_on_one_database_send_each_command_once(db: support::TestDb) {
-    use conversation_svc::outbox::{RetryPolicy, dispatch_due};
+    use conversation_svc::outbox::{RetryPolicy, SERIES, dispatch_due};
+    use switchboard_server_kit::metrics::OutboxMetrics;
     const COMMANDS: usize = 64;
     let h = Harness::start(db).await;
     h.list_ids(&h.supervisor()).await;
@@ -2488,9 +2710,14 @@ async fn two_dispatchers_on_one_database_send_each_command_once(db: support::Tes
         let due = switchboard_server_kit::db::now_micros();
         conversations.push(write_enqueue_command(&h, &a, due).await.1);
     }
+    let metrics = || {
+        let registry = switchboard_server_kit::Metrics::new("conversation-svc");
+        OutboxMetrics::register(registry.registry(), &SERIES).unwrap()
+    };
+    let (a_metrics, b_metrics) = (metrics(), metrics());
     let (ra, rb) = tokio::join!(
-        dispatch_due(&a, &a_routing, policy),
-        dispatch_due(&b, &b_routing, policy)
+        dispatch_due(&a, &a_routing, policy, &a_metrics),
+        dispatch_due(&b, &b_routing, policy, &b_metrics)
     );
     ra.unwrap();
     rb.unwrap();

@@ -9,7 +9,7 @@ use conversation_svc::domain::state::State;
 use conversation_svc::error::Error;
 use conversation_svc::store::{
     CommandKind, CommandState, ConversationQuery, Event, NewConversation, NewMessage, PreChatField,
-    RequestKey, Store, TranscriptLine, WrapUpReason,
+    RequestKey, Store, Topic, TranscriptLine, WrapUpReason,
 };
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
@@ -527,72 +527,71 @@ async fn outbox_commands_are_claimed_retried_and_finished() {
         let committed = m.commit(None, &()).await.unwrap();
         assert_eq!(committed.commands, vec![enqueue.clone(), release.clone()]);
 
-        let due: Vec<String> = store
-            .due_commands(now, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let claim = |at: i64, lease_until: i64| {
+            let store = store.clone();
+            async move {
+                let mut m = store.begin().await.unwrap();
+                let claimed: Vec<String> = m
+                    .claim_commands(at, lease_until, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
+                m.commit(None, &()).await.unwrap();
+                claimed
+            }
+        };
+
+        // Only the first command of the conversation is handed out; the claim's lease
+        // hides it from the next round, and the later one waits behind it.
+        assert_eq!(
+            claim(now, now + 1_000_000).await,
+            vec![enqueue.clone()],
+            "{}",
+            db.name
+        );
         assert!(
-            due.contains(&enqueue) && due.contains(&release),
+            claim(now + 10, now + 1_000_000).await.is_empty(),
             "{}",
             db.name
         );
 
-        // One claim wins; the lease hides the command from the next round.
-        assert!(
-            store
-                .claim_command(&enqueue, now, now + 1_000_000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .claim_command(&enqueue, now, now + 1_000_000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .due_commands(now + 10, 10)
-                .await
-                .unwrap()
-                .iter()
-                .any(|c| c.id == enqueue)
-        );
-
-        store
-            .retry_command(&enqueue, "UNAVAILABLE: down", now + 500)
+        let mut m = store.begin().await.unwrap();
+        m.retry_command(&enqueue, "UNAVAILABLE: down", now + 500, now + 1_000_000)
             .await
             .unwrap();
+        m.commit(None, &()).await.unwrap();
         let command = store.command(&enqueue).await.unwrap().unwrap();
         assert_eq!(command.attempts, 1);
         assert_eq!(command.state, CommandState::Pending);
         assert_eq!(command.last_error, "UNAVAILABLE: down");
         assert_eq!(command.payload, vec![1, 2, 3]);
+        assert_eq!((command.conversation_seq, command.lease_until), (1, 0));
+        // Waiting out its backoff, it still holds back the release.
         assert!(
-            store
-                .due_commands(now + 500, 10)
-                .await
-                .unwrap()
-                .iter()
-                .any(|c| c.id == enqueue)
+            claim(now + 10, now + 1_000_000).await.is_empty(),
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            claim(now + 500, now + 1_000_000).await,
+            vec![enqueue.clone()]
         );
 
-        store.complete_command(&enqueue, now).await.unwrap();
-        store
-            .fail_command(&release, "NOT_FOUND: queue", now)
+        let mut m = store.begin().await.unwrap();
+        m.complete_command(&enqueue, now).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(
+            claim(now + 500, now + 1_000_000).await,
+            vec![release.clone()]
+        );
+        let mut m = store.begin().await.unwrap();
+        m.fail_command(&release, "NOT_FOUND: queue", now)
             .await
             .unwrap();
-        assert!(
-            store
-                .due_commands(now + 10_000_000, 10)
-                .await
-                .unwrap()
-                .iter()
-                .all(|c| c.id != enqueue && c.id != release)
-        );
+        m.commit(None, &()).await.unwrap();
+        assert!(claim(now + 10_000_000, now + 20_000_000).await.is_empty());
         assert_eq!(
             store.command(&enqueue).await.unwrap().unwrap().state,
             CommandState::Done
@@ -600,12 +599,6 @@ async fn outbox_commands_are_claimed_retried_and_finished() {
         assert_eq!(
             store.command(&release).await.unwrap().unwrap().state,
             CommandState::Failed
-        );
-        assert!(
-            !store
-                .claim_command(&enqueue, now + 10_000_000, now)
-                .await
-                .unwrap()
         );
     }
 }
@@ -879,18 +872,43 @@ async fn applied_offers_are_remembered() {
     }
 }
 
+/// A commit wakes the streams of its conversation and of the whole log, not another
+/// conversation's; another replica's commit reaches this process's streams through the
+/// change follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_wake_local_followers() {
+async fn commits_wake_only_the_streams_they_concern() {
+    use futures::FutureExt as _;
+    use tokio_util::sync::CancellationToken;
     for (db, store) in support::stores().await {
-        let mut commits = store.commits();
-        let conv = create(&store, &id(), "a").await;
-        tokio::time::timeout(Duration::from_secs(2), commits.changed())
+        let other = create(&store, &id(), "b").await;
+        let log = store.changes().watch([Topic::Log]);
+        let elsewhere = store
+            .changes()
+            .watch([Topic::Conversation(other.id.clone())]);
+        create(&store, &id(), "a").await;
+        tokio::time::timeout(Duration::from_secs(5), log.changed())
             .await
-            .expect("woken")
+            .unwrap_or_else(|_| panic!("{}: the log's stream was not woken", db.name));
+        assert!(
+            elsewhere.changed().now_or_never().is_none(),
+            "{}: another conversation's stream was woken",
+            db.name
+        );
+
+        // A second process on the same database: its follower publishes our commit.
+        let replica = Store::new(store.db().clone());
+        let stop = CancellationToken::new();
+        let follower = replica
+            .follow_changes(Duration::from_millis(10), stop.clone())
+            .await
             .unwrap();
-        let last = *commits.borrow();
-        let events = store.conversation_events(&conv.id, 0, 10).await.unwrap();
-        assert_eq!(last, events.last().unwrap().sequence, "{}", db.name);
+        let watched = replica.changes().watch([Topic::Log]);
+        create(&store, &id(), "c").await;
+        tokio::time::timeout(Duration::from_secs(5), watched.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{}: the replica's stream was not woken", db.name));
+        stop.cancel();
+        follower.await.unwrap();
     }
 }
 
@@ -1041,8 +1059,7 @@ async fn events_are_numbered_per_conversation_and_stale_numbering_is_refused() {
 
 /// Waits for positive evidence that `writer` is blocked behind an open write transaction,
 /// failing if it finishes first: on PostgreSQL a backend of this database waiting on a
-/// lock; on SQLite the writer holding its pool connection while the write lock is taken
-/// (a probe with no busy timeout is refused as busy).
+/// lock; on SQLite the one writer connection held by the open transaction.
 async fn wait_until_writer_blocks<T>(store: &Store, writer: &tokio::task::JoinHandle<T>, db: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -1075,30 +1092,10 @@ async fn writer_is_blocked(store: &Store) -> bool {
             waiting > 0
         }
         switchboard_server_kit::db::Dialect::Sqlite => {
-            // The open transaction holds one connection; the writer has taken another.
-            if (pool.size() as usize).saturating_sub(pool.num_idle()) < 2 {
-                return false;
-            }
-            let mut probe = pool.acquire().await.unwrap();
-            sqlx::raw_sql("PRAGMA busy_timeout = 0")
-                .execute(&mut *probe)
-                .await
-                .unwrap();
-            let busy = sqlx::raw_sql("BEGIN IMMEDIATE")
-                .execute(&mut *probe)
-                .await
-                .is_err();
-            if !busy {
-                sqlx::raw_sql("ROLLBACK")
-                    .execute(&mut *probe)
-                    .await
-                    .unwrap();
-            }
-            sqlx::raw_sql("PRAGMA busy_timeout = 5000")
-                .execute(&mut *probe)
-                .await
-                .unwrap();
-            busy
+            // One writer connection: while the open transaction holds it, every other
+            // writer queues for it.
+            let writer = store.db().writer();
+            writer.size() == 1 && writer.num_idle() == 0
         }
     }
 }

@@ -1795,12 +1795,12 @@ async fn request_ids_are_scoped_to_the_caller_and_the_request(db: common::TestDi
         sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
             .bind(25 * 3_600 * 1_000_000_i64)
             .bind(stack.admin.to_string())
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap()
             .rows_affected();
     assert_eq!(backdated, 1);
-    db.pool.close().await;
+    db.close().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let xia = loop {
         match client.create_user(authed(create("Xia"), &ada)).await {
@@ -1932,5 +1932,5 @@ async fn card_numbers_in_directory_names_are_stored_masked(db: common::TestDirec
         .unwrap();
         assert_eq!(stored, expected, "{table}");
     }
-    db.pool.close().await;
+    db.close().await;
 }

@@ -155,7 +155,7 @@ async fn cursor_and_facts_commit_together(backend: &Backend) {
          VALUES ($1, 'x', 'x', 'x', '', '', 0, 0, 0)",
     )
     .bind(assigned)
-    .execute(&store.db().pool)
+    .execute(store.db().writer())
     .await
     .unwrap();
     assert!(store.apply(CONVERSATION_EVENTS, &events[2]).await.is_err());
@@ -169,7 +169,7 @@ async fn cursor_and_facts_commit_together(backend: &Backend) {
 
     sqlx::query("DELETE FROM assignment_facts WHERE log_sequence = $1")
         .bind(assigned)
-        .execute(&store.db().pool)
+        .execute(store.db().writer())
         .await
         .unwrap();
     assert_eq!(

@@ -38,8 +38,9 @@ pub struct Config {
     /// How often the matcher routes the whole backlog even when nothing woke it (changes
     /// made by another replica), in milliseconds.
     pub rematch_interval_ms: u64,
-    /// How often event streams look for events committed by another replica, in
-    /// milliseconds.
+    /// How often the process's one change follower looks for events committed by another
+    /// replica, while any stream is open, in milliseconds (events of this process wake
+    /// their streams at once; idle streams read nothing).
     pub event_poll_interval_ms: u64,
     /// First retry delay of an assignment conversation-svc has not confirmed, in
     /// milliseconds; doubles on each failure.

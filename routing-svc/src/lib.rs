@@ -38,8 +38,9 @@ use crate::api::queue::QueueApi;
 use crate::config::Timings;
 use crate::directory::Directory;
 use crate::engine::Context;
-use crate::engine::dispatcher::Dispatcher;
+use crate::engine::dispatcher::{self, Dispatcher};
 use crate::store::Store;
+use switchboard_server_kit::metrics::OutboxMetrics;
 
 /// The service's name in logs, metrics and calls to other services.
 pub const SERVICE_NAME: &str = "routing-svc";
@@ -82,12 +83,16 @@ pub async fn serve(
         Duration::from_millis(config.directory_timeout_ms.max(1)),
     )
     .with_context(|| format!("invalid directory_url {}", config.directory_url))?;
+    // Created even when not served, so the outbox always has somewhere to record.
+    let registry = Metrics::new(SERVICE_NAME);
+    let outbox_metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES)
+        .context("cannot register the outbox metrics")?;
     let metrics = match config.metrics_listen {
         Some(addr) => {
             let listener = bind(addr)
                 .await
                 .with_context(|| format!("cannot bind metrics address {addr}"))?;
-            Some((Metrics::new(SERVICE_NAME), listener))
+            Some((registry, listener))
         }
         None => None,
     };
@@ -97,8 +102,9 @@ pub async fn serve(
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         conversation,
-        timings,
+        &config,
         matcher.clone(),
+        outbox_metrics,
     ));
     let context = Context {
         store: store.clone(),
@@ -111,6 +117,9 @@ pub async fn serve(
     let matcher_task = tokio::spawn(engine::matcher::run(context.clone(), shutdown.token()));
     let dispatcher_token = shutdown.token();
     let dispatcher_task = tokio::spawn(async move { dispatcher.run(dispatcher_token).await });
+    let follower_task = store
+        .follow_changes(timings.event_poll_interval, shutdown.token())
+        .await?;
     let purger_task = idempotency::spawn_purger(
         store.db().clone(),
         config.request_log.clone(),
@@ -131,6 +140,7 @@ pub async fn serve(
     // serve cancels the token on every exit; wait for the background work to stop.
     shutdown.token().cancel();
     let _ = matcher_task.await;
+    let _ = follower_task.await;
     let _ = dispatcher_task.await;
     let _ = purger_task.await;
     store.close().await;

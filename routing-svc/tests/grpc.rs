@@ -320,7 +320,7 @@ macro_rules! on_each_backend {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE {database} WITH (FORCE)"
                 )))
-                .execute(&admin.pool)
+                .execute(admin.writer())
                 .await
                 .unwrap();
             }
@@ -1407,7 +1407,7 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
         .await
         .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&admin.pool)
+        .execute(admin.writer())
         .await
         .unwrap();
     let url = {
@@ -1523,7 +1523,7 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {database} WITH (FORCE)"
     )))
-    .execute(&admin.pool)
+    .execute(admin.writer())
     .await
     .unwrap();
 }
@@ -2355,7 +2355,7 @@ async fn postgres_database() -> Option<(String, switchboard_server_kit::db::Db, 
         .await
         .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&admin.pool)
+        .execute(admin.writer())
         .await
         .unwrap();
     let (base, query) = admin_url
@@ -2460,7 +2460,7 @@ async fn request_ids_are_scoped_to_the_caller_and_the_request(database_url: Opti
         sqlx::query("UPDATE request_log SET created_at = created_at - $1 WHERE caller = $2")
             .bind(day_and_an_hour)
             .bind(idempotency::caller_of(&alice_identity))
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap()
             .rows_affected();
@@ -2485,7 +2485,7 @@ async fn request_ids_are_scoped_to_the_caller_and_the_request(database_url: Opti
         .unwrap();
     assert_eq!(bob_retry, support);
 
-    db.pool.close().await;
+    db.close().await;
     h.stop().await;
 }
 
@@ -2599,7 +2599,7 @@ async fn card_numbers_are_stored_masked(database_url: Option<&str>) {
             .await
             .unwrap();
     assert_eq!(waiting_address, "sms:5555_55**_****_4444");
-    db.pool.close().await;
+    db.close().await;
     h.stop().await;
 }
 
@@ -2675,5 +2675,135 @@ async fn an_assignment_leased_by_a_crashed_replica_is_applied_by_another(
     assert_eq!(applied[0].offer_id, offer.id);
     assert_eq!(applied[0].agent_id, agent_id);
     h.stop().await;
+    fake_shutdown.trigger();
+}
+
+on_each_backend!(an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart);
+/// An offer accepted by a process that crashed before its first attempt is applied by the
+/// restarted process as soon as the short lease of the crashed one ends; an entry that
+/// waits out a long backoff is attempted as soon as a process starts. The dispatcher runs
+/// on a clock the test sets.
+async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart(
+    database_url: Option<&str>,
+) {
+    use routing_svc::engine::dispatcher::{self, Attempt, Dispatcher};
+    use routing_svc::store::{catalog, outbox, routing};
+    use switchboard_server_kit::db::now_micros;
+    use switchboard_server_kit::metrics::OutboxMetrics;
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(1)).await;
+    let h = start(&url, database_url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    h.enqueue(&queue_id, &new_id()).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    drop(offers);
+    // Only the restarted process's dispatcher is at work from here on.
+    let Harness {
+        shutdown,
+        server,
+        directory,
+        database_url,
+        _dir,
+        tenant,
+        ..
+    } = h;
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+    if let Some(directory) = directory {
+        directory.stop().await;
+    }
+
+    let store = routing_svc::store::Store::open(&database_url)
+        .await
+        .unwrap();
+    let registry = switchboard_server_kit::metrics::Metrics::new("routing-svc");
+    let dispatcher = {
+        let channel = signed_channel(&url, key(), Identity::service("routing-svc")).unwrap();
+        let config = Config {
+            conversation_timeout_ms: 2_000,
+            outbox_retry_initial_ms: 60_000,
+            outbox_retry_max_ms: 60_000,
+            ..Config::default()
+        };
+        let metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES).unwrap();
+        Dispatcher::new(
+            store.clone(),
+            channel,
+            &config,
+            Arc::new(tokio::sync::Notify::new()),
+            metrics,
+        )
+    };
+    let lease = i64::try_from(dispatcher.lease().as_micros()).unwrap();
+    assert!(
+        lease <= 5_000_000,
+        "a lease is the call deadline plus a margin"
+    );
+
+    // The crashed process accepted the offer, which leased the entry for its first
+    // attempt, and died before making it.
+    let accepted_at = now_micros();
+    let lease_until = accepted_at + lease;
+    {
+        let agent = {
+            let mut conn = store.conn().await.unwrap();
+            catalog::get_agent(&mut conn, &tenant, &agent_id)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let mut tx = store.begin().await.unwrap();
+        routing::accept_offer(&mut tx, &agent, &offer.id, accepted_at, lease_until)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    // The restarted process leaves the entry alone while the lease holds, and attempts it
+    // the moment the lease ends.
+    assert!(dispatcher.start(lease_until - 1).await.unwrap().is_empty());
+    assert_eq!(log.lock().unwrap().calls, 0);
+    let first = dispatcher.dispatch_due(lease_until).await.unwrap();
+    assert!(
+        matches!(first.as_slice(), [Attempt::RetryLater(_)]),
+        "{first:?}"
+    );
+    // conversation-svc was away: the entry now waits out a minute of backoff, which a
+    // process that starts does not wait for.
+    let later = lease_until + 1;
+    assert!(dispatcher.dispatch_due(later).await.unwrap().is_empty());
+    assert_eq!(
+        dispatcher.start(later).await.unwrap(),
+        vec![Attempt::Applied]
+    );
+
+    let (calls, applied) = {
+        let log = log.lock().unwrap();
+        (log.calls, log.applied.clone())
+    };
+    assert_eq!(calls, 2, "one failed attempt, then the one that applied it");
+    let rendered = registry.render();
+    for series in [
+        "routing_outbox_delivery_lag_seconds_count{app=\"routing-svc\"} 1",
+        "routing_outbox_pending_assignments{app=\"routing-svc\"} 0",
+    ] {
+        assert!(rendered.contains(series), "{series} in {rendered}");
+    }
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].offer_id, offer.id);
+    let mut conn = store.conn().await.unwrap();
+    let entries = outbox::of_conversation(&mut conn, &offer.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries,
+        vec![(offer.id.clone(), true, 1, "applied".to_owned())]
+    );
+    drop(conn);
+    store.close().await;
     fake_shutdown.trigger();
 }

@@ -1,7 +1,6 @@
 //! Store conformance: the same cases on SQLite (a temp file) and on PostgreSQL when
 //! `SWITCHBOARD_TEST_POSTGRES_URL` is set (a fresh database per test).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use routing_svc::domain::matching::{CandidateView, decide};
@@ -15,90 +14,13 @@ use routing_svc::store::page::PageRequest;
 use routing_svc::store::routing::{self, EnqueueInput, OfferPlan, ReserveInput};
 use routing_svc::store::{NewEvent, Store, events, outbox};
 use sqlx::Row;
-use switchboard_server_kit::db::{Db, now_micros};
+use switchboard_server_kit::db::now_micros;
 use uuid::Uuid;
 
-// --- harness --------------------------------------------------------------------------
+#[macro_use]
+mod common;
 
-/// Runs `case` on a fresh SQLite file.
-async fn on_sqlite<F, Fut>(case: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("routing.db").display());
-    let store = Store::open(&url).await.unwrap();
-    case(store.clone()).await;
-    store.close().await;
-}
-
-/// Runs `case` on a fresh PostgreSQL database, or says why it is skipped.
-async fn on_postgres<F, Fut>(name: &str, case: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Some(admin_url) = switchboard_server_kit::testing::postgres_url(name) else {
-        return;
-    };
-    let database = format!("t_{}", Uuid::new_v4().simple());
-    let admin = Db::connect(&admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&admin.pool)
-        .await
-        .unwrap();
-    let store = Store::open(&database_url(&admin_url, &database))
-        .await
-        .unwrap();
-    case(store.clone()).await;
-    store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
-        .execute(&admin.pool)
-        .await
-        .unwrap();
-    admin.pool.close().await;
-}
-
-/// `url` with its database name replaced by `database`.
-fn database_url(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host_part}/{database}?{query}"),
-        None => format!("{host_part}/{database}"),
-    }
-}
-
-macro_rules! conformance {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::on_sqlite(super::$case).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::on_postgres(stringify!($case), super::$case).await;
-                }
-            )+
-        }
-    };
-}
-
-conformance!(
+on_each_backend!(
     catalog_round_trip_and_pagination,
     agent_profile_upsert_keeps_live_state,
     idempotent_responses_replay,
@@ -1181,17 +1103,23 @@ async fn outbox_lease_has_one_winner(store: Store) {
     let due = outbox::due(&mut conn, now_micros(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     drop(conn);
-    let lease = |entry: outbox::OutboxEntry| {
+    let lease_until = now_micros() + 60_000_000;
+    let claim = || {
         let store = store.clone();
         tokio::spawn(async move {
-            let mut conn = store.conn().await.unwrap();
-            outbox::lease(&mut conn, &entry, now_micros() + 60_000_000)
+            let mut tx = store.begin().await.unwrap();
+            let claimed = outbox::claim(&mut tx, now_micros(), lease_until, 10)
                 .await
-                .unwrap()
+                .unwrap();
+            tx.commit().await.unwrap();
+            claimed
         })
     };
-    let (a, b) = tokio::join!(lease(due[0].clone()), lease(due[0].clone()));
-    assert!(a.unwrap() ^ b.unwrap(), "one dispatcher takes the entry");
+    let (a, b) = tokio::join!(claim(), claim());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 1, "one dispatcher takes the entry");
+    let claimed = a.into_iter().chain(b).next().unwrap();
+    assert_eq!(claimed.entry.id, due[0].id);
     let mut conn = store.conn().await.unwrap();
     assert!(
         outbox::due(&mut conn, now_micros(), 10)
@@ -1199,9 +1127,13 @@ async fn outbox_lease_has_one_winner(store: Store) {
             .unwrap()
             .is_empty()
     );
-    outbox::retry_later(&mut conn, &due[0].id, 1, 0, "Unavailable: down")
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    outbox::retry_later(&mut tx, &due[0].id, 1, 0, "Unavailable: down", lease_until)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let again = outbox::due(&mut conn, now_micros(), 10).await.unwrap();
     assert_eq!(again[0].attempts, 1);
     drop(conn);

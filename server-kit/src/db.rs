@@ -21,12 +21,23 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A connection pool and the dialect it speaks.
+/// Connection pools and the dialect they speak.
+///
+/// On SQLite, writes go through **one writer connection** and reads through a pool of
+/// read-only connections. SQLite admits one writer at a time anyway; with several pooled
+/// writers the losers of each race sleep in SQLite's busy handler (1, 2, 5 … 100 ms
+/// steps), which turned a busy moment into second-long tails. With one writer, waiting
+/// writers queue in order on the pool instead and each gets the lock the moment the
+/// previous commit ends. Readers never wait for the writer (WAL). The read connections
+/// are `query_only`, so a write that bypasses [`Db::begin`] or [`Db::writer`] fails at
+/// once in tests instead of racing the writer. On PostgreSQL both are the same pool.
 #[derive(Clone, Debug)]
 pub struct Db {
-    /// The pool; use it with `sqlx::query(…)` for reads and single statements.
+    /// The read pool; use it with `sqlx::query(…)` for reads. Read-only on SQLite.
     pub pool: AnyPool,
-    /// Which backend the pool talks to.
+    /// The write pool: a single connection on SQLite, `pool` itself on PostgreSQL.
+    writer: AnyPool,
+    /// Which backend the pools talk to.
     pub dialect: Dialect,
 }
 
@@ -40,6 +51,7 @@ const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA busy_timeout = 5000",
 ];
 
+/// Read connections on SQLite (the writer is one more).
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
@@ -63,6 +75,7 @@ impl Db {
                 .connect(url)
                 .await?;
             return Ok(Db {
+                writer: pool.clone(),
                 pool,
                 dialect: Dialect::Postgres,
             });
@@ -78,16 +91,14 @@ impl Db {
             ));
         };
 
-        let options =
-            AnyPoolOptions::new().after_connect(|conn, _meta| Box::pin(apply_sqlite_pragmas(conn)));
         let memory = rest
             .strip_prefix(":memory:")
             .or_else(|| rest.strip_prefix("//:memory:"));
-        let pool = if let Some(label) = memory {
+        let (writer, pool) = if let Some(label) = memory {
             // A named shared-cache database lives while at least one connection is open:
-            // keep one open for the life of the pool and never recycle it. A label lets a
-            // second pool of the same process open the same database (the dev stack seeds
-            // the gateway's directory that way).
+            // keep the writer open for the life of the pool and never recycle it. A label
+            // lets a second pool of the same process open the same database (the dev
+            // stack seeds the gateway's directory that way).
             let name = if label.is_empty() {
                 format!("switchboard-memory-{}", uuid::Uuid::new_v4().simple())
             } else if label
@@ -100,21 +111,35 @@ impl Db {
                     "sqlite::memory:LABEL takes letters, digits, '-' and '_' only".into(),
                 ));
             };
-            options
+            let url = format!("sqlite:file:{name}?mode=memory&cache=shared");
+            let writer = sqlite_options(false)
                 .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect(&url)
+                .await?;
+            let pool = sqlite_options(true)
                 .max_connections(SQLITE_MAX_CONNECTIONS)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect(&format!("sqlite:file:{name}?mode=memory&cache=shared"))
-                .await?
+                .connect_lazy(&url)?;
+            (writer, pool)
         } else {
-            options
+            let url = sqlite_file_url(rest)?;
+            // The writer connects first: it creates the file and turns WAL on.
+            let writer = sqlite_options(false)
+                .max_connections(1)
+                .connect(&url)
+                .await?;
+            let pool = sqlite_options(true)
                 .max_connections(SQLITE_MAX_CONNECTIONS)
-                .connect(&sqlite_file_url(rest)?)
-                .await?
+                .connect_lazy(&url)?;
+            (writer, pool)
         };
         Ok(Db {
             pool,
+            writer,
             dialect: Dialect::Sqlite,
         })
     }
@@ -129,22 +154,50 @@ impl Db {
         postgres: &Migrator,
     ) -> Result<(), MigrateError> {
         match self.dialect {
-            Dialect::Sqlite => sqlite.run(&self.pool).await,
-            Dialect::Postgres => postgres.run(&self.pool).await,
+            Dialect::Sqlite => sqlite.run(&self.writer).await,
+            Dialect::Postgres => postgres.run(&self.writer).await,
         }
     }
 
-    /// Starts a write transaction.
+    /// Starts a write transaction on the writer.
     ///
-    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken up front, so two
-    /// writers queue on the busy timeout instead of deadlocking when both try to upgrade
-    /// a read lock. On PostgreSQL it is a plain `BEGIN`.
+    /// On SQLite it is `BEGIN IMMEDIATE` on the one writer connection: transactions queue
+    /// for the connection in order, and the write lock is taken up front so that another
+    /// process writing the same file (an operator's tool) waits on the busy timeout
+    /// instead of deadlocking on a lock upgrade. Never start a second transaction while
+    /// holding one: on SQLite it would wait for itself. On PostgreSQL it is a plain
+    /// `BEGIN`.
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.writer.begin().await,
         }
     }
+
+    /// The write pool, for a single write statement outside a transaction (maintenance
+    /// such as purging old rows). Prefer [`Db::begin`].
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Pool options for SQLite connections: the pragmas, and `query_only` for readers.
+fn sqlite_options(read_only: bool) -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            apply_sqlite_pragmas(conn).await?;
+            if read_only {
+                conn.execute("PRAGMA query_only = ON").await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 async fn apply_sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
@@ -243,7 +296,7 @@ impl PostgresTestDb {
     }
 
     pub(crate) async fn drop(self) {
-        self.db.pool.close().await;
+        self.db.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE {} WITH (FORCE)",
             self.name
@@ -295,7 +348,7 @@ mod tests {
             .bind(&id)
             .bind("first")
             .bind(now)
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap();
         let row = sqlx::query(
@@ -314,14 +367,14 @@ mod tests {
             .bind(&id)
             .bind("again")
             .bind(now)
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap_err();
         assert!(is_unique_violation(&dup), "{dup:?}");
         let orphan = sqlx::query("INSERT INTO kit_children (id, item_id) VALUES ($1, $2)")
             .bind(unique_id())
             .bind(unique_id())
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap_err();
         assert!(!is_unique_violation(&orphan), "{orphan:?}");
@@ -332,7 +385,7 @@ mod tests {
             .bind(&counter)
             .bind("0")
             .bind(now)
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap();
         let writers = (0..2).map(|_| {
@@ -497,16 +550,61 @@ mod tests {
         assert_eq!(busy, 5000);
     }
 
+    /// The read pool refuses writes, so a write that bypasses the writer fails in tests
+    /// instead of competing with it; many concurrent writers all commit, none busy.
+    #[tokio::test]
+    async fn sqlite_has_one_writer_and_read_only_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/kit.db", dir.path().display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE counted (n BIGINT NOT NULL)")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        let refused = sqlx::query("INSERT INTO counted (n) VALUES (1)")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("readonly"),
+            "a read connection wrote: {refused}"
+        );
+        let writers: Vec<_> = (0..64_i64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await?;
+                    sqlx::query("INSERT INTO counted (n) VALUES ($1)")
+                        .bind(i)
+                        .execute(&mut *tx)
+                        .await?;
+                    tokio::task::yield_now().await;
+                    tx.commit().await
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counted")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 64);
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn memory_database_is_shared_by_the_pool_and_private_to_it() {
         let db = Db::connect("sqlite::memory:").await.unwrap();
         sqlx::query("CREATE TABLE shared (n BIGINT NOT NULL)")
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap();
         sqlx::query("INSERT INTO shared (n) VALUES ($1)")
             .bind(42_i64)
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap();
         // Hold several connections at once: each must see the same database.
@@ -561,17 +659,17 @@ mod tests {
             .await
             .unwrap();
         sqlx::query("CREATE TABLE seeded (n BIGINT NOT NULL)")
-            .execute(&first.pool)
+            .execute(first.writer())
             .await
             .unwrap();
         let second = Db::connect(&format!("sqlite::memory:{label}"))
             .await
             .unwrap();
         sqlx::query("INSERT INTO seeded (n) VALUES (7)")
-            .execute(&second.pool)
+            .execute(second.writer())
             .await
             .unwrap();
-        second.pool.close().await;
+        second.close().await;
         let n: i64 = sqlx::query_scalar("SELECT n FROM seeded")
             .fetch_one(&first.pool)
             .await

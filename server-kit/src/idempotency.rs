@@ -245,7 +245,7 @@ async fn purge_in_batches(db: &Db, cutoff: i64, batch: i64) -> Result<u64, sqlx:
         )
         .bind(cutoff)
         .bind(batch)
-        .execute(&db.pool)
+        .execute(db.writer())
         .await?
         .rows_affected();
         total += deleted;
@@ -302,7 +302,7 @@ mod tests {
                 PRIMARY KEY (tenant_id, caller, method, request_id)
             )"
         )))
-        .execute(&db.pool)
+        .execute(db.writer())
         .await
         .unwrap();
     }
@@ -338,7 +338,7 @@ mod tests {
         sqlx::query("UPDATE request_log SET created_at = $1 WHERE request_id = $2")
             .bind(created_at)
             .bind(request_id)
-            .execute(&db.pool)
+            .execute(db.writer())
             .await
             .unwrap();
     }
@@ -390,7 +390,7 @@ mod tests {
 
         // A second caller's record lives beside the first.
         let bob = key("t1", "user:bob", &rid, 2);
-        let mut conn = db.pool.acquire().await.unwrap();
+        let mut conn = db.writer().acquire().await.unwrap();
         record(&mut conn, &bob, &ts(200)).await.unwrap();
         assert_eq!(seen(db, &bob).await, Recorded::Replay(ts(200)));
         assert_eq!(seen(db, &first).await, Recorded::Replay(ts(100)));
@@ -402,7 +402,7 @@ mod tests {
 
     async fn purge_deletes_only_records_older_than_the_cutoff(db: &Db) {
         create_table(db).await;
-        let mut conn = db.pool.acquire().await.unwrap();
+        let mut conn = db.writer().acquire().await.unwrap();
         let ids: Vec<String> = (0..7).map(|_| uuid::Uuid::new_v4().to_string()).collect();
         for rid in &ids {
             record(&mut conn, &key("t1", "user:alice", rid, 1), &ts(1))
@@ -434,7 +434,7 @@ mod tests {
             uuid::Uuid::new_v4().to_string(),
             uuid::Uuid::new_v4().to_string(),
         );
-        let mut conn = db.pool.acquire().await.unwrap();
+        let mut conn = db.writer().acquire().await.unwrap();
         for rid in [&old, &recent] {
             record(&mut conn, &key("t1", "user:alice", rid, 1), &ts(1))
                 .await

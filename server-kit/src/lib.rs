@@ -6,6 +6,7 @@
 //! PostgreSQL, Prometheus metrics, and assembling a tonic server with health, reflection
 //! and graceful shutdown.
 
+pub mod changes;
 pub mod config;
 pub mod db;
 pub mod errors;

@@ -370,6 +370,57 @@ impl<B: Body> Body for MetricsBody<B> {
     }
 }
 
+/// The series every outbox reports: how long a committed call waited to be delivered,
+/// and how many wait now. The lag is what a client sees as "acknowledged but not yet
+/// applied"; operators alert on it.
+#[derive(Clone, Debug)]
+pub struct OutboxMetrics {
+    lag: prometheus::Histogram,
+    pending: prometheus::IntGauge,
+}
+
+/// Names and help texts of one outbox's series.
+pub struct OutboxSeries {
+    /// Histogram of delivery lag in seconds, e.g. `routing_outbox_delivery_lag_seconds`.
+    pub lag_name: &'static str,
+    /// What the lag is measured between.
+    pub lag_help: &'static str,
+    /// Gauge of rows waiting, e.g. `routing_outbox_pending_assignments`.
+    pub pending_name: &'static str,
+    /// What a waiting row is.
+    pub pending_help: &'static str,
+}
+
+impl OutboxMetrics {
+    /// Creates the series and registers them in `registry`.
+    pub fn register(
+        registry: &Registry,
+        series: &OutboxSeries,
+    ) -> prometheus::Result<OutboxMetrics> {
+        let lag = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(series.lag_name, series.lag_help).buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ]),
+        )?;
+        let pending = prometheus::IntGauge::new(series.pending_name, series.pending_help)?;
+        registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        Ok(OutboxMetrics { lag, pending })
+    }
+
+    /// Records one delivery of a row committed at `created` (µs), delivered at `now`.
+    pub fn delivered(&self, created_micros: i64, now_micros: i64) {
+        self.lag
+            .observe(now_micros.saturating_sub(created_micros).max(0) as f64 / 1e6);
+    }
+
+    /// Sets how many rows wait now.
+    pub fn set_pending(&self, pending: i64) {
+        self.pending.set(pending);
+    }
+}
+
 /// Serves `GET /metrics` in the Prometheus text format on `listener` until `shutdown`.
 pub async fn serve_metrics(
     metrics: Metrics,

@@ -24,6 +24,10 @@ enum Command {
     /// Benchmarks the suite on loopback: each figure against a baseline from the same run
     /// (docs/benchmarks.md).
     Bench(switchboard::bench::BenchArgs),
+    /// Simulates a contact center through the gateway of a running `switchboard dev`:
+    /// customers arriving, agents answering, chatting and wrapping up, live progress and a
+    /// summary with the reports.
+    Simulate(switchboard::simulate::SimulateArgs),
 }
 
 #[tokio::main]
@@ -32,5 +36,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => switchboard::dev::run(args).await,
         Command::Admin(args) => switchboard::admin::run(args).await,
         Command::Bench(args) => switchboard::bench::run(args).await,
+        Command::Simulate(args) => switchboard::simulate::run(args).await,
     }
 }

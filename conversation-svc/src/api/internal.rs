@@ -21,7 +21,7 @@ use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_fie
 use crate::domain::access::ParticipantRole;
 use crate::domain::state::{Action, transition};
 use crate::error::{Error, Result};
-use crate::store::Event;
+use crate::store::{Event, Topic};
 
 /// How many events Subscribe reads per query.
 const SUBSCRIBE_BATCH: i64 = 500;
@@ -155,7 +155,7 @@ impl InternalApi {
         }
         let store = self.ctx.store.clone();
         let heartbeat = self.ctx.heartbeat;
-        let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
+        let mut waiter = Waiter::new(store.changes().watch([Topic::Log]), self.ctx.stop.clone());
         let stream = async_stream::try_stream! {
             let mut cursor = after;
             let mut gap_since: Option<Instant> = None;

@@ -41,8 +41,6 @@ pub struct Context {
     pub outbox: Dispatcher,
     /// Cancelled at shutdown; ends server streams.
     pub stop: CancellationToken,
-    /// How often streams poll for events of other replicas.
-    pub event_poll: Duration,
     /// How long a stream may stay silent before it sends a heartbeat.
     pub heartbeat: Duration,
 }

@@ -1,48 +1,31 @@
 //! Waiting for new events in server streams.
 
-use std::time::Duration;
-
 use switchboard_proto::common::v1::Heartbeat;
+use switchboard_server_kit::changes::Watch;
 use switchboard_server_kit::db::{micros_to_timestamp, now_micros};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Wakes a stream when this process commits events, every `poll` for events other
-/// replicas commit, and tells it to end at shutdown.
+use crate::store::Topic;
+
+/// Wakes a stream when a change of its topics is published (a commit of this process at
+/// once, another replica's through the store's change follower) and tells it to end at
+/// shutdown. Create it before the stream's first read, so nothing committed meanwhile is
+/// missed.
 pub(super) struct Waiter {
-    commits: watch::Receiver<i64>,
-    poll: Duration,
+    watch: Watch<Topic>,
     stop: CancellationToken,
 }
 
 impl Waiter {
-    pub(super) fn new(
-        commits: watch::Receiver<i64>,
-        poll: Duration,
-        stop: CancellationToken,
-    ) -> Waiter {
-        Waiter {
-            commits,
-            poll,
-            stop,
-        }
+    pub(super) fn new(watch: Watch<Topic>, stop: CancellationToken) -> Waiter {
+        Waiter { watch, stop }
     }
 
     /// Waits for a reason to look again; false when the stream must end.
     pub(super) async fn wait(&mut self) -> bool {
         tokio::select! {
-            changed = self.commits.changed() => {
-                if changed.is_err() {
-                    // No more local commits to wait for: fall back to polling.
-                    tokio::select! {
-                        () = tokio::time::sleep(self.poll) => {}
-                        () = self.stop.cancelled() => return false,
-                    }
-                }
-                !self.stop.is_cancelled()
-            }
-            () = tokio::time::sleep(self.poll) => !self.stop.is_cancelled(),
+            () = self.watch.changed() => !self.stop.is_cancelled(),
             () = self.stop.cancelled() => false,
         }
     }

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use super::{Event, Store, join_ids, split_ids};
+use super::{Event, Store, Topic, join_ids, split_ids, topics};
 use crate::error::Result;
 
 const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, type, occur_time, \
@@ -112,6 +112,24 @@ impl Store {
     }
 
     /// The highest committed sequence, 0 before the first event.
+    /// The log sequences and topics of events after `after`, at most `limit`: what the
+    /// change follower publishes for commits of other replicas.
+    pub async fn topics_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<Topic>)>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT sequence, conversation_id FROM events WHERE sequence > $1 \
+             ORDER BY sequence LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(sequence, conversation_id)| (sequence, topics(&conversation_id).to_vec()))
+            .collect())
+    }
+
     pub async fn last_sequence(&self) -> Result<i64> {
         let mut conn = self.conn().await?;
         let (last,): (i64,) = sqlx::query_as("SELECT last FROM event_counter WHERE id = 1")

@@ -12,14 +12,16 @@ mod reasons;
 mod records;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, Transaction};
+use switchboard_server_kit::changes::{self, Changes};
 use switchboard_server_kit::idempotency::{self, Recorded};
 use switchboard_server_kit::{Db, Dialect};
-use tokio::sync::watch;
 
 pub use conversations::{AppliedOffer, ConversationQuery};
+pub use outbox::{BACKLOG_RETRY_AFTER, Backlog};
 pub use records::*;
 pub use switchboard_server_kit::idempotency::RequestKey;
 
@@ -32,7 +34,8 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
-    committed: watch::Sender<i64>,
+    changes: Changes<Topic>,
+    backlog: Arc<Backlog>,
 }
 
 impl Store {
@@ -45,8 +48,11 @@ impl Store {
 
     /// A store over an already migrated database.
     pub fn new(db: Db) -> Store {
-        let (committed, _) = watch::channel(0);
-        Store { db, committed }
+        Store {
+            db,
+            changes: Changes::new(),
+            backlog: Arc::default(),
+        }
     }
 
     /// The database.
@@ -62,14 +68,40 @@ impl Store {
             events: Vec::new(),
             numbering: HashMap::new(),
             commands: Vec::new(),
-            committed: self.committed.clone(),
+            changes: self.changes.clone(),
+            backlog: self.backlog.clone(),
         })
     }
 
-    /// A receiver that changes whenever this process commits events, holding the highest
-    /// sequence committed; event streams wait on it instead of polling.
-    pub fn commits(&self) -> watch::Receiver<i64> {
-        self.committed.subscribe()
+    /// The change notices streams wait on; commits of this process publish to them.
+    pub fn changes(&self) -> &Changes<Topic> {
+        &self.changes
+    }
+
+    /// Follows the event log for other replicas' commits until `stop`, reading every
+    /// `poll` while any stream listens. Call before serving: it reads where to start.
+    pub async fn follow_changes(
+        &self,
+        poll: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let cursor = self.last_sequence().await?;
+        let end = self.clone();
+        let read = self.clone();
+        Ok(changes::spawn_follower(
+            self.changes.clone(),
+            poll,
+            stop,
+            cursor,
+            move || {
+                let store = end.clone();
+                async move { store.last_sequence().await }
+            },
+            move |cursor| {
+                let store = read.clone();
+                async move { store.topics_after(cursor, changes::FOLLOW_BATCH).await }
+            },
+        ))
     }
 
     /// The recorded response of an already applied request, outside any transaction; the
@@ -95,6 +127,21 @@ fn replayed<M>(recorded: Recorded<M>, key: &RequestKey<'_>) -> Result<Option<M>>
         .map_err(|reused| Error::invalid(idempotency::FIELD, reused.to_string()))
 }
 
+/// What a live stream shows: a commit wakes the streams watching its events' topics
+/// (see `switchboard_server_kit::changes`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every event (the internal Subscribe).
+    Log,
+    /// One conversation's events (StreamConversation).
+    Conversation(String),
+}
+
+/// The topics of an event of `conversation_id`.
+pub fn topics(conversation_id: &str) -> [Topic; 2] {
+    [Topic::Log, Topic::Conversation(conversation_id.to_owned())]
+}
+
 /// One write transaction and what it will publish when it commits.
 pub struct Mutation {
     tx: Transaction<'static, Any>,
@@ -103,7 +150,8 @@ pub struct Mutation {
     /// Per conversation: its last sequence as loaded, and the last one given out here.
     numbering: HashMap<String, (i64, i64)>,
     commands: Vec<String>,
-    committed: watch::Sender<i64>,
+    changes: Changes<Topic>,
+    backlog: Arc<Backlog>,
 }
 
 /// What a committed [`Mutation`] published.
@@ -199,6 +247,9 @@ impl Mutation {
             }
         }
         let events = std::mem::take(&mut self.events);
+        let mut committed_topics: Vec<String> =
+            events.iter().map(|e| e.conversation_id.clone()).collect();
+        committed_topics.dedup();
         let mut sequences = Vec::with_capacity(events.len());
         if !events.is_empty() {
             let count = events.len() as i64;
@@ -215,9 +266,11 @@ impl Mutation {
             }
         }
         self.tx.commit().await?;
-        if let Some(&last) = sequences.last() {
-            self.committed.send_modify(|seen| *seen = (*seen).max(last));
-        }
+        self.backlog.add(self.commands.len());
+        self.changes.publish_committed(
+            sequences.iter().copied(),
+            committed_topics.iter().flat_map(|id| topics(id)),
+        );
         Ok(Committed {
             sequences,
             commands: self.commands,

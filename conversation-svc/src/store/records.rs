@@ -435,4 +435,10 @@ pub struct Command {
     pub next_attempt_time: i64,
     /// The last failure, for operators.
     pub last_error: String,
+    /// Its place among the commands of its conversation, which are sent in this order.
+    pub conversation_seq: i64,
+    /// Until when an attempt holds it (microseconds); 0 when none does.
+    pub lease_until: i64,
+    /// When it was written (microseconds).
+    pub create_time: i64,
 }

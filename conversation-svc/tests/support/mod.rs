@@ -54,10 +54,10 @@ pub async fn postgres(test: &str) -> Option<TestDb> {
         .await
         .expect("connect to the test PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin.pool)
+        .execute(admin.writer())
         .await
         .expect("create a test database");
-    admin.pool.close().await;
+    admin.close().await;
     Some(TestDb {
         name: "postgres",
         url: with_database(&base, &name),

@@ -199,6 +199,12 @@ impl Directory {
         Ok(self.db.pool.acquire().await?)
     }
 
+    /// The writer, for the seeding upserts that are single statements.
+    async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, GatewayError> {
+        self.db_uses.fetch_add(1, Ordering::Relaxed);
+        Ok(self.db.writer().acquire().await?)
+    }
+
     /// Connects to `database_url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`) and
     /// opens the directory there.
     pub async fn connect(database_url: &str) -> Result<Directory, GatewayError> {
@@ -219,7 +225,7 @@ impl Directory {
         display_name: &str,
     ) -> Result<(), GatewayError> {
         let display_name = crate::domain::directory::display_name("display_name", display_name)?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.write_conn().await?;
         queries::upsert_tenant(
             &mut conn,
             &TenantRecord {
@@ -254,7 +260,7 @@ impl Directory {
             active: true,
             created_at: now_micros(),
         };
-        let mut conn = self.conn().await?;
+        let mut conn = self.write_conn().await?;
         queries::upsert_user(&mut conn, &record).await?;
         self.cache.invalidate(&Stale::User(record.id));
         Ok(())
@@ -289,7 +295,7 @@ impl Directory {
             created_at: now_micros(),
             revoked_at: None,
         };
-        let mut conn = self.conn().await?;
+        let mut conn = self.write_conn().await?;
         queries::upsert_api_key(&mut conn, &record).await?;
         self.cache.invalidate(&Stale::AllApiKeys);
         Ok(())

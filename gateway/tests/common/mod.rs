@@ -41,10 +41,10 @@ pub async fn postgres() -> Option<TestDirectory> {
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = Db::connect(&base).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin.pool)
+        .execute(admin.writer())
         .await
         .unwrap();
-    admin.pool.close().await;
+    admin.close().await;
     let url = with_database(&base, &name);
     let directory = Directory::connect(&url).await.unwrap();
     Some(TestDirectory {

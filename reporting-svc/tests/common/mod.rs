@@ -43,10 +43,10 @@ pub async fn postgres(test: &str) -> Option<Backend> {
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = Db::connect(&base).await.unwrap();
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin.pool)
+        .execute(admin.writer())
         .await
         .unwrap();
-    admin.pool.close().await;
+    admin.close().await;
     let url = with_database(&base, &name);
     Some(Backend {
         store: Store::open(&url).await.unwrap(),

@@ -1,29 +1,44 @@
 //! Applies accepted assignments in conversation-svc from the outbox.
 //!
-//! The accept transaction writes the outbox entry; the first attempt runs right after the
-//! commit and later ones in the background with exponential backoff, until
+//! The accept transaction writes the outbox entry, leased to the accepting process for
+//! its first attempt, made right after the commit. Later attempts run in the background:
+//! at once when the process starts (a retry delay chosen by a process that is gone means
+//! nothing now), when woken, and on every tick, each round claiming a batch of due entries
+//! in one write transaction, calling conversation-svc concurrently and recording the
+//! outcomes in one more. Entries are retried with exponential backoff until
 //! conversation-svc confirms (done) or refuses for good because the conversation was
-//! closed or taken meanwhile (the capacity is then released and the entry done). A crash
-//! at any point leaves the entry to be retried: no capacity leaks and no conversation
-//! stays stuck.
+//! closed or taken meanwhile (the capacity is then released and the entry done). Leases
+//! last the call's deadline plus a margin, so an entry held by a process that crashed is
+//! soon taken again: no capacity leaks and no conversation stays stuck. Entries of one
+//! conversation are applied in the order they were accepted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use switchboard_proto::conversation::internal::v1::ApplyAssignmentRequest;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_server_kit::db::now_micros;
 use switchboard_server_kit::identity::SignedChannel;
+use switchboard_server_kit::metrics::{OutboxMetrics, OutboxSeries};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tracing::{info, warn};
 
-use crate::config::Timings;
+use crate::config::{Config, Timings};
 use crate::domain::AssignmentSource;
 use crate::error::Result;
 use crate::store::outbox::{self, OutboxEntry};
-use crate::store::{Store, routing};
+use crate::store::{Store, Tx, routing};
 use switchboard_proto::conversation::v1::AssignmentSource as ContractSource;
+
+/// How many entries one round claims and sends at most, all at once: a round lasts about
+/// one call, well within the lease.
+const BATCH: i64 = 64;
+
+/// What a lease adds to the call's deadline: the writes around the call.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// What became of one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +47,18 @@ pub enum Attempt {
     Applied,
     /// conversation-svc refused for good; the capacity was released.
     Refused(String),
-    /// conversation-svc could not be reached or failed; retried later.
+    /// conversation-svc could not be reached or failed, or an earlier assignment of the
+    /// conversation is still pending; retried later.
     RetryLater(String),
 }
+
+/// The outbox's Prometheus series (server-kit [`OutboxMetrics`]).
+pub const SERIES: OutboxSeries = OutboxSeries {
+    lag_name: "routing_outbox_delivery_lag_seconds",
+    lag_help: "Time from an offer being accepted (the request acknowledged) to conversation-svc applying the assignment.",
+    pending_name: "routing_outbox_pending_assignments",
+    pending_help: "Accepted assignments that conversation-svc has not yet applied or refused.",
+};
 
 /// Calls conversation-svc's ApplyAssignment for outbox entries.
 pub struct Dispatcher {
@@ -42,7 +66,10 @@ pub struct Dispatcher {
     client: ConversationInternalServiceClient<SignedChannel>,
     timings: Timings,
     /// Wakes the matcher after capacity was released.
-    matcher: std::sync::Arc<Notify>,
+    matcher: Arc<Notify>,
+    /// Wakes the background loop.
+    wake: Notify,
+    metrics: OutboxMetrics,
 }
 
 /// The contract's name for how the agent got the conversation.
@@ -58,25 +85,47 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// How conversation-svc answered one call; `None` when it did not in time.
+type CallResult = Option<std::result::Result<(), tonic::Status>>;
+
+/// What recording an outcome leaves to do after the commit.
+struct Recorded {
+    attempt: Attempt,
+    /// When the applied entry was written, for the lag.
+    applied_since: Option<i64>,
+    /// Whether capacity was released, for the matcher.
+    released: bool,
+}
+
 impl Dispatcher {
-    pub(crate) fn new(
+    /// A dispatcher over `store` calling conversation-svc on `channel`, with the timings
+    /// of `config`; `matcher` is woken when capacity is released.
+    pub fn new(
         store: Store,
         channel: SignedChannel,
-        timings: Timings,
-        matcher: std::sync::Arc<Notify>,
+        config: &Config,
+        matcher: Arc<Notify>,
+        metrics: OutboxMetrics,
     ) -> Dispatcher {
         Dispatcher {
             store,
             client: ConversationInternalServiceClient::new(channel),
-            timings,
+            timings: Timings::from_config(config),
             matcher,
+            wake: Notify::new(),
+            metrics,
         }
     }
 
     /// How long an entry stays reserved for one attempt before another dispatcher may
     /// take it: the call's deadline plus a margin.
     pub fn lease(&self) -> Duration {
-        self.timings.conversation_timeout + Duration::from_secs(1)
+        self.timings.conversation_timeout + LEASE_MARGIN
+    }
+
+    /// Asks the background loop for a round now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Delay before attempt number `attempts + 1`.
@@ -90,8 +139,44 @@ impl Dispatcher {
             .min(self.timings.retry_max)
     }
 
-    /// Makes one attempt for `entry` (already leased) and records its outcome.
+    /// Makes the first attempt for `entry`, just accepted (its `next_attempt_time` is the
+    /// lease the accept took), and records its outcome. An entry that must wait for an
+    /// earlier one of its conversation is left to the background loop.
     pub async fn attempt(&self, entry: &OutboxEntry) -> Result<Attempt> {
+        let lease_until = entry.next_attempt_time;
+        let first = {
+            let mut conn = self.store.conn().await?;
+            outbox::is_first_pending(&mut conn, entry).await?
+        };
+        if !first {
+            let outcome = "waiting for an earlier assignment of the conversation".to_owned();
+            let mut tx = self.store.begin().await?;
+            outbox::retry_later(
+                &mut tx,
+                &entry.id,
+                entry.attempts,
+                now_micros(),
+                &outcome,
+                lease_until,
+            )
+            .await?;
+            tx.commit().await?;
+            self.wake();
+            return Ok(Attempt::RetryLater(outcome));
+        }
+        let result = self.call(entry).await;
+        let now = now_micros();
+        let mut tx = self.store.begin().await?;
+        let recorded = self
+            .record(&mut tx, entry, lease_until, result, now)
+            .await?;
+        tx.commit().await?;
+        self.after_commit(std::slice::from_ref(&recorded), now);
+        Ok(recorded.attempt)
+    }
+
+    /// Calls ApplyAssignment for `entry`, within the deadline.
+    async fn call(&self, entry: &OutboxEntry) -> CallResult {
         let mut request = tonic::Request::new(ApplyAssignmentRequest {
             tenant_id: entry.tenant_id.clone(),
             conversation_id: entry.conversation_id.clone(),
@@ -103,33 +188,47 @@ impl Dispatcher {
         });
         request.set_timeout(self.timings.conversation_timeout);
         let mut client = self.client.clone();
-        let result = tokio::time::timeout(
+        tokio::time::timeout(
             self.timings.conversation_timeout,
             client.apply_assignment(request),
         )
-        .await;
-        let now = now_micros();
+        .await
+        .ok()
+        .map(|answer| answer.map(|_| ()))
+    }
+
+    /// Records the outcome of one attempt in `tx`.
+    async fn record(
+        &self,
+        tx: &mut Tx,
+        entry: &OutboxEntry,
+        lease_until: i64,
+        result: CallResult,
+        now: i64,
+    ) -> Result<Recorded> {
         match result {
-            Ok(Ok(_)) => {
-                let mut tx = self.store.begin().await?;
-                outbox::complete(&mut tx, entry, "applied", now).await?;
-                tx.commit().await?;
+            Some(Ok(())) => {
+                let applied_since = outbox::finish(tx, entry, "applied", now).await?;
                 info!(
                     conversation_id = %entry.conversation_id,
                     agent_id = %entry.agent_id,
                     offer_id = %entry.offer_id,
                     "assignment applied"
                 );
-                Ok(Attempt::Applied)
+                Ok(Recorded {
+                    attempt: Attempt::Applied,
+                    applied_since,
+                    released: false,
+                })
             }
-            Ok(Err(status))
+            Some(Err(status))
                 if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) =>
             {
                 let outcome = format!("refused: {}", status.message());
-                let mut tx = self.store.begin().await?;
-                if outbox::complete(&mut tx, entry, &outcome, now).await? {
+                let released = outbox::complete(tx, entry, &outcome, now).await?;
+                if released {
                     routing::release_capacity(
-                        &mut tx,
+                        tx,
                         &entry.tenant_id,
                         &entry.conversation_id,
                         &entry.agent_id,
@@ -137,8 +236,6 @@ impl Dispatcher {
                     )
                     .await?;
                 }
-                tx.commit().await?;
-                self.matcher.notify_one();
                 warn!(
                     conversation_id = %entry.conversation_id,
                     agent_id = %entry.agent_id,
@@ -147,22 +244,26 @@ impl Dispatcher {
                     message = status.message(),
                     "conversation-svc refused the assignment, capacity released"
                 );
-                Ok(Attempt::Refused(outcome))
+                Ok(Recorded {
+                    attempt: Attempt::Refused(outcome),
+                    applied_since: None,
+                    released,
+                })
             }
             other => {
                 let outcome = match other {
-                    Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                    Some(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
                     _ => "timed out".to_owned(),
                 };
                 let attempts = entry.attempts.saturating_add(1);
                 let delay = self.backoff(attempts);
-                let mut conn = self.store.conn().await?;
                 outbox::retry_later(
-                    &mut conn,
+                    tx,
                     &entry.id,
                     attempts,
                     now.saturating_add(micros(delay)),
                     &outcome,
+                    lease_until,
                 )
                 .await?;
                 warn!(
@@ -173,45 +274,104 @@ impl Dispatcher {
                     outcome = %outcome,
                     "assignment not applied yet, will retry"
                 );
-                Ok(Attempt::RetryLater(outcome))
+                Ok(Recorded {
+                    attempt: Attempt::RetryLater(outcome),
+                    applied_since: None,
+                    released: false,
+                })
             }
         }
     }
 
-    /// Retries due entries until `shutdown`.
+    /// Observes the lag of applied entries and wakes the matcher for released capacity.
+    fn after_commit(&self, recorded: &[Recorded], now: i64) {
+        for since in recorded.iter().filter_map(|r| r.applied_since) {
+            self.metrics.delivered(since, now);
+        }
+        if recorded.iter().any(|r| r.released) {
+            self.matcher.notify_one();
+        }
+    }
+
+    /// The first round of a process: entries waiting out a backoff are made due at `now`,
+    /// then every due entry is attempted. Entries leased by another process stay with it
+    /// until the lease ends.
+    pub async fn start(&self, now: i64) -> Result<Vec<Attempt>> {
+        let mut tx = self.store.begin().await?;
+        outbox::retry_now(&mut tx, now).await?;
+        tx.commit().await?;
+        self.dispatch_due(now).await
+    }
+
+    /// Attempts every entry due at `now` (a clock the caller chooses), a batch at a time,
+    /// and returns the outcomes; then recounts the pending entries.
+    pub async fn dispatch_due(&self, now: i64) -> Result<Vec<Attempt>> {
+        let mut attempts = Vec::new();
+        loop {
+            let due = {
+                let mut conn = self.store.conn().await?;
+                outbox::any_due(&mut conn, now).await?
+            };
+            if !due {
+                break;
+            }
+            let lease_until = now.saturating_add(micros(self.lease()));
+            let mut tx = self.store.begin().await?;
+            let claimed = outbox::claim(&mut tx, now, lease_until, BATCH).await?;
+            tx.commit().await?;
+            let full = claimed.len() as i64 == BATCH;
+            let results: Vec<(OutboxEntry, CallResult)> = futures::stream::iter(claimed)
+                .map(|claimed| async move {
+                    let result = self.call(&claimed.entry).await;
+                    (claimed.entry, result)
+                })
+                .buffer_unordered(BATCH as usize)
+                .collect()
+                .await;
+            // A clock ahead of the wall clock is the caller's; otherwise the outcome is
+            // stamped when it is known.
+            let at = now.max(now_micros());
+            let mut tx = self.store.begin().await?;
+            let mut recorded = Vec::with_capacity(results.len());
+            for (entry, result) in results {
+                recorded.push(
+                    self.record(&mut tx, &entry, lease_until, result, at)
+                        .await?,
+                );
+            }
+            tx.commit().await?;
+            self.after_commit(&recorded, at);
+            attempts.extend(recorded.into_iter().map(|r| r.attempt));
+            if !full {
+                break;
+            }
+        }
+        let pending = {
+            let mut conn = self.store.conn().await?;
+            outbox::pending(&mut conn).await?
+        };
+        self.metrics.set_pending(pending);
+        Ok(attempts)
+    }
+
+    /// Attempts due entries at once, then whenever woken and on every tick, until
+    /// `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
+        if let Err(err) = self.start(now_micros()).await {
+            warn!(error = %err, "first outbox pass failed");
+        }
         let mut tick = tokio::time::interval(self.timings.matcher_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            if let Err(err) = self.retry_due(&shutdown).await {
+            if let Err(err) = self.dispatch_due(now_micros()).await {
                 warn!(error = %err, "outbox pass failed");
             }
         }
-    }
-
-    async fn retry_due(&self, shutdown: &CancellationToken) -> Result<()> {
-        let now = now_micros();
-        let due = {
-            let mut conn = self.store.conn().await?;
-            outbox::due(&mut conn, now, 50).await?
-        };
-        for entry in due {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let lease_until = now_micros().saturating_add(micros(self.lease()));
-            let taken = {
-                let mut conn = self.store.conn().await?;
-                outbox::lease(&mut conn, &entry, lease_until).await?
-            };
-            if taken {
-                self.attempt(&entry).await?;
-            }
-        }
-        Ok(())
     }
 }

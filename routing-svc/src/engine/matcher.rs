@@ -5,25 +5,33 @@
 //! anyway, which picks up changes made through another replica. Every offer is a
 //! conditional claim in the store, so replicas sharing one database never offer one
 //! conversation twice or promise the same units twice.
+//!
+//! A pass goes queue by queue, so that a backlog nobody can take in one queue never
+//! keeps another queue's agents idle. Each queue is read once (settings, members, load,
+//! rotation) and kept in step in memory as offers are made; a queue whose members can
+//! take nothing now has its conversations left alone until the end of the pass, when
+//! only the "nobody eligible" records are brought up to date, a bounded slice at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use switchboard_server_kit::db::now_micros;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::domain::matching::{CandidateView, decide};
-use crate::domain::{Agent, Queue, RoutingDecision, WaitingItem};
+use crate::domain::matching::{CandidateView, Decision, check_eligible, decide};
+use crate::domain::{Agent, AssignmentMethod, Channel, Queue, RoutingDecision, WaitingItem};
 use crate::engine::Context;
 use crate::error::Result;
-use crate::store::routing::{self, OfferPlan};
+use crate::store::routing::{self, Matchable, OfferPlan, QueuePosition, WalkOrder};
 use crate::store::{Store, catalog};
 
-/// Waiting items routed per pass; the rest wait for the next pass.
-const BATCH: i64 = 500;
+/// Conversations of one queue looked at per pass; the rest wait for the next pass.
+const WALK: i64 = 200;
 /// Tries per waiting item and pass when another change wins the race.
 const RETRIES: usize = 3;
+/// Due offers read at a time while expiring.
+const DUE_BATCH: i64 = 100;
 
 /// Runs the matcher until `shutdown`.
 pub async fn run(context: Context, shutdown: CancellationToken) {
@@ -31,6 +39,7 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(timings.matcher_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full_pass: Option<Instant> = None;
+    let mut matcher = Matcher::default();
     loop {
         let mut woken = false;
         tokio::select! {
@@ -45,7 +54,7 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
         let stale = last_full_pass.is_none_or(|at| at.elapsed() >= timings.rematch_interval);
         if woken || stale {
             last_full_pass = Some(Instant::now());
-            if let Err(err) = match_waiting(&context.store, &shutdown).await {
+            if let Err(err) = matcher.pass(&context.store, &shutdown).await {
                 warn!(error = %err, "matching pass failed");
             }
         }
@@ -55,29 +64,140 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
 
 /// Times out every pending offer past its deadline; returns how many.
 pub async fn expire_due(store: &Store, shutdown: &CancellationToken) -> Result<usize> {
-    let due = {
-        let mut conn = store.conn().await?;
-        routing::due_offers(&mut conn, now_micros(), 100).await?
-    };
+    // Offers falling due while this runs are left to the next tick, so it always ends.
+    let until = now_micros();
     let mut expired = 0;
-    for (tenant_id, offer_id) in due {
-        if shutdown.is_cancelled() {
-            break;
+    loop {
+        let due = {
+            let mut conn = store.conn().await?;
+            routing::due_offers(&mut conn, until, DUE_BATCH).await?
+        };
+        let mut progressed = false;
+        for (tenant_id, offer_id) in &due {
+            if shutdown.is_cancelled() {
+                return Ok(expired);
+            }
+            let mut tx = store.begin().await?;
+            if routing::expire_offer(&mut tx, tenant_id, offer_id, now_micros()).await? {
+                tx.commit().await?;
+                expired += 1;
+                progressed = true;
+                info!(offer_id = %offer_id, "offer timed out, agent in RONA");
+            } else {
+                tx.rollback().await?;
+            }
         }
-        let mut tx = store.begin().await?;
-        if routing::expire_offer(&mut tx, &tenant_id, &offer_id, now_micros()).await? {
-            tx.commit().await?;
-            expired += 1;
-            info!(offer_id = %offer_id, "offer timed out, agent in RONA");
-        } else {
-            tx.rollback().await?;
+        // A batch another replica resolved entirely is theirs to finish.
+        if due.len() < usize::try_from(DUE_BATCH).unwrap_or(usize::MAX) || !progressed {
+            return Ok(expired);
         }
     }
-    Ok(expired)
 }
 
-/// What a pass knows of one queue; dropped after every offer, since an offer changes
-/// the members' free units and load.
+/// Routes the backlog once with nothing remembered from earlier passes; returns the
+/// number of offers made.
+pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Result<usize> {
+    Matcher::default().pass(store, shutdown).await
+}
+
+/// What the matcher keeps between passes: for each queue whose members can take nothing,
+/// how far its "nobody eligible" records are up to date, so that a large backlog there
+/// is gone through once per change of its members rather than on every pass.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    recorded: HashMap<String, Recorded>,
+}
+
+/// Decisions recorded in a queue nobody could serve, up to a position.
+#[derive(Debug)]
+struct Recorded {
+    /// What the members' state decided for each channel when recorded.
+    signature: String,
+    /// The last conversation recorded, by entry into the queue.
+    through: QueuePosition,
+}
+
+impl Matcher {
+    /// Routes the backlog once: queues by priority (then by their oldest conversation),
+    /// each queue's conversations oldest first. Returns the number of offers made.
+    pub async fn pass(&mut self, store: &Store, shutdown: &CancellationToken) -> Result<usize> {
+        let queues = {
+            let mut conn = store.conn().await?;
+            routing::queues_to_match(&mut conn).await?
+        };
+        let listed: HashSet<&str> = queues.iter().map(|(_, id)| id.as_str()).collect();
+        self.recorded.retain(|id, _| listed.contains(id.as_str()));
+        let mut offers = 0;
+        let mut unserved = Vec::new();
+        for (tenant_id, queue_id) in &queues {
+            if shutdown.is_cancelled() {
+                return Ok(offers);
+            }
+            let snapshot = match snapshot(store, tenant_id, queue_id).await {
+                Ok(Some(snapshot)) => snapshot,
+                Ok(None) => continue,
+                Err(err) => {
+                    warn!(queue_id = %queue_id, error = %err, "reading a queue failed");
+                    continue;
+                }
+            };
+            if !snapshot.can_offer() {
+                unserved.push(snapshot);
+                continue;
+            }
+            self.recorded.remove(queue_id);
+            match walk(store, snapshot, WalkOrder::Waited, None, shutdown).await {
+                Ok(walked) => offers += walked.offers,
+                Err(err) => warn!(queue_id = %queue_id, error = %err, "matching a queue failed"),
+            }
+        }
+        // Only records remain to be written: after every offer of the pass.
+        for snapshot in unserved {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let queue_id = snapshot.queue.id.clone();
+            if let Err(err) = self.record_unserved(store, snapshot, shutdown).await {
+                warn!(queue_id = %queue_id, error = %err, "recording decisions failed");
+            }
+        }
+        Ok(offers)
+    }
+
+    /// Brings the decisions of a queue nobody can serve up to date, one slice per pass,
+    /// resuming where the last pass stopped while its members' state is unchanged.
+    async fn record_unserved(
+        &mut self,
+        store: &Store,
+        snapshot: QueueSnapshot,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let queue_id = snapshot.queue.id.clone();
+        let signature = snapshot.signature();
+        let after = self
+            .recorded
+            .get(&queue_id)
+            .filter(|recorded| recorded.signature == signature)
+            .map(|recorded| recorded.through.clone());
+        // By entry into the queue, so that a conversation moved in later (keeping its
+        // earlier wait) is still ahead of where the last pass stopped.
+        let walked = walk(
+            store,
+            snapshot,
+            WalkOrder::Entered,
+            after.as_ref(),
+            shutdown,
+        )
+        .await?;
+        if let Some(through) = walked.last {
+            self.recorded
+                .insert(queue_id, Recorded { signature, through });
+        }
+        Ok(())
+    }
+}
+
+/// What a pass knows of one queue, kept in step with the offers it makes.
 struct QueueSnapshot {
     queue: Queue,
     members: Vec<Agent>,
@@ -85,18 +205,18 @@ struct QueueSnapshot {
     cursor: String,
 }
 
-async fn snapshot(store: &Store, item: &WaitingItem) -> Result<Option<QueueSnapshot>> {
+async fn snapshot(store: &Store, tenant_id: &str, queue_id: &str) -> Result<Option<QueueSnapshot>> {
     let mut conn = store.conn().await?;
-    let Some(queue) = catalog::get_queue(&mut conn, &item.tenant_id, &item.queue_id).await? else {
+    let Some(queue) = catalog::get_queue(&mut conn, tenant_id, queue_id).await? else {
         return Ok(None);
     };
-    let members = catalog::queue_members(&mut conn, &item.tenant_id, &item.queue_id).await?;
+    let members = catalog::queue_members(&mut conn, tenant_id, queue_id).await?;
     let load = if queue.max_open_per_agent > 0 {
-        routing::queue_load(&mut conn, &item.queue_id).await?
+        routing::queue_load(&mut conn, queue_id).await?
     } else {
         HashMap::new()
     };
-    let cursor = catalog::round_robin_cursor(&mut conn, &item.queue_id).await?;
+    let cursor = catalog::round_robin_cursor(&mut conn, queue_id).await?;
     Ok(Some(QueueSnapshot {
         queue,
         members,
@@ -105,45 +225,131 @@ async fn snapshot(store: &Store, item: &WaitingItem) -> Result<Option<QueueSnaps
     }))
 }
 
-/// Routes the backlog once: higher queue priority first, then oldest first. Returns the
-/// number of offers made.
-pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Result<usize> {
-    let items = {
+impl QueueSnapshot {
+    fn views(&self, excluded: &HashSet<String>) -> Vec<CandidateView<'_>> {
+        self.members
+            .iter()
+            .map(|agent| CandidateView {
+                agent,
+                open_in_queue: self.load.get(&agent.agent_id).copied().unwrap_or(0),
+                already_offered: excluded.contains(&agent.agent_id),
+            })
+            .collect()
+    }
+
+    fn decide(&self, channel: Channel, excluded: &HashSet<String>) -> Decision {
+        decide(&self.queue, channel, &self.views(excluded), &self.cursor)
+    }
+
+    /// Whether some member could be offered a conversation of some channel now.
+    fn can_offer(&self) -> bool {
+        self.queue.assignment_method != AssignmentMethod::ManualPick
+            && self.views(&HashSet::new()).iter().any(|view| {
+                Channel::ALL
+                    .iter()
+                    .any(|&channel| check_eligible(&self.queue, channel, view).is_ok())
+            })
+    }
+
+    /// The decision for a conversation of each channel nobody was offered: when it is
+    /// unchanged, so is every recorded decision of a queue nobody can serve.
+    fn signature(&self) -> String {
+        Channel::ALL
+            .iter()
+            .map(|&channel| {
+                routing::decision_summary(&self.decide(channel, &HashSet::new()).candidates)
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    /// Mirrors what the store did on an offer to `agent_id`.
+    fn note_offer(&mut self, agent_id: &str, units: i32, now: i64) {
+        if let Some(agent) = self.members.iter_mut().find(|a| a.agent_id == agent_id) {
+            agent.pending_units += units;
+            agent.idle_since = now;
+        }
+        *self.load.entry(agent_id.to_owned()).or_default() += 1;
+        agent_id.clone_into(&mut self.cursor);
+    }
+}
+
+/// What one walk through a queue did.
+struct Walked {
+    offers: usize,
+    /// The last conversation looked at.
+    last: Option<QueuePosition>,
+}
+
+/// Routes up to [`WALK`] conversations of the snapshot's queue after `after` in `order`,
+/// and records the decisions that made no offer. Stops early once nobody in the
+/// queue can take anything, unless nobody could to begin with (then it only records).
+async fn walk(
+    store: &Store,
+    mut snapshot: QueueSnapshot,
+    order: WalkOrder,
+    after: Option<&QueuePosition>,
+    shutdown: &CancellationToken,
+) -> Result<Walked> {
+    let queue_id = snapshot.queue.id.clone();
+    let (page, mut excluded) = {
         let mut conn = store.conn().await?;
-        routing::matchable(&mut conn, BATCH).await?
+        let page = routing::matchable_in_queue(&mut conn, &queue_id, order, after, WALK).await?;
+        let items: Vec<&WaitingItem> = page.iter().map(|entry| &entry.item).collect();
+        let excluded = routing::excluded_for(&mut conn, &items).await?;
+        (page, excluded)
     };
-    let mut snapshots: HashMap<String, Option<QueueSnapshot>> = HashMap::new();
-    let mut offers = 0;
-    for item in &items {
+    let serving = snapshot.can_offer();
+    let mut walked = Walked {
+        offers: 0,
+        last: None,
+    };
+    let mut records = Vec::new();
+    'items: for entry in &page {
+        if shutdown.is_cancelled() || (serving && !snapshot.can_offer()) {
+            break;
+        }
+        let item = &entry.item;
+        let mut excluded_now = excluded.remove(&item.conversation_id).unwrap_or_default();
         // A lost race means the snapshot was stale: reread and try the item again, so
         // that a younger conversation does not overtake it.
-        for _ in 0..RETRIES {
-            if shutdown.is_cancelled() {
-                return Ok(offers);
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                let Some(fresh) = snapshot_again(store, &snapshot).await else {
+                    break 'items;
+                };
+                snapshot = fresh;
+                let mut conn = store.conn().await?;
+                excluded_now =
+                    routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time)
+                        .await?;
             }
-            if !snapshots.contains_key(&item.queue_id) {
-                match snapshot(store, item).await {
-                    Ok(snapshot) => {
-                        snapshots.insert(item.queue_id.clone(), snapshot);
-                    }
-                    Err(err) => {
-                        warn!(queue_id = %item.queue_id, error = %err, "reading a queue failed");
-                        break;
-                    }
+            let decision = snapshot.decide(item.channel, &excluded_now);
+            let now = now_micros();
+            let Some((agent_id, units)) = decision.chosen.clone() else {
+                if let Some(record) = no_offer_record(entry, &snapshot.queue, decision, now) {
+                    records.push(record);
                 }
-            }
-            let Some(Some(snapshot)) = snapshots.get(&item.queue_id) else {
                 break;
             };
-            match route_one(store, item, snapshot).await {
-                Ok(Routed::Offered) => {
-                    offers += 1;
-                    snapshots.clear();
+            match offer(
+                store,
+                item,
+                &snapshot.queue,
+                &agent_id,
+                units,
+                decision,
+                now,
+            )
+            .await
+            {
+                Ok(true) => {
+                    walked.offers += 1;
+                    snapshot.note_offer(&agent_id, units, now);
                     break;
                 }
-                Ok(Routed::NobodyEligible) => break,
-                Ok(Routed::LostRace) => {
-                    snapshots.remove(&item.queue_id);
+                Ok(false) => {
+                    debug!(conversation_id = %item.conversation_id, "lost an offer race, will retry");
                 }
                 Err(err) => {
                     warn!(
@@ -155,46 +361,39 @@ pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Resul
                 }
             }
         }
+        walked.last = Some(order.position(&entry.item));
     }
-    Ok(offers)
+    record_no_offers(store, &records).await?;
+    Ok(walked)
 }
 
-/// What became of one waiting conversation in a pass.
-enum Routed {
-    /// An offer was made.
-    Offered,
-    /// Nobody could take it now.
-    NobodyEligible,
-    /// Another change won the race (the snapshot was stale); the next try rereads.
-    LostRace,
+/// The queue read again after a lost race; `None` when it is gone or cannot be read.
+async fn snapshot_again(store: &Store, stale: &QueueSnapshot) -> Option<QueueSnapshot> {
+    let queue = &stale.queue;
+    match snapshot(store, &queue.tenant_id, &queue.id).await {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            warn!(queue_id = %queue.id, error = %err, "reading a queue failed");
+            None
+        }
+    }
 }
 
-/// Decides who gets one waiting conversation and makes the offer.
-async fn route_one(store: &Store, item: &WaitingItem, snapshot: &QueueSnapshot) -> Result<Routed> {
-    let excluded = {
-        let mut conn = store.conn().await?;
-        routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time).await?
-    };
-    let views: Vec<CandidateView<'_>> = snapshot
-        .members
-        .iter()
-        .map(|agent| CandidateView {
-            agent,
-            open_in_queue: snapshot.load.get(&agent.agent_id).copied().unwrap_or(0),
-            already_offered: excluded.contains(&agent.agent_id),
-        })
-        .collect();
-    let queue = &snapshot.queue;
-    let decision = decide(queue, item.channel, &views, &snapshot.cursor);
-    let now = now_micros();
-    let Some((agent_id, units)) = decision.chosen else {
-        record_no_offer(store, item, queue, decision.candidates, now).await?;
-        return Ok(Routed::NobodyEligible);
-    };
+/// Offers `item` to the chosen agent as a conditional claim; false when another change
+/// won the race.
+async fn offer(
+    store: &Store,
+    item: &WaitingItem,
+    queue: &Queue,
+    agent_id: &str,
+    units: i32,
+    decision: Decision,
+    now: i64,
+) -> Result<bool> {
     let plan = OfferPlan {
         item,
         queue,
-        agent_id: &agent_id,
+        agent_id,
         units,
         candidates: decision.candidates,
         offer_id: uuid::Uuid::new_v4().to_string(),
@@ -210,49 +409,48 @@ async fn route_one(store: &Store, item: &WaitingItem, snapshot: &QueueSnapshot) 
                 queue_id = %offer.queue_id,
                 "offer made"
             );
-            Ok(Routed::Offered)
+            Ok(true)
         }
         None => {
             tx.rollback().await?;
-            debug!(conversation_id = %item.conversation_id, "lost an offer race, will retry");
-            Ok(Routed::LostRace)
+            Ok(false)
         }
     }
 }
 
-/// Records that nobody could be offered the conversation, unless the last record already
-/// said the same.
-async fn record_no_offer(
-    store: &Store,
-    item: &WaitingItem,
+/// The record that nobody could be offered the conversation, unless its last record
+/// already said the same.
+fn no_offer_record(
+    entry: &Matchable,
     queue: &Queue,
-    candidates: Vec<crate::domain::Candidate>,
+    decision: Decision,
     now: i64,
-) -> Result<()> {
-    let summary = routing::decision_summary(&candidates);
-    {
-        let mut conn = store.conn().await?;
-        if let Some((None, last)) =
-            routing::last_decision(&mut conn, &item.tenant_id, &item.conversation_id).await?
-            && last == summary
-        {
-            return Ok(());
-        }
+) -> Option<RoutingDecision> {
+    let summary = routing::decision_summary(&decision.candidates);
+    if entry.last_summary.as_deref() == Some(summary.as_str()) {
+        return None;
+    }
+    let item = &entry.item;
+    Some(RoutingDecision {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: item.tenant_id.clone(),
+        offer_id: None,
+        conversation_id: item.conversation_id.clone(),
+        queue_id: item.queue_id.clone(),
+        assignment_method: queue.assignment_method,
+        candidates: decision.candidates,
+        decide_time: now,
+    })
+}
+
+/// Writes a walk's "nobody eligible" records in one transaction.
+async fn record_no_offers(store: &Store, records: &[RoutingDecision]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
     }
     let mut tx = store.begin().await?;
-    routing::insert_decision(
-        &mut tx,
-        &RoutingDecision {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: item.tenant_id.clone(),
-            offer_id: None,
-            conversation_id: item.conversation_id.clone(),
-            queue_id: item.queue_id.clone(),
-            assignment_method: queue.assignment_method,
-            candidates,
-            decide_time: now,
-        },
-    )
-    .await?;
+    for record in records {
+        routing::insert_decision(&mut tx, record).await?;
+    }
     tx.commit().await
 }

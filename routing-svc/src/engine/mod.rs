@@ -36,7 +36,6 @@ impl Context {
     /// How the server streams poll and beat.
     pub fn pace(&self) -> streams::Pace {
         streams::Pace {
-            poll: self.timings.event_poll_interval,
             heartbeat: self.timings.heartbeat_interval,
         }
     }

@@ -2,8 +2,11 @@
 //! state (StreamOffers), and the supervisors' agent states (StreamAgentStates).
 //!
 //! All read the events table after a cursor, so they see changes made by any replica.
-//! A commit in this process wakes them at once; changes from another replica are picked
-//! up by polling. Each sends a heartbeat when it sent nothing for the heartbeat interval.
+//! Each watches its topics (the whole log, a tenant, an agent) in the store's change
+//! notices: a commit wakes only the streams it concerns, at once when this process
+//! committed it, within the follower's poll interval when another replica did; an idle
+//! stream reads nothing. Each sends a heartbeat when it sent nothing for the heartbeat
+//! interval.
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -15,7 +18,8 @@ use switchboard_proto::routing::v1::{
     self as pb, StreamAgentStatesResponse, StreamOffersResponse, stream_agent_states_response,
     stream_offers_response,
 };
-use tokio::sync::{mpsc, watch};
+use switchboard_server_kit::changes::Watch;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -24,18 +28,16 @@ use tracing::warn;
 use crate::convert;
 use crate::domain::OfferState;
 use crate::error::Result;
-use crate::store::{Store, catalog, events, routing};
+use crate::store::{Store, Topic, catalog, events, routing};
 
 /// Events read per query.
 const EVENT_BATCH: i64 = 500;
 /// Messages buffered per stream before the reader waits for the client.
 const STREAM_BUFFER: usize = 64;
 
-/// How often a stream looks for changes and how long it may stay quiet.
+/// How long a stream may stay quiet.
 #[derive(Clone, Copy, Debug)]
 pub struct Pace {
-    /// Poll interval for changes committed by another replica.
-    pub poll: Duration,
     /// Quiet time after which a heartbeat is sent.
     pub heartbeat: Duration,
 }
@@ -78,30 +80,23 @@ impl<T> Sink<T> {
         self.sender.send(Ok(message)).await.map_err(|_| Stop::Done)
     }
 
-    /// Sends a heartbeat if the stream was quiet for the interval, else waits until
-    /// something may have been committed (a local commit, the poll interval, or the
-    /// heartbeat falling due). `Err(Stop::Done)` when the stream should end.
+    /// Sends a heartbeat if the stream was quiet for the interval, else waits until a
+    /// change of the watched topics was published or the heartbeat falls due.
+    /// `Err(Stop::Done)` when the stream should end.
     async fn idle(
         &mut self,
-        commits: &mut watch::Receiver<i64>,
+        watch: &Watch<Topic>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let beat_in = self.pace.heartbeat.saturating_sub(self.last_sent.elapsed());
         if beat_in.is_zero() {
             return self.send((self.heartbeat)()).await;
         }
-        let wait = self.pace.poll.min(beat_in);
         tokio::select! {
             () = shutdown.cancelled() => Err(Stop::Done),
             () = self.sender.closed() => Err(Stop::Done),
-            changed = commits.changed() => {
-                if changed.is_err() {
-                    // The store is gone; fall back to polling.
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(())
-            }
-            () = tokio::time::sleep(wait) => Ok(()),
+            () = watch.changed() => Ok(()),
+            () = tokio::time::sleep(beat_in) => Ok(()),
         }
     }
 
@@ -164,8 +159,7 @@ async fn follow_log(
     shutdown: &CancellationToken,
     sink: &mut Sink<SubscribeResponse>,
 ) -> Result<Infallible, Stop> {
-    let mut commits = store.commits();
-    commits.borrow_and_update();
+    let watch = store.changes().watch([Topic::Log]);
     let backlog_end = {
         let mut conn = store.conn().await?;
         events::last_sequence(&mut conn).await?
@@ -173,7 +167,6 @@ async fn follow_log(
     let mut cursor = after_sequence;
     let mut caught_up = false;
     loop {
-        commits.borrow_and_update();
         let batch = {
             let mut conn = store.conn().await?;
             events::after(&mut conn, cursor, EVENT_BATCH).await?
@@ -193,7 +186,7 @@ async fn follow_log(
             return Err(Stop::Done);
         }
         if batch.is_empty() {
-            sink.idle(&mut commits, shutdown).await?;
+            sink.idle(&watch, shutdown).await?;
         }
     }
 }
@@ -246,8 +239,10 @@ async fn follow_offers(
     shutdown: &CancellationToken,
     sink: &mut Sink<StreamOffersResponse>,
 ) -> Result<Infallible, Stop> {
-    let mut commits = store.commits();
-    commits.borrow_and_update();
+    let watch = store.changes().watch([Topic::Agent {
+        tenant_id: tenant_id.to_owned(),
+        agent_id: agent_id.to_owned(),
+    }]);
     // The cursor is read first: a change committed while the snapshot is read is both in
     // the snapshot and replayed, and the replay is recognised as already sent.
     let (mut cursor, state, pending) = {
@@ -279,7 +274,6 @@ async fn follow_offers(
     )))
     .await?;
     loop {
-        commits.borrow_and_update();
         let (batch, state) = {
             let mut conn = store.conn().await?;
             let events =
@@ -334,7 +328,7 @@ async fn follow_offers(
             return Err(Stop::Done);
         }
         if quiet {
-            sink.idle(&mut commits, shutdown).await?;
+            sink.idle(&watch, shutdown).await?;
         }
     }
 }
@@ -393,8 +387,7 @@ async fn follow_agent_states(
     shutdown: &CancellationToken,
     sink: &mut Sink<StreamAgentStatesResponse>,
 ) -> Result<Infallible, Stop> {
-    let mut commits = store.commits();
-    commits.borrow_and_update();
+    let watch = store.changes().watch([Topic::Tenant(tenant_id.to_owned())]);
     let mut sent: HashMap<String, pb::AgentState> = HashMap::new();
     let (mut cursor, snapshot) = {
         let mut conn = store.conn().await?;
@@ -420,7 +413,6 @@ async fn follow_agent_states(
     ))
     .await?;
     loop {
-        commits.borrow_and_update();
         let (quiet, changes) = {
             let mut conn = store.conn().await?;
             let batch = events::tenant_after(&mut conn, tenant_id, cursor, EVENT_BATCH).await?;
@@ -464,7 +456,7 @@ async fn follow_agent_states(
             return Err(Stop::Done);
         }
         if quiet {
-            sink.idle(&mut commits, shutdown).await?;
+            sink.idle(&watch, shutdown).await?;
         }
     }
 }

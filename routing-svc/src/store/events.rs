@@ -64,6 +64,35 @@ impl NewEvent {
     }
 }
 
+/// What a live stream shows: a commit wakes the streams watching its events' topics
+/// (see `switchboard_server_kit::changes`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every event (the internal Subscribe).
+    Log,
+    /// One tenant's events (supervisors' agent states).
+    Tenant(String),
+    /// One agent's events (the agent's offers and state).
+    Agent {
+        /// The agent's tenant.
+        tenant_id: String,
+        /// The agent.
+        agent_id: String,
+    },
+}
+
+/// The topics of an event of `tenant_id` concerning `agent_id` (empty when none).
+pub fn topics(tenant_id: &str, agent_id: &str) -> Vec<Topic> {
+    let mut topics = vec![Topic::Log, Topic::Tenant(tenant_id.to_owned())];
+    if !agent_id.is_empty() {
+        topics.push(Topic::Agent {
+            tenant_id: tenant_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+        });
+    }
+    topics
+}
+
 /// A stored event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -180,6 +209,30 @@ pub async fn tenant_after(
     .bind(after)
     .bind(limit);
     fetch_all(conn, query, event_from_row).await
+}
+
+/// The sequences and topics of events after `after`, at most `limit`: what the change
+/// follower publishes for commits of other replicas.
+pub async fn topics_after(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<Topic>)>> {
+    let rows = sqlx::query(
+        "SELECT sequence, tenant_id, agent_id FROM events WHERE sequence > $1 \
+         ORDER BY sequence LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let tenant_id: String = row.try_get("tenant_id")?;
+            let agent_id: String = row.try_get("agent_id")?;
+            Ok((row.try_get("sequence")?, topics(&tenant_id, &agent_id)))
+        })
+        .collect()
 }
 
 /// The last sequence committed so far.

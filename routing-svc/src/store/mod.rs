@@ -11,21 +11,19 @@ pub mod outbox;
 pub mod page;
 pub mod routing;
 
-use std::sync::Arc;
-
 use prost::Message;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row};
+use switchboard_server_kit::changes::{self, Changes};
 use switchboard_server_kit::db::{Db, Dialect, is_unique_violation};
 use switchboard_server_kit::idempotency;
-use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
 
-pub use events::{Event, NewEvent};
+pub use events::{Event, NewEvent, Topic};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -34,8 +32,8 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
-    /// The last event sequence this process committed, for streams to wake on.
-    committed: Arc<watch::Sender<i64>>,
+    /// Wakes the live streams a commit concerns.
+    changes: Changes<Topic>,
 }
 
 impl Store {
@@ -50,10 +48,9 @@ impl Store {
         db.migrate(&SQLITE, &POSTGRES)
             .await
             .map_err(|err| Error::Internal(format!("migrations failed: {err}")))?;
-        let (committed, _) = watch::channel(0);
         Ok(Store {
             db,
-            committed: Arc::new(committed),
+            changes: Changes::new(),
         })
     }
 
@@ -77,7 +74,7 @@ impl Store {
         Ok(Tx {
             inner: self.db.begin().await?,
             events: Vec::new(),
-            committed: self.committed.clone(),
+            changes: self.changes.clone(),
         })
     }
 
@@ -95,14 +92,43 @@ impl Store {
             .map_err(|reused| Error::invalid(idempotency::FIELD, reused.to_string()))
     }
 
-    /// Changes whenever this process commits events; streams wait on it.
-    pub fn commits(&self) -> watch::Receiver<i64> {
-        self.committed.subscribe()
+    /// The change notices streams wait on; commits of this process publish to them.
+    pub fn changes(&self) -> &Changes<Topic> {
+        &self.changes
+    }
+
+    /// Follows the event log for other replicas' commits until `stop`, reading every
+    /// `poll` while any stream listens. Call before serving: it reads where to start.
+    pub async fn follow_changes(
+        &self,
+        poll: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let cursor = events::last_sequence(&mut *self.conn().await?).await?;
+        let end = self.clone();
+        let read = self.clone();
+        Ok(changes::spawn_follower(
+            self.changes.clone(),
+            poll,
+            stop,
+            cursor,
+            move || {
+                let store = end.clone();
+                async move { events::last_sequence(&mut *store.conn().await?).await }
+            },
+            move |cursor| {
+                let store = read.clone();
+                async move {
+                    events::topics_after(&mut *store.conn().await?, cursor, changes::FOLLOW_BATCH)
+                        .await
+                }
+            },
+        ))
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        self.db.pool.close().await;
+        self.db.close().await;
     }
 }
 
@@ -110,7 +136,7 @@ impl Store {
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     events: Vec<NewEvent>,
-    committed: Arc<watch::Sender<i64>>,
+    changes: Changes<Topic>,
 }
 
 impl Tx {
@@ -163,14 +189,13 @@ impl Tx {
         let last = events::append(self.conn(), &events).await?;
         self.inner.commit().await?;
         if let Some(last) = last {
-            self.committed.send_if_modified(|current| {
-                if last > *current {
-                    *current = last;
-                    true
-                } else {
-                    false
-                }
-            });
+            let first = last - events.len() as i64 + 1;
+            self.changes.publish_committed(
+                first..=last,
+                events
+                    .iter()
+                    .flat_map(|event| events::topics(&event.tenant_id, &event.agent_id)),
+            );
         }
         Ok(())
     }

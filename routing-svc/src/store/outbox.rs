@@ -2,14 +2,16 @@
 //!
 //! A row is written in the transaction that accepts the offer, so the assignment cannot
 //! be lost between the two services; it is retried until conversation-svc confirms it or
-//! refuses it for good (then the capacity is released).
+//! refuses it for good (then the capacity is released). Entries of one conversation are
+//! numbered and attempted in that order; a claim is a short lease (`lease_until`), kept
+//! apart from the retry time (`next_attempt_time`).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::AssignmentSource;
 use crate::error::{Error, Result};
-use crate::store::{NewEvent, Tx, changes_one_row, fetch_all, int_column};
+use crate::store::{NewEvent, Tx, fetch_all, int_column};
 
 /// An assignment to apply in conversation-svc.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +61,32 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
 const COLUMNS: &str = "id, tenant_id, conversation_id, agent_id, agent_display_name, offer_id, \
     queue_id, start_reason, attempts, next_attempt_time";
 
-/// Adds an entry in the transaction of the accept.
+/// An entry claimed for one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The entry.
+    pub entry: OutboxEntry,
+    /// When it was written, the offer's acceptance (microseconds).
+    pub create_time: i64,
+}
+
+/// Adds an entry in the transaction of the accept, after the conversation's earlier ones.
+/// Its `next_attempt_time` is also its lease: the accepting process makes the first
+/// attempt, and no other one before then.
 pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
+    // The offer's rows are locked by the accept; should two accepts of one conversation
+    // still race, the unique index refuses the second.
+    let (seq,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(MAX(conversation_seq), 0) + 1 FROM outbox WHERE conversation_id = $1",
+    )
+    .bind(&entry.conversation_id)
+    .fetch_one(tx.conn())
+    .await?;
     sqlx::query(
         "INSERT INTO outbox (id, tenant_id, conversation_id, agent_id, agent_display_name, \
          offer_id, queue_id, start_reason, attempts, next_attempt_time, done, outcome, \
-         create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11)",
+         create_time, conversation_seq, lease_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10)",
     )
     .bind(&entry.id)
     .bind(&entry.tenant_id)
@@ -77,70 +99,165 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     .bind(i64::from(entry.attempts))
     .bind(entry.next_attempt_time)
     .bind(now)
+    .bind(seq)
     .execute(tx.conn())
-    .await?;
+    .await
+    .map_err(|err| {
+        if switchboard_server_kit::db::is_unique_violation(&err) {
+            Error::Conflict(format!(
+                "conversation {} was assigned concurrently; retry",
+                entry.conversation_id
+            ))
+        } else {
+            Error::Database(err)
+        }
+    })?;
     Ok(())
 }
 
-/// Entries not done whose next attempt is due at `now`, oldest due first.
+/// The condition on `o` of an entry that may be attempted at `$1`: not done, its retry time
+/// come, no attempt holding it, and no earlier entry of its conversation still pending.
+const CLAIMABLE: &str = "o.done = 0 AND o.next_attempt_time <= $1 AND o.lease_until <= $1 \
+    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
+    AND p.done = 0 AND p.conversation_seq < o.conversation_seq)";
+
+/// Entries that may be attempted at `now`, oldest due first.
 pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
     let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM outbox WHERE done = 0 AND next_attempt_time <= $1 \
-         ORDER BY next_attempt_time LIMIT $2"
+        "SELECT {COLUMNS} FROM outbox o WHERE {CLAIMABLE} \
+         ORDER BY o.next_attempt_time, o.create_time LIMIT $2"
     )))
     .bind(now)
     .bind(limit);
     fetch_all(conn, query, entry_from_row).await
 }
 
-/// Takes an entry for one attempt by moving its due time to `lease_until`, unless another
-/// dispatcher (another replica) took it first.
-pub async fn lease(
-    conn: &mut AnyConnection,
-    entry: &OutboxEntry,
-    lease_until: i64,
-) -> Result<bool> {
-    let take = sqlx::query(
-        "UPDATE outbox SET next_attempt_time = $3 \
-         WHERE id = $1 AND done = 0 AND next_attempt_time = $2",
-    )
-    .bind(&entry.id)
-    .bind(entry.next_attempt_time)
-    .bind(lease_until);
-    changes_one_row(conn, take).await
+/// Whether any entry may be attempted at `now`: a read that spares an idle dispatcher
+/// a write transaction.
+pub async fn any_due(conn: &mut AnyConnection, now: i64) -> Result<bool> {
+    let found: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT o.id FROM outbox o WHERE {CLAIMABLE} LIMIT 1"
+    )))
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
 }
 
-/// Records a failed attempt and when to try again.
+/// Claims up to `limit` entries that may be attempted at `now`, oldest due first, each
+/// for one attempt until `lease_until`. Of dispatchers claiming at once (other
+/// replicas), one gets each entry.
+pub async fn claim(tx: &mut Tx, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claimed>> {
+    // The outer condition is checked again on the locked row (PostgreSQL), so an entry
+    // another replica claimed meanwhile is not returned here.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE outbox SET lease_until = $2 \
+         WHERE done = 0 AND lease_until <= $1 AND id IN ( \
+             SELECT o.id FROM outbox o WHERE {CLAIMABLE} \
+             ORDER BY o.next_attempt_time, o.create_time LIMIT $3) \
+         RETURNING {COLUMNS}, create_time"
+    )))
+    .bind(now)
+    .bind(lease_until)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            Ok(Claimed {
+                entry: entry_from_row(row)?,
+                create_time: row.try_get("create_time")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claimed.sort_by_key(|c| (c.entry.next_attempt_time, c.create_time));
+    Ok(claimed)
+}
+
+/// Whether `entry` is the first pending entry of its conversation, so that it may be
+/// attempted now without overtaking an earlier one.
+pub async fn is_first_pending(conn: &mut AnyConnection, entry: &OutboxEntry) -> Result<bool> {
+    let earlier: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox p WHERE p.conversation_id = $1 AND p.done = 0 \
+         AND p.conversation_seq < (SELECT conversation_seq FROM outbox WHERE id = $2)",
+    )
+    .bind(&entry.conversation_id)
+    .bind(&entry.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(earlier == 0)
+}
+
+/// Records a failed attempt and when to try again, ending the lease `lease_until` that the
+/// attempt held (unless another attempt holds the entry by now).
 pub async fn retry_later(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: &str,
     attempts: i32,
     next_attempt_time: i64,
     outcome: &str,
+    lease_until: i64,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET attempts = $2, next_attempt_time = $3, outcome = $4 \
-         WHERE id = $1 AND done = 0",
+        "UPDATE outbox SET attempts = $2, next_attempt_time = $3, outcome = $4, lease_until = 0 \
+         WHERE id = $1 AND done = 0 AND lease_until = $5",
     )
     .bind(id)
     .bind(i64::from(attempts))
     .bind(next_attempt_time)
     .bind(outcome)
-    .execute(&mut *conn)
+    .bind(lease_until)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
 
+/// Makes every entry that waits out a backoff due at `now`, leaving leased ones alone: a
+/// process that starts owes no retry delay chosen before it started.
+pub async fn retry_now(tx: &mut Tx, now: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_time = $1 \
+         WHERE done = 0 AND next_attempt_time > $1 AND lease_until <= $1",
+    )
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// How many entries are not done.
+pub async fn pending(conn: &mut AnyConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE done = 0")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// Marks an entry done with `outcome`; false when it already was.
 pub async fn complete(tx: &mut Tx, entry: &OutboxEntry, outcome: &str, now: i64) -> Result<bool> {
-    let finish = sqlx::query(
-        "UPDATE outbox SET done = 1, done_time = $2, outcome = $3 WHERE id = $1 AND done = 0",
+    Ok(finish(tx, entry, outcome, now).await?.is_some())
+}
+
+/// Marks an entry done with `outcome` and returns when it was written; `None` when it
+/// already was done.
+pub async fn finish(
+    tx: &mut Tx,
+    entry: &OutboxEntry,
+    outcome: &str,
+    now: i64,
+) -> Result<Option<i64>> {
+    let created: Option<(i64,)> = sqlx::query_as(
+        "UPDATE outbox SET done = 1, done_time = $2, outcome = $3, lease_until = 0 \
+         WHERE id = $1 AND done = 0 RETURNING create_time",
     )
     .bind(&entry.id)
     .bind(now)
-    .bind(outcome);
-    let done = changes_one_row(tx.conn(), finish).await?;
-    if done {
+    .bind(outcome)
+    .fetch_optional(tx.conn())
+    .await?;
+    if created.is_some() {
         let kind = if outcome == "applied" {
             "assignment.applied"
         } else {
@@ -154,7 +271,7 @@ pub async fn complete(tx: &mut Tx, entry: &OutboxEntry, outcome: &str, now: i64)
                 .offer(&entry.offer_id),
         );
     }
-    Ok(done)
+    Ok(created.map(|(create_time,)| create_time))
 }
 
 /// Entries of a conversation, for tests and operators: (offer id, done, attempts, outcome).

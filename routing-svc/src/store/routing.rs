@@ -219,17 +219,139 @@ pub async fn cancel_waiting(
     Ok(was_waiting)
 }
 
-/// Waiting items not under offer in queues that offer (not manual pick): higher queue
-/// priority first, then oldest first.
-pub async fn matchable(conn: &mut AnyConnection, limit: i64) -> Result<Vec<WaitingItem>> {
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_COLUMNS} FROM waiting w JOIN queues q ON q.id = w.queue_id \
-         WHERE w.state = $1 AND q.assignment_method <> 4 \
-         ORDER BY q.priority DESC, w.enqueue_time, w.conversation_id LIMIT $2"
-    )))
+/// Queues that offer (not manual pick) with conversations waiting and not under offer,
+/// as (tenant, queue): higher priority first, then the queue whose oldest such
+/// conversation has waited longest.
+pub async fn queues_to_match(conn: &mut AnyConnection) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, id FROM (\
+           SELECT q.tenant_id, q.id, q.priority, \
+             (SELECT w.enqueue_time FROM waiting w WHERE w.queue_id = q.id AND w.state = $1 \
+              ORDER BY w.enqueue_time LIMIT 1) AS oldest \
+           FROM queues q WHERE q.assignment_method <> 4\
+         ) AS s WHERE oldest IS NOT NULL ORDER BY priority DESC, oldest, id",
+    )
     .bind(WAITING)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// A conversation waiting in a queue, as the matcher reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matchable {
+    /// The waiting item.
+    pub item: WaitingItem,
+    /// The summary of its latest routing decision when that decision made no offer, so
+    /// that the same "nobody eligible" is not recorded twice.
+    pub last_summary: Option<String>,
+}
+
+/// The order a walk through a queue's waiting conversations follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkOrder {
+    /// By when the customer started waiting: the order conversations are offered in.
+    Waited,
+    /// By when the conversation entered this queue: a conversation moved in later comes
+    /// after every one seen before, whatever its wait, so a walk can resume.
+    Entered,
+}
+
+impl WalkOrder {
+    fn column(self) -> &'static str {
+        match self {
+            WalkOrder::Waited => "enqueue_time",
+            WalkOrder::Entered => "entered_time",
+        }
+    }
+
+    /// Where `item` stands in this order.
+    pub fn position(self, item: &WaitingItem) -> QueuePosition {
+        let time = match self {
+            WalkOrder::Waited => item.enqueue_time,
+            WalkOrder::Entered => item.entered_time,
+        };
+        (time, item.conversation_id.clone())
+    }
+}
+
+/// Where a conversation stands in a [`WalkOrder`]: (time, conversation id).
+pub type QueuePosition = (i64, String);
+
+/// Up to `limit` conversations waiting (not under offer) in queue `queue_id` after
+/// position `after` (from the start when `None`) in `order`.
+pub async fn matchable_in_queue(
+    conn: &mut AnyConnection,
+    queue_id: &str,
+    order: WalkOrder,
+    after: Option<&QueuePosition>,
+    limit: i64,
+) -> Result<Vec<Matchable>> {
+    let (time, id) = after.map_or((i64::MIN, ""), |(time, id)| (*time, id.as_str()));
+    let column = order.column();
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {WAITING_COLUMNS}, \
+           (SELECT CASE WHEN d.offer_id IS NULL THEN d.summary END FROM routing_decisions d \
+            WHERE d.tenant_id = w.tenant_id AND d.conversation_id = w.conversation_id \
+            ORDER BY d.decide_time DESC, d.id DESC LIMIT 1) AS last_summary \
+         FROM waiting w JOIN queues q ON q.id = w.queue_id \
+         WHERE w.queue_id = $1 AND w.state = $2 \
+         AND (w.{column} > $3 OR (w.{column} = $3 AND w.conversation_id > $4)) \
+         ORDER BY w.{column}, w.conversation_id LIMIT $5"
+    )))
+    .bind(queue_id)
+    .bind(WAITING)
+    .bind(time)
+    .bind(id)
     .bind(limit);
-    fetch_all(conn, query, waiting_from_row).await
+    fetch_all(conn, query, |row| {
+        Ok(Matchable {
+            item: waiting_from_row(row)?,
+            last_summary: row.try_get("last_summary")?,
+        })
+    })
+    .await
+}
+
+/// For each of `items` (waiting conversations), the agents it may not be offered to
+/// again (as [`excluded_agents`]); conversations without any are left out.
+pub async fn excluded_for(
+    conn: &mut AnyConnection,
+    items: &[&WaitingItem],
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut excluded: HashMap<String, HashSet<String>> = HashMap::new();
+    if items.is_empty() {
+        return Ok(excluded);
+    }
+    // Placeholders only, one per conversation: the ids themselves are bound.
+    let list: Vec<String> = (1..=items.len()).map(|n| format!("${n}")).collect();
+    let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(format!(
+        "SELECT o.conversation_id, o.agent_id, o.state FROM waiting w \
+         JOIN offers o ON o.conversation_id = w.conversation_id \
+           AND o.create_time >= w.entered_time \
+         WHERE w.conversation_id IN ({})",
+        list.join(", ")
+    )));
+    for item in items {
+        query = query.bind(item.conversation_id.clone());
+    }
+    for (conversation_id, agent_id, state) in query.fetch_all(&mut *conn).await? {
+        if excludes_agent(state) {
+            excluded
+                .entry(conversation_id)
+                .or_default()
+                .insert(agent_id);
+        }
+    }
+    Ok(excluded)
+}
+
+/// Whether an offer in stored state `state` keeps its agent from being offered the
+/// conversation again.
+fn excludes_agent(state: i64) -> bool {
+    i32::try_from(state)
+        .ok()
+        .and_then(OfferState::from_i32)
+        .is_some_and(OfferState::excludes_agent)
 }
 
 /// One page of conversations waiting (not under offer) in the agent's queues, or in one
@@ -377,12 +499,7 @@ pub async fn excluded_agents(
     .await?;
     Ok(rows
         .into_iter()
-        .filter(|(_, state)| {
-            i32::try_from(*state)
-                .ok()
-                .and_then(OfferState::from_i32)
-                .is_some_and(OfferState::excludes_agent)
-        })
+        .filter(|(_, state)| excludes_agent(*state))
         .map(|(agent, _)| agent)
         .collect())
 }

@@ -73,6 +73,8 @@ pub struct Plan {
     /// (interference on a shared machine only slows runs down); open loop keeps the round
     /// with the median p99 (a stall of the system under test is never picked away).
     pub rounds: usize,
+    /// Offer streams held open in the idle-streams scenario.
+    pub idle_streams: usize,
 }
 
 impl Plan {
@@ -88,6 +90,7 @@ impl Plan {
                 open_time: Duration::from_millis(300),
                 open_max_in_flight: 256,
                 rounds: 1,
+                idle_streams: 20,
             }
         } else {
             Plan {
@@ -99,6 +102,7 @@ impl Plan {
                 open_time: Duration::from_secs(4),
                 open_max_in_flight: 2048,
                 rounds: 3,
+                idle_streams: 500,
             }
         };
         if let Some(n) = args.in_flight {

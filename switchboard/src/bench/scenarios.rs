@@ -28,12 +28,13 @@ use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
     "gateway-read",
     "create-conversation",
+    "idle-streams",
 ];
 
 /// Where a suite scenario keeps its data.
@@ -94,6 +95,7 @@ pub async fn run_all(
                 "gateway-health" => gateway_health(plan, &dir).await,
                 "gateway-read" => gateway_read(plan, &dir, store, &shared).await,
                 "create-conversation" => create_conversation(plan, &dir, store).await,
+                "idle-streams" => idle_streams(plan, &dir).await,
                 _ => unreachable!("every name has a scenario"),
             }
             .with_context(|| format!("scenario {name} ({})", store.name()))?;
@@ -594,6 +596,15 @@ fn agent_identity(credentials: &DevCredentials) -> Identity {
     }
 }
 
+fn user_identity(credentials: &DevCredentials, handle: &str) -> Identity {
+    let user = credentials.user(handle);
+    Identity {
+        principal_id: user.id.clone(),
+        display_name: user.display_name.clone(),
+        ..agent_identity(credentials)
+    }
+}
+
 fn bot_identity(credentials: &DevCredentials) -> Identity {
     Identity {
         tenant_id: credentials.tenant_id.clone(),
@@ -684,7 +695,7 @@ async fn gateway_read(
 }
 
 /// A fresh database for the raw one-row transaction baseline, with the services' settings
-/// (server-kit `Db`: the same SQLite pragmas and pool size, `BEGIN IMMEDIATE`).
+/// (server-kit `Db`: the same SQLite pragmas, one writer connection, `BEGIN IMMEDIATE`).
 async fn raw_baseline_db(dir: &Path, store: Store<'_>) -> anyhow::Result<Db> {
     let url = match store {
         Store::Sqlite => format!("sqlite://{}/baseline.db", dir.display()),
@@ -709,7 +720,7 @@ async fn raw_baseline_db(dir: &Path, store: Store<'_>) -> anyhow::Result<Db> {
         "CREATE TABLE IF NOT EXISTS bench_rows (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, \
          payload TEXT NOT NULL, created_at BIGINT NOT NULL)",
     )
-    .execute(&db.pool)
+    .execute(db.writer())
     .await?;
     Ok(db)
 }
@@ -840,6 +851,180 @@ async fn create_conversation(
             Better::Lower,
         ));
         result.memory_figure(idle);
+        anyhow::Ok(())
+    }
+    .await;
+    running.stop().await?;
+    outcome?;
+    Ok(result)
+}
+
+/// Offer streams opened per HTTP/2 connection: below the servers' concurrent-stream limit.
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// Opens `count` StreamOffers streams of `identity` straight to routing-svc and keeps them
+/// read (snapshot, heartbeats) until `stop`; returns once every stream has its snapshot.
+async fn open_offer_streams(
+    routing_addr: SocketAddr,
+    secret: &str,
+    identity: &Identity,
+    count: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::with_capacity(count);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
+    let mut client = None;
+    for i in 0..count {
+        if i % STREAMS_PER_CONNECTION == 0 {
+            client = Some(routing::agent_service_client::AgentServiceClient::new(
+                signed_channel(
+                    &format!("http://{routing_addr}"),
+                    IdentityKey::new(secret)?,
+                    identity.clone(),
+                )?,
+            ));
+        }
+        let mut client = client.clone().expect("set on the first stream");
+        let mut stream = client
+            .stream_offers(routing::StreamOffersRequest {})
+            .await?
+            .into_inner();
+        let ready = ready_tx.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut signalled = false;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    message = stream.message() => match message {
+                        Ok(Some(message)) => {
+                            let end = matches!(
+                                message.update,
+                                Some(routing::stream_offers_response::Update::SnapshotEnd(_))
+                            );
+                            if end && !signalled {
+                                signalled = true;
+                                let _ = ready.send(()).await;
+                            }
+                        }
+                        _ => return,
+                    },
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        ready_rx
+            .recv()
+            .await
+            .context("an offer stream ended before its snapshot")?;
+    }
+    Ok(tasks)
+}
+
+/// (e) Routing writes with many idle offer streams open vs none: a write must wake only
+/// the streams it concerns, so idle streams cost (almost) nothing.
+async fn idle_streams(plan: &Plan, dir: &Path) -> anyhow::Result<ScenarioResult> {
+    let mut result = scenario(
+        "idle-streams",
+        "sqlite",
+        "SetPresence of demo agent1 (alternating AVAILABLE and AWAY) straight to routing-svc, with N StreamOffers streams of agent2 open and idle vs none open",
+    );
+    let (running, credentials, secrets) = start_suite(dir, Store::Sqlite).await?;
+    let outcome = async {
+        let writer = routing::agent_service_client::AgentServiceClient::new(signed_channel(
+            &format!("http://{}", running.addresses.routing),
+            IdentityKey::new(&secrets.identity_secret)?,
+            agent_identity(&credentials),
+        )?);
+        let write = target(move |i| {
+            let mut client = writer.clone();
+            let presence = if i % 2 == 0 {
+                routing::Presence::Away
+            } else {
+                routing::Presence::Available
+            };
+            async move {
+                client
+                    .set_presence(routing::SetPresenceRequest {
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        presence: presence as i32,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+        });
+        let idle_identity = user_identity(&credentials, "agent2");
+        let n = plan.idle_streams;
+        load::warm_up(&write, plan.in_flight, plan.warm_up_calls).await?;
+        let idle = proc_stats::rss_kib();
+        let (mut base_runs, mut subj_runs) = (Vec::new(), Vec::new());
+        let mut with_streams_kib = 0;
+        for _ in 0..plan.rounds {
+            base_runs.push(
+                load::closed_loop(&write, plan.in_flight, plan.closed_calls, plan.closed_time)
+                    .await,
+            );
+            let stop = tokio_util::sync::CancellationToken::new();
+            let streams = open_offer_streams(
+                running.addresses.routing,
+                &secrets.identity_secret,
+                &idle_identity,
+                n,
+                stop.clone(),
+            )
+            .await?;
+            with_streams_kib = with_streams_kib.max(proc_stats::rss_kib());
+            subj_runs.push(
+                load::closed_loop(&write, plan.in_flight, plan.closed_calls, plan.closed_time)
+                    .await,
+            );
+            stop.cancel();
+            for stream in streams {
+                let _ = stream.await;
+            }
+        }
+        for run in &base_runs {
+            result.add_run("SetPresence, no stream open, closed loop", run);
+        }
+        for run in &subj_runs {
+            result.add_run(
+                &format!("SetPresence, {n} idle offer streams open, closed loop"),
+                run,
+            );
+        }
+        let base = best(base_runs);
+        let subject = best(subj_runs);
+        let k = plan.in_flight;
+        result.figures.push(Figure::new(
+            format!("SetPresence with {n} idle offer streams: max throughput ({k} in flight)"),
+            "calls/s",
+            subject.throughput(),
+            "no stream open",
+            base.throughput(),
+            Better::Higher,
+        ));
+        result.figures.push(
+            Figure::new(
+                format!("SetPresence with {n} idle offer streams: process CPU per write"),
+                "µs",
+                subject.cpu_per_call_us(),
+                "no stream open",
+                base.cpu_per_call_us(),
+                Better::Lower,
+            )
+            .goal("<= 1.2"),
+        );
+        result.figures.push(Figure::new(
+            format!("resident memory with {n} offer streams open"),
+            "MiB",
+            with_streams_kib as f64 / 1024.0,
+            "RSS once started, before load",
+            idle as f64 / 1024.0,
+            Better::Lower,
+        ));
         anyhow::Ok(())
     }
     .await;

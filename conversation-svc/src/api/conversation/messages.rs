@@ -1,6 +1,7 @@
 //! Messages: sending (plain text only), listing and the conversation stream.
 
 use super::*;
+use crate::store::Topic;
 
 impl ConversationApi {
     pub(super) async fn send(
@@ -147,7 +148,8 @@ impl ConversationApi {
         let store = self.ctx.store.clone();
         let sees_internal = Self::sees_internal(&identity);
         let heartbeat = self.ctx.heartbeat;
-        let mut waiter = Waiter::new(store.commits(), self.ctx.event_poll, self.ctx.stop.clone());
+        let watch = store.changes().watch([Topic::Conversation(id.to_string())]);
+        let mut waiter = Waiter::new(watch, self.ctx.stop.clone());
         let stream = async_stream::try_stream! {
             yield pb::StreamConversationResponse {
                 update: Some(Update::Conversation(first)),
