@@ -103,6 +103,29 @@ async fn assign(store: &Store, conv: &conversation_svc::store::Conversation, age
     m.commit(None, &()).await.unwrap();
 }
 
+/// A new conversation is answered from what was written, not read back: the answer
+/// must be exactly what a read finds, for a new contact and for a known one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_conversation_is_what_is_stored() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        for address in ["visitor-1", "visitor-1"] {
+            let mut m = store.begin().await.unwrap();
+            let created = m
+                .create_conversation(&new_conversation(&tenant, address, "Casey"))
+                .await
+                .unwrap();
+            m.commit(None, &()).await.unwrap();
+            let stored = store
+                .conversation(&tenant, &created.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(created, stored, "{}", db.name);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_round_trip_and_contacts_are_upserted() {
     for (db, store) in support::stores().await {

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::internal::v1::{LogEntry, SubscribeRequest};
@@ -23,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::domain::facts::{Event, EventKind};
-use crate::store::{Applied, CONVERSATION_EVENTS, Store};
+use crate::store::{CONVERSATION_EVENTS, Store};
+
+/// Most log entries applied in one transaction.
+const APPLY_BATCH: usize = 256;
 
 /// Prometheus series of the consumer.
 #[derive(Clone, Debug)]
@@ -170,20 +174,48 @@ impl Consumer {
         info!(after_sequence, "subscribed to conversation events");
         // The gauge goes back to 0 however the stream ends.
         let outcome = async {
-            while let Some(message) = stream.message().await? {
-                match message.update {
-                    Some(Update::Entry(entry)) => self.apply_entry(&entry, applied).await?,
-                    // Only says the stream is alive: nothing to apply.
-                    Some(Update::Heartbeat(_)) => {}
-                    Some(Update::CaughtUp(_)) => {
-                        info!(
-                            applied = *applied,
-                            "caught up with the conversation event log"
-                        );
-                        self.set_caught_up(true);
+            let mut ended = false;
+            while !ended {
+                let Some(first) = stream.message().await? else {
+                    break;
+                };
+                // Take what the stream already holds, without waiting, and apply it in one
+                // transaction: the events of one change arrive together.
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match message.update {
+                        Some(Update::Entry(entry)) => batch.push(entry),
+                        // Only says the stream is alive: nothing to apply.
+                        Some(Update::Heartbeat(_)) => {}
+                        Some(Update::CaughtUp(_)) => {
+                            self.apply_entries(&batch, applied).await?;
+                            batch.clear();
+                            info!(
+                                applied = *applied,
+                                "caught up with the conversation event log"
+                            );
+                            self.set_caught_up(true);
+                        }
+                        None => warn!("subscribe message with nothing set, ignored"),
                     }
-                    None => warn!("subscribe message with nothing set, ignored"),
+                    if batch.len() >= APPLY_BATCH {
+                        break;
+                    }
+                    next = match stream.message().now_or_never() {
+                        Some(Ok(Some(message))) => Some(message),
+                        Some(Ok(None)) => {
+                            ended = true;
+                            None
+                        }
+                        Some(Err(status)) => {
+                            self.apply_entries(&batch, applied).await?;
+                            return Err(status.into());
+                        }
+                        None => None,
+                    };
                 }
+                self.apply_entries(&batch, applied).await?;
             }
             Ok::<(), StreamError>(())
         }
@@ -192,28 +224,41 @@ impl Consumer {
         outcome
     }
 
-    /// Applies one log entry, or moves the cursor past it when it carries nothing to
-    /// report on, so that it does not block the entries after it.
-    async fn apply_entry(&self, entry: &LogEntry, applied: &mut u64) -> Result<(), StreamError> {
-        let outcome = match to_domain(entry) {
-            Ok(domain) => self.store.apply(CONVERSATION_EVENTS, &domain).await?,
-            Err(reason) => {
-                warn!(
-                    log_sequence = entry.log_sequence,
-                    event_id = entry.event.as_ref().map_or("", |e| e.id.as_str()),
-                    reason,
-                    "conversation event carries nothing to report on, skipped"
-                );
-                self.store
-                    .skip(CONVERSATION_EVENTS, entry.log_sequence)
-                    .await?
-            }
+    /// Applies log entries in one transaction; an entry that carries nothing to report
+    /// on moves the cursor past it, so that it does not block the entries after it.
+    async fn apply_entries(
+        &self,
+        entries: &[LogEntry],
+        applied: &mut u64,
+    ) -> Result<(), StreamError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
         };
-        if outcome == Applied::Applied {
-            *applied += 1;
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match to_domain(entry) {
+                Ok(domain) => events.push((entry.log_sequence, Some(domain))),
+                Err(reason) => {
+                    warn!(
+                        log_sequence = entry.log_sequence,
+                        event_id = entry.event.as_ref().map_or("", |e| e.id.as_str()),
+                        reason,
+                        "conversation event carries nothing to report on, skipped"
+                    );
+                    events.push((entry.log_sequence, None));
+                }
+            }
+        }
+        let batch: Vec<(i64, Option<&Event>)> = events
+            .iter()
+            .map(|(sequence, event)| (*sequence, event.as_ref()))
+            .collect();
+        let new = self.store.apply_batch(CONVERSATION_EVENTS, &batch).await?;
+        if new > 0 {
+            *applied += new;
             if let Some(metrics) = &self.metrics {
-                metrics.applied.inc();
-                metrics.cursor.set(entry.log_sequence);
+                metrics.applied.inc_by(new);
+                metrics.cursor.set(last.log_sequence);
             }
         }
         Ok(())

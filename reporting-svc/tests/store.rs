@@ -16,6 +16,10 @@ const Q2: &str = "22222222-2222-4222-8222-222222222222";
 const A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 const B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
 
+fn as_batch(entries: &[(i64, Option<Event>)]) -> Vec<(i64, Option<&Event>)> {
+    entries.iter().map(|(s, e)| (*s, e.as_ref())).collect()
+}
+
 fn domain_events(log: &EventLog) -> Vec<Event> {
     log.entries.iter().map(|e| to_domain(e).unwrap()).collect()
 }
@@ -391,7 +395,59 @@ async fn the_longest_filter_lists_fit_in_one_query(backend: &Backend) {
     assert_eq!(store.created_counts(&long).await.unwrap().len(), 1);
 }
 
+/// A run of entries applies in one go, entries already applied in it are passed over,
+/// and the result is the same as one event at a time.
+async fn a_batch_applies_only_what_is_new(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.transfer_requested(&c1, "2026-03-02T09:02:00Z", A);
+    log.assign(&c1, "2026-03-02T09:03:00Z", B, A);
+    let events = domain_events(&log);
+    let entries = |events: &[Event]| -> Vec<(i64, Option<Event>)> {
+        events
+            .iter()
+            .map(|event| (event.log_sequence, Some(event.clone())))
+            .collect()
+    };
+    // The first two, then all of them: only the two after the cursor are new.
+    let first = entries(&events[..2]);
+    assert_eq!(
+        store
+            .apply_batch(CONVERSATION_EVENTS, &as_batch(&first))
+            .await
+            .unwrap(),
+        2
+    );
+    let all = entries(&events);
+    assert_eq!(
+        store
+            .apply_batch(CONVERSATION_EVENTS, &as_batch(&all))
+            .await
+            .unwrap(),
+        events.len() as u64 - 2
+    );
+    assert_eq!(
+        store
+            .apply_batch(CONVERSATION_EVENTS, &as_batch(&all))
+            .await
+            .unwrap(),
+        0,
+        "a replay changes nothing"
+    );
+    assert_eq!(
+        store.cursor(CONVERSATION_EVENTS).await.unwrap(),
+        log.last_sequence()
+    );
+    let facts = store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!((facts.segments, facts.transfers), (2, 1));
+    assert_eq!(facts.owner_agent_id.as_deref(), Some(B));
+    assert_eq!(store.assignments("c1").await.unwrap().len(), 2);
+}
+
 conformance!(
+    a_batch_applies_only_what_is_new,
     per_conversation_sequences_do_not_collide,
     the_longest_filter_lists_fit_in_one_query,
     cursor_starts_at_zero_and_survives_reopening,

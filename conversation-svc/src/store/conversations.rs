@@ -434,8 +434,8 @@ impl Mutation {
     /// address is attached to it), else the one the address already leads to, else a new
     /// one. A given display name replaces the stored one, so a returning customer shows the
     /// newest name. Fails when the address already belongs to another contact than the one
-    /// named, or the named contact is not the tenant's.
-    async fn resolve_contact(&mut self, new: &NewConversation) -> Result<String> {
+    /// named, or the named contact is not the tenant's. Says whether the contact is new.
+    async fn resolve_contact(&mut self, new: &NewConversation) -> Result<(String, bool)> {
         let known: Option<(String,)> = sqlx::query_as(
             "SELECT contact_id FROM contact_identities \
              WHERE tenant_id = $1 AND channel = $2 AND address = $3",
@@ -483,7 +483,7 @@ impl Mutation {
                 .execute(self.conn())
                 .await?;
                 self.add_identity(new, &id).await?;
-                return Ok(id);
+                return Ok((id, true));
             }
         };
         if !new.contact_display_name.is_empty() {
@@ -494,7 +494,7 @@ impl Mutation {
                 .execute(self.conn())
                 .await?;
         }
-        Ok(contact_id)
+        Ok((contact_id, false))
     }
 
     async fn add_identity(&mut self, new: &NewConversation, contact_id: &str) -> Result<()> {
@@ -515,7 +515,7 @@ impl Mutation {
     /// Creates an OPEN conversation for the contact its channel identity leads to (see
     /// `resolve_contact`).
     pub async fn create_conversation(&mut self, new: &NewConversation) -> Result<Conversation> {
-        let contact_id = self.resolve_contact(new).await?;
+        let (contact_id, contact_is_new) = self.resolve_contact(new).await?;
         sqlx::query(
             "INSERT INTO conversations (id, tenant_id, channel, state, queue_id, program_id, \
              contact_id, mode, create_time, update_time, channel_address) \
@@ -562,7 +562,47 @@ impl Mutation {
             .execute(self.conn())
             .await?;
         }
-        load_written(self.conn(), &new.tenant_id, &new.id).await
+        if !contact_is_new {
+            // A known contact brings its other identities and maybe its stored name.
+            return load_written(self.conn(), &new.tenant_id, &new.id).await;
+        }
+        // Everything about a new conversation of a new contact was just written from
+        // `new`: answer from it rather than read it all back (five queries on the
+        // hottest write path).
+        Ok(Conversation {
+            id: new.id.clone(),
+            tenant_id: new.tenant_id.clone(),
+            channel: new.channel,
+            state: State::Open,
+            queue_id: new.queue_id.clone(),
+            program_id: new.program_id.clone(),
+            contact: Contact {
+                id: contact_id,
+                display_name: new.contact_display_name.clone(),
+                identities: vec![ChannelIdentity {
+                    channel: new.channel,
+                    address: new.channel_address.clone(),
+                }],
+            },
+            owner_agent_id: String::new(),
+            owner_display_name: String::new(),
+            last_owner_agent_id: String::new(),
+            status_label_id: String::new(),
+            mode: switchboard_proto::conversation::v1::Mode::Messaging as i32,
+            wrap_up_reason_ids: Vec::new(),
+            segment_count: 0,
+            message_count: 0,
+            current_segment_id: String::new(),
+            create_time: new.now,
+            update_time: new.now,
+            close_time: None,
+            pre_chat: new.pre_chat.clone(),
+            transcript: new.transcript.clone(),
+            participants: Vec::new(),
+            channel_address: new.channel_address.clone(),
+            close_reason: 0,
+            last_event_sequence: 0,
+        })
     }
 
     /// Writes the conversation's changeable columns as they are in `conv`.

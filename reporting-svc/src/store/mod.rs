@@ -10,7 +10,7 @@
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Row};
-use switchboard_server_kit::Db;
+use switchboard_server_kit::{Db, Dialect};
 
 use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
 use crate::domain::reports::{ClosedConversation, SLOT_MICROS};
@@ -183,22 +183,43 @@ impl Store {
     /// Applies `event` from `source` and moves the cursor to its log sequence, in one
     /// transaction; an event at or below the cursor changes nothing.
     pub async fn apply(&self, source: &str, event: &Event) -> Result<Applied, sqlx::Error> {
-        self.apply_inner(source, event.log_sequence, Some(event))
-            .await
+        let applied = self
+            .apply_batch(source, &[(event.log_sequence, Some(event))])
+            .await?;
+        Ok(if applied == 0 {
+            Applied::AlreadyApplied
+        } else {
+            Applied::Applied
+        })
     }
 
     /// Moves the cursor past an event that carries nothing the reports can use (logged by
     /// the caller), so that it does not block the ones after it.
     pub async fn skip(&self, source: &str, log_sequence: i64) -> Result<Applied, sqlx::Error> {
-        self.apply_inner(source, log_sequence, None).await
+        let applied = self.apply_batch(source, &[(log_sequence, None)]).await?;
+        Ok(if applied == 0 {
+            Applied::AlreadyApplied
+        } else {
+            Applied::Applied
+        })
     }
 
-    async fn apply_inner(
+    /// Applies a run of log entries from `source` in one transaction: each `(log_sequence,
+    /// event)` above the cursor is applied in order (`None` moves the cursor past an entry
+    /// with nothing to report on), and the cursor moves to the last one. Entries at or
+    /// below the cursor change nothing. Returns how many entries were new.
+    ///
+    /// One transaction per run rather than per event: a conversation's create writes
+    /// several events at once, and the cursor's two statements and the commit are paid
+    /// once for all of them.
+    pub async fn apply_batch(
         &self,
         source: &str,
-        log_sequence: i64,
-        event: Option<&Event>,
-    ) -> Result<Applied, sqlx::Error> {
+        entries: &[(i64, Option<&Event>)],
+    ) -> Result<u64, sqlx::Error> {
+        let Some(last) = entries.iter().map(|(sequence, _)| *sequence).max() else {
+            return Ok(0);
+        };
         let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO consumer_cursor (source, log_sequence) VALUES ($1, 0) \
@@ -207,20 +228,30 @@ impl Store {
         .bind(source)
         .execute(&mut *tx)
         .await?;
-        let moved = sqlx::query(
-            "UPDATE consumer_cursor SET log_sequence = $2 \
-             WHERE source = $1 AND log_sequence < $2",
-        )
+        // Locked on PostgreSQL, so that concurrent appliers take turns (SQLite has one
+        // writer anyway) and never interleave their fact updates.
+        let lock = match self.db.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let (mut cursor,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT log_sequence FROM consumer_cursor WHERE source = $1{lock}"
+        )))
         .bind(source)
-        .bind(log_sequence)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
+        .fetch_one(&mut *tx)
+        .await?;
+        if last <= cursor {
             tx.rollback().await?;
-            return Ok(Applied::AlreadyApplied);
+            return Ok(0);
         }
-        if let Some(event) = event {
+        let mut applied = 0;
+        for (log_sequence, event) in entries {
+            if *log_sequence <= cursor {
+                continue;
+            }
+            cursor = *log_sequence;
+            applied += 1;
+            let Some(event) = event else { continue };
             let current = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
             )))
@@ -231,14 +262,29 @@ impl Store {
             .transpose()?;
             let change = facts::apply(current.as_ref(), event);
             if let Some(facts) = &change.conversation {
-                upsert_facts(&mut tx, facts, log_sequence).await?;
+                upsert_facts(&mut tx, facts, *log_sequence).await?;
             }
             if let Some(assignment) = &change.assignment {
                 insert_assignment(&mut tx, assignment).await?;
             }
         }
+        // Guarded like every cursor move, though the lock above already rules out a
+        // concurrent applier getting further meanwhile.
+        let moved = sqlx::query(
+            "UPDATE consumer_cursor SET log_sequence = $2 \
+             WHERE source = $1 AND log_sequence < $2",
+        )
+        .bind(source)
+        .bind(cursor)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
         tx.commit().await?;
-        Ok(Applied::Applied)
+        Ok(applied)
     }
 
     /// The facts of one conversation, if any event about it was applied.
