@@ -12,7 +12,7 @@ use routing_svc::error::Error;
 use routing_svc::store::catalog::{self, AgentProfileInput};
 use routing_svc::store::page::PageRequest;
 use routing_svc::store::routing::{self, EnqueueInput, OfferPlan, ReserveInput};
-use routing_svc::store::{NewEvent, Store, events, outbox};
+use routing_svc::store::{NewEvent, Store, Topic, events, outbox};
 use sqlx::Row;
 use switchboard_server_kit::db::now_micros;
 use uuid::Uuid;
@@ -42,6 +42,7 @@ on_each_backend!(
     manual_claim_takes_a_waiting_item,
     matcher_offers_higher_priority_then_oldest_first,
     display_name_is_written_only_when_it_differs,
+    commits_wake_only_the_streams_they_concern,
     skill_levels_and_excluded_channels_are_stored_and_enforced,
     offers_carry_address_queue_name_and_wait_start,
     offers_list_newest_first_with_filters,
@@ -1414,6 +1415,70 @@ async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
     );
     drop(conn);
     assert_ledger_consistent(&store).await;
+}
+
+/// A commit wakes the streams of its agent, its tenant and the whole log, not another
+/// agent's or tenant's; another replica's commit reaches this process's streams through
+/// the change follower.
+async fn commits_wake_only_the_streams_they_concern(store: Store) {
+    use futures::FutureExt as _;
+    let f = fixture(&store, 2).await;
+    let ada = f.agent(&store, "Ada").await;
+    let bob = f.agent(&store, "Bob").await;
+    let topic = |agent_id: &str| Topic::Agent {
+        tenant_id: f.tenant.clone(),
+        agent_id: agent_id.to_owned(),
+    };
+    let ada_stream = store.changes().watch([topic(&ada.agent_id)]);
+    let bob_stream = store.changes().watch([topic(&bob.agent_id)]);
+    let tenant_stream = store.changes().watch([Topic::Tenant(f.tenant.clone())]);
+    let other_tenant = store.changes().watch([Topic::Tenant(new_id())]);
+    let log_stream = store.changes().watch([Topic::Log]);
+    assert!(
+        catalog::refresh_display_name(&store, &f.tenant, &ada.agent_id, "Ada L.")
+            .await
+            .unwrap()
+    );
+    for (name, woken) in [
+        ("Ada's stream", &ada_stream),
+        ("the tenant's stream", &tenant_stream),
+        ("the log's stream", &log_stream),
+    ] {
+        assert!(
+            woken.changed().now_or_never().is_some(),
+            "{name} was not woken"
+        );
+    }
+    for (name, asleep) in [
+        ("Bob's stream", &bob_stream),
+        ("another tenant's stream", &other_tenant),
+    ] {
+        assert!(
+            asleep.changed().now_or_never().is_none(),
+            "{name} was woken"
+        );
+    }
+
+    // A second process on the same database learns of the commit from its follower.
+    let replica = Store::migrate(store.db().clone()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let follower = replica
+        .follow_changes(std::time::Duration::from_millis(10), stop.clone())
+        .await
+        .unwrap();
+    let watched = replica.changes().watch([topic(&ada.agent_id)]);
+    let elsewhere = replica.changes().watch([topic(&bob.agent_id)]);
+    assert!(
+        catalog::refresh_display_name(&store, &f.tenant, &ada.agent_id, "Ada Lovelace")
+            .await
+            .unwrap()
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), watched.changed())
+        .await
+        .expect("the replica's stream was not woken");
+    assert!(elsewhere.changed().now_or_never().is_none());
+    stop.cancel();
+    follower.await.unwrap();
 }
 
 async fn display_name_is_written_only_when_it_differs(store: Store) {
