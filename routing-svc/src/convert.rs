@@ -244,6 +244,14 @@ pub fn routing_decision(decision: &RoutingDecision) -> pb::RoutingDecision {
             })
             .collect(),
         decide_time: Some(micros_to_timestamp(decision.decide_time)),
+        omitted: decision
+            .omitted
+            .iter()
+            .map(|o| pb::OmittedCandidates {
+                reason: o.reason,
+                count: o.count,
+            })
+            .collect(),
     }
 }
 

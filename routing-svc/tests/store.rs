@@ -209,6 +209,7 @@ impl Fixture {
             agent_id: &agent.agent_id,
             units,
             candidates: vec![],
+            omitted: vec![],
             offer_id: new_id(),
         };
         let mut tx = store.begin().await.unwrap();
@@ -1217,6 +1218,10 @@ async fn decisions_list_newest_first(store: Store) {
                     reason: 2,
                     free_units: time,
                 }],
+                omitted: vec![routing_svc::domain::Omitted {
+                    reason: 7,
+                    count: time,
+                }],
                 decide_time: i64::from(time),
             },
         )
@@ -1233,6 +1238,10 @@ async fn decisions_list_newest_first(store: Store) {
             routing::list_decisions(&mut conn, &f.tenant, &item.conversation_id, &page)
                 .await
                 .unwrap();
+        for decision in &decisions {
+            // What was counted rather than listed comes back as written.
+            assert_eq!(decision.omitted[0].count, decision.decide_time as i32);
+        }
         times.extend(decisions.iter().map(|d| d.decide_time));
         if next.is_empty() {
             break;

@@ -37,6 +37,10 @@ fn quick_bench_reports_every_figure_with_a_baseline_and_a_ratio() {
         "gateway-health",
         "gateway-read",
         "create-conversation",
+        "idle-streams",
+        "offer-latency",
+        "backlog-isolation",
+        "lifecycle",
     ] {
         assert!(
             names.contains(&expected),

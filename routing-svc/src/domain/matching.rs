@@ -4,7 +4,8 @@
 use std::cmp::Ordering;
 
 use crate::domain::types::{
-    Agent, AssignmentMethod, Candidate, Channel, PassReason, Queue, SkillRequirement, channel_units,
+    Agent, AssignmentMethod, Candidate, Channel, Omitted, PassReason, Queue, SkillRequirement,
+    channel_units,
 };
 
 /// One member agent of the queue as the matcher sees it for one conversation.
@@ -24,9 +25,18 @@ pub struct CandidateView<'a> {
 pub struct Decision {
     /// The chosen agent and the units the conversation costs them.
     pub chosen: Option<(String, i32)>,
-    /// Every member considered, chosen first, then by rank, then the passed-over ones.
+    /// The members considered, chosen first, then by rank, then the passed-over ones by
+    /// agent id; at most [`LISTED_CANDIDATES`].
     pub candidates: Vec<Candidate>,
+    /// The members beyond those, counted by reason (in reason order).
+    pub omitted: Vec<Omitted>,
 }
+
+/// Most candidates a decision lists. A record is written for every offer: listing every
+/// member of a 2,000-agent queue made each one ~150 kB and the cost of an offer grow with
+/// the queue; the best-ranked and a sample of the passed-over explain a decision, and
+/// counts tell the rest.
+pub const LISTED_CANDIDATES: usize = 25;
 
 /// Whether `agent` has every skill in `required` at its minimum level or above (names
 /// compared without case).
@@ -145,7 +155,24 @@ pub fn decide(
         })
         .collect();
     candidates.extend(passed);
-    Decision { chosen, candidates }
+    let omitted = omit_beyond(&mut candidates, LISTED_CANDIDATES);
+    Decision {
+        chosen,
+        candidates,
+        omitted,
+    }
+}
+
+/// Keeps the first `keep` candidates and counts the others by reason.
+fn omit_beyond(candidates: &mut Vec<Candidate>, keep: usize) -> Vec<Omitted> {
+    let mut counts = std::collections::BTreeMap::<i32, i32>::new();
+    for candidate in candidates.drain(keep.min(candidates.len())..) {
+        *counts.entry(candidate.reason).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(reason, count)| Omitted { reason, count })
+        .collect()
 }
 
 #[cfg(test)]
@@ -402,5 +429,49 @@ mod tests {
             Err(PassReason::NoCapacity)
         );
         assert_eq!(check_eligible(&q, Channel::Webchat, &view(&a)), Ok(1));
+    }
+
+    /// A large queue's decision lists the chosen agent and the best-ranked others, and
+    /// counts the rest by reason: its size does not grow with the queue.
+    #[test]
+    fn a_large_queue_lists_the_best_candidates_and_counts_the_rest() {
+        let q = queue(AssignmentMethod::LongestIdle);
+        let mut members = Vec::new();
+        for i in 0..300 {
+            let mut member = agent(&format!("a{i:03}"), 10, 0, i64::from(i));
+            if i % 3 == 0 {
+                member.presence = Presence::Away;
+            }
+            members.push(member);
+        }
+        let views: Vec<CandidateView<'_>> = members.iter().map(view).collect();
+        let decision = decide(&q, Channel::Webchat, &views, "");
+        assert_eq!(
+            decision.chosen.as_ref().map(|(id, _)| id.as_str()),
+            Some("a001")
+        );
+        assert_eq!(decision.candidates.len(), LISTED_CANDIDATES);
+        assert_eq!(decision.candidates[0].reason, PassReason::Chosen.as_i32());
+        assert!(
+            decision.candidates[1..]
+                .iter()
+                .all(|c| c.reason == PassReason::RankedLower.as_i32()),
+            "the eligible ones come before the passed-over ones"
+        );
+        let counted: i32 = decision.omitted.iter().map(|o| o.count).sum();
+        assert_eq!(decision.candidates.len() + counted as usize, 300);
+        assert_eq!(
+            decision.omitted,
+            vec![
+                Omitted {
+                    reason: PassReason::NotAvailable.as_i32(),
+                    count: 100,
+                },
+                Omitted {
+                    reason: PassReason::RankedLower.as_i32(),
+                    count: 200 - 25,
+                },
+            ]
+        );
     }
 }

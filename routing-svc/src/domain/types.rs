@@ -428,6 +428,15 @@ pub struct Candidate {
     pub free_units: i32,
 }
 
+/// Agents of a decision counted rather than listed, for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Omitted {
+    /// Contract number of the [`PassReason`].
+    pub reason: i32,
+    /// How many agents.
+    pub count: i32,
+}
+
 /// A routing decision record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutingDecision {
@@ -443,8 +452,10 @@ pub struct RoutingDecision {
     pub queue_id: String,
     /// The method used.
     pub assignment_method: AssignmentMethod,
-    /// Every member agent considered.
+    /// The agents considered, at most [`crate::domain::matching::LISTED_CANDIDATES`].
     pub candidates: Vec<Candidate>,
+    /// The others, counted by reason.
+    pub omitted: Vec<Omitted>,
     /// When it was decided.
     pub decide_time: i64,
 }

@@ -257,7 +257,8 @@ impl QueueSnapshot {
         Channel::ALL
             .iter()
             .map(|&channel| {
-                routing::decision_summary(&self.decide(channel, &HashSet::new()).candidates)
+                let decision = self.decide(channel, &HashSet::new());
+                routing::decision_summary(&decision.candidates, &decision.omitted)
             })
             .collect::<Vec<_>>()
             .join(";")
@@ -396,6 +397,7 @@ async fn offer(
         agent_id,
         units,
         candidates: decision.candidates,
+        omitted: decision.omitted,
         offer_id: uuid::Uuid::new_v4().to_string(),
     };
     let mut tx = store.begin().await?;
@@ -426,7 +428,7 @@ fn no_offer_record(
     decision: Decision,
     now: i64,
 ) -> Option<RoutingDecision> {
-    let summary = routing::decision_summary(&decision.candidates);
+    let summary = routing::decision_summary(&decision.candidates, &decision.omitted);
     if entry.last_summary.as_deref() == Some(summary.as_str()) {
         return None;
     }
@@ -439,6 +441,7 @@ fn no_offer_record(
         queue_id: item.queue_id.clone(),
         assignment_method: queue.assignment_method,
         candidates: decision.candidates,
+        omitted: decision.omitted,
         decide_time: now,
     })
 }

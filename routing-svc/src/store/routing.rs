@@ -15,8 +15,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::domain::offer::{OfferError, check_accept};
 use crate::domain::{
-    Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Presence, Queue,
-    RoutingDecision, WaitingItem, channel_units,
+    Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Omitted, Presence,
+    Queue, RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
 use crate::store::catalog::get_agent;
@@ -555,6 +555,8 @@ pub struct OfferPlan<'a> {
     pub units: i32,
     /// The decision record's candidates.
     pub candidates: Vec<Candidate>,
+    /// The decision's candidates counted rather than listed.
+    pub omitted: Vec<Omitted>,
     /// Id of the new offer.
     pub offer_id: String,
 }
@@ -632,6 +634,7 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
             queue_id: item.queue_id.clone(),
             assignment_method: plan.queue.assignment_method,
             candidates: plan.candidates.clone(),
+            omitted: plan.omitted.clone(),
             decide_time: now,
         },
     )
@@ -1261,10 +1264,11 @@ pub async fn set_presence(
 
 /// A short form of a decision's candidates and reasons, to skip recording the same
 /// "nobody eligible" decision on every pass.
-pub fn decision_summary(candidates: &[Candidate]) -> String {
+pub fn decision_summary(candidates: &[Candidate], omitted: &[Omitted]) -> String {
     candidates
         .iter()
         .map(|c| format!("{}:{}", c.agent_id, c.reason))
+        .chain(omitted.iter().map(|o| format!("+{}:{}", o.count, o.reason)))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -1273,8 +1277,8 @@ pub fn decision_summary(candidates: &[Candidate]) -> String {
 pub async fn insert_decision(tx: &mut Tx, decision: &RoutingDecision) -> Result<()> {
     sqlx::query(
         "INSERT INTO routing_decisions (id, tenant_id, conversation_id, queue_id, offer_id, \
-         assignment_method, candidates, summary, decide_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         assignment_method, candidates, summary, decide_time, omitted) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&decision.id)
     .bind(&decision.tenant_id)
@@ -1283,8 +1287,9 @@ pub async fn insert_decision(tx: &mut Tx, decision: &RoutingDecision) -> Result<
     .bind(decision.offer_id.clone())
     .bind(i64::from(decision.assignment_method.as_i32()))
     .bind(to_json(&decision.candidates))
-    .bind(decision_summary(&decision.candidates))
+    .bind(decision_summary(&decision.candidates, &decision.omitted))
     .bind(decision.decide_time)
+    .bind(to_json(&decision.omitted))
     .execute(tx.conn())
     .await?;
     Ok(())
@@ -1319,6 +1324,7 @@ fn decision_from_row(row: &AnyRow) -> Result<RoutingDecision> {
             crate::domain::AssignmentMethod::from_i32,
         )?,
         candidates: json_column(row, "candidates")?,
+        omitted: json_column(row, "omitted")?,
         decide_time: row.try_get("decide_time")?,
     })
 }
@@ -1333,7 +1339,7 @@ pub async fn list_decisions(
     let (time, id) = request.after_time_and_id(i64::MAX)?;
     let query = sqlx::query(
         "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
-         candidates, decide_time FROM routing_decisions WHERE tenant_id = $1 \
+         candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1 \
          AND conversation_id = $2 AND (decide_time < $3 OR (decide_time = $3 AND id < $4)) \
          ORDER BY decide_time DESC, id DESC LIMIT $5",
     )

@@ -10,6 +10,7 @@
 //! included, and client and servers share the cores. Ratios against a baseline measured
 //! the same way are what to compare across changes, not the absolute numbers.
 
+mod flow;
 pub mod load;
 pub mod proc_stats;
 pub mod report;
@@ -31,7 +32,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Run only the scenarios whose name contains this (repeatable). Scenarios:
-    /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation.
+    /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation,
+    /// idle-streams, offer-latency, backlog-isolation, lifecycle, outbox-lag.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Also write the machine-readable summary (JSON) to this file.
@@ -75,6 +77,21 @@ pub struct Plan {
     pub rounds: usize,
     /// Offer streams held open in the idle-streams scenario.
     pub idle_streams: usize,
+    /// Agents set up for the routing-flow scenarios, in steps on one suite (offer-latency
+    /// measures at each; backlog-isolation and lifecycle use the first). A later step is
+    /// skipped when the first one's pace says its set-up would take over a minute.
+    pub flow_agents: Vec<usize>,
+    /// Offered create rates (per second) of the created -> offered runs; the highest also
+    /// serves backlog-isolation.
+    pub flow_rates: Vec<f64>,
+    /// Length of one created -> offered run.
+    pub flow_time: Duration,
+    /// Conversations created into the queue no agent serves in backlog-isolation…
+    pub backlog: u64,
+    /// …within at most this long.
+    pub backlog_time: Duration,
+    /// Offered create rates (per second) of the outbox-lag runs (each `flow_time` long).
+    pub outbox_rates: Vec<f64>,
 }
 
 impl Plan {
@@ -91,6 +108,12 @@ impl Plan {
                 open_max_in_flight: 256,
                 rounds: 1,
                 idle_streams: 20,
+                flow_agents: vec![5],
+                flow_rates: vec![5.0],
+                flow_time: Duration::from_secs(1),
+                backlog: 50,
+                backlog_time: Duration::from_secs(5),
+                outbox_rates: vec![5.0],
             }
         } else {
             Plan {
@@ -103,6 +126,12 @@ impl Plan {
                 open_max_in_flight: 2048,
                 rounds: 3,
                 idle_streams: 500,
+                flow_agents: vec![200, 2_000],
+                flow_rates: vec![50.0, 100.0],
+                flow_time: Duration::from_secs(10),
+                backlog: 10_000,
+                backlog_time: Duration::from_secs(40),
+                outbox_rates: vec![100.0, 250.0],
             }
         };
         if let Some(n) = args.in_flight {

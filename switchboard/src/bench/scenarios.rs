@@ -23,29 +23,33 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::load::{self, CallFuture, Run, Target};
 use super::report::{Better, Figure, ScenarioResult};
-use super::{Plan, proc_stats};
+use super::{Plan, flow, proc_stats};
 use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 10] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
     "gateway-read",
     "create-conversation",
     "idle-streams",
+    "offer-latency",
+    "backlog-isolation",
+    "lifecycle",
+    "outbox-lag",
 ];
 
 /// Where a suite scenario keeps its data.
 #[derive(Clone, Copy)]
-enum Store<'a> {
+pub(super) enum Store<'a> {
     Sqlite,
     Postgres(&'a str),
 }
 
 impl Store<'_> {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Store::Sqlite => "sqlite",
             Store::Postgres(_) => "postgres",
@@ -96,6 +100,10 @@ pub async fn run_all(
                 "gateway-read" => gateway_read(plan, &dir, store, &shared).await,
                 "create-conversation" => create_conversation(plan, &dir, store).await,
                 "idle-streams" => idle_streams(plan, &dir).await,
+                "offer-latency" => flow::offer_latency(plan, &dir).await,
+                "backlog-isolation" => flow::backlog_isolation(plan, &dir).await,
+                "lifecycle" => flow::lifecycle(plan, &dir).await,
+                "outbox-lag" => flow::outbox_lag(plan, &dir).await,
                 _ => unreachable!("every name has a scenario"),
             }
             .with_context(|| format!("scenario {name} ({})", store.name()))?;
@@ -106,7 +114,11 @@ pub async fn run_all(
     Ok(results)
 }
 
-fn scenario(name: &str, storage: &'static str, description: &'static str) -> ScenarioResult {
+pub(super) fn scenario(
+    name: &str,
+    storage: &'static str,
+    description: &'static str,
+) -> ScenarioResult {
     ScenarioResult {
         name: name.to_owned(),
         storage,
@@ -119,13 +131,13 @@ fn scenario(name: &str, storage: &'static str, description: &'static str) -> Sce
 }
 
 impl ScenarioResult {
-    fn add_run(&mut self, label: &str, run: &Run) {
+    pub(super) fn add_run(&mut self, label: &str, run: &Run) {
         self.errors += run.errors;
         self.runs.push(run.to_json(label));
     }
 
     /// Peak memory of the scenario against the resident size once its servers were up.
-    fn memory_figure(&mut self, idle_kib: u64) {
+    pub(super) fn memory_figure(&mut self, idle_kib: u64) {
         self.figures.push(Figure::new(
             "peak RSS of the process during the scenario (VmHWM)",
             "MiB",
@@ -140,7 +152,7 @@ impl ScenarioResult {
 // ---------------------------------------------------------------------------------------
 // Targets
 
-fn target<F, Fut>(f: F) -> Target
+pub(super) fn target<F, Fut>(f: F) -> Target
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -281,9 +293,18 @@ mod tokio_util_shutdown {
 }
 
 /// The suite on a fresh data directory (or fresh PostgreSQL databases) with the demo tenant.
-async fn start_suite(
+pub(super) async fn start_suite(
     dir: &Path,
     store: Store<'_>,
+) -> anyhow::Result<(RunningSuite, DevCredentials, DevSecrets)> {
+    start_suite_with(dir, store, false).await
+}
+
+/// [`start_suite`], with each service's Prometheus metrics on a loopback port when `metrics`.
+pub(super) async fn start_suite_with(
+    dir: &Path,
+    store: Store<'_>,
+    metrics: bool,
 ) -> anyhow::Result<(RunningSuite, DevCredentials, DevSecrets)> {
     let secrets = DevSecrets::generate();
     let storage = match store {
@@ -299,7 +320,7 @@ async fn start_suite(
         identity_secret: secrets.identity_secret.clone(),
         jwt_secret: secrets.jwt_secret.clone(),
         operators: secrets.operators(),
-        metrics: false,
+        metrics,
     })
     .await?;
     let gateway_db = running
@@ -324,7 +345,7 @@ async fn start_suite(
 /// ever slows a run down (another tenant on the same cores halves throughput and doubles
 /// CPU per call, measured), so the best of alternating rounds is the least disturbed
 /// estimate of capacity for baseline and subject alike; every round is in the JSON.
-fn best(runs: Vec<Run>) -> Run {
+pub(super) fn best(runs: Vec<Run>) -> Run {
     runs.into_iter()
         .max_by(|a, b| a.throughput().total_cmp(&b.throughput()))
         .expect("at least one round")
@@ -348,6 +369,8 @@ fn median_tail(mut runs: Vec<Run>) -> Run {
 struct Compared {
     baseline_closed: Run,
     subject_closed: Run,
+    /// The subject's open-loop run whose figures were quoted.
+    subject_open: Run,
 }
 
 /// Measures `subject` against `baseline`: closed-loop maximum throughput and CPU per call
@@ -438,6 +461,7 @@ async fn compare(
     Ok(Compared {
         baseline_closed: base_closed,
         subject_closed: subj_closed,
+        subject_open: subj_open,
     })
 }
 
@@ -725,7 +749,10 @@ async fn raw_baseline_db(dir: &Path, store: Store<'_>) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-fn create_request(credentials: &DevCredentials, i: u64) -> conv::CreateConversationRequest {
+pub(super) fn create_request(
+    credentials: &DevCredentials,
+    i: u64,
+) -> conv::CreateConversationRequest {
     conv::CreateConversationRequest {
         request_id: uuid::Uuid::new_v4().to_string(),
         channel: Channel::Webchat as i32,
@@ -815,12 +842,41 @@ async fn create_conversation(
             Some(">= 0.5"),
         )
         .await?;
+        // Write tails: the slowest creates against the typical one of the same run, at
+        // half the maximum rate (a busy-timeout storm shows here first).
+        result.figures.push(
+            Figure::new(
+                "CreateConversation via gateway: p99.9 latency (write tails)",
+                "µs",
+                compared.subject_open.latency_us(0.999),
+                "p50 of the same run",
+                compared.subject_open.latency_us(0.5),
+                Better::Lower,
+            )
+            .goal("<= 10"),
+        );
         // The same create straight to conversation-svc: how much is the gateway's.
+        let settled_kib = proc_stats::rss_kib();
         load::warm_up(&direct, plan.in_flight, plan.warm_up_calls).await?;
         let mut runs = Vec::new();
         for _ in 0..plan.rounds {
             runs.push(load::closed_loop(&direct, plan.in_flight, plan.closed_calls, plan.closed_time).await);
         }
+        // Memory under steady load: resident size after these further conversations
+        // against the size once the first ones were made; flat means no growth per
+        // conversation (caches bounded, nothing kept per conversation in memory).
+        let more: u64 = runs.iter().map(|run| run.ok).sum();
+        result.figures.push(
+            Figure::new(
+                format!("resident memory after {more} more conversations"),
+                "MiB",
+                proc_stats::rss_kib() as f64 / 1024.0,
+                "after the gateway runs",
+                settled_kib as f64 / 1024.0,
+                Better::Lower,
+            )
+            .goal("flat (about 1)"),
+        );
         for run in &runs {
             result.add_run("CreateConversation direct to conversation-svc, closed loop", run);
         }
@@ -860,7 +916,7 @@ async fn create_conversation(
 }
 
 /// Offer streams opened per HTTP/2 connection: below the servers' concurrent-stream limit.
-const STREAMS_PER_CONNECTION: usize = 100;
+pub(super) const STREAMS_PER_CONNECTION: usize = 100;
 
 /// Opens `count` StreamOffers streams of `identity` straight to routing-svc and keeps them
 /// read (snapshot, heartbeats) until `stop`; returns once every stream has its snapshot.
