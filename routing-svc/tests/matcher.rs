@@ -25,6 +25,7 @@ on_each_backend!(
     an_unserved_backlog_is_recorded_once_a_slice_per_pass,
     two_matchers_on_one_store_never_promise_a_seat_twice,
     every_due_offer_times_out_in_one_call,
+    members_kept_between_passes_follow_every_change,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -419,4 +420,68 @@ async fn every_due_offer_times_out_in_one_call(store: Store) {
         .await
         .unwrap();
     assert_eq!(rona, 150);
+}
+
+/// The matcher keeps queue members between passes: an agent coming back, a new member
+/// and a member leaving the queue are all seen by the next pass, not only by the
+/// periodic full one.
+async fn members_kept_between_passes_follow_every_change(store: Store) {
+    let t = tenant(&store, 1).await;
+    let queue = t.queue("Chat");
+    t.add_queue(&store, &queue).await;
+    let ada = t
+        .agents(&store, 1, &[&queue], Presence::Away)
+        .await
+        .remove(0);
+    let mut matcher = Matcher::default();
+    let stop = CancellationToken::new();
+    let first = t.enqueue(&store, &queue, 1, 1_000).await;
+    assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 0, "Ada is away");
+
+    // Ada comes back: the kept copy must not still see her away.
+    let mut tx = store.begin().await.unwrap();
+    routing::set_presence(&mut tx, &ada, Presence::Available, "", now_micros())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 1);
+    assert_eq!(offered(&store, &first).await, [true]);
+
+    // Ada is full now; a new member joins and takes the next one.
+    let bob = t
+        .agents(&store, 1, &[&queue], Presence::Available)
+        .await
+        .remove(0);
+    let second = t.enqueue(&store, &queue, 1, 2_000).await;
+    assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 1);
+    assert_eq!(
+        pending_offers(&store).await.last().map(|o| o.0.clone()),
+        Some(bob.agent_id.clone())
+    );
+
+    // Bob leaves the queue (his profile now names none); a third conversation finds
+    // nobody rather than an offer to someone who is no longer a member.
+    let mut tx = store.begin().await.unwrap();
+    catalog::upsert_agent_profile(
+        &mut tx,
+        &AgentProfileInput {
+            tenant_id: t.id.clone(),
+            agent_id: bob.agent_id.clone(),
+            display_name: "Bob".into(),
+            capacity: CapacityProfile {
+                total_units: 5,
+                ..t.capacity.clone()
+            },
+            queue_ids: vec![],
+            skills: vec![],
+        },
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let third = t.enqueue(&store, &queue, 1, 3_000).await;
+    assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 0);
+    assert_eq!(offered(&store, &second).await, [true]);
+    assert_eq!(offered(&store, &third).await, [false]);
 }

@@ -123,11 +123,7 @@ pub fn decide(
     for view in members {
         match check_eligible(queue, channel, view) {
             Ok(units) => eligible.push((view.agent, units)),
-            Err(reason) => passed.push(Candidate {
-                agent_id: view.agent.agent_id.clone(),
-                reason: reason.as_i32(),
-                free_units: view.agent.capacity().free(),
-            }),
+            Err(reason) => passed.push((view.agent, reason)),
         }
     }
     rank(queue.assignment_method, &mut eligible, rr_cursor);
@@ -139,40 +135,38 @@ pub fn decide(
             .first()
             .map(|(agent, units)| (agent.agent_id.clone(), *units))
     };
-    passed.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-    let mut candidates: Vec<Candidate> = eligible
-        .iter()
-        .enumerate()
-        .map(|(index, (agent, _))| Candidate {
-            agent_id: agent.agent_id.clone(),
-            reason: if index == 0 && !manual {
-                PassReason::Chosen
-            } else {
-                PassReason::RankedLower
-            }
-            .as_i32(),
-            free_units: agent.capacity().free(),
-        })
+    passed.sort_by(|(a, _), (b, _)| a.agent_id.cmp(&b.agent_id));
+    // Only the listed candidates are built; a large queue's others are only counted.
+    let ranked = eligible.iter().enumerate().map(|(index, (agent, _))| {
+        let reason = if index == 0 && !manual {
+            PassReason::Chosen
+        } else {
+            PassReason::RankedLower
+        };
+        (*agent, reason)
+    });
+    let mut candidates = Vec::with_capacity(LISTED_CANDIDATES.min(members.len()));
+    let mut counts = std::collections::BTreeMap::<i32, i32>::new();
+    for (agent, reason) in ranked.chain(passed.iter().map(|(agent, reason)| (*agent, *reason))) {
+        if candidates.len() < LISTED_CANDIDATES {
+            candidates.push(Candidate {
+                agent_id: agent.agent_id.clone(),
+                reason: reason.as_i32(),
+                free_units: agent.capacity().free(),
+            });
+        } else {
+            *counts.entry(reason.as_i32()).or_default() += 1;
+        }
+    }
+    let omitted = counts
+        .into_iter()
+        .map(|(reason, count)| Omitted { reason, count })
         .collect();
-    candidates.extend(passed);
-    let omitted = omit_beyond(&mut candidates, LISTED_CANDIDATES);
     Decision {
         chosen,
         candidates,
         omitted,
     }
-}
-
-/// Keeps the first `keep` candidates and counts the others by reason.
-fn omit_beyond(candidates: &mut Vec<Candidate>, keep: usize) -> Vec<Omitted> {
-    let mut counts = std::collections::BTreeMap::<i32, i32>::new();
-    for candidate in candidates.drain(keep.min(candidates.len())..) {
-        *counts.entry(candidate.reason).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .map(|(reason, count)| Omitted { reason, count })
-        .collect()
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! conversation twice or promise the same units twice.
 //!
 //! A pass goes queue by queue, so that a backlog nobody can take in one queue never
-//! keeps another queue's agents idle. Each queue is read once (settings, members, load,
-//! rotation) and kept in step in memory as offers are made; a queue whose members can
+//! keeps another queue's agents idle. Each queue is read once (settings, load, rotation;
+//! its members come from [`Members`], kept in step with the event log between passes)
+//! and kept in step in memory as offers are made; a queue whose members can
 //! take nothing now has its conversations left alone until the end of the pass, when
 //! only the "nobody eligible" records are brought up to date, a bounded slice at a time.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use switchboard_server_kit::db::now_micros;
@@ -22,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::domain::matching::{CandidateView, Decision, check_eligible, decide};
 use crate::domain::{Agent, AssignmentMethod, Channel, Queue, RoutingDecision, WaitingItem};
 use crate::engine::Context;
+use crate::engine::members::Members;
 use crate::error::Result;
 use crate::store::routing::{self, Matchable, OfferPlan, QueuePosition, WalkOrder};
 use crate::store::{Store, catalog};
@@ -53,6 +56,10 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
         }
         let stale = last_full_pass.is_none_or(|at| at.elapsed() >= timings.rematch_interval);
         if woken || stale {
+            if stale {
+                // The full pass reads every queue afresh: a safety net for the copy.
+                matcher.forget_members();
+            }
             last_full_pass = Some(Instant::now());
             if let Err(err) = matcher.pass(&context.store, &shutdown).await {
                 warn!(error = %err, "matching pass failed");
@@ -106,6 +113,7 @@ pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Resul
 #[derive(Debug, Default)]
 pub struct Matcher {
     recorded: HashMap<String, Recorded>,
+    members: Members,
 }
 
 /// Decisions recorded in a queue nobody could serve, up to a position.
@@ -121,6 +129,7 @@ impl Matcher {
     /// Routes the backlog once: queues by priority (then by their oldest conversation),
     /// each queue's conversations oldest first. Returns the number of offers made.
     pub async fn pass(&mut self, store: &Store, shutdown: &CancellationToken) -> Result<usize> {
+        self.members.catch_up(store).await?;
         let queues = {
             let mut conn = store.conn().await?;
             routing::queues_to_match(&mut conn).await?
@@ -133,7 +142,7 @@ impl Matcher {
             if shutdown.is_cancelled() {
                 return Ok(offers);
             }
-            let snapshot = match snapshot(store, tenant_id, queue_id).await {
+            let snapshot = match snapshot(store, &mut self.members, tenant_id, queue_id).await {
                 Ok(Some(snapshot)) => snapshot,
                 Ok(None) => continue,
                 Err(err) => {
@@ -147,7 +156,12 @@ impl Matcher {
             }
             self.recorded.remove(queue_id);
             match walk(store, snapshot, WalkOrder::Waited, None, shutdown).await {
-                Ok(walked) => offers += walked.offers,
+                Ok(walked) => {
+                    offers += walked.offers;
+                    if walked.raced {
+                        self.members.forget(queue_id);
+                    }
+                }
                 Err(err) => warn!(queue_id = %queue_id, error = %err, "matching a queue failed"),
             }
         }
@@ -162,6 +176,11 @@ impl Matcher {
             }
         }
         Ok(offers)
+    }
+
+    /// Forgets the members kept between passes: the next pass reads every queue again.
+    pub fn forget_members(&mut self) {
+        self.members.clear();
     }
 
     /// Brings the decisions of a queue nobody can serve up to date, one slice per pass,
@@ -200,17 +219,24 @@ impl Matcher {
 /// What a pass knows of one queue, kept in step with the offers it makes.
 struct QueueSnapshot {
     queue: Queue,
-    members: Vec<Agent>,
+    members: Arc<Vec<Agent>>,
+    /// Members offered something in this pass, as the store now holds them.
+    offered: HashMap<String, Agent>,
     load: HashMap<String, i32>,
     cursor: String,
 }
 
-async fn snapshot(store: &Store, tenant_id: &str, queue_id: &str) -> Result<Option<QueueSnapshot>> {
+async fn snapshot(
+    store: &Store,
+    members: &mut Members,
+    tenant_id: &str,
+    queue_id: &str,
+) -> Result<Option<QueueSnapshot>> {
     let mut conn = store.conn().await?;
     let Some(queue) = catalog::get_queue(&mut conn, tenant_id, queue_id).await? else {
         return Ok(None);
     };
-    let members = catalog::queue_members(&mut conn, tenant_id, queue_id).await?;
+    let members = members.of(&mut conn, tenant_id, queue_id).await?;
     let load = if queue.max_open_per_agent > 0 {
         routing::queue_load(&mut conn, queue_id).await?
     } else {
@@ -220,6 +246,7 @@ async fn snapshot(store: &Store, tenant_id: &str, queue_id: &str) -> Result<Opti
     Ok(Some(QueueSnapshot {
         queue,
         members,
+        offered: HashMap::new(),
         load,
         cursor,
     }))
@@ -230,7 +257,7 @@ impl QueueSnapshot {
         self.members
             .iter()
             .map(|agent| CandidateView {
-                agent,
+                agent: self.offered.get(&agent.agent_id).unwrap_or(agent),
                 open_in_queue: self.load.get(&agent.agent_id).copied().unwrap_or(0),
                 already_offered: excluded.contains(&agent.agent_id),
             })
@@ -266,9 +293,15 @@ impl QueueSnapshot {
 
     /// Mirrors what the store did on an offer to `agent_id`.
     fn note_offer(&mut self, agent_id: &str, units: i32, now: i64) {
-        if let Some(agent) = self.members.iter_mut().find(|a| a.agent_id == agent_id) {
+        let member = self
+            .offered
+            .get(agent_id)
+            .or_else(|| self.members.iter().find(|a| a.agent_id == agent_id))
+            .cloned();
+        if let Some(mut agent) = member {
             agent.pending_units += units;
             agent.idle_since = now;
+            self.offered.insert(agent_id.to_owned(), agent);
         }
         *self.load.entry(agent_id.to_owned()).or_default() += 1;
         agent_id.clone_into(&mut self.cursor);
@@ -278,6 +311,8 @@ impl QueueSnapshot {
 /// What one walk through a queue did.
 struct Walked {
     offers: usize,
+    /// Whether an offer lost a race: the members kept for the queue may be stale.
+    raced: bool,
     /// The last conversation looked at.
     last: Option<QueuePosition>,
 }
@@ -303,6 +338,7 @@ async fn walk(
     let serving = snapshot.can_offer();
     let mut walked = Walked {
         offers: 0,
+        raced: false,
         last: None,
     };
     let mut records = Vec::new();
@@ -316,6 +352,7 @@ async fn walk(
         // that a younger conversation does not overtake it.
         for attempt in 0..RETRIES {
             if attempt > 0 {
+                walked.raced = true;
                 let Some(fresh) = snapshot_again(store, &snapshot).await else {
                     break 'items;
                 };
@@ -371,7 +408,8 @@ async fn walk(
 /// The queue read again after a lost race; `None` when it is gone or cannot be read.
 async fn snapshot_again(store: &Store, stale: &QueueSnapshot) -> Option<QueueSnapshot> {
     let queue = &stale.queue;
-    match snapshot(store, &queue.tenant_id, &queue.id).await {
+    // Read from the store, not the copy kept between passes, which may be what was stale.
+    match snapshot(store, &mut Members::default(), &queue.tenant_id, &queue.id).await {
         Ok(fresh) => fresh,
         Err(err) => {
             warn!(queue_id = %queue.id, error = %err, "reading a queue failed");

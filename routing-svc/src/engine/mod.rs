@@ -3,6 +3,7 @@
 
 pub mod dispatcher;
 pub mod matcher;
+pub mod members;
 pub mod streams;
 
 use std::sync::Arc;
