@@ -232,6 +232,18 @@ async fn load_conversation(
     id: &str,
     lock: &str,
 ) -> Result<Option<Conversation>> {
+    load_conversation_with(conn, tenant_id, id, lock, true).await
+}
+
+/// The conversation with its participants, and with its contact's identities, pre-chat
+/// fields and bot transcript when `full`.
+async fn load_conversation_with(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+    lock: &str,
+    full: bool,
+) -> Result<Option<Conversation>> {
     let sql = format!("{CONVERSATION_SELECT} WHERE c.id = $1 AND c.tenant_id = $2{lock}");
     let Some(row) = sqlx::query(AssertSqlSafe(sql))
         .bind(id)
@@ -242,7 +254,7 @@ async fn load_conversation(
         return Ok(None);
     };
     let mut convs = [conversation_from_row(&row)?];
-    attach_children(conn, &mut convs, true).await?;
+    attach_children(conn, &mut convs, full).await?;
     let [conv] = convs;
     Ok(Some(conv))
 }
@@ -423,6 +435,18 @@ impl Mutation {
     ) -> Result<Option<Conversation>> {
         let lock = self.lock_clause("c");
         load_conversation(self.conn(), tenant_id, id, &lock).await
+    }
+
+    /// The conversation `id` of `tenant_id` with its participants only (no contact
+    /// identities, pre-chat fields or transcript), locked until commit on PostgreSQL: for
+    /// changes that answer with something else than the conversation, such as a message.
+    pub async fn conversation_basic_for_update(
+        &mut self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<Conversation>> {
+        let lock = self.lock_clause("c");
+        load_conversation_with(self.conn(), tenant_id, id, &lock, false).await
     }
 
     /// Re-reads a conversation inside the transaction, with its children.

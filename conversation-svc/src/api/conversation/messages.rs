@@ -40,7 +40,8 @@ impl ConversationApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let mut conv = load_visible(&mut tx, &identity, &conversation_id).await?;
+        // A message answers with itself: the conversation's children are not needed.
+        let mut conv = load_visible_basic(&mut tx, &identity, &conversation_id).await?;
         let now = now_micros();
         let new = if as_customer_side {
             check_customer_message(conv.state).map_err(|e| Error::refused(&conversation_id, e))?;

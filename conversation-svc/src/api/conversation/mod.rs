@@ -119,6 +119,19 @@ pub(super) async fn load_visible(
         .ok_or_else(|| Error::conversation_not_found(conversation_id))
 }
 
+/// Like [`load_visible`] without the contact's identities, pre-chat fields and transcript,
+/// for changes whose answer does not show them.
+pub(super) async fn load_visible_basic(
+    m: &mut Mutation,
+    identity: &Identity,
+    conversation_id: &str,
+) -> Result<Conversation> {
+    m.conversation_basic_for_update(&identity.tenant_id, conversation_id)
+        .await?
+        .filter(|c| c.visible_to(viewer(identity)))
+        .ok_or_else(|| Error::conversation_not_found(conversation_id))
+}
+
 /// Loads a conversation for an owner-only action and checks that `action` is allowed;
 /// returns it with the state the action leads to.
 async fn load_for_owner(
