@@ -348,6 +348,42 @@ async fn an_operator_sets_up_a_tenant_whose_administrator_takes_over(db: common:
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+on_each_backend!(concurrent_first_administrators_make_exactly_one);
+/// Several operators create a tenant's first administrator at the same moment (different
+/// request_ids): exactly one succeeds, the others are told the tenant already has one.
+async fn concurrent_first_administrators_make_exactly_one(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
+    let tenant = stack
+        .platform()
+        .create_top_level_tenant(operator(new_tenant(&rid(), "Initech")))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let mut platform = stack.platform();
+            let request = new_admin(&tenant.id, &format!("admin{i}@initech.test"));
+            tokio::spawn(async move {
+                platform
+                    .create_tenant_administrator(operator(request))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+            }
+        }
+    }
+    assert_eq!(created, 1, "exactly one first administrator");
+}
+
 on_each_backend!(an_operator_is_refused_everything_but_the_platform);
 async fn an_operator_is_refused_everything_but_the_platform(db: common::TestDirectory) {
     let stack = Stack::start(db).await;

@@ -367,6 +367,65 @@ async fn concurrent_retries_of_one_request_apply_once(dir: &Directory) {
     );
 }
 
+/// Two write transactions that serialize on the same key take turns: the second waits
+/// until the first ends (how a tenant's first administrator is created only once).
+async fn transactions_serialized_on_a_key_take_turns(dir: &Directory) {
+    let tenant = Uuid::new_v4();
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    let key = format!("first administrator\n{tenant}");
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut first = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    first.serialize_on(&key).await.unwrap();
+    let second = {
+        let dir = dir.clone();
+        let key = key.clone();
+        let order = order.clone();
+        tokio::spawn(async move {
+            let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+            tx.serialize_on(&key).await.unwrap();
+            order.lock().unwrap().push("second");
+            tx.abandon().await.unwrap();
+        })
+    };
+    // Positive evidence that the second one waits: on PostgreSQL a backend of this database
+    // waiting on a lock; on SQLite the one writer connection held by the first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            !second.is_finished(),
+            "the second did not wait for the first"
+        );
+        let waiting = match dir.db().dialect {
+            switchboard_server_kit::db::Dialect::Postgres => {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&dir.db().pool)
+                .await
+                .unwrap();
+                n > 0
+            }
+            switchboard_server_kit::db::Dialect::Sqlite => {
+                let writer = dir.db().writer();
+                writer.size() == 1 && writer.num_idle() == 0
+            }
+        };
+        if waiting {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    order.lock().unwrap().push("first");
+    first.abandon().await.unwrap();
+    second.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+}
+
 async fn api_keys_list_newest_first_and_revoke_once(dir: &Directory) {
     let tenant = Uuid::new_v4();
     dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
@@ -522,6 +581,7 @@ conformance!(
     a_finished_mutation_replays_and_is_audited,
     an_abandoned_mutation_leaves_nothing,
     concurrent_retries_of_one_request_apply_once,
+    transactions_serialized_on_a_key_take_turns,
     api_keys_list_newest_first_and_revoke_once,
     opening_twice_keeps_the_data,
 );

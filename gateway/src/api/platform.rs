@@ -184,6 +184,10 @@ impl PlatformService for PlatformApi {
             }
             .into());
         }
+        // Two operators (or two retries with different request_ids) must not both find no
+        // administrator and both create one.
+        tx.serialize_on(&format!("first administrator\n{tenant_id}"))
+            .await?;
         if tx
             .has_active_user_with_role(&tenant_id, pb::Role::Administrator)
             .await?

@@ -498,6 +498,7 @@ impl Directory {
             mutation,
             cache: self.cache.clone(),
             stale: Vec::new(),
+            dialect: self.db.dialect,
         })
     }
 }
@@ -528,6 +529,7 @@ pub struct Tx {
     cache: Arc<DirectoryCache>,
     /// What to drop from the caches once committed.
     stale: Vec<Stale>,
+    dialect: Dialect,
 }
 
 impl Tx {
@@ -540,6 +542,20 @@ impl Tx {
             .await?
             .into_replay(&key)
             .map_err(|reused| FieldError::new(idempotency::FIELD, reused.to_string()).into())
+    }
+
+    /// Makes transactions that pass the same `key` take turns until commit: a check that
+    /// nothing exists yet followed by the insert (a tenant's first administrator) cannot be
+    /// passed by two of them at once. PostgreSQL: a transaction-scoped advisory lock;
+    /// SQLite serializes every write transaction anyway.
+    pub async fn serialize_on(&mut self, key: &str) -> Result<(), GatewayError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Tenant `id`, read in the transaction.

@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Log filter for the services' logs on stderr (tracing EnvFilter syntax).
     #[arg(long, default_value = "error")]
     pub log_filter: String,
+    /// Conversations to pile up in the unserved queue of backlog-isolation (default
+    /// 10,000 full, 50 quick); it may take a second of creating per ~700, plus half again.
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u64>,
 }
 
 /// Counts and durations of one benchmark mode.
@@ -136,6 +140,13 @@ impl Plan {
         };
         if let Some(n) = args.in_flight {
             plan.in_flight = n.max(1);
+        }
+        if let Some(n) = args.backlog {
+            plan.backlog = n;
+            // Time enough to create them at a few hundred per second.
+            plan.backlog_time = plan
+                .backlog_time
+                .max(Duration::from_secs(n.div_ceil(300).max(1)));
         }
         plan
     }
