@@ -1,0 +1,203 @@
+//! Capacity held by assignments (reserved and released) and agents' presence.
+
+use super::*;
+
+/// Releases the units a conversation holds with an agent. Idempotent: returns the units
+/// freed, 0 when nothing was held.
+pub async fn release_capacity(
+    tx: &mut Tx,
+    tenant_id: &str,
+    conversation_id: &str,
+    agent_id: &str,
+    now: i64,
+) -> Result<i32> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "DELETE FROM assignments WHERE tenant_id = $1 AND conversation_id = $2 AND agent_id = $3 \
+         RETURNING units, queue_id",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .bind(agent_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some((units, queue_id)) = row else {
+        return Ok(0);
+    };
+    sqlx::query(
+        "UPDATE agents SET capacity_used = capacity_used - $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(units)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    tx.event(
+        NewEvent::new(tenant_id, "capacity.released")
+            .agent(agent_id)
+            .conversation(conversation_id)
+            .queue(&queue_id),
+    );
+    Ok(i32_or_max(units))
+}
+
+/// A reservation outside an offer (supervisor assign, transfer).
+#[derive(Clone, Debug)]
+pub struct ReserveInput<'a> {
+    /// Tenant.
+    pub tenant_id: &'a str,
+    /// The conversation.
+    pub conversation_id: &'a str,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The conversation's channel.
+    pub channel: Channel,
+    /// The conversation's queue (checked to exist), for max open per agent.
+    pub queue: Option<&'a Queue>,
+    /// Reserve beyond capacity and max open.
+    pub override_capacity: bool,
+}
+
+/// Reserves units for a conversation with an agent. Idempotent by (conversation, agent):
+/// a repeat returns the units already held. Returns (units, units over capacity).
+pub async fn reserve_capacity(
+    tx: &mut Tx,
+    input: &ReserveInput<'_>,
+    now: i64,
+) -> Result<(i32, i32)> {
+    let agent = get_agent(tx.conn(), input.tenant_id, input.agent_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("agent {} not found", input.agent_id)))?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT units FROM assignments WHERE tenant_id = $1 AND conversation_id = $2 AND agent_id = $3",
+    )
+    .bind(input.tenant_id)
+    .bind(input.conversation_id)
+    .bind(input.agent_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(units) = held {
+        return Ok((i32_or_max(units), agent.capacity().over()));
+    }
+    if agent.excludes(input.channel) {
+        return Err(Error::WrongState(format!(
+            "the capacity profile of agent {} excludes channel {:?}",
+            input.agent_id, input.channel
+        )));
+    }
+    let units = channel_units(&agent.channel_costs, input.channel);
+    let reserve = sqlx::query(
+        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 \
+         AND ($5 = 1 OR capacity_used + pending_units + $3 <= capacity_total)",
+    )
+    .bind(input.tenant_id)
+    .bind(input.agent_id)
+    .bind(i64::from(units))
+    .bind(now)
+    .bind(i64::from(input.override_capacity));
+    if !changes_one_row(tx.conn(), reserve).await? {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} has no {units} free capacity units",
+            input.agent_id
+        )));
+    }
+    let queue_id = input.queue.map(|q| q.id.clone()).unwrap_or_default();
+    if let Some(queue) = input.queue
+        && !input.override_capacity
+        && queue.max_open_per_agent > 0
+        && agent_queue_load(tx.conn(), input.tenant_id, input.agent_id, &queue.id).await?
+            >= queue.max_open_per_agent
+    {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} already holds the {} conversations queue {} allows",
+            input.agent_id, queue.max_open_per_agent, queue.id
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO assignments (conversation_id, agent_id, tenant_id, queue_id, units, \
+         offer_id, create_time) VALUES ($1, $2, $3, $4, $5, '', $6)",
+    )
+    .bind(input.conversation_id)
+    .bind(input.agent_id)
+    .bind(input.tenant_id)
+    .bind(&queue_id)
+    .bind(i64::from(units))
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    let (used, total): (i64, i64) = sqlx::query_as(
+        "SELECT capacity_used, capacity_total FROM agents WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(input.tenant_id)
+    .bind(input.agent_id)
+    .fetch_one(tx.conn())
+    .await?;
+    tx.event(
+        NewEvent::new(input.tenant_id, "capacity.reserved")
+            .agent(input.agent_id)
+            .conversation(input.conversation_id)
+            .queue(&queue_id),
+    );
+    Ok((units, i32_or_max((used - total).max(0))))
+}
+
+/// Units an agent holds for a conversation, if any.
+pub async fn assignment_units(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    conversation_id: &str,
+    agent_id: &str,
+) -> Result<Option<i32>> {
+    let units: Option<i64> = sqlx::query_scalar(
+        "SELECT units FROM assignments WHERE tenant_id = $1 AND conversation_id = $2 AND agent_id = $3",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .bind(agent_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(units.map(i32_or_max))
+}
+
+// --- presence -------------------------------------------------------------------------
+
+/// Sets an agent's presence by hand (which also ends RONA). Leaving Available withdraws
+/// the agent's pending offers so others can take them.
+pub async fn set_presence(
+    tx: &mut Tx,
+    agent: &Agent,
+    presence: Presence,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
+    let idle_since = crate::domain::presence::idle_since_after_change(
+        agent.presence,
+        presence,
+        agent.idle_since,
+        now,
+    );
+    let change_time = if presence == agent.presence {
+        agent.presence_change_time
+    } else {
+        now
+    };
+    sqlx::query(
+        "UPDATE agents SET presence = $3, presence_reason = $4, presence_change_time = $5, \
+         idle_since = $6 WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(&agent.tenant_id)
+    .bind(&agent.agent_id)
+    .bind(i64::from(presence.as_i32()))
+    .bind(reason)
+    .bind(change_time)
+    .bind(idle_since)
+    .execute(tx.conn())
+    .await?;
+    tx.event(NewEvent::new(&agent.tenant_id, "presence.changed").agent(&agent.agent_id));
+    if !presence.keeps_pending_offers() {
+        withdraw_agent_offers(tx, &agent.tenant_id, &agent.agent_id, now).await?;
+    }
+    Ok(())
+}

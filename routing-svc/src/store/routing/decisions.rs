@@ -1,0 +1,100 @@
+//! Routing decision records.
+
+use super::*;
+
+/// A short form of a decision's candidates and reasons, to skip recording the same
+/// "nobody eligible" decision on every pass.
+pub fn decision_summary(candidates: &[Candidate], omitted: &[Omitted]) -> String {
+    candidates
+        .iter()
+        .map(|c| format!("{}:{}", c.agent_id, c.reason))
+        .chain(omitted.iter().map(|o| format!("+{}:{}", o.count, o.reason)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Records a routing decision.
+pub async fn insert_decision(tx: &mut Tx, decision: &RoutingDecision) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO routing_decisions (id, tenant_id, conversation_id, queue_id, offer_id, \
+         assignment_method, candidates, summary, decide_time, omitted) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&decision.id)
+    .bind(&decision.tenant_id)
+    .bind(&decision.conversation_id)
+    .bind(&decision.queue_id)
+    .bind(decision.offer_id.clone())
+    .bind(i64::from(decision.assignment_method.as_i32()))
+    .bind(to_json(&decision.candidates))
+    .bind(decision_summary(&decision.candidates, &decision.omitted))
+    .bind(decision.decide_time)
+    .bind(to_json(&decision.omitted))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// The (offer id, summary) of the latest decision on a conversation, if any.
+pub async fn last_decision(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    conversation_id: &str,
+) -> Result<Option<(Option<String>, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT offer_id, summary FROM routing_decisions WHERE tenant_id = $1 \
+         AND conversation_id = $2 ORDER BY decide_time DESC, id DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub(super) fn decision_from_row(row: &AnyRow) -> Result<RoutingDecision> {
+    Ok(RoutingDecision {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        offer_id: row.try_get("offer_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        queue_id: row.try_get("queue_id")?,
+        assignment_method: enum_column(
+            row,
+            "assignment_method",
+            crate::domain::AssignmentMethod::from_i32,
+        )?,
+        candidates: json_column(row, "candidates")?,
+        omitted: json_column(row, "omitted")?,
+        decide_time: row.try_get("decide_time")?,
+    })
+}
+
+/// One page of a conversation's decisions, newest first.
+pub async fn list_decisions(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    conversation_id: &str,
+    request: &PageRequest,
+) -> Result<(Vec<RoutingDecision>, String)> {
+    let (time, id) = request.after_time_and_id(i64::MAX)?;
+    let query = sqlx::query(
+        "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
+         candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1 \
+         AND conversation_id = $2 AND (decide_time < $3 OR (decide_time = $3 AND id < $4)) \
+         ORDER BY decide_time DESC, id DESC LIMIT $5",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .bind(time)
+    .bind(id)
+    .bind(request.fetch_limit());
+    fetch_page(
+        conn,
+        query,
+        decision_from_row,
+        "routing_decisions",
+        request,
+        |d| vec![d.decide_time.to_string(), d.id.clone()],
+    )
+    .await
+}

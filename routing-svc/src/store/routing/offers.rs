@@ -1,0 +1,659 @@
+//! Offers: made as conditional claims, resolved (accepted, rejected, timed out,
+//! withdrawn), and the assignments and claims they lead to.
+
+use super::*;
+
+pub(super) const OFFER_COLUMNS: &str = "id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
+    state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
+    channel_address, queue_display_name, wait_start_time, reject_reason";
+
+pub(super) fn offer_from_row(row: &AnyRow) -> Result<Offer> {
+    Ok(Offer {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        queue_id: row.try_get("queue_id")?,
+        agent_id: row.try_get("agent_id")?,
+        channel: enum_column(row, "channel", Channel::from_i32)?,
+        kind: enum_column(row, "kind", OfferKind::from_i32)?,
+        state: enum_column(row, "state", OfferState::from_i32)?,
+        create_time: row.try_get("create_time")?,
+        expire_time: row.try_get("expire_time")?,
+        resolve_time: row.try_get("resolve_time")?,
+        customer_display_name: row.try_get("customer_display_name")?,
+        capacity_units: int_column(row, "capacity_units")?,
+        channel_address: row.try_get("channel_address")?,
+        queue_display_name: row.try_get("queue_display_name")?,
+        wait_start_time: row.try_get("wait_start_time")?,
+        reject_reason: row.try_get("reject_reason")?,
+    })
+}
+
+/// The tenant's offer `id`, if any.
+pub async fn get_offer(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<Offer>> {
+    get_by_id(conn, "offers", OFFER_COLUMNS, tenant_id, id, offer_from_row).await
+}
+
+/// An agent's pending offers, oldest first.
+pub async fn pending_offers_of_agent(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Vec<Offer>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND agent_id = $2 AND state = 1 \
+         ORDER BY create_time, id"
+    )))
+    .bind(tenant_id)
+    .bind(agent_id);
+    fetch_all(conn, query, offer_from_row).await
+}
+
+pub(super) async fn pending_offer_of_conversation(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    conversation_id: &str,
+) -> Result<Option<Offer>> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND conversation_id = $2 \
+         AND state = 1"
+    )))
+    .bind(tenant_id)
+    .bind(conversation_id);
+    fetch_optional(conn, query, offer_from_row).await
+}
+
+/// Pending offers past their deadline at `now`: (tenant, offer id), earliest first.
+pub async fn due_offers(
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, id FROM offers WHERE state = 1 AND expire_time <= $1 \
+         ORDER BY expire_time LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Agents that may not be offered this conversation again: they have it pending, or
+/// rejected or missed it since it entered its queue at `entered_time`.
+pub async fn excluded_agents(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+    entered_time: i64,
+) -> Result<HashSet<String>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT agent_id, state FROM offers WHERE conversation_id = $1 AND create_time >= $2",
+    )
+    .bind(conversation_id)
+    .bind(entered_time)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, state)| excludes_agent(*state))
+        .map(|(agent, _)| agent)
+        .collect())
+}
+
+/// Per agent, the conversations of a queue they hold plus their pending offers in it.
+pub async fn queue_load(conn: &mut AnyConnection, queue_id: &str) -> Result<HashMap<String, i32>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT agent_id, COUNT(*) FROM (\
+           SELECT agent_id FROM assignments WHERE queue_id = $1 \
+           UNION ALL SELECT agent_id FROM offers WHERE queue_id = $1 AND state = 1\
+         ) AS held GROUP BY agent_id",
+    )
+    .bind(queue_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(agent, count)| (agent, i32_or_max(count)))
+        .collect())
+}
+
+/// Conversations of a queue an agent holds plus their pending offers in it.
+pub(super) async fn agent_queue_load(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+    queue_id: &str,
+) -> Result<i32> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM assignments WHERE tenant_id = $1 AND agent_id = $2 \
+                 AND queue_id = $3) \
+              + (SELECT COUNT(*) FROM offers WHERE tenant_id = $1 AND agent_id = $2 \
+                 AND queue_id = $3 AND state = 1)",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(queue_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(i32_or_max(count))
+}
+
+/// What the matcher decided for one waiting conversation.
+#[derive(Clone, Debug)]
+pub struct OfferPlan<'a> {
+    /// The waiting conversation, as read before the decision.
+    pub item: &'a WaitingItem,
+    /// Its queue.
+    pub queue: &'a Queue,
+    /// The chosen agent.
+    pub agent_id: &'a str,
+    /// Units the conversation costs the agent.
+    pub units: i32,
+    /// The decision record's candidates.
+    pub candidates: Vec<Candidate>,
+    /// The decision's candidates counted rather than listed.
+    pub omitted: Vec<Omitted>,
+    /// Id of the new offer.
+    pub offer_id: String,
+}
+
+/// Makes an offer: claims the waiting item, promises the agent's units, checks the
+/// queue's max open, records the offer and the decision. `Ok(None)` when another change
+/// won a race (the item was taken, the agent is no longer Available or has no room); the
+/// caller then rolls back.
+pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result<Option<Offer>> {
+    let item = plan.item;
+    let claim = sqlx::query(
+        "UPDATE waiting SET state = $1, offer_id = $2 \
+         WHERE conversation_id = $3 AND queue_id = $4 AND state = $5",
+    )
+    .bind(OFFERED)
+    .bind(&plan.offer_id)
+    .bind(&item.conversation_id)
+    .bind(&item.queue_id)
+    .bind(WAITING);
+    if !changes_one_row(tx.conn(), claim).await? {
+        return Ok(None);
+    }
+    let hold = sqlx::query(
+        "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
+         AND capacity_used + pending_units + $3 <= capacity_total",
+    )
+    .bind(&item.tenant_id)
+    .bind(plan.agent_id)
+    .bind(i64::from(plan.units))
+    .bind(now)
+    .bind(i64::from(Presence::Available.as_i32()));
+    if !changes_one_row(tx.conn(), hold).await? {
+        return Ok(None);
+    }
+    if plan.queue.max_open_per_agent > 0 {
+        let load =
+            agent_queue_load(tx.conn(), &item.tenant_id, plan.agent_id, &item.queue_id).await?;
+        if load >= plan.queue.max_open_per_agent {
+            return Ok(None);
+        }
+    }
+    let offer = Offer {
+        id: plan.offer_id.clone(),
+        tenant_id: item.tenant_id.clone(),
+        conversation_id: item.conversation_id.clone(),
+        queue_id: item.queue_id.clone(),
+        agent_id: plan.agent_id.to_owned(),
+        channel: item.channel,
+        kind: OfferKind::Queue,
+        state: OfferState::Pending,
+        create_time: now,
+        expire_time: now.saturating_add(plan.queue.offer_timeout_us),
+        resolve_time: None,
+        customer_display_name: item.customer_display_name.clone(),
+        capacity_units: plan.units,
+        channel_address: item.channel_address.clone(),
+        queue_display_name: plan.queue.display_name.clone(),
+        wait_start_time: item.enqueue_time,
+        reject_reason: String::new(),
+    };
+    insert_offer(tx, &offer).await?;
+    sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
+        .bind(&item.queue_id)
+        .bind(plan.agent_id)
+        .execute(tx.conn())
+        .await?;
+    insert_decision(
+        tx,
+        &RoutingDecision {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: item.tenant_id.clone(),
+            offer_id: Some(offer.id.clone()),
+            conversation_id: item.conversation_id.clone(),
+            queue_id: item.queue_id.clone(),
+            assignment_method: plan.queue.assignment_method,
+            candidates: plan.candidates.clone(),
+            omitted: plan.omitted.clone(),
+            decide_time: now,
+        },
+    )
+    .await?;
+    tx.event(offer_event(&offer, "offer.created"));
+    Ok(Some(offer))
+}
+
+pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offers (id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
+         state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
+         channel_address, queue_display_name, wait_start_time, reject_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&offer.id)
+    .bind(&offer.tenant_id)
+    .bind(&offer.conversation_id)
+    .bind(&offer.queue_id)
+    .bind(&offer.agent_id)
+    .bind(i64::from(offer.channel.as_i32()))
+    .bind(i64::from(offer.kind.as_i32()))
+    .bind(i64::from(offer.state.as_i32()))
+    .bind(offer.create_time)
+    .bind(offer.expire_time)
+    .bind(offer.resolve_time)
+    .bind(&offer.customer_display_name)
+    .bind(i64::from(offer.capacity_units))
+    .bind(&offer.channel_address)
+    .bind(&offer.queue_display_name)
+    .bind(offer.wait_start_time)
+    .bind(&offer.reject_reason)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+pub(super) fn offer_event(offer: &Offer, kind: &'static str) -> NewEvent {
+    NewEvent::new(&offer.tenant_id, kind)
+        .agent(&offer.agent_id)
+        .conversation(&offer.conversation_id)
+        .queue(&offer.queue_id)
+        .offer(&offer.id)
+}
+
+pub(super) fn resolution_event(state: OfferState) -> &'static str {
+    match state {
+        OfferState::Pending => "offer.created",
+        OfferState::Accepted => "offer.accepted",
+        OfferState::Rejected => "offer.rejected",
+        OfferState::TimedOut => "offer.timed_out",
+        OfferState::Withdrawn => "offer.withdrawn",
+    }
+}
+
+/// Resolves a pending offer without accepting it (rejected, timed out or withdrawn): the
+/// agent's promised units are freed and the conversation waits again, keeping its place.
+/// A timeout also puts the agent in RONA. Returns false when the offer was no longer
+/// pending (another change resolved it first).
+pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64) -> Result<bool> {
+    debug_assert!(matches!(
+        to,
+        OfferState::Rejected | OfferState::TimedOut | OfferState::Withdrawn
+    ));
+    let resolve =
+        sqlx::query("UPDATE offers SET state = $2, resolve_time = $3 WHERE id = $1 AND state = 1")
+            .bind(&offer.id)
+            .bind(i64::from(to.as_i32()))
+            .bind(now);
+    if !changes_one_row(tx.conn(), resolve).await? {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE agents SET pending_units = pending_units - $3 WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(&offer.tenant_id)
+    .bind(&offer.agent_id)
+    .bind(i64::from(offer.capacity_units))
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "UPDATE waiting SET state = $1, offer_id = NULL WHERE conversation_id = $2 AND offer_id = $3",
+    )
+    .bind(WAITING)
+    .bind(&offer.conversation_id)
+    .bind(&offer.id)
+    .execute(tx.conn())
+    .await?;
+    tx.event(offer_event(offer, resolution_event(to)));
+    if to.puts_agent_in_rona() {
+        let enter_rona = sqlx::query(
+            "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
+             WHERE tenant_id = $1 AND agent_id = $2 AND presence <> $3",
+        )
+        .bind(&offer.tenant_id)
+        .bind(&offer.agent_id)
+        .bind(i64::from(Presence::Rona.as_i32()))
+        .bind(now);
+        if changes_one_row(tx.conn(), enter_rona).await? {
+            tx.event(NewEvent::new(&offer.tenant_id, "presence.changed").agent(&offer.agent_id));
+        }
+    }
+    Ok(true)
+}
+
+/// Withdraws every pending offer of an agent; returns the offers withdrawn.
+pub async fn withdraw_agent_offers(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent_id: &str,
+    now: i64,
+) -> Result<Vec<Offer>> {
+    let mut withdrawn = Vec::new();
+    for offer in pending_offers_of_agent(tx.conn(), tenant_id, agent_id).await? {
+        if resolve_offer(tx, &offer, OfferState::Withdrawn, now).await? {
+            withdrawn.push(offer);
+        }
+    }
+    Ok(withdrawn)
+}
+
+/// Times out a pending offer past its deadline: the conversation waits again, the agent
+/// enters RONA and loses its other pending offers. False when no longer pending.
+pub async fn expire_offer(tx: &mut Tx, tenant_id: &str, offer_id: &str, now: i64) -> Result<bool> {
+    let Some(offer) = get_offer(tx.conn(), tenant_id, offer_id).await? else {
+        return Ok(false);
+    };
+    if offer.state != OfferState::Pending || offer.expire_time > now {
+        return Ok(false);
+    }
+    if !resolve_offer(tx, &offer, OfferState::TimedOut, now).await? {
+        return Ok(false);
+    }
+    withdraw_agent_offers(tx, tenant_id, &offer.agent_id, now).await?;
+    Ok(true)
+}
+
+/// Rejects a pending offer of `agent_id` with the agent's `reason`: the conversation
+/// waits again and will be offered to someone else.
+pub async fn reject_offer(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent_id: &str,
+    offer_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<Offer> {
+    let offer = owned_offer(tx.conn(), tenant_id, agent_id, offer_id).await?;
+    offer
+        .state
+        .apply(crate::domain::offer::OfferEvent::Reject)
+        .map_err(|err| offer_wrong_state(&offer, err))?;
+    if !resolve_offer(tx, &offer, OfferState::Rejected, now).await? {
+        return Err(Error::Conflict(format!(
+            "offer {offer_id} was resolved concurrently; retry"
+        )));
+    }
+    sqlx::query("UPDATE offers SET reject_reason = $2 WHERE id = $1")
+        .bind(&offer.id)
+        .bind(reason)
+        .execute(tx.conn())
+        .await?;
+    reread_offer(tx.conn(), &offer).await
+}
+
+pub(super) async fn owned_offer(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+    offer_id: &str,
+) -> Result<Offer> {
+    get_offer(conn, tenant_id, offer_id)
+        .await?
+        .filter(|offer| offer.agent_id == agent_id)
+        .ok_or_else(|| Error::NotFound(format!("offer {offer_id} not found")))
+}
+
+pub(super) async fn reread_offer(conn: &mut AnyConnection, offer: &Offer) -> Result<Offer> {
+    get_offer(conn, &offer.tenant_id, &offer.id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("offer {} vanished", offer.id)))
+}
+
+pub(super) fn offer_wrong_state(offer: &Offer, err: OfferError) -> Error {
+    match err {
+        OfferError::NotPending(state) => Error::WrongState(format!(
+            "offer {} is no longer pending (it is {})",
+            offer.id,
+            resolution_event(state).trim_start_matches("offer.")
+        )),
+        OfferError::Expired => Error::WrongState(format!("offer {} has expired", offer.id)),
+    }
+}
+
+/// The result of an accept or a claim: the offer and the assignment to apply.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// The accepted offer.
+    pub offer: Offer,
+    /// The outbox entry conversation-svc must apply.
+    pub outbox: OutboxEntry,
+}
+
+/// Accepts a pending offer of `agent`: in one transaction the offer becomes ACCEPTED,
+/// the units are reserved (never beyond capacity), the conversation leaves its queue, an
+/// assignment and an outbox entry for conversation-svc are written.
+pub async fn accept_offer(
+    tx: &mut Tx,
+    agent: &Agent,
+    offer_id: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<Accepted> {
+    let offer = owned_offer(tx.conn(), &agent.tenant_id, &agent.agent_id, offer_id).await?;
+    check_accept(offer.state, offer.expire_time, now)
+        .map_err(|err| offer_wrong_state(&offer, err))?;
+    let accept = sqlx::query(
+        "UPDATE offers SET state = 2, resolve_time = $2 WHERE id = $1 AND state = 1 \
+         AND expire_time > $2",
+    )
+    .bind(&offer.id)
+    .bind(now);
+    if !changes_one_row(tx.conn(), accept).await? {
+        return Err(Error::Conflict(format!(
+            "offer {offer_id} was resolved concurrently; retry"
+        )));
+    }
+    let units = i64::from(offer.capacity_units);
+    let reserve = sqlx::query(
+        "UPDATE agents SET capacity_used = capacity_used + $3, pending_units = pending_units - $3 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total",
+    )
+    .bind(&offer.tenant_id)
+    .bind(&offer.agent_id)
+    .bind(units);
+    if !changes_one_row(tx.conn(), reserve).await? {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} has no {} free capacity units for offer {offer_id}",
+            offer.agent_id, offer.capacity_units
+        )));
+    }
+    sqlx::query("DELETE FROM waiting WHERE conversation_id = $1 AND offer_id = $2")
+        .bind(&offer.conversation_id)
+        .bind(&offer.id)
+        .execute(tx.conn())
+        .await?;
+    let accepted = Offer {
+        state: OfferState::Accepted,
+        resolve_time: Some(now),
+        ..offer
+    };
+    finish_assignment(
+        tx,
+        agent,
+        &accepted,
+        AssignmentSource::QueueOffer,
+        now,
+        lease_until,
+    )
+    .await
+}
+
+/// Writes the assignment, the outbox entry and the events of an accepted offer.
+pub(super) async fn finish_assignment(
+    tx: &mut Tx,
+    agent: &Agent,
+    offer: &Offer,
+    source: AssignmentSource,
+    now: i64,
+    lease_until: i64,
+) -> Result<Accepted> {
+    insert_assignment(tx, offer, now).await?;
+    let entry = OutboxEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: offer.tenant_id.clone(),
+        conversation_id: offer.conversation_id.clone(),
+        agent_id: offer.agent_id.clone(),
+        agent_display_name: agent.display_name.clone(),
+        offer_id: offer.id.clone(),
+        queue_id: offer.queue_id.clone(),
+        source,
+        attempts: 0,
+        next_attempt_time: lease_until,
+    };
+    outbox::insert(tx, &entry, now).await?;
+    tx.event(offer_event(offer, "offer.accepted"));
+    tx.event(offer_event(offer, "capacity.reserved"));
+    Ok(Accepted {
+        offer: offer.clone(),
+        outbox: entry,
+    })
+}
+
+pub(super) async fn insert_assignment(tx: &mut Tx, offer: &Offer, now: i64) -> Result<()> {
+    let exists: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM assignments WHERE conversation_id = $1 AND agent_id = $2",
+    )
+    .bind(&offer.conversation_id)
+    .bind(&offer.agent_id)
+    .fetch_one(tx.conn())
+    .await?;
+    if exists > 0 {
+        return Err(Error::WrongState(format!(
+            "conversation {} is already assigned to agent {}",
+            offer.conversation_id, offer.agent_id
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO assignments (conversation_id, agent_id, tenant_id, queue_id, units, \
+         offer_id, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&offer.conversation_id)
+    .bind(&offer.agent_id)
+    .bind(&offer.tenant_id)
+    .bind(&offer.queue_id)
+    .bind(i64::from(offer.capacity_units))
+    .bind(&offer.id)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Takes a waiting conversation of the agent's queues directly (manual pick): the item
+/// is claimed only if no offer is pending for it, the units are reserved within capacity
+/// and the queue's max open, and an already-accepted offer records the assignment.
+pub async fn claim_waiting(
+    tx: &mut Tx,
+    agent: &Agent,
+    conversation_id: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<Accepted> {
+    let tenant_id = agent.tenant_id.as_str();
+    let not_found = || {
+        Error::NotFound(format!(
+            "conversation {conversation_id} is not waiting in your queues"
+        ))
+    };
+    let item = get_waiting(tx.conn(), tenant_id, conversation_id)
+        .await?
+        .filter(|item| agent.queue_ids.contains(&item.queue_id))
+        .ok_or_else(not_found)?;
+    if item.offered {
+        return Err(Error::WrongState(format!(
+            "conversation {conversation_id} is being offered to an agent"
+        )));
+    }
+    if agent.excludes(item.channel) {
+        return Err(Error::WrongState(format!(
+            "your capacity profile excludes the channel of conversation {conversation_id}"
+        )));
+    }
+    let queue = crate::store::catalog::get_queue(tx.conn(), tenant_id, &item.queue_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let offer_id = uuid::Uuid::new_v4().to_string();
+    let claim = sqlx::query(
+        "UPDATE waiting SET state = $1, offer_id = $2 WHERE conversation_id = $3 AND state = $4",
+    )
+    .bind(OFFERED)
+    .bind(&offer_id)
+    .bind(conversation_id)
+    .bind(WAITING);
+    if !changes_one_row(tx.conn(), claim).await? {
+        // It was waiting when read in this transaction: another agent (or the matcher)
+        // took it at the same moment.
+        return Err(Error::Conflict(format!(
+            "conversation {conversation_id} was taken by another agent at the same moment"
+        )));
+    }
+    let units = channel_units(&agent.channel_costs, item.channel);
+    let reserve = sqlx::query(
+        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 \
+         AND capacity_used + pending_units + $3 <= capacity_total",
+    )
+    .bind(tenant_id)
+    .bind(&agent.agent_id)
+    .bind(i64::from(units))
+    .bind(now);
+    if !changes_one_row(tx.conn(), reserve).await? {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} has no {units} free capacity units for conversation {conversation_id}",
+            agent.agent_id
+        )));
+    }
+    if queue.max_open_per_agent > 0
+        && agent_queue_load(tx.conn(), tenant_id, &agent.agent_id, &queue.id).await?
+            >= queue.max_open_per_agent
+    {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} already holds the {} conversations queue {} allows",
+            agent.agent_id, queue.max_open_per_agent, queue.id
+        )));
+    }
+    sqlx::query("DELETE FROM waiting WHERE conversation_id = $1")
+        .bind(conversation_id)
+        .execute(tx.conn())
+        .await?;
+    let offer = Offer {
+        id: offer_id,
+        tenant_id: tenant_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        queue_id: item.queue_id.clone(),
+        agent_id: agent.agent_id.clone(),
+        channel: item.channel,
+        kind: OfferKind::Queue,
+        state: OfferState::Accepted,
+        create_time: now,
+        expire_time: now,
+        resolve_time: Some(now),
+        customer_display_name: item.customer_display_name.clone(),
+        capacity_units: units,
+        channel_address: item.channel_address.clone(),
+        queue_display_name: queue.display_name.clone(),
+        wait_start_time: item.enqueue_time,
+        reject_reason: String::new(),
+    };
+    insert_offer(tx, &offer).await?;
+    finish_assignment(tx, agent, &offer, AssignmentSource::Claim, now, lease_until).await
+}
