@@ -206,8 +206,19 @@ pub(super) async fn backlog_isolation(plan: &Plan, dir: &Path) -> anyhow::Result
                 let request = requests.lock().expect("requests lock").pop();
                 async move {
                     let request = request.context("more creates than planned")?;
-                    client.create_conversation(request).await?;
-                    Ok(())
+                    // A client told to wait (the outbox bound, RESOURCE_EXHAUSTED with a
+                    // retry delay) waits and sends the same create again, as clients should.
+                    loop {
+                        match client.create_conversation(request.clone()).await {
+                            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            other => {
+                                other?;
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
             })
         };
