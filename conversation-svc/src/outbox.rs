@@ -117,6 +117,9 @@ pub async fn dispatch_due(
 ) -> crate::error::Result<()> {
     loop {
         let now = now_micros();
+        if !store.any_command_due(now).await? {
+            break;
+        }
         let lease_until = now.saturating_add(micros(policy.lease));
         let mut m = store.begin().await?;
         let claimed = m.claim_commands(now, lease_until, BATCH).await?;

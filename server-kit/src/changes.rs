@@ -33,6 +33,8 @@ struct Registry<T> {
     watchers: HashMap<T, HashMap<u64, Arc<Notify>>>,
     streams: usize,
     local: BTreeSet<i64>,
+    /// Whether a follower runs: only then are local sequences kept for it to skip.
+    followed: bool,
 }
 
 /// The change notices of one service process; cheap to clone.
@@ -112,6 +114,7 @@ impl<T: Eq + Hash + Clone> Changes<T> {
                 watchers: HashMap::new(),
                 streams: 0,
                 local: BTreeSet::new(),
+                followed: false,
             })),
         }
     }
@@ -163,7 +166,12 @@ impl<T: Eq + Hash + Clone> Changes<T> {
         sequences: impl IntoIterator<Item = i64>,
         topics: impl IntoIterator<Item = T>,
     ) {
-        lock(&self.registry).local.extend(sequences);
+        {
+            let mut registry = lock(&self.registry);
+            if registry.followed {
+                registry.local.extend(sequences);
+            }
+        }
         self.publish(topics);
     }
 
@@ -228,6 +236,7 @@ where
     RF: Future<Output = Result<Vec<(i64, Vec<T>)>, E>> + Send,
     E: std::fmt::Display + Send,
 {
+    lock(&changes.registry).followed = true;
     tokio::spawn(async move {
         loop {
             let mut again = false;
@@ -322,10 +331,19 @@ mod tests {
     }
 
     #[test]
+    fn without_a_follower_nothing_is_kept_per_commit() {
+        let changes: Changes<Topic> = Changes::new();
+        let _watch = changes.watch([Topic::Tenant("t1")]);
+        changes.publish_committed(1..=1_000, [Topic::Tenant("t1")]);
+        assert!(lock(&changes.registry).local.is_empty());
+    }
+
+    #[test]
     fn the_follower_publishes_only_what_another_process_committed() {
         let changes = Changes::new();
         let ada = changes.watch([Topic::Agent("ada")]);
         let bob = changes.watch([Topic::Agent("bob")]);
+        lock(&changes.registry).followed = true;
         changes.publish_committed([11], [Topic::Agent("ada")]);
         assert!(woken(&ada));
         // The follower reads 11 (ours) and 12 (another replica's, for bob).

@@ -99,6 +99,13 @@ impl Backlog {
     }
 }
 
+/// A pending command `c` that may be attempted at `$2` (`$1` is the pending state): its
+/// retry time has come, no attempt holds it, and no earlier pending command of its
+/// conversation precedes it.
+const CLAIMABLE: &str = "c.state = $1 AND c.next_attempt_time <= $2 AND c.lease_until <= $2 \
+    AND NOT EXISTS (SELECT 1 FROM command_outbox p WHERE p.conversation_id = c.conversation_id \
+    AND p.state = $1 AND p.conversation_seq < c.conversation_seq)";
+
 impl Mutation {
     /// Adds a command, due at once, after the conversation's earlier ones;
     /// [`super::Committed::commands`] lists it after commit. RESOURCE_EXHAUSTED (nothing
@@ -164,11 +171,7 @@ impl Mutation {
         let mut claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE command_outbox SET attempts = attempts + 1, lease_until = $3 \
              WHERE state = $1 AND lease_until <= $2 AND id IN ( \
-                 SELECT c.id FROM command_outbox c \
-                 WHERE c.state = $1 AND c.next_attempt_time <= $2 AND c.lease_until <= $2 \
-                 AND NOT EXISTS (SELECT 1 FROM command_outbox p \
-                     WHERE p.conversation_id = c.conversation_id AND p.state = $1 \
-                     AND p.conversation_seq < c.conversation_seq) \
+                 SELECT c.id FROM command_outbox c WHERE {CLAIMABLE} \
                  ORDER BY c.next_attempt_time, c.create_time LIMIT $4) \
              RETURNING {COLUMNS}"
         )))
@@ -256,6 +259,20 @@ impl Mutation {
 }
 
 impl Store {
+    /// Whether any command may be attempted at `now`: a read that spares an idle
+    /// dispatcher a write transaction.
+    pub async fn any_command_due(&self, now: i64) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let found: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT c.id FROM command_outbox c WHERE {CLAIMABLE} LIMIT 1"
+        )))
+        .bind(CommandState::Pending.as_str())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// One command by id.
     pub async fn command(&self, id: &str) -> Result<Option<Command>> {
         let mut conn = self.conn().await?;
