@@ -27,6 +27,12 @@ pub enum Error {
     /// The caller's roles do not allow the call.
     #[error("{0}")]
     RoleRequired(String),
+    /// A supervisor action the tenant's administrators have not enabled.
+    #[error("{0}")]
+    ActionDisabled(String),
+    /// The agent has no free capacity for the conversation and no override was asked.
+    #[error("{0}")]
+    CapacityFull(String),
     /// The caller's identity is unusable.
     #[error("{0}")]
     Unauthenticated(String),
@@ -102,6 +108,8 @@ impl Error {
             Error::NotFound(msg) => status(Code::NotFound, msg, "NOT_FOUND"),
             Error::WrongState(msg) => status(Code::FailedPrecondition, msg, "WRONG_STATE"),
             Error::RoleRequired(msg) => status(Code::PermissionDenied, msg, "ROLE_REQUIRED"),
+            Error::ActionDisabled(msg) => status(Code::PermissionDenied, msg, "ACTION_DISABLED"),
+            Error::CapacityFull(msg) => status(Code::ResourceExhausted, msg, "CAPACITY_FULL"),
             Error::Unauthenticated(msg) => status(Code::Unauthenticated, msg, "UNAUTHENTICATED"),
             Error::AlreadyExists(msg) => status(Code::AlreadyExists, msg, "ALREADY_EXISTS"),
             Error::Conflict(msg) => status(Code::Aborted, msg, "CONFLICT"),
@@ -167,6 +175,16 @@ mod tests {
                 "ALREADY_EXISTS",
             ),
             (Error::Conflict("x".into()), Code::Aborted, "CONFLICT"),
+            (
+                Error::ActionDisabled("x".into()),
+                Code::PermissionDenied,
+                "ACTION_DISABLED",
+            ),
+            (
+                Error::CapacityFull("x".into()),
+                Code::ResourceExhausted,
+                "CAPACITY_FULL",
+            ),
             (
                 Error::Backlogged {
                     message: "x".into(),

@@ -170,6 +170,12 @@ async fn send(routing: &Routing, command: &Command) -> Result<(), tonic::Status>
                 ))),
             }
         }
+        CommandKind::CancelWaiting => match rpb::CancelWaitingRequest::decode(&*command.payload) {
+            Ok(request) => routing.cancel_waiting(request).await,
+            Err(err) => Err(tonic::Status::invalid_argument(format!(
+                "undecodable payload: {err}"
+            ))),
+        },
     }
 }
 

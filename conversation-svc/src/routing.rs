@@ -85,6 +85,24 @@ impl Routing {
         let request = self.request(request);
         self.call(client.release_capacity(request)).await.map(drop)
     }
+
+    /// `CancelWaiting`: the conversation leaves its queue and pending offers are withdrawn.
+    pub async fn cancel_waiting(&self, request: rpb::CancelWaitingRequest) -> Result<(), Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.cancel_waiting(request)).await.map(drop)
+    }
+
+    /// `ReserveCapacity`: units held for the conversation with the agent, and by how many
+    /// the agent is now over capacity.
+    pub async fn reserve_capacity(
+        &self,
+        request: rpb::ReserveCapacityRequest,
+    ) -> Result<rpb::ReserveCapacityResponse, Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.reserve_capacity(request)).await
+    }
 }
 
 /// Whether a failed call will fail the same way however often it is retried.

@@ -2117,9 +2117,10 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
     );
     // Unimplemented parts of the contract say so.
     let err = SupervisorServiceClient::new(h.channel(&h.supervisor()))
-        .join_conversation(pb::JoinConversationRequest {
+        .transfer_conversation(pb::SupervisorServiceTransferConversationRequest {
             request_id: id(),
             conversation_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -2127,7 +2128,7 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
     assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
     assert_eq!(
         err.message(),
-        "SupervisorService/JoinConversation is part of the API contract but not served yet"
+        "SupervisorService/TransferConversation is part of the API contract but not served yet"
     );
     h.stop().await;
 }

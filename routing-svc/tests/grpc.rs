@@ -1980,16 +1980,25 @@ async fn queue_and_capacity_profile_settings_of_the_revision(database_url: Optio
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
+    // An agent who is not Available is reached only with the override.
+    let chat = |override_limits: bool| ipb::ReserveCapacityRequest {
+        tenant_id: h.tenant.clone(),
+        conversation_id: new_id(),
+        agent_id: agent_id.clone(),
+        channel: Channel::Webchat as i32,
+        queue_id: String::new(),
+        override_limits,
+    };
+    let offline = h
+        .internal()
+        .reserve_capacity(chat(false))
+        .await
+        .unwrap_err();
+    assert_eq!(offline.code(), Code::FailedPrecondition, "{offline:?}");
+    assert!(offline.message().contains("not Available"), "{offline:?}");
     let chat_units = h
         .internal()
-        .reserve_capacity(ipb::ReserveCapacityRequest {
-            tenant_id: h.tenant.clone(),
-            conversation_id: new_id(),
-            agent_id,
-            channel: Channel::Webchat as i32,
-            queue_id: String::new(),
-            override_limits: false,
-        })
+        .reserve_capacity(chat(true))
         .await
         .unwrap()
         .into_inner();

@@ -2,11 +2,14 @@
 //! the demo tenant of `switchboard dev`, and clients that call them through the gateway with
 //! the demo credentials, exactly as a user would.
 
+pub mod flows;
+
 use std::time::Duration;
 
 use switchboard::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use switchboard::suite::{self, RunningSuite, Storage, SuiteOptions};
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
 use switchboard_proto::directory::v1 as dir;
 use switchboard_proto::directory::v1::platform_service_client::PlatformServiceClient;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
@@ -191,6 +194,14 @@ impl Harness {
         handle: &str,
     ) -> ConversationServiceClient<InterceptedService<Channel, Bearer>> {
         ConversationServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
+    }
+
+    /// SupervisorService as a demo user.
+    pub fn supervisor(
+        &self,
+        handle: &str,
+    ) -> SupervisorServiceClient<InterceptedService<Channel, Bearer>> {
+        SupervisorServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
     }
 
     /// ConversationService as the demo bot.

@@ -231,6 +231,12 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         transfer_id: e.transfer_id.clone(),
         conversation_create_time: Some(micros_to_timestamp(e.conversation_create_time)),
         program_id: e.program_id.clone(),
+        previous_queue_id: e.previous_queue_id.clone(),
+        participant_user_id: e.participant_user_id.clone(),
+        participant_role: e.participant_role,
+        mode: e.mode,
+        units_over_capacity: e.units_over_capacity,
+        segment_end_reason: segment_end(&e.segment_end) as i32,
         ..Default::default()
     };
     match kind {
@@ -240,7 +246,10 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         pb::EventType::Closed => {
             if let Some((_, close, end)) = CLOSES.iter().find(|(c, _, _)| *c == e.detail) {
                 event.close_reason = *close as i32;
-                event.segment_end_reason = *end as i32;
+                // A conversation force-closed while nobody owned it ends no segment.
+                if e.segment_end.is_empty() && *close != pb::CloseReason::ForceClosed {
+                    event.segment_end_reason = *end as i32;
+                }
             }
             event.reopen_window = Some(Duration {
                 seconds: e.reopen_window_secs,

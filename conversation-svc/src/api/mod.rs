@@ -6,6 +6,7 @@ mod conversation;
 mod convert;
 mod internal;
 mod stream;
+mod supervision;
 mod supervisor;
 
 use std::ops::{Deref, DerefMut};

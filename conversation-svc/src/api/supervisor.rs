@@ -1,4 +1,5 @@
-//! `switchboard.conversation.v1.SupervisorService`: in the contract, not served yet.
+//! `switchboard.conversation.v1.SupervisorService`: the service; the actions on one
+//! conversation are in `supervision`.
 
 use std::pin::Pin;
 
@@ -7,13 +8,26 @@ use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorService;
 use tonic::{Request, Response, Status};
 
-use super::not_served;
+use super::{Shared, not_served};
 
 const SERVICE: &str = "SupervisorService";
 
-/// Supervisor actions; every RPC answers UNIMPLEMENTED for now.
-#[derive(Clone, Debug, Default)]
-pub struct SupervisorApi;
+/// Supervisor actions.
+#[derive(Clone, Debug)]
+pub struct SupervisorApi {
+    pub(super) ctx: Shared,
+}
+
+impl SupervisorApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Shared) -> SupervisorApi {
+        SupervisorApi { ctx }
+    }
+}
+
+fn respond<T>(result: crate::error::Result<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
+}
 
 type OngoingStream =
     Pin<Box<dyn Stream<Item = Result<pb::StreamOngoingConversationsResponse, Status>> + Send>>;
@@ -22,23 +36,23 @@ type OngoingStream =
 impl SupervisorService for SupervisorApi {
     async fn monitor_conversation(
         &self,
-        _: Request<pb::MonitorConversationRequest>,
+        request: Request<pb::MonitorConversationRequest>,
     ) -> Result<Response<pb::MonitorConversationResponse>, Status> {
-        not_served(SERVICE, "MonitorConversation")
+        respond(self.monitor(request).await)
     }
 
     async fn join_conversation(
         &self,
-        _: Request<pb::JoinConversationRequest>,
+        request: Request<pb::JoinConversationRequest>,
     ) -> Result<Response<pb::JoinConversationResponse>, Status> {
-        not_served(SERVICE, "JoinConversation")
+        respond(self.join(request).await)
     }
 
     async fn assign_conversation(
         &self,
-        _: Request<pb::AssignConversationRequest>,
+        request: Request<pb::AssignConversationRequest>,
     ) -> Result<Response<pb::AssignConversationResponse>, Status> {
-        not_served(SERVICE, "AssignConversation")
+        respond(self.assign(request).await)
     }
 
     async fn transfer_conversation(
@@ -50,9 +64,9 @@ impl SupervisorService for SupervisorApi {
 
     async fn force_close_conversation(
         &self,
-        _: Request<pb::ForceCloseConversationRequest>,
+        request: Request<pb::ForceCloseConversationRequest>,
     ) -> Result<Response<pb::ForceCloseConversationResponse>, Status> {
-        not_served(SERVICE, "ForceCloseConversation")
+        respond(self.force_close(request).await)
     }
 
     async fn count_conversations_by_status(

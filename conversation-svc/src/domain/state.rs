@@ -1,4 +1,5 @@
-//! The conversation lifecycle: OPEN → ACTIVE ⇄ WAITING → WRAP_UP → CLOSED.
+//! The conversation lifecycle: OPEN → ACTIVE ⇄ WAITING → WRAP_UP → CLOSED, with the moves
+//! that return an owned conversation to a queue (unassign, move) and a supervisor's force close.
 
 use std::fmt;
 
@@ -79,16 +80,25 @@ pub enum Action {
     End,
     /// The owner submits wrap-up reasons.
     SubmitWrapUp,
+    /// The owner, a supervisor or a parent-tenant user returns it to its queue.
+    Unassign,
+    /// It goes to another queue: an OPEN one stays OPEN, an owned one is released.
+    Move,
+    /// A supervisor closes it, whatever it was doing.
+    ForceClose,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 8] = [
         Action::Assign,
         Action::SetWaiting,
         Action::Resume,
         Action::End,
         Action::SubmitWrapUp,
+        Action::Unassign,
+        Action::Move,
+        Action::ForceClose,
     ];
 
     /// A lowercase verb phrase for messages ("end", "submit wrap-up for").
@@ -99,6 +109,9 @@ impl Action {
             Action::Resume => "resume",
             Action::End => "end",
             Action::SubmitWrapUp => "submit wrap-up for",
+            Action::Unassign => "unassign",
+            Action::Move => "move",
+            Action::ForceClose => "force close",
         }
     }
 }
@@ -123,6 +136,9 @@ pub fn transition(from: State, action: Action) -> Result<State, IllegalTransitio
         (Waiting, Resume) => Ok(Active),
         (Active | Waiting, End) => Ok(WrapUp),
         (WrapUp, SubmitWrapUp) => Ok(Closed),
+        (Active | Waiting, Unassign) => Ok(Open),
+        (Open | Active | Waiting, Move) => Ok(Open),
+        (Open | Active | Waiting | WrapUp, ForceClose) => Ok(Closed),
         _ => Err(IllegalTransition { from, action }),
     }
 }
@@ -144,6 +160,9 @@ mod tests {
                 (Active, End) => Some(WrapUp),
                 (Waiting, End) => Some(WrapUp),
                 (WrapUp, SubmitWrapUp) => Some(Closed),
+                (Active | Waiting, Unassign) => Some(Open),
+                (Open | Active | Waiting, Move) => Some(Open),
+                (Open | Active | Waiting | WrapUp, ForceClose) => Some(Closed),
                 _ => None,
             }
         };
@@ -164,7 +183,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed, 6);
+        assert_eq!(allowed, 15);
     }
 
     #[test]
@@ -230,13 +249,15 @@ mod properties {
     }
 
     proptest! {
-        /// Whatever is attempted, a conversation walks the lifecycle in order: it is
-        /// assigned at most once, never leaves CLOSED, and reaches WRAP_UP and CLOSED only
-        /// through End and SubmitWrapUp.
+        /// Whatever is attempted, a conversation walks the lifecycle in order: it never
+        /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up or force close,
+        /// OPEN again only by unassign or move, and is owned exactly while ACTIVE, WAITING or
+        /// WRAP_UP, so that each assignment follows a return to the queue.
         #[test]
-        fn random_attempts_follow_the_lifecycle(actions in prop::collection::vec(any_action(), 0..40)) {
+        fn random_attempts_follow_the_lifecycle(actions in prop::collection::vec(any_action(), 0..60)) {
             let mut state = State::Open;
             let mut assigned = 0;
+            let mut returned = 0;
             for action in actions {
                 let before = state;
                 match transition(state, action) {
@@ -244,8 +265,13 @@ mod properties {
                         prop_assert_ne!(before, State::Closed);
                         if action == Action::Assign { assigned += 1; }
                         if next == State::WrapUp { prop_assert_eq!(action, Action::End); }
-                        if next == State::Closed { prop_assert_eq!(action, Action::SubmitWrapUp); }
-                        prop_assert!(next.is_owned() || next == State::Closed);
+                        if next == State::Closed {
+                            prop_assert!(matches!(action, Action::SubmitWrapUp | Action::ForceClose));
+                        }
+                        if next == State::Open {
+                            prop_assert!(matches!(action, Action::Unassign | Action::Move));
+                            if before.is_owned() { returned += 1; }
+                        }
                         state = next;
                     }
                     Err(err) => {
@@ -253,7 +279,7 @@ mod properties {
                     }
                 }
             }
-            prop_assert!(assigned <= 1);
+            prop_assert!(assigned <= returned + 1);
         }
     }
 }

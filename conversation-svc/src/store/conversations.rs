@@ -742,6 +742,37 @@ impl Mutation {
         Ok(())
     }
 
+    /// Ends the present participation of `user_id` (every role) at `now`; returns the roles
+    /// it had, none when the user was not present.
+    pub async fn leave_participant(
+        &mut self,
+        conv: &mut Conversation,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<ParticipantRole>> {
+        let mut left = Vec::new();
+        for p in conv
+            .participants
+            .iter_mut()
+            .filter(|p| p.user_id == user_id && p.leave_time.is_none())
+        {
+            p.leave_time = Some(now);
+            left.push(p.role);
+        }
+        if !left.is_empty() {
+            sqlx::query(
+                "UPDATE participants SET leave_time = $3 \
+                 WHERE conversation_id = $1 AND user_id = $2 AND leave_time IS NULL",
+            )
+            .bind(&conv.id)
+            .bind(user_id)
+            .bind(now)
+            .execute(self.conn())
+            .await?;
+        }
+        Ok(left)
+    }
+
     /// Starts the next segment of `conv` with `agent_id` and makes it current.
     pub async fn start_segment(
         &mut self,

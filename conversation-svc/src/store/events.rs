@@ -9,16 +9,18 @@ use crate::error::Result;
 const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, type, occur_time, \
      actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, state, \
      wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
-     conversation_sequence, reopen_window_secs FROM events";
+     conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
+     participant_role, mode, units_over_capacity, segment_end FROM events";
 
 pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (sequence, id, tenant_id, conversation_id, type, occur_time, \
          actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, \
          state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
-         conversation_sequence, reopen_window_secs) \
+         conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
+         participant_role, mode, units_over_capacity, segment_end) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
     )
     .bind(event.sequence)
     .bind(&event.id)
@@ -41,6 +43,12 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(event.conversation_create_time)
     .bind(event.conversation_sequence)
     .bind(event.reopen_window_secs)
+    .bind(&event.previous_queue_id)
+    .bind(&event.participant_user_id)
+    .bind(i64::from(event.participant_role))
+    .bind(i64::from(event.mode))
+    .bind(i64::from(event.units_over_capacity))
+    .bind(&event.segment_end)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -70,6 +78,12 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         conversation_sequence: row.try_get("conversation_sequence")?,
         base_sequence: 0,
         reopen_window_secs: row.try_get("reopen_window_secs")?,
+        previous_queue_id: row.try_get("previous_queue_id")?,
+        participant_user_id: row.try_get("participant_user_id")?,
+        participant_role: row.try_get::<i64, _>("participant_role")? as i32,
+        mode: row.try_get::<i64, _>("mode")? as i32,
+        units_over_capacity: row.try_get::<i64, _>("units_over_capacity")? as i32,
+        segment_end: row.try_get("segment_end")?,
     })
 }
 

@@ -296,6 +296,18 @@ pub struct Event {
     pub detail: String,
     /// When the conversation was created.
     pub conversation_create_time: i64,
+    /// The queue before the change, for QUEUE_CHANGED.
+    pub previous_queue_id: String,
+    /// The participant who joined or left, for participant events.
+    pub participant_user_id: String,
+    /// That participant's `ParticipantRole` number; 0 for none.
+    pub participant_role: i32,
+    /// The `Mode` number after an escalation; 0 for other events.
+    pub mode: i32,
+    /// Units over capacity after a supervisor's assignment with override.
+    pub units_over_capacity: i32,
+    /// How the owner's segment ended (a stored end code), for events that end one.
+    pub segment_end: String,
 }
 
 impl Event {
@@ -324,6 +336,12 @@ impl Event {
             transfer_id: String::new(),
             detail: String::new(),
             conversation_create_time: conv.create_time,
+            previous_queue_id: String::new(),
+            participant_user_id: String::new(),
+            participant_role: 0,
+            mode: 0,
+            units_over_capacity: 0,
+            segment_end: String::new(),
         }
     }
 }
@@ -361,6 +379,8 @@ pub enum CommandKind {
     Enqueue,
     /// `ReleaseCapacity`.
     ReleaseCapacity,
+    /// `CancelWaiting`.
+    CancelWaiting,
 }
 
 impl CommandKind {
@@ -369,6 +389,7 @@ impl CommandKind {
         match self {
             CommandKind::Enqueue => "enqueue",
             CommandKind::ReleaseCapacity => "release_capacity",
+            CommandKind::CancelWaiting => "cancel_waiting",
         }
     }
 
@@ -377,6 +398,7 @@ impl CommandKind {
         match s {
             "enqueue" => Some(CommandKind::Enqueue),
             "release_capacity" => Some(CommandKind::ReleaseCapacity),
+            "cancel_waiting" => Some(CommandKind::CancelWaiting),
             _ => None,
         }
     }

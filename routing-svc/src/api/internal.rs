@@ -14,7 +14,7 @@ use tracing::info;
 use crate::api::queue::parse_channel;
 use crate::api::{MAX_TEXT, caller, optional_id, parse_id, require_any, respond};
 use crate::convert;
-use crate::domain::{Channel, Queue};
+use crate::domain::{Channel, Presence, Queue};
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::catalog;
@@ -210,17 +210,26 @@ impl InternalApi {
         let agent_id = parse_id("agent_id", &req.agent_id)?;
         let channel = parse_channel("channel", req.channel)?;
         let queue_id = optional_id("queue_id", &req.queue_id)?;
+        let mut conn = self.context.store.conn().await?;
         let queue = match &queue_id {
-            Some(queue_id) => {
-                let mut conn = self.context.store.conn().await?;
-                Some(
-                    catalog::get_queue(&mut conn, &tenant_id, queue_id)
-                        .await?
-                        .ok_or_else(|| Error::not_found("queue", queue_id))?,
-                )
-            }
+            Some(queue_id) => Some(
+                catalog::get_queue(&mut conn, &tenant_id, queue_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("queue", queue_id))?,
+            ),
             None => None,
         };
+        let agent = catalog::get_agent(&mut conn, &tenant_id, &agent_id)
+            .await?
+            .ok_or_else(|| Error::not_found("agent", &agent_id))?;
+        drop(conn);
+        // Only a supervisor's override reaches an agent who is not Available (product rule 3).
+        if !req.override_limits && agent.presence != Presence::Available {
+            return Err(Error::WrongState(format!(
+                "agent {agent_id} is {:?}, not Available; assigning anyway needs override_limits",
+                agent.presence
+            )));
+        }
         let mut tx = self.context.store.begin().await?;
         let (units, units_over_capacity) = routing::reserve_capacity(
             &mut tx,
@@ -246,6 +255,7 @@ impl InternalApi {
         Ok(ipb::ReserveCapacityResponse {
             units,
             units_over_capacity,
+            agent_display_name: agent.display_name,
         })
     }
 

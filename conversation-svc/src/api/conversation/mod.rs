@@ -1,10 +1,12 @@
 //! `switchboard.conversation.v1.ConversationService`: the service, the rules its RPCs
 //! share (loading for an owner, events, messages), and the RPCs by capability in
-//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream) and `reads`
-//! (get, list, contacts, segments, events).
+//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `moves`
+//! (unassign, move to queue, escalate, leave) and `reads` (get, list, contacts, segments,
+//! events).
 
 mod lifecycle;
 mod messages;
+pub(in crate::api) mod moves;
 mod reads;
 
 use std::pin::Pin;
@@ -327,9 +329,9 @@ impl ConversationService for ConversationApi {
 
     async fn leave_conversation(
         &self,
-        _: Request<pb::LeaveConversationRequest>,
+        request: Request<pb::LeaveConversationRequest>,
     ) -> Result<Response<pb::LeaveConversationResponse>, Status> {
-        not_served(SERVICE, "LeaveConversation")
+        respond(self.leave(request).await)
     }
 
     async fn end_conference(
@@ -341,16 +343,16 @@ impl ConversationService for ConversationApi {
 
     async fn unassign_conversation(
         &self,
-        _: Request<pb::UnassignConversationRequest>,
+        request: Request<pb::UnassignConversationRequest>,
     ) -> Result<Response<pb::UnassignConversationResponse>, Status> {
-        not_served(SERVICE, "UnassignConversation")
+        respond(self.unassign(request).await)
     }
 
     async fn move_conversation_to_queue(
         &self,
-        _: Request<pb::MoveConversationToQueueRequest>,
+        request: Request<pb::MoveConversationToQueueRequest>,
     ) -> Result<Response<pb::MoveConversationToQueueResponse>, Status> {
-        not_served(SERVICE, "MoveConversationToQueue")
+        respond(self.move_to_queue(request).await)
     }
 
     async fn set_conversation_status(
@@ -362,9 +364,9 @@ impl ConversationService for ConversationApi {
 
     async fn escalate_conversation(
         &self,
-        _: Request<pb::EscalateConversationRequest>,
+        request: Request<pb::EscalateConversationRequest>,
     ) -> Result<Response<pb::EscalateConversationResponse>, Status> {
-        not_served(SERVICE, "EscalateConversation")
+        respond(self.escalate(request).await)
     }
 
     async fn get_contact(
