@@ -89,7 +89,9 @@ pub async fn serve(
     let routes = Routes::new(ConversationServiceServer::new(api::ConversationApi::new(
         ctx.clone(),
     )))
-    .add_service(SupervisorServiceServer::new(api::SupervisorApi))
+    .add_service(SupervisorServiceServer::new(api::SupervisorApi::new(
+        ctx.clone(),
+    )))
     .add_service(ConversationConfigServiceServer::new(api::ConfigApi::new(
         ctx.clone(),
     )))

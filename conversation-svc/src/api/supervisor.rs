@@ -1,19 +1,51 @@
-//! `switchboard.conversation.v1.SupervisorService`: in the contract, not served yet.
+//! `switchboard.conversation.v1.SupervisorService`: counts by status label; the supervisor
+//! actions are in the contract, not served yet.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorService;
+use switchboard_server_kit::Role;
 use tonic::{Request, Response, Status};
 
-use super::not_served;
+use super::{Shared, authorized, convert, not_served, optional_uuid};
+use crate::error::Result;
 
 const SERVICE: &str = "SupervisorService";
 
-/// Supervisor actions; every RPC answers UNIMPLEMENTED for now.
-#[derive(Clone, Debug, Default)]
-pub struct SupervisorApi;
+/// Supervisor actions and insights.
+#[derive(Clone, Debug)]
+pub struct SupervisorApi {
+    ctx: Shared,
+}
+
+impl SupervisorApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: Shared) -> SupervisorApi {
+        SupervisorApi { ctx }
+    }
+
+    async fn count_by_status(
+        &self,
+        request: Request<pb::CountConversationsByStatusRequest>,
+    ) -> Result<pb::CountConversationsByStatusResponse> {
+        let identity = authorized(
+            &request,
+            &[Role::Supervisor, Role::Administrator],
+            "counting conversations by status",
+        )?;
+        let queue_id = optional_uuid("queue_id", &request.get_ref().queue_id)?;
+        let counts = self
+            .ctx
+            .store
+            .count_by_status(&identity.tenant_id, queue_id.as_deref())
+            .await?;
+        Ok(pb::CountConversationsByStatusResponse {
+            counts: counts.iter().map(convert::status_count).collect(),
+        })
+    }
+}
 
 type OngoingStream =
     Pin<Box<dyn Stream<Item = Result<pb::StreamOngoingConversationsResponse, Status>> + Send>>;
@@ -57,9 +89,12 @@ impl SupervisorService for SupervisorApi {
 
     async fn count_conversations_by_status(
         &self,
-        _: Request<pb::CountConversationsByStatusRequest>,
+        request: Request<pb::CountConversationsByStatusRequest>,
     ) -> Result<Response<pb::CountConversationsByStatusResponse>, Status> {
-        not_served(SERVICE, "CountConversationsByStatus")
+        self.count_by_status(request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     type StreamOngoingConversationsStream = OngoingStream;
