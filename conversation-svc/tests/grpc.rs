@@ -2831,3 +2831,102 @@ async fn subscribe_polls_for_events_another_replica_commits(db: support::TestDb)
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }
+
+on_each_backend!(status_labels_follow_visibility_and_closed_conversations_keep_theirs);
+async fn status_labels_follow_visibility_and_closed_conversations_keep_theirs(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    let label = |name: &str| {
+        let mut config = h.config(&h.admin());
+        let name = name.to_owned();
+        async move {
+            config
+                .create_status_label(pb::CreateStatusLabelRequest {
+                    request_id: id(),
+                    status_label: Some(pb::StatusLabel {
+                        display_name: name,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("create label")
+                .into_inner()
+                .status_label
+                .expect("label")
+        }
+    };
+    let refund = label("Awaiting refund").await;
+    let set = |who: &Identity, conversation_id: &str, label_id: &str| {
+        let mut client = h.conversations(who);
+        let request = pb::SetConversationStatusRequest {
+            request_id: id(),
+            conversation_id: conversation_id.to_owned(),
+            status_label_id: label_id.to_owned(),
+        };
+        async move {
+            client
+                .set_conversation_status(request)
+                .await
+                .map(|r| r.into_inner().conversation.expect("conversation"))
+        }
+    };
+
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    // Another agent does not see agent1's conversation: NOT_FOUND, nothing changes.
+    let err = set(&h.agent2, &created.id, &refund.id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // An unknown label is NOT_FOUND too.
+    let err = set(&h.agent1, &created.id, &id()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("status label"), "{err:?}");
+    let before = h.events(&created.id).await.len();
+
+    let labelled = set(&h.agent1, &created.id, &refund.id).await.unwrap();
+    assert_eq!(labelled.status_label_id, refund.id);
+    // Setting the label it already has changes nothing and records nothing.
+    set(&h.agent1, &created.id, &refund.id).await.unwrap();
+    let events = h.events(&created.id).await;
+    assert_eq!(events.len(), before + 1);
+    let changed = events.last().unwrap();
+    assert_eq!(changed.event_type, pb::EventType::StatusChanged as i32);
+    assert_eq!(changed.status_label_id, refund.id);
+    assert_eq!(changed.actor_id, h.agent1.principal_id, "who did it");
+    assert_eq!(changed.agent_id, h.agent1.principal_id);
+
+    // A CLOSED conversation keeps the status it closed with.
+    let reason = h.reason("Resolved").await;
+    h.end_and_wrap_up(&h.agent1, &created.id, &reason.id).await;
+    let err = set(&h.supervisor(), &created.id, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason_of(&err), "WRONG_STATE");
+    assert_eq!(
+        h.get(&h.supervisor(), &created.id)
+            .await
+            .unwrap()
+            .status_label_id,
+        refund.id
+    );
+
+    // Deleting the label clears it everywhere, closed conversations included, each with
+    // a STATUS_CHANGED event by the administrator.
+    let open = h.create().await;
+    set(&h.supervisor(), &open.id, &refund.id).await.unwrap();
+    let admin = h.admin();
+    h.config(&admin)
+        .delete_status_label(pb::DeleteStatusLabelRequest {
+            request_id: id(),
+            status_label_id: refund.id.clone(),
+        })
+        .await
+        .expect("delete label");
+    for conversation_id in [&created.id, &open.id] {
+        let conv = h.get(&h.supervisor(), conversation_id).await.unwrap();
+        assert_eq!(conv.status_label_id, "");
+        let last = h.events(conversation_id).await.pop().unwrap();
+        assert_eq!(last.event_type, pb::EventType::StatusChanged as i32);
+        assert_eq!(last.status_label_id, "");
+        assert_eq!(last.actor_id, admin.principal_id);
+        assert_eq!(last.sequence, conv.last_event_sequence);
+    }
+    h.stop().await;
+}

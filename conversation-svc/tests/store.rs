@@ -8,8 +8,9 @@ use conversation_svc::domain::access::ParticipantRole;
 use conversation_svc::domain::state::State;
 use conversation_svc::error::Error;
 use conversation_svc::store::{
-    CommandKind, CommandState, ConversationQuery, Event, NewConversation, NewMessage, PreChatField,
-    RequestKey, Store, Topic, TranscriptLine, WrapUpReason,
+    CannedResponse, CommandKind, CommandState, ConversationQuery, Event, NewConversation,
+    NewMessage, PreChatField, RequestKey, StatusCount, StatusLabel, Store, Topic, TranscriptLine,
+    WrapUpReason,
 };
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
@@ -1076,6 +1077,367 @@ async fn events_are_numbered_per_conversation_and_stale_numbering_is_refused() {
             vec![1, 2, 3],
             "{}: nothing of the refused transaction was written",
             db.name
+        );
+    }
+}
+
+/// Sets the label of a conversation (empty to clear) and, when `close`, closes it.
+async fn label_conversation(
+    store: &Store,
+    conv: &conversation_svc::store::Conversation,
+    label_id: &str,
+    close: bool,
+) {
+    let mut m = store.begin().await.unwrap();
+    let mut c = m
+        .conversation_for_update(&conv.tenant_id, &conv.id)
+        .await
+        .unwrap()
+        .unwrap();
+    c.status_label_id = label_id.to_owned();
+    if close {
+        c.state = State::Closed;
+    }
+    m.save_conversation(&c).await.unwrap();
+    m.commit(None, &()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_labels_are_unique_by_name_listed_by_name_and_counted() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let label = |name: &str| StatusLabel {
+            id: id(),
+            tenant_id: tenant.clone(),
+            display_name: name.to_owned(),
+        };
+        let refund = label("Awaiting refund");
+        let billing = label("billing");
+        let callback = label("Callback");
+        let mut m = store.begin().await.unwrap();
+        for l in [&refund, &billing, &callback] {
+            m.insert_status_label(l, now_micros()).await.unwrap();
+        }
+        assert_eq!(m.count_status_labels(&tenant).await.unwrap(), 3);
+        m.commit(None, &()).await.unwrap();
+
+        // Names are unique in the tenant whatever their case, not across tenants.
+        let mut m = store.begin().await.unwrap();
+        let err = m
+            .insert_status_label(&label("AWAITING REFUND"), now_micros())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(_)),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
+        let other_tenant = id();
+        let mut m = store.begin().await.unwrap();
+        m.insert_status_label(
+            &StatusLabel {
+                tenant_id: other_tenant.clone(),
+                ..label("Awaiting refund")
+            },
+            now_micros(),
+        )
+        .await
+        .unwrap();
+        m.commit(None, &()).await.unwrap();
+
+        // By name, case aside, page after page.
+        let names =
+            |ls: Vec<StatusLabel>| ls.into_iter().map(|l| l.display_name).collect::<Vec<_>>();
+        assert_eq!(
+            names(store.list_status_labels(&tenant, None, 10).await.unwrap()),
+            vec!["Awaiting refund", "billing", "Callback"],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            names(
+                store
+                    .list_status_labels(&tenant, Some("billing"), 10)
+                    .await
+                    .unwrap()
+            ),
+            vec!["Callback"],
+            "{}",
+            db.name
+        );
+
+        // Renaming onto another label's name is refused; another tenant's label is absent.
+        let mut m = store.begin().await.unwrap();
+        assert!(
+            m.status_label_for_update(&other_tenant, &refund.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut renamed = m
+            .status_label_for_update(&tenant, &billing.id)
+            .await
+            .unwrap()
+            .unwrap();
+        renamed.display_name = "callback".into();
+        let err = m
+            .update_status_label(&renamed, now_micros())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(_)),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
+        let mut m = store.begin().await.unwrap();
+        renamed.display_name = "Billing".into();
+        m.update_status_label(&renamed, now_micros()).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(
+            store.status_label(&tenant, &billing.id).await.unwrap(),
+            Some(renamed.clone())
+        );
+
+        // Counts: open conversations by label (by name), then always the row for none.
+        let queue_conv = create(&store, &tenant, "a").await;
+        let b = create(&store, &tenant, "b").await;
+        let c = create(&store, &tenant, "c").await;
+        let closed = create(&store, &tenant, "d").await;
+        let _unlabelled = create(&store, &tenant, "e").await;
+        let theirs = create(&store, &other_tenant, "a").await;
+        label_conversation(&store, &queue_conv, &billing.id, false).await;
+        label_conversation(&store, &b, &refund.id, false).await;
+        label_conversation(&store, &c, &billing.id, false).await;
+        label_conversation(&store, &closed, &billing.id, true).await;
+        label_conversation(&store, &theirs, &billing.id, false).await;
+        let count = |label: &StatusLabel, n: i64| StatusCount {
+            status_label_id: label.id.clone(),
+            display_name: label.display_name.clone(),
+            open_conversations: n,
+        };
+        let none = |n: i64| StatusCount {
+            status_label_id: String::new(),
+            display_name: String::new(),
+            open_conversations: n,
+        };
+        assert_eq!(
+            store.count_by_status(&tenant, None).await.unwrap(),
+            vec![count(&refund, 1), count(&renamed, 2), none(1)],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            store
+                .count_by_status(&tenant, Some(&queue_conv.queue_id))
+                .await
+                .unwrap(),
+            vec![count(&renamed, 1), none(0)],
+            "{}: only that queue",
+            db.name
+        );
+        assert_eq!(
+            store.count_by_status(&id(), None).await.unwrap(),
+            vec![none(0)],
+            "{}: a tenant without conversations still has the row for none",
+            db.name
+        );
+
+        // Deleting finds every conversation of the tenant carrying it, closed ones too.
+        let mut m = store.begin().await.unwrap();
+        assert!(m.delete_status_label(&tenant, &billing.id).await.unwrap());
+        let mut expected = vec![queue_conv.id.clone(), c.id.clone(), closed.id.clone()];
+        expected.sort();
+        assert_eq!(
+            m.conversations_with_label(&tenant, &billing.id)
+                .await
+                .unwrap(),
+            expected,
+            "{}",
+            db.name
+        );
+        m.commit(None, &()).await.unwrap();
+        let mut m = store.begin().await.unwrap();
+        assert!(!m.delete_status_label(&tenant, &billing.id).await.unwrap());
+        assert!(
+            !m.delete_status_label(&other_tenant, &refund.id)
+                .await
+                .unwrap(),
+            "{}: another tenant's label is not deleted",
+            db.name
+        );
+        drop(m);
+        assert!(
+            store
+                .status_label(&tenant, &refund.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canned_responses_are_found_by_keyword_prefix_page_by_page() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let phrase = |keyword: String| CannedResponse {
+            id: id(),
+            tenant_id: tenant.clone(),
+            text: format!("text of {keyword}"),
+            keyword,
+            update_time: now_micros(),
+        };
+        // 300 keywords over a few prefixes, inserted out of order, some upper case.
+        let mut keywords: Vec<String> = (0..300)
+            .map(|i| {
+                let stem = ["ref", "Refund", "reg", "re", "ship"][i % 5];
+                format!("{stem}{:03}", (i * 7919) % 1000)
+            })
+            .collect();
+        keywords.extend([
+            "r".into(),
+            "rf".into(),
+            "réf".into(),
+            "ref\u{10FFFF}".into(),
+        ]);
+        let mut m = store.begin().await.unwrap();
+        for keyword in &keywords {
+            m.insert_canned_response(&phrase(keyword.clone()))
+                .await
+                .unwrap();
+        }
+        m.commit(None, &()).await.unwrap();
+
+        // A keyword is unique in the tenant whatever its case.
+        let mut m = store.begin().await.unwrap();
+        let err = m
+            .insert_canned_response(&phrase("REF000".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(_)),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
+
+        let all = |prefix: &str| {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            let prefix = prefix.to_owned();
+            async move {
+                let mut found = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = store
+                        .search_canned_responses(&tenant, &prefix, after.as_deref(), 7)
+                        .await
+                        .unwrap();
+                    assert!(page.len() <= 7);
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.keyword.to_lowercase());
+                    found.extend(page.into_iter().map(|p| p.keyword));
+                }
+                found
+            }
+        };
+        for prefix in [
+            "",
+            "r",
+            "RE",
+            "ref",
+            "refu",
+            "réf",
+            "ref\u{10FFFF}",
+            "s",
+            "x",
+        ] {
+            let mut expected: Vec<String> = keywords
+                .iter()
+                .filter(|k| k.to_lowercase().starts_with(&prefix.to_lowercase()))
+                .cloned()
+                .collect();
+            expected.sort_by_key(|k| k.to_lowercase());
+            assert_eq!(
+                all(prefix).await,
+                expected,
+                "{}: prefix {prefix:?}",
+                db.name
+            );
+        }
+        assert!(
+            store
+                .search_canned_responses(&id(), "", None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: another tenant finds none",
+            db.name
+        );
+
+        // Update and delete, never across tenants.
+        let first = store
+            .search_canned_responses(&tenant, "ship", None, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let mut m = store.begin().await.unwrap();
+        assert!(
+            m.canned_response_for_update(&id(), &first.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut changed = m
+            .canned_response_for_update(&tenant, &first.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed, first);
+        changed.keyword = keywords[1].to_uppercase();
+        let err = m.update_canned_response(&changed).await.unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(_)),
+            "{}: {err:?}",
+            db.name
+        );
+        drop(m);
+        let mut m = store.begin().await.unwrap();
+        changed.keyword = "zz-shipping".into();
+        changed.text = "We ship in two days.".into();
+        changed.update_time += 1;
+        m.update_canned_response(&changed).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        assert_eq!(
+            store
+                .search_canned_responses(&tenant, "ZZ", None, 10)
+                .await
+                .unwrap(),
+            vec![changed.clone()],
+            "{}",
+            db.name
+        );
+        let mut m = store.begin().await.unwrap();
+        assert!(!m.delete_canned_response(&id(), &changed.id).await.unwrap());
+        assert!(
+            m.delete_canned_response(&tenant, &changed.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !m.delete_canned_response(&tenant, &changed.id)
+                .await
+                .unwrap()
+        );
+        m.commit(None, &()).await.unwrap();
+        assert!(
+            store
+                .search_canned_responses(&tenant, "zz", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 }

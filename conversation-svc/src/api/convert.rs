@@ -256,6 +256,7 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
                 nanos: 0,
             });
         }
+        pb::EventType::StatusChanged => event.status_label_id = e.detail.clone(),
         _ => {}
     }
     event
@@ -270,6 +271,32 @@ pub(super) fn reason(r: &store::WrapUpReason) -> pb::WrapUpReason {
         marks_transferred: r.marks_transferred,
         active: r.active,
         code: r.code.clone(),
+    }
+}
+
+pub(super) fn status_label(l: &store::StatusLabel) -> pb::StatusLabel {
+    pb::StatusLabel {
+        id: l.id.clone(),
+        tenant_id: l.tenant_id.clone(),
+        display_name: l.display_name.clone(),
+    }
+}
+
+pub(super) fn canned_response(p: &store::CannedResponse) -> pb::CannedResponse {
+    pb::CannedResponse {
+        id: p.id.clone(),
+        tenant_id: p.tenant_id.clone(),
+        keyword: p.keyword.clone(),
+        text: p.text.clone(),
+        update_time: Some(micros_to_timestamp(p.update_time)),
+    }
+}
+
+pub(super) fn status_count(c: &store::StatusCount) -> pb::StatusCount {
+    pb::StatusCount {
+        status_label_id: c.status_label_id.clone(),
+        display_name: c.display_name.clone(),
+        open_conversations: c.open_conversations,
     }
 }
 

@@ -1,18 +1,20 @@
-//! `switchboard.conversation.v1.SupervisorService`: the service; the actions on one
-//! conversation are in `supervision`.
+//! `switchboard.conversation.v1.SupervisorService`: the service and counts by status
+//! label; the actions on one conversation are in `supervision`.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorService;
+use switchboard_server_kit::Role;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, not_served};
+use super::{Shared, authorized, convert, not_served, optional_uuid};
+use crate::error::Result;
 
 const SERVICE: &str = "SupervisorService";
 
-/// Supervisor actions.
+/// Supervisor actions and insights.
 #[derive(Clone, Debug)]
 pub struct SupervisorApi {
     pub(super) ctx: Shared,
@@ -23,9 +25,29 @@ impl SupervisorApi {
     pub fn new(ctx: Shared) -> SupervisorApi {
         SupervisorApi { ctx }
     }
+
+    async fn count_by_status(
+        &self,
+        request: Request<pb::CountConversationsByStatusRequest>,
+    ) -> Result<pb::CountConversationsByStatusResponse> {
+        let identity = authorized(
+            &request,
+            &[Role::Supervisor, Role::Administrator],
+            "counting conversations by status",
+        )?;
+        let queue_id = optional_uuid("queue_id", &request.get_ref().queue_id)?;
+        let counts = self
+            .ctx
+            .store
+            .count_by_status(&identity.tenant_id, queue_id.as_deref())
+            .await?;
+        Ok(pb::CountConversationsByStatusResponse {
+            counts: counts.iter().map(convert::status_count).collect(),
+        })
+    }
 }
 
-fn respond<T>(result: crate::error::Result<T>) -> Result<Response<T>, Status> {
+fn respond<T>(result: Result<T>) -> std::result::Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
@@ -71,9 +93,9 @@ impl SupervisorService for SupervisorApi {
 
     async fn count_conversations_by_status(
         &self,
-        _: Request<pb::CountConversationsByStatusRequest>,
+        request: Request<pb::CountConversationsByStatusRequest>,
     ) -> Result<Response<pb::CountConversationsByStatusResponse>, Status> {
-        not_served(SERVICE, "CountConversationsByStatus")
+        respond(self.count_by_status(request).await)
     }
 
     type StreamOngoingConversationsStream = OngoingStream;

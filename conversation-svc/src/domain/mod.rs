@@ -1,7 +1,9 @@
 //! Pure conversation rules: the lifecycle state machine, who may see and act on a
-//! conversation. Nothing here knows about gRPC or SQL. Card-number masking is shared by
-//! every service and lives in `switchboard_server_kit::masking`.
+//! conversation, who may take it out of its owner's hands, and the lookup keys of
+//! tenant-defined names. Nothing here knows about gRPC or SQL. Card-number masking is
+//! shared by every service and lives in `switchboard_server_kit::masking`.
 
 pub mod access;
+pub mod keys;
 pub mod state;
 pub mod supervision;

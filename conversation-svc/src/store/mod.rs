@@ -5,6 +5,7 @@
 //! decides (the command outbox) and the response for the request's `request_id`, so that
 //! all of them commit or none does.
 
+mod config;
 mod conversations;
 mod events;
 mod outbox;
@@ -20,6 +21,7 @@ use switchboard_server_kit::changes::{self, Changes};
 use switchboard_server_kit::idempotency::{self, Recorded};
 use switchboard_server_kit::{Db, Dialect};
 
+pub use config::{CannedResponse, StatusCount, StatusLabel};
 pub use conversations::{AppliedOffer, ConversationQuery};
 pub use outbox::{BACKLOG_RETRY_AFTER, Backlog};
 pub use records::*;

@@ -292,7 +292,7 @@ pub struct Event {
     pub message_id: String,
     /// The transfer, for transfers.
     pub transfer_id: String,
-    /// How an assignment or a close happened.
+    /// How an assignment or a close happened; for STATUS_CHANGED, the label after it.
     pub detail: String,
     /// When the conversation was created.
     pub conversation_create_time: i64,

@@ -1,13 +1,15 @@
 //! `switchboard.conversation.v1.ConversationService`: the service, the rules its RPCs
 //! share (loading for an owner, events, messages), and the RPCs by capability in
 //! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `moves`
-//! (unassign, move to queue, escalate, leave) and `reads` (get, list, contacts, segments,
-//! events).
+//! (unassign, move to queue, escalate, leave), `reads` (get, list, contacts, segments,
+//! events), `status` (status labels) and `phrases` (canned responses).
 
 mod lifecycle;
 mod messages;
 pub(in crate::api) mod moves;
+mod phrases;
 mod reads;
+mod status;
 
 use std::pin::Pin;
 
@@ -357,9 +359,9 @@ impl ConversationService for ConversationApi {
 
     async fn set_conversation_status(
         &self,
-        _: Request<pb::SetConversationStatusRequest>,
+        request: Request<pb::SetConversationStatusRequest>,
     ) -> Result<Response<pb::SetConversationStatusResponse>, Status> {
-        not_served(SERVICE, "SetConversationStatus")
+        respond(self.set_status(request).await)
     }
 
     async fn escalate_conversation(
@@ -406,8 +408,8 @@ impl ConversationService for ConversationApi {
 
     async fn search_canned_responses(
         &self,
-        _: Request<pb::SearchCannedResponsesRequest>,
+        request: Request<pb::SearchCannedResponsesRequest>,
     ) -> Result<Response<pb::SearchCannedResponsesResponse>, Status> {
-        not_served(SERVICE, "SearchCannedResponses")
+        respond(self.search_phrases(request).await)
     }
 }
