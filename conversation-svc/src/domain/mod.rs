@@ -3,4 +3,5 @@
 //! every service and lives in `switchboard_server_kit::masking`.
 
 pub mod access;
+pub mod reopen;
 pub mod state;

@@ -7,6 +7,7 @@
 
 mod conversations;
 mod events;
+mod history;
 mod outbox;
 mod reasons;
 mod records;

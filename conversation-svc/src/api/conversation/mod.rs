@@ -1,11 +1,14 @@
 //! `switchboard.conversation.v1.ConversationService`: the service, the rules its RPCs
 //! share (loading for an owner, events, messages), and the RPCs by capability in
-//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream) and `reads`
-//! (get, list, contacts, segments, events).
+//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `reopen` (a
+//! customer writing after close), `reads` (get, list, segments, events) and `history`
+//! (contacts and their conversations).
 
+mod history;
 mod lifecycle;
 mod messages;
 mod reads;
+mod reopen;
 
 use std::pin::Pin;
 
@@ -376,9 +379,9 @@ impl ConversationService for ConversationApi {
 
     async fn list_contact_history(
         &self,
-        _: Request<pb::ListContactHistoryRequest>,
+        request: Request<pb::ListContactHistoryRequest>,
     ) -> Result<Response<pb::ListContactHistoryResponse>, Status> {
-        not_served(SERVICE, "ListContactHistory")
+        respond(self.contact_history(request).await)
     }
 
     async fn list_segments(
