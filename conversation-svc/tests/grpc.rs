@@ -1029,6 +1029,164 @@ async fn lifecycle(h: &Harness) {
     );
 }
 
+on_each_backend!(a_customer_who_writes_after_close_reopens_or_follows_up_in_a_queue_that_exists);
+async fn a_customer_who_writes_after_close_reopens_or_follows_up_in_a_queue_that_exists(
+    db: support::TestDb,
+) {
+    let h = Harness::start(db).await;
+    let reason = h.reason("Solved").await;
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    h.end_and_wrap_up(&h.agent1, &created.id, &reason.id).await;
+    let within = Identity {
+        reopen_window_secs: 86_400,
+        ..h.bot()
+    };
+    let closed_events = h.events(&created.id).await;
+
+    // Its last queue is gone: refused before anything is written.
+    let queue = h.routing.queues.lock().unwrap().remove(&h.queue).unwrap();
+    let err = h
+        .send(
+            &within,
+            &created.id,
+            "Hello again",
+            pb::SenderKind::Customer,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&h.queue) && err.message().contains("no longer exists"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(h.events(&created.id).await, closed_events);
+    h.routing
+        .queues
+        .lock()
+        .unwrap()
+        .insert(h.queue.clone(), queue);
+
+    // A bot writing as itself does not reopen anything.
+    let err = h
+        .send(&within, &created.id, "Bot here", pb::SenderKind::Bot)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Within the window: reopened in its queue, once, whatever the retries.
+    let mut bot = h.conversations(&within);
+    let back = pb::SendMessageRequest {
+        request_id: id(),
+        conversation_id: created.id.clone(),
+        text: format!("Card {CARD} again"),
+        sender: pb::SenderKind::Customer as i32,
+        ..Default::default()
+    };
+    let landed = bot.send_message(back.clone()).await.unwrap().into_inner();
+    assert_eq!(bot.send_message(back).await.unwrap().into_inner(), landed);
+    let message = landed.message.unwrap();
+    assert_eq!(message.conversation_id, created.id);
+    assert!(!message.text.contains(CARD));
+    let reopened = h.get(&h.supervisor(), &created.id).await.unwrap();
+    assert_eq!(reopened.state, State::Open as i32);
+    assert!(reopened.owner_agent_id.is_empty());
+    assert!(reopened.close_time.is_none() && reopened.wrap_up_reason_ids.is_empty());
+    assert!(
+        reopened
+            .participants
+            .iter()
+            .all(|p| p.state == pb::participant::State::Left as i32),
+        "the last owner no longer takes part: {:?}",
+        reopened.participants
+    );
+    let events = h.events(&created.id).await;
+    assert_eq!(
+        kinds(&events[closed_events.len()..]),
+        vec![pb::EventType::Reopened, pb::EventType::MessageAdded]
+    );
+    let reopen_event = &events[closed_events.len()];
+    assert_eq!(reopen_event.state, State::Open as i32);
+    assert_eq!(reopen_event.previous_agent_id, h.agent1.principal_id);
+    assert_eq!(
+        outbox_settled(&h).await,
+        (2, 1),
+        "one more enqueue, no more"
+    );
+    let enqueued = h.routing.enqueued();
+    assert_eq!(enqueued[1].conversation_id, created.id);
+    assert_eq!(enqueued[1].queue_id, h.queue);
+    assert_ne!(enqueued[1].enqueue_key, enqueued[0].enqueue_key);
+    // The reopened conversation is assigned again like any waiting one.
+    let assigned = h.assign(&created.id, &h.agent2, &id()).await.unwrap();
+    assert_eq!(assigned.segment_count, 2);
+    assert_eq!(
+        h.get(&h.agent1, &created.id).await.unwrap_err().code(),
+        Code::NotFound,
+        "the earlier agent no longer sees the new owner's work"
+    );
+    h.end_and_wrap_up(&h.agent2, &created.id, &reason.id).await;
+
+    // Without a window: a new conversation that follows the closed one, once.
+    let no_window = h.bot();
+    let mut bot = h.conversations(&no_window);
+    let later = pb::SendMessageRequest {
+        request_id: id(),
+        conversation_id: created.id.clone(),
+        text: "Anyone there?".into(),
+        sender: pb::SenderKind::Customer as i32,
+        ..Default::default()
+    };
+    let started = bot.send_message(later.clone()).await.unwrap().into_inner();
+    assert_eq!(bot.send_message(later).await.unwrap().into_inner(), started);
+    let follow_id = started.message.unwrap().conversation_id;
+    assert_ne!(follow_id, created.id);
+    let follow = h.get(&h.supervisor(), &follow_id).await.unwrap();
+    assert_eq!(follow.previous_conversation_id, created.id);
+    assert_eq!(follow.queue_id, h.queue);
+    assert_eq!(follow.program_id, h.program);
+    assert_eq!(follow.channel_address, created.channel_address);
+    assert_eq!(
+        follow.contact.unwrap().id,
+        created.contact.clone().unwrap().id
+    );
+    assert_eq!(
+        kinds(&h.events(&follow_id).await),
+        vec![
+            pb::EventType::Created,
+            pb::EventType::Queued,
+            pb::EventType::MessageAdded
+        ]
+    );
+    assert_eq!(
+        h.get(&h.supervisor(), &created.id).await.unwrap().state,
+        State::Closed as i32
+    );
+    // Another message to the closed one lands in the same follow-up.
+    let more = h
+        .send(&no_window, &created.id, "Hello?", pb::SenderKind::Customer)
+        .await
+        .unwrap();
+    assert_eq!(more.conversation_id, follow_id);
+    assert_eq!(outbox_settled(&h).await, (3, 2));
+    let history = h
+        .conversations(&h.supervisor())
+        .list_contact_history(pb::ListContactHistoryRequest {
+            contact_id: created.contact.unwrap().id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .conversations;
+    assert_eq!(
+        history.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![follow_id.as_str(), created.id.as_str()]
+    );
+    h.stop().await;
+}
+
 on_each_backend!(reads_choose_their_view_and_streams_resume_without_gaps);
 async fn reads_choose_their_view_and_streams_resume_without_gaps(db: support::TestDb) {
     let h = Harness::start(db).await;

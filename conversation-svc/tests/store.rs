@@ -1004,6 +1004,211 @@ async fn a_contact_keeps_one_history_across_channel_identities() {
     }
 }
 
+/// Closes `conv` (as wrap-up does, without its events) and commits.
+async fn close(store: &Store, conv: &conversation_svc::store::Conversation) {
+    let mut m = store.begin().await.unwrap();
+    let mut c = m
+        .conversation_for_update(&conv.tenant_id, &conv.id)
+        .await
+        .unwrap()
+        .unwrap();
+    c.state = State::Closed;
+    c.close_time = Some(now_micros());
+    m.save_conversation(&c).await.unwrap();
+    m.commit(None, &()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_history_spans_channels_newest_first_and_pages() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let first = create(&store, &tenant, "visitor-h1").await;
+        let contact_id = first.contact.id.clone();
+        let mut sms = new_conversation(&tenant, "+15550111", "");
+        sms.channel = 2;
+        sms.contact_id = Some(contact_id.clone());
+        sms.now = first.create_time + 1;
+        let mut m = store.begin().await.unwrap();
+        let second = m.create_conversation(&sms).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        let mut again = new_conversation(&tenant, "visitor-h1", "");
+        again.now = first.create_time + 2;
+        let mut m = store.begin().await.unwrap();
+        let third = m.create_conversation(&again).await.unwrap();
+        m.commit(None, &()).await.unwrap();
+        // Someone else's conversation, and another tenant's at the same address.
+        create(&store, &tenant, "visitor-h2").await;
+        create(&store, &id(), "visitor-h1").await;
+
+        let all = store
+            .contact_history(&tenant, &contact_id, None, 10, false)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![third.id.as_str(), second.id.as_str(), first.id.as_str()],
+            "{}: every channel, newest first",
+            db.name
+        );
+        assert!(
+            all.iter().all(|c| c.pre_chat.is_empty()),
+            "{}: BASIC leaves the children out",
+            db.name
+        );
+        let page = store
+            .contact_history(&tenant, &contact_id, None, 2, true)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 2, "{}", db.name);
+        assert_eq!(page[0].pre_chat.len(), 1, "{}: FULL brings them", db.name);
+        assert_eq!(page[0].contact.identities.len(), 2, "{}", db.name);
+        let last = page.last().unwrap();
+        let rest = store
+            .contact_history(
+                &tenant,
+                &contact_id,
+                Some((last.create_time, last.id.clone())),
+                2,
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            vec![first.id.as_str()],
+            "{}",
+            db.name
+        );
+        assert!(
+            store
+                .contact_history(&id(), &contact_id, None, 10, false)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: another tenant reads nothing",
+            db.name
+        );
+
+        // The conversations an agent took part in, whatever their state, are the ones that
+        // can make it the contact's handler; they come with their participants.
+        assign(&store, &first, "agent-h").await;
+        close(&store, &first).await;
+        assign(&store, &second, "agent-h").await;
+        let handled = store
+            .contact_conversations_of_user(&tenant, &contact_id, "agent-h")
+            .await
+            .unwrap();
+        let ids: Vec<&str> = handled.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![second.id.as_str(), first.id.as_str()],
+            "{}",
+            db.name
+        );
+        assert_eq!(handled[1].state, State::Closed, "{}", db.name);
+        assert_eq!(handled[0].participants.len(), 1, "{}", db.name);
+        assert_eq!(handled[0].participants[0].user_id, "agent-h");
+        assert!(
+            store
+                .contact_conversations_of_user(&tenant, &contact_id, "agent-x")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name
+        );
+        assert!(
+            store
+                .contact_conversations_of_user(&id(), &contact_id, "agent-h")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_conversation_has_one_follow_up_and_a_reopened_one_loses_its_agents() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let closed = create(&store, &tenant, "visitor-f1").await;
+        assign(&store, &closed, "agent-f").await;
+        close(&store, &closed).await;
+
+        let mut m = store.begin().await.unwrap();
+        assert_eq!(
+            m.follow_up_of(&tenant, &closed.id).await.unwrap(),
+            None,
+            "{}",
+            db.name
+        );
+        let mut next = new_conversation(&tenant, "visitor-f1", "");
+        next.contact_id = Some(closed.contact.id.clone());
+        let mut follow = m.create_conversation(&next).await.unwrap();
+        m.link_follow_up(&mut follow, &closed.id).await.unwrap();
+        assert_eq!(follow.previous_conversation_id, closed.id);
+        m.commit(None, &()).await.unwrap();
+        let stored = store
+            .conversation(&tenant, &follow.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.previous_conversation_id, closed.id, "{}", db.name);
+        assert_eq!(stored, follow, "{}", db.name);
+        let before = store
+            .conversation(&tenant, &closed.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(before.previous_conversation_id, "", "{}", db.name);
+
+        let mut m = store.begin().await.unwrap();
+        assert_eq!(
+            m.follow_up_of(&tenant, &closed.id).await.unwrap(),
+            Some(follow.id.clone()),
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            m.follow_up_of(&id(), &closed.id).await.unwrap(),
+            None,
+            "{}: another tenant finds none",
+            db.name
+        );
+        // A second follow-up of the same conversation is refused by the database.
+        let mut twin = new_conversation(&tenant, "visitor-f1", "");
+        twin.contact_id = Some(closed.contact.id.clone());
+        let mut twin = m.create_conversation(&twin).await.unwrap();
+        let err = m.link_follow_up(&mut twin, &closed.id).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{}: {err:?}", db.name);
+        drop(m);
+
+        // Reopening releases everyone who took part.
+        let mut m = store.begin().await.unwrap();
+        let mut c = m
+            .conversation_for_update(&tenant, &closed.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.role_of("agent-f").is_some(), "{}", db.name);
+        let now = now_micros();
+        m.release_participants(&mut c, now).await.unwrap();
+        assert_eq!(c.role_of("agent-f"), None, "{}", db.name);
+        m.commit(None, &()).await.unwrap();
+        let read = store
+            .conversation(&tenant, &closed.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.participants.len(), 1, "{}", db.name);
+        assert_eq!(read.participants[0].leave_time, Some(now), "{}", db.name);
+        assert_eq!(read.participants, c.participants, "{}", db.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_numbered_per_conversation_and_stale_numbering_is_refused() {
     for (db, store) in support::stores().await {

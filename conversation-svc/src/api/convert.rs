@@ -136,7 +136,7 @@ pub(super) fn conversation(
         close_time: c.close_time.map(micros_to_timestamp),
         segment_count: c.segment_count as i32,
         channel_address: c.channel_address.clone(),
-        previous_conversation_id: String::new(),
+        previous_conversation_id: c.previous_conversation_id.clone(),
         close_reason: c.close_reason,
         last_event_sequence: c.last_event_sequence,
     }

@@ -1,4 +1,6 @@
-//! Who may see a conversation and who may write in it (product rules 1 and 14).
+//! Who may see a conversation, read a contact's history, and write in a conversation
+//! (product rules 1 and 14, and "contact history is readable by whoever handles the
+//! customer").
 
 use std::fmt;
 
@@ -89,6 +91,38 @@ pub fn can_view(viewer: Viewer<'_>, conv: Exposure<'_>) -> bool {
         || (conv.state == State::Open && conv.owner.is_none())
         || conv.owner == Some(viewer.user_id)
         || conv.present.contains(&viewer.user_id)
+}
+
+/// Whether `viewer` handles the conversation now: owns it or takes part in it, and it is not
+/// CLOSED yet (a closed conversation keeps its last owner, who no longer handles it).
+pub fn handles_now(viewer: Viewer<'_>, conv: Exposure<'_>) -> bool {
+    conv.state != State::Closed
+        && (conv.owner == Some(viewer.user_id) || conv.present.contains(&viewer.user_id))
+}
+
+/// Whether `viewer` may read a contact and its history (contact history): supervisors,
+/// administrators and bots always; an agent who handles one of `contact_conversations`
+/// (the contact's conversations) now.
+pub fn can_read_contact<'a>(
+    viewer: Viewer<'_>,
+    contact_conversations: impl IntoIterator<Item = Exposure<'a>>,
+) -> bool {
+    viewer.sees_all
+        || contact_conversations
+            .into_iter()
+            .any(|conv| handles_now(viewer, conv))
+}
+
+/// Whether `viewer` may read (never act on) a conversation: when it may see it
+/// ([`can_view`]), or through contact history when it handles now another conversation of
+/// the same contact, whoever handled this one (`contact_conversations`: the contact's
+/// conversations).
+pub fn can_read<'a>(
+    viewer: Viewer<'_>,
+    conv: Exposure<'_>,
+    contact_conversations: impl IntoIterator<Item = Exposure<'a>>,
+) -> bool {
+    can_view(viewer, conv) || can_read_contact(viewer, contact_conversations)
 }
 
 /// Why a message may not be written.
@@ -211,6 +245,86 @@ mod tests {
         };
         assert!(!can_view(agent(), conv));
         assert!(can_view(supervisor(), conv));
+    }
+
+    #[test]
+    fn only_an_unclosed_conversation_makes_its_agents_handlers() {
+        for state in State::ALL {
+            let owned = Exposure {
+                state,
+                owner: Some(ME),
+                present: &[ME],
+            };
+            let consulting = Exposure {
+                state,
+                owner: Some(OTHER),
+                present: &[OTHER, ME],
+            };
+            let elsewhere = Exposure {
+                state,
+                owner: Some(OTHER),
+                present: &[OTHER],
+            };
+            let handling = state != State::Closed;
+            assert_eq!(handles_now(agent(), owned), handling, "{state}");
+            assert_eq!(handles_now(agent(), consulting), handling, "{state}");
+            assert!(!handles_now(agent(), elsewhere), "{state}");
+        }
+    }
+
+    #[test]
+    fn contact_history_is_read_by_whoever_handles_the_customer_now() {
+        let earlier = Exposure {
+            state: State::Closed,
+            owner: Some(OTHER),
+            present: &[OTHER],
+        };
+        let mine_now = Exposure {
+            state: State::Active,
+            owner: Some(ME),
+            present: &[ME],
+        };
+        // Handling the contact's current conversation opens its earlier ones, read only.
+        assert!(!can_view(agent(), earlier));
+        assert!(can_read(agent(), earlier, [earlier, mine_now]));
+        assert!(can_read_contact(agent(), [earlier, mine_now]));
+        // So does taking part without owning (a consultant), in WAITING or WRAP_UP.
+        for state in [State::Waiting, State::WrapUp] {
+            let consulting = Exposure {
+                state,
+                owner: Some(OTHER),
+                present: &[OTHER, ME],
+            };
+            assert!(can_read(agent(), earlier, [earlier, consulting]), "{state}");
+        }
+    }
+
+    #[test]
+    fn having_handled_the_customer_once_opens_nothing() {
+        let theirs_now = Exposure {
+            state: State::Active,
+            owner: Some(OTHER),
+            present: &[OTHER],
+        };
+        let mine_closed = Exposure {
+            state: State::Closed,
+            owner: Some(ME),
+            present: &[ME],
+        };
+        assert!(!can_read(agent(), theirs_now, [theirs_now, mine_closed]));
+        assert!(!can_read_contact(agent(), [theirs_now, mine_closed]));
+        // A contact with nothing handled by the agent (or no conversation at all) stays
+        // hidden; supervisors read every contact.
+        assert!(!can_read_contact(agent(), []));
+        assert!(can_read_contact(supervisor(), []));
+        assert!(can_read(supervisor(), theirs_now, []));
+        // Unassigned OPEN work stays readable as before.
+        let waiting = Exposure {
+            state: State::Open,
+            owner: None,
+            present: &[],
+        };
+        assert!(can_read(agent(), waiting, []));
     }
 
     #[test]

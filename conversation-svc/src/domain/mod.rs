@@ -5,5 +5,6 @@
 
 pub mod access;
 pub mod keys;
+pub mod reopen;
 pub mod state;
 pub mod supervision;

@@ -16,12 +16,12 @@ use crate::domain::state::State;
 use crate::error::{Error, Result};
 use crate::store::Contact;
 
-const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.state, c.queue_id, \
+pub(super) const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.state, c.queue_id, \
      c.program_id, c.contact_id, k.display_name AS contact_display_name, \
      c.channel_address, c.owner_agent_id, c.owner_display_name, \
      c.last_owner_agent_id, c.status_label_id, c.mode, c.wrap_up_reason_ids, c.segment_count, \
      c.message_count, c.current_segment_id, c.create_time, c.update_time, c.close_time, \
-     c.close_reason, c.last_event_sequence \
+     c.close_reason, c.last_event_sequence, c.previous_conversation_id \
      FROM conversations c JOIN contacts k ON k.id = c.contact_id";
 
 const MESSAGE_SELECT: &str = "SELECT id, conversation_id, ordinal, sender, sender_id, \
@@ -54,7 +54,7 @@ pub struct ConversationQuery {
     pub limit: i64,
 }
 
-fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
+pub(super) fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
     let state: i64 = row.try_get("state")?;
     Ok(Conversation {
         id: row.try_get("id")?,
@@ -86,6 +86,7 @@ fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
         channel_address: row.try_get("channel_address")?,
         close_reason: row.try_get::<i64, _>("close_reason")? as i32,
         last_event_sequence: row.try_get("last_event_sequence")?,
+        previous_conversation_id: row.try_get("previous_conversation_id")?,
     })
 }
 
@@ -148,7 +149,7 @@ async fn child_rows(
 
 /// Loads participants of `convs`, and with `full` also pre-chat data, transcripts and the
 /// contacts' identities, one query each.
-async fn attach_children(
+pub(super) async fn attach_children(
     conn: &mut AnyConnection,
     convs: &mut [Conversation],
     full: bool,
@@ -626,6 +627,7 @@ impl Mutation {
             channel_address: new.channel_address.clone(),
             close_reason: 0,
             last_event_sequence: 0,
+            previous_conversation_id: String::new(),
         })
     }
 

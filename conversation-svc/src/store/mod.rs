@@ -8,6 +8,7 @@
 mod config;
 mod conversations;
 mod events;
+mod history;
 mod outbox;
 mod reasons;
 mod records;

@@ -120,6 +120,9 @@ pub struct Conversation {
     /// The sequence of the conversation's latest committed event, as loaded; a mutation
     /// numbers its events after it.
     pub last_event_sequence: i64,
+    /// The contact's closed conversation this one follows (the customer wrote again after
+    /// its reopen window); empty otherwise.
+    pub previous_conversation_id: String,
 }
 
 impl Conversation {

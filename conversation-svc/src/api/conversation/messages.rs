@@ -42,6 +42,12 @@ impl ConversationApi {
         };
         // A message answers with itself: the conversation's children are not needed.
         let mut conv = load_visible_basic(&mut tx, &identity, &conversation_id).await?;
+        if as_customer_side && sender == pb::SenderKind::Customer && conv.state == State::Closed {
+            drop(tx);
+            return self
+                .customer_writes_after_close(&identity, METHOD, &rid, &conversation_id, &req.text)
+                .await;
+        }
         let now = now_micros();
         let new = if as_customer_side {
             check_customer_message(conv.state).map_err(|e| Error::refused(&conversation_id, e))?;
@@ -100,7 +106,7 @@ impl ConversationApi {
         own_tenant(&identity, &req.tenant_id)?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
-        self.visible(&identity, &id).await?;
+        self.readable(&identity, &id).await?;
         let mut messages = self
             .ctx
             .store

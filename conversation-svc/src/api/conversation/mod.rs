@@ -1,14 +1,17 @@
 //! `switchboard.conversation.v1.ConversationService`: the service, the rules its RPCs
 //! share (loading for an owner, events, messages), and the RPCs by capability in
-//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `moves`
-//! (unassign, move to queue, escalate, leave), `reads` (get, list, contacts, segments,
-//! events), `status` (status labels) and `phrases` (canned responses).
+//! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `reopen` (a
+//! customer writing after close), `moves` (unassign, move to queue, escalate, leave),
+//! `reads` (get, list, segments, events), `history` (contacts and their conversations),
+//! `status` (status labels) and `phrases` (canned responses).
 
+mod history;
 mod lifecycle;
 mod messages;
 pub(in crate::api) mod moves;
 mod phrases;
 mod reads;
+mod reopen;
 mod status;
 
 use std::pin::Pin;
@@ -380,9 +383,9 @@ impl ConversationService for ConversationApi {
 
     async fn list_contact_history(
         &self,
-        _: Request<pb::ListContactHistoryRequest>,
+        request: Request<pb::ListContactHistoryRequest>,
     ) -> Result<Response<pb::ListContactHistoryResponse>, Status> {
-        not_served(SERVICE, "ListContactHistory")
+        respond(self.contact_history(request).await)
     }
 
     async fn list_segments(

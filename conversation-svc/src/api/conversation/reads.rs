@@ -1,4 +1,4 @@
-//! Reads: a conversation, lists, a contact, segments and events.
+//! Reads: a conversation, lists, segments and events.
 
 use super::*;
 
@@ -26,7 +26,7 @@ impl ConversationApi {
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let view = view_field(req.view, pb::ConversationView::Full)?;
         own_tenant(&identity, &req.tenant_id)?;
-        let conv = self.visible(&identity, &id).await?;
+        let conv = self.readable(&identity, &id).await?;
         Ok(pb::GetConversationResponse {
             conversation: Some(convert::conversation(&conv, view)),
         })
@@ -78,31 +78,6 @@ impl ConversationApi {
                 .map(|c| convert::conversation(c, view))
                 .collect(),
             next_page_token,
-        })
-    }
-
-    /// A contact with its identities, for supervisors and administrators. Agents reach a
-    /// contact through the conversations they handle, which comes with contact history.
-    pub(super) async fn contact(
-        &self,
-        request: Request<pb::GetContactRequest>,
-    ) -> Result<pb::GetContactResponse> {
-        let identity = authorized(
-            &request,
-            &[Role::Supervisor, Role::Administrator],
-            "reading a contact",
-        )?;
-        let req = request.get_ref();
-        let id = uuid_field("contact_id", &req.contact_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
-        let contact = self
-            .ctx
-            .store
-            .contact(&identity.tenant_id, &id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("contact {id} not found")))?;
-        Ok(pb::GetContactResponse {
-            contact: Some(convert::contact(&contact, true)),
         })
     }
 
