@@ -114,15 +114,17 @@ pub fn can_read_contact<'a>(
 }
 
 /// Whether `viewer` may read (never act on) a conversation: when it may see it
-/// ([`can_view`]), or through contact history when it handles now another conversation of
-/// the same contact, whoever handled this one (`contact_conversations`: the contact's
-/// conversations).
+/// ([`can_view`]), or, for a CLOSED one, through contact history when it handles now another
+/// conversation of the same contact, whoever handled this one (`contact_conversations`: the
+/// contact's conversations). History is the past: work another agent holds now stays
+/// hidden (rule 1).
 pub fn can_read<'a>(
     viewer: Viewer<'_>,
     conv: Exposure<'_>,
     contact_conversations: impl IntoIterator<Item = Exposure<'a>>,
 ) -> bool {
-    can_view(viewer, conv) || can_read_contact(viewer, contact_conversations)
+    can_view(viewer, conv)
+        || (conv.state == State::Closed && can_read_contact(viewer, contact_conversations))
 }
 
 /// Why a message may not be written.
@@ -297,6 +299,17 @@ mod tests {
             };
             assert!(can_read(agent(), earlier, [earlier, consulting]), "{state}");
         }
+        // Another agent's work in progress on the same contact is not history: hidden.
+        let theirs_now = Exposure {
+            state: State::Waiting,
+            owner: Some(OTHER),
+            present: &[OTHER],
+        };
+        assert!(!can_read(
+            agent(),
+            theirs_now,
+            [earlier, mine_now, theirs_now]
+        ));
     }
 
     #[test]
