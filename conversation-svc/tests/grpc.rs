@@ -21,7 +21,6 @@ use switchboard_proto::conversation::v1::conversation_config_service_client::Con
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::conversation::v1::stream_conversation_request::Start;
 use switchboard_proto::conversation::v1::stream_conversation_response::Update;
-use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
 use switchboard_proto::routing::internal::v1 as rpb;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
     RoutingInternalService, RoutingInternalServiceServer,
@@ -2287,8 +2286,9 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
         "{err:?}"
     );
     // Unimplemented parts of the contract say so.
-    let err = SupervisorServiceClient::new(h.channel(&h.supervisor()))
-        .transfer_conversation(pb::SupervisorServiceTransferConversationRequest {
+    let err = h
+        .conversations(&h.agent1)
+        .invite_participant(pb::InviteParticipantRequest {
             request_id: id(),
             conversation_id: created.id.clone(),
             ..Default::default()
@@ -2299,7 +2299,7 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
     assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
     assert_eq!(
         err.message(),
-        "SupervisorService/TransferConversation is part of the API contract but not served yet"
+        "ConversationService/InviteParticipant is part of the API contract but not served yet"
     );
     h.stop().await;
 }

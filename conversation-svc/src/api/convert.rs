@@ -237,6 +237,8 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         mode: e.mode,
         units_over_capacity: e.units_over_capacity,
         segment_end_reason: segment_end(&e.segment_end) as i32,
+        answer_outcome: e.answer_outcome,
+        transfer_fallback: e.transfer_fallback,
         ..Default::default()
     };
     match kind {
@@ -297,6 +299,27 @@ pub(super) fn status_count(c: &store::StatusCount) -> pb::StatusCount {
         status_label_id: c.status_label_id.clone(),
         display_name: c.display_name.clone(),
         open_conversations: c.open_conversations,
+    }
+}
+
+/// A transfer of the ledger for the API.
+pub(super) fn transfer(t: &store::Transfer) -> pb::Transfer {
+    pb::Transfer {
+        id: t.id.clone(),
+        conversation_id: t.conversation_id.clone(),
+        from_user_id: t.from_user_id.clone(),
+        to_agent_id: t.to_agent_id.clone(),
+        to_queue_id: t.to_queue_id.clone(),
+        outcome: t.outcome,
+        fallback_applied: t.fallback_applied,
+        from_agent_id: t.from_agent_id.clone(),
+        by_supervisor: t.by_supervisor,
+        offer_id: t.offer_id.clone(),
+        reject_reason: t.reject_reason.clone(),
+        note: t.note.clone(),
+        request_time: Some(micros_to_timestamp(t.request_time)),
+        resolve_time: t.resolve_time.map(micros_to_timestamp),
+        ping_pong: t.ping_pong,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Supervisor actions on one conversation: monitor, join, assign and force close. Each needs
+//! Supervisor actions on one conversation: monitor, join, assign, transfer and force close. Each needs
 //! the SUPERVISOR role and the tenant's administrators to have enabled it; the gateway checks
 //! both and this service checks them again (product rule 4).
 
@@ -11,6 +11,7 @@ use tonic::{Request, Status};
 use tracing::{info, warn};
 
 use super::conversation::moves::{leave_queue, refused, release_owner, target_queue};
+use super::conversation::transfers::{TransferAsk, checked_target, transfer_to_queue};
 use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
 use super::{
     Begun, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
@@ -381,6 +382,43 @@ impl super::SupervisorApi {
                 "capacity reserved for an assignment that failed could not be given back"
             );
         }
+    }
+
+    pub(super) async fn transfer(
+        &self,
+        request: Request<pb::SupervisorServiceTransferConversationRequest>,
+    ) -> Result<pb::SupervisorServiceTransferConversationResponse> {
+        const METHOD: &str = "SupervisorService/TransferConversation";
+        let identity = supervisor(&request, "transfer", "transferring a conversation")?;
+        let req = request.into_inner();
+        let rid = request_id(&req.request_id, &req)?;
+        let ask = TransferAsk::new(
+            &req.conversation_id,
+            &req.target_agent_id,
+            &req.target_queue_id,
+            &req.note,
+            &[],
+        )?;
+        if let Some(response) = self.ctx().replay(&identity, METHOD, &rid).await? {
+            return Ok(response);
+        }
+        let queue = checked_target(self.ctx(), &identity, &ask).await?;
+        let mut tx = match self.ctx().begin_mutation(&identity, METHOD, &rid).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let transfer = transfer_to_queue(&mut tx, &identity, &ask, queue, true).await?;
+        let response = pb::SupervisorServiceTransferConversationResponse {
+            transfer: Some(transfer),
+        };
+        tx.commit(&response).await?;
+        info!(
+            conversation_id = %ask.conversation_id,
+            queue_id = %ask.queue_id,
+            supervisor_id = %identity.principal_id,
+            "conversation transferred to a queue by a supervisor"
+        );
+        Ok(response)
     }
 
     pub(super) async fn force_close(

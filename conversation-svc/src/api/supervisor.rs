@@ -79,9 +79,9 @@ impl SupervisorService for SupervisorApi {
 
     async fn transfer_conversation(
         &self,
-        _: Request<pb::SupervisorServiceTransferConversationRequest>,
+        request: Request<pb::SupervisorServiceTransferConversationRequest>,
     ) -> Result<Response<pb::SupervisorServiceTransferConversationResponse>, Status> {
-        not_served(SERVICE, "TransferConversation")
+        respond(self.transfer(request).await)
     }
 
     async fn force_close_conversation(

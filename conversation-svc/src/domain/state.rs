@@ -86,11 +86,13 @@ pub enum Action {
     Move,
     /// A supervisor closes it, whatever it was doing.
     ForceClose,
+    /// Its owner or a supervisor transfers it to a queue, where it waits again.
+    TransferToQueue,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Assign,
         Action::SetWaiting,
         Action::Resume,
@@ -99,6 +101,7 @@ impl Action {
         Action::Unassign,
         Action::Move,
         Action::ForceClose,
+        Action::TransferToQueue,
     ];
 
     /// A lowercase verb phrase for messages ("end", "submit wrap-up for").
@@ -112,6 +115,7 @@ impl Action {
             Action::Unassign => "unassign",
             Action::Move => "move",
             Action::ForceClose => "force close",
+            Action::TransferToQueue => "transfer",
         }
     }
 }
@@ -139,6 +143,7 @@ pub fn transition(from: State, action: Action) -> Result<State, IllegalTransitio
         (Active | Waiting, Unassign) => Ok(Open),
         (Open | Active | Waiting, Move) => Ok(Open),
         (Open | Active | Waiting | WrapUp, ForceClose) => Ok(Closed),
+        (Active | Waiting, TransferToQueue) => Ok(Open),
         _ => Err(IllegalTransition { from, action }),
     }
 }
@@ -163,6 +168,7 @@ mod tests {
                 (Active | Waiting, Unassign) => Some(Open),
                 (Open | Active | Waiting, Move) => Some(Open),
                 (Open | Active | Waiting | WrapUp, ForceClose) => Some(Closed),
+                (Active | Waiting, TransferToQueue) => Some(Open),
                 _ => None,
             }
         };
@@ -183,7 +189,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed, 15);
+        assert_eq!(allowed, 17);
     }
 
     #[test]
@@ -251,7 +257,7 @@ mod properties {
     proptest! {
         /// Whatever is attempted, a conversation walks the lifecycle in order: it never
         /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up or force close,
-        /// OPEN again only by unassign or move, and is owned exactly while ACTIVE, WAITING or
+        /// OPEN again only by unassign, move or a transfer to a queue, and is owned exactly while ACTIVE, WAITING or
         /// WRAP_UP, so that each assignment follows a return to the queue.
         #[test]
         fn random_attempts_follow_the_lifecycle(actions in prop::collection::vec(any_action(), 0..60)) {
@@ -269,7 +275,10 @@ mod properties {
                             prop_assert!(matches!(action, Action::SubmitWrapUp | Action::ForceClose));
                         }
                         if next == State::Open {
-                            prop_assert!(matches!(action, Action::Unassign | Action::Move));
+                            prop_assert!(matches!(
+                                action,
+                                Action::Unassign | Action::Move | Action::TransferToQueue
+                            ));
                             if before.is_owned() { returned += 1; }
                         }
                         state = next;

@@ -64,6 +64,15 @@ pub enum Refusal {
     /// Already a call.
     #[error("the conversation is already escalated")]
     AlreadyEscalated,
+    /// A call is never transferred across agents (rule 7).
+    #[error("the conversation was escalated to a call and cannot be transferred")]
+    Escalated,
+    /// Transfers stay within the conversation's program (rule 7).
+    #[error("queue {queue} is in another program than the conversation's")]
+    OtherProgram {
+        /// The target queue.
+        queue: String,
+    },
 }
 
 /// Silent monitoring: ACTIVE or WRAP_UP, never one's own, once.
@@ -150,6 +159,32 @@ pub fn check_escalate(state: State, mode: Mode) -> Result<(), Refusal> {
     }
     if mode.is_escalated() {
         return Err(Refusal::AlreadyEscalated);
+    }
+    Ok(())
+}
+
+/// A transfer (rule 7): an ACTIVE or WAITING conversation, never once escalated, only to a
+/// queue of the same program (`target_program`; the channel is checked by routing-svc).
+pub fn check_transfer(
+    state: State,
+    mode: Mode,
+    program: &str,
+    target_queue: &str,
+    target_program: &str,
+) -> Result<(), Refusal> {
+    if !matches!(state, State::Active | State::Waiting) {
+        return Err(Refusal::State {
+            action: "transfer",
+            state,
+        });
+    }
+    if mode.is_escalated() {
+        return Err(Refusal::Escalated);
+    }
+    if program != target_program {
+        return Err(Refusal::OtherProgram {
+            queue: target_queue.to_owned(),
+        });
     }
     Ok(())
 }
@@ -254,6 +289,25 @@ mod tests {
         assert_eq!(
             check_escalate(State::Active, Mode::Voice),
             Err(Refusal::AlreadyEscalated)
+        );
+    }
+
+    #[test]
+    fn transfers_stay_in_the_program_and_never_leave_a_call() {
+        for state in State::ALL {
+            assert_eq!(
+                check_transfer(state, Mode::Messaging, "p", "q", "p").is_ok(),
+                matches!(state, State::Active | State::Waiting),
+                "{state}"
+            );
+        }
+        assert_eq!(
+            check_transfer(State::Active, Mode::Video, "p", "q", "p"),
+            Err(Refusal::Escalated)
+        );
+        assert_eq!(
+            check_transfer(State::Active, Mode::Messaging, "p", "q", "other"),
+            Err(Refusal::OtherProgram { queue: "q".into() })
         );
     }
 

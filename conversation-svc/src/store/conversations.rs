@@ -105,7 +105,7 @@ fn message_from_row(row: &AnyRow) -> Result<Message> {
     })
 }
 
-fn segment_from_row(row: &AnyRow) -> Result<Segment> {
+pub(super) fn segment_from_row(row: &AnyRow) -> Result<Segment> {
     Ok(Segment {
         id: row.try_get("id")?,
         conversation_id: row.try_get("conversation_id")?,

@@ -10,7 +10,8 @@ const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, typ
      actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, state, \
      wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
      conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
-     participant_role, mode, units_over_capacity, segment_end FROM events";
+     participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
+     transfer_fallback FROM events";
 
 pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
     sqlx::query(
@@ -18,9 +19,10 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
          actor_id, agent_id, previous_agent_id, queue_id, program_id, channel, segment_id, \
          state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
          conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
-         participant_role, mode, units_over_capacity, segment_end) \
+         participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
+         transfer_fallback) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
     )
     .bind(event.sequence)
     .bind(&event.id)
@@ -49,6 +51,8 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(i64::from(event.mode))
     .bind(i64::from(event.units_over_capacity))
     .bind(&event.segment_end)
+    .bind(i64::from(event.answer_outcome))
+    .bind(i64::from(event.transfer_fallback))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -84,6 +88,8 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         mode: row.try_get::<i64, _>("mode")? as i32,
         units_over_capacity: row.try_get::<i64, _>("units_over_capacity")? as i32,
         segment_end: row.try_get("segment_end")?,
+        answer_outcome: row.try_get::<i64, _>("answer_outcome")? as i32,
+        transfer_fallback: row.try_get::<i64, _>("transfer_fallback")? as i32,
     })
 }
 

@@ -12,6 +12,7 @@ mod history;
 mod outbox;
 mod reasons;
 mod records;
+mod transfers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use conversations::{AppliedOffer, ConversationQuery};
 pub use outbox::{BACKLOG_RETRY_AFTER, Backlog};
 pub use records::*;
 pub use switchboard_server_kit::idempotency::RequestKey;
+pub use transfers::Transfer;
 
 use crate::error::{Error, Result};
 

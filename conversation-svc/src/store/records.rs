@@ -311,6 +311,10 @@ pub struct Event {
     pub units_over_capacity: i32,
     /// How the owner's segment ended (a stored end code), for events that end one.
     pub segment_end: String,
+    /// The `AnswerOutcome` number of a transfer, for TRANSFER_RESOLVED; 0 otherwise.
+    pub answer_outcome: i32,
+    /// The `TransferFallback` number applied, for TRANSFER_RESOLVED; 0 otherwise.
+    pub transfer_fallback: i32,
 }
 
 impl Event {
@@ -345,6 +349,8 @@ impl Event {
             mode: 0,
             units_over_capacity: 0,
             segment_end: String::new(),
+            answer_outcome: 0,
+            transfer_fallback: 0,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and then accepted, rejected or missed; an accepted conversation is a short chat with the
 //! customer (the customer's lines sent by the bot's API key, as a connector would), ended
 //! and wrapped up; now and then a break (Away, then Available); RONA left by hand after a
-//! missed offer. Transfers are a later step (TransferConversation is UNIMPLEMENTED).
+//! missed offer. Transfers are a later step of the simulation.
 //!
 //! At closing time (`World::hurry`) an agent takes no new offers (Away), finishes what it
 //! holds without human delays, and takes over the offers it missed that are still pending;

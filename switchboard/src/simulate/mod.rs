@@ -14,12 +14,11 @@
 //! closed (bounded by `--drain`); then it is closing time: agents take no new offers,
 //! finish what they hold without human delays, take over the offers they missed, claim
 //! and close what still waits, and go Offline, so that the dev stack is left as it was
-//! found. (A supervisor's force-close would be simpler; ForceCloseConversation is not
-//! served yet.)
+//! found, as the agents themselves would.
 //!
-//! Later steps, as the engine brings them: transfers, consults and conferences
-//! (TransferConversation is UNIMPLEMENTED in conversation-svc today), supervisors joining,
-//! customers abandoning, and more agents than the demo tenant has.
+//! Later steps: transfers (to a queue today; to an agent when transfer offers arrive),
+//! consults and conferences, supervisors joining, customers abandoning, and more agents
+//! than the demo tenant has.
 
 pub mod agents;
 pub mod arrivals;

@@ -279,25 +279,7 @@ impl ConversationApi {
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        if req.wrap_up_reason_ids.is_empty() {
-            return Err(Error::invalid(
-                "wrap_up_reason_ids",
-                "at least one reason is required",
-            ));
-        }
-        if req.wrap_up_reason_ids.len() > MAX_WRAP_UP_REASONS {
-            return Err(Error::invalid(
-                "wrap_up_reason_ids",
-                format!("must have at most {MAX_WRAP_UP_REASONS} reasons"),
-            ));
-        }
-        let mut reason_ids: Vec<String> = Vec::new();
-        for (i, raw) in req.wrap_up_reason_ids.iter().enumerate() {
-            let reason_id = uuid_field(&format!("wrap_up_reason_ids[{i}]"), raw)?;
-            if !reason_ids.contains(&reason_id) {
-                reason_ids.push(reason_id);
-            }
-        }
+        let reason_ids = reason_ids("wrap_up_reason_ids", &req.wrap_up_reason_ids, true)?;
         text_field("note", &req.note, 0, 2000)?;
         let segment_id = optional_uuid("segment_id", &req.segment_id)?;
 
@@ -305,42 +287,44 @@ impl ConversationApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
+        if let Some(segment_id) = segment_id {
+            let current = tx
+                .conversation_for_update(&identity.tenant_id, &id)
+                .await?
+                .ok_or_else(|| Error::conversation_not_found(&id))?;
+            if segment_id != current.current_segment_id || current.owner().is_none() {
+                // The sender of a transfer wraps up the segment it handled before it (the
+                // conversation's last one while it waits for its next owner).
+                let conv = wrap_up_earlier(
+                    &mut tx,
+                    &identity,
+                    current,
+                    &segment_id,
+                    &reason_ids,
+                    &req.note,
+                )
+                .await?;
+                // The conversation is shown only to a caller who may still see it.
+                let response = pb::SubmitWrapUpResponse {
+                    conversation: conv
+                        .visible_to(viewer(&identity))
+                        .then(|| convert::conversation(&conv, pb::ConversationView::Full)),
+                };
+                tx.commit(&response).await?;
+                info!(conversation_id = %id, segment_id = %segment_id, "earlier segment wrapped up");
+                return Ok(response);
+            }
+        }
         let (mut conv, next) =
             load_for_owner(&mut tx, &identity, &id, Action::SubmitWrapUp).await?;
-        if let Some(segment_id) = segment_id
-            && segment_id != conv.current_segment_id
-        {
-            // Only a transfer leaves a caller with an earlier segment to wrap up.
-            return Err(Error::NotServedYet(format!(
-                "segment_id {segment_id}: wrapping up an earlier segment after a transfer is \
-                 part of the API contract but not served yet"
-            )));
-        }
-        let reasons = tx.reasons_by_ids(&identity.tenant_id, &reason_ids).await?;
-        for (i, reason_id) in reason_ids.iter().enumerate() {
-            let field = format!("wrap_up_reason_ids[{i}]");
-            let Some(reason) = reasons.iter().find(|r| &r.id == reason_id) else {
-                return Err(Error::invalid(
-                    field,
-                    format!("unknown wrap-up reason {reason_id}"),
-                ));
-            };
-            if !reason.active {
-                return Err(Error::invalid(
-                    field,
-                    format!("wrap-up reason {reason_id} is inactive"),
-                ));
-            }
-            if !reason.offered_in(&conv.queue_id) {
-                return Err(Error::invalid(
-                    field,
-                    format!(
-                        "wrap-up reason {reason_id} is not offered in queue {}",
-                        conv.queue_id
-                    ),
-                ));
-            }
-        }
+        check_reasons(
+            &mut tx,
+            &identity.tenant_id,
+            "wrap_up_reason_ids",
+            &reason_ids,
+            &conv.queue_id,
+        )
+        .await?;
         let now = now_micros();
         let agent_id = conv.owner_agent_id.clone();
         conv.close_time = Some(now);
@@ -383,4 +367,110 @@ impl ConversationApi {
         info!(conversation_id = %id, agent_id = %agent_id, "conversation closed after wrap-up");
         Ok(response)
     }
+}
+
+/// Validated, deduplicated wrap-up reason ids of list `field`; at least one when `required`.
+pub(super) fn reason_ids(field: &str, raw: &[String], required: bool) -> Result<Vec<String>> {
+    if required && raw.is_empty() {
+        return Err(Error::invalid(field, "at least one reason is required"));
+    }
+    if raw.len() > MAX_WRAP_UP_REASONS {
+        return Err(Error::invalid(
+            field,
+            format!("must have at most {MAX_WRAP_UP_REASONS} reasons"),
+        ));
+    }
+    let mut ids: Vec<String> = Vec::new();
+    for (i, value) in raw.iter().enumerate() {
+        let reason_id = uuid_field(&format!("{field}[{i}]"), value)?;
+        if !ids.contains(&reason_id) {
+            ids.push(reason_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// INVALID_ARGUMENT unless every reason of `ids` is the tenant's, active and offered in
+/// `queue_id`.
+pub(super) async fn check_reasons(
+    m: &mut Mutation,
+    tenant_id: &str,
+    field: &str,
+    ids: &[String],
+    queue_id: &str,
+) -> Result<()> {
+    let reasons = m.reasons_by_ids(tenant_id, ids).await?;
+    for (i, reason_id) in ids.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let Some(reason) = reasons.iter().find(|r| &r.id == reason_id) else {
+            return Err(Error::invalid(
+                field,
+                format!("unknown wrap-up reason {reason_id}"),
+            ));
+        };
+        if !reason.active {
+            return Err(Error::invalid(
+                field,
+                format!("wrap-up reason {reason_id} is inactive"),
+            ));
+        }
+        if !reason.offered_in(queue_id) {
+            return Err(Error::invalid(
+                field,
+                format!("wrap-up reason {reason_id} is not offered in queue {queue_id}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Wraps up `segment_id`, an earlier segment of `conv` that the caller owned and that a
+/// transfer ended: once, whatever the conversation does now, with a WRAP_UP_SUBMITTED event.
+async fn wrap_up_earlier(
+    m: &mut Mutation,
+    identity: &Identity,
+    mut conv: Conversation,
+    segment_id: &str,
+    reason_ids: &[String],
+    note: &str,
+) -> Result<Conversation> {
+    let not_found = || Error::NotFound(format!("segment {segment_id} not found"));
+    let segment = m
+        .segment(&conv.id, segment_id)
+        .await?
+        .filter(|s| s.agent_id == identity.principal_id)
+        .ok_or_else(not_found)?;
+    if segment.end_reason != "transferred" {
+        return Err(Error::wrong_state(
+            &conv.id,
+            format!("segment {segment_id} did not end with a transfer; wrap up the current one"),
+        ));
+    }
+    check_reasons(
+        m,
+        &identity.tenant_id,
+        "wrap_up_reason_ids",
+        reason_ids,
+        &segment.queue_id,
+    )
+    .await?;
+    if !m
+        .wrap_up_segment(segment_id, reason_ids, &mask_pans(note))
+        .await?
+    {
+        return Err(Error::wrong_state(
+            &conv.id,
+            format!("segment {segment_id} is already wrapped up"),
+        ));
+    }
+    let now = now_micros();
+    let mut submitted = event_by(&conv, pb::EventType::WrapUpSubmitted, identity, now);
+    submitted.segment_id = segment_id.to_owned();
+    submitted.agent_id = identity.principal_id.clone();
+    submitted.wrap_up_reason_ids = reason_ids.to_vec();
+    m.event(submitted);
+    conv.update_time = now;
+    let state = conv.state;
+    save_state(m, &mut conv, state, now).await?;
+    Ok(conv)
 }

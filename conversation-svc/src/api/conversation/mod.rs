@@ -3,7 +3,7 @@
 //! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `reopen` (a
 //! customer writing after close), `moves` (unassign, move to queue, escalate, leave),
 //! `reads` (get, list, segments, events), `history` (contacts and their conversations),
-//! `status` (status labels) and `phrases` (canned responses).
+//! `status` (status labels), `phrases` (canned responses) and `transfers`.
 
 mod history;
 mod lifecycle;
@@ -13,6 +13,7 @@ mod phrases;
 mod reads;
 mod reopen;
 mod status;
+pub(in crate::api) mod transfers;
 
 use std::pin::Pin;
 
@@ -313,9 +314,9 @@ impl ConversationService for ConversationApi {
 
     async fn transfer_conversation(
         &self,
-        _: Request<pb::TransferConversationRequest>,
+        request: Request<pb::TransferConversationRequest>,
     ) -> Result<Response<pb::TransferConversationResponse>, Status> {
-        not_served(SERVICE, "TransferConversation")
+        respond(self.transfer(request).await)
     }
 
     async fn invite_participant(
@@ -397,9 +398,9 @@ impl ConversationService for ConversationApi {
 
     async fn list_transfers(
         &self,
-        _: Request<pb::ListTransfersRequest>,
+        request: Request<pb::ListTransfersRequest>,
     ) -> Result<Response<pb::ListTransfersResponse>, Status> {
-        not_served(SERVICE, "ListTransfers")
+        respond(self.transfers_page(request).await)
     }
 
     async fn list_conversation_events(
