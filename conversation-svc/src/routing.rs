@@ -93,6 +93,16 @@ impl Routing {
         self.call(client.cancel_waiting(request)).await.map(drop)
     }
 
+    /// `OfferToAgent`: a transfer offered to one agent, and the queue's transfer fallback.
+    pub async fn offer_to_agent(
+        &self,
+        request: rpb::OfferToAgentRequest,
+    ) -> Result<rpb::OfferToAgentResponse, Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.offer_to_agent(request)).await
+    }
+
     /// `ReserveCapacity`: units held for the conversation with the agent, and by how many
     /// the agent is now over capacity.
     pub async fn reserve_capacity(

@@ -184,6 +184,13 @@ impl RoutingInternalService for FakeServer {
         Err(Status::unimplemented("not in the fake"))
     }
 
+    async fn offer_to_agent(
+        &self,
+        _: Request<rpb::OfferToAgentRequest>,
+    ) -> Result<Response<rpb::OfferToAgentResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type SubscribeStream = RoutingEvents;
 
     async fn subscribe(

@@ -186,6 +186,14 @@ impl ConversationInternalService for FakeConversations {
         Err(Status::unimplemented("not part of this fake"))
     }
 
+    async fn resolve_offer(
+        &self,
+        _request: Request<switchboard_proto::conversation::internal::v1::ResolveOfferRequest>,
+    ) -> Result<Response<switchboard_proto::conversation::internal::v1::ResolveOfferResponse>, Status>
+    {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     type SubscribeStream = EventStream;
 
     async fn subscribe(

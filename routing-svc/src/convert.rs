@@ -6,6 +6,7 @@ use switchboard_proto::routing::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 use switchboard_server_kit::fields;
 
+use crate::domain::OfferKind;
 use crate::domain::{
     Agent, CapacityProfile, Offer, Program, Queue, QueueState, RoutingDecision, WaitingItem,
 };
@@ -152,16 +153,22 @@ pub fn offer(offer: &Offer) -> pb::Offer {
         resolve_time: offer.resolve_time.map(micros_to_timestamp),
         customer_display_name: offer.customer_display_name.clone(),
         capacity_units: offer.capacity_units,
-        // Transfers and invitations come with the conversation lifecycle; queue offers
-        // have no transfer, invitation, sender or note.
-        transfer_id: String::new(),
-        invitation_id: String::new(),
-        sender_id: String::new(),
-        sender_display_name: String::new(),
+        transfer_id: if offer.kind == OfferKind::Transfer {
+            offer.reference_id.clone()
+        } else {
+            String::new()
+        },
+        invitation_id: if matches!(offer.kind, OfferKind::Conference | OfferKind::Consult) {
+            offer.reference_id.clone()
+        } else {
+            String::new()
+        },
+        sender_id: offer.sender_id.clone(),
+        sender_display_name: offer.sender_display_name.clone(),
         channel_address: offer.channel_address.clone(),
         queue_display_name: offer.queue_display_name.clone(),
         wait_start_time: Some(micros_to_timestamp(offer.wait_start_time)),
-        note: String::new(),
+        note: offer.note.clone(),
         reject_reason: offer.reject_reason.clone(),
     }
 }

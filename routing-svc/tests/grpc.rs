@@ -113,6 +113,13 @@ impl ConversationInternalService for FakeConversation {
         }
     }
 
+    async fn resolve_offer(
+        &self,
+        _request: Request<cpb::ResolveOfferRequest>,
+    ) -> Result<Response<cpb::ResolveOfferResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type SubscribeStream = futures::stream::Empty<Result<cpb::SubscribeResponse, Status>>;
 
     async fn subscribe(

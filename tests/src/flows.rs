@@ -196,3 +196,39 @@ pub async fn messages(h: &Harness, handle: &str, conversation_id: &str) -> Vec<c
         .into_inner()
         .messages
 }
+
+/// Opens demo user `handle`'s offer stream (the agent's presence is left as it is).
+pub async fn offer_stream(
+    h: &Harness,
+    handle: &str,
+) -> tonic::Streaming<routing::StreamOffersResponse> {
+    h.agent(handle)
+        .stream_offers(routing::StreamOffersRequest {})
+        .await
+        .expect("stream offers")
+        .into_inner()
+}
+
+/// The next pending offer of `conversation_id` on `offers`, within [`WAIT`].
+pub async fn pending_offer(
+    offers: &mut tonic::Streaming<routing::StreamOffersResponse>,
+    conversation_id: &str,
+) -> routing::Offer {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let message = offers
+                .next()
+                .await
+                .expect("the offer stream stays open")
+                .expect("offer stream ok");
+            if let Some(OfferUpdate::Offer(offer)) = message.update
+                && offer.conversation_id == conversation_id
+                && offer.state == routing::offer::State::Pending as i32
+            {
+                return offer;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("an offer of {conversation_id}"))
+}

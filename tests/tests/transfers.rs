@@ -8,7 +8,8 @@ use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_tests::flows::{
-    events, start_chat, take, wait_for_capacity, wait_for_state, wait_for_waiting,
+    agent_state, events, offer_stream, pending_offer, set_presence, start_chat, take,
+    wait_for_capacity, wait_for_state, wait_for_waiting,
 };
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
@@ -49,6 +50,8 @@ fn to_queue(conversation_id: &str, queue_id: &str) -> conv::TransferConversation
 }
 
 switchboard_tests::on_each_backend!(
+    a_transfer_to_an_agent_is_an_offer_the_agent_answers,
+    a_transfer_not_taken_follows_the_queues_fallback,
     a_transfer_to_a_queue_puts_the_conversation_in_line_there,
     transfers_stay_within_the_program_channel_and_messaging,
     a_supervisor_transfers_an_agents_conversation,
@@ -213,7 +216,7 @@ async fn transfers_stay_within_the_program_channel_and_messaging(backend: &Backe
         .await
         .expect_err("the queue does not take web chats");
     assert_eq!(channel.code(), Code::FailedPrecondition);
-    let to_agent = agent1
+    let offline = agent1
         .transfer_conversation(conv::TransferConversationRequest {
             request_id: rid(),
             conversation_id: chat.id.clone(),
@@ -221,8 +224,18 @@ async fn transfers_stay_within_the_program_channel_and_messaging(backend: &Backe
             ..Default::default()
         })
         .await
-        .expect_err("a transfer to an agent is not served yet");
-    assert_eq!(to_agent.code(), Code::Unimplemented);
+        .expect_err("agent2 is Offline");
+    assert_eq!(offline.code(), Code::FailedPrecondition);
+    let to_self = agent1
+        .transfer_conversation(conv::TransferConversationRequest {
+            request_id: rid(),
+            conversation_id: chat.id.clone(),
+            target_agent_id: h.creds.user("agent1").id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not to oneself");
+    assert_eq!(to_self.code(), Code::FailedPrecondition);
     let neither = agent1
         .transfer_conversation(conv::TransferConversationRequest {
             request_id: rid(),
@@ -301,5 +314,265 @@ async fn a_supervisor_transfers_an_agents_conversation(backend: &Backend) {
         .await
         .expect_err("agents cannot");
     assert_eq!(denied.code(), Code::PermissionDenied);
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+fn to_agent(conversation_id: &str, agent_id: &str) -> conv::TransferConversationRequest {
+    conv::TransferConversationRequest {
+        request_id: rid(),
+        conversation_id: conversation_id.to_owned(),
+        target_agent_id: agent_id.to_owned(),
+        note: "needs a refund".into(),
+        ..Default::default()
+    }
+}
+
+async fn ledger(h: &Harness, conversation_id: &str) -> Vec<conv::Transfer> {
+    h.conversations("supervisor")
+        .list_transfers(conv::ListTransfersRequest {
+            conversation_id: conversation_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("transfers")
+        .into_inner()
+        .transfers
+}
+
+async fn a_transfer_to_an_agent_is_an_offer_the_agent_answers(backend: &Backend) {
+    let h = started(backend).await;
+    let agent1 = h.creds.user("agent1").id.clone();
+    let agent2 = h.creds.user("agent2").id.clone();
+    let chat = start_chat(&h, "transfer-agent").await;
+    take(&h, "agent1", &chat.id).await;
+    let mut offers2 = offer_stream(&h, "agent2").await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+
+    let transfer = h
+        .conversations("agent1")
+        .transfer_conversation(to_agent(&chat.id, &agent2))
+        .await
+        .expect("transfer to agent2")
+        .into_inner()
+        .transfer
+        .expect("transfer");
+    assert_eq!(transfer.outcome, AnswerOutcome::Pending as i32);
+    assert_eq!(transfer.to_agent_id, agent2);
+    assert!(!transfer.ping_pong);
+    let offer = pending_offer(&mut offers2, &chat.id).await;
+    assert_eq!(offer.kind, routing::OfferKind::Transfer as i32);
+    assert_eq!(offer.transfer_id, transfer.id);
+    assert_eq!(offer.id, transfer.offer_id);
+    assert_eq!(offer.sender_id, agent1);
+    assert_eq!(offer.note, "needs a refund");
+
+    // Until agent2 answers, agent1 keeps the chat; no second transfer meanwhile.
+    let still = wait_for_state(&h, "agent1", &chat.id, State::Active).await;
+    assert_eq!(still.owner_agent_id, agent1);
+    let twice = h
+        .conversations("agent1")
+        .transfer_conversation(to_agent(&chat.id, &agent2))
+        .await
+        .expect_err("a transfer is already waiting");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+
+    h.agent("agent2")
+        .accept_offer(routing::AcceptOfferRequest {
+            request_id: rid(),
+            offer_id: offer.id.clone(),
+        })
+        .await
+        .expect("agent2 accepts");
+    let taken = wait_for_state(&h, "agent2", &chat.id, State::Active).await;
+    assert_eq!(taken.owner_agent_id, agent2);
+    let sender = taken
+        .participants
+        .iter()
+        .rev()
+        .find(|p| p.user_id == agent1)
+        .expect("agent1 takes part");
+    assert_eq!(sender.role, conv::ParticipantRole::Consultant as i32);
+    assert_eq!(sender.state, conv::participant::State::Joined as i32);
+    wait_for_capacity(&h, "agent1", 0).await;
+    wait_for_capacity(&h, "agent2", 1).await;
+    assert_eq!(
+        taken.pre_chat_data.len(),
+        chat.pre_chat_data.len(),
+        "the whole history goes along"
+    );
+    let first = ledger(&h, &chat.id).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].outcome, AnswerOutcome::Accepted as i32);
+    let segments = h
+        .conversations("supervisor")
+        .list_segments(conv::ListSegmentsRequest {
+            conversation_id: chat.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("segments")
+        .into_inner()
+        .segments;
+    assert_eq!(segments.len(), 2);
+    assert_eq!(
+        segments[0].end_reason,
+        conv::segment::EndReason::Transferred as i32
+    );
+    assert_eq!(segments[1].agent_id, agent2);
+    assert_eq!(
+        segments[1].assignment_source,
+        conv::AssignmentSource::Transfer as i32
+    );
+    let assigned = events(&h, "supervisor", &chat.id)
+        .await
+        .into_iter()
+        .rfind(|e| e.event_type == conv::EventType::Assigned as i32)
+        .expect("an ASSIGNED event");
+    assert_eq!(
+        assigned.previous_agent_id, agent1,
+        "a reassignment to agent2"
+    );
+
+    // agent1, a consultant now, still reads it; sending it back to agent1 is ping-pong.
+    let mut offers1 = offer_stream(&h, "agent1").await;
+    let back = h
+        .conversations("agent2")
+        .transfer_conversation(to_agent(&chat.id, &agent1))
+        .await
+        .expect("transfer back")
+        .into_inner()
+        .transfer
+        .expect("transfer");
+    assert!(back.ping_pong);
+    let offer = pending_offer(&mut offers1, &chat.id).await;
+    h.agent("agent1")
+        .reject_offer(routing::RejectOfferRequest {
+            request_id: rid(),
+            offer_id: offer.id.clone(),
+            reason: "busy with another customer".into(),
+        })
+        .await
+        .expect("agent1 rejects");
+    let rejected =
+        switchboard_tests::eventually("the rejection to reach the ledger", flows_wait(), || {
+            let h = &h;
+            let id = chat.id.clone();
+            async move {
+                let all = ledger(h, &id).await;
+                all.get(1)
+                    .filter(|t| t.outcome != AnswerOutcome::Pending as i32)
+                    .cloned()
+            }
+        })
+        .await;
+    assert_eq!(rejected.outcome, AnswerOutcome::Rejected as i32);
+    assert_eq!(rejected.reject_reason, "busy with another customer");
+    assert_eq!(
+        rejected.fallback_applied,
+        switchboard_proto::common::v1::TransferFallback::ReturnToSender as i32,
+        "the demo queue returns it to the sender"
+    );
+    let kept = wait_for_state(&h, "agent2", &chat.id, State::Active).await;
+    assert_eq!(kept.owner_agent_id, agent2);
+    assert_eq!(agent_state(&h, "agent1").await.capacity_used, 0);
+    wait_for_capacity(&h, "agent2", 1).await;
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+fn flows_wait() -> std::time::Duration {
+    switchboard_tests::flows::WAIT
+}
+
+async fn a_transfer_not_taken_follows_the_queues_fallback(backend: &Backend) {
+    let h = started(backend).await;
+    let agent2 = h.creds.user("agent2").id.clone();
+    let requeue = h
+        .queues("admin")
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: h.creds.program_id.clone(),
+                display_name: "Escalations".into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                transfer_fallback: switchboard_proto::common::v1::TransferFallback::Requeue as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    let chat = start_chat(&h, "transfer-requeue").await;
+    take(&h, "agent1", &chat.id).await;
+    let mut offers2 = offer_stream(&h, "agent2").await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+    let mut ask = to_agent(&chat.id, &agent2);
+    ask.target_queue_id = requeue.id.clone();
+    h.conversations("agent1")
+        .transfer_conversation(ask)
+        .await
+        .expect("transfer to agent2 through Escalations");
+    let offer = pending_offer(&mut offers2, &chat.id).await;
+    assert_eq!(offer.queue_id, requeue.id);
+    h.agent("agent2")
+        .reject_offer(routing::RejectOfferRequest {
+            request_id: rid(),
+            offer_id: offer.id,
+            reason: String::new(),
+        })
+        .await
+        .expect("agent2 rejects");
+    // The fallback requeues: OPEN in Escalations, the sender released.
+    let open = wait_for_state(&h, "supervisor", &chat.id, State::Open).await;
+    assert_eq!(open.queue_id, requeue.id);
+    assert!(open.owner_agent_id.is_empty());
+    wait_for_capacity(&h, "agent1", 0).await;
+    wait_for_capacity(&h, "agent2", 0).await;
+    let all = ledger(&h, &chat.id).await;
+    assert_eq!(all[0].outcome, AnswerOutcome::Rejected as i32);
+    assert_eq!(
+        all[0].fallback_applied,
+        switchboard_proto::common::v1::TransferFallback::Requeue as i32
+    );
+
+    // A pending transfer is withdrawn when its conversation is force-closed.
+    set_presence(&h, "agent2", routing::Presence::Away).await;
+    let other = start_chat(&h, "transfer-withdrawn").await;
+    take(&h, "agent1", &other.id).await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+    let pending = h
+        .conversations("agent1")
+        .transfer_conversation(to_agent(&other.id, &agent2))
+        .await
+        .expect("transfer")
+        .into_inner()
+        .transfer
+        .expect("transfer");
+    let offer = pending_offer(&mut offers2, &other.id).await;
+    assert_eq!(offer.transfer_id, pending.id);
+    h.supervisor("supervisor")
+        .force_close_conversation(conv::ForceCloseConversationRequest {
+            request_id: rid(),
+            conversation_id: other.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect("force close");
+    let late = h
+        .agent("agent2")
+        .accept_offer(routing::AcceptOfferRequest {
+            request_id: rid(),
+            offer_id: offer.id,
+        })
+        .await;
+    // Either the withdrawal reached routing-svc first (refused) or the accept is undone.
+    if late.is_ok() {
+        wait_for_capacity(&h, "agent2", 0).await;
+    }
+    let closed = ledger(&h, &other.id).await;
+    assert_eq!(closed[0].outcome, AnswerOutcome::Withdrawn as i32);
+    wait_for_capacity(&h, "agent1", 0).await;
+    wait_for_capacity(&h, "agent2", 0).await;
     h.stop().await.expect("the suite stops cleanly");
 }

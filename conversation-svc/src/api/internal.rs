@@ -15,6 +15,7 @@ use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::conversation::transfers::{accept_transfer, transfer_not_taken};
 use super::conversation::{post_message, system_message};
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
@@ -22,6 +23,8 @@ use crate::domain::access::ParticipantRole;
 use crate::domain::state::{Action, transition};
 use crate::error::{Error, Result};
 use crate::store::{Event, Topic};
+use switchboard_proto::common::v1::AnswerOutcome;
+use switchboard_proto::routing::v1::offer::State as OfferState;
 
 /// How many events Subscribe reads per query.
 const SUBSCRIBE_BATCH: i64 = 500;
@@ -64,12 +67,19 @@ impl InternalApi {
             Ok(pb::AssignmentSource::Unspecified) => {
                 convert::assignment_code(pb::AssignmentSource::QueueOffer)
             }
-            Ok(source @ (pb::AssignmentSource::QueueOffer | pb::AssignmentSource::Claim)) => {
-                convert::assignment_code(source)
-            }
+            Ok(
+                source @ (pb::AssignmentSource::QueueOffer
+                | pb::AssignmentSource::Claim
+                | pb::AssignmentSource::Transfer),
+            ) => convert::assignment_code(source),
             _ => None,
         }
-        .ok_or_else(|| Error::invalid("assignment_source", "must be QUEUE_OFFER or CLAIM"))?;
+        .ok_or_else(|| {
+            Error::invalid(
+                "assignment_source",
+                "must be QUEUE_OFFER, CLAIM or TRANSFER",
+            )
+        })?;
 
         let mut m = self.ctx.store.begin().await?;
         let mut conv = m
@@ -87,6 +97,31 @@ impl InternalApi {
             return Ok(ipb::ApplyAssignmentResponse {
                 conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
             });
+        }
+        if start_reason == "transfer" {
+            let now = now_micros();
+            let segment = accept_transfer(
+                &mut m,
+                &mut conv,
+                &offer_id,
+                &agent_id,
+                &agent_display_name,
+                now,
+            )
+            .await?;
+            m.record_assignment(&offer_id, &conv, &agent_id, &segment.id, now)
+                .await?;
+            let response = ipb::ApplyAssignmentResponse {
+                conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+            };
+            m.commit(None, &response).await?;
+            info!(
+                conversation_id = %conversation_id,
+                agent_id = %agent_id,
+                offer_id = %offer_id,
+                "transfer accepted"
+            );
+            return Ok(response);
         }
         let next = transition(conv.state, Action::Assign)
             .map_err(|e| Error::wrong_state(&conversation_id, e))?;
@@ -145,6 +180,34 @@ impl InternalApi {
             "conversation assigned"
         );
         Ok(response)
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<ipb::ResolveOfferRequest>,
+    ) -> Result<ipb::ResolveOfferResponse> {
+        service_caller(&request)?;
+        let req = request.into_inner();
+        uuid_field("tenant_id", &req.tenant_id)?;
+        uuid_field("conversation_id", &req.conversation_id)?;
+        let offer_id = uuid_field("offer_id", &req.offer_id)?;
+        text_field("reject_reason", &req.reject_reason, 0, 2000)?;
+        let outcome = match OfferState::try_from(req.state) {
+            Ok(OfferState::Rejected) => AnswerOutcome::Rejected,
+            Ok(OfferState::TimedOut) => AnswerOutcome::TimedOut,
+            Ok(OfferState::Withdrawn) => AnswerOutcome::Withdrawn,
+            _ => {
+                return Err(Error::invalid(
+                    "state",
+                    "must be REJECTED, TIMED_OUT or WITHDRAWN",
+                ));
+            }
+        };
+        let mut m = self.ctx.store.begin().await?;
+        transfer_not_taken(&mut m, &offer_id, outcome, &req.reject_reason, now_micros()).await?;
+        let committed = m.commit(None, &()).await?;
+        self.ctx.dispatch(&committed);
+        Ok(ipb::ResolveOfferResponse {})
     }
 
     async fn subscribe(&self, request: Request<ipb::SubscribeRequest>) -> Result<SubscribeStream> {
@@ -226,6 +289,16 @@ impl ConversationInternalService for InternalApi {
         request: Request<ipb::ApplyAssignmentRequest>,
     ) -> Result<Response<ipb::ApplyAssignmentResponse>, Status> {
         self.apply(request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn resolve_offer(
+        &self,
+        request: Request<ipb::ResolveOfferRequest>,
+    ) -> Result<Response<ipb::ResolveOfferResponse>, Status> {
+        self.resolve(request)
             .await
             .map(Response::new)
             .map_err(Status::from)

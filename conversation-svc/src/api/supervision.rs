@@ -11,7 +11,7 @@ use tonic::{Request, Status};
 use tracing::{info, warn};
 
 use super::conversation::moves::{leave_queue, refused, release_owner, target_queue};
-use super::conversation::transfers::{TransferAsk, checked_target, transfer_to_queue};
+use super::conversation::transfers::{TransferAsk, run_transfer};
 use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
 use super::{
     Begun, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
@@ -399,26 +399,12 @@ impl super::SupervisorApi {
             &req.note,
             &[],
         )?;
-        if let Some(response) = self.ctx().replay(&identity, METHOD, &rid).await? {
-            return Ok(response);
-        }
-        let queue = checked_target(self.ctx(), &identity, &ask).await?;
-        let mut tx = match self.ctx().begin_mutation(&identity, METHOD, &rid).await? {
-            Begun::Replayed(response) => return Ok(response),
-            Begun::Fresh(tx) => tx,
-        };
-        let transfer = transfer_to_queue(&mut tx, &identity, &ask, queue, true).await?;
-        let response = pb::SupervisorServiceTransferConversationResponse {
-            transfer: Some(transfer),
-        };
-        tx.commit(&response).await?;
-        info!(
-            conversation_id = %ask.conversation_id,
-            queue_id = %ask.queue_id,
-            supervisor_id = %identity.principal_id,
-            "conversation transferred to a queue by a supervisor"
-        );
-        Ok(response)
+        run_transfer(self.ctx(), &identity, METHOD, &rid, ask, true, |transfer| {
+            pb::SupervisorServiceTransferConversationResponse {
+                transfer: Some(transfer),
+            }
+        })
+        .await
     }
 
     pub(super) async fn force_close(

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod reopen;
 pub mod state;
 pub mod supervision;
+pub mod transfer;

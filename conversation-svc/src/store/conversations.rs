@@ -815,7 +815,8 @@ impl Mutation {
         Ok(segment)
     }
 
-    /// Ends segment `id` with `end_reason`, recording the wrap-up reasons and note.
+    /// Ends segment `id` with `end_reason`, recording the wrap-up reasons and note (empty
+    /// ones keep what the segment holds: reasons a transfer's sender gave in advance).
     pub async fn end_segment(
         &mut self,
         id: &str,
@@ -825,8 +826,9 @@ impl Mutation {
         now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE segments SET end_reason = $2, end_time = $3, wrap_up_reason_ids = $4, \
-             wrap_up_note = $5 WHERE id = $1",
+            "UPDATE segments SET end_reason = $2, end_time = $3, \
+             wrap_up_reason_ids = CASE WHEN $4 = '' THEN wrap_up_reason_ids ELSE $4 END, \
+             wrap_up_note = CASE WHEN $5 = '' THEN wrap_up_note ELSE $5 END WHERE id = $1",
         )
         .bind(id)
         .bind(end_reason)

@@ -7,6 +7,9 @@ use sqlx::any::AnyRow;
 use super::{Mutation, Segment, Store, join_ids};
 use crate::error::Result;
 
+/// `AnswerOutcome.PENDING`: the target agent has not answered yet.
+pub const PENDING: i32 = 1;
+
 /// One transfer of a conversation, with its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
@@ -46,12 +49,14 @@ pub struct Transfer {
     pub request_time: i64,
     /// When it was answered or ended.
     pub resolve_time: Option<i64>,
+    /// The target queue's `TransferFallback` number, applied if the agent does not take it.
+    pub fallback: i32,
 }
 
 const TRANSFER_SELECT: &str = "SELECT id, tenant_id, conversation_id, ordinal, from_user_id, \
      from_agent_id, from_segment_id, by_supervisor, to_agent_id, to_queue_id, outcome, \
-     fallback_applied, offer_id, reject_reason, note, ping_pong, request_time, resolve_time \
-     FROM transfers";
+     fallback_applied, offer_id, reject_reason, note, ping_pong, request_time, resolve_time, \
+     fallback FROM transfers";
 
 fn transfer_from_row(row: &AnyRow) -> Result<Transfer> {
     Ok(Transfer {
@@ -73,6 +78,7 @@ fn transfer_from_row(row: &AnyRow) -> Result<Transfer> {
         ping_pong: row.try_get::<i64, _>("ping_pong")? != 0,
         request_time: row.try_get("request_time")?,
         resolve_time: row.try_get("resolve_time")?,
+        fallback: row.try_get::<i64, _>("fallback")? as i32,
     })
 }
 
@@ -115,8 +121,8 @@ impl Mutation {
             "INSERT INTO transfers (id, tenant_id, conversation_id, ordinal, from_user_id, \
              from_agent_id, from_segment_id, by_supervisor, to_agent_id, to_queue_id, outcome, \
              fallback_applied, offer_id, reject_reason, note, ping_pong, request_time, \
-             resolve_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18)",
+             resolve_time, fallback) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&transfer.id)
         .bind(&transfer.tenant_id)
@@ -136,9 +142,65 @@ impl Mutation {
         .bind(i64::from(transfer.ping_pong))
         .bind(transfer.request_time)
         .bind(transfer.resolve_time)
+        .bind(i64::from(transfer.fallback))
         .execute(self.conn())
         .await?;
         Ok(())
+    }
+
+    /// The transfer proposed by routing-svc's offer `offer_id`, if any.
+    pub async fn transfer_by_offer(&mut self, offer_id: &str) -> Result<Option<Transfer>> {
+        let sql = format!("{TRANSFER_SELECT} WHERE offer_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(offer_id)
+            .fetch_optional(self.conn())
+            .await?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    /// The conversation's transfer still waiting for its agent's answer, if any.
+    pub async fn pending_transfer(&mut self, conversation_id: &str) -> Result<Option<Transfer>> {
+        let sql = format!("{TRANSFER_SELECT} WHERE conversation_id = $1 AND outcome = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .bind(i64::from(PENDING))
+            .fetch_optional(self.conn())
+            .await?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    /// Whether `agent_id` transferred this conversation away before (a transfer back to
+    /// them is ping-pong).
+    pub async fn transferred_away_by(
+        &mut self,
+        conversation_id: &str,
+        agent_id: &str,
+    ) -> Result<bool> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM transfers WHERE conversation_id = $1 AND from_agent_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(agent_id)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(count > 0)
+    }
+
+    /// Records the outcome of a pending transfer; false when it was no longer pending.
+    pub async fn resolve_transfer(&mut self, transfer: &Transfer, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE transfers SET outcome = $2, fallback_applied = $3, reject_reason = $4, \
+             resolve_time = $5 WHERE id = $1 AND outcome = $6",
+        )
+        .bind(&transfer.id)
+        .bind(i64::from(transfer.outcome))
+        .bind(i64::from(transfer.fallback_applied))
+        .bind(&transfer.reject_reason)
+        .bind(now)
+        .bind(i64::from(PENDING))
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Segment `segment_id` of conversation `conversation_id`, if any.

@@ -14,11 +14,11 @@ use tracing::info;
 use crate::api::queue::parse_channel;
 use crate::api::{MAX_TEXT, caller, optional_id, parse_id, require_any, respond};
 use crate::convert;
-use crate::domain::{Channel, Presence, Queue};
+use crate::domain::{Channel, OfferKind, Presence, Queue};
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::catalog;
-use crate::store::routing::{self, EnqueueInput, ReserveInput};
+use crate::store::routing::{self, DirectedOffer, EnqueueInput, ReserveInput};
 
 /// Serves RoutingInternalService.
 #[derive(Clone)]
@@ -146,6 +146,65 @@ impl InternalApi {
         );
         Ok(ipb::EnqueueConversationResponse {
             item: Some(convert::waiting_item(&item)),
+        })
+    }
+
+    async fn offer_to_agent_impl(
+        &self,
+        request: Request<ipb::OfferToAgentRequest>,
+    ) -> Result<ipb::OfferToAgentResponse> {
+        authorize(&request, "RoutingInternalService/OfferToAgent")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let agent_id = parse_id("agent_id", &req.agent_id)?;
+        let queue_id = parse_id("queue_id", &req.queue_id)?;
+        let reference_id = parse_id("reference_id", &req.reference_id)?;
+        let sender_id = optional_id("sender_id", &req.sender_id)?.unwrap_or_default();
+        let channel = parse_channel("channel", req.channel)?;
+        let kind = match OfferKind::from_i32(req.kind) {
+            Some(OfferKind::Transfer) => OfferKind::Transfer,
+            _ => return Err(Error::invalid("kind", "must be TRANSFER")),
+        };
+        let text =
+            |value: &str| -> String { mask_pans(value.trim()).chars().take(MAX_TEXT).collect() };
+        let now = now_micros();
+        let wait_start_time = match req.wait_start_time.as_ref() {
+            None => now,
+            Some(ts) => convert::timestamp_micros("wait_start_time", ts)?,
+        };
+        let queue = queue_accepting(&self.context, &tenant_id, &queue_id, channel).await?;
+        let mut tx = self.context.store.begin().await?;
+        let offer = routing::create_directed_offer(
+            &mut tx,
+            &DirectedOffer {
+                tenant_id: &tenant_id,
+                conversation_id: &conversation_id,
+                agent_id: &agent_id,
+                queue: &queue,
+                channel,
+                kind,
+                reference_id: &reference_id,
+                sender_id: &sender_id,
+                sender_display_name: &text(&req.sender_display_name),
+                note: &text(&req.note),
+                customer_display_name: &text(&req.customer_display_name),
+                channel_address: &text(&req.channel_address),
+                wait_start_time,
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        info!(
+            conversation_id = %conversation_id,
+            agent_id = %agent_id,
+            offer_id = %offer.id,
+            "transfer offered"
+        );
+        Ok(ipb::OfferToAgentResponse {
+            offer: Some(convert::offer(&offer)),
+            transfer_fallback: queue.transfer_fallback.as_i32(),
         })
     }
 
@@ -291,6 +350,13 @@ impl RoutingInternalService for InternalApi {
         request: Request<ipb::EnqueueConversationRequest>,
     ) -> std::result::Result<Response<ipb::EnqueueConversationResponse>, Status> {
         respond(self.enqueue_conversation_impl(request).await)
+    }
+
+    async fn offer_to_agent(
+        &self,
+        request: Request<ipb::OfferToAgentRequest>,
+    ) -> std::result::Result<Response<ipb::OfferToAgentResponse>, Status> {
+        respond(self.offer_to_agent_impl(request).await)
     }
 
     async fn cancel_waiting(

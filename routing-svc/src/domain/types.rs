@@ -167,6 +167,8 @@ int_enum! {
         QueueOffer = 1,
         /// The agent picked it from the waiting work.
         Claim = 2,
+        /// The agent accepted a transfer offered to them.
+        Transfer = 3,
     }
 }
 
@@ -176,6 +178,7 @@ impl AssignmentSource {
         match self {
             AssignmentSource::QueueOffer => "offer",
             AssignmentSource::Claim => "claim",
+            AssignmentSource::Transfer => "transfer",
         }
     }
 
@@ -415,6 +418,15 @@ pub struct Offer {
     pub wait_start_time: i64,
     /// The agent's reason when rejecting; empty otherwise.
     pub reject_reason: String,
+    /// The transfer or invitation (conversation-svc's id) a directed offer proposes; empty
+    /// for a queue offer.
+    pub reference_id: String,
+    /// Who sent the transfer or invitation; empty for a queue offer.
+    pub sender_id: String,
+    /// That user's display name.
+    pub sender_display_name: String,
+    /// The sender's note.
+    pub note: String,
 }
 
 /// One agent's part in a routing decision.

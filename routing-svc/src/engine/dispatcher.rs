@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use switchboard_proto::conversation::internal::v1::ApplyAssignmentRequest;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
+use switchboard_proto::conversation::internal::v1::{ApplyAssignmentRequest, ResolveOfferRequest};
 use switchboard_server_kit::db::now_micros;
 use switchboard_server_kit::identity::SignedChannel;
 use switchboard_server_kit::metrics::{OutboxMetrics, OutboxSeries};
@@ -77,6 +77,7 @@ fn assignment_source(source: AssignmentSource) -> ContractSource {
     match source {
         AssignmentSource::QueueOffer => ContractSource::QueueOffer,
         AssignmentSource::Claim => ContractSource::Claim,
+        AssignmentSource::Transfer => ContractSource::Transfer,
     }
 }
 
@@ -175,8 +176,27 @@ impl Dispatcher {
         Ok(recorded.attempt)
     }
 
-    /// Calls ApplyAssignment for `entry`, within the deadline.
+    /// Calls ApplyAssignment for `entry` (or ResolveOffer for an offer that ended without
+    /// an accept), within the deadline.
     async fn call(&self, entry: &OutboxEntry) -> CallResult {
+        if let Some((state, reason)) = &entry.resolution {
+            let mut request = tonic::Request::new(ResolveOfferRequest {
+                tenant_id: entry.tenant_id.clone(),
+                conversation_id: entry.conversation_id.clone(),
+                offer_id: entry.offer_id.clone(),
+                state: state.as_i32(),
+                reject_reason: reason.clone(),
+            });
+            request.set_timeout(self.timings.conversation_timeout);
+            let mut client = self.client.clone();
+            return tokio::time::timeout(
+                self.timings.conversation_timeout,
+                client.resolve_offer(request),
+            )
+            .await
+            .ok()
+            .map(|answer| answer.map(|_| ()));
+        }
         let mut request = tonic::Request::new(ApplyAssignmentRequest {
             tenant_id: entry.tenant_id.clone(),
             conversation_id: entry.conversation_id.clone(),
@@ -225,7 +245,9 @@ impl Dispatcher {
                 if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) =>
             {
                 let outcome = format!("refused: {}", status.message());
-                let released = outbox::complete(tx, entry, &outcome, now).await?;
+                // An outcome conversation-svc refuses to hear of holds no capacity.
+                let released =
+                    outbox::complete(tx, entry, &outcome, now).await? && entry.resolution.is_none();
                 if released {
                     routing::release_capacity(
                         tx,

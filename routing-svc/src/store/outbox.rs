@@ -9,7 +9,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::AssignmentSource;
+use crate::domain::{AssignmentSource, OfferState};
 use crate::error::{Error, Result};
 use crate::store::{NewEvent, Tx, fetch_all, int_column};
 
@@ -36,6 +36,10 @@ pub struct OutboxEntry {
     pub attempts: i32,
     /// When the next attempt is due (microseconds).
     pub next_attempt_time: i64,
+    /// Set when the entry tells conversation-svc how a directed offer (a transfer) ended
+    /// without being accepted, rather than an assignment to apply: the offer's final state
+    /// and the agent's reason.
+    pub resolution: Option<(OfferState, String)>,
 }
 
 fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
@@ -55,11 +59,15 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
         },
         attempts: int_column(row, "attempts")?,
         next_attempt_time: row.try_get("next_attempt_time")?,
+        resolution: match OfferState::from_i32(int_column(row, "offer_state")?) {
+            Some(state) => Some((state, row.try_get("reject_reason")?)),
+            None => None,
+        },
     })
 }
 
 const COLUMNS: &str = "id, tenant_id, conversation_id, agent_id, agent_display_name, offer_id, \
-    queue_id, start_reason, attempts, next_attempt_time";
+    queue_id, start_reason, attempts, next_attempt_time, offer_state, reject_reason";
 
 /// An entry claimed for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,8 +93,8 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, tenant_id, conversation_id, agent_id, agent_display_name, \
          offer_id, queue_id, start_reason, attempts, next_attempt_time, done, outcome, \
-         create_time, conversation_seq, lease_until) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10)",
+         create_time, conversation_seq, lease_until, offer_state, reject_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10, $13, $14)",
     )
     .bind(&entry.id)
     .bind(&entry.tenant_id)
@@ -100,6 +108,18 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     .bind(entry.next_attempt_time)
     .bind(now)
     .bind(seq)
+    .bind(i64::from(
+        entry
+            .resolution
+            .as_ref()
+            .map_or(0, |(state, _)| state.as_i32()),
+    ))
+    .bind(
+        entry
+            .resolution
+            .as_ref()
+            .map_or("", |(_, reason)| reason.as_str()),
+    )
     .execute(tx.conn())
     .await
     .map_err(|err| {
@@ -257,7 +277,7 @@ pub async fn finish(
     .bind(outcome)
     .fetch_optional(tx.conn())
     .await?;
-    if created.is_some() {
+    if created.is_some() && entry.resolution.is_none() {
         let kind = if outcome == "applied" {
             "assignment.applied"
         } else {

@@ -255,6 +255,8 @@ impl ConversationApi {
         )
         .await?;
         let now = conv.update_time;
+        // A transfer still waiting for its agent's answer ends with the chat.
+        super::transfers::withdraw_pending(&mut tx, &conv, &identity.principal_id, now).await?;
         let name = if conv.owner_display_name.is_empty() {
             mask_pans(&identity.display_name).into_owned()
         } else {

@@ -23,7 +23,7 @@ pub use waiting::*;
 use std::collections::{HashMap, HashSet};
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::domain::offer::{OfferError, check_accept};
 use crate::domain::{

@@ -5,7 +5,8 @@ use super::*;
 
 pub(super) const OFFER_COLUMNS: &str = "id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
     state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
-    channel_address, queue_display_name, wait_start_time, reject_reason";
+    channel_address, queue_display_name, wait_start_time, reject_reason, reference_id, sender_id, \
+    sender_display_name, note";
 
 pub(super) fn offer_from_row(row: &AnyRow) -> Result<Offer> {
     Ok(Offer {
@@ -26,6 +27,10 @@ pub(super) fn offer_from_row(row: &AnyRow) -> Result<Offer> {
         queue_display_name: row.try_get("queue_display_name")?,
         wait_start_time: row.try_get("wait_start_time")?,
         reject_reason: row.try_get("reject_reason")?,
+        reference_id: row.try_get("reference_id")?,
+        sender_id: row.try_get("sender_id")?,
+        sender_display_name: row.try_get("sender_display_name")?,
+        note: row.try_get("note")?,
     })
 }
 
@@ -217,6 +222,10 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         queue_display_name: plan.queue.display_name.clone(),
         wait_start_time: item.enqueue_time,
         reject_reason: String::new(),
+        reference_id: String::new(),
+        sender_id: String::new(),
+        sender_display_name: String::new(),
+        note: String::new(),
     };
     insert_offer(tx, &offer).await?;
     sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
@@ -247,8 +256,10 @@ pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
     sqlx::query(
         "INSERT INTO offers (id, tenant_id, conversation_id, queue_id, agent_id, channel, kind, \
          state, create_time, expire_time, resolve_time, customer_display_name, capacity_units, \
-         channel_address, queue_display_name, wait_start_time, reject_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         channel_address, queue_display_name, wait_start_time, reject_reason, reference_id, \
+         sender_id, sender_display_name, note) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21)",
     )
     .bind(&offer.id)
     .bind(&offer.tenant_id)
@@ -267,6 +278,10 @@ pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
     .bind(&offer.queue_display_name)
     .bind(offer.wait_start_time)
     .bind(&offer.reject_reason)
+    .bind(&offer.reference_id)
+    .bind(&offer.sender_id)
+    .bind(&offer.sender_display_name)
+    .bind(&offer.note)
     .execute(tx.conn())
     .await?;
     Ok(())
@@ -324,6 +339,24 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
     .execute(tx.conn())
     .await?;
     tx.event(offer_event(offer, resolution_event(to)));
+    if offer.kind != OfferKind::Queue {
+        // conversation-svc asked for this offer and decides what follows (the transfer's
+        // fallback): it hears of the outcome through the outbox, like an assignment.
+        let entry = OutboxEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: offer.tenant_id.clone(),
+            conversation_id: offer.conversation_id.clone(),
+            agent_id: offer.agent_id.clone(),
+            agent_display_name: String::new(),
+            offer_id: offer.id.clone(),
+            queue_id: offer.queue_id.clone(),
+            source: AssignmentSource::Transfer,
+            attempts: 0,
+            next_attempt_time: now,
+            resolution: Some((to, offer.reject_reason.clone())),
+        };
+        outbox::insert(tx, &entry, now).await?;
+    }
     if to.puts_agent_in_rona() {
         let enter_rona = sqlx::query(
             "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
@@ -387,16 +420,20 @@ pub async fn reject_offer(
         .state
         .apply(crate::domain::offer::OfferEvent::Reject)
         .map_err(|err| offer_wrong_state(&offer, err))?;
+    sqlx::query("UPDATE offers SET reject_reason = $2 WHERE id = $1 AND state = 1")
+        .bind(&offer.id)
+        .bind(reason)
+        .execute(tx.conn())
+        .await?;
+    let offer = Offer {
+        reject_reason: reason.to_owned(),
+        ..offer
+    };
     if !resolve_offer(tx, &offer, OfferState::Rejected, now).await? {
         return Err(Error::Conflict(format!(
             "offer {offer_id} was resolved concurrently; retry"
         )));
     }
-    sqlx::query("UPDATE offers SET reject_reason = $2 WHERE id = $1")
-        .bind(&offer.id)
-        .bind(reason)
-        .execute(tx.conn())
-        .await?;
     reread_offer(tx.conn(), &offer).await
 }
 
@@ -486,15 +523,12 @@ pub async fn accept_offer(
         resolve_time: Some(now),
         ..offer
     };
-    finish_assignment(
-        tx,
-        agent,
-        &accepted,
-        AssignmentSource::QueueOffer,
-        now,
-        lease_until,
-    )
-    .await
+    let source = if accepted.kind == OfferKind::Transfer {
+        AssignmentSource::Transfer
+    } else {
+        AssignmentSource::QueueOffer
+    };
+    finish_assignment(tx, agent, &accepted, source, now, lease_until).await
 }
 
 /// Writes the assignment, the outbox entry and the events of an accepted offer.
@@ -518,6 +552,7 @@ pub(super) async fn finish_assignment(
         source,
         attempts: 0,
         next_attempt_time: lease_until,
+        resolution: None,
     };
     outbox::insert(tx, &entry, now).await?;
     tx.event(offer_event(offer, "offer.accepted"));
@@ -653,7 +688,156 @@ pub async fn claim_waiting(
         queue_display_name: queue.display_name.clone(),
         wait_start_time: item.enqueue_time,
         reject_reason: String::new(),
+        reference_id: String::new(),
+        sender_id: String::new(),
+        sender_display_name: String::new(),
+        note: String::new(),
     };
     insert_offer(tx, &offer).await?;
     finish_assignment(tx, agent, &offer, AssignmentSource::Claim, now, lease_until).await
+}
+
+/// An offer conversation-svc asks routing-svc to make to one agent (a transfer).
+#[derive(Clone, Debug)]
+pub struct DirectedOffer<'a> {
+    /// Tenant of the conversation.
+    pub tenant_id: &'a str,
+    /// The conversation.
+    pub conversation_id: &'a str,
+    /// The agent to offer it to.
+    pub agent_id: &'a str,
+    /// The queue the agent receives it in (its offer timeout applies).
+    pub queue: &'a Queue,
+    /// The conversation's channel.
+    pub channel: Channel,
+    /// Why: a transfer.
+    pub kind: OfferKind,
+    /// conversation-svc's transfer id; the idempotency key.
+    pub reference_id: &'a str,
+    /// Who sent it.
+    pub sender_id: &'a str,
+    /// That user's display name.
+    pub sender_display_name: &'a str,
+    /// The sender's note.
+    pub note: &'a str,
+    /// The customer's display name.
+    pub customer_display_name: &'a str,
+    /// The customer's address on the channel.
+    pub channel_address: &'a str,
+    /// When the customer started waiting.
+    pub wait_start_time: i64,
+}
+
+/// Makes a directed offer: the agent must be Available with the units free (they are
+/// promised, as for a queue offer, until the answer). A retry with the same `reference_id`
+/// returns the offer made first.
+pub async fn create_directed_offer(
+    tx: &mut Tx,
+    input: &DirectedOffer<'_>,
+    now: i64,
+) -> Result<Offer> {
+    let existing = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND reference_id = $2"
+    )))
+    .bind(input.tenant_id)
+    .bind(input.reference_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(row) = existing {
+        return offer_from_row(&row);
+    }
+    let agent = get_agent(tx.conn(), input.tenant_id, input.agent_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("agent {} not found", input.agent_id)))?;
+    let (pending,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM offers WHERE conversation_id = $1 AND state = 1")
+            .bind(input.conversation_id)
+            .fetch_one(tx.conn())
+            .await?;
+    if pending > 0 {
+        return Err(Error::WrongState(format!(
+            "conversation {} is already offered to an agent",
+            input.conversation_id
+        )));
+    }
+    if agent.presence != Presence::Available {
+        return Err(Error::WrongState(format!(
+            "agent {} is {:?}, not Available",
+            input.agent_id, agent.presence
+        )));
+    }
+    if agent.excludes(input.channel) {
+        return Err(Error::WrongState(format!(
+            "the capacity profile of agent {} excludes channel {:?}",
+            input.agent_id, input.channel
+        )));
+    }
+    let units = channel_units(&agent.channel_costs, input.channel);
+    let hold = sqlx::query(
+        "UPDATE agents SET pending_units = pending_units + $3 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $4 \
+         AND capacity_used + pending_units + $3 <= capacity_total",
+    )
+    .bind(input.tenant_id)
+    .bind(input.agent_id)
+    .bind(i64::from(units))
+    .bind(i64::from(Presence::Available.as_i32()));
+    if !changes_one_row(tx.conn(), hold).await? {
+        return Err(Error::LimitExceeded(format!(
+            "agent {} has no {units} free capacity units",
+            input.agent_id
+        )));
+    }
+    let offer = Offer {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: input.tenant_id.to_owned(),
+        conversation_id: input.conversation_id.to_owned(),
+        queue_id: input.queue.id.clone(),
+        agent_id: input.agent_id.to_owned(),
+        channel: input.channel,
+        kind: input.kind,
+        state: OfferState::Pending,
+        create_time: now,
+        expire_time: now.saturating_add(input.queue.offer_timeout_us),
+        resolve_time: None,
+        customer_display_name: input.customer_display_name.to_owned(),
+        capacity_units: units,
+        channel_address: input.channel_address.to_owned(),
+        queue_display_name: input.queue.display_name.clone(),
+        wait_start_time: input.wait_start_time,
+        reject_reason: String::new(),
+        reference_id: input.reference_id.to_owned(),
+        sender_id: input.sender_id.to_owned(),
+        sender_display_name: input.sender_display_name.to_owned(),
+        note: input.note.to_owned(),
+    };
+    insert_offer(tx, &offer).await?;
+    tx.event(offer_event(&offer, "offer.created"));
+    Ok(offer)
+}
+
+/// Withdraws the pending directed offers of a conversation (a transfer whose conversation
+/// was closed, moved or transferred otherwise); returns how many.
+pub async fn withdraw_directed_offers(
+    tx: &mut Tx,
+    tenant_id: &str,
+    conversation_id: &str,
+    now: i64,
+) -> Result<usize> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND conversation_id = $2 \
+         AND state = 1 AND kind <> 1"
+    )))
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut withdrawn = 0;
+    for row in &rows {
+        let offer = offer_from_row(row)?;
+        if resolve_offer(tx, &offer, OfferState::Withdrawn, now).await? {
+            withdrawn += 1;
+        }
+    }
+    Ok(withdrawn)
 }

@@ -179,6 +179,8 @@ pub async fn cancel_waiting(
 ) -> Result<bool> {
     let item = get_waiting(tx.conn(), tenant_id, conversation_id).await?;
     let was_waiting = remove_waiting(tx, tenant_id, conversation_id, now).await?;
+    // A transfer still waiting for its agent's answer is withdrawn too.
+    withdraw_directed_offers(tx, tenant_id, conversation_id, now).await?;
     if let Some(item) = item.filter(|_| was_waiting) {
         tx.event(
             NewEvent::new(tenant_id, "waiting.cancelled")
