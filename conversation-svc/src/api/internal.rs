@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::conversation::{post_message, system_message};
+use super::expiry::limit_micros;
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
@@ -120,6 +121,11 @@ impl InternalApi {
         )
         .await?;
         m.save_conversation(&conv).await?;
+        m.set_wrap_up_limit(
+            &conversation_id,
+            limit_micros(req.wrap_up_time_limit.as_ref()),
+        )
+        .await?;
         m.record_assignment(&offer_id, &conv, &agent_id, &segment.id, now)
             .await?;
         let mut assigned = Event::about(&conv, pb::EventType::Assigned as i32, &agent_id, now);

@@ -86,11 +86,13 @@ pub enum Action {
     Move,
     /// A supervisor closes it, whatever it was doing.
     ForceClose,
+    /// Its queue's wrap-up time limit passes before wrap-up is submitted.
+    ExpireWrapUp,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Assign,
         Action::SetWaiting,
         Action::Resume,
@@ -99,6 +101,7 @@ impl Action {
         Action::Unassign,
         Action::Move,
         Action::ForceClose,
+        Action::ExpireWrapUp,
     ];
 
     /// A lowercase verb phrase for messages ("end", "submit wrap-up for").
@@ -112,6 +115,7 @@ impl Action {
             Action::Unassign => "unassign",
             Action::Move => "move",
             Action::ForceClose => "force close",
+            Action::ExpireWrapUp => "close on the wrap-up time limit",
         }
     }
 }
@@ -135,7 +139,7 @@ pub fn transition(from: State, action: Action) -> Result<State, IllegalTransitio
         (Active, SetWaiting) => Ok(Waiting),
         (Waiting, Resume) => Ok(Active),
         (Active | Waiting, End) => Ok(WrapUp),
-        (WrapUp, SubmitWrapUp) => Ok(Closed),
+        (WrapUp, SubmitWrapUp | ExpireWrapUp) => Ok(Closed),
         (Active | Waiting, Unassign) => Ok(Open),
         (Open | Active | Waiting, Move) => Ok(Open),
         (Open | Active | Waiting | WrapUp, ForceClose) => Ok(Closed),
@@ -160,6 +164,7 @@ mod tests {
                 (Active, End) => Some(WrapUp),
                 (Waiting, End) => Some(WrapUp),
                 (WrapUp, SubmitWrapUp) => Some(Closed),
+                (WrapUp, ExpireWrapUp) => Some(Closed),
                 (Active | Waiting, Unassign) => Some(Open),
                 (Open | Active | Waiting, Move) => Some(Open),
                 (Open | Active | Waiting | WrapUp, ForceClose) => Some(Closed),
@@ -183,7 +188,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed, 15);
+        assert_eq!(allowed, 16);
     }
 
     #[test]
@@ -250,7 +255,7 @@ mod properties {
 
     proptest! {
         /// Whatever is attempted, a conversation walks the lifecycle in order: it never
-        /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up or force close,
+        /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up (submitted or timed out) or force close,
         /// OPEN again only by unassign or move, and is owned exactly while ACTIVE, WAITING or
         /// WRAP_UP, so that each assignment follows a return to the queue.
         #[test]
@@ -266,7 +271,10 @@ mod properties {
                         if action == Action::Assign { assigned += 1; }
                         if next == State::WrapUp { prop_assert_eq!(action, Action::End); }
                         if next == State::Closed {
-                            prop_assert!(matches!(action, Action::SubmitWrapUp | Action::ForceClose));
+                            prop_assert!(matches!(
+                                action,
+                                Action::SubmitWrapUp | Action::ForceClose | Action::ExpireWrapUp
+                            ));
                         }
                         if next == State::Open {
                             prop_assert!(matches!(action, Action::Unassign | Action::Move));

@@ -12,6 +12,7 @@ mod history;
 mod outbox;
 mod reasons;
 mod records;
+mod wrap_up;
 
 use std::collections::HashMap;
 use std::sync::Arc;
