@@ -2,7 +2,8 @@
 //! conversation event log that reporting-svc follows.
 //!
 //! [`serve`] runs the service on a listener until its shutdown signal: migrations first,
-//! then the command outbox dispatcher, then the gRPC server with health and reflection.
+//! then the command outbox dispatcher and the wrap-up time limit sweeper, then the gRPC
+//! server with health and reflection.
 
 pub mod api;
 pub mod domain;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod outbox;
 pub mod routing;
 pub mod store;
+pub mod wrap_up;
 
 mod config;
 
@@ -72,6 +74,8 @@ pub async fn serve(
         outbox_metrics,
         stop.clone(),
     );
+    let wrap_up =
+        wrap_up::Sweeper::spawn(store.clone(), outbox.clone(), wrap_up::POLL, stop.clone());
     // Both end with `stop`, like the outbox dispatcher.
     idempotency::spawn_purger(store.db().clone(), config.request_log.clone(), stop.clone());
     store
@@ -82,6 +86,7 @@ pub async fn serve(
         store,
         routing,
         outbox,
+        wrap_up,
         stop,
         heartbeat: config.heartbeat(),
     });

@@ -456,6 +456,18 @@ impl Harness {
         agent: &Identity,
         offer_id: &str,
     ) -> Result<pb::Conversation, Status> {
+        self.assign_with_limit(conversation_id, agent, offer_id, None)
+            .await
+    }
+
+    /// As routing-svc assigns from a queue whose wrap-up time limit is `limit`.
+    async fn assign_with_limit(
+        &self,
+        conversation_id: &str,
+        agent: &Identity,
+        offer_id: &str,
+        limit: Option<Duration>,
+    ) -> Result<pb::Conversation, Status> {
         self.internal()
             .apply_assignment(ipb::ApplyAssignmentRequest {
                 tenant_id: self.tenant.clone(),
@@ -465,6 +477,7 @@ impl Harness {
                 offer_id: offer_id.to_owned(),
                 queue_id: self.queue.clone(),
                 assignment_source: pb::AssignmentSource::QueueOffer as i32,
+                wrap_up_time_limit: limit.map(|d| d.try_into().expect("a short duration")),
             })
             .await
             .map(|r| r.into_inner().conversation.expect("conversation"))
@@ -2308,6 +2321,87 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
         err.message(),
         "ConversationService/InviteParticipant is part of the API contract but not served yet"
     );
+    h.stop().await;
+}
+
+on_each_backend!(wrap_up_left_past_the_queue_limit_closes_on_its_own);
+async fn wrap_up_left_past_the_queue_limit_closes_on_its_own(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    let reason = h.reason("Resolved").await;
+    let limited = h.create().await;
+    let unlimited = h.create().await;
+    let submitted = h.create().await;
+    let limit = Some(Duration::from_millis(300));
+    h.assign_with_limit(&limited.id, &h.agent1, &id(), limit)
+        .await
+        .unwrap();
+    h.assign(&unlimited.id, &h.agent1, &id()).await.unwrap();
+    h.assign_with_limit(&submitted.id, &h.agent2, &id(), limit)
+        .await
+        .unwrap();
+    let end = |agent: &Identity, conversation_id: &str| {
+        let mut client = h.conversations(agent);
+        let conversation_id = conversation_id.to_owned();
+        async move {
+            client
+                .end_conversation(pb::EndConversationRequest {
+                    request_id: id(),
+                    conversation_id,
+                })
+                .await
+                .expect("end")
+        }
+    };
+    end(&h.agent1, &unlimited.id).await;
+    end(&h.agent1, &limited.id).await;
+    // Wrap-up submitted within the limit closes it as usual, and the limit does nothing more.
+    h.end_and_wrap_up(&h.agent2, &submitted.id, &reason.id)
+        .await;
+
+    let closed = eventually("the limit to close the conversation", || async {
+        let conv = h.get(&h.agent1, &limited.id).await.unwrap();
+        (conv.state == State::Closed as i32).then_some(conv)
+    })
+    .await;
+    assert_eq!(closed.close_reason, pb::CloseReason::WrapUpTimeLimit as i32);
+    let events = h.events(&limited.id).await;
+    let closes: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == pb::EventType::Closed as i32)
+        .collect();
+    assert_eq!(closes.len(), 1, "{events:?}");
+    assert_eq!(closes[0].actor_id, "", "the system closed it");
+    assert!(
+        !kinds(&events).contains(&pb::EventType::WrapUpSubmitted),
+        "{events:?}"
+    );
+    let err = h
+        .conversations(&h.agent1)
+        .submit_wrap_up(pb::SubmitWrapUpRequest {
+            request_id: id(),
+            conversation_id: limited.id.clone(),
+            wrap_up_reason_ids: vec![reason.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    eventually("the owner's capacity to be released", || async {
+        h.routing
+            .released()
+            .iter()
+            .any(|r| r.conversation_id == limited.id && r.agent_id == h.agent1.principal_id)
+            .then_some(())
+    })
+    .await;
+
+    let submitted = h.get(&h.agent2, &submitted.id).await.unwrap();
+    assert_eq!(
+        submitted.close_reason,
+        pb::CloseReason::WrapUpSubmitted as i32
+    );
+    let unlimited = h.get(&h.agent1, &unlimited.id).await.unwrap();
+    assert_eq!(unlimited.state, State::WrapUp as i32, "no limit, no close");
     h.stop().await;
 }
 

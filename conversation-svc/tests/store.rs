@@ -1689,3 +1689,126 @@ async fn writer_is_blocked(store: &Store) -> bool {
         }
     }
 }
+
+/// Assigns `conv` from a queue whose wrap-up time limit is `limit_us`, then ends it at
+/// `ended` as EndConversation does, with a reopen window of one hour. Returns the deadline.
+async fn end_with_limit(
+    store: &Store,
+    conv: &conversation_svc::store::Conversation,
+    limit_us: i64,
+    ended: i64,
+) -> Option<i64> {
+    assign(store, conv, &id()).await;
+    let mut m = store.begin().await.unwrap();
+    m.set_wrap_up_limit(&conv.id, limit_us).await.unwrap();
+    let mut c = m
+        .conversation_for_update(&conv.tenant_id, &conv.id)
+        .await
+        .unwrap()
+        .unwrap();
+    c.state = State::WrapUp;
+    m.save_conversation(&c).await.unwrap();
+    let deadline = m.start_wrap_up_clock(&conv.id, ended, 3_600).await.unwrap();
+    m.commit(None, &()).await.unwrap();
+    deadline
+}
+
+/// Conversations left in WRAP_UP past their limit are found and closed once, with the
+/// owner's capacity released; one whose wrap-up was submitted first, or with no limit, is
+/// left alone. The sweep takes the time as an argument, so no test waits for a clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_wrap_ups_are_closed_once_and_submitted_ones_never() {
+    use conversation_svc::api::close_due_wrap_ups;
+    for (db, store) in support::stores().await {
+        let name = db.name;
+        let tenant = id();
+        let t0 = now_micros();
+        let second = 1_000_000;
+        let expiring = create(&store, &tenant, "visitor-expiring").await;
+        let submitted = create(&store, &tenant, "visitor-submitted").await;
+        let unlimited = create(&store, &tenant, "visitor-unlimited").await;
+        assert_eq!(
+            end_with_limit(&store, &expiring, second, t0).await,
+            Some(t0 + second)
+        );
+        end_with_limit(&store, &submitted, second, t0).await;
+        assert_eq!(end_with_limit(&store, &unlimited, 0, t0).await, None);
+        assert_eq!(
+            store.next_wrap_up_deadline().await.unwrap(),
+            Some(t0 + second),
+            "{name}"
+        );
+
+        // Not due yet.
+        let swept = close_due_wrap_ups(&store, t0 + second - 1).await.unwrap();
+        assert_eq!(swept.closed, 0, "{name}");
+        // The agent submits wrap-up first: that close stops the clock.
+        close(&store, &submitted).await;
+
+        // Two replicas sweep at once: one close, one CLOSED event.
+        let other = Store::open(&db.url).await.unwrap();
+        let (a, b) = tokio::join!(
+            close_due_wrap_ups(&store, t0 + second),
+            close_due_wrap_ups(&other, t0 + second)
+        );
+        assert_eq!(a.unwrap().closed + b.unwrap().closed, 1, "{name}");
+        let again = close_due_wrap_ups(&store, t0 + 10 * second).await.unwrap();
+        assert_eq!(again.closed, 0, "{name}: closed once");
+        assert_eq!(store.next_wrap_up_deadline().await.unwrap(), None, "{name}");
+
+        let closed = store
+            .conversation(&tenant, &expiring.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.state, State::Closed, "{name}");
+        assert_eq!(
+            closed.close_reason,
+            pb::CloseReason::WrapUpTimeLimit as i32,
+            "{name}"
+        );
+        assert_eq!(closed.close_time, Some(t0 + second), "{name}");
+        let events = store
+            .conversation_events(&expiring.id, 0, 100)
+            .await
+            .unwrap();
+        let closes: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.kind == pb::EventType::Closed as i32)
+            .collect();
+        assert_eq!(closes.len(), 1, "{name}");
+        assert_eq!(closes[0].actor_id, "", "{name}: the system closed it");
+        assert_eq!(closes[0].detail, "wrap_up_timeout", "{name}");
+        assert_eq!(closes[0].reopen_window_secs, 3_600, "{name}");
+        assert_eq!(closes[0].agent_id, closed.owner_agent_id, "{name}");
+        let segments = store.segments(&expiring.id, 0, 10).await.unwrap();
+        assert_eq!(segments[0].end_reason, "closed", "{name}");
+        assert_eq!(segments[0].end_time, Some(t0 + second), "{name}");
+
+        let mut m = store.begin().await.unwrap();
+        let commands = m
+            .claim_commands(t0 + 100 * second, t0 + 200 * second, 100)
+            .await
+            .unwrap();
+        m.commit(None, &()).await.unwrap();
+        let releases: Vec<&str> = commands
+            .iter()
+            .filter(|c| c.kind == CommandKind::ReleaseCapacity)
+            .map(|c| c.conversation_id.as_str())
+            .collect();
+        assert_eq!(releases, vec![expiring.id.as_str()], "{name}");
+
+        let kept = store
+            .conversation(&tenant, &submitted.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.close_reason, 0, "{name}: not closed again");
+        let waiting = store
+            .conversation(&tenant, &unlimited.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(waiting.state, State::WrapUp, "{name}: no limit, no close");
+    }
+}

@@ -21,6 +21,11 @@ pub fn micros_to_duration(micros: i64) -> prost_types::Duration {
     }
 }
 
+/// The queue's wrap-up time limit as conversation-svc is told it; `None` for no limit.
+pub fn wrap_up_time_limit(queue: &Queue) -> Option<prost_types::Duration> {
+    (queue.wrap_up_time_limit_us > 0).then(|| micros_to_duration(queue.wrap_up_time_limit_us))
+}
+
 /// A request duration in microseconds: `None` when unset, INVALID_ARGUMENT when negative,
 /// malformed or longer than `max` (what the field can sensibly mean).
 pub fn duration_micros(

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::conversation::transfers::{accept_transfer, transfer_not_taken};
 use super::conversation::{post_message, system_message};
+use super::expiry::limit_micros;
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
@@ -109,6 +110,12 @@ impl InternalApi {
                 now,
             )
             .await?;
+            // The receiving queue's wrap-up time limit applies from now on.
+            m.set_wrap_up_limit(
+                &conversation_id,
+                limit_micros(req.wrap_up_time_limit.as_ref()),
+            )
+            .await?;
             m.record_assignment(&offer_id, &conv, &agent_id, &segment.id, now)
                 .await?;
             let response = ipb::ApplyAssignmentResponse {
@@ -155,6 +162,11 @@ impl InternalApi {
         )
         .await?;
         m.save_conversation(&conv).await?;
+        m.set_wrap_up_limit(
+            &conversation_id,
+            limit_micros(req.wrap_up_time_limit.as_ref()),
+        )
+        .await?;
         m.record_assignment(&offer_id, &conv, &agent_id, &segment.id, now)
             .await?;
         let mut assigned = Event::about(&conv, pb::EventType::Assigned as i32, &agent_id, now);

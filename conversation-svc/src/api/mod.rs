@@ -4,6 +4,7 @@
 mod config_service;
 mod conversation;
 mod convert;
+mod expiry;
 mod internal;
 mod stream;
 mod supervision;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config_service::ConfigApi;
 pub use conversation::ConversationApi;
+pub use expiry::{Swept, close_due_wrap_ups};
 pub use internal::InternalApi;
 pub use supervisor::SupervisorApi;
 
@@ -30,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
 use crate::routing::Routing;
 use crate::store::{Committed, Mutation, Store};
+use crate::wrap_up::Sweeper;
 
 /// What every service implementation shares.
 #[derive(Debug)]
@@ -40,6 +43,8 @@ pub struct Context {
     pub routing: Routing,
     /// The outbox dispatcher, woken after commits that add commands.
     pub outbox: Dispatcher,
+    /// The wrap-up time limit sweeper, woken when a conversation gets a deadline.
+    pub wrap_up: Sweeper,
     /// Cancelled at shutdown; ends server streams.
     pub stop: CancellationToken,
     /// How long a stream may stay silent before it sends a heartbeat.

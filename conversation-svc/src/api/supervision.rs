@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::conversation::moves::{leave_queue, refused, release_owner, target_queue};
 use super::conversation::transfers::{TransferAsk, run_transfer};
 use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
+use super::expiry::limit_micros;
 use super::{
     Begun, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
 };
@@ -276,6 +277,8 @@ impl super::SupervisorApi {
         tx.add_participant(&mut conv, agent_id, &name, ParticipantRole::Owner, now)
             .await?;
         tx.save_conversation(&conv).await?;
+        tx.set_wrap_up_limit(id, limit_micros(reserved.wrap_up_time_limit.as_ref()))
+            .await?;
         if previous_queue != conv.queue_id {
             let mut changed = event_by(&conv, pb::EventType::QueueChanged, identity, now);
             changed.previous_queue_id = previous_queue;

@@ -88,11 +88,13 @@ pub enum Action {
     ForceClose,
     /// Its owner or a supervisor transfers it to a queue, where it waits again.
     TransferToQueue,
+    /// Its queue's wrap-up time limit passes before wrap-up is submitted.
+    ExpireWrapUp,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Assign,
         Action::SetWaiting,
         Action::Resume,
@@ -102,6 +104,7 @@ impl Action {
         Action::Move,
         Action::ForceClose,
         Action::TransferToQueue,
+        Action::ExpireWrapUp,
     ];
 
     /// A lowercase verb phrase for messages ("end", "submit wrap-up for").
@@ -116,6 +119,7 @@ impl Action {
             Action::Move => "move",
             Action::ForceClose => "force close",
             Action::TransferToQueue => "transfer",
+            Action::ExpireWrapUp => "close on the wrap-up time limit",
         }
     }
 }
@@ -139,7 +143,7 @@ pub fn transition(from: State, action: Action) -> Result<State, IllegalTransitio
         (Active, SetWaiting) => Ok(Waiting),
         (Waiting, Resume) => Ok(Active),
         (Active | Waiting, End) => Ok(WrapUp),
-        (WrapUp, SubmitWrapUp) => Ok(Closed),
+        (WrapUp, SubmitWrapUp | ExpireWrapUp) => Ok(Closed),
         (Active | Waiting, Unassign) => Ok(Open),
         (Open | Active | Waiting, Move) => Ok(Open),
         (Open | Active | Waiting | WrapUp, ForceClose) => Ok(Closed),
@@ -165,6 +169,7 @@ mod tests {
                 (Active, End) => Some(WrapUp),
                 (Waiting, End) => Some(WrapUp),
                 (WrapUp, SubmitWrapUp) => Some(Closed),
+                (WrapUp, ExpireWrapUp) => Some(Closed),
                 (Active | Waiting, Unassign) => Some(Open),
                 (Open | Active | Waiting, Move) => Some(Open),
                 (Open | Active | Waiting | WrapUp, ForceClose) => Some(Closed),
@@ -189,7 +194,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed, 17);
+        assert_eq!(allowed, 18);
     }
 
     #[test]
@@ -256,8 +261,9 @@ mod properties {
 
     proptest! {
         /// Whatever is attempted, a conversation walks the lifecycle in order: it never
-        /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up or force close,
-        /// OPEN again only by unassign, move or a transfer to a queue, and is owned exactly while ACTIVE, WAITING or
+        /// leaves CLOSED, reaches WRAP_UP only by End, CLOSED only by wrap-up (submitted or
+        /// timed out) or force close, OPEN again only by unassign, move or a transfer to a
+        /// queue, and is owned exactly while ACTIVE, WAITING or
         /// WRAP_UP, so that each assignment follows a return to the queue.
         #[test]
         fn random_attempts_follow_the_lifecycle(actions in prop::collection::vec(any_action(), 0..60)) {
@@ -272,7 +278,10 @@ mod properties {
                         if action == Action::Assign { assigned += 1; }
                         if next == State::WrapUp { prop_assert_eq!(action, Action::End); }
                         if next == State::Closed {
-                            prop_assert!(matches!(action, Action::SubmitWrapUp | Action::ForceClose));
+                            prop_assert!(matches!(
+                                action,
+                                Action::SubmitWrapUp | Action::ForceClose | Action::ExpireWrapUp
+                            ));
                         }
                         if next == State::Open {
                             prop_assert!(matches!(

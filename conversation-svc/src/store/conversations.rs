@@ -631,14 +631,17 @@ impl Mutation {
         })
     }
 
-    /// Writes the conversation's changeable columns as they are in `conv`.
+    /// Writes the conversation's changeable columns as they are in `conv`; a conversation
+    /// not in WRAP_UP loses its wrap-up deadline.
     pub async fn save_conversation(&mut self, conv: &Conversation) -> Result<()> {
         sqlx::query(
             "UPDATE conversations SET state = $2, queue_id = $3, program_id = $4, \
              owner_agent_id = $5, owner_display_name = $6, last_owner_agent_id = $7, \
              status_label_id = $8, mode = $9, wrap_up_reason_ids = $10, segment_count = $11, \
              message_count = $12, current_segment_id = $13, update_time = $14, close_time = $15, \
-             close_reason = $16 WHERE id = $1",
+             close_reason = $16, \
+             wrap_up_deadline = CASE WHEN $2 = $17 THEN wrap_up_deadline ELSE NULL END \
+             WHERE id = $1",
         )
         .bind(&conv.id)
         .bind(i64::from(conv.state.code()))
@@ -656,6 +659,8 @@ impl Mutation {
         .bind(conv.update_time)
         .bind(conv.close_time)
         .bind(i64::from(conv.close_reason))
+        // Leaving WRAP_UP stops its clock.
+        .bind(i64::from(State::WrapUp.code()))
         .execute(self.conn())
         .await?;
         Ok(())

@@ -13,6 +13,7 @@ mod outbox;
 mod reasons;
 mod records;
 mod transfers;
+mod wrap_up;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -315,6 +315,7 @@ impl InternalApi {
             units,
             units_over_capacity,
             agent_display_name: agent.display_name,
+            wrap_up_time_limit: queue.as_ref().and_then(convert::wrap_up_time_limit),
         })
     }
 

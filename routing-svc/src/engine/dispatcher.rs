@@ -27,10 +27,11 @@ use tonic::Code;
 use tracing::{info, warn};
 
 use crate::config::{Config, Timings};
+use crate::convert;
 use crate::domain::AssignmentSource;
 use crate::error::Result;
 use crate::store::outbox::{self, OutboxEntry};
-use crate::store::{Store, Tx, routing};
+use crate::store::{Store, Tx, catalog, routing};
 use switchboard_proto::conversation::v1::AssignmentSource as ContractSource;
 
 /// How many entries one round claims and sends at most, all at once: a round lasts about
@@ -197,6 +198,15 @@ impl Dispatcher {
             .ok()
             .map(|answer| answer.map(|_| ()));
         }
+        let wrap_up_time_limit = match self.wrap_up_time_limit(entry).await {
+            Ok(limit) => limit,
+            Err(err) => {
+                return Some(Err(tonic::Status::unavailable(format!(
+                    "reading queue {}: {err}",
+                    entry.queue_id
+                ))));
+            }
+        };
         let mut request = tonic::Request::new(ApplyAssignmentRequest {
             tenant_id: entry.tenant_id.clone(),
             conversation_id: entry.conversation_id.clone(),
@@ -205,6 +215,7 @@ impl Dispatcher {
             offer_id: entry.offer_id.clone(),
             queue_id: entry.queue_id.clone(),
             assignment_source: assignment_source(entry.source) as i32,
+            wrap_up_time_limit,
         });
         request.set_timeout(self.timings.conversation_timeout);
         let mut client = self.client.clone();
@@ -215,6 +226,20 @@ impl Dispatcher {
         .await
         .ok()
         .map(|answer| answer.map(|_| ()))
+    }
+
+    /// The wrap-up time limit of the queue `entry` was offered from, which conversation-svc
+    /// keeps with the conversation; `None` when the queue has none (or is gone).
+    async fn wrap_up_time_limit(
+        &self,
+        entry: &OutboxEntry,
+    ) -> Result<Option<prost_types::Duration>> {
+        if entry.queue_id.is_empty() {
+            return Ok(None);
+        }
+        let mut conn = self.store.conn().await?;
+        let queue = catalog::get_queue(&mut conn, &entry.tenant_id, &entry.queue_id).await?;
+        Ok(queue.as_ref().and_then(convert::wrap_up_time_limit))
     }
 
     /// Records the outcome of one attempt in `tx`.

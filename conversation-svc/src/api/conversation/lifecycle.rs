@@ -257,6 +257,10 @@ impl ConversationApi {
         let now = conv.update_time;
         // A transfer still waiting for its agent's answer ends with the chat.
         super::transfers::withdraw_pending(&mut tx, &conv, &identity.principal_id, now).await?;
+        // The CLOSED event of a close by the wrap-up time limit records this reopen window.
+        let deadline = tx
+            .start_wrap_up_clock(&id, now, identity.reopen_window_secs)
+            .await?;
         let name = if conv.owner_display_name.is_empty() {
             mask_pans(&identity.display_name).into_owned()
         } else {
@@ -268,6 +272,9 @@ impl ConversationApi {
             conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
         tx.commit(&response).await?;
+        if deadline.is_some() {
+            self.ctx.wrap_up.wake();
+        }
         info!(conversation_id = %id, agent_id = %identity.principal_id, "conversation ended");
         Ok(response)
     }
