@@ -5,6 +5,7 @@ mod config_service;
 mod conversation;
 mod convert;
 mod internal;
+mod ongoing;
 mod stream;
 mod supervision;
 mod supervisor;
