@@ -3202,3 +3202,46 @@ async fn status_labels_follow_visibility_and_closed_conversations_keep_theirs(db
     }
     h.stop().await;
 }
+
+on_each_backend!(an_ongoing_view_streams_its_snapshot_in_pages_then_beats_when_quiet);
+/// A supervisor's view of ongoing conversations holds more than one page of snapshot, each
+/// conversation once, then its end; a quiet stream sends heartbeats (300 ms here).
+async fn an_ongoing_view_streams_its_snapshot_in_pages_then_beats_when_quiet(db: support::TestDb) {
+    use switchboard_proto::conversation::v1::stream_ongoing_conversations_response::Update as Ongoing;
+    let h = Harness::start(db).await;
+    // One more than a page of the snapshot (200).
+    let mut created = std::collections::HashSet::new();
+    for _ in 0..201 {
+        created.insert(h.create().await.id);
+    }
+    let mut stream = SupervisorServiceClient::new(h.channel(&h.supervisor()))
+        .stream_ongoing_conversations(pb::StreamOngoingConversationsRequest::default())
+        .await
+        .expect("a supervisor streams ongoing conversations")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("stream open")
+            .expect("stream ok")
+            .update
+            .expect("an update")
+    };
+    let mut held = std::collections::HashSet::new();
+    loop {
+        match next().await {
+            Ongoing::Conversation(c) => assert!(held.insert(c.id.clone()), "{} twice", c.id),
+            Ongoing::SnapshotEnd(_) => break,
+            other => panic!("in the snapshot: {other:?}"),
+        }
+    }
+    assert_eq!(held, created);
+    let quiet = next().await;
+    assert!(
+        matches!(quiet, Ongoing::Heartbeat(ref hb) if hb.server_time.is_some()),
+        "a heartbeat when nothing happens, got {quiet:?}"
+    );
+    drop(stream);
+    h.stop().await;
+}

@@ -9,8 +9,8 @@ use conversation_svc::domain::state::State;
 use conversation_svc::error::Error;
 use conversation_svc::store::{
     CannedResponse, CommandKind, CommandState, ConversationQuery, Event, NewConversation,
-    NewMessage, PreChatField, RequestKey, StatusCount, StatusLabel, Store, Topic, TranscriptLine,
-    WrapUpReason,
+    NewMessage, OngoingFilter, PreChatField, RequestKey, StatusCount, StatusLabel, Store, Topic,
+    TranscriptLine, WrapUpReason,
 };
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::now_micros;
@@ -933,6 +933,229 @@ async fn commits_wake_only_the_streams_they_concern() {
             .unwrap_or_else(|_| panic!("{}: the replica's stream was not woken", db.name));
         stop.cancel();
         follower.await.unwrap();
+    }
+}
+
+/// A supervisor's live view of a tenant is woken by every commit of that tenant, here and
+/// on another replica, and by no other tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wake_the_live_views_of_their_tenant_only() {
+    use futures::FutureExt as _;
+    use tokio_util::sync::CancellationToken;
+    for (db, store) in support::stores().await {
+        let (tenant, other) = (id(), id());
+        let view = store.changes().watch([Topic::Tenant(tenant.clone())]);
+        let elsewhere = store.changes().watch([Topic::Tenant(other.clone())]);
+        create(&store, &tenant, "a").await;
+        tokio::time::timeout(Duration::from_secs(5), view.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{}: the tenant's view was not woken", db.name));
+        assert!(
+            elsewhere.changed().now_or_never().is_none(),
+            "{}: another tenant's view was woken",
+            db.name
+        );
+
+        let replica = Store::new(store.db().clone());
+        let stop = CancellationToken::new();
+        let follower = replica
+            .follow_changes(Duration::from_millis(10), stop.clone())
+            .await
+            .unwrap();
+        let watched = replica.changes().watch([Topic::Tenant(tenant.clone())]);
+        let unconcerned = replica.changes().watch([Topic::Tenant(other.clone())]);
+        create(&store, &tenant, "b").await;
+        tokio::time::timeout(Duration::from_secs(5), watched.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{}: the replica's view was not woken", db.name));
+        assert!(
+            unconcerned.changed().now_or_never().is_none(),
+            "{}: the replica woke another tenant's view",
+            db.name
+        );
+        stop.cancel();
+        follower.await.unwrap();
+    }
+}
+
+/// The snapshot of a live view pages through the tenant's conversations that are not
+/// CLOSED, newest first, with the filter the stream applies to changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ongoing_pages_leave_out_closed_conversations_and_other_tenants() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let open = create(&store, &tenant, "a").await;
+        let mine = create(&store, &tenant, "b").await;
+        let closed = create(&store, &tenant, "c").await;
+        let newest = create(&store, &tenant, "d").await;
+        assign(&store, &mine, "me").await;
+        close(&store, &closed).await;
+        create(&store, &id(), "e").await;
+
+        let everything = OngoingFilter {
+            tenant_id: tenant.clone(),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .ongoing_page(&everything, before.as_ref(), 2)
+                .await
+                .unwrap();
+            for conv in &page {
+                assert!(everything.matches(conv), "{}: {conv:?}", db.name);
+                seen.push((conv.create_time, conv.id.clone()));
+            }
+            if page.len() < 2 {
+                break;
+            }
+            before = seen.last().cloned();
+        }
+        let mut expected: Vec<(i64, String)> = [&newest, &mine, &open]
+            .iter()
+            .map(|c| (c.create_time, c.id.clone()))
+            .collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        assert_eq!(
+            seen, expected,
+            "{}: every ongoing one once, newest first",
+            db.name
+        );
+
+        let ids = |cs: Vec<conversation_svc::store::Conversation>| {
+            cs.into_iter().map(|c| c.id).collect::<Vec<_>>()
+        };
+        let only_open = OngoingFilter {
+            states: vec![State::Open.code()],
+            ..everything.clone()
+        };
+        let mut open_ids = ids(store.ongoing_page(&only_open, None, 10).await.unwrap());
+        open_ids.sort();
+        let mut expected = vec![open.id.clone(), newest.id.clone()];
+        expected.sort();
+        assert_eq!(open_ids, expected, "{}: by state", db.name);
+        let owned = OngoingFilter {
+            owner_agent_id: Some("me".into()),
+            ..everything.clone()
+        };
+        let owned = store.ongoing_page(&owned, None, 10).await.unwrap();
+        assert_eq!(
+            ids(owned.clone()),
+            vec![mine.id.clone()],
+            "{}: by owner",
+            db.name
+        );
+        assert_eq!(owned[0].participants.len(), 1, "{}: participants", db.name);
+        let by_queue = OngoingFilter {
+            queue_id: Some(open.queue_id.clone()),
+            ..everything.clone()
+        };
+        assert_eq!(
+            ids(store.ongoing_page(&by_queue, None, 10).await.unwrap()),
+            vec![open.id.clone()],
+            "{}: by queue",
+            db.name
+        );
+        let closed_queue = OngoingFilter {
+            queue_id: Some(closed.queue_id.clone()),
+            ..everything.clone()
+        };
+        assert!(
+            store
+                .ongoing_page(&closed_queue, None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: a CLOSED one is never ongoing",
+            db.name
+        );
+        let stranger = OngoingFilter {
+            tenant_id: id(),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .ongoing_page(&stranger, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// After a wake-up a live view reads only its tenant's conversations changed after its
+/// cursor, each once, and loads just those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_after_a_cursor_name_each_conversation_of_the_tenant_once() {
+    for (db, store) in support::stores().await {
+        let (tenant, other) = (id(), id());
+        let before = create(&store, &tenant, "a").await;
+        let cursor = store.last_sequence().await.unwrap();
+        let first = create(&store, &tenant, "b").await;
+        let foreign = create(&store, &other, "c").await;
+        assign(&store, &before, "me").await;
+        assign(&store, &first, "me").await;
+
+        let changed = store.changed_after(&tenant, cursor, 100).await.unwrap();
+        assert_eq!(
+            changed.conversation_ids,
+            vec![first.id.clone(), before.id.clone()],
+            "{}: in the order of first change, each once",
+            db.name
+        );
+        assert_eq!(changed.through, store.last_sequence().await.unwrap());
+        assert!(!changed.more);
+        let again = store
+            .changed_after(&tenant, changed.through, 100)
+            .await
+            .unwrap();
+        assert!(again.conversation_ids.is_empty(), "{}: {again:?}", db.name);
+        assert_eq!(again.through, changed.through);
+
+        // A cut read says so and resumes where it stopped.
+        let cut = store.changed_after(&tenant, cursor, 2).await.unwrap();
+        assert_eq!(cut.conversation_ids, vec![first.id.clone()]);
+        assert!(cut.more);
+        let rest = store
+            .changed_after(&tenant, cut.through, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.conversation_ids,
+            vec![before.id.clone(), first.id.clone()]
+        );
+
+        let mut loaded = store
+            .conversations_by_id(
+                &tenant,
+                &[before.id.clone(), first.id.clone(), foreign.id.clone()],
+                false,
+            )
+            .await
+            .unwrap();
+        loaded.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut expected = vec![before.id.clone(), first.id.clone()];
+        expected.sort();
+        assert_eq!(
+            loaded.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            expected,
+            "{}: another tenant's conversation is not loaded",
+            db.name
+        );
+        assert!(
+            loaded
+                .iter()
+                .all(|c| c.owner_agent_id == "me" && c.participants.len() == 1)
+        );
+        assert_eq!(
+            store
+                .changed_after(&other, cursor, 100)
+                .await
+                .unwrap()
+                .conversation_ids,
+            vec![foreign.id]
+        );
     }
 }
 

@@ -6,6 +6,7 @@ mod conversation;
 mod convert;
 mod expiry;
 mod internal;
+mod ongoing;
 mod stream;
 mod supervision;
 mod supervisor;

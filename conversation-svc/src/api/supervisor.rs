@@ -1,5 +1,6 @@
 //! `switchboard.conversation.v1.SupervisorService`: the service and counts by status
-//! label; the actions on one conversation are in `supervision`.
+//! label; the actions on one conversation are in `supervision`, the dashboard stream of
+//! ongoing conversations in `ongoing`.
 
 use std::pin::Pin;
 
@@ -51,7 +52,7 @@ fn respond<T>(result: Result<T>) -> std::result::Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
-type OngoingStream =
+pub(super) type OngoingStream =
     Pin<Box<dyn Stream<Item = Result<pb::StreamOngoingConversationsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -102,8 +103,8 @@ impl SupervisorService for SupervisorApi {
 
     async fn stream_ongoing_conversations(
         &self,
-        _: Request<pb::StreamOngoingConversationsRequest>,
+        request: Request<pb::StreamOngoingConversationsRequest>,
     ) -> Result<Response<Self::StreamOngoingConversationsStream>, Status> {
-        not_served(SERVICE, "StreamOngoingConversations")
+        respond(self.ongoing(request).await)
     }
 }

@@ -136,8 +136,8 @@ impl Store {
     /// change follower publishes for commits of other replicas.
     pub async fn topics_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<Topic>)>> {
         let mut conn = self.conn().await?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT sequence, conversation_id FROM events WHERE sequence > $1 \
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT sequence, tenant_id, conversation_id FROM events WHERE sequence > $1 \
              ORDER BY sequence LIMIT $2",
         )
         .bind(after)
@@ -146,7 +146,9 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(sequence, conversation_id)| (sequence, topics(&conversation_id).to_vec()))
+            .map(|(sequence, tenant_id, conversation_id)| {
+                (sequence, topics(&tenant_id, &conversation_id).to_vec())
+            })
             .collect())
     }
 

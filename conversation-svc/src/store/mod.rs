@@ -9,6 +9,7 @@ mod config;
 mod conversations;
 mod events;
 mod history;
+mod ongoing;
 mod outbox;
 mod reasons;
 mod records;
@@ -26,6 +27,7 @@ use switchboard_server_kit::{Db, Dialect};
 
 pub use config::{CannedResponse, StatusCount, StatusLabel};
 pub use conversations::{AppliedOffer, ConversationQuery};
+pub use ongoing::{Changed, OngoingFilter};
 pub use outbox::{BACKLOG_RETRY_AFTER, Backlog};
 pub use records::*;
 pub use switchboard_server_kit::idempotency::RequestKey;
@@ -141,11 +143,17 @@ pub enum Topic {
     Log,
     /// One conversation's events (StreamConversation).
     Conversation(String),
+    /// Every event of one tenant (StreamOngoingConversations).
+    Tenant(String),
 }
 
-/// The topics of an event of `conversation_id`.
-pub fn topics(conversation_id: &str) -> [Topic; 2] {
-    [Topic::Log, Topic::Conversation(conversation_id.to_owned())]
+/// The topics of an event of `conversation_id` in `tenant_id`.
+pub fn topics(tenant_id: &str, conversation_id: &str) -> [Topic; 3] {
+    [
+        Topic::Log,
+        Topic::Conversation(conversation_id.to_owned()),
+        Topic::Tenant(tenant_id.to_owned()),
+    ]
 }
 
 /// One write transaction and what it will publish when it commits.
@@ -253,8 +261,10 @@ impl Mutation {
             }
         }
         let events = std::mem::take(&mut self.events);
-        let mut committed_topics: Vec<String> =
-            events.iter().map(|e| e.conversation_id.clone()).collect();
+        let mut committed_topics: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e.tenant_id.clone(), e.conversation_id.clone()))
+            .collect();
         committed_topics.dedup();
         let mut sequences = Vec::with_capacity(events.len());
         if !events.is_empty() {
@@ -275,7 +285,9 @@ impl Mutation {
         self.backlog.add(self.commands.len());
         self.changes.publish_committed(
             sequences.iter().copied(),
-            committed_topics.iter().flat_map(|id| topics(id)),
+            committed_topics
+                .iter()
+                .flat_map(|(tenant_id, id)| topics(tenant_id, id)),
         );
         Ok(Committed {
             sequences,
