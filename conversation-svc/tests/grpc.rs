@@ -21,6 +21,7 @@ use switchboard_proto::conversation::v1::conversation_config_service_client::Con
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::conversation::v1::stream_conversation_request::Start;
 use switchboard_proto::conversation::v1::stream_conversation_response::Update;
+use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
 use switchboard_proto::routing::internal::v1 as rpb;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
     RoutingInternalService, RoutingInternalServiceServer,

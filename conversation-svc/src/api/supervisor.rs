@@ -10,10 +10,8 @@ use switchboard_proto::conversation::v1::supervisor_service_server::SupervisorSe
 use switchboard_server_kit::Role;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, authorized, convert, not_served, optional_uuid};
+use super::{Shared, authorized, convert, optional_uuid};
 use crate::error::Result;
-
-const SERVICE: &str = "SupervisorService";
 
 /// Supervisor actions and insights.
 #[derive(Clone, Debug)]
