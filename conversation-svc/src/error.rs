@@ -1,5 +1,6 @@
 //! The one error type of conversation-svc and its mapping to gRPC statuses.
 
+use switchboard_server_kit::db::{DbFailure, classify};
 use switchboard_server_kit::errors::limit_exceeded;
 use switchboard_server_kit::{internal, invalid_field, status};
 use tonic::{Code, Status};
@@ -121,7 +122,20 @@ impl Error {
             err @ (Error::NotImplemented { .. } | Error::NotServedYet(_)) => {
                 status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
             }
-            err @ (Error::Storage(_) | Error::Internal(_)) => internal(err),
+            Error::Storage(err) => match classify(&err) {
+                DbFailure::Conflict => status(
+                    Code::Aborted,
+                    "a concurrent change won the race; retry",
+                    "CONFLICT",
+                ),
+                DbFailure::Unavailable => status(
+                    Code::Unavailable,
+                    "the conversation database is unavailable",
+                    "UNAVAILABLE",
+                ),
+                DbFailure::Other => internal(Error::Storage(err)),
+            },
+            err @ Error::Internal(_) => internal(err),
         }
     }
 }

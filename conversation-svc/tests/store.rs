@@ -2035,3 +2035,32 @@ async fn due_wrap_ups_are_closed_once_and_submitted_ones_never() {
         assert_eq!(waiting.state, State::WrapUp, "{name}: no limit, no close");
     }
 }
+
+/// First messages from one address arriving together (a customer double-clicking, two
+/// connector replicas) create one contact; every conversation is stored, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_conversations_of_one_address_share_one_contact() {
+    for (db, store) in support::stores().await {
+        let tenant = id();
+        let creates = (0..8).map(|_| {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                let mut m = store.begin().await?;
+                let conv = m
+                    .create_conversation(&new_conversation(&tenant, "visitor-race", "Casey"))
+                    .await?;
+                m.commit(None, &()).await?;
+                Ok::<_, Error>(conv)
+            })
+        });
+        let mut contacts = std::collections::HashSet::new();
+        for created in futures::future::join_all(creates).await {
+            let conv = created
+                .expect("task")
+                .unwrap_or_else(|e| panic!("{}: a create failed: {e}", db.name));
+            contacts.insert(conv.contact.id);
+        }
+        assert_eq!(contacts.len(), 1, "{}: one contact", db.name);
+    }
+}

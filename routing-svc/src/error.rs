@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use switchboard_server_kit::db::{DbFailure, classify};
 use switchboard_server_kit::errors::{internal, invalid_field, limit_exceeded, status};
 use tonic::{Code, Status};
 
@@ -97,18 +98,18 @@ impl Error {
             Error::NotImplemented { .. } => {
                 status(Code::Unimplemented, self.to_string(), "NOT_IMPLEMENTED")
             }
-            Error::Database(err) => match classify_database(err) {
-                DatabaseFailure::Conflict => status(
+            Error::Database(err) => match classify(err) {
+                DbFailure::Conflict => status(
                     Code::Aborted,
                     "a concurrent change won the race; retry",
                     "CONFLICT",
                 ),
-                DatabaseFailure::Unavailable => status(
+                DbFailure::Unavailable => status(
                     Code::Unavailable,
                     "the routing database is unavailable",
                     "UNAVAILABLE",
                 ),
-                DatabaseFailure::Other => internal(err),
+                DbFailure::Other => internal(err),
             },
             Error::Internal(message) => internal(message),
         }
@@ -128,29 +129,6 @@ impl From<crate::domain::profile::ProfileSubjectError> for Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         err.to_status()
-    }
-}
-
-enum DatabaseFailure {
-    Conflict,
-    Unavailable,
-    Other,
-}
-
-/// Serialization failures and deadlocks (PostgreSQL) and a busy database (SQLite) are
-/// lost races a retry may win; a pool that cannot get a connection means the database
-/// is down.
-fn classify_database(err: &sqlx::Error) -> DatabaseFailure {
-    match err {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("40001" | "40P01" | "5" | "6" | "517") => DatabaseFailure::Conflict,
-            _ if switchboard_server_kit::db::is_unique_violation(err) => DatabaseFailure::Conflict,
-            _ => DatabaseFailure::Other,
-        },
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            DatabaseFailure::Unavailable
-        }
-        _ => DatabaseFailure::Other,
     }
 }
 

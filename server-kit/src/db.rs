@@ -270,6 +270,33 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     }
 }
 
+/// What a failed database call means for the client, the same in every service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A lost race a retry may win: a serialization failure or deadlock (PostgreSQL), a
+    /// busy database (SQLite), a unique constraint another writer filled first.
+    Conflict,
+    /// The database cannot be reached (no connection, pool closed, I/O).
+    Unavailable,
+    /// Anything else: an internal error.
+    Other,
+}
+
+/// Classifies `err` for the client's answer (ABORTED, UNAVAILABLE or INTERNAL).
+pub fn classify(err: &sqlx::Error) -> DbFailure {
+    match err {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("40001" | "40P01" | "5" | "6" | "517") => DbFailure::Conflict,
+            _ if is_unique_violation(err) => DbFailure::Conflict,
+            _ => DbFailure::Other,
+        },
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            DbFailure::Unavailable
+        }
+        _ => DbFailure::Other,
+    }
+}
+
 /// A private PostgreSQL database for one test, created on the server named by
 /// `SWITCHBOARD_TEST_POSTGRES_URL` so that tests running at the same time never share
 /// tables or migration history.

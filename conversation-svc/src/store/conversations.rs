@@ -495,9 +495,12 @@ impl Mutation {
             (None, Some(known)) => known,
             (None, None) => {
                 let id = uuid::Uuid::new_v4().to_string();
-                sqlx::query(
+                // Two first messages from one address at once: the second insert waits for
+                // the first and then adds nothing, and its conversation joins that contact.
+                let inserted = sqlx::query(
                     "INSERT INTO contacts (id, tenant_id, channel, channel_address, \
-                     display_name, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                     display_name, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&id)
                 .bind(&new.tenant_id)
@@ -507,8 +510,25 @@ impl Mutation {
                 .bind(new.now)
                 .execute(self.conn())
                 .await?;
-                self.add_identity(new, &id).await?;
-                return Ok((id, true));
+                if inserted.rows_affected() == 1 {
+                    self.add_identity(new, &id).await?;
+                    return Ok((id, true));
+                }
+                let winner: Option<(String,)> = sqlx::query_as(
+                    "SELECT contact_id FROM contact_identities \
+                     WHERE tenant_id = $1 AND channel = $2 AND address = $3",
+                )
+                .bind(&new.tenant_id)
+                .bind(i64::from(new.channel))
+                .bind(&new.channel_address)
+                .fetch_optional(self.conn())
+                .await?;
+                winner.map(|(id,)| id).ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "contact of channel_address {} was created concurrently; retry",
+                        new.channel_address
+                    ))
+                })?
             }
         };
         if !new.contact_display_name.is_empty() {
