@@ -151,6 +151,7 @@ QUEUE_ID=$(cred queue_id)
 REASON_ID=$(cred wrap_up_reason_ids.0)
 AGENT1_ID=$(user_field agent1 id)
 AGENT1_NAME=$(user_field agent1 display_name)
+AGENT2_ID=$(user_field agent2 id)
 BOT_KEY=$(cred bot.api_key)
 [[ -n $QUEUE_ID && -n $REASON_ID && -n $AGENT1_ID && -n $BOT_KEY ]] ||
     { echo "grpcurl flow: $CREDS lacks queue_id, wrap_up_reason_ids, agent1 or bot.api_key" >&2; exit 2; }
@@ -159,6 +160,8 @@ BOT_KEY=$(cred bot.api_key)
 # shellcheck disable=SC2034
 NOAUTH=()
 AGENT1=(-H "authorization: Bearer $(user_field agent1 token)")
+# shellcheck disable=SC2034
+AGENT2=(-H "authorization: Bearer $(user_field agent2 token)")
 # shellcheck disable=SC2034
 SUPERVISOR=(-H "authorization: Bearer $(user_field supervisor token)")
 # shellcheck disable=SC2034
@@ -438,5 +441,43 @@ step "stop streaming offers"
 kill "$STREAM_PID" 2>/dev/null || true
 wait "$STREAM_PID" 2>/dev/null || true
 STREAM_PID=""
+
+step "agent1 goes AWAY: the next chat is for the supervisor to place"
+call AGENT1 "{\"requestId\": \"$(new_id)\", \"presence\": \"PRESENCE_AWAY\"}" \
+    switchboard.routing.v1.AgentService/SetPresence >/dev/null
+
+step "the supervisor assigns a new chat to agent2 (Offline), overriding presence"
+# shellcheck disable=SC2059
+second=$(call BOT "$(printf "$CREATE_TEMPLATE" "$(new_id)" "$QUEUE_ID" "$(new_id)")" \
+    switchboard.conversation.v1.ConversationService/CreateConversation)
+CID2=$(jget conversation.id <<<"$second")
+[[ -n $CID2 ]] || fail "no conversation id in: $second"
+expect_code 73 SUPERVISOR \
+    "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID2\", \"agentId\": \"$AGENT2_ID\"}" \
+    switchboard.conversation.v1.SupervisorService/AssignConversation
+assigned=$(call SUPERVISOR "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID2\", \"agentId\": \"$AGENT2_ID\", \"overrideLimits\": true}" \
+    switchboard.conversation.v1.SupervisorService/AssignConversation)
+[[ $(jget conversation.ownerAgentId <<<"$assigned") == "$AGENT2_ID" ]] ||
+    fail "not assigned to agent2: $assigned"
+
+step "agent2 transfers it to the demo queue; the ledger shows the transfer"
+transfer=$(call AGENT2 "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID2\", \"targetQueueId\": \"$QUEUE_ID\", \"note\": \"over to the team\"}" \
+    switchboard.conversation.v1.ConversationService/TransferConversation)
+[[ $(jget transfer.outcome <<<"$transfer") == ANSWER_OUTCOME_ACCEPTED ]] ||
+    fail "a transfer to a queue is accepted at once: $transfer"
+ledger=$(call SUPERVISOR "{\"conversationId\": \"$CID2\"}" \
+    switchboard.conversation.v1.ConversationService/ListTransfers)
+[[ $(jget transfers.0.id <<<"$ledger") == "$(jget transfer.id <<<"$transfer")" ]] ||
+    fail "the ledger lacks the transfer: $ledger"
+
+step "the supervisor force-closes it: CLOSED, and closing twice is FAILED_PRECONDITION"
+forced=$(call SUPERVISOR "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID2\", \"reason\": \"duplicate\"}" \
+    switchboard.conversation.v1.SupervisorService/ForceCloseConversation)
+[[ $(jget conversation.state <<<"$forced") == STATE_CLOSED ]] || fail "not CLOSED: $forced"
+[[ $(jget conversation.closeReason <<<"$forced") == CLOSE_REASON_FORCE_CLOSED ]] ||
+    fail "not force-closed: $forced"
+expect_code 73 SUPERVISOR \
+    "{\"requestId\": \"$(new_id)\", \"conversationId\": \"$CID2\"}" \
+    switchboard.conversation.v1.SupervisorService/ForceCloseConversation
 
 echo "grpcurl flow: all steps passed (conversation $CID)"

@@ -412,7 +412,88 @@ def run(gateway, creds):
     eventually(
         "created > %d and closed > %d in the flow's report" % (created_before, closed_before), 15, counted
     )
+    transfer_then_force_close(creds, users, agents, conversations, channel, create_request)
     channel.close()
+
+
+def transfer_then_force_close(creds, users, agents, conversations, channel, create_request):
+    """agent1 transfers a chat to agent2, who accepts it on the offer stream; a supervisor
+    then force-closes it and agent2's capacity is free again."""
+    as_agent1 = (("authorization", "Bearer " + users["agent1"]["token"]),)
+    as_agent2 = (("authorization", "Bearer " + users["agent2"]["token"]),)
+    as_supervisor = (("authorization", "Bearer " + users["supervisor"]["token"]),)
+    as_bot = (("x-api-key", creds["bot"]["api_key"]),)
+    supervisors = conv_grpc.SupervisorServiceStub(channel)
+
+    def presence(metadata, value):
+        agents.SetPresence(
+            routing.SetPresenceRequest(request_id=rid(), presence=value), metadata=metadata, timeout=TIMEOUT
+        )
+
+    step("agent1 takes a second chat")
+    listener1 = OfferListener(agents, as_agent1)
+    listener2 = None
+    try:
+        presence(as_agent1, routing_pb2.PRESENCE_AVAILABLE)
+        created = conversations.CreateConversation(create_request(rid()), metadata=as_bot, timeout=TIMEOUT).conversation
+        offer = listener1.wait_for_pending(created.id, 20)
+        agents.AcceptOffer(
+            routing.AcceptOfferRequest(request_id=rid(), offer_id=offer.id), metadata=as_agent1, timeout=TIMEOUT
+        )
+
+        def owned_by(metadata, agent_id):
+            def probe():
+                c = conversations.GetConversation(
+                    conv.GetConversationRequest(conversation_id=created.id), metadata=metadata, timeout=TIMEOUT
+                ).conversation
+                return c if c.owner_agent_id == agent_id else None
+
+            return probe
+
+        eventually("agent1 to own the second chat", 15, owned_by(as_agent1, users["agent1"]["id"]))
+
+        step("agent1 transfers it to agent2, who gets a TRANSFER offer and accepts")
+        listener2 = OfferListener(agents, as_agent2)
+        presence(as_agent2, routing_pb2.PRESENCE_AVAILABLE)
+        transfer = conversations.TransferConversation(
+            conv.TransferConversationRequest(
+                request_id=rid(), conversation_id=created.id, target_agent_id=users["agent2"]["id"], note="over to you"
+            ),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        ).transfer
+        check(transfer.outcome == common_pb2.ANSWER_OUTCOME_PENDING, "the transfer is not PENDING: %s" % transfer)
+        offer = listener2.wait_for_pending(created.id, 20)
+        check(offer.kind == routing_pb2.OFFER_KIND_TRANSFER, "offer kind %s" % offer.kind)
+        check(offer.transfer_id == transfer.id, "the offer proposes %s" % offer.transfer_id)
+        agents.AcceptOffer(
+            routing.AcceptOfferRequest(request_id=rid(), offer_id=offer.id), metadata=as_agent2, timeout=TIMEOUT
+        )
+        taken = eventually("agent2 to own the chat", 15, owned_by(as_agent2, users["agent2"]["id"]))
+        roles = {p.user_id: p.role for p in taken.participants if p.state == conversation_pb2.Participant.STATE_JOINED}
+        check(
+            roles.get(users["agent1"]["id"]) == conversation_pb2.PARTICIPANT_ROLE_CONSULTANT,
+            "agent1 stays as a consultant: %s" % roles,
+        )
+
+        step("the supervisor force-closes it; agent2's capacity is free again")
+        closed = supervisors.ForceCloseConversation(
+            conv.ForceCloseConversationRequest(request_id=rid(), conversation_id=created.id, reason="test over"),
+            metadata=as_supervisor,
+            timeout=TIMEOUT,
+        ).conversation
+        check(closed.state == conversation_pb2.Conversation.STATE_CLOSED, "not CLOSED: %s" % closed.state)
+
+        def free():
+            state = agents.GetAgentState(routing.GetAgentStateRequest(), metadata=as_agent2, timeout=TIMEOUT)
+            return state if state.agent_state.capacity_used == 0 else None
+
+        eventually("agent2 to hold no capacity", 15, free)
+    finally:
+        listener1.close()
+        if listener2 is not None:
+            listener2.close()
+        presence(as_agent2, routing_pb2.PRESENCE_OFFLINE)
 
 
 def main():
