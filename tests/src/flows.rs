@@ -52,31 +52,10 @@ pub async fn set_presence(h: &Harness, handle: &str, presence: routing::Presence
 /// Demo agent `handle` goes Available, waits on its offer stream for an offer of
 /// `conversation_id`, accepts it, and returns the conversation once it is ACTIVE.
 pub async fn take(h: &Harness, handle: &str, conversation_id: &str) -> conv::Conversation {
-    let mut agent = h.agent(handle);
-    let mut offers = agent
-        .stream_offers(routing::StreamOffersRequest {})
-        .await
-        .expect("stream offers")
-        .into_inner();
+    let mut offers = offer_stream(h, handle).await;
     set_presence(h, handle, routing::Presence::Available).await;
-    let offer = tokio::time::timeout(WAIT, async {
-        loop {
-            let message = offers
-                .next()
-                .await
-                .expect("the offer stream stays open")
-                .expect("offer stream ok");
-            if let Some(OfferUpdate::Offer(offer)) = message.update
-                && offer.conversation_id == conversation_id
-                && offer.state == routing::offer::State::Pending as i32
-            {
-                return offer;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{handle} gets an offer of {conversation_id}"));
-    agent
+    let offer = pending_offer(&mut offers, conversation_id).await;
+    h.agent(handle)
         .accept_offer(routing::AcceptOfferRequest {
             request_id: rid(),
             offer_id: offer.id,

@@ -336,7 +336,7 @@ impl super::SupervisorApi {
         changed.previous_queue_id = previous_queue;
         tx.event(changed);
         tx.event(event_by(&conv, pb::EventType::Queued, identity, now));
-        super::conversation::moves::requeue(&mut tx, &conv, now).await?;
+        super::conversation::moves::requeue(&mut tx, &conv, now, now).await?;
         let response = pb::AssignConversationResponse {
             conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
             units_over_capacity: 0,

@@ -78,9 +78,14 @@ pub(in crate::api) async fn release_capacity(
     Ok(())
 }
 
-/// Asks routing-svc, through the outbox, to put `conv` in line in its queue again, waiting
-/// from `now`.
-pub(in crate::api) async fn requeue(m: &mut Mutation, conv: &Conversation, now: i64) -> Result<()> {
+/// Asks routing-svc, through the outbox, to put `conv` in line in its queue (again), the
+/// customer waiting since `wait_start`.
+pub(in crate::api) async fn requeue(
+    m: &mut Mutation,
+    conv: &Conversation,
+    wait_start: i64,
+    now: i64,
+) -> Result<()> {
     let enqueue = rpb::EnqueueConversationRequest {
         tenant_id: conv.tenant_id.clone(),
         conversation_id: conv.id.clone(),
@@ -88,7 +93,7 @@ pub(in crate::api) async fn requeue(m: &mut Mutation, conv: &Conversation, now: 
         channel: conv.channel,
         customer_display_name: conv.contact.display_name.clone(),
         enqueue_key: uuid::Uuid::new_v4().to_string(),
-        wait_start_time: Some(micros_to_timestamp(now)),
+        wait_start_time: Some(micros_to_timestamp(wait_start)),
         channel_address: conv.channel_address.clone(),
     };
     m.add_command(
@@ -173,7 +178,7 @@ impl ConversationApi {
         unassigned.segment_end = "unassigned".to_owned();
         tx.event(unassigned);
         tx.event(event_by(&conv, pb::EventType::Queued, &identity, now));
-        requeue(&mut tx, &conv, now).await?;
+        requeue(&mut tx, &conv, now, now).await?;
         let response = pb::UnassignConversationResponse {
             conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };
@@ -253,7 +258,7 @@ impl ConversationApi {
         }
         tx.event(changed);
         tx.event(event_by(&conv, pb::EventType::Queued, &identity, now));
-        requeue(&mut tx, &conv, now).await?;
+        requeue(&mut tx, &conv, now, now).await?;
         let response = pb::MoveConversationToQueueResponse {
             conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };

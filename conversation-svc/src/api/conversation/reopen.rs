@@ -189,24 +189,7 @@ impl ConversationApi {
             };
             let new = customer_message(&conv, text);
             let message = post_message(&mut tx, &mut conv, new, "", now).await?;
-            let enqueue = rpb::EnqueueConversationRequest {
-                tenant_id: conv.tenant_id.clone(),
-                conversation_id: conv.id.clone(),
-                queue_id: conv.queue_id.clone(),
-                channel: conv.channel,
-                customer_display_name: conv.contact.display_name.clone(),
-                enqueue_key: uuid::Uuid::new_v4().to_string(),
-                wait_start_time: Some(micros_to_timestamp(now)),
-                channel_address: conv.channel_address.clone(),
-            };
-            tx.add_command(
-                CommandKind::Enqueue,
-                &conv.tenant_id,
-                &conv.id,
-                enqueue.encode_to_vec(),
-                now,
-            )
-            .await?;
+            super::moves::requeue(&mut tx, &conv, now, now).await?;
             let response = pb::SendMessageResponse {
                 message: Some(convert::message(&message)),
             };

@@ -371,7 +371,7 @@ pub(in crate::api) async fn transfer_to_queue(
     resolved.answer_outcome = AnswerOutcome::Accepted as i32;
     m.event(resolved);
     m.event(event_by(&conv, pb::EventType::Queued, identity, now));
-    requeue(m, &conv, now).await?;
+    requeue(m, &conv, now, now).await?;
     Ok(convert::transfer(&transfer))
 }
 
@@ -663,7 +663,7 @@ pub(in crate::api) async fn transfer_not_taken(
             resolved.queue_id = conv.queue_id.clone();
             m.event(resolved);
             m.event(Event::about(&conv, pb::EventType::Queued as i32, "", now));
-            requeue(m, &conv, now).await?;
+            requeue(m, &conv, now, now).await?;
             info!(conversation_id = %conv.id, transfer_id = %transfer.id, "transfer not taken: requeued");
             return Ok(());
         }
