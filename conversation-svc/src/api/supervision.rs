@@ -10,7 +10,9 @@ use switchboard_server_kit::{Identity, Role, mask_pans};
 use tonic::{Request, Status};
 use tracing::{info, warn};
 
-use super::conversation::moves::{leave_queue, refused, release_owner, target_queue};
+use super::conversation::moves::{
+    command_alone, leave_queue, refused, release_owner, target_queue,
+};
 use super::conversation::transfers::{TransferAsk, run_transfer};
 use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
 use super::expiry::limit_micros;
@@ -363,28 +365,15 @@ impl super::SupervisorApi {
         {
             return;
         }
-        let queued = async {
-            let mut m = self.ctx().store.begin().await?;
-            m.add_command(
-                CommandKind::ReleaseCapacity,
-                tenant_id,
-                conversation_id,
-                release.encode_to_vec(),
-                now_micros(),
-            )
-            .await?;
-            let committed = m.commit(None, &()).await?;
-            self.ctx().dispatch(&committed);
-            Ok::<_, Error>(())
-        };
-        if let Err(err) = queued.await {
-            warn!(
-                conversation_id,
-                agent_id,
-                error = %err,
-                "capacity reserved for an assignment that failed could not be given back"
-            );
-        }
+        command_alone(
+            self.ctx(),
+            CommandKind::ReleaseCapacity,
+            tenant_id,
+            conversation_id,
+            release.encode_to_vec(),
+            "capacity reserved for an assignment that failed could not be given back",
+        )
+        .await;
     }
 
     pub(super) async fn transfer(

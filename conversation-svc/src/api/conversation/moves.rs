@@ -129,6 +129,31 @@ pub(in crate::api) async fn leave_queue(
     Ok(())
 }
 
+/// Sends routing-svc one command in a transaction of its own, through the outbox: the undo
+/// of a call made before a change that then did not happen (units reserved, an offer
+/// made). A failure is logged with `what`, not returned: the caller is already answering
+/// with the error that made the undo necessary.
+pub(in crate::api) async fn command_alone(
+    ctx: &super::super::Context,
+    kind: CommandKind,
+    tenant_id: &str,
+    conversation_id: &str,
+    payload: Vec<u8>,
+    what: &str,
+) {
+    let queued = async {
+        let mut m = ctx.store.begin().await?;
+        m.add_command(kind, tenant_id, conversation_id, payload, now_micros())
+            .await?;
+        let committed = m.commit(None, &()).await?;
+        ctx.dispatch(&committed);
+        Ok::<_, Error>(())
+    };
+    if let Err(err) = queued.await {
+        warn!(conversation_id, error = %err, "{what}");
+    }
+}
+
 /// The queue `queue_id` as routing-svc knows it, checked to be the tenant's and to accept
 /// `channel`; nothing is written before this answers.
 pub(in crate::api) async fn target_queue(

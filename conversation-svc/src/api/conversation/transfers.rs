@@ -441,20 +441,19 @@ pub(in crate::api) async fn run_transfer<R: prost::Message + Default>(
 
 /// Withdraws routing-svc's offer of a transfer that was not recorded, through the outbox.
 async fn withdraw_offer(ctx: &super::super::Context, conv: &Conversation) {
-    let queued = async {
-        let mut m = ctx.store.begin().await?;
-        super::moves::leave_queue(&mut m, conv, now_micros()).await?;
-        let committed = m.commit(None, &()).await?;
-        ctx.dispatch(&committed);
-        Ok::<_, Error>(())
+    let cancel = rpb::CancelWaitingRequest {
+        tenant_id: conv.tenant_id.clone(),
+        conversation_id: conv.id.clone(),
     };
-    if let Err(err) = queued.await {
-        warn!(
-            conversation_id = %conv.id,
-            error = %err,
-            "the offer of a transfer that was not recorded could not be withdrawn"
-        );
-    }
+    super::moves::command_alone(
+        ctx,
+        CommandKind::CancelWaiting,
+        &conv.tenant_id,
+        &conv.id,
+        cancel.encode_to_vec(),
+        "the offer of a transfer that was not recorded could not be withdrawn",
+    )
+    .await;
 }
 
 impl ConversationApi {
