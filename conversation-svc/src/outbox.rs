@@ -176,6 +176,12 @@ async fn send(routing: &Routing, command: &Command) -> Result<(), tonic::Status>
                 "undecodable payload: {err}"
             ))),
         },
+        CommandKind::WithdrawOffer => match rpb::WithdrawOfferRequest::decode(&*command.payload) {
+            Ok(request) => routing.withdraw_offer(request).await,
+            Err(err) => Err(tonic::Status::invalid_argument(format!(
+                "undecodable payload: {err}"
+            ))),
+        },
     }
 }
 

@@ -93,7 +93,14 @@ impl Routing {
         self.call(client.cancel_waiting(request)).await.map(drop)
     }
 
-    /// `OfferToAgent`: a transfer offered to one agent, and the queue's transfer fallback.
+    /// `WithdrawOffer`: the pending offer of one invitation is withdrawn.
+    pub async fn withdraw_offer(&self, request: rpb::WithdrawOfferRequest) -> Result<(), Status> {
+        let mut client = self.client.clone();
+        let request = self.request(request);
+        self.call(client.withdraw_offer(request)).await.map(drop)
+    }
+
+    /// `OfferToAgent`: a transfer or invitation offered to one agent, and the queue's transfer fallback.
     pub async fn offer_to_agent(
         &self,
         request: rpb::OfferToAgentRequest,

@@ -192,6 +192,15 @@ impl RoutingInternalService for FakeServer {
         Err(Status::unimplemented("not in the fake"))
     }
 
+    async fn withdraw_offer(
+        &self,
+        _: Request<rpb::WithdrawOfferRequest>,
+    ) -> Result<Response<rpb::WithdrawOfferResponse>, Status> {
+        Ok(Response::new(rpb::WithdrawOfferResponse {
+            withdrawn: false,
+        }))
+    }
+
     type SubscribeStream = RoutingEvents;
 
     async fn subscribe(
@@ -479,6 +488,7 @@ impl Harness {
                 queue_id: self.queue.clone(),
                 assignment_source: pb::AssignmentSource::QueueOffer as i32,
                 wrap_up_time_limit: limit.map(|d| d.try_into().expect("a short duration")),
+                offer_kind: 0,
             })
             .await
             .map(|r| r.into_inner().conversation.expect("conversation"))
@@ -2288,8 +2298,8 @@ async fn retried_requests_return_the_first_answer(db: support::TestDb) {
     h.stop().await;
 }
 
-on_each_backend!(assignment_conflicts_are_refused_and_unserved_rpcs_say_so);
-async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::TestDb) {
+on_each_backend!(assignment_conflicts_and_bad_invitations_are_refused);
+async fn assignment_conflicts_and_bad_invitations_are_refused(db: support::TestDb) {
     let h = Harness::start(db).await;
     let created = h.create().await;
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
@@ -2306,22 +2316,20 @@ async fn assignment_conflicts_are_refused_and_unserved_rpcs_say_so(db: support::
         matches!(err.code(), Code::InvalidArgument | Code::FailedPrecondition),
         "{err:?}"
     );
-    // Unimplemented parts of the contract say so.
+    // An invitation in a role nobody is invited in is refused before routing is asked.
     let err = h
         .conversations(&h.agent1)
         .invite_participant(pb::InviteParticipantRequest {
             request_id: id(),
             conversation_id: created.id.clone(),
-            ..Default::default()
+            agent_id: h.agent2.principal_id.clone(),
+            role: pb::ParticipantRole::Owner as i32,
+            note: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
-    assert_eq!(
-        err.message(),
-        "ConversationService/InviteParticipant is part of the API contract but not served yet"
-    );
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("role"), "{err:?}");
     h.stop().await;
 }
 

@@ -417,8 +417,9 @@ def run(gateway, creds):
 
 
 def transfer_then_force_close(creds, users, agents, conversations, channel, create_request):
-    """agent1 transfers a chat to agent2, who accepts it on the offer stream; a supervisor
-    then force-closes it and agent2's capacity is free again."""
+    """agent1 transfers a chat to agent2, who accepts it on the offer stream; agent2 holds a
+    conference with agent1 and ends it; a supervisor then force-closes the chat and agent2's
+    capacity is free again."""
     as_agent1 = (("authorization", "Bearer " + users["agent1"]["token"]),)
     as_agent2 = (("authorization", "Bearer " + users["agent2"]["token"]),)
     as_supervisor = (("authorization", "Bearer " + users["supervisor"]["token"]),)
@@ -474,6 +475,51 @@ def transfer_then_force_close(creds, users, agents, conversations, channel, crea
         check(
             roles.get(users["agent1"]["id"]) == conversation_pb2.PARTICIPANT_ROLE_CONSULTANT,
             "agent1 stays as a consultant: %s" % roles,
+        )
+
+        step("agent2 invites agent1 to a conference; agent1 accepts on its stream; agent2 ends it")
+        invited = conversations.InviteParticipant(
+            conv.InviteParticipantRequest(
+                request_id=rid(),
+                conversation_id=created.id,
+                agent_id=users["agent1"]["id"],
+                role=conversation_pb2.PARTICIPANT_ROLE_CONFERENCE,
+                note="second opinion",
+            ),
+            metadata=as_agent2,
+            timeout=TIMEOUT,
+        ).participant
+        check(invited.state == conversation_pb2.Participant.STATE_INVITED, "not INVITED: %s" % invited)
+        offer = listener1.wait_for_pending(created.id, 20)
+        check(offer.kind == routing_pb2.OFFER_KIND_CONFERENCE, "offer kind %s" % offer.kind)
+        check(offer.invitation_id == invited.invitation_id, "the offer proposes %s" % offer.invitation_id)
+        agents.AcceptOffer(
+            routing.AcceptOfferRequest(request_id=rid(), offer_id=offer.id), metadata=as_agent1, timeout=TIMEOUT
+        )
+
+        def conferencing():
+            c = conversations.GetConversation(
+                conv.GetConversationRequest(conversation_id=created.id), metadata=as_agent2, timeout=TIMEOUT
+            ).conversation
+            joined = [
+                p
+                for p in c.participants
+                if p.invitation_id == invited.invitation_id and p.state == conversation_pb2.Participant.STATE_JOINED
+            ]
+            return joined or None
+
+        eventually("agent1 to join the conference", 15, conferencing)
+        ended = conversations.EndConference(
+            conv.EndConferenceRequest(
+                request_id=rid(), conversation_id=created.id, wrap_up_reason_ids=creds["wrap_up_reason_ids"][:1]
+            ),
+            metadata=as_agent2,
+            timeout=TIMEOUT,
+        ).conversation
+        left = [p for p in ended.participants if p.invitation_id == invited.invitation_id]
+        check(
+            left and left[0].state == conversation_pb2.Participant.STATE_LEFT,
+            "agent1 left with the conference: %s" % left,
         )
 
         step("the supervisor force-closes it; agent2's capacity is free again")

@@ -55,6 +55,7 @@ switchboard_tests::on_each_backend!(
     a_transfer_to_a_queue_puts_the_conversation_in_line_there,
     transfers_stay_within_the_program_channel_and_messaging,
     a_supervisor_transfers_an_agents_conversation,
+    a_transfer_not_answered_in_time_is_dropped_by_a_drop_queue,
 );
 
 async fn a_transfer_to_a_queue_puts_the_conversation_in_line_there(backend: &Backend) {
@@ -574,5 +575,82 @@ async fn a_transfer_not_taken_follows_the_queues_fallback(backend: &Backend) {
     assert_eq!(closed[0].outcome, AnswerOutcome::Withdrawn as i32);
     wait_for_capacity(&h, "agent1", 0).await;
     wait_for_capacity(&h, "agent2", 0).await;
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+async fn a_transfer_not_answered_in_time_is_dropped_by_a_drop_queue(backend: &Backend) {
+    let h = started(backend).await;
+    let agent1 = h.creds.user("agent1").id.clone();
+    let agent2 = h.creds.user("agent2").id.clone();
+    let dropping = h
+        .queues("admin")
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: h.creds.program_id.clone(),
+                display_name: "Last resort".into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                transfer_fallback: switchboard_proto::common::v1::TransferFallback::Drop as i32,
+                offer_timeout: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    let chat = start_chat(&h, "transfer-drop").await;
+    take(&h, "agent1", &chat.id).await;
+    let mut offers2 = offer_stream(&h, "agent2").await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+    let mut ask = to_agent(&chat.id, &agent2);
+    ask.target_queue_id = dropping.id.clone();
+    h.conversations("agent1")
+        .transfer_conversation(ask)
+        .await
+        .expect("transfer to agent2 through Last resort");
+    let offer = pending_offer(&mut offers2, &chat.id).await;
+    assert_eq!(offer.queue_id, dropping.id);
+
+    // agent2 never answers: the offer times out (agent2 in RONA) and the queue drops it.
+    let closed = wait_for_state(&h, "supervisor", &chat.id, State::Closed).await;
+    assert_eq!(
+        closed.close_reason,
+        conv::CloseReason::TransferDropped as i32
+    );
+    assert!(closed.owner_agent_id.is_empty());
+    let all = ledger(&h, &chat.id).await;
+    assert_eq!(all[0].outcome, AnswerOutcome::TimedOut as i32);
+    assert_eq!(
+        all[0].fallback_applied,
+        switchboard_proto::common::v1::TransferFallback::Drop as i32
+    );
+    assert_eq!(all[0].from_agent_id, agent1);
+    wait_for_capacity(&h, "agent1", 0).await;
+    wait_for_capacity(&h, "agent2", 0).await;
+    assert_eq!(
+        agent_state(&h, "agent2").await.presence,
+        routing::Presence::Rona as i32,
+        "an unanswered transfer puts the agent in RONA like any offer"
+    );
+    let segments = h
+        .conversations("supervisor")
+        .list_segments(conv::ListSegmentsRequest {
+            conversation_id: chat.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("segments")
+        .into_inner()
+        .segments;
+    assert_eq!(segments.len(), 1, "agent2 never owned it");
+    assert_eq!(
+        segments[0].end_reason,
+        conv::segment::EndReason::Dropped as i32
+    );
     h.stop().await.expect("the suite stops cleanly");
 }

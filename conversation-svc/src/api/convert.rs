@@ -5,6 +5,7 @@
 //! where codes and enums meet.
 
 use prost_types::Duration;
+use switchboard_proto::common::v1::AnswerOutcome;
 use switchboard_proto::conversation::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 
@@ -129,7 +130,7 @@ pub(super) fn conversation(
         } else {
             Vec::new()
         },
-        participants: c.participants.iter().map(participant).collect(),
+        participants: participants(c),
         wrap_up_reason_ids: c.wrap_up_reason_ids.clone(),
         create_time: Some(micros_to_timestamp(c.create_time)),
         update_time: Some(micros_to_timestamp(c.update_time)),
@@ -174,9 +175,54 @@ pub(super) fn participant(p: &store::Participant) -> pb::Participant {
         join_time: Some(micros_to_timestamp(p.join_time)),
         leave_time: p.leave_time.map(micros_to_timestamp),
         state: state as i32,
-        invitation_id: String::new(),
+        invitation_id: p.invitation_id.clone(),
         invite_time: None,
     }
+}
+
+/// An invitation not (or not yet) accepted, as the participant it proposes: INVITED while
+/// pending, NOT_JOINED once declined, cancelled or timed out.
+pub(super) fn invited(i: &store::Invitation) -> pb::Participant {
+    let state = if i.pending() {
+        pb::participant::State::Invited
+    } else {
+        pb::participant::State::NotJoined
+    };
+    pb::Participant {
+        user_id: i.agent_id.clone(),
+        display_name: i.display_name.clone(),
+        role: i.role.code(),
+        join_time: None,
+        leave_time: i.resolve_time.map(micros_to_timestamp),
+        state: state as i32,
+        invitation_id: i.id.clone(),
+        invite_time: Some(micros_to_timestamp(i.invite_time)),
+    }
+}
+
+/// Everyone who takes or took part in `c`, then every invitation that brought nobody in.
+fn participants(c: &store::Conversation) -> Vec<pb::Participant> {
+    let accepted = AnswerOutcome::Accepted as i32;
+    let mut all: Vec<pb::Participant> = c
+        .participants
+        .iter()
+        .map(|p| {
+            let mut shown = participant(p);
+            shown.invite_time = c
+                .invitations
+                .iter()
+                .find(|i| !p.invitation_id.is_empty() && i.id == p.invitation_id)
+                .map(|i| micros_to_timestamp(i.invite_time));
+            shown
+        })
+        .collect();
+    all.extend(
+        c.invitations
+            .iter()
+            .filter(|i| i.outcome != accepted)
+            .map(invited),
+    );
+    all
 }
 
 pub(super) fn message(m: &store::Message) -> pb::Message {
@@ -239,6 +285,7 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         segment_end_reason: segment_end(&e.segment_end) as i32,
         answer_outcome: e.answer_outcome,
         transfer_fallback: e.transfer_fallback,
+        invitation_id: e.invitation_id.clone(),
         ..Default::default()
     };
     match kind {

@@ -15,6 +15,7 @@ use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::conversation::conference::{invitation_not_taken, join_invited};
 use super::conversation::transfers::{accept_transfer, transfer_not_taken};
 use super::conversation::{post_message, system_message};
 use super::expiry::limit_micros;
@@ -25,6 +26,7 @@ use crate::domain::state::{Action, transition};
 use crate::error::{Error, Result};
 use crate::store::{Event, Topic};
 use switchboard_proto::common::v1::AnswerOutcome;
+use switchboard_proto::routing::v1::OfferKind;
 use switchboard_proto::routing::v1::offer::State as OfferState;
 
 /// How many events Subscribe reads per query.
@@ -64,6 +66,27 @@ impl InternalApi {
         text_field("agent_display_name", &req.agent_display_name, 0, 200)?;
         let agent_display_name = mask_pans(&req.agent_display_name).into_owned();
         let queue_id = optional_uuid("queue_id", &req.queue_id)?;
+        let invitation = match OfferKind::try_from(req.offer_kind) {
+            Ok(OfferKind::Unspecified) => false,
+            Ok(OfferKind::Consult | OfferKind::Conference) => true,
+            _ => {
+                return Err(Error::invalid(
+                    "offer_kind",
+                    "must be CONSULT, CONFERENCE or unset",
+                ));
+            }
+        };
+        if invitation {
+            return self
+                .join(
+                    &tenant_id,
+                    &conversation_id,
+                    &offer_id,
+                    &agent_id,
+                    &agent_display_name,
+                )
+                .await;
+        }
         let start_reason = match pb::AssignmentSource::try_from(req.assignment_source) {
             Ok(pb::AssignmentSource::Unspecified) => {
                 convert::assignment_code(pb::AssignmentSource::QueueOffer)
@@ -194,6 +217,38 @@ impl InternalApi {
         Ok(response)
     }
 
+    /// ApplyAssignment for an accepted invitation: the agent joins as a consultant or a
+    /// conference agent.
+    async fn join(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        offer_id: &str,
+        agent_id: &str,
+        agent_display_name: &str,
+    ) -> Result<ipb::ApplyAssignmentResponse> {
+        let mut m = self.ctx.store.begin().await?;
+        let mut conv = m
+            .conversation_for_update(tenant_id, conversation_id)
+            .await?
+            .ok_or_else(|| Error::conversation_not_found(conversation_id))?;
+        join_invited(
+            &mut m,
+            &mut conv,
+            offer_id,
+            agent_id,
+            agent_display_name,
+            now_micros(),
+        )
+        .await?;
+        let response = ipb::ApplyAssignmentResponse {
+            conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
+        };
+        m.commit(None, &response).await?;
+        info!(conversation_id, agent_id, offer_id, "invitation accepted");
+        Ok(response)
+    }
+
     async fn resolve(
         &self,
         request: Request<ipb::ResolveOfferRequest>,
@@ -216,7 +271,10 @@ impl InternalApi {
             }
         };
         let mut m = self.ctx.store.begin().await?;
-        transfer_not_taken(&mut m, &offer_id, outcome, &req.reject_reason, now_micros()).await?;
+        let now = now_micros();
+        if !invitation_not_taken(&mut m, &offer_id, outcome, &req.reject_reason, now).await? {
+            transfer_not_taken(&mut m, &offer_id, outcome, &req.reject_reason, now).await?;
+        }
         let committed = m.commit(None, &()).await?;
         self.ctx.dispatch(&committed);
         Ok(ipb::ResolveOfferResponse {})

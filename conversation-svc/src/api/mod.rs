@@ -269,11 +269,6 @@ fn view_field(value: i32, default: ConversationView) -> Result<ConversationView>
     }
 }
 
-/// UNIMPLEMENTED for an RPC of the contract that is not served yet.
-fn not_served<T>(service: &'static str, rpc: &'static str) -> Result<T, tonic::Status> {
-    Err(Error::NotImplemented { service, rpc }.into())
-}
-
 /// A required UUID field, normalised to its lowercase hyphenated form.
 fn uuid_field(field: &str, value: &str) -> Result<String> {
     if value.is_empty() {

@@ -4,6 +4,7 @@
 //! shared by every service and lives in `switchboard_server_kit::masking`.
 
 pub mod access;
+pub mod invitation;
 pub mod keys;
 pub mod reopen;
 pub mod state;

@@ -21,7 +21,7 @@ pub(super) const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channe
      c.channel_address, c.owner_agent_id, c.owner_display_name, \
      c.last_owner_agent_id, c.status_label_id, c.mode, c.wrap_up_reason_ids, c.segment_count, \
      c.message_count, c.current_segment_id, c.create_time, c.update_time, c.close_time, \
-     c.close_reason, c.last_event_sequence, c.previous_conversation_id \
+     c.close_reason, c.last_event_sequence, c.previous_conversation_id, c.invitation_count \
      FROM conversations c JOIN contacts k ON k.id = c.contact_id";
 
 const MESSAGE_SELECT: &str = "SELECT id, conversation_id, ordinal, sender, sender_id, \
@@ -83,10 +83,12 @@ pub(super) fn conversation_from_row(row: &AnyRow) -> Result<Conversation> {
         pre_chat: Vec::new(),
         transcript: Vec::new(),
         participants: Vec::new(),
+        invitations: Vec::new(),
         channel_address: row.try_get("channel_address")?,
         close_reason: row.try_get::<i64, _>("close_reason")? as i32,
         last_event_sequence: row.try_get("last_event_sequence")?,
         previous_conversation_id: row.try_get("previous_conversation_id")?,
+        invitation_count: row.try_get("invitation_count")?,
     })
 }
 
@@ -122,7 +124,7 @@ pub(super) fn segment_from_row(row: &AnyRow) -> Result<Segment> {
 
 /// The rows of `select`, a query of a child table, that belong to `convs`, in `order_by`
 /// order; each comes with the position in `convs` of its conversation.
-async fn child_rows(
+pub(super) async fn child_rows(
     conn: &mut AnyConnection,
     convs: &[Conversation],
     select: &str,
@@ -147,8 +149,8 @@ async fn child_rows(
         .collect()
 }
 
-/// Loads participants of `convs`, and with `full` also pre-chat data, transcripts and the
-/// contacts' identities, one query each.
+/// Loads participants of `convs`, and with `full` also invitations, pre-chat data,
+/// transcripts and the contacts' identities, one query each.
 pub(super) async fn attach_children(
     conn: &mut AnyConnection,
     convs: &mut [Conversation],
@@ -161,6 +163,8 @@ pub(super) async fn attach_children(
     if !full {
         return Ok(());
     }
+    // Invitations matter to changes of ownership and to the FULL view, not to messages.
+    super::invitations::attach_invitations(conn, convs).await?;
     for conv in convs.iter_mut() {
         conv.contact.identities = contact_identities(conn, &conv.contact.id).await?;
     }
@@ -211,7 +215,7 @@ async fn contact_identities(
 /// Loads the participants of `convs`.
 async fn attach_participants(conn: &mut AnyConnection, convs: &mut [Conversation]) -> Result<()> {
     let select = "SELECT id, conversation_id, user_id, display_name, role, join_time, \
-                  leave_time FROM participants";
+                  leave_time, invitation_id FROM participants";
     for (i, row) in child_rows(conn, convs, select, "conversation_id, join_time, id").await? {
         let role: i64 = row.try_get("role")?;
         convs[i].participants.push(Participant {
@@ -222,6 +226,7 @@ async fn attach_participants(conn: &mut AnyConnection, convs: &mut [Conversation
                 .ok_or_else(|| corrupt(format!("participant role {role}")))?,
             join_time: row.try_get("join_time")?,
             leave_time: row.try_get("leave_time")?,
+            invitation_id: row.try_get("invitation_id")?,
         });
     }
     Ok(())
@@ -439,7 +444,7 @@ impl Mutation {
     }
 
     /// The conversation `id` of `tenant_id` with its participants only (no contact
-    /// identities, pre-chat fields or transcript), locked until commit on PostgreSQL: for
+    /// identities, pre-chat fields, transcript or invitations), locked until commit on PostgreSQL: for
     /// changes that answer with something else than the conversation, such as a message.
     pub async fn conversation_basic_for_update(
         &mut self,
@@ -644,10 +649,12 @@ impl Mutation {
             pre_chat: new.pre_chat.clone(),
             transcript: new.transcript.clone(),
             participants: Vec::new(),
+            invitations: Vec::new(),
             channel_address: new.channel_address.clone(),
             close_reason: 0,
             last_event_sequence: 0,
             previous_conversation_id: String::new(),
+            invitation_count: 0,
         })
     }
 
@@ -752,6 +759,7 @@ impl Mutation {
             role,
             join_time: now,
             leave_time: None,
+            invitation_id: String::new(),
         };
         sqlx::query(
             "INSERT INTO participants (id, conversation_id, user_id, display_name, role, \

@@ -11,7 +11,7 @@ const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, typ
      wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
      conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
      participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
-     transfer_fallback FROM events";
+     transfer_fallback, invitation_id FROM events";
 
 pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
     sqlx::query(
@@ -20,9 +20,9 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
          state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
          conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
          participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
-         transfer_fallback) \
+         transfer_fallback, invitation_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
     )
     .bind(event.sequence)
     .bind(&event.id)
@@ -53,6 +53,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(&event.segment_end)
     .bind(i64::from(event.answer_outcome))
     .bind(i64::from(event.transfer_fallback))
+    .bind(&event.invitation_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -90,6 +91,7 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         segment_end: row.try_get("segment_end")?,
         answer_outcome: row.try_get::<i64, _>("answer_outcome")? as i32,
         transfer_fallback: row.try_get::<i64, _>("transfer_fallback")? as i32,
+        invitation_id: row.try_get("invitation_id")?,
     })
 }
 

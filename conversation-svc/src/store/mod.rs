@@ -9,6 +9,7 @@ mod config;
 mod conversations;
 mod events;
 mod history;
+mod invitations;
 mod ongoing;
 mod outbox;
 mod reasons;
@@ -27,6 +28,7 @@ use switchboard_server_kit::{Db, Dialect};
 
 pub use config::{CannedResponse, StatusCount, StatusLabel};
 pub use conversations::{AppliedOffer, ConversationQuery};
+pub use invitations::Invitation;
 pub use ongoing::{Changed, OngoingFilter};
 pub use outbox::{BACKLOG_RETRY_AFTER, Backlog};
 pub use records::*;

@@ -64,6 +64,8 @@ pub struct Participant {
     pub join_time: i64,
     /// When the user left; `None` while present.
     pub leave_time: Option<i64>,
+    /// The invitation that brought the user in; empty for owners and supervisors.
+    pub invitation_id: String,
 }
 
 /// A conversation with everything shown with it.
@@ -113,6 +115,8 @@ pub struct Conversation {
     pub transcript: Vec<TranscriptLine>,
     /// Participants, by join time.
     pub participants: Vec<Participant>,
+    /// Invitations to consult or conference, oldest first.
+    pub invitations: Vec<super::Invitation>,
     /// The customer's address on this conversation's channel.
     pub channel_address: String,
     /// `CloseReason` number; 0 while not CLOSED.
@@ -123,6 +127,8 @@ pub struct Conversation {
     /// The contact's closed conversation this one follows (the customer wrote again after
     /// its reopen window); empty otherwise.
     pub previous_conversation_id: String,
+    /// How many invitations it ever had: their rows are read only when there are some.
+    pub invitation_count: i64,
 }
 
 impl Conversation {
@@ -315,6 +321,8 @@ pub struct Event {
     pub answer_outcome: i32,
     /// The `TransferFallback` number applied, for TRANSFER_RESOLVED; 0 otherwise.
     pub transfer_fallback: i32,
+    /// The invitation, for PARTICIPANT_INVITED and INVITATION_ENDED.
+    pub invitation_id: String,
 }
 
 impl Event {
@@ -351,6 +359,7 @@ impl Event {
             segment_end: String::new(),
             answer_outcome: 0,
             transfer_fallback: 0,
+            invitation_id: String::new(),
         }
     }
 }
@@ -390,6 +399,8 @@ pub enum CommandKind {
     ReleaseCapacity,
     /// `CancelWaiting`.
     CancelWaiting,
+    /// `WithdrawOffer`: one invitation's offer.
+    WithdrawOffer,
 }
 
 impl CommandKind {
@@ -399,6 +410,7 @@ impl CommandKind {
             CommandKind::Enqueue => "enqueue",
             CommandKind::ReleaseCapacity => "release_capacity",
             CommandKind::CancelWaiting => "cancel_waiting",
+            CommandKind::WithdrawOffer => "withdraw_offer",
         }
     }
 
@@ -408,6 +420,7 @@ impl CommandKind {
             "enqueue" => Some(CommandKind::Enqueue),
             "release_capacity" => Some(CommandKind::ReleaseCapacity),
             "cancel_waiting" => Some(CommandKind::CancelWaiting),
+            "withdraw_offer" => Some(CommandKind::WithdrawOffer),
             _ => None,
         }
     }

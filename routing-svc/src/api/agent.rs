@@ -177,13 +177,14 @@ impl AgentApi {
         }
         self.refresh_own_name(&identity, &tenant_id, &agent_id)
             .await?;
-        Ok(streams::offers(
+        streams::offers(
             self.context.store.clone(),
             tenant_id,
             agent_id,
             self.context.pace(),
             self.context.shutdown.clone(),
-        ))
+        )
+        .await
     }
 
     async fn accept_offer_impl(

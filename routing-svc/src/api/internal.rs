@@ -163,8 +163,13 @@ impl InternalApi {
         let sender_id = optional_id("sender_id", &req.sender_id)?.unwrap_or_default();
         let channel = parse_channel("channel", req.channel)?;
         let kind = match OfferKind::from_i32(req.kind) {
-            Some(OfferKind::Transfer) => OfferKind::Transfer,
-            _ => return Err(Error::invalid("kind", "must be TRANSFER")),
+            Some(kind @ (OfferKind::Transfer | OfferKind::Consult | OfferKind::Conference)) => kind,
+            _ => {
+                return Err(Error::invalid(
+                    "kind",
+                    "must be TRANSFER, CONSULT or CONFERENCE",
+                ));
+            }
         };
         let text =
             |value: &str| -> String { mask_pans(value.trim()).chars().take(MAX_TEXT).collect() };
@@ -200,12 +205,38 @@ impl InternalApi {
             conversation_id = %conversation_id,
             agent_id = %agent_id,
             offer_id = %offer.id,
-            "transfer offered"
+            kind = ?offer.kind,
+            "directed offer made"
         );
         Ok(ipb::OfferToAgentResponse {
             offer: Some(convert::offer(&offer)),
             transfer_fallback: queue.transfer_fallback.as_i32(),
         })
+    }
+
+    async fn withdraw_offer_impl(
+        &self,
+        request: Request<ipb::WithdrawOfferRequest>,
+    ) -> Result<ipb::WithdrawOfferResponse> {
+        authorize(&request, "RoutingInternalService/WithdrawOffer")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let reference_id = parse_id("reference_id", &req.reference_id)?;
+        let mut tx = self.context.store.begin().await?;
+        let withdrawn = routing::withdraw_offer_by_reference(
+            &mut tx,
+            &tenant_id,
+            &conversation_id,
+            &reference_id,
+            now_micros(),
+        )
+        .await?;
+        tx.commit().await?;
+        if withdrawn {
+            info!(conversation_id = %conversation_id, reference_id = %reference_id, "directed offer withdrawn");
+        }
+        Ok(ipb::WithdrawOfferResponse { withdrawn })
     }
 
     async fn cancel_waiting_impl(
@@ -365,6 +396,13 @@ impl RoutingInternalService for InternalApi {
         request: Request<ipb::CancelWaitingRequest>,
     ) -> std::result::Result<Response<ipb::CancelWaitingResponse>, Status> {
         respond(self.cancel_waiting_impl(request).await)
+    }
+
+    async fn withdraw_offer(
+        &self,
+        request: Request<ipb::WithdrawOfferRequest>,
+    ) -> std::result::Result<Response<ipb::WithdrawOfferResponse>, Status> {
+        respond(self.withdraw_offer_impl(request).await)
     }
 
     async fn release_capacity(

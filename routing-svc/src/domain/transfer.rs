@@ -1,7 +1,7 @@
 //! Where a conversation may be transferred: queues of its program that accept its channel,
 //! then the agents of those queues, in the order the contract lists them.
 
-use crate::domain::types::{Agent, Channel, Presence, Queue, channel_units};
+use crate::domain::types::{Agent, Channel, OfferKind, Presence, Queue, channel_units};
 
 /// Which targets a caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +142,30 @@ pub fn transfer_targets(
     targets
 }
 
+/// Why a directed offer of `kind` to `agent_id` cannot be made while the conversation's
+/// `pending` offers (kind, agent) wait for an answer, if it cannot: a queue offer or a
+/// transfer excludes every other offer, and an agent is invited once at a time. Several
+/// agents may be invited at once.
+pub fn directed_offer_conflict(
+    kind: OfferKind,
+    agent_id: &str,
+    pending: &[(OfferKind, &str)],
+) -> Option<String> {
+    for &(other, other_agent) in pending {
+        let why = match (kind, other) {
+            (_, OfferKind::Queue) => "it is being offered from its queue",
+            (_, OfferKind::Transfer) => "a transfer of it is waiting for an answer",
+            (OfferKind::Transfer | OfferKind::Queue, _) => {
+                "an invitation is waiting for an answer; cancel it first"
+            }
+            _ if other_agent == agent_id => "that agent's invitation is waiting for an answer",
+            _ => continue,
+        };
+        return Some(why.to_owned());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +275,31 @@ mod tests {
         assert_eq!(only_queues.len(), 2);
         let only_agents = transfer_targets(&queues, Channel::Webchat, "me", "", TargetKind::Agents);
         assert_eq!(only_agents.len(), 2);
+    }
+
+    #[test]
+    fn invitations_to_several_agents_may_wait_together() {
+        let pending = [(OfferKind::Consult, "a"), (OfferKind::Conference, "b")];
+        assert_eq!(
+            directed_offer_conflict(OfferKind::Conference, "c", &pending),
+            None
+        );
+        assert!(directed_offer_conflict(OfferKind::Consult, "a", &pending).is_some());
+        assert!(directed_offer_conflict(OfferKind::Transfer, "c", &pending).is_some());
+    }
+
+    #[test]
+    fn a_transfer_or_queue_offer_excludes_every_other_offer() {
+        for blocking in [OfferKind::Transfer, OfferKind::Queue] {
+            let pending = [(blocking, "a")];
+            for kind in [
+                OfferKind::Transfer,
+                OfferKind::Consult,
+                OfferKind::Conference,
+            ] {
+                assert!(directed_offer_conflict(kind, "b", &pending).is_some());
+            }
+        }
+        assert_eq!(directed_offer_conflict(OfferKind::Transfer, "b", &[]), None);
     }
 }

@@ -169,16 +169,41 @@ int_enum! {
         Claim = 2,
         /// The agent accepted a transfer offered to them.
         Transfer = 3,
+        /// The agent accepted an invitation to consult (no ownership, no capacity).
+        Consult = 4,
+        /// The agent accepted an invitation to a conference (no ownership; capacity held).
+        Conference = 5,
     }
 }
 
 impl AssignmentSource {
+    /// How accepting an offer of `kind` gives the agent the conversation.
+    pub fn of_offer(kind: OfferKind) -> AssignmentSource {
+        match kind {
+            OfferKind::Queue => AssignmentSource::QueueOffer,
+            OfferKind::Transfer => AssignmentSource::Transfer,
+            OfferKind::Consult => AssignmentSource::Consult,
+            OfferKind::Conference => AssignmentSource::Conference,
+        }
+    }
+
+    /// The invitation this source joins by, if it is one.
+    pub fn invitation(self) -> Option<OfferKind> {
+        match self {
+            AssignmentSource::Consult => Some(OfferKind::Consult),
+            AssignmentSource::Conference => Some(OfferKind::Conference),
+            _ => None,
+        }
+    }
+
     /// The word stored in the outbox.
     pub fn as_str(self) -> &'static str {
         match self {
             AssignmentSource::QueueOffer => "offer",
             AssignmentSource::Claim => "claim",
             AssignmentSource::Transfer => "transfer",
+            AssignmentSource::Consult => "consult",
+            AssignmentSource::Conference => "conference",
         }
     }
 

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Timings};
 use crate::convert;
-use crate::domain::AssignmentSource;
+use crate::domain::{AssignmentSource, OfferKind};
 use crate::error::Result;
 use crate::store::outbox::{self, OutboxEntry};
 use crate::store::{Store, Tx, catalog, routing};
@@ -79,6 +79,8 @@ fn assignment_source(source: AssignmentSource) -> ContractSource {
         AssignmentSource::QueueOffer => ContractSource::QueueOffer,
         AssignmentSource::Claim => ContractSource::Claim,
         AssignmentSource::Transfer => ContractSource::Transfer,
+        // An invitation gives no ownership; offer_kind says which it was.
+        AssignmentSource::Consult | AssignmentSource::Conference => ContractSource::Unspecified,
     }
 }
 
@@ -216,6 +218,7 @@ impl Dispatcher {
             queue_id: entry.queue_id.clone(),
             assignment_source: assignment_source(entry.source) as i32,
             wrap_up_time_limit,
+            offer_kind: entry.source.invitation().map_or(0, OfferKind::as_i32),
         });
         request.set_timeout(self.timings.conversation_timeout);
         let mut client = self.client.clone();

@@ -218,40 +218,57 @@ async fn current_state(
 
 /// The agent desktop's stream: the agent's state, its pending offers and `snapshot_end`,
 /// then every new offer and resolution, and the agent's state whenever it changes.
-pub fn offers(
+///
+/// The snapshot is read before the call returns, so a change the caller makes once the
+/// stream is open (going Available, say) is always delivered as a change after it.
+pub async fn offers(
     store: Store,
     tenant_id: String,
     agent_id: String,
     pace: Pace,
     shutdown: CancellationToken,
-) -> ReceiverStream<Result<StreamOffersResponse, Status>> {
-    spawn_stream(pace, offers_heartbeat, move |mut sink| async move {
-        let stop = follow_offers(&store, &tenant_id, &agent_id, &shutdown, &mut sink).await;
-        let Err(stop) = stop;
-        sink.finish(stop).await;
-    })
+) -> Result<ReceiverStream<Result<StreamOffersResponse, Status>>> {
+    let watch = store.changes().watch([Topic::Agent {
+        tenant_id: tenant_id.clone(),
+        agent_id: agent_id.clone(),
+    }]);
+    // The cursor is read first: a change committed while the snapshot is read is both in
+    // the snapshot and replayed, and the replay is recognised as already sent.
+    let snapshot = {
+        let mut conn = store.conn().await?;
+        let cursor = events::last_sequence(&mut conn).await?;
+        let state = current_state(&mut conn, &tenant_id, &agent_id).await?;
+        let pending = routing::pending_offers_of_agent(&mut conn, &tenant_id, &agent_id).await?;
+        (cursor, state, pending)
+    };
+    Ok(spawn_stream(
+        pace,
+        offers_heartbeat,
+        move |mut sink| async move {
+            let stop = follow_offers(
+                &store, &tenant_id, &agent_id, watch, snapshot, &shutdown, &mut sink,
+            )
+            .await;
+            let Err(stop) = stop;
+            sink.finish(stop).await;
+        },
+    ))
 }
+
+/// What an offer stream opens with: the event cursor, the agent's state and its pending
+/// offers.
+type OffersSnapshot = (i64, Option<pb::AgentState>, Vec<crate::domain::Offer>);
 
 async fn follow_offers(
     store: &Store,
     tenant_id: &str,
     agent_id: &str,
+    watch: Watch<Topic>,
+    snapshot: OffersSnapshot,
     shutdown: &CancellationToken,
     sink: &mut Sink<StreamOffersResponse>,
 ) -> Result<Infallible, Stop> {
-    let watch = store.changes().watch([Topic::Agent {
-        tenant_id: tenant_id.to_owned(),
-        agent_id: agent_id.to_owned(),
-    }]);
-    // The cursor is read first: a change committed while the snapshot is read is both in
-    // the snapshot and replayed, and the replay is recognised as already sent.
-    let (mut cursor, state, pending) = {
-        let mut conn = store.conn().await?;
-        let cursor = events::last_sequence(&mut conn).await?;
-        let state = current_state(&mut conn, tenant_id, agent_id).await?;
-        let pending = routing::pending_offers_of_agent(&mut conn, tenant_id, agent_id).await?;
-        (cursor, state, pending)
-    };
+    let (mut cursor, state, pending) = snapshot;
     let mut last_state = state;
     if let Some(state) = &last_state {
         sink.send(offers_message(stream_offers_response::Update::AgentState(

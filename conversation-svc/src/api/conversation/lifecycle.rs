@@ -240,6 +240,8 @@ impl ConversationApi {
         let now = conv.update_time;
         // A transfer still waiting for its agent's answer ends with the chat.
         super::transfers::withdraw_pending(&mut tx, &conv, &identity.principal_id, now).await?;
+        // The chat is over for the agents the owner brought in too.
+        super::conference::dismiss_helpers(&mut tx, &mut conv, &identity.principal_id, now).await?;
         // The CLOSED event of a close by the wrap-up time limit records this reopen window.
         let deadline = tx
             .start_wrap_up_clock(&id, now, identity.reopen_window_secs)

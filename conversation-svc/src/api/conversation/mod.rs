@@ -3,8 +3,10 @@
 //! `lifecycle` (create, hold, end, wrap-up), `messages` (send, list, stream), `reopen` (a
 //! customer writing after close), `moves` (unassign, move to queue, escalate, leave),
 //! `reads` (get, list, segments, events), `history` (contacts and their conversations),
-//! `status` (status labels), `phrases` (canned responses) and `transfers`.
+//! `status` (status labels), `phrases` (canned responses), `transfers` and `conference`
+//! (consult and conference invitations).
 
+pub(in crate::api) mod conference;
 mod history;
 mod lifecycle;
 mod messages;
@@ -31,9 +33,8 @@ use tracing::{info, warn};
 
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{
-    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, not_served, optional_uuid,
-    own_tenant, page_size, request_id, require_any, text_field, token, uuid_field, view_field,
-    viewer,
+    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid, own_tenant,
+    page_size, request_id, require_any, text_field, token, uuid_field, view_field, viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
 use crate::domain::state::{Action, State, transition};
@@ -42,8 +43,6 @@ use crate::store::{
     CommandKind, Conversation, ConversationQuery, Event, Message, Mutation, NewConversation,
     NewMessage, PreChatField, TranscriptLine,
 };
-
-const SERVICE: &str = "ConversationService";
 
 /// Roles that act on conversations as users (agents, supervisors, administrators).
 const USER_ROLES: [Role; 3] = [Role::Agent, Role::Supervisor, Role::Administrator];
@@ -321,16 +320,16 @@ impl ConversationService for ConversationApi {
 
     async fn invite_participant(
         &self,
-        _: Request<pb::InviteParticipantRequest>,
+        request: Request<pb::InviteParticipantRequest>,
     ) -> Result<Response<pb::InviteParticipantResponse>, Status> {
-        not_served(SERVICE, "InviteParticipant")
+        respond(self.invite(request).await)
     }
 
     async fn cancel_invitation(
         &self,
-        _: Request<pb::CancelInvitationRequest>,
+        request: Request<pb::CancelInvitationRequest>,
     ) -> Result<Response<pb::CancelInvitationResponse>, Status> {
-        not_served(SERVICE, "CancelInvitation")
+        respond(ConversationApi::cancel_invitation(self, request).await)
     }
 
     async fn leave_conversation(
@@ -342,9 +341,9 @@ impl ConversationService for ConversationApi {
 
     async fn end_conference(
         &self,
-        _: Request<pb::EndConferenceRequest>,
+        request: Request<pb::EndConferenceRequest>,
     ) -> Result<Response<pb::EndConferenceResponse>, Status> {
-        not_served(SERVICE, "EndConference")
+        respond(ConversationApi::end_conference(self, request).await)
     }
 
     async fn unassign_conversation(

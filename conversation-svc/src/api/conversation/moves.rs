@@ -41,8 +41,10 @@ pub(in crate::api) async fn release_owner(
     if owner.is_empty() {
         return Ok(owner);
     }
-    // A transfer still waiting for its agent's answer goes with the owner.
+    // A transfer still waiting for its agent's answer goes with the owner, and so do the
+    // owner's invitations, consultants and conference agents.
     super::transfers::withdraw_pending(m, conv, "", now).await?;
+    super::conference::dismiss_helpers(m, conv, "", now).await?;
     m.end_segment(&conv.current_segment_id, end, &[], "", now)
         .await?;
     m.leave_participant(conv, &owner, now).await?;

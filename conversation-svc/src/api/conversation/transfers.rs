@@ -88,14 +88,20 @@ pub(in crate::api) async fn checked_target(
     Ok((current, queue))
 }
 
-/// routing-svc's refusal of a transfer offer, as this service's error.
-fn offer_error(agent_id: &str, status: tonic::Status) -> Error {
+/// routing-svc's refusal of an offer to `agent_id` (named by the request's `field`), made
+/// for a transfer or an invitation (`what`), as this service's error.
+pub(in crate::api) fn offer_error(
+    agent_id: &str,
+    field: &str,
+    what: &str,
+    status: tonic::Status,
+) -> Error {
     match status.code() {
         tonic::Code::NotFound => Error::NotFound(format!("agent {agent_id} not found")),
         tonic::Code::FailedPrecondition => Error::WrongState(status.message().to_owned()),
         tonic::Code::ResourceExhausted => Error::CapacityFull(status.message().to_owned()),
         tonic::Code::Aborted => Error::Conflict(status.message().to_owned()),
-        tonic::Code::InvalidArgument => Error::invalid("target_agent_id", status.message()),
+        tonic::Code::InvalidArgument => Error::invalid(field, status.message()),
         code => {
             warn!(
                 agent_id,
@@ -103,7 +109,9 @@ fn offer_error(agent_id: &str, status: tonic::Status) -> Error {
                 message = status.message(),
                 "routing-svc OfferToAgent failed"
             );
-            Error::Unavailable("routing-svc is unavailable: cannot offer the transfer".to_owned())
+            Error::Unavailable(format!(
+                "routing-svc is unavailable: cannot offer the {what}"
+            ))
         }
     }
 }
@@ -133,6 +141,15 @@ async fn check_transferable(
         &queue.program_id,
     )
     .map_err(|why| refused(id, why))?;
+    if let Some(invitation) = conv.invitations.iter().find(|i| i.pending()) {
+        return Err(Error::wrong_state(
+            id,
+            format!(
+                "invitation {} of agent {} is waiting for an answer; cancel it first",
+                invitation.id, invitation.agent_id
+            ),
+        ));
+    }
     if let Some(pending) = m.pending_transfer(id).await? {
         return Err(Error::wrong_state(
             id,
@@ -201,7 +218,7 @@ pub(in crate::api) async fn offer_transfer(
             wait_start_time: Some(micros_to_timestamp(conv.create_time)),
         })
         .await
-        .map_err(|status| offer_error(agent_id, status))?;
+        .map_err(|status| offer_error(agent_id, "target_agent_id", "transfer", status))?;
     Ok(Offered {
         transfer_id,
         offer_id: answer.offer.map(|o| o.id).unwrap_or_default(),

@@ -523,11 +523,7 @@ pub async fn accept_offer(
         resolve_time: Some(now),
         ..offer
     };
-    let source = if accepted.kind == OfferKind::Transfer {
-        AssignmentSource::Transfer
-    } else {
-        AssignmentSource::QueueOffer
-    };
+    let source = AssignmentSource::of_offer(accepted.kind);
     finish_assignment(tx, agent, &accepted, source, now, lease_until).await
 }
 
@@ -540,7 +536,10 @@ pub(super) async fn finish_assignment(
     now: i64,
     lease_until: i64,
 ) -> Result<Accepted> {
-    insert_assignment(tx, offer, now).await?;
+    if offer.kind != OfferKind::Consult {
+        // A consultant holds no capacity: nothing to release when it leaves.
+        insert_assignment(tx, offer, now).await?;
+    }
     let entry = OutboxEntry {
         id: uuid::Uuid::new_v4().to_string(),
         tenant_id: offer.tenant_id.clone(),
@@ -749,14 +748,26 @@ pub async fn create_directed_offer(
     let agent = get_agent(tx.conn(), input.tenant_id, input.agent_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("agent {} not found", input.agent_id)))?;
-    let (pending,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM offers WHERE conversation_id = $1 AND state = 1")
-            .bind(input.conversation_id)
-            .fetch_one(tx.conn())
-            .await?;
-    if pending > 0 {
+    let pending: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT kind, agent_id FROM offers WHERE conversation_id = $1 AND state = 1",
+    )
+    .bind(input.conversation_id)
+    .fetch_all(tx.conn())
+    .await?;
+    let pending: Vec<(OfferKind, &str)> = pending
+        .iter()
+        .filter_map(|(kind, agent)| {
+            Some((
+                OfferKind::from_i32(i32::try_from(*kind).ok()?)?,
+                agent.as_str(),
+            ))
+        })
+        .collect();
+    if let Some(why) =
+        crate::domain::transfer::directed_offer_conflict(input.kind, input.agent_id, &pending)
+    {
         return Err(Error::WrongState(format!(
-            "conversation {} is already offered to an agent",
+            "conversation {}: {why}",
             input.conversation_id
         )));
     }
@@ -772,7 +783,11 @@ pub async fn create_directed_offer(
             input.agent_id, input.channel
         )));
     }
-    let units = channel_units(&agent.channel_costs, input.channel);
+    let units = if input.kind == OfferKind::Consult {
+        0
+    } else {
+        channel_units(&agent.channel_costs, input.channel)
+    };
     let hold = sqlx::query(
         "UPDATE agents SET pending_units = pending_units + $3 \
          WHERE tenant_id = $1 AND agent_id = $2 AND presence = $4 \
@@ -840,4 +855,28 @@ pub async fn withdraw_directed_offers(
         }
     }
     Ok(withdrawn)
+}
+
+/// Withdraws the pending offer made for conversation-svc's `reference_id` (a cancelled
+/// invitation); false when there is none or it was already answered.
+pub async fn withdraw_offer_by_reference(
+    tx: &mut Tx,
+    tenant_id: &str,
+    conversation_id: &str,
+    reference_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND reference_id = $2 \
+         AND conversation_id = $3 AND state = 1"
+    )))
+    .bind(tenant_id)
+    .bind(reference_id)
+    .bind(conversation_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    match row {
+        Some(row) => resolve_offer(tx, &offer_from_row(&row)?, OfferState::Withdrawn, now).await,
+        None => Ok(false),
+    }
 }
