@@ -3254,3 +3254,52 @@ async fn an_ongoing_view_streams_its_snapshot_in_pages_then_beats_when_quiet(db:
     drop(stream);
     h.stop().await;
 }
+
+on_each_backend!(a_logout_returns_a_conversation_once_and_only_its_owners);
+async fn a_logout_returns_a_conversation_once_and_only_its_owners(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    let logout = |request_id: &str, logout_time: prost_types::Timestamp| {
+        let mut client = h.internal();
+        let request = ipb::ReleaseOnLogoutRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: created.id.clone(),
+            agent_id: h.agent1.principal_id.clone(),
+            request_id: request_id.to_owned(),
+            logout_by: h.agent1.principal_id.clone(),
+            logout_time: Some(logout_time),
+        };
+        async move {
+            client
+                .release_on_logout(request)
+                .await
+                .expect("release on logout")
+                .into_inner()
+                .released
+        }
+    };
+    let first = id();
+    let at = prost_types::Timestamp::from(std::time::SystemTime::now());
+    assert!(logout(&first, at).await, "the owner's conversation returns");
+    assert!(logout(&first, at).await, "a retry is answered alike");
+    let unassigned = |events: Vec<pb::ConversationEvent>| {
+        events
+            .into_iter()
+            .filter(|e| e.event_type == pb::EventType::Unassigned as i32)
+            .count()
+    };
+    assert_eq!(unassigned(h.events(&created.id).await), 1, "applied once");
+    eventually("the capacity release and the new enqueue", || async {
+        (h.routing.released().len() == 1 && h.routing.enqueued().len() == 2).then_some(())
+    })
+    .await;
+
+    // Not the agent's any more: another logout entry changes nothing.
+    assert!(!logout(&id(), at).await);
+    // The agent got it again after that logout: a late entry of it leaves it alone.
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    assert!(!logout(&id(), at).await);
+    assert_eq!(unassigned(h.events(&created.id).await), 1);
+    h.stop().await;
+}

@@ -194,6 +194,16 @@ impl ConversationInternalService for FakeConversations {
         Err(Status::unimplemented("not part of this fake"))
     }
 
+    async fn release_on_logout(
+        &self,
+        _request: Request<switchboard_proto::conversation::internal::v1::ReleaseOnLogoutRequest>,
+    ) -> Result<
+        Response<switchboard_proto::conversation::internal::v1::ReleaseOnLogoutResponse>,
+        Status,
+    > {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     type SubscribeStream = EventStream;
 
     async fn subscribe(

@@ -120,6 +120,13 @@ impl ConversationInternalService for FakeConversation {
         Err(Status::unimplemented("not in the fake"))
     }
 
+    async fn release_on_logout(
+        &self,
+        _request: Request<cpb::ReleaseOnLogoutRequest>,
+    ) -> Result<Response<cpb::ReleaseOnLogoutResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type SubscribeStream = futures::stream::Empty<Result<cpb::SubscribeResponse, Status>>;
 
     async fn subscribe(

@@ -26,6 +26,7 @@ on_each_backend!(
     two_matchers_on_one_store_never_promise_a_seat_twice,
     every_due_offer_times_out_in_one_call,
     members_kept_between_passes_follow_every_change,
+    a_backlog_held_back_on_login_does_not_hide_newer_conversations,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -484,4 +485,36 @@ async fn members_kept_between_passes_follow_every_change(store: Store) {
     assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 0);
     assert_eq!(offered(&store, &second).await, [true]);
     assert_eq!(offered(&store, &third).await, [false]);
+}
+
+/// A queue that keeps its backlog from agents who log in, with more conversations waiting
+/// since before its only agent logged in than a walk reads: one that arrives after the
+/// login is still offered in the first pass.
+async fn a_backlog_held_back_on_login_does_not_hide_newer_conversations(store: Store) {
+    let t = tenant(&store, 2).await;
+    let queue = Queue {
+        offer_waiting_on_login: false,
+        ..t.queue("Fresh work only")
+    };
+    t.add_queue(&store, &queue).await;
+    let backlog = t.enqueue(&store, &queue, 250, 1_000).await;
+    let agent = t
+        .agents(&store, 1, &[&queue], Presence::Available)
+        .await
+        .remove(0);
+    let fresh = t.enqueue(&store, &queue, 1, 1_000_000).await;
+
+    let made = match_waiting(&store, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(made, 1);
+    assert_eq!(
+        pending_offers(&store).await,
+        [(
+            agent.agent_id.clone(),
+            queue.id.clone(),
+            fresh[0].conversation_id.clone()
+        )]
+    );
+    assert!(offered(&store, &backlog).await.iter().all(|o| !o));
 }

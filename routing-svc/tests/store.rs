@@ -813,6 +813,7 @@ async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
         agent: &reloaded,
         open_in_queue: 0,
         already_offered: false,
+        waiting_before_login: false,
     }];
     assert_eq!(
         decide(&f.queue, Channel::Webchat, &members, "").chosen,

@@ -10,24 +10,34 @@ use switchboard_proto::conversation::internal::v1 as ipb;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::ConversationInternalService;
 use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::v1 as pb;
-use switchboard_server_kit::db::now_micros;
+use switchboard_server_kit::db::{now_micros, timestamp_to_micros};
+use switchboard_server_kit::idempotency::{self, Fingerprint, RequestKey};
 use switchboard_server_kit::mask_pans;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::conversation::conference::{invitation_not_taken, join_invited};
+use super::conversation::moves::{release_owner, requeue};
 use super::conversation::transfers::{accept_transfer, transfer_not_taken};
-use super::conversation::{post_message, system_message};
+use super::conversation::{post_message, save_state, system_message};
 use super::expiry::limit_micros;
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
+use crate::domain::logout::returns_on_logout;
 use crate::domain::state::{Action, transition};
 use crate::error::{Error, Result};
 use crate::store::{Event, Topic};
 use switchboard_proto::common::v1::AnswerOutcome;
 use switchboard_proto::routing::v1::OfferKind;
 use switchboard_proto::routing::v1::offer::State as OfferState;
+
+/// The request log's name of ReleaseOnLogout.
+const RELEASE_ON_LOGOUT: &str =
+    "/switchboard.conversation.internal.v1.ConversationInternalService/ReleaseOnLogout";
+
+/// The stored end code of a segment whose agent logged out.
+const LOGGED_OUT: &str = "logged_out";
 
 /// How many events Subscribe reads per query.
 const SUBSCRIBE_BATCH: i64 = 500;
@@ -280,6 +290,97 @@ impl InternalApi {
         Ok(ipb::ResolveOfferResponse {})
     }
 
+    /// Returns a conversation to its queue after its owner logged out (see the RPC): in one
+    /// transaction, recorded under the request's id so that routing-svc's retries are
+    /// answered alike. A conversation the agent no longer owns is left alone.
+    async fn release_on_logout(
+        &self,
+        request: Request<ipb::ReleaseOnLogoutRequest>,
+    ) -> Result<ipb::ReleaseOnLogoutResponse> {
+        let service = service_caller(&request)?;
+        let req = request.into_inner();
+        let tenant_id = uuid_field("tenant_id", &req.tenant_id)?;
+        let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
+        let agent_id = uuid_field("agent_id", &req.agent_id)?;
+        let request_id = uuid_field("request_id", &req.request_id)?;
+        let logout_by = optional_uuid("logout_by", &req.logout_by)?.unwrap_or_default();
+        let logout_time = req
+            .logout_time
+            .as_ref()
+            .map(timestamp_to_micros)
+            .ok_or_else(|| Error::invalid("logout_time", "is required"))?;
+        let caller = idempotency::caller_of(&service);
+        let key = RequestKey {
+            tenant_id: &tenant_id,
+            caller: &caller,
+            method: RELEASE_ON_LOGOUT,
+            request_id: &request_id,
+            fingerprint: Fingerprint::of(&req),
+        };
+
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(response);
+        }
+        let mut conv = m
+            .conversation_for_update(&tenant_id, &conversation_id)
+            .await?
+            .ok_or_else(|| Error::conversation_not_found(&conversation_id))?;
+        let owned_since = match conv.owner() {
+            Some(owner) if owner == agent_id => m
+                .segment(&conversation_id, &conv.current_segment_id)
+                .await?
+                .map_or(0, |segment| segment.start_time),
+            _ => 0,
+        };
+        if let Err(stays) = returns_on_logout(
+            conv.state,
+            conv.owner(),
+            owned_since,
+            &agent_id,
+            logout_time,
+        ) {
+            let response = ipb::ReleaseOnLogoutResponse { released: false };
+            m.commit(Some(key), &response).await?;
+            info!(
+                conversation_id = %conversation_id,
+                agent_id = %agent_id,
+                why = %stays,
+                "conversation stays after its agent logged out"
+            );
+            return Ok(response);
+        }
+        let next = transition(conv.state, Action::Unassign)
+            .map_err(|e| Error::wrong_state(&conversation_id, e))?;
+        let now = now_micros();
+        let segment_id = conv.current_segment_id.clone();
+        release_owner(&mut m, &mut conv, LOGGED_OUT, now).await?;
+        save_state(&mut m, &mut conv, next, now).await?;
+        let mut unassigned = Event::about(&conv, pb::EventType::Unassigned as i32, &logout_by, now);
+        unassigned.previous_agent_id = agent_id.clone();
+        unassigned.segment_id = segment_id;
+        unassigned.segment_end = LOGGED_OUT.to_owned();
+        m.event(unassigned);
+        m.event(Event::about(
+            &conv,
+            pb::EventType::Queued as i32,
+            &logout_by,
+            now,
+        ));
+        requeue(&mut m, &conv, now, now).await?;
+        let response = ipb::ReleaseOnLogoutResponse { released: true };
+        let committed = m.commit(Some(key), &response).await?;
+        self.ctx.dispatch(&committed);
+        info!(
+            conversation_id = %conversation_id,
+            agent_id = %agent_id,
+            by = %logout_by,
+            queue_id = %conv.queue_id,
+            "conversation returned to its queue on logout"
+        );
+        Ok(response)
+    }
+
     async fn subscribe(&self, request: Request<ipb::SubscribeRequest>) -> Result<SubscribeStream> {
         service_caller(&request)?;
         let after = request.get_ref().after_sequence;
@@ -369,6 +470,16 @@ impl ConversationInternalService for InternalApi {
         request: Request<ipb::ResolveOfferRequest>,
     ) -> Result<Response<ipb::ResolveOfferResponse>, Status> {
         self.resolve(request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn release_on_logout(
+        &self,
+        request: Request<ipb::ReleaseOnLogoutRequest>,
+    ) -> Result<Response<ipb::ReleaseOnLogoutResponse>, Status> {
+        InternalApi::release_on_logout(self, request)
             .await
             .map(Response::new)
             .map_err(Status::from)

@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::convert;
 use crate::domain::Presence;
-use crate::domain::presence::check_manual;
+use crate::domain::presence::{check_manual, is_logout};
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
@@ -130,13 +130,24 @@ impl AgentApi {
         let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
-        routing::set_presence(&mut tx, &agent, presence, &reason, now_micros()).await?;
+        let now = now_micros();
+        routing::set_presence(&mut tx, &agent, presence, &reason, now).await?;
+        // A logout returns the agent's conversations of some queues to them: the outbox
+        // entries commit with the presence, so none is lost if conversation-svc is down.
+        let returned = if is_logout(agent.presence, presence) {
+            routing::return_on_logout(&mut tx, &agent, &identity.principal_id, now).await?
+        } else {
+            0
+        };
         let response = pb::SetPresenceResponse {
             agent_state: Some(agent_state(tx.conn(), &tenant_id, &agent_id).await?),
         };
         commit_mutation(tx, &key, &response).await?;
         self.context.wake_matcher();
-        info!(agent_id = %agent_id, presence = ?presence, "presence set");
+        if returned > 0 {
+            self.context.dispatcher.wake();
+        }
+        info!(agent_id = %agent_id, presence = ?presence, returned, "presence set");
         Ok(response)
     }
 

@@ -18,6 +18,16 @@ pub struct CandidateView<'a> {
     /// Whether the agent already rejected or missed this conversation (since it last
     /// entered the queue), or has it pending.
     pub already_offered: bool,
+    /// Whether the conversation is held back from the agent because it was waiting before
+    /// the agent logged in ([`waiting_before_login`]).
+    pub waiting_before_login: bool,
+}
+
+/// Whether a conversation that entered `queue` at `entered_time` is held back from `agent`:
+/// the queue does not offer waiting conversations on login and it entered before the
+/// agent's login. Only offers are held back; the agent may still claim it.
+pub fn waiting_before_login(queue: &Queue, agent: &Agent, entered_time: i64) -> bool {
+    !queue.offer_waiting_on_login && entered_time < agent.login_time
 }
 
 /// The outcome of routing one waiting conversation.
@@ -68,6 +78,9 @@ pub fn check_eligible(
     }
     if view.already_offered {
         return Err(PassReason::AlreadyOffered);
+    }
+    if view.waiting_before_login {
+        return Err(PassReason::WaitingBeforeLogin);
     }
     if !has_skills(agent, &queue.required_skills) {
         return Err(PassReason::MissingSkill);
@@ -215,6 +228,7 @@ mod tests {
             presence_reason: String::new(),
             presence_change_time: 0,
             idle_since,
+            login_time: 0,
             capacity_used: used,
             pending_units: 0,
         }
@@ -225,6 +239,7 @@ mod tests {
             agent,
             open_in_queue: 0,
             already_offered: false,
+            waiting_before_login: false,
         }
     }
 
@@ -467,5 +482,61 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_queue_that_does_not_offer_its_backlog_on_login_holds_back_earlier_conversations() {
+        let mut q = queue(AssignmentMethod::LongestIdle);
+        let logged_in = Agent {
+            login_time: 100,
+            ..agent("a", 5, 0, 0)
+        };
+        // The default offers the backlog to whoever logs in.
+        assert!(!waiting_before_login(&q, &logged_in, 50));
+        q.offer_waiting_on_login = false;
+        assert!(waiting_before_login(&q, &logged_in, 50));
+        assert!(waiting_before_login(&q, &logged_in, 99));
+        assert!(
+            !waiting_before_login(&q, &logged_in, 100),
+            "entered at login"
+        );
+        assert!(!waiting_before_login(&q, &logged_in, 150));
+        // An agent whose login was never recorded is offered everything.
+        assert!(!waiting_before_login(&q, &agent("b", 5, 0, 0), 50));
+    }
+
+    #[test]
+    fn a_conversation_held_back_on_login_goes_to_another_agent_with_the_reason_recorded() {
+        let q = Queue {
+            offer_waiting_on_login: false,
+            ..queue(AssignmentMethod::LongestIdle)
+        };
+        let newcomer = Agent {
+            login_time: 100,
+            ..agent("a", 5, 0, 0)
+        };
+        let veteran = Agent {
+            login_time: 10,
+            ..agent("b", 5, 0, 50)
+        };
+        let entered = 60;
+        let members: Vec<CandidateView<'_>> = [&newcomer, &veteran]
+            .into_iter()
+            .map(|agent| CandidateView {
+                waiting_before_login: waiting_before_login(&q, agent, entered),
+                ..view(agent)
+            })
+            .collect();
+        let decision = decide(&q, Channel::Webchat, &members, "");
+        assert_eq!(decision.chosen, Some(("b".into(), 1)));
+        assert_eq!(
+            reasons(&decision),
+            vec![
+                ("b".into(), PassReason::Chosen),
+                ("a".into(), PassReason::WaitingBeforeLogin),
+            ]
+        );
+        let alone = decide(&q, Channel::Webchat, &members[..1], "");
+        assert_eq!(alone.chosen, None, "nobody else: it keeps waiting");
     }
 }

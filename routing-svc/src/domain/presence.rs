@@ -47,6 +47,22 @@ pub fn idle_since_after_change(old: Presence, new: Presence, idle_since: i64, no
     }
 }
 
+/// The `login_time` after a presence change at `now`: leaving Offline is a login, anything
+/// else keeps the old one.
+pub fn login_time_after_change(old: Presence, new: Presence, login_time: i64, now: i64) -> i64 {
+    if new.is_signed_in() && !old.is_signed_in() {
+        now
+    } else {
+        login_time
+    }
+}
+
+/// Whether a presence change is a logout (a signed-in agent going Offline), after which
+/// the agent's conversations in queues that return them on logout go back to their queue.
+pub fn is_logout(old: Presence, new: Presence) -> bool {
+    old.is_signed_in() && !new.is_signed_in()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +108,41 @@ mod tests {
             idle_since_after_change(Presence::Available, Presence::Away, 5, 9),
             5
         );
+    }
+
+    #[test]
+    fn leaving_offline_is_a_login_and_only_that() {
+        assert_eq!(
+            login_time_after_change(Presence::Offline, Presence::Available, 5, 9),
+            9
+        );
+        assert_eq!(
+            login_time_after_change(Presence::Offline, Presence::Busy, 5, 9),
+            9,
+            "signing in Busy is a login too"
+        );
+        for old in Presence::ALL.iter().copied().filter(|p| p.is_signed_in()) {
+            for new in Presence::ALL {
+                assert_eq!(
+                    login_time_after_change(old, *new, 5, 9),
+                    5,
+                    "{old:?} -> {new:?}"
+                );
+            }
+        }
+        assert_eq!(
+            login_time_after_change(Presence::Offline, Presence::Offline, 5, 9),
+            5
+        );
+    }
+
+    #[test]
+    fn only_a_signed_in_agent_going_offline_logs_out() {
+        for old in Presence::ALL {
+            for new in Presence::ALL {
+                let expected = *old != Presence::Offline && *new == Presence::Offline;
+                assert_eq!(is_logout(*old, *new), expected, "{old:?} -> {new:?}");
+            }
+        }
     }
 }

@@ -212,6 +212,7 @@ mod tests {
             presence_reason: String::new(),
             presence_change_time: 0,
             idle_since: 0,
+            login_time: 0,
             capacity_used: 1,
             pending_units: 0,
         }

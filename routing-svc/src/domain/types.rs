@@ -157,6 +157,9 @@ int_enum! {
         NotAMember = 9,
         /// The agent's capacity profile excludes the conversation's channel.
         ChannelExcluded = 10,
+        /// Waiting since before the agent logged in, in a queue that does not offer
+        /// waiting conversations on login.
+        WaitingBeforeLogin = 11,
     }
 }
 
@@ -359,6 +362,8 @@ pub struct Agent {
     pub presence_change_time: i64,
     /// Since when the agent has been without new work, for longest-idle ranking.
     pub idle_since: i64,
+    /// When the agent last left Offline (logged in); 0 when never recorded.
+    pub login_time: i64,
     /// Units held by assigned conversations.
     pub capacity_used: i32,
     /// Units promised to pending offers.

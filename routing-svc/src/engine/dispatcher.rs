@@ -10,15 +10,19 @@
 //! closed or taken meanwhile (the capacity is then released and the entry done). Leases
 //! last the call's deadline plus a margin, so an entry held by a process that crashed is
 //! soon taken again: no capacity leaks and no conversation stays stuck. Entries of one
-//! conversation are applied in the order they were accepted.
+//! conversation are applied in the order they were written. The same loop delivers the
+//! other entries: how a directed offer ended (ResolveOffer) and conversations to return to
+//! their queue because their agent logged out (ReleaseOnLogout).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
-use switchboard_proto::conversation::internal::v1::{ApplyAssignmentRequest, ResolveOfferRequest};
-use switchboard_server_kit::db::now_micros;
+use switchboard_proto::conversation::internal::v1::{
+    ApplyAssignmentRequest, ReleaseOnLogoutRequest, ResolveOfferRequest,
+};
+use switchboard_server_kit::db::{micros_to_timestamp, now_micros};
 use switchboard_server_kit::identity::SignedChannel;
 use switchboard_server_kit::metrics::{OutboxMetrics, OutboxSeries};
 use tokio::sync::Notify;
@@ -182,6 +186,25 @@ impl Dispatcher {
     /// Calls ApplyAssignment for `entry` (or ResolveOffer for an offer that ended without
     /// an accept), within the deadline.
     async fn call(&self, entry: &OutboxEntry) -> CallResult {
+        if let Some(logout) = &entry.logout {
+            let mut request = tonic::Request::new(ReleaseOnLogoutRequest {
+                tenant_id: entry.tenant_id.clone(),
+                conversation_id: entry.conversation_id.clone(),
+                agent_id: entry.agent_id.clone(),
+                request_id: entry.id.clone(),
+                logout_by: logout.by.clone(),
+                logout_time: Some(micros_to_timestamp(logout.time)),
+            });
+            request.set_timeout(self.timings.conversation_timeout);
+            let mut client = self.client.clone();
+            return tokio::time::timeout(
+                self.timings.conversation_timeout,
+                client.release_on_logout(request),
+            )
+            .await
+            .ok()
+            .map(|answer| answer.map(|_| ()));
+        }
         if let Some((state, reason)) = &entry.resolution {
             let mut request = tonic::Request::new(ResolveOfferRequest {
                 tenant_id: entry.tenant_id.clone(),
@@ -261,7 +284,8 @@ impl Dispatcher {
                     conversation_id = %entry.conversation_id,
                     agent_id = %entry.agent_id,
                     offer_id = %entry.offer_id,
-                    "assignment applied"
+                    kind = entry.kind(),
+                    "outbox entry applied"
                 );
                 Ok(Recorded {
                     attempt: Attempt::Applied,
@@ -275,7 +299,7 @@ impl Dispatcher {
                 let outcome = format!("refused: {}", status.message());
                 // An outcome conversation-svc refuses to hear of holds no capacity.
                 let released =
-                    outbox::complete(tx, entry, &outcome, now).await? && entry.resolution.is_none();
+                    outbox::complete(tx, entry, &outcome, now).await? && entry.is_assignment();
                 if released {
                     routing::release_capacity(
                         tx,
@@ -292,7 +316,9 @@ impl Dispatcher {
                     offer_id = %entry.offer_id,
                     code = ?status.code(),
                     message = status.message(),
-                    "conversation-svc refused the assignment, capacity released"
+                    kind = entry.kind(),
+                    released,
+                    "conversation-svc refused the outbox entry"
                 );
                 Ok(Recorded {
                     attempt: Attempt::Refused(outcome),
@@ -322,7 +348,8 @@ impl Dispatcher {
                     attempts,
                     retry_in = ?delay,
                     outcome = %outcome,
-                    "assignment not applied yet, will retry"
+                    kind = entry.kind(),
+                    "outbox entry not applied yet, will retry"
                 );
                 Ok(Recorded {
                     attempt: Attempt::RetryLater(outcome),

@@ -21,7 +21,9 @@ use switchboard_server_kit::db::now_micros;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::domain::matching::{CandidateView, Decision, check_eligible, decide};
+use crate::domain::matching::{
+    CandidateView, Decision, check_eligible, decide, waiting_before_login,
+};
 use crate::domain::{Agent, AssignmentMethod, Channel, Queue, RoutingDecision, WaitingItem};
 use crate::engine::Context;
 use crate::engine::members::Members;
@@ -253,29 +255,64 @@ async fn snapshot(
 }
 
 impl QueueSnapshot {
-    fn views(&self, excluded: &HashSet<String>) -> Vec<CandidateView<'_>> {
+    /// The members as candidates for a conversation that entered the queue at `entered`
+    /// (`None`: for any conversation, one entered now).
+    fn views(&self, excluded: &HashSet<String>, entered: Option<i64>) -> Vec<CandidateView<'_>> {
         self.members
             .iter()
             .map(|agent| CandidateView {
                 agent: self.offered.get(&agent.agent_id).unwrap_or(agent),
                 open_in_queue: self.load.get(&agent.agent_id).copied().unwrap_or(0),
                 already_offered: excluded.contains(&agent.agent_id),
+                waiting_before_login: entered
+                    .is_some_and(|entered| waiting_before_login(&self.queue, agent, entered)),
             })
             .collect()
     }
 
-    fn decide(&self, channel: Channel, excluded: &HashSet<String>) -> Decision {
-        decide(&self.queue, channel, &self.views(excluded), &self.cursor)
+    fn decide(
+        &self,
+        channel: Channel,
+        excluded: &HashSet<String>,
+        entered: Option<i64>,
+    ) -> Decision {
+        decide(
+            &self.queue,
+            channel,
+            &self.views(excluded, entered),
+            &self.cursor,
+        )
     }
 
     /// Whether some member could be offered a conversation of some channel now.
     fn can_offer(&self) -> bool {
         self.queue.assignment_method != AssignmentMethod::ManualPick
-            && self.views(&HashSet::new()).iter().any(|view| {
+            && self.views(&HashSet::new(), None).iter().any(|view| {
                 Channel::ALL
                     .iter()
                     .any(|&channel| check_eligible(&self.queue, channel, view).is_ok())
             })
+    }
+
+    /// How far back the queue's conversations may be offered to some member now. In a
+    /// queue that keeps its backlog from agents who log in, one that entered before the
+    /// login of every member who could take something is offered to nobody: a walk skips
+    /// those, or a backlog of them would fill every walk and keep newer conversations from
+    /// agents who just logged in. `i64::MIN` when nothing is skipped.
+    fn offerable_since(&self) -> i64 {
+        if self.queue.offer_waiting_on_login {
+            return i64::MIN;
+        }
+        self.views(&HashSet::new(), None)
+            .iter()
+            .filter(|view| {
+                Channel::ALL
+                    .iter()
+                    .any(|&channel| check_eligible(&self.queue, channel, view).is_ok())
+            })
+            .map(|view| view.agent.login_time)
+            .min()
+            .unwrap_or(i64::MIN)
     }
 
     /// The decision for a conversation of each channel nobody was offered: when it is
@@ -284,7 +321,7 @@ impl QueueSnapshot {
         Channel::ALL
             .iter()
             .map(|&channel| {
-                let decision = self.decide(channel, &HashSet::new());
+                let decision = self.decide(channel, &HashSet::new(), None);
                 routing::decision_summary(&decision.candidates, &decision.omitted)
             })
             .collect::<Vec<_>>()
@@ -330,7 +367,18 @@ async fn walk(
     let queue_id = snapshot.queue.id.clone();
     let (page, mut excluded) = {
         let mut conn = store.conn().await?;
-        let page = routing::matchable_in_queue(&mut conn, &queue_id, order, after, WALK).await?;
+        let mut page =
+            routing::matchable_in_queue(&mut conn, &queue_id, order, after, i64::MIN, WALK).await?;
+        // A full page of a walk that offers may hide, behind conversations nobody may be
+        // offered, newer ones someone may: read past those. A page that is not full is kept,
+        // so that their decisions are recorded too.
+        if matches!(order, WalkOrder::Waited) && page.len() == WALK as usize {
+            let since = snapshot.offerable_since();
+            if page.iter().any(|entry| entry.item.entered_time < since) {
+                page = routing::matchable_in_queue(&mut conn, &queue_id, order, after, since, WALK)
+                    .await?;
+            }
+        }
         let items: Vec<&WaitingItem> = page.iter().map(|entry| &entry.item).collect();
         let excluded = routing::excluded_for(&mut conn, &items).await?;
         (page, excluded)
@@ -362,7 +410,7 @@ async fn walk(
                     routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time)
                         .await?;
             }
-            let decision = snapshot.decide(item.channel, &excluded_now);
+            let decision = snapshot.decide(item.channel, &excluded_now, Some(item.entered_time));
             let now = now_micros();
             let Some((agent_id, units)) = decision.chosen.clone() else {
                 if let Some(record) = no_offer_record(entry, &snapshot.queue, decision, now) {

@@ -352,7 +352,8 @@ pub async fn list_capacity_profiles(
 
 const AGENT_COLUMNS: &str = "a.tenant_id, a.agent_id, a.display_name, a.capacity_profile_id, \
     a.capacity_total, a.channel_costs, a.excluded_channels, a.skills, a.presence, \
-    a.presence_reason, a.presence_change_time, a.idle_since, a.capacity_used, a.pending_units";
+    a.presence_reason, a.presence_change_time, a.idle_since, a.login_time, a.capacity_used, \
+    a.pending_units";
 
 /// An agent row without its queue memberships.
 fn agent_from_row(row: &AnyRow) -> Result<Agent> {
@@ -370,6 +371,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
         presence_reason: row.try_get("presence_reason")?,
         presence_change_time: row.try_get("presence_change_time")?,
         idle_since: row.try_get("idle_since")?,
+        login_time: row.try_get("login_time")?,
         capacity_used: int_column(row, "capacity_used")?,
         pending_units: int_column(row, "pending_units")?,
     })

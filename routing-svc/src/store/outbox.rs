@@ -4,7 +4,9 @@
 //! be lost between the two services; it is retried until conversation-svc confirms it or
 //! refuses it for good (then the capacity is released). Entries of one conversation are
 //! numbered and attempted in that order; a claim is a short lease (`lease_until`), kept
-//! apart from the retry time (`next_attempt_time`).
+//! apart from the retry time (`next_attempt_time`). Besides assignments, an entry may tell
+//! conversation-svc how a directed offer ended, or return a conversation to its queue
+//! because its agent logged out: in the same order, with the same retries.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -40,6 +42,66 @@ pub struct OutboxEntry {
     /// without being accepted, rather than an assignment to apply: the offer's final state
     /// and the agent's reason.
     pub resolution: Option<(OfferState, String)>,
+    /// Set when the entry returns the agent's conversation to its queue because the agent
+    /// logged out, rather than an assignment to apply.
+    pub logout: Option<Logout>,
+}
+
+/// A logout that returns a conversation to its queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logout {
+    /// Who set the agent Offline (the agent or a supervisor).
+    pub by: String,
+    /// When (microseconds).
+    pub time: i64,
+}
+
+impl OutboxEntry {
+    /// Whether the entry applies an assignment, whose units routing-svc already holds.
+    pub fn is_assignment(&self) -> bool {
+        self.resolution.is_none() && self.logout.is_none()
+    }
+
+    /// An entry returning `conversation_id`, held by `agent_id` in `queue_id`, to its
+    /// queue after the agent logged out at `now`, set Offline by `by`. Due at once.
+    pub fn logout(
+        tenant_id: &str,
+        conversation_id: &str,
+        agent_id: &str,
+        queue_id: &str,
+        by: &str,
+        now: i64,
+    ) -> OutboxEntry {
+        OutboxEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            agent_display_name: String::new(),
+            offer_id: String::new(),
+            queue_id: queue_id.to_owned(),
+            // Not read for a logout entry; the column holds a known word.
+            source: AssignmentSource::QueueOffer,
+            attempts: 0,
+            next_attempt_time: now,
+            resolution: None,
+            logout: Some(Logout {
+                by: by.to_owned(),
+                time: now,
+            }),
+        }
+    }
+
+    /// What the entry carries, for logs.
+    pub fn kind(&self) -> &'static str {
+        if self.logout.is_some() {
+            "logout return"
+        } else if self.resolution.is_some() {
+            "offer outcome"
+        } else {
+            "assignment"
+        }
+    }
 }
 
 fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
@@ -63,11 +125,23 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
             Some(state) => Some((state, row.try_get("reject_reason")?)),
             None => None,
         },
+        logout: {
+            let by: String = row.try_get("logout_by")?;
+            if by.is_empty() {
+                None
+            } else {
+                Some(Logout {
+                    by,
+                    time: row.try_get("logout_time")?,
+                })
+            }
+        },
     })
 }
 
 const COLUMNS: &str = "id, tenant_id, conversation_id, agent_id, agent_display_name, offer_id, \
-    queue_id, start_reason, attempts, next_attempt_time, offer_state, reject_reason";
+    queue_id, start_reason, attempts, next_attempt_time, offer_state, reject_reason, logout_by, \
+    logout_time";
 
 /// An entry claimed for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,8 +167,10 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, tenant_id, conversation_id, agent_id, agent_display_name, \
          offer_id, queue_id, start_reason, attempts, next_attempt_time, done, outcome, \
-         create_time, conversation_seq, lease_until, offer_state, reject_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10, $13, $14)",
+         create_time, conversation_seq, lease_until, offer_state, reject_reason, logout_by, \
+         logout_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10, $13, $14, $15, \
+         $16)",
     )
     .bind(&entry.id)
     .bind(&entry.tenant_id)
@@ -120,6 +196,13 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
             .as_ref()
             .map_or("", |(_, reason)| reason.as_str()),
     )
+    .bind(
+        entry
+            .logout
+            .as_ref()
+            .map_or("", |logout| logout.by.as_str()),
+    )
+    .bind(entry.logout.as_ref().map_or(0, |logout| logout.time))
     .execute(tx.conn())
     .await
     .map_err(|err| {
@@ -277,7 +360,7 @@ pub async fn finish(
     .bind(outcome)
     .fetch_optional(tx.conn())
     .await?;
-    if created.is_some() && entry.resolution.is_none() {
+    if created.is_some() && entry.is_assignment() {
         let kind = if outcome == "applied" {
             "assignment.applied"
         } else {

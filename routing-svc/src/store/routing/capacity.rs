@@ -1,6 +1,7 @@
 //! Capacity held by assignments (reserved and released) and agents' presence.
 
 use super::*;
+use crate::domain::LogoutBehavior;
 
 /// Releases the units a conversation holds with an agent. Idempotent: returns the units
 /// freed, 0 when nothing was held.
@@ -178,6 +179,12 @@ pub async fn set_presence(
         agent.idle_since,
         now,
     );
+    let login_time = crate::domain::presence::login_time_after_change(
+        agent.presence,
+        presence,
+        agent.login_time,
+        now,
+    );
     let change_time = if presence == agent.presence {
         agent.presence_change_time
     } else {
@@ -185,7 +192,7 @@ pub async fn set_presence(
     };
     sqlx::query(
         "UPDATE agents SET presence = $3, presence_reason = $4, presence_change_time = $5, \
-         idle_since = $6 WHERE tenant_id = $1 AND agent_id = $2",
+         idle_since = $6, login_time = $7 WHERE tenant_id = $1 AND agent_id = $2",
     )
     .bind(&agent.tenant_id)
     .bind(&agent.agent_id)
@@ -193,6 +200,7 @@ pub async fn set_presence(
     .bind(reason)
     .bind(change_time)
     .bind(idle_since)
+    .bind(login_time)
     .execute(tx.conn())
     .await?;
     tx.event(NewEvent::new(&agent.tenant_id, "presence.changed").agent(&agent.agent_id));
@@ -200,4 +208,35 @@ pub async fn set_presence(
         withdraw_agent_offers(tx, &agent.tenant_id, &agent.agent_id, now).await?;
     }
     Ok(())
+}
+
+/// On a logout of `agent` at `now` (set Offline by `by`), writes in `tx` an outbox entry
+/// for each conversation the agent holds units for in a queue that returns conversations
+/// on logout, so that conversation-svc returns them to their queue; returns how many.
+/// conversation-svc decides what each becomes (only one the agent still owns ACTIVE or
+/// WAITING goes back), so a conversation in wrap-up or a conference the agent joined stays.
+pub async fn return_on_logout(tx: &mut Tx, agent: &Agent, by: &str, now: i64) -> Result<usize> {
+    let held: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.conversation_id, a.queue_id FROM assignments a \
+         JOIN queues q ON q.tenant_id = a.tenant_id AND q.id = a.queue_id \
+         WHERE a.tenant_id = $1 AND a.agent_id = $2 AND q.logout_behavior = $3 \
+         ORDER BY a.create_time, a.conversation_id",
+    )
+    .bind(&agent.tenant_id)
+    .bind(&agent.agent_id)
+    .bind(i64::from(LogoutBehavior::ReturnToQueue.as_i32()))
+    .fetch_all(tx.conn())
+    .await?;
+    for (conversation_id, queue_id) in &held {
+        let entry = OutboxEntry::logout(
+            &agent.tenant_id,
+            conversation_id,
+            &agent.agent_id,
+            queue_id,
+            by,
+            now,
+        );
+        outbox::insert(tx, &entry, now).await?;
+    }
+    Ok(held.len())
 }

@@ -354,6 +354,7 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
             attempts: 0,
             next_attempt_time: now,
             resolution: Some((to, offer.reject_reason.clone())),
+            logout: None,
         };
         outbox::insert(tx, &entry, now).await?;
     }
@@ -552,6 +553,7 @@ pub(super) async fn finish_assignment(
         attempts: 0,
         next_attempt_time: lease_until,
         resolution: None,
+        logout: None,
     };
     outbox::insert(tx, &entry, now).await?;
     tx.event(offer_event(offer, "offer.accepted"));

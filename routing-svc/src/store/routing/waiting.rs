@@ -250,12 +250,14 @@ impl WalkOrder {
 pub type QueuePosition = (i64, String);
 
 /// Up to `limit` conversations waiting (not under offer) in queue `queue_id` after
-/// position `after` (from the start when `None`) in `order`.
+/// position `after` (from the start when `None`) in `order`, leaving out those that entered
+/// the queue before `entered_since` (`i64::MIN` leaves none out).
 pub async fn matchable_in_queue(
     conn: &mut AnyConnection,
     queue_id: &str,
     order: WalkOrder,
     after: Option<&QueuePosition>,
+    entered_since: i64,
     limit: i64,
 ) -> Result<Vec<Matchable>> {
     let (time, id) = after.map_or((i64::MIN, ""), |(time, id)| (*time, id.as_str()));
@@ -268,13 +270,15 @@ pub async fn matchable_in_queue(
          FROM waiting w JOIN queues q ON q.id = w.queue_id \
          WHERE w.queue_id = $1 AND w.state = $2 \
          AND (w.{column} > $3 OR (w.{column} = $3 AND w.conversation_id > $4)) \
+         AND w.entered_time >= $6 \
          ORDER BY w.{column}, w.conversation_id LIMIT $5"
     )))
     .bind(queue_id)
     .bind(WAITING)
     .bind(time)
     .bind(id)
-    .bind(limit);
+    .bind(limit)
+    .bind(entered_since);
     fetch_all(conn, query, |row| {
         Ok(Matchable {
             item: waiting_from_row(row)?,
