@@ -477,7 +477,19 @@ def transfer_then_force_close(creds, users, agents, conversations, channel, crea
             "agent1 stays as a consultant: %s" % roles,
         )
 
-        step("agent2 invites agent1 to a conference; agent1 accepts on its stream; agent2 ends it")
+        step("agent1 leaves; agent2 invites agent1 to a conference; agent1 accepts on its stream; agent2 ends it")
+        conversations.LeaveConversation(
+            conv.LeaveConversationRequest(request_id=rid(), conversation_id=created.id),
+            metadata=as_agent1,
+            timeout=TIMEOUT,
+        )
+
+        def released1():
+            state = agents.GetAgentState(routing.GetAgentStateRequest(), metadata=as_agent1, timeout=TIMEOUT)
+            return state if state.agent_state.capacity_used == 0 else None
+
+        # agent1's hold from before the transfer is released asynchronously (an outbox).
+        eventually("agent1 to hold no capacity", 15, released1)
         invited = conversations.InviteParticipant(
             conv.InviteParticipantRequest(
                 request_id=rid(),

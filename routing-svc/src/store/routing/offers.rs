@@ -785,6 +785,25 @@ pub async fn create_directed_offer(
             input.agent_id, input.channel
         )));
     }
+    if input.kind == OfferKind::Conference {
+        // An earlier hold of this agent on the conversation (as its owner before a transfer)
+        // is released through conversation-svc's outbox; until it is, a conference hold
+        // could not be told apart from it.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM assignments WHERE conversation_id = $1 AND agent_id = $2",
+        )
+        .bind(input.conversation_id)
+        .bind(input.agent_id)
+        .fetch_one(tx.conn())
+        .await?;
+        if held > 0 {
+            return Err(Error::WrongState(format!(
+                "agent {} still holds capacity for conversation {} from an earlier part in it; \
+                 retry once it is released",
+                input.agent_id, input.conversation_id
+            )));
+        }
+    }
     let units = if input.kind == OfferKind::Consult {
         0
     } else {
