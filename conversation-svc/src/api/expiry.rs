@@ -81,6 +81,8 @@ async fn close_expired(store: &Store, tenant_id: &str, id: &str, now: i64) -> Re
     let agent_id = conv.owner_agent_id.clone();
     m.end_segment(&conv.current_segment_id, "closed", &[], "", now)
         .await?;
+    // Closed: nobody takes part any more (the owner stays named as the last owner).
+    m.release_participants(&mut conv, now).await?;
     conv.state = next;
     conv.update_time = now;
     conv.close_time = Some(now);

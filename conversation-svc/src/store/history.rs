@@ -126,8 +126,8 @@ impl Mutation {
         Ok(())
     }
 
-    /// Every participant still present in `conv` leaves at `now`: a reopened conversation
-    /// waits for a new owner, and its earlier agents no longer take part.
+    /// Every participant still present in `conv` leaves at `now`: at close, and when a
+    /// reopened conversation waits for a new owner and its earlier agents no longer take part.
     pub async fn release_participants(&mut self, conv: &mut Conversation, now: i64) -> Result<()> {
         sqlx::query(
             "UPDATE participants SET leave_time = $2 \

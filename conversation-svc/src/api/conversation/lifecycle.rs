@@ -332,6 +332,8 @@ impl ConversationApi {
             now,
         )
         .await?;
+        // Closed: nobody takes part any more (the owner stays named as the last owner).
+        tx.release_participants(&mut conv, now).await?;
         save_state(&mut tx, &mut conv, next, now).await?;
         let mut submitted = event_by(&conv, pb::EventType::WrapUpSubmitted, &identity, now);
         submitted.wrap_up_reason_ids = reason_ids.clone();

@@ -409,6 +409,12 @@ pub(in crate::api) async fn run_transfer<R: prost::Message + Default>(
         return Ok(response);
     }
     let (current, queue) = checked_target(ctx, identity, &ask).await?;
+    if ask.agent_id.is_some() {
+        // Checked before routing-svc is asked, so that a refused transfer never shows the
+        // agent an offer, even briefly.
+        let mut probe = ctx.store.begin().await?;
+        check_transferable(&mut probe, identity, &current, &queue, by_supervisor).await?;
+    }
     let offered = match &ask.agent_id {
         Some(_) => {
             Some(offer_transfer(ctx, identity, method, &rid.id, &current, &ask, &queue).await?)
