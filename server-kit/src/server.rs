@@ -116,6 +116,11 @@ impl ShutdownSignal {
     pub async fn wait(&self) {
         self.requested.cancelled().await;
     }
+
+    /// Whether the shutdown has been requested.
+    pub fn is_triggered(&self) -> bool {
+        self.requested.is_cancelled()
+    }
 }
 
 /// Binds a TCP listener, so that callers (tests, the dev stack) can learn the port before

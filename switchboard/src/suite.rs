@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures::future::BoxFuture;
 use sqlx::Connection;
 use switchboard_server_kit::server::{ShutdownSignal, bind};
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -106,8 +108,10 @@ pub struct RunningSuite {
     pub addresses: Addresses,
     /// Database URL of each service, by service name.
     pub database_urls: Vec<(&'static str, String)>,
+    /// Whether a stopped service may start again with its data (not in memory).
+    restartable: bool,
     shutdown: ShutdownSignal,
-    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    services: Vec<Service>,
 }
 
 /// Starts the suite and waits until every service reports SERVING.
@@ -206,28 +210,60 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
     };
 
     let shutdown = ShutdownSignal::new();
-    let tasks = vec![
-        spawn("routing-svc", routing_listener, &shutdown, |l, s| {
-            routing_svc::serve(routing_config, l, s)
-        }),
-        spawn(
-            "conversation-svc",
-            conversation_listener,
-            &shutdown,
-            |l, s| conversation_svc::serve(conversation_config, l, s),
+    let services = vec![
+        Service::new(
+            "routing-svc",
+            vec![routing],
+            Box::new(move |mut listeners, signal| {
+                let listener = listeners.remove(0);
+                Box::pin(routing_svc::serve(routing_config.clone(), listener, signal))
+            }),
         ),
-        spawn("reporting-svc", reporting_listener, &shutdown, |l, s| {
-            reporting_svc::serve(reporting_config, l, s)
-        }),
-        spawn("gateway", gateway_listener, &shutdown, move |l, s| {
-            let listeners = gateway::Listeners {
-                public: l,
-                internal: gateway_internal_listener,
-            };
-            gateway::serve(gateway_config, listeners, s)
-        }),
+        Service::new(
+            "conversation-svc",
+            vec![conversation],
+            Box::new(move |mut listeners, signal| {
+                let listener = listeners.remove(0);
+                Box::pin(conversation_svc::serve(
+                    conversation_config.clone(),
+                    listener,
+                    signal,
+                ))
+            }),
+        ),
+        Service::new(
+            "reporting-svc",
+            vec![reporting],
+            Box::new(move |mut listeners, signal| {
+                let listener = listeners.remove(0);
+                Box::pin(reporting_svc::serve(
+                    reporting_config.clone(),
+                    listener,
+                    signal,
+                ))
+            }),
+        ),
+        Service::new(
+            "gateway",
+            vec![gateway, gateway_internal],
+            Box::new(move |mut listeners, signal| {
+                let internal = listeners.remove(1);
+                let public = listeners.remove(0);
+                let listeners = gateway::Listeners { public, internal };
+                Box::pin(gateway::serve(gateway_config.clone(), listeners, signal))
+            }),
+        ),
     ];
-    let mut suite = RunningSuite {
+    let first_listeners = [
+        vec![routing_listener],
+        vec![conversation_listener],
+        vec![reporting_listener],
+        vec![gateway_listener, gateway_internal_listener],
+    ];
+    for (service, listeners) in services.iter().zip(first_listeners) {
+        *service.run.lock().await = Some(service.spawn(listeners, &shutdown));
+    }
+    let suite = RunningSuite {
         addresses: Addresses {
             gateway,
             gateway_internal,
@@ -242,85 +278,202 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
             ("reporting-svc", url_of("reporting")),
             ("gateway", url_of("gateway")),
         ],
+        restartable: !matches!(options.storage, Storage::InMemory),
         shutdown,
-        tasks,
+        services,
     };
-    if let Err(err) = suite.wait_serving().await {
-        let _ = suite.stop().await;
-        return Err(err);
+    for service in &suite.services {
+        if let Err(err) = service.wait_serving().await {
+            let _ = suite.stop().await;
+            return Err(err);
+        }
     }
     Ok(suite)
 }
 
-fn spawn<F, Fut>(
+/// Runs one service on its listeners until its shutdown signal fires.
+type Launch = Box<
+    dyn Fn(Vec<TcpListener>, ShutdownSignal) -> BoxFuture<'static, anyhow::Result<()>>
+        + Send
+        + Sync,
+>;
+
+/// One service of the suite, with what it takes to start it again on the same addresses
+/// and the same database.
+struct Service {
     name: &'static str,
-    listener: TcpListener,
-    shutdown: &ShutdownSignal,
-    serve: F,
-) -> (&'static str, JoinHandle<anyhow::Result<()>>)
-where
-    F: FnOnce(TcpListener, ShutdownSignal) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let fut = serve(listener, shutdown.clone());
-    let shutdown = shutdown.clone();
-    let handle = tokio::spawn(async move {
-        let result = fut.await;
-        if let Err(err) = &result {
-            tracing::error!(service = name, error = %format!("{err:#}"), "service stopped with an error");
-            // One service down means the suite is not what the user asked for: stop all.
-            shutdown.trigger();
-        }
-        result
-    });
-    (name, handle)
+    /// Where it listens, in the order `launch` takes the listeners.
+    addrs: Vec<SocketAddr>,
+    launch: Launch,
+    /// The current run; `None` while the service is stopped on purpose.
+    run: Mutex<Option<Run>>,
 }
 
-impl RunningSuite {
-    async fn wait_serving(&mut self) -> anyhow::Result<()> {
-        let targets = [
-            ("routing-svc", self.addresses.routing),
-            ("conversation-svc", self.addresses.conversation),
-            ("reporting-svc", self.addresses.reporting),
-            ("gateway", self.addresses.gateway),
-            ("gateway", self.addresses.gateway_internal),
-        ];
+/// One run of a service: its own shutdown signal (fired by the suite's too) and its task.
+struct Run {
+    signal: ShutdownSignal,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    fn new(name: &'static str, addrs: Vec<SocketAddr>, launch: Launch) -> Service {
+        Service {
+            name,
+            addrs,
+            launch,
+            run: Mutex::new(None),
+        }
+    }
+
+    /// Starts a run on `listeners`. The run stops when the suite stops or when it is
+    /// stopped on its own; should it fail unasked, it stops the whole suite.
+    fn spawn(&self, listeners: Vec<TcpListener>, suite: &ShutdownSignal) -> Run {
+        let signal = {
+            let suite = suite.clone();
+            ShutdownSignal::from_future(async move { suite.wait().await })
+        };
+        let fut = (self.launch)(listeners, signal.clone());
+        let name = self.name;
+        let asked = signal.clone();
+        let suite = suite.clone();
+        let task = tokio::spawn(async move {
+            let result = fut.await;
+            if let Err(err) = &result {
+                tracing::error!(service = name, error = %format!("{err:#}"), "service stopped with an error");
+                if !asked.is_triggered() {
+                    // One service down means the suite is not what the user asked for: stop all.
+                    suite.trigger();
+                }
+            }
+            result
+        });
+        Run { signal, task }
+    }
+
+    /// Waits until every address of the running service reports SERVING.
+    async fn wait_serving(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        for (name, addr) in targets {
+        for &addr in &self.addrs {
             loop {
-                if let Some((_, task)) = self.tasks.iter().find(|(n, _)| *n == name)
-                    && task.is_finished()
-                {
-                    bail!("{name} stopped while starting (see its log above)");
+                let finished = self
+                    .run
+                    .lock()
+                    .await
+                    .as_ref()
+                    .is_none_or(|run| run.task.is_finished());
+                if finished {
+                    bail!("{} stopped while starting (see its log above)", self.name);
                 }
                 if serving(addr).await {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    bail!("{name} did not report SERVING on {addr} within 120 s");
+                    bail!(
+                        "{} did not report SERVING on {addr} within 120 s",
+                        self.name
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         Ok(())
     }
+}
 
+/// Binds `addr` again after the service that held it stopped; waits a little should the
+/// port still be taken (a listener closing, or another process briefly holding it).
+async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => return Err(err).with_context(|| format!("binding {addr} again")),
+        }
+    }
+}
+
+impl RunningSuite {
     /// A signal that stops the suite when triggered (for example from SIGTERM).
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.shutdown.clone()
     }
 
-    /// Resolves when any service stops or the shutdown signal fires.
+    /// Resolves when any service stops unasked or the shutdown signal fires.
     pub async fn stopped(&self) {
         self.shutdown.wait().await;
+    }
+
+    /// The services by name: `routing-svc`, `conversation-svc`, `reporting-svc`, `gateway`.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        self.services.iter().map(|s| s.name).collect()
+    }
+
+    fn service(&self, name: &str) -> anyhow::Result<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no service named {name:?} in the suite"))
+    }
+
+    /// Stops one service gracefully while the others keep running, as an outage of that
+    /// service would look to them: its clients get UNAVAILABLE until it starts again.
+    /// Does not stop the suite. Returns the error the service stopped with, if any.
+    pub async fn stop_service(&self, name: &str) -> anyhow::Result<()> {
+        let service = self.service(name)?;
+        let run = service
+            .run
+            .lock()
+            .await
+            .take()
+            .with_context(|| format!("{name} is not running"))?;
+        run.signal.trigger();
+        match run.task.await {
+            Ok(result) => result.with_context(|| format!("{name} failed while stopping")),
+            Err(join) => Err(anyhow::anyhow!("{name} panicked: {join}")),
+        }
+    }
+
+    /// Starts a service stopped with [`RunningSuite::stop_service`] again, on the same
+    /// addresses and the same database, and waits until it reports SERVING. Refused on
+    /// in-memory storage, where the service would start with nothing.
+    pub async fn start_service(&self, name: &str) -> anyhow::Result<()> {
+        let service = self.service(name)?;
+        if !self.restartable {
+            bail!("{name} keeps its data in memory: started again it would have none");
+        }
+        if self.shutdown.is_triggered() {
+            bail!("the suite is stopping");
+        }
+        {
+            let mut run = service.run.lock().await;
+            if run.is_some() {
+                bail!("{name} is running; stop it first");
+            }
+            let mut listeners = Vec::with_capacity(service.addrs.len());
+            for &addr in &service.addrs {
+                listeners.push(rebind(addr).await?);
+            }
+            *run = Some(service.spawn(listeners, &self.shutdown));
+        }
+        service.wait_serving().await
     }
 
     /// Stops every service gracefully and reports the first error any of them returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         let mut first_error = None;
-        for (name, task) in self.tasks {
-            match task.await {
+        for service in self.services {
+            let name = service.name;
+            let Some(run) = service.run.into_inner() else {
+                continue;
+            };
+            match run.task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     first_error.get_or_insert(err.context(format!("{name} failed")));

@@ -219,6 +219,25 @@ impl Harness {
         ReportingServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
     }
 
+    /// Stops one service (`routing-svc`, `conversation-svc`, `reporting-svc` or `gateway`)
+    /// gracefully while the others keep running: an outage of that service as its callers
+    /// see it. The suite as a whole keeps running.
+    pub async fn stop_service(&self, name: &str) -> anyhow::Result<()> {
+        self.running()?.stop_service(name).await
+    }
+
+    /// Starts a service stopped with [`Harness::stop_service`] again, on the same address and
+    /// database, once it reports SERVING.
+    pub async fn start_service(&self, name: &str) -> anyhow::Result<()> {
+        self.running()?.start_service(name).await
+    }
+
+    fn running(&self) -> anyhow::Result<&RunningSuite> {
+        self.suite
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the suite is stopped"))
+    }
+
     /// Stops the suite gracefully; every service must exit cleanly.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         match self.suite.take() {
@@ -247,6 +266,26 @@ where
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `problem` until it finds nothing wrong, or fails after `timeout` with the last
+/// thing it found.
+pub async fn settles<F, Fut>(timeout: Duration, mut problem: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Some(wrong) = problem().await else {
+            return;
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still wrong after {timeout:?}: {wrong}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
