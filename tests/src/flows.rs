@@ -211,3 +211,130 @@ pub async fn pending_offer(
     .await
     .unwrap_or_else(|_| panic!("an offer of {conversation_id}"))
 }
+
+/// A web-chat queue of the demo program with `settings`, served by the demo agents
+/// `handles` (besides the demo queue); returns its id.
+pub async fn queue_served_by(
+    h: &Harness,
+    name: &str,
+    settings: routing::Queue,
+    handles: &[&str],
+) -> String {
+    let mut queues = h.queues("admin");
+    let queue = queues
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: h.creds.program_id.clone(),
+                display_name: name.into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                ..settings
+            }),
+        })
+        .await
+        .expect("create queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    for handle in handles {
+        let user = h.creds.user(handle);
+        queues
+            .set_agent_profile(routing::SetAgentProfileRequest {
+                request_id: rid(),
+                agent_profile: Some(routing::AgentProfile {
+                    agent_id: user.id.clone(),
+                    display_name: user.display_name.clone(),
+                    capacity_profile_id: h.creds.capacity_profile_id.clone(),
+                    queue_ids: vec![h.creds.queue_id.clone(), queue.id.clone()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("the agent joins the queue");
+    }
+    queue.id
+}
+
+/// The demo bot starts a web chat in `queue_id` for the customer at `address`.
+pub async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
+    h.bot_conversations()
+        .create_conversation(conv::CreateConversationRequest {
+            request_id: rid(),
+            channel: Channel::Webchat as i32,
+            queue_id: queue_id.to_owned(),
+            channel_address: address.to_owned(),
+            first_message: "Is anyone there?".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the bot creates a conversation")
+        .into_inner()
+        .conversation
+        .expect("conversation")
+}
+
+/// The pending offers of every kind of `conversation_id`, as the demo supervisor lists them.
+pub async fn pending_offers(
+    h: &Harness,
+    conversation_id: &str,
+) -> Result<Vec<routing::Offer>, tonic::Status> {
+    Ok(h.queues("supervisor")
+        .list_offers(routing::ListOffersRequest {
+            conversation_id: conversation_id.to_owned(),
+            states: vec![routing::offer::State::Pending as i32],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .offers)
+}
+
+/// What is wrong with `events`, the event log of conversation `c`, if anything: numbered
+/// 1..n without gaps, n the conversation's last sequence, the last one in its state.
+pub fn event_log_problem(
+    c: &conv::Conversation,
+    events: &[conv::ConversationEvent],
+) -> Option<String> {
+    if let Some((i, e)) = events
+        .iter()
+        .enumerate()
+        .find(|(i, e)| e.sequence != *i as i64 + 1)
+    {
+        return Some(format!("{} event {i} has sequence {}", c.id, e.sequence));
+    }
+    if events.len() as i64 != c.last_event_sequence {
+        return Some(format!(
+            "{} has {} events but last sequence {}",
+            c.id,
+            events.len(),
+            c.last_event_sequence
+        ));
+    }
+    if events.last().map(|e| e.state) != Some(c.state) {
+        return Some(format!("{}'s last event is not in its state", c.id));
+    }
+    None
+}
+
+/// The pending offers in the snapshot of demo agent `handle`'s offer stream, opened now.
+pub async fn snapshot_offers(h: &Harness, handle: &str) -> Vec<routing::Offer> {
+    let mut offers = offer_stream(h, handle).await;
+    let mut pending = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(message) = offers.next().await {
+            match message.expect("offer stream ok").update {
+                Some(OfferUpdate::Offer(offer))
+                    if offer.state == routing::offer::State::Pending as i32 =>
+                {
+                    pending.push(offer);
+                }
+                Some(OfferUpdate::SnapshotEnd(_)) => return,
+                _ => {}
+            }
+        }
+        panic!("the offer stream ended before its snapshot did");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{handle}'s offer snapshot"));
+    pending
+}

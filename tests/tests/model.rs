@@ -23,7 +23,9 @@ use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::conversation::v1::participant::State as Standing;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
-use switchboard_tests::flows::{WAIT, agent_state, offer_stream, set_presence, start_chat};
+use switchboard_tests::flows::{
+    WAIT, agent_state, event_log_problem, offer_stream, set_presence, start_chat,
+};
 use switchboard_tests::{Backend, Harness, rid};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -698,21 +700,8 @@ impl Run<'_> {
                 .ok()?
                 .into_inner()
                 .events;
-            for (i, e) in events.iter().enumerate() {
-                if e.sequence != i as i64 + 1 {
-                    return Some(format!("{} event {i} has sequence {}", c.id, e.sequence));
-                }
-            }
-            if events.len() as i64 != c.last_event_sequence {
-                return Some(format!(
-                    "{} has {} events but last sequence {}",
-                    c.id,
-                    events.len(),
-                    c.last_event_sequence
-                ));
-            }
-            if events.last().map(|e| e.state) != Some(c.state) {
-                return Some(format!("{}'s last event is not in its state", c.id));
+            if let Some(problem) = event_log_problem(c, &events) {
+                return Some(problem);
             }
             for pair in events.windows(2) {
                 if !legal(pair[0].state, pair[1].state) {
