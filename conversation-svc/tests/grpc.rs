@@ -489,6 +489,7 @@ impl Harness {
                 assignment_source: pb::AssignmentSource::QueueOffer as i32,
                 wrap_up_time_limit: limit.map(|d| d.try_into().expect("a short duration")),
                 offer_kind: 0,
+                enqueue_key: String::new(),
             })
             .await
             .map(|r| r.into_inner().conversation.expect("conversation"))
@@ -3301,5 +3302,73 @@ async fn a_logout_returns_a_conversation_once_and_only_its_owners(db: support::T
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
     assert!(!logout(&id(), at).await);
     assert_eq!(unassigned(h.events(&created.id).await), 1);
+    h.stop().await;
+}
+
+on_each_backend!(an_assignment_from_before_a_move_is_refused);
+/// routing-svc may apply an offer it made before it heard of a move (the move's commands
+/// still on their way to it): the assignment names the enqueue it came from, and only the
+/// conversation's latest is applied.
+async fn an_assignment_from_before_a_move_is_refused(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    let other = id();
+    h.routing.queues.lock().unwrap().insert(
+        other.clone(),
+        (
+            h.tenant.clone(),
+            h.program.clone(),
+            vec![Channel::Webchat as i32],
+        ),
+    );
+    let created = h.create().await;
+    let first = eventually("the first enqueue", || async {
+        h.routing.enqueued().first().cloned()
+    })
+    .await;
+    h.conversations(&h.supervisor())
+        .move_conversation_to_queue(pb::MoveConversationToQueueRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            queue_id: other.clone(),
+        })
+        .await
+        .expect("the supervisor moves it");
+    let second = eventually("the enqueue in the other queue", || async {
+        h.routing
+            .enqueued()
+            .into_iter()
+            .find(|e| e.queue_id == other)
+    })
+    .await;
+    let apply = |enqueue: &rpb::EnqueueConversationRequest| {
+        let mut internal = h.internal();
+        let request = ipb::ApplyAssignmentRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: created.id.clone(),
+            agent_id: h.agent1.principal_id.clone(),
+            agent_display_name: h.agent1.display_name.clone(),
+            offer_id: id(),
+            queue_id: enqueue.queue_id.clone(),
+            assignment_source: pb::AssignmentSource::QueueOffer as i32,
+            enqueue_key: enqueue.enqueue_key.clone(),
+            ..Default::default()
+        };
+        async move { internal.apply_assignment(request).await }
+    };
+    let stale = apply(&first)
+        .await
+        .expect_err("an offer from before the move");
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let unchanged = h.get(&h.supervisor(), &created.id).await.expect("readable");
+    assert_eq!(unchanged.state, State::Open as i32);
+    assert_eq!(unchanged.queue_id, other);
+    let applied = apply(&second)
+        .await
+        .expect("an offer from where it waits now")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(applied.state, State::Active as i32);
+    assert_eq!(applied.owner_agent_id, h.agent1.principal_id);
     h.stop().await;
 }

@@ -21,8 +21,8 @@ use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
     WAIT, agent_state, chat_in, event_log_problem, events, offer_stream, pending_offer,
-    pending_offers, queue_served_by, set_presence, start_chat, take, wait_for_capacity,
-    wait_for_state,
+    pending_offers, queue_served_by, set_presence, snapshot_offers, start_chat, take,
+    wait_for_capacity, wait_for_state,
 };
 use switchboard_tests::{Backend, Harness, rid, settles};
 use tokio_stream::StreamExt;
@@ -218,6 +218,34 @@ async fn accept(h: &Harness, handle: &str, offer_id: &str) -> routing::AcceptOff
         .await
         .unwrap_or_else(|e| panic!("{handle} accepts offer {offer_id}: {e}"))
         .into_inner()
+}
+
+/// Demo agent `handle` accepts every offer of `conversation_id` still pending in its
+/// stream's snapshot, whatever the answer: an offer made before a move may still be shown
+/// until routing-svc hears of the move.
+async fn take_stale_offers(h: &Harness, handle: &str, conversation_id: &str) {
+    for offer in snapshot_offers(h, handle).await {
+        if offer.conversation_id == conversation_id {
+            let answer = h
+                .agent(handle)
+                .accept_offer(routing::AcceptOfferRequest {
+                    request_id: rid(),
+                    offer_id: offer.id.clone(),
+                })
+                .await;
+            // Refused once withdrawn (ABORTED when the withdrawal comes at the same moment);
+            // accepted before, the assignment is then refused and the units given back.
+            if let Err(status) = answer {
+                assert!(
+                    matches!(
+                        status.code(),
+                        Code::FailedPrecondition | Code::NotFound | Code::Aborted
+                    ),
+                    "a stale offer is refused as such: {status}"
+                );
+            }
+        }
+    }
 }
 
 /// How many events of `kind` conversation `conversation_id` has.
@@ -548,6 +576,10 @@ async fn a_move_to_another_queue_ends_whole_across_a_routing_restart(backend: &B
     }
     routing_up(&h).await;
 
+    // agent1 may still see the offer made before the move, routing-svc not having heard of
+    // the move yet, and accept it: accepted or refused, the move holds.
+    take_stale_offers(&h, "agent1", &offered.id).await;
+
     // Both wait in Billing: offered to agent2 only, agent1's offer withdrawn, its units free.
     set_presence(&h, "agent2", routing::Presence::Available).await;
     for offer in all_offered_to(&h, "agent2", &[&owned.id, &offered.id]).await {
@@ -615,6 +647,9 @@ async fn a_force_close_ends_whole_across_a_routing_restart(backend: &Backend) {
         assert_eq!(one_owner_or_none(&read(&h, id).await), None);
     }
     routing_up(&h).await;
+    // agent1 may still see the offer of the closed conversation and accept it: nothing is
+    // assigned and nothing held.
+    take_stale_offers(&h, "agent1", &offered.id).await;
     settled(&h, &[&owned.id, &offered.id]).await;
 
     // routing-svc stops right after a force close was answered.

@@ -132,6 +132,17 @@ impl InternalApi {
                 conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
             });
         }
+        if !req.enqueue_key.is_empty()
+            && let Some(current) = m.enqueue_key(&conversation_id).await?
+            && current != req.enqueue_key
+        {
+            // routing-svc offered it before hearing that it was moved, closed or queued
+            // again; it releases the units on this answer.
+            return Err(Error::wrong_state(
+                &conversation_id,
+                format!("offer {offer_id} was made before the conversation moved on"),
+            ));
+        }
         if start_reason == "transfer" {
             let now = now_micros();
             let segment = accept_transfer(

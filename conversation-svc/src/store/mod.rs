@@ -12,6 +12,7 @@ mod history;
 mod invitations;
 mod ongoing;
 mod outbox;
+mod placement;
 mod reasons;
 mod records;
 mod transfers;

@@ -242,6 +242,7 @@ impl Dispatcher {
             assignment_source: assignment_source(entry.source) as i32,
             wrap_up_time_limit,
             offer_kind: entry.source.invitation().map_or(0, OfferKind::as_i32),
+            enqueue_key: entry.enqueue_key.clone(),
         });
         request.set_timeout(self.timings.conversation_timeout);
         let mut client = self.client.clone();

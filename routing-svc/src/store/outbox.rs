@@ -45,6 +45,9 @@ pub struct OutboxEntry {
     /// Set when the entry returns the agent's conversation to its queue because the agent
     /// logged out, rather than an assignment to apply.
     pub logout: Option<Logout>,
+    /// For a queue offer or a claim: the enqueue key of the waiting item it came from, by
+    /// which conversation-svc recognises an offer made before the conversation moved on.
+    pub enqueue_key: String,
 }
 
 /// A logout that returns a conversation to its queue.
@@ -89,6 +92,7 @@ impl OutboxEntry {
                 by: by.to_owned(),
                 time: now,
             }),
+            enqueue_key: String::new(),
         }
     }
 
@@ -136,12 +140,13 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
                 })
             }
         },
+        enqueue_key: row.try_get("enqueue_key")?,
     })
 }
 
 const COLUMNS: &str = "id, tenant_id, conversation_id, agent_id, agent_display_name, offer_id, \
     queue_id, start_reason, attempts, next_attempt_time, offer_state, reject_reason, logout_by, \
-    logout_time";
+    logout_time, enqueue_key";
 
 /// An entry claimed for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,9 +173,9 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
         "INSERT INTO outbox (id, tenant_id, conversation_id, agent_id, agent_display_name, \
          offer_id, queue_id, start_reason, attempts, next_attempt_time, done, outcome, \
          create_time, conversation_seq, lease_until, offer_state, reject_reason, logout_by, \
-         logout_time) \
+         logout_time, enqueue_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10, $13, $14, $15, \
-         $16)",
+         $16, $17)",
     )
     .bind(&entry.id)
     .bind(&entry.tenant_id)
@@ -203,6 +208,7 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
             .map_or("", |logout| logout.by.as_str()),
     )
     .bind(entry.logout.as_ref().map_or(0, |logout| logout.time))
+    .bind(&entry.enqueue_key)
     .execute(tx.conn())
     .await
     .map_err(|err| {

@@ -106,7 +106,8 @@ pub(in crate::api) async fn requeue(
         now,
     )
     .await?;
-    Ok(())
+    // An offer routing-svc made under an earlier enqueue can no longer be applied.
+    m.set_enqueue_key(&conv.id, &enqueue.enqueue_key).await
 }
 
 /// Asks routing-svc, through the outbox, to take `conv` out of its queue and withdraw any
@@ -128,7 +129,9 @@ pub(in crate::api) async fn leave_queue(
         now,
     )
     .await?;
-    Ok(())
+    // Nor can any offer made before it leaves the queue, even one routing-svc makes before
+    // it hears of this.
+    m.set_enqueue_key(&conv.id, "").await
 }
 
 /// Sends routing-svc one command in a transaction of its own, through the outbox: the undo

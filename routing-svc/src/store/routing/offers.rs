@@ -355,6 +355,7 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
             next_attempt_time: now,
             resolution: Some((to, offer.reject_reason.clone())),
             logout: None,
+            enqueue_key: String::new(),
         };
         outbox::insert(tx, &entry, now).await?;
     }
@@ -514,26 +515,32 @@ pub async fn accept_offer(
             offer.agent_id, offer.capacity_units
         )));
     }
-    sqlx::query("DELETE FROM waiting WHERE conversation_id = $1 AND offer_id = $2")
-        .bind(&offer.conversation_id)
-        .bind(&offer.id)
-        .execute(tx.conn())
-        .await?;
+    // A directed offer (transfer, invitation) has no waiting item, nor enqueue key.
+    let enqueue_key: Option<String> = sqlx::query_scalar(
+        "DELETE FROM waiting WHERE conversation_id = $1 AND offer_id = $2 RETURNING enqueue_key",
+    )
+    .bind(&offer.conversation_id)
+    .bind(&offer.id)
+    .fetch_optional(tx.conn())
+    .await?;
     let accepted = Offer {
         state: OfferState::Accepted,
         resolve_time: Some(now),
         ..offer
     };
     let source = AssignmentSource::of_offer(accepted.kind);
-    finish_assignment(tx, agent, &accepted, source, now, lease_until).await
+    let placement = enqueue_key.unwrap_or_default();
+    finish_assignment(tx, agent, &accepted, source, &placement, now, lease_until).await
 }
 
-/// Writes the assignment, the outbox entry and the events of an accepted offer.
+/// Writes the assignment, the outbox entry and the events of an accepted offer, which came
+/// from the waiting item enqueued under `enqueue_key` (empty for a directed offer).
 pub(super) async fn finish_assignment(
     tx: &mut Tx,
     agent: &Agent,
     offer: &Offer,
     source: AssignmentSource,
+    enqueue_key: &str,
     now: i64,
     lease_until: i64,
 ) -> Result<Accepted> {
@@ -554,6 +561,7 @@ pub(super) async fn finish_assignment(
         next_attempt_time: lease_until,
         resolution: None,
         logout: None,
+        enqueue_key: enqueue_key.to_owned(),
     };
     outbox::insert(tx, &entry, now).await?;
     tx.event(offer_event(offer, "offer.accepted"));
@@ -667,10 +675,11 @@ pub async fn claim_waiting(
             agent.agent_id, queue.max_open_per_agent, queue.id
         )));
     }
-    sqlx::query("DELETE FROM waiting WHERE conversation_id = $1")
-        .bind(conversation_id)
-        .execute(tx.conn())
-        .await?;
+    let enqueue_key: String =
+        sqlx::query_scalar("DELETE FROM waiting WHERE conversation_id = $1 RETURNING enqueue_key")
+            .bind(conversation_id)
+            .fetch_one(tx.conn())
+            .await?;
     let offer = Offer {
         id: offer_id,
         tenant_id: tenant_id.to_owned(),
@@ -695,7 +704,16 @@ pub async fn claim_waiting(
         note: String::new(),
     };
     insert_offer(tx, &offer).await?;
-    finish_assignment(tx, agent, &offer, AssignmentSource::Claim, now, lease_until).await
+    finish_assignment(
+        tx,
+        agent,
+        &offer,
+        AssignmentSource::Claim,
+        &enqueue_key,
+        now,
+        lease_until,
+    )
+    .await
 }
 
 /// An offer conversation-svc asks routing-svc to make to one agent (a transfer).
