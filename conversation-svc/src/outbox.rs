@@ -56,6 +56,17 @@ pub const SERIES: OutboxSeries = OutboxSeries {
     pending_help: "Calls to routing-svc committed and not yet accepted or refused for good.",
 };
 
+/// What one call of [`dispatch_due`] learnt of routing-svc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// No command was due.
+    Idle,
+    /// routing-svc answered at least one call (accepted, refused, or failed itself).
+    Answered,
+    /// No call got an answer: routing-svc is down, shutting down or not reachable.
+    Unreachable,
+}
+
 /// Handle to the background dispatcher; wakes it after a commit.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
@@ -78,9 +89,21 @@ impl Dispatcher {
             if let Err(err) = retry_now(&store).await {
                 warn!(error = %err, "command outbox could not reset retry delays");
             }
+            let mut away = Away::default();
             loop {
-                if let Err(err) = dispatch_due(&store, &routing, policy, &metrics).await {
-                    warn!(error = %err, "command outbox round failed");
+                match dispatch_due(&store, &routing, policy, &metrics).await {
+                    Ok(reach) => away.saw(reach, policy),
+                    Err(err) => warn!(error = %err, "command outbox round failed"),
+                }
+                if away.back(&routing).await {
+                    // Commands waiting out a backoff chosen while routing-svc was away go now.
+                    match retry_now(&store).await {
+                        Ok(commands) => info!(commands, "routing-svc answers again"),
+                        Err(err) => {
+                            warn!(error = %err, "command outbox could not reset retry delays")
+                        }
+                    }
+                    continue;
                 }
                 tokio::select! {
                     () = wake.notified() => {}
@@ -99,6 +122,40 @@ impl Dispatcher {
     }
 }
 
+/// While routing-svc does not answer, the dispatcher asks its health on every round, so that
+/// commands go as soon as it is back rather than after their backoff (up to `max`). Should
+/// it report SERVING and still not answer calls, the early retries space out like a backoff.
+#[derive(Debug, Default)]
+struct Away {
+    /// Set while routing-svc has not answered since a round it did not answer: the least
+    /// time between two early retries, and when the next may come.
+    gap: Option<(Duration, tokio::time::Instant)>,
+}
+
+impl Away {
+    fn saw(&mut self, reach: Reach, policy: RetryPolicy) {
+        match reach {
+            Reach::Answered => self.gap = None,
+            Reach::Unreachable if self.gap.is_none() => {
+                self.gap = Some((policy.initial, tokio::time::Instant::now()));
+            }
+            Reach::Unreachable | Reach::Idle => {}
+        }
+    }
+
+    /// Whether routing-svc, away until now, reports SERVING and may be called again.
+    async fn back(&mut self, routing: &Routing) -> bool {
+        let Some((gap, not_before)) = self.gap else {
+            return false;
+        };
+        if tokio::time::Instant::now() < not_before || !routing.serving().await {
+            return false;
+        }
+        self.gap = Some((gap.saturating_mul(2), tokio::time::Instant::now() + gap));
+        true
+    }
+}
+
 /// Makes the commands that wait out a backoff due now (a starting process owes no delay
 /// chosen before it started); leased ones stay with whoever holds them.
 pub async fn retry_now(store: &Store) -> crate::error::Result<u64> {
@@ -108,13 +165,15 @@ pub async fn retry_now(store: &Store) -> crate::error::Result<u64> {
     Ok(reset)
 }
 
-/// Sends every due command once, a batch at a time, then recounts the backlog.
+/// Sends every due command once, a batch at a time, then recounts the backlog; says
+/// whether routing-svc answered.
 pub async fn dispatch_due(
     store: &Store,
     routing: &Routing,
     policy: RetryPolicy,
     metrics: &OutboxMetrics,
-) -> crate::error::Result<()> {
+) -> crate::error::Result<Reach> {
+    let mut reach = Reach::Idle;
     loop {
         let now = now_micros();
         if !store.any_command_due(now).await? {
@@ -134,6 +193,13 @@ pub async fn dispatch_due(
                 .buffer_unordered(BATCH as usize)
                 .collect()
                 .await;
+            let answered = sent.iter().any(|(_, result)| {
+                !matches!(result, Err(status) if status.code() == tonic::Code::Unavailable)
+            });
+            reach = match (reach, answered) {
+                (_, true) | (Reach::Answered, _) => Reach::Answered,
+                _ => Reach::Unreachable,
+            };
             record(store, policy, metrics, sent, lease_until).await?;
         }
         if !full {
@@ -142,7 +208,7 @@ pub async fn dispatch_due(
     }
     let pending = store.refresh_backlog().await?;
     metrics.set_pending(pending);
-    Ok(())
+    Ok(reach)
 }
 
 fn micros(duration: Duration) -> i64 {

@@ -7,6 +7,9 @@ use switchboard_proto::routing::internal::v1::routing_internal_service_client::R
 use switchboard_proto::routing::v1::Queue;
 use switchboard_server_kit::{Identity, IdentityKey, SignedChannel, signed_channel};
 use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// The service name conversation-svc signs its calls with.
 pub const SERVICE_NAME: &str = "conversation-svc";
@@ -16,6 +19,7 @@ pub const SERVICE_NAME: &str = "conversation-svc";
 #[derive(Clone, Debug)]
 pub struct Routing {
     client: RoutingInternalServiceClient<SignedChannel>,
+    health: HealthClient<SignedChannel>,
     timeout: Duration,
 }
 
@@ -24,9 +28,23 @@ impl Routing {
     pub fn new(url: &str, key: IdentityKey, timeout: Duration) -> anyhow::Result<Routing> {
         let channel = signed_channel(url, key, Identity::service(SERVICE_NAME))?;
         Ok(Routing {
-            client: RoutingInternalServiceClient::new(channel),
+            client: RoutingInternalServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
             timeout,
         })
+    }
+
+    /// Whether routing-svc answers that it is SERVING (its health as a whole), within the
+    /// deadline.
+    pub async fn serving(&self) -> bool {
+        let mut health = self.health.clone();
+        let request = self.request(HealthCheckRequest {
+            service: String::new(),
+        });
+        matches!(
+            self.call(health.check(request)).await,
+            Ok(answer) if answer.status == ServingStatus::Serving as i32
+        )
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

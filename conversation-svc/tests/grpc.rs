@@ -212,6 +212,25 @@ impl RoutingInternalService for FakeServer {
 }
 
 // ---------------------------------------------------------------------------------------
+/// Serves `routing` on `listener` until the returned signal fires.
+fn serve_fake(
+    routing: Arc<FakeRouting>,
+    key: IdentityKey,
+    listener: TcpListener,
+) -> (ShutdownSignal, tokio::task::JoinHandle<()>) {
+    let mut options = ServeOptions::new("fake-routing");
+    options.identity = Some(key);
+    let routes = Routes::new(RoutingInternalServiceServer::new(FakeServer(routing)));
+    let shutdown = ShutdownSignal::new();
+    let signal = shutdown.clone();
+    let task = tokio::spawn(async move {
+        switchboard_server_kit::serve(options, routes, listener, signal)
+            .await
+            .unwrap();
+    });
+    (shutdown, task)
+}
+
 // The service under test.
 
 struct Harness {
@@ -304,20 +323,8 @@ impl Harness {
 
         let routing_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let routing_addr = routing_listener.local_addr().unwrap();
-        let routing_shutdown = ShutdownSignal::new();
-        let routing_task = {
-            let mut options = ServeOptions::new("fake-routing");
-            options.identity = Some(key.clone());
-            let routes = Routes::new(RoutingInternalServiceServer::new(FakeServer(
-                routing.clone(),
-            )));
-            let signal = routing_shutdown.clone();
-            tokio::spawn(async move {
-                switchboard_server_kit::serve(options, routes, routing_listener, signal)
-                    .await
-                    .unwrap();
-            })
-        };
+        let (routing_shutdown, routing_task) =
+            serve_fake(routing.clone(), key.clone(), routing_listener);
 
         let (addr, shutdown, server) =
             spawn_service(&db.url, routing_addr, outbox_max_pending).await;
@@ -352,6 +359,19 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("conversation-svc did not start");
+    }
+
+    /// Stops the fake routing-svc: calls to it fail as unreachable until it starts again.
+    async fn stop_routing(&mut self) {
+        self.routing_shutdown.trigger();
+        (&mut self.routing_task).await.unwrap();
+    }
+
+    /// Starts the fake routing-svc again on its address.
+    async fn start_routing(&mut self) {
+        let listener = TcpListener::bind(self.routing_addr).await.unwrap();
+        (self.routing_shutdown, self.routing_task) =
+            serve_fake(self.routing.clone(), self.key.clone(), listener);
     }
 
     /// Stops conversation-svc and starts a new one on the same database.
@@ -3370,5 +3390,76 @@ async fn an_assignment_from_before_a_move_is_refused(db: support::TestDb) {
         .expect("conversation");
     assert_eq!(applied.state, State::Active as i32);
     assert_eq!(applied.owner_agent_id, h.agent1.principal_id);
+    h.stop().await;
+}
+
+on_each_backend!(commands_go_as_soon_as_routing_is_back);
+/// A command that failed while routing-svc was away waits out its backoff, however long it
+/// has grown; once routing-svc answers its health check again, it goes at once.
+async fn commands_go_as_soon_as_routing_is_back(db: support::TestDb) {
+    use switchboard_server_kit::db::now_micros;
+    let mut h = Harness::start(db).await;
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    outbox_settled(&h).await;
+    h.stop_routing().await;
+    // Unassigning asks routing-svc nothing at once: its release and requeue wait for it.
+    h.conversations(&h.agent1)
+        .unassign_conversation(pb::UnassignConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            tenant_id: String::new(),
+        })
+        .await
+        .expect("the owner unassigns");
+    let reader = switchboard_server_kit::Db::connect(&h._db.url)
+        .await
+        .unwrap();
+    let command: String = eventually("a failed attempt to release", || async {
+        sqlx::query_scalar(
+            "SELECT id FROM command_outbox WHERE conversation_id = $1 AND attempts > 0 \
+             AND last_error <> ''",
+        )
+        .bind(&created.id)
+        .fetch_optional(&reader.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    reader.close().await;
+    // As after a long outage: the next attempt is an hour away.
+    let store = conversation_svc::store::Store::open(&h._db.url)
+        .await
+        .unwrap();
+    eventually("the next attempt put an hour away", || async {
+        let now = now_micros();
+        let lease_until = now + 60_000_000;
+        let mut m = store.begin().await.unwrap();
+        let claimed = m.claim_commands(now, lease_until, 64).await.unwrap();
+        let ours = claimed.iter().any(|c| c.id == command);
+        if ours {
+            m.retry_command(
+                &command,
+                "Unavailable: away",
+                now + 3_600_000_000,
+                lease_until,
+            )
+            .await
+            .unwrap();
+        }
+        m.commit(None, &()).await.unwrap();
+        ours.then_some(())
+    })
+    .await;
+    store.db().close().await;
+
+    h.start_routing().await;
+    let released = eventually("the release once routing-svc is back", || async {
+        let r = h.routing.released();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(released[0].conversation_id, created.id);
+    assert_eq!(outbox_settled(&h).await, (2, 1), "the requeue follows");
     h.stop().await;
 }
