@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::conversation::conference::{invitation_not_taken, join_invited};
-use super::conversation::moves::{release_owner, requeue};
+use super::conversation::moves::return_to_queue;
 use super::conversation::transfers::{accept_transfer, transfer_not_taken};
-use super::conversation::{post_message, save_state, system_message};
+use super::conversation::{post_message, system_message};
 use super::expiry::limit_micros;
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
@@ -361,24 +361,7 @@ impl InternalApi {
             );
             return Ok(response);
         }
-        let next = transition(conv.state, Action::Unassign)
-            .map_err(|e| Error::wrong_state(&conversation_id, e))?;
-        let now = now_micros();
-        let segment_id = conv.current_segment_id.clone();
-        release_owner(&mut m, &mut conv, LOGGED_OUT, now).await?;
-        save_state(&mut m, &mut conv, next, now).await?;
-        let mut unassigned = Event::about(&conv, pb::EventType::Unassigned as i32, &logout_by, now);
-        unassigned.previous_agent_id = agent_id.clone();
-        unassigned.segment_id = segment_id;
-        unassigned.segment_end = LOGGED_OUT.to_owned();
-        m.event(unassigned);
-        m.event(Event::about(
-            &conv,
-            pb::EventType::Queued as i32,
-            &logout_by,
-            now,
-        ));
-        requeue(&mut m, &conv, now, now).await?;
+        return_to_queue(&mut m, &mut conv, LOGGED_OUT, &logout_by, now_micros()).await?;
         let response = ipb::ReleaseOnLogoutResponse { released: true };
         let committed = m.commit(Some(key), &response).await?;
         self.ctx.dispatch(&committed);

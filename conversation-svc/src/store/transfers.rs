@@ -1,8 +1,8 @@
 //! Transfers (a conversation's transfer ledger) and the wrap-up of a segment a transfer
 //! ended.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{Mutation, Segment, Store, join_ids};
 use crate::error::Result;
@@ -82,7 +82,28 @@ fn transfer_from_row(row: &AnyRow) -> Result<Transfer> {
     })
 }
 
+/// The conversation's transfer still waiting for its agent's answer, if any, read on `conn`.
+async fn pending_transfer(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+) -> Result<Option<Transfer>> {
+    let sql = format!("{TRANSFER_SELECT} WHERE conversation_id = $1 AND outcome = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(conversation_id)
+        .bind(i64::from(PENDING))
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(transfer_from_row).transpose()
+}
+
 impl Store {
+    /// The conversation's transfer still waiting for its agent's answer, if any: a read
+    /// outside any transaction, for checks made before another service is asked.
+    pub async fn pending_transfer(&self, conversation_id: &str) -> Result<Option<Transfer>> {
+        let mut conn = self.conn().await?;
+        pending_transfer(&mut conn, conversation_id).await
+    }
+
     /// Up to `limit` transfers of a conversation after `after_ordinal`, oldest first.
     pub async fn transfers(
         &self,
@@ -160,13 +181,7 @@ impl Mutation {
 
     /// The conversation's transfer still waiting for its agent's answer, if any.
     pub async fn pending_transfer(&mut self, conversation_id: &str) -> Result<Option<Transfer>> {
-        let sql = format!("{TRANSFER_SELECT} WHERE conversation_id = $1 AND outcome = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(conversation_id)
-            .bind(i64::from(PENDING))
-            .fetch_optional(self.conn())
-            .await?;
-        row.as_ref().map(transfer_from_row).transpose()
+        pending_transfer(self.conn(), conversation_id).await
     }
 
     /// Whether `agent_id` transferred this conversation away before (a transfer back to

@@ -47,12 +47,13 @@ fn invitation_id(identity: &Identity, request_id: &str) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
 }
 
-/// Checks that the caller may invite `agent_id` to `conv` now.
-async fn check_invite(
-    m: &mut Mutation,
+/// Checks that the caller may invite `agent_id` to `conv` now (`transfer_pending`: whether
+/// a transfer of it waits for an answer).
+fn check_invite(
     identity: &Identity,
     conv: &Conversation,
     agent_id: &str,
+    transfer_pending: bool,
 ) -> Result<()> {
     let present: Vec<&str> = conv
         .participants
@@ -66,7 +67,6 @@ async fn check_invite(
         .filter(|i| i.pending())
         .map(|i| i.agent_id.as_str())
         .collect();
-    let transfer_pending = m.pending_transfer(&conv.id).await?.is_some();
     invitation::check_invite(InviteCheck {
         state: conv.state,
         owner: conv.owner(),
@@ -178,6 +178,30 @@ pub(in crate::api) async fn remove_helper(
     Ok(())
 }
 
+/// Withdraws `conv`'s invitations still waiting for an answer (only those to join as
+/// `role`, when given): each ends WITHDRAWN by `actor_id` and its offer is withdrawn in
+/// routing-svc through the outbox.
+async fn withdraw_invitations(
+    m: &mut Mutation,
+    conv: &mut Conversation,
+    role: Option<ParticipantRole>,
+    actor_id: &str,
+    now: i64,
+) -> Result<()> {
+    let pending: Vec<String> = conv
+        .invitations
+        .iter()
+        .filter(|i| i.pending() && role.is_none_or(|role| i.role == role))
+        .map(|i| i.id.clone())
+        .collect();
+    for id in pending {
+        if end_invitation(m, conv, &id, AnswerOutcome::Withdrawn, "", actor_id, now).await? {
+            withdraw_offer(m, conv, &id, now).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The owner's helpers go with the owner's handling (an owner change, the end of the chat,
 /// a close): pending invitations are withdrawn and every consultant and conference agent
 /// leaves, conference capacity released. Joined supervisors stay.
@@ -187,17 +211,7 @@ pub(in crate::api) async fn dismiss_helpers(
     actor_id: &str,
     now: i64,
 ) -> Result<()> {
-    let pending: Vec<String> = conv
-        .invitations
-        .iter()
-        .filter(|i| i.pending())
-        .map(|i| i.id.clone())
-        .collect();
-    for id in pending {
-        if end_invitation(m, conv, &id, AnswerOutcome::Withdrawn, "", actor_id, now).await? {
-            withdraw_offer(m, conv, &id, now).await?;
-        }
-    }
+    withdraw_invitations(m, conv, None, actor_id, now).await?;
     let helpers: Vec<(String, ParticipantRole)> = conv
         .participants
         .iter()
@@ -379,11 +393,9 @@ impl ConversationApi {
             .await?
             .filter(|c| c.visible_to(viewer(&identity)))
             .ok_or_else(|| Error::conversation_not_found(id))?;
-        {
-            // Checked before routing-svc is asked, so that a refusal makes no offer.
-            let mut probe = self.ctx.store.begin().await?;
-            check_invite(&mut probe, &identity, &current, &ask.agent_id).await?;
-        }
+        // Checked before routing-svc is asked, so that a refusal makes no offer.
+        let transfer_pending = self.ctx.store.pending_transfer(id).await?.is_some();
+        check_invite(&identity, &current, &ask.agent_id, transfer_pending)?;
         let invitation_id = invitation_id(&identity, &rid.id);
         let answer = self
             .ctx
@@ -414,7 +426,8 @@ impl ConversationApi {
                 Begun::Fresh(tx) => tx,
             };
             let mut conv = load_visible(&mut tx, &identity, id).await?;
-            check_invite(&mut tx, &identity, &conv, &ask.agent_id).await?;
+            let transfer_pending = tx.pending_transfer(&conv.id).await?.is_some();
+            check_invite(&identity, &conv, &ask.agent_id, transfer_pending)?;
             let now = now_micros();
             let invitation = Invitation {
                 id: invitation_id.clone(),
@@ -567,27 +580,14 @@ impl ConversationApi {
         .await?;
         let now = now_micros();
         // Conference invitations not yet answered end with the conference.
-        let pending: Vec<String> = conv
-            .invitations
-            .iter()
-            .filter(|i| i.pending() && i.role == ParticipantRole::Conference)
-            .map(|i| i.id.clone())
-            .collect();
-        for invitation_id in pending {
-            if end_invitation(
-                &mut tx,
-                &mut conv,
-                &invitation_id,
-                AnswerOutcome::Withdrawn,
-                "",
-                &identity.principal_id,
-                now,
-            )
-            .await?
-            {
-                withdraw_offer(&mut tx, &conv, &invitation_id, now).await?;
-            }
-        }
+        withdraw_invitations(
+            &mut tx,
+            &mut conv,
+            Some(ParticipantRole::Conference),
+            &identity.principal_id,
+            now,
+        )
+        .await?;
         for user_id in &conference {
             remove_helper(
                 &mut tx,

@@ -57,6 +57,36 @@ pub(in crate::api) async fn release_owner(
     Ok(owner)
 }
 
+/// Returns an owned conversation to its queue: the owner's segment ends with `end`, the
+/// owner is released, the conversation is OPEN and waits in its queue again, with
+/// UNASSIGNED and QUEUED events by `actor_id`. Returns who owned it.
+pub(in crate::api) async fn return_to_queue(
+    m: &mut Mutation,
+    conv: &mut Conversation,
+    end: &str,
+    actor_id: &str,
+    now: i64,
+) -> Result<String> {
+    let next =
+        transition(conv.state, Action::Unassign).map_err(|e| Error::wrong_state(&conv.id, e))?;
+    let segment_id = conv.current_segment_id.clone();
+    let owner = release_owner(m, conv, end, now).await?;
+    save_state(m, conv, next, now).await?;
+    let mut unassigned = Event::about(conv, event_kind(pb::EventType::Unassigned), actor_id, now);
+    unassigned.previous_agent_id = owner.clone();
+    unassigned.segment_id = segment_id;
+    unassigned.segment_end = end.to_owned();
+    m.event(unassigned);
+    m.event(Event::about(
+        conv,
+        event_kind(pb::EventType::Queued),
+        actor_id,
+        now,
+    ));
+    requeue(m, conv, now, now).await?;
+    Ok(owner)
+}
+
 /// Asks routing-svc, through the outbox, to free what `agent_id` holds for `conv`.
 pub(in crate::api) async fn release_capacity(
     m: &mut Mutation,
@@ -196,19 +226,9 @@ impl ConversationApi {
             oversees(&identity),
         )
         .map_err(|why| refused(&id, why))?;
-        let next =
-            transition(conv.state, Action::Unassign).map_err(|e| Error::wrong_state(&id, e))?;
         let now = now_micros();
-        let segment_id = conv.current_segment_id.clone();
-        let owner = release_owner(&mut tx, &mut conv, "unassigned", now).await?;
-        save_state(&mut tx, &mut conv, next, now).await?;
-        let mut unassigned = event_by(&conv, pb::EventType::Unassigned, &identity, now);
-        unassigned.previous_agent_id = owner.clone();
-        unassigned.segment_id = segment_id;
-        unassigned.segment_end = "unassigned".to_owned();
-        tx.event(unassigned);
-        tx.event(event_by(&conv, pb::EventType::Queued, &identity, now));
-        requeue(&mut tx, &conv, now, now).await?;
+        let owner =
+            return_to_queue(&mut tx, &mut conv, "unassigned", actor(&identity), now).await?;
         let response = pb::UnassignConversationResponse {
             conversation: Some(convert::conversation(&conv, pb::ConversationView::Full)),
         };

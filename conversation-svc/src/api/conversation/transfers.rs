@@ -117,13 +117,14 @@ pub(in crate::api) fn offer_error(
 }
 
 /// Checks that `identity` may transfer `conv` to `queue` now (owner unless
-/// `by_supervisor`; rule 7; no transfer already waiting for an answer).
-async fn check_transferable(
-    m: &mut Mutation,
+/// `by_supervisor`; rule 7; no transfer already waiting for an answer: `pending`, the
+/// conversation's).
+fn check_transferable(
     identity: &Identity,
     conv: &Conversation,
     queue: &switchboard_proto::routing::v1::Queue,
     by_supervisor: bool,
+    pending: Option<&Transfer>,
 ) -> Result<()> {
     let id = conv.id.as_str();
     if !by_supervisor && conv.owner() != Some(identity.principal_id.as_str()) {
@@ -150,7 +151,7 @@ async fn check_transferable(
             ),
         ));
     }
-    if let Some(pending) = m.pending_transfer(id).await? {
+    if let Some(pending) = pending {
         return Err(Error::wrong_state(
             id,
             format!(
@@ -239,7 +240,8 @@ pub(in crate::api) async fn transfer_to_agent(
 ) -> Result<pb::Transfer> {
     let id = ask.conversation_id.as_str();
     let mut conv = load_visible(m, identity, id).await?;
-    check_transferable(m, identity, &conv, queue, by_supervisor).await?;
+    let pending = m.pending_transfer(id).await?;
+    check_transferable(identity, &conv, queue, by_supervisor, pending.as_ref())?;
     if conv.owner() == Some(agent_id) {
         return Err(Error::wrong_state(
             id,
@@ -330,7 +332,8 @@ pub(in crate::api) async fn transfer_to_queue(
 ) -> Result<pb::Transfer> {
     let id = ask.conversation_id.as_str();
     let mut conv = load_visible(m, identity, id).await?;
-    check_transferable(m, identity, &conv, &queue, by_supervisor).await?;
+    let pending = m.pending_transfer(id).await?;
+    check_transferable(identity, &conv, &queue, by_supervisor, pending.as_ref())?;
     let next =
         transition(conv.state, Action::TransferToQueue).map_err(|e| Error::wrong_state(id, e))?;
     if !ask.wrap_up_reason_ids.is_empty() {
@@ -412,8 +415,8 @@ pub(in crate::api) async fn run_transfer<R: prost::Message + Default>(
     if ask.agent_id.is_some() {
         // Checked before routing-svc is asked, so that a refused transfer never shows the
         // agent an offer, even briefly.
-        let mut probe = ctx.store.begin().await?;
-        check_transferable(&mut probe, identity, &current, &queue, by_supervisor).await?;
+        let pending = ctx.store.pending_transfer(&current.id).await?;
+        check_transferable(identity, &current, &queue, by_supervisor, pending.as_ref())?;
     }
     let offered = match &ask.agent_id {
         Some(_) => {
