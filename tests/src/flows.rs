@@ -16,19 +16,47 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The demo bot starts a web chat for the customer at `address` in the demo queue.
 pub async fn start_chat(h: &Harness, address: &str) -> conv::Conversation {
-    h.bot_conversations()
-        .create_conversation(conv::CreateConversationRequest {
-            request_id: rid(),
-            channel: Channel::Webchat as i32,
+    create_chat(
+        h,
+        conv::CreateConversationRequest {
             queue_id: h.creds.queue_id.clone(),
             contact: Some(conv::Contact {
                 display_name: Some(format!("Customer {address}")),
                 ..Default::default()
             }),
-            channel_address: address.to_owned(),
             first_message: "Hello, I need help".into(),
-            ..Default::default()
-        })
+            ..web_chat(address)
+        },
+    )
+    .await
+}
+
+/// The demo bot starts a web chat in `queue_id` for the customer at `address`.
+pub async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
+    create_chat(
+        h,
+        conv::CreateConversationRequest {
+            queue_id: queue_id.to_owned(),
+            first_message: "Is anyone there?".into(),
+            ..web_chat(address)
+        },
+    )
+    .await
+}
+
+/// A request for a web chat with the customer at `address`.
+fn web_chat(address: &str) -> conv::CreateConversationRequest {
+    conv::CreateConversationRequest {
+        request_id: rid(),
+        channel: Channel::Webchat as i32,
+        channel_address: address.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn create_chat(h: &Harness, request: conv::CreateConversationRequest) -> conv::Conversation {
+    h.bot_conversations()
+        .create_conversation(request)
         .await
         .expect("the bot creates a conversation")
         .into_inner()
@@ -255,22 +283,17 @@ pub async fn queue_served_by(
     queue.id
 }
 
-/// The demo bot starts a web chat in `queue_id` for the customer at `address`.
-pub async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
-    h.bot_conversations()
-        .create_conversation(conv::CreateConversationRequest {
-            request_id: rid(),
-            channel: Channel::Webchat as i32,
-            queue_id: queue_id.to_owned(),
-            channel_address: address.to_owned(),
-            first_message: "Is anyone there?".into(),
+/// The transfer ledger of a conversation as the demo supervisor reads it.
+pub async fn ledger(h: &Harness, conversation_id: &str) -> Vec<conv::Transfer> {
+    h.conversations("supervisor")
+        .list_transfers(conv::ListTransfersRequest {
+            conversation_id: conversation_id.to_owned(),
             ..Default::default()
         })
         .await
-        .expect("the bot creates a conversation")
+        .expect("transfers")
         .into_inner()
-        .conversation
-        .expect("conversation")
+        .transfers
 }
 
 /// The pending offers of every kind of `conversation_id`, as the demo supervisor lists them.

@@ -20,7 +20,7 @@ use switchboard_proto::conversation::v1::participant::State as Standing;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
-    WAIT, agent_state, chat_in, event_log_problem, events, offer_stream, pending_offer,
+    WAIT, agent_state, chat_in, event_log_problem, events, ledger, offer_stream, pending_offer,
     pending_offers, queue_served_by, set_presence, snapshot_offers, start_chat, take,
     wait_for_capacity, wait_for_state,
 };
@@ -83,6 +83,15 @@ async fn read(h: &Harness, conversation_id: &str) -> conv::Conversation {
         .into_inner()
         .conversation
         .expect("conversation")
+}
+
+/// Fails unless `agent_id` still works conversation `conversation_id` (ACTIVE) in queue
+/// `queue_id`: a refused move changed nothing.
+async fn still_worked_by(h: &Harness, conversation_id: &str, agent_id: &str, queue_id: &str) {
+    let c = read(h, conversation_id).await;
+    assert_eq!(c.owner_agent_id, agent_id, "{c:?}");
+    assert_eq!(c.state, State::Active as i32, "{c:?}");
+    assert_eq!(c.queue_id, queue_id, "{c:?}");
 }
 
 /// Participants of `c` present in `role`.
@@ -248,6 +257,21 @@ async fn take_stale_offers(h: &Harness, handle: &str, conversation_id: &str) {
     }
 }
 
+/// Demo user `handle` asks for `request`: the transfer it made.
+async fn transfer_as(
+    h: &Harness,
+    handle: &str,
+    request: &conv::TransferConversationRequest,
+) -> conv::Transfer {
+    h.conversations(handle)
+        .transfer_conversation(request.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{handle} transfers: {e}"))
+        .into_inner()
+        .transfer
+        .expect("transfer")
+}
+
 /// How many events of `kind` conversation `conversation_id` has.
 async fn count_events(h: &Harness, conversation_id: &str, kind: conv::EventType) -> usize {
     events(h, "supervisor", conversation_id)
@@ -328,17 +352,6 @@ async fn a_transfer_to_an_agent_ends_whole_across_a_routing_restart(backend: &Ba
         note: "billing question".into(),
         ..Default::default()
     };
-    let transfers = || async {
-        h.conversations("supervisor")
-            .list_transfers(conv::ListTransfersRequest {
-                conversation_id: chat.id.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("transfers")
-            .into_inner()
-            .transfers
-    };
 
     // routing-svc must make the offer: while it is down the transfer is refused whole.
     let before = events(&h, "supervisor", &chat.id).await.len();
@@ -349,37 +362,24 @@ async fn a_transfer_to_an_agent_ends_whole_across_a_routing_restart(backend: &Ba
             .transfer_conversation(request.clone())
             .await,
     );
-    let unchanged = read(&h, &chat.id).await;
-    assert_eq!(unchanged.owner_agent_id, agent1);
-    assert_eq!(unchanged.state, State::Active as i32);
-    assert!(transfers().await.is_empty(), "no transfer recorded");
+    still_worked_by(&h, &chat.id, &agent1, &h.creds.queue_id).await;
+    assert!(
+        ledger(&h, &chat.id).await.is_empty(),
+        "no transfer recorded"
+    );
     assert_eq!(events(&h, "supervisor", &chat.id).await.len(), before);
     routing_up(&h).await;
 
     // The same request succeeds once routing-svc is back, once.
-    let transfer = h
-        .conversations("agent1")
-        .transfer_conversation(request.clone())
-        .await
-        .expect("the retried transfer")
-        .into_inner()
-        .transfer
-        .expect("transfer");
-    let again = h
-        .conversations("agent1")
-        .transfer_conversation(request)
-        .await
-        .expect("a retry is answered")
-        .into_inner()
-        .transfer
-        .expect("transfer");
+    let transfer = transfer_as(&h, "agent1", &request).await;
+    let again = transfer_as(&h, "agent1", &request).await;
     assert_eq!(again, transfer);
 
     // routing-svc stops while the offer waits for agent2's answer.
     routing_down(&h).await;
     let meanwhile = read(&h, &chat.id).await;
     assert_eq!(meanwhile.owner_agent_id, agent1, "the sender keeps it");
-    assert_eq!(transfers().await, vec![transfer.clone()]);
+    assert_eq!(ledger(&h, &chat.id).await, vec![transfer.clone()]);
     routing_up(&h).await;
 
     // The offer is still there; agent2 accepts, and routing-svc stops right after.
@@ -399,7 +399,7 @@ async fn a_transfer_to_an_agent_ends_whole_across_a_routing_restart(backend: &Ba
         [agent1.as_str()],
         "the sender stays as a consultant"
     );
-    let ledger = transfers().await;
+    let ledger = ledger(&h, &chat.id).await;
     assert_eq!(ledger.len(), 1, "{ledger:?}");
     assert_eq!(
         ledger[0].outcome,
@@ -431,21 +431,12 @@ async fn a_transfer_to_a_queue_ends_whole_across_a_routing_restart(backend: &Bac
             .transfer_conversation(request.clone())
             .await,
     );
-    let unchanged = read(&h, &chat.id).await;
-    assert_eq!(unchanged.owner_agent_id, agent1);
-    assert_eq!(unchanged.queue_id, h.creds.queue_id);
+    still_worked_by(&h, &chat.id, &agent1, &h.creds.queue_id).await;
     assert_eq!(events(&h, "supervisor", &chat.id).await.len(), before);
     routing_up(&h).await;
 
     // The same request succeeds once back; routing-svc stops right after it answered.
-    let transfer = h
-        .conversations("agent1")
-        .transfer_conversation(request.clone())
-        .await
-        .expect("the retried transfer")
-        .into_inner()
-        .transfer
-        .expect("transfer");
+    let transfer = transfer_as(&h, "agent1", &request).await;
     routing_down(&h).await;
     let meanwhile = read(&h, &chat.id).await;
     assert_eq!(meanwhile.state, State::Open as i32);
@@ -459,14 +450,7 @@ async fn a_transfer_to_a_queue_ends_whole_across_a_routing_restart(backend: &Bac
     assert_eq!(offer.queue_id, billing);
     settled(&h, &[&chat.id]).await;
     let after = events(&h, "supervisor", &chat.id).await.len();
-    let again = h
-        .conversations("agent1")
-        .transfer_conversation(request)
-        .await
-        .expect("a retry is answered")
-        .into_inner()
-        .transfer
-        .expect("transfer");
+    let again = transfer_as(&h, "agent1", &request).await;
     assert_eq!(again, transfer, "the retry gets the first answer");
     assert_eq!(events(&h, "supervisor", &chat.id).await.len(), after);
     accept(&h, "agent2", &offer.id).await;
@@ -550,9 +534,7 @@ async fn a_move_to_another_queue_ends_whole_across_a_routing_restart(backend: &B
                 .await,
         );
     }
-    let unchanged = read(&h, &owned.id).await;
-    assert_eq!(unchanged.owner_agent_id, agent1);
-    assert_eq!(unchanged.queue_id, h.creds.queue_id);
+    still_worked_by(&h, &owned.id, &agent1, &h.creds.queue_id).await;
     assert_eq!(read(&h, &offered.id).await.queue_id, h.creds.queue_id);
     routing_up(&h).await;
 
@@ -692,9 +674,7 @@ async fn a_logout_ends_whole_across_a_routing_restart(backend: &Backend) {
         "a logout",
         h.agent("agent1").set_presence(logout.clone()).await,
     );
-    let unchanged = read(&h, &chat.id).await;
-    assert_eq!(unchanged.owner_agent_id, agent1);
-    assert_eq!(unchanged.state, State::Active as i32);
+    still_worked_by(&h, &chat.id, &agent1, &queue_id).await;
     routing_up(&h).await;
     assert_eq!(
         agent_state(&h, "agent1").await.presence,

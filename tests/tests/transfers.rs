@@ -8,7 +8,7 @@ use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_tests::flows::{
-    agent_state, events, offer_stream, pending_offer, set_presence, start_chat, take,
+    agent_state, events, ledger, offer_stream, pending_offer, set_presence, start_chat, take,
     wait_for_capacity, wait_for_state, wait_for_waiting,
 };
 use switchboard_tests::{Backend, Harness, rid};
@@ -326,18 +326,6 @@ fn to_agent(conversation_id: &str, agent_id: &str) -> conv::TransferConversation
         note: "needs a refund".into(),
         ..Default::default()
     }
-}
-
-async fn ledger(h: &Harness, conversation_id: &str) -> Vec<conv::Transfer> {
-    h.conversations("supervisor")
-        .list_transfers(conv::ListTransfersRequest {
-            conversation_id: conversation_id.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("transfers")
-        .into_inner()
-        .transfers
 }
 
 async fn a_transfer_to_an_agent_is_an_offer_the_agent_answers(backend: &Backend) {

@@ -8,7 +8,9 @@ use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
-use switchboard_tests::flows::{events, start_chat, take, wait_for_capacity, wait_for_state};
+use switchboard_tests::flows::{
+    chat_in, events, start_chat, take, wait_for_capacity, wait_for_state,
+};
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
 
@@ -139,24 +141,6 @@ async fn end(h: &Harness, handle: &str, conversation_id: &str) -> conv::Conversa
         })
         .await
         .expect("end")
-        .into_inner()
-        .conversation
-        .expect("conversation")
-}
-
-/// The bot starts a web chat in queue `queue_id`.
-async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
-    h.bot_conversations()
-        .create_conversation(conv::CreateConversationRequest {
-            request_id: rid(),
-            channel: Channel::Webchat as i32,
-            queue_id: queue_id.to_owned(),
-            channel_address: address.to_owned(),
-            first_message: "Where is my refund?".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the bot creates a conversation")
         .into_inner()
         .conversation
         .expect("conversation")
