@@ -228,14 +228,33 @@ struct Harness {
     program: String,
     agent1: Identity,
     agent2: Identity,
-    outbox_max_pending: u64,
+    tuning: Tuning,
     _db: support::TestDb,
+}
+
+/// Settings a test may change from the harness's defaults.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// Most calls to routing-svc that may wait in the outbox.
+    outbox_max_pending: u64,
+    /// The outbox's first retry delay, which is also how often it looks for due commands
+    /// when nothing wakes it.
+    outbox_retry_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            outbox_max_pending: conversation_svc::Config::default().outbox_max_pending,
+            outbox_retry_ms: 30,
+        }
+    }
 }
 
 async fn spawn_service(
     database_url: &str,
     routing_addr: SocketAddr,
-    outbox_max_pending: u64,
+    tuning: Tuning,
 ) -> (
     SocketAddr,
     ShutdownSignal,
@@ -249,10 +268,10 @@ async fn spawn_service(
         database_url: database_url.to_owned(),
         identity_secret: SECRET.to_owned(),
         routing_url: format!("http://{routing_addr}"),
-        outbox_retry_ms: 30,
-        outbox_retry_max_ms: 120,
+        outbox_retry_ms: tuning.outbox_retry_ms,
+        outbox_retry_max_ms: tuning.outbox_retry_ms.max(120),
         routing_timeout_ms: 2_000,
-        outbox_max_pending,
+        outbox_max_pending: tuning.outbox_max_pending,
         event_poll_ms: 100,
         heartbeat_ms: 300,
         // Purge often, so tests see an expired request record go without waiting long.
@@ -283,11 +302,11 @@ fn user(tenant: &str, name: &str, roles: Vec<Role>) -> Identity {
 
 impl Harness {
     async fn start(db: support::TestDb) -> Harness {
-        Harness::start_with_bound(db, conversation_svc::Config::default().outbox_max_pending).await
+        Harness::start_tuned(db, Tuning::default()).await
     }
 
-    /// A harness whose service refuses new routing calls beyond `outbox_max_pending`.
-    async fn start_with_bound(db: support::TestDb, outbox_max_pending: u64) -> Harness {
+    /// A harness whose service runs with `tuning`.
+    async fn start_tuned(db: support::TestDb, tuning: Tuning) -> Harness {
         let key = IdentityKey::new(SECRET).unwrap();
         let routing = Arc::new(FakeRouting::default());
         let tenant = id();
@@ -319,8 +338,7 @@ impl Harness {
             })
         };
 
-        let (addr, shutdown, server) =
-            spawn_service(&db.url, routing_addr, outbox_max_pending).await;
+        let (addr, shutdown, server) = spawn_service(&db.url, routing_addr, tuning).await;
         let agent1 = user(&tenant, "Alex Agent", vec![Role::Agent]);
         let agent2 = user(&tenant, "Blake Agent", vec![Role::Agent]);
         let harness = Harness {
@@ -337,7 +355,7 @@ impl Harness {
             program,
             agent1,
             agent2,
-            outbox_max_pending,
+            tuning,
             _db: db,
         };
         harness.wait_until_serving().await;
@@ -362,7 +380,7 @@ impl Harness {
             .unwrap()
             .expect("conversation-svc stops cleanly");
         let (addr, shutdown, server) =
-            spawn_service(&self._db.url, self.routing_addr, self.outbox_max_pending).await;
+            spawn_service(&self._db.url, self.routing_addr, self.tuning).await;
         self.addr = addr;
         self.shutdown = shutdown;
         self.server = server;
@@ -1549,6 +1567,40 @@ async fn a_release_is_sent_only_after_the_enqueue_it_follows(db: support::TestDb
     h.stop().await;
 }
 
+on_each_backend!(a_conversations_next_command_does_not_wait_for_the_next_poll);
+/// An unassign commits two commands for one conversation (release the owner, enqueue
+/// again); the second goes as soon as routing-svc accepts the first, not when the outbox
+/// next looks for due commands on its own (here a minute away).
+async fn a_conversations_next_command_does_not_wait_for_the_next_poll(db: support::TestDb) {
+    let h = Harness::start_tuned(
+        db,
+        Tuning {
+            outbox_retry_ms: 60_000,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let created = h.create().await;
+    eventually("the enqueue", || async {
+        (h.routing.enqueued().len() == 1).then_some(())
+    })
+    .await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    h.conversations(&h.agent1)
+        .unassign_conversation(pb::UnassignConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            tenant_id: String::new(),
+        })
+        .await
+        .expect("unassign");
+    eventually("the release and the enqueue that follows it", || async {
+        (h.routing.released().len() == 1 && h.routing.enqueued().len() == 2).then_some(())
+    })
+    .await;
+    h.stop().await;
+}
+
 /// Conversations and outbox commands written, as (conversations, commands).
 async fn written(h: &Harness) -> (i64, i64) {
     let db = switchboard_server_kit::Db::connect(&h._db.url)
@@ -1572,7 +1624,14 @@ on_each_backend!(creates_beyond_the_outbox_bound_are_refused_until_it_drains);
 /// outbox drains, creates are accepted again.
 async fn creates_beyond_the_outbox_bound_are_refused_until_it_drains(db: support::TestDb) {
     const BOUND: u64 = 3;
-    let h = Harness::start_with_bound(db, BOUND).await;
+    let h = Harness::start_tuned(
+        db,
+        Tuning {
+            outbox_max_pending: BOUND,
+            ..Tuning::default()
+        },
+    )
+    .await;
     h.routing
         .enqueue_failures
         .store(usize::MAX, Ordering::SeqCst);

@@ -2830,3 +2830,91 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
     store.close().await;
     fake_shutdown.trigger();
 }
+
+on_each_backend!(a_conversations_next_entry_is_sent_in_the_same_pass);
+/// Entries of one conversation go in order, and the next one is sent as soon as the one
+/// before it is settled, in the same pass: not at the next tick. The dispatcher runs on a
+/// clock the test sets, so only a pass it is asked for sends anything.
+async fn a_conversations_next_entry_is_sent_in_the_same_pass(database_url: Option<&str>) {
+    use routing_svc::engine::dispatcher::{self, Attempt, Dispatcher};
+    use routing_svc::store::{catalog, outbox, routing};
+    use switchboard_server_kit::db::now_micros;
+    use switchboard_server_kit::metrics::OutboxMetrics;
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url, database_url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    h.enqueue(&queue_id, &new_id()).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    drop(offers);
+    let Harness {
+        shutdown,
+        server,
+        directory,
+        database_url,
+        _dir,
+        tenant,
+        ..
+    } = h;
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+    if let Some(directory) = directory {
+        directory.stop().await;
+    }
+
+    let store = routing_svc::store::Store::open(&database_url)
+        .await
+        .unwrap();
+    let registry = switchboard_server_kit::metrics::Metrics::new("routing-svc");
+    let dispatcher = {
+        let channel = signed_channel(&url, key(), Identity::service("routing-svc")).unwrap();
+        let config = Config {
+            conversation_timeout_ms: 2_000,
+            ..Config::default()
+        };
+        let metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES).unwrap();
+        Dispatcher::new(
+            store.clone(),
+            channel,
+            &config,
+            Arc::new(tokio::sync::Notify::new()),
+            metrics,
+        )
+    };
+    // The agent accepts, then logs out of a returning queue before the assignment is
+    // applied: two entries of one conversation, the second behind the first.
+    let now = now_micros();
+    {
+        let agent = {
+            let mut conn = store.conn().await.unwrap();
+            catalog::get_agent(&mut conn, &tenant, &agent_id)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let mut tx = store.begin().await.unwrap();
+        routing::accept_offer(&mut tx, &agent, &offer.id, now, now)
+            .await
+            .unwrap();
+        let logout = outbox::OutboxEntry::logout(
+            &tenant,
+            &offer.conversation_id,
+            &agent_id,
+            &queue_id,
+            &agent_id,
+            now,
+        );
+        outbox::insert(&mut tx, &logout, now).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let attempts = dispatcher.dispatch_due(now).await.unwrap();
+    assert_eq!(attempts.len(), 2, "both entries in one pass: {attempts:?}");
+    assert_eq!(attempts[0], Attempt::Applied);
+    assert_eq!(log.lock().unwrap().applied.len(), 1);
+    store.close().await;
+    fake_shutdown.trigger();
+}
