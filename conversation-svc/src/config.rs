@@ -47,6 +47,10 @@ pub struct Config {
     /// How long a server stream may stay silent before it sends a heartbeat, in
     /// milliseconds.
     pub heartbeat_ms: u64,
+    /// How long an agent's queues, as routing-svc answered them, are used before being
+    /// asked again, in milliseconds: a change of an agent's queues shows in what the agent
+    /// sees within this time.
+    pub agent_queues_fresh_ms: u64,
     /// How long answers to `request_id`s are kept and how often older ones are deleted
     /// (`[request_log]`).
     pub request_log: RequestLogConfig,
@@ -67,6 +71,7 @@ impl Default for Config {
             outbox_max_pending: 10_000,
             event_poll_ms: 1_000,
             heartbeat_ms: 15_000,
+            agent_queues_fresh_ms: 5_000,
             request_log: RequestLogConfig::default(),
         }
     }
@@ -98,6 +103,10 @@ impl Config {
     pub(crate) fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
     }
+
+    pub(crate) fn agent_queues_fresh(&self) -> Duration {
+        Duration::from_millis(self.agent_queues_fresh_ms)
+    }
 }
 
 /// Shows everything but the identity secret.
@@ -116,6 +125,7 @@ impl std::fmt::Debug for Config {
             .field("outbox_max_pending", &self.outbox_max_pending)
             .field("event_poll_ms", &self.event_poll_ms)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("agent_queues_fresh_ms", &self.agent_queues_fresh_ms)
             .field("request_log", &self.request_log)
             .finish()
     }

@@ -5,6 +5,7 @@
 //! then the command outbox dispatcher and the wrap-up time limit sweeper, then the gRPC
 //! server with health and reflection.
 
+pub mod agent_queues;
 pub mod api;
 pub mod domain;
 pub mod error;
@@ -83,6 +84,7 @@ pub async fn serve(
         .await
         .context("reading the event log")?;
     let ctx = Arc::new(api::Context {
+        agent_queues: agent_queues::AgentQueues::new(routing.clone(), config.agent_queues_fresh()),
         store,
         routing,
         outbox,

@@ -209,6 +209,24 @@ impl RoutingInternalService for FakeServer {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    /// Every agent serves every queue of its tenant.
+    async fn get_agent_queues(
+        &self,
+        request: Request<rpb::GetAgentQueuesRequest>,
+    ) -> Result<Response<rpb::GetAgentQueuesResponse>, Status> {
+        let req = request.into_inner();
+        let queue_ids = self
+            .0
+            .queues
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (tenant, _, _))| *tenant == req.tenant_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        Ok(Response::new(rpb::GetAgentQueuesResponse { queue_ids }))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

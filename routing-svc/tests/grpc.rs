@@ -1241,6 +1241,34 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing(database_url: O
         .unwrap();
     assert_eq!(state.waiting, 0, "refused enqueues left nothing waiting");
 
+    // An agent's queues, for conversation-svc's visibility: the profile's; none for an
+    // agent of another tenant or without a profile; ids must be UUIDs.
+    let queues_of = |tenant_id: &str, agent_id: &str| ipb::GetAgentQueuesRequest {
+        tenant_id: tenant_id.to_owned(),
+        agent_id: agent_id.to_owned(),
+    };
+    let served = internal
+        .get_agent_queues(queues_of(&h.tenant, &ada))
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_ids;
+    assert_eq!(served, vec![queue_id.clone()]);
+    for (tenant, agent) in [(new_id(), ada.clone()), (h.tenant.clone(), new_id())] {
+        let none = internal
+            .get_agent_queues(queues_of(&tenant, &agent))
+            .await
+            .unwrap()
+            .into_inner()
+            .queue_ids;
+        assert!(none.is_empty(), "{none:?}");
+    }
+    let malformed = internal
+        .get_agent_queues(queues_of(&h.tenant, "ada"))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+
     // Capacity reservations: within capacity, refused when full, reported over with override.
     let reserve = |conversation: String, override_capacity: bool| ipb::ReserveCapacityRequest {
         tenant_id: h.tenant.clone(),

@@ -211,3 +211,23 @@ pub async fn pending_offer(
     .await
     .unwrap_or_else(|_| panic!("an offer of {conversation_id}"))
 }
+
+/// The administrator makes demo agent `handle` serve `queue_ids` (its whole list, so name
+/// the demo queue too to keep it). What the agent sees follows within conversation-svc's
+/// freshness for agents' queues.
+pub async fn serve_queues(h: &Harness, handle: &str, queue_ids: &[&str]) {
+    let user = h.creds.user(handle);
+    h.queues("admin")
+        .set_agent_profile(routing::SetAgentProfileRequest {
+            request_id: rid(),
+            agent_profile: Some(routing::AgentProfile {
+                agent_id: user.id.clone(),
+                display_name: user.display_name.clone(),
+                capacity_profile_id: h.creds.capacity_profile_id.clone(),
+                queue_ids: queue_ids.iter().map(|q| (*q).to_owned()).collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{handle} serves {queue_ids:?}: {e}"));
+}

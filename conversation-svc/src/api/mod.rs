@@ -28,6 +28,7 @@ pub use expiry::{Swept, close_due_wrap_ups};
 pub use internal::InternalApi;
 pub use supervisor::SupervisorApi;
 
+use crate::agent_queues::AgentQueues;
 use crate::domain::access::Viewer;
 use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
@@ -50,9 +51,24 @@ pub struct Context {
     pub stop: CancellationToken,
     /// How long a stream may stay silent before it sends a heartbeat.
     pub heartbeat: Duration,
+    /// The queues each agent serves, from routing-svc.
+    pub agent_queues: AgentQueues,
 }
 
 impl Context {
+    /// The caller with what deciding visibility needs: for an agent who does not see the
+    /// whole tenant, the queues it serves (UNAVAILABLE when routing-svc cannot tell).
+    async fn caller(&self, identity: Identity) -> Result<Caller> {
+        if sees_all(&identity) {
+            return Ok(Caller::seeing_all(identity));
+        }
+        let queues = self
+            .agent_queues
+            .of(&identity.tenant_id, &identity.principal_id)
+            .await?;
+        Ok(Caller { identity, queues })
+    }
+
     /// Wakes the outbox when a commit added commands.
     fn dispatch(&self, committed: &Committed) {
         if !committed.commands.is_empty() {
@@ -236,12 +252,48 @@ const READER_ROLES: [Role; 4] = [
     Role::Bot,
 ];
 
+/// Whether `identity` sees every conversation of its tenant: supervisors, administrators
+/// and bots do; agents only some.
+fn sees_all(identity: &Identity) -> bool {
+    identity.has_any_role(&[Role::Supervisor, Role::Administrator, Role::Bot])
+}
+
+/// The caller of a public RPC with what visibility depends on besides its identity; reads
+/// as the [`Identity`] it wraps.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    identity: Identity,
+    /// The queues an agent serves; empty (and unused) for a caller who sees all.
+    queues: Arc<[String]>,
+}
+
+impl Caller {
+    /// A caller who sees the whole tenant (a supervisor, administrator or bot), whose
+    /// queues do not matter.
+    fn seeing_all(identity: Identity) -> Caller {
+        debug_assert!(sees_all(&identity));
+        Caller {
+            identity,
+            queues: Arc::from([]),
+        }
+    }
+}
+
+impl Deref for Caller {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 /// How the caller sees conversations: supervisors, administrators and bots see all of
-/// their tenant, agents only some.
-fn viewer(identity: &Identity) -> Viewer<'_> {
+/// their tenant, agents what they take part in and the OPEN ones of their queues.
+fn viewer(caller: &Caller) -> Viewer<'_> {
     Viewer {
-        user_id: &identity.principal_id,
-        sees_all: identity.has_any_role(&[Role::Supervisor, Role::Administrator, Role::Bot]),
+        user_id: &caller.principal_id,
+        sees_all: sees_all(&caller.identity),
+        queues: &caller.queues,
     }
 }
 

@@ -176,7 +176,14 @@ impl ConversationApi {
         request: Request<pb::UnassignConversationRequest>,
     ) -> Result<pb::UnassignConversationResponse> {
         const METHOD: &str = "ConversationService/UnassignConversation";
-        let identity = authorized(&request, &USER_ROLES, "unassigning a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "unassigning a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -224,7 +231,10 @@ impl ConversationApi {
         request: Request<pb::MoveConversationToQueueRequest>,
     ) -> Result<pb::MoveConversationToQueueResponse> {
         const METHOD: &str = "ConversationService/MoveConversationToQueue";
-        let identity = authorized(&request, &USER_ROLES, "moving a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "moving a conversation")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -304,7 +314,14 @@ impl ConversationApi {
         request: Request<pb::EscalateConversationRequest>,
     ) -> Result<pb::EscalateConversationResponse> {
         const METHOD: &str = "ConversationService/EscalateConversation";
-        let identity = authorized(&request, &USER_ROLES, "escalating a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "escalating a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -353,7 +370,10 @@ impl ConversationApi {
         request: Request<pb::LeaveConversationRequest>,
     ) -> Result<pb::LeaveConversationResponse> {
         const METHOD: &str = "ConversationService/LeaveConversation";
-        let identity = authorized(&request, &USER_ROLES, "leaving a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "leaving a conversation")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;

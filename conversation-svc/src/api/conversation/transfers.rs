@@ -74,7 +74,7 @@ impl TransferAsk {
 /// written before it answers.
 pub(in crate::api) async fn checked_target(
     ctx: &super::super::Context,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
 ) -> Result<(Conversation, switchboard_proto::routing::v1::Queue)> {
     let current = ctx
@@ -230,7 +230,7 @@ pub(in crate::api) async fn offer_transfer(
 /// the sender keeps the conversation meanwhile.
 pub(in crate::api) async fn transfer_to_agent(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
     agent_id: &str,
     queue: &switchboard_proto::routing::v1::Queue,
@@ -323,7 +323,7 @@ pub(in crate::api) async fn withdraw_pending(
 /// the owner may ask unless `by_supervisor`.
 pub(in crate::api) async fn transfer_to_queue(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
     queue: switchboard_proto::routing::v1::Queue,
     by_supervisor: bool,
@@ -397,7 +397,7 @@ pub(in crate::api) async fn transfer_to_queue(
 /// first; should the transfer then not be recorded, the offer is withdrawn again.
 pub(in crate::api) async fn run_transfer<R: prost::Message + Default>(
     ctx: &super::super::Context,
-    identity: &Identity,
+    identity: &Caller,
     method: &'static str,
     rid: &super::super::RequestId,
     ask: TransferAsk,
@@ -485,7 +485,14 @@ impl ConversationApi {
         request: Request<pb::TransferConversationRequest>,
     ) -> Result<pb::TransferConversationResponse> {
         const METHOD: &str = "ConversationService/TransferConversation";
-        let identity = authorized(&request, &USER_ROLES, "transferring a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "transferring a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let ask = TransferAsk::new(
@@ -507,7 +514,10 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListTransfersRequest>,
     ) -> Result<pb::ListTransfersResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading transfers")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &READER_ROLES, "reading transfers")?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         own_tenant(&identity, &req.tenant_id)?;
