@@ -6,6 +6,7 @@
 //! server with health and reflection.
 
 pub mod api;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod outbox;
@@ -57,6 +58,13 @@ pub async fn serve(
         .context("opening the conversation database")?;
     let routing = routing::Routing::new(&config.routing_url, key.clone(), config.routing_timeout())
         .with_context(|| format!("invalid routing_url {:?}", config.routing_url))?;
+    let directory = directory::Directory::new(
+        &config.directory_url,
+        key.clone(),
+        config.directory_timeout(),
+        config.tenant_ancestry_ttl(),
+    )
+    .with_context(|| format!("invalid directory_url {:?}", config.directory_url))?;
     let stop = shutdown.token();
     // Created even when not served, so the outbox always has somewhere to record.
     let metrics = Metrics::new(NAME);
@@ -85,6 +93,7 @@ pub async fn serve(
     let ctx = Arc::new(api::Context {
         store,
         routing,
+        directory,
         outbox,
         wrap_up,
         stop,

@@ -103,7 +103,7 @@ impl ConversationApi {
         let identity = authorized(&request, &READER_ROLES, "reading messages")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.readable(&identity, &id).await?;
@@ -130,7 +130,7 @@ impl ConversationApi {
         let identity = authorized(&request, &READER_ROLES, "streaming a conversation")?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let conv = self.visible(&identity, &id).await?;
         let mut cursor = match req.start {
             None => conv.last_event_sequence,

@@ -33,8 +33,8 @@ use tracing::{info, warn};
 
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{
-    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid, own_tenant,
-    page_size, request_id, require_any, text_field, token, uuid_field, view_field, viewer,
+    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid, page_size,
+    request_id, require_any, text_field, token, uuid_field, view_field, viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
 use crate::domain::state::{Action, State, transition};
