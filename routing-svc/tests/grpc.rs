@@ -202,6 +202,13 @@ impl DirectoryInternalService for FakeDirectory {
             .collect();
         Ok(Response::new(dpb::GetUsersResponse { users: found }))
     }
+
+    async fn get_tenant_ancestry(
+        &self,
+        _: Request<dpb::GetTenantAncestryRequest>,
+    ) -> Result<Response<dpb::GetTenantAncestryResponse>, Status> {
+        Err(Status::unimplemented("routing-svc never asks for tenants"))
+    }
 }
 
 /// A running fake directory; `stop` takes it down for good.

@@ -29,7 +29,9 @@ pub use internal::InternalApi;
 pub use supervisor::SupervisorApi;
 
 use crate::agent_queues::AgentQueues;
+use crate::directory::Directory;
 use crate::domain::access::Viewer;
+use crate::domain::tenancy::{self, ReachRefusal, Scope};
 use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
 use crate::routing::Routing;
@@ -43,6 +45,8 @@ pub struct Context {
     pub store: Store,
     /// routing-svc.
     pub routing: Routing,
+    /// The gateway's directory: which tenants descend from which.
+    pub directory: Directory,
     /// The outbox dispatcher, woken after commits that add commands.
     pub outbox: Dispatcher,
     /// The wrap-up time limit sweeper, woken when a conversation gets a deadline.
@@ -111,6 +115,35 @@ impl Context {
             rid,
             ctx: self,
         })))
+    }
+
+    /// The identity a call acts with when its request names `tenant_id` (ConversationService
+    /// reads and UnassignConversation): the caller's own when it names nothing or the
+    /// caller's tenant; for a supervisor or administrator naming a descendant of its tenant,
+    /// the caller acting in that tenant, where its roles let it see every conversation.
+    /// PERMISSION_DENIED for other callers naming another tenant, whatever tenant it is;
+    /// NOT_FOUND for a tenant out of reach, known or not; UNAVAILABLE when the directory
+    /// cannot tell.
+    async fn acting_in(&self, caller: Caller, tenant_id: &str) -> Result<Caller> {
+        let named = optional_uuid("tenant_id", tenant_id)?.unwrap_or_default();
+        let oversees = conversation::moves::oversees(&caller);
+        let child = match tenancy::scope(&caller.tenant_id, &named, oversees) {
+            Ok(Scope::Own) => return Ok(caller),
+            Ok(Scope::Other(child)) => child,
+            Err(refusal) => return Err(reach_error(refusal, &named)),
+        };
+        let ancestors = self.directory.ancestry(child).await?;
+        tenancy::check_descendant(&caller.tenant_id, &ancestors)
+            .map_err(|refusal| reach_error(refusal, child))?;
+        // Nothing of the caller's own tenant's settings carries over to the child.
+        Ok(Caller::seeing_all(Identity {
+            tenant_id: child.to_owned(),
+            tenant_ancestry: ancestors.to_vec(),
+            enabled_supervisor_actions: Vec::new(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
+            ..caller.identity
+        }))
     }
 }
 
@@ -297,19 +330,12 @@ fn viewer(caller: &Caller) -> Viewer<'_> {
     }
 }
 
-/// Checks the optional `tenant_id` of a read or action: empty or the caller's own tenant.
-/// A child tenant named by a user of a parent tenant is part of the contract, served from
-/// the release that brings parent-tenant access; until then it is UNIMPLEMENTED, never
-/// silently the caller's own tenant.
-fn own_tenant(identity: &Identity, tenant_id: &str) -> Result<()> {
-    if tenant_id.is_empty() || tenant_id == identity.tenant_id {
-        return Ok(());
+/// The error of a named tenant the caller does not reach.
+fn reach_error(refusal: ReachRefusal, tenant_id: &str) -> Error {
+    match refusal {
+        ReachRefusal::RoleRequired => Error::RoleRequired(refusal.to_string()),
+        ReachRefusal::NotFound => Error::NotFound(format!("tenant {tenant_id} not found")),
     }
-    uuid_field("tenant_id", tenant_id)?;
-    Err(Error::NotServedYet(format!(
-        "tenant_id {tenant_id}: reaching a child tenant's conversations is part of the API \
-         contract but not served yet"
-    )))
 }
 
 /// The view a read asks for; UNSPECIFIED means `default`.

@@ -109,7 +109,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let id = uuid_field("contact_id", &req.contact_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let contact = self.readable_contact(&identity, &id).await?;
         Ok(pb::GetContactResponse {
             contact: Some(convert::contact(&contact, true)),
@@ -131,7 +131,7 @@ impl ConversationApi {
         let req = request.get_ref();
         let id = uuid_field("contact_id", &req.contact_id)?;
         let view = view_field(req.view, pb::ConversationView::Basic)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let before = token::decode_time_id(&req.page_token)?;
         self.readable_contact(&identity, &id).await?;

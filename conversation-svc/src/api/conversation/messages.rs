@@ -106,7 +106,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.readable(&identity, &id).await?;
@@ -140,7 +140,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let conv = self.visible(&identity, &id).await?;
         let mut cursor = match req.start {
             None => conv.last_event_sequence,

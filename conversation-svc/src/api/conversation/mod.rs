@@ -34,8 +34,7 @@ use tracing::{info, warn};
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{
     Begun, Caller, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid,
-    own_tenant, page_size, request_id, require_any, text_field, token, uuid_field, view_field,
-    viewer,
+    page_size, request_id, require_any, text_field, token, uuid_field, view_field, viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
 use crate::domain::state::{Action, State, transition};

@@ -176,7 +176,7 @@ impl ConversationApi {
         request: Request<pb::UnassignConversationRequest>,
     ) -> Result<pb::UnassignConversationResponse> {
         const METHOD: &str = "ConversationService/UnassignConversation";
-        let identity = self
+        let caller = self
             .ctx
             .caller(authorized(
                 &request,
@@ -187,8 +187,14 @@ impl ConversationApi {
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
-        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+        // A retry is answered as the first time, before the directory is asked again.
+        if let Some(response) = self.ctx.replay(&caller, METHOD, &rid).await? {
+            return Ok(response);
+        }
+        // A user of a parent tenant acts in the child tenant it names; its request_id stays
+        // recorded under its own tenant and principal, wherever it acts.
+        let identity = self.ctx.acting_in(caller.clone(), &req.tenant_id).await?;
+        let mut tx = match self.ctx.begin_mutation(&caller, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
@@ -219,8 +225,10 @@ impl ConversationApi {
         tx.commit(&response).await?;
         info!(
             conversation_id = %id,
+            tenant_id = %conv.tenant_id,
             agent_id = %owner,
             by = %identity.principal_id,
+            by_tenant = %caller.tenant_id,
             "conversation unassigned"
         );
         Ok(response)

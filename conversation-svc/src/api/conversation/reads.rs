@@ -32,7 +32,7 @@ impl ConversationApi {
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let view = view_field(req.view, pb::ConversationView::Full)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let conv = self.readable(&identity, &id).await?;
         Ok(pb::GetConversationResponse {
             conversation: Some(convert::conversation(&conv, view)),
@@ -53,7 +53,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let view = view_field(req.view, pb::ConversationView::Basic)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         if req.states.len() > MAX_STATE_FILTER {
             return Err(Error::invalid(
                 "states",
@@ -106,7 +106,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
@@ -133,7 +133,7 @@ impl ConversationApi {
             .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
