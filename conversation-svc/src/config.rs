@@ -27,6 +27,15 @@ pub struct Config {
     pub identity_secret: String,
     /// routing-svc's gRPC address.
     pub routing_url: String,
+    /// The gateway's internal listener (`DirectoryInternalService`), asked whether a tenant
+    /// that a user of a parent tenant names is a descendant of the user's tenant.
+    pub directory_url: String,
+    /// Deadline of one call to the directory, in milliseconds.
+    pub directory_timeout_ms: u64,
+    /// How long a tenant's ancestry, once answered by the directory, is used without asking
+    /// again, in milliseconds (tenant parents rarely change); 0 asks on every call that names
+    /// another tenant.
+    pub tenant_ancestry_ttl_ms: u64,
     /// Logging.
     pub log: LogConfig,
     /// First delay before a failed call to routing-svc is retried, in milliseconds; also
@@ -47,6 +56,10 @@ pub struct Config {
     /// How long a server stream may stay silent before it sends a heartbeat, in
     /// milliseconds.
     pub heartbeat_ms: u64,
+    /// How long an agent's queues, as routing-svc answered them, are used before being
+    /// asked again, in milliseconds: a change of an agent's queues shows in what the agent
+    /// sees within this time.
+    pub agent_queues_fresh_ms: u64,
     /// How long answers to `request_id`s are kept and how often older ones are deleted
     /// (`[request_log]`).
     pub request_log: RequestLogConfig,
@@ -60,6 +73,9 @@ impl Default for Config {
             database_url: "sqlite://switchboard-data/conversation.db".to_owned(),
             identity_secret: String::new(),
             routing_url: "http://127.0.0.1:50061".to_owned(),
+            directory_url: "http://127.0.0.1:50055".to_owned(),
+            directory_timeout_ms: 5_000,
+            tenant_ancestry_ttl_ms: 30_000,
             log: LogConfig::default(),
             outbox_retry_ms: 500,
             outbox_retry_max_ms: 30_000,
@@ -67,6 +83,7 @@ impl Default for Config {
             outbox_max_pending: 10_000,
             event_poll_ms: 1_000,
             heartbeat_ms: 15_000,
+            agent_queues_fresh_ms: 5_000,
             request_log: RequestLogConfig::default(),
         }
     }
@@ -85,6 +102,14 @@ impl Config {
         Duration::from_millis(self.routing_timeout_ms.max(1))
     }
 
+    pub(crate) fn directory_timeout(&self) -> Duration {
+        Duration::from_millis(self.directory_timeout_ms.max(1))
+    }
+
+    pub(crate) fn tenant_ancestry_ttl(&self) -> Duration {
+        Duration::from_millis(self.tenant_ancestry_ttl_ms)
+    }
+
     /// How long an outbox attempt holds its commands: the routing deadline plus a margin
     /// for the writes around the call.
     pub(crate) fn outbox_lease(&self) -> Duration {
@@ -98,6 +123,10 @@ impl Config {
     pub(crate) fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(10))
     }
+
+    pub(crate) fn agent_queues_fresh(&self) -> Duration {
+        Duration::from_millis(self.agent_queues_fresh_ms)
+    }
 }
 
 /// Shows everything but the identity secret.
@@ -109,6 +138,9 @@ impl std::fmt::Debug for Config {
             .field("database_url", &self.database_url)
             .field("identity_secret", &"<redacted>")
             .field("routing_url", &self.routing_url)
+            .field("directory_url", &self.directory_url)
+            .field("directory_timeout_ms", &self.directory_timeout_ms)
+            .field("tenant_ancestry_ttl_ms", &self.tenant_ancestry_ttl_ms)
             .field("log", &self.log)
             .field("outbox_retry_ms", &self.outbox_retry_ms)
             .field("outbox_retry_max_ms", &self.outbox_retry_max_ms)
@@ -116,6 +148,7 @@ impl std::fmt::Debug for Config {
             .field("outbox_max_pending", &self.outbox_max_pending)
             .field("event_poll_ms", &self.event_poll_ms)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("agent_queues_fresh_ms", &self.agent_queues_fresh_ms)
             .field("request_log", &self.request_log)
             .finish()
     }
@@ -132,6 +165,8 @@ mod tests {
         assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:9062");
         assert_eq!(c.database_url, "sqlite://switchboard-data/conversation.db");
         assert_eq!(c.routing_url, "http://127.0.0.1:50061");
+        assert_eq!(c.directory_url, "http://127.0.0.1:50055");
+        assert_eq!(c.tenant_ancestry_ttl(), Duration::from_secs(30));
         assert!(c.identity_secret.is_empty());
         assert_eq!(c.outbox_max_pending, 10_000);
         assert_eq!(c.outbox_lease(), Duration::from_secs(7));

@@ -54,10 +54,6 @@ pub enum Error {
         /// RPC name.
         rpc: &'static str,
     },
-    /// A use of an RPC that the contract describes but this release does not serve yet
-    /// (for example naming a child tenant); the message says which.
-    #[error("{0}")]
-    NotServedYet(String),
     /// Too much work is waiting (for example calls to routing-svc not yet sent); the
     /// caller should retry after `retry_after`.
     #[error("{message}")]
@@ -119,7 +115,7 @@ impl Error {
                 message,
                 retry_after,
             } => limit_exceeded(message, Some(retry_after)),
-            err @ (Error::NotImplemented { .. } | Error::NotServedYet(_)) => {
+            err @ Error::NotImplemented { .. } => {
                 status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
             }
             Error::Storage(err) => match classify(&err) {

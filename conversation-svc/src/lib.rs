@@ -5,7 +5,9 @@
 //! then the command outbox dispatcher and the wrap-up time limit sweeper, then the gRPC
 //! server with health and reflection.
 
+pub mod agent_queues;
 pub mod api;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod outbox;
@@ -57,6 +59,13 @@ pub async fn serve(
         .context("opening the conversation database")?;
     let routing = routing::Routing::new(&config.routing_url, key.clone(), config.routing_timeout())
         .with_context(|| format!("invalid routing_url {:?}", config.routing_url))?;
+    let directory = directory::Directory::new(
+        &config.directory_url,
+        key.clone(),
+        config.directory_timeout(),
+        config.tenant_ancestry_ttl(),
+    )
+    .with_context(|| format!("invalid directory_url {:?}", config.directory_url))?;
     let stop = shutdown.token();
     // Created even when not served, so the outbox always has somewhere to record.
     let metrics = Metrics::new(NAME);
@@ -83,8 +92,10 @@ pub async fn serve(
         .await
         .context("reading the event log")?;
     let ctx = Arc::new(api::Context {
+        agent_queues: agent_queues::AgentQueues::new(routing.clone(), config.agent_queues_fresh()),
         store,
         routing,
+        directory,
         outbox,
         wrap_up,
         stop,

@@ -166,7 +166,9 @@ pub async fn retry_now(store: &Store) -> crate::error::Result<u64> {
 }
 
 /// Sends every due command once, a batch at a time, then recounts the backlog; says
-/// whether routing-svc answered.
+/// whether routing-svc answered. A round that sent anything is followed by another at once:
+/// a conversation's next command becomes due only when the one before it is accepted, and
+/// must not wait for the next poll.
 pub async fn dispatch_due(
     store: &Store,
     routing: &Routing,
@@ -183,28 +185,26 @@ pub async fn dispatch_due(
         let mut m = store.begin().await?;
         let claimed = m.claim_commands(now, lease_until, BATCH).await?;
         m.commit(None, &()).await?;
-        let full = claimed.len() as i64 == BATCH;
-        if !claimed.is_empty() {
-            let sent: Vec<(Command, Result<(), tonic::Status>)> = futures::stream::iter(claimed)
-                .map(|command| async move {
-                    let result = send(routing, &command).await;
-                    (command, result)
-                })
-                .buffer_unordered(BATCH as usize)
-                .collect()
-                .await;
-            let answered = sent.iter().any(|(_, result)| {
-                !matches!(result, Err(status) if status.code() == tonic::Code::Unavailable)
-            });
-            reach = match (reach, answered) {
-                (_, true) | (Reach::Answered, _) => Reach::Answered,
-                _ => Reach::Unreachable,
-            };
-            record(store, policy, metrics, sent, lease_until).await?;
-        }
-        if !full {
+        if claimed.is_empty() {
+            // What is due is leased by another replica or waits behind a leased command.
             break;
         }
+        let sent: Vec<(Command, Result<(), tonic::Status>)> = futures::stream::iter(claimed)
+            .map(|command| async move {
+                let result = send(routing, &command).await;
+                (command, result)
+            })
+            .buffer_unordered(BATCH as usize)
+            .collect()
+            .await;
+        let answered = sent.iter().any(|(_, result)| {
+            !matches!(result, Err(status) if status.code() == tonic::Code::Unavailable)
+        });
+        reach = match (reach, answered) {
+            (_, true) | (Reach::Answered, _) => Reach::Answered,
+            _ => Reach::Unreachable,
+        };
+        record(store, policy, metrics, sent, lease_until).await?;
     }
     let pending = store.refresh_backlog().await?;
     metrics.set_pending(pending);

@@ -128,6 +128,22 @@ impl Routing {
         self.call(client.offer_to_agent(request)).await
     }
 
+    /// `GetAgentQueues`: the queues `agent_id` serves; none without a routing profile.
+    pub async fn agent_queues(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<Vec<String>, Status> {
+        let mut client = self.client.clone();
+        let request = self.request(rpb::GetAgentQueuesRequest {
+            tenant_id: tenant_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+        });
+        self.call(client.get_agent_queues(request))
+            .await
+            .map(|r| r.queue_ids)
+    }
+
     /// `ReserveCapacity`: units held for the conversation with the agent, and by how many
     /// the agent is now over capacity.
     pub async fn reserve_capacity(

@@ -22,6 +22,10 @@ use switchboard_proto::conversation::v1::conversation_service_client::Conversati
 use switchboard_proto::conversation::v1::stream_conversation_request::Start;
 use switchboard_proto::conversation::v1::stream_conversation_response::Update;
 use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
+use switchboard_proto::directory::internal::v1 as dpb;
+use switchboard_proto::directory::internal::v1::directory_internal_service_server::{
+    DirectoryInternalService, DirectoryInternalServiceServer,
+};
 use switchboard_proto::routing::internal::v1 as rpb;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
     RoutingInternalService, RoutingInternalServiceServer,
@@ -67,6 +71,13 @@ struct FakeRouting {
     /// CheckQueue answers UNAVAILABLE.
     down: AtomicBool,
     callers: Mutex<Vec<String>>,
+    /// The directory's part (the gateway's DirectoryInternalService, served by the same
+    /// fake): tenants' ancestors by tenant id; others are unknown.
+    ancestries: Mutex<HashMap<String, Vec<String>>>,
+    /// GetTenantAncestry calls received.
+    ancestry_calls: AtomicUsize,
+    /// GetTenantAncestry answers UNAVAILABLE.
+    directory_down: AtomicBool,
 }
 
 impl FakeRouting {
@@ -209,10 +220,63 @@ impl RoutingInternalService for FakeServer {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
+
+    /// Every agent serves every queue of its tenant.
+    async fn get_agent_queues(
+        &self,
+        request: Request<rpb::GetAgentQueuesRequest>,
+    ) -> Result<Response<rpb::GetAgentQueuesResponse>, Status> {
+        let req = request.into_inner();
+        let queue_ids = self
+            .0
+            .queues
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (tenant, _, _))| *tenant == req.tenant_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        Ok(Response::new(rpb::GetAgentQueuesResponse { queue_ids }))
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryInternalService for FakeServer {
+    async fn get_users(
+        &self,
+        _: Request<dpb::GetUsersRequest>,
+    ) -> Result<Response<dpb::GetUsersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_tenant_ancestry(
+        &self,
+        request: Request<dpb::GetTenantAncestryRequest>,
+    ) -> Result<Response<dpb::GetTenantAncestryResponse>, Status> {
+        let caller = identity_of(&request)?;
+        assert_eq!(caller.principal_id, "conversation-svc");
+        self.0.ancestry_calls.fetch_add(1, Ordering::SeqCst);
+        if self.0.directory_down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the directory is down"));
+        }
+        // Like the gateway: an unknown tenant has no ancestors.
+        let ancestor_tenant_ids = self
+            .0
+            .ancestries
+            .lock()
+            .unwrap()
+            .get(&request.get_ref().tenant_id)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::new(dpb::GetTenantAncestryResponse {
+            ancestor_tenant_ids,
+        }))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-/// Serves `routing` on `listener` until the returned signal fires.
+/// Serves `routing` (and the directory it plays too) on `listener` until the returned
+/// signal fires.
 fn serve_fake(
     routing: Arc<FakeRouting>,
     key: IdentityKey,
@@ -220,7 +284,10 @@ fn serve_fake(
 ) -> (ShutdownSignal, tokio::task::JoinHandle<()>) {
     let mut options = ServeOptions::new("fake-routing");
     options.identity = Some(key);
-    let routes = Routes::new(RoutingInternalServiceServer::new(FakeServer(routing)));
+    let routes = Routes::new(RoutingInternalServiceServer::new(FakeServer(
+        routing.clone(),
+    )))
+    .add_service(DirectoryInternalServiceServer::new(FakeServer(routing)));
     let shutdown = ShutdownSignal::new();
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -247,14 +314,33 @@ struct Harness {
     program: String,
     agent1: Identity,
     agent2: Identity,
-    outbox_max_pending: u64,
+    tuning: Tuning,
     _db: support::TestDb,
+}
+
+/// Settings a test may change from the harness's defaults.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// Most calls to routing-svc that may wait in the outbox.
+    outbox_max_pending: u64,
+    /// The outbox's first retry delay, which is also how often it looks for due commands
+    /// when nothing wakes it.
+    outbox_retry_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            outbox_max_pending: conversation_svc::Config::default().outbox_max_pending,
+            outbox_retry_ms: 30,
+        }
+    }
 }
 
 async fn spawn_service(
     database_url: &str,
     routing_addr: SocketAddr,
-    outbox_max_pending: u64,
+    tuning: Tuning,
 ) -> (
     SocketAddr,
     ShutdownSignal,
@@ -268,10 +354,11 @@ async fn spawn_service(
         database_url: database_url.to_owned(),
         identity_secret: SECRET.to_owned(),
         routing_url: format!("http://{routing_addr}"),
-        outbox_retry_ms: 30,
-        outbox_retry_max_ms: 120,
+        directory_url: format!("http://{routing_addr}"),
+        outbox_retry_ms: tuning.outbox_retry_ms,
+        outbox_retry_max_ms: tuning.outbox_retry_ms.max(120),
         routing_timeout_ms: 2_000,
-        outbox_max_pending,
+        outbox_max_pending: tuning.outbox_max_pending,
         event_poll_ms: 100,
         heartbeat_ms: 300,
         // Purge often, so tests see an expired request record go without waiting long.
@@ -302,11 +389,11 @@ fn user(tenant: &str, name: &str, roles: Vec<Role>) -> Identity {
 
 impl Harness {
     async fn start(db: support::TestDb) -> Harness {
-        Harness::start_with_bound(db, conversation_svc::Config::default().outbox_max_pending).await
+        Harness::start_tuned(db, Tuning::default()).await
     }
 
-    /// A harness whose service refuses new routing calls beyond `outbox_max_pending`.
-    async fn start_with_bound(db: support::TestDb, outbox_max_pending: u64) -> Harness {
+    /// A harness whose service runs with `tuning`.
+    async fn start_tuned(db: support::TestDb, tuning: Tuning) -> Harness {
         let key = IdentityKey::new(SECRET).unwrap();
         let routing = Arc::new(FakeRouting::default());
         let tenant = id();
@@ -326,8 +413,7 @@ impl Harness {
         let (routing_shutdown, routing_task) =
             serve_fake(routing.clone(), key.clone(), routing_listener);
 
-        let (addr, shutdown, server) =
-            spawn_service(&db.url, routing_addr, outbox_max_pending).await;
+        let (addr, shutdown, server) = spawn_service(&db.url, routing_addr, tuning).await;
         let agent1 = user(&tenant, "Alex Agent", vec![Role::Agent]);
         let agent2 = user(&tenant, "Blake Agent", vec![Role::Agent]);
         let harness = Harness {
@@ -344,7 +430,7 @@ impl Harness {
             program,
             agent1,
             agent2,
-            outbox_max_pending,
+            tuning,
             _db: db,
         };
         harness.wait_until_serving().await;
@@ -382,7 +468,7 @@ impl Harness {
             .unwrap()
             .expect("conversation-svc stops cleanly");
         let (addr, shutdown, server) =
-            spawn_service(&self._db.url, self.routing_addr, self.outbox_max_pending).await;
+            spawn_service(&self._db.url, self.routing_addr, self.tuning).await;
         self.addr = addr;
         self.shutdown = shutdown;
         self.server = server;
@@ -1463,7 +1549,7 @@ async fn views_and_resume(h: &Harness) {
         "refusals changed nothing"
     );
 
-    // Naming a child tenant is in the contract but not served yet: said, not ignored.
+    // Naming a tenant the directory does not know: not found, never the caller's own.
     let err = sup
         .get_conversation(pb::GetConversationRequest {
             conversation_id: created.id.clone(),
@@ -1472,8 +1558,223 @@ async fn views_and_resume(h: &Harness) {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert_eq!(reason_of(&err), "NOT_IMPLEMENTED");
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(reason_of(&err), "NOT_FOUND");
+    let err = sup
+        .get_conversation(pb::GetConversationRequest {
+            conversation_id: created.id.clone(),
+            tenant_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("tenant_id:"), "{err:?}");
+}
+
+on_each_backend!(a_parent_tenant_s_supervisor_reads_and_unassigns_a_child_s_conversation);
+async fn a_parent_tenant_s_supervisor_reads_and_unassigns_a_child_s_conversation(
+    db: support::TestDb,
+) {
+    let h = Harness::start(db).await;
+    parent_tenant_reach(&h).await;
+    h.stop().await;
+}
+
+async fn parent_tenant_reach(h: &Harness) {
+    // The harness tenant is a child of `parent`; `sibling` is another child.
+    let (parent, sibling) = (id(), id());
+    {
+        let mut ancestries = h.routing.ancestries.lock().unwrap();
+        ancestries.insert(h.tenant.clone(), vec![parent.clone()]);
+        ancestries.insert(sibling.clone(), vec![parent.clone()]);
+    }
+    let created = h.create().await;
+    h.assign(&created.id, &h.agent1, &id())
+        .await
+        .expect("assign");
+    let parent_sup = user(&parent, "Pat Parent", vec![Role::Supervisor]);
+    let in_child = |request_id: &str| pb::UnassignConversationRequest {
+        request_id: request_id.to_owned(),
+        conversation_id: created.id.clone(),
+        tenant_id: h.tenant.clone(),
+    };
+    let get_in = |tenant: &str| pb::GetConversationRequest {
+        conversation_id: created.id.clone(),
+        tenant_id: tenant.to_owned(),
+        ..Default::default()
+    };
+
+    // Named, the child's conversation is the parent supervisor's to read; unnamed, it is
+    // looked for in the parent tenant, where it is not.
+    let mut as_parent = h.conversations(&parent_sup);
+    let seen = as_parent
+        .get_conversation(get_in(&h.tenant))
+        .await
+        .expect("the parent's supervisor reads the child's conversation")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(seen.state, State::Active as i32);
+    assert_eq!(seen.tenant_id, h.tenant);
+    let err = h.get(&parent_sup, &created.id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = as_parent
+        .list_conversations(pb::ListConversationsRequest {
+            tenant_id: h.tenant.to_uppercase(),
+            ..Default::default()
+        })
+        .await
+        .expect("list in the child")
+        .into_inner()
+        .conversations;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [created.id.as_str()]
+    );
+    // The answer was kept: the directory was asked once for the child.
+    assert_eq!(h.routing.ancestry_calls.load(Ordering::SeqCst), 1);
+
+    // An agent of the parent may not name another tenant, whichever; the directory is not
+    // even asked.
+    let parent_agent = user(&parent, "Ari Parent", vec![Role::Agent]);
+    for tenant in [h.tenant.clone(), id()] {
+        let err = h
+            .conversations(&parent_agent)
+            .get_conversation(get_in(&tenant))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{tenant}");
+        assert_eq!(reason_of(&err), "ROLE_REQUIRED");
+    }
+    let err = h
+        .conversations(&parent_agent)
+        .unassign_conversation(in_child(&id()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(h.routing.ancestry_calls.load(Ordering::SeqCst), 1);
+    // A sibling's supervisor, and the child's own supervisor naming its parent, find
+    // nothing, exactly as for a tenant that does not exist.
+    let sibling_sup = user(&sibling, "Sib Sibling", vec![Role::Supervisor]);
+    let err = h
+        .conversations(&sibling_sup)
+        .unassign_conversation(in_child(&id()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("tenant {} not found", h.tenant));
+    for tenant in [parent.clone(), id()] {
+        let err = h
+            .conversations(&h.supervisor())
+            .list_conversations(pb::ListConversationsRequest {
+                tenant_id: tenant.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{tenant}");
+        assert_eq!(err.message(), format!("tenant {tenant} not found"));
+    }
+    assert_eq!(
+        h.get(&h.agent1, &created.id).await.unwrap().state,
+        State::Active as i32
+    );
+
+    // The parent's supervisor unassigns it: OPEN in its queue, the agent's capacity released
+    // and the conversation queued again, the parent's supervisor recorded as who did it.
+    let request_id = id();
+    let unassigned = as_parent
+        .unassign_conversation(in_child(&request_id))
+        .await
+        .expect("the parent's supervisor unassigns")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(unassigned.state, State::Open as i32);
+    assert!(unassigned.owner_agent_id.is_empty());
+    let event = h
+        .events(&created.id)
+        .await
+        .into_iter()
+        .find(|e| e.event_type == pb::EventType::Unassigned as i32)
+        .expect("an UNASSIGNED event");
+    assert_eq!(event.actor_id, parent_sup.principal_id);
+    assert_eq!(event.previous_agent_id, h.agent1.principal_id);
+    eventually("the release and the new enqueue", || async {
+        let released = h
+            .routing
+            .released()
+            .iter()
+            .any(|r| r.conversation_id == created.id && r.agent_id == h.agent1.principal_id);
+        let enqueued = h
+            .routing
+            .enqueued()
+            .iter()
+            .filter(|e| e.conversation_id == created.id)
+            .count();
+        (released && enqueued == 2).then_some(())
+    })
+    .await;
+    // A retry is answered the same and changes nothing, even with the directory down.
+    let sequence = h
+        .get(&h.supervisor(), &created.id)
+        .await
+        .unwrap()
+        .last_event_sequence;
+    h.routing.directory_down.store(true, Ordering::SeqCst);
+    let again = as_parent
+        .unassign_conversation(in_child(&request_id))
+        .await
+        .expect("the retry")
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(again, unassigned);
+    let after = h.get(&h.supervisor(), &created.id).await.unwrap();
+    assert_eq!(
+        after.last_event_sequence, sequence,
+        "the retry changed nothing"
+    );
+    // The request id is the parent supervisor's own: the same id from a supervisor of the
+    // child is a request of its own (refused: the conversation is OPEN now), and the parent
+    // supervisor cannot reuse it for another request, in any tenant.
+    let err = h
+        .conversations(&h.supervisor())
+        .unassign_conversation(pb::UnassignConversationRequest {
+            request_id: request_id.clone(),
+            conversation_id: created.id.clone(),
+            tenant_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = as_parent
+        .unassign_conversation(pb::UnassignConversationRequest {
+            tenant_id: String::new(),
+            ..in_child(&request_id)
+        })
+        .await
+        .unwrap_err();
+    assert_request_id_reused(&err);
+
+    // A tenant the directory cannot answer for is refused, never widened to.
+    let grandchild = id();
+    h.routing
+        .ancestries
+        .lock()
+        .unwrap()
+        .insert(grandchild.clone(), vec![h.tenant.clone(), parent.clone()]);
+    let err = as_parent
+        .list_conversations(pb::ListConversationsRequest {
+            tenant_id: grandchild,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(reason_of(&err), "UNAVAILABLE");
+    h.routing.directory_down.store(false, Ordering::SeqCst);
 }
 
 on_each_backend!(the_outbox_retries_until_routing_accepts);
@@ -1570,6 +1871,40 @@ async fn a_release_is_sent_only_after_the_enqueue_it_follows(db: support::TestDb
     h.stop().await;
 }
 
+on_each_backend!(a_conversations_next_command_does_not_wait_for_the_next_poll);
+/// An unassign commits two commands for one conversation (release the owner, enqueue
+/// again); the second goes as soon as routing-svc accepts the first, not when the outbox
+/// next looks for due commands on its own (here a minute away).
+async fn a_conversations_next_command_does_not_wait_for_the_next_poll(db: support::TestDb) {
+    let h = Harness::start_tuned(
+        db,
+        Tuning {
+            outbox_retry_ms: 60_000,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let created = h.create().await;
+    eventually("the enqueue", || async {
+        (h.routing.enqueued().len() == 1).then_some(())
+    })
+    .await;
+    h.assign(&created.id, &h.agent1, &id()).await.unwrap();
+    h.conversations(&h.agent1)
+        .unassign_conversation(pb::UnassignConversationRequest {
+            request_id: id(),
+            conversation_id: created.id.clone(),
+            tenant_id: String::new(),
+        })
+        .await
+        .expect("unassign");
+    eventually("the release and the enqueue that follows it", || async {
+        (h.routing.released().len() == 1 && h.routing.enqueued().len() == 2).then_some(())
+    })
+    .await;
+    h.stop().await;
+}
+
 /// Conversations and outbox commands written, as (conversations, commands).
 async fn written(h: &Harness) -> (i64, i64) {
     let db = switchboard_server_kit::Db::connect(&h._db.url)
@@ -1593,7 +1928,14 @@ on_each_backend!(creates_beyond_the_outbox_bound_are_refused_until_it_drains);
 /// outbox drains, creates are accepted again.
 async fn creates_beyond_the_outbox_bound_are_refused_until_it_drains(db: support::TestDb) {
     const BOUND: u64 = 3;
-    let h = Harness::start_with_bound(db, BOUND).await;
+    let h = Harness::start_tuned(
+        db,
+        Tuning {
+            outbox_max_pending: BOUND,
+            ..Tuning::default()
+        },
+    )
+    .await;
     h.routing
         .enqueue_failures
         .store(usize::MAX, Ordering::SeqCst);

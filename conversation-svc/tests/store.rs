@@ -757,13 +757,32 @@ async fn listing_applies_visibility_filters_and_pages() {
             cs.into_iter().map(|c| c.id).collect::<Vec<_>>()
         };
 
-        let mut seen = ids(store.list_conversations(&list("me", false)).await.unwrap());
+        let serving = |queue_id: &str| ConversationQuery {
+            viewer_queues: vec![queue_id.to_owned()],
+            ..list("me", false)
+        };
+        let mut seen = ids(store
+            .list_conversations(&serving(&open.queue_id))
+            .await
+            .unwrap());
         seen.sort();
         let mut expected = vec![open.id.clone(), mine.id.clone()];
         expected.sort();
         assert_eq!(
             seen, expected,
-            "{}: an agent sees open unassigned and own",
+            "{}: an agent sees open unassigned ones of its queues and its own",
+            db.name
+        );
+        assert_eq!(
+            ids(store.list_conversations(&serving(&id())).await.unwrap()),
+            vec![mine.id.clone()],
+            "{}: an agent does not see what waits in queues it does not serve",
+            db.name
+        );
+        assert_eq!(
+            ids(store.list_conversations(&list("me", false)).await.unwrap()),
+            vec![mine.id.clone()],
+            "{}: an agent who serves no queue sees its own only",
             db.name
         );
         assert_eq!(

@@ -696,6 +696,92 @@ async fn get_users_answers_only_the_asked_tenants_users(db: common::TestDirector
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+on_each_backend!(tenant_ancestry_is_answered_to_services_and_tells_nothing_of_unknown_tenants);
+async fn tenant_ancestry_is_answered_to_services_and_tells_nothing_of_unknown_tenants(
+    db: common::TestDirectory,
+) {
+    let stack = Stack::start(db).await;
+    let grandchild = Uuid::new_v4();
+    stack
+        .directory
+        .ensure_tenant(grandchild, Some(stack.tenant), "Acme West")
+        .await
+        .unwrap();
+    let client = stack.internal_as(IDENTITY_SECRET, Identity::service("conversation-svc"));
+    let ancestry = |tenant: &str| {
+        let mut client = client.clone();
+        let request = dir_internal::GetTenantAncestryRequest {
+            tenant_id: tenant.to_owned(),
+        };
+        async move {
+            client
+                .get_tenant_ancestry(request)
+                .await
+                .map(|answer| answer.into_inner().ancestor_tenant_ids)
+        }
+    };
+    assert_eq!(
+        ancestry(&grandchild.to_string()).await.unwrap(),
+        [stack.tenant.to_string(), stack.parent.to_string()],
+        "parent first, up to the top-level tenant"
+    );
+    assert_eq!(
+        ancestry(&stack.tenant.to_string().to_uppercase())
+            .await
+            .unwrap(),
+        [stack.parent.to_string()],
+        "ids are read in any case"
+    );
+    // A top-level tenant and a tenant nobody created are answered alike.
+    assert!(
+        ancestry(&stack.parent.to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        ancestry(&Uuid::new_v4().to_string())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = ancestry("acme").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Tenants' users never ask, however high their roles.
+    let admin = Identity {
+        tenant_id: stack.parent.to_string(),
+        tenant_ancestry: Vec::new(),
+        principal_id: stack.admin.to_string(),
+        principal_kind: PrincipalKind::User,
+        display_name: "Ada".to_owned(),
+        roles: vec![KitRole::Administrator, KitRole::Supervisor],
+        enabled_supervisor_actions: Vec::new(),
+        time_zone: String::new(),
+        reopen_window_secs: 0,
+    };
+    let err = stack
+        .internal_as(IDENTITY_SECRET, admin)
+        .get_tenant_ancestry(dir_internal::GetTenantAncestryRequest {
+            tenant_id: stack.tenant.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err), "ROLE_REQUIRED");
+    // Nor does anyone through the public listener.
+    let err = InternalClient::new(stack.channel().await)
+        .get_tenant_ancestry(authed(
+            dir_internal::GetTenantAncestryRequest {
+                tenant_id: stack.tenant.to_string(),
+            },
+            &stack.token(stack.admin),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
 on_each_backend!(the_internal_listener_refuses_unsigned_and_non_service_callers);
 async fn the_internal_listener_refuses_unsigned_and_non_service_callers(db: common::TestDirectory) {
     let stack = Stack::start(db).await;

@@ -202,6 +202,13 @@ impl DirectoryInternalService for FakeDirectory {
             .collect();
         Ok(Response::new(dpb::GetUsersResponse { users: found }))
     }
+
+    async fn get_tenant_ancestry(
+        &self,
+        _: Request<dpb::GetTenantAncestryRequest>,
+    ) -> Result<Response<dpb::GetTenantAncestryResponse>, Status> {
+        Err(Status::unimplemented("routing-svc never asks for tenants"))
+    }
 }
 
 /// A running fake directory; `stop` takes it down for good.
@@ -1240,6 +1247,34 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing(database_url: O
         .queue_state
         .unwrap();
     assert_eq!(state.waiting, 0, "refused enqueues left nothing waiting");
+
+    // An agent's queues, for conversation-svc's visibility: the profile's; none for an
+    // agent of another tenant or without a profile; ids must be UUIDs.
+    let queues_of = |tenant_id: &str, agent_id: &str| ipb::GetAgentQueuesRequest {
+        tenant_id: tenant_id.to_owned(),
+        agent_id: agent_id.to_owned(),
+    };
+    let served = internal
+        .get_agent_queues(queues_of(&h.tenant, &ada))
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_ids;
+    assert_eq!(served, vec![queue_id.clone()]);
+    for (tenant, agent) in [(new_id(), ada.clone()), (h.tenant.clone(), new_id())] {
+        let none = internal
+            .get_agent_queues(queues_of(&tenant, &agent))
+            .await
+            .unwrap()
+            .into_inner()
+            .queue_ids;
+        assert!(none.is_empty(), "{none:?}");
+    }
+    let malformed = internal
+        .get_agent_queues(queues_of(&h.tenant, "ada"))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
 
     // Capacity reservations: within capacity, refused when full, reported over with override.
     let reserve = |conversation: String, override_capacity: bool| ipb::ReserveCapacityRequest {
@@ -2827,6 +2862,94 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
         vec![(offer.id.clone(), true, 1, "applied".to_owned())]
     );
     drop(conn);
+    store.close().await;
+    fake_shutdown.trigger();
+}
+
+on_each_backend!(a_conversations_next_entry_is_sent_in_the_same_pass);
+/// Entries of one conversation go in order, and the next one is sent as soon as the one
+/// before it is settled, in the same pass: not at the next tick. The dispatcher runs on a
+/// clock the test sets, so only a pass it is asked for sends anything.
+async fn a_conversations_next_entry_is_sent_in_the_same_pass(database_url: Option<&str>) {
+    use routing_svc::engine::dispatcher::{self, Attempt, Dispatcher};
+    use routing_svc::store::{catalog, outbox, routing};
+    use switchboard_server_kit::db::now_micros;
+    use switchboard_server_kit::metrics::OutboxMetrics;
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url, database_url).await;
+    let (queue_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
+        .await;
+    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    h.enqueue(&queue_id, &new_id()).await.unwrap();
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    drop(offers);
+    let Harness {
+        shutdown,
+        server,
+        directory,
+        database_url,
+        _dir,
+        tenant,
+        ..
+    } = h;
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+    if let Some(directory) = directory {
+        directory.stop().await;
+    }
+
+    let store = routing_svc::store::Store::open(&database_url)
+        .await
+        .unwrap();
+    let registry = switchboard_server_kit::metrics::Metrics::new("routing-svc");
+    let dispatcher = {
+        let channel = signed_channel(&url, key(), Identity::service("routing-svc")).unwrap();
+        let config = Config {
+            conversation_timeout_ms: 2_000,
+            ..Config::default()
+        };
+        let metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES).unwrap();
+        Dispatcher::new(
+            store.clone(),
+            channel,
+            &config,
+            Arc::new(tokio::sync::Notify::new()),
+            metrics,
+        )
+    };
+    // The agent accepts, then logs out of a returning queue before the assignment is
+    // applied: two entries of one conversation, the second behind the first.
+    let now = now_micros();
+    {
+        let agent = {
+            let mut conn = store.conn().await.unwrap();
+            catalog::get_agent(&mut conn, &tenant, &agent_id)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let mut tx = store.begin().await.unwrap();
+        routing::accept_offer(&mut tx, &agent, &offer.id, now, now)
+            .await
+            .unwrap();
+        let logout = outbox::OutboxEntry::logout(
+            &tenant,
+            &offer.conversation_id,
+            &agent_id,
+            &queue_id,
+            &agent_id,
+            now,
+        );
+        outbox::insert(&mut tx, &logout, now).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let attempts = dispatcher.dispatch_due(now).await.unwrap();
+    assert_eq!(attempts.len(), 2, "both entries in one pass: {attempts:?}");
+    assert_eq!(attempts[0], Attempt::Applied);
+    assert_eq!(log.lock().unwrap().applied.len(), 1);
     store.close().await;
     fake_shutdown.trigger();
 }

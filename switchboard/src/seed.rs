@@ -119,6 +119,18 @@ impl DevSecrets {
         }
     }
 
+    /// A development bearer token for user `user_id`, signed with these secrets as the dev
+    /// stack's gateway accepts it.
+    pub fn token_for(&self, user_id: &str) -> String {
+        gateway::mint_hs256_token(
+            &self.jwt_secret,
+            "switchboard",
+            "switchboard",
+            user_id,
+            TOKEN_TTL,
+        )
+    }
+
     /// The operator keys the gateway accepts, by name.
     pub fn operators(&self) -> Vec<(String, String)> {
         vec![(DEV_OPERATOR.to_owned(), self.operator_key.clone())]
@@ -216,13 +228,7 @@ pub async fn seed(
                 .iter()
                 .map(|r| r.as_str_name().trim_start_matches("ROLE_").to_lowercase())
                 .collect(),
-            token: gateway::mint_hs256_token(
-                &secrets.jwt_secret,
-                "switchboard",
-                "switchboard",
-                &id.to_string(),
-                TOKEN_TTL,
-            ),
+            token: secrets.token_for(&id.to_string()),
         });
     }
     let bot_id = demo_id("bot");

@@ -90,7 +90,8 @@ pub struct SuiteOptions {
 pub struct Addresses {
     /// The gateway: the only address clients use.
     pub gateway: SocketAddr,
-    /// The gateway's internal listener (the directory's internal API, for routing-svc).
+    /// The gateway's internal listener (the directory's internal API, for routing-svc and
+    /// conversation-svc).
     pub gateway_internal: SocketAddr,
     /// routing-svc's gRPC address.
     pub routing: SocketAddr,
@@ -173,6 +174,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         database_url: url_of("conversation"),
         identity_secret: options.identity_secret.clone(),
         routing_url: http(routing),
+        directory_url: http(gateway_internal),
         ..Default::default()
     };
     let reporting_config = reporting_svc::Config {

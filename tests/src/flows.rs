@@ -1,62 +1,160 @@
-//! Steps that many end-to-end tests share: a customer starting a web chat, an agent taking
-//! it from its offer stream, waiting for a conversation or an agent to reach a state.
+//! Steps that many end-to-end tests share: a tenant's administrator setting up web chat, a
+//! customer starting a web chat, an agent taking it from its offer stream, waiting for a
+//! conversation or an agent to reach a state.
 
 use std::time::Duration;
 
+use switchboard::seed::ApiKey;
 use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
+use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+use switchboard_proto::directory::v1 as dir;
+use switchboard_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use switchboard_proto::routing::v1 as routing;
+use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use tokio_stream::StreamExt;
+use tonic::service::Interceptor;
 
-use crate::{Harness, eventually, rid};
+use crate::{Bearer, Harness, eventually, rid};
 
 /// How long a test waits for something the suite does in the background.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A tenant's web chat as its administrator set it up through the gateway.
+pub struct WebChat {
+    /// The program "Support".
+    pub program: routing::Program,
+    /// The queue "Web chat" of the program.
+    pub queue: routing::Queue,
+    /// The agents' capacity profile.
+    pub capacity_profile: routing::CapacityProfile,
+    /// The key (BOT role) of the tenant's web-chat connector.
+    pub bot: ApiKey,
+}
+
+/// The administrator of `admin` (credentials of its tenant) sets the tenant up for web chat:
+/// a program, a capacity profile of two units (a chat costs one), a web-chat queue of at
+/// most two chats per agent with every one of `agents` in it, and a key for the bot.
+pub async fn set_up_web_chat<I>(h: &Harness, admin: I, agents: &[&dir::User]) -> WebChat
+where
+    I: Interceptor + Clone,
+{
+    let mut queues = QueueServiceClient::with_interceptor(h.channel.clone(), admin.clone());
+    let program = queues
+        .create_program(routing::CreateProgramRequest {
+            request_id: rid(),
+            program: Some(routing::Program {
+                display_name: "Support".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program");
+    let capacity_profile = queues
+        .create_capacity_profile(routing::CreateCapacityProfileRequest {
+            request_id: rid(),
+            capacity_profile: Some(routing::CapacityProfile {
+                display_name: "Standard".into(),
+                total_units: 2,
+                channel_costs: vec![routing::ChannelCost {
+                    channel: Channel::Webchat as i32,
+                    units: 1,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("capacity profile")
+        .into_inner()
+        .capacity_profile
+        .expect("profile");
+    let queue = queues
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: program.id.clone(),
+                display_name: "Web chat".into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                max_open_per_agent: 2,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    for agent in agents {
+        queues
+            .set_agent_profile(routing::SetAgentProfileRequest {
+                request_id: rid(),
+                agent_profile: Some(routing::AgentProfile {
+                    agent_id: agent.id.clone(),
+                    display_name: agent.display_name.clone(),
+                    capacity_profile_id: capacity_profile.id.clone(),
+                    queue_ids: vec![queue.id.clone()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("agent profile");
+    }
+    let secret = DirectoryServiceClient::with_interceptor(h.channel.clone(), admin)
+        .create_api_key(dir::CreateApiKeyRequest {
+            request_id: rid(),
+            api_key: Some(dir::ApiKey {
+                display_name: "Web chat".into(),
+                roles: vec![dir::Role::Bot as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("bot key")
+        .into_inner()
+        .secret;
+    WebChat {
+        program,
+        queue,
+        capacity_profile,
+        bot: ApiKey::new(&secret).expect("keys are ASCII"),
+    }
+}
+
 /// The demo bot starts a web chat for the customer at `address` in the demo queue.
 pub async fn start_chat(h: &Harness, address: &str) -> conv::Conversation {
-    create_chat(
-        h,
-        conv::CreateConversationRequest {
-            queue_id: h.creds.queue_id.clone(),
+    start_chat_in(h, h.bot(), &h.creds.queue_id, address).await
+}
+
+/// The demo bot starts a web chat for the customer at `address` in queue `queue_id`.
+pub async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
+    start_chat_in(h, h.bot(), queue_id, address).await
+}
+
+/// The bot of `bot` starts a web chat for the customer at `address` in its tenant's queue
+/// `queue_id`.
+pub async fn start_chat_in(
+    h: &Harness,
+    bot: ApiKey,
+    queue_id: &str,
+    address: &str,
+) -> conv::Conversation {
+    ConversationServiceClient::with_interceptor(h.channel.clone(), bot)
+        .create_conversation(conv::CreateConversationRequest {
+            request_id: rid(),
+            channel: Channel::Webchat as i32,
+            queue_id: queue_id.to_owned(),
             contact: Some(conv::Contact {
                 display_name: Some(format!("Customer {address}")),
                 ..Default::default()
             }),
+            channel_address: address.to_owned(),
             first_message: "Hello, I need help".into(),
-            ..web_chat(address)
-        },
-    )
-    .await
-}
-
-/// The demo bot starts a web chat in `queue_id` for the customer at `address`.
-pub async fn chat_in(h: &Harness, queue_id: &str, address: &str) -> conv::Conversation {
-    create_chat(
-        h,
-        conv::CreateConversationRequest {
-            queue_id: queue_id.to_owned(),
-            first_message: "Is anyone there?".into(),
-            ..web_chat(address)
-        },
-    )
-    .await
-}
-
-/// A request for a web chat with the customer at `address`.
-fn web_chat(address: &str) -> conv::CreateConversationRequest {
-    conv::CreateConversationRequest {
-        request_id: rid(),
-        channel: Channel::Webchat as i32,
-        channel_address: address.to_owned(),
-        ..Default::default()
-    }
-}
-
-async fn create_chat(h: &Harness, request: conv::CreateConversationRequest) -> conv::Conversation {
-    h.bot_conversations()
-        .create_conversation(request)
+            ..Default::default()
+        })
         .await
         .expect("the bot creates a conversation")
         .into_inner()
@@ -66,7 +164,12 @@ async fn create_chat(h: &Harness, request: conv::CreateConversationRequest) -> c
 
 /// Sets the presence of demo user `handle`.
 pub async fn set_presence(h: &Harness, handle: &str, presence: routing::Presence) {
-    h.agent(handle)
+    set_presence_as(h, h.bearer(handle), presence).await;
+}
+
+/// Sets the presence of the user of `credentials`.
+pub async fn set_presence_as(h: &Harness, credentials: Bearer, presence: routing::Presence) {
+    h.agent_as(credentials)
         .set_presence(routing::SetPresenceRequest {
             request_id: rid(),
             agent_id: String::new(),
@@ -74,25 +177,34 @@ pub async fn set_presence(h: &Harness, handle: &str, presence: routing::Presence
             reason: String::new(),
         })
         .await
-        .unwrap_or_else(|e| panic!("{handle} sets presence {presence:?}: {e}"));
+        .unwrap_or_else(|e| panic!("setting presence {presence:?}: {e}"));
 }
 
 /// Demo agent `handle` goes Available, waits on its offer stream for an offer of
 /// `conversation_id`, accepts it, and returns the conversation once it is ACTIVE.
 pub async fn take(h: &Harness, handle: &str, conversation_id: &str) -> conv::Conversation {
-    let mut offers = offer_stream(h, handle).await;
-    set_presence(h, handle, routing::Presence::Available).await;
+    take_as(h, h.bearer(handle), conversation_id).await
+}
+
+/// [`take`] by the agent of `credentials`.
+pub async fn take_as(
+    h: &Harness,
+    credentials: Bearer,
+    conversation_id: &str,
+) -> conv::Conversation {
+    let mut offers = offer_stream_as(h, credentials.clone()).await;
+    set_presence_as(h, credentials.clone(), routing::Presence::Available).await;
     let offer = pending_offer(&mut offers, conversation_id).await;
-    h.agent(handle)
+    h.agent_as(credentials.clone())
         .accept_offer(routing::AcceptOfferRequest {
             request_id: rid(),
             offer_id: offer.id,
         })
         .await
         .expect("accept offer");
-    wait_for_state(
+    wait_for_state_as(
         h,
-        handle,
+        credentials,
         conversation_id,
         conv::conversation::State::Active,
     )
@@ -106,9 +218,19 @@ pub async fn wait_for_state(
     conversation_id: &str,
     state: conv::conversation::State,
 ) -> conv::Conversation {
-    let client = h.conversations(handle);
+    wait_for_state_as(h, h.bearer(handle), conversation_id, state).await
+}
+
+/// The conversation as the user of `credentials` sees it, once it is in `state`.
+pub async fn wait_for_state_as(
+    h: &Harness,
+    credentials: Bearer,
+    conversation_id: &str,
+    state: conv::conversation::State,
+) -> conv::Conversation {
+    let client = h.conversations_as(credentials);
     eventually(
-        &format!("conversation {conversation_id} to be {state:?} for {handle}"),
+        &format!("conversation {conversation_id} to be {state:?}"),
         WAIT,
         || {
             let mut client = client.clone();
@@ -132,7 +254,12 @@ pub async fn wait_for_state(
 
 /// Demo agent `handle`'s routing state.
 pub async fn agent_state(h: &Harness, handle: &str) -> routing::AgentState {
-    h.agent(handle)
+    agent_state_as(h, h.bearer(handle)).await
+}
+
+/// The routing state of the agent of `credentials`.
+pub async fn agent_state_as(h: &Harness, credentials: Bearer) -> routing::AgentState {
+    h.agent_as(credentials)
         .get_agent_state(routing::GetAgentStateRequest::default())
         .await
         .expect("agent state")
@@ -143,10 +270,18 @@ pub async fn agent_state(h: &Harness, handle: &str) -> routing::AgentState {
 
 /// Waits until demo agent `handle` holds `units` capacity units.
 pub async fn wait_for_capacity(h: &Harness, handle: &str, units: i32) {
+    wait_for_capacity_as(h, h.bearer(handle), units).await;
+}
+
+/// Waits until the agent of `credentials` holds `units` capacity units.
+pub async fn wait_for_capacity_as(h: &Harness, credentials: Bearer, units: i32) {
     eventually(
-        &format!("{handle} to hold {units} capacity units"),
+        &format!("the agent to hold {units} capacity units"),
         WAIT,
-        || async { (agent_state(h, handle).await.capacity_used == units).then_some(()) },
+        || async {
+            let used = agent_state_as(h, credentials.clone()).await.capacity_used;
+            (used == units).then_some(())
+        },
     )
     .await;
 }
@@ -209,7 +344,15 @@ pub async fn offer_stream(
     h: &Harness,
     handle: &str,
 ) -> tonic::Streaming<routing::StreamOffersResponse> {
-    h.agent(handle)
+    offer_stream_as(h, h.bearer(handle)).await
+}
+
+/// Opens the offer stream of the agent of `credentials`.
+pub async fn offer_stream_as(
+    h: &Harness,
+    credentials: Bearer,
+) -> tonic::Streaming<routing::StreamOffersResponse> {
+    h.agent_as(credentials)
         .stream_offers(routing::StreamOffersRequest {})
         .await
         .expect("stream offers")
@@ -265,20 +408,7 @@ pub async fn queue_served_by(
         .queue
         .expect("queue");
     for handle in handles {
-        let user = h.creds.user(handle);
-        queues
-            .set_agent_profile(routing::SetAgentProfileRequest {
-                request_id: rid(),
-                agent_profile: Some(routing::AgentProfile {
-                    agent_id: user.id.clone(),
-                    display_name: user.display_name.clone(),
-                    capacity_profile_id: h.creds.capacity_profile_id.clone(),
-                    queue_ids: vec![h.creds.queue_id.clone(), queue.id.clone()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("the agent joins the queue");
+        serve_queues(h, handle, &[&h.creds.queue_id, &queue.id]).await;
     }
     queue.id
 }
@@ -360,4 +490,24 @@ pub async fn snapshot_offers(h: &Harness, handle: &str) -> Vec<routing::Offer> {
     .await
     .unwrap_or_else(|_| panic!("{handle}'s offer snapshot"));
     pending
+}
+
+/// The administrator makes demo agent `handle` serve `queue_ids` (its whole list, so name
+/// the demo queue too to keep it). What the agent sees follows within conversation-svc's
+/// freshness for agents' queues.
+pub async fn serve_queues(h: &Harness, handle: &str, queue_ids: &[&str]) {
+    let user = h.creds.user(handle);
+    h.queues("admin")
+        .set_agent_profile(routing::SetAgentProfileRequest {
+            request_id: rid(),
+            agent_profile: Some(routing::AgentProfile {
+                agent_id: user.id.clone(),
+                display_name: user.display_name.clone(),
+                capacity_profile_id: h.creds.capacity_profile_id.clone(),
+                queue_ids: queue_ids.iter().map(|q| (*q).to_owned()).collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{handle} serves {queue_ids:?}: {e}"));
 }

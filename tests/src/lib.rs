@@ -25,6 +25,8 @@ pub struct Harness {
     pub creds: DevCredentials,
     /// A channel to the gateway.
     pub channel: Channel,
+    /// The suite's secrets, for tokens of users a test creates.
+    secrets: DevSecrets,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -119,6 +121,7 @@ impl Harness {
             suite: Some(running),
             creds,
             channel,
+            secrets,
             _data: data,
         })
     }
@@ -126,6 +129,12 @@ impl Harness {
     /// Credentials of a demo user by handle (agent1, agent2, supervisor, admin).
     pub fn bearer(&self, handle: &str) -> Bearer {
         Bearer::new(&self.creds.user(handle).token).expect("tokens are ASCII")
+    }
+
+    /// Credentials of any user of the directory, for example one a test created with
+    /// `DirectoryService.CreateUser` (the dev stack's identity provider signs them).
+    pub fn bearer_for(&self, user_id: &str) -> Bearer {
+        Bearer::new(&self.secrets.token_for(user_id)).expect("tokens are ASCII")
     }
 
     /// The demo bot's API key.
@@ -180,12 +189,28 @@ impl Harness {
 
     /// AgentService as a demo user.
     pub fn agent(&self, handle: &str) -> AgentServiceClient<InterceptedService<Channel, Bearer>> {
-        AgentServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
+        self.agent_as(self.bearer(handle))
+    }
+
+    /// AgentService as the user of `credentials`.
+    pub fn agent_as(
+        &self,
+        credentials: Bearer,
+    ) -> AgentServiceClient<InterceptedService<Channel, Bearer>> {
+        AgentServiceClient::with_interceptor(self.channel.clone(), credentials)
     }
 
     /// QueueService as a demo user.
     pub fn queues(&self, handle: &str) -> QueueServiceClient<InterceptedService<Channel, Bearer>> {
-        QueueServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
+        self.queues_as(self.bearer(handle))
+    }
+
+    /// QueueService as the user of `credentials`.
+    pub fn queues_as(
+        &self,
+        credentials: Bearer,
+    ) -> QueueServiceClient<InterceptedService<Channel, Bearer>> {
+        QueueServiceClient::with_interceptor(self.channel.clone(), credentials)
     }
 
     /// ConversationService as a demo user.
@@ -193,7 +218,15 @@ impl Harness {
         &self,
         handle: &str,
     ) -> ConversationServiceClient<InterceptedService<Channel, Bearer>> {
-        ConversationServiceClient::with_interceptor(self.channel.clone(), self.bearer(handle))
+        self.conversations_as(self.bearer(handle))
+    }
+
+    /// ConversationService as the user of `credentials`.
+    pub fn conversations_as(
+        &self,
+        credentials: Bearer,
+    ) -> ConversationServiceClient<InterceptedService<Channel, Bearer>> {
+        ConversationServiceClient::with_interceptor(self.channel.clone(), credentials)
     }
 
     /// SupervisorService as a demo user.

@@ -1,14 +1,18 @@
 //! The model test of the conversation lifecycle (issue "lifecycle complete"): random
-//! sequences of every operation, by two agents, a supervisor and the bot, through the
-//! gateway on SQLite and PostgreSQL. After each step, once the background work settles,
-//! every invariant is checked against what the API shows:
+//! sequences of every operation, by two agents, a supervisor, the bot and the customer,
+//! through the gateway on SQLite and PostgreSQL. Two queues of the demo program: the demo
+//! queue (both agents; conversations stay with an agent who logs out) and a second one
+//! (agent1 only; conversations return to the queue on logout). After each step, once the
+//! background work settles, every invariant is checked against what the API shows:
 //!
 //! - one owner at a time: an OPEN conversation has none; ACTIVE, WAITING and WRAP_UP have
 //!   one, present once as OWNER; invitations wait only while the conversation is worked;
 //! - capacity equals what each agent holds: one unit per conversation it owns and has not
 //!   closed, plus one per conference it takes part in (a consultant holds none);
-//! - visibility: an agent sees an OPEN conversation of its queue and those it owns or
+//! - visibility: an agent sees an OPEN conversation of its queues and those it owns or
 //!   takes part in, and nothing else;
+//! - status labels: the count per label is the number of conversations not CLOSED that
+//!   carry it;
 //! - events: numbered 1..n without gaps, n the conversation's last sequence, the last one in
 //!   the conversation's state, and each change of state a legal transition;
 //! - a refused operation answers a known error and changes nothing.
@@ -18,8 +22,10 @@
 
 use std::fmt::Write as _;
 
+use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
+use switchboard_proto::conversation::v1::conversation_config_service_client::ConversationConfigServiceClient;
 use switchboard_proto::conversation::v1::participant::State as Standing;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
@@ -68,7 +74,20 @@ struct Run<'a> {
     seed: u64,
     conversations: Vec<String>,
     streams: Vec<tonic::Streaming<routing::StreamOffersResponse>>,
+    /// The second queue, which returns conversations on logout; only agent1 serves it.
+    second_queue: String,
+    /// The status labels of the run.
+    labels: Vec<String>,
     log: String,
+}
+
+/// The queues each agent of [`AGENTS`] serves, as the run set them up.
+fn queues_of<'q>(agent: &str, demo_queue: &'q str, second_queue: &'q str) -> Vec<&'q str> {
+    if agent == "agent1" {
+        vec![demo_queue, second_queue]
+    } else {
+        vec![demo_queue]
+    }
 }
 
 switchboard_tests::on_each_backend!(random_operations_keep_every_invariant);
@@ -86,12 +105,16 @@ async fn random_operations_keep_every_invariant(backend: &Backend) {
         for agent in AGENTS {
             streams.push(offer_stream(&h, agent).await);
         }
+        let second_queue = second_queue(&h).await;
+        let labels = labels(&h).await;
         let mut run = Run {
             h: &h,
             rng: Rng(seed),
             seed,
             conversations: Vec::new(),
             streams,
+            second_queue,
+            labels,
             log: String::new(),
         };
         for step in 0..STEPS {
@@ -103,6 +126,67 @@ async fn random_operations_keep_every_invariant(backend: &Backend) {
         }
         h.stop().await.expect("the suite stops cleanly");
     }
+}
+
+/// A second web-chat queue of the demo program that returns conversations on logout, served
+/// by agent1 besides the demo queue.
+async fn second_queue(h: &Harness) -> String {
+    let mut queues = h.queues("admin");
+    let queue = queues
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: h.creds.program_id.clone(),
+                display_name: "Model returns on logout".into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                logout_behavior: routing::LogoutBehavior::ReturnToQueue as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    let user = h.creds.user("agent1");
+    queues
+        .set_agent_profile(routing::SetAgentProfileRequest {
+            request_id: rid(),
+            agent_profile: Some(routing::AgentProfile {
+                agent_id: user.id.clone(),
+                display_name: user.display_name.clone(),
+                capacity_profile_id: h.creds.capacity_profile_id.clone(),
+                queue_ids: vec![h.creds.queue_id.clone(), queue.id.clone()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("agent1 joins the second queue");
+    queue.id
+}
+
+/// Two status labels of the demo tenant.
+async fn labels(h: &Harness) -> Vec<String> {
+    let mut config =
+        ConversationConfigServiceClient::with_interceptor(h.channel.clone(), h.bearer("admin"));
+    let mut ids = Vec::new();
+    for name in ["Awaiting customer", "Escalated to billing"] {
+        let label = config
+            .create_status_label(conv::CreateStatusLabelRequest {
+                request_id: rid(),
+                status_label: Some(conv::StatusLabel {
+                    display_name: name.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create status label")
+            .into_inner()
+            .status_label
+            .expect("label");
+        ids.push(label.id);
+    }
+    ids
 }
 
 /// Whether `code` is an answer a refused operation may give.
@@ -143,13 +227,18 @@ fn legal(from: i32, to: i32) -> bool {
         )
 }
 
+/// How many operations [`Run::operate`] knows.
+const OPERATIONS: usize = 20;
+
 /// The operations (numbers of [`Run::operate`]) a conversation in `state` allows.
 fn plausible(state: i32) -> &'static [usize] {
     match State::try_from(state) {
-        Ok(State::Open) => &[0, 0, 0, 13, 14, 14],
-        Ok(State::Active | State::Waiting) => &[1, 2, 3, 4, 6, 7, 8, 9, 9, 10, 11, 12, 13, 15],
-        Ok(State::WrapUp) => &[5, 5, 5, 13],
-        _ => &[1, 4, 5, 13],
+        Ok(State::Open) => &[0, 0, 0, 13, 14, 14, 16, 17, 19],
+        Ok(State::Active | State::Waiting) => &[
+            1, 2, 3, 4, 6, 7, 8, 9, 9, 10, 11, 12, 13, 15, 16, 17, 18, 18, 19,
+        ],
+        Ok(State::WrapUp) => &[5, 5, 5, 13, 17, 19],
+        _ => &[1, 4, 5, 13, 17, 17, 17],
     }
 }
 
@@ -251,14 +340,18 @@ impl Run<'_> {
         // Mostly an operation the state allows, by whom it expects; sometimes anything.
         let op = match plausible(before.state) {
             ops if self.rng.below(4) != 0 => *self.rng.pick(ops),
-            _ => self.rng.below(16),
+            _ => self.rng.below(OPERATIONS),
         };
         let actor = match (op, owner) {
             (12..=14, _) if self.rng.below(4) != 0 => "supervisor",
             (_, Some(owner)) if self.rng.below(3) != 0 => owner,
             _ => *self.rng.pick(&ACTORS),
         };
-        let other = *self.rng.pick(&AGENTS);
+        let other = match (op, owner) {
+            // Mostly the owner logs out, so that logging out has something to act on.
+            (18, Some(owner)) if self.rng.below(3) != 0 => owner,
+            _ => *self.rng.pick(&AGENTS),
+        };
         let (name, result) = self.operate(op, &target, actor, other).await;
         self.note(format!(
             "{step}: {actor} {name} {target} (was {:?}) -> {}",
@@ -454,7 +547,7 @@ impl Run<'_> {
                         .map(drop),
                 )
             }
-            _ => (
+            15 => (
                 "escalates to voice",
                 c.escalate_conversation(conv::EscalateConversationRequest {
                     request_id: rid(),
@@ -464,6 +557,89 @@ impl Run<'_> {
                 .await
                 .map(drop),
             ),
+            16 => {
+                let queue_id = if self.rng.below(2) == 0 {
+                    self.second_queue.clone()
+                } else {
+                    h.creds.queue_id.clone()
+                };
+                let name = if queue_id == self.second_queue {
+                    "moves to the second queue"
+                } else {
+                    "moves to the demo queue"
+                };
+                let result = c
+                    .move_conversation_to_queue(conv::MoveConversationToQueueRequest {
+                        request_id: rid(),
+                        conversation_id: id,
+                        queue_id,
+                    })
+                    .await
+                    .map(drop);
+                (name, result)
+            }
+            17 => {
+                // The customer writes: after a close this reopens the conversation, or starts
+                // a follow-up once the tenant's reopen window has passed.
+                let landed = h
+                    .bot_conversations()
+                    .send_message(conv::SendMessageRequest {
+                        request_id: rid(),
+                        conversation_id: id,
+                        text: "Me again".into(),
+                        sender: conv::SenderKind::Customer as i32,
+                        ..Default::default()
+                    })
+                    .await;
+                let result = match landed {
+                    Ok(response) => {
+                        let message = response.into_inner().message.expect("message");
+                        if !self.conversations.contains(&message.conversation_id) {
+                            self.note(format!(
+                                "   a follow-up conversation {} starts",
+                                message.conversation_id
+                            ));
+                            self.conversations.push(message.conversation_id);
+                        }
+                        Ok(())
+                    }
+                    Err(status) => Err(status),
+                };
+                ("(as the customer) writes in", result)
+            }
+            18 => {
+                // `other` logs out, then comes back Away (offers only go to Available).
+                set_presence(h, other, routing::Presence::Offline).await;
+                set_presence(h, other, routing::Presence::Away).await;
+                (
+                    if other == "agent1" {
+                        "sees agent1 log out and back in"
+                    } else {
+                        "sees agent2 log out and back in"
+                    },
+                    Ok(()),
+                )
+            }
+            _ => {
+                let label = match self.rng.below(3) {
+                    0 => String::new(),
+                    n => self.labels[n - 1].clone(),
+                };
+                (
+                    if label.is_empty() {
+                        "clears the status label of"
+                    } else {
+                        "sets a status label on"
+                    },
+                    c.set_conversation_status(conv::SetConversationStatusRequest {
+                        request_id: rid(),
+                        conversation_id: id,
+                        status_label_id: label,
+                    })
+                    .await
+                    .map(drop),
+                )
+            }
         }
     }
 
@@ -724,7 +900,10 @@ impl Run<'_> {
                     .participants
                     .iter()
                     .any(|p| p.user_id == agent_id && p.state == Standing::Joined as i32);
-                let should = (c.state == State::Open as i32 && c.owner_agent_id.is_empty())
+                let serves = queues_of(agent, &self.h.creds.queue_id, &self.second_queue);
+                let should = (c.state == State::Open as i32
+                    && c.owner_agent_id.is_empty()
+                    && serves.contains(&c.queue_id.as_str()))
                     || (c.owner_agent_id == agent_id && c.state != State::Closed as i32)
                     || takes_part;
                 let sees = self
@@ -749,6 +928,30 @@ impl Run<'_> {
                         ));
                     }
                 }
+            }
+        }
+        // Status labels: counted over the conversations not CLOSED.
+        let counts = self
+            .h
+            .supervisor("supervisor")
+            .count_conversations_by_status(conv::CountConversationsByStatusRequest::default())
+            .await
+            .ok()?
+            .into_inner()
+            .counts;
+        for label in self.labels.iter().chain([&String::new()]) {
+            let expected = convs
+                .iter()
+                .filter(|c| c.state != State::Closed as i32 && &c.status_label_id == label)
+                .count() as i64;
+            let counted = counts
+                .iter()
+                .find(|row| &row.status_label_id == label)
+                .map_or(0, |row| row.open_conversations);
+            if counted != expected {
+                return Some(format!(
+                    "label {label:?} counts {counted} open conversations, not {expected}"
+                ));
             }
         }
         None

@@ -5,16 +5,10 @@
 //! The suite runs with the default heartbeat of 15 s, too slow for these tests to wait on;
 //! conversation-svc's own tests (tests/grpc.rs) check the heartbeat with 300 ms.
 
-use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
-use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::conversation::v1::stream_ongoing_conversations_response::Update;
-use switchboard_proto::directory::v1 as dir;
-use switchboard_proto::directory::v1::directory_service_client::DirectoryServiceClient;
-use switchboard_proto::routing::v1 as routing;
-use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
-use switchboard_tests::flows::{WAIT, start_chat, take};
+use switchboard_tests::flows::{WAIT, set_up_web_chat, start_chat, start_chat_in, take};
 use switchboard_tests::{Backend, Harness, rid};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -298,68 +292,6 @@ async fn foreign_conversation(h: &Harness) -> conv::Conversation {
     let (_, admin) = h
         .new_tenant_with_administrator("Globex", "Grace Admin", "grace@globex.test")
         .await;
-    let mut queues = QueueServiceClient::with_interceptor(h.channel.clone(), admin.clone());
-    let program = queues
-        .create_program(routing::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(routing::Program {
-                display_name: "Support".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program");
-    let queue = queues
-        .create_queue(routing::CreateQueueRequest {
-            request_id: rid(),
-            queue: Some(routing::Queue {
-                program_id: program.id,
-                display_name: "Web chat".into(),
-                accepted_channels: vec![Channel::Webchat as i32],
-                max_open_per_agent: 2,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("queue")
-        .into_inner()
-        .queue
-        .expect("queue");
-    let bot_key = DirectoryServiceClient::with_interceptor(h.channel.clone(), admin)
-        .create_api_key(dir::CreateApiKeyRequest {
-            request_id: rid(),
-            api_key: Some(dir::ApiKey {
-                display_name: "Globex web chat".into(),
-                roles: vec![dir::Role::Bot as i32],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("bot key")
-        .into_inner()
-        .secret;
-    ConversationServiceClient::with_interceptor(
-        h.channel.clone(),
-        switchboard::seed::ApiKey::new(&bot_key).expect("ascii"),
-    )
-    .create_conversation(conv::CreateConversationRequest {
-        request_id: rid(),
-        channel: Channel::Webchat as i32,
-        queue_id: queue.id,
-        contact: Some(conv::Contact {
-            display_name: Some("Casey Globex".into()),
-            ..Default::default()
-        }),
-        channel_address: "globex-visitor".into(),
-        first_message: "Hello from Globex".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("the second tenant's bot creates a conversation")
-    .into_inner()
-    .conversation
-    .expect("conversation")
+    let web_chat = set_up_web_chat(h, admin, &[]).await;
+    start_chat_in(h, web_chat.bot, &web_chat.queue.id, "globex-visitor").await
 }

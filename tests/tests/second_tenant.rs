@@ -15,6 +15,7 @@ use switchboard_proto::reporting::v1 as rep;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_tests::flows::set_up_web_chat;
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
 
@@ -49,69 +50,10 @@ async fn second_tenant(h: &Harness) {
         .user
         .expect("user");
     assert_eq!(agent.tenant_id, tenant.id);
-    let mut queues = QueueServiceClient::with_interceptor(h.channel.clone(), admin_key.clone());
-    let program = queues
-        .create_program(routing::CreateProgramRequest {
-            request_id: rid(),
-            program: Some(routing::Program {
-                display_name: "Support".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program");
-    let profile = queues
-        .create_capacity_profile(routing::CreateCapacityProfileRequest {
-            request_id: rid(),
-            capacity_profile: Some(routing::CapacityProfile {
-                display_name: "Standard".into(),
-                total_units: 2,
-                channel_costs: vec![routing::ChannelCost {
-                    channel: Channel::Webchat as i32,
-                    units: 1,
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("capacity profile")
-        .into_inner()
-        .capacity_profile
-        .expect("profile");
-    let queue = queues
-        .create_queue(routing::CreateQueueRequest {
-            request_id: rid(),
-            queue: Some(routing::Queue {
-                program_id: program.id.clone(),
-                display_name: "Web chat".into(),
-                accepted_channels: vec![Channel::Webchat as i32],
-                max_open_per_agent: 2,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("queue")
-        .into_inner()
-        .queue
-        .expect("queue");
-    queues
-        .set_agent_profile(routing::SetAgentProfileRequest {
-            request_id: rid(),
-            agent_profile: Some(routing::AgentProfile {
-                agent_id: agent.id.clone(),
-                display_name: agent.display_name.clone(),
-                capacity_profile_id: profile.id.clone(),
-                queue_ids: vec![queue.id.clone()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("agent profile");
+    let web_chat = set_up_web_chat(h, admin_key.clone(), &[&agent]).await;
+    assert_eq!(web_chat.queue.tenant_id, tenant.id);
     // The demo tenant's queue is another tenant's.
-    let err = queues
+    let err = QueueServiceClient::with_interceptor(h.channel.clone(), admin_key.clone())
         .get_queue(routing::GetQueueRequest {
             queue_id: h.creds.queue_id.clone(),
         })
@@ -120,28 +62,12 @@ async fn second_tenant(h: &Harness) {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // A bot of the new tenant starts a conversation there; the demo tenant never sees it.
-    let bot_key = directory
-        .create_api_key(dir::CreateApiKeyRequest {
-            request_id: rid(),
-            api_key: Some(dir::ApiKey {
-                display_name: "Globex web chat".into(),
-                roles: vec![dir::Role::Bot as i32],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("bot key")
-        .into_inner()
-        .secret;
-    let mut bot = ConversationServiceClient::with_interceptor(
-        h.channel.clone(),
-        ApiKey::new(&bot_key).expect("ascii"),
-    );
+    let mut bot = ConversationServiceClient::with_interceptor(h.channel.clone(), web_chat.bot);
     let conversation = bot
         .create_conversation(conv::CreateConversationRequest {
             request_id: rid(),
             channel: Channel::Webchat as i32,
-            queue_id: queue.id.clone(),
+            queue_id: web_chat.queue.id.clone(),
             contact: Some(conv::Contact {
                 display_name: Some("Casey Customer".into()),
                 ..Default::default()

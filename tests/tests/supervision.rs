@@ -9,7 +9,7 @@ use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_tests::flows::{
-    agent_state, events, messages, set_presence, start_chat, take, wait_for_capacity,
+    agent_state, events, messages, serve_queues, set_presence, start_chat, take, wait_for_capacity,
     wait_for_state, wait_for_waiting,
 };
 use switchboard_tests::{Backend, Harness, rid};
@@ -539,6 +539,8 @@ async fn moving_to_another_queue_releases_the_owner(backend: &Backend) {
     assert!(moved.owner_agent_id.is_empty());
     wait_for_capacity(&h, "agent1", 0).await;
     wait_for_waiting(&h, &billing.id, 2).await;
+    // Visible again to the agents who serve the new queue.
+    serve_queues(&h, "agent2", &[&h.creds.queue_id, &billing.id]).await;
     wait_for_state(&h, "agent2", &owned.id, State::Open).await;
     h.stop().await.expect("the suite stops cleanly");
 }

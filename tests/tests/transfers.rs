@@ -8,8 +8,8 @@ use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_tests::flows::{
-    agent_state, events, ledger, offer_stream, pending_offer, set_presence, start_chat, take,
-    wait_for_capacity, wait_for_state, wait_for_waiting,
+    agent_state, events, ledger, offer_stream, pending_offer, serve_queues, set_presence,
+    start_chat, take, wait_for_capacity, wait_for_state, wait_for_waiting,
 };
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
@@ -105,6 +105,18 @@ async fn a_transfer_to_a_queue_puts_the_conversation_in_line_there(backend: &Bac
     // The sender is released; the conversation waits in the target queue.
     wait_for_capacity(&h, "agent1", 0).await;
     wait_for_waiting(&h, &billing.id, 1).await;
+    // Waiting in a queue agent2 does not serve, it stays hidden from agent2 until agent2
+    // serves that queue.
+    let hidden = h
+        .conversations("agent2")
+        .get_conversation(conv::GetConversationRequest {
+            conversation_id: chat.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("waiting in a queue agent2 does not serve");
+    assert_eq!(hidden.code(), Code::NotFound);
+    serve_queues(&h, "agent2", &[&h.creds.queue_id, &billing.id]).await;
     let open = wait_for_state(&h, "agent2", &chat.id, State::Open).await;
     assert_eq!(open.queue_id, billing.id);
     let ledger = h

@@ -28,7 +28,10 @@ pub use expiry::{Swept, close_due_wrap_ups};
 pub use internal::InternalApi;
 pub use supervisor::SupervisorApi;
 
+use crate::agent_queues::AgentQueues;
+use crate::directory::Directory;
 use crate::domain::access::Viewer;
+use crate::domain::tenancy::{self, ReachRefusal, Scope};
 use crate::error::{Error, Result};
 use crate::outbox::Dispatcher;
 use crate::routing::Routing;
@@ -42,6 +45,8 @@ pub struct Context {
     pub store: Store,
     /// routing-svc.
     pub routing: Routing,
+    /// The gateway's directory: which tenants descend from which.
+    pub directory: Directory,
     /// The outbox dispatcher, woken after commits that add commands.
     pub outbox: Dispatcher,
     /// The wrap-up time limit sweeper, woken when a conversation gets a deadline.
@@ -50,9 +55,24 @@ pub struct Context {
     pub stop: CancellationToken,
     /// How long a stream may stay silent before it sends a heartbeat.
     pub heartbeat: Duration,
+    /// The queues each agent serves, from routing-svc.
+    pub agent_queues: AgentQueues,
 }
 
 impl Context {
+    /// The caller with what deciding visibility needs: for an agent who does not see the
+    /// whole tenant, the queues it serves (UNAVAILABLE when routing-svc cannot tell).
+    async fn caller(&self, identity: Identity) -> Result<Caller> {
+        if sees_all(&identity) {
+            return Ok(Caller::seeing_all(identity));
+        }
+        let queues = self
+            .agent_queues
+            .of(&identity.tenant_id, &identity.principal_id)
+            .await?;
+        Ok(Caller { identity, queues })
+    }
+
     /// Wakes the outbox when a commit added commands.
     fn dispatch(&self, committed: &Committed) {
         if !committed.commands.is_empty() {
@@ -95,6 +115,35 @@ impl Context {
             rid,
             ctx: self,
         })))
+    }
+
+    /// The identity a call acts with when its request names `tenant_id` (ConversationService
+    /// reads and UnassignConversation): the caller's own when it names nothing or the
+    /// caller's tenant; for a supervisor or administrator naming a descendant of its tenant,
+    /// the caller acting in that tenant, where its roles let it see every conversation.
+    /// PERMISSION_DENIED for other callers naming another tenant, whatever tenant it is;
+    /// NOT_FOUND for a tenant out of reach, known or not; UNAVAILABLE when the directory
+    /// cannot tell.
+    async fn acting_in(&self, caller: Caller, tenant_id: &str) -> Result<Caller> {
+        let named = optional_uuid("tenant_id", tenant_id)?.unwrap_or_default();
+        let oversees = conversation::moves::oversees(&caller);
+        let child = match tenancy::scope(&caller.tenant_id, &named, oversees) {
+            Ok(Scope::Own) => return Ok(caller),
+            Ok(Scope::Other(child)) => child,
+            Err(refusal) => return Err(reach_error(refusal, &named)),
+        };
+        let ancestors = self.directory.ancestry(child).await?;
+        tenancy::check_descendant(&caller.tenant_id, &ancestors)
+            .map_err(|refusal| reach_error(refusal, child))?;
+        // Nothing of the caller's own tenant's settings carries over to the child.
+        Ok(Caller::seeing_all(Identity {
+            tenant_id: child.to_owned(),
+            tenant_ancestry: ancestors.to_vec(),
+            enabled_supervisor_actions: Vec::new(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
+            ..caller.identity
+        }))
     }
 }
 
@@ -236,28 +285,57 @@ const READER_ROLES: [Role; 4] = [
     Role::Bot,
 ];
 
-/// How the caller sees conversations: supervisors, administrators and bots see all of
-/// their tenant, agents only some.
-fn viewer(identity: &Identity) -> Viewer<'_> {
-    Viewer {
-        user_id: &identity.principal_id,
-        sees_all: identity.has_any_role(&[Role::Supervisor, Role::Administrator, Role::Bot]),
+/// Whether `identity` sees every conversation of its tenant: supervisors, administrators
+/// and bots do; agents only some.
+fn sees_all(identity: &Identity) -> bool {
+    identity.has_any_role(&[Role::Supervisor, Role::Administrator, Role::Bot])
+}
+
+/// The caller of a public RPC with what visibility depends on besides its identity; reads
+/// as the [`Identity`] it wraps.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    identity: Identity,
+    /// The queues an agent serves; empty (and unused) for a caller who sees all.
+    queues: Arc<[String]>,
+}
+
+impl Caller {
+    /// A caller who sees the whole tenant (a supervisor, administrator or bot), whose
+    /// queues do not matter.
+    fn seeing_all(identity: Identity) -> Caller {
+        debug_assert!(sees_all(&identity));
+        Caller {
+            identity,
+            queues: Arc::from([]),
+        }
     }
 }
 
-/// Checks the optional `tenant_id` of a read or action: empty or the caller's own tenant.
-/// A child tenant named by a user of a parent tenant is part of the contract, served from
-/// the release that brings parent-tenant access; until then it is UNIMPLEMENTED, never
-/// silently the caller's own tenant.
-fn own_tenant(identity: &Identity, tenant_id: &str) -> Result<()> {
-    if tenant_id.is_empty() || tenant_id == identity.tenant_id {
-        return Ok(());
+impl Deref for Caller {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
     }
-    uuid_field("tenant_id", tenant_id)?;
-    Err(Error::NotServedYet(format!(
-        "tenant_id {tenant_id}: reaching a child tenant's conversations is part of the API \
-         contract but not served yet"
-    )))
+}
+
+/// How the caller sees conversations: supervisors, administrators and bots see all of
+/// their tenant, agents what they take part in and the OPEN ones of their queues.
+fn viewer(caller: &Caller) -> Viewer<'_> {
+    Viewer {
+        user_id: &caller.principal_id,
+        sees_all: sees_all(&caller.identity),
+        queues: &caller.queues,
+    }
+}
+
+/// The error of a named tenant the caller does not reach.
+fn reach_error(refusal: ReachRefusal, tenant_id: &str) -> Error {
+    match refusal {
+        ReachRefusal::RoleRequired => Error::RoleRequired(refusal.to_string()),
+        ReachRefusal::NotFound => Error::NotFound(format!("tenant {tenant_id} not found")),
+    }
 }
 
 /// The view a read asks for; UNSPECIFIED means `default`.

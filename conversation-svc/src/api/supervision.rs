@@ -17,7 +17,7 @@ use super::conversation::transfers::{TransferAsk, run_transfer};
 use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
 use super::expiry::limit_micros;
 use super::{
-    Begun, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
+    Begun, Caller, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
 };
 use crate::domain::access::ParticipantRole;
 use crate::domain::state::{Action, State, transition};
@@ -27,7 +27,7 @@ use crate::store::{CommandKind, Conversation};
 
 /// The caller, who must be a supervisor of a tenant that enabled `action` (the directory's
 /// name of it, e.g. `force_close`).
-fn supervisor<T>(request: &Request<T>, action: &str, doing: &str) -> Result<Identity> {
+fn supervisor<T>(request: &Request<T>, action: &str, doing: &str) -> Result<Caller> {
     let identity = authorized(request, &[Role::Supervisor], doing)?;
     if !identity
         .enabled_supervisor_actions
@@ -39,7 +39,7 @@ fn supervisor<T>(request: &Request<T>, action: &str, doing: &str) -> Result<Iden
              supervisor action '{action}' in the tenant settings"
         )));
     }
-    Ok(identity)
+    Ok(Caller::seeing_all(identity))
 }
 
 /// routing-svc's refusal of a reservation, as this service's error.
@@ -244,7 +244,7 @@ impl super::SupervisorApi {
     /// its queue.
     async fn apply_assign(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         rid: &super::RequestId,
         id: &str,
         agent_id: &str,
@@ -316,7 +316,7 @@ impl super::SupervisorApi {
     /// Assigning to a queue: the OPEN conversation waits there instead.
     async fn assign_to_queue(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         rid: &super::RequestId,
         id: &str,
         queue: switchboard_proto::routing::v1::Queue,

@@ -70,6 +70,8 @@ pub struct Viewer<'a> {
     /// Supervisors, administrators and bots see every conversation of their tenant;
     /// agents see only some.
     pub sees_all: bool,
+    /// The queues the agent serves: it sees the OPEN conversations of these only.
+    pub queues: &'a [String],
 }
 
 /// What visibility depends on, for one conversation.
@@ -81,14 +83,19 @@ pub struct Exposure<'a> {
     pub owner: Option<&'a str>,
     /// User ids of the participants currently present (not left).
     pub present: &'a [&'a str],
+    /// The queue it is in (or was last in).
+    pub queue_id: &'a str,
 }
 
 /// Whether `viewer` may see the conversation: all of the tenant for supervisors,
-/// administrators and bots; for an agent, OPEN conversations nobody owns and those the
-/// agent takes part in. A conversation assigned to someone else is hidden.
+/// administrators and bots; for an agent, OPEN conversations nobody owns in the agent's
+/// queues and those the agent takes part in. A conversation assigned to someone else is
+/// hidden, and so is one waiting in a queue the agent does not serve.
 pub fn can_view(viewer: Viewer<'_>, conv: Exposure<'_>) -> bool {
     viewer.sees_all
-        || (conv.state == State::Open && conv.owner.is_none())
+        || (conv.state == State::Open
+            && conv.owner.is_none()
+            && viewer.queues.iter().any(|q| q == conv.queue_id))
         || conv.owner == Some(viewer.user_id)
         || conv.present.contains(&viewer.user_id)
 }
@@ -179,11 +186,17 @@ mod tests {
 
     const ME: &str = "agent-me";
     const OTHER: &str = "agent-other";
+    const MY_QUEUE: &str = "queue-mine";
+
+    fn my_queues() -> &'static [String] {
+        Box::leak(vec![MY_QUEUE.to_owned()].into_boxed_slice())
+    }
 
     fn agent() -> Viewer<'static> {
         Viewer {
             user_id: ME,
             sees_all: false,
+            queues: my_queues(),
         }
     }
 
@@ -191,6 +204,7 @@ mod tests {
         Viewer {
             user_id: "sup",
             sees_all: true,
+            queues: &[],
         }
     }
 
@@ -200,9 +214,17 @@ mod tests {
             state: State::Open,
             owner: None,
             present: &[],
+            queue_id: MY_QUEUE,
         };
         assert!(can_view(agent(), conv));
         assert!(can_view(supervisor(), conv));
+        // Waiting in a queue the agent does not serve: only the supervisor sees it.
+        let elsewhere = Exposure {
+            queue_id: "queue-other",
+            ..conv
+        };
+        assert!(!can_view(agent(), elsewhere));
+        assert!(can_view(supervisor(), elsewhere));
     }
 
     #[test]
@@ -212,6 +234,7 @@ mod tests {
                 state,
                 owner: Some(OTHER),
                 present: &[OTHER],
+                queue_id: MY_QUEUE,
             };
             assert!(!can_view(agent(), conv), "{state}");
             assert!(can_view(supervisor(), conv), "{state}");
@@ -225,12 +248,14 @@ mod tests {
                 state,
                 owner: Some(ME),
                 present: &[ME],
+                queue_id: MY_QUEUE,
             };
             assert!(can_view(agent(), owned), "{state}");
             let consulting = Exposure {
                 state,
                 owner: Some(OTHER),
                 present: &[OTHER, ME],
+                queue_id: MY_QUEUE,
             };
             assert!(can_view(agent(), consulting), "{state}");
         }
@@ -244,6 +269,7 @@ mod tests {
             state: State::Closed,
             owner: None,
             present: &[],
+            queue_id: MY_QUEUE,
         };
         assert!(!can_view(agent(), conv));
         assert!(can_view(supervisor(), conv));
@@ -256,16 +282,19 @@ mod tests {
                 state,
                 owner: Some(ME),
                 present: &[ME],
+                queue_id: MY_QUEUE,
             };
             let consulting = Exposure {
                 state,
                 owner: Some(OTHER),
                 present: &[OTHER, ME],
+                queue_id: MY_QUEUE,
             };
             let elsewhere = Exposure {
                 state,
                 owner: Some(OTHER),
                 present: &[OTHER],
+                queue_id: MY_QUEUE,
             };
             let handling = state != State::Closed;
             assert_eq!(handles_now(agent(), owned), handling, "{state}");
@@ -280,11 +309,13 @@ mod tests {
             state: State::Closed,
             owner: Some(OTHER),
             present: &[OTHER],
+            queue_id: MY_QUEUE,
         };
         let mine_now = Exposure {
             state: State::Active,
             owner: Some(ME),
             present: &[ME],
+            queue_id: MY_QUEUE,
         };
         // Handling the contact's current conversation opens its earlier ones, read only.
         assert!(!can_view(agent(), earlier));
@@ -296,6 +327,7 @@ mod tests {
                 state,
                 owner: Some(OTHER),
                 present: &[OTHER, ME],
+                queue_id: MY_QUEUE,
             };
             assert!(can_read(agent(), earlier, [earlier, consulting]), "{state}");
         }
@@ -304,6 +336,7 @@ mod tests {
             state: State::Waiting,
             owner: Some(OTHER),
             present: &[OTHER],
+            queue_id: MY_QUEUE,
         };
         assert!(!can_read(
             agent(),
@@ -318,11 +351,13 @@ mod tests {
             state: State::Active,
             owner: Some(OTHER),
             present: &[OTHER],
+            queue_id: MY_QUEUE,
         };
         let mine_closed = Exposure {
             state: State::Closed,
             owner: Some(ME),
             present: &[ME],
+            queue_id: MY_QUEUE,
         };
         assert!(!can_read(agent(), theirs_now, [theirs_now, mine_closed]));
         assert!(!can_read_contact(agent(), [theirs_now, mine_closed]));
@@ -336,6 +371,7 @@ mod tests {
             state: State::Open,
             owner: None,
             present: &[],
+            queue_id: MY_QUEUE,
         };
         assert!(can_read(agent(), waiting, []));
     }

@@ -1,7 +1,7 @@
 //! Pure conversation rules: the lifecycle state machine, who may see and act on a
-//! conversation, who may take it out of its owner's hands, what a logout returns to its
-//! queue, and the lookup keys of tenant-defined names. Nothing here knows about gRPC or
-//! SQL. Card-number masking is shared by every service and lives in
+//! conversation, which tenant a call reaches, who may take it out of its owner's hands, what
+//! a logout returns to its queue, and the lookup keys of tenant-defined names. Nothing here
+//! knows about gRPC or SQL. Card-number masking is shared by every service and lives in
 //! `switchboard_server_kit::masking`.
 
 pub mod access;
@@ -11,4 +11,5 @@ pub mod logout;
 pub mod reopen;
 pub mod state;
 pub mod supervision;
+pub mod tenancy;
 pub mod transfer;

@@ -38,8 +38,10 @@ pub struct ConversationQuery {
     /// The caller.
     pub viewer_id: String,
     /// Whether the caller sees every conversation of the tenant; otherwise only OPEN
-    /// unassigned ones, owned ones and those the caller is present in.
+    /// unassigned ones of `viewer_queues`, owned ones and those the caller is present in.
     pub sees_all: bool,
+    /// The queues whose OPEN unassigned conversations a caller who does not see all sees.
+    pub viewer_queues: Vec<String>,
     /// Only these `Conversation.State` numbers; empty for all.
     pub states: Vec<i32>,
     /// Only this queue.
@@ -308,10 +310,21 @@ impl Store {
             ));
         }
         if !query.sees_all {
+            let waiting = if query.viewer_queues.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                let first = binds.len() + 1;
+                binds.extend(query.viewer_queues.iter().cloned().map(Bind::Text));
+                format!(
+                    "c.queue_id IN ({})",
+                    placeholders(first, query.viewer_queues.len())
+                )
+            };
             binds.push(Bind::Text(query.viewer_id.clone()));
             let v = binds.len();
             sql.push_str(&format!(
-                " AND ((c.state = {open} AND c.owner_agent_id = '') OR c.owner_agent_id = ${v} \
+                " AND ((c.state = {open} AND c.owner_agent_id = '' AND {waiting}) \
+                 OR c.owner_agent_id = ${v} \
                  OR EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = c.id \
                  AND p.user_id = ${v} AND p.leave_time IS NULL))",
                 open = State::Open.code()

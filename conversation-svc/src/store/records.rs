@@ -160,6 +160,7 @@ impl Conversation {
                 state: self.state,
                 owner: self.owner(),
                 present: &present,
+                queue_id: &self.queue_id,
             },
         )
     }

@@ -3,7 +3,8 @@
 //!
 //! The listener's identity layer has already verified a signed identity; each call then
 //! checks that it is a service's. The tenant comes in the request body, and users of any
-//! other tenant are left out of the answer, never reported as such.
+//! other tenant are left out of the answer, never reported as such; likewise a tenant the
+//! directory does not know has no ancestors, exactly like a top-level tenant.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,8 @@ use crate::error::GatewayError;
 use crate::store::Directory;
 
 const GET_USERS: &str = "/switchboard.directory.internal.v1.DirectoryInternalService/GetUsers";
+const GET_TENANT_ANCESTRY: &str =
+    "/switchboard.directory.internal.v1.DirectoryInternalService/GetTenantAncestry";
 
 /// Most user ids one GetUsers call may ask for, as the contract states.
 pub const MAX_USER_IDS: usize = 500;
@@ -71,6 +74,26 @@ impl DirectoryInternalService for DirectoryInternalApi {
         );
         Ok(Response::new(ipb::GetUsersResponse {
             users: users.into_iter().map(convert::user_info).collect(),
+        }))
+    }
+
+    async fn get_tenant_ancestry(
+        &self,
+        request: Request<ipb::GetTenantAncestryRequest>,
+    ) -> Result<Response<ipb::GetTenantAncestryResponse>, Status> {
+        let identity = identity_of(&request)?;
+        authz::authorize_service(GET_TENANT_ANCESTRY, &identity).map_err(GatewayError::Denied)?;
+        let tenant_id = parse_uuid("tenant_id", &request.get_ref().tenant_id)?.to_string();
+        // Read afresh: callers keep answers for as long as they see fit.
+        let ancestors = self.directory.tenant_ancestry(&tenant_id).await?;
+        debug!(
+            caller = %identity.principal_id,
+            tenant_id = %tenant_id,
+            depth = ancestors.len(),
+            "tenant ancestry looked up"
+        );
+        Ok(Response::new(ipb::GetTenantAncestryResponse {
+            ancestor_tenant_ids: ancestors,
         }))
     }
 }

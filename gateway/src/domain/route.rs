@@ -118,6 +118,7 @@ mod tests {
             "/switchboard.routing.internal.v1.RoutingInternalService/ReserveCapacity",
             "/switchboard.conversation.internal.v1.ConversationInternalService/Subscribe",
             "/switchboard.directory.internal.v1.DirectoryInternalService/GetUsers",
+            "/switchboard.directory.internal.v1.DirectoryInternalService/GetTenantAncestry",
             "/switchboard.routing.v1.internal.X/Y",
             "/switchboard.routing.v1.AgentService/",
             "/switchboard.routing.v1.AgentService/A/B",

@@ -60,6 +60,21 @@ async fn queue_accepting(
 }
 
 impl InternalApi {
+    async fn get_agent_queues_impl(
+        &self,
+        request: Request<ipb::GetAgentQueuesRequest>,
+    ) -> Result<ipb::GetAgentQueuesResponse> {
+        authorize(&request, "RoutingInternalService/GetAgentQueues")?;
+        let req = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &req.tenant_id)?;
+        let agent_id = parse_id("agent_id", &req.agent_id)?;
+        let mut conn = self.context.store.conn().await?;
+        let agent = catalog::get_agent(&mut conn, &tenant_id, &agent_id).await?;
+        Ok(ipb::GetAgentQueuesResponse {
+            queue_ids: agent.map(|a| a.queue_ids).unwrap_or_default(),
+        })
+    }
+
     async fn check_queue_impl(
         &self,
         request: Request<ipb::CheckQueueRequest>,
@@ -426,5 +441,12 @@ impl RoutingInternalService for InternalApi {
         request: Request<ipb::SubscribeRequest>,
     ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
         respond(self.subscribe_impl(request))
+    }
+
+    async fn get_agent_queues(
+        &self,
+        request: Request<ipb::GetAgentQueuesRequest>,
+    ) -> std::result::Result<Response<ipb::GetAgentQueuesResponse>, Status> {
+        respond(self.get_agent_queues_impl(request).await)
     }
 }

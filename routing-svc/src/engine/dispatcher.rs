@@ -382,7 +382,8 @@ impl Dispatcher {
     }
 
     /// Attempts every entry due at `now` (a clock the caller chooses), a batch at a time,
-    /// and returns the outcomes; then recounts the pending entries.
+    /// including those that become due as the entries before them settle, and returns the
+    /// outcomes; then recounts the pending entries.
     pub async fn dispatch_due(&self, now: i64) -> Result<Vec<Attempt>> {
         let mut attempts = Vec::new();
         loop {
@@ -397,7 +398,10 @@ impl Dispatcher {
             let mut tx = self.store.begin().await?;
             let claimed = outbox::claim(&mut tx, now, lease_until, BATCH).await?;
             tx.commit().await?;
-            let full = claimed.len() as i64 == BATCH;
+            if claimed.is_empty() {
+                // What is due is leased by another replica or waits behind a leased entry.
+                break;
+            }
             let results: Vec<(OutboxEntry, CallResult)> = futures::stream::iter(claimed)
                 .map(|claimed| async move {
                     let result = self.call(&claimed.entry).await;
@@ -420,9 +424,8 @@ impl Dispatcher {
             tx.commit().await?;
             self.after_commit(&recorded, at);
             attempts.extend(recorded.into_iter().map(|r| r.attempt));
-            if !full {
-                break;
-            }
+            // Another round at once: a conversation's next entry became due only now that
+            // the one before it is settled, and must not wait for the next tick.
         }
         let pending = {
             let mut conn = self.store.conn().await?;

@@ -377,7 +377,10 @@ impl ConversationApi {
         request: Request<pb::InviteParticipantRequest>,
     ) -> Result<pb::InviteParticipantResponse> {
         const METHOD: &str = "ConversationService/InviteParticipant";
-        let identity = authorized(&request, &USER_ROLES, "inviting an agent")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "inviting an agent")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let ask = InviteAsk::new(&req)?;
@@ -493,7 +496,14 @@ impl ConversationApi {
         request: Request<pb::CancelInvitationRequest>,
     ) -> Result<pb::CancelInvitationResponse> {
         const METHOD: &str = "ConversationService/CancelInvitation";
-        let identity = authorized(&request, &USER_ROLES, "cancelling an invitation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "cancelling an invitation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -551,7 +561,10 @@ impl ConversationApi {
         request: Request<pb::EndConferenceRequest>,
     ) -> Result<pb::EndConferenceResponse> {
         const METHOD: &str = "ConversationService/EndConference";
-        let identity = authorized(&request, &USER_ROLES, "ending a conference")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "ending a conference")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;

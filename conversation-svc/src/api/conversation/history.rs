@@ -22,6 +22,7 @@ fn exposure<'a>(conv: &'a Conversation, present: &'a [&'a str]) -> Exposure<'a> 
         state: conv.state,
         owner: conv.owner(),
         present,
+        queue_id: &conv.queue_id,
     }
 }
 
@@ -48,7 +49,7 @@ impl ConversationApi {
     /// history). Actions keep using what the caller sees.
     pub(super) async fn readable(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         conversation_id: &str,
     ) -> Result<Conversation> {
         let not_found = || Error::conversation_not_found(conversation_id);
@@ -77,7 +78,7 @@ impl ConversationApi {
 
     /// The contact `contact_id` if the caller may read it and its history, else NOT_FOUND
     /// (a contact of another tenant, or one the agent does not handle now, looks missing).
-    async fn readable_contact(&self, identity: &Identity, contact_id: &str) -> Result<Contact> {
+    async fn readable_contact(&self, identity: &Caller, contact_id: &str) -> Result<Contact> {
         let not_found = || Error::NotFound(format!("contact {contact_id} not found"));
         let contact = self
             .ctx
@@ -102,10 +103,13 @@ impl ConversationApi {
         &self,
         request: Request<pb::GetContactRequest>,
     ) -> Result<pb::GetContactResponse> {
-        let identity = authorized(&request, &USER_ROLES, "reading a contact")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "reading a contact")?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("contact_id", &req.contact_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let contact = self.readable_contact(&identity, &id).await?;
         Ok(pb::GetContactResponse {
             contact: Some(convert::contact(&contact, true)),
@@ -116,11 +120,18 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListContactHistoryRequest>,
     ) -> Result<pb::ListContactHistoryResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading contact history")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &READER_ROLES,
+                "reading contact history",
+            )?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("contact_id", &req.contact_id)?;
         let view = view_field(req.view, pb::ConversationView::Basic)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let before = token::decode_time_id(&req.page_token)?;
         self.readable_contact(&identity, &id).await?;

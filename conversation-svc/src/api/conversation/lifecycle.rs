@@ -8,11 +8,14 @@ impl ConversationApi {
         request: Request<pb::CreateConversationRequest>,
     ) -> Result<pb::CreateConversationResponse> {
         const METHOD: &str = "ConversationService/CreateConversation";
-        let identity = authorized(
-            &request,
-            &[Role::Bot, Role::Administrator],
-            "creating a conversation",
-        )?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &[Role::Bot, Role::Administrator],
+                "creating a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         // A retry is answered before routing-svc is asked about the queue again.
@@ -159,7 +162,14 @@ impl ConversationApi {
         request: Request<pb::SetWaitingRequest>,
     ) -> Result<pb::SetWaitingResponse> {
         const METHOD: &str = "ConversationService/SetWaiting";
-        let identity = authorized(&request, &USER_ROLES, "putting a conversation on hold")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "putting a conversation on hold",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -190,7 +200,14 @@ impl ConversationApi {
         request: Request<pb::ResumeConversationRequest>,
     ) -> Result<pb::ResumeConversationResponse> {
         const METHOD: &str = "ConversationService/ResumeConversation";
-        let identity = authorized(&request, &USER_ROLES, "resuming a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "resuming a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -220,7 +237,10 @@ impl ConversationApi {
         request: Request<pb::EndConversationRequest>,
     ) -> Result<pb::EndConversationResponse> {
         const METHOD: &str = "ConversationService/EndConversation";
-        let identity = authorized(&request, &USER_ROLES, "ending a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "ending a conversation")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -269,7 +289,10 @@ impl ConversationApi {
         request: Request<pb::SubmitWrapUpRequest>,
     ) -> Result<pb::SubmitWrapUpResponse> {
         const METHOD: &str = "ConversationService/SubmitWrapUp";
-        let identity = authorized(&request, &USER_ROLES, "submitting wrap-up")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "submitting wrap-up")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;

@@ -9,7 +9,7 @@ impl ConversationApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<pb::SendMessageResponse> {
         const METHOD: &str = "ConversationService/SendMessage";
-        let identity = caller(&request)?;
+        let identity = self.ctx.caller(caller(&request)?).await?;
         let req = request.into_inner();
         let sender = pb::SenderKind::try_from(req.sender).unwrap_or(pb::SenderKind::Unspecified);
         let as_customer_side = identity.has_role(Role::Bot)
@@ -100,10 +100,13 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<pb::ListMessagesResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading messages")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &READER_ROLES, "reading messages")?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.readable(&identity, &id).await?;
@@ -127,10 +130,17 @@ impl ConversationApi {
         use pb::stream_conversation_request::Start;
         use pb::stream_conversation_response::Update;
 
-        let identity = authorized(&request, &READER_ROLES, "streaming a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &READER_ROLES,
+                "streaming a conversation",
+            )?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let conv = self.visible(&identity, &id).await?;
         let mut cursor = match req.start {
             None => conv.last_event_sequence,

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{
-    Begun, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid, own_tenant,
+    Begun, Caller, READER_ROLES, Shared, authorized, caller, convert, next_page, optional_uuid,
     page_size, request_id, require_any, text_field, token, uuid_field, view_field, viewer,
 };
 use crate::domain::access::{ParticipantRole, check_customer_message, check_user_message};
@@ -117,7 +117,7 @@ pub(super) fn queue_error(queue_id: &str, status: Status) -> Error {
 /// Loads a conversation the caller can see, locked for the transaction.
 pub(super) async fn load_visible(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     conversation_id: &str,
 ) -> Result<Conversation> {
     m.conversation_for_update(&identity.tenant_id, conversation_id)
@@ -130,7 +130,7 @@ pub(super) async fn load_visible(
 /// for changes whose answer does not show them.
 pub(super) async fn load_visible_basic(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     conversation_id: &str,
 ) -> Result<Conversation> {
     m.conversation_basic_for_update(&identity.tenant_id, conversation_id)
@@ -143,7 +143,7 @@ pub(super) async fn load_visible_basic(
 /// returns it with the state the action leads to.
 async fn load_for_owner(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     conversation_id: &str,
     action: Action,
 ) -> Result<(Conversation, State)> {
@@ -190,7 +190,7 @@ pub(super) async fn save_state(
 /// conversation's `update_time` is the time of the change.
 async fn owner_transition(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     conversation_id: &str,
     action: Action,
     kind: pb::EventType,

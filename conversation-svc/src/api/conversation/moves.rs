@@ -209,12 +209,25 @@ impl ConversationApi {
         request: Request<pb::UnassignConversationRequest>,
     ) -> Result<pb::UnassignConversationResponse> {
         const METHOD: &str = "ConversationService/UnassignConversation";
-        let identity = authorized(&request, &USER_ROLES, "unassigning a conversation")?;
+        let caller = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "unassigning a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
-        let mut tx = match self.ctx.begin_mutation(&identity, METHOD, &rid).await? {
+        // A retry is answered as the first time, before the directory is asked again.
+        if let Some(response) = self.ctx.replay(&caller, METHOD, &rid).await? {
+            return Ok(response);
+        }
+        // A user of a parent tenant acts in the child tenant it names; its request_id stays
+        // recorded under its own tenant and principal, wherever it acts.
+        let identity = self.ctx.acting_in(caller.clone(), &req.tenant_id).await?;
+        let mut tx = match self.ctx.begin_mutation(&caller, METHOD, &rid).await? {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
@@ -235,8 +248,10 @@ impl ConversationApi {
         tx.commit(&response).await?;
         info!(
             conversation_id = %id,
+            tenant_id = %conv.tenant_id,
             agent_id = %owner,
             by = %identity.principal_id,
+            by_tenant = %caller.tenant_id,
             "conversation unassigned"
         );
         Ok(response)
@@ -247,7 +262,10 @@ impl ConversationApi {
         request: Request<pb::MoveConversationToQueueRequest>,
     ) -> Result<pb::MoveConversationToQueueResponse> {
         const METHOD: &str = "ConversationService/MoveConversationToQueue";
-        let identity = authorized(&request, &USER_ROLES, "moving a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "moving a conversation")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -327,7 +345,14 @@ impl ConversationApi {
         request: Request<pb::EscalateConversationRequest>,
     ) -> Result<pb::EscalateConversationResponse> {
         const METHOD: &str = "ConversationService/EscalateConversation";
-        let identity = authorized(&request, &USER_ROLES, "escalating a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "escalating a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;
@@ -376,7 +401,10 @@ impl ConversationApi {
         request: Request<pb::LeaveConversationRequest>,
     ) -> Result<pb::LeaveConversationResponse> {
         const METHOD: &str = "ConversationService/LeaveConversation";
-        let identity = authorized(&request, &USER_ROLES, "leaving a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &USER_ROLES, "leaving a conversation")?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;

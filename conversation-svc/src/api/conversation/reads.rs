@@ -6,7 +6,7 @@ impl ConversationApi {
     /// A conversation the caller may read, or NOT_FOUND.
     pub(super) async fn visible(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         conversation_id: &str,
     ) -> Result<Conversation> {
         self.ctx
@@ -21,11 +21,18 @@ impl ConversationApi {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<pb::GetConversationResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading conversations")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &READER_ROLES,
+                "reading conversations",
+            )?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
         let view = view_field(req.view, pb::ConversationView::Full)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let conv = self.readable(&identity, &id).await?;
         Ok(pb::GetConversationResponse {
             conversation: Some(convert::conversation(&conv, view)),
@@ -36,10 +43,17 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<pb::ListConversationsResponse> {
-        let identity = authorized(&request, &READER_ROLES, "listing conversations")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &READER_ROLES,
+                "listing conversations",
+            )?)
+            .await?;
         let req = request.get_ref();
         let view = view_field(req.view, pb::ConversationView::Basic)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         if req.states.len() > MAX_STATE_FILTER {
             return Err(Error::invalid(
                 "states",
@@ -61,6 +75,7 @@ impl ConversationApi {
             tenant_id: identity.tenant_id.clone(),
             viewer_id: identity.principal_id.clone(),
             sees_all: viewer(&identity).sees_all,
+            viewer_queues: viewer(&identity).queues.to_vec(),
             states,
             queue_id: optional_uuid("queue_id", &req.queue_id)?,
             owner_agent_id: optional_uuid("owner_agent_id", &req.owner_agent_id)?,
@@ -85,10 +100,13 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListSegmentsRequest>,
     ) -> Result<pb::ListSegmentsResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading segments")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &READER_ROLES, "reading segments")?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;
@@ -105,10 +123,17 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListConversationEventsRequest>,
     ) -> Result<pb::ListConversationEventsResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading conversation events")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &READER_ROLES,
+                "reading conversation events",
+            )?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.visible(&identity, &id).await?;

@@ -60,7 +60,7 @@ fn last_queue_error(conv: &Conversation, status: Status) -> Error {
 /// has none).
 async fn newest_follow_up(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     mut conv: Conversation,
 ) -> Result<Conversation> {
     for _ in 0..MAX_FOLLOW_UPS {
@@ -137,7 +137,7 @@ impl ConversationApi {
     /// last queue is checked with routing-svc before anything is written.
     pub(super) async fn customer_writes_after_close(
         &self,
-        identity: &Identity,
+        identity: &Caller,
         method: &str,
         rid: &super::super::RequestId,
         conversation_id: &str,

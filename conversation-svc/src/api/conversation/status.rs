@@ -8,7 +8,14 @@ impl ConversationApi {
         request: Request<pb::SetConversationStatusRequest>,
     ) -> Result<pb::SetConversationStatusResponse> {
         const METHOD: &str = "ConversationService/SetConversationStatus";
-        let identity = authorized(&request, &USER_ROLES, "setting a conversation's status")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "setting a conversation's status",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let id = uuid_field("conversation_id", &req.conversation_id)?;

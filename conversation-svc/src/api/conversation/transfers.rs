@@ -74,7 +74,7 @@ impl TransferAsk {
 /// written before it answers.
 pub(in crate::api) async fn checked_target(
     ctx: &super::super::Context,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
 ) -> Result<(Conversation, switchboard_proto::routing::v1::Queue)> {
     let current = ctx
@@ -231,7 +231,7 @@ pub(in crate::api) async fn offer_transfer(
 /// the sender keeps the conversation meanwhile.
 pub(in crate::api) async fn transfer_to_agent(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
     agent_id: &str,
     queue: &switchboard_proto::routing::v1::Queue,
@@ -325,7 +325,7 @@ pub(in crate::api) async fn withdraw_pending(
 /// the owner may ask unless `by_supervisor`.
 pub(in crate::api) async fn transfer_to_queue(
     m: &mut Mutation,
-    identity: &Identity,
+    identity: &Caller,
     ask: &TransferAsk,
     queue: switchboard_proto::routing::v1::Queue,
     by_supervisor: bool,
@@ -400,7 +400,7 @@ pub(in crate::api) async fn transfer_to_queue(
 /// first; should the transfer then not be recorded, the offer is withdrawn again.
 pub(in crate::api) async fn run_transfer<R: prost::Message + Default>(
     ctx: &super::super::Context,
-    identity: &Identity,
+    identity: &Caller,
     method: &'static str,
     rid: &super::super::RequestId,
     ask: TransferAsk,
@@ -488,7 +488,14 @@ impl ConversationApi {
         request: Request<pb::TransferConversationRequest>,
     ) -> Result<pb::TransferConversationResponse> {
         const METHOD: &str = "ConversationService/TransferConversation";
-        let identity = authorized(&request, &USER_ROLES, "transferring a conversation")?;
+        let identity = self
+            .ctx
+            .caller(authorized(
+                &request,
+                &USER_ROLES,
+                "transferring a conversation",
+            )?)
+            .await?;
         let req = request.into_inner();
         let rid = request_id(&req.request_id, &req)?;
         let ask = TransferAsk::new(
@@ -510,10 +517,13 @@ impl ConversationApi {
         &self,
         request: Request<pb::ListTransfersRequest>,
     ) -> Result<pb::ListTransfersResponse> {
-        let identity = authorized(&request, &READER_ROLES, "reading transfers")?;
+        let identity = self
+            .ctx
+            .caller(authorized(&request, &READER_ROLES, "reading transfers")?)
+            .await?;
         let req = request.get_ref();
         let id = uuid_field("conversation_id", &req.conversation_id)?;
-        own_tenant(&identity, &req.tenant_id)?;
+        let identity = self.ctx.acting_in(identity, &req.tenant_id).await?;
         let limit = page_size(req.page_size)?;
         let after = token::decode_int(&req.page_token)?;
         self.ctx
