@@ -3744,6 +3744,10 @@ async fn commands_go_as_soon_as_routing_is_back(db: support::TestDb) {
     let created = h.create().await;
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
     outbox_settled(&h).await;
+    // The agent has been at work: conversation-svc knows the queues it serves.
+    h.get(&h.agent1, &created.id)
+        .await
+        .expect("the owner reads its conversation");
     h.stop_routing().await;
     // Unassigning asks routing-svc nothing at once: its release and requeue wait for it.
     h.conversations(&h.agent1)
