@@ -11,7 +11,7 @@ use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
     WAIT, agent_state, events, messages, offer_stream, pending_offer, set_presence, take,
-    wait_for_capacity, wait_for_state, wait_for_waiting,
+    wait_for_capacity, wait_for_state, wait_for_waiting, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, eventually, rid};
 use tokio_stream::StreamExt;
@@ -27,44 +27,6 @@ async fn started(backend: &Backend) -> Harness {
     Harness::start(backend)
         .await
         .unwrap_or_else(|e| panic!("{}: suite did not start: {e:#}", backend.name()))
-}
-
-/// A web-chat queue of the demo program with `settings`, served by the demo agents
-/// `handles` (besides the demo queue).
-async fn queue(h: &Harness, name: &str, settings: routing::Queue, handles: &[&str]) -> String {
-    let mut queues = h.queues("admin");
-    let queue = queues
-        .create_queue(routing::CreateQueueRequest {
-            request_id: rid(),
-            queue: Some(routing::Queue {
-                program_id: h.creds.program_id.clone(),
-                display_name: name.into(),
-                accepted_channels: vec![Channel::Webchat as i32],
-                ..settings
-            }),
-        })
-        .await
-        .expect("create queue")
-        .into_inner()
-        .queue
-        .expect("queue");
-    for handle in handles {
-        let user = h.creds.user(handle);
-        queues
-            .set_agent_profile(routing::SetAgentProfileRequest {
-                request_id: rid(),
-                agent_profile: Some(routing::AgentProfile {
-                    agent_id: user.id.clone(),
-                    display_name: user.display_name.clone(),
-                    capacity_profile_id: h.creds.capacity_profile_id.clone(),
-                    queue_ids: vec![h.creds.queue_id.clone(), queue.id.clone()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("the agent joins the queue");
-    }
-    queue.id
 }
 
 fn returning() -> routing::Queue {
@@ -131,7 +93,8 @@ async fn logging_out_returns_conversations_of_a_returning_queue(backend: &Backen
     let agent1 = h.creds.user("agent1").id.clone();
     let agent2 = h.creds.user("agent2").id.clone();
     let supervisor = h.creds.user("supervisor").id.clone();
-    let queue_id = queue(&h, "Returns on logout", returning(), &["agent1", "agent2"]).await;
+    let queue_id =
+        web_chat_queue(&h, "Returns on logout", returning(), &["agent1", "agent2"]).await;
     let chat = chat_in(&h, &queue_id, "logout-return").await;
     take(&h, "agent1", &chat.id).await;
     wait_for_capacity(&h, "agent1", 1).await;
@@ -190,7 +153,7 @@ async fn logging_out_returns_conversations_of_a_returning_queue(backend: &Backen
 async fn logging_out_leaves_kept_and_wrap_up_conversations_with_the_agent(backend: &Backend) {
     let h = started(backend).await;
     let agent1 = h.creds.user("agent1").id.clone();
-    let queue_id = queue(&h, "Returns on logout", returning(), &["agent1"]).await;
+    let queue_id = web_chat_queue(&h, "Returns on logout", returning(), &["agent1"]).await;
     // The demo queue keeps conversations on logout (the default).
     let kept = chat_in(&h, &h.creds.queue_id, "logout-kept").await;
     take(&h, "agent1", &kept.id).await;
@@ -267,7 +230,7 @@ async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(bac
         offer_waiting_on_login: Some(false),
         ..Default::default()
     };
-    let queue_id = queue(&h, "Fresh work only", holding, &["agent1"]).await;
+    let queue_id = web_chat_queue(&h, "Fresh work only", holding, &["agent1"]).await;
     let before = chat_in(&h, &queue_id, "login-before").await;
     wait_for_waiting(&h, &queue_id, 1).await;
 
@@ -334,7 +297,7 @@ async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(bac
 
 async fn by_default_the_backlog_is_offered_on_login(backend: &Backend) {
     let h = started(backend).await;
-    let queue_id = queue(
+    let queue_id = web_chat_queue(
         &h,
         "Backlog on login",
         routing::Queue::default(),
