@@ -2736,19 +2736,32 @@ async fn an_assignment_leased_by_a_crashed_replica_is_applied_by_another(
     fake_shutdown.trigger();
 }
 
-on_each_backend!(an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart);
-/// An offer accepted by a process that crashed before its first attempt is applied by the
-/// restarted process as soon as the short lease of the crashed one ends; an entry that
-/// waits out a long backoff is attempted as soon as a process starts. The dispatcher runs
-/// on a clock the test sets.
-async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart(
+/// A routing-svc that made an offer and stopped, leaving its database to a dispatcher the
+/// test drives on its own clock against a fake conversation-svc.
+struct Stopped {
+    log: Arc<Mutex<FakeLog>>,
+    fake_shutdown: ShutdownSignal,
+    store: routing_svc::store::Store,
+    registry: switchboard_server_kit::metrics::Metrics,
+    dispatcher: routing_svc::engine::dispatcher::Dispatcher,
+    tenant: String,
+    agent_id: String,
+    queue_id: String,
+    offer: pb::Offer,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts routing-svc against a fake conversation-svc answering in `mode`, has it offer a
+/// conversation to an Available agent, stops it, and opens its database with a dispatcher
+/// whose retries start at `retry_ms`.
+async fn stopped_after_an_offer(
+    mode: FakeMode,
     database_url: Option<&str>,
-) {
-    use routing_svc::engine::dispatcher::{self, Attempt, Dispatcher};
-    use routing_svc::store::{catalog, outbox, routing};
-    use switchboard_server_kit::db::now_micros;
+    retry_ms: u64,
+) -> Stopped {
+    use routing_svc::engine::dispatcher::{self, Dispatcher};
     use switchboard_server_kit::metrics::OutboxMetrics;
-    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(1)).await;
+    let (url, log, fake_shutdown) = start_fake(mode).await;
     let h = start(&url, database_url).await;
     let (queue_id, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
@@ -2759,7 +2772,7 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
         .await
         .unwrap();
     drop(offers);
-    // Only the restarted process's dispatcher is at work from here on.
+    // Only the test's dispatcher is at work from here on.
     let Harness {
         shutdown,
         server,
@@ -2774,7 +2787,6 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
     if let Some(directory) = directory {
         directory.stop().await;
     }
-
     let store = routing_svc::store::Store::open(&database_url)
         .await
         .unwrap();
@@ -2783,8 +2795,8 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
         let channel = signed_channel(&url, key(), Identity::service("routing-svc")).unwrap();
         let config = Config {
             conversation_timeout_ms: 2_000,
-            outbox_retry_initial_ms: 60_000,
-            outbox_retry_max_ms: 60_000,
+            outbox_retry_initial_ms: retry_ms,
+            outbox_retry_max_ms: retry_ms,
             ..Config::default()
         };
         let metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES).unwrap();
@@ -2796,6 +2808,43 @@ async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_res
             metrics,
         )
     };
+    Stopped {
+        log,
+        fake_shutdown,
+        store,
+        registry,
+        dispatcher,
+        tenant,
+        agent_id,
+        queue_id,
+        offer,
+        _dir,
+    }
+}
+
+on_each_backend!(an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart);
+/// An offer accepted by a process that crashed before its first attempt is applied by the
+/// restarted process as soon as the short lease of the crashed one ends; an entry that
+/// waits out a long backoff is attempted as soon as a process starts. The dispatcher runs
+/// on a clock the test sets.
+async fn an_assignment_left_by_a_crashed_process_is_applied_promptly_after_a_restart(
+    database_url: Option<&str>,
+) {
+    use routing_svc::engine::dispatcher::Attempt;
+    use routing_svc::store::{catalog, outbox, routing};
+    use switchboard_server_kit::db::now_micros;
+    let Stopped {
+        log,
+        fake_shutdown,
+        store,
+        registry,
+        dispatcher,
+        tenant,
+        agent_id,
+        offer,
+        _dir,
+        ..
+    } = stopped_after_an_offer(FakeMode::UnavailableFirst(1), database_url, 60_000).await;
     let lease = i64::try_from(dispatcher.lease().as_micros()).unwrap();
     assert!(
         lease <= 5_000_000,
@@ -2871,55 +2920,21 @@ on_each_backend!(a_conversations_next_entry_is_sent_in_the_same_pass);
 /// before it is settled, in the same pass: not at the next tick. The dispatcher runs on a
 /// clock the test sets, so only a pass it is asked for sends anything.
 async fn a_conversations_next_entry_is_sent_in_the_same_pass(database_url: Option<&str>) {
-    use routing_svc::engine::dispatcher::{self, Attempt, Dispatcher};
+    use routing_svc::engine::dispatcher::Attempt;
     use routing_svc::store::{catalog, outbox, routing};
     use switchboard_server_kit::db::now_micros;
-    use switchboard_server_kit::metrics::OutboxMetrics;
-    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
-    let h = start(&url, database_url).await;
-    let (queue_id, profile_id) = h
-        .setup(Duration::from_secs(30), pb::AssignmentMethod::LongestIdle)
-        .await;
-    let (agent_id, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
-    h.enqueue(&queue_id, &new_id()).await.unwrap();
-    let offer = next_offer(&mut offers, Duration::from_secs(5))
-        .await
-        .unwrap();
-    drop(offers);
-    let Harness {
-        shutdown,
-        server,
-        directory,
-        database_url,
-        _dir,
+    let Stopped {
+        log,
+        fake_shutdown,
+        store,
+        dispatcher,
         tenant,
+        agent_id,
+        queue_id,
+        offer,
+        _dir,
         ..
-    } = h;
-    shutdown.trigger();
-    server.await.unwrap().unwrap();
-    if let Some(directory) = directory {
-        directory.stop().await;
-    }
-
-    let store = routing_svc::store::Store::open(&database_url)
-        .await
-        .unwrap();
-    let registry = switchboard_server_kit::metrics::Metrics::new("routing-svc");
-    let dispatcher = {
-        let channel = signed_channel(&url, key(), Identity::service("routing-svc")).unwrap();
-        let config = Config {
-            conversation_timeout_ms: 2_000,
-            ..Config::default()
-        };
-        let metrics = OutboxMetrics::register(registry.registry(), &dispatcher::SERIES).unwrap();
-        Dispatcher::new(
-            store.clone(),
-            channel,
-            &config,
-            Arc::new(tokio::sync::Notify::new()),
-            metrics,
-        )
-    };
+    } = stopped_after_an_offer(FakeMode::UnavailableFirst(0), database_url, 500).await;
     // The agent accepts, then logs out of a returning queue before the assignment is
     // applied: two entries of one conversation, the second behind the first.
     let now = now_micros();

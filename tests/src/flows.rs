@@ -383,36 +383,6 @@ pub async fn pending_offer(
     .unwrap_or_else(|_| panic!("an offer of {conversation_id}"))
 }
 
-/// A web-chat queue of the demo program with `settings`, served by the demo agents
-/// `handles` (besides the demo queue); returns its id.
-pub async fn queue_served_by(
-    h: &Harness,
-    name: &str,
-    settings: routing::Queue,
-    handles: &[&str],
-) -> String {
-    let mut queues = h.queues("admin");
-    let queue = queues
-        .create_queue(routing::CreateQueueRequest {
-            request_id: rid(),
-            queue: Some(routing::Queue {
-                program_id: h.creds.program_id.clone(),
-                display_name: name.into(),
-                accepted_channels: vec![Channel::Webchat as i32],
-                ..settings
-            }),
-        })
-        .await
-        .expect("create queue")
-        .into_inner()
-        .queue
-        .expect("queue");
-    for handle in handles {
-        serve_queues(h, handle, &[&h.creds.queue_id, &queue.id]).await;
-    }
-    queue.id
-}
-
 /// The transfer ledger of a conversation as the demo supervisor reads it.
 pub async fn ledger(h: &Harness, conversation_id: &str) -> Vec<conv::Transfer> {
     h.conversations("supervisor")
@@ -510,4 +480,34 @@ pub async fn serve_queues(h: &Harness, handle: &str, queue_ids: &[&str]) {
         })
         .await
         .unwrap_or_else(|e| panic!("{handle} serves {queue_ids:?}: {e}"));
+}
+
+/// A web-chat queue of the demo program with `settings`, created by the administrator and
+/// served by the demo agents `handles` besides the demo queue.
+pub async fn web_chat_queue(
+    h: &Harness,
+    name: &str,
+    settings: routing::Queue,
+    handles: &[&str],
+) -> String {
+    let queue = h
+        .queues("admin")
+        .create_queue(routing::CreateQueueRequest {
+            request_id: rid(),
+            queue: Some(routing::Queue {
+                program_id: h.creds.program_id.clone(),
+                display_name: name.into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                ..settings
+            }),
+        })
+        .await
+        .expect("create queue")
+        .into_inner()
+        .queue
+        .expect("queue");
+    for handle in handles {
+        serve_queues(h, handle, &[&h.creds.queue_id, &queue.id]).await;
+    }
+    queue.id
 }

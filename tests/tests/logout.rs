@@ -9,8 +9,8 @@ use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
-    WAIT, agent_state, chat_in, events, messages, offer_stream, pending_offer, queue_served_by,
-    set_presence, take, wait_for_capacity, wait_for_state, wait_for_waiting,
+    WAIT, agent_state, chat_in, events, messages, offer_stream, pending_offer, set_presence, take,
+    wait_for_capacity, wait_for_state, wait_for_waiting, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, eventually, rid};
 use tokio_stream::StreamExt;
@@ -75,7 +75,7 @@ async fn logging_out_returns_conversations_of_a_returning_queue(backend: &Backen
     let agent2 = h.creds.user("agent2").id.clone();
     let supervisor = h.creds.user("supervisor").id.clone();
     let queue_id =
-        queue_served_by(&h, "Returns on logout", returning(), &["agent1", "agent2"]).await;
+        web_chat_queue(&h, "Returns on logout", returning(), &["agent1", "agent2"]).await;
     let chat = chat_in(&h, &queue_id, "logout-return").await;
     take(&h, "agent1", &chat.id).await;
     wait_for_capacity(&h, "agent1", 1).await;
@@ -134,7 +134,7 @@ async fn logging_out_returns_conversations_of_a_returning_queue(backend: &Backen
 async fn logging_out_leaves_kept_and_wrap_up_conversations_with_the_agent(backend: &Backend) {
     let h = started(backend).await;
     let agent1 = h.creds.user("agent1").id.clone();
-    let queue_id = queue_served_by(&h, "Returns on logout", returning(), &["agent1"]).await;
+    let queue_id = web_chat_queue(&h, "Returns on logout", returning(), &["agent1"]).await;
     // The demo queue keeps conversations on logout (the default).
     let kept = chat_in(&h, &h.creds.queue_id, "logout-kept").await;
     take(&h, "agent1", &kept.id).await;
@@ -211,7 +211,7 @@ async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(bac
         offer_waiting_on_login: Some(false),
         ..Default::default()
     };
-    let queue_id = queue_served_by(&h, "Fresh work only", holding, &["agent1"]).await;
+    let queue_id = web_chat_queue(&h, "Fresh work only", holding, &["agent1"]).await;
     let before = chat_in(&h, &queue_id, "login-before").await;
     wait_for_waiting(&h, &queue_id, 1).await;
 
@@ -278,7 +278,7 @@ async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(bac
 
 async fn by_default_the_backlog_is_offered_on_login(backend: &Backend) {
     let h = started(backend).await;
-    let queue_id = queue_served_by(
+    let queue_id = web_chat_queue(
         &h,
         "Backlog on login",
         routing::Queue::default(),

@@ -22,7 +22,6 @@
 
 use std::fmt::Write as _;
 
-use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::conversation::v1::conversation_config_service_client::ConversationConfigServiceClient;
@@ -30,7 +29,7 @@ use switchboard_proto::conversation::v1::participant::State as Standing;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
-    WAIT, agent_state, event_log_problem, offer_stream, set_presence, start_chat,
+    WAIT, agent_state, event_log_problem, offer_stream, set_presence, start_chat, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, rid};
 use tokio_stream::StreamExt;
@@ -131,38 +130,11 @@ async fn random_operations_keep_every_invariant(backend: &Backend) {
 /// A second web-chat queue of the demo program that returns conversations on logout, served
 /// by agent1 besides the demo queue.
 async fn second_queue(h: &Harness) -> String {
-    let mut queues = h.queues("admin");
-    let queue = queues
-        .create_queue(routing::CreateQueueRequest {
-            request_id: rid(),
-            queue: Some(routing::Queue {
-                program_id: h.creds.program_id.clone(),
-                display_name: "Model returns on logout".into(),
-                accepted_channels: vec![Channel::Webchat as i32],
-                logout_behavior: routing::LogoutBehavior::ReturnToQueue as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create queue")
-        .into_inner()
-        .queue
-        .expect("queue");
-    let user = h.creds.user("agent1");
-    queues
-        .set_agent_profile(routing::SetAgentProfileRequest {
-            request_id: rid(),
-            agent_profile: Some(routing::AgentProfile {
-                agent_id: user.id.clone(),
-                display_name: user.display_name.clone(),
-                capacity_profile_id: h.creds.capacity_profile_id.clone(),
-                queue_ids: vec![h.creds.queue_id.clone(), queue.id.clone()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("agent1 joins the second queue");
-    queue.id
+    let returning = routing::Queue {
+        logout_behavior: routing::LogoutBehavior::ReturnToQueue as i32,
+        ..Default::default()
+    };
+    web_chat_queue(h, "Model returns on logout", returning, &["agent1"]).await
 }
 
 /// Two status labels of the demo tenant.

@@ -21,8 +21,8 @@ use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
     WAIT, agent_state, chat_in, event_log_problem, events, ledger, offer_stream, pending_offer,
-    pending_offers, queue_served_by, set_presence, snapshot_offers, start_chat, take,
-    wait_for_capacity, wait_for_state,
+    pending_offers, set_presence, snapshot_offers, start_chat, take, wait_for_capacity,
+    wait_for_state, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, rid, settles};
 use tokio_stream::StreamExt;
@@ -411,7 +411,7 @@ async fn a_transfer_to_an_agent_ends_whole_across_a_routing_restart(backend: &Ba
 async fn a_transfer_to_a_queue_ends_whole_across_a_routing_restart(backend: &Backend) {
     let h = started(backend).await;
     let agent1 = id_of(&h, "agent1");
-    let billing = queue_served_by(&h, "Billing", routing::Queue::default(), &["agent2"]).await;
+    let billing = web_chat_queue(&h, "Billing", routing::Queue::default(), &["agent2"]).await;
     let chat = start_chat(&h, "outage-transfer-queue").await;
     take(&h, "agent1", &chat.id).await;
     wait_for_capacity(&h, "agent1", 1).await;
@@ -509,7 +509,7 @@ async fn a_move_to_another_queue_ends_whole_across_a_routing_restart(backend: &B
     let h = started(backend).await;
     let agent1 = id_of(&h, "agent1");
     let agent2 = id_of(&h, "agent2");
-    let billing = queue_served_by(&h, "Billing", routing::Queue::default(), &["agent2"]).await;
+    let billing = web_chat_queue(&h, "Billing", routing::Queue::default(), &["agent2"]).await;
     // One conversation agent1 owns, one offered to agent1 and not yet answered.
     let owned = start_chat(&h, "outage-move-owned").await;
     take(&h, "agent1", &owned.id).await;
@@ -657,7 +657,7 @@ async fn a_logout_ends_whole_across_a_routing_restart(backend: &Backend) {
         logout_behavior: routing::LogoutBehavior::ReturnToQueue as i32,
         ..Default::default()
     };
-    let queue_id = queue_served_by(&h, "Returns on logout", returning, &["agent1", "agent2"]).await;
+    let queue_id = web_chat_queue(&h, "Returns on logout", returning, &["agent1", "agent2"]).await;
     let chat = chat_in(&h, &queue_id, "outage-logout").await;
     take(&h, "agent1", &chat.id).await;
     wait_for_capacity(&h, "agent1", 1).await;
