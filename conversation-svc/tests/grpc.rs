@@ -654,6 +654,22 @@ impl Harness {
             .map(|r| r.into_inner().conversation.expect("conversation"))
     }
 
+    /// `identity` unassigns the conversation.
+    async fn unassign(
+        &self,
+        identity: &Identity,
+        conversation_id: &str,
+    ) -> Result<pb::Conversation, Status> {
+        self.conversations(identity)
+            .unassign_conversation(pb::UnassignConversationRequest {
+                request_id: id(),
+                conversation_id: conversation_id.to_owned(),
+                tenant_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().conversation.expect("conversation"))
+    }
+
     async fn list_ids(&self, identity: &Identity) -> Vec<String> {
         self.conversations(identity)
             .list_conversations(pb::ListConversationsRequest::default())
@@ -1890,14 +1906,7 @@ async fn a_conversations_next_command_does_not_wait_for_the_next_poll(db: suppor
     })
     .await;
     h.assign(&created.id, &h.agent1, &id()).await.unwrap();
-    h.conversations(&h.agent1)
-        .unassign_conversation(pb::UnassignConversationRequest {
-            request_id: id(),
-            conversation_id: created.id.clone(),
-            tenant_id: String::new(),
-        })
-        .await
-        .expect("unassign");
+    h.unassign(&h.agent1, &created.id).await.expect("unassign");
     eventually("the release and the enqueue that follows it", || async {
         (h.routing.released().len() == 1 && h.routing.enqueued().len() == 2).then_some(())
     })
@@ -3750,12 +3759,7 @@ async fn commands_go_as_soon_as_routing_is_back(db: support::TestDb) {
         .expect("the owner reads its conversation");
     h.stop_routing().await;
     // Unassigning asks routing-svc nothing at once: its release and requeue wait for it.
-    h.conversations(&h.agent1)
-        .unassign_conversation(pb::UnassignConversationRequest {
-            request_id: id(),
-            conversation_id: created.id.clone(),
-            tenant_id: String::new(),
-        })
+    h.unassign(&h.agent1, &created.id)
         .await
         .expect("the owner unassigns");
     let reader = switchboard_server_kit::Db::connect(&h._db.url)
