@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::error::{Error, Result};
 use crate::routing::Routing;
 
 /// How long an answer may still be used while routing-svc cannot be asked again: reads go
@@ -43,21 +42,22 @@ impl AgentQueues {
         }
     }
 
-    /// The queues `agent_id` of `tenant_id` serves. UNAVAILABLE when routing-svc cannot
-    /// answer and nothing recent is known.
-    pub async fn of(&self, tenant_id: &str, agent_id: &str) -> Result<Arc<[String]>> {
+    /// The queues `agent_id` of `tenant_id` serves. When routing-svc cannot answer and
+    /// nothing recent is known, none: the agent then sees only what it takes part in (never
+    /// more than it may) and keeps working on it while routing-svc is away.
+    pub async fn of(&self, tenant_id: &str, agent_id: &str) -> Arc<[String]> {
         let key = (tenant_id.to_owned(), agent_id.to_owned());
         let known = self.lock().get(&key).cloned();
         if let Some(known) = &known
             && known.asked.elapsed() < self.fresh_for
         {
-            return Ok(known.queues.clone());
+            return known.queues.clone();
         }
         match self.routing.agent_queues(tenant_id, agent_id).await {
             Ok(queues) => {
                 let queues: Arc<[String]> = queues.into();
                 self.remember(key, queues.clone());
-                Ok(queues)
+                queues
             }
             Err(status) => match known {
                 Some(known) if known.asked.elapsed() < STALE_LIMIT => {
@@ -66,12 +66,17 @@ impl AgentQueues {
                         error = %status.message(),
                         "routing-svc did not answer an agent's queues; using the last answer"
                     );
-                    Ok(known.queues)
+                    known.queues
                 }
-                _ => Err(Error::Unavailable(format!(
-                    "the queues of agent {agent_id} are not known: routing-svc: {}",
-                    status.message()
-                ))),
+                _ => {
+                    warn!(
+                        agent_id,
+                        error = %status.message(),
+                        "routing-svc did not answer an agent's queues; the agent sees only \
+                         what it takes part in"
+                    );
+                    Arc::from([])
+                }
             },
         }
     }
@@ -97,5 +102,20 @@ impl AgentQueues {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Known>> {
         // A panic while holding the lock leaves only a cache behind: keep using it.
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_server_kit::IdentityKey;
+
+    #[tokio::test]
+    async fn an_agent_whose_queues_cannot_be_asked_serves_none() {
+        // Nothing listens on the discard port: routing-svc is away.
+        let key = IdentityKey::new("a secret of enough length for the test").unwrap();
+        let routing = Routing::new("http://127.0.0.1:9", key, Duration::from_millis(200)).unwrap();
+        let queues = AgentQueues::new(routing, Duration::from_secs(5));
+        assert!(queues.of("tenant", "agent").await.is_empty());
     }
 }
