@@ -1303,17 +1303,20 @@ async fn bad_input_gets_the_documented_codes_and_changes_nothing(database_url: O
         .into_inner();
     assert_eq!((over.units, over.units_over_capacity), (1, 1));
 
-    // Contracted but not served yet.
-    let unimplemented = admin
-        .update_queue(pb::UpdateQueueRequest::default())
+    // An update without a mask names nothing to change.
+    let no_mask = admin
+        .update_queue(pb::UpdateQueueRequest {
+            request_id: new_id(),
+            queue: Some(pb::Queue {
+                id: queue_id.clone(),
+                ..Default::default()
+            }),
+            update_mask: None,
+        })
         .await
         .unwrap_err();
-    assert_eq!(unimplemented.code(), Code::Unimplemented);
-    assert_eq!(reason(&unimplemented), "NOT_IMPLEMENTED");
-    assert_eq!(
-        unimplemented.message(),
-        "QueueService/UpdateQueue is part of the API contract but not served yet"
-    );
+    assert_eq!(no_mask.code(), Code::InvalidArgument);
+    assert_eq!(no_mask.message(), "update_mask: is required");
 
     // Unsigned calls never reach the service.
     let mut unsigned = QueueServiceClient::connect(format!("http://{}", h.addr))
@@ -2966,5 +2969,74 @@ async fn a_conversations_next_entry_is_sent_in_the_same_pass(database_url: Optio
     assert_eq!(attempts[0], Attempt::Applied);
     assert_eq!(log.lock().unwrap().applied.len(), 1);
     store.close().await;
+    fake_shutdown.trigger();
+}
+
+on_each_backend!(a_queue_deleted_while_work_enters_it_never_keeps_that_work);
+/// DeleteQueue racing EnqueueConversation: either the delete is refused because the
+/// conversation waits there, or the enqueue finds the queue gone; never a conversation
+/// waiting in a queue that no longer exists.
+async fn a_queue_deleted_while_work_enters_it_never_keeps_that_work(database_url: Option<&str>) {
+    let (fake_addr, _, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&fake_addr, database_url).await;
+    let (first, _) = h
+        .setup(
+            Duration::from_secs(30),
+            pb::AssignmentMethod::MostAvailableCapacity,
+        )
+        .await;
+    let program_id = h
+        .admin()
+        .get_queue(pb::GetQueueRequest { queue_id: first })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap()
+        .program_id;
+    let mut outcomes = (0, 0);
+    for round in 0..20 {
+        let queue_id = h
+            .add_queue(
+                &program_id,
+                &format!("Seasonal {round}"),
+                &[Channel::Webchat],
+            )
+            .await;
+        let conversation_id = new_id();
+        let mut admin = h.admin();
+        let delete = admin.delete_queue(pb::DeleteQueueRequest {
+            request_id: new_id(),
+            queue_id: queue_id.clone(),
+        });
+        let (deleted, enqueued) = tokio::join!(delete, h.enqueue(&queue_id, &conversation_id));
+        let exists = h
+            .admin()
+            .get_queue(pb::GetQueueRequest {
+                queue_id: queue_id.clone(),
+            })
+            .await
+            .is_ok();
+        match (deleted, enqueued) {
+            (Ok(_), Err(status)) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                assert!(!exists);
+                outcomes.0 += 1;
+            }
+            (Err(status), Ok(_)) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(exists);
+                outcomes.1 += 1;
+            }
+            (deleted, enqueued) => {
+                panic!("round {round}: delete {deleted:?} and enqueue {enqueued:?}")
+            }
+        }
+    }
+    eprintln!(
+        "deleted first {} times, enqueued first {} times",
+        outcomes.0, outcomes.1
+    );
+    h.stop().await;
     fake_shutdown.trigger();
 }

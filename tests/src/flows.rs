@@ -511,3 +511,35 @@ pub async fn web_chat_queue(
     }
     queue.id
 }
+
+/// Waits until a routing decision of `conversation_id`, as the demo supervisor lists them,
+/// passed agent `agent_id` over for `reason`.
+pub async fn wait_for_pass(
+    h: &Harness,
+    conversation_id: &str,
+    agent_id: &str,
+    reason: routing::PassReason,
+) {
+    eventually(
+        &format!("a decision passing {agent_id} over for {reason:?}"),
+        WAIT,
+        || async {
+            let decisions = h
+                .queues("supervisor")
+                .list_routing_decisions(routing::ListRoutingDecisionsRequest {
+                    conversation_id: conversation_id.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .routing_decisions;
+            decisions
+                .iter()
+                .flat_map(|d| &d.candidates)
+                .any(|c| c.agent_id == agent_id && c.reason == reason as i32)
+                .then_some(())
+        },
+    )
+    .await;
+}

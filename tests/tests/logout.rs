@@ -10,9 +10,9 @@ use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
     WAIT, agent_state, chat_in, events, messages, offer_stream, pending_offer, set_presence, take,
-    wait_for_capacity, wait_for_state, wait_for_waiting, web_chat_queue,
+    wait_for_capacity, wait_for_pass, wait_for_state, wait_for_waiting, web_chat_queue,
 };
-use switchboard_tests::{Backend, Harness, eventually, rid};
+use switchboard_tests::{Backend, Harness, rid};
 use tokio_stream::StreamExt;
 
 switchboard_tests::on_each_backend!(
@@ -218,34 +218,11 @@ async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(bac
     // agent1 logs in: the conversation already waiting is passed over, with the reason.
     let mut offers = offer_stream(&h, "agent1").await;
     set_presence(&h, "agent1", routing::Presence::Available).await;
-    let queues = h.queues("supervisor");
-    eventually(
-        "a decision passing agent1 over for the earlier conversation",
-        WAIT,
-        || {
-            let mut queues = queues.clone();
-            let id = before.id.clone();
-            let agent1 = agent1.clone();
-            async move {
-                let decisions = queues
-                    .list_routing_decisions(routing::ListRoutingDecisionsRequest {
-                        conversation_id: id,
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .routing_decisions;
-                decisions
-                    .iter()
-                    .flat_map(|d| &d.candidates)
-                    .any(|c| {
-                        c.agent_id == agent1
-                            && c.reason == routing::PassReason::WaitingBeforeLogin as i32
-                    })
-                    .then_some(())
-            }
-        },
+    wait_for_pass(
+        &h,
+        &before.id,
+        &agent1,
+        routing::PassReason::WaitingBeforeLogin,
     )
     .await;
 

@@ -225,11 +225,6 @@ pub(crate) fn target_agent(identity: &Identity, agent_id: &str, rpc: &str) -> Re
     }
 }
 
-/// The answer of every RPC outside the served scope.
-pub(crate) fn not_implemented<T>(service: &'static str, rpc: &'static str) -> Result<T> {
-    Err(Error::NotImplemented { service, rpc })
-}
-
 /// Runs an RPC body and turns its error into a status, in one place.
 pub(crate) fn respond<T>(
     result: Result<T>,

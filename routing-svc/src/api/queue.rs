@@ -13,8 +13,8 @@ use tracing::info;
 
 use crate::api::{
     Begun, MAX_TEXT, RequestKey, begin_mutation, caller, caller_agent_id, caller_tenant,
-    checked_caller, commit_mutation, display_name, not_implemented, optional_id, parse_id,
-    require_any, required, respond,
+    checked_caller, commit_mutation, display_name, optional_id, parse_id, require_any, required,
+    respond,
 };
 use crate::convert::{self, duration_micros, timestamp_micros};
 use crate::domain::profile;
@@ -25,6 +25,7 @@ use crate::domain::{
 };
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
+use crate::store::Tx;
 use crate::store::catalog::{self, AgentProfileInput};
 use crate::store::page::{self, PageRequest};
 use crate::store::routing::{self, OfferFilter};
@@ -32,6 +33,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const CREATE_PROGRAM: &str = "/switchboard.routing.v1.QueueService/CreateProgram";
 const CREATE_QUEUE: &str = "/switchboard.routing.v1.QueueService/CreateQueue";
+const UPDATE_QUEUE: &str = "/switchboard.routing.v1.QueueService/UpdateQueue";
+const DELETE_QUEUE: &str = "/switchboard.routing.v1.QueueService/DeleteQueue";
 const CREATE_CAPACITY_PROFILE: &str = "/switchboard.routing.v1.QueueService/CreateCapacityProfile";
 const SET_AGENT_PROFILE: &str = "/switchboard.routing.v1.QueueService/SetAgentProfile";
 
@@ -47,6 +50,32 @@ const MAX_WRAP_UP_TIME_LIMIT: Duration = Duration::from_secs(86_400);
 const MAX_SKILL: usize = 100;
 /// Most skills a queue may require.
 const MAX_REQUIRED_SKILLS: usize = 20;
+/// Most paths one update mask may name.
+const MAX_MASK_PATHS: usize = 64;
+/// Queue settings UpdateQueue changes, as update_mask names them; `*` names them all.
+const UPDATABLE_QUEUE_FIELDS: &[&str] = &[
+    "display_name",
+    "accepted_channels",
+    "assignment_method",
+    "max_open_per_agent",
+    "offer_timeout",
+    "logout_behavior",
+    "offer_waiting_on_login",
+    "required_skills",
+    "priority",
+    "overflow_queue_id",
+    "overflow_after",
+    "transfer_fallback",
+    "wrap_up_time_limit",
+];
+/// Queue fields no update changes.
+const FIXED_QUEUE_FIELDS: &[&str] = &[
+    "id",
+    "tenant_id",
+    "program_id",
+    "create_time",
+    "update_time",
+];
 /// Most values in one ListOffers filter list.
 const MAX_FILTER_VALUES: usize = 10;
 /// Most queues one agent profile may name.
@@ -172,6 +201,148 @@ fn validate_queue(tenant_id: &str, input: &pb::Queue, now: i64) -> Result<Queue>
         create_time: now,
         update_time: now,
     })
+}
+
+/// The queue settings an update mask names, checked: snake_case or lowerCamelCase paths
+/// of [`UPDATABLE_QUEUE_FIELDS`], or `*` for all of them.
+fn queue_mask(mask: &prost_types::FieldMask) -> Result<Vec<&'static str>> {
+    const FIELD: &str = "update_mask";
+    if mask.paths.is_empty() {
+        return Err(Error::invalid(FIELD, "must name at least one field"));
+    }
+    if mask.paths.len() > MAX_MASK_PATHS {
+        return Err(Error::invalid(
+            FIELD,
+            format!("may name at most {MAX_MASK_PATHS} fields"),
+        ));
+    }
+    let mut fields: Vec<&'static str> = Vec::new();
+    for path in &mask.paths {
+        let snake = snake_case(path.trim());
+        if snake == "*" {
+            return Ok(UPDATABLE_QUEUE_FIELDS.to_vec());
+        }
+        if let Some(field) = UPDATABLE_QUEUE_FIELDS.iter().find(|f| **f == snake) {
+            if !fields.contains(field) {
+                fields.push(field);
+            }
+        } else if FIXED_QUEUE_FIELDS.contains(&snake.as_str()) {
+            return Err(Error::invalid(FIELD, format!("{snake} cannot be changed")));
+        } else {
+            let shown: String = mask_pans(path).chars().take(MAX_SKILL).collect();
+            return Err(Error::invalid(
+                FIELD,
+                format!(
+                    "\"{shown}\" is not a queue setting; use one of {}",
+                    UPDATABLE_QUEUE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+/// `lowerCamelCase` as `lower_camel_case`; snake_case is left as it is.
+fn snake_case(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for c in path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `current` with the settings named in `fields` taken from `input`.
+fn merge_queue(mut current: pb::Queue, input: pb::Queue, fields: &[&str]) -> pb::Queue {
+    for field in fields {
+        match *field {
+            "display_name" => current.display_name.clone_from(&input.display_name),
+            "accepted_channels" => current
+                .accepted_channels
+                .clone_from(&input.accepted_channels),
+            "assignment_method" => current.assignment_method = input.assignment_method,
+            "max_open_per_agent" => current.max_open_per_agent = input.max_open_per_agent,
+            "offer_timeout" => current.offer_timeout = input.offer_timeout,
+            "logout_behavior" => current.logout_behavior = input.logout_behavior,
+            "offer_waiting_on_login" => {
+                current.offer_waiting_on_login = input.offer_waiting_on_login;
+            }
+            "required_skills" => current.required_skills.clone_from(&input.required_skills),
+            "priority" => current.priority = input.priority,
+            "overflow_queue_id" => current
+                .overflow_queue_id
+                .clone_from(&input.overflow_queue_id),
+            "overflow_after" => current.overflow_after = input.overflow_after,
+            "transfer_fallback" => current.transfer_fallback = input.transfer_fallback,
+            "wrap_up_time_limit" => current.wrap_up_time_limit = input.wrap_up_time_limit,
+            _ => {}
+        }
+    }
+    current
+}
+
+/// Checks where `queue` overflows to: a queue of the tenant, not the queue itself, and not
+/// a chain of overflows that comes back to it.
+async fn check_overflow(tx: &mut Tx, queue: &Queue) -> Result<()> {
+    const FIELD: &str = "queue.overflow_queue_id";
+    let Some(first) = &queue.overflow_queue_id else {
+        return Ok(());
+    };
+    if *first == queue.id {
+        return Err(Error::invalid(FIELD, "a queue cannot overflow into itself"));
+    }
+    let mut chain = vec![queue.display_name.clone()];
+    let mut next = Some(first.clone());
+    while let Some(id) = next {
+        let target = catalog::get_queue(tx.conn(), &queue.tenant_id, &id)
+            .await?
+            .ok_or_else(|| Error::not_found("overflow queue", &id))?;
+        chain.push(target.display_name.clone());
+        if target.overflow_queue_id.as_deref() == Some(queue.id.as_str()) {
+            chain.push(queue.display_name.clone());
+            return Err(Error::invalid(
+                FIELD,
+                format!("would overflow in a cycle: {}", chain.join(" → ")),
+            ));
+        }
+        // Existing chains are acyclic (each update is checked), so this ends; the bound
+        // only guards against a store changed by hand.
+        if chain.len() > 1_000 {
+            break;
+        }
+        next = target.overflow_queue_id;
+    }
+    Ok(())
+}
+
+/// Why a queue cannot be deleted yet, with what to do about it.
+fn in_use_message(queue: &Queue, used: &catalog::QueueUse) -> String {
+    let mut held = Vec::new();
+    if used.waiting > 0 {
+        held.push(format!("{} conversations waiting", used.waiting));
+    }
+    if used.held > 0 {
+        held.push(format!("{} conversations held by agents", used.held));
+    }
+    if used.pending_offers > 0 {
+        held.push(format!("{} offers not yet answered", used.pending_offers));
+    }
+    if !used.overflow_from.is_empty() {
+        held.push(format!(
+            "queues overflowing into it ({})",
+            used.overflow_from.join(", ")
+        ));
+    }
+    format!(
+        "queue \"{}\" still has {}; move or close its conversations and point the other \
+         queues' overflow elsewhere first",
+        queue.display_name,
+        held.join(", ")
+    )
 }
 
 /// Validates a queue's required skills: at most 20, names of 1 to 100 characters listed
@@ -473,11 +644,7 @@ impl QueueApi {
         catalog::get_program(tx.conn(), &tenant_id, &queue.program_id)
             .await?
             .ok_or_else(|| Error::not_found("program", &queue.program_id))?;
-        if let Some(overflow) = &queue.overflow_queue_id {
-            catalog::get_queue(tx.conn(), &tenant_id, overflow)
-                .await?
-                .ok_or_else(|| Error::not_found("overflow queue", overflow))?;
-        }
+        check_overflow(&mut tx, &queue).await?;
         catalog::insert_queue(&mut tx, &queue).await?;
         let response = pb::CreateQueueResponse {
             queue: Some(convert::queue(&queue)),
@@ -517,6 +684,67 @@ impl QueueApi {
             queues: queues.iter().map(convert::queue).collect(),
             next_page_token,
         })
+    }
+
+    async fn update_queue_impl(
+        &self,
+        request: Request<pb::UpdateQueueRequest>,
+    ) -> Result<pb::UpdateQueueResponse> {
+        let (identity, tenant_id) = checked_caller(&request, ADMIN, "QueueService/UpdateQueue")?;
+        let req = request.into_inner();
+        let key = RequestKey::parse(&identity, &tenant_id, UPDATE_QUEUE, &req.request_id, &req)?;
+        let input = required("queue", req.queue)?;
+        let queue_id = parse_id("queue.id", &input.id)?;
+        let fields = queue_mask(&required("update_mask", req.update_mask)?)?;
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let current = catalog::get_queue(tx.conn(), &tenant_id, &queue_id)
+            .await?
+            .ok_or_else(|| Error::not_found("queue", &queue_id))?;
+        let merged = merge_queue(convert::queue(&current), input, &fields);
+        let queue = Queue {
+            id: current.id.clone(),
+            create_time: current.create_time,
+            ..validate_queue(&tenant_id, &merged, now_micros())?
+        };
+        check_overflow(&mut tx, &queue).await?;
+        catalog::update_queue(&mut tx, &queue).await?;
+        let response = pb::UpdateQueueResponse {
+            queue: Some(convert::queue(&queue)),
+        };
+        commit_mutation(tx, &key, &response).await?;
+        // Waiting work is matched under the new settings from the next pass: now.
+        self.context.wake_matcher();
+        info!(queue_id = %queue.id, fields = ?fields, "queue updated");
+        Ok(response)
+    }
+
+    async fn delete_queue_impl(
+        &self,
+        request: Request<pb::DeleteQueueRequest>,
+    ) -> Result<pb::DeleteQueueResponse> {
+        let (identity, tenant_id) = checked_caller(&request, ADMIN, "QueueService/DeleteQueue")?;
+        let req = request.into_inner();
+        let key = RequestKey::parse(&identity, &tenant_id, DELETE_QUEUE, &req.request_id, &req)?;
+        let queue_id = parse_id("queue_id", &req.queue_id)?;
+        let mut tx = match begin_mutation(&self.context.store, &key).await? {
+            Begun::Replayed(response) => return Ok(response),
+            Begun::Fresh(tx) => tx,
+        };
+        let queue = catalog::lock_queue(&mut tx, &tenant_id, &queue_id)
+            .await?
+            .ok_or_else(|| Error::not_found("queue", &queue_id))?;
+        let used = catalog::queue_use(&mut tx, &tenant_id, &queue_id).await?;
+        if !used.is_empty() {
+            return Err(Error::WrongState(in_use_message(&queue, &used)));
+        }
+        catalog::delete_queue(&mut tx, &tenant_id, &queue_id).await?;
+        let response = pb::DeleteQueueResponse {};
+        commit_mutation(tx, &key, &response).await?;
+        info!(queue_id = %queue_id, "queue deleted");
+        Ok(response)
     }
 
     async fn create_capacity_profile_impl(
@@ -882,16 +1110,16 @@ impl QueueService for QueueApi {
 
     async fn update_queue(
         &self,
-        _request: Request<pb::UpdateQueueRequest>,
+        request: Request<pb::UpdateQueueRequest>,
     ) -> std::result::Result<Response<pb::UpdateQueueResponse>, Status> {
-        respond(not_implemented("QueueService", "UpdateQueue"))
+        respond(self.update_queue_impl(request).await)
     }
 
     async fn delete_queue(
         &self,
-        _request: Request<pb::DeleteQueueRequest>,
+        request: Request<pb::DeleteQueueRequest>,
     ) -> std::result::Result<Response<pb::DeleteQueueResponse>, Status> {
-        respond(not_implemented("QueueService", "DeleteQueue"))
+        respond(self.delete_queue_impl(request).await)
     }
 
     async fn create_capacity_profile(

@@ -2,7 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use switchboard_server_kit::db::is_unique_violation;
+use switchboard_server_kit::db::{Dialect, is_unique_violation};
 
 use crate::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, LogoutBehavior, Presence, Program, Queue,
@@ -128,42 +128,190 @@ pub(crate) fn queue_from_row(row: &AnyRow) -> Result<Queue> {
     })
 }
 
+/// Binds a queue's id, tenant, program and settings as `$1` to `$16`, in the column order
+/// of [`QUEUE_COLUMNS`]; the statements of [`insert_queue`] and [`update_queue`] share it.
+fn bind_queue<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    queue: &Queue,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let channels: Vec<i32> = queue.accepted_channels.iter().map(|c| c.as_i32()).collect();
+    query
+        .bind(queue.id.clone())
+        .bind(queue.tenant_id.clone())
+        .bind(queue.program_id.clone())
+        .bind(queue.display_name.clone())
+        .bind(to_json(&channels))
+        .bind(i64::from(queue.assignment_method.as_i32()))
+        .bind(i64::from(queue.max_open_per_agent))
+        .bind(queue.offer_timeout_us)
+        .bind(i64::from(queue.logout_behavior.as_i32()))
+        .bind(i64::from(queue.offer_waiting_on_login))
+        .bind(to_json(&queue.required_skills))
+        .bind(i64::from(queue.priority))
+        .bind(queue.overflow_queue_id.clone())
+        .bind(queue.overflow_after_us)
+        .bind(i64::from(queue.transfer_fallback.as_i32()))
+        .bind(queue.wrap_up_time_limit_us)
+}
+
+/// ALREADY_EXISTS for a queue whose name its program already has.
+fn name_taken(queue: &Queue) -> impl FnOnce(sqlx::Error) -> Error {
+    already_exists(format!(
+        "a queue named \"{}\" already exists in program {}",
+        queue.display_name, queue.program_id
+    ))
+}
+
 /// Stores a new queue; ALREADY_EXISTS when its program has one of that name.
 pub async fn insert_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
-    let channels: Vec<i32> = queue.accepted_channels.iter().map(|c| c.as_i32()).collect();
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO queues (id, tenant_id, program_id, display_name, accepted_channels, \
          assignment_method, max_open_per_agent, offer_timeout_us, logout_behavior, \
          offer_waiting_on_login, required_skills, priority, overflow_queue_id, \
          overflow_after_us, transfer_fallback, wrap_up_time_limit_us, rr_cursor, create_time, \
          update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
          $16, '', $17, $18)",
-    )
-    .bind(&queue.id)
-    .bind(&queue.tenant_id)
-    .bind(&queue.program_id)
-    .bind(&queue.display_name)
-    .bind(to_json(&channels))
-    .bind(i64::from(queue.assignment_method.as_i32()))
-    .bind(i64::from(queue.max_open_per_agent))
-    .bind(queue.offer_timeout_us)
-    .bind(i64::from(queue.logout_behavior.as_i32()))
-    .bind(i64::from(queue.offer_waiting_on_login))
-    .bind(to_json(&queue.required_skills))
-    .bind(i64::from(queue.priority))
-    .bind(queue.overflow_queue_id.clone())
-    .bind(queue.overflow_after_us)
-    .bind(i64::from(queue.transfer_fallback.as_i32()))
-    .bind(queue.wrap_up_time_limit_us)
-    .bind(queue.create_time)
-    .bind(queue.update_time)
-    .execute(tx.conn())
-    .await
-    .map_err(already_exists(format!(
-        "a queue named \"{}\" already exists in program {}",
-        queue.display_name, queue.program_id
-    )))?;
+    );
+    bind_queue(insert, queue)
+        .bind(queue.create_time)
+        .bind(queue.update_time)
+        .execute(tx.conn())
+        .await
+        .map_err(name_taken(queue))?;
     tx.event(NewEvent::new(&queue.tenant_id, "queue.created").queue(&queue.id));
+    Ok(())
+}
+
+/// Stores new settings of an existing queue (its id, tenant, program and creation time
+/// stay); ALREADY_EXISTS when its program has another queue of that name.
+pub async fn update_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
+    let update = sqlx::query(
+        "UPDATE queues SET display_name = $4, accepted_channels = $5, assignment_method = $6, \
+         max_open_per_agent = $7, offer_timeout_us = $8, logout_behavior = $9, \
+         offer_waiting_on_login = $10, required_skills = $11, priority = $12, \
+         overflow_queue_id = $13, overflow_after_us = $14, transfer_fallback = $15, \
+         wrap_up_time_limit_us = $16, update_time = $17 \
+         WHERE id = $1 AND tenant_id = $2 AND program_id = $3",
+    );
+    bind_queue(update, queue)
+        .bind(queue.update_time)
+        .execute(tx.conn())
+        .await
+        .map_err(name_taken(queue))?;
+    tx.event(NewEvent::new(&queue.tenant_id, "queue.updated").queue(&queue.id));
+    Ok(())
+}
+
+/// The tenant's queue `id` read for a change that must not race work entering it: on
+/// PostgreSQL the row stays locked until the transaction ends, so an enqueue (which holds
+/// a key-share lock on it, see [`hold_queue`]) either committed before or finds the queue
+/// gone. SQLite runs one write transaction at a time, so a plain read is enough.
+pub async fn lock_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<Option<Queue>> {
+    let lock = match tx.dialect() {
+        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Sqlite => "",
+    };
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND id = $2{lock}"
+    )))
+    .bind(tenant_id)
+    .bind(id);
+    fetch_optional(tx.conn(), query, queue_from_row).await
+}
+
+/// Keeps the tenant's queue `id` from being deleted until the transaction ends (a key-share
+/// lock on PostgreSQL; SQLite's single writer needs none); false when it is gone already.
+pub async fn hold_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<bool> {
+    let lock = match tx.dialect() {
+        Dialect::Postgres => " FOR KEY SHARE",
+        Dialect::Sqlite => "",
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM queues WHERE tenant_id = $1 AND id = $2{lock}"
+    )))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(row.is_some())
+}
+
+/// What still depends on a queue, each of which keeps it from being deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueUse {
+    /// Conversations waiting in it (offered or not).
+    pub waiting: i64,
+    /// Conversations agents hold that they took from it.
+    pub held: i64,
+    /// Offers from it not yet answered (transfers and invitations included).
+    pub pending_offers: i64,
+    /// Names of the queues that overflow into it, at most a few.
+    pub overflow_from: Vec<String>,
+}
+
+impl QueueUse {
+    /// Whether nothing depends on the queue.
+    pub fn is_empty(&self) -> bool {
+        *self == QueueUse::default()
+    }
+}
+
+/// Reads what depends on queue `id`. Within [`lock_queue`]'s transaction the answer holds
+/// until commit.
+pub async fn queue_use(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<QueueUse> {
+    let (waiting, held, pending_offers): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM waiting WHERE queue_id = $2 AND tenant_id = $1), \
+         (SELECT COUNT(*) FROM assignments WHERE queue_id = $2 AND tenant_id = $1), \
+         (SELECT COUNT(*) FROM offers WHERE queue_id = $2 AND tenant_id = $1 AND state = $3)",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(i64::from(crate::domain::OfferState::Pending.as_i32()))
+    .fetch_one(tx.conn())
+    .await?;
+    let overflow_from: Vec<(String,)> = sqlx::query_as(
+        "SELECT display_name FROM queues WHERE tenant_id = $1 AND overflow_queue_id = $2 \
+         ORDER BY display_name LIMIT 5",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(QueueUse {
+        waiting,
+        held,
+        pending_offers,
+        overflow_from: overflow_from.into_iter().map(|(name,)| name).collect(),
+    })
+}
+
+/// Deletes queue `id` and every agent's membership of it; each member's profile changes
+/// (an event names each, so live views and the matcher's copy follow).
+pub async fn delete_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<()> {
+    let members: Vec<(String,)> =
+        sqlx::query_as("SELECT agent_id FROM agent_queues WHERE tenant_id = $1 AND queue_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_all(tx.conn())
+            .await?;
+    sqlx::query("DELETE FROM agent_queues WHERE tenant_id = $1 AND queue_id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query("DELETE FROM queues WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    for (agent_id,) in &members {
+        tx.event(
+            NewEvent::new(tenant_id, "agent_profile.queue_removed")
+                .agent(agent_id)
+                .queue(id),
+        );
+    }
+    tx.event(NewEvent::new(tenant_id, "queue.deleted").queue(id));
     Ok(())
 }
 

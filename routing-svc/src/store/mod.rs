@@ -73,6 +73,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             inner: self.db.begin().await?,
+            dialect: self.db.dialect,
             events: Vec::new(),
             changes: self.changes.clone(),
         })
@@ -135,6 +136,7 @@ impl Store {
 /// A write transaction with the events of its change.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
     events: Vec<NewEvent>,
     changes: Changes<Topic>,
 }
@@ -143,6 +145,11 @@ impl Tx {
     /// The transaction's connection.
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.inner
+    }
+
+    /// The backend the transaction runs on, for the few statements that differ.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Records an event of this change; it is appended at commit.

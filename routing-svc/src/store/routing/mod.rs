@@ -31,7 +31,7 @@ use crate::domain::{
     Queue, RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
-use crate::store::catalog::get_agent;
+use crate::store::catalog::{self, get_agent};
 use crate::store::outbox::{self, OutboxEntry};
 use crate::store::page::PageRequest;
 use crate::store::{

@@ -93,6 +93,10 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
             priority: input.queue.priority,
         });
     }
+    // The queue was read before the transaction; it may have been deleted since.
+    if !catalog::hold_queue(tx, &input.tenant_id, &input.queue.id).await? {
+        return Err(Error::not_found("queue", &input.queue.id));
+    }
     sqlx::query(
         "INSERT INTO enqueues (conversation_id, enqueue_key, tenant_id, queue_id, channel, \
          customer_display_name, channel_address, enqueue_time, entered_time) \
