@@ -132,7 +132,8 @@ pub fn agent_state(agent: &Agent, open_conversations: i32, pending_offers: i32) 
     pb::AgentState {
         agent_id: agent.agent_id.clone(),
         display_name: agent.display_name.clone(),
-        presence: agent.presence.as_i32(),
+        presence: agent.shown_presence().as_i32(),
+        chosen_presence: agent.presence.as_i32(),
         presence_reason: agent.presence_reason.clone(),
         presence_change_time: Some(micros_to_timestamp(agent.presence_change_time)),
         capacity_total: agent.capacity_total,

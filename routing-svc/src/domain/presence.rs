@@ -37,6 +37,18 @@ impl Presence {
     }
 }
 
+/// The presence shown for an agent who chose `chosen` and holds `used` of `total` units:
+/// Busy while an Available agent's units are all taken, so that a supervisor sees at once
+/// who can take nothing more; the choice itself is kept and shows again as units free. No
+/// other presence is ever overwritten.
+pub fn shown(chosen: Presence, used: i32, total: i32) -> Presence {
+    if chosen == Presence::Available && total > 0 && used >= total {
+        Presence::Busy
+    } else {
+        chosen
+    }
+}
+
 /// The `idle_since` time after a presence change at `now`: becoming Available starts a
 /// new idle period, anything else keeps the old one.
 pub fn idle_since_after_change(old: Presence, new: Presence, idle_since: i64, now: i64) -> i64 {
@@ -143,6 +155,36 @@ mod tests {
                 let expected = *old != Presence::Offline && *new == Presence::Offline;
                 assert_eq!(is_logout(*old, *new), expected, "{old:?} -> {new:?}");
             }
+        }
+    }
+
+    #[test]
+    fn an_available_agent_with_every_unit_taken_shows_busy() {
+        assert_eq!(shown(Presence::Available, 2, 2), Presence::Busy);
+        assert_eq!(
+            shown(Presence::Available, 3, 2),
+            Presence::Busy,
+            "over by override"
+        );
+        assert_eq!(shown(Presence::Available, 1, 2), Presence::Available);
+        assert_eq!(
+            shown(Presence::Available, 0, 0),
+            Presence::Available,
+            "no units at all is not full"
+        );
+        for chosen in [
+            Presence::Offline,
+            Presence::Busy,
+            Presence::Away,
+            Presence::DoNotDisturb,
+            Presence::Rona,
+        ] {
+            assert_eq!(
+                shown(chosen, 2, 2),
+                chosen,
+                "{chosen:?} is never overwritten"
+            );
+            assert_eq!(shown(chosen, 0, 2), chosen);
         }
     }
 }

@@ -130,7 +130,7 @@ pub fn transfer_targets(
                 targets.push(TransferTarget::Agent {
                     agent_id: agent.agent_id.clone(),
                     display_name: agent.display_name.clone(),
-                    presence: agent.presence,
+                    presence: agent.shown_presence(),
                     free_units: agent.capacity().free(),
                     required_units: channel_units(&agent.channel_costs, channel),
                     queue_id: candidate.queue.id.clone(),

@@ -371,6 +371,12 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The presence others see: the one the agent (or a supervisor) chose, except that an
+    /// Available agent whose capacity is all taken shows Busy until some frees.
+    pub fn shown_presence(&self) -> Presence {
+        crate::domain::presence::shown(self.presence, self.capacity_used, self.capacity_total)
+    }
+
     /// Whether the agent's capacity profile excludes `channel`.
     pub fn excludes(&self, channel: Channel) -> bool {
         self.excluded_channels.contains(&channel)

@@ -24,10 +24,11 @@ pub async fn release_capacity(
     let Some((units, queue_id)) = row else {
         return Ok(0);
     };
-    sqlx::query(
-        "UPDATE agents SET capacity_used = capacity_used - $3, idle_since = $4 \
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET capacity_used = capacity_used - $3, idle_since = $4, {} \
          WHERE tenant_id = $1 AND agent_id = $2",
-    )
+        shown_presence_time("-$3", "$4")
+    )))
     .bind(tenant_id)
     .bind(agent_id)
     .bind(units)
@@ -88,11 +89,12 @@ pub async fn reserve_capacity(
         )));
     }
     let units = channel_units(&agent.channel_costs, input.channel);
-    let reserve = sqlx::query(
-        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
+    let reserve = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4, {} \
          WHERE tenant_id = $1 AND agent_id = $2 \
          AND ($5 = 1 OR capacity_used + pending_units + $3 <= capacity_total)",
-    )
+        shown_presence_time("$3", "$4")
+    )))
     .bind(input.tenant_id)
     .bind(input.agent_id)
     .bind(i64::from(units))

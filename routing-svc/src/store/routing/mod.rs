@@ -41,3 +41,16 @@ use crate::store::{
 
 pub(super) const WAITING: &str = "waiting";
 pub(super) const OFFERED: &str = "offered";
+
+/// The SET clause that keeps `presence_change_time` the time the shown presence last
+/// changed (see [`crate::domain::presence::shown`]) in an update adding `delta` to
+/// `capacity_used` at `now` (both SQL expressions): an Available agent becoming full, or
+/// no longer full, shows another presence from then on.
+fn shown_presence_time(delta: &str, now: &str) -> String {
+    format!(
+        "presence_change_time = CASE WHEN presence = {available} AND capacity_total > 0 \
+         AND ((capacity_used >= capacity_total) <> (capacity_used + ({delta}) >= capacity_total)) \
+         THEN {now} ELSE presence_change_time END",
+        available = Presence::Available.as_i32()
+    )
+}

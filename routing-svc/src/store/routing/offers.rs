@@ -502,13 +502,15 @@ pub async fn accept_offer(
         )));
     }
     let units = i64::from(offer.capacity_units);
-    let reserve = sqlx::query(
-        "UPDATE agents SET capacity_used = capacity_used + $3, pending_units = pending_units - $3 \
-         WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total",
-    )
+    let reserve = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET capacity_used = capacity_used + $3, pending_units = pending_units - $3, \
+         {} WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total",
+        shown_presence_time("$3", "$4")
+    )))
     .bind(&offer.tenant_id)
     .bind(&offer.agent_id)
-    .bind(units);
+    .bind(units)
+    .bind(now);
     if !changes_one_row(tx.conn(), reserve).await? {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {} free capacity units for offer {offer_id}",
@@ -651,11 +653,12 @@ pub async fn claim_waiting(
         )));
     }
     let units = channel_units(&agent.channel_costs, item.channel);
-    let reserve = sqlx::query(
-        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4 \
+    let reserve = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4, {} \
          WHERE tenant_id = $1 AND agent_id = $2 \
          AND capacity_used + pending_units + $3 <= capacity_total",
-    )
+        shown_presence_time("$3", "$4")
+    )))
     .bind(tenant_id)
     .bind(&agent.agent_id)
     .bind(i64::from(units))
