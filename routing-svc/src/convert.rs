@@ -243,6 +243,7 @@ pub fn queue_state(queue_id: &str, state: &QueueState) -> pb::QueueState {
 /// A routing decision record for the API.
 pub fn routing_decision(decision: &RoutingDecision) -> pb::RoutingDecision {
     pb::RoutingDecision {
+        id: decision.id.clone(),
         offer_id: decision.offer_id.clone().unwrap_or_default(),
         conversation_id: decision.conversation_id.clone(),
         queue_id: decision.queue_id.clone(),

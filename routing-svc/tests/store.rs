@@ -1235,10 +1235,14 @@ async fn decisions_list_newest_first(store: Store) {
     let mut token = String::new();
     loop {
         let page = PageRequest::parse("routing_decisions", 2, &token).unwrap();
-        let (decisions, next) =
-            routing::list_decisions(&mut conn, &f.tenant, &item.conversation_id, &page)
-                .await
-                .unwrap();
+        let (decisions, next) = routing::list_decisions(
+            &mut conn,
+            &f.tenant,
+            &routing::DecisionFilter::conversation(&item.conversation_id),
+            &page,
+        )
+        .await
+        .unwrap();
         for decision in &decisions {
             // What was counted rather than listed comes back as written.
             assert_eq!(decision.omitted[0].count, decision.decide_time as i32);
@@ -1263,7 +1267,7 @@ async fn decisions_list_newest_first(store: Store) {
     let (other_tenant, _) = routing::list_decisions(
         &mut conn,
         &new_id(),
-        &item.conversation_id,
+        &routing::DecisionFilter::conversation(&item.conversation_id),
         &PageRequest::parse("routing_decisions", 0, "").unwrap(),
     )
     .await
@@ -1412,7 +1416,7 @@ async fn matcher_offers_higher_priority_then_oldest_first(store: Store) {
     let (decisions, _) = routing::list_decisions(
         &mut conn,
         &f.tenant,
-        &newer.conversation_id,
+        &routing::DecisionFilter::conversation(&newer.conversation_id),
         &PageRequest::parse("routing_decisions", 0, "").unwrap(),
     )
     .await
@@ -1626,18 +1630,26 @@ async fn skill_levels_and_excluded_channels_are_stored_and_enforced(store: Store
     let reason_for =
         |decisions: Vec<routing_svc::domain::RoutingDecision>| decisions[0].candidates[0].reason;
     let page = PageRequest::parse("routing_decisions", 0, "").unwrap();
-    let (voice_decisions, _) =
-        routing::list_decisions(&mut conn, &f.tenant, &voice.conversation_id, &page)
-            .await
-            .unwrap();
+    let (voice_decisions, _) = routing::list_decisions(
+        &mut conn,
+        &f.tenant,
+        &routing::DecisionFilter::conversation(&voice.conversation_id),
+        &page,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         reason_for(voice_decisions),
         routing_svc::domain::PassReason::ChannelExcluded.as_i32()
     );
-    let (billing_decisions, _) =
-        routing::list_decisions(&mut conn, &f.tenant, &billing.conversation_id, &page)
-            .await
-            .unwrap();
+    let (billing_decisions, _) = routing::list_decisions(
+        &mut conn,
+        &f.tenant,
+        &routing::DecisionFilter::conversation(&billing.conversation_id),
+        &page,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         reason_for(billing_decisions),
         routing_svc::domain::PassReason::MissingSkill.as_i32()

@@ -109,6 +109,47 @@ async fn an_update_applies_to_waiting_work_at_once(backend: &Backend) {
     let offer = pending_offer(&mut offers, &chat.id).await;
     assert_eq!(offer.queue_id, queue_id);
 
+    // The queue's decision records, newest first: the offer, then the passes before it;
+    // a time range ending before the offer leaves it out.
+    let by_queue = |range: Option<switchboard_proto::common::v1::TimeRange>| {
+        let mut queues = h.queues("supervisor");
+        let queue_id = queue_id.clone();
+        async move {
+            queues
+                .list_routing_decisions(routing::ListRoutingDecisionsRequest {
+                    queue_id,
+                    decide_time_range: range,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().routing_decisions)
+        }
+    };
+    let decisions = by_queue(None).await.expect("decisions of the queue");
+    assert!(decisions.len() >= 2, "{decisions:?}");
+    assert_eq!(decisions[0].offer_id, offer.id);
+    assert!(
+        decisions
+            .iter()
+            .all(|d| d.queue_id == queue_id && !d.id.is_empty())
+    );
+    let ids: std::collections::HashSet<&str> = decisions.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), decisions.len(), "ids are unique");
+    let before_offer = by_queue(Some(switchboard_proto::common::v1::TimeRange {
+        start_time: Some(prost_types::Timestamp::default()),
+        end_time: decisions[0].decide_time,
+    }))
+    .await
+    .expect("decisions before the offer");
+    assert_eq!(before_offer.len(), decisions.len() - 1);
+    assert!(before_offer.iter().all(|d| d.offer_id.is_empty()));
+    let unnamed = h
+        .queues("supervisor")
+        .list_routing_decisions(routing::ListRoutingDecisionsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(unnamed.code(), Code::InvalidArgument, "{unnamed:?}");
+
     // A retry of the same update answers the same and changes nothing more; "*" replaces
     // every setting.
     let retry = update(

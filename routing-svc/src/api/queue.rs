@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::store::Tx;
 use crate::store::catalog::{self, AgentProfileInput};
 use crate::store::page::{self, PageRequest};
-use crate::store::routing::{self, OfferFilter};
+use crate::store::routing::{self, DecisionFilter, OfferFilter};
 use tokio_stream::wrappers::ReceiverStream;
 
 const CREATE_PROGRAM: &str = "/switchboard.routing.v1.QueueService/CreateProgram";
@@ -541,24 +541,31 @@ fn enum_list<T: PartialEq>(
     Ok(parsed)
 }
 
+/// An optional time range of a list filter as [start, end) microseconds; INVALID_ARGUMENT
+/// unless both ends are set and start is before end.
+fn time_range(
+    field: &str,
+    range: Option<&switchboard_proto::common::v1::TimeRange>,
+) -> Result<Option<(i64, i64)>> {
+    let Some(range) = range else {
+        return Ok(None);
+    };
+    let start_field = format!("{field}.start_time");
+    let end_field = format!("{field}.end_time");
+    let start = timestamp_micros(
+        &start_field,
+        required(&start_field, range.start_time.as_ref())?,
+    )?;
+    let end = timestamp_micros(&end_field, required(&end_field, range.end_time.as_ref())?)?;
+    if start >= end {
+        return Err(Error::invalid(field, "start_time must be before end_time"));
+    }
+    Ok(Some((start, end)))
+}
+
 /// Validates the filters of ListOffers.
 fn validate_offer_filter(req: &pb::ListOffersRequest) -> Result<OfferFilter> {
-    let created = match &req.create_time_range {
-        None => None,
-        Some(range) => {
-            let start = required("create_time_range.start_time", range.start_time.as_ref())?;
-            let end = required("create_time_range.end_time", range.end_time.as_ref())?;
-            let start = timestamp_micros("create_time_range.start_time", start)?;
-            let end = timestamp_micros("create_time_range.end_time", end)?;
-            if start >= end {
-                return Err(Error::invalid(
-                    "create_time_range",
-                    "start_time must be before end_time",
-                ));
-            }
-            Some((start, end))
-        }
-    };
+    let created = time_range("create_time_range", req.create_time_range.as_ref())?;
     Ok(OfferFilter {
         conversation_id: optional_id("conversation_id", &req.conversation_id)?,
         agent_id: optional_id("agent_id", &req.agent_id)?,
@@ -1047,16 +1054,33 @@ impl QueueApi {
         let (_, tenant_id) =
             checked_caller(&request, READERS, "QueueService/ListRoutingDecisions")?;
         let req = request.get_ref();
-        let conversation_id = parse_id("conversation_id", &req.conversation_id)?;
+        let filter = DecisionFilter {
+            conversation_id: optional_id("conversation_id", &req.conversation_id)?,
+            queue_id: optional_id("queue_id", &req.queue_id)?,
+            decided: time_range("decide_time_range", req.decide_time_range.as_ref())?,
+        };
+        if filter.conversation_id.is_none() && filter.queue_id.is_none() {
+            return Err(Error::invalid(
+                "conversation_id",
+                "is required unless queue_id is given",
+            ));
+        }
         let page = PageRequest::parse("routing_decisions", req.page_size, &req.page_token)?;
         let mut conn = self.context.store.conn().await?;
-        if !routing::conversation_known(&mut conn, &tenant_id, &conversation_id).await? {
+        if let Some(conversation_id) = &filter.conversation_id
+            && !routing::conversation_known(&mut conn, &tenant_id, conversation_id).await?
+        {
             return Err(Error::NotFound(format!(
                 "conversation {conversation_id} was never routed"
             )));
         }
+        if let Some(queue_id) = &filter.queue_id {
+            catalog::get_queue(&mut conn, &tenant_id, queue_id)
+                .await?
+                .ok_or_else(|| Error::not_found("queue", queue_id))?;
+        }
         let (decisions, next_page_token) =
-            routing::list_decisions(&mut conn, &tenant_id, &conversation_id, &page).await?;
+            routing::list_decisions(&mut conn, &tenant_id, &filter, &page).await?;
         Ok(pb::ListRoutingDecisionsResponse {
             routing_decisions: decisions.iter().map(convert::routing_decision).collect(),
             next_page_token,

@@ -69,22 +69,50 @@ pub(super) fn decision_from_row(row: &AnyRow) -> Result<RoutingDecision> {
     })
 }
 
-/// One page of a conversation's decisions, newest first.
+/// Which decisions a list returns; at least one of the ids is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecisionFilter {
+    /// Only this conversation's.
+    pub conversation_id: Option<String>,
+    /// Only this queue's.
+    pub queue_id: Option<String>,
+    /// Only those made in [start, end).
+    pub decided: Option<(i64, i64)>,
+}
+
+impl DecisionFilter {
+    /// Every decision of one conversation.
+    pub fn conversation(conversation_id: &str) -> DecisionFilter {
+        DecisionFilter {
+            conversation_id: Some(conversation_id.to_owned()),
+            ..DecisionFilter::default()
+        }
+    }
+}
+
+/// One page of the decisions `filter` selects, newest first (indexed by conversation and
+/// by queue, each with the time).
 pub async fn list_decisions(
     conn: &mut AnyConnection,
     tenant_id: &str,
-    conversation_id: &str,
+    filter: &DecisionFilter,
     request: &PageRequest,
 ) -> Result<(Vec<RoutingDecision>, String)> {
     let (time, id) = request.after_time_and_id(i64::MAX)?;
+    let (start, end) = filter.decided.unwrap_or((i64::MIN, i64::MAX));
     let query = sqlx::query(
         "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
          candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1 \
-         AND conversation_id = $2 AND (decide_time < $3 OR (decide_time = $3 AND id < $4)) \
-         ORDER BY decide_time DESC, id DESC LIMIT $5",
+         AND ($2 = '' OR conversation_id = $2) AND ($3 = '' OR queue_id = $3) \
+         AND decide_time >= $4 AND decide_time < $5 \
+         AND (decide_time < $6 OR (decide_time = $6 AND id < $7)) \
+         ORDER BY decide_time DESC, id DESC LIMIT $8",
     )
     .bind(tenant_id)
-    .bind(conversation_id)
+    .bind(filter.conversation_id.clone().unwrap_or_default())
+    .bind(filter.queue_id.clone().unwrap_or_default())
+    .bind(start)
+    .bind(end)
     .bind(time)
     .bind(id)
     .bind(request.fetch_limit());
