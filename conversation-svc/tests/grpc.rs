@@ -3813,3 +3813,100 @@ async fn commands_go_as_soon_as_routing_is_back(db: support::TestDb) {
     assert_eq!(outbox_settled(&h).await, (2, 1), "the requeue follows");
     h.stop().await;
 }
+
+on_each_backend!(an_overflow_moves_an_open_conversation_once_under_its_placement);
+/// routing-svc overflows a waiting conversation into another queue: conversation-svc takes it
+/// over once (QUEUE_CHANGED, reason OVERFLOW, no actor) while the conversation is OPEN under
+/// the placement routing moved; a retry is answered alike, a stale or late overflow changes
+/// nothing, and an offer from the new queue still applies.
+async fn an_overflow_moves_an_open_conversation_once_under_its_placement(db: support::TestDb) {
+    let h = Harness::start(db).await;
+    let overflow = id();
+    h.routing.queues.lock().unwrap().insert(
+        overflow.clone(),
+        (
+            h.tenant.clone(),
+            h.program.clone(),
+            vec![Channel::Webchat as i32],
+        ),
+    );
+    let created = h.create().await;
+    let enqueued = eventually("the enqueue", || async {
+        h.routing.enqueued().first().cloned()
+    })
+    .await;
+    let apply = |request_id: &str, enqueue_key: &str| {
+        let mut internal = h.internal();
+        let request = ipb::ApplyOverflowRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: created.id.clone(),
+            request_id: request_id.to_owned(),
+            from_queue_id: enqueued.queue_id.clone(),
+            to_queue_id: overflow.clone(),
+            to_program_id: h.program.clone(),
+            enqueue_key: enqueue_key.to_owned(),
+        };
+        async move {
+            internal
+                .apply_overflow(request)
+                .await
+                .expect("apply overflow")
+                .into_inner()
+                .applied
+        }
+    };
+    let queue_changes = || async {
+        h.events(&created.id)
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == pb::EventType::QueueChanged as i32)
+            .collect::<Vec<_>>()
+    };
+
+    assert!(!apply(&id(), "an older placement").await, "stale");
+    assert!(queue_changes().await.is_empty());
+    let first = id();
+    assert!(apply(&first, &enqueued.enqueue_key).await);
+    assert!(apply(&first, &enqueued.enqueue_key).await, "a retry");
+    assert!(
+        !apply(&id(), &enqueued.enqueue_key).await,
+        "already in the overflow queue"
+    );
+    let moved = h.get(&h.supervisor(), &created.id).await.expect("readable");
+    assert_eq!(moved.queue_id, overflow);
+    assert_eq!(moved.state, State::Open as i32);
+    let changes = queue_changes().await;
+    assert_eq!(changes.len(), 1, "applied once: {changes:?}");
+    assert_eq!(changes[0].previous_queue_id, enqueued.queue_id);
+    assert_eq!(changes[0].queue_id, overflow);
+    assert_eq!(
+        changes[0].queue_change_reason,
+        pb::QueueChangeReason::Overflow as i32
+    );
+    assert_eq!(changes[0].actor_id, "");
+
+    // The placement is unchanged: an offer the overflow queue makes still applies.
+    let assigned = h
+        .internal()
+        .apply_assignment(ipb::ApplyAssignmentRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: created.id.clone(),
+            agent_id: h.agent1.principal_id.clone(),
+            agent_display_name: h.agent1.display_name.clone(),
+            offer_id: id(),
+            queue_id: overflow.clone(),
+            assignment_source: pb::AssignmentSource::QueueOffer as i32,
+            enqueue_key: enqueued.enqueue_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("an offer from the overflow queue")
+        .into_inner()
+        .conversation
+        .expect("conversation");
+    assert_eq!(assigned.state, State::Active as i32);
+    // Once owned, a late overflow changes nothing.
+    assert!(!apply(&id(), &enqueued.enqueue_key).await);
+    assert_eq!(queue_changes().await.len(), 1);
+    h.stop().await;
+}

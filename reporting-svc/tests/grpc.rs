@@ -204,6 +204,16 @@ impl ConversationInternalService for FakeConversations {
         Err(Status::unimplemented("not part of this fake"))
     }
 
+    async fn apply_overflow(
+        &self,
+        _request: Request<switchboard_proto::conversation::internal::v1::ApplyOverflowRequest>,
+    ) -> Result<
+        Response<switchboard_proto::conversation::internal::v1::ApplyOverflowResponse>,
+        Status,
+    > {
+        Err(Status::unimplemented("not part of this fake"))
+    }
+
     type SubscribeStream = EventStream;
 
     async fn subscribe(

@@ -290,6 +290,7 @@ pub fn event_type(kind: &str) -> ipb::RoutingEventType {
         "agent.renamed" => T::AgentRenamed,
         "assignment.applied" => T::AssignmentApplied,
         "assignment.failed" => T::AssignmentFailed,
+        "conversation.overflowed" => T::WaitingOverflowed,
         _ => T::Unspecified,
     }
 }
@@ -306,6 +307,7 @@ pub fn event(event: &Event) -> ipb::SubscribeResponse {
             conversation_id: event.conversation_id.clone(),
             queue_id: event.queue_id.clone(),
             offer_id: event.offer_id.clone(),
+            from_queue_id: event.from_queue_id.clone(),
         })),
     }
 }
@@ -346,6 +348,7 @@ mod tests {
             ("agent.renamed", T::AgentRenamed),
             ("assignment.applied", T::AssignmentApplied),
             ("assignment.failed", T::AssignmentFailed),
+            ("conversation.overflowed", T::WaitingOverflowed),
             ("some.future_kind", T::Unspecified),
         ] {
             assert_eq!(event_type(kind), expected, "{kind}");

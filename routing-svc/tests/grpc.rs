@@ -74,6 +74,7 @@ enum FakeMode {
 struct FakeLog {
     calls: usize,
     applied: Vec<cpb::ApplyAssignmentRequest>,
+    overflows: Vec<cpb::ApplyOverflowRequest>,
     callers: Vec<Identity>,
 }
 
@@ -125,6 +126,16 @@ impl ConversationInternalService for FakeConversation {
         _request: Request<cpb::ReleaseOnLogoutRequest>,
     ) -> Result<Response<cpb::ReleaseOnLogoutResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn apply_overflow(
+        &self,
+        request: Request<cpb::ApplyOverflowRequest>,
+    ) -> Result<Response<cpb::ApplyOverflowResponse>, Status> {
+        identity_of(&request)?;
+        let mut log = self.log.lock().unwrap();
+        log.overflows.push(request.into_inner());
+        Ok(Response::new(cpb::ApplyOverflowResponse { applied: true }))
     }
 
     type SubscribeStream = futures::stream::Empty<Result<cpb::SubscribeResponse, Status>>;
@@ -818,6 +829,84 @@ async fn offer_accept_and_apply_with_retries(database_url: Option<&str>) {
         .into_inner();
     assert_eq!((first.released_units, second.released_units), (1, 0));
     assert_eq!(h.state(&agent_id).await.capacity_used, 0);
+
+    h.stop().await;
+    fake_shutdown.trigger();
+}
+
+on_each_backend!(an_overflow_is_offered_in_the_new_queue_and_told_to_conversations);
+/// A conversation waiting past its queue's overflow_after moves to the overflow queue, is
+/// offered there at once with its original wait, and conversation-svc hears of the move
+/// (ApplyOverflow) through the outbox.
+async fn an_overflow_is_offered_in_the_new_queue_and_told_to_conversations(
+    database_url: Option<&str>,
+) {
+    let (url, log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url, database_url).await;
+    let (overflow_id, profile_id) = h
+        .setup(Duration::from_secs(30), pb::AssignmentMethod::Unspecified)
+        .await;
+    let overflow = h
+        .admin()
+        .get_queue(pb::GetQueueRequest {
+            queue_id: overflow_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    let front = h
+        .admin()
+        .create_queue(pb::CreateQueueRequest {
+            request_id: new_id(),
+            queue: Some(pb::Queue {
+                program_id: overflow.program_id.clone(),
+                display_name: "Front".into(),
+                accepted_channels: vec![Channel::Webchat as i32],
+                overflow_queue_id: overflow_id.clone(),
+                overflow_after: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 100_000_000,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap();
+    let (agent_id, mut offers) = h.available_agent("Ada", &overflow_id, &profile_id).await;
+
+    let conversation_id = new_id();
+    let item = h.enqueue(&front.id, &conversation_id).await.unwrap();
+    assert_eq!(item.queue_id, front.id);
+    let offer = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .expect("an offer from the overflow queue");
+    assert_eq!(
+        (offer.conversation_id.as_str(), offer.agent_id.as_str()),
+        (conversation_id.as_str(), agent_id.as_str())
+    );
+    assert_eq!(offer.queue_id, overflow_id);
+    assert_eq!(
+        offer.wait_start_time.unwrap().seconds,
+        1_700_000_000,
+        "the wait carries over"
+    );
+    eventually("conversation-svc to hear of the overflow", || async {
+        !log.lock().unwrap().overflows.is_empty()
+    })
+    .await;
+    let told = log.lock().unwrap().overflows[0].clone();
+    assert_eq!(told.tenant_id, h.tenant);
+    assert_eq!(told.conversation_id, conversation_id);
+    assert_eq!(told.from_queue_id, front.id);
+    assert_eq!(told.to_queue_id, overflow_id);
+    assert_eq!(told.to_program_id, overflow.program_id);
+    assert_eq!(told.enqueue_key, "create");
+    assert!(!told.request_id.is_empty());
 
     h.stop().await;
     fake_shutdown.trigger();

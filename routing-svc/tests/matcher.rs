@@ -1,13 +1,14 @@
 //! The matcher against a real store, on SQLite (a temp file) and on PostgreSQL when
 //! `SWITCHBOARD_TEST_POSTGRES_URL` is set (a fresh database per test): each queue is
 //! matched on its own merits, a pass fills every free seat oldest first, records stay
-//! one per change, and every due offer is timed out.
+//! one per change, every due offer is timed out, and conversations that waited too long
+//! move to their queue's overflow queue.
 
 use routing_svc::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, Presence,
     Program, Queue, SkillRequirement, TransferFallback, WaitingItem,
 };
-use routing_svc::engine::matcher::{Matcher, expire_due, match_waiting};
+use routing_svc::engine::matcher::{Matcher, expire_due, match_waiting, overflow_due};
 use routing_svc::store::Store;
 use routing_svc::store::catalog::{self, AgentProfileInput};
 use routing_svc::store::routing::{self, EnqueueInput, ReserveInput};
@@ -27,6 +28,10 @@ on_each_backend!(
     every_due_offer_times_out_in_one_call,
     members_kept_between_passes_follow_every_change,
     a_backlog_held_back_on_login_does_not_hide_newer_conversations,
+    due_conversations_overflow_once_keeping_their_wait,
+    an_offered_conversation_overflows_once_its_offer_ends,
+    a_conversation_that_cannot_overflow_stays_and_is_not_looked_at_again,
+    rescheduling_follows_the_queue_settings,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -517,4 +522,234 @@ async fn a_backlog_held_back_on_login_does_not_hide_newer_conversations(store: S
         )]
     );
     assert!(offered(&store, &backlog).await.iter().all(|o| !o));
+}
+
+// --- overflow -------------------------------------------------------------------------
+
+/// A queue that overflows to `to` after `after_us`.
+fn overflowing(t: &Tenant, name: &str, to: &Queue, after_us: i64) -> Queue {
+    Queue {
+        overflow_queue_id: Some(to.id.clone()),
+        overflow_after_us: after_us,
+        ..t.queue(name)
+    }
+}
+
+/// (queue, enqueue time, entered time, overflow due time) of a waiting conversation.
+async fn placement(store: &Store, item: &WaitingItem) -> (String, i64, i64, Option<i64>) {
+    let mut conn = store.conn().await.unwrap();
+    sqlx::query_as(
+        "SELECT queue_id, enqueue_time, entered_time, overflow_due_us FROM waiting \
+         WHERE conversation_id = $1",
+    )
+    .bind(&item.conversation_id)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// (from queue, to queue, enqueue key) of the conversation's overflow outbox entries.
+async fn overflow_entries(store: &Store, item: &WaitingItem) -> Vec<(String, String, String)> {
+    let mut conn = store.conn().await.unwrap();
+    sqlx::query_as(
+        "SELECT overflow_from, queue_id, enqueue_key FROM outbox \
+         WHERE conversation_id = $1 AND overflow_from <> '' ORDER BY conversation_seq",
+    )
+    .bind(&item.conversation_id)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// (queue, from queue) of the conversation's overflow events.
+async fn overflow_events(store: &Store, item: &WaitingItem) -> Vec<(String, String)> {
+    let mut conn = store.conn().await.unwrap();
+    sqlx::query_as(
+        "SELECT queue_id, from_queue_id FROM events \
+         WHERE conversation_id = $1 AND type = 'conversation.overflowed' ORDER BY sequence",
+    )
+    .bind(&item.conversation_id)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// Conversations waiting past their queue's overflow_after move to the overflow queue, each
+/// once however many replicas sweep at the same moment; they keep their wait and enqueue
+/// key, enter the new queue now, and take on its own overflow from then. One not yet due
+/// stays.
+async fn due_conversations_overflow_once_keeping_their_wait(store: Store) {
+    let t = tenant(&store, 2).await;
+    let last = t.queue("Last resort");
+    let second = overflowing(&t, "Second line", &last, 3_600_000_000);
+    let first = overflowing(&t, "First line", &second, 1);
+    let patient = overflowing(&t, "Patient", &second, 3_600_000_000);
+    for queue in [&last, &second, &first, &patient] {
+        t.add_queue(&store, queue).await;
+    }
+    let items = t.enqueue(&store, &first, 30, 1_000).await;
+    let waiting = t.enqueue(&store, &patient, 1, 1_000).await;
+    let (_, _, entered, due) = placement(&store, &waiting[0]).await;
+    assert_eq!(due, Some(entered + 3_600_000_000));
+
+    let before = now_micros();
+    let token = CancellationToken::new();
+    let sweeps: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            let token = token.clone();
+            tokio::spawn(async move { overflow_due(&store, &token).await.unwrap() })
+        })
+        .collect();
+    let mut moved = 0;
+    for sweep in sweeps {
+        moved += sweep.await.unwrap();
+    }
+    assert_eq!(moved, items.len(), "each conversation moved once");
+    for item in &items {
+        let (queue, enqueue_time, entered, due) = placement(&store, item).await;
+        assert_eq!(queue, second.id);
+        assert_eq!(enqueue_time, item.enqueue_time, "the wait carries over");
+        assert!(entered >= before, "it entered the second queue on the move");
+        assert_eq!(
+            due,
+            Some(entered + 3_600_000_000),
+            "the second queue's own wait"
+        );
+        assert_eq!(
+            overflow_entries(&store, item).await,
+            [(first.id.clone(), second.id.clone(), "create".to_owned())]
+        );
+        assert_eq!(
+            overflow_events(&store, item).await,
+            [(second.id.clone(), first.id.clone())]
+        );
+    }
+    assert_eq!(
+        placement(&store, &waiting[0]).await.0,
+        patient.id,
+        "not due yet"
+    );
+    assert_eq!(overflow_due(&store, &token).await.unwrap(), 0);
+}
+
+/// A conversation under offer when its overflow falls due stays while the offer is
+/// pending, and moves once the offer ends unaccepted.
+async fn an_offered_conversation_overflows_once_its_offer_ends(store: Store) {
+    let t = tenant(&store, 1).await;
+    let backup = t.queue("Backup");
+    let front = overflowing(&t, "Front", &backup, 1);
+    t.add_queue(&store, &backup).await;
+    t.add_queue(&store, &front).await;
+    let agent = t
+        .agents(&store, 1, &[&front], Presence::Available)
+        .await
+        .remove(0);
+    let item = t.enqueue(&store, &front, 1, 1_000).await.remove(0);
+    let token = CancellationToken::new();
+    assert_eq!(match_waiting(&store, &token).await.unwrap(), 1);
+
+    assert_eq!(overflow_due(&store, &token).await.unwrap(), 0);
+    assert_eq!(
+        placement(&store, &item).await.0,
+        front.id,
+        "the offer is pending"
+    );
+
+    let offer = {
+        let mut conn = store.conn().await.unwrap();
+        routing::pending_offers_of_agent(&mut conn, &t.id, &agent.agent_id)
+            .await
+            .unwrap()
+            .remove(0)
+    };
+    let mut tx = store.begin().await.unwrap();
+    routing::reject_offer(
+        &mut tx,
+        &t.id,
+        &agent.agent_id,
+        &offer.id,
+        "busy",
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(overflow_due(&store, &token).await.unwrap(), 1);
+    assert_eq!(placement(&store, &item).await.0, backup.id);
+}
+
+/// An overflow queue that does not accept the conversation's channel, or no longer exists,
+/// leaves the conversation where it is; its due time is cleared, so that later sweeps do
+/// not read it again.
+async fn a_conversation_that_cannot_overflow_stays_and_is_not_looked_at_again(store: Store) {
+    let t = tenant(&store, 1).await;
+    let voice_only = Queue {
+        accepted_channels: vec![Channel::Voice],
+        ..t.queue("Voice only")
+    };
+    let to_voice = overflowing(&t, "To voice", &voice_only, 1);
+    let gone = t.queue("Never created");
+    let to_nowhere = overflowing(&t, "To nowhere", &gone, 1);
+    for queue in [&voice_only, &to_voice, &to_nowhere] {
+        t.add_queue(&store, queue).await;
+    }
+    let chat = t.enqueue(&store, &to_voice, 1, 1_000).await.remove(0);
+    let lost = t.enqueue(&store, &to_nowhere, 1, 1_000).await.remove(0);
+
+    let token = CancellationToken::new();
+    assert_eq!(overflow_due(&store, &token).await.unwrap(), 0);
+    for (item, queue) in [(&chat, &to_voice), (&lost, &to_nowhere)] {
+        let (stays_in, _, _, due) = placement(&store, item).await;
+        assert_eq!(stays_in, queue.id);
+        assert_eq!(due, None, "not looked at again");
+        assert!(overflow_entries(&store, item).await.is_empty());
+        assert!(overflow_events(&store, item).await.is_empty());
+    }
+    let mut conn = store.conn().await.unwrap();
+    assert!(
+        routing::due_overflows(&mut conn, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// New overflow settings apply to conversations already waiting, counting from when each
+/// entered the queue; removing them stops the overflow.
+async fn rescheduling_follows_the_queue_settings(store: Store) {
+    let t = tenant(&store, 1).await;
+    let backup = t.queue("Backup");
+    let front = t.queue("Front");
+    t.add_queue(&store, &backup).await;
+    t.add_queue(&store, &front).await;
+    let items = t.enqueue(&store, &front, 2, 1_000).await;
+    assert_eq!(
+        placement(&store, &items[0]).await.3,
+        None,
+        "no overflow set"
+    );
+
+    let changed = overflowing(&t, "Front", &backup, 60_000_000);
+    let changed = Queue {
+        id: front.id.clone(),
+        ..changed
+    };
+    let reschedule = |queue: Queue| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let set = routing::reschedule_overflow(tx.conn(), &queue)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            set
+        }
+    };
+    assert_eq!(reschedule(changed).await, 2);
+    let (_, _, entered, due) = placement(&store, &items[0]).await;
+    assert_eq!(due, Some(entered + 60_000_000));
+
+    assert_eq!(reschedule(front).await, 2);
+    assert_eq!(placement(&store, &items[1]).await.3, None, "removed");
 }

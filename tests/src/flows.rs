@@ -142,10 +142,22 @@ pub async fn start_chat_in(
     queue_id: &str,
     address: &str,
 ) -> conv::Conversation {
+    start_conversation_in(h, bot, queue_id, Channel::Webchat, address).await
+}
+
+/// The bot of `bot` starts a conversation on `channel` for the customer at `address` in its
+/// tenant's queue `queue_id`.
+pub async fn start_conversation_in(
+    h: &Harness,
+    bot: ApiKey,
+    queue_id: &str,
+    channel: Channel,
+    address: &str,
+) -> conv::Conversation {
     ConversationServiceClient::with_interceptor(h.channel.clone(), bot)
         .create_conversation(conv::CreateConversationRequest {
             request_id: rid(),
-            channel: Channel::Webchat as i32,
+            channel: channel as i32,
             queue_id: queue_id.to_owned(),
             contact: Some(conv::Contact {
                 display_name: Some(format!("Customer {address}")),

@@ -31,6 +31,12 @@ const SEGMENT_ENDS: [(&str, pb::segment::EndReason); 7] = [
     ("dropped", pb::segment::EndReason::Dropped),
 ];
 
+/// Why a conversation changed queue, by the stored detail of its QUEUE_CHANGED event.
+const QUEUE_CHANGES: [(&str, pb::QueueChangeReason); 2] = [
+    ("moved", pb::QueueChangeReason::Moved),
+    ("overflow", pb::QueueChangeReason::Overflow),
+];
+
 /// How a conversation closed, by the stored detail of its CLOSED event.
 const CLOSES: [(&str, pb::CloseReason, pb::segment::EndReason); 4] = [
     (
@@ -69,6 +75,14 @@ pub(crate) fn assignment_code(source: pb::AssignmentSource) -> Option<&'static s
         .iter()
         .find(|(_, s)| *s == source)
         .map(|(c, _)| *c)
+}
+
+/// The stored detail of a QUEUE_CHANGED event for a reason.
+pub(crate) fn queue_change_code(reason: pb::QueueChangeReason) -> &'static str {
+    QUEUE_CHANGES
+        .iter()
+        .find(|(_, r)| *r == reason)
+        .map_or("", |(c, _)| *c)
 }
 
 /// The stored detail of a CLOSED event for a close reason.
@@ -306,6 +320,13 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
             });
         }
         pb::EventType::StatusChanged => event.status_label_id = e.detail.clone(),
+        pb::EventType::QueueChanged => {
+            event.queue_change_reason = QUEUE_CHANGES
+                .iter()
+                .find(|(c, _)| *c == e.detail)
+                .map_or(pb::QueueChangeReason::Unspecified, |(_, r)| *r)
+                as i32;
+        }
         _ => {}
     }
     event

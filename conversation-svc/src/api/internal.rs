@@ -25,9 +25,10 @@ use super::stream::{Waiter, Wake, heartbeat_now};
 use super::{Shared, convert, optional_uuid, service_caller, text_field, uuid_field};
 use crate::domain::access::ParticipantRole;
 use crate::domain::logout::returns_on_logout;
+use crate::domain::overflow::overflow_applies;
 use crate::domain::state::{Action, transition};
 use crate::error::{Error, Result};
-use crate::store::{Event, Topic};
+use crate::store::{Conversation, Event, Mutation, Topic};
 use switchboard_proto::common::v1::AnswerOutcome;
 use switchboard_proto::routing::v1::OfferKind;
 use switchboard_proto::routing::v1::offer::State as OfferState;
@@ -35,6 +36,10 @@ use switchboard_proto::routing::v1::offer::State as OfferState;
 /// The request log's name of ReleaseOnLogout.
 const RELEASE_ON_LOGOUT: &str =
     "/switchboard.conversation.internal.v1.ConversationInternalService/ReleaseOnLogout";
+
+/// The request log's name of ApplyOverflow.
+const APPLY_OVERFLOW: &str =
+    "/switchboard.conversation.internal.v1.ConversationInternalService/ApplyOverflow";
 
 /// The stored end code of a segment whose agent logged out.
 const LOGGED_OUT: &str = "logged_out";
@@ -61,6 +66,13 @@ impl InternalApi {
 }
 
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<ipb::SubscribeResponse, Status>> + Send>>;
+
+/// An internal call recorded under its request id: what it answered before, or its
+/// transaction with the conversation locked.
+enum Recorded<R> {
+    Replayed(R),
+    Fresh(Box<(Mutation, Conversation)>),
+}
 
 impl InternalApi {
     async fn apply(
@@ -301,6 +313,24 @@ impl InternalApi {
         Ok(ipb::ResolveOfferResponse {})
     }
 
+    /// Starts the call recorded under `key` on conversation `conversation_id` of the key's
+    /// tenant; NOT_FOUND when there is no such conversation.
+    async fn begin_recorded<R: prost::Message + Default>(
+        &self,
+        key: RequestKey<'_>,
+        conversation_id: &str,
+    ) -> Result<Recorded<R>> {
+        let mut m = self.ctx.store.begin().await?;
+        if let Some(response) = m.replay(key).await? {
+            return Ok(Recorded::Replayed(response));
+        }
+        let conv = m
+            .conversation_for_update(key.tenant_id, conversation_id)
+            .await?
+            .ok_or_else(|| Error::conversation_not_found(conversation_id))?;
+        Ok(Recorded::Fresh(Box::new((m, conv))))
+    }
+
     /// Returns a conversation to its queue after its owner logged out (see the RPC): in one
     /// transaction, recorded under the request's id so that routing-svc's retries are
     /// answered alike. A conversation the agent no longer owns is left alone.
@@ -328,15 +358,10 @@ impl InternalApi {
             request_id: &request_id,
             fingerprint: Fingerprint::of(&req),
         };
-
-        let mut m = self.ctx.store.begin().await?;
-        if let Some(response) = m.replay(key).await? {
-            return Ok(response);
-        }
-        let mut conv = m
-            .conversation_for_update(&tenant_id, &conversation_id)
-            .await?
-            .ok_or_else(|| Error::conversation_not_found(&conversation_id))?;
+        let (mut m, mut conv) = match self.begin_recorded(key, &conversation_id).await? {
+            Recorded::Replayed(response) => return Ok(response),
+            Recorded::Fresh(fresh) => *fresh,
+        };
         let owned_since = match conv.owner() {
             Some(owner) if owner == agent_id => m
                 .segment(&conversation_id, &conv.current_segment_id)
@@ -371,6 +396,76 @@ impl InternalApi {
             by = %logout_by,
             queue_id = %conv.queue_id,
             "conversation returned to its queue on logout"
+        );
+        Ok(response)
+    }
+
+    /// Moves a waiting conversation to the queue routing-svc overflowed it into (see the
+    /// RPC): in one transaction, recorded under the request's id so that routing-svc's
+    /// retries are answered alike. One that moved on since is left alone.
+    async fn apply_overflow(
+        &self,
+        request: Request<ipb::ApplyOverflowRequest>,
+    ) -> Result<ipb::ApplyOverflowResponse> {
+        let service = service_caller(&request)?;
+        let req = request.into_inner();
+        let tenant_id = uuid_field("tenant_id", &req.tenant_id)?;
+        let conversation_id = uuid_field("conversation_id", &req.conversation_id)?;
+        let request_id = uuid_field("request_id", &req.request_id)?;
+        let from_queue_id = uuid_field("from_queue_id", &req.from_queue_id)?;
+        let to_queue_id = uuid_field("to_queue_id", &req.to_queue_id)?;
+        let to_program_id = optional_uuid("to_program_id", &req.to_program_id)?;
+        text_field("enqueue_key", &req.enqueue_key, 1, 200)?;
+        let caller = idempotency::caller_of(&service);
+        let key = RequestKey {
+            tenant_id: &tenant_id,
+            caller: &caller,
+            method: APPLY_OVERFLOW,
+            request_id: &request_id,
+            fingerprint: Fingerprint::of(&req),
+        };
+        let (mut m, mut conv) = match self.begin_recorded(key, &conversation_id).await? {
+            Recorded::Replayed(response) => return Ok(response),
+            Recorded::Fresh(fresh) => *fresh,
+        };
+        let placement = m.enqueue_key(&conversation_id).await?;
+        if let Err(ignored) = overflow_applies(
+            conv.state,
+            conv.owner(),
+            placement.as_deref(),
+            &req.enqueue_key,
+            &conv.queue_id,
+            &to_queue_id,
+        ) {
+            let response = ipb::ApplyOverflowResponse { applied: false };
+            m.commit(Some(key), &response).await?;
+            info!(
+                conversation_id = %conversation_id,
+                queue_id = %to_queue_id,
+                why = %ignored,
+                "queue overflow not applied"
+            );
+            return Ok(response);
+        }
+        let now = now_micros();
+        let previous_queue = std::mem::replace(&mut conv.queue_id, to_queue_id.clone());
+        if let Some(program_id) = to_program_id {
+            conv.program_id = program_id;
+        }
+        conv.update_time = now;
+        m.save_conversation(&conv).await?;
+        // The system moved it: no actor.
+        let mut changed = Event::about(&conv, pb::EventType::QueueChanged as i32, "", now);
+        changed.previous_queue_id = previous_queue;
+        changed.detail = convert::queue_change_code(pb::QueueChangeReason::Overflow).to_owned();
+        m.event(changed);
+        let response = ipb::ApplyOverflowResponse { applied: true };
+        m.commit(Some(key), &response).await?;
+        info!(
+            conversation_id = %conversation_id,
+            from_queue = %from_queue_id,
+            queue_id = %to_queue_id,
+            "conversation overflowed to another queue"
         );
         Ok(response)
     }
@@ -474,6 +569,16 @@ impl ConversationInternalService for InternalApi {
         request: Request<ipb::ReleaseOnLogoutRequest>,
     ) -> Result<Response<ipb::ReleaseOnLogoutResponse>, Status> {
         InternalApi::release_on_logout(self, request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn apply_overflow(
+        &self,
+        request: Request<ipb::ApplyOverflowRequest>,
+    ) -> Result<Response<ipb::ApplyOverflowResponse>, Status> {
+        InternalApi::apply_overflow(self, request)
             .await
             .map(Response::new)
             .map_err(Status::from)

@@ -14,7 +14,9 @@ use super::conversation::moves::{
     command_alone, leave_queue, refused, release_owner, target_queue,
 };
 use super::conversation::transfers::{TransferAsk, run_transfer};
-use super::conversation::{event_by, load_visible, post_message, save_state, system_message};
+use super::conversation::{
+    event_by, load_visible, post_message, queue_changed_by, save_state, system_message,
+};
 use super::expiry::limit_micros;
 use super::{
     Begun, Caller, Shared, authorized, convert, optional_uuid, request_id, text_field, uuid_field,
@@ -282,9 +284,7 @@ impl super::SupervisorApi {
         tx.set_wrap_up_limit(id, limit_micros(reserved.wrap_up_time_limit.as_ref()))
             .await?;
         if previous_queue != conv.queue_id {
-            let mut changed = event_by(&conv, pb::EventType::QueueChanged, identity, now);
-            changed.previous_queue_id = previous_queue;
-            tx.event(changed);
+            tx.event(queue_changed_by(&conv, identity, previous_queue, now));
         }
         let mut assigned = event_by(&conv, pb::EventType::Assigned, identity, now);
         assigned.previous_agent_id = previous;
@@ -334,9 +334,7 @@ impl super::SupervisorApi {
         conv.program_id = queue.program_id;
         let state = conv.state;
         save_state(&mut tx, &mut conv, state, now).await?;
-        let mut changed = event_by(&conv, pb::EventType::QueueChanged, identity, now);
-        changed.previous_queue_id = previous_queue;
-        tx.event(changed);
+        tx.event(queue_changed_by(&conv, identity, previous_queue, now));
         tx.event(event_by(&conv, pb::EventType::Queued, identity, now));
         super::conversation::moves::requeue(&mut tx, &conv, now, now).await?;
         let response = pb::AssignConversationResponse {

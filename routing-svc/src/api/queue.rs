@@ -718,6 +718,11 @@ impl QueueApi {
         };
         check_overflow(&mut tx, &queue).await?;
         catalog::update_queue(&mut tx, &queue).await?;
+        if (&queue.overflow_queue_id, queue.overflow_after_us)
+            != (&current.overflow_queue_id, current.overflow_after_us)
+        {
+            routing::reschedule_overflow(tx.conn(), &queue).await?;
+        }
         let response = pb::UpdateQueueResponse {
             queue: Some(convert::queue(&queue)),
         };

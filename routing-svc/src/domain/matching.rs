@@ -185,28 +185,12 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::types::{ChannelCost, LogoutBehavior, Presence, Skill, TransferFallback};
+    use crate::domain::types::{ChannelCost, Presence, Skill};
 
     fn queue(method: AssignmentMethod) -> Queue {
         Queue {
-            id: "q".into(),
-            tenant_id: "t".into(),
-            program_id: "p".into(),
-            display_name: "Support".into(),
-            accepted_channels: vec![Channel::Webchat, Channel::Voice],
             assignment_method: method,
-            max_open_per_agent: 0,
-            offer_timeout_us: 30_000_000,
-            logout_behavior: LogoutBehavior::Keep,
-            offer_waiting_on_login: true,
-            required_skills: vec![],
-            priority: 0,
-            overflow_queue_id: None,
-            overflow_after_us: 0,
-            transfer_fallback: TransferFallback::ReturnToSender,
-            wrap_up_time_limit_us: 0,
-            create_time: 0,
-            update_time: 0,
+            ..Queue::sample("q")
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod capacity;
 pub mod matching;
 pub mod offer;
+pub mod overflow;
 pub mod presence;
 pub mod profile;
 pub mod transfer;

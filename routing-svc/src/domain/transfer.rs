@@ -169,28 +169,16 @@ pub fn directed_offer_conflict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::types::{AssignmentMethod, ChannelCost, LogoutBehavior, TransferFallback};
+    use crate::domain::types::{AssignmentMethod, ChannelCost};
 
     fn queue(id: &str, name: &str, priority: i32, channels: Vec<Channel>) -> Queue {
         Queue {
-            id: id.into(),
-            tenant_id: "t".into(),
-            program_id: "p".into(),
             display_name: name.into(),
             accepted_channels: channels,
             assignment_method: AssignmentMethod::RoundRobin,
-            max_open_per_agent: 0,
             offer_timeout_us: 1,
-            logout_behavior: LogoutBehavior::Keep,
-            offer_waiting_on_login: true,
-            required_skills: vec![],
             priority,
-            overflow_queue_id: None,
-            overflow_after_us: 0,
-            transfer_fallback: TransferFallback::ReturnToSender,
-            wrap_up_time_limit_us: 0,
-            create_time: 0,
-            update_time: 0,
+            ..Queue::sample(id)
         }
     }
 

@@ -280,6 +280,34 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+impl Queue {
+    /// A queue `id` of tenant `t` for the rules' tests: web chat and voice, most available
+    /// capacity, no limits, no overflow.
+    pub(crate) fn sample(id: &str) -> Queue {
+        Queue {
+            id: id.to_owned(),
+            tenant_id: "t".into(),
+            program_id: "p".into(),
+            display_name: "Support".into(),
+            accepted_channels: vec![Channel::Webchat, Channel::Voice],
+            assignment_method: AssignmentMethod::MostAvailableCapacity,
+            max_open_per_agent: 0,
+            offer_timeout_us: 30_000_000,
+            logout_behavior: LogoutBehavior::Keep,
+            offer_waiting_on_login: true,
+            required_skills: vec![],
+            priority: 0,
+            overflow_queue_id: None,
+            overflow_after_us: 0,
+            transfer_fallback: TransferFallback::ReturnToSender,
+            wrap_up_time_limit_us: 0,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+}
+
 /// A skill a queue requires, with the lowest qualifying level.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkillRequirement {

@@ -11,8 +11,9 @@
 //! last the call's deadline plus a margin, so an entry held by a process that crashed is
 //! soon taken again: no capacity leaks and no conversation stays stuck. Entries of one
 //! conversation are applied in the order they were written. The same loop delivers the
-//! other entries: how a directed offer ended (ResolveOffer) and conversations to return to
-//! their queue because their agent logged out (ReleaseOnLogout).
+//! other entries: how a directed offer ended (ResolveOffer), conversations to return to
+//! their queue because their agent logged out (ReleaseOnLogout), and conversations that
+//! overflowed into another queue (ApplyOverflow).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_proto::conversation::internal::v1::{
-    ApplyAssignmentRequest, ReleaseOnLogoutRequest, ResolveOfferRequest,
+    ApplyAssignmentRequest, ApplyOverflowRequest, ReleaseOnLogoutRequest, ResolveOfferRequest,
 };
 use switchboard_server_kit::db::{micros_to_timestamp, now_micros};
 use switchboard_server_kit::identity::SignedChannel;
@@ -184,44 +185,52 @@ impl Dispatcher {
     }
 
     /// Calls ApplyAssignment for `entry` (or ResolveOffer for an offer that ended without
-    /// an accept), within the deadline.
+    /// an accept, ReleaseOnLogout, ApplyOverflow), within the deadline.
     async fn call(&self, entry: &OutboxEntry) -> CallResult {
+        if let Some(overflow) = &entry.overflow {
+            let request = ApplyOverflowRequest {
+                tenant_id: entry.tenant_id.clone(),
+                conversation_id: entry.conversation_id.clone(),
+                request_id: entry.id.clone(),
+                from_queue_id: overflow.from_queue_id.clone(),
+                to_queue_id: entry.queue_id.clone(),
+                to_program_id: overflow.program_id.clone(),
+                enqueue_key: entry.enqueue_key.clone(),
+            };
+            return self
+                .send(request, |mut client, request| async move {
+                    client.apply_overflow(request).await
+                })
+                .await;
+        }
         if let Some(logout) = &entry.logout {
-            let mut request = tonic::Request::new(ReleaseOnLogoutRequest {
+            let request = ReleaseOnLogoutRequest {
                 tenant_id: entry.tenant_id.clone(),
                 conversation_id: entry.conversation_id.clone(),
                 agent_id: entry.agent_id.clone(),
                 request_id: entry.id.clone(),
                 logout_by: logout.by.clone(),
                 logout_time: Some(micros_to_timestamp(logout.time)),
-            });
-            request.set_timeout(self.timings.conversation_timeout);
-            let mut client = self.client.clone();
-            return tokio::time::timeout(
-                self.timings.conversation_timeout,
-                client.release_on_logout(request),
-            )
-            .await
-            .ok()
-            .map(|answer| answer.map(|_| ()));
+            };
+            return self
+                .send(request, |mut client, request| async move {
+                    client.release_on_logout(request).await
+                })
+                .await;
         }
         if let Some((state, reason)) = &entry.resolution {
-            let mut request = tonic::Request::new(ResolveOfferRequest {
+            let request = ResolveOfferRequest {
                 tenant_id: entry.tenant_id.clone(),
                 conversation_id: entry.conversation_id.clone(),
                 offer_id: entry.offer_id.clone(),
                 state: state.as_i32(),
                 reject_reason: reason.clone(),
-            });
-            request.set_timeout(self.timings.conversation_timeout);
-            let mut client = self.client.clone();
-            return tokio::time::timeout(
-                self.timings.conversation_timeout,
-                client.resolve_offer(request),
-            )
-            .await
-            .ok()
-            .map(|answer| answer.map(|_| ()));
+            };
+            return self
+                .send(request, |mut client, request| async move {
+                    client.resolve_offer(request).await
+                })
+                .await;
         }
         let wrap_up_time_limit = match self.wrap_up_time_limit(entry).await {
             Ok(limit) => limit,
@@ -232,7 +241,7 @@ impl Dispatcher {
                 ))));
             }
         };
-        let mut request = tonic::Request::new(ApplyAssignmentRequest {
+        let request = ApplyAssignmentRequest {
             tenant_id: entry.tenant_id.clone(),
             conversation_id: entry.conversation_id.clone(),
             agent_id: entry.agent_id.clone(),
@@ -243,12 +252,28 @@ impl Dispatcher {
             wrap_up_time_limit,
             offer_kind: entry.source.invitation().map_or(0, OfferKind::as_i32),
             enqueue_key: entry.enqueue_key.clone(),
-        });
+        };
+        self.send(request, |mut client, request| async move {
+            client.apply_assignment(request).await
+        })
+        .await
+    }
+
+    /// Sends `message` to conversation-svc with `rpc` under the call's deadline, enforced
+    /// here as well as told to the server.
+    async fn send<M, R, F>(
+        &self,
+        message: M,
+        rpc: impl FnOnce(ConversationInternalServiceClient<SignedChannel>, tonic::Request<M>) -> F,
+    ) -> CallResult
+    where
+        F: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut request = tonic::Request::new(message);
         request.set_timeout(self.timings.conversation_timeout);
-        let mut client = self.client.clone();
         tokio::time::timeout(
             self.timings.conversation_timeout,
-            client.apply_assignment(request),
+            rpc(self.client.clone(), request),
         )
         .await
         .ok()

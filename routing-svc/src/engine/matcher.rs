@@ -1,8 +1,10 @@
-//! The matcher: offers waiting conversations to agents and times out unanswered offers.
+//! The matcher: offers waiting conversations to agents, times out unanswered offers and
+//! moves conversations that waited too long to their queue's overflow queue.
 //!
 //! It runs when woken (enqueue, presence change, capacity release, offer resolution), on
-//! a short tick for offer deadlines, and on a slower tick that routes the whole backlog
-//! anyway, which picks up changes made through another replica. Every offer is a
+//! a short tick for offer deadlines and overflows (each one indexed read when nothing is
+//! due), and on a slower tick that routes the whole backlog anyway, which picks up changes
+//! made through another replica. Every offer is a
 //! conditional claim in the store, so replicas sharing one database never offer one
 //! conversation twice or promise the same units twice.
 //!
@@ -28,14 +30,14 @@ use crate::domain::{Agent, AssignmentMethod, Channel, Queue, RoutingDecision, Wa
 use crate::engine::Context;
 use crate::engine::members::Members;
 use crate::error::Result;
-use crate::store::routing::{self, Matchable, OfferPlan, QueuePosition, WalkOrder};
+use crate::store::routing::{self, Matchable, OfferPlan, Overflowed, QueuePosition, WalkOrder};
 use crate::store::{Store, catalog};
 
 /// Conversations of one queue looked at per pass; the rest wait for the next pass.
 const WALK: i64 = 200;
 /// Tries per waiting item and pass when another change wins the race.
 const RETRIES: usize = 3;
-/// Due offers read at a time while expiring.
+/// Due offers (or overflows) read at a time.
 const DUE_BATCH: i64 = 100;
 
 /// Runs the matcher until `shutdown`.
@@ -55,6 +57,16 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
         match expire_due(&context.store, &shutdown).await {
             Ok(expired) => woken |= expired > 0,
             Err(err) => warn!(error = %err, "expiring offers failed"),
+        }
+        // After expiry, so that a conversation whose offer just timed out moves before
+        // this pass offers it in the queue it waited too long in.
+        match overflow_due(&context.store, &shutdown).await {
+            Ok(0) => {}
+            Ok(_) => {
+                woken = true;
+                context.dispatcher.wake();
+            }
+            Err(err) => warn!(error = %err, "moving overflowing conversations failed"),
         }
         let stale = last_full_pass.is_none_or(|at| at.elapsed() >= timings.rematch_interval);
         if woken || stale {
@@ -99,6 +111,58 @@ pub async fn expire_due(store: &Store, shutdown: &CancellationToken) -> Result<u
         // A batch another replica resolved entirely is theirs to finish.
         if due.len() < usize::try_from(DUE_BATCH).unwrap_or(usize::MAX) || !progressed {
             return Ok(expired);
+        }
+    }
+}
+
+/// Moves every conversation due to overflow (not under offer) to its queue's overflow
+/// queue, or leaves it where it is for good when it cannot go; returns how many moved.
+pub async fn overflow_due(store: &Store, shutdown: &CancellationToken) -> Result<usize> {
+    // Like expiry: what falls due while this runs is left to the next tick.
+    let until = now_micros();
+    let mut moved = 0;
+    loop {
+        let due = {
+            let mut conn = store.conn().await?;
+            routing::due_overflows(&mut conn, until, DUE_BATCH).await?
+        };
+        let mut progressed = false;
+        for (tenant_id, conversation_id) in &due {
+            if shutdown.is_cancelled() {
+                return Ok(moved);
+            }
+            let mut tx = store.begin().await?;
+            match routing::overflow_waiting(&mut tx, tenant_id, conversation_id, now_micros())
+                .await?
+            {
+                Overflowed::Moved { from, to, waited } => {
+                    tx.commit().await?;
+                    moved += 1;
+                    progressed = true;
+                    info!(
+                        conversation_id = %conversation_id,
+                        from_queue = %from,
+                        queue_id = %to,
+                        waited_ms = waited / 1_000,
+                        "conversation overflowed to another queue"
+                    );
+                }
+                Overflowed::Stayed { queue_id, why } => {
+                    tx.commit().await?;
+                    progressed = true;
+                    warn!(
+                        conversation_id = %conversation_id,
+                        queue_id = %queue_id,
+                        why = %why,
+                        "conversation due to overflow stays in its queue"
+                    );
+                }
+                Overflowed::Untouched => tx.rollback().await?,
+            }
+        }
+        // A batch another replica handled entirely is theirs to finish.
+        if due.len() < usize::try_from(DUE_BATCH).unwrap_or(usize::MAX) || !progressed {
+            return Ok(moved);
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct NewEvent {
     pub queue_id: String,
     /// The offer concerned.
     pub offer_id: String,
+    /// The queue a conversation left, for an overflow.
+    pub from_queue_id: String,
 }
 
 impl NewEvent {
@@ -60,6 +62,12 @@ impl NewEvent {
     /// Names the offer.
     pub fn offer(mut self, offer_id: &str) -> NewEvent {
         offer_id.clone_into(&mut self.offer_id);
+        self
+    }
+
+    /// Names the queue the conversation left.
+    pub fn from_queue(mut self, queue_id: &str) -> NewEvent {
+        queue_id.clone_into(&mut self.from_queue_id);
         self
     }
 }
@@ -112,6 +120,8 @@ pub struct Event {
     pub queue_id: String,
     /// Offer concerned, or empty.
     pub offer_id: String,
+    /// Queue the conversation left, for an overflow; otherwise empty.
+    pub from_queue_id: String,
 }
 
 /// Appends `events` with consecutive sequences; returns the last one, if any.
@@ -131,7 +141,8 @@ pub(crate) async fn append(conn: &mut AnyConnection, events: &[NewEvent]) -> Res
         let sequence = last - count + 1 + index as i64;
         sqlx::query(
             "INSERT INTO events (sequence, tenant_id, type, occur_time, agent_id, \
-             conversation_id, queue_id, offer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             conversation_id, queue_id, offer_id, from_queue_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(sequence)
         .bind(&event.tenant_id)
@@ -141,6 +152,7 @@ pub(crate) async fn append(conn: &mut AnyConnection, events: &[NewEvent]) -> Res
         .bind(&event.conversation_id)
         .bind(&event.queue_id)
         .bind(&event.offer_id)
+        .bind(&event.from_queue_id)
         .execute(&mut *conn)
         .await?;
     }
@@ -157,11 +169,12 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         conversation_id: row.try_get("conversation_id")?,
         queue_id: row.try_get("queue_id")?,
         offer_id: row.try_get("offer_id")?,
+        from_queue_id: row.try_get("from_queue_id")?,
     })
 }
 
-const EVENT_COLUMNS: &str =
-    "sequence, tenant_id, type, occur_time, agent_id, conversation_id, queue_id, offer_id";
+const EVENT_COLUMNS: &str = "sequence, tenant_id, type, occur_time, agent_id, conversation_id, \
+    queue_id, offer_id, from_queue_id";
 
 /// Events after `after`, in sequence order, at most `limit`.
 pub async fn after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Event>> {

@@ -5,13 +5,14 @@
 //! refuses it for good (then the capacity is released). Entries of one conversation are
 //! numbered and attempted in that order; a claim is a short lease (`lease_until`), kept
 //! apart from the retry time (`next_attempt_time`). Besides assignments, an entry may tell
-//! conversation-svc how a directed offer ended, or return a conversation to its queue
-//! because its agent logged out: in the same order, with the same retries.
+//! conversation-svc how a directed offer ended, return a conversation to its queue
+//! because its agent logged out, or move a waiting conversation to its queue's overflow
+//! queue: in the same order, with the same retries.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::{AssignmentSource, OfferState};
+use crate::domain::{AssignmentSource, OfferState, Queue};
 use crate::error::{Error, Result};
 use crate::store::{NewEvent, Tx, fetch_all, int_column};
 
@@ -45,9 +46,22 @@ pub struct OutboxEntry {
     /// Set when the entry returns the agent's conversation to its queue because the agent
     /// logged out, rather than an assignment to apply.
     pub logout: Option<Logout>,
-    /// For a queue offer or a claim: the enqueue key of the waiting item it came from, by
-    /// which conversation-svc recognises an offer made before the conversation moved on.
+    /// Set when the entry tells conversation-svc that the conversation overflowed into
+    /// `queue_id`, rather than an assignment to apply.
+    pub overflow: Option<Overflow>,
+    /// For a queue offer, a claim or an overflow: the enqueue key of the waiting item it
+    /// came from, by which conversation-svc recognises one made before the conversation
+    /// moved on.
     pub enqueue_key: String,
+}
+
+/// An overflow: the conversation waits in `queue_id` of the entry, having left a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// The queue it left.
+    pub from_queue_id: String,
+    /// The program of the queue it entered.
+    pub program_id: String,
 }
 
 /// A logout that returns a conversation to its queue.
@@ -62,7 +76,29 @@ pub struct Logout {
 impl OutboxEntry {
     /// Whether the entry applies an assignment, whose units routing-svc already holds.
     pub fn is_assignment(&self) -> bool {
-        self.resolution.is_none() && self.logout.is_none()
+        self.resolution.is_none() && self.logout.is_none() && self.overflow.is_none()
+    }
+
+    /// An entry about `conversation_id` in `queue_id` that applies no assignment, due at
+    /// `now`, at once: what a logout return and an overflow start from.
+    fn notice(tenant_id: &str, conversation_id: &str, queue_id: &str, now: i64) -> OutboxEntry {
+        OutboxEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            agent_id: String::new(),
+            agent_display_name: String::new(),
+            offer_id: String::new(),
+            queue_id: queue_id.to_owned(),
+            // Not read for such an entry; the column holds a known word.
+            source: AssignmentSource::QueueOffer,
+            attempts: 0,
+            next_attempt_time: now,
+            resolution: None,
+            logout: None,
+            overflow: None,
+            enqueue_key: String::new(),
+        }
     }
 
     /// An entry returning `conversation_id`, held by `agent_id` in `queue_id`, to its
@@ -76,23 +112,33 @@ impl OutboxEntry {
         now: i64,
     ) -> OutboxEntry {
         OutboxEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: tenant_id.to_owned(),
-            conversation_id: conversation_id.to_owned(),
             agent_id: agent_id.to_owned(),
-            agent_display_name: String::new(),
-            offer_id: String::new(),
-            queue_id: queue_id.to_owned(),
-            // Not read for a logout entry; the column holds a known word.
-            source: AssignmentSource::QueueOffer,
-            attempts: 0,
-            next_attempt_time: now,
-            resolution: None,
             logout: Some(Logout {
                 by: by.to_owned(),
                 time: now,
             }),
-            enqueue_key: String::new(),
+            ..OutboxEntry::notice(tenant_id, conversation_id, queue_id, now)
+        }
+    }
+
+    /// An entry telling conversation-svc that `conversation_id`, waiting under
+    /// `enqueue_key`, moved from `from_queue_id` to its overflow queue `to` at `now`. Due at
+    /// once.
+    pub fn overflow(
+        tenant_id: &str,
+        conversation_id: &str,
+        from_queue_id: &str,
+        enqueue_key: &str,
+        to: &Queue,
+        now: i64,
+    ) -> OutboxEntry {
+        OutboxEntry {
+            overflow: Some(Overflow {
+                from_queue_id: from_queue_id.to_owned(),
+                program_id: to.program_id.clone(),
+            }),
+            enqueue_key: enqueue_key.to_owned(),
+            ..OutboxEntry::notice(tenant_id, conversation_id, &to.id, now)
         }
     }
 
@@ -100,6 +146,8 @@ impl OutboxEntry {
     pub fn kind(&self) -> &'static str {
         if self.logout.is_some() {
             "logout return"
+        } else if self.overflow.is_some() {
+            "overflow"
         } else if self.resolution.is_some() {
             "offer outcome"
         } else {
@@ -140,13 +188,24 @@ fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
                 })
             }
         },
+        overflow: {
+            let from_queue_id: String = row.try_get("overflow_from")?;
+            if from_queue_id.is_empty() {
+                None
+            } else {
+                Some(Overflow {
+                    from_queue_id,
+                    program_id: row.try_get("overflow_program")?,
+                })
+            }
+        },
         enqueue_key: row.try_get("enqueue_key")?,
     })
 }
 
 const COLUMNS: &str = "id, tenant_id, conversation_id, agent_id, agent_display_name, offer_id, \
     queue_id, start_reason, attempts, next_attempt_time, offer_state, reject_reason, logout_by, \
-    logout_time, enqueue_key";
+    logout_time, enqueue_key, overflow_from, overflow_program";
 
 /// An entry claimed for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,9 +232,9 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
         "INSERT INTO outbox (id, tenant_id, conversation_id, agent_id, agent_display_name, \
          offer_id, queue_id, start_reason, attempts, next_attempt_time, done, outcome, \
          create_time, conversation_seq, lease_until, offer_state, reject_reason, logout_by, \
-         logout_time, enqueue_key) \
+         logout_time, enqueue_key, overflow_from, overflow_program) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, '', $11, $12, $10, $13, $14, $15, \
-         $16, $17)",
+         $16, $17, $18, $19)",
     )
     .bind(&entry.id)
     .bind(&entry.tenant_id)
@@ -209,6 +268,18 @@ pub async fn insert(tx: &mut Tx, entry: &OutboxEntry, now: i64) -> Result<()> {
     )
     .bind(entry.logout.as_ref().map_or(0, |logout| logout.time))
     .bind(&entry.enqueue_key)
+    .bind(
+        entry
+            .overflow
+            .as_ref()
+            .map_or("", |overflow| overflow.from_queue_id.as_str()),
+    )
+    .bind(
+        entry
+            .overflow
+            .as_ref()
+            .map_or("", |overflow| overflow.program_id.as_str()),
+    )
     .execute(tx.conn())
     .await
     .map_err(|err| {

@@ -172,6 +172,20 @@ pub(super) fn event_by(
     Event::about(conv, event_kind(kind), actor(identity), now)
 }
 
+/// The QUEUE_CHANGED event of a user's move (or a supervisor's assignment) of `conv`, now
+/// in its new queue, out of `previous_queue`.
+pub(super) fn queue_changed_by(
+    conv: &Conversation,
+    identity: &Identity,
+    previous_queue: String,
+    now: i64,
+) -> Event {
+    let mut changed = event_by(conv, pb::EventType::QueueChanged, identity, now);
+    changed.previous_queue_id = previous_queue;
+    changed.detail = convert::queue_change_code(pb::QueueChangeReason::Moved).to_owned();
+    changed
+}
+
 /// Saves `conv` in state `next` as of `now`.
 pub(super) async fn save_state(
     m: &mut Mutation,

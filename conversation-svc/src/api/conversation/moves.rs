@@ -317,8 +317,7 @@ impl ConversationApi {
         conv.queue_id = queue_id.clone();
         conv.program_id = queue.program_id;
         save_state(&mut tx, &mut conv, next, now).await?;
-        let mut changed = event_by(&conv, pb::EventType::QueueChanged, &identity, now);
-        changed.previous_queue_id = previous_queue.clone();
+        let mut changed = queue_changed_by(&conv, &identity, previous_queue.clone(), now);
         if !owner.is_empty() {
             changed.previous_agent_id = owner;
             changed.segment_id = segment_id;

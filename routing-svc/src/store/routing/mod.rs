@@ -2,7 +2,8 @@
 //!
 //! Everything that two routing replicas could race on is a conditional update whose
 //! affected-row count decides the winner: claiming a waiting item (`state = 'waiting'`),
-//! resolving an offer (`state = PENDING`), holding or reserving units (`capacity_used +
+//! moving it to its overflow queue (same queue, still waiting, same due time), resolving an
+//! offer (`state = PENDING`), holding or reserving units (`capacity_used +
 //! pending_units + units <= capacity_total`) and releasing them (`DELETE … RETURNING`).
 //! Every path that adds an offer or an assignment for an agent updates the agent's row
 //! before counting the agent's load, so that under PostgreSQL's READ COMMITTED the row
@@ -12,12 +13,14 @@ mod capacity;
 mod decisions;
 mod ledger;
 mod offers;
+mod overflow;
 mod waiting;
 
 pub use capacity::*;
 pub use decisions::*;
 pub use ledger::*;
 pub use offers::*;
+pub use overflow::*;
 pub use waiting::*;
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +29,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::domain::offer::{OfferError, check_accept};
+use crate::domain::overflow::overflow_due;
 use crate::domain::{
     Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Omitted, Presence,
     Queue, RoutingDecision, WaitingItem, channel_units,

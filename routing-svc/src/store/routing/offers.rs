@@ -355,6 +355,7 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
             next_attempt_time: now,
             resolution: Some((to, offer.reject_reason.clone())),
             logout: None,
+            overflow: None,
             enqueue_key: String::new(),
         };
         outbox::insert(tx, &entry, now).await?;
@@ -563,6 +564,7 @@ pub(super) async fn finish_assignment(
         next_attempt_time: lease_until,
         resolution: None,
         logout: None,
+        overflow: None,
         enqueue_key: enqueue_key.to_owned(),
     };
     outbox::insert(tx, &entry, now).await?;
@@ -639,15 +641,17 @@ pub async fn claim_waiting(
         .ok_or_else(not_found)?;
     let offer_id = uuid::Uuid::new_v4().to_string();
     let claim = sqlx::query(
-        "UPDATE waiting SET state = $1, offer_id = $2 WHERE conversation_id = $3 AND state = $4",
+        "UPDATE waiting SET state = $1, offer_id = $2 \
+         WHERE conversation_id = $3 AND state = $4 AND queue_id = $5",
     )
     .bind(OFFERED)
     .bind(&offer_id)
     .bind(conversation_id)
-    .bind(WAITING);
+    .bind(WAITING)
+    .bind(&item.queue_id);
     if !changes_one_row(tx.conn(), claim).await? {
         // It was waiting when read in this transaction: another agent (or the matcher)
-        // took it at the same moment.
+        // took it, or it overflowed to another queue, at the same moment.
         return Err(Error::Conflict(format!(
             "conversation {conversation_id} was taken by another agent at the same moment"
         )));

@@ -117,7 +117,8 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     sqlx::query(
         "INSERT INTO waiting (conversation_id, tenant_id, queue_id, channel, \
          customer_display_name, channel_address, enqueue_time, entered_time, enqueue_key, \
-         state, offer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
+         state, offer_id, overflow_due_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)",
     )
     .bind(&input.conversation_id)
     .bind(&input.tenant_id)
@@ -129,6 +130,7 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     .bind(now)
     .bind(&input.enqueue_key)
     .bind(WAITING)
+    .bind(overflow_due(&input.queue, now))
     .execute(tx.conn())
     .await?;
     tx.event(
