@@ -3129,3 +3129,63 @@ async fn a_queue_deleted_while_work_enters_it_never_keeps_that_work(database_url
     h.stop().await;
     fake_shutdown.trigger();
 }
+
+on_each_backend!(two_updates_at_once_never_make_an_overflow_cycle);
+/// UpdateQueue A → B racing UpdateQueue B → A: at most one is taken, so the queues never
+/// overflow into each other.
+async fn two_updates_at_once_never_make_an_overflow_cycle(database_url: Option<&str>) {
+    let (fake_addr, _, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&fake_addr, database_url).await;
+    let (first, _) = h
+        .setup(
+            Duration::from_secs(30),
+            pb::AssignmentMethod::MostAvailableCapacity,
+        )
+        .await;
+    let program_id = h
+        .admin()
+        .get_queue(pb::GetQueueRequest { queue_id: first })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue
+        .unwrap()
+        .program_id;
+    let overflow = |from: &str, to: &str| pb::UpdateQueueRequest {
+        request_id: new_id(),
+        queue: Some(pb::Queue {
+            id: from.to_owned(),
+            overflow_queue_id: to.to_owned(),
+            overflow_after: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["overflow_queue_id".into(), "overflow_after".into()],
+        }),
+    };
+    for round in 0..20 {
+        let a = h
+            .add_queue(&program_id, &format!("A {round}"), &[Channel::Webchat])
+            .await;
+        let b = h
+            .add_queue(&program_id, &format!("B {round}"), &[Channel::Webchat])
+            .await;
+        let (mut one, mut other) = (h.admin(), h.admin());
+        let (ab, ba) = tokio::join!(
+            one.update_queue(overflow(&a, &b)),
+            other.update_queue(overflow(&b, &a))
+        );
+        assert!(
+            ab.is_err() || ba.is_err(),
+            "round {round}: both overflows were taken, a cycle"
+        );
+        for refused in [ab.err(), ba.err()].into_iter().flatten() {
+            assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        }
+    }
+    h.stop().await;
+    fake_shutdown.trigger();
+}

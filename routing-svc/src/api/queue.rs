@@ -26,7 +26,7 @@ use crate::domain::{
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::Tx;
-use crate::store::catalog::{self, AgentProfileInput};
+use crate::store::catalog::{self, AgentProfileInput, QueueLock};
 use crate::store::page::{self, PageRequest};
 use crate::store::routing::{self, DecisionFilter, OfferFilter};
 use tokio_stream::wrappers::ReceiverStream;
@@ -707,7 +707,8 @@ impl QueueApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let current = catalog::get_queue(tx.conn(), &tenant_id, &queue_id)
+        // Locked: two updates of one queue apply one after the other, neither lost.
+        let current = catalog::queue_for_write(&mut tx, &tenant_id, &queue_id, QueueLock::Locked)
             .await?
             .ok_or_else(|| Error::not_found("queue", &queue_id))?;
         let merged = merge_queue(convert::queue(&current), input, &fields);
@@ -716,6 +717,10 @@ impl QueueApi {
             create_time: current.create_time,
             ..validate_queue(&tenant_id, &merged, now_micros())?
         };
+        if queue.overflow_queue_id.is_some() && queue.overflow_queue_id != current.overflow_queue_id
+        {
+            catalog::serialize_overflow_changes(&mut tx, &tenant_id).await?;
+        }
         check_overflow(&mut tx, &queue).await?;
         catalog::update_queue(&mut tx, &queue).await?;
         if (&queue.overflow_queue_id, queue.overflow_after_us)
@@ -745,7 +750,7 @@ impl QueueApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let queue = catalog::lock_queue(&mut tx, &tenant_id, &queue_id)
+        let queue = catalog::queue_for_write(&mut tx, &tenant_id, &queue_id, QueueLock::Locked)
             .await?
             .ok_or_else(|| Error::not_found("queue", &queue_id))?;
         let used = catalog::queue_use(&mut tx, &tenant_id, &queue_id).await?;

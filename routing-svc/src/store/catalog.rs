@@ -202,38 +202,52 @@ pub async fn update_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
     Ok(())
 }
 
-/// The tenant's queue `id` read for a change that must not race work entering it: on
-/// PostgreSQL the row stays locked until the transaction ends, so an enqueue (which holds
-/// a key-share lock on it, see [`hold_queue`]) either committed before or finds the queue
-/// gone. SQLite runs one write transaction at a time, so a plain read is enough.
-pub async fn lock_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<Option<Queue>> {
-    let lock = match tx.dialect() {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
+/// How a queue read in a write transaction is locked against other changes of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueLock {
+    /// For work entering the queue (an enqueue, an overflow move): the queue cannot be
+    /// deleted until the transaction ends, while such work runs side by side.
+    Held,
+    /// For a change of the queue itself (an update, a delete): it waits for the work that
+    /// holds the queue, and later work waits for it; a deleted queue is then found gone.
+    Locked,
+}
+
+/// The tenant's queue `id`, locked as `lock` until the transaction ends (key-share or
+/// update row locks on PostgreSQL; SQLite runs one write transaction at a time, so a plain
+/// read is enough there).
+pub async fn queue_for_write(
+    tx: &mut Tx,
+    tenant_id: &str,
+    id: &str,
+    lock: QueueLock,
+) -> Result<Option<Queue>> {
+    let clause = match (tx.dialect(), lock) {
+        (Dialect::Sqlite, _) => "",
+        (Dialect::Postgres, QueueLock::Held) => " FOR KEY SHARE",
+        (Dialect::Postgres, QueueLock::Locked) => " FOR UPDATE",
     };
     let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND id = $2{lock}"
+        "SELECT {QUEUE_COLUMNS} FROM queues WHERE tenant_id = $1 AND id = $2{clause}"
     )))
     .bind(tenant_id)
     .bind(id);
     fetch_optional(tx.conn(), query, queue_from_row).await
 }
 
-/// Keeps the tenant's queue `id` from being deleted until the transaction ends (a key-share
-/// lock on PostgreSQL; SQLite's single writer needs none); false when it is gone already.
-pub async fn hold_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<bool> {
-    let lock = match tx.dialect() {
-        Dialect::Postgres => " FOR KEY SHARE",
-        Dialect::Sqlite => "",
-    };
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM queues WHERE tenant_id = $1 AND id = $2{lock}"
-    )))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?;
-    Ok(row.is_some())
+/// Makes the tenant's changes of overflow settings one at a time until the transaction
+/// ends, so that two updates checked side by side cannot close a cycle between them (a
+/// transaction-scoped advisory lock on PostgreSQL; SQLite has one writer already).
+pub async fn serialize_overflow_changes(tx: &mut Tx, tenant_id: &str) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        sqlx::query(
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext('queue-overflow:' || $1))) AS l",
+        )
+        .bind(tenant_id)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
 }
 
 /// What still depends on a queue, each of which keeps it from being deleted.
@@ -256,7 +270,8 @@ impl QueueUse {
     }
 }
 
-/// Reads what depends on queue `id`. Within [`lock_queue`]'s transaction the answer holds
+/// Reads what depends on queue `id`. Within a transaction that holds it
+/// [`QueueLock::Locked`] the answer holds
 /// until commit.
 pub async fn queue_use(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<QueueUse> {
     let (waiting, held, pending_offers): (i64, i64, i64) = sqlx::query_as(

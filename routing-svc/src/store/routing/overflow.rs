@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::domain::overflow::{Stays, is_due, overflow_target};
-use crate::store::catalog::{self, get_queue};
+use crate::store::catalog::{self, QueueLock, get_queue};
 
 /// Up to `limit` conversations due to overflow at `now` and not under offer, as (tenant,
 /// conversation), the longest overdue first.
@@ -86,10 +86,8 @@ pub async fn overflow_waiting(
     let from = get_queue(tx.conn(), tenant_id, &from_id).await?;
     // Held like an enqueue's queue, so that it cannot be deleted under the move.
     let target = match from.as_ref().and_then(|q| q.overflow_queue_id.as_deref()) {
-        Some(id) if catalog::hold_queue(tx, tenant_id, id).await? => {
-            get_queue(tx.conn(), tenant_id, id).await?
-        }
-        _ => None,
+        Some(id) => catalog::queue_for_write(tx, tenant_id, id, QueueLock::Held).await?,
+        None => None,
     };
     // Only the row as read changes: same queue, still waiting, same due time.
     let guard = "WHERE conversation_id = $1 AND queue_id = $2 AND state = $3 \

@@ -1,6 +1,7 @@
 //! Conversations waiting in queues: enqueued, cancelled, walked by the matcher.
 
 use super::*;
+use crate::store::catalog::QueueLock;
 
 /// What conversation-svc asks to enqueue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +95,8 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
         });
     }
     // The queue was read before the transaction; it may have been deleted since.
-    if !catalog::hold_queue(tx, &input.tenant_id, &input.queue.id).await? {
+    let held = catalog::queue_for_write(tx, &input.tenant_id, &input.queue.id, QueueLock::Held);
+    if held.await?.is_none() {
         return Err(Error::not_found("queue", &input.queue.id));
     }
     sqlx::query(
