@@ -100,22 +100,38 @@ pub async fn list_decisions(
 ) -> Result<(Vec<RoutingDecision>, String)> {
     let (time, id) = request.after_time_and_id(i64::MAX)?;
     let (start, end) = filter.decided.unwrap_or((i64::MIN, i64::MAX));
-    let query = sqlx::query(
+    // Only the conditions asked for, so that the planner sees plain equalities and uses
+    // the index by conversation or by queue (an `$n = '' OR …` form hides them from a
+    // generic plan).
+    let named = [
+        ("conversation_id", &filter.conversation_id),
+        ("queue_id", &filter.queue_id),
+    ];
+    let mut by = String::new();
+    for (n, (column, _)) in named
+        .iter()
+        .filter(|(_, value)| value.is_some())
+        .enumerate()
+    {
+        by.push_str(&format!(" AND {column} = ${}", n + 7));
+    }
+    let query = sqlx::query(AssertSqlSafe(format!(
         "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
-         candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1 \
-         AND ($2 = '' OR conversation_id = $2) AND ($3 = '' OR queue_id = $3) \
-         AND decide_time >= $4 AND decide_time < $5 \
-         AND (decide_time < $6 OR (decide_time = $6 AND id < $7)) \
-         ORDER BY decide_time DESC, id DESC LIMIT $8",
-    )
+         candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1{by} \
+         AND decide_time >= $2 AND decide_time < $3 \
+         AND (decide_time < $4 OR (decide_time = $4 AND id < $5)) \
+         ORDER BY decide_time DESC, id DESC LIMIT $6"
+    )))
     .bind(tenant_id)
-    .bind(filter.conversation_id.clone().unwrap_or_default())
-    .bind(filter.queue_id.clone().unwrap_or_default())
     .bind(start)
     .bind(end)
     .bind(time)
     .bind(id)
     .bind(request.fetch_limit());
+    let query = named
+        .into_iter()
+        .filter_map(|(_, value)| value.clone())
+        .fold(query, |query, value| query.bind(value));
     fetch_page(
         conn,
         query,
