@@ -371,11 +371,13 @@ pub async fn offer_stream_as(
         .into_inner()
 }
 
-/// The next pending offer of `conversation_id` on `offers`, within [`WAIT`].
-pub async fn pending_offer(
+/// The first update on `offers` that `pick` turns into a value, within [`WAIT`]; `what`
+/// names it when it does not come.
+pub async fn next_update<T>(
     offers: &mut tonic::Streaming<routing::StreamOffersResponse>,
-    conversation_id: &str,
-) -> routing::Offer {
+    what: &str,
+    mut pick: impl FnMut(OfferUpdate) -> Option<T>,
+) -> T {
     tokio::time::timeout(WAIT, async {
         loop {
             let message = offers
@@ -383,16 +385,34 @@ pub async fn pending_offer(
                 .await
                 .expect("the offer stream stays open")
                 .expect("offer stream ok");
-            if let Some(OfferUpdate::Offer(offer)) = message.update
-                && offer.conversation_id == conversation_id
-                && offer.state == routing::offer::State::Pending as i32
-            {
-                return offer;
+            if let Some(found) = message.update.and_then(&mut pick) {
+                return found;
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("an offer of {conversation_id}"))
+    .unwrap_or_else(|_| panic!("{what} within {WAIT:?}"))
+}
+
+/// The next pending offer of `conversation_id` on `offers`, within [`WAIT`].
+pub async fn pending_offer(
+    offers: &mut tonic::Streaming<routing::StreamOffersResponse>,
+    conversation_id: &str,
+) -> routing::Offer {
+    next_update(
+        offers,
+        &format!("an offer of {conversation_id}"),
+        |update| match update {
+            OfferUpdate::Offer(offer)
+                if offer.conversation_id == conversation_id
+                    && offer.state == routing::offer::State::Pending as i32 =>
+            {
+                Some(offer)
+            }
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// The transfer ledger of a conversation as the demo supervisor reads it.

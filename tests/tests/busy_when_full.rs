@@ -6,10 +6,9 @@ use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
-    WAIT, agent_state, offer_stream, set_presence, start_chat, take, wait_for_capacity,
+    WAIT, agent_state, next_update, offer_stream, set_presence, start_chat, take, wait_for_capacity,
 };
 use switchboard_tests::{Backend, Harness, eventually, rid};
-use tokio_stream::StreamExt;
 
 switchboard_tests::on_each_backend!(a_full_agent_shows_busy_until_a_unit_frees);
 
@@ -73,23 +72,12 @@ async fn a_full_agent_shows_busy_until_a_unit_frees(backend: &Backend) {
         })
         .await
         .expect("force close");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let message = offers
-                .next()
-                .await
-                .expect("the offer stream stays open")
-                .expect("offer stream ok");
-            if let Some(OfferUpdate::AgentState(state)) = message.update
-                && state.capacity_used == total - 1
-            {
-                assert_eq!(state.presence, available, "{state:?}");
-                return;
-            }
-        }
+    let freed_on_stream = next_update(&mut offers, "the freed unit", |update| match update {
+        OfferUpdate::AgentState(state) if state.capacity_used == total - 1 => Some(state),
+        _ => None,
     })
-    .await
-    .expect("the stream shows the freed unit");
+    .await;
+    assert_eq!(freed_on_stream.presence, available, "{freed_on_stream:?}");
     let freed = agent_state(&h, "agent1").await;
     assert_eq!(
         (freed.presence, freed.chosen_presence),

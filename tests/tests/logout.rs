@@ -9,11 +9,10 @@ use switchboard_proto::conversation::v1::conversation::State;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use switchboard_tests::flows::{
-    WAIT, agent_state, chat_in, events, messages, offer_stream, pending_offer, set_presence, take,
-    wait_for_capacity, wait_for_pass, wait_for_state, wait_for_waiting, web_chat_queue,
+    agent_state, chat_in, events, messages, next_update, offer_stream, pending_offer, set_presence,
+    take, wait_for_capacity, wait_for_pass, wait_for_state, wait_for_waiting, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, rid};
-use tokio_stream::StreamExt;
 
 switchboard_tests::on_each_backend!(
     logging_out_returns_conversations_of_a_returning_queue,
@@ -180,28 +179,18 @@ async fn offer_skipping(
     wanted: &str,
     held_back: &str,
 ) -> routing::Offer {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let message = offers
-                .next()
-                .await
-                .expect("the offer stream stays open")
-                .expect("offer stream ok");
-            if let Some(OfferUpdate::Offer(offer)) = message.update {
-                assert_ne!(
-                    offer.conversation_id, held_back,
-                    "a conversation waiting before login was offered: {offer:?}"
-                );
-                if offer.conversation_id == wanted
-                    && offer.state == routing::offer::State::Pending as i32
-                {
-                    return offer;
-                }
-            }
-        }
+    next_update(offers, &format!("an offer of {wanted}"), |update| {
+        let OfferUpdate::Offer(offer) = update else {
+            return None;
+        };
+        assert_ne!(
+            offer.conversation_id, held_back,
+            "a conversation waiting before login was offered: {offer:?}"
+        );
+        (offer.conversation_id == wanted && offer.state == routing::offer::State::Pending as i32)
+            .then_some(offer)
     })
     .await
-    .unwrap_or_else(|_| panic!("an offer of {wanted}"))
 }
 
 async fn a_queue_that_holds_its_backlog_offers_only_what_arrives_after_login(backend: &Backend) {
