@@ -15,6 +15,7 @@ use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
 use tokio_stream::StreamExt;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::{Bearer, Harness, eventually, rid};
 
@@ -54,24 +55,7 @@ where
         .into_inner()
         .program
         .expect("program");
-    let capacity_profile = queues
-        .create_capacity_profile(routing::CreateCapacityProfileRequest {
-            request_id: rid(),
-            capacity_profile: Some(routing::CapacityProfile {
-                display_name: "Standard".into(),
-                total_units: 2,
-                channel_costs: vec![routing::ChannelCost {
-                    channel: Channel::Webchat as i32,
-                    units: 1,
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("capacity profile")
-        .into_inner()
-        .capacity_profile
-        .expect("profile");
+    let capacity_profile = web_chat_capacity_profile(&mut queues, 2).await;
     let queue = queues
         .create_queue(routing::CreateQueueRequest {
             request_id: rid(),
@@ -122,6 +106,35 @@ where
         capacity_profile,
         bot: ApiKey::new(&secret).expect("keys are ASCII"),
     }
+}
+
+/// A capacity profile "Standard" of `total_units` in which a web chat costs one, created
+/// with `queues` (an administrator's client).
+pub async fn web_chat_capacity_profile<I>(
+    queues: &mut QueueServiceClient<InterceptedService<tonic::transport::Channel, I>>,
+    total_units: i32,
+) -> routing::CapacityProfile
+where
+    I: Interceptor,
+{
+    queues
+        .create_capacity_profile(routing::CreateCapacityProfileRequest {
+            request_id: rid(),
+            capacity_profile: Some(routing::CapacityProfile {
+                display_name: "Standard".into(),
+                total_units,
+                channel_costs: vec![routing::ChannelCost {
+                    channel: Channel::Webchat as i32,
+                    units: 1,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("capacity profile")
+        .into_inner()
+        .capacity_profile
+        .expect("profile")
 }
 
 /// The demo bot starts a web chat for the customer at `address` in the demo queue.

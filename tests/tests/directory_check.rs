@@ -3,11 +3,11 @@
 //! listener: another tenant's administrator cannot give the demo tenant's agent a profile,
 //! and a profile shows the directory's name at once.
 
-use switchboard_proto::common::v1::Channel;
 use switchboard_proto::directory::v1 as dir;
 use switchboard_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_tests::flows::web_chat_capacity_profile;
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
 
@@ -25,24 +25,7 @@ async fn foreign_profile_refused(h: &Harness) {
         .new_tenant_with_administrator("Initech", "Ines Admin", "ines@initech.test")
         .await;
     let mut queues = QueueServiceClient::with_interceptor(h.channel.clone(), admin_key.clone());
-    let capacity = queues
-        .create_capacity_profile(routing::CreateCapacityProfileRequest {
-            request_id: rid(),
-            capacity_profile: Some(routing::CapacityProfile {
-                display_name: "Standard".into(),
-                total_units: 1,
-                channel_costs: vec![routing::ChannelCost {
-                    channel: Channel::Webchat as i32,
-                    units: 1,
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("capacity profile")
-        .into_inner()
-        .capacity_profile
-        .expect("profile");
+    let capacity = web_chat_capacity_profile(&mut queues, 1).await;
     let profile_for = |agent_id: &str| routing::SetAgentProfileRequest {
         request_id: rid(),
         agent_profile: Some(routing::AgentProfile {
