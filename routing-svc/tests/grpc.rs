@@ -496,6 +496,20 @@ impl Harness {
         (agent_id, stream)
     }
 
+    /// The program of queue `queue_id` (for example the one [`Harness::setup`] made).
+    async fn program_of(&self, queue_id: &str) -> String {
+        self.admin()
+            .get_queue(pb::GetQueueRequest {
+                queue_id: queue_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .queue
+            .unwrap()
+            .program_id
+    }
+
     /// Another queue in `program_id` accepting `channels`.
     async fn add_queue(&self, program_id: &str, name: &str, channels: &[Channel]) -> String {
         self.admin()
@@ -2238,17 +2252,7 @@ async fn transfer_targets_are_the_programs_queues_then_their_agents(database_url
     let (chat, profile_id) = h
         .setup(Duration::from_secs(30), pb::AssignmentMethod::ManualPick)
         .await;
-    let program_id = h
-        .admin()
-        .get_queue(pb::GetQueueRequest {
-            queue_id: chat.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .queue
-        .unwrap()
-        .program_id;
+    let program_id = h.program_of(&chat).await;
     let billing = h
         .add_queue(&program_id, "Billing", &[Channel::Webchat, Channel::Sms])
         .await;
@@ -3074,15 +3078,7 @@ async fn a_queue_deleted_while_work_enters_it_never_keeps_that_work(database_url
             pb::AssignmentMethod::MostAvailableCapacity,
         )
         .await;
-    let program_id = h
-        .admin()
-        .get_queue(pb::GetQueueRequest { queue_id: first })
-        .await
-        .unwrap()
-        .into_inner()
-        .queue
-        .unwrap()
-        .program_id;
+    let program_id = h.program_of(&first).await;
     let mut outcomes = (0, 0);
     for round in 0..20 {
         let queue_id = h
@@ -3142,15 +3138,7 @@ async fn two_updates_at_once_never_make_an_overflow_cycle(database_url: Option<&
             pb::AssignmentMethod::MostAvailableCapacity,
         )
         .await;
-    let program_id = h
-        .admin()
-        .get_queue(pb::GetQueueRequest { queue_id: first })
-        .await
-        .unwrap()
-        .into_inner()
-        .queue
-        .unwrap()
-        .program_id;
+    let program_id = h.program_of(&first).await;
     let overflow = |from: &str, to: &str| pb::UpdateQueueRequest {
         request_id: new_id(),
         queue: Some(pb::Queue {
