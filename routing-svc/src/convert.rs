@@ -6,12 +6,12 @@ use switchboard_proto::routing::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 use switchboard_server_kit::fields;
 
-use crate::domain::OfferKind;
 use crate::domain::{
-    Agent, CapacityProfile, Offer, Program, Queue, QueueState, RoutingDecision, WaitingItem,
+    Agent, CapacityProfile, Channel, Offer, OfferKind, Program, Queue, QueueState, RoutingDecision,
+    WaitingItem,
 };
 use crate::error::{Error, Result};
-use crate::store::Event;
+use crate::store::{Event, kind};
 
 /// Microseconds as a protobuf `Duration`.
 pub fn micros_to_duration(micros: i64) -> prost_types::Duration {
@@ -271,32 +271,43 @@ pub fn routing_decision(decision: &RoutingDecision) -> pb::RoutingDecision {
 
 /// The contract's type of a stored event type (UNSPECIFIED for a type written by a newer
 /// release than the contract this build knows).
-pub fn event_type(kind: &str) -> ipb::RoutingEventType {
+pub fn event_type(stored: &str) -> ipb::RoutingEventType {
     use ipb::RoutingEventType as T;
-    match kind {
-        "conversation.enqueued" | "waiting.enqueued" => T::WaitingEnqueued,
-        "waiting.cancelled" => T::WaitingCancelled,
-        "offer.created" => T::OfferCreated,
-        "offer.accepted" => T::OfferAccepted,
-        "offer.rejected" => T::OfferRejected,
-        "offer.timed_out" => T::OfferTimedOut,
-        "offer.withdrawn" => T::OfferWithdrawn,
-        "presence.changed" => T::PresenceChanged,
-        "capacity.reserved" => T::CapacityReserved,
-        "capacity.released" => T::CapacityReleased,
-        "program.created" => T::ProgramCreated,
-        "queue.created" => T::QueueCreated,
-        "agent_profile.set" => T::AgentProfileSet,
-        "agent.renamed" => T::AgentRenamed,
-        "assignment.applied" => T::AssignmentApplied,
-        "assignment.failed" => T::AssignmentFailed,
-        "conversation.overflowed" => T::WaitingOverflowed,
+    match stored {
+        kind::ENQUEUED | "waiting.enqueued" => T::WaitingEnqueued,
+        kind::WAITING_CANCELLED => T::WaitingCancelled,
+        kind::OFFER_CREATED => T::OfferCreated,
+        kind::OFFER_ACCEPTED => T::OfferAccepted,
+        kind::OFFER_REJECTED => T::OfferRejected,
+        kind::OFFER_TIMED_OUT => T::OfferTimedOut,
+        kind::OFFER_WITHDRAWN => T::OfferWithdrawn,
+        kind::PRESENCE_CHANGED => T::PresenceChanged,
+        kind::CAPACITY_RESERVED => T::CapacityReserved,
+        kind::CAPACITY_RELEASED => T::CapacityReleased,
+        kind::PROGRAM_CREATED => T::ProgramCreated,
+        kind::QUEUE_CREATED => T::QueueCreated,
+        kind::QUEUE_UPDATED => T::QueueUpdated,
+        kind::QUEUE_DELETED => T::QueueDeleted,
+        kind::CAPACITY_PROFILE_CREATED => T::CapacityProfileCreated,
+        kind::AGENT_PROFILE_SET => T::AgentProfileSet,
+        kind::AGENT_QUEUE_REMOVED => T::AgentQueueRemoved,
+        kind::AGENT_RENAMED => T::AgentRenamed,
+        kind::ASSIGNMENT_APPLIED => T::AssignmentApplied,
+        kind::ASSIGNMENT_FAILED => T::AssignmentFailed,
+        kind::OVERFLOWED => T::WaitingOverflowed,
         _ => T::Unspecified,
     }
 }
 
+/// A time in micros as a timestamp, or none for 0 (a field that does not apply).
+fn optional_time(micros: i64) -> Option<prost_types::Timestamp> {
+    (micros != 0).then(|| micros_to_timestamp(micros))
+}
+
 /// An event for the internal Subscribe stream.
 pub fn event(event: &Event) -> ipb::SubscribeResponse {
+    let data = &event.data;
+    let presence = data.presence.as_ref();
     ipb::SubscribeResponse {
         update: Some(ipb::subscribe_response::Update::Event(ipb::RoutingEvent {
             sequence: event.sequence,
@@ -308,6 +319,21 @@ pub fn event(event: &Event) -> ipb::SubscribeResponse {
             queue_id: event.queue_id.clone(),
             offer_id: event.offer_id.clone(),
             from_queue_id: event.from_queue_id.clone(),
+            presence: presence.map_or(0, |p| p.shown.as_i32()),
+            previous_presence: presence.map_or(0, |p| p.previous.as_i32()),
+            presence_cause: presence.map_or(0, |p| p.cause.as_i32()),
+            presence_reason: data.presence_reason.clone(),
+            actor_id: data.actor_id.clone(),
+            capacity_units: data.capacity_units,
+            capacity_used: data.capacity_used,
+            capacity_total: data.capacity_total,
+            units_over_capacity: data.units_over_capacity,
+            wait_start_time: optional_time(data.wait_start_time),
+            offer_create_time: optional_time(data.offer_create_time),
+            offer_expire_time: optional_time(data.offer_expire_time),
+            offer_kind: data.offer_kind.map_or(0, OfferKind::as_i32),
+            reject_reason: data.reject_reason.clone(),
+            channel: data.channel.map_or(0, Channel::as_i32),
         })),
     }
 }
@@ -329,30 +355,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_event_types_map_to_the_contract() {
+    fn every_stored_event_type_maps_to_the_contract() {
         use ipb::RoutingEventType as T;
-        for (kind, expected) in [
-            ("conversation.enqueued", T::WaitingEnqueued),
-            ("waiting.cancelled", T::WaitingCancelled),
-            ("offer.created", T::OfferCreated),
-            ("offer.accepted", T::OfferAccepted),
-            ("offer.rejected", T::OfferRejected),
-            ("offer.timed_out", T::OfferTimedOut),
-            ("offer.withdrawn", T::OfferWithdrawn),
-            ("presence.changed", T::PresenceChanged),
-            ("capacity.reserved", T::CapacityReserved),
-            ("capacity.released", T::CapacityReleased),
-            ("program.created", T::ProgramCreated),
-            ("queue.created", T::QueueCreated),
-            ("agent_profile.set", T::AgentProfileSet),
-            ("agent.renamed", T::AgentRenamed),
-            ("assignment.applied", T::AssignmentApplied),
-            ("assignment.failed", T::AssignmentFailed),
-            ("conversation.overflowed", T::WaitingOverflowed),
-            ("some.future_kind", T::Unspecified),
-        ] {
-            assert_eq!(event_type(kind), expected, "{kind}");
+        for stored in kind::ALL {
+            assert_ne!(event_type(stored), T::Unspecified, "{stored}");
         }
+        let mut types: Vec<T> = kind::ALL.iter().map(|stored| event_type(stored)).collect();
+        types.sort_by_key(|t| *t as i32);
+        types.dedup();
+        assert_eq!(
+            types.len(),
+            kind::ALL.len(),
+            "two stored types share a contract type"
+        );
+        assert_eq!(event_type("waiting.enqueued"), T::WaitingEnqueued);
+        assert_eq!(event_type("some.future_kind"), T::Unspecified);
     }
 
     const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);

@@ -622,6 +622,29 @@ impl Harness {
             .map(Response::into_inner)
     }
 
+    /// Every event after `after` up to the moment of the call, from Subscribe.
+    async fn events_after(&self, after: i64) -> Vec<ipb::RoutingEvent> {
+        let mut stream = self
+            .internal()
+            .subscribe(ipb::SubscribeRequest {
+                after_sequence: after,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = Vec::new();
+        loop {
+            match next_message(&mut stream, Duration::from_secs(5))
+                .await
+                .update
+            {
+                Some(ipb::subscribe_response::Update::Event(event)) => events.push(event),
+                Some(ipb::subscribe_response::Update::CaughtUp(_)) => return events,
+                _ => {}
+            }
+        }
+    }
+
     async fn stop(self) {
         if let Some(directory) = self.directory {
             directory.shutdown.trigger();
@@ -843,6 +866,209 @@ async fn offer_accept_and_apply_with_retries(database_url: Option<&str>) {
         .into_inner();
     assert_eq!((first.released_units, second.released_units), (1, 0));
     assert_eq!(h.state(&agent_id).await.capacity_used, 0);
+
+    h.stop().await;
+    fake_shutdown.trigger();
+}
+
+on_each_backend!(routing_events_say_what_happened);
+/// A consumer of the event log (reporting) follows an agent's presence and load and a
+/// conversation's wait and offers from the events alone: each says what it was before,
+/// why it changed, the units, and the times.
+async fn routing_events_say_what_happened(database_url: Option<&str>) {
+    let (url, _log, fake_shutdown) = start_fake(FakeMode::UnavailableFirst(0)).await;
+    let h = start(&url, database_url).await;
+    let (queue_id, profile_id) = h
+        .setup(
+            Duration::from_millis(300),
+            pb::AssignmentMethod::Unspecified,
+        )
+        .await;
+    let (ada, mut offers) = h.available_agent("Ada", &queue_id, &profile_id).await;
+    let waited_since = prost_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 0,
+    };
+
+    // Ada misses an offer: RONA.
+    let (missed_chat, first_chat, second_chat) = (new_id(), new_id(), new_id());
+    h.enqueue(&queue_id, &missed_chat).await.unwrap();
+    let missed = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let timed_out = next_offer(&mut offers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&timed_out), pb::offer::State::TimedOut);
+    h.internal()
+        .cancel_waiting(ipb::CancelWaitingRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: missed_chat.clone(),
+        })
+        .await
+        .unwrap();
+
+    // Offers now last long enough to be answered; Ada is back and takes two chats, which
+    // fills her two units.
+    h.admin()
+        .update_queue(pb::UpdateQueueRequest {
+            request_id: new_id(),
+            queue: Some(pb::Queue {
+                id: queue_id.clone(),
+                offer_timeout: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["offer_timeout".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    h.set_presence(&ada, pb::Presence::Available).await.unwrap();
+    let mut accepted = Vec::new();
+    for chat in [&first_chat, &second_chat] {
+        h.enqueue(&queue_id, chat).await.unwrap();
+        let offer = loop {
+            let offer = next_offer(&mut offers, Duration::from_secs(5))
+                .await
+                .unwrap();
+            if state_of(&offer) == pb::offer::State::Pending {
+                break offer;
+            }
+        };
+        assert_eq!(&offer.conversation_id, chat);
+        h.accept(&ada, &offer.id, &new_id()).await.unwrap();
+        accepted.push(offer);
+    }
+    assert_eq!(h.state(&ada).await.presence, pb::Presence::Busy as i32);
+
+    // One chat ends: a unit frees and Ada shows Available again. Then a supervisor sends
+    // her on a break.
+    h.internal()
+        .release_capacity(ipb::ReleaseCapacityRequest {
+            tenant_id: h.tenant.clone(),
+            conversation_id: first_chat.clone(),
+            agent_id: ada.clone(),
+        })
+        .await
+        .unwrap();
+    let supervisor_id = new_id();
+    AgentServiceClient::new(h.channel(user(&h.tenant, &supervisor_id, &[Role::Supervisor])))
+        .set_presence(pb::SetPresenceRequest {
+            request_id: new_id(),
+            agent_id: ada.clone(),
+            presence: pb::Presence::Away as i32,
+            reason: "Coaching".into(),
+        })
+        .await
+        .unwrap();
+
+    let events = h.events_after(0).await;
+    let of = |t: ipb::RoutingEventType| -> Vec<&ipb::RoutingEvent> {
+        events.iter().filter(|e| e.event_type == t as i32).collect()
+    };
+    let presence = |e: &ipb::RoutingEvent| {
+        (
+            pb::Presence::try_from(e.previous_presence).unwrap(),
+            pb::Presence::try_from(e.presence).unwrap(),
+            ipb::PresenceCause::try_from(e.presence_cause).unwrap(),
+        )
+    };
+    use ipb::PresenceCause as Cause;
+    use pb::Presence as P;
+    let changes: Vec<_> = of(ipb::RoutingEventType::PresenceChanged)
+        .into_iter()
+        .filter(|e| e.agent_id == ada)
+        .map(|e| (presence(e), e.capacity_used, e.capacity_total))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ((P::Offline, P::Available, Cause::Agent), 0, 2),
+            ((P::Available, P::Rona, Cause::OfferTimedOut), 0, 2),
+            ((P::Rona, P::Available, Cause::Agent), 0, 2),
+            ((P::Available, P::Busy, Cause::Capacity), 2, 2),
+            ((P::Busy, P::Available, Cause::Capacity), 1, 2),
+            ((P::Available, P::Away, Cause::Supervisor), 1, 2),
+        ]
+    );
+    let by_supervisor = of(ipb::RoutingEventType::PresenceChanged)
+        .into_iter()
+        .last()
+        .unwrap();
+    assert_eq!(by_supervisor.actor_id, supervisor_id);
+    assert_eq!(by_supervisor.presence_reason, "Coaching");
+
+    let reserved: Vec<_> = of(ipb::RoutingEventType::CapacityReserved)
+        .into_iter()
+        .map(|e| {
+            (
+                e.conversation_id.as_str(),
+                e.capacity_units,
+                e.capacity_used,
+            )
+        })
+        .collect();
+    assert_eq!(
+        reserved,
+        [(first_chat.as_str(), 1, 1), (second_chat.as_str(), 1, 2)]
+    );
+    let released = of(ipb::RoutingEventType::CapacityReleased);
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        (
+            released[0].capacity_units,
+            released[0].capacity_used,
+            released[0].capacity_total
+        ),
+        (1, 1, 2)
+    );
+
+    // Offers carry the queue, the wait, their own times and kind; the timeout is the one
+    // that was missed.
+    let expired = of(ipb::RoutingEventType::OfferTimedOut);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].offer_id, missed.id);
+    assert_eq!(expired[0].offer_create_time, missed.create_time);
+    assert_eq!(expired[0].offer_expire_time, missed.expire_time);
+    assert!(expired[0].occur_time.unwrap().seconds >= missed.expire_time.unwrap().seconds);
+    for event in of(ipb::RoutingEventType::OfferAccepted)
+        .into_iter()
+        .chain(of(ipb::RoutingEventType::OfferCreated))
+        .chain(expired.iter().copied())
+    {
+        assert_eq!(event.queue_id, queue_id);
+        assert_eq!(event.wait_start_time, Some(waited_since));
+        assert_eq!(event.offer_kind, pb::OfferKind::Queue as i32);
+        assert_eq!(event.channel, Channel::Webchat as i32);
+        assert_eq!(event.capacity_units, 1);
+        assert!(event.offer_create_time.is_some() && event.offer_expire_time.is_some());
+    }
+    let answered: Vec<_> = of(ipb::RoutingEventType::OfferAccepted)
+        .into_iter()
+        .map(|e| e.offer_id.as_str())
+        .collect();
+    let ids: Vec<_> = accepted.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(answered, ids);
+    for event in of(ipb::RoutingEventType::WaitingEnqueued)
+        .into_iter()
+        .chain(of(ipb::RoutingEventType::WaitingCancelled))
+    {
+        assert_eq!(event.wait_start_time, Some(waited_since));
+        assert_eq!(event.channel, Channel::Webchat as i32);
+    }
+    assert_eq!(of(ipb::RoutingEventType::WaitingCancelled).len(), 1);
+    // The queue's change is in the log under its own type.
+    assert_eq!(of(ipb::RoutingEventType::QueueUpdated).len(), 1);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type != ipb::RoutingEventType::Unspecified as i32),
+        "every stored type has a contract type"
+    );
 
     h.stop().await;
     fake_shutdown.trigger();

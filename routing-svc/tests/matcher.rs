@@ -135,7 +135,7 @@ impl Tenant {
             )
             .await
             .unwrap();
-            routing::set_presence(&mut tx, &agent, presence, "", now_micros())
+            routing::set_presence(&mut tx, &agent, presence, "", &agent.agent_id, now_micros())
                 .await
                 .unwrap();
             agents.push(agent);
@@ -446,9 +446,16 @@ async fn members_kept_between_passes_follow_every_change(store: Store) {
 
     // Ada comes back: the kept copy must not still see her away.
     let mut tx = store.begin().await.unwrap();
-    routing::set_presence(&mut tx, &ada, Presence::Available, "", now_micros())
-        .await
-        .unwrap();
+    routing::set_presence(
+        &mut tx,
+        &ada,
+        Presence::Available,
+        "",
+        &ada.agent_id,
+        now_micros(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(matcher.pass(&store, &stop).await.unwrap(), 1);
     assert_eq!(offered(&store, &first).await, [true]);

@@ -139,9 +139,16 @@ impl Fixture {
         )
         .await
         .unwrap();
-        routing::set_presence(&mut tx, &agent, Presence::Available, "", now_micros())
-            .await
-            .unwrap();
+        routing::set_presence(
+            &mut tx,
+            &agent,
+            Presence::Available,
+            "",
+            &agent.agent_id,
+            now_micros(),
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         // The name comes from the directory, through the agent's own calls.
         assert!(
@@ -826,9 +833,16 @@ async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
     );
     // Setting a presence by hand ends RONA.
     let mut tx = store.begin().await.unwrap();
-    routing::set_presence(&mut tx, &reloaded, Presence::Available, "", now_micros())
-        .await
-        .unwrap();
+    routing::set_presence(
+        &mut tx,
+        &reloaded,
+        Presence::Available,
+        "",
+        &reloaded.agent_id,
+        now_micros(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let back = f.reload(&store, &agent.agent_id).await;
     assert_eq!(back.presence, Presence::Available);
@@ -1063,9 +1077,16 @@ async fn leaving_available_withdraws_pending_offers(store: Store) {
     let item = f.enqueue(&store, Channel::Webchat).await;
     let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
     let mut tx = store.begin().await.unwrap();
-    routing::set_presence(&mut tx, &agent, Presence::Away, "lunch", now_micros())
-        .await
-        .unwrap();
+    routing::set_presence(
+        &mut tx,
+        &agent,
+        Presence::Away,
+        "lunch",
+        &agent.agent_id,
+        now_micros(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let reloaded = f.reload(&store, &agent.agent_id).await;
     assert_eq!(reloaded.presence, Presence::Away);

@@ -131,7 +131,15 @@ impl AgentApi {
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
         let now = now_micros();
-        routing::set_presence(&mut tx, &agent, presence, &reason, now).await?;
+        routing::set_presence(
+            &mut tx,
+            &agent,
+            presence,
+            &reason,
+            &identity.principal_id,
+            now,
+        )
+        .await?;
         // A logout returns the agent's conversations of some queues to them: the outbox
         // entries commit with the presence, so none is lost if conversation-svc is down.
         let returned = if is_logout(agent.presence, presence) {

@@ -1,6 +1,6 @@
 //! Presence rules: who may set what, and who receives offers.
 
-use crate::domain::types::Presence;
+use crate::domain::types::{Presence, PresenceCause};
 
 /// Why a presence change asked by a client was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,57 @@ pub fn shown(chosen: Presence, used: i32, total: i32) -> Presence {
     } else {
         chosen
     }
+}
+
+/// A change of the presence an agent shows, as its event records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// Shown after the change.
+    pub shown: Presence,
+    /// Shown before it.
+    pub previous: Presence,
+    /// What changed it.
+    pub cause: PresenceCause,
+}
+
+/// The change an agent showing `previous` sees when `actor_id` sets `agent_id`'s presence
+/// to `chosen` while it holds `used` of `total` units: the agent's own choice, or a
+/// supervisor's. Recorded even when nothing shown changes, since a choice by hand still
+/// ends RONA and sets the reason.
+pub fn set_by_hand(
+    agent_id: &str,
+    actor_id: &str,
+    previous: Presence,
+    chosen: Presence,
+    used: i32,
+    total: i32,
+) -> PresenceChange {
+    PresenceChange {
+        shown: shown(chosen, used, total),
+        previous,
+        cause: if actor_id == agent_id {
+            PresenceCause::Agent
+        } else {
+            PresenceCause::Supervisor
+        },
+    }
+}
+
+/// The change, if any, that a capacity change from `used_before` to `used_after` of
+/// `total_after` units (with the total `total_before` before) makes to what an agent who
+/// chose `chosen` shows.
+pub fn after_capacity_change(
+    chosen: Presence,
+    (used_before, total_before): (i32, i32),
+    (used_after, total_after): (i32, i32),
+) -> Option<PresenceChange> {
+    let previous = shown(chosen, used_before, total_before);
+    let now = shown(chosen, used_after, total_after);
+    (previous != now).then_some(PresenceChange {
+        shown: now,
+        previous,
+        cause: PresenceCause::Capacity,
+    })
 }
 
 /// The `idle_since` time after a presence change at `now`: becoming Available starts a
@@ -104,6 +155,48 @@ mod tests {
             );
         }
         assert!(!Presence::Rona.receives_offers());
+    }
+
+    #[test]
+    fn a_capacity_change_shows_busy_only_when_it_fills_an_available_agent() {
+        let filled = after_capacity_change(Presence::Available, (1, 2), (2, 2));
+        assert_eq!(
+            filled,
+            Some(PresenceChange {
+                shown: Presence::Busy,
+                previous: Presence::Available,
+                cause: PresenceCause::Capacity,
+            })
+        );
+        let freed = after_capacity_change(Presence::Available, (2, 2), (1, 2)).unwrap();
+        assert_eq!(
+            (freed.previous, freed.shown),
+            (Presence::Busy, Presence::Available)
+        );
+        assert_eq!(
+            after_capacity_change(Presence::Available, (0, 2), (1, 2)),
+            None
+        );
+        assert_eq!(
+            after_capacity_change(Presence::Away, (1, 2), (2, 2)),
+            None,
+            "a presence chosen by hand is never overwritten"
+        );
+        let smaller_profile = after_capacity_change(Presence::Available, (2, 3), (2, 2)).unwrap();
+        assert_eq!(smaller_profile.shown, Presence::Busy);
+    }
+
+    #[test]
+    fn a_presence_set_by_hand_names_who_set_it() {
+        let own = set_by_hand("ada", "ada", Presence::Rona, Presence::Available, 0, 2);
+        assert_eq!(own.cause, PresenceCause::Agent);
+        assert_eq!(
+            (own.previous, own.shown),
+            (Presence::Rona, Presence::Available)
+        );
+        let full = set_by_hand("ada", "sue", Presence::Away, Presence::Available, 2, 2);
+        assert_eq!(full.cause, PresenceCause::Supervisor);
+        assert_eq!(full.shown, Presence::Busy);
     }
 
     #[test]

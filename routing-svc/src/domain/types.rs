@@ -105,6 +105,20 @@ int_enum! {
 }
 
 int_enum! {
+    /// Why an agent's shown presence changed.
+    PresenceCause {
+        /// The agent set it.
+        Agent = 1,
+        /// A supervisor set it for the agent.
+        Supervisor = 2,
+        /// An offer timed out and the system set RONA.
+        OfferTimedOut = 3,
+        /// The agent's capacity filled up (Available shows Busy) or freed again.
+        Capacity = 4,
+    }
+}
+
+int_enum! {
     /// Why an offer was made.
     OfferKind {
         /// A conversation waiting in a queue.

@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchboard_server_kit::db::{Dialect, is_unique_violation};
 
+use crate::domain::presence::after_capacity_change;
 use crate::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, LogoutBehavior, Presence, Program, Queue,
     QueueState, Skill, SkillRequirement, TransferFallback,
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
 use crate::store::{
     NewEvent, Tx, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id, i32_or_max,
-    int_column, json_column, to_json,
+    int_column, json_column, kind, to_json,
 };
 
 /// Turns a unique violation into ALREADY_EXISTS with `message`.
@@ -54,7 +55,7 @@ pub async fn insert_program(tx: &mut Tx, program: &Program) -> Result<()> {
         "a program named \"{}\" already exists",
         program.display_name
     )))?;
-    tx.event(NewEvent::new(&program.tenant_id, "program.created"));
+    tx.event(NewEvent::new(&program.tenant_id, kind::PROGRAM_CREATED));
     Ok(())
 }
 
@@ -178,7 +179,7 @@ pub async fn insert_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
         .execute(tx.conn())
         .await
         .map_err(name_taken(queue))?;
-    tx.event(NewEvent::new(&queue.tenant_id, "queue.created").queue(&queue.id));
+    tx.event(NewEvent::new(&queue.tenant_id, kind::QUEUE_CREATED).queue(&queue.id));
     Ok(())
 }
 
@@ -198,7 +199,7 @@ pub async fn update_queue(tx: &mut Tx, queue: &Queue) -> Result<()> {
         .execute(tx.conn())
         .await
         .map_err(name_taken(queue))?;
-    tx.event(NewEvent::new(&queue.tenant_id, "queue.updated").queue(&queue.id));
+    tx.event(NewEvent::new(&queue.tenant_id, kind::QUEUE_UPDATED).queue(&queue.id));
     Ok(())
 }
 
@@ -321,12 +322,12 @@ pub async fn delete_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<()> 
         .await?;
     for (agent_id,) in &members {
         tx.event(
-            NewEvent::new(tenant_id, "agent_profile.queue_removed")
+            NewEvent::new(tenant_id, kind::AGENT_QUEUE_REMOVED)
                 .agent(agent_id)
                 .queue(id),
         );
     }
-    tx.event(NewEvent::new(tenant_id, "queue.deleted").queue(id));
+    tx.event(NewEvent::new(tenant_id, kind::QUEUE_DELETED).queue(id));
     Ok(())
 }
 
@@ -462,7 +463,7 @@ pub async fn insert_capacity_profile(
     .await?;
     tx.event(NewEvent::new(
         &profile.tenant_id,
-        "capacity_profile.created",
+        kind::CAPACITY_PROFILE_CREATED,
     ));
     Ok(())
 }
@@ -645,6 +646,7 @@ pub async fn upsert_agent_profile(
     input: &AgentProfileInput,
     now: i64,
 ) -> Result<Agent> {
+    let before = get_agent(tx.conn(), &input.tenant_id, &input.agent_id).await?;
     let updated = sqlx::query(
         "UPDATE agents SET capacity_profile_id = $3, capacity_total = $4, channel_costs = $5, \
          excluded_channels = $6, skills = $7, update_time = $8, display_name = $9 \
@@ -696,10 +698,32 @@ pub async fn upsert_agent_profile(
             .execute(tx.conn())
             .await?;
     }
-    tx.event(NewEvent::new(&input.tenant_id, "agent_profile.set").agent(&input.agent_id));
-    get_agent(tx.conn(), &input.tenant_id, &input.agent_id)
+    let agent = get_agent(tx.conn(), &input.tenant_id, &input.agent_id)
         .await?
-        .ok_or_else(|| Error::Internal(format!("agent {} vanished", input.agent_id)))
+        .ok_or_else(|| Error::Internal(format!("agent {} vanished", input.agent_id)))?;
+    let load = (agent.capacity_used, agent.capacity_total);
+    tx.event(
+        NewEvent::new(&input.tenant_id, kind::AGENT_PROFILE_SET)
+            .agent(&input.agent_id)
+            .load(load.0, load.1),
+    );
+    // A smaller or larger capacity can fill an Available agent up, or free it.
+    let change = before.and_then(|before| {
+        after_capacity_change(
+            agent.presence,
+            (before.capacity_used, before.capacity_total),
+            load,
+        )
+    });
+    if let Some(change) = change {
+        tx.event(
+            NewEvent::new(&input.tenant_id, kind::PRESENCE_CHANGED)
+                .agent(&input.agent_id)
+                .presence(change)
+                .load(load.0, load.1),
+        );
+    }
+    Ok(agent)
 }
 
 /// Stores `display_name` (the directory's, from the caller's signed identity) as the
@@ -735,7 +759,7 @@ pub async fn refresh_display_name(
     )
     .await?;
     if changed {
-        tx.event(NewEvent::new(tenant_id, "agent.renamed").agent(agent_id));
+        tx.event(NewEvent::new(tenant_id, kind::AGENT_RENAMED).agent(agent_id));
     }
     tx.commit().await?;
     Ok(changed)

@@ -9,15 +9,122 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchboard_server_kit::db::now_micros;
 
+use crate::domain::presence::PresenceChange;
+use crate::domain::{Channel, Offer, OfferKind, Presence, PresenceCause};
 use crate::error::{Error, Result};
 use crate::store::fetch_all;
+
+/// The stored event types, each mapped to the contract's `RoutingEventType` in
+/// `crate::convert::event_type` (a test checks that every one of [`kind::ALL`] is).
+pub mod kind {
+    /// A conversation entered a queue.
+    pub const ENQUEUED: &str = "conversation.enqueued";
+    /// A conversation left its queue without being taken.
+    pub const WAITING_CANCELLED: &str = "waiting.cancelled";
+    /// A waiting conversation moved to its queue's overflow queue.
+    pub const OVERFLOWED: &str = "conversation.overflowed";
+    /// An offer was made.
+    pub const OFFER_CREATED: &str = "offer.created";
+    /// An offer was accepted.
+    pub const OFFER_ACCEPTED: &str = "offer.accepted";
+    /// An offer was rejected.
+    pub const OFFER_REJECTED: &str = "offer.rejected";
+    /// An offer timed out.
+    pub const OFFER_TIMED_OUT: &str = "offer.timed_out";
+    /// An offer was withdrawn.
+    pub const OFFER_WITHDRAWN: &str = "offer.withdrawn";
+    /// An agent's shown presence changed (or was set by hand).
+    pub const PRESENCE_CHANGED: &str = "presence.changed";
+    /// Units were reserved for a conversation with an agent.
+    pub const CAPACITY_RESERVED: &str = "capacity.reserved";
+    /// Units held for a conversation were released.
+    pub const CAPACITY_RELEASED: &str = "capacity.released";
+    /// A program was created.
+    pub const PROGRAM_CREATED: &str = "program.created";
+    /// A queue was created.
+    pub const QUEUE_CREATED: &str = "queue.created";
+    /// A queue's settings changed.
+    pub const QUEUE_UPDATED: &str = "queue.updated";
+    /// A queue was deleted.
+    pub const QUEUE_DELETED: &str = "queue.deleted";
+    /// A capacity profile was created.
+    pub const CAPACITY_PROFILE_CREATED: &str = "capacity_profile.created";
+    /// An agent's routing profile was set.
+    pub const AGENT_PROFILE_SET: &str = "agent_profile.set";
+    /// An agent lost a queue membership because the queue was deleted.
+    pub const AGENT_QUEUE_REMOVED: &str = "agent_profile.queue_removed";
+    /// An agent's display name changed.
+    pub const AGENT_RENAMED: &str = "agent.renamed";
+    /// conversation-svc applied an assignment.
+    pub const ASSIGNMENT_APPLIED: &str = "assignment.applied";
+    /// conversation-svc refused an assignment.
+    pub const ASSIGNMENT_FAILED: &str = "assignment.failed";
+
+    /// Every type written.
+    pub const ALL: &[&str] = &[
+        ENQUEUED,
+        WAITING_CANCELLED,
+        OVERFLOWED,
+        OFFER_CREATED,
+        OFFER_ACCEPTED,
+        OFFER_REJECTED,
+        OFFER_TIMED_OUT,
+        OFFER_WITHDRAWN,
+        PRESENCE_CHANGED,
+        CAPACITY_RESERVED,
+        CAPACITY_RELEASED,
+        PROGRAM_CREATED,
+        QUEUE_CREATED,
+        QUEUE_UPDATED,
+        QUEUE_DELETED,
+        CAPACITY_PROFILE_CREATED,
+        AGENT_PROFILE_SET,
+        AGENT_QUEUE_REMOVED,
+        AGENT_RENAMED,
+        ASSIGNMENT_APPLIED,
+        ASSIGNMENT_FAILED,
+    ];
+}
+
+/// What an event says beyond the ids it names, so that a consumer (reporting) can follow
+/// agents and queues from the log alone. Stored one column each; zero, `None` and empty
+/// mean "does not apply".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventData {
+    /// A presence change: shown after, shown before, and why.
+    pub presence: Option<PresenceChange>,
+    /// The reason given with a presence set by hand.
+    pub presence_reason: String,
+    /// Who set a presence by hand.
+    pub actor_id: String,
+    /// Units reserved, released, or held by an offer.
+    pub capacity_units: i32,
+    /// Units the agent holds after the change (with `capacity_total`), when known.
+    pub capacity_used: i32,
+    /// The agent's capacity total after the change.
+    pub capacity_total: i32,
+    /// Units reserved beyond capacity by an override.
+    pub units_over_capacity: i32,
+    /// When the customer started waiting (micros), 0 when it does not apply.
+    pub wait_start_time: i64,
+    /// When the offer was made (micros), 0 when not an offer event.
+    pub offer_create_time: i64,
+    /// The offer's deadline (micros), 0 when not an offer event.
+    pub offer_expire_time: i64,
+    /// What the offer is for.
+    pub offer_kind: Option<OfferKind>,
+    /// The agent's reason for a rejection.
+    pub reject_reason: String,
+    /// The conversation's channel.
+    pub channel: Option<Channel>,
+}
 
 /// An event to append; ids left empty when they do not apply.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NewEvent {
     /// Tenant of the change.
     pub tenant_id: String,
-    /// Event type, e.g. `offer.created`.
+    /// Event type, one of [`kind`].
     pub kind: &'static str,
     /// The agent concerned.
     pub agent_id: String,
@@ -29,6 +136,8 @@ pub struct NewEvent {
     pub offer_id: String,
     /// The queue a conversation left, for an overflow.
     pub from_queue_id: String,
+    /// What happened, in detail.
+    pub data: EventData,
 }
 
 impl NewEvent {
@@ -69,6 +178,63 @@ impl NewEvent {
     pub fn from_queue(mut self, queue_id: &str) -> NewEvent {
         queue_id.clone_into(&mut self.from_queue_id);
         self
+    }
+
+    /// Records a presence change.
+    pub fn presence(mut self, change: PresenceChange) -> NewEvent {
+        self.data.presence = Some(change);
+        self
+    }
+
+    /// Records who set a presence by hand, and their reason.
+    pub fn set_by(mut self, actor_id: &str, reason: &str) -> NewEvent {
+        actor_id.clone_into(&mut self.data.actor_id);
+        reason.clone_into(&mut self.data.presence_reason);
+        self
+    }
+
+    /// Records the units concerned.
+    pub fn units(mut self, units: i32) -> NewEvent {
+        self.data.capacity_units = units;
+        self
+    }
+
+    /// Records the agent's capacity after the change: `used` of `total` units.
+    pub fn load(mut self, used: i32, total: i32) -> NewEvent {
+        self.data.capacity_used = used;
+        self.data.capacity_total = total;
+        self
+    }
+
+    /// Records the units reserved beyond capacity.
+    pub fn over_capacity(mut self, units: i32) -> NewEvent {
+        self.data.units_over_capacity = units;
+        self
+    }
+
+    /// Records when the customer started waiting, and on which channel.
+    pub fn waiting_since(mut self, wait_start_time: i64, channel: Channel) -> NewEvent {
+        self.data.wait_start_time = wait_start_time;
+        self.data.channel = Some(channel);
+        self
+    }
+
+    /// Names `offer` with its facts: queue, agent, conversation, kind, times, units.
+    pub fn of_offer(offer: &Offer, kind: &'static str) -> NewEvent {
+        let mut event = NewEvent::new(&offer.tenant_id, kind)
+            .agent(&offer.agent_id)
+            .conversation(&offer.conversation_id)
+            .queue(&offer.queue_id)
+            .offer(&offer.id)
+            .units(offer.capacity_units)
+            .waiting_since(offer.wait_start_time, offer.channel);
+        event.data.offer_create_time = offer.create_time;
+        event.data.offer_expire_time = offer.expire_time;
+        event.data.offer_kind = Some(offer.kind);
+        offer
+            .reject_reason
+            .clone_into(&mut event.data.reject_reason);
+        event
     }
 }
 
@@ -122,6 +288,8 @@ pub struct Event {
     pub offer_id: String,
     /// Queue the conversation left, for an overflow; otherwise empty.
     pub from_queue_id: String,
+    /// What happened, in detail.
+    pub data: EventData,
 }
 
 /// Appends `events` with consecutive sequences; returns the last one, if any.
@@ -139,11 +307,12 @@ pub(crate) async fn append(conn: &mut AnyConnection, events: &[NewEvent]) -> Res
     let now = now_micros();
     for (index, event) in events.iter().enumerate() {
         let sequence = last - count + 1 + index as i64;
-        sqlx::query(
-            "INSERT INTO events (sequence, tenant_id, type, occur_time, agent_id, \
-             conversation_id, queue_id, offer_id, from_queue_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
+        let data = &event.data;
+        let presence = data.presence.as_ref();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+        )))
         .bind(sequence)
         .bind(&event.tenant_id)
         .bind(event.kind)
@@ -153,13 +322,44 @@ pub(crate) async fn append(conn: &mut AnyConnection, events: &[NewEvent]) -> Res
         .bind(&event.queue_id)
         .bind(&event.offer_id)
         .bind(&event.from_queue_id)
+        .bind(i64::from(presence.map_or(0, |p| p.shown.as_i32())))
+        .bind(i64::from(presence.map_or(0, |p| p.previous.as_i32())))
+        .bind(i64::from(presence.map_or(0, |p| p.cause.as_i32())))
+        .bind(&data.presence_reason)
+        .bind(&data.actor_id)
+        .bind(i64::from(data.capacity_units))
+        .bind(i64::from(data.capacity_used))
+        .bind(i64::from(data.capacity_total))
+        .bind(i64::from(data.units_over_capacity))
+        .bind(data.wait_start_time)
+        .bind(data.offer_create_time)
+        .bind(data.offer_expire_time)
+        .bind(i64::from(data.offer_kind.map_or(0, OfferKind::as_i32)))
+        .bind(&data.reject_reason)
+        .bind(i64::from(data.channel.map_or(0, Channel::as_i32)))
         .execute(&mut *conn)
         .await?;
     }
     Ok(Some(last))
 }
 
+fn small(row: &AnyRow, column: &str) -> Result<i32> {
+    let value: i64 = row.try_get(column)?;
+    i32::try_from(value).map_err(|_| Error::Internal(format!("events.{column} out of range")))
+}
+
 fn event_from_row(row: &AnyRow) -> Result<Event> {
+    let presence = Presence::from_i32(small(row, "presence")?);
+    let previous = Presence::from_i32(small(row, "previous_presence")?);
+    let cause = PresenceCause::from_i32(small(row, "presence_cause")?);
+    let presence = match (presence, previous, cause) {
+        (Some(shown), Some(previous), Some(cause)) => Some(PresenceChange {
+            shown,
+            previous,
+            cause,
+        }),
+        _ => None,
+    };
     Ok(Event {
         sequence: row.try_get("sequence")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -170,11 +370,29 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         queue_id: row.try_get("queue_id")?,
         offer_id: row.try_get("offer_id")?,
         from_queue_id: row.try_get("from_queue_id")?,
+        data: EventData {
+            presence,
+            presence_reason: row.try_get("presence_reason")?,
+            actor_id: row.try_get("actor_id")?,
+            capacity_units: small(row, "capacity_units")?,
+            capacity_used: small(row, "capacity_used")?,
+            capacity_total: small(row, "capacity_total")?,
+            units_over_capacity: small(row, "units_over_capacity")?,
+            wait_start_time: row.try_get("wait_start_time")?,
+            offer_create_time: row.try_get("offer_create_time")?,
+            offer_expire_time: row.try_get("offer_expire_time")?,
+            offer_kind: OfferKind::from_i32(small(row, "offer_kind")?),
+            reject_reason: row.try_get("reject_reason")?,
+            channel: Channel::from_i32(small(row, "channel")?),
+        },
     })
 }
 
 const EVENT_COLUMNS: &str = "sequence, tenant_id, type, occur_time, agent_id, conversation_id, \
-    queue_id, offer_id, from_queue_id";
+    queue_id, offer_id, from_queue_id, presence, previous_presence, presence_cause, \
+    presence_reason, actor_id, capacity_units, capacity_used, capacity_total, \
+    units_over_capacity, wait_start_time, offer_create_time, offer_expire_time, offer_kind, \
+    reject_reason, channel";
 
 /// Events after `after`, in sequence order, at most `limit`.
 pub async fn after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Event>> {

@@ -23,7 +23,7 @@ use switchboard_server_kit::idempotency;
 use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
 
-pub use events::{Event, NewEvent, Topic};
+pub use events::{Event, EventData, NewEvent, Topic, kind};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");

@@ -14,7 +14,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::domain::{AssignmentSource, OfferState, Queue};
 use crate::error::{Error, Result};
-use crate::store::{NewEvent, Tx, fetch_all, int_column};
+use crate::store::{NewEvent, Tx, fetch_all, int_column, kind};
 
 /// An assignment to apply in conversation-svc.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -439,9 +439,9 @@ pub async fn finish(
     .await?;
     if created.is_some() && entry.is_assignment() {
         let kind = if outcome == "applied" {
-            "assignment.applied"
+            kind::ASSIGNMENT_APPLIED
         } else {
-            "assignment.failed"
+            kind::ASSIGNMENT_FAILED
         };
         tx.event(
             NewEvent::new(&entry.tenant_id, kind)

@@ -2,6 +2,63 @@
 
 use super::*;
 use crate::domain::LogoutBehavior;
+use crate::domain::presence::{after_capacity_change, set_by_hand};
+
+/// An agent's capacity as a change left it: what its capacity event records, and what
+/// tells whether its shown presence changed with it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Load {
+    chosen: Presence,
+    used: i32,
+    total: i32,
+}
+
+/// What an `UPDATE agents … RETURNING` lists for [`updated_load`].
+pub(super) const RETURNING_LOAD: &str = "RETURNING presence, capacity_used, capacity_total";
+
+/// Runs an `UPDATE agents … RETURNING_LOAD` of at most one agent: the agent's load after
+/// it, or `None` when its condition left the row alone.
+pub(super) async fn updated_load<'q>(
+    tx: &mut Tx,
+    update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+) -> Result<Option<Load>> {
+    let Some(row) = update.fetch_optional(tx.conn()).await? else {
+        return Ok(None);
+    };
+    let chosen: i64 = row.try_get("presence")?;
+    let used: i64 = row.try_get("capacity_used")?;
+    let total: i64 = row.try_get("capacity_total")?;
+    let chosen = i32::try_from(chosen)
+        .ok()
+        .and_then(Presence::from_i32)
+        .ok_or_else(|| Error::Internal(format!("agents.presence {chosen} is unknown")))?;
+    Ok(Some(Load {
+        chosen,
+        used: i32_or_max(used),
+        total: i32_or_max(total),
+    }))
+}
+
+/// Records a change of `delta` units in what an agent holds that left it at `after`:
+/// `event` (a capacity event) with the units and the load, and the agent's shown presence
+/// changing when the change filled it up or freed it (busy when full).
+pub(super) fn record_capacity_change(tx: &mut Tx, event: NewEvent, delta: i32, after: Load) {
+    let (tenant_id, agent_id) = (event.tenant_id.clone(), event.agent_id.clone());
+    tx.event(
+        event
+            .units(delta.saturating_abs())
+            .load(after.used, after.total),
+    );
+    let before = (after.used.saturating_sub(delta), after.total);
+    if let Some(change) = after_capacity_change(after.chosen, before, (after.used, after.total)) {
+        tx.event(
+            NewEvent::new(&tenant_id, kind::PRESENCE_CHANGED)
+                .agent(&agent_id)
+                .presence(change)
+                .load(after.used, after.total),
+        );
+    }
+}
 
 /// Releases the units a conversation holds with an agent. Idempotent: returns the units
 /// freed, 0 when nothing was held.
@@ -24,24 +81,29 @@ pub async fn release_capacity(
     let Some((units, queue_id)) = row else {
         return Ok(0);
     };
-    sqlx::query(AssertSqlSafe(format!(
+    let release = sqlx::query(AssertSqlSafe(format!(
         "UPDATE agents SET capacity_used = capacity_used - $3, idle_since = $4, {} \
-         WHERE tenant_id = $1 AND agent_id = $2",
+         WHERE tenant_id = $1 AND agent_id = $2 {RETURNING_LOAD}",
         shown_presence_time("-$3", "$4")
     )))
     .bind(tenant_id)
     .bind(agent_id)
     .bind(units)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    tx.event(
-        NewEvent::new(tenant_id, "capacity.released")
+    .bind(now);
+    let after = updated_load(tx, release)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("agent {agent_id} vanished")))?;
+    let units = i32_or_max(units);
+    record_capacity_change(
+        tx,
+        NewEvent::new(tenant_id, kind::CAPACITY_RELEASED)
             .agent(agent_id)
             .conversation(conversation_id)
             .queue(&queue_id),
+        -units,
+        after,
     );
-    Ok(i32_or_max(units))
+    Ok(units)
 }
 
 /// A reservation outside an offer (supervisor assign, transfer).
@@ -92,7 +154,7 @@ pub async fn reserve_capacity(
     let reserve = sqlx::query(AssertSqlSafe(format!(
         "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4, {} \
          WHERE tenant_id = $1 AND agent_id = $2 \
-         AND ($5 = 1 OR capacity_used + pending_units + $3 <= capacity_total)",
+         AND ($5 = 1 OR capacity_used + pending_units + $3 <= capacity_total) {RETURNING_LOAD}",
         shown_presence_time("$3", "$4")
     )))
     .bind(input.tenant_id)
@@ -100,12 +162,12 @@ pub async fn reserve_capacity(
     .bind(i64::from(units))
     .bind(now)
     .bind(i64::from(input.override_capacity));
-    if !changes_one_row(tx.conn(), reserve).await? {
+    let Some(after) = updated_load(tx, reserve).await? else {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {units} free capacity units",
             input.agent_id
         )));
-    }
+    };
     let queue_id = input.queue.map(|q| q.id.clone()).unwrap_or_default();
     if let Some(queue) = input.queue
         && !input.override_capacity
@@ -130,20 +192,18 @@ pub async fn reserve_capacity(
     .bind(now)
     .execute(tx.conn())
     .await?;
-    let (used, total): (i64, i64) = sqlx::query_as(
-        "SELECT capacity_used, capacity_total FROM agents WHERE tenant_id = $1 AND agent_id = $2",
-    )
-    .bind(input.tenant_id)
-    .bind(input.agent_id)
-    .fetch_one(tx.conn())
-    .await?;
-    tx.event(
-        NewEvent::new(input.tenant_id, "capacity.reserved")
+    let over = after.used.saturating_sub(after.total).max(0);
+    record_capacity_change(
+        tx,
+        NewEvent::new(input.tenant_id, kind::CAPACITY_RESERVED)
             .agent(input.agent_id)
             .conversation(input.conversation_id)
-            .queue(&queue_id),
+            .queue(&queue_id)
+            .over_capacity(over),
+        units,
+        after,
     );
-    Ok((units, i32_or_max((used - total).max(0))))
+    Ok((units, over))
 }
 
 /// Units an agent holds for a conversation, if any.
@@ -166,13 +226,15 @@ pub async fn assignment_units(
 
 // --- presence -------------------------------------------------------------------------
 
-/// Sets an agent's presence by hand (which also ends RONA). Leaving Available withdraws
-/// the agent's pending offers so others can take them.
+/// Sets an agent's presence by hand, as `actor_id` (the agent or a supervisor) asked,
+/// which also ends RONA. Leaving Available withdraws the agent's pending offers so others
+/// can take them.
 pub async fn set_presence(
     tx: &mut Tx,
     agent: &Agent,
     presence: Presence,
     reason: &str,
+    actor_id: &str,
     now: i64,
 ) -> Result<()> {
     let idle_since = crate::domain::presence::idle_since_after_change(
@@ -205,7 +267,21 @@ pub async fn set_presence(
     .bind(login_time)
     .execute(tx.conn())
     .await?;
-    tx.event(NewEvent::new(&agent.tenant_id, "presence.changed").agent(&agent.agent_id));
+    let change = set_by_hand(
+        &agent.agent_id,
+        actor_id,
+        agent.shown_presence(),
+        presence,
+        agent.capacity_used,
+        agent.capacity_total,
+    );
+    tx.event(
+        NewEvent::new(&agent.tenant_id, kind::PRESENCE_CHANGED)
+            .agent(&agent.agent_id)
+            .presence(change)
+            .set_by(actor_id, reason)
+            .load(agent.capacity_used, agent.capacity_total),
+    );
     if !presence.keeps_pending_offers() {
         withdraw_agent_offers(tx, &agent.tenant_id, &agent.agent_id, now).await?;
     }

@@ -30,9 +30,10 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::domain::offer::{OfferError, check_accept};
 use crate::domain::overflow::overflow_due;
+use crate::domain::presence::PresenceChange;
 use crate::domain::{
     Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Omitted, Presence,
-    Queue, RoutingDecision, WaitingItem, channel_units,
+    PresenceCause, Queue, RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
 use crate::store::catalog::{self, get_agent};
@@ -40,7 +41,7 @@ use crate::store::outbox::{self, OutboxEntry};
 use crate::store::page::PageRequest;
 use crate::store::{
     NewEvent, Tx, changes_one_row, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id,
-    i32_or_max, int_column, json_column, to_json,
+    i32_or_max, int_column, json_column, kind, to_json,
 };
 
 pub(super) const WAITING: &str = "waiting";

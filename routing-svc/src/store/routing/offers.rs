@@ -248,7 +248,7 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         },
     )
     .await?;
-    tx.event(offer_event(&offer, "offer.created"));
+    tx.event(NewEvent::of_offer(&offer, kind::OFFER_CREATED));
     Ok(Some(offer))
 }
 
@@ -287,21 +287,13 @@ pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn offer_event(offer: &Offer, kind: &'static str) -> NewEvent {
-    NewEvent::new(&offer.tenant_id, kind)
-        .agent(&offer.agent_id)
-        .conversation(&offer.conversation_id)
-        .queue(&offer.queue_id)
-        .offer(&offer.id)
-}
-
 pub(super) fn resolution_event(state: OfferState) -> &'static str {
     match state {
-        OfferState::Pending => "offer.created",
-        OfferState::Accepted => "offer.accepted",
-        OfferState::Rejected => "offer.rejected",
-        OfferState::TimedOut => "offer.timed_out",
-        OfferState::Withdrawn => "offer.withdrawn",
+        OfferState::Pending => kind::OFFER_CREATED,
+        OfferState::Accepted => kind::OFFER_ACCEPTED,
+        OfferState::Rejected => kind::OFFER_REJECTED,
+        OfferState::TimedOut => kind::OFFER_TIMED_OUT,
+        OfferState::Withdrawn => kind::OFFER_WITHDRAWN,
     }
 }
 
@@ -338,7 +330,7 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
     .bind(&offer.id)
     .execute(tx.conn())
     .await?;
-    tx.event(offer_event(offer, resolution_event(to)));
+    tx.event(NewEvent::of_offer(offer, resolution_event(to)));
     if offer.kind != OfferKind::Queue {
         // conversation-svc asked for this offer and decides what follows (the transfer's
         // fallback): it hears of the outcome through the outbox, like an assignment.
@@ -361,19 +353,37 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
         outbox::insert(tx, &entry, now).await?;
     }
     if to.puts_agent_in_rona() {
-        let enter_rona = sqlx::query(
-            "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
-             WHERE tenant_id = $1 AND agent_id = $2 AND presence <> $3",
-        )
-        .bind(&offer.tenant_id)
-        .bind(&offer.agent_id)
-        .bind(i64::from(Presence::Rona.as_i32()))
-        .bind(now);
-        if changes_one_row(tx.conn(), enter_rona).await? {
-            tx.event(NewEvent::new(&offer.tenant_id, "presence.changed").agent(&offer.agent_id));
-        }
+        enter_rona(tx, &offer.tenant_id, &offer.agent_id, now).await?;
     }
     Ok(true)
+}
+
+/// Puts an agent whose offer timed out in RONA, unless it already is.
+async fn enter_rona(tx: &mut Tx, tenant_id: &str, agent_id: &str, now: i64) -> Result<()> {
+    let Some(agent) = get_agent(tx.conn(), tenant_id, agent_id).await? else {
+        return Ok(());
+    };
+    let rona = sqlx::query(
+        "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND presence <> $3",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(i64::from(Presence::Rona.as_i32()))
+    .bind(now);
+    if changes_one_row(tx.conn(), rona).await? {
+        tx.event(
+            NewEvent::new(tenant_id, kind::PRESENCE_CHANGED)
+                .agent(agent_id)
+                .presence(PresenceChange {
+                    shown: Presence::Rona,
+                    previous: agent.shown_presence(),
+                    cause: PresenceCause::OfferTimedOut,
+                })
+                .load(agent.capacity_used, agent.capacity_total),
+        );
+    }
+    Ok(())
 }
 
 /// Withdraws every pending offer of an agent; returns the offers withdrawn.
@@ -505,19 +515,20 @@ pub async fn accept_offer(
     let units = i64::from(offer.capacity_units);
     let reserve = sqlx::query(AssertSqlSafe(format!(
         "UPDATE agents SET capacity_used = capacity_used + $3, pending_units = pending_units - $3, \
-         {} WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total",
+         {} WHERE tenant_id = $1 AND agent_id = $2 AND capacity_used + $3 <= capacity_total \
+         {RETURNING_LOAD}",
         shown_presence_time("$3", "$4")
     )))
     .bind(&offer.tenant_id)
     .bind(&offer.agent_id)
     .bind(units)
     .bind(now);
-    if !changes_one_row(tx.conn(), reserve).await? {
+    let Some(load) = updated_load(tx, reserve).await? else {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {} free capacity units for offer {offer_id}",
             offer.agent_id, offer.capacity_units
         )));
-    }
+    };
     // A directed offer (transfer, invitation) has no waiting item, nor enqueue key.
     let enqueue_key: Option<String> = sqlx::query_scalar(
         "DELETE FROM waiting WHERE conversation_id = $1 AND offer_id = $2 RETURNING enqueue_key",
@@ -533,17 +544,27 @@ pub async fn accept_offer(
     };
     let source = AssignmentSource::of_offer(accepted.kind);
     let placement = enqueue_key.unwrap_or_default();
-    finish_assignment(tx, agent, &accepted, source, &placement, now, lease_until).await
+    finish_assignment(
+        tx,
+        agent,
+        &accepted,
+        (source, &placement),
+        load,
+        now,
+        lease_until,
+    )
+    .await
 }
 
 /// Writes the assignment, the outbox entry and the events of an accepted offer, which came
-/// from the waiting item enqueued under `enqueue_key` (empty for a directed offer).
+/// from the waiting item enqueued under `enqueue_key` (empty for a directed offer) and left
+/// the agent at `load` once its units were reserved.
 pub(super) async fn finish_assignment(
     tx: &mut Tx,
     agent: &Agent,
     offer: &Offer,
-    source: AssignmentSource,
-    enqueue_key: &str,
+    (source, enqueue_key): (AssignmentSource, &str),
+    load: Load,
     now: i64,
     lease_until: i64,
 ) -> Result<Accepted> {
@@ -568,8 +589,19 @@ pub(super) async fn finish_assignment(
         enqueue_key: enqueue_key.to_owned(),
     };
     outbox::insert(tx, &entry, now).await?;
-    tx.event(offer_event(offer, "offer.accepted"));
-    tx.event(offer_event(offer, "capacity.reserved"));
+    tx.event(NewEvent::of_offer(offer, kind::OFFER_ACCEPTED));
+    if offer.kind != OfferKind::Consult {
+        record_capacity_change(
+            tx,
+            NewEvent::new(&offer.tenant_id, kind::CAPACITY_RESERVED)
+                .agent(&offer.agent_id)
+                .conversation(&offer.conversation_id)
+                .queue(&offer.queue_id)
+                .offer(&offer.id),
+            offer.capacity_units,
+            load,
+        );
+    }
     Ok(Accepted {
         offer: offer.clone(),
         outbox: entry,
@@ -660,19 +692,19 @@ pub async fn claim_waiting(
     let reserve = sqlx::query(AssertSqlSafe(format!(
         "UPDATE agents SET capacity_used = capacity_used + $3, idle_since = $4, {} \
          WHERE tenant_id = $1 AND agent_id = $2 \
-         AND capacity_used + pending_units + $3 <= capacity_total",
+         AND capacity_used + pending_units + $3 <= capacity_total {RETURNING_LOAD}",
         shown_presence_time("$3", "$4")
     )))
     .bind(tenant_id)
     .bind(&agent.agent_id)
     .bind(i64::from(units))
     .bind(now);
-    if !changes_one_row(tx.conn(), reserve).await? {
+    let Some(load) = updated_load(tx, reserve).await? else {
         return Err(Error::LimitExceeded(format!(
             "agent {} has no {units} free capacity units for conversation {conversation_id}",
             agent.agent_id
         )));
-    }
+    };
     if queue.max_open_per_agent > 0
         && agent_queue_load(tx.conn(), tenant_id, &agent.agent_id, &queue.id).await?
             >= queue.max_open_per_agent
@@ -715,8 +747,8 @@ pub async fn claim_waiting(
         tx,
         agent,
         &offer,
-        AssignmentSource::Claim,
-        &enqueue_key,
+        (AssignmentSource::Claim, &enqueue_key),
+        load,
         now,
         lease_until,
     )
@@ -873,7 +905,7 @@ pub async fn create_directed_offer(
         note: input.note.to_owned(),
     };
     insert_offer(tx, &offer).await?;
-    tx.event(offer_event(&offer, "offer.created"));
+    tx.event(NewEvent::of_offer(&offer, kind::OFFER_CREATED));
     Ok(offer)
 }
 

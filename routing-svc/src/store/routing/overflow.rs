@@ -127,13 +127,14 @@ pub async fn overflow_waiting(
     let enqueue_key: String = row.try_get("enqueue_key")?;
     let entry = OutboxEntry::overflow(tenant_id, conversation_id, &from_id, &enqueue_key, to, now);
     outbox::insert(tx, &entry, now).await?;
+    let enqueue_time: i64 = row.try_get("enqueue_time")?;
     tx.event(
-        NewEvent::new(tenant_id, "conversation.overflowed")
+        NewEvent::new(tenant_id, kind::OVERFLOWED)
             .conversation(conversation_id)
             .queue(&to.id)
-            .from_queue(&from_id),
+            .from_queue(&from_id)
+            .waiting_since(enqueue_time, channel),
     );
-    let enqueue_time: i64 = row.try_get("enqueue_time")?;
     Ok(Overflowed::Moved {
         from: from_id,
         to: to.id.clone(),

@@ -136,9 +136,10 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     .execute(tx.conn())
     .await?;
     tx.event(
-        NewEvent::new(&input.tenant_id, "conversation.enqueued")
+        NewEvent::new(&input.tenant_id, kind::ENQUEUED)
             .conversation(&input.conversation_id)
-            .queue(&input.queue.id),
+            .queue(&input.queue.id)
+            .waiting_since(input.enqueue_time, input.channel),
     );
     Ok(WaitingItem {
         conversation_id: input.conversation_id.clone(),
@@ -191,9 +192,10 @@ pub async fn cancel_waiting(
     withdraw_directed_offers(tx, tenant_id, conversation_id, now).await?;
     if let Some(item) = item.filter(|_| was_waiting) {
         tx.event(
-            NewEvent::new(tenant_id, "waiting.cancelled")
+            NewEvent::new(tenant_id, kind::WAITING_CANCELLED)
                 .conversation(conversation_id)
-                .queue(&item.queue_id),
+                .queue(&item.queue_id)
+                .waiting_since(item.enqueue_time, item.channel),
         );
     }
     Ok(was_waiting)
