@@ -7,8 +7,8 @@ use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
 use switchboard_tests::flows::{
-    chat_in, offer_stream, pending_offer, set_presence, take, wait_for_capacity, wait_for_pass,
-    wait_for_waiting, web_chat_queue,
+    chat_in, offer_stream, pending_offer, serve_queues, set_presence, take, wait_for_capacity,
+    wait_for_pass, wait_for_waiting, web_chat_queue,
 };
 use switchboard_tests::{Backend, Harness, rid};
 use tonic::Code;
@@ -17,6 +17,7 @@ switchboard_tests::on_each_backend!(
     an_update_applies_to_waiting_work_at_once,
     a_bad_update_changes_nothing,
     a_queue_is_deleted_only_once_nothing_depends_on_it,
+    decisions_are_listed_by_agent_and_say_who_was_not_a_member,
 );
 
 async fn started(backend: &Backend) -> Harness {
@@ -448,5 +449,119 @@ async fn a_queue_is_deleted_only_once_nothing_depends_on_it(backend: &Backend) {
         .await
         .unwrap_err();
     assert_eq!(create.code(), Code::NotFound, "{create:?}");
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+/// The supervisor's question "why was this chat not offered to Bob?": decisions listed by
+/// agent show where an agent was considered, and a conversation's decisions name an agent
+/// that was not a member of the queue at the time, even after it joined.
+async fn decisions_are_listed_by_agent_and_say_who_was_not_a_member(backend: &Backend) {
+    let h = started(backend).await;
+    let agent1 = h.creds.user("agent1").id.clone();
+    let agent2 = h.creds.user("agent2").id.clone();
+    let queue_id = web_chat_queue(&h, "Billing", routing::Queue::default(), &["agent1"]).await;
+    serve_queues(&h, "agent2", &[&h.creds.queue_id]).await;
+    let mut offers = offer_stream(&h, "agent1").await;
+    set_presence(&h, "agent1", routing::Presence::Available).await;
+    let first = chat_in(&h, &queue_id, "decisions-by-agent-1").await;
+    let offer = pending_offer(&mut offers, &first.id).await;
+
+    let list = |request: routing::ListRoutingDecisionsRequest| {
+        let mut queues = h.queues("supervisor");
+        async move {
+            queues
+                .list_routing_decisions(request)
+                .await
+                .map(|r| r.into_inner().routing_decisions)
+        }
+    };
+    let of_agent = |agent_id: &str, conversation_id: &str| routing::ListRoutingDecisionsRequest {
+        agent_id: agent_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        ..Default::default()
+    };
+    let reason_of = |decision: &routing::RoutingDecision, agent_id: &str| {
+        decision
+            .candidates
+            .iter()
+            .find(|c| c.agent_id == agent_id)
+            .map(|c| c.reason)
+    };
+
+    // agent1 was chosen: its decisions say so; agent2 was never considered.
+    let agent1_decisions = list(of_agent(&agent1, ""))
+        .await
+        .expect("agent1's decisions");
+    assert_eq!(agent1_decisions[0].offer_id, offer.id);
+    assert_eq!(
+        reason_of(&agent1_decisions[0], &agent1),
+        Some(routing::PassReason::Chosen as i32)
+    );
+    assert!(
+        agent1_decisions
+            .iter()
+            .all(|d| reason_of(d, &agent1).is_some())
+    );
+    let in_other_queue = list(routing::ListRoutingDecisionsRequest {
+        queue_id: h.creds.queue_id.clone(),
+        ..of_agent(&agent1, "")
+    })
+    .await
+    .expect("agent1's decisions in the demo queue");
+    assert!(
+        in_other_queue
+            .iter()
+            .all(|d| d.queue_id == h.creds.queue_id)
+    );
+    assert!(
+        list(of_agent(&agent2, ""))
+            .await
+            .expect("agent2's decisions")
+            .iter()
+            .all(|d| d.conversation_id != first.id)
+    );
+
+    // Asked about this chat, agent2 is named: not a member of Billing then.
+    let why_not = list(of_agent(&agent2, &first.id))
+        .await
+        .expect("why not agent2");
+    assert!(!why_not.is_empty());
+    for decision in &why_not {
+        let last = decision.candidates.last().expect("a candidate");
+        assert_eq!(
+            (last.agent_id.as_str(), last.reason),
+            (agent2.as_str(), routing::PassReason::NotAMember as i32)
+        );
+    }
+
+    // agent2 joins Billing (Away): the next chat's decisions consider it for what it is,
+    // while the first chat's still say it was not a member then.
+    serve_queues(&h, "agent2", &[&h.creds.queue_id, &queue_id]).await;
+    set_presence(&h, "agent2", routing::Presence::Away).await;
+    let second = chat_in(&h, &queue_id, "decisions-by-agent-2").await;
+    wait_for_pass(&h, &second.id, &agent2, routing::PassReason::NotAvailable).await;
+    let now_member = list(of_agent(&agent2, &second.id))
+        .await
+        .expect("second chat");
+    assert!(now_member.iter().all(|d| {
+        d.candidates
+            .iter()
+            .all(|c| c.reason != routing::PassReason::NotAMember as i32)
+    }));
+    let listed = list(of_agent(&agent2, ""))
+        .await
+        .expect("agent2's decisions");
+    assert!(listed.iter().any(|d| d.conversation_id == second.id));
+    let still = list(of_agent(&agent2, &first.id))
+        .await
+        .expect("first chat again");
+    assert_eq!(still, why_not);
+
+    // An agent routing has no profile for, and a malformed id, are clear errors.
+    let unknown = list(of_agent(&rid(), "")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let malformed = list(of_agent("not-a-uuid", "")).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
+    drop(offers);
     h.stop().await.expect("the suite stops cleanly");
 }

@@ -17,6 +17,7 @@ use crate::api::{
     respond,
 };
 use crate::convert::{self, duration_micros, timestamp_micros};
+use crate::domain::membership::name_if_not_a_member;
 use crate::domain::profile;
 use crate::domain::transfer::{CandidateQueue, TargetKind, TransferTarget, transfer_targets};
 use crate::domain::{
@@ -757,7 +758,7 @@ impl QueueApi {
         if !used.is_empty() {
             return Err(Error::WrongState(in_use_message(&queue, &used)));
         }
-        catalog::delete_queue(&mut tx, &tenant_id, &queue_id).await?;
+        catalog::delete_queue(&mut tx, &tenant_id, &queue_id, now_micros()).await?;
         let response = pb::DeleteQueueResponse {};
         commit_mutation(tx, &key, &response).await?;
         info!(queue_id = %queue_id, "queue deleted");
@@ -1067,12 +1068,16 @@ impl QueueApi {
         let filter = DecisionFilter {
             conversation_id: optional_id("conversation_id", &req.conversation_id)?,
             queue_id: optional_id("queue_id", &req.queue_id)?,
+            agent_id: optional_id("agent_id", &req.agent_id)?,
             decided: time_range("decide_time_range", req.decide_time_range.as_ref())?,
         };
-        if filter.conversation_id.is_none() && filter.queue_id.is_none() {
+        if filter.conversation_id.is_none()
+            && filter.queue_id.is_none()
+            && filter.agent_id.is_none()
+        {
             return Err(Error::invalid(
                 "conversation_id",
-                "is required unless queue_id is given",
+                "is required unless queue_id or agent_id is given",
             ));
         }
         let page = PageRequest::parse("routing_decisions", req.page_size, &req.page_token)?;
@@ -1089,8 +1094,22 @@ impl QueueApi {
                 .await?
                 .ok_or_else(|| Error::not_found("queue", queue_id))?;
         }
-        let (decisions, next_page_token) =
+        let periods = match &filter.agent_id {
+            Some(agent_id) => {
+                catalog::get_agent(&mut conn, &tenant_id, agent_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("agent", agent_id))?;
+                catalog::membership_periods(&mut conn, &tenant_id, agent_id).await?
+            }
+            None => Vec::new(),
+        };
+        let (mut decisions, next_page_token) =
             routing::list_decisions(&mut conn, &tenant_id, &filter, &page).await?;
+        if let Some(agent_id) = &filter.agent_id {
+            for decision in &mut decisions {
+                name_if_not_a_member(decision, agent_id, &periods);
+            }
+        }
         Ok(pb::ListRoutingDecisionsResponse {
             routing_decisions: decisions.iter().map(convert::routing_decision).collect(),
             next_page_token,

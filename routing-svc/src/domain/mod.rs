@@ -2,6 +2,7 @@
 
 pub mod capacity;
 pub mod matching;
+pub mod membership;
 pub mod offer;
 pub mod overflow;
 pub mod presence;

@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchboard_server_kit::db::{Dialect, is_unique_violation};
 
+use crate::domain::membership::MembershipPeriod;
 use crate::domain::presence::after_capacity_change;
 use crate::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, LogoutBehavior, Presence, Program, Queue,
@@ -303,7 +304,7 @@ pub async fn queue_use(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<QueueUs
 
 /// Deletes queue `id` and every agent's membership of it; each member's profile changes
 /// (an event names each, so live views and the matcher's copy follow).
-pub async fn delete_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<()> {
+pub async fn delete_queue(tx: &mut Tx, tenant_id: &str, id: &str, now: i64) -> Result<()> {
     let members: Vec<(String,)> =
         sqlx::query_as("SELECT agent_id FROM agent_queues WHERE tenant_id = $1 AND queue_id = $2")
             .bind(tenant_id)
@@ -315,6 +316,15 @@ pub async fn delete_queue(tx: &mut Tx, tenant_id: &str, id: &str) -> Result<()> 
         .bind(id)
         .execute(tx.conn())
         .await?;
+    sqlx::query(
+        "UPDATE queue_memberships SET leave_time = $3 \
+         WHERE tenant_id = $1 AND queue_id = $2 AND leave_time IS NULL",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
     sqlx::query("DELETE FROM queues WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(id)
@@ -698,6 +708,10 @@ pub async fn upsert_agent_profile(
             .execute(tx.conn())
             .await?;
     }
+    let was_in = before
+        .as_ref()
+        .map_or(&[][..], |agent| &agent.queue_ids[..]);
+    record_membership_changes(tx, input, was_in, now).await?;
     let agent = get_agent(tx.conn(), &input.tenant_id, &input.agent_id)
         .await?
         .ok_or_else(|| Error::Internal(format!("agent {} vanished", input.agent_id)))?;
@@ -724,6 +738,65 @@ pub async fn upsert_agent_profile(
         );
     }
     Ok(agent)
+}
+
+/// Closes the membership periods of the queues `input` leaves and opens one for each it
+/// joins, of the agent that was in `was_in` until `now`.
+async fn record_membership_changes(
+    tx: &mut Tx,
+    input: &AgentProfileInput,
+    was_in: &[String],
+    now: i64,
+) -> Result<()> {
+    for left in was_in.iter().filter(|q| !input.queue_ids.contains(q)) {
+        sqlx::query(
+            "UPDATE queue_memberships SET leave_time = $4 WHERE tenant_id = $1 \
+             AND agent_id = $2 AND queue_id = $3 AND leave_time IS NULL",
+        )
+        .bind(&input.tenant_id)
+        .bind(&input.agent_id)
+        .bind(left)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    for joined in input.queue_ids.iter().filter(|q| !was_in.contains(q)) {
+        sqlx::query(
+            "INSERT INTO queue_memberships (tenant_id, agent_id, queue_id, join_time, \
+             leave_time) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(&input.tenant_id)
+        .bind(&input.agent_id)
+        .bind(joined)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// When `agent_id` was a member of which queue, oldest first.
+pub async fn membership_periods(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Vec<MembershipPeriod>> {
+    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT queue_id, join_time, leave_time FROM queue_memberships \
+         WHERE tenant_id = $1 AND agent_id = $2 ORDER BY join_time",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue_id, join_time, leave_time)| MembershipPeriod {
+            queue_id,
+            join_time,
+            leave_time,
+        })
+        .collect())
 }
 
 /// Stores `display_name` (the directory's, from the caller's signed identity) as the

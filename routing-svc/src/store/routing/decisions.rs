@@ -32,6 +32,38 @@ pub async fn insert_decision(tx: &mut Tx, decision: &RoutingDecision) -> Result<
     .bind(to_json(&decision.omitted))
     .execute(tx.conn())
     .await?;
+    index_by_agent(tx, decision).await
+}
+
+/// Indexes `decision` under each agent it lists, in one statement (at most
+/// [`crate::domain::matching::LISTED_CANDIDATES`] rows).
+async fn index_by_agent(tx: &mut Tx, decision: &RoutingDecision) -> Result<()> {
+    let mut agents: Vec<&str> = decision
+        .candidates
+        .iter()
+        .map(|c| c.agent_id.as_str())
+        .collect();
+    agents.sort_unstable();
+    agents.dedup();
+    if agents.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..agents.len())
+        .map(|n| format!("($1, ${}, $2, $3)", n + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let query = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO decision_candidates (tenant_id, agent_id, decide_time, decision_id) \
+         VALUES {rows}"
+    )))
+    .bind(&decision.tenant_id)
+    .bind(decision.decide_time)
+    .bind(&decision.id);
+    agents
+        .into_iter()
+        .fold(query, |query, agent_id| query.bind(agent_id))
+        .execute(tx.conn())
+        .await?;
     Ok(())
 }
 
@@ -76,6 +108,8 @@ pub struct DecisionFilter {
     pub conversation_id: Option<String>,
     /// Only this queue's.
     pub queue_id: Option<String>,
+    /// Without `conversation_id`: only those listing this agent.
+    pub agent_id: Option<String>,
     /// Only those made in [start, end).
     pub decided: Option<(i64, i64)>,
 }
@@ -90,9 +124,72 @@ impl DecisionFilter {
     }
 }
 
-/// One page of the decisions `filter` selects, newest first (indexed by conversation and
-/// by queue, each with the time).
+/// One page of the decisions `filter` selects, newest first (indexed by conversation, by
+/// queue and by listed agent, each with the time). With a conversation, the agent does not
+/// narrow the list (see [`crate::domain::membership::name_if_not_a_member`]).
 pub async fn list_decisions(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    filter: &DecisionFilter,
+    request: &PageRequest,
+) -> Result<(Vec<RoutingDecision>, String)> {
+    match (&filter.agent_id, &filter.conversation_id) {
+        (Some(agent_id), None) => {
+            list_agent_decisions(conn, tenant_id, agent_id, filter, request).await
+        }
+        _ => list_matching(conn, tenant_id, filter, request).await,
+    }
+}
+
+/// The decisions listing `agent_id` (in `filter`'s queue and time range), read through
+/// the per-agent index.
+async fn list_agent_decisions(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_id: &str,
+    filter: &DecisionFilter,
+    request: &PageRequest,
+) -> Result<(Vec<RoutingDecision>, String)> {
+    let (time, id) = request.after_time_and_id(i64::MAX)?;
+    let (start, end) = filter.decided.unwrap_or((i64::MIN, i64::MAX));
+    let in_queue = if filter.queue_id.is_some() {
+        " AND d.queue_id = $8"
+    } else {
+        ""
+    };
+    let query = sqlx::query(AssertSqlSafe(format!(
+        "SELECT d.id, d.tenant_id, d.offer_id, d.conversation_id, d.queue_id, \
+         d.assignment_method, d.candidates, d.omitted, d.decide_time \
+         FROM decision_candidates c JOIN routing_decisions d ON d.id = c.decision_id \
+         WHERE c.tenant_id = $1 AND c.agent_id = $7{in_queue} \
+         AND c.decide_time >= $2 AND c.decide_time < $3 \
+         AND (c.decide_time < $4 OR (c.decide_time = $4 AND c.decision_id < $5)) \
+         ORDER BY c.decide_time DESC, c.decision_id DESC LIMIT $6"
+    )))
+    .bind(tenant_id)
+    .bind(start)
+    .bind(end)
+    .bind(time)
+    .bind(id)
+    .bind(request.fetch_limit())
+    .bind(agent_id);
+    let query = match &filter.queue_id {
+        Some(queue_id) => query.bind(queue_id.clone()),
+        None => query,
+    };
+    fetch_page(
+        conn,
+        query,
+        decision_from_row,
+        "routing_decisions",
+        request,
+        |d| vec![d.decide_time.to_string(), d.id.clone()],
+    )
+    .await
+}
+
+/// The decisions of `filter`'s conversation or queue.
+async fn list_matching(
     conn: &mut AnyConnection,
     tenant_id: &str,
     filter: &DecisionFilter,
