@@ -133,76 +133,35 @@ pub async fn list_decisions(
     filter: &DecisionFilter,
     request: &PageRequest,
 ) -> Result<(Vec<RoutingDecision>, String)> {
-    match (&filter.agent_id, &filter.conversation_id) {
-        (Some(agent_id), None) => {
-            list_agent_decisions(conn, tenant_id, agent_id, filter, request).await
-        }
-        _ => list_matching(conn, tenant_id, filter, request).await,
-    }
-}
-
-/// The decisions listing `agent_id` (in `filter`'s queue and time range), read through
-/// the per-agent index.
-async fn list_agent_decisions(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    agent_id: &str,
-    filter: &DecisionFilter,
-    request: &PageRequest,
-) -> Result<(Vec<RoutingDecision>, String)> {
     let (time, id) = request.after_time_and_id(i64::MAX)?;
     let (start, end) = filter.decided.unwrap_or((i64::MIN, i64::MAX));
-    let in_queue = if filter.queue_id.is_some() {
-        " AND d.queue_id = $8"
+    // An agent's decisions are read through the per-agent index, whose time and id order
+    // the page; the others through the decisions' own indexes.
+    let agent_id = filter
+        .agent_id
+        .clone()
+        .filter(|_| filter.conversation_id.is_none());
+    let (from, time_column, id_column) = if agent_id.is_some() {
+        (
+            "decision_candidates c JOIN routing_decisions d ON d.id = c.decision_id",
+            "c.decide_time",
+            "c.decision_id",
+        )
     } else {
-        ""
+        ("routing_decisions d", "d.decide_time", "d.id")
     };
-    let query = sqlx::query(AssertSqlSafe(format!(
-        "SELECT d.id, d.tenant_id, d.offer_id, d.conversation_id, d.queue_id, \
-         d.assignment_method, d.candidates, d.omitted, d.decide_time \
-         FROM decision_candidates c JOIN routing_decisions d ON d.id = c.decision_id \
-         WHERE c.tenant_id = $1 AND c.agent_id = $7{in_queue} \
-         AND c.decide_time >= $2 AND c.decide_time < $3 \
-         AND (c.decide_time < $4 OR (c.decide_time = $4 AND c.decision_id < $5)) \
-         ORDER BY c.decide_time DESC, c.decision_id DESC LIMIT $6"
-    )))
-    .bind(tenant_id)
-    .bind(start)
-    .bind(end)
-    .bind(time)
-    .bind(id)
-    .bind(request.fetch_limit())
-    .bind(agent_id);
-    let query = match &filter.queue_id {
-        Some(queue_id) => query.bind(queue_id.clone()),
-        None => query,
+    let tenant_column = if agent_id.is_some() {
+        "c.tenant_id"
+    } else {
+        "d.tenant_id"
     };
-    fetch_page(
-        conn,
-        query,
-        decision_from_row,
-        "routing_decisions",
-        request,
-        |d| vec![d.decide_time.to_string(), d.id.clone()],
-    )
-    .await
-}
-
-/// The decisions of `filter`'s conversation or queue.
-async fn list_matching(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    filter: &DecisionFilter,
-    request: &PageRequest,
-) -> Result<(Vec<RoutingDecision>, String)> {
-    let (time, id) = request.after_time_and_id(i64::MAX)?;
-    let (start, end) = filter.decided.unwrap_or((i64::MIN, i64::MAX));
     // Only the conditions asked for, so that the planner sees plain equalities and uses
-    // the index by conversation or by queue (an `$n = '' OR …` form hides them from a
+    // the index by conversation, queue or agent (an `$n = '' OR …` form hides them from a
     // generic plan).
     let named = [
-        ("conversation_id", &filter.conversation_id),
-        ("queue_id", &filter.queue_id),
+        ("d.conversation_id", filter.conversation_id.clone()),
+        ("d.queue_id", filter.queue_id.clone()),
+        ("c.agent_id", agent_id),
     ];
     let mut by = String::new();
     for (n, (column, _)) in named
@@ -213,11 +172,11 @@ async fn list_matching(
         by.push_str(&format!(" AND {column} = ${}", n + 7));
     }
     let query = sqlx::query(AssertSqlSafe(format!(
-        "SELECT id, tenant_id, offer_id, conversation_id, queue_id, assignment_method, \
-         candidates, omitted, decide_time FROM routing_decisions WHERE tenant_id = $1{by} \
-         AND decide_time >= $2 AND decide_time < $3 \
-         AND (decide_time < $4 OR (decide_time = $4 AND id < $5)) \
-         ORDER BY decide_time DESC, id DESC LIMIT $6"
+        "SELECT d.id, d.tenant_id, d.offer_id, d.conversation_id, d.queue_id, \
+         d.assignment_method, d.candidates, d.omitted, d.decide_time FROM {from} \
+         WHERE {tenant_column} = $1{by} AND {time_column} >= $2 AND {time_column} < $3 \
+         AND ({time_column} < $4 OR ({time_column} = $4 AND {id_column} < $5)) \
+         ORDER BY {time_column} DESC, {id_column} DESC LIMIT $6"
     )))
     .bind(tenant_id)
     .bind(start)
@@ -227,7 +186,7 @@ async fn list_matching(
     .bind(request.fetch_limit());
     let query = named
         .into_iter()
-        .filter_map(|(_, value)| value.clone())
+        .filter_map(|(_, value)| value)
         .fold(query, |query, value| query.bind(value));
     fetch_page(
         conn,
