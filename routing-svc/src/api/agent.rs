@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::convert;
 use crate::domain::Presence;
-use crate::domain::presence::{check_manual, is_logout};
+use crate::domain::presence::{check_leaving, check_manual, is_logout};
 use crate::engine::{Context, streams};
 use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
@@ -130,6 +130,8 @@ impl AgentApi {
         let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
+        check_leaving(agent.presence, presence, identity.principal_id == agent_id)
+            .map_err(|err| Error::WrongState(err.to_string()))?;
         let now = now_micros();
         routing::set_presence(
             &mut tx,

@@ -19,6 +19,30 @@ pub fn check_manual(target: Presence) -> Result<Presence, PresenceError> {
     }
 }
 
+/// Why a presence change is refused for the agent's current presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RonaError {
+    /// Only the agent ends its RONA, and only as the RONA prompt offers.
+    #[error(
+        "the agent is in RONA: only the agent ends it, by setting Available or Away (or by logging out)"
+    )]
+    EndedByTheAgentOnly,
+}
+
+/// Checks a change from `current` to `target` asked by the agent itself (`by_agent`) or
+/// by a supervisor. RONA ends only by the agent's own choice of Available or Away, the
+/// two answers of the RONA prompt: it shows the agent is back, and a supervisor cannot
+/// know that. Going Offline is always allowed, so a logout (the agent's, or a
+/// supervisor's for an agent who left) is never blocked.
+pub fn check_leaving(current: Presence, target: Presence, by_agent: bool) -> Result<(), RonaError> {
+    let ends_rona = target == Presence::Offline
+        || (by_agent && matches!(target, Presence::Available | Presence::Away));
+    if current == Presence::Rona && !ends_rona {
+        return Err(RonaError::EndedByTheAgentOnly);
+    }
+    Ok(())
+}
+
 impl Presence {
     /// Whether an agent in this presence may receive offers.
     pub fn receives_offers(self) -> bool {
@@ -142,6 +166,41 @@ mod tests {
             .filter(|p| *p != Presence::Rona)
         {
             assert_eq!(check_manual(presence), Ok(presence));
+        }
+    }
+
+    #[test]
+    fn rona_ends_only_by_the_agents_own_available_or_away_or_a_logout() {
+        for target in Presence::ALL
+            .iter()
+            .copied()
+            .filter(|p| *p != Presence::Rona)
+        {
+            let by_agent = check_leaving(Presence::Rona, target, true);
+            let by_supervisor = check_leaving(Presence::Rona, target, false);
+            match target {
+                Presence::Available | Presence::Away => {
+                    assert_eq!(by_agent, Ok(()), "{target:?}");
+                    assert_eq!(by_supervisor, Err(RonaError::EndedByTheAgentOnly));
+                }
+                Presence::Offline => {
+                    assert_eq!(by_agent, Ok(()));
+                    assert_eq!(by_supervisor, Ok(()));
+                }
+                _ => {
+                    assert_eq!(by_agent, Err(RonaError::EndedByTheAgentOnly), "{target:?}");
+                    assert_eq!(by_supervisor, Err(RonaError::EndedByTheAgentOnly));
+                }
+            }
+        }
+        for current in Presence::ALL
+            .iter()
+            .copied()
+            .filter(|p| *p != Presence::Rona)
+        {
+            for target in Presence::ALL {
+                assert_eq!(check_leaving(current, *target, false), Ok(()));
+            }
         }
     }
 
