@@ -1795,9 +1795,10 @@ async fn offers_list_newest_first_with_filters(store: Store) {
     assert!(list(before, 0, String::new()).await.0.is_empty());
 }
 
-/// Two agents claim one waiting conversation at once: the one whose conditional claim
-/// finds the item gone after reading it waiting gets a conflict (ABORTED), not "not
-/// waiting". On SQLite writers queue (BEGIN IMMEDIATE), so the loser reads it gone.
+/// Two agents claim one waiting conversation at once: the loser gets a conflict
+/// (ABORTED), not "not waiting", on both backends. On PostgreSQL its conditional claim
+/// finds the item gone after reading it waiting; on SQLite writers queue (BEGIN
+/// IMMEDIATE), so the loser reads it gone and held by the winner.
 async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
     let f = fixture(&store, 3).await;
     let a = f.agent(&store, "A").await;
@@ -1810,6 +1811,7 @@ async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
     let second = {
         let store = store.clone();
         let conversation_id = item.conversation_id.clone();
+        let b = b.clone();
         tokio::spawn(async move {
             let mut tx = store.begin().await.unwrap();
             let result =
@@ -1840,11 +1842,25 @@ async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
     }
     first.commit().await.unwrap();
     let lost = second.await.unwrap().unwrap_err();
-    if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
-        assert!(matches!(lost, Error::Conflict(_)), "{lost:?}");
-        assert_eq!(lost.to_status().code(), tonic::Code::Aborted);
-    } else {
-        assert!(matches!(lost, Error::NotFound(_)), "{lost:?}");
-    }
+    assert!(matches!(lost, Error::Conflict(_)), "{lost:?}");
+    assert_eq!(lost.to_status().code(), tonic::Code::Aborted);
     assert_ledger_consistent(&store).await;
+    // Once it is closed and released, a claim of it is plain NOT_FOUND.
+    let mut tx = store.begin().await.unwrap();
+    routing::release_capacity(
+        &mut tx,
+        &f.tenant,
+        &item.conversation_id,
+        &a.agent_id,
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let gone = routing::claim_waiting(&mut tx, &b, &item.conversation_id, now_micros(), 0)
+        .await
+        .unwrap_err();
+    tx.rollback().await.unwrap();
+    assert!(matches!(gone, Error::NotFound(_)), "{gone:?}");
 }

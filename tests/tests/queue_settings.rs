@@ -18,6 +18,7 @@ switchboard_tests::on_each_backend!(
     a_bad_update_changes_nothing,
     a_queue_is_deleted_only_once_nothing_depends_on_it,
     decisions_are_listed_by_agent_and_say_who_was_not_a_member,
+    a_lost_manual_pick_race_is_aborted,
 );
 
 async fn started(backend: &Backend) -> Harness {
@@ -563,5 +564,51 @@ async fn decisions_are_listed_by_agent_and_say_who_was_not_a_member(backend: &Ba
     let malformed = list(of_agent("not-a-uuid", "")).await.unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
     drop(offers);
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+/// Two agents pick the same waiting conversation of a manual-pick queue at the same
+/// moment: one gets it, the other ABORTED (on either backend), and capacity counts once.
+async fn a_lost_manual_pick_race_is_aborted(backend: &Backend) {
+    let h = started(backend).await;
+    let manual = routing::Queue {
+        assignment_method: routing::AssignmentMethod::ManualPick as i32,
+        ..Default::default()
+    };
+    let queue_id = web_chat_queue(&h, "Pick yourself", manual, &["agent1", "agent2"]).await;
+    set_presence(&h, "agent1", routing::Presence::Available).await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+    let claim = |handle: &'static str, conversation_id: String| {
+        let mut agent = h.agent(handle);
+        async move {
+            agent
+                .claim_waiting_work(routing::ClaimWaitingWorkRequest {
+                    request_id: rid(),
+                    conversation_id,
+                })
+                .await
+        }
+    };
+    let mut held = [0, 0];
+    for round in 0..3 {
+        let chat = chat_in(&h, &queue_id, &format!("pick-race-{round}")).await;
+        wait_for_waiting(&h, &queue_id, 1).await;
+        let (one, two) = tokio::join!(
+            claim("agent1", chat.id.clone()),
+            claim("agent2", chat.id.clone())
+        );
+        let (won, lost, winner) = match (one, two) {
+            (Ok(won), Err(lost)) => (won, lost, 0),
+            (Err(lost), Ok(won)) => (won, lost, 1),
+            other => panic!("exactly one claim wins: {other:?}"),
+        };
+        assert_eq!(lost.code(), Code::Aborted, "{lost:?}");
+        assert!(lost.message().contains("another agent"), "{lost:?}");
+        assert!(won.into_inner().offer.is_some());
+        held[winner] += 1;
+        wait_for_waiting(&h, &queue_id, 0).await;
+    }
+    wait_for_capacity(&h, "agent1", held[0]).await;
+    wait_for_capacity(&h, "agent2", held[1]).await;
     h.stop().await.expect("the suite stops cleanly");
 }

@@ -654,10 +654,20 @@ pub async fn claim_waiting(
             "conversation {conversation_id} is not waiting in your queues"
         ))
     };
-    let item = get_waiting(tx.conn(), tenant_id, conversation_id)
+    let Some(item) = get_waiting(tx.conn(), tenant_id, conversation_id)
         .await?
         .filter(|item| agent.queue_ids.contains(&item.queue_id))
-        .ok_or_else(not_found)?;
+    else {
+        // Another agent of the same queues holding it is a lost race, whichever backend
+        // serialised the two claims: on SQLite the loser only starts once the winner
+        // committed, and reads it gone.
+        return Err(match taken_in_queues(tx, agent, conversation_id).await? {
+            true => Error::Conflict(format!(
+                "conversation {conversation_id} was taken by another agent"
+            )),
+            false => not_found(),
+        });
+    };
     if item.offered {
         return Err(Error::WrongState(format!(
             "conversation {conversation_id} is being offered to an agent"
@@ -753,6 +763,20 @@ pub async fn claim_waiting(
         lease_until,
     )
     .await
+}
+
+/// Whether another agent holds `conversation_id` for one of `agent`'s queues.
+async fn taken_in_queues(tx: &mut Tx, agent: &Agent, conversation_id: &str) -> Result<bool> {
+    let holders: Vec<(String, String)> = sqlx::query_as(
+        "SELECT agent_id, queue_id FROM assignments WHERE tenant_id = $1 AND conversation_id = $2",
+    )
+    .bind(&agent.tenant_id)
+    .bind(conversation_id)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(holders
+        .iter()
+        .any(|(holder, queue_id)| *holder != agent.agent_id && agent.queue_ids.contains(queue_id)))
 }
 
 /// An offer conversation-svc asks routing-svc to make to one agent (a transfer).
