@@ -198,8 +198,8 @@ mod tests {
         );
         let st = GatewayError::UnknownService("/x.Y/Z".to_owned()).into_status();
         assert_eq!(st.code(), Code::Unimplemented);
-        let st = GatewayError::NotImplemented("DirectoryService.CreateTeam").into_status();
+        let st = GatewayError::NotImplemented("DirectoryService.Later").into_status();
         assert_eq!(st.code(), Code::Unimplemented);
-        assert!(st.message().contains("CreateTeam"));
+        assert!(st.message().contains("Later"));
     }
 }

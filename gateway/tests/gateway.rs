@@ -620,6 +620,22 @@ impl Stack {
     fn internal_as_routing(&self) -> InternalClient<SignedChannel> {
         self.internal_as(IDENTITY_SECRET, Identity::service("routing-svc"))
     }
+
+    /// The identity the gateway signs for the tenant's administrator: correctly signed,
+    /// but no service's.
+    fn administrator_identity(&self) -> Identity {
+        Identity {
+            tenant_id: self.tenant.to_string(),
+            tenant_ancestry: vec![self.parent.to_string()],
+            principal_id: self.admin.to_string(),
+            principal_kind: PrincipalKind::User,
+            display_name: "Ada".to_owned(),
+            roles: vec![KitRole::Administrator],
+            enabled_supervisor_actions: Vec::new(),
+            time_zone: String::new(),
+            reopen_window_secs: 0,
+        }
+    }
 }
 
 fn get_users(tenant: Uuid, ids: &[Uuid]) -> dir_internal::GetUsersRequest {
@@ -810,17 +826,7 @@ async fn the_internal_listener_refuses_unsigned_and_non_service_callers(db: comm
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // Correctly signed, but a tenant's administrator is no service.
-    let admin = Identity {
-        tenant_id: stack.tenant.to_string(),
-        tenant_ancestry: vec![stack.parent.to_string()],
-        principal_id: stack.admin.to_string(),
-        principal_kind: PrincipalKind::User,
-        display_name: "Ada".to_owned(),
-        roles: vec![KitRole::Administrator],
-        enabled_supervisor_actions: Vec::new(),
-        time_zone: String::new(),
-        reopen_window_secs: 0,
-    };
+    let admin = stack.administrator_identity();
     let err = stack
         .internal_as(IDENTITY_SECRET, admin)
         .get_users(request())
@@ -2019,4 +2025,629 @@ async fn card_numbers_in_directory_names_are_stored_masked(db: common::TestDirec
         assert_eq!(stored, expected, "{table}");
     }
     db.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Teams: DirectoryService through the gateway, and their members for services.
+
+type DirectoryClient = dir::directory_service_client::DirectoryServiceClient<Channel>;
+
+fn new_team(request_id: &str, name: &str) -> dir::CreateTeamRequest {
+    dir::CreateTeamRequest {
+        request_id: request_id.to_owned(),
+        team: Some(dir::Team {
+            display_name: name.to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn create_team(client: &mut DirectoryClient, token: &str, name: &str) -> dir::Team {
+    client
+        .create_team(authed(new_team(&Uuid::new_v4().to_string(), name), token))
+        .await
+        .unwrap()
+        .into_inner()
+        .team
+        .unwrap()
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+/// The request field a refusal names (`google.rpc.BadRequest`).
+fn violated_field(status: &Status) -> String {
+    status
+        .get_details_bad_request()
+        .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+async fn team_names(client: &mut DirectoryClient, token: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_teams(authed(
+                dir::ListTeamsRequest {
+                    page_size: 1,
+                    page_token,
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(page.teams.into_iter().map(|t| t.display_name));
+        if page.next_page_token.is_empty() {
+            return names;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn rename_refused(
+    client: &mut DirectoryClient,
+    request: dir::UpdateTeamRequest,
+    token: &str,
+) -> Status {
+    client
+        .update_team(authed(request, token))
+        .await
+        .expect_err("the rename is refused")
+}
+
+fn delete_team(id: &str) -> dir::DeleteTeamRequest {
+    dir::DeleteTeamRequest {
+        request_id: Uuid::new_v4().to_string(),
+        team_id: id.to_owned(),
+    }
+}
+
+fn rename_team(id: &str, name: &str, paths: &[&str]) -> dir::UpdateTeamRequest {
+    dir::UpdateTeamRequest {
+        request_id: Uuid::new_v4().to_string(),
+        team: Some(dir::Team {
+            id: id.to_owned(),
+            display_name: name.to_owned(),
+            ..Default::default()
+        }),
+        update_mask: mask(paths),
+    }
+}
+
+on_each_backend!(administrators_create_rename_and_delete_teams_everyone_lists_them);
+async fn administrators_create_rename_and_delete_teams_everyone_lists_them(
+    db: common::TestDirectory,
+) {
+    let stack = Stack::start(db).await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let agent = stack.token(stack.agent);
+
+    // Created once, whatever the retries; trimmed, masked.
+    let request_id = Uuid::new_v4().to_string();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let answer = client
+            .create_team(authed(
+                new_team(&request_id, "  Billing 4111 1111 1111 1111 "),
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the retry answers as the first call"
+    );
+    let billing = answers[0].team.clone().unwrap();
+    assert_eq!(billing.display_name, "Billing 4111 11** **** 1111");
+    assert_eq!(billing.tenant_id, stack.tenant.to_string());
+    assert!(billing.create_time.is_some());
+    let err = client
+        .create_team(authed(new_team(&request_id, "Sales"), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), violated_field(&err).as_str()),
+        (Code::InvalidArgument, "request_id")
+    );
+
+    // A name is required, bounded and unique in the tenant without regard to case.
+    for bad in ["", "   ", &"x".repeat(201), "tab\u{7}bell"] {
+        let err = client
+            .create_team(authed(new_team(&Uuid::new_v4().to_string(), bad), &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), violated_field(&err).as_str()),
+            (Code::InvalidArgument, "team.display_name"),
+            "{bad:?}"
+        );
+    }
+    let err = client
+        .create_team(authed(
+            dir::CreateTeamRequest {
+                request_id: Uuid::new_v4().to_string(),
+                team: None,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "team");
+    let err = client
+        .create_team(authed(
+            new_team(&Uuid::new_v4().to_string(), "billing 4111 1111 1111 1111"),
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::AlreadyExists, "ALREADY_EXISTS")
+    );
+
+    // Only administrators change teams; every role lists them, by name.
+    for token in [&agent, &stack.token(stack.supervisor)] {
+        let err = client
+            .create_team(authed(new_team(&Uuid::new_v4().to_string(), "Mine"), token))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err).as_str()),
+            (Code::PermissionDenied, "ROLE_REQUIRED")
+        );
+    }
+    let sales = create_team(&mut client, &admin, "Sales").await;
+    let apac = create_team(&mut client, &admin, "APAC").await;
+    assert_eq!(
+        team_names(&mut client, &agent).await,
+        ["APAC", "Billing 4111 11** **** 1111", "Sales"]
+    );
+    let err = client
+        .list_teams(authed(
+            dir::ListTeamsRequest {
+                page_size: 0,
+                page_token: "garbage".to_owned(),
+            },
+            &agent,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "page_token");
+
+    // Renamed with the lowerCamelCase mask grpcurl users write; a taken name, an unknown
+    // team, a bad mask and a non-administrator are refused.
+    let renamed = client
+        .update_team(authed(
+            rename_team(&billing.id, "Billing", &["displayName"]),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .team
+        .unwrap();
+    assert_eq!(
+        (renamed.id.as_str(), renamed.display_name.as_str()),
+        (billing.id.as_str(), "Billing")
+    );
+    let err = rename_refused(
+        &mut client,
+        rename_team(&sales.id, "APAC", &["display_name"]),
+        &admin,
+    )
+    .await;
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let unknown = Uuid::new_v4().to_string();
+    let err = rename_refused(
+        &mut client,
+        rename_team(&unknown, "Ghosts", &["display_name"]),
+        &admin,
+    )
+    .await;
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, format!("team {unknown} not found").as_str())
+    );
+    let err = rename_refused(
+        &mut client,
+        rename_team(&sales.id, "Sales EU", &["tenant_id"]),
+        &admin,
+    )
+    .await;
+    assert_eq!(violated_field(&err), "update_mask");
+    let err = rename_refused(&mut client, rename_team(&sales.id, "Sales EU", &[]), &admin).await;
+    assert_eq!(violated_field(&err), "update_mask");
+    let err = rename_refused(
+        &mut client,
+        rename_team(&sales.id, "Sales EU", &["display_name"]),
+        &agent,
+    )
+    .await;
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Deleted once: a retry answers as the first time, a new request finds nothing.
+    let delete = delete_team(&apac.id);
+    client
+        .delete_team(authed(delete.clone(), &admin))
+        .await
+        .unwrap();
+    client
+        .delete_team(authed(delete.clone(), &admin))
+        .await
+        .unwrap();
+    let err = client
+        .delete_team(authed(
+            dir::DeleteTeamRequest {
+                request_id: Uuid::new_v4().to_string(),
+                ..delete
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(team_names(&mut client, &agent).await, ["Billing", "Sales"]);
+
+    // Each applied change is in the audit log once, naming the team.
+    let audit = client
+        .list_audit_log_entries(authed(dir::ListAuditLogEntriesRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let changes: Vec<(&str, &str)> = audit
+        .entries
+        .iter()
+        .map(|e| (e.method.rsplit('/').next().unwrap(), e.target_id.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("DeleteTeam", apac.id.as_str()),
+            ("UpdateTeam", billing.id.as_str()),
+            ("CreateTeam", apac.id.as_str()),
+            ("CreateTeam", sales.id.as_str()),
+            ("CreateTeam", billing.id.as_str()),
+        ]
+    );
+    assert_eq!(audit.entries[4].request_id, request_id);
+}
+
+on_each_backend!(users_belong_only_to_teams_of_their_own_tenant);
+async fn users_belong_only_to_teams_of_their_own_tenant(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let supervisor = stack.token(stack.supervisor);
+    let sales = create_team(&mut client, &admin, "Sales").await;
+    let billing = create_team(&mut client, &admin, "Billing").await;
+    let mut both = vec![sales.id.clone(), billing.id.clone()];
+    both.sort();
+    // The parent tenant's administrator has teams of its own.
+    let holding_admin = Uuid::new_v4();
+    stack
+        .directory
+        .ensure_user(
+            holding_admin,
+            stack.parent,
+            "Hal",
+            "hal@holding.test",
+            &[dir::Role::Administrator],
+        )
+        .await
+        .unwrap();
+    let holding_team = create_team(&mut client, &stack.token(holding_admin), "Sales").await;
+    // For Acme's administrator, the parent's team does not exist.
+    let err = rename_refused(
+        &mut client,
+        rename_team(&holding_team.id, "Mine now", &["display_name"]),
+        &admin,
+    )
+    .await;
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = client
+        .delete_team(authed(delete_team(&holding_team.id), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // Duplicates and case do not matter; the answer lists each team once, ascending.
+    let request_id = Uuid::new_v4().to_string();
+    let create = dir::CreateUserRequest {
+        request_id: request_id.clone(),
+        user: Some(dir::User {
+            team_ids: vec![
+                sales.id.to_uppercase(),
+                billing.id.clone(),
+                sales.id.clone(),
+            ],
+            ..new_user("Zoe", "zoe@acme.test", &[dir::Role::Agent])
+        }),
+    };
+    let zoe = client
+        .create_user(authed(create.clone(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(zoe.team_ids, both);
+    let retry = client
+        .create_user(authed(create, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(retry, zoe);
+    let got = client
+        .get_user(authed(
+            dir::GetUserRequest {
+                user_id: zoe.id.clone(),
+            },
+            &stack.token(stack.agent),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(got.team_ids, both);
+
+    // Unknown teams, another tenant's teams and too many teams are refused, naming them.
+    let unknown = Uuid::new_v4().to_string();
+    let refusals = [
+        (vec![sales.id.clone(), unknown.clone()], unknown.clone()),
+        (vec![holding_team.id.clone()], holding_team.id.clone()),
+        (vec!["sales".to_owned()], "\"sales\"".to_owned()),
+        (vec![sales.id.clone(); 21], "at most 20 teams".to_owned()),
+        (
+            vec![unknown.clone(); 100_000],
+            "at most 20 teams (100000 given)".to_owned(),
+        ),
+    ];
+    for (n, (team_ids, named)) in refusals.into_iter().enumerate() {
+        let started = Instant::now();
+        let err = client
+            .create_user(authed(
+                dir::CreateUserRequest {
+                    request_id: Uuid::new_v4().to_string(),
+                    user: Some(dir::User {
+                        team_ids,
+                        ..new_user("Eve", &format!("eve{n}@acme.test"), &[dir::Role::Agent])
+                    }),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), violated_field(&err).as_str()),
+            (Code::InvalidArgument, "user.team_ids"),
+            "{err:?}"
+        );
+        assert!(err.message().contains(&named), "{}", err.message());
+        assert!(started.elapsed() < Duration::from_secs(5), "{n}");
+    }
+    let listed = client
+        .list_users(authed(dir::ListUsersRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert!(
+        listed.iter().all(|u| !u.email.starts_with("eve")),
+        "a refused user was created"
+    );
+
+    // UpdateUser replaces the teams (teamIds or team_ids); other updates keep them.
+    let update = |team_ids: Vec<String>, paths: &[&str]| dir::UpdateUserRequest {
+        request_id: Uuid::new_v4().to_string(),
+        user: Some(dir::User {
+            id: stack.agent.to_string(),
+            team_ids,
+            display_name: "Aga Agent".to_owned(),
+            ..Default::default()
+        }),
+        update_mask: mask(paths),
+    };
+    let aga = client
+        .update_user(authed(update(vec![sales.id.clone()], &["teamIds"]), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(aga.team_ids, vec![sales.id.clone()]);
+    let aga = client
+        .update_user(authed(update(Vec::new(), &["displayName"]), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (aga.display_name.as_str(), aga.team_ids.clone()),
+        ("Aga Agent", vec![sales.id.clone()])
+    );
+    let err = client
+        .update_user(authed(
+            update(vec![holding_team.id.clone()], &["team_ids"]),
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "user.team_ids");
+    assert!(err.message().contains(&holding_team.id), "{err:?}");
+
+    // ListUsers by team, for supervisors; another tenant's team is NOT_FOUND.
+    let members = |team_id: &str| dir::ListUsersRequest {
+        team_id: team_id.to_owned(),
+        ..Default::default()
+    };
+    let names = |users: Vec<dir::User>| {
+        users
+            .into_iter()
+            .map(|u| (u.display_name, u.team_ids))
+            .collect::<Vec<_>>()
+    };
+    let of_sales = client
+        .list_users(authed(members(&sales.id), &supervisor))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(
+        names(of_sales),
+        [
+            ("Aga Agent".to_owned(), vec![sales.id.clone()]),
+            ("Zoe".to_owned(), both.clone())
+        ]
+    );
+    for team_id in [&holding_team.id, &unknown] {
+        let err = client
+            .list_users(authed(members(team_id), &supervisor))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::NotFound, format!("team {team_id} not found").as_str())
+        );
+    }
+    let err = client
+        .list_users(authed(members("sales"), &supervisor))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "team_id");
+
+    // A deleted team leaves its members' lists.
+    client
+        .delete_team(authed(delete_team(&sales.id), &admin))
+        .await
+        .unwrap();
+    let all = client
+        .list_users(authed(dir::ListUsersRequest::default(), &supervisor))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    let teams_of = |name: &str| {
+        all.iter()
+            .find(|u| u.display_name == name)
+            .map(|u| u.team_ids.clone())
+            .unwrap()
+    };
+    assert_eq!(teams_of("Zoe"), vec![billing.id.clone()]);
+    assert!(teams_of("Aga Agent").is_empty());
+}
+
+on_each_backend!(services_learn_team_members_on_the_internal_listener);
+async fn services_learn_team_members_on_the_internal_listener(db: common::TestDirectory) {
+    let stack = Stack::start(db).await;
+    let mut client = stack.directory_client().await;
+    let admin = stack.token(stack.admin);
+    let team = create_team(&mut client, &admin, "Night shift").await;
+    let mut members = Vec::new();
+    for user in [stack.agent, stack.supervisor, stack.analyst] {
+        client
+            .update_user(authed(
+                dir::UpdateUserRequest {
+                    request_id: Uuid::new_v4().to_string(),
+                    user: Some(dir::User {
+                        id: user.to_string(),
+                        team_ids: vec![team.id.clone()],
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["team_ids"]),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap();
+        members.push(user.to_string());
+    }
+    members.sort();
+
+    let mut internal = stack.internal_as_routing();
+    let list =
+        |tenant: Uuid, team_id: &str, page_token: String| dir_internal::ListTeamMembersRequest {
+            tenant_id: tenant.to_string(),
+            team_id: team_id.to_owned(),
+            page_size: 2,
+            page_token,
+        };
+    let first = internal
+        .list_team_members(list(stack.tenant, &team.id, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.user_ids.len(), 2);
+    let second = internal
+        .list_team_members(list(stack.tenant, &team.id, first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second.next_page_token.is_empty());
+    assert_eq!([first.user_ids, second.user_ids].concat(), members);
+
+    // GetUsers tells each user's teams.
+    let users = internal
+        .get_users(get_users(stack.tenant, &[stack.agent, stack.admin]))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    let teams_of = |id: Uuid| {
+        users
+            .iter()
+            .find(|u| u.id == id.to_string())
+            .map(|u| u.team_ids.clone())
+            .unwrap()
+    };
+    assert_eq!(teams_of(stack.agent), vec![team.id.clone()]);
+    assert!(teams_of(stack.admin).is_empty());
+
+    // The team asked for in another tenant, or one that does not exist: NOT_FOUND alike.
+    for (tenant, team_id) in [
+        (stack.parent, team.id.clone()),
+        (stack.tenant, Uuid::new_v4().to_string()),
+    ] {
+        let err = internal
+            .list_team_members(list(tenant, &team_id, String::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::NotFound, format!("team {team_id} not found").as_str())
+        );
+    }
+    let err = internal
+        .list_team_members(list(stack.tenant, "night", String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_field(&err), "team_id");
+
+    // Tenants' users never ask: not as a signed user, not through the public listener.
+    let err = stack
+        .internal_as(IDENTITY_SECRET, stack.administrator_identity())
+        .list_team_members(list(stack.tenant, &team.id, String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::PermissionDenied, "ROLE_REQUIRED")
+    );
+    let err = InternalClient::new(stack.channel().await)
+        .list_team_members(authed(list(stack.tenant, &team.id, String::new()), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
 }

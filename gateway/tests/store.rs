@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gateway::GatewayError;
 use gateway::domain::page::page_request;
-use gateway::store::{Directory, Mutation};
+use gateway::store::{Directory, Mutation, TeamRecord};
 use switchboard_proto::directory::v1::{
     CreateUserRequest, CreateUserResponse, Role, SupervisorAction, User,
 };
@@ -43,7 +43,10 @@ async fn seeding_twice_changes_nothing(dir: &Directory) {
         .unwrap();
     }
     let page = page_request(0, "").unwrap();
-    let (users, next) = dir.users(&tenant.to_string(), None, &page).await.unwrap();
+    let (users, next) = dir
+        .users(&tenant.to_string(), None, None, &page)
+        .await
+        .unwrap();
     assert_eq!(users.len(), 1);
     assert!(next.is_empty());
     assert_eq!(users[0].email, "ada@example.com");
@@ -188,7 +191,10 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
     let mut token = String::new();
     loop {
         let page = page_request(2, &token).unwrap();
-        let (users, next) = dir.users(&tenant.to_string(), None, &page).await.unwrap();
+        let (users, next) = dir
+            .users(&tenant.to_string(), None, None, &page)
+            .await
+            .unwrap();
         assert!(users.len() <= 2);
         seen.extend(users.into_iter().map(|u| u.display_name));
         if next.is_empty() {
@@ -200,7 +206,7 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
 
     let page = page_request(0, "").unwrap();
     let (agents, _) = dir
-        .users(&tenant.to_string(), Some(Role::Agent), &page)
+        .users(&tenant.to_string(), Some(Role::Agent), None, &page)
         .await
         .unwrap();
     assert_eq!(
@@ -211,7 +217,7 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
         vec!["Cat", "Dan", "Eve"]
     );
     let (analysts, _) = dir
-        .users(&tenant.to_string(), Some(Role::Analyst), &page)
+        .users(&tenant.to_string(), Some(Role::Analyst), None, &page)
         .await
         .unwrap();
     assert_eq!(
@@ -222,7 +228,7 @@ async fn users_page_by_name_and_filter_by_role(dir: &Directory) {
         vec!["Ann", "Bob"]
     );
     let (admins, _) = dir
-        .users(&tenant.to_string(), Some(Role::Administrator), &page)
+        .users(&tenant.to_string(), Some(Role::Administrator), None, &page)
         .await
         .unwrap();
     assert!(admins.is_empty());
@@ -571,7 +577,198 @@ async fn users_by_id_stay_within_the_tenant(dir: &Directory) {
     );
 }
 
+fn team(tenant: Uuid, name: &str) -> TeamRecord {
+    TeamRecord {
+        id: Uuid::new_v4().to_string(),
+        tenant_id: tenant.to_string(),
+        display_name: name.to_owned(),
+        created_at: 1,
+    }
+}
+
+/// Teams: names unique in a tenant without regard to case, listed by name a page at a time;
+/// memberships read beside users, filtered on and listed by team; deleting a team ends its
+/// memberships. Another tenant's team is nobody's business.
+async fn teams_names_memberships_and_deletion(dir: &Directory) {
+    let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+    dir.ensure_tenant(tenant, None, "Acme").await.unwrap();
+    dir.ensure_tenant(other, None, "Other").await.unwrap();
+    let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, name) in [(ada, "Ada"), (bob, "Bob")] {
+        dir.ensure_user(id, tenant, name, &format!("{id}@x.test"), &[Role::Agent])
+            .await
+            .unwrap();
+    }
+    let (sales, billing, foreign) = (
+        team(tenant, "Sales"),
+        team(tenant, "Billing"),
+        team(other, "Sales"),
+    );
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    for t in [&sales, &billing, &foreign] {
+        tx.insert_team(t).await.unwrap();
+    }
+    tx.finish("teams", &response("teams")).await.unwrap();
+
+    // The same name in any case is taken in the tenant, and the failed write leaves nothing.
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    let err = tx.insert_team(&team(tenant, "BILLING")).await.unwrap_err();
+    assert!(
+        matches!(&err, GatewayError::AlreadyExists(m) if m.contains("BILLING")),
+        "{err:?}"
+    );
+    drop(tx);
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    let mut renamed = sales.clone();
+    renamed.display_name = "billing".to_owned();
+    assert!(matches!(
+        tx.rename_team(&renamed).await,
+        Err(GatewayError::AlreadyExists(_))
+    ));
+    drop(tx);
+
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = page_request(1, &token).unwrap();
+        let (teams, next) = dir.teams(&tenant.to_string(), &page).await.unwrap();
+        names.extend(teams.into_iter().map(|t| t.display_name));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(names, ["Billing", "Sales"]);
+    assert_eq!(
+        dir.team(&tenant.to_string(), &foreign.id).await.unwrap(),
+        None,
+        "another tenant's team"
+    );
+
+    // Memberships: only the tenant's teams are found among the ids asked for.
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    let asked = [
+        sales.id.clone(),
+        foreign.id.clone(),
+        Uuid::new_v4().to_string(),
+    ];
+    assert_eq!(
+        tx.teams_among(&tenant.to_string(), &asked).await.unwrap(),
+        vec![sales.id.clone()]
+    );
+    let both = {
+        let mut both = vec![sales.id.clone(), billing.id.clone()];
+        both.sort();
+        both
+    };
+    tx.set_user_teams(&ada.to_string(), &both).await.unwrap();
+    tx.set_user_teams(&bob.to_string(), &[billing.id.clone(), sales.id.clone()])
+        .await
+        .unwrap();
+    tx.set_user_teams(&bob.to_string(), std::slice::from_ref(&sales.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.user_team_ids(&bob.to_string()).await.unwrap(),
+        vec![sales.id.clone()]
+    );
+    tx.finish("members", &response("members")).await.unwrap();
+
+    let users = dir
+        .users_in_tenant(&tenant.to_string(), &[ada.to_string(), bob.to_string()])
+        .await
+        .unwrap();
+    let mut with_teams: Vec<(String, Vec<String>)> = dir
+        .with_team_ids(users)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, teams)| (u.display_name, teams))
+        .collect();
+    with_teams.sort();
+    assert_eq!(
+        with_teams,
+        [
+            ("Ada".to_owned(), both.clone()),
+            ("Bob".to_owned(), vec![sales.id.clone()])
+        ]
+    );
+    let page = page_request(0, "").unwrap();
+    let members_of = |team_id: String| async move {
+        let (users, _) = dir
+            .users(
+                &tenant.to_string(),
+                None,
+                Some(&team_id),
+                &page_request(0, "").unwrap(),
+            )
+            .await
+            .unwrap();
+        users
+            .into_iter()
+            .map(|u| u.display_name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(members_of(sales.id.clone()).await, ["Ada", "Bob"]);
+    assert_eq!(members_of(billing.id.clone()).await, ["Ada"]);
+    let mut expected = vec![ada.to_string(), bob.to_string()];
+    expected.sort();
+    let (first, token) = dir
+        .team_members(
+            &tenant.to_string(),
+            &sales.id,
+            &page_request(1, "").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (second, last) = dir
+        .team_members(
+            &tenant.to_string(),
+            &sales.id,
+            &page_request(1, &token).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!([first, second].concat(), expected);
+    assert!(last.is_empty());
+    assert_eq!(
+        dir.team_members(&other.to_string(), &sales.id, &page)
+            .await
+            .unwrap(),
+        None,
+        "the team asked for in another tenant"
+    );
+
+    // Deleting a team ends its memberships; the other team keeps its own.
+    let mut tx = dir.begin(mutation(tenant, Uuid::new_v4())).await.unwrap();
+    tx.delete_team(&sales.id).await.unwrap();
+    tx.finish(&sales.id, &response("deleted")).await.unwrap();
+    assert_eq!(
+        dir.team(&tenant.to_string(), &sales.id).await.unwrap(),
+        None
+    );
+    assert!(members_of(sales.id.clone()).await.is_empty());
+    assert_eq!(members_of(billing.id.clone()).await, ["Ada"]);
+    let users = dir
+        .users_in_tenant(&tenant.to_string(), &[bob.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.with_team_ids(users).await.unwrap()[0].1,
+        Vec::<String>::new()
+    );
+    let (teams, _) = dir.teams(&other.to_string(), &page).await.unwrap();
+    assert_eq!(
+        teams,
+        [foreign],
+        "the other tenant's team of the same name stays"
+    );
+}
+
 conformance!(
+    teams_names_memberships_and_deletion,
     users_by_id_stay_within_the_tenant,
     card_numbers_in_names_are_stored_masked,
     seeding_twice_changes_nothing,

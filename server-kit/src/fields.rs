@@ -51,6 +51,21 @@ pub fn duration_micros(d: &prost_types::Duration, max: Duration) -> Result<i64, 
     Ok(d.seconds * 1_000_000 + i64::from(d.nanos) / 1_000)
 }
 
+/// A field mask path as the field's proto name: `lowerCamelCase`, as JSON clients may send
+/// it (`displayName`), becomes `lower_camel_case`; a snake_case path is left as it is.
+pub fn snake_case_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for c in path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn human(d: Duration) -> String {
     let secs = d.as_secs();
     let (n, unit) = match secs {
@@ -110,6 +125,14 @@ mod tests {
         assert!(plain_text("cr\r").is_err());
         assert!(plain_text("nul\0").is_err());
         assert!(plain_text("del\u{7f}").is_err());
+    }
+
+    #[test]
+    fn mask_paths_in_lower_camel_case_become_snake_case() {
+        assert_eq!(snake_case_path("displayName"), "display_name");
+        assert_eq!(snake_case_path("teamIds"), "team_ids");
+        assert_eq!(snake_case_path("display_name"), "display_name");
+        assert_eq!(snake_case_path("active"), "active");
     }
 
     #[test]

@@ -108,6 +108,51 @@ where
     }
 }
 
+/// The administrator of `admin` (credentials of its tenant) creates the team `name`.
+pub async fn create_team<I>(h: &Harness, admin: I, name: &str) -> dir::Team
+where
+    I: Interceptor,
+{
+    DirectoryServiceClient::with_interceptor(h.channel.clone(), admin)
+        .create_team(dir::CreateTeamRequest {
+            request_id: rid(),
+            team: Some(dir::Team {
+                display_name: name.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("the administrator creates a team")
+        .into_inner()
+        .team
+        .expect("team")
+}
+
+/// The administrator of `admin` makes `team_ids` the teams of user `user_id` of its tenant;
+/// returns the user as changed.
+pub async fn set_teams<I>(h: &Harness, admin: I, user_id: &str, team_ids: &[&str]) -> dir::User
+where
+    I: Interceptor,
+{
+    DirectoryServiceClient::with_interceptor(h.channel.clone(), admin)
+        .update_user(dir::UpdateUserRequest {
+            request_id: rid(),
+            user: Some(dir::User {
+                id: user_id.to_owned(),
+                team_ids: team_ids.iter().map(|id| (*id).to_owned()).collect(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["team_ids".into()],
+            }),
+        })
+        .await
+        .expect("the administrator sets a user's teams")
+        .into_inner()
+        .user
+        .expect("user")
+}
+
 /// A capacity profile "Standard" of `total_units` in which a web chat costs one, created
 /// with `queues` (an administrator's client).
 pub async fn web_chat_capacity_profile<I>(

@@ -10,11 +10,14 @@ use switchboard::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use switchboard::suite::{self, RunningSuite, Storage, SuiteOptions};
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
+use switchboard_proto::directory::internal::v1::directory_internal_service_client::DirectoryInternalServiceClient;
 use switchboard_proto::directory::v1 as dir;
+use switchboard_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use switchboard_proto::directory::v1::platform_service_client::PlatformServiceClient;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_server_kit::{Identity, IdentityKey, SignedChannel, signed_channel};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -185,6 +188,38 @@ impl Harness {
             .into_inner();
         let key = ApiKey::new(&created.api_key_secret).expect("keys are ASCII");
         (tenant, key)
+    }
+
+    /// DirectoryService as a demo user.
+    pub fn directory(
+        &self,
+        handle: &str,
+    ) -> DirectoryServiceClient<InterceptedService<Channel, Bearer>> {
+        self.directory_as(self.bearer(handle))
+    }
+
+    /// DirectoryService as the user of `credentials`.
+    pub fn directory_as(
+        &self,
+        credentials: Bearer,
+    ) -> DirectoryServiceClient<InterceptedService<Channel, Bearer>> {
+        DirectoryServiceClient::with_interceptor(self.channel.clone(), credentials)
+    }
+
+    /// The directory's internal API on the gateway's internal listener, called as the
+    /// services of the suite call it (signed as service `service`): what another service
+    /// learns from the directory.
+    pub fn directory_internal(
+        &self,
+        service: &str,
+    ) -> anyhow::Result<DirectoryInternalServiceClient<SignedChannel>> {
+        let address = self.running()?.addresses.gateway_internal;
+        let channel = signed_channel(
+            &format!("http://{address}"),
+            IdentityKey::new(&self.secrets.identity_secret)?,
+            Identity::service(service),
+        )?;
+        Ok(DirectoryInternalServiceClient::new(channel))
     }
 
     /// AgentService as a demo user.

@@ -3,7 +3,9 @@
 use switchboard_proto::directory::v1 as pb;
 use switchboard_server_kit::db::micros_to_timestamp;
 
-use crate::store::{ApiKeyRecord, AuditRecord, SettingsRecord, TenantRecord, UserRecord};
+use crate::store::{
+    ApiKeyRecord, AuditRecord, SettingsRecord, TeamRecord, TenantRecord, UserRecord,
+};
 
 pub fn tenant(record: TenantRecord) -> pb::Tenant {
     pb::Tenant {
@@ -30,9 +32,10 @@ pub fn settings(record: SettingsRecord) -> pb::TenantSettings {
     }
 }
 
-pub fn user(record: UserRecord) -> pb::User {
+/// A user with the ids of its teams (ascending).
+pub fn user(record: UserRecord, team_ids: Vec<String>) -> pb::User {
     pb::User {
-        team_ids: Vec::new(),
+        team_ids,
         id: record.id,
         tenant_id: record.tenant_id,
         display_name: record.display_name,
@@ -43,14 +46,28 @@ pub fn user(record: UserRecord) -> pb::User {
     }
 }
 
-/// What the internal directory API tells other services about a user.
-pub fn user_info(record: UserRecord) -> switchboard_proto::directory::internal::v1::UserInfo {
+/// What the internal directory API tells other services about a user, with the ids of its
+/// teams (ascending).
+pub fn user_info(
+    record: UserRecord,
+    team_ids: Vec<String>,
+) -> switchboard_proto::directory::internal::v1::UserInfo {
     switchboard_proto::directory::internal::v1::UserInfo {
         id: record.id,
         tenant_id: record.tenant_id,
         display_name: record.display_name,
         roles: record.roles.into_iter().map(i32::from).collect(),
         active: record.active,
+        team_ids,
+    }
+}
+
+pub fn team(record: TeamRecord) -> pb::Team {
+    pb::Team {
+        id: record.id,
+        tenant_id: record.tenant_id,
+        display_name: record.display_name,
+        create_time: Some(micros_to_timestamp(record.created_at)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `switchboard.directory.v1.DirectoryService`, served by the gateway from its own database.
+//! `switchboard.directory.v1.DirectoryService`, served by the gateway from its own database
+//! (the team RPCs are in `team.rs`).
 //!
 //! The caller's identity was verified by the gateway's request path and is read from the
 //! request extensions; the tenant always comes from it. Objects of other tenants answer
@@ -14,12 +15,12 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 use uuid::Uuid;
 
-use super::convert;
+use super::{convert, team};
 use crate::domain::directory::{self as rules, FieldError, directory_role};
 use crate::domain::page::page_request;
-use crate::domain::{api_key, authz};
+use crate::domain::{api_key, authz, team as team_rules};
 use crate::error::GatewayError;
-use crate::store::{ApiKeyRecord, Directory, Mutation, TenantRecord, UserRecord};
+use crate::store::{ApiKeyRecord, Directory, Mutation, TenantRecord, Tx, UserRecord};
 
 const GET_CURRENT_IDENTITY: &str = "/switchboard.directory.v1.DirectoryService/GetCurrentIdentity";
 const CREATE_TENANT: &str = "/switchboard.directory.v1.DirectoryService/CreateTenant";
@@ -53,13 +54,13 @@ impl DirectoryApi {
 
 /// The verified caller, checked again against the authorization table: the directory
 /// trusts no one path to have done it.
-fn caller<T>(request: &Request<T>, method: &str) -> Result<Identity, Status> {
+pub(super) fn caller<T>(request: &Request<T>, method: &str) -> Result<Identity, Status> {
     let identity = identity_of(request)?;
     authz::authorize(method, &identity).map_err(GatewayError::Denied)?;
     Ok(identity)
 }
 
-fn mutation(
+pub(super) fn mutation(
     caller: &Identity,
     method: &'static str,
     request_id: Uuid,
@@ -74,15 +75,25 @@ fn mutation(
     }
 }
 
-fn required<T>(field: &str, value: Option<T>) -> Result<T, GatewayError> {
+pub(super) fn required<T>(field: &str, value: Option<T>) -> Result<T, GatewayError> {
     value.ok_or_else(|| FieldError::new(field, "is required").into())
 }
 
-fn not_found(kind: &'static str, id: impl Into<String>) -> GatewayError {
+pub(super) fn not_found(kind: &'static str, id: impl Into<String>) -> GatewayError {
     GatewayError::NotFound {
         kind,
         id: id.into(),
     }
+}
+
+/// Checks that `team_ids` are all teams of `tenant_id` (INVALID_ARGUMENT on `user.team_ids`
+/// naming the first that is not) and holds the tenant's teams against deletion until
+/// commit, so the memberships written next stay valid.
+async fn check_teams(tx: &mut Tx, tenant_id: &str, team_ids: &[String]) -> Result<(), Status> {
+    tx.hold_teams(tenant_id).await?;
+    let found = tx.teams_among(tenant_id, team_ids).await?;
+    team_rules::all_found("user.team_ids", team_ids, &found)?;
+    Ok(())
 }
 
 /// Whether a tenant with `ancestry` (parent first) is `tenant_id` itself or one of
@@ -283,14 +294,7 @@ impl DirectoryService for DirectoryApi {
         let request_id = require_request_id(&req.request_id)?;
         let fingerprint = Fingerprint::of(&req);
         let user = required("user", req.user)?;
-        if !user.team_ids.is_empty() {
-            // Teams come with team reports; a membership must not be silently dropped.
-            return Err(FieldError::new(
-                "user.team_ids",
-                "teams are not served yet; leave it empty",
-            )
-            .into());
-        }
+        let team_ids = team_rules::team_ids("user.team_ids", &user.team_ids)?;
         // A parent's administrator may create users of its descendants (for example a child
         // tenant's first administrator); other tenants are NOT_FOUND, checked below.
         let tenant_id = if user.tenant_id.is_empty() {
@@ -326,10 +330,16 @@ impl DirectoryService for DirectoryApi {
                 return Err(not_found("tenant", tenant_id).into());
             }
         }
+        if !team_ids.is_empty() {
+            check_teams(&mut tx, &tenant_id, &team_ids).await?;
+        }
         tx.insert_user(&record).await?;
+        if !team_ids.is_empty() {
+            tx.set_user_teams(&record.id, &team_ids).await?;
+        }
         let id = record.id.clone();
         let response = pb::CreateUserResponse {
-            user: Some(convert::user(record)),
+            user: Some(convert::user(record, team_ids)),
         };
         if descendant {
             tx.audit_in(&tenant_id, &id).await?;
@@ -351,8 +361,9 @@ impl DirectoryService for DirectoryApi {
             .await?
             .filter(|u| u.tenant_id == caller.tenant_id)
             .ok_or_else(|| not_found("user", &id))?;
+        let user = self.directory.with_team_ids(vec![user]).await?.pop();
         Ok(Response::new(pb::GetUserResponse {
-            user: Some(convert::user(user)),
+            user: user.map(|(user, team_ids)| convert::user(user, team_ids)),
         }))
     }
 
@@ -373,10 +384,27 @@ impl DirectoryService for DirectoryApi {
                 .into());
             }
         };
+        let team_id = if req.team_id.is_empty() {
+            None
+        } else {
+            let id = parse_uuid("team_id", &req.team_id)?.to_string();
+            self.directory
+                .team(&caller.tenant_id, &id)
+                .await?
+                .ok_or_else(|| not_found("team", &id))?;
+            Some(id)
+        };
         let page = page_request(req.page_size, &req.page_token).map_err(GatewayError::from)?;
-        let (users, next_page_token) = self.directory.users(&caller.tenant_id, role, &page).await?;
+        let (users, next_page_token) = self
+            .directory
+            .users(&caller.tenant_id, role, team_id.as_deref(), &page)
+            .await?;
+        let users = self.directory.with_team_ids(users).await?;
         Ok(Response::new(pb::ListUsersResponse {
-            users: users.into_iter().map(convert::user).collect(),
+            users: users
+                .into_iter()
+                .map(|(user, team_ids)| convert::user(user, team_ids))
+                .collect(),
             next_page_token,
         }))
     }
@@ -393,7 +421,7 @@ impl DirectoryService for DirectoryApi {
         let id = parse_uuid("user.id", &new.id)?.to_string();
         let paths = rules::update_mask(
             req.update_mask.as_ref(),
-            &["display_name", "roles", "active"],
+            &["display_name", "roles", "active", "team_ids"],
         )?;
         let display_name = paths
             .contains(&"display_name")
@@ -404,6 +432,10 @@ impl DirectoryService for DirectoryApi {
             .then(|| rules::roles("user.roles", &new.roles))
             .transpose()?;
         let active = paths.contains(&"active").then_some(new.active);
+        let team_ids = paths
+            .contains(&"team_ids")
+            .then(|| team_rules::team_ids("user.team_ids", &new.team_ids))
+            .transpose()?;
 
         let mut tx = self
             .directory
@@ -427,9 +459,17 @@ impl DirectoryService for DirectoryApi {
         if let Some(active) = active {
             user.active = active;
         }
+        let team_ids = match team_ids {
+            Some(team_ids) => {
+                check_teams(&mut tx, &caller.tenant_id, &team_ids).await?;
+                tx.set_user_teams(&id, &team_ids).await?;
+                team_ids
+            }
+            None => tx.user_team_ids(&id).await?,
+        };
         tx.update_user(&user).await?;
         let response = pb::UpdateUserResponse {
-            user: Some(convert::user(user)),
+            user: Some(convert::user(user, team_ids)),
         };
         tx.finish(&id, &response).await?;
         info!(user_id = %id, actor_id = %caller.principal_id, ?paths, "user changed");
@@ -552,30 +592,30 @@ impl DirectoryService for DirectoryApi {
 
     async fn create_team(
         &self,
-        _: Request<pb::CreateTeamRequest>,
+        request: Request<pb::CreateTeamRequest>,
     ) -> Result<Response<pb::CreateTeamResponse>, Status> {
-        Err(GatewayError::NotImplemented("DirectoryService.CreateTeam").into())
+        team::create(&self.directory, request).await
     }
 
     async fn list_teams(
         &self,
-        _: Request<pb::ListTeamsRequest>,
+        request: Request<pb::ListTeamsRequest>,
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
-        Err(GatewayError::NotImplemented("DirectoryService.ListTeams").into())
+        team::list(&self.directory, request).await
     }
 
     async fn update_team(
         &self,
-        _: Request<pb::UpdateTeamRequest>,
+        request: Request<pb::UpdateTeamRequest>,
     ) -> Result<Response<pb::UpdateTeamResponse>, Status> {
-        Err(GatewayError::NotImplemented("DirectoryService.UpdateTeam").into())
+        team::update(&self.directory, request).await
     }
 
     async fn delete_team(
         &self,
-        _: Request<pb::DeleteTeamRequest>,
+        request: Request<pb::DeleteTeamRequest>,
     ) -> Result<Response<pb::DeleteTeamResponse>, Status> {
-        Err(GatewayError::NotImplemented("DirectoryService.DeleteTeam").into())
+        team::delete(&self.directory, request).await
     }
 }
 

@@ -4,6 +4,7 @@ mod convert;
 mod directory;
 mod internal;
 mod platform;
+mod team;
 
 pub use directory::DirectoryApi;
 pub use internal::{DirectoryInternalApi, MAX_USER_IDS};

@@ -224,7 +224,8 @@ impl PlatformService for PlatformApi {
         let user_id = user.id.clone();
         // As with CreateApiKey, the secret is never stored, not even in the request log.
         let recorded = pb::CreateTenantAdministratorResponse {
-            user: Some(convert::user(user)),
+            // A new tenant has no teams yet.
+            user: Some(convert::user(user, Vec::new())),
             api_key: Some(convert::api_key(key)),
             api_key_secret: String::new(),
         };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchboard_proto::directory::v1::{Role, SupervisorAction};
 use switchboard_server_kit::Role as KitRole;
+use switchboard_server_kit::fields::snake_case_path;
 use switchboard_server_kit::mask_pans;
 
 /// A request field that breaks a rule.
@@ -268,29 +269,38 @@ pub fn time_zone(field: &str, value: &str) -> Result<String, FieldError> {
         .map_err(|_| FieldError::new(field, format!("`{trimmed}` is not an IANA time zone")))
 }
 
-/// The fields of an update mask, each one of `allowed`; at least one.
-pub fn update_mask<'a>(
-    paths: Option<&'a prost_types::FieldMask>,
-    allowed: &[&str],
-) -> Result<Vec<&'a str>, FieldError> {
-    let paths: Vec<&str> = paths
-        .map(|mask| mask.paths.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+/// Longest part of a refused update mask path echoed back in the error, in characters.
+const MAX_SHOWN_PATH_CHARS: usize = 64;
+
+/// The fields of an update mask, each one of `allowed` (snake_case, as in the proto; the
+/// lowerCamelCase names JSON clients send are accepted too); at least one. Each field is
+/// named once, in the order first given.
+pub fn update_mask(
+    paths: Option<&prost_types::FieldMask>,
+    allowed: &[&'static str],
+) -> Result<Vec<&'static str>, FieldError> {
+    let paths: &[String] = paths.map(|mask| mask.paths.as_slice()).unwrap_or_default();
     if paths.is_empty() {
         return Err(FieldError::new("update_mask", "is required"));
     }
-    for path in &paths {
-        if !allowed.contains(path) {
+    let mut fields = Vec::new();
+    for path in paths {
+        let name = snake_case_path(path.trim());
+        let Some(field) = allowed.iter().copied().find(|f| *f == name) else {
+            let shown: String = mask_pans(path).chars().take(MAX_SHOWN_PATH_CHARS).collect();
             return Err(FieldError::new(
                 "update_mask",
                 format!(
-                    "`{path}` cannot be changed (allowed: {})",
+                    "`{shown}` cannot be changed (allowed: {})",
                     allowed.join(", ")
                 ),
             ));
+        };
+        if !fields.contains(&field) {
+            fields.push(field);
         }
     }
-    Ok(paths)
+    Ok(fields)
 }
 
 #[cfg(test)]
@@ -432,5 +442,21 @@ mod tests {
         );
         assert!(update_mask(Some(&mask), &["roles"]).is_err());
         assert!(update_mask(None, &["roles"]).is_err());
+    }
+
+    #[test]
+    fn update_masks_accept_lower_camel_case_and_name_each_field_once() {
+        let mask = prost_types::FieldMask {
+            paths: vec!["teamIds".into(), "displayName".into(), "team_ids".into()],
+        };
+        assert_eq!(
+            update_mask(Some(&mask), &["display_name", "team_ids"]).unwrap(),
+            vec!["team_ids", "display_name"]
+        );
+        let long = prost_types::FieldMask {
+            paths: vec!["x".repeat(100_000)],
+        };
+        let err = update_mask(Some(&long), &["display_name"]).unwrap_err();
+        assert!(err.description.len() < 200, "{}", err.description);
     }
 }

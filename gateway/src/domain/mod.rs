@@ -1,5 +1,5 @@
 //! Pure rules of the gateway: where a path goes, who may call what, API key secrets,
-//! deadlines, directory field rules and pagination. No tonic, no sqlx.
+//! deadlines, directory field rules, teams and pagination. No tonic, no sqlx.
 
 pub mod api_key;
 pub mod authz;
@@ -8,3 +8,4 @@ pub mod directory;
 pub mod operator;
 pub mod page;
 pub mod route;
+pub mod team;

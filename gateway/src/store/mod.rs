@@ -1,8 +1,9 @@
-//! The directory's storage: tenants, tenant settings, users, API keys, the audit log and the
-//! request log, on SQLite or PostgreSQL through server-kit's [`Db`].
+//! The directory's storage: tenants, tenant settings, users, teams, API keys, the audit log
+//! and the request log, on SQLite or PostgreSQL through server-kit's [`Db`].
 
 pub(crate) mod cache;
 mod queries;
+mod teams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use crate::domain::page::{Cursor, PageRequest, finish};
 use crate::error::GatewayError;
 pub use cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, TenantFacts};
 use cache::{DirectoryCache, Stale};
+pub use teams::TeamRecord;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -432,15 +434,17 @@ impl Directory {
         }))
     }
 
-    /// A page of the users of `tenant`, optionally with `role`, by display name.
+    /// A page of the users of `tenant`, optionally only those with `role` and only the
+    /// members of team `team_id`, by display name.
     pub async fn users(
         &self,
         tenant: &str,
         role: Option<Role>,
+        team_id: Option<&str>,
         page: &PageRequest,
     ) -> Result<(Vec<UserRecord>, String), GatewayError> {
         let mut conn = self.conn().await?;
-        let rows = queries::users(&mut conn, tenant, role, page).await?;
+        let rows = queries::users(&mut conn, tenant, role, team_id, page).await?;
         Ok(finish(rows, page.size, |u| Cursor {
             key: u.display_name.clone(),
             id: u.id.clone(),

@@ -283,6 +283,14 @@ pub async fn update_user(conn: &mut AnyConnection, user: &UserRecord) -> Result<
     Ok(())
 }
 
+/// `count` numbered placeholders from `$first` on, for an `IN (…)` list: `$2, $3, $4`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The users among `ids` that belong to `tenant_id`; ids of other tenants or of no user
 /// are left out. `ids` is bounded by the caller (one placeholder each).
 pub async fn users_by_ids(
@@ -293,10 +301,7 @@ pub async fn users_by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders = (2..ids.len() + 2)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = placeholders(2, ids.len());
     let sql =
         format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id IN ({placeholders})");
     let mut query = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
@@ -307,10 +312,13 @@ pub async fn users_by_ids(
     Ok(rows.into_iter().map(user_of).collect())
 }
 
+/// A page of the users of `tenant_id` by name, only those with `role` and only members of
+/// `team_id` when given.
 pub async fn users(
     conn: &mut AnyConnection,
     tenant_id: &str,
     role: Option<Role>,
+    team_id: Option<&str>,
     page: &PageRequest,
 ) -> Result<Vec<UserRecord>, GatewayError> {
     let (after_name, after_id) = page
@@ -327,6 +335,7 @@ pub async fn users(
          WHERE tenant_id = $1 \
            AND (',' || roles || ',') LIKE $2 \
            AND (display_name > $3 OR (display_name = $3 AND id > $4)) \
+           AND ($6 = '' OR id IN (SELECT user_id FROM team_members WHERE team_id = $6)) \
          ORDER BY display_name, id LIMIT $5"
     )))
     .bind(tenant_id)
@@ -334,6 +343,7 @@ pub async fn users(
     .bind(after_name)
     .bind(after_id)
     .bind(page.size as i64 + 1)
+    .bind(team_id.unwrap_or_default())
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(user_of).collect())
