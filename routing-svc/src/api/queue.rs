@@ -219,7 +219,7 @@ fn queue_mask(mask: &prost_types::FieldMask) -> Result<Vec<&'static str>> {
     }
     let mut fields: Vec<&'static str> = Vec::new();
     for path in &mask.paths {
-        let snake = snake_case(path.trim());
+        let snake = switchboard_server_kit::fields::snake_case_path(path.trim());
         if snake == "*" {
             return Ok(UPDATABLE_QUEUE_FIELDS.to_vec());
         }
@@ -241,20 +241,6 @@ fn queue_mask(mask: &prost_types::FieldMask) -> Result<Vec<&'static str>> {
         }
     }
     Ok(fields)
-}
-
-/// `lowerCamelCase` as `lower_camel_case`; snake_case is left as it is.
-fn snake_case(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 4);
-    for c in path.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `current` with the settings named in `fields` taken from `input`.
