@@ -48,6 +48,7 @@ on_each_backend!(
     offers_list_newest_first_with_filters,
     a_claim_that_loses_the_race_is_a_conflict,
     a_cancel_that_meets_an_offer_being_made_withdraws_it,
+    a_plan_read_before_a_decline_is_not_offered_to_that_agent,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -1911,5 +1912,34 @@ async fn a_cancel_that_meets_an_offer_being_made_withdraws_it(store: Store) {
     );
     drop(conn);
     assert_eq!(f.reload(&store, &agent.agent_id).await.pending_units, 0);
+    assert_ledger_consistent(&store).await;
+}
+
+/// A matcher's plan made from a read taken before another replica offered the conversation
+/// to the same agent, who then rejected it: the conversation waits again when the plan is
+/// applied, but the agent is not offered it again; another agent is.
+async fn a_plan_read_before_a_decline_is_not_offered_to_that_agent(store: Store) {
+    let f = fixture(&store, 3).await;
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &a).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    routing::reject_offer(
+        &mut tx,
+        &f.tenant,
+        &a.agent_id,
+        &offer.id,
+        "busy",
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // `item` was read before the offer: to a stale plan, A is still eligible.
+    assert!(f.offer(&store, &f.queue, &item, &a).await.is_none());
+    let other = f.offer(&store, &f.queue, &item, &b).await.unwrap();
+    assert_eq!(other.agent_id, b.agent_id);
+    assert_eq!(f.reload(&store, &a.agent_id).await.pending_units, 0);
     assert_ledger_consistent(&store).await;
 }
