@@ -272,6 +272,13 @@ impl DirectoryInternalService for FakeServer {
             ancestor_tenant_ids,
         }))
     }
+
+    async fn list_team_members(
+        &self,
+        _: Request<dpb::ListTeamMembersRequest>,
+    ) -> Result<Response<dpb::ListTeamMembersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

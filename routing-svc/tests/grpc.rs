@@ -189,6 +189,7 @@ impl FakeDirectory {
                 display_name: name.to_owned(),
                 roles: roles.iter().map(|r| *r as i32).collect(),
                 active,
+                team_ids: vec![],
             },
         );
     }
@@ -219,6 +220,13 @@ impl DirectoryInternalService for FakeDirectory {
         _: Request<dpb::GetTenantAncestryRequest>,
     ) -> Result<Response<dpb::GetTenantAncestryResponse>, Status> {
         Err(Status::unimplemented("routing-svc never asks for tenants"))
+    }
+
+    async fn list_team_members(
+        &self,
+        _: Request<dpb::ListTeamMembersRequest>,
+    ) -> Result<Response<dpb::ListTeamMembersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
     }
 }
 
@@ -307,6 +315,18 @@ async fn start(conversation_url: &str, database_url: Option<&str>) -> Harness {
 
 /// A server on `database_url` (a fresh SQLite file when `None`) acting for `tenant`.
 async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: String) -> Harness {
+    let runtime = tokio::runtime::Handle::current();
+    start_on(&runtime, conversation_url, database_url, tenant).await
+}
+
+/// As [`start_with`], with the server (its listener, connections and background tasks) on
+/// `runtime`, so that shutting that runtime down kills it the way a process dies.
+async fn start_on(
+    runtime: &tokio::runtime::Handle,
+    conversation_url: &str,
+    database_url: Option<&str>,
+    tenant: String,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir, conversation_url);
     if let Some(url) = database_url {
@@ -314,11 +334,15 @@ async fn start_with(conversation_url: &str, database_url: Option<&str>, tenant: 
     }
     let directory = DirectoryServer::start().await;
     config.directory_url.clone_from(&directory.url);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = runtime
+        .spawn(TcpListener::bind("127.0.0.1:0"))
+        .await
+        .unwrap()
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = ShutdownSignal::new();
     let database_url = config.database_url.clone();
-    let server = tokio::spawn(serve(config, listener, shutdown.clone()));
+    let server = runtime.spawn(serve(config, listener, shutdown.clone()));
     Harness {
         addr,
         directory: Some(directory),
@@ -711,6 +735,9 @@ fn state_of(offer: &pb::Offer) -> pb::offer::State {
 }
 
 // --- tests ----------------------------------------------------------------------------
+
+#[path = "grpc/replicas/mod.rs"]
+mod replicas;
 
 on_each_backend!(offer_accept_and_apply_with_retries);
 async fn offer_accept_and_apply_with_retries(database_url: Option<&str>) {

@@ -47,6 +47,8 @@ on_each_backend!(
     offers_carry_address_queue_name_and_wait_start,
     offers_list_newest_first_with_filters,
     a_claim_that_loses_the_race_is_a_conflict,
+    a_cancel_that_meets_an_offer_being_made_withdraws_it,
+    a_plan_read_before_a_decline_is_not_offered_to_that_agent,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -1863,4 +1865,118 @@ async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
         .unwrap_err();
     tx.rollback().await.unwrap();
     assert!(matches!(gone, Error::NotFound(_)), "{gone:?}");
+}
+
+/// CancelWaiting while another replica is making an offer of the conversation: the cancel
+/// waits for the offer to commit, then withdraws it with the conversation, so that no offer
+/// stays pending for a conversation no longer waiting.
+async fn a_cancel_that_meets_an_offer_being_made_withdraws_it(store: Store) {
+    let f = fixture(&store, 3).await;
+    let agent = f.agent(&store, "A").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let plan = OfferPlan {
+        item: &item,
+        queue: &f.queue,
+        agent_id: &agent.agent_id,
+        units: 1,
+        candidates: vec![],
+        omitted: vec![],
+        offer_id: new_id(),
+    };
+    let mut offering = store.begin().await.unwrap();
+    let offer = routing::create_offer(&mut offering, &plan, now_micros())
+        .await
+        .unwrap()
+        .unwrap();
+    let cancel = {
+        let store = store.clone();
+        let tenant = f.tenant.clone();
+        let conversation_id = item.conversation_id.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let was_waiting =
+                routing::cancel_waiting(&mut tx, &tenant, &conversation_id, now_micros())
+                    .await
+                    .unwrap();
+            tx.commit().await.unwrap();
+            was_waiting
+        })
+    };
+    if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
+        // Wait until the cancel is blocked on the row the offer claimed.
+        let mut conn = store.conn().await.unwrap();
+        let mut blocked = false;
+        for _ in 0..400 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'DELETE FROM waiting%'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                blocked = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(blocked, "the cancel reached the row lock");
+    }
+    offering.commit().await.unwrap();
+    assert!(cancel.await.unwrap(), "the conversation was waiting");
+    assert!(f.waiting(&store, &item.conversation_id).await.is_none());
+    let mut conn = store.conn().await.unwrap();
+    let stored = routing::get_offer(&mut conn, &f.tenant, &offer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, OfferState::Withdrawn);
+    let kinds: Vec<String> = events::after(&mut conn, 0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.conversation_id == item.conversation_id)
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "conversation.enqueued",
+            "offer.created",
+            "offer.withdrawn",
+            "waiting.cancelled"
+        ]
+    );
+    drop(conn);
+    assert_eq!(f.reload(&store, &agent.agent_id).await.pending_units, 0);
+    assert_ledger_consistent(&store).await;
+}
+
+/// A matcher's plan made from a read taken before another replica offered the conversation
+/// to the same agent, who then rejected it: the conversation waits again when the plan is
+/// applied, but the agent is not offered it again; another agent is.
+async fn a_plan_read_before_a_decline_is_not_offered_to_that_agent(store: Store) {
+    let f = fixture(&store, 3).await;
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    let item = f.enqueue(&store, Channel::Webchat).await;
+    let offer = f.offer(&store, &f.queue, &item, &a).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    routing::reject_offer(
+        &mut tx,
+        &f.tenant,
+        &a.agent_id,
+        &offer.id,
+        "busy",
+        now_micros(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // `item` was read before the offer: to a stale plan, A is still eligible.
+    assert!(f.offer(&store, &f.queue, &item, &a).await.is_none());
+    let other = f.offer(&store, &f.queue, &item, &b).await.unwrap();
+    assert_eq!(other.agent_id, b.agent_id);
+    assert_eq!(f.reload(&store, &a.agent_id).await.pending_units, 0);
+    assert_ledger_consistent(&store).await;
 }

@@ -184,6 +184,20 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     if !changes_one_row(tx.conn(), claim).await? {
         return Ok(None);
     }
+    // The plan comes from a read that may predate an offer of this conversation by another
+    // replica to the same agent, declined since: the claim then finds it waiting again.
+    // Checked once the item is claimed, so an agent is never offered again what it declined.
+    let entered_time: i64 =
+        sqlx::query_scalar("SELECT entered_time FROM waiting WHERE conversation_id = $1")
+            .bind(&item.conversation_id)
+            .fetch_one(tx.conn())
+            .await?;
+    if excluded_agents(tx.conn(), &item.conversation_id, entered_time)
+        .await?
+        .contains(plan.agent_id)
+    {
+        return Ok(None);
+    }
     let hold = sqlx::query(
         "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
          WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \

@@ -155,27 +155,51 @@ pub async fn enqueue(tx: &mut Tx, input: &EnqueueInput, now: i64) -> Result<Wait
     })
 }
 
+/// Where a conversation waited, as it left its queue.
+pub(super) struct Left {
+    queue_id: String,
+    enqueue_time: i64,
+    channel: Channel,
+}
+
 /// Withdraws the pending offer of a conversation, if any, and removes it from its queue.
-/// Returns whether it was waiting.
+/// Returns where it waited.
 pub(super) async fn remove_waiting(
     tx: &mut Tx,
     tenant_id: &str,
     conversation_id: &str,
     now: i64,
-) -> Result<bool> {
+) -> Result<Option<Left>> {
     if let Some(offer) =
         pending_offer_of_conversation(tx.conn(), tenant_id, conversation_id).await?
     {
         resolve_offer(tx, &offer, OfferState::Withdrawn, now).await?;
     }
-    let queue_id: Option<String> = sqlx::query_scalar(
-        "DELETE FROM waiting WHERE tenant_id = $1 AND conversation_id = $2 RETURNING queue_id",
+    let removed = sqlx::query(
+        "DELETE FROM waiting WHERE tenant_id = $1 AND conversation_id = $2 \
+         RETURNING queue_id, offer_id, enqueue_time, channel",
     )
     .bind(tenant_id)
     .bind(conversation_id)
     .fetch_optional(tx.conn())
     .await?;
-    Ok(queue_id.is_some())
+    let Some(row) = removed else {
+        return Ok(None);
+    };
+    // The delete waits for an offer being made at this moment (it claims the row) to commit:
+    // that offer, too new for the read above, would otherwise stay pending for a conversation
+    // no longer waiting. The queue is the row's as deleted (after an overflow, the new one).
+    let offer_id: Option<String> = row.try_get("offer_id")?;
+    if let Some(offer_id) = offer_id
+        && let Some(offer) = get_offer(tx.conn(), tenant_id, &offer_id).await?
+    {
+        resolve_offer(tx, &offer, OfferState::Withdrawn, now).await?;
+    }
+    Ok(Some(Left {
+        queue_id: row.try_get("queue_id")?,
+        enqueue_time: row.try_get("enqueue_time")?,
+        channel: enum_column(&row, "channel", Channel::from_i32)?,
+    }))
 }
 
 /// Takes a conversation out of its queue and withdraws its pending offer. Idempotent;
@@ -186,19 +210,18 @@ pub async fn cancel_waiting(
     conversation_id: &str,
     now: i64,
 ) -> Result<bool> {
-    let item = get_waiting(tx.conn(), tenant_id, conversation_id).await?;
-    let was_waiting = remove_waiting(tx, tenant_id, conversation_id, now).await?;
+    let left = remove_waiting(tx, tenant_id, conversation_id, now).await?;
     // A transfer still waiting for its agent's answer is withdrawn too.
     withdraw_directed_offers(tx, tenant_id, conversation_id, now).await?;
-    if let Some(item) = item.filter(|_| was_waiting) {
+    if let Some(left) = &left {
         tx.event(
             NewEvent::new(tenant_id, kind::WAITING_CANCELLED)
                 .conversation(conversation_id)
-                .queue(&item.queue_id)
-                .waiting_since(item.enqueue_time, item.channel),
+                .queue(&left.queue_id)
+                .waiting_since(left.enqueue_time, left.channel),
         );
     }
-    Ok(was_waiting)
+    Ok(left.is_some())
 }
 
 /// Queues that offer (not manual pick) with conversations waiting and not under offer,
