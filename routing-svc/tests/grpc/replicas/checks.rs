@@ -469,11 +469,13 @@ impl Replay<'_> {
 
 /// Replays the event log and compares it with the final tables, what the clients saw and
 /// what the fake conversation-svc was told; adds every violation to `seen` and returns a
-/// summary of the events.
+/// summary of the events. A run whose load was `cut_short` (a machine too slow for it) only
+/// reports what it did not exercise.
 pub(super) async fn check_final_state(
     world: &World,
     seen: &mut Seen,
     fake: &Mutex<FakeLog>,
+    cut_short: bool,
 ) -> String {
     let mut conn = world.store.conn().await.unwrap();
     let events = routing_svc::store::events::after(&mut conn, 0, i64::MAX)
@@ -897,7 +899,14 @@ pub(super) async fn check_final_state(
                 .sum(),
         ),
     ] {
-        if happened == 0 {
+        if happened > 0 {
+            continue;
+        }
+        if cut_short {
+            let gap =
+                format!("not exercised, the load being cut short after {LOAD_LIMIT:?}: {what}");
+            *seen.counts.entry(gap).or_default() += 1;
+        } else {
             problems.push(format!("the run never exercised {what}"));
         }
     }
