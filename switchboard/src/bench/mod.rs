@@ -110,10 +110,14 @@ pub struct Plan {
     pub expiry_pending: usize,
     /// …against this many, in the same run.
     pub expiry_baseline: usize,
-    /// How long the offers of offer-expiry take to make (their deadlines spread as much)…
+    /// Queues the agents of offer-expiry are spread over (as many agents in each), the
+    /// baseline's as well.
+    pub expiry_queues: usize,
+    /// How long after the first enqueue of offer-expiry its first deadline falls: time
+    /// enough to make every offer first…
+    pub expiry_lead: Duration,
+    /// …and over how long the deadlines spread from there.
     pub expiry_spread: Duration,
-    /// …and the offer timeout of its queues.
-    pub expiry_offer_timeout: Duration,
 }
 
 impl Plan {
@@ -136,13 +140,14 @@ impl Plan {
                 backlog: 50,
                 backlog_time: Duration::from_secs(5),
                 outbox_rates: vec![5.0],
-                routing_agents: vec![10, 40],
-                routing_burst: 20,
-                rules_agents: 10,
+                routing_agents: vec![15, 45],
+                routing_burst: 40,
+                rules_agents: 15,
                 expiry_pending: 20,
                 expiry_baseline: 5,
+                expiry_queues: 5,
+                expiry_lead: Duration::from_millis(1500),
                 expiry_spread: Duration::from_millis(500),
-                expiry_offer_timeout: Duration::from_millis(1500),
             }
         } else {
             Plan {
@@ -166,8 +171,9 @@ impl Plan {
                 rules_agents: 1_000,
                 expiry_pending: 10_000,
                 expiry_baseline: 100,
+                expiry_queues: 50,
+                expiry_lead: Duration::from_secs(45),
                 expiry_spread: Duration::from_secs(5),
-                expiry_offer_timeout: Duration::from_secs(60),
             }
         };
         if let Some(n) = args.in_flight {

@@ -1,5 +1,11 @@
 //! `offer-expiry`: how late after its deadline routing-svc times out a pending offer
 //! nobody answers, with many offers pending, against few.
+//!
+//! Making 10,000 offers takes routing-svc longer than a few seconds, so their deadlines
+//! cannot come from one offer timeout set once: the agents are spread over queues, and
+//! each queue's offer timeout is set just before its conversations are enqueued, so that
+//! the deadlines of all offers fall within a few seconds of each other, a lead time after
+//! the first enqueue, whatever time the offers took to make.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,9 +16,11 @@ use switchboard_server_kit::db::now_micros;
 /// How long after the last deadline to wait for the time-outs; one not seen by then is an
 /// error.
 const EXPIRY_WAIT: Duration = Duration::from_secs(30);
+/// Shortest offer timeout set, for a queue reached after its planned deadline.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Pending offers nobody answers, one per agent, timed out by routing-svc: the baseline's
-/// count, then the plan's, each in a queue and with agents of its own.
+/// count, then the plan's, each over queues and agents of its own.
 pub(in crate::bench) async fn offer_expiry(
     plan: &crate::bench::Plan,
     dir: &Path,
@@ -20,19 +28,17 @@ pub(in crate::bench) async fn offer_expiry(
     let mut result = scenarios::scenario(
         "offer-expiry",
         "sqlite",
-        "pending offers nobody answers (one per agent, agents of one unit), deadlines spread over a few seconds: lateness = offer.timed_out seen on the event stream - the offer's expire_time, with N pending vs the same with few pending",
+        "pending offers nobody answers (one per agent, agents of one unit, spread over queues), deadlines within a few seconds: lateness = offer.timed_out seen on the event stream - the offer's expire_time, with N pending vs the same with few pending",
     );
     on_stage(dir, async |stage| {
         let idle = proc_stats::rss_kib();
         // One unit each: a time-out withdraws the agent's other pending offers, so only one
         // offer per agent can time out.
         let profile = stage.create_capacity_profile(1).await?;
-        let base_count = plan.expiry_baseline;
-        let base = expire(stage, plan, &profile, base_count, &mut result).await?;
+        let base = expire(stage, plan, &profile, plan.expiry_baseline, &mut result).await?;
         // Out of the way: the baseline's conversations would wait on for agents in RONA.
         stage.cancel(&base.conversation_ids).await?;
-        let count = plan.expiry_pending;
-        let subject = expire(stage, plan, &profile, count, &mut result).await?;
+        let subject = expire(stage, plan, &profile, plan.expiry_pending, &mut result).await?;
         latency_figures(
             &mut result,
             &format!(
@@ -59,7 +65,7 @@ pub(in crate::bench) async fn offer_expiry(
 /// What one expiry measurement saw.
 struct Expired {
     /// Latency: each offer's time-out seen minus its `expire_time`; `elapsed` from the
-    /// first deadline to the last time-out seen; process CPU from the offers made to the
+    /// first deadline to the last time-out seen; process CPU from the wait's start to the
     /// last time-out seen. An offer whose time-out was not seen is an error.
     timed_out: Run,
     /// From the first deadline to the last.
@@ -67,9 +73,9 @@ struct Expired {
     conversation_ids: Vec<String>,
 }
 
-/// `count` agents in a new queue (the plan's offer timeout), `count` conversations enqueued
-/// evenly over the plan's spread so that each agent is offered one, then the wait for
-/// every offer to time out.
+/// `count` agents over the plan's queues (each agent in one), then for each queue in turn
+/// its offer timeout set to land its deadlines in the planned window and one conversation
+/// per agent enqueued; then the wait for every offer to time out.
 async fn expire(
     stage: &RoutingStage,
     plan: &crate::bench::Plan,
@@ -77,53 +83,100 @@ async fn expire(
     count: usize,
     result: &mut ScenarioResult,
 ) -> anyhow::Result<Expired> {
-    let queue = stage
-        .create_queue(routing::Queue {
-            offer_timeout: Some(proto_duration(plan.expiry_offer_timeout)),
-            ..chat_queue(&format!("Expiry {count}"))
-        })
-        .await?;
+    let queue_count = plan.expiry_queues.clamp(1, count.max(1));
     let started = Instant::now();
-    stage
-        .add_agents(count, profile, std::slice::from_ref(&queue), &[])
-        .await?;
+    let mut queues = Vec::with_capacity(queue_count);
+    for k in 0..queue_count {
+        // As evenly as they go: the first `count % queue_count` queues get one more.
+        let agents = count / queue_count + usize::from(k < count % queue_count);
+        let queue = stage
+            .create_queue(chat_queue(&format!("Expiry {count}, {k}")))
+            .await?;
+        stage
+            .add_agents(agents, profile, std::slice::from_ref(&queue), &[])
+            .await?;
+        queues.push((queue, new_ids(agents as u64)));
+    }
     result.runs.push(serde_json::json!({
-        "label": format!("set-up of {count} agents of one unit"),
+        "label": format!("set-up of {count} agents of one unit over {queue_count} queues"),
         "elapsed_s": started.elapsed().as_secs_f64(),
     }));
 
-    let rate = count as f64 / plan.expiry_spread.as_secs_f64().max(1e-3);
-    let paced = paced(
-        stage,
-        &queue,
-        rate,
-        plan.expiry_spread,
-        plan.open_max_in_flight,
-    )
-    .await;
+    let cpu_before = proc_stats::cpu_time();
+    let started = Instant::now();
+    let enqueues_start = now_micros();
+    let first_planned = enqueues_start + micros_i64(plan.expiry_lead);
+    let step = micros_i64(plan.expiry_spread) / i64::try_from(queue_count).unwrap_or(1);
+    let mut sent = Sent {
+        ids: Vec::new(),
+        at: Vec::new(),
+    };
+    let mut enqueues = Vec::new();
+    for (k, (queue, ids)) in queues.iter().enumerate() {
+        let planned = first_planned + step * i64::try_from(k).unwrap_or(0);
+        let timeout = u64::try_from(planned - now_micros()).unwrap_or(0);
+        stage
+            .set_offer_timeout(queue, Duration::from_micros(timeout).max(MIN_TIMEOUT))
+            .await?;
+        let (run, acked) = enqueue_all(stage, queue, ids, plan.in_flight).await;
+        sent.ids.extend(acked.ids);
+        sent.at.extend(acked.at);
+        enqueues.push(run);
+    }
+    let enqueued = Run {
+        mode: Mode::Closed {
+            in_flight: plan.in_flight,
+        },
+        ok: enqueues.iter().map(|r| r.ok).sum(),
+        errors: enqueues.iter().map(|r| r.errors).sum(),
+        first_error: enqueues.iter().find_map(|r| r.first_error.clone()),
+        elapsed: started.elapsed(),
+        cpu: proc_stats::cpu_time().saturating_sub(cpu_before),
+        latency: enqueues.into_iter().fold(histogram(), |mut all, run| {
+            let _ = all.add(&run.latency);
+            all
+        }),
+        service: None,
+    };
     result.add_run(
-        &format!("EnqueueConversation acknowledged, {count} agents, {rate:.0}/s, open loop"),
-        &paced.acks,
+        &format!("enqueues of {count} conversations, queue by queue, closed loop"),
+        &enqueued,
+    );
+    // The offers exist well before the first deadline unless making them lagged.
+    let planned_end = Instant::now()
+        + Duration::from_micros(
+            u64::try_from(first_planned + micros_i64(plan.expiry_spread) - now_micros())
+                .unwrap_or(0),
+        );
+    let seen = stage.observer.wait_offered(&sent.ids, planned_end).await;
+    let offered = offers_run(
+        &sent,
+        &seen,
+        "before the last planned deadline",
+        started,
+        proc_stats::cpu_time().saturating_sub(cpu_before),
+        &enqueued,
+        stage,
     );
     result.add_run(
-        &format!(
-            "created -> offered, {count} agents, {rate:.0}/s, open loop (offers left to expire)"
-        ),
-        &paced.offered,
+        &format!("enqueued -> offered, {count} conversations (offers left to expire)"),
+        &offered,
     );
 
     // Each conversation's first offer, with its deadline as the offer record holds it.
-    let ours: HashSet<&str> = paced.ids.iter().map(String::as_str).collect();
+    let ours: HashSet<&str> = sent.ids.iter().map(String::as_str).collect();
     let mut first: HashMap<String, routing::Offer> = HashMap::new();
-    for offer in stage.offers_of_queue(&queue).await? {
-        if !ours.contains(offer.conversation_id.as_str()) {
-            continue;
-        }
-        let earlier = first
-            .get(&offer.conversation_id)
-            .is_some_and(|kept| micros_of(&kept.create_time) <= micros_of(&offer.create_time));
-        if !earlier {
-            first.insert(offer.conversation_id.clone(), offer);
+    for (queue, _) in &queues {
+        for offer in stage.offers_of_queue(queue).await? {
+            if !ours.contains(offer.conversation_id.as_str()) {
+                continue;
+            }
+            let earlier = first
+                .get(&offer.conversation_id)
+                .is_some_and(|kept| micros_of(&kept.create_time) <= micros_of(&offer.create_time));
+            if !earlier {
+                first.insert(offer.conversation_id.clone(), offer);
+            }
         }
     }
     let offers: Vec<routing::Offer> = first.into_values().collect();
@@ -161,8 +214,11 @@ async fn expire(
         );
     }
     let missing = offers.len() as u64 - ok;
+    let deadline_spread_s = (last_deadline - first_deadline) as f64 / 1e6;
     let timed_out = Run {
-        mode: Mode::Open { rate },
+        mode: Mode::Open {
+            rate: offers.len() as f64 / deadline_spread_s.max(1e-3),
+        },
         ok,
         errors: missing,
         first_error: match missing {
@@ -176,14 +232,13 @@ async fn expire(
         latency,
         service: None,
     };
-    let deadline_spread_s = (last_deadline - first_deadline) as f64 / 1e6;
     result.runs.push(serde_json::json!({
-        "label": format!("deadlines of the {} offers pending with {count} agents", offers.len()),
+        "label": format!("deadlines of the {} offers pending over {queue_count} queues", offers.len()),
         "offers": offers.len(),
-        "offer_timeout_s": plan.expiry_offer_timeout.as_secs_f64(),
         "deadline_spread_s": deadline_spread_s,
         // Negative when offers were still being made as the first fell due.
         "first_deadline_after_last_offer_made_s": (first_deadline - last_made) as f64 / 1e6,
+        "first_deadline_after_first_enqueue_s": (first_deadline - enqueues_start) as f64 / 1e6,
     }));
     result.add_run(
         &format!(
@@ -196,8 +251,12 @@ async fn expire(
     Ok(Expired {
         timed_out,
         deadline_spread_s,
-        conversation_ids: paced.ids,
+        conversation_ids: sent.ids,
     })
+}
+
+fn micros_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// A timestamp in µs since the epoch (0 when absent).

@@ -71,6 +71,31 @@ struct Burst {
     offered: Run,
     /// The enqueues alone (closed loop, acknowledged).
     enqueued: Run,
+    /// Offers seen while the enqueues were still being sent, each of which wakes the
+    /// matcher: what matching alone sustains, apart from how the matcher picks up a
+    /// backlog left once nothing wakes it.
+    awake: Awake,
+}
+
+/// Offers seen within a window.
+struct Awake {
+    offers: u64,
+    window: Duration,
+}
+
+impl Awake {
+    fn per_second(&self) -> f64 {
+        self.offers as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    fn to_json(&self, label: &str) -> serde_json::Value {
+        serde_json::json!({
+            "label": label,
+            "offers": self.offers,
+            "window_s": self.window.as_secs_f64(),
+            "offers_per_s": self.per_second(),
+        })
+    }
 }
 
 /// Enqueues a burst into `queue_id` and waits for its offers; then cancels every
@@ -81,7 +106,55 @@ async fn burst(
     count: u64,
     in_flight: usize,
 ) -> anyhow::Result<Burst> {
-    let ids = Arc::new(new_ids(count));
+    let ids = new_ids(count);
+    let cpu_before = proc_stats::cpu_time();
+    let started = Instant::now();
+    let (enqueued, sent) = enqueue_all(stage, queue_id, &ids, in_flight).await;
+    let enqueues_done = Instant::now();
+    let seen = stage
+        .observer
+        .wait_offered(&sent.ids, Instant::now() + OFFER_WAIT)
+        .await;
+    let offered = offers_run(
+        &sent,
+        &seen,
+        &format!("within {OFFER_WAIT:?} of the last enqueue"),
+        started,
+        proc_stats::cpu_time().saturating_sub(cpu_before),
+        &enqueued,
+        stage,
+    );
+    let awake = Awake {
+        offers: seen
+            .iter()
+            .filter(|at| at.is_some_and(|at| at <= enqueues_done))
+            .count() as u64,
+        window: enqueues_done.saturating_duration_since(started),
+    };
+    stage.cancel(&sent.ids).await?;
+    Ok(Burst {
+        offered,
+        enqueued,
+        awake,
+    })
+}
+
+/// The conversations whose enqueue was acknowledged, and when each was sent.
+struct Sent {
+    ids: Vec<String>,
+    at: Vec<Instant>,
+}
+
+/// Enqueues `ids` into `queue_id` in that order, `in_flight` at a time, as fast as
+/// routing-svc takes them (at most [`BURST_TIME`]): the enqueues as a closed-loop run, and
+/// those acknowledged.
+async fn enqueue_all(
+    stage: &RoutingStage,
+    queue_id: &str,
+    ids: &[String],
+    in_flight: usize,
+) -> (Run, Sent) {
+    let ids = Arc::new(ids.to_vec());
     // When each enqueue was sent, and whether it was acknowledged.
     let sent = Arc::new(Mutex::new(vec![(None::<Instant>, false); ids.len()]));
     let target = {
@@ -99,31 +172,40 @@ async fn burst(
             let (mut client, sent) = (client.clone(), sent.clone());
             async move {
                 let request = request.context("more enqueues than planned")?;
-                sent.lock().expect("burst lock")[i].0 = Some(Instant::now());
+                sent.lock().expect("enqueue lock")[i].0 = Some(Instant::now());
                 client.enqueue_conversation(request).await?;
-                sent.lock().expect("burst lock")[i].1 = true;
+                sent.lock().expect("enqueue lock")[i].1 = true;
                 Ok(())
             }
         })
     };
-    let cpu_before = proc_stats::cpu_time();
-    let started = Instant::now();
-    let enqueued = load::closed_loop(&target, in_flight, count, BURST_TIME).await;
-    let sent = std::mem::take(&mut *sent.lock().expect("burst lock"));
-    let (acked_ids, sent_at): (Vec<String>, Vec<Instant>) = ids
+    let run = load::closed_loop(&target, in_flight, ids.len() as u64, BURST_TIME).await;
+    let sent = std::mem::take(&mut *sent.lock().expect("enqueue lock"));
+    let (ids, at) = ids
         .iter()
         .zip(sent)
         .filter_map(|(id, (at, acked))| Some((id.clone(), at.filter(|_| acked)?)))
         .unzip();
-    let seen = stage
-        .observer
-        .wait_offered(&acked_ids, Instant::now() + OFFER_WAIT)
-        .await;
-    let cpu = proc_stats::cpu_time().saturating_sub(cpu_before);
+    (run, Sent { ids, at })
+}
+
+/// The offers of conversations `sent`, seen at `seen` (`None`: not `within` the wait, as
+/// the error says): `ok` those offered, latency from each enqueue sent to its offer seen
+/// (until now for one not offered, an error), `elapsed` from `started` to the last offer
+/// seen, in `enqueued`'s mode. `enqueued`'s failures count as errors too.
+fn offers_run(
+    sent: &Sent,
+    seen: &[Option<Instant>],
+    within: &str,
+    started: Instant,
+    cpu: Duration,
+    enqueued: &Run,
+    stage: &RoutingStage,
+) -> Run {
     let now = Instant::now();
     let mut latency = histogram();
     let (mut ok, mut last) = (0, None::<Instant>);
-    for (sent, seen) in sent_at.iter().zip(&seen) {
+    for (sent, seen) in sent.at.iter().zip(seen) {
         match seen {
             Some(at) => {
                 ok += 1;
@@ -133,15 +215,13 @@ async fn burst(
             None => latency.saturating_record(micros(now.saturating_duration_since(*sent))),
         }
     }
-    let missing = acked_ids.len() as u64 - ok;
+    let missing = sent.ids.len() as u64 - ok;
     let first_error = match missing {
         0 => enqueued.first_error.clone().or(stage.observer.error()),
-        n => Some(format!(
-            "{n} conversations not offered within {OFFER_WAIT:?} of the last enqueue"
-        )),
+        n => Some(format!("{n} conversations not offered {within}")),
     };
-    let offered = Run {
-        mode: Mode::Closed { in_flight },
+    Run {
+        mode: enqueued.mode,
         ok,
         errors: missing + enqueued.errors,
         first_error,
@@ -149,9 +229,7 @@ async fn burst(
         cpu,
         latency,
         service: None,
-    };
-    stage.cancel(&acked_ids).await?;
-    Ok(Burst { offered, enqueued })
+    }
 }
 
 /// One open-loop run: conversations enqueued at a fixed rate, then the wait for each one's

@@ -232,6 +232,30 @@ impl RoutingStage {
         Ok(queue.id)
     }
 
+    /// Sets the offer timeout of queue `queue_id`, for the offers it makes from now on.
+    pub(super) async fn set_offer_timeout(
+        &self,
+        queue_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.admin
+            .clone()
+            .update_queue(routing::UpdateQueueRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                queue: Some(routing::Queue {
+                    id: queue_id.to_owned(),
+                    offer_timeout: Some(super::proto_duration(timeout)),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["offer_timeout".into()],
+                }),
+            })
+            .await
+            .context("UpdateQueue")?;
+        Ok(())
+    }
+
     /// A capacity profile of `units` units (a chat costs one); its id.
     pub(super) async fn create_capacity_profile(&self, units: i32) -> anyhow::Result<String> {
         let profile = self
