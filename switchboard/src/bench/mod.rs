@@ -114,7 +114,8 @@ pub struct Plan {
     /// baseline's as well.
     pub expiry_queues: usize,
     /// How long after the first enqueue of offer-expiry its first deadline falls: time
-    /// enough to make every offer first…
+    /// enough to make every offer first (for `expiry_pending` offers; in proportion for
+    /// the baseline's, at least twice the spread)…
     pub expiry_lead: Duration,
     /// …and over how long the deadlines spread from there.
     pub expiry_spread: Duration,
@@ -172,7 +173,7 @@ impl Plan {
                 expiry_pending: 10_000,
                 expiry_baseline: 100,
                 expiry_queues: 50,
-                expiry_lead: Duration::from_secs(45),
+                expiry_lead: Duration::from_secs(75),
                 expiry_spread: Duration::from_secs(5),
             }
         };

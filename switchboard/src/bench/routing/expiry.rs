@@ -3,9 +3,9 @@
 //!
 //! Making 10,000 offers takes routing-svc longer than a few seconds, so their deadlines
 //! cannot come from one offer timeout set once: the agents are spread over queues, and
-//! each queue's offer timeout is set just before its conversations are enqueued, so that
-//! the deadlines of all offers fall within a few seconds of each other, a lead time after
-//! the first enqueue, whatever time the offers took to make.
+//! queue by queue the offer timeout is set, the conversations enqueued and their offers
+//! awaited, so that the deadlines of all offers fall within a few seconds of each other, a
+//! lead time after the first enqueue, whatever time the offers took to make.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,8 +14,8 @@ use switchboard_proto::routing::v1 as routing;
 use switchboard_server_kit::db::now_micros;
 
 /// How long after the last deadline to wait for the time-outs; one not seen by then is an
-/// error.
-const EXPIRY_WAIT: Duration = Duration::from_secs(30);
+/// error. Long: the whole distribution is the figure, however late its tail.
+const EXPIRY_WAIT: Duration = Duration::from_secs(120);
 /// Shortest offer timeout set, for a queue reached after its planned deadline.
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -102,15 +102,21 @@ async fn expire(
         "elapsed_s": started.elapsed().as_secs_f64(),
     }));
 
+    // The lead in proportion to the offers to make, never under twice the spread.
+    let lead = plan
+        .expiry_lead
+        .mul_f64(count as f64 / plan.expiry_pending.max(1) as f64)
+        .max(plan.expiry_spread * 2);
     let cpu_before = proc_stats::cpu_time();
     let started = Instant::now();
     let enqueues_start = now_micros();
-    let first_planned = enqueues_start + micros_i64(plan.expiry_lead);
+    let first_planned = enqueues_start + micros_i64(lead);
     let step = micros_i64(plan.expiry_spread) / i64::try_from(queue_count).unwrap_or(1);
     let mut sent = Sent {
         ids: Vec::new(),
         at: Vec::new(),
     };
+    let mut seen = Vec::new();
     let mut enqueues = Vec::new();
     for (k, (queue, ids)) in queues.iter().enumerate() {
         let planned = first_planned + step * i64::try_from(k).unwrap_or(0);
@@ -119,6 +125,14 @@ async fn expire(
             .set_offer_timeout(queue, Duration::from_micros(timeout).max(MIN_TIMEOUT))
             .await?;
         let (run, acked) = enqueue_all(stage, queue, ids, plan.in_flight).await;
+        // This queue's offers made before the next queue's enqueues, so that each offer is
+        // made soon after its queue's timeout was set and falls due where planned.
+        seen.extend(
+            stage
+                .observer
+                .wait_offered(&acked.ids, Instant::now() + OFFER_WAIT)
+                .await,
+        );
         sent.ids.extend(acked.ids);
         sent.at.extend(acked.at);
         enqueues.push(run);
@@ -142,17 +156,10 @@ async fn expire(
         &format!("enqueues of {count} conversations, queue by queue, closed loop"),
         &enqueued,
     );
-    // The offers exist well before the first deadline unless making them lagged.
-    let planned_end = Instant::now()
-        + Duration::from_micros(
-            u64::try_from(first_planned + micros_i64(plan.expiry_spread) - now_micros())
-                .unwrap_or(0),
-        );
-    let seen = stage.observer.wait_offered(&sent.ids, planned_end).await;
     let offered = offers_run(
         &sent,
         &seen,
-        "before the last planned deadline",
+        &format!("within {OFFER_WAIT:?} of their queue's last enqueue"),
         started,
         proc_stats::cpu_time().saturating_sub(cpu_before),
         &enqueued,
@@ -238,6 +245,7 @@ async fn expire(
         "deadline_spread_s": deadline_spread_s,
         // Negative when offers were still being made as the first fell due.
         "first_deadline_after_last_offer_made_s": (first_deadline - last_made) as f64 / 1e6,
+        "lead_s": lead.as_secs_f64(),
         "first_deadline_after_first_enqueue_s": (first_deadline - enqueues_start) as f64 / 1e6,
     }));
     result.add_run(
