@@ -101,7 +101,10 @@ pub struct Plan {
     /// Available agents in the queue of routing-scale, in steps on one routing-svc; every
     /// later step is compared with the first.
     pub routing_agents: Vec<usize>,
-    /// Conversations in one burst of routing-scale and routing-rules.
+    /// Conversations held in a queue and released at once in routing-scale and
+    /// routing-rules: one walk of routing-svc's matcher (200), routed in one pass…
+    pub routing_backlog: u64,
+    /// …and in one burst enqueued closed loop.
     pub routing_burst: u64,
     /// Agents serving both queues of routing-rules (its open-loop runs use the highest of
     /// `flow_rates` for `flow_time`).
@@ -142,6 +145,7 @@ impl Plan {
                 backlog_time: Duration::from_secs(5),
                 outbox_rates: vec![5.0],
                 routing_agents: vec![15, 45],
+                routing_backlog: 20,
                 routing_burst: 40,
                 rules_agents: 15,
                 expiry_pending: 20,
@@ -168,7 +172,8 @@ impl Plan {
                 backlog_time: Duration::from_secs(40),
                 outbox_rates: vec![100.0, 250.0],
                 routing_agents: vec![1_000, 15_000],
-                routing_burst: 2_000,
+                routing_backlog: 200,
+                routing_burst: 1_000,
                 rules_agents: 1_000,
                 expiry_pending: 10_000,
                 expiry_baseline: 100,

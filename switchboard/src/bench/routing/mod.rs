@@ -71,31 +71,6 @@ struct Burst {
     offered: Run,
     /// The enqueues alone (closed loop, acknowledged).
     enqueued: Run,
-    /// Offers seen while the enqueues were still being sent, each of which wakes the
-    /// matcher: what matching alone sustains, apart from how the matcher picks up a
-    /// backlog left once nothing wakes it.
-    awake: Awake,
-}
-
-/// Offers seen within a window.
-struct Awake {
-    offers: u64,
-    window: Duration,
-}
-
-impl Awake {
-    fn per_second(&self) -> f64 {
-        self.offers as f64 / self.window.as_secs_f64().max(1e-9)
-    }
-
-    fn to_json(&self, label: &str) -> serde_json::Value {
-        serde_json::json!({
-            "label": label,
-            "offers": self.offers,
-            "window_s": self.window.as_secs_f64(),
-            "offers_per_s": self.per_second(),
-        })
-    }
 }
 
 /// Enqueues a burst into `queue_id` and waits for its offers; then cancels every
@@ -110,7 +85,6 @@ async fn burst(
     let cpu_before = proc_stats::cpu_time();
     let started = Instant::now();
     let (enqueued, sent) = enqueue_all(stage, queue_id, &ids, in_flight).await;
-    let enqueues_done = Instant::now();
     let seen = stage
         .observer
         .wait_offered(&sent.ids, Instant::now() + OFFER_WAIT)
@@ -124,19 +98,49 @@ async fn burst(
         &enqueued,
         stage,
     );
-    let awake = Awake {
-        offers: seen
-            .iter()
-            .filter(|at| at.is_some_and(|at| at <= enqueues_done))
-            .count() as u64,
-        window: enqueues_done.saturating_duration_since(started),
-    };
     stage.cancel(&sent.ids).await?;
-    Ok(Burst {
-        offered,
-        enqueued,
-        awake,
-    })
+    Ok(Burst { offered, enqueued })
+}
+
+/// A backlog of `count` conversations routed at once: enqueued while queue `queue_id` holds
+/// them (manual pick, so the matcher leaves them), then released by switching the queue to
+/// `method`, one UpdateQueue that wakes the matcher. The offers: `elapsed` and latency from
+/// the release to each offer seen, process CPU over the same time (nothing else is sent
+/// meanwhile, so it is the matching's). Then cancels the backlog.
+async fn release(
+    stage: &RoutingStage,
+    queue_id: &str,
+    method: switchboard_proto::routing::v1::AssignmentMethod,
+    count: u64,
+    in_flight: usize,
+) -> anyhow::Result<Run> {
+    use switchboard_proto::routing::v1::AssignmentMethod;
+    stage
+        .set_assignment_method(queue_id, AssignmentMethod::ManualPick)
+        .await?;
+    let (enqueued, sent) = enqueue_all(stage, queue_id, &new_ids(count), in_flight).await;
+    let cpu_before = proc_stats::cpu_time();
+    let released = Instant::now();
+    stage.set_assignment_method(queue_id, method).await?;
+    let seen = stage
+        .observer
+        .wait_offered(&sent.ids, Instant::now() + OFFER_WAIT)
+        .await;
+    let from_release = Sent {
+        at: vec![released; sent.ids.len()],
+        ids: sent.ids,
+    };
+    let offered = offers_run(
+        &from_release,
+        &seen,
+        &format!("within {OFFER_WAIT:?} of the release"),
+        released,
+        proc_stats::cpu_time().saturating_sub(cpu_before),
+        &enqueued,
+        stage,
+    );
+    stage.cancel(&from_release.ids).await?;
+    Ok(offered)
 }
 
 /// The conversations whose enqueue was acknowledged, and when each was sent.

@@ -1,15 +1,16 @@
-//! `routing-scale`: offers per second for a burst of conversations as the number of
-//! Available agents in the queue grows.
+//! `routing-scale`: offers per second as the number of Available agents in the queue
+//! grows.
 
 use super::*;
+use switchboard_proto::routing::v1::AssignmentMethod;
 
-/// Capacity units of each agent: room for a burst of four conversations per agent at the
-/// smallest agent count, so that every step routes the same burst to agents with room.
+/// Capacity units of each agent: room for four conversations per agent at the smallest
+/// agent count, so that every step routes the same conversations to agents with room.
 pub(super) const AGENT_UNITS: i32 = 4;
 
-/// Offers per second for a burst of conversations with N Available agents in the queue, at
-/// each agent count of the plan (agents added between steps, same routing-svc), against
-/// the first count.
+/// At each agent count of the plan (agents added between steps, same routing-svc): a
+/// backlog released at once and a burst enqueued closed loop, each against the first
+/// count.
 pub(in crate::bench) async fn routing_scale(
     plan: &crate::bench::Plan,
     dir: &Path,
@@ -17,17 +18,16 @@ pub(in crate::bench) async fn routing_scale(
     let mut result = scenarios::scenario(
         "routing-scale",
         "sqlite",
-        "offers per second for a burst of conversations enqueued straight to routing-svc, with N Available agents in the queue, vs the same burst with the first (smallest) N",
+        "offers per second with N Available agents in the queue, straight to routing-svc: a backlog held and released at once (matching alone), and a burst enqueued closed loop; vs the same with the first (smallest) N",
     );
     on_stage(dir, async |stage| {
         let idle = proc_stats::rss_kib();
         let profile = stage.create_capacity_profile(AGENT_UNITS).await?;
         let queue = stage.create_queue(chat_queue("Scale")).await?;
         let queues = [queue.clone()];
-        let count = plan.routing_burst;
-        // Per agent count: the best burst, and the most offers per second while enqueues
-        // kept the matcher awake.
-        let mut steps: Vec<(usize, Run, f64)> = Vec::new();
+        let (backlog, count) = (plan.routing_backlog, plan.routing_burst);
+        // Per agent count: the best release and the best burst.
+        let mut steps: Vec<(usize, Run, Run)> = Vec::new();
         let mut agents = 0;
         for &step in &plan.routing_agents {
             let more = step.saturating_sub(agents);
@@ -39,8 +39,21 @@ pub(in crate::bench) async fn routing_scale(
                 "elapsed_s": started.elapsed().as_secs_f64(),
                 "agents_per_s": more as f64 / started.elapsed().as_secs_f64().max(1e-9),
             }));
-            let (mut rounds, mut awake) = (Vec::new(), Vec::new());
+            let (mut releases, mut bursts) = (Vec::new(), Vec::new());
             for _ in 0..plan.rounds {
+                let released = release(
+                    stage,
+                    &queue,
+                    AssignmentMethod::MostAvailableCapacity,
+                    backlog,
+                    plan.in_flight,
+                )
+                .await?;
+                result.add_run(
+                    &format!("backlog of {backlog} released at once, {step} agents"),
+                    &released,
+                );
+                releases.push(released);
                 let burst = burst(stage, &queue, count, plan.in_flight).await?;
                 result.add_run(
                     &format!("enqueues of a burst of {count}, {step} agents, closed loop"),
@@ -50,46 +63,42 @@ pub(in crate::bench) async fn routing_scale(
                     &format!("burst of {count} offered, {step} agents"),
                     &burst.offered,
                 );
-                result.runs.push(burst.awake.to_json(&format!(
-                    "offers while the enqueues were sent, {step} agents"
-                )));
-                awake.push(burst.awake.per_second());
-                rounds.push(burst.offered);
+                bursts.push(burst.offered);
             }
-            steps.push((step, scenarios::best(rounds), awake.into_iter().fold(0.0, f64::max)));
+            steps.push((step, scenarios::best(releases), scenarios::best(bursts)));
         }
-        let Some(((first, base, base_awake), rest)) = steps.split_first() else {
+        let Some(((first, base_release, base_burst), rest)) = steps.split_first() else {
             anyhow::bail!("the plan has no agent count for routing-scale");
         };
-        for (step, run, awake) in rest {
+        for (step, released, burst) in rest {
             result.figures.push(
                 Figure::new(
-                    format!("burst of {count} conversations, {step} agents: offers per second"),
+                    format!(
+                        "backlog of {backlog} released at once, {step} agents: offers per second"
+                    ),
                     "offers/s",
-                    run.throughput(),
+                    released.throughput(),
                     format!("the same with {first} agents"),
-                    base.throughput(),
+                    base_release.throughput(),
                     Better::Higher,
                 )
                 .goal(">= 0.8"),
             );
             result.figures.push(Figure::new(
-                format!(
-                    "burst of {count} conversations, {step} agents: offers per second while enqueues wake the matcher"
-                ),
-                "offers/s",
-                *awake,
+                format!("backlog of {backlog} released at once, {step} agents: process CPU per offer"),
+                "µs",
+                released.cpu_per_call_us(),
                 format!("the same with {first} agents"),
-                *base_awake,
-                Better::Higher,
+                base_release.cpu_per_call_us(),
+                Better::Lower,
             ));
             result.figures.push(Figure::new(
-                format!("burst of {count} conversations, {step} agents: process CPU per offer"),
-                "µs",
-                run.cpu_per_call_us(),
+                format!("burst of {count} enqueued closed loop, {step} agents: offers per second"),
+                "offers/s",
+                burst.throughput(),
                 format!("the same with {first} agents"),
-                base.cpu_per_call_us(),
-                Better::Lower,
+                base_burst.throughput(),
+                Better::Higher,
             ));
         }
         result.memory_figure(idle);

@@ -232,27 +232,54 @@ impl RoutingStage {
         Ok(queue.id)
     }
 
+    /// Sets the assignment method of queue `queue_id` (manual pick holds its conversations
+    /// from the matcher; any other lets the matcher route them, from a pass it wakes now).
+    pub(super) async fn set_assignment_method(
+        &self,
+        queue_id: &str,
+        method: routing::AssignmentMethod,
+    ) -> anyhow::Result<()> {
+        self.update_queue(
+            routing::Queue {
+                id: queue_id.to_owned(),
+                assignment_method: method as i32,
+                ..Default::default()
+            },
+            "assignment_method",
+        )
+        .await
+    }
+
     /// Sets the offer timeout of queue `queue_id`, for the offers it makes from now on.
     pub(super) async fn set_offer_timeout(
         &self,
         queue_id: &str,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        self.update_queue(
+            routing::Queue {
+                id: queue_id.to_owned(),
+                offer_timeout: Some(super::proto_duration(timeout)),
+                ..Default::default()
+            },
+            "offer_timeout",
+        )
+        .await
+    }
+
+    /// Updates the one setting `path` of `queue` (which carries its id).
+    async fn update_queue(&self, queue: routing::Queue, path: &str) -> anyhow::Result<()> {
         self.admin
             .clone()
             .update_queue(routing::UpdateQueueRequest {
                 request_id: uuid::Uuid::new_v4().to_string(),
-                queue: Some(routing::Queue {
-                    id: queue_id.to_owned(),
-                    offer_timeout: Some(super::proto_duration(timeout)),
-                    ..Default::default()
-                }),
+                queue: Some(queue),
                 update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["offer_timeout".into()],
+                    paths: vec![path.to_owned()],
                 }),
             })
             .await
-            .context("UpdateQueue")?;
+            .with_context(|| format!("UpdateQueue of {path}"))?;
         Ok(())
     }
 
