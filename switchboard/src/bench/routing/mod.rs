@@ -10,8 +10,8 @@
 //! EnqueueConversation), and one subscriber to the internal event stream sees every offer
 //! made and every offer timed out (where reporting-svc listens).
 //!
-//! - `routing-scale`: offers per second for a burst of conversations with 15,000 Available
-//!   agents against the same with 1,000.
+//! - `routing-scale`: offers per second for a backlog released at once (and for a burst
+//!   enqueued closed loop) with 15,000 Available agents, against the same with 1,000.
 //! - `offer-expiry`: how late after its deadline a pending offer is timed out with 10,000
 //!   pending, against the same with 100.
 //! - `routing-rules`: a queue that requires a skill at a minimum level and has an overflow
