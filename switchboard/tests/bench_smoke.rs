@@ -41,6 +41,9 @@ fn quick_bench_reports_every_figure_with_a_baseline_and_a_ratio() {
         "offer-latency",
         "backlog-isolation",
         "lifecycle",
+        "routing-scale",
+        "routing-rules",
+        "offer-expiry",
     ] {
         assert!(
             names.contains(&expected),

@@ -14,6 +14,7 @@ mod flow;
 pub mod load;
 pub mod proc_stats;
 pub mod report;
+mod routing;
 mod scenarios;
 
 use std::io::Write;
@@ -33,7 +34,8 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Run only the scenarios whose name contains this (repeatable). Scenarios:
     /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation,
-    /// idle-streams, offer-latency, backlog-isolation, lifecycle, outbox-lag.
+    /// idle-streams, offer-latency, backlog-isolation, lifecycle, outbox-lag, routing-scale,
+    /// routing-rules, offer-expiry.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Also write the machine-readable summary (JSON) to this file.
@@ -96,6 +98,30 @@ pub struct Plan {
     pub backlog_time: Duration,
     /// Offered create rates (per second) of the outbox-lag runs (each `flow_time` long).
     pub outbox_rates: Vec<f64>,
+    /// Available agents in the queue of routing-scale, in steps on one routing-svc; every
+    /// later step is compared with the first.
+    pub routing_agents: Vec<usize>,
+    /// Conversations held in a queue and released at once in routing-scale and
+    /// routing-rules: one walk of routing-svc's matcher (200), routed in one pass…
+    pub routing_backlog: u64,
+    /// …and in one burst enqueued closed loop.
+    pub routing_burst: u64,
+    /// Agents serving both queues of routing-rules (its open-loop runs use the highest of
+    /// `flow_rates` for `flow_time`).
+    pub rules_agents: usize,
+    /// Pending offers (one per agent) left to time out in offer-expiry…
+    pub expiry_pending: usize,
+    /// …against this many, in the same run.
+    pub expiry_baseline: usize,
+    /// Queues the agents of offer-expiry are spread over (as many agents in each), the
+    /// baseline's as well.
+    pub expiry_queues: usize,
+    /// How long after the first enqueue of offer-expiry its first deadline falls: time
+    /// enough to make every offer first (for `expiry_pending` offers; in proportion for
+    /// the baseline's, at least twice the spread)…
+    pub expiry_lead: Duration,
+    /// …and over how long the deadlines spread from there.
+    pub expiry_spread: Duration,
 }
 
 impl Plan {
@@ -118,6 +144,15 @@ impl Plan {
                 backlog: 50,
                 backlog_time: Duration::from_secs(5),
                 outbox_rates: vec![5.0],
+                routing_agents: vec![15, 45],
+                routing_backlog: 20,
+                routing_burst: 40,
+                rules_agents: 15,
+                expiry_pending: 20,
+                expiry_baseline: 5,
+                expiry_queues: 5,
+                expiry_lead: Duration::from_millis(1500),
+                expiry_spread: Duration::from_millis(500),
             }
         } else {
             Plan {
@@ -136,6 +171,15 @@ impl Plan {
                 backlog: 10_000,
                 backlog_time: Duration::from_secs(40),
                 outbox_rates: vec![100.0, 250.0],
+                routing_agents: vec![1_000, 15_000],
+                routing_backlog: 200,
+                routing_burst: 1_000,
+                rules_agents: 1_000,
+                expiry_pending: 10_000,
+                expiry_baseline: 100,
+                expiry_queues: 50,
+                expiry_lead: Duration::from_secs(75),
+                expiry_spread: Duration::from_secs(5),
             }
         };
         if let Some(n) = args.in_flight {

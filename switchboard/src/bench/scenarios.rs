@@ -28,7 +28,7 @@ use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 13] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
@@ -39,6 +39,9 @@ pub const NAMES: [&str; 10] = [
     "backlog-isolation",
     "lifecycle",
     "outbox-lag",
+    "routing-scale",
+    "routing-rules",
+    "offer-expiry",
 ];
 
 /// Where a suite scenario keeps its data.
@@ -104,6 +107,9 @@ pub async fn run_all(
                 "backlog-isolation" => flow::backlog_isolation(plan, &dir).await,
                 "lifecycle" => flow::lifecycle(plan, &dir).await,
                 "outbox-lag" => flow::outbox_lag(plan, &dir).await,
+                "routing-scale" => super::routing::routing_scale(plan, &dir).await,
+                "routing-rules" => super::routing::routing_rules(plan, &dir).await,
+                "offer-expiry" => super::routing::offer_expiry(plan, &dir).await,
                 _ => unreachable!("every name has a scenario"),
             }
             .with_context(|| format!("scenario {name} ({})", store.name()))?;
@@ -360,7 +366,7 @@ fn median_throughput(runs: &[Run]) -> f64 {
 
 /// The open-loop run with the median p99: one stall of the shared machine does not decide
 /// the figure, and every quantile quoted comes from the same run.
-fn median_tail(mut runs: Vec<Run>) -> Run {
+pub(super) fn median_tail(mut runs: Vec<Run>) -> Run {
     runs.sort_by(|a, b| a.latency_us(0.99).total_cmp(&b.latency_us(0.99)));
     let mid = runs.len() / 2;
     runs.swap_remove(mid)
