@@ -685,6 +685,7 @@ impl DirectoryInternalService for Neighbours {
                     tenant_id: request.tenant_id.clone(),
                     roles: vec![DirectoryRole::Agent as i32],
                     active: true,
+                    team_ids: Vec::new(),
                 })
                 .collect()
         } else {
@@ -701,5 +702,13 @@ impl DirectoryInternalService for Neighbours {
         Ok(Response::new(dpb::GetTenantAncestryResponse {
             ancestor_tenant_ids: Vec::new(),
         }))
+    }
+
+    async fn list_team_members(
+        &self,
+        request: Request<dpb::ListTeamMembersRequest>,
+    ) -> Result<Response<dpb::ListTeamMembersResponse>, Status> {
+        identity_of(&request)?;
+        Ok(Response::new(dpb::ListTeamMembersResponse::default()))
     }
 }
