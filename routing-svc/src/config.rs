@@ -52,6 +52,9 @@ pub struct Config {
     /// Quiet time after which a server stream (StreamOffers, StreamAgentStates, Subscribe)
     /// sends a heartbeat, in milliseconds; the contract promises about 15 seconds.
     pub heartbeat_interval_ms: u64,
+    /// How often a StreamAgentStates filtered by team asks the directory again who is in
+    /// the team, in milliseconds (one call per such stream per interval).
+    pub team_refresh_interval_ms: u64,
     /// How long answers to `request_id`s are kept and how often older ones are deleted
     /// (`[request_log]`).
     pub request_log: RequestLogConfig,
@@ -75,6 +78,7 @@ impl Default for Config {
             outbox_retry_max_ms: 30_000,
             conversation_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
+            team_refresh_interval_ms: 5_000,
             request_log: RequestLogConfig::default(),
         }
     }
@@ -90,6 +94,7 @@ pub(crate) struct Timings {
     pub retry_max: Duration,
     pub conversation_timeout: Duration,
     pub heartbeat_interval: Duration,
+    pub team_refresh_interval: Duration,
 }
 
 impl Timings {
@@ -105,6 +110,7 @@ impl Timings {
                 .max(config.outbox_retry_initial_ms)),
             conversation_timeout: ms(config.conversation_timeout_ms),
             heartbeat_interval: ms(config.heartbeat_interval_ms),
+            team_refresh_interval: ms(config.team_refresh_interval_ms),
         }
     }
 }

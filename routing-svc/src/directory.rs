@@ -2,6 +2,7 @@
 //! routing-svc: users live in the gateway's directory, so routing asks it who a user is
 //! before giving that user a routing profile.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use switchboard_proto::directory::internal::v1 as dpb;
@@ -63,6 +64,45 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// The user ids of team `team_id` of tenant `tenant_id`, every page of them; `None`
+    /// when the tenant has no such team. UNAVAILABLE when the directory cannot answer in
+    /// time.
+    pub async fn team_members(
+        &self,
+        tenant_id: &str,
+        team_id: &str,
+    ) -> Result<Option<BTreeSet<String>>> {
+        let mut members = BTreeSet::new();
+        let mut page_token = String::new();
+        loop {
+            let mut request = tonic::Request::new(dpb::ListTeamMembersRequest {
+                tenant_id: tenant_id.to_owned(),
+                team_id: team_id.to_owned(),
+                page_size: TEAM_PAGE,
+                page_token,
+            });
+            request.set_timeout(self.timeout);
+            let mut client = self.client.clone();
+            let call = client.list_team_members(request);
+            let page = match tokio::time::timeout(self.timeout, call).await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) if status.code() == Code::NotFound => return Ok(None),
+                Ok(Err(status)) => return Err(failure(&status)),
+                Err(_) => return Err(failure(&Status::deadline_exceeded("no answer in time"))),
+            };
+            members.extend(page.user_ids);
+            if page.next_page_token.is_empty() {
+                return Ok(Some(members));
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+/// Members asked for per page of a team.
+const TEAM_PAGE: i32 = 500;
+
 /// The directory's answer as routing's rules read it; the name is bounded and masked the
 /// same way as the name an agent's own calls bring.
 fn directory_user(user: dpb::UserInfo) -> DirectoryUser {
@@ -89,6 +129,6 @@ fn failure(status: &Status) -> Error {
         | Code::Unknown => Error::Unavailable(
             "the user directory is unavailable; nothing was changed, retry later".to_owned(),
         ),
-        _ => Error::Internal(format!("directory GetUsers failed: {status}")),
+        _ => Error::Internal(format!("directory call failed: {status}")),
     }
 }

@@ -109,12 +109,14 @@ pub async fn serve(
     let context = Context {
         store: store.clone(),
         matcher,
+        expiry: Arc::new(Notify::new()),
         dispatcher: dispatcher.clone(),
         directory,
         timings,
         shutdown: shutdown.token(),
     };
     let matcher_task = tokio::spawn(engine::matcher::run(context.clone(), shutdown.token()));
+    let expiry_task = tokio::spawn(engine::expiry::run(context.clone(), shutdown.token()));
     let dispatcher_token = shutdown.token();
     let dispatcher_task = tokio::spawn(async move { dispatcher.run(dispatcher_token).await });
     let follower_task = store
@@ -140,6 +142,7 @@ pub async fn serve(
     // serve cancels the token on every exit; wait for the background work to stop.
     shutdown.token().cancel();
     let _ = matcher_task.await;
+    let _ = expiry_task.await;
     let _ = follower_task.await;
     let _ = dispatcher_task.await;
     let _ = purger_task.await;

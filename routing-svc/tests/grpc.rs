@@ -2444,6 +2444,7 @@ async fn supervisors_stream_agent_states_of_a_queue(database_url: Option<&str>) 
     let denied = as_agent
         .stream_agent_states(pb::StreamAgentStatesRequest {
             queue_id: queue_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -2453,6 +2454,7 @@ async fn supervisors_stream_agent_states_of_a_queue(database_url: Option<&str>) 
         .supervisor()
         .stream_agent_states(pb::StreamAgentStatesRequest {
             queue_id: queue_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -8,7 +8,8 @@ use routing_svc::domain::{
     Agent, AssignmentMethod, CapacityProfile, Channel, ChannelCost, LogoutBehavior, Presence,
     Program, Queue, SkillRequirement, TransferFallback, WaitingItem,
 };
-use routing_svc::engine::matcher::{Matcher, expire_due, match_waiting, overflow_due};
+use routing_svc::engine::expiry::expire_due;
+use routing_svc::engine::matcher::{Matcher, match_waiting, overflow_due};
 use routing_svc::store::Store;
 use routing_svc::store::catalog::{self, AgentProfileInput};
 use routing_svc::store::routing::{self, EnqueueInput, ReserveInput};

@@ -771,7 +771,14 @@ async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
 
     let mut conn = store.conn().await.unwrap();
     let due = routing::due_offers(&mut conn, later, 10).await.unwrap();
-    assert_eq!(due, vec![(f.tenant.clone(), offer.id.clone())]);
+    assert_eq!(
+        due,
+        vec![routing::DueOffer {
+            tenant_id: f.tenant.clone(),
+            offer_id: offer.id.clone(),
+            agent_id: agent.agent_id.clone(),
+        }]
+    );
     drop(conn);
     let mut tx = store.begin().await.unwrap();
     assert!(

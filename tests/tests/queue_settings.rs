@@ -19,6 +19,7 @@ switchboard_tests::on_each_backend!(
     a_queue_is_deleted_only_once_nothing_depends_on_it,
     decisions_are_listed_by_agent_and_say_who_was_not_a_member,
     a_lost_manual_pick_race_is_aborted,
+    a_manual_pick_needs_the_queues_skills,
 );
 
 async fn started(backend: &Backend) -> Harness {
@@ -50,6 +51,24 @@ async fn get_queue(h: &Harness, queue_id: &str) -> Result<routing::Queue, tonic:
         .into_inner()
         .queue
         .expect("queue"))
+}
+
+/// Demo agent `handle` claims waiting conversation `conversation_id` (manual pick).
+fn claim_as(
+    h: &Harness,
+    handle: &str,
+    conversation_id: String,
+) -> impl Future<Output = Result<tonic::Response<routing::ClaimWaitingWorkResponse>, tonic::Status>>
++ use<> {
+    let mut agent = h.agent(handle);
+    async move {
+        agent
+            .claim_waiting_work(routing::ClaimWaitingWorkRequest {
+                request_id: rid(),
+                conversation_id,
+            })
+            .await
+    }
 }
 
 async fn delete(h: &Harness, queue_id: &str) -> Result<(), tonic::Status> {
@@ -578,17 +597,8 @@ async fn a_lost_manual_pick_race_is_aborted(backend: &Backend) {
     let queue_id = web_chat_queue(&h, "Pick yourself", manual, &["agent1", "agent2"]).await;
     set_presence(&h, "agent1", routing::Presence::Available).await;
     set_presence(&h, "agent2", routing::Presence::Available).await;
-    let claim = |handle: &'static str, conversation_id: String| {
-        let mut agent = h.agent(handle);
-        async move {
-            agent
-                .claim_waiting_work(routing::ClaimWaitingWorkRequest {
-                    request_id: rid(),
-                    conversation_id,
-                })
-                .await
-        }
-    };
+    let claim =
+        |handle: &'static str, conversation_id: String| claim_as(&h, handle, conversation_id);
     let mut held = [0, 0];
     for round in 0..3 {
         let chat = chat_in(&h, &queue_id, &format!("pick-race-{round}")).await;
@@ -610,5 +620,63 @@ async fn a_lost_manual_pick_race_is_aborted(backend: &Backend) {
     }
     wait_for_capacity(&h, "agent1", held[0]).await;
     wait_for_capacity(&h, "agent2", held[1]).await;
+    h.stop().await.expect("the suite stops cleanly");
+}
+
+/// A manual pick is held to the queue's required skills as an offer is: an agent without
+/// them is refused with the skill it lacks and nothing changes; one with them takes it.
+async fn a_manual_pick_needs_the_queues_skills(backend: &Backend) {
+    let h = started(backend).await;
+    let manual = routing::Queue {
+        assignment_method: routing::AssignmentMethod::ManualPick as i32,
+        required_skills: vec![routing::SkillRequirement {
+            name: "billing".into(),
+            min_level: 3,
+        }],
+        ..Default::default()
+    };
+    let queue_id = web_chat_queue(&h, "Billing picks", manual, &["agent1"]).await;
+    // agent2 has the skill, at a level above the minimum and in another case.
+    let agent2 = h.creds.user("agent2");
+    h.queues("admin")
+        .set_agent_profile(routing::SetAgentProfileRequest {
+            request_id: rid(),
+            agent_profile: Some(routing::AgentProfile {
+                agent_id: agent2.id.clone(),
+                display_name: agent2.display_name.clone(),
+                capacity_profile_id: h.creds.capacity_profile_id.clone(),
+                queue_ids: vec![h.creds.queue_id.clone(), queue_id.clone()],
+                skills: vec![routing::AgentSkill {
+                    name: "Billing".into(),
+                    level: 4,
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("agent2's profile");
+    set_presence(&h, "agent1", routing::Presence::Available).await;
+    set_presence(&h, "agent2", routing::Presence::Available).await;
+    let chat = chat_in(&h, &queue_id, "pick-skills").await;
+    wait_for_waiting(&h, &queue_id, 1).await;
+    let claim = |handle: &'static str| claim_as(&h, handle, chat.id.clone());
+
+    let refused = claim("agent1").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("billing") && refused.message().contains('3'),
+        "{refused:?}"
+    );
+    // Nothing changed: still waiting, agent1 holds nothing.
+    wait_for_waiting(&h, &queue_id, 1).await;
+    wait_for_capacity(&h, "agent1", 0).await;
+
+    let taken = claim("agent2").await.expect("agent2 has the skill");
+    assert_eq!(
+        taken.into_inner().offer.expect("offer").conversation_id,
+        chat.id
+    );
+    wait_for_waiting(&h, &queue_id, 0).await;
+    wait_for_capacity(&h, "agent2", 1).await;
     h.stop().await.expect("the suite stops cleanly");
 }

@@ -127,7 +127,7 @@ impl AgentApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
+        let agent = catalog::agent_for_write(&mut tx, &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
         check_leaving(agent.presence, presence, identity.principal_id == agent_id)
@@ -225,7 +225,7 @@ impl AgentApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
+        let agent = catalog::agent_for_write(&mut tx, &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
         let now = now_micros();
@@ -264,7 +264,7 @@ impl AgentApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
+        catalog::agent_for_write(&mut tx, &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
         let offer = routing::reject_offer(
@@ -344,7 +344,7 @@ impl AgentApi {
             Begun::Replayed(response) => return Ok(response),
             Begun::Fresh(tx) => tx,
         };
-        let agent = catalog::get_agent(tx.conn(), &tenant_id, &agent_id)
+        let agent = catalog::agent_for_write(&mut tx, &tenant_id, &agent_id)
             .await?
             .ok_or_else(|| agent_not_found(&agent_id))?;
         let now = now_micros();

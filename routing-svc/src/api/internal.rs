@@ -216,6 +216,7 @@ impl InternalApi {
         )
         .await?;
         tx.commit().await?;
+        self.context.wake_expiry();
         info!(
             conversation_id = %conversation_id,
             agent_id = %agent_id,

@@ -938,16 +938,32 @@ impl QueueApi {
         })
     }
 
-    fn stream_agent_states_impl(
+    async fn stream_agent_states_impl(
         &self,
         request: Request<pb::StreamAgentStatesRequest>,
     ) -> Result<ReceiverStream<std::result::Result<pb::StreamAgentStatesResponse, Status>>> {
         let (_, tenant_id) = checked_caller(&request, READERS, "QueueService/StreamAgentStates")?;
         let queue_id = optional_id("queue_id", &request.get_ref().queue_id)?.unwrap_or_default();
+        let team = match optional_id("team_id", &request.get_ref().team_id)? {
+            None => None,
+            Some(team_id) => {
+                let directory = self.context.directory.clone();
+                let members = directory
+                    .team_members(&tenant_id, &team_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("team", &team_id))?;
+                Some(streams::TeamFilter {
+                    directory,
+                    team_id,
+                    members,
+                })
+            }
+        };
         Ok(streams::agent_states(
             self.context.store.clone(),
             tenant_id,
             queue_id,
+            team,
             self.context.pace(),
             self.context.shutdown.clone(),
         ))
@@ -1210,7 +1226,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::StreamAgentStatesRequest>,
     ) -> std::result::Result<Response<Self::StreamAgentStatesStream>, Status> {
-        respond(self.stream_agent_states_impl(request))
+        respond(self.stream_agent_states_impl(request).await)
     }
 
     async fn get_queue_state(

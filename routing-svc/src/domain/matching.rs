@@ -51,8 +51,16 @@ pub const LISTED_CANDIDATES: usize = 25;
 /// Whether `agent` has every skill in `required` at its minimum level or above (names
 /// compared without case).
 pub fn has_skills(agent: &Agent, required: &[SkillRequirement]) -> bool {
-    required.iter().all(|needed| {
-        agent.skills.iter().any(|skill| {
+    missing_skill(agent, required).is_none()
+}
+
+/// The first requirement in `required` that `agent` does not meet, if any.
+pub fn missing_skill<'a>(
+    agent: &Agent,
+    required: &'a [SkillRequirement],
+) -> Option<&'a SkillRequirement> {
+    required.iter().find(|needed| {
+        !agent.skills.iter().any(|skill| {
             skill.name.eq_ignore_ascii_case(&needed.name) && skill.level >= needed.min_level
         })
     })

@@ -7,6 +7,7 @@ pub mod offer;
 pub mod overflow;
 pub mod presence;
 pub mod profile;
+pub mod roster;
 pub mod transfer;
 pub mod types;
 

@@ -1,8 +1,9 @@
-//! The matcher: offers waiting conversations to agents, times out unanswered offers and
-//! moves conversations that waited too long to their queue's overflow queue.
+//! The matcher: offers waiting conversations to agents and moves conversations that waited
+//! too long to their queue's overflow queue (unanswered offers time out in
+//! [`crate::engine::expiry`]).
 //!
 //! It runs when woken (enqueue, presence change, capacity release, offer resolution), on
-//! a short tick for offer deadlines and overflows (each one indexed read when nothing is
+//! a short tick for overflows (each one indexed read when nothing is
 //! due), and on a slower tick that routes the whole backlog anyway, which picks up changes
 //! made through another replica. Every offer is a
 //! conditional claim in the store, so replicas sharing one database never offer one
@@ -11,22 +12,22 @@
 //! A pass goes queue by queue, so that a backlog nobody can take in one queue never
 //! keeps another queue's agents idle. Each queue is read once (settings, load, rotation;
 //! its members come from [`Members`], kept in step with the event log between passes)
-//! and kept in step in memory as offers are made; a queue whose members can
-//! take nothing now has its conversations left alone until the end of the pass, when
-//! only the "nobody eligible" records are brought up to date, a bounded slice at a time.
+//! and kept in step in memory as offers are made, ranked once per channel
+//! ([`Roster`]); a queue whose members can take nothing now has its conversations left
+//! alone until the end of the pass, when only the "nobody eligible" records are brought
+//! up to date, a bounded slice at a time. A pass that offered a whole walk's worth in a
+//! queue is followed by another at once, so a large backlog drains pass after pass.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use switchboard_server_kit::db::now_micros;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::domain::matching::{
-    CandidateView, Decision, check_eligible, decide, waiting_before_login,
-};
-use crate::domain::{Agent, AssignmentMethod, Channel, Queue, RoutingDecision, WaitingItem};
+use crate::domain::matching::{Decision, check_eligible, decide};
+use crate::domain::roster::Roster;
+use crate::domain::{Channel, Queue, RoutingDecision, WaitingItem};
 use crate::engine::Context;
 use crate::engine::members::Members;
 use crate::error::Result;
@@ -37,7 +38,7 @@ use crate::store::{Store, catalog};
 const WALK: i64 = 200;
 /// Tries per waiting item and pass when another change wins the race.
 const RETRIES: usize = 3;
-/// Due offers (or overflows) read at a time.
+/// Overflows read at a time.
 const DUE_BATCH: i64 = 100;
 
 /// Runs the matcher until `shutdown`.
@@ -54,12 +55,8 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
             () = context.matcher.notified() => woken = true,
             _ = tick.tick() => {}
         }
-        match expire_due(&context.store, &shutdown).await {
-            Ok(expired) => woken |= expired > 0,
-            Err(err) => warn!(error = %err, "expiring offers failed"),
-        }
-        // After expiry, so that a conversation whose offer just timed out moves before
-        // this pass offers it in the queue it waited too long in.
+        // Before the pass, so that a conversation that waited too long moves before this
+        // pass offers it in the queue it waited too long in.
         match overflow_due(&context.store, &shutdown).await {
             Ok(0) => {}
             Ok(_) => {
@@ -75,44 +72,20 @@ pub async fn run(context: Context, shutdown: CancellationToken) {
                 matcher.forget_members();
             }
             last_full_pass = Some(Instant::now());
-            if let Err(err) = matcher.pass(&context.store, &shutdown).await {
-                warn!(error = %err, "matching pass failed");
+            match matcher.pass(&context.store, &shutdown).await {
+                Ok(0) => {}
+                // The new offers' deadlines may be nearer than the one expiry waits for.
+                Ok(_) => context.wake_expiry(),
+                Err(err) => warn!(error = %err, "matching pass failed"),
+            }
+            // A backlog larger than a walk is offered pass after pass, not a walk per tick;
+            // deadlines and overflows are still looked at between passes.
+            if matcher.backlog_left {
+                context.wake_matcher();
             }
         }
     }
     debug!("matcher stopped");
-}
-
-/// Times out every pending offer past its deadline; returns how many.
-pub async fn expire_due(store: &Store, shutdown: &CancellationToken) -> Result<usize> {
-    // Offers falling due while this runs are left to the next tick, so it always ends.
-    let until = now_micros();
-    let mut expired = 0;
-    loop {
-        let due = {
-            let mut conn = store.conn().await?;
-            routing::due_offers(&mut conn, until, DUE_BATCH).await?
-        };
-        let mut progressed = false;
-        for (tenant_id, offer_id) in &due {
-            if shutdown.is_cancelled() {
-                return Ok(expired);
-            }
-            let mut tx = store.begin().await?;
-            if routing::expire_offer(&mut tx, tenant_id, offer_id, now_micros()).await? {
-                tx.commit().await?;
-                expired += 1;
-                progressed = true;
-                info!(offer_id = %offer_id, "offer timed out, agent in RONA");
-            } else {
-                tx.rollback().await?;
-            }
-        }
-        // A batch another replica resolved entirely is theirs to finish.
-        if due.len() < usize::try_from(DUE_BATCH).unwrap_or(usize::MAX) || !progressed {
-            return Ok(expired);
-        }
-    }
 }
 
 /// Moves every conversation due to overflow (not under offer) to its queue's overflow
@@ -180,6 +153,8 @@ pub async fn match_waiting(store: &Store, shutdown: &CancellationToken) -> Resul
 pub struct Matcher {
     recorded: HashMap<String, Recorded>,
     members: Members,
+    /// Whether the last pass stopped at the walk's limit in a queue it was offering from.
+    backlog_left: bool,
 }
 
 /// Decisions recorded in a queue nobody could serve, up to a position.
@@ -204,11 +179,12 @@ impl Matcher {
         self.recorded.retain(|id, _| listed.contains(id.as_str()));
         let mut offers = 0;
         let mut unserved = Vec::new();
+        self.backlog_left = false;
         for (tenant_id, queue_id) in &queues {
             if shutdown.is_cancelled() {
                 return Ok(offers);
             }
-            let snapshot = match snapshot(store, &mut self.members, tenant_id, queue_id).await {
+            let mut snapshot = match snapshot(store, &mut self.members, tenant_id, queue_id).await {
                 Ok(Some(snapshot)) => snapshot,
                 Ok(None) => continue,
                 Err(err) => {
@@ -224,6 +200,7 @@ impl Matcher {
             match walk(store, snapshot, WalkOrder::Waited, None, shutdown).await {
                 Ok(walked) => {
                     offers += walked.offers;
+                    self.backlog_left |= walked.more;
                     if walked.raced {
                         self.members.forget(queue_id);
                     }
@@ -285,11 +262,7 @@ impl Matcher {
 /// What a pass knows of one queue, kept in step with the offers it makes.
 struct QueueSnapshot {
     queue: Queue,
-    members: Arc<Vec<Agent>>,
-    /// Members offered something in this pass, as the store now holds them.
-    offered: HashMap<String, Agent>,
-    load: HashMap<String, i32>,
-    cursor: String,
+    roster: Roster,
 }
 
 async fn snapshot(
@@ -311,51 +284,20 @@ async fn snapshot(
     let cursor = catalog::round_robin_cursor(&mut conn, queue_id).await?;
     Ok(Some(QueueSnapshot {
         queue,
-        members,
-        offered: HashMap::new(),
-        load,
-        cursor,
+        roster: Roster::new(members, &load, cursor),
     }))
 }
 
 impl QueueSnapshot {
-    /// The members as candidates for a conversation that entered the queue at `entered`
-    /// (`None`: for any conversation, one entered now).
-    fn views(&self, excluded: &HashSet<String>, entered: Option<i64>) -> Vec<CandidateView<'_>> {
-        self.members
-            .iter()
-            .map(|agent| CandidateView {
-                agent: self.offered.get(&agent.agent_id).unwrap_or(agent),
-                open_in_queue: self.load.get(&agent.agent_id).copied().unwrap_or(0),
-                already_offered: excluded.contains(&agent.agent_id),
-                waiting_before_login: entered
-                    .is_some_and(|entered| waiting_before_login(&self.queue, agent, entered)),
-            })
-            .collect()
-    }
-
-    fn decide(
-        &self,
-        channel: Channel,
-        excluded: &HashSet<String>,
-        entered: Option<i64>,
-    ) -> Decision {
-        decide(
-            &self.queue,
-            channel,
-            &self.views(excluded, entered),
-            &self.cursor,
-        )
-    }
-
     /// Whether some member could be offered a conversation of some channel now.
-    fn can_offer(&self) -> bool {
-        self.queue.assignment_method != AssignmentMethod::ManualPick
-            && self.views(&HashSet::new(), None).iter().any(|view| {
-                Channel::ALL
-                    .iter()
-                    .any(|&channel| check_eligible(&self.queue, channel, view).is_ok())
-            })
+    fn can_offer(&mut self) -> bool {
+        self.roster.can_offer(&self.queue)
+    }
+
+    /// The decision for a conversation on `channel` that entered the queue at `entered`.
+    fn decide(&mut self, channel: Channel, excluded: &HashSet<String>, entered: i64) -> Decision {
+        self.roster
+            .decide(&self.queue, channel, excluded, Some(entered))
     }
 
     /// How far back the queue's conversations may be offered to some member now. In a
@@ -367,7 +309,8 @@ impl QueueSnapshot {
         if self.queue.offer_waiting_on_login {
             return i64::MIN;
         }
-        self.views(&HashSet::new(), None)
+        self.roster
+            .views(&self.queue, &HashSet::new(), None)
             .iter()
             .filter(|view| {
                 Channel::ALL
@@ -382,10 +325,11 @@ impl QueueSnapshot {
     /// The decision for a conversation of each channel nobody was offered: when it is
     /// unchanged, so is every recorded decision of a queue nobody can serve.
     fn signature(&self) -> String {
+        let views = self.roster.views(&self.queue, &HashSet::new(), None);
         Channel::ALL
             .iter()
             .map(|&channel| {
-                let decision = self.decide(channel, &HashSet::new(), None);
+                let decision = decide(&self.queue, channel, &views, self.roster.cursor());
                 routing::decision_summary(&decision.candidates, &decision.omitted)
             })
             .collect::<Vec<_>>()
@@ -394,18 +338,7 @@ impl QueueSnapshot {
 
     /// Mirrors what the store did on an offer to `agent_id`.
     fn note_offer(&mut self, agent_id: &str, units: i32, now: i64) {
-        let member = self
-            .offered
-            .get(agent_id)
-            .or_else(|| self.members.iter().find(|a| a.agent_id == agent_id))
-            .cloned();
-        if let Some(mut agent) = member {
-            agent.pending_units += units;
-            agent.idle_since = now;
-            self.offered.insert(agent_id.to_owned(), agent);
-        }
-        *self.load.entry(agent_id.to_owned()).or_default() += 1;
-        agent_id.clone_into(&mut self.cursor);
+        self.roster.note_offer(&self.queue, agent_id, units, now);
     }
 }
 
@@ -416,6 +349,8 @@ struct Walked {
     raced: bool,
     /// The last conversation looked at.
     last: Option<QueuePosition>,
+    /// Whether it offered and went through a whole page: more may be offered at once.
+    more: bool,
 }
 
 /// Routes up to [`WALK`] conversations of the snapshot's queue after `after` in `order`,
@@ -452,6 +387,7 @@ async fn walk(
         offers: 0,
         raced: false,
         last: None,
+        more: false,
     };
     let mut records = Vec::new();
     'items: for entry in &page {
@@ -474,7 +410,7 @@ async fn walk(
                     routing::excluded_agents(&mut conn, &item.conversation_id, item.entered_time)
                         .await?;
             }
-            let decision = snapshot.decide(item.channel, &excluded_now, Some(item.entered_time));
+            let decision = snapshot.decide(item.channel, &excluded_now, item.entered_time);
             let now = now_micros();
             let Some((agent_id, units)) = decision.chosen.clone() else {
                 if let Some(record) = no_offer_record(entry, &snapshot.queue, decision, now) {
@@ -513,6 +449,9 @@ async fn walk(
         }
         walked.last = Some(order.position(&entry.item));
     }
+    walked.more = walked.offers > 0
+        && page.len() == WALK as usize
+        && walked.last == page.last().map(|entry| order.position(&entry.item));
     record_no_offers(store, &records).await?;
     Ok(walked)
 }

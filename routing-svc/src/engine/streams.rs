@@ -26,7 +26,8 @@ use tonic::Status;
 use tracing::warn;
 
 use crate::convert;
-use crate::domain::OfferState;
+use crate::directory::Directory;
+use crate::domain::{Agent, OfferState};
 use crate::error::Result;
 use crate::store::{Store, Topic, catalog, events, routing};
 
@@ -40,6 +41,8 @@ const STREAM_BUFFER: usize = 64;
 pub struct Pace {
     /// Quiet time after which a heartbeat is sent.
     pub heartbeat: Duration,
+    /// How often a stream filtered by team asks the directory who is in it.
+    pub team_refresh: Duration,
 }
 
 /// Why a follow loop stops.
@@ -88,15 +91,28 @@ impl<T> Sink<T> {
         watch: &Watch<Topic>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
+        self.idle_until(watch, shutdown, None).await
+    }
+
+    /// [`Sink::idle`], waking at `wake` at the latest.
+    async fn idle_until(
+        &mut self,
+        watch: &Watch<Topic>,
+        shutdown: &CancellationToken,
+        wake: Option<Instant>,
+    ) -> Result<(), Stop> {
         let beat_in = self.pace.heartbeat.saturating_sub(self.last_sent.elapsed());
         if beat_in.is_zero() {
             return self.send((self.heartbeat)()).await;
         }
+        let sleep = wake.map_or(beat_in, |wake| {
+            beat_in.min(wake.saturating_duration_since(Instant::now()))
+        });
         tokio::select! {
             () = shutdown.cancelled() => Err(Stop::Done),
             () = self.sender.closed() => Err(Stop::Done),
             () = watch.changed() => Ok(()),
-            () = tokio::time::sleep(beat_in) => Ok(()),
+            () = tokio::time::sleep(sleep) => Ok(()),
         }
     }
 
@@ -364,56 +380,113 @@ fn states_heartbeat() -> StreamAgentStatesResponse {
     ))
 }
 
+/// A team a supervisor's stream is filtered by: its members as the directory last said,
+/// asked again every [`Pace::team_refresh`].
+pub struct TeamFilter {
+    /// Where to ask.
+    pub directory: Directory,
+    /// The team.
+    pub team_id: String,
+    /// Its members when the stream was asked for.
+    pub members: BTreeSet<String>,
+}
+
+/// What a supervisor's stream shows: the agents of the tenant with a profile, optionally
+/// only a queue's members and only a team's.
+struct View {
+    tenant_id: String,
+    queue_id: String,
+    team: Option<TeamFilter>,
+}
+
+impl View {
+    fn shows(&self, agent: &Agent) -> bool {
+        (self.queue_id.is_empty() || agent.queue_ids.contains(&self.queue_id))
+            && self
+                .team
+                .as_ref()
+                .is_none_or(|team| team.members.contains(&agent.agent_id))
+    }
+
+    /// The agent's state if it is in the view.
+    async fn state(
+        &self,
+        conn: &mut AnyConnection,
+        agent_id: &str,
+    ) -> Result<Option<pb::AgentState>> {
+        Ok(catalog::agent_with_load(conn, &self.tenant_id, agent_id)
+            .await?
+            .filter(|(agent, _, _)| self.shows(agent))
+            .map(|(agent, open, pending)| convert::agent_state(&agent, open, pending)))
+    }
+
+    /// Asks the directory who is in the team now; returns the agents who joined or left
+    /// it. A directory that cannot answer leaves the members as they were until the next
+    /// refresh; a team deleted since has nobody.
+    async fn refresh_team(&mut self) -> BTreeSet<String> {
+        let Some(team) = self.team.as_mut() else {
+            return BTreeSet::new();
+        };
+        let members = match team
+            .directory
+            .team_members(&self.tenant_id, &team.team_id)
+            .await
+        {
+            Ok(members) => members.unwrap_or_default(),
+            Err(err) => {
+                warn!(team_id = %team.team_id, error = %err, "refreshing a team's members failed");
+                return BTreeSet::new();
+            }
+        };
+        let changed = members
+            .symmetric_difference(&team.members)
+            .cloned()
+            .collect();
+        team.members = members;
+        changed
+    }
+}
+
 /// A supervisor dashboard's stream: the state of every agent of the tenant (or of one
-/// queue's members), `snapshot_end`, then each change, and `removed_agent_id` when an
-/// agent leaves the view.
+/// queue's members, or one team's), `snapshot_end`, then each change, and
+/// `removed_agent_id` when an agent leaves the view.
 pub fn agent_states(
     store: Store,
     tenant_id: String,
     queue_id: String,
+    team: Option<TeamFilter>,
     pace: Pace,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<StreamAgentStatesResponse, Status>> {
     spawn_stream(pace, states_heartbeat, move |mut sink| async move {
-        let stop = follow_agent_states(&store, &tenant_id, &queue_id, &shutdown, &mut sink).await;
+        let mut view = View {
+            tenant_id,
+            queue_id,
+            team,
+        };
+        let stop = follow_agent_states(&store, &mut view, &shutdown, &mut sink).await;
         let Err(stop) = stop;
         sink.finish(stop).await;
     })
 }
 
-/// The agent's state if it is in the view (has a profile and, with a queue filter, is a
-/// member of that queue).
-async fn state_in_view(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    queue_id: &str,
-    agent_id: &str,
-) -> Result<Option<pb::AgentState>> {
-    Ok(catalog::agent_with_load(conn, tenant_id, agent_id)
-        .await?
-        .filter(|(agent, _, _)| {
-            queue_id.is_empty() || agent.queue_ids.iter().any(|q| q == queue_id)
-        })
-        .map(|(agent, open, pending)| convert::agent_state(&agent, open, pending)))
-}
-
 async fn follow_agent_states(
     store: &Store,
-    tenant_id: &str,
-    queue_id: &str,
+    view: &mut View,
     shutdown: &CancellationToken,
     sink: &mut Sink<StreamAgentStatesResponse>,
 ) -> Result<Infallible, Stop> {
-    let watch = store.changes().watch([Topic::Tenant(tenant_id.to_owned())]);
+    let tenant_id = view.tenant_id.clone();
+    let watch = store.changes().watch([Topic::Tenant(tenant_id.clone())]);
     let mut sent: HashMap<String, pb::AgentState> = HashMap::new();
     let (mut cursor, snapshot) = {
         let mut conn = store.conn().await?;
         let cursor = events::last_sequence(&mut conn).await?;
-        let agents = catalog::all_agents(&mut conn, tenant_id, queue_id).await?;
+        let agents = catalog::all_agents(&mut conn, &tenant_id, &view.queue_id).await?;
         let mut states = Vec::with_capacity(agents.len());
-        for agent in &agents {
+        for agent in agents.iter().filter(|agent| view.shows(agent)) {
             let (open, pending) =
-                catalog::agent_load(&mut conn, tenant_id, &agent.agent_id).await?;
+                catalog::agent_load(&mut conn, &tenant_id, &agent.agent_id).await?;
             states.push(convert::agent_state(agent, open, pending));
         }
         (cursor, states)
@@ -429,22 +502,30 @@ async fn follow_agent_states(
         stream_agent_states_response::Update::SnapshotEnd(convert::snapshot_end()),
     ))
     .await?;
+    let refresh = sink.pace.team_refresh;
+    let mut next_refresh = view.team.as_ref().map(|_| Instant::now() + refresh);
     loop {
+        let mut agents = BTreeSet::new();
+        if next_refresh.is_some_and(|at| at <= Instant::now()) {
+            agents.extend(view.refresh_team().await);
+            next_refresh = Some(Instant::now() + refresh);
+        }
         let (quiet, changes) = {
             let mut conn = store.conn().await?;
-            let batch = events::tenant_after(&mut conn, tenant_id, cursor, EVENT_BATCH).await?;
+            let batch = events::tenant_after(&mut conn, &tenant_id, cursor, EVENT_BATCH).await?;
             let quiet = batch.is_empty();
             if let Some(last) = batch.last() {
                 cursor = last.sequence;
             }
-            let agents: BTreeSet<String> = batch
-                .into_iter()
-                .filter(|event| !event.agent_id.is_empty())
-                .map(|event| event.agent_id)
-                .collect();
+            agents.extend(
+                batch
+                    .into_iter()
+                    .filter(|event| !event.agent_id.is_empty())
+                    .map(|event| event.agent_id),
+            );
             let mut changes = Vec::with_capacity(agents.len());
             for agent_id in agents {
-                let state = state_in_view(&mut conn, tenant_id, queue_id, &agent_id).await?;
+                let state = view.state(&mut conn, &agent_id).await?;
                 changes.push((agent_id, state));
             }
             (quiet, changes)
@@ -473,7 +554,7 @@ async fn follow_agent_states(
             return Err(Stop::Done);
         }
         if quiet {
-            sink.idle(&watch, shutdown).await?;
+            sink.idle_until(&watch, shutdown, next_refresh).await?;
         }
     }
 }

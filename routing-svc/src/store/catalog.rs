@@ -565,6 +565,52 @@ async fn queue_ids_of(
     .await?)
 }
 
+/// Locks the tenant's agent row until the transaction ends (a row lock on PostgreSQL;
+/// SQLite runs one write transaction at a time, so nothing to do there).
+///
+/// Lock order: every write that changes an agent's offers, units or presence takes this
+/// lock first, before any offer, waiting or assignment row it touches. Two such writes then
+/// queue on the agent instead of each holding a row the other needs (an offer timing out
+/// while the agent accepts another, a customer leaving while the offer expires), which
+/// PostgreSQL could only break by failing one of them as a deadlock.
+pub async fn lock_agent(tx: &mut Tx, tenant_id: &str, agent_id: &str) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        sqlx::query(
+            "SELECT 1 FROM agents WHERE tenant_id = $1 AND agent_id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Locks several agents' rows as [`lock_agent`] does, in agent id order so that two writes
+/// locking overlapping sets cannot each wait for the other.
+pub async fn lock_agents<'a>(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent_ids: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let ordered: std::collections::BTreeSet<&str> = agent_ids.into_iter().collect();
+    for agent_id in ordered {
+        lock_agent(tx, tenant_id, agent_id).await?;
+    }
+    Ok(())
+}
+
+/// The tenant's agent `agent_id`, locked first as [`lock_agent`] does: the read a write of
+/// the agent's offers, units or presence starts from.
+pub async fn agent_for_write(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<Agent>> {
+    lock_agent(tx, tenant_id, agent_id).await?;
+    get_agent(tx.conn(), tenant_id, agent_id).await
+}
+
 /// The tenant's agent `agent_id` with its queues, if it has a profile.
 pub async fn get_agent(
     conn: &mut AnyConnection,
@@ -656,7 +702,7 @@ pub async fn upsert_agent_profile(
     input: &AgentProfileInput,
     now: i64,
 ) -> Result<Agent> {
-    let before = get_agent(tx.conn(), &input.tenant_id, &input.agent_id).await?;
+    let before = agent_for_write(tx, &input.tenant_id, &input.agent_id).await?;
     let updated = sqlx::query(
         "UPDATE agents SET capacity_profile_id = $3, capacity_total = $4, channel_costs = $5, \
          excluded_channels = $6, skills = $7, update_time = $8, display_name = $9 \

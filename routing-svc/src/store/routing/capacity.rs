@@ -69,6 +69,7 @@ pub async fn release_capacity(
     agent_id: &str,
     now: i64,
 ) -> Result<i32> {
+    catalog::lock_agent(tx, tenant_id, agent_id).await?;
     let row: Option<(i64, String)> = sqlx::query_as(
         "DELETE FROM assignments WHERE tenant_id = $1 AND conversation_id = $2 AND agent_id = $3 \
          RETURNING units, queue_id",
@@ -130,7 +131,7 @@ pub async fn reserve_capacity(
     input: &ReserveInput<'_>,
     now: i64,
 ) -> Result<(i32, i32)> {
-    let agent = get_agent(tx.conn(), input.tenant_id, input.agent_id)
+    let agent = catalog::agent_for_write(tx, input.tenant_id, input.agent_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("agent {} not found", input.agent_id)))?;
     let held: Option<i64> = sqlx::query_scalar(

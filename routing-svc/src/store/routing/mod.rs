@@ -28,12 +28,13 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
+use crate::domain::matching::missing_skill;
 use crate::domain::offer::{OfferError, check_accept};
 use crate::domain::overflow::overflow_due;
 use crate::domain::presence::PresenceChange;
 use crate::domain::{
-    Agent, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState, Omitted, Presence,
-    PresenceCause, Queue, RoutingDecision, WaitingItem, channel_units,
+    Agent, AssignmentMethod, AssignmentSource, Candidate, Channel, Offer, OfferKind, OfferState,
+    Omitted, Presence, PresenceCause, Queue, RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
 use crate::store::catalog::{self, get_agent};

@@ -58,34 +58,37 @@ pub async fn pending_offers_of_agent(
     fetch_all(conn, query, offer_from_row).await
 }
 
-pub(super) async fn pending_offer_of_conversation(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    conversation_id: &str,
-) -> Result<Option<Offer>> {
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND conversation_id = $2 \
-         AND state = 1"
-    )))
-    .bind(tenant_id)
-    .bind(conversation_id);
-    fetch_optional(conn, query, offer_from_row).await
+/// A pending offer past its deadline.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct DueOffer {
+    /// Tenant of the offer.
+    pub tenant_id: String,
+    /// The offer.
+    #[sqlx(rename = "id")]
+    pub offer_id: String,
+    /// Its agent.
+    pub agent_id: String,
 }
 
-/// Pending offers past their deadline at `now`: (tenant, offer id), earliest first.
-pub async fn due_offers(
-    conn: &mut AnyConnection,
-    now: i64,
-    limit: i64,
-) -> Result<Vec<(String, String)>> {
+/// Pending offers past their deadline at `now`, earliest first.
+pub async fn due_offers(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<DueOffer>> {
     Ok(sqlx::query_as(
-        "SELECT tenant_id, id FROM offers WHERE state = 1 AND expire_time <= $1 \
-         ORDER BY expire_time LIMIT $2",
+        "SELECT tenant_id, id, agent_id FROM offers WHERE state = 1 AND expire_time <= $1 \
+         ORDER BY expire_time, id LIMIT $2",
     )
     .bind(now)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// The earliest deadline of a pending offer, if any.
+pub async fn next_offer_deadline(conn: &mut AnyConnection) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(expire_time) FROM offers WHERE state = 1")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// Agents that may not be offered this conversation again: they have it pending, or
@@ -172,6 +175,31 @@ pub struct OfferPlan<'a> {
 /// caller then rolls back.
 pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result<Option<Offer>> {
     let item = plan.item;
+    // The agent's row first (see `catalog::lock_agent`): the units are promised before the
+    // conversation is claimed.
+    let hold = sqlx::query(
+        "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
+         AND capacity_used + pending_units + $3 <= capacity_total",
+    )
+    .bind(&item.tenant_id)
+    .bind(plan.agent_id)
+    .bind(i64::from(plan.units))
+    .bind(now)
+    .bind(i64::from(Presence::Available.as_i32()));
+    if !changes_one_row(tx.conn(), hold).await? {
+        return Ok(None);
+    }
+    // Only round robin reads the cursor; updating it on every offer would make every
+    // offer of a queue wait for the one before it on PostgreSQL. Taken before the waiting
+    // row, as an update of the queue's settings does.
+    if plan.queue.assignment_method == AssignmentMethod::RoundRobin {
+        sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
+            .bind(&item.queue_id)
+            .bind(plan.agent_id)
+            .execute(tx.conn())
+            .await?;
+    }
     let claim = sqlx::query(
         "UPDATE waiting SET state = $1, offer_id = $2 \
          WHERE conversation_id = $3 AND queue_id = $4 AND state = $5",
@@ -196,19 +224,6 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         .await?
         .contains(plan.agent_id)
     {
-        return Ok(None);
-    }
-    let hold = sqlx::query(
-        "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
-         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
-         AND capacity_used + pending_units + $3 <= capacity_total",
-    )
-    .bind(&item.tenant_id)
-    .bind(plan.agent_id)
-    .bind(i64::from(plan.units))
-    .bind(now)
-    .bind(i64::from(Presence::Available.as_i32()));
-    if !changes_one_row(tx.conn(), hold).await? {
         return Ok(None);
     }
     if plan.queue.max_open_per_agent > 0 {
@@ -242,11 +257,6 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         note: String::new(),
     };
     insert_offer(tx, &offer).await?;
-    sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
-        .bind(&item.queue_id)
-        .bind(plan.agent_id)
-        .execute(tx.conn())
-        .await?;
     insert_decision(
         tx,
         &RoutingDecision {
@@ -320,6 +330,7 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
         to,
         OfferState::Rejected | OfferState::TimedOut | OfferState::Withdrawn
     ));
+    catalog::lock_agent(tx, &offer.tenant_id, &offer.agent_id).await?;
     let resolve =
         sqlx::query("UPDATE offers SET state = $2, resolve_time = $3 WHERE id = $1 AND state = 1")
             .bind(&offer.id)
@@ -695,6 +706,12 @@ pub async fn claim_waiting(
     let queue = crate::store::catalog::get_queue(tx.conn(), tenant_id, &item.queue_id)
         .await?
         .ok_or_else(not_found)?;
+    if let Some(missing) = missing_skill(agent, &queue.required_skills) {
+        return Err(Error::WrongState(format!(
+            "queue {} requires skill {} at level {} or above, which you do not have",
+            queue.id, missing.name, missing.min_level
+        )));
+    }
     let offer_id = uuid::Uuid::new_v4().to_string();
     let claim = sqlx::query(
         "UPDATE waiting SET state = $1, offer_id = $2 \
@@ -842,7 +859,7 @@ pub async fn create_directed_offer(
     if let Some(row) = existing {
         return offer_from_row(&row);
     }
-    let agent = get_agent(tx.conn(), input.tenant_id, input.agent_id)
+    let agent = catalog::agent_for_write(tx, input.tenant_id, input.agent_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("agent {} not found", input.agent_id)))?;
     let pending: Vec<(i64, String)> = sqlx::query_as(
@@ -963,10 +980,15 @@ pub async fn withdraw_directed_offers(
     .bind(conversation_id)
     .fetch_all(tx.conn())
     .await?;
+    let offers = rows
+        .iter()
+        .map(offer_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    // Invitations may be pending with several agents: their rows in one order.
+    catalog::lock_agents(tx, tenant_id, offers.iter().map(|o| o.agent_id.as_str())).await?;
     let mut withdrawn = 0;
-    for row in &rows {
-        let offer = offer_from_row(row)?;
-        if resolve_offer(tx, &offer, OfferState::Withdrawn, now).await? {
+    for offer in &offers {
+        if resolve_offer(tx, offer, OfferState::Withdrawn, now).await? {
             withdrawn += 1;
         }
     }

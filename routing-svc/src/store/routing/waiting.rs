@@ -3,6 +3,9 @@
 use super::*;
 use crate::store::catalog::QueueLock;
 
+/// Reads of a conversation leaving its queue while offers keep being made for it.
+const REMOVE_TRIES: usize = 5;
+
 /// What conversation-svc asks to enqueue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnqueueInput {
@@ -170,36 +173,45 @@ pub(super) async fn remove_waiting(
     conversation_id: &str,
     now: i64,
 ) -> Result<Option<Left>> {
-    if let Some(offer) =
-        pending_offer_of_conversation(tx.conn(), tenant_id, conversation_id).await?
-    {
-        resolve_offer(tx, &offer, OfferState::Withdrawn, now).await?;
+    // A queue offer is withdrawn before the row goes, its agent locked first (see
+    // `catalog::lock_agent`). An offer made after the read (another replica's matcher)
+    // keeps the row from matching the delete: read again and withdraw that one too.
+    for _ in 0..REMOVE_TRIES {
+        let offer_id: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT offer_id FROM waiting WHERE tenant_id = $1 AND conversation_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(conversation_id)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some(offer_id) = offer_id else {
+            return Ok(None);
+        };
+        if let Some(offer_id) = &offer_id
+            && let Some(offer) = get_offer(tx.conn(), tenant_id, offer_id).await?
+        {
+            resolve_offer(tx, &offer, OfferState::Withdrawn, now).await?;
+        }
+        let removed = sqlx::query(
+            "DELETE FROM waiting WHERE tenant_id = $1 AND conversation_id = $2 \
+             AND offer_id IS NULL RETURNING queue_id, enqueue_time, channel",
+        )
+        .bind(tenant_id)
+        .bind(conversation_id)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(row) = removed {
+            // The queue is the row's as deleted (after an overflow, the new one).
+            return Ok(Some(Left {
+                queue_id: row.try_get("queue_id")?,
+                enqueue_time: row.try_get("enqueue_time")?,
+                channel: enum_column(&row, "channel", Channel::from_i32)?,
+            }));
+        }
     }
-    let removed = sqlx::query(
-        "DELETE FROM waiting WHERE tenant_id = $1 AND conversation_id = $2 \
-         RETURNING queue_id, offer_id, enqueue_time, channel",
-    )
-    .bind(tenant_id)
-    .bind(conversation_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(row) = removed else {
-        return Ok(None);
-    };
-    // The delete waits for an offer being made at this moment (it claims the row) to commit:
-    // that offer, too new for the read above, would otherwise stay pending for a conversation
-    // no longer waiting. The queue is the row's as deleted (after an overflow, the new one).
-    let offer_id: Option<String> = row.try_get("offer_id")?;
-    if let Some(offer_id) = offer_id
-        && let Some(offer) = get_offer(tx.conn(), tenant_id, &offer_id).await?
-    {
-        resolve_offer(tx, &offer, OfferState::Withdrawn, now).await?;
-    }
-    Ok(Some(Left {
-        queue_id: row.try_get("queue_id")?,
-        enqueue_time: row.try_get("enqueue_time")?,
-        channel: enum_column(&row, "channel", Channel::from_i32)?,
-    }))
+    Err(Error::Conflict(format!(
+        "conversation {conversation_id} kept being offered while leaving its queue; retry"
+    )))
 }
 
 /// Takes a conversation out of its queue and withdraws its pending offer. Idempotent;

@@ -188,8 +188,18 @@ async fn two_replicas_under_random_load_with_one_killed_keep_every_invariant() {
         settled - load_ended,
         settled.elapsed()
     );
-    seen.report(&summary);
     world.store.close().await;
+    match deadlocks(&admin, &database).await {
+        Ok(0) => {}
+        Ok(count) => seen.violations.push(format!(
+            "PostgreSQL broke {count} deadlocks between the replicas' transactions: a write \
+             took an offer, waiting or assignment row before its agent's row"
+        )),
+        Err(why) => seen
+            .violations
+            .push(format!("the deadlock count could not be read: {why}")),
+    }
+    seen.report(&summary);
     fake_shutdown.trigger();
     if !seen.violations.is_empty() {
         eprintln!("the database is kept for a look: {url}");
@@ -527,6 +537,42 @@ impl World {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// How many deadlocks PostgreSQL broke in `database`, read once every connection to it
+/// closed: a backend's counts reach the statistics by the time it exits.
+async fn deadlocks(admin: &switchboard_server_kit::db::Db, database: &str) -> Result<i64, String> {
+    let closed_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(database)
+                .fetch_one(admin.writer())
+                .await
+                .map_err(|err| err.to_string())?;
+        if open == 0 {
+            break;
+        }
+        if Instant::now() > closed_by {
+            return Err(format!("{open} connections to {database} still open"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut conn = admin
+        .writer()
+        .acquire()
+        .await
+        .map_err(|err| err.to_string())?;
+    // A fresh snapshot of the statistics, not one this connection read before.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .map_err(|err| err.to_string())?;
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|err| err.to_string())
 }
 
 /// A call that failed on its way rather than being answered by routing-svc.
