@@ -1831,23 +1831,7 @@ async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
     };
     if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
         // Wait until the second claim is blocked on the item's row lock.
-        let mut conn = store.conn().await.unwrap();
-        let mut blocked = false;
-        for _ in 0..400 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND query LIKE 'UPDATE waiting SET state%'",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                blocked = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(blocked, "the second claim reached the row lock");
+        wait_for_lock_wait(&store, "UPDATE waiting SET state").await;
     }
     first.commit().await.unwrap();
     let lost = second.await.unwrap().unwrap_err();
@@ -1911,23 +1895,7 @@ async fn a_cancel_that_meets_an_offer_being_made_withdraws_it(store: Store) {
     };
     if store.dialect() == switchboard_server_kit::db::Dialect::Postgres {
         // Wait until the cancel is blocked on the row the offer claimed.
-        let mut conn = store.conn().await.unwrap();
-        let mut blocked = false;
-        for _ in 0..400 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND query LIKE 'DELETE FROM waiting%'",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                blocked = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(blocked, "the cancel reached the row lock");
+        wait_for_lock_wait(&store, "DELETE FROM waiting").await;
     }
     offering.commit().await.unwrap();
     assert!(cancel.await.unwrap(), "the conversation was waiting");
@@ -1986,4 +1954,24 @@ async fn a_plan_read_before_a_decline_is_not_offered_to_that_agent(store: Store)
     assert_eq!(other.agent_id, b.agent_id);
     assert_eq!(f.reload(&store, &a.agent_id).await.pending_units, 0);
     assert_ledger_consistent(&store).await;
+}
+
+/// Waits (PostgreSQL) until a statement starting with `prefix` waits for a row lock.
+async fn wait_for_lock_wait(store: &Store, prefix: &str) {
+    let mut conn = store.conn().await.unwrap();
+    for _ in 0..400 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE $1 || '%'",
+        )
+        .bind(prefix)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no statement starting with {prefix:?} came to wait for a row lock");
 }

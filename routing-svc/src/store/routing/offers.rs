@@ -726,7 +726,8 @@ pub async fn claim_waiting(
         // It was waiting when read in this transaction: another agent (or the matcher)
         // took it, or it overflowed to another queue, at the same moment.
         return Err(Error::Conflict(format!(
-            "conversation {conversation_id} was taken by another agent at the same moment"
+            "conversation {conversation_id} was taken by another agent, moved or withdrawn \
+             at the same moment"
         )));
     }
     let units = channel_units(&agent.channel_costs, item.channel);
