@@ -605,18 +605,8 @@ async fn pause(world: &World, duration: Duration) -> bool {
 /// The program, queues, capacity profiles and agents of the run, set up through `h`.
 async fn set_up(h: &Harness, rng: &mut StdRng) -> (Queues, Vec<AgentPlan>) {
     let mut admin = h.admin();
-    let program_id = admin
-        .create_program(pb::CreateProgramRequest {
-            request_id: new_id(),
-            program: Some(pb::Program {
-                display_name: "Support".into(),
-                ..Default::default()
-            }),
-        })
+    let program_id = create_program(&mut admin, &new_id(), "Support")
         .await
-        .unwrap()
-        .into_inner()
-        .program
         .unwrap()
         .id;
     let mut offer_timeouts = HashMap::new();
