@@ -31,6 +31,8 @@ on_each_backend!(
     accept_reserves_and_writes_the_outbox,
     accept_fails_without_capacity_and_changes_nothing,
     timeout_requeues_keeping_place_and_puts_agent_in_rona,
+    a_batch_of_time_outs_does_what_each_would_alone,
+    a_lost_offer_says_which_side_was_stale,
     reject_requeues_and_excludes_the_agent,
     cancel_waiting_withdraws_the_pending_offer,
     enqueue_is_idempotent_by_key,
@@ -203,6 +205,19 @@ impl Fixture {
         Ok(item)
     }
 
+    /// The matcher's plan to offer `item` to `agent` in `queue`, at the agent's cost.
+    fn plan<'a>(queue: &'a Queue, item: &'a WaitingItem, agent: &'a Agent) -> OfferPlan<'a> {
+        OfferPlan {
+            item,
+            queue,
+            agent_id: &agent.agent_id,
+            units: routing_svc::domain::channel_units(&agent.channel_costs, item.channel),
+            candidates: vec![],
+            omitted: vec![],
+            offer_id: new_id(),
+        }
+    }
+
     /// Offers `item` to `agent` with the queue's settings; `None` when the store refused.
     async fn offer(
         &self,
@@ -211,26 +226,17 @@ impl Fixture {
         item: &WaitingItem,
         agent: &Agent,
     ) -> Option<routing_svc::domain::Offer> {
-        let units = routing_svc::domain::channel_units(&agent.channel_costs, item.channel);
-        let plan = OfferPlan {
-            item,
-            queue,
-            agent_id: &agent.agent_id,
-            units,
-            candidates: vec![],
-            omitted: vec![],
-            offer_id: new_id(),
-        };
+        let plan = Fixture::plan(queue, item, agent);
         let mut tx = store.begin().await.unwrap();
         match routing::create_offer(&mut tx, &plan, now_micros())
             .await
             .unwrap()
         {
-            Some(offer) => {
+            Ok(offer) => {
                 tx.commit().await.unwrap();
                 Some(offer)
             }
-            None => {
+            Err(_) => {
                 tx.rollback().await.unwrap();
                 None
             }
@@ -781,18 +787,19 @@ async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
     );
     drop(conn);
     let mut tx = store.begin().await.unwrap();
-    assert!(
-        routing::expire_offer(&mut tx, &f.tenant, &offer.id, later)
-            .await
-            .unwrap()
+    let expired = routing::expire_offers(&mut tx, &due, later).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        [&offer.id]
     );
     tx.commit().await.unwrap();
     // A second expiry of the same offer does nothing.
     let mut tx = store.begin().await.unwrap();
     assert!(
-        !routing::expire_offer(&mut tx, &f.tenant, &offer.id, later)
+        routing::expire_offers(&mut tx, &due, later)
             .await
             .unwrap()
+            .is_empty()
     );
     drop(tx);
 
@@ -856,6 +863,140 @@ async fn timeout_requeues_keeping_place_and_puts_agent_in_rona(store: Store) {
     let back = f.reload(&store, &agent.agent_id).await;
     assert_eq!(back.presence, Presence::Available);
     assert!(f.offer(&store, &f.queue, &second, &back).await.is_some());
+    assert_ledger_consistent(&store).await;
+}
+
+/// Time-outs of several agents in one batch, one agent with two offers due: each agent's
+/// earliest due offer times out and its others are withdrawn, units, presence, waiting
+/// items and events as each time-out alone would leave them; an offer not yet due and its
+/// agent are untouched.
+async fn a_batch_of_time_outs_does_what_each_would_alone(store: Store) {
+    let f = fixture(&store, 3).await;
+    let quick = Queue {
+        offer_timeout_us: 1,
+        ..f.queue.clone()
+    };
+    let (a, b, c) = (
+        f.agent(&store, "A").await,
+        f.agent(&store, "B").await,
+        f.agent(&store, "C").await,
+    );
+    let mut items = Vec::new();
+    for _ in 0..5 {
+        items.push(f.enqueue(&store, Channel::Webchat).await);
+    }
+    let a_first = f.offer(&store, &quick, &items[0], &a).await.unwrap();
+    let a_second = f.offer(&store, &quick, &items[1], &a).await.unwrap();
+    let a_slow = f.offer(&store, &f.queue, &items[2], &a).await.unwrap();
+    let b_quick = f.offer(&store, &quick, &items[3], &b).await.unwrap();
+    let c_slow = f.offer(&store, &f.queue, &items[4], &c).await.unwrap();
+    let later = a_second.expire_time.max(b_quick.expire_time) + 1;
+    let mut conn = store.conn().await.unwrap();
+    let since = events::last_sequence(&mut conn).await.unwrap();
+    let due = routing::due_offers(&mut conn, later, 10).await.unwrap();
+    drop(conn);
+    assert_eq!(due.len(), 3, "{due:?}");
+
+    let mut tx = store.begin().await.unwrap();
+    let mut expired: Vec<String> = routing::expire_offers(&mut tx, &due, later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    tx.commit().await.unwrap();
+    expired.sort();
+    let mut expected = vec![a_first.id.clone(), b_quick.id.clone()];
+    expected.sort();
+    assert_eq!(expired, expected);
+
+    let mut conn = store.conn().await.unwrap();
+    for (offer, state) in [
+        (&a_first, OfferState::TimedOut),
+        (&a_second, OfferState::Withdrawn),
+        (&a_slow, OfferState::Withdrawn),
+        (&b_quick, OfferState::TimedOut),
+        (&c_slow, OfferState::Pending),
+    ] {
+        let stored = routing::get_offer(&mut conn, &f.tenant, &offer.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.state, state, "offer of {}", offer.conversation_id);
+    }
+    drop(conn);
+    for (agent, presence, pending) in [
+        (&a, Presence::Rona, 0),
+        (&b, Presence::Rona, 0),
+        (&c, Presence::Available, 1),
+    ] {
+        let reloaded = f.reload(&store, &agent.agent_id).await;
+        assert_eq!(
+            (reloaded.presence, reloaded.pending_units),
+            (presence, pending)
+        );
+    }
+    for (k, item) in items.iter().enumerate() {
+        let waiting = f.waiting(&store, &item.conversation_id).await.unwrap();
+        assert_eq!(waiting.offered, k == 4, "conversation {k}");
+        assert_eq!(waiting.enqueue_time, item.enqueue_time, "keeps its place");
+    }
+    let mut conn = store.conn().await.unwrap();
+    let written: Vec<(String, String, String)> = events::after(&mut conn, since, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.agent_id, e.offer_id))
+        .collect();
+    let mut by_agent = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    for (kind, agent_id, offer_id) in written {
+        by_agent.entry(agent_id).or_default().push((kind, offer_id));
+    }
+    let seen = |kind: &str, offer: &str| (kind.to_owned(), offer.to_owned());
+    assert_eq!(
+        by_agent[&a.agent_id],
+        [
+            seen("offer.timed_out", &a_first.id),
+            seen("presence.changed", ""),
+            seen("offer.withdrawn", &a_second.id),
+            seen("offer.withdrawn", &a_slow.id),
+        ]
+    );
+    assert_eq!(
+        by_agent[&b.agent_id],
+        [
+            seen("offer.timed_out", &b_quick.id),
+            seen("presence.changed", ""),
+        ]
+    );
+    assert!(!by_agent.contains_key(&c.agent_id));
+    drop(conn);
+    assert_ledger_consistent(&store).await;
+}
+
+/// An offer that loses a race says whether the conversation or the agent changed: the
+/// matcher skips a conversation taken meanwhile, and reads the agents again only when
+/// they changed.
+async fn a_lost_offer_says_which_side_was_stale(store: Store) {
+    let f = fixture(&store, 1).await;
+    let (a, b) = (f.agent(&store, "A").await, f.agent(&store, "B").await);
+    let (x, y) = (
+        f.enqueue(&store, Channel::Webchat).await,
+        f.enqueue(&store, Channel::Webchat).await,
+    );
+    assert!(f.offer(&store, &f.queue, &x, &a).await.is_some());
+    for (item, agent, lost) in [
+        (&x, &b, routing::Lost::Conversation),
+        (&y, &a, routing::Lost::Agent),
+    ] {
+        let plan = Fixture::plan(&f.queue, item, agent);
+        let mut tx = store.begin().await.unwrap();
+        let made = routing::create_offer(&mut tx, &plan, now_micros())
+            .await
+            .unwrap();
+        assert_eq!(made.map(|offer| offer.id), Err(lost));
+        tx.rollback().await.unwrap();
+    }
     assert_ledger_consistent(&store).await;
 }
 
@@ -1865,15 +2006,7 @@ async fn a_cancel_that_meets_an_offer_being_made_withdraws_it(store: Store) {
     let f = fixture(&store, 3).await;
     let agent = f.agent(&store, "A").await;
     let item = f.enqueue(&store, Channel::Webchat).await;
-    let plan = OfferPlan {
-        item: &item,
-        queue: &f.queue,
-        agent_id: &agent.agent_id,
-        units: 1,
-        candidates: vec![],
-        omitted: vec![],
-        offer_id: new_id(),
-    };
+    let plan = Fixture::plan(&f.queue, &item, &agent);
     let mut offering = store.begin().await.unwrap();
     let offer = routing::create_offer(&mut offering, &plan, now_micros())
         .await

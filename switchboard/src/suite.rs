@@ -489,7 +489,7 @@ impl RunningSuite {
     }
 }
 
-async fn serving(addr: SocketAddr) -> bool {
+pub(crate) async fn serving(addr: SocketAddr) -> bool {
     let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a loopback URL is valid")
         .connect_timeout(Duration::from_millis(500))

@@ -31,6 +31,17 @@ fn quick_bench_reports_every_figure_with_a_baseline_and_a_ratio() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
+    // routing-replicas needs PostgreSQL: without a server it says it did not run.
+    let postgres = std::env::var(switchboard_server_kit::testing::POSTGRES_URL_VAR)
+        .is_ok_and(|url| !url.is_empty());
+    if postgres {
+        assert!(names.contains(&"routing-replicas"), "{names:?}");
+    } else {
+        assert!(
+            stdout.contains("routing-replicas not run: it needs a PostgreSQL server"),
+            "{stdout}"
+        );
+    }
     for expected in [
         "grpc-ceiling",
         "bare-proxy",

@@ -31,7 +31,9 @@ use crate::domain::{Channel, Queue, RoutingDecision, WaitingItem};
 use crate::engine::Context;
 use crate::engine::members::Members;
 use crate::error::Result;
-use crate::store::routing::{self, Matchable, OfferPlan, Overflowed, QueuePosition, WalkOrder};
+use crate::store::routing::{
+    self, Lost, Matchable, OfferPlan, Overflowed, QueuePosition, WalkOrder,
+};
 use crate::store::{Store, catalog};
 
 /// Conversations of one queue looked at per pass; the rest wait for the next pass.
@@ -40,6 +42,8 @@ const WALK: i64 = 200;
 const RETRIES: usize = 3;
 /// Overflows read at a time.
 const DUE_BATCH: i64 = 100;
+/// "Nobody eligible" records written per transaction.
+const RECORDS_PER_TRANSACTION: usize = 25;
 
 /// Runs the matcher until `shutdown`.
 pub async fn run(context: Context, shutdown: CancellationToken) {
@@ -208,9 +212,12 @@ impl Matcher {
                 Err(err) => warn!(queue_id = %queue_id, error = %err, "matching a queue failed"),
             }
         }
-        // Only records remain to be written: after every offer of the pass.
+        // Only records remain to be written: after every offer of the pass, and only while
+        // no offer waits to be timed out, as records can wait and time-outs cannot (the one
+        // SQLite writer would take turns between them). A queue left out is recorded on a
+        // later pass, from where it was left.
         for snapshot in unserved {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || offers_due(store).await? {
                 break;
             }
             let queue_id = snapshot.queue.id.clone();
@@ -429,12 +436,18 @@ async fn walk(
             )
             .await
             {
-                Ok(true) => {
+                Ok(Ok(())) => {
                     walked.offers += 1;
                     snapshot.note_offer(&agent_id, units, now);
                     break;
                 }
-                Ok(false) => {
+                // Offered by another replica, moved or withdrawn since the page was read:
+                // nothing to retry, and what the snapshot knows of the agents still holds.
+                Ok(Err(Lost::Conversation)) => {
+                    debug!(conversation_id = %item.conversation_id, "no longer waiting");
+                    break;
+                }
+                Ok(Err(Lost::Agent)) => {
                     debug!(conversation_id = %item.conversation_id, "lost an offer race, will retry");
                 }
                 Err(err) => {
@@ -469,8 +482,8 @@ async fn snapshot_again(store: &Store, stale: &QueueSnapshot) -> Option<QueueSna
     }
 }
 
-/// Offers `item` to the chosen agent as a conditional claim; false when another change
-/// won the race.
+/// Offers `item` to the chosen agent as a conditional claim; which side of the plan was
+/// stale when another change won the race.
 async fn offer(
     store: &Store,
     item: &WaitingItem,
@@ -479,7 +492,7 @@ async fn offer(
     units: i32,
     decision: Decision,
     now: i64,
-) -> Result<bool> {
+) -> Result<std::result::Result<(), Lost>> {
     let plan = OfferPlan {
         item,
         queue,
@@ -491,7 +504,7 @@ async fn offer(
     };
     let mut tx = store.begin().await?;
     match routing::create_offer(&mut tx, &plan, now).await? {
-        Some(offer) => {
+        Ok(offer) => {
             tx.commit().await?;
             info!(
                 conversation_id = %offer.conversation_id,
@@ -500,11 +513,11 @@ async fn offer(
                 queue_id = %offer.queue_id,
                 "offer made"
             );
-            Ok(true)
+            Ok(Ok(()))
         }
-        None => {
+        Err(lost) => {
             tx.rollback().await?;
-            Ok(false)
+            Ok(Err(lost))
         }
     }
 }
@@ -535,14 +548,22 @@ fn no_offer_record(
     })
 }
 
-/// Writes a walk's "nobody eligible" records in one transaction.
+/// Writes a walk's "nobody eligible" records, [`RECORDS_PER_TRANSACTION`] at a time so that
+/// a time-out or an offer waiting for the writer waits for a few records, not a walk's.
 async fn record_no_offers(store: &Store, records: &[RoutingDecision]) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
+    for chunk in records.chunks(RECORDS_PER_TRANSACTION) {
+        let mut tx = store.begin().await?;
+        for record in chunk {
+            routing::insert_decision(&mut tx, record).await?;
+        }
+        tx.commit().await?;
     }
-    let mut tx = store.begin().await?;
-    for record in records {
-        routing::insert_decision(&mut tx, record).await?;
-    }
-    tx.commit().await
+    Ok(())
+}
+
+/// Whether some pending offer is past its deadline, and the expiry about to write.
+async fn offers_due(store: &Store) -> Result<bool> {
+    let mut conn = store.conn().await?;
+    let next = routing::next_offer_deadline(&mut conn).await?;
+    Ok(next.is_some_and(|deadline| deadline <= now_micros()))
 }

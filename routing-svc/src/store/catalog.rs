@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::page::PageRequest;
 use crate::store::{
     NewEvent, Tx, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id, i32_or_max,
-    int_column, json_column, kind, to_json,
+    int_column, json_column, kind, placeholders, to_json,
 };
 
 /// Turns a unique violation into ALREADY_EXISTS with `message`.
@@ -586,18 +586,50 @@ pub async fn lock_agent(tx: &mut Tx, tenant_id: &str, agent_id: &str) -> Result<
     Ok(())
 }
 
-/// Locks several agents' rows as [`lock_agent`] does, in agent id order so that two writes
-/// locking overlapping sets cannot each wait for the other.
+/// Locks several agents' rows as [`lock_agent`] does, in agent id order (byte order, as
+/// Rust sorts strings) so that two writes locking overlapping sets cannot each wait for the
+/// other; one statement for them all.
 pub async fn lock_agents<'a>(
     tx: &mut Tx,
     tenant_id: &str,
     agent_ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<()> {
     let ordered: std::collections::BTreeSet<&str> = agent_ids.into_iter().collect();
-    for agent_id in ordered {
-        lock_agent(tx, tenant_id, agent_id).await?;
+    if tx.dialect() != Dialect::Postgres || ordered.is_empty() {
+        return Ok(());
     }
+    // PostgreSQL locks the rows as the sorted result is read, so in this order.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT agent_id FROM agents WHERE tenant_id = $1 AND agent_id IN ({}) \
+         ORDER BY agent_id COLLATE \"C\" FOR NO KEY UPDATE",
+        placeholders(2, ordered.len())
+    )))
+    .bind(tenant_id);
+    for agent_id in ordered {
+        query = query.bind(agent_id);
+    }
+    query.execute(tx.conn()).await?;
     Ok(())
+}
+
+/// The tenant's agents among `agent_ids`, without their queue memberships.
+pub async fn agents_by_id(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_ids: &[&str],
+) -> Result<Vec<Agent>> {
+    if agent_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.tenant_id = $1 AND a.agent_id IN ({})",
+        placeholders(2, agent_ids.len())
+    )))
+    .bind(tenant_id);
+    for agent_id in agent_ids {
+        query = query.bind(*agent_id);
+    }
+    fetch_all(conn, query, agent_from_row).await
 }
 
 /// The tenant's agent `agent_id`, locked first as [`lock_agent`] does: the read a write of

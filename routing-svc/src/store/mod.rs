@@ -298,6 +298,15 @@ pub(crate) async fn get_by_id<T>(
     fetch_optional(conn, query, from_row).await
 }
 
+/// `$from, $from+1, …`: `count` placeholders for values bound in that order, for an
+/// `IN (…)` list whose values are bound, never written into the SQL.
+pub(crate) fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A count or a number of units as an `i32`, `i32::MAX` when it does not fit.
 pub(crate) fn i32_or_max(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)

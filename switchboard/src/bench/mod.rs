@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// Run only the scenarios whose name contains this (repeatable). Scenarios:
     /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation,
     /// idle-streams, offer-latency, backlog-isolation, lifecycle, outbox-lag, routing-scale,
-    /// routing-rules, offer-expiry.
+    /// routing-rules, offer-expiry, routing-replicas.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Also write the machine-readable summary (JSON) to this file.
@@ -109,6 +109,9 @@ pub struct Plan {
     /// Agents serving both queues of routing-rules (its open-loop runs use the highest of
     /// `flow_rates` for `flow_time`).
     pub rules_agents: usize,
+    /// Available agents of routing-replicas, in one queue (its open-loop runs use the
+    /// highest of `flow_rates` for `flow_time`).
+    pub replicas_agents: usize,
     /// Pending offers (one per agent) left to time out in offer-expiry…
     pub expiry_pending: usize,
     /// …against this many, in the same run.
@@ -148,6 +151,7 @@ impl Plan {
                 routing_backlog: 20,
                 routing_burst: 40,
                 rules_agents: 15,
+                replicas_agents: 10,
                 expiry_pending: 20,
                 expiry_baseline: 5,
                 expiry_queues: 5,
@@ -175,6 +179,7 @@ impl Plan {
                 routing_backlog: 200,
                 routing_burst: 1_000,
                 rules_agents: 1_000,
+                replicas_agents: 2_000,
                 expiry_pending: 10_000,
                 expiry_baseline: 100,
                 expiry_queues: 50,

@@ -1,6 +1,7 @@
 //! The scenarios: what each starts, what it sends, and its baseline.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
@@ -42,6 +43,7 @@ pub const NAMES: [&str; 13] = [
     "routing-scale",
     "routing-rules",
     "offer-expiry",
+    "routing-replicas",
 ];
 
 /// Where a suite scenario keeps its data.
@@ -85,11 +87,19 @@ pub async fn run_all(
         if !selected(name) {
             continue;
         }
-        let needs_store = matches!(name, "gateway-read" | "create-conversation");
-        let scenario_stores: Vec<Store> = if needs_store {
-            stores.clone()
-        } else {
-            vec![Store::Sqlite]
+        let scenario_stores: Vec<Store> = match (name, postgres) {
+            ("gateway-read" | "create-conversation", _) => stores.clone(),
+            ("routing-replicas", Some(url)) => vec![Store::Postgres(url)],
+            ("routing-replicas", None) => {
+                // On stdout with the table, so that a run without a server says so.
+                writeln!(
+                    std::io::stdout().lock(),
+                    "routing-replicas not run: it needs a PostgreSQL server ({} names one)",
+                    switchboard_server_kit::testing::POSTGRES_URL_VAR
+                )?;
+                continue;
+            }
+            _ => vec![Store::Sqlite],
         };
         for store in scenario_stores {
             let dir = data_root.join(format!("{name}-{}", store.name()));
@@ -110,6 +120,10 @@ pub async fn run_all(
                 "routing-scale" => super::routing::routing_scale(plan, &dir).await,
                 "routing-rules" => super::routing::routing_rules(plan, &dir).await,
                 "offer-expiry" => super::routing::offer_expiry(plan, &dir).await,
+                "routing-replicas" => match store {
+                    Store::Postgres(url) => super::routing::routing_replicas(plan, &dir, url).await,
+                    Store::Sqlite => unreachable!("routing-replicas runs on PostgreSQL"),
+                },
                 _ => unreachable!("every name has a scenario"),
             }
             .with_context(|| format!("scenario {name} ({})", store.name()))?;
@@ -724,26 +738,30 @@ async fn gateway_read(
     Ok(result)
 }
 
+/// A new, empty database `bench_<random>_<what>` on the PostgreSQL server at `server_url`
+/// (a URL naming any database there); its URL.
+pub(super) async fn create_database(server_url: &str, what: &str) -> anyhow::Result<String> {
+    let name = format!(
+        "bench_{}_{what}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let base = server_url
+        .rsplit_once('/')
+        .map_or(server_url, |(base, _)| base);
+    Ok(format!("{base}/{name}"))
+}
+
 /// A fresh database for the raw one-row transaction baseline, with the services' settings
 /// (server-kit `Db`: the same SQLite pragmas, one writer connection, `BEGIN IMMEDIATE`).
 async fn raw_baseline_db(dir: &Path, store: Store<'_>) -> anyhow::Result<Db> {
     let url = match store {
         Store::Sqlite => format!("sqlite://{}/baseline.db", dir.display()),
-        Store::Postgres(server_url) => {
-            let name = format!(
-                "bench_{}_baseline",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let mut conn = sqlx::PgConnection::connect(server_url).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
-            let base = server_url
-                .rsplit_once('/')
-                .map_or(server_url, |(base, _)| base);
-            format!("{base}/{name}")
-        }
+        Store::Postgres(server_url) => create_database(server_url, "baseline").await?,
     };
     let db = Db::connect(&url).await?;
     sqlx::query(

@@ -23,13 +23,13 @@ pub use offers::*;
 pub use overflow::*;
 pub use waiting::*;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::domain::matching::missing_skill;
-use crate::domain::offer::{OfferError, check_accept};
+use crate::domain::offer::{OfferError, check_accept, time_outs};
 use crate::domain::overflow::overflow_due;
 use crate::domain::presence::PresenceChange;
 use crate::domain::{
@@ -37,12 +37,12 @@ use crate::domain::{
     Omitted, Presence, PresenceCause, Queue, RoutingDecision, WaitingItem, channel_units,
 };
 use crate::error::{Error, Result};
-use crate::store::catalog::{self, get_agent};
+use crate::store::catalog;
 use crate::store::outbox::{self, OutboxEntry};
 use crate::store::page::PageRequest;
 use crate::store::{
     NewEvent, Tx, changes_one_row, enum_column, fetch_all, fetch_optional, fetch_page, get_by_id,
-    i32_or_max, int_column, json_column, kind, to_json,
+    i32_or_max, int_column, json_column, kind, placeholders, to_json,
 };
 
 pub(super) const WAITING: &str = "waiting";

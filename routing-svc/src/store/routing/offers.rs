@@ -169,11 +169,25 @@ pub struct OfferPlan<'a> {
     pub offer_id: String,
 }
 
+/// Why [`create_offer`] made no offer: another change won a race. The caller rolls back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// The agent is no longer Available, has no room, is at the queue's max open or has
+    /// declined the conversation meanwhile: what the plan knew of the agent is stale.
+    Agent,
+    /// The conversation is no longer waiting: another replica offered it, or it was moved
+    /// or withdrawn. Nothing the plan knew of the agents is wrong.
+    Conversation,
+}
+
 /// Makes an offer: claims the waiting item, promises the agent's units, checks the
-/// queue's max open, records the offer and the decision. `Ok(None)` when another change
-/// won a race (the item was taken, the agent is no longer Available or has no room); the
-/// caller then rolls back.
-pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result<Option<Offer>> {
+/// queue's max open, records the offer and the decision; or says which side of the plan
+/// another change made stale.
+pub async fn create_offer(
+    tx: &mut Tx,
+    plan: &OfferPlan<'_>,
+    now: i64,
+) -> Result<std::result::Result<Offer, Lost>> {
     let item = plan.item;
     // The agent's row first (see `catalog::lock_agent`): the units are promised before the
     // conversation is claimed.
@@ -188,7 +202,7 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     .bind(now)
     .bind(i64::from(Presence::Available.as_i32()));
     if !changes_one_row(tx.conn(), hold).await? {
-        return Ok(None);
+        return Ok(Err(Lost::Agent));
     }
     // Only round robin reads the cursor; updating it on every offer would make every
     // offer of a queue wait for the one before it on PostgreSQL. Taken before the waiting
@@ -210,7 +224,7 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     .bind(&item.queue_id)
     .bind(WAITING);
     if !changes_one_row(tx.conn(), claim).await? {
-        return Ok(None);
+        return Ok(Err(Lost::Conversation));
     }
     // The plan comes from a read that may predate an offer of this conversation by another
     // replica to the same agent, declined since: the claim then finds it waiting again.
@@ -224,13 +238,13 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
         .await?
         .contains(plan.agent_id)
     {
-        return Ok(None);
+        return Ok(Err(Lost::Agent));
     }
     if plan.queue.max_open_per_agent > 0 {
         let load =
             agent_queue_load(tx.conn(), &item.tenant_id, plan.agent_id, &item.queue_id).await?;
         if load >= plan.queue.max_open_per_agent {
-            return Ok(None);
+            return Ok(Err(Lost::Agent));
         }
     }
     let offer = Offer {
@@ -273,7 +287,7 @@ pub async fn create_offer(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result
     )
     .await?;
     tx.event(NewEvent::of_offer(&offer, kind::OFFER_CREATED));
-    Ok(Some(offer))
+    Ok(Ok(offer))
 }
 
 pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
@@ -356,59 +370,90 @@ pub async fn resolve_offer(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64)
     .execute(tx.conn())
     .await?;
     tx.event(NewEvent::of_offer(offer, resolution_event(to)));
-    if offer.kind != OfferKind::Queue {
-        // conversation-svc asked for this offer and decides what follows (the transfer's
-        // fallback): it hears of the outcome through the outbox, like an assignment.
-        let entry = OutboxEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: offer.tenant_id.clone(),
-            conversation_id: offer.conversation_id.clone(),
-            agent_id: offer.agent_id.clone(),
-            agent_display_name: String::new(),
-            offer_id: offer.id.clone(),
-            queue_id: offer.queue_id.clone(),
-            source: AssignmentSource::Transfer,
-            attempts: 0,
-            next_attempt_time: now,
-            resolution: Some((to, offer.reject_reason.clone())),
-            logout: None,
-            overflow: None,
-            enqueue_key: String::new(),
-        };
-        outbox::insert(tx, &entry, now).await?;
-    }
+    tell_requester(tx, offer, to, now).await?;
     if to.puts_agent_in_rona() {
-        enter_rona(tx, &offer.tenant_id, &offer.agent_id, now).await?;
+        let rona = enter_rona(tx, &offer.tenant_id, &[offer.agent_id.as_str()], now).await?;
+        rona.into_values().for_each(|event| tx.event(event));
     }
     Ok(true)
 }
 
-/// Puts an agent whose offer timed out in RONA, unless it already is.
-async fn enter_rona(tx: &mut Tx, tenant_id: &str, agent_id: &str, now: i64) -> Result<()> {
-    let Some(agent) = get_agent(tx.conn(), tenant_id, agent_id).await? else {
+/// For a directed offer resolved without being accepted: conversation-svc asked for it and
+/// decides what follows (the transfer's fallback), so it hears of the outcome through the
+/// outbox, like an assignment. Nothing for a queue's offer.
+async fn tell_requester(tx: &mut Tx, offer: &Offer, to: OfferState, now: i64) -> Result<()> {
+    if offer.kind == OfferKind::Queue {
         return Ok(());
+    }
+    let entry = OutboxEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: offer.tenant_id.clone(),
+        conversation_id: offer.conversation_id.clone(),
+        agent_id: offer.agent_id.clone(),
+        agent_display_name: String::new(),
+        offer_id: offer.id.clone(),
+        queue_id: offer.queue_id.clone(),
+        source: AssignmentSource::Transfer,
+        attempts: 0,
+        next_attempt_time: now,
+        resolution: Some((to, offer.reject_reason.clone())),
+        logout: None,
+        overflow: None,
+        enqueue_key: String::new(),
     };
-    let rona = sqlx::query(
-        "UPDATE agents SET presence = $3, presence_reason = '', presence_change_time = $4 \
-         WHERE tenant_id = $1 AND agent_id = $2 AND presence <> $3",
-    )
+    outbox::insert(tx, &entry, now).await
+}
+
+/// Puts the tenant's agents `agent_ids` whose offer timed out in RONA, those not in it
+/// already; returns the event of each agent that changed, for the caller to record where
+/// it belongs among the offers' events.
+async fn enter_rona(
+    tx: &mut Tx,
+    tenant_id: &str,
+    agent_ids: &[&str],
+    now: i64,
+) -> Result<HashMap<String, NewEvent>> {
+    let before: HashMap<String, Agent> = catalog::agents_by_id(tx.conn(), tenant_id, agent_ids)
+        .await?
+        .into_iter()
+        .filter(|agent| agent.presence != Presence::Rona)
+        .map(|agent| (agent.agent_id.clone(), agent))
+        .collect();
+    if before.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut rona = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET presence = $2, presence_reason = '', presence_change_time = $3 \
+         WHERE tenant_id = $1 AND presence <> $2 AND agent_id IN ({}) RETURNING agent_id",
+        placeholders(4, before.len())
+    )))
     .bind(tenant_id)
-    .bind(agent_id)
     .bind(i64::from(Presence::Rona.as_i32()))
     .bind(now);
-    if changes_one_row(tx.conn(), rona).await? {
-        tx.event(
-            NewEvent::new(tenant_id, kind::PRESENCE_CHANGED)
-                .agent(agent_id)
+    for agent_id in before.keys() {
+        rona = rona.bind(agent_id.as_str());
+    }
+    let changed: Vec<String> = rona
+        .fetch_all(tx.conn())
+        .await?
+        .iter()
+        .map(|row| row.try_get("agent_id"))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(changed
+        .into_iter()
+        .filter_map(|agent_id| {
+            let agent = before.get(&agent_id)?;
+            let event = NewEvent::new(tenant_id, kind::PRESENCE_CHANGED)
+                .agent(&agent_id)
                 .presence(PresenceChange {
                     shown: Presence::Rona,
                     previous: agent.shown_presence(),
                     cause: PresenceCause::OfferTimedOut,
                 })
-                .load(agent.capacity_used, agent.capacity_total),
-        );
-    }
-    Ok(())
+                .load(agent.capacity_used, agent.capacity_total);
+            Some((agent_id, event))
+        })
+        .collect())
 }
 
 /// Withdraws every pending offer of an agent; returns the offers withdrawn.
@@ -427,20 +472,189 @@ pub async fn withdraw_agent_offers(
     Ok(withdrawn)
 }
 
-/// Times out a pending offer past its deadline: the conversation waits again, the agent
-/// enters RONA and loses its other pending offers. False when no longer pending.
-pub async fn expire_offer(tx: &mut Tx, tenant_id: &str, offer_id: &str, now: i64) -> Result<bool> {
-    let Some(offer) = get_offer(tx.conn(), tenant_id, offer_id).await? else {
-        return Ok(false);
+/// Times out the offers `due` that are still pending and past their deadline at `now`: for
+/// each agent its earliest such offer times out, the agent enters RONA and its other
+/// pending offers are withdrawn (see [`time_outs`]); the conversations wait again, keeping
+/// their place. A burst of deadlines costs a few statements per tenant and batch, not a
+/// dozen per offer on the one writer. Returns the offers timed out.
+pub async fn expire_offers(tx: &mut Tx, due: &[DueOffer], now: i64) -> Result<Vec<Offer>> {
+    let mut by_tenant: BTreeMap<&str, Vec<&DueOffer>> = BTreeMap::new();
+    for offer in due {
+        by_tenant.entry(&offer.tenant_id).or_default().push(offer);
+    }
+    let mut timed_out = Vec::new();
+    for (tenant_id, due) in by_tenant {
+        timed_out.extend(expire_tenant_offers(tx, tenant_id, &due, now).await?);
+    }
+    Ok(timed_out)
+}
+
+async fn expire_tenant_offers(
+    tx: &mut Tx,
+    tenant_id: &str,
+    due: &[&DueOffer],
+    now: i64,
+) -> Result<Vec<Offer>> {
+    let mut agents: Vec<&str> = due.iter().map(|offer| offer.agent_id.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    catalog::lock_agents(tx, tenant_id, agents.iter().copied()).await?;
+    let pending = pending_offers_of_agents(tx.conn(), tenant_id, &agents).await?;
+    let due_ids: HashSet<&str> = due.iter().map(|offer| offer.offer_id.as_str()).collect();
+    let plan = time_outs(&pending, &due_ids, now);
+    // Under the agents' locks (and SQLite's one writer) every planned offer is still
+    // pending; the conditional updates keep a change that escaped them from being undone.
+    let planned = |state: OfferState| -> Vec<&Offer> {
+        plan.iter()
+            .filter(|(_, to)| *to == state)
+            .map(|(offer, _)| *offer)
+            .collect()
     };
-    if offer.state != OfferState::Pending || offer.expire_time > now {
-        return Ok(false);
+    let timed_out = set_resolved(
+        tx,
+        &planned(OfferState::TimedOut),
+        OfferState::TimedOut,
+        now,
+    )
+    .await?;
+    // An agent's other offers are withdrawn only once it has entered RONA.
+    let rona_agents: BTreeSet<&str> = planned(OfferState::TimedOut)
+        .into_iter()
+        .filter(|offer| timed_out.contains(&offer.id))
+        .map(|offer| offer.agent_id.as_str())
+        .collect();
+    let withdrawals: Vec<&Offer> = planned(OfferState::Withdrawn)
+        .into_iter()
+        .filter(|offer| rona_agents.contains(offer.agent_id.as_str()))
+        .collect();
+    let withdrawn = set_resolved(tx, &withdrawals, OfferState::Withdrawn, now).await?;
+    let resolved: Vec<(&Offer, OfferState)> = plan
+        .into_iter()
+        .filter(|(offer, _)| timed_out.contains(&offer.id) || withdrawn.contains(&offer.id))
+        .collect();
+    if resolved.is_empty() {
+        return Ok(Vec::new());
     }
-    if !resolve_offer(tx, &offer, OfferState::TimedOut, now).await? {
-        return Ok(false);
+    let offers: Vec<&Offer> = resolved.iter().map(|(offer, _)| *offer).collect();
+    free_pending_units(tx, tenant_id, &offers).await?;
+    wait_again(tx, &offers).await?;
+    let rona_agents: Vec<&str> = rona_agents.into_iter().collect();
+    let mut rona = enter_rona(tx, tenant_id, &rona_agents, now).await?;
+    for (offer, to) in &resolved {
+        tx.event(NewEvent::of_offer(offer, resolution_event(*to)));
+        tell_requester(tx, offer, *to, now).await?;
+        if to.puts_agent_in_rona()
+            && let Some(event) = rona.remove(&offer.agent_id)
+        {
+            tx.event(event);
+        }
     }
-    withdraw_agent_offers(tx, tenant_id, &offer.agent_id, now).await?;
-    Ok(true)
+    Ok(resolved
+        .into_iter()
+        .filter(|(_, to)| to.puts_agent_in_rona())
+        .map(|(offer, _)| offer.clone())
+        .collect())
+}
+
+/// Every pending offer of the tenant's agents `agent_ids`.
+async fn pending_offers_of_agents(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    agent_ids: &[&str],
+) -> Result<Vec<Offer>> {
+    if agent_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE tenant_id = $1 AND state = 1 \
+         AND agent_id IN ({})",
+        placeholders(2, agent_ids.len())
+    )))
+    .bind(tenant_id);
+    for agent_id in agent_ids {
+        query = query.bind(*agent_id);
+    }
+    fetch_all(conn, query, offer_from_row).await
+}
+
+/// Resolves those of `offers` still pending as `to` at `now`; returns the ids resolved.
+async fn set_resolved(
+    tx: &mut Tx,
+    offers: &[&Offer],
+    to: OfferState,
+    now: i64,
+) -> Result<HashSet<String>> {
+    if offers.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut query = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE offers SET state = $1, resolve_time = $2 WHERE state = 1 AND id IN ({}) \
+         RETURNING id",
+        placeholders(3, offers.len())
+    )))
+    .bind(i64::from(to.as_i32()))
+    .bind(now);
+    for offer in offers {
+        query = query.bind(offer.id.as_str());
+    }
+    query
+        .fetch_all(tx.conn())
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get("id")?))
+        .collect()
+}
+
+/// Gives the tenant's agents back the units `offers` (resolved, not accepted) promised.
+async fn free_pending_units(tx: &mut Tx, tenant_id: &str, offers: &[&Offer]) -> Result<()> {
+    let mut units: BTreeMap<&str, i64> = BTreeMap::new();
+    for offer in offers {
+        *units.entry(&offer.agent_id).or_default() += i64::from(offer.capacity_units);
+    }
+    units.retain(|_, units| *units != 0);
+    if units.is_empty() {
+        return Ok(());
+    }
+    let cases = (0..units.len())
+        .map(|k| format!("WHEN ${} THEN ${}", 2 + 2 * k, 3 + 2 * k))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut query = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE agents SET pending_units = pending_units - CASE agent_id {cases} ELSE 0 END \
+         WHERE tenant_id = $1 AND agent_id IN ({})",
+        placeholders(2 + 2 * units.len(), units.len())
+    )))
+    .bind(tenant_id);
+    for (agent_id, freed) in &units {
+        query = query.bind(*agent_id).bind(*freed);
+    }
+    for agent_id in units.keys() {
+        query = query.bind(*agent_id);
+    }
+    query.execute(tx.conn()).await?;
+    Ok(())
+}
+
+/// Puts the conversations of `offers` (resolved, not accepted) back to waiting, in the
+/// place they had.
+async fn wait_again(tx: &mut Tx, offers: &[&Offer]) -> Result<()> {
+    // Each offer id belongs to one conversation: both lists select exactly those rows, the
+    // first through the table's key.
+    let mut query = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE waiting SET state = $1, offer_id = NULL \
+         WHERE conversation_id IN ({}) AND offer_id IN ({})",
+        placeholders(2, offers.len()),
+        placeholders(2 + offers.len(), offers.len())
+    )))
+    .bind(WAITING);
+    for offer in offers {
+        query = query.bind(offer.conversation_id.as_str());
+    }
+    for offer in offers {
+        query = query.bind(offer.id.as_str());
+    }
+    query.execute(tx.conn()).await?;
+    Ok(())
 }
 
 /// Rejects a pending offer of `agent_id` with the agent's `reason`: the conversation

@@ -343,14 +343,12 @@ pub async fn excluded_for(
     if items.is_empty() {
         return Ok(excluded);
     }
-    // Placeholders only, one per conversation: the ids themselves are bound.
-    let list: Vec<String> = (1..=items.len()).map(|n| format!("${n}")).collect();
     let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(format!(
         "SELECT o.conversation_id, o.agent_id, o.state FROM waiting w \
          JOIN offers o ON o.conversation_id = w.conversation_id \
            AND o.create_time >= w.entered_time \
          WHERE w.conversation_id IN ({})",
-        list.join(", ")
+        placeholders(1, items.len())
     )));
     for item in items {
         query = query.bind(item.conversation_id.clone());

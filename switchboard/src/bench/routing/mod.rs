@@ -17,8 +17,11 @@
 //! - `routing-rules`: a queue that requires a skill at a minimum level and has an overflow
 //!   configured, against a plain queue served by the same agents: throughput and
 //!   created → offered.
+//! - `routing-replicas`: created → offered with two replicas on one PostgreSQL database,
+//!   against one replica on SQLite and one on PostgreSQL.
 
 mod expiry;
+mod replicas;
 mod rules;
 mod scale;
 mod stage;
@@ -40,6 +43,7 @@ use super::scenarios;
 use stage::{RoutingStage, enqueue_request, new_ids};
 
 pub(super) use expiry::offer_expiry;
+pub(super) use replicas::routing_replicas;
 pub(super) use rules::routing_rules;
 pub(super) use scale::routing_scale;
 
@@ -164,7 +168,7 @@ async fn enqueue_all(
     let target = {
         let (ids, sent, next) = (ids.clone(), sent.clone(), Arc::new(AtomicUsize::new(0)));
         let (client, tenant_id, queue_id) = (
-            stage.internal.clone(),
+            stage.internal[0].clone(),
             stage.tenant_id.clone(),
             queue_id.to_owned(),
         );
@@ -261,7 +265,8 @@ struct Acks {
 
 /// Enqueues `rate` conversations per second for `duration` into `queue_id`, each sent at
 /// its intended time by a pacing thread whatever happened to the earlier ones (at most
-/// `max_in_flight` outstanding; a wait for a slot counts), then waits for their offers.
+/// `max_in_flight` outstanding; a wait for a slot counts), to the stage's replicas in
+/// turn; then waits for their offers.
 async fn paced(
     stage: &RoutingStage,
     queue_id: &str,
@@ -291,7 +296,7 @@ async fn paced(
     let cpu_before = proc_stats::cpu_time();
     let start = Instant::now() + Duration::from_millis(2);
     let pacer = {
-        let (client, acks) = (stage.internal.clone(), acks.clone());
+        let (clients, acks) = (stage.internal.clone(), acks.clone());
         std::thread::Builder::new()
             .name("bench-routing-pacer".into())
             .spawn(move || {
@@ -301,8 +306,10 @@ async fn paced(
                     if intended > now {
                         std::thread::sleep(intended - now);
                     }
-                    let (mut client, acks, slots, done) =
-                        (client.clone(), acks.clone(), slots.clone(), done_tx.clone());
+                    // Spread over the replicas, as conversation-svc's calls are by a load
+                    // balancer.
+                    let mut client = clients[i % clients.len()].clone();
+                    let (acks, slots, done) = (acks.clone(), slots.clone(), done_tx.clone());
                     runtime.spawn(async move {
                         let _slot = slots.acquire_owned().await;
                         let sent = Instant::now();
@@ -433,7 +440,7 @@ fn latency_figures(
             baseline.latency_us(q) / 1000.0,
             Better::Lower,
         );
-        if q == 0.99 {
+        if q == 0.99 && !goal.is_empty() {
             figure = figure.goal(goal);
         }
         result.figures.push(figure);

@@ -1,5 +1,6 @@
-//! routing-svc on its own, on a fresh SQLite file, with the two services it calls played
-//! by a small in-process stand-in, and the internal event stream followed.
+//! routing-svc on its own, on a fresh SQLite file (or a fresh PostgreSQL database shared by
+//! several replicas), with the two services it calls played by a small in-process
+//! stand-in, and the internal event stream followed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -43,31 +44,44 @@ pub(super) const SETUP_IN_FLIGHT: usize = 32;
 /// Longest a stopping server may take.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// routing-svc serving one tenant, its administrator's and conversation-svc's clients, and
-/// what its event stream showed.
+/// routing-svc serving one tenant (as one or more replicas on one database), its
+/// administrator's and conversation-svc's clients, and what its event stream showed.
 pub(super) struct RoutingStage {
     pub(super) tenant_id: String,
     program_id: String,
-    /// An administrator who is also a supervisor (sets profiles, and presence for agents).
+    /// An administrator who is also a supervisor (sets profiles, and presence for agents),
+    /// on the first replica.
     admin: QueueServiceClient<SignedChannel>,
     supervisor: AgentServiceClient<SignedChannel>,
-    /// Signed as conversation-svc: enqueues and cancellations.
-    pub(super) internal: RoutingInternalServiceClient<SignedChannel>,
+    /// Signed as conversation-svc, one per replica in replica order: enqueues and
+    /// cancellations (the first replica's unless a measurement spreads them).
+    pub(super) internal: Vec<RoutingInternalServiceClient<SignedChannel>>,
     pub(super) observer: Arc<Observer>,
     neighbours: Neighbours,
-    routing_shutdown: ShutdownSignal,
-    routing_task: JoinHandle<anyhow::Result<()>>,
+    replicas: Vec<(ShutdownSignal, JoinHandle<anyhow::Result<()>>)>,
     neighbours_shutdown: ShutdownSignal,
     neighbours_task: JoinHandle<Result<(), switchboard_server_kit::ServeError>>,
     follow_stop: CancellationToken,
-    follow_task: JoinHandle<()>,
+    follow_tasks: Vec<JoinHandle<()>>,
 }
 
 impl RoutingStage {
-    /// Starts the stand-in and routing-svc (the defaults of `switchboard dev`: matcher tick,
-    /// full pass and event poll as shipped) on `dir`, creates a program, and follows the
-    /// event log from its start; returns once the stream has caught up.
+    /// Starts the stand-in and one routing-svc (the defaults of `switchboard dev`: matcher
+    /// tick, full pass and event poll as shipped) on a SQLite file in `dir`, creates a
+    /// program, and follows the event log from its start; returns once the stream has
+    /// caught up.
     pub(super) async fn start(dir: &Path) -> anyhow::Result<RoutingStage> {
+        let url = format!("sqlite://{}", dir.join("routing.db").display());
+        RoutingStage::start_on(&url, 1).await
+    }
+
+    /// [`RoutingStage::start`] with `replicas` routing-svc processes' worth (each its own
+    /// server, pool, matcher and expiry, in this process) on the database at `database_url`,
+    /// the event log followed on each replica (an event counts when first seen on any).
+    pub(super) async fn start_on(
+        database_url: &str,
+        replicas: usize,
+    ) -> anyhow::Result<RoutingStage> {
         let secret = format!("bench-identity-{}", uuid::Uuid::new_v4().simple());
         let key = IdentityKey::new(&secret)?;
         let tenant_id = uuid::Uuid::new_v4().to_string();
@@ -90,23 +104,34 @@ impl RoutingStage {
             neighbours_shutdown.clone(),
         ));
 
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let config = routing_svc::Config {
-            listen: listener.local_addr()?,
-            metrics_listen: None,
-            database_url: format!("sqlite://{}", dir.join("routing.db").display()),
-            identity_secret: secret,
-            conversation_url: neighbours_url.clone(),
-            directory_url: neighbours_url,
-            ..Default::default()
-        };
-        let routing_shutdown = ShutdownSignal::new();
-        let routing_task = tokio::spawn(routing_svc::serve(
-            config,
-            listener,
-            routing_shutdown.clone(),
-        ));
+        let mut urls = Vec::new();
+        let mut started = Vec::new();
+        for _ in 0..replicas.max(1) {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let addr = listener.local_addr()?;
+            urls.push(format!("http://{addr}"));
+            let config = routing_svc::Config {
+                listen: addr,
+                metrics_listen: None,
+                database_url: database_url.to_owned(),
+                identity_secret: secret.clone(),
+                conversation_url: neighbours_url.clone(),
+                directory_url: neighbours_url.clone(),
+                ..Default::default()
+            };
+            let shutdown = ShutdownSignal::new();
+            let task = tokio::spawn(routing_svc::serve(config, listener, shutdown.clone()));
+            started.push((shutdown, task));
+            if urls.len() == 1 && replicas > 1 {
+                // The first replica migrates the database before the others open it.
+                if let Err(err) = wait_until_serving(addr).await {
+                    started.iter().for_each(|(shutdown, _)| shutdown.trigger());
+                    neighbours_shutdown.trigger();
+                    return Err(err);
+                }
+            }
+        }
+        let url = urls[0].clone();
 
         let admin_identity = Identity {
             tenant_id: tenant_id.clone(),
@@ -127,41 +152,53 @@ impl RoutingStage {
             program_id: String::new(),
             admin: QueueServiceClient::new(admin_channel.clone()),
             supervisor: AgentServiceClient::new(admin_channel),
-            internal: RoutingInternalServiceClient::new(signed_channel(
-                &url,
-                key.clone(),
-                Identity::service("conversation-svc"),
-            )?),
+            internal: urls
+                .iter()
+                .map(|url| {
+                    Ok(RoutingInternalServiceClient::new(signed_channel(
+                        url,
+                        key.clone(),
+                        Identity::service("conversation-svc"),
+                    )?))
+                })
+                .collect::<anyhow::Result<_>>()?,
             observer: observer.clone(),
             neighbours,
-            routing_shutdown,
-            routing_task,
+            replicas: started,
             neighbours_shutdown,
             neighbours_task,
             follow_stop: follow_stop.clone(),
-            follow_task: tokio::spawn(async {}),
+            follow_tasks: Vec::new(),
         };
         let ready = async {
-            // Its own connection, as reporting-svc would have: the stream's reads do not
-            // share a connection with the calls being measured.
-            let mut events = RoutingInternalServiceClient::new(signed_channel(
-                &url,
-                key,
-                Identity::service("reporting-svc"),
-            )?);
-            let stream = tokio::time::timeout(
-                CALL_TIMEOUT,
-                events.subscribe(ipb::SubscribeRequest { after_sequence: 0 }),
-            )
-            .await
-            .context("routing-svc did not answer Subscribe in time")??
-            .into_inner();
-            let (caught_up_tx, caught_up_rx) = oneshot::channel();
-            stage.follow_task = tokio::spawn(observer.follow(stream, follow_stop, caught_up_tx));
-            tokio::time::timeout(CALL_TIMEOUT, caught_up_rx)
+            for url in &urls {
+                // Its own connection, as reporting-svc would have: the stream's reads do
+                // not share a connection with the calls being measured.
+                let mut events = RoutingInternalServiceClient::new(signed_channel(
+                    url,
+                    key.clone(),
+                    Identity::service("reporting-svc"),
+                )?);
+                let stream = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    events.subscribe(ipb::SubscribeRequest { after_sequence: 0 }),
+                )
                 .await
-                .context("the event stream did not catch up in time")?
-                .context("the event stream ended before catching up")?;
+                .context("routing-svc did not answer Subscribe in time")??
+                .into_inner();
+                let (caught_up_tx, caught_up_rx) = oneshot::channel();
+                stage
+                    .follow_tasks
+                    .push(tokio::spawn(observer.clone().follow(
+                        stream,
+                        follow_stop.clone(),
+                        caught_up_tx,
+                    )));
+                tokio::time::timeout(CALL_TIMEOUT, caught_up_rx)
+                    .await
+                    .context("the event stream did not catch up in time")?
+                    .context("the event stream ended before catching up")?;
+            }
             stage.program_id = stage
                 .admin
                 .clone()
@@ -189,21 +226,32 @@ impl RoutingStage {
         }
     }
 
-    /// Stops the stream, routing-svc and the stand-in; the error routing-svc stopped with.
+    /// Stops the streams, every replica and the stand-in; the first error a replica stopped
+    /// with.
     pub(super) async fn stop(self) -> anyhow::Result<()> {
         self.follow_stop.cancel();
-        let _ = self.follow_task.await;
-        self.routing_shutdown.trigger();
-        let stopped = tokio::time::timeout(STOP_TIMEOUT, self.routing_task).await;
+        for task in self.follow_tasks {
+            let _ = task.await;
+        }
+        for (shutdown, _) in &self.replicas {
+            shutdown.trigger();
+        }
+        let mut outcome = Ok(());
+        for (_, task) in self.replicas {
+            let stopped = match tokio::time::timeout(STOP_TIMEOUT, task).await {
+                Ok(Ok(stopped)) => stopped.context("routing-svc stopped with an error"),
+                Ok(Err(join)) => Err(anyhow::anyhow!("routing-svc panicked: {join}")),
+                Err(_) => Err(anyhow::anyhow!(
+                    "routing-svc did not stop within {STOP_TIMEOUT:?}"
+                )),
+            };
+            if outcome.is_ok() {
+                outcome = stopped;
+            }
+        }
         self.neighbours_shutdown.trigger();
         let _ = tokio::time::timeout(STOP_TIMEOUT, self.neighbours_task).await;
-        match stopped {
-            Ok(Ok(outcome)) => outcome.context("routing-svc stopped with an error"),
-            Ok(Err(join)) => Err(anyhow::anyhow!("routing-svc panicked: {join}")),
-            Err(_) => Err(anyhow::anyhow!(
-                "routing-svc did not stop within {STOP_TIMEOUT:?}"
-            )),
-        }
+        outcome
     }
 
     /// Creates `queue` in the stage's program (web chat unless it says otherwise); its id.
@@ -366,7 +414,7 @@ impl RoutingStage {
         let outcomes: Vec<anyhow::Result<()>> =
             futures::stream::iter(conversation_ids.iter().cloned())
                 .map(|conversation_id| {
-                    let mut client = self.internal.clone();
+                    let mut client = self.internal[0].clone();
                     let request = ipb::CancelWaitingRequest {
                         tenant_id: self.tenant_id.clone(),
                         conversation_id,
@@ -413,6 +461,20 @@ impl RoutingStage {
             page_token = page.next_page_token;
         }
     }
+}
+
+/// Waits until the routing-svc on `addr` reports SERVING (it has migrated its database by
+/// then).
+async fn wait_until_serving(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while !crate::suite::serving(addr).await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "routing-svc on {addr} did not report SERVING within {CALL_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// What conversation-svc would send to enqueue a new web chat `conversation_id`.
