@@ -43,29 +43,32 @@ impl Storage {
                 uuid::Uuid::new_v4().simple()
             )),
             Storage::Postgres { server_url, prefix } => {
-                let name = format!("{prefix}_{service}");
-                let mut conn = sqlx::PgConnection::connect(server_url)
-                    .await
-                    .with_context(|| format!("connecting to {server_url}"))?;
-                let exists: Option<(i32,)> =
-                    sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-                        .bind(&name)
-                        .fetch_optional(&mut conn)
-                        .await?;
-                if exists.is_none() {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                        .execute(&mut conn)
-                        .await?;
-                }
-                conn.close().await?;
-                let base = server_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base)
-                    .unwrap_or(server_url);
-                Ok(format!("{base}/{name}"))
+                postgres_database(server_url, &format!("{prefix}_{service}")).await
             }
         }
     }
+}
+
+/// The URL of database `name` on the PostgreSQL server at `server_url` (a URL naming any
+/// database there), created if missing.
+pub(crate) async fn postgres_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut conn = sqlx::PgConnection::connect(server_url)
+        .await
+        .with_context(|| format!("connecting to {server_url}"))?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    let base = server_url
+        .rsplit_once('/')
+        .map_or(server_url, |(base, _)| base);
+    Ok(format!("{base}/{name}"))
 }
 
 /// How to run the suite.

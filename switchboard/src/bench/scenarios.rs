@@ -9,7 +9,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use anyhow::Context;
-use sqlx::Connection;
 use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::routing::v1 as routing;
@@ -745,15 +744,7 @@ pub(super) async fn create_database(server_url: &str, what: &str) -> anyhow::Res
         "bench_{}_{what}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    let base = server_url
-        .rsplit_once('/')
-        .map_or(server_url, |(base, _)| base);
-    Ok(format!("{base}/{name}"))
+    crate::suite::postgres_database(server_url, &name).await
 }
 
 /// A fresh database for the raw one-row transaction baseline, with the services' settings
