@@ -11,7 +11,7 @@ use routing_svc::domain::{
 use routing_svc::error::Error;
 use routing_svc::store::catalog::{self, AgentProfileInput};
 use routing_svc::store::page::PageRequest;
-use routing_svc::store::routing::{self, EnqueueInput, OfferPlan, ReserveInput};
+use routing_svc::store::routing::{self, EnqueueInput, Locks, OfferPlan, ReserveInput};
 use routing_svc::store::{NewEvent, Store, Topic, events, outbox};
 use sqlx::Row;
 use switchboard_server_kit::db::now_micros;
@@ -33,6 +33,7 @@ on_each_backend!(
     timeout_requeues_keeping_place_and_puts_agent_in_rona,
     a_batch_of_time_outs_does_what_each_would_alone,
     a_lost_offer_says_which_side_was_stale,
+    a_claim_without_waiting_leaves_a_conversation_being_offered_to_its_maker,
     reject_requeues_and_excludes_the_agent,
     cancel_waiting_withdraws_the_pending_offer,
     enqueue_is_idempotent_by_key,
@@ -228,7 +229,7 @@ impl Fixture {
     ) -> Option<routing_svc::domain::Offer> {
         let plan = Fixture::plan(queue, item, agent);
         let mut tx = store.begin().await.unwrap();
-        match routing::create_offer(&mut tx, &plan, now_micros())
+        match routing::create_offer(&mut tx, &plan, Locks::WithoutWaiting, now_micros())
             .await
             .unwrap()
         {
@@ -985,17 +986,19 @@ async fn a_lost_offer_says_which_side_was_stale(store: Store) {
         f.enqueue(&store, Channel::Webchat).await,
     );
     assert!(f.offer(&store, &f.queue, &x, &a).await.is_some());
-    for (item, agent, lost) in [
-        (&x, &b, routing::Lost::Conversation),
-        (&y, &a, routing::Lost::Agent),
-    ] {
-        let plan = Fixture::plan(&f.queue, item, agent);
-        let mut tx = store.begin().await.unwrap();
-        let made = routing::create_offer(&mut tx, &plan, now_micros())
-            .await
-            .unwrap();
-        assert_eq!(made.map(|offer| offer.id), Err(lost));
-        tx.rollback().await.unwrap();
+    for locks in [Locks::WithoutWaiting, Locks::Waiting] {
+        for (item, agent, lost) in [
+            (&x, &b, routing::Lost::Conversation),
+            (&y, &a, routing::Lost::Agent),
+        ] {
+            let plan = Fixture::plan(&f.queue, item, agent);
+            let mut tx = store.begin().await.unwrap();
+            let made = routing::create_offer(&mut tx, &plan, locks, now_micros())
+                .await
+                .unwrap();
+            assert_eq!(made.map(|offer| offer.id), Err(lost), "{locks:?}");
+            tx.rollback().await.unwrap();
+        }
     }
     assert_ledger_consistent(&store).await;
 }
@@ -1999,6 +2002,94 @@ async fn a_claim_that_loses_the_race_is_a_conflict(store: Store) {
     assert!(matches!(gone, Error::NotFound(_)), "{gone:?}");
 }
 
+/// Two replicas' matchers at once (PostgreSQL): while one is making an offer, the other's
+/// claim of the same conversation is turned away at once rather than after the first
+/// commits, and its claim of the same agent for another conversation says the agent is
+/// busy, then waits for it when asked to. On SQLite, one writer at a time, the same claims
+/// made after the first commits say the conversation is taken and make the offer.
+async fn a_claim_without_waiting_leaves_a_conversation_being_offered_to_its_maker(store: Store) {
+    let f = fixture(&store, 3).await;
+    let (a, b) = (f.agent(&store, "A").await, f.agent(&store, "B").await);
+    let (x, y) = (
+        f.enqueue(&store, Channel::Webchat).await,
+        f.enqueue(&store, Channel::Webchat).await,
+    );
+    let mut first = store.begin().await.unwrap();
+    let made = routing::create_offer(
+        &mut first,
+        &Fixture::plan(&f.queue, &x, &a),
+        Locks::WithoutWaiting,
+        now_micros(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let postgres = store.dialect() == switchboard_server_kit::db::Dialect::Postgres;
+    // SQLite would hold a second write transaction until the first ends.
+    let mut first = Some(first);
+    if !postgres && let Some(tx) = first.take() {
+        tx.commit().await.unwrap();
+    }
+    // A claim that waited for the first transaction would never end while it is open.
+    let claim = |item: WaitingItem, agent: Agent, locks: Locks| {
+        let (store, queue) = (store.clone(), f.queue.clone());
+        tokio::spawn(async move {
+            let plan = Fixture::plan(&queue, &item, &agent);
+            let mut tx = store.begin().await.unwrap();
+            let made = routing::create_offer(&mut tx, &plan, locks, now_micros())
+                .await
+                .unwrap();
+            match made {
+                Ok(offer) => {
+                    tx.commit().await.unwrap();
+                    Ok(offer.agent_id)
+                }
+                Err(lost) => {
+                    tx.rollback().await.unwrap();
+                    Err(lost)
+                }
+            }
+        })
+    };
+    // Ends at once whatever the first transaction holds; the timeout only stops a hang.
+    type Claim = tokio::task::JoinHandle<Result<String, routing::Lost>>;
+    let at_once = |claimed: Claim| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(30), claimed)
+            .await
+            .expect("the claim did not wait")
+            .unwrap()
+    };
+    let same_conversation = at_once(claim(x.clone(), b.clone(), Locks::WithoutWaiting)).await;
+    assert_eq!(same_conversation, Err(routing::Lost::Conversation));
+    if postgres {
+        let same_agent = at_once(claim(y.clone(), a.clone(), Locks::WithoutWaiting)).await;
+        assert_eq!(same_agent, Err(routing::Lost::Busy));
+        let waiting = claim(y.clone(), a.clone(), Locks::Waiting);
+        wait_for_lock_wait(&store, "UPDATE agents").await;
+        first.take().unwrap().commit().await.unwrap();
+        assert_eq!(waiting.await.unwrap(), Ok(a.agent_id.clone()));
+    } else {
+        let same_agent = claim(y.clone(), a.clone(), Locks::WithoutWaiting)
+            .await
+            .unwrap();
+        assert_eq!(same_agent, Ok(a.agent_id.clone()));
+    }
+    assert!(f.waiting(&store, &x.conversation_id).await.unwrap().offered);
+    let mut conn = store.conn().await.unwrap();
+    let kept = routing::get_offer(&mut conn, &f.tenant, &made.id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    assert_eq!(
+        (kept.state, kept.agent_id.as_str()),
+        (OfferState::Pending, a.agent_id.as_str())
+    );
+    assert_eq!(f.reload(&store, &a.agent_id).await.pending_units, 2);
+    assert_eq!(f.reload(&store, &b.agent_id).await.pending_units, 0);
+    assert_ledger_consistent(&store).await;
+}
+
 /// CancelWaiting while another replica is making an offer of the conversation: the cancel
 /// waits for the offer to commit, then withdraws it with the conversation, so that no offer
 /// stays pending for a conversation no longer waiting.
@@ -2008,7 +2099,7 @@ async fn a_cancel_that_meets_an_offer_being_made_withdraws_it(store: Store) {
     let item = f.enqueue(&store, Channel::Webchat).await;
     let plan = Fixture::plan(&f.queue, &item, &agent);
     let mut offering = store.begin().await.unwrap();
-    let offer = routing::create_offer(&mut offering, &plan, now_micros())
+    let offer = routing::create_offer(&mut offering, &plan, Locks::WithoutWaiting, now_micros())
         .await
         .unwrap()
         .unwrap();

@@ -32,7 +32,7 @@ use crate::engine::Context;
 use crate::engine::members::Members;
 use crate::error::Result;
 use crate::store::routing::{
-    self, Lost, Matchable, OfferPlan, Overflowed, QueuePosition, WalkOrder,
+    self, Locks, Lost, Matchable, OfferPlan, Overflowed, QueuePosition, WalkOrder,
 };
 use crate::store::{Store, catalog};
 
@@ -201,8 +201,15 @@ impl Matcher {
                 continue;
             }
             self.recorded.remove(queue_id);
+            let started = Instant::now();
             match walk(store, snapshot, WalkOrder::Waited, None, shutdown).await {
                 Ok(walked) => {
+                    debug!(
+                        queue_id = %queue_id,
+                        offers = walked.offers,
+                        elapsed_us = started.elapsed().as_micros(),
+                        "queue walked"
+                    );
                     offers += walked.offers;
                     self.backlog_left |= walked.more;
                     if walked.raced {
@@ -447,7 +454,7 @@ async fn walk(
                     debug!(conversation_id = %item.conversation_id, "no longer waiting");
                     break;
                 }
-                Ok(Err(Lost::Agent)) => {
+                Ok(Err(Lost::Agent | Lost::Busy)) => {
                     debug!(conversation_id = %item.conversation_id, "lost an offer race, will retry");
                 }
                 Err(err) => {
@@ -502,22 +509,31 @@ async fn offer(
         omitted: decision.omitted,
         offer_id: uuid::Uuid::new_v4().to_string(),
     };
-    let mut tx = store.begin().await?;
-    match routing::create_offer(&mut tx, &plan, now).await? {
-        Ok(offer) => {
-            tx.commit().await?;
-            info!(
-                conversation_id = %offer.conversation_id,
-                agent_id = %offer.agent_id,
-                offer_id = %offer.id,
-                queue_id = %offer.queue_id,
-                "offer made"
-            );
-            Ok(Ok(()))
-        }
-        Err(lost) => {
-            tx.rollback().await?;
-            Ok(Err(lost))
+    // Without waiting first: most of the time nothing else holds these rows, and a
+    // conversation another replica is offering right now is skipped at once.
+    let mut locks = Locks::WithoutWaiting;
+    loop {
+        let mut tx = store.begin().await?;
+        match routing::create_offer(&mut tx, &plan, locks, now).await? {
+            Ok(offer) => {
+                tx.commit().await?;
+                info!(
+                    conversation_id = %offer.conversation_id,
+                    agent_id = %offer.agent_id,
+                    offer_id = %offer.id,
+                    queue_id = %offer.queue_id,
+                    "offer made"
+                );
+                return Ok(Ok(()));
+            }
+            Err(Lost::Busy) if locks == Locks::WithoutWaiting => {
+                tx.rollback().await?;
+                locks = Locks::Waiting;
+            }
+            Err(lost) => {
+                tx.rollback().await?;
+                return Ok(Err(lost));
+            }
         }
     }
 }

@@ -572,7 +572,9 @@ async fn queue_ids_of(
 /// lock first, before any offer, waiting or assignment row it touches. Two such writes then
 /// queue on the agent instead of each holding a row the other needs (an offer timing out
 /// while the agent accepts another, a customer leaving while the offer expires), which
-/// PostgreSQL could only break by failing one of them as a deadlock.
+/// PostgreSQL could only break by failing one of them as a deadlock. The matcher's claim
+/// (`routing::Locks::WithoutWaiting`) is the one exception: it takes the conversation
+/// first, but only rows no one holds, so it never waits and cannot close a cycle.
 pub async fn lock_agent(tx: &mut Tx, tenant_id: &str, agent_id: &str) -> Result<()> {
     if tx.dialect() == Dialect::Postgres {
         sqlx::query(

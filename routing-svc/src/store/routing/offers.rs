@@ -178,6 +178,25 @@ pub enum Lost {
     /// The conversation is no longer waiting: another replica offered it, or it was moved
     /// or withdrawn. Nothing the plan knew of the agents is wrong.
     Conversation,
+    /// Another transaction holds the agent's or the queue's row this moment (PostgreSQL,
+    /// [`Locks::WithoutWaiting`] only): nothing the plan knew is stale; try it again with
+    /// [`Locks::Waiting`].
+    Busy,
+}
+
+/// How [`create_offer`] takes its row locks on PostgreSQL (SQLite has one writer at a
+/// time, so there is nothing to wait for there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locks {
+    /// The conversation first, then the agent and the queue, each taken only if free this
+    /// moment, so the claim never waits: a conversation another replica's matcher is
+    /// offering is left to it at once, instead of after its transaction ends. Waiting for
+    /// nothing, the claim cannot be part of a deadlock whatever order it locks in.
+    WithoutWaiting,
+    /// The agent, then the queue, then the conversation, waiting for each: the order every
+    /// other write follows (see `catalog::lock_agent`). For a plan that found its agent
+    /// or queue busy.
+    Waiting,
 }
 
 /// Makes an offer: claims the waiting item, promises the agent's units, checks the
@@ -186,58 +205,44 @@ pub enum Lost {
 pub async fn create_offer(
     tx: &mut Tx,
     plan: &OfferPlan<'_>,
+    locks: Locks,
     now: i64,
 ) -> Result<std::result::Result<Offer, Lost>> {
     let item = plan.item;
-    // The agent's row first (see `catalog::lock_agent`): the units are promised before the
-    // conversation is claimed.
-    let hold = sqlx::query(
-        "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
-         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
-         AND capacity_used + pending_units + $3 <= capacity_total",
-    )
-    .bind(&item.tenant_id)
-    .bind(plan.agent_id)
-    .bind(i64::from(plan.units))
-    .bind(now)
-    .bind(i64::from(Presence::Available.as_i32()));
-    if !changes_one_row(tx.conn(), hold).await? {
-        return Ok(Err(Lost::Agent));
-    }
-    // Only round robin reads the cursor; updating it on every offer would make every
-    // offer of a queue wait for the one before it on PostgreSQL. Taken before the waiting
-    // row, as an update of the queue's settings does.
-    if plan.queue.assignment_method == AssignmentMethod::RoundRobin {
-        sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
-            .bind(&item.queue_id)
-            .bind(plan.agent_id)
-            .execute(tx.conn())
-            .await?;
-    }
-    let claim = sqlx::query(
-        "UPDATE waiting SET state = $1, offer_id = $2 \
-         WHERE conversation_id = $3 AND queue_id = $4 AND state = $5",
-    )
-    .bind(OFFERED)
-    .bind(&plan.offer_id)
-    .bind(&item.conversation_id)
-    .bind(&item.queue_id)
-    .bind(WAITING);
-    if !changes_one_row(tx.conn(), claim).await? {
-        return Ok(Err(Lost::Conversation));
-    }
+    let postgres = tx.dialect() == switchboard_server_kit::db::Dialect::Postgres;
+    let claimed = if locks == Locks::WithoutWaiting && postgres {
+        let Some(claimed) = claim_waiting_item(tx, plan, true).await? else {
+            return Ok(Err(Lost::Conversation));
+        };
+        if let Err(lost) = hold_units_without_waiting(tx, plan, now).await? {
+            return Ok(Err(lost));
+        }
+        claimed
+    } else {
+        // The agent's row first (see `catalog::lock_agent`): the units are promised before
+        // the conversation is claimed.
+        if !hold_units(tx, plan, now).await? {
+            return Ok(Err(Lost::Agent));
+        }
+        // Only round robin reads the cursor; updating it on every offer would make every
+        // offer of a queue wait for the one before it on PostgreSQL. Taken before the
+        // waiting row, as an update of the queue's settings does.
+        if plan.queue.assignment_method == AssignmentMethod::RoundRobin {
+            sqlx::query("UPDATE queues SET rr_cursor = $2 WHERE id = $1")
+                .bind(&item.queue_id)
+                .bind(plan.agent_id)
+                .execute(tx.conn())
+                .await?;
+        }
+        let Some(claimed) = claim_waiting_item(tx, plan, false).await? else {
+            return Ok(Err(Lost::Conversation));
+        };
+        claimed
+    };
     // The plan comes from a read that may predate an offer of this conversation by another
     // replica to the same agent, declined since: the claim then finds it waiting again.
     // Checked once the item is claimed, so an agent is never offered again what it declined.
-    let entered_time: i64 =
-        sqlx::query_scalar("SELECT entered_time FROM waiting WHERE conversation_id = $1")
-            .bind(&item.conversation_id)
-            .fetch_one(tx.conn())
-            .await?;
-    if excluded_agents(tx.conn(), &item.conversation_id, entered_time)
-        .await?
-        .contains(plan.agent_id)
-    {
+    if claimed.declined_by_agent {
         return Ok(Err(Lost::Agent));
     }
     if plan.queue.max_open_per_agent > 0 {
@@ -288,6 +293,112 @@ pub async fn create_offer(
     .await?;
     tx.event(NewEvent::of_offer(&offer, kind::OFFER_CREATED));
     Ok(Ok(offer))
+}
+
+/// What claiming a waiting conversation for an offer found.
+struct Claimed {
+    /// Whether the plan's agent declined it (or let an offer of it time out) since it
+    /// entered its queue.
+    declined_by_agent: bool,
+}
+
+/// Claims the plan's conversation if it still waits in the plan's queue, and says whether
+/// the plan's agent declined it meanwhile; one statement. With `skip_locked`
+/// (PostgreSQL), a conversation whose row another transaction holds counts as taken
+/// rather than being waited for.
+async fn claim_waiting_item(
+    tx: &mut Tx,
+    plan: &OfferPlan<'_>,
+    skip_locked: bool,
+) -> Result<Option<Claimed>> {
+    let excluding: Vec<String> = OfferState::ALL
+        .iter()
+        .filter(|state| state.excludes_agent())
+        .map(|state| state.as_i32().to_string())
+        .collect();
+    let which = if skip_locked {
+        "conversation_id = (SELECT conversation_id FROM waiting \
+         WHERE conversation_id = $3 AND queue_id = $4 AND state = $5 \
+         FOR NO KEY UPDATE SKIP LOCKED)"
+    } else {
+        "conversation_id = $3 AND queue_id = $4 AND state = $5"
+    };
+    let declined: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "UPDATE waiting SET state = $1, offer_id = $2 WHERE {which} \
+         RETURNING (SELECT COUNT(*) FROM offers o WHERE o.conversation_id = waiting.conversation_id \
+         AND o.agent_id = $6 AND o.create_time >= waiting.entered_time \
+         AND o.state IN ({}))",
+        excluding.join(", ")
+    )))
+    .bind(OFFERED)
+    .bind(&plan.offer_id)
+    .bind(&plan.item.conversation_id)
+    .bind(&plan.item.queue_id)
+    .bind(WAITING)
+    .bind(plan.agent_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(declined.map(|count| Claimed {
+        declined_by_agent: count > 0,
+    }))
+}
+
+/// Promises the plan's units on its agent if still Available with room; whether it did.
+async fn hold_units(tx: &mut Tx, plan: &OfferPlan<'_>, now: i64) -> Result<bool> {
+    let hold = sqlx::query(
+        "UPDATE agents SET pending_units = pending_units + $3, idle_since = $4 \
+         WHERE tenant_id = $1 AND agent_id = $2 AND presence = $5 \
+         AND capacity_used + pending_units + $3 <= capacity_total",
+    )
+    .bind(&plan.item.tenant_id)
+    .bind(plan.agent_id)
+    .bind(i64::from(plan.units))
+    .bind(now)
+    .bind(i64::from(Presence::Available.as_i32()));
+    changes_one_row(tx.conn(), hold).await
+}
+
+/// [`hold_units`] on PostgreSQL without waiting for the agent's row (one statement that
+/// tells a busy row from a stale plan), then the round-robin cursor the same way.
+async fn hold_units_without_waiting(
+    tx: &mut Tx,
+    plan: &OfferPlan<'_>,
+    now: i64,
+) -> Result<std::result::Result<(), Lost>> {
+    let (locked, held): (i64, i64) = sqlx::query_as(
+        "WITH locked AS (SELECT tenant_id, agent_id FROM agents \
+           WHERE tenant_id = $1 AND agent_id = $2 FOR NO KEY UPDATE SKIP LOCKED), \
+         held AS (UPDATE agents a SET pending_units = a.pending_units + $3, idle_since = $4 \
+           FROM locked l WHERE a.tenant_id = l.tenant_id AND a.agent_id = l.agent_id \
+           AND a.presence = $5 AND a.capacity_used + a.pending_units + $3 <= a.capacity_total \
+           RETURNING 1) \
+         SELECT (SELECT COUNT(*) FROM locked), (SELECT COUNT(*) FROM held)",
+    )
+    .bind(&plan.item.tenant_id)
+    .bind(plan.agent_id)
+    .bind(i64::from(plan.units))
+    .bind(now)
+    .bind(i64::from(Presence::Available.as_i32()))
+    .fetch_one(tx.conn())
+    .await?;
+    if locked == 0 {
+        return Ok(Err(Lost::Busy));
+    }
+    if held == 0 {
+        return Ok(Err(Lost::Agent));
+    }
+    if plan.queue.assignment_method == AssignmentMethod::RoundRobin {
+        let moved = sqlx::query(
+            "UPDATE queues SET rr_cursor = $2 WHERE id = (SELECT id FROM queues WHERE id = $1 \
+             FOR NO KEY UPDATE SKIP LOCKED)",
+        )
+        .bind(&plan.item.queue_id)
+        .bind(plan.agent_id);
+        if !changes_one_row(tx.conn(), moved).await? {
+            return Ok(Err(Lost::Busy));
+        }
+    }
+    Ok(Ok(()))
 }
 
 pub(super) async fn insert_offer(tx: &mut Tx, offer: &Offer) -> Result<()> {
