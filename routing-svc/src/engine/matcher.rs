@@ -7,7 +7,8 @@
 //! due), and on a slower tick that routes the whole backlog anyway, which picks up changes
 //! made through another replica. Every offer is a
 //! conditional claim in the store, so replicas sharing one database never offer one
-//! conversation twice or promise the same units twice.
+//! conversation twice or promise the same units twice; a claim skips a conversation
+//! another replica is offering at that moment rather than waiting for it.
 //!
 //! A pass goes queue by queue, so that a backlog nobody can take in one queue never
 //! keeps another queue's agents idle. Each queue is read once (settings, load, rotation;

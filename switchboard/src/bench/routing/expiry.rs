@@ -56,36 +56,23 @@ pub(in crate::bench) async fn offer_expiry(
         // One unit each: a time-out withdraws the agent's other pending offers, so only one
         // offer per agent can time out.
         let profile = stage.create_capacity_profile(1).await?;
-        let base = expire(
-            stage,
-            plan,
-            &profile,
-            plan.expiry_baseline,
-            Deadlines::Squeezed,
-            &mut result,
-        )
-        .await?;
-        // Out of the way: the conversations would wait on for agents in RONA.
-        stage.cancel(&base.conversation_ids).await?;
-        let as_made = expire(
-            stage,
-            plan,
-            &profile,
-            plan.expiry_pending,
-            Deadlines::AsMade,
-            &mut result,
-        )
-        .await?;
-        stage.cancel(&as_made.conversation_ids).await?;
-        let squeezed = expire(
-            stage,
-            plan,
-            &profile,
-            plan.expiry_pending,
-            Deadlines::Squeezed,
-            &mut result,
-        )
-        .await?;
+        let mut measured = Vec::new();
+        for (count, deadlines) in [
+            (plan.expiry_baseline, Deadlines::Squeezed),
+            (plan.expiry_pending, Deadlines::AsMade),
+            (plan.expiry_pending, Deadlines::Squeezed),
+        ] {
+            // Each measurement's conversations out of the way of the next: they would wait
+            // on for agents in RONA.
+            if let Some(earlier) = measured.last() {
+                let earlier: &Expired = earlier;
+                stage.cancel(&earlier.conversation_ids).await?;
+            }
+            measured.push(expire(stage, plan, &profile, count, deadlines, &mut result).await?);
+        }
+        let [base, as_made, squeezed]: [Expired; 3] = measured
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three expiry measurements"))?;
         let baseline_name = format!(
             "the same with {} pending",
             base.timed_out.ok + base.timed_out.errors
