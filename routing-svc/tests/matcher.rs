@@ -26,6 +26,7 @@ on_each_backend!(
     round_robin_and_max_open_hold_within_one_pass,
     an_unserved_backlog_is_recorded_once_a_slice_per_pass,
     two_matchers_on_one_store_never_promise_a_seat_twice,
+    a_pass_skips_a_conversation_another_change_holds,
     every_due_offer_times_out_in_one_call,
     members_kept_between_passes_follow_every_change,
     a_backlog_held_back_on_login_does_not_hide_newer_conversations,
@@ -403,6 +404,44 @@ async fn two_matchers_on_one_store_never_promise_a_seat_twice(store: Store) {
     .await
     .unwrap();
     assert_eq!(over, 0);
+}
+
+/// A pass meets a conversation whose row another transaction holds (on PostgreSQL: another
+/// replica offering it, a pick, a cancel): it goes on to the next one at once rather than
+/// waiting, and offers the held one on a later pass once it is free. SQLite has one writer,
+/// so nothing can hold a row there while the pass runs: both are offered in one pass.
+async fn a_pass_skips_a_conversation_another_change_holds(store: Store) {
+    let t = tenant(&store, 2).await;
+    let queue = t.queue("Chat");
+    t.add_queue(&store, &queue).await;
+    t.agents(&store, 1, &[&queue], Presence::Available).await;
+    let items = t.enqueue(&store, &queue, 2, 1_000).await;
+    let token = CancellationToken::new();
+    if store.dialect() != switchboard_server_kit::db::Dialect::Postgres {
+        assert_eq!(match_waiting(&store, &token).await.unwrap(), 2);
+        assert_eq!(offered(&store, &items).await, [true, true]);
+        return;
+    }
+    let mut held = store.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM waiting WHERE conversation_id = $1 FOR UPDATE")
+        .bind(&items[0].conversation_id)
+        .execute(held.conn())
+        .await
+        .unwrap();
+    // A pass that waited for the held row would never end while it is held; the timeout
+    // only stops a hang.
+    let pass = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        match_waiting(&store, &token),
+    )
+    .await
+    .expect("the pass did not wait for the held row")
+    .unwrap();
+    assert_eq!(pass, 1);
+    assert_eq!(offered(&store, &items).await, [false, true]);
+    held.rollback().await.unwrap();
+    assert_eq!(match_waiting(&store, &token).await.unwrap(), 1);
+    assert_eq!(offered(&store, &items).await, [true, true]);
 }
 
 /// More offers fall due than one read of due offers returns: one call times out all.

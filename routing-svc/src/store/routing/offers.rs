@@ -190,8 +190,10 @@ pub enum Lost {
 pub enum Locks {
     /// The conversation first, then the agent and the queue, each taken only if free this
     /// moment, so the claim never waits: a conversation another replica's matcher is
-    /// offering is left to it at once, instead of after its transaction ends. Waiting for
-    /// nothing, the claim cannot be part of a deadlock whatever order it locks in.
+    /// offering is left to it at once, instead of after its transaction ends. The only
+    /// lock it then waits for is the event counter's, which every transaction takes last
+    /// and holds while waiting for nothing, so it cannot close a deadlock whatever order
+    /// it locks in. A row held by a change that then rolls back is offered on a later pass.
     WithoutWaiting,
     /// The agent, then the queue, then the conversation, waiting for each: the order every
     /// other write follows (see `catalog::lock_agent`). For a plan that found its agent
