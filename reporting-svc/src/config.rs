@@ -29,6 +29,8 @@ pub struct Config {
     pub identity_secret: String,
     /// conversation-svc's gRPC address, whose event log feeds the reports.
     pub conversation_url: String,
+    /// routing-svc's gRPC address, whose event log feeds the queue and agent reports.
+    pub routing_url: String,
     /// Delay before the first reconnection to the event log after its stream ends or
     /// fails, in milliseconds; doubled after each failed attempt.
     pub reconnect_initial_ms: u64,
@@ -49,6 +51,7 @@ impl Default for Config {
             database_url: "sqlite://switchboard-data/reporting.db".to_owned(),
             identity_secret: String::new(),
             conversation_url: "http://127.0.0.1:50062".to_owned(),
+            routing_url: "http://127.0.0.1:50061".to_owned(),
             reconnect_initial_ms: 200,
             reconnect_max_ms: 30_000,
             export_max_rows: MAX_EXPORT_ROWS,

@@ -1,57 +1,79 @@
-//! The background task that follows conversation-svc's event log and folds each event
-//! into the facts.
+//! The background tasks that follow conversation-svc's and routing-svc's event logs and
+//! fold each event into the facts and counts.
 //!
-//! It subscribes after the stored cursor, applies every log entry in its own transaction
-//! together with the cursor, and on any end or failure of the stream subscribes again
+//! Each subscribes after its stored cursor, applies every log entry in a transaction
+//! together with that cursor, and on any end or failure of the stream subscribes again
 //! after a capped exponential backoff. Since the cursor is read from the database on
 //! every subscription, a restart, a reconnection or a server that replays old events
-//! never loses nor double-counts one.
+//! never loses nor double-counts one. The two logs have a cursor each and are followed
+//! independently: one service being down never holds the other's events back.
 //!
-//! The cursor is the entry's `log_sequence`, the position in conversation-svc's whole log.
-//! An event's own `sequence` counts within its conversation (1, 2, 3 in each), so it
-//! repeats across conversations and must never be used as the cursor.
+//! The cursor is the entry's position in the service's whole log (`log_sequence` for
+//! conversation-svc, the event's `sequence` for routing-svc). A conversation event's own
+//! `sequence` counts within its conversation (1, 2, 3 in each), so it repeats across
+//! conversations and must never be used as the cursor.
 
 use std::time::Duration;
 
-use futures::FutureExt as _;
+use futures::stream::BoxStream;
+use futures::{FutureExt as _, StreamExt as _};
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
-use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
-use switchboard_proto::conversation::internal::v1::{LogEntry, SubscribeRequest};
+use switchboard_proto::conversation::internal::v1::subscribe_response::Update as ConversationUpdate;
+use switchboard_proto::conversation::internal::v1::{
+    LogEntry, SubscribeRequest as ConversationSubscribe,
+};
 use switchboard_proto::conversation::v1::EventType;
+use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
+use switchboard_proto::routing::internal::v1::subscribe_response::Update as RoutingUpdate;
+use switchboard_proto::routing::internal::v1::{
+    RoutingEvent as ProtoRoutingEvent, RoutingEventType, SubscribeRequest as RoutingSubscribe,
+};
+use switchboard_proto::routing::v1::OfferKind;
 use switchboard_server_kit::SignedChannel;
 use switchboard_server_kit::db::timestamp_to_micros;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::domain::facts::{Event, EventKind};
-use crate::store::{CONVERSATION_EVENTS, Store};
+use crate::domain::metrics::{RoutingEvent, RoutingEventKind};
+use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store};
 
 /// Most log entries applied in one transaction.
 const APPLY_BATCH: usize = 256;
 
-/// Prometheus series of the consumer.
+/// Prometheus series of the consumers, labelled by `source` (`conversation-svc`,
+/// `routing-svc`).
 #[derive(Clone, Debug)]
 pub struct ConsumerMetrics {
-    applied: prometheus::IntCounter,
-    cursor: prometheus::IntGauge,
-    caught_up: prometheus::IntGauge,
+    applied: prometheus::IntCounterVec,
+    cursor: prometheus::IntGaugeVec,
+    caught_up: prometheus::IntGaugeVec,
 }
 
 impl ConsumerMetrics {
     /// Creates the series and registers them in `registry`.
     pub fn register(registry: &prometheus::Registry) -> prometheus::Result<ConsumerMetrics> {
-        let applied = prometheus::IntCounter::new(
-            "reporting_events_applied_total",
-            "Conversation events folded into the report facts.",
+        let applied = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "reporting_events_applied_total",
+                "Events folded into the report facts and counts, by source log.",
+            ),
+            &["source"],
         )?;
-        let cursor = prometheus::IntGauge::new(
-            "reporting_event_cursor",
-            "Log sequence of the last conversation event applied.",
+        let cursor = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "reporting_event_cursor",
+                "Log position of the last event applied, by source log.",
+            ),
+            &["source"],
         )?;
-        let caught_up = prometheus::IntGauge::new(
-            "reporting_event_consumer_caught_up",
-            "1 once the current subscription has applied every event committed when it \
-             started, 0 while catching up or disconnected.",
+        let caught_up = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "reporting_event_consumer_caught_up",
+                "1 once the source's current subscription has applied every event committed \
+                 when it started, 0 while catching up or disconnected.",
+            ),
+            &["source"],
         )?;
         registry.register(Box::new(applied.clone()))?;
         registry.register(Box::new(cursor.clone()))?;
@@ -103,34 +125,158 @@ enum StreamError {
     Storage(#[from] sqlx::Error),
 }
 
-/// Follows conversation-svc's event log into a [`Store`].
+/// An event of either log, as the store applies it.
+#[derive(Clone, Debug)]
+enum Input {
+    Conversation(Event),
+    Routing(RoutingEvent),
+}
+
+/// One message of either log's subscription.
+enum Update {
+    /// The next entry: its log position, and its event or why it carries nothing to
+    /// report on.
+    Entry {
+        log_sequence: i64,
+        input: Result<Input, &'static str>,
+    },
+    /// The stream is alive.
+    Heartbeat,
+    /// Every event committed when the subscription started was sent.
+    CaughtUp,
+    /// A message with nothing set.
+    Empty,
+}
+
+/// The log a consumer follows.
+#[derive(Debug)]
+enum Log {
+    Conversation(ConversationInternalServiceClient<SignedChannel>),
+    Routing(RoutingInternalServiceClient<SignedChannel>),
+}
+
+impl Log {
+    /// The cursor name, also the `source` label of the metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Log::Conversation(_) => CONVERSATION_EVENTS,
+            Log::Routing(_) => ROUTING_EVENTS,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        after_sequence: i64,
+    ) -> Result<BoxStream<'static, Result<Update, tonic::Status>>, tonic::Status> {
+        Ok(match self {
+            Log::Conversation(client) => client
+                .subscribe(ConversationSubscribe { after_sequence })
+                .await?
+                .into_inner()
+                .map(|message| {
+                    Ok(match message?.update {
+                        Some(ConversationUpdate::Entry(entry)) => Update::Entry {
+                            log_sequence: entry.log_sequence,
+                            input: to_domain(&entry).map(Input::Conversation),
+                        },
+                        Some(ConversationUpdate::Heartbeat(_)) => Update::Heartbeat,
+                        Some(ConversationUpdate::CaughtUp(_)) => Update::CaughtUp,
+                        None => Update::Empty,
+                    })
+                })
+                .boxed(),
+            Log::Routing(client) => client
+                .subscribe(RoutingSubscribe { after_sequence })
+                .await?
+                .into_inner()
+                .map(|message| {
+                    Ok(match message?.update {
+                        Some(RoutingUpdate::Event(event)) => Update::Entry {
+                            log_sequence: event.sequence,
+                            input: routing_to_domain(&event).map(Input::Routing),
+                        },
+                        Some(RoutingUpdate::Heartbeat(_)) => Update::Heartbeat,
+                        Some(RoutingUpdate::CaughtUp(_)) => Update::CaughtUp,
+                        None => Update::Empty,
+                    })
+                })
+                .boxed(),
+        })
+    }
+}
+
+/// The metric series of one consumer.
+#[derive(Clone, Debug)]
+struct SourceMetrics {
+    applied: prometheus::IntCounter,
+    cursor: prometheus::IntGauge,
+    caught_up: prometheus::IntGauge,
+}
+
+/// Follows one service's event log into a [`Store`].
 #[derive(Debug)]
 pub struct Consumer {
     store: Store,
-    client: ConversationInternalServiceClient<SignedChannel>,
+    log: Log,
     backoff: Backoff,
-    metrics: Option<ConsumerMetrics>,
+    metrics: Option<SourceMetrics>,
 }
 
 impl Consumer {
-    /// A consumer subscribing over `channel` (signed as reporting-svc) and applying to
-    /// `store`.
-    pub fn new(
+    /// A consumer of conversation-svc's log, subscribing over `channel` (signed as
+    /// reporting-svc) and applying to `store`.
+    pub fn conversation(
         store: Store,
         channel: SignedChannel,
         backoff: Backoff,
-        metrics: Option<ConsumerMetrics>,
+        metrics: Option<&ConsumerMetrics>,
     ) -> Consumer {
-        Consumer {
+        Consumer::new(
             store,
-            client: ConversationInternalServiceClient::new(channel),
+            Log::Conversation(ConversationInternalServiceClient::new(channel)),
             backoff,
             metrics,
+        )
+    }
+
+    /// A consumer of routing-svc's log, subscribing over `channel` (signed as
+    /// reporting-svc) and applying to `store`.
+    pub fn routing(
+        store: Store,
+        channel: SignedChannel,
+        backoff: Backoff,
+        metrics: Option<&ConsumerMetrics>,
+    ) -> Consumer {
+        Consumer::new(
+            store,
+            Log::Routing(RoutingInternalServiceClient::new(channel)),
+            backoff,
+            metrics,
+        )
+    }
+
+    fn new(
+        store: Store,
+        log: Log,
+        backoff: Backoff,
+        metrics: Option<&ConsumerMetrics>,
+    ) -> Consumer {
+        let source = log.name();
+        Consumer {
+            store,
+            log,
+            backoff,
+            metrics: metrics.map(|m| SourceMetrics {
+                applied: m.applied.with_label_values(&[source]),
+                cursor: m.cursor.with_label_values(&[source]),
+                caught_up: m.caught_up.with_label_values(&[source]),
+            }),
         }
     }
 
     /// Runs until `token` is cancelled.
     pub async fn run(mut self, token: CancellationToken) {
+        let source = self.log.name();
         loop {
             let mut applied = 0_u64;
             let outcome = tokio::select! {
@@ -143,15 +289,17 @@ impl Consumer {
             let delay = self.backoff.next_delay();
             match outcome {
                 Ok(()) => warn!(
+                    source,
                     applied,
                     retry_in = ?delay,
-                    "conversation event stream ended, subscribing again"
+                    "event stream ended, subscribing again"
                 ),
                 Err(err) => warn!(
+                    source,
                     applied,
                     retry_in = ?delay,
                     error = %err,
-                    "conversation event stream failed, subscribing again"
+                    "event stream failed, subscribing again"
                 ),
             }
             tokio::select! {
@@ -159,63 +307,76 @@ impl Consumer {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        info!("conversation event consumer stopped");
+        info!(source, "event consumer stopped");
     }
 
     /// One subscription: from the stored cursor until the stream ends or fails.
     async fn follow(&mut self, applied: &mut u64) -> Result<(), StreamError> {
         self.set_caught_up(false);
-        let after_sequence = self.store.cursor(CONVERSATION_EVENTS).await?;
-        let mut stream = self
-            .client
-            .subscribe(SubscribeRequest { after_sequence })
-            .await?
-            .into_inner();
-        info!(after_sequence, "subscribed to conversation events");
+        let source = self.log.name();
+        let after_sequence = self.store.cursor(source).await?;
+        let mut stream = self.log.subscribe(after_sequence).await?;
+        info!(source, after_sequence, "subscribed to events");
+        let mut position = after_sequence;
         // The gauge goes back to 0 however the stream ends.
         let outcome = async {
             let mut ended = false;
             while !ended {
-                let Some(first) = stream.message().await? else {
+                let Some(first) = stream.next().await.transpose()? else {
                     break;
                 };
                 // Take what the stream already holds, without waiting, and apply it in one
                 // transaction: the events of one change arrive together.
                 let mut batch = Vec::new();
                 let mut next = Some(first);
-                while let Some(message) = next.take() {
-                    match message.update {
-                        Some(Update::Entry(entry)) => batch.push(entry),
-                        // Only says the stream is alive: nothing to apply.
-                        Some(Update::Heartbeat(_)) => {}
-                        Some(Update::CaughtUp(_)) => {
-                            self.apply_entries(&batch, applied).await?;
+                while let Some(update) = next.take() {
+                    match update {
+                        Update::Entry {
+                            log_sequence,
+                            input,
+                        } => batch.push((log_sequence, input)),
+                        // Nothing to apply; on a quiet log it is also when a rebuild
+                        // (see `Store::rebuild`) is noticed, within a heartbeat.
+                        Update::Heartbeat => {
+                            if batch.is_empty() && self.store.cursor(source).await? < position {
+                                info!(
+                                    source,
+                                    "the reports were rebuilt: following the log from its start"
+                                );
+                                return Ok(());
+                            }
+                        }
+                        Update::CaughtUp => {
+                            if !self.apply_entries(&mut position, &batch, applied).await? {
+                                return Ok(());
+                            }
                             batch.clear();
-                            info!(
-                                applied = *applied,
-                                "caught up with the conversation event log"
-                            );
+                            info!(source, applied = *applied, "caught up with the event log");
                             self.set_caught_up(true);
                         }
-                        None => warn!("subscribe message with nothing set, ignored"),
+                        Update::Empty => {
+                            warn!(source, "subscribe message with nothing set, ignored")
+                        }
                     }
                     if batch.len() >= APPLY_BATCH {
                         break;
                     }
-                    next = match stream.message().now_or_never() {
-                        Some(Ok(Some(message))) => Some(message),
-                        Some(Ok(None)) => {
+                    next = match stream.next().now_or_never() {
+                        Some(Some(Ok(update))) => Some(update),
+                        Some(None) => {
                             ended = true;
                             None
                         }
-                        Some(Err(status)) => {
-                            self.apply_entries(&batch, applied).await?;
+                        Some(Some(Err(status))) => {
+                            self.apply_entries(&mut position, &batch, applied).await?;
                             return Err(status.into());
                         }
                         None => None,
                     };
                 }
-                self.apply_entries(&batch, applied).await?;
+                if !self.apply_entries(&mut position, &batch, applied).await? {
+                    return Ok(());
+                }
             }
             Ok::<(), StreamError>(())
         }
@@ -226,42 +387,59 @@ impl Consumer {
 
     /// Applies log entries in one transaction; an entry that carries nothing to report
     /// on moves the cursor past it, so that it does not block the entries after it.
+    /// `position` is where the subscription stands. Returns false, having applied nothing,
+    /// when the reports were rebuilt under the subscription: it must start again from the
+    /// stored cursor.
     async fn apply_entries(
         &self,
-        entries: &[LogEntry],
+        position: &mut i64,
+        entries: &[(i64, Result<Input, &'static str>)],
         applied: &mut u64,
-    ) -> Result<(), StreamError> {
-        let Some(last) = entries.last() else {
-            return Ok(());
+    ) -> Result<bool, StreamError> {
+        let Some((last, _)) = entries.last() else {
+            return Ok(true);
         };
-        let mut events = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match to_domain(entry) {
-                Ok(domain) => events.push((entry.log_sequence, Some(domain))),
-                Err(reason) => {
-                    warn!(
-                        log_sequence = entry.log_sequence,
-                        event_id = entry.event.as_ref().map_or("", |e| e.id.as_str()),
-                        reason,
-                        "conversation event carries nothing to report on, skipped"
-                    );
-                    events.push((entry.log_sequence, None));
-                }
-            }
-        }
-        let batch: Vec<(i64, Option<&Event>)> = events
+        let source = self.log.name();
+        let batch: Vec<(i64, Option<Entry<'_>>)> = entries
             .iter()
-            .map(|(sequence, event)| (*sequence, event.as_ref()))
+            .map(|(log_sequence, input)| {
+                let entry = match input {
+                    Ok(Input::Conversation(event)) => Some(Entry::Conversation(event)),
+                    Ok(Input::Routing(event)) => Some(Entry::Routing(event)),
+                    Err(reason) => {
+                        warn!(
+                            source,
+                            log_sequence, reason, "event carries nothing to report on, skipped"
+                        );
+                        None
+                    }
+                };
+                (*log_sequence, entry)
+            })
             .collect();
-        let new = self.store.apply_batch(CONVERSATION_EVENTS, &batch).await?;
+        let new = match self
+            .store
+            .apply_following(source, *position, &batch)
+            .await?
+        {
+            Following::Applied(new) => new,
+            Following::Rebuilt => {
+                info!(
+                    source,
+                    "the reports were rebuilt: following the log from its start"
+                );
+                return Ok(false);
+            }
+        };
+        *position = (*position).max(*last);
         if new > 0 {
             *applied += new;
             if let Some(metrics) = &self.metrics {
                 metrics.applied.inc_by(new);
-                metrics.cursor.set(last.log_sequence);
+                metrics.cursor.set(*last);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn set_caught_up(&self, caught_up: bool) {
@@ -269,6 +447,41 @@ impl Consumer {
             metrics.caught_up.set(i64::from(caught_up));
         }
     }
+}
+
+/// The routing event as the counts need it, positioned by its sequence in routing-svc's
+/// log; an error names what is missing. Events with no tenant (none today) are refused.
+pub fn routing_to_domain(event: &ProtoRoutingEvent) -> Result<RoutingEvent, &'static str> {
+    if event.tenant_id.is_empty() {
+        return Err("no tenant_id");
+    }
+    let occurred_at = event
+        .occur_time
+        .as_ref()
+        .map(timestamp_to_micros)
+        .ok_or("no occur_time")?;
+    let kind = match RoutingEventType::try_from(event.event_type) {
+        Ok(RoutingEventType::OfferCreated) => RoutingEventKind::OfferCreated,
+        Ok(RoutingEventType::OfferAccepted) => RoutingEventKind::OfferAccepted,
+        Ok(RoutingEventType::OfferRejected) => RoutingEventKind::OfferRejected,
+        Ok(RoutingEventType::OfferTimedOut) => RoutingEventKind::OfferTimedOut,
+        Ok(RoutingEventType::OfferWithdrawn) => RoutingEventKind::OfferWithdrawn,
+        Ok(RoutingEventType::WaitingOverflowed) => RoutingEventKind::WaitingOverflowed,
+        Ok(_) | Err(_) => RoutingEventKind::Other,
+    };
+    Ok(RoutingEvent {
+        log_sequence: event.sequence,
+        tenant_id: event.tenant_id.clone(),
+        kind,
+        occurred_at,
+        agent_id: event.agent_id.clone(),
+        conversation_id: event.conversation_id.clone(),
+        queue_id: event.queue_id.clone(),
+        from_queue_id: event.from_queue_id.clone(),
+        channel: event.channel,
+        wait_started_at: event.wait_start_time.as_ref().map(timestamp_to_micros),
+        queue_offer: event.offer_kind == OfferKind::Queue as i32,
+    })
 }
 
 /// The log entry's event as the facts need it, positioned by the entry's log sequence; an

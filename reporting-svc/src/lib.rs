@@ -1,9 +1,10 @@
-//! reporting-svc: follows conversation-svc's event log into fact tables and serves
+//! reporting-svc: follows conversation-svc's and routing-svc's event logs into facts and
+//! counts, and serves
 //! `switchboard.reporting.v1.ReportingService` (reports by API and as CSV) from them.
 //!
-//! Layout: `domain` (pure rules: facts, periods, statistics, CSV), `store` (the facts
-//! and the consumer cursor in SQLite or PostgreSQL), `consumer` (the event-log
-//! subscription), `api` (the gRPC service).
+//! Layout: `domain` (pure rules: facts, counted occurrences, periods, statistics, CSV),
+//! `store` (facts, occurrences, rollups and the consumer cursors in SQLite or PostgreSQL),
+//! `consumer` (the event-log subscriptions), `api` (the gRPC service).
 
 pub mod api;
 pub mod config;
@@ -33,7 +34,7 @@ pub const SERVICE_NAME: &str = "reporting-svc";
 pub const HEALTH_SERVICES: &[&str] = &["switchboard.reporting.v1.ReportingService"];
 
 /// Runs reporting-svc on `listener` until `shutdown`: migrates the database, starts the
-/// event consumer, then serves ReportingService with health, reflection and metrics.
+/// event consumers, then serves ReportingService with health, reflection and metrics.
 ///
 /// Refuses to start when `identity_secret` is shorter than 16 bytes.
 pub async fn serve(
@@ -53,6 +54,12 @@ pub async fn serve(
         Identity::service(SERVICE_NAME),
     )
     .with_context(|| format!("invalid conversation_url `{}`", config.conversation_url))?;
+    let routing_channel = signed_channel(
+        &config.routing_url,
+        key.clone(),
+        Identity::service(SERVICE_NAME),
+    )
+    .with_context(|| format!("invalid routing_url `{}`", config.routing_url))?;
 
     let metrics = Metrics::new(SERVICE_NAME);
     let consumer_metrics =
@@ -68,13 +75,20 @@ pub async fn serve(
     };
 
     let (initial, max) = config.reconnect_backoff();
-    let consumer = Consumer::new(
-        store.clone(),
-        channel,
-        Backoff::new(initial, max),
-        Some(consumer_metrics),
+    let backoff = Backoff::new(initial, max);
+    let conversations = tokio::spawn(
+        Consumer::conversation(store.clone(), channel, backoff, Some(&consumer_metrics))
+            .run(shutdown.token()),
     );
-    let consumer = tokio::spawn(consumer.run(shutdown.token()));
+    let routing = tokio::spawn(
+        Consumer::routing(
+            store.clone(),
+            routing_channel,
+            backoff,
+            Some(&consumer_metrics),
+        )
+        .run(shutdown.token()),
+    );
 
     let api = ReportingApi::new(store, config.export_limit());
     let routes = Routes::new(ReportingServiceServer::new(api));
@@ -84,10 +98,12 @@ pub async fn serve(
     options.identity = Some(key);
     options.metrics = metrics;
 
-    // `serve` cancels the shutdown token whenever it returns, which stops the consumer.
+    // `serve` cancels the shutdown token whenever it returns, which stops the consumers.
     let served = switchboard_server_kit::serve(options, routes, listener, shutdown).await;
-    if let Err(err) = consumer.await {
-        tracing::error!(error = %err, "event consumer task failed");
+    for consumer in [conversations, routing] {
+        if let Err(err) = consumer.await {
+            tracing::error!(error = %err, "event consumer task failed");
+        }
     }
     served.context("reporting-svc server failed")
 }

@@ -1,5 +1,5 @@
-//! reporting-svc in process, fed by a scripted conversation-svc, called over gRPC with
-//! signed identities exactly as the gateway would.
+//! reporting-svc in process, fed by a scripted conversation-svc and routing-svc, called over
+//! gRPC with signed identities exactly as the gateway would.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{EventLog, ts};
 use futures::{Stream, StreamExt};
-use reporting_svc::store::{CONVERSATION_EVENTS, Store};
+use reporting_svc::store::{CONVERSATION_EVENTS, ROUTING_EVENTS, Store};
 use reporting_svc::{Config, serve};
 use switchboard_proto::common::v1::{Channel, Heartbeat, SnapshotEnd, TimeRange};
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::{
@@ -25,9 +25,15 @@ use switchboard_proto::reporting::v1::{
     CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, FirstContactResolutionRow,
     GetCloseTimeReportRequest, GetCreatedClosedReportRequest,
     GetFirstContactResolutionReportRequest, GetQueueMetricsReportRequest,
-    GetReassignmentsReportRequest, Granularity, ListTransferLedgerRequest, Period,
+    GetReassignmentsReportRequest, Granularity, ListTransferLedgerRequest, Period, QueueMetricsRow,
     ReassignmentsRow, ReportFilter, ReportKind,
 };
+use switchboard_proto::routing::internal::v1 as routing;
+use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
+    RoutingInternalService, RoutingInternalServiceServer,
+};
+use switchboard_proto::routing::internal::v1::{RoutingEvent, RoutingEventType};
+use switchboard_proto::routing::v1::OfferKind;
 use switchboard_server_kit::{
     Identity, IdentityKey, PrincipalKind, Role, ServeOptions, ShutdownSignal, SignedChannel,
     identity_of, signed_channel,
@@ -117,7 +123,7 @@ fn scenario() -> EventLog {
     log.transfer_resolved(&c8, "2026-03-03T09:41:00Z", A);
     log.close(&c8, "2026-03-03T10:30:00Z", A);
     // Created late on 03-03 UTC, which is 03-04 in Paris; closed, reopened, closed
-    // again by C: 90 min from create, 35 from C's second assignment.
+    // again (two closes, both on 03-04 in Paris and in UTC)    // again by C: 90 min from create, 35 from C's second assignment.
     let c3 = log.create(TENANT, "conv-3", Channel::Sms, Q2, "2026-03-03T23:30:00Z");
     log.assign(&c3, "2026-03-03T23:40:00Z", C, "");
     log.close(&c3, "2026-03-04T00:10:00Z", C);
@@ -176,6 +182,17 @@ struct FakeConversations {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+/// A heartbeat every 50 ms, forever: what a live log sends while nothing happens.
+fn heartbeats<T: Send + 'static>(
+    heartbeat: impl Fn() -> T + Send + 'static,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(heartbeat, |heartbeat| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let next = heartbeat();
+        Some((next, heartbeat))
+    })
+}
 
 #[tonic::async_trait]
 impl ConversationInternalService for FakeConversations {
@@ -262,7 +279,9 @@ impl ConversationInternalService for FakeConversations {
             }
             Script::FailOnceAfter(_) => {
                 let sent = replay(self.entries.iter().collect());
-                Box::pin(futures::stream::iter(sent).chain(futures::stream::pending()))
+                Box::pin(futures::stream::iter(sent).chain(heartbeats(move || {
+                    message(Update::Heartbeat(Heartbeat::default()))
+                })))
             }
             Script::HoldAfter(last) => {
                 let sent = replay(
@@ -271,10 +290,114 @@ impl ConversationInternalService for FakeConversations {
                         .filter(|e| e.log_sequence > after && e.log_sequence <= last)
                         .collect(),
                 );
-                Box::pin(futures::stream::iter(sent).chain(futures::stream::pending()))
+                Box::pin(futures::stream::iter(sent).chain(heartbeats(move || {
+                    message(Update::Heartbeat(Heartbeat::default()))
+                })))
             }
         };
         Ok(Response::new(stream))
+    }
+}
+
+/// A scripted routing-svc: its log up to `until`, after the subscriber's cursor, then
+/// `caught_up` and an open stream.
+#[derive(Clone)]
+struct FakeRouting {
+    events: Arc<Vec<RoutingEvent>>,
+    until: i64,
+    subscriptions: Arc<Mutex<Vec<i64>>>,
+}
+
+type RoutingStream = Pin<Box<dyn Stream<Item = Result<routing::SubscribeResponse, Status>> + Send>>;
+
+fn not_in_fake<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not part of this fake"))
+}
+
+#[tonic::async_trait]
+impl RoutingInternalService for FakeRouting {
+    async fn check_queue(
+        &self,
+        _: Request<routing::CheckQueueRequest>,
+    ) -> Result<Response<routing::CheckQueueResponse>, Status> {
+        not_in_fake()
+    }
+    async fn enqueue_conversation(
+        &self,
+        _: Request<routing::EnqueueConversationRequest>,
+    ) -> Result<Response<routing::EnqueueConversationResponse>, Status> {
+        not_in_fake()
+    }
+    async fn cancel_waiting(
+        &self,
+        _: Request<routing::CancelWaitingRequest>,
+    ) -> Result<Response<routing::CancelWaitingResponse>, Status> {
+        not_in_fake()
+    }
+    async fn release_capacity(
+        &self,
+        _: Request<routing::ReleaseCapacityRequest>,
+    ) -> Result<Response<routing::ReleaseCapacityResponse>, Status> {
+        not_in_fake()
+    }
+    async fn reserve_capacity(
+        &self,
+        _: Request<routing::ReserveCapacityRequest>,
+    ) -> Result<Response<routing::ReserveCapacityResponse>, Status> {
+        not_in_fake()
+    }
+    async fn offer_to_agent(
+        &self,
+        _: Request<routing::OfferToAgentRequest>,
+    ) -> Result<Response<routing::OfferToAgentResponse>, Status> {
+        not_in_fake()
+    }
+    async fn withdraw_offer(
+        &self,
+        _: Request<routing::WithdrawOfferRequest>,
+    ) -> Result<Response<routing::WithdrawOfferResponse>, Status> {
+        not_in_fake()
+    }
+    async fn get_agent_queues(
+        &self,
+        _: Request<routing::GetAgentQueuesRequest>,
+    ) -> Result<Response<routing::GetAgentQueuesResponse>, Status> {
+        not_in_fake()
+    }
+
+    type SubscribeStream = RoutingStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<routing::SubscribeRequest>,
+    ) -> Result<Response<RoutingStream>, Status> {
+        let caller = identity_of(&request)?;
+        if !caller.has_role(Role::Service) || caller.principal_id != "reporting-svc" {
+            return Err(Status::permission_denied("internal API"));
+        }
+        let after = request.into_inner().after_sequence;
+        self.subscriptions.lock().unwrap().push(after);
+        let message = |update: routing::subscribe_response::Update| {
+            Ok(routing::SubscribeResponse {
+                update: Some(update),
+            })
+        };
+        let mut sent: Vec<_> = self
+            .events
+            .iter()
+            .filter(|e| e.sequence > after && e.sequence <= self.until)
+            .map(|e| message(routing::subscribe_response::Update::Event(e.clone())))
+            .collect();
+        sent.push(message(routing::subscribe_response::Update::CaughtUp(
+            SnapshotEnd {},
+        )));
+        Ok(Response::new(Box::pin(futures::stream::iter(sent).chain(
+            heartbeats(move || {
+                message(routing::subscribe_response::Update::Heartbeat(
+                    Heartbeat::default(),
+                ))
+            }),
+        ))))
     }
 }
 
@@ -300,19 +423,38 @@ fn key() -> IdentityKey {
 }
 
 async fn start_fake(events: &EventLog, script: Script) -> (Running, Arc<Mutex<Vec<i64>>>) {
+    let (running, subscriptions, _) = start_fakes(events, script, &[], 0).await;
+    (running, subscriptions)
+}
+
+/// One server playing conversation-svc (with `events` and `script`) and routing-svc (with
+/// `routing_events` up to `routing_until`); with the subscriptions each saw.
+async fn start_fakes(
+    events: &EventLog,
+    script: Script,
+    routing_events: &[RoutingEvent],
+    routing_until: i64,
+) -> (Running, Arc<Mutex<Vec<i64>>>, Arc<Mutex<Vec<i64>>>) {
     let fake = FakeConversations {
         entries: Arc::new(events.entries.clone()),
         script,
         subscriptions: Arc::default(),
     };
     let subscriptions = fake.subscriptions.clone();
+    let routing_fake = FakeRouting {
+        events: Arc::new(routing_events.to_vec()),
+        until: routing_until,
+        subscriptions: Arc::default(),
+    };
+    let routing_subscriptions = routing_fake.subscriptions.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = ShutdownSignal::new();
     let mut options = ServeOptions::new("conversation-svc-fake");
     options.identity = Some(key());
     options.drain_timeout = Duration::from_secs(1);
-    let routes = Routes::new(ConversationInternalServiceServer::new(fake));
+    let routes = Routes::new(ConversationInternalServiceServer::new(fake))
+        .add_service(RoutingInternalServiceServer::new(routing_fake));
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         switchboard_server_kit::serve(options, routes, listener, signal)
@@ -326,6 +468,7 @@ async fn start_fake(events: &EventLog, script: Script) -> (Running, Arc<Mutex<Ve
             url,
         },
         subscriptions,
+        routing_subscriptions,
     )
 }
 
@@ -338,6 +481,8 @@ async fn start_reporting(database_url: &str, conversation_url: &str) -> Running 
         database_url: database_url.to_owned(),
         identity_secret: SECRET.to_owned(),
         conversation_url: conversation_url.to_owned(),
+        // The fakes serve both logs on one address.
+        routing_url: conversation_url.to_owned(),
         reconnect_initial_ms: 10,
         reconnect_max_ms: 100,
         export_max_rows: 5,
@@ -390,9 +535,14 @@ fn paris() -> ReportFilter {
     filter(START, END, PARIS)
 }
 
-/// Waits until the service answers (so its migrations ran), then until its cursor
-/// reaches `sequence`.
+/// Waits until the service answers (so its migrations ran), then until its conversation
+/// cursor reaches `sequence`.
 async fn wait_for_cursor(database_url: &str, reporting_url: &str, sequence: i64) {
+    wait_for_source(database_url, reporting_url, CONVERSATION_EVENTS, sequence).await;
+}
+
+/// Waits until the service answers, then until its cursor of `source` reaches `sequence`.
+async fn wait_for_source(database_url: &str, reporting_url: &str, source: &str, sequence: i64) {
     let mut analyst = client(reporting_url, user(TENANT, vec![Role::Analyst]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let request = || GetCreatedClosedReportRequest {
@@ -409,13 +559,13 @@ async fn wait_for_cursor(database_url: &str, reporting_url: &str, sequence: i64)
     }
     let store = Store::open(database_url).await.unwrap();
     loop {
-        let cursor = store.cursor(CONVERSATION_EVENTS).await.unwrap();
+        let cursor = store.cursor(source).await.unwrap();
         if cursor == sequence {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "cursor stuck at {cursor}, expected {sequence}"
+            "{source} cursor stuck at {cursor}, expected {sequence}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -502,6 +652,7 @@ async fn export(
             kind: kind as i32,
             filter: Some(filter),
             granularity: granularity as i32,
+            service_level_threshold: None,
         })
         .await?
         .into_inner();
@@ -591,14 +742,15 @@ async fn reports_match_the_event_log(database_url: &str) {
 
     let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
 
-    // Created and closed, by Paris day, with empty days as zeros.
+    // Created and closed, by Paris day, with empty days as zeros; conv-3's close after
+    // its reopen is a close of its own.
     let by_day = created_closed(&mut analyst, paris(), Granularity::Day).await;
     assert_eq!(
         by_day,
         vec![
             cc(start("2026-03-02T00:00:00+01:00"), 2, 2),
             cc(start("2026-03-03T00:00:00+01:00"), 2, 2),
-            cc(start("2026-03-04T00:00:00+01:00"), 2, 1),
+            cc(start("2026-03-04T00:00:00+01:00"), 2, 2),
             cc(start("2026-03-05T00:00:00+01:00"), 2, 1),
             cc(start("2026-03-06T00:00:00+01:00"), 0, 0),
         ]
@@ -615,29 +767,29 @@ async fn reports_match_the_event_log(database_url: &str) {
             cc(start("2026-03-01T00:00:00Z"), 0, 0),
             cc(start("2026-03-02T00:00:00Z"), 2, 2),
             cc(start("2026-03-03T00:00:00Z"), 3, 2),
-            cc(start("2026-03-04T00:00:00Z"), 1, 1),
+            cc(start("2026-03-04T00:00:00Z"), 1, 2),
             cc(start("2026-03-05T00:00:00Z"), 2, 1),
             cc(start("2026-03-06T00:00:00Z"), 0, 0),
         ]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Week).await,
-        vec![cc(start("2026-03-02T00:00:00+01:00"), 8, 6)]
+        vec![cc(start("2026-03-02T00:00:00+01:00"), 8, 7)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Month).await,
-        vec![cc(start("2026-03-01T00:00:00+01:00"), 8, 6)]
+        vec![cc(start("2026-03-01T00:00:00+01:00"), 8, 7)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Total).await,
-        vec![cc(start(START), 8, 6)]
+        vec![cc(start(START), 8, 7)]
     );
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::DayOfWeek).await,
         vec![
             cc(weekday(DayOfWeek::Monday), 2, 2),
             cc(weekday(DayOfWeek::Tuesday), 2, 2),
-            cc(weekday(DayOfWeek::Wednesday), 2, 1),
+            cc(weekday(DayOfWeek::Wednesday), 2, 2),
             cc(weekday(DayOfWeek::Thursday), 2, 1),
             cc(weekday(DayOfWeek::Friday), 0, 0),
         ]
@@ -662,7 +814,7 @@ async fn reports_match_the_event_log(database_url: &str) {
     };
     assert_eq!(
         created_closed(&mut analyst, only_sms.clone(), Granularity::Total).await,
-        vec![cc(start(START), 2, 2)]
+        vec![cc(start(START), 2, 3)]
     );
 
     // Reassignments received: B from A on conv-2 and conv-4, A from B on conv-9; not
@@ -826,7 +978,7 @@ async fn reports_match_the_event_log(database_url: &str) {
         "period_start,day_of_week,created,closed\r\n\
          2026-03-02T00:00:00+01:00,,2,2\r\n\
          2026-03-03T00:00:00+01:00,,2,2\r\n\
-         2026-03-04T00:00:00+01:00,,2,1\r\n\
+         2026-03-04T00:00:00+01:00,,2,2\r\n\
          2026-03-05T00:00:00+01:00,,2,1\r\n\
          2026-03-06T00:00:00+01:00,,0,0\r\n"
     );
@@ -950,7 +1102,7 @@ async fn a_restart_resumes_from_the_stored_cursor(backend: &common::Backend) {
     let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Administrator]));
     assert_eq!(
         created_closed(&mut analyst, paris(), Granularity::Total).await,
-        vec![cc(start(START), 8, 6)]
+        vec![cc(start(START), 8, 7)]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Total).await,
@@ -1112,9 +1264,22 @@ async fn refusals_say_why(backend: &common::Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 
-    // Routing's reports are not served yet.
+    // A service-level threshold that is not whole seconds within a day.
+    for (seconds, nanos) in [(-1, 0), (86_401, 0), (20, 500_000_000)] {
+        let status = analyst
+            .get_queue_metrics_report(GetQueueMetricsReportRequest {
+                filter: Some(paris()),
+                service_level_threshold: Some(prost_types::Duration { seconds, nanos }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, "service_level_threshold");
+    }
+
+    // The ledger is not served yet.
     let status = analyst
-        .get_queue_metrics_report(GetQueueMetricsReportRequest {
+        .list_transfer_ledger(ListTransferLedgerRequest {
             filter: Some(paris()),
             ..Default::default()
         })
@@ -1125,17 +1290,9 @@ async fn refusals_say_why(backend: &common::Backend) {
         status.get_details_error_info().unwrap().reason,
         "NOT_IMPLEMENTED"
     );
-    let status = analyst
-        .list_transfer_ledger(ListTransferLedgerRequest {
-            filter: Some(paris()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
     let status = export(
         &mut analyst,
-        ReportKind::QueueMetrics,
+        ReportKind::TransferLedger,
         paris(),
         Granularity::Day,
     )
@@ -1422,13 +1579,13 @@ async fn an_empty_time_zone_means_the_tenant_s(backend: &common::Backend) {
     let tenant_default =
         created_closed(&mut in_new_york, filter(START, END, ""), Granularity::Day).await;
     // New York is UTC-5 in early March: its days start at 05:00 UTC, and conv-3 (created
-    // 23:30 UTC on 03-03, closed for good at 01:00 UTC on 03-04) lives on 03-03 there.
+    // 23:30 UTC on 03-03, closed at 00:10 and at 01:00 UTC on 03-04) lives on 03-03 there.
     assert_eq!(
         tenant_default,
         vec![
             cc(start("2026-03-01T00:00:00-05:00"), 0, 0),
             cc(start("2026-03-02T00:00:00-05:00"), 2, 2),
-            cc(start("2026-03-03T00:00:00-05:00"), 3, 3),
+            cc(start("2026-03-03T00:00:00-05:00"), 3, 4),
             cc(start("2026-03-04T00:00:00-05:00"), 1, 0),
             cc(start("2026-03-05T00:00:00-05:00"), 2, 1),
             cc(start("2026-03-06T00:00:00-05:00"), 0, 0),
@@ -1586,6 +1743,347 @@ async fn filters_are_capped_and_stay_in_the_caller_s_tenant(backend: &common::Ba
             .unwrap()
             .0,
         vec![cc(start(START), 0, 0)]
+    );
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+/// A routing event of TENANT (offer events are queue offers with a channel; the wait
+/// starts at `wait_start`).
+fn routing_event(
+    sequence: i64,
+    event_type: RoutingEventType,
+    at: &str,
+    queue_id: &str,
+    agent_id: &str,
+    wait_start: &str,
+) -> RoutingEvent {
+    RoutingEvent {
+        sequence,
+        tenant_id: TENANT.to_owned(),
+        event_type: event_type as i32,
+        occur_time: Some(ts(at)),
+        agent_id: agent_id.to_owned(),
+        conversation_id: format!("conv-{sequence}"),
+        queue_id: queue_id.to_owned(),
+        offer_id: format!("offer-{sequence}"),
+        wait_start_time: Some(ts(wait_start)),
+        offer_kind: OfferKind::Queue as i32,
+        channel: Channel::Webchat as i32,
+        ..RoutingEvent::default()
+    }
+}
+
+/// Routing's side of two Paris days: offers with every outcome in Q1, an overflow from Q2
+/// to Q1, and what must not count (a transfer offer, another tenant's offer).
+fn routing_scenario() -> Vec<RoutingEvent> {
+    use RoutingEventType::{
+        OfferAccepted, OfferCreated, OfferRejected, OfferTimedOut, OfferWithdrawn, WaitingEnqueued,
+        WaitingOverflowed,
+    };
+    let w1 = "2026-03-02T09:00:00Z";
+    let w2 = "2026-03-02T09:05:00Z";
+    let w3 = "2026-03-02T10:00:00Z";
+    let w4 = "2026-03-02T10:55:00Z";
+    let mut events = vec![
+        // conv-1: A lets it time out, B answers after 50 s.
+        routing_event(1, WaitingEnqueued, w1, Q1, "", w1),
+        routing_event(2, OfferCreated, "2026-03-02T09:00:10Z", Q1, A, w1),
+        routing_event(3, OfferTimedOut, "2026-03-02T09:00:40Z", Q1, A, w1),
+        routing_event(4, OfferCreated, "2026-03-02T09:00:41Z", Q1, B, w1),
+        routing_event(5, OfferAccepted, "2026-03-02T09:00:50Z", Q1, B, w1),
+        // conv-2: A rejects, B answers after 95 s.
+        routing_event(6, OfferCreated, "2026-03-02T09:05:05Z", Q1, A, w2),
+        routing_event(7, OfferRejected, "2026-03-02T09:05:10Z", Q1, A, w2),
+        routing_event(8, OfferCreated, "2026-03-02T09:05:11Z", Q1, B, w2),
+        routing_event(9, OfferAccepted, "2026-03-02T09:06:35Z", Q1, B, w2),
+        // conv-3: the offer is withdrawn when the customer leaves (abandoned).
+        routing_event(10, OfferCreated, "2026-03-02T10:00:05Z", Q1, A, w3),
+        routing_event(11, OfferWithdrawn, "2026-03-02T10:01:00Z", Q1, A, w3),
+        // conv-4: waited in Q2 from 10:55, overflowed to Q1, answered after 320 s.
+        RoutingEvent {
+            from_queue_id: Q2.to_owned(),
+            ..routing_event(12, WaitingOverflowed, "2026-03-02T11:00:00Z", Q1, "", w4)
+        },
+        routing_event(13, OfferCreated, "2026-03-02T11:00:05Z", Q1, A, w4),
+        routing_event(14, OfferAccepted, "2026-03-02T11:00:20Z", Q1, A, w4),
+        // A transfer to A, accepted: not a queue offer.
+        RoutingEvent {
+            offer_kind: OfferKind::Transfer as i32,
+            ..routing_event(15, OfferAccepted, "2026-03-02T12:00:00Z", Q1, A, w1)
+        },
+        // Another tenant's offer in a queue of the same id.
+        RoutingEvent {
+            tenant_id: OTHER_TENANT.to_owned(),
+            ..routing_event(16, OfferCreated, "2026-03-02T12:00:00Z", Q1, A, w1)
+        },
+        // conv-5, the next day in Q2: offered to B, timed out.
+        routing_event(
+            17,
+            OfferCreated,
+            "2026-03-03T08:00:00Z",
+            Q2,
+            B,
+            "2026-03-03T07:59:00Z",
+        ),
+        routing_event(
+            18,
+            OfferTimedOut,
+            "2026-03-03T08:00:30Z",
+            Q2,
+            B,
+            "2026-03-03T07:59:00Z",
+        ),
+    ];
+    // A presence change carries nothing for these numbers but moves the cursor.
+    events.push(RoutingEvent {
+        event_type: RoutingEventType::PresenceChanged as i32,
+        ..routing_event(19, WaitingEnqueued, "2026-03-03T09:00:00Z", "", A, w1)
+    });
+    events
+}
+
+/// conversation-svc's side: conv-3 closed with no agent in Q1 (abandoned).
+fn abandonment() -> EventLog {
+    let mut log = EventLog::new();
+    let c3 = log.create(
+        TENANT,
+        "conv-3",
+        Channel::Webchat,
+        Q1,
+        "2026-03-02T10:00:00Z",
+    );
+    log.close(&c3, "2026-03-02T10:01:00Z", "");
+    log
+}
+
+async fn queue_metrics(
+    client: &mut ReportingServiceClient<SignedChannel>,
+    filter: ReportFilter,
+    granularity: Granularity,
+    threshold_seconds: Option<i64>,
+) -> Vec<QueueMetricsRow> {
+    client
+        .get_queue_metrics_report(GetQueueMetricsReportRequest {
+            filter: Some(filter),
+            granularity: granularity as i32,
+            service_level_threshold: threshold_seconds
+                .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+}
+
+on_each_backend!(queue_metrics_follow_routing_s_log_across_a_restart);
+async fn queue_metrics_follow_routing_s_log_across_a_restart(backend: &common::Backend) {
+    let database_url = backend.url.clone();
+    let conversations = abandonment();
+    let routing_log = routing_scenario();
+    let last = routing_log.last().unwrap().sequence;
+    let half = 9;
+
+    // Half of routing's log, then a restart that resumes from the stored cursor.
+    let (fake, _, _) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversations.last_sequence()),
+        &routing_log,
+        half,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, half).await;
+    reporting.stop().await;
+    fake.stop().await;
+    let (fake, _, routing_subscriptions) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversations.last_sequence()),
+        &routing_log,
+        last,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, last).await;
+    wait_for_cursor(&database_url, &reporting.url, conversations.last_sequence()).await;
+    assert_eq!(routing_subscriptions.lock().unwrap()[0], half);
+
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+    let q1_day = QueueMetricsRow {
+        period: Some(start("2026-03-02T00:00:00+01:00")),
+        queue_id: Q1.to_owned(),
+        offered: 6,
+        accepted: 3,
+        rona: 1,
+        rejected: 1,
+        withdrawn: 1,
+        abandoned: 1,
+        overflowed_in: 1,
+        overflowed_out: 0,
+        // (50 + 95 + 320) / 3 s.
+        average_speed_of_answer: secs(155),
+        // Only conv-1 within 60 s, over three answered and one abandoned.
+        answered_within_threshold: 1,
+        service_level: 0.25,
+    };
+    let q2_day = QueueMetricsRow {
+        period: Some(start("2026-03-02T00:00:00+01:00")),
+        queue_id: Q2.to_owned(),
+        overflowed_out: 1,
+        average_speed_of_answer: secs(0),
+        ..QueueMetricsRow::default()
+    };
+    let q2_next_day = QueueMetricsRow {
+        period: Some(start("2026-03-03T00:00:00+01:00")),
+        queue_id: Q2.to_owned(),
+        offered: 1,
+        rona: 1,
+        average_speed_of_answer: secs(0),
+        ..QueueMetricsRow::default()
+    };
+    assert_eq!(
+        queue_metrics(&mut analyst, paris(), Granularity::Day, None).await,
+        vec![q1_day.clone(), q2_day.clone(), q2_next_day.clone()]
+    );
+    // Another threshold: conv-2's 95 s wait is now within it.
+    assert_eq!(
+        queue_metrics(&mut analyst, paris(), Granularity::Day, Some(100)).await[0],
+        QueueMetricsRow {
+            answered_within_threshold: 2,
+            service_level: 0.5,
+            ..q1_day.clone()
+        }
+    );
+    // One queue, summed over the range.
+    let only_q2 = ReportFilter {
+        queue_ids: vec![Q2.to_owned()],
+        ..paris()
+    };
+    assert_eq!(
+        queue_metrics(&mut analyst, only_q2, Granularity::Total, None).await,
+        vec![QueueMetricsRow {
+            period: Some(start(START)),
+            offered: 1,
+            rona: 1,
+            overflowed_out: 1,
+            ..q2_next_day.clone()
+        }]
+    );
+    // A range that starts mid-morning (off any quarter hour) leaves conv-1 out.
+    let from_nine_o_three = filter("2026-03-02T09:03:00Z", END, PARIS);
+    let late = queue_metrics(&mut analyst, from_nine_o_three, Granularity::Total, None).await;
+    assert_eq!((late[0].offered, late[0].accepted, late[0].rona), (4, 2, 0));
+    // The other tenant sees none of it.
+    let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Analyst]));
+    let theirs = queue_metrics(&mut other, paris(), Granularity::Total, None).await;
+    assert_eq!(
+        theirs.iter().map(|r| r.offered).collect::<Vec<_>>(),
+        vec![1]
+    );
+
+    // The CSV export has the same numbers.
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::QueueMetrics,
+        paris(),
+        Granularity::Day,
+    )
+    .await
+    .unwrap();
+    let rows = parse_simple_csv(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "period_start",
+            "day_of_week",
+            "queue_id",
+            "offered",
+            "accepted",
+            "rejected",
+            "rona",
+            "withdrawn",
+            "abandoned",
+            "overflowed_in",
+            "overflowed_out",
+            "average_speed_of_answer_seconds",
+            "answered_within_threshold",
+            "service_level",
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        [
+            "2026-03-02T00:00:00+01:00",
+            "",
+            Q1,
+            "6",
+            "3",
+            "1",
+            "1",
+            "1",
+            "1",
+            "1",
+            "0",
+            "155",
+            "1",
+            "0.25"
+        ]
+    );
+    assert_eq!(rows.len(), 4);
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+on_each_backend!(a_rebuild_refolds_both_logs_under_a_running_service);
+async fn a_rebuild_refolds_both_logs_under_a_running_service(backend: &common::Backend) {
+    let database_url = backend.url.clone();
+    let conversations = scenario();
+    let routing_log = routing_scenario();
+    let routing_last = routing_log.last().unwrap().sequence;
+    let (fake, subscriptions, routing_subscriptions) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversations.last_sequence()),
+        &routing_log,
+        routing_last,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, routing_last).await;
+    wait_for_cursor(&database_url, &reporting.url, conversations.last_sequence()).await;
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+    let totals = created_closed(&mut analyst, paris(), Granularity::Total).await;
+    let queues = queue_metrics(&mut analyst, paris(), Granularity::Day, None).await;
+    let received = reassignments(&mut analyst, paris(), Granularity::Day).await;
+    assert_eq!(totals, vec![cc(start(START), 8, 7)]);
+    assert_eq!(queues.len(), 4, "{queues:?}");
+
+    // What `reporting-svc rebuild` does, while the service runs on a quiet log: both
+    // consumers notice at their next heartbeat and fold their log again from the start.
+    let forgotten = Store::open(&database_url)
+        .await
+        .unwrap()
+        .rebuild()
+        .await
+        .unwrap();
+    assert!(forgotten > 0);
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, routing_last).await;
+    wait_for_cursor(&database_url, &reporting.url, conversations.last_sequence()).await;
+    assert_eq!(subscriptions.lock().unwrap().last(), Some(&0));
+    assert_eq!(routing_subscriptions.lock().unwrap().last(), Some(&0));
+    assert_eq!(
+        created_closed(&mut analyst, paris(), Granularity::Total).await,
+        totals
+    );
+    assert_eq!(
+        queue_metrics(&mut analyst, paris(), Granularity::Day, None).await,
+        queues
+    );
+    assert_eq!(
+        reassignments(&mut analyst, paris(), Granularity::Day).await,
+        received
     );
 
     reporting.stop().await;

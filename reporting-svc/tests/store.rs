@@ -6,7 +6,12 @@ use common::{Backend, EventLog, micros};
 use reporting_svc::consumer::to_domain;
 use reporting_svc::domain::facts::Event;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
-use reporting_svc::store::{Applied, CONVERSATION_EVENTS, FactQuery, Store};
+use std::collections::BTreeMap;
+
+use reporting_svc::domain::metrics::{Metric, RoutingEvent, RoutingEventKind, of_routing_event};
+use reporting_svc::store::{
+    Applied, CONVERSATION_EVENTS, Entry, FactQuery, Following, GroupBy, ROUTING_EVENTS, Store,
+};
 use switchboard_proto::common::v1::Channel;
 
 const TENANT: &str = "0b6f2a4e-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
@@ -16,8 +21,11 @@ const Q2: &str = "22222222-2222-4222-8222-222222222222";
 const A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 const B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
 
-fn as_batch(entries: &[(i64, Option<Event>)]) -> Vec<(i64, Option<&Event>)> {
-    entries.iter().map(|(s, e)| (*s, e.as_ref())).collect()
+fn as_batch(entries: &[(i64, Option<Event>)]) -> Vec<(i64, Option<Entry<'_>>)> {
+    entries
+        .iter()
+        .map(|(s, e)| (*s, e.as_ref().map(Entry::from)))
+        .collect()
 }
 
 fn domain_events(log: &EventLog) -> Vec<Event> {
@@ -446,6 +454,202 @@ async fn a_batch_applies_only_what_is_new(backend: &Backend) {
     assert_eq!(store.assignments("c1").await.unwrap().len(), 2);
 }
 
+/// A count's metric, slot, queue, agent and label.
+type CountKey = (Metric, i64, String, String, String);
+
+/// A small deterministic generator, so a failure replays.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Reads from the rollups plus the partial slots' occurrences agree with a count of the
+/// occurrences themselves, for ranges on and off quarter hours, inside one slot, with
+/// filters, after the events were applied in batches of every size and replayed.
+async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
+    let store = &backend.store;
+    let mut rng = Lcg(7);
+    let base = micros("2026-03-29T00:00:00Z");
+    let queues = [Q1, Q2];
+    let agents = [A, B];
+    let kinds = [
+        RoutingEventKind::OfferCreated,
+        RoutingEventKind::OfferAccepted,
+        RoutingEventKind::OfferRejected,
+        RoutingEventKind::OfferTimedOut,
+        RoutingEventKind::OfferWithdrawn,
+        RoutingEventKind::WaitingOverflowed,
+        RoutingEventKind::Other,
+    ];
+    let mut events = Vec::new();
+    for sequence in 1..=600_i64 {
+        let at = base + rng.below(6 * 3_600_000_000) as i64;
+        events.push(RoutingEvent {
+            log_sequence: sequence,
+            tenant_id: if rng.below(10) == 0 {
+                OTHER_TENANT
+            } else {
+                TENANT
+            }
+            .to_owned(),
+            kind: kinds[rng.below(kinds.len() as u64) as usize],
+            occurred_at: at,
+            agent_id: agents[rng.below(2) as usize].to_owned(),
+            conversation_id: format!("c{}", rng.below(50)),
+            queue_id: queues[rng.below(2) as usize].to_owned(),
+            from_queue_id: queues[rng.below(2) as usize].to_owned(),
+            channel: 1 + rng.below(2) as i32,
+            wait_started_at: Some(at - rng.below(120_000_000) as i64),
+            queue_offer: rng.below(4) != 0,
+        });
+    }
+    // Applied in runs of 1 to 40, each run once more after it (a replay counts nothing).
+    let mut applied = 0;
+    while applied < events.len() {
+        let run = (1 + rng.below(40) as usize).min(events.len() - applied);
+        let entries: Vec<(i64, Option<Entry<'_>>)> = events[applied..applied + run]
+            .iter()
+            .map(|e| (e.log_sequence, Some(Entry::from(e))))
+            .collect();
+        for expected in [run as u64, 0] {
+            assert_eq!(
+                store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
+                expected
+            );
+        }
+        applied += run;
+    }
+    assert_eq!(store.cursor(ROUTING_EVENTS).await.unwrap(), 600);
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
+
+    let occurrences: Vec<_> = events.iter().flat_map(of_routing_event).collect();
+    let group = GroupBy {
+        queue: true,
+        agent: true,
+        label: true,
+    };
+    let only_q1 = [Q1.to_owned()];
+    let only_b = [B.to_owned()];
+    let sms = [Channel::Sms as i32];
+    for round in 0..60 {
+        let (start, end) = match round {
+            // Whole quarter hours, then inside one slot, then a range of one microsecond.
+            0 => (base, base + 4 * SLOT_MICROS),
+            1 => (base + 60_000_000, base + 120_000_000),
+            2 => (base + 1, base + 2),
+            _ => {
+                let a = base - SLOT_MICROS + rng.below(7 * 3_600_000_000) as i64;
+                let b = base - SLOT_MICROS + rng.below(7 * 3_600_000_000) as i64;
+                (a.min(b), a.max(b) + 1)
+            }
+        };
+        let mut query = FactQuery {
+            start,
+            end,
+            ..query(TENANT, "2026-03-29T00:00:00Z", "2026-03-29T00:00:00Z")
+        };
+        if round % 3 == 1 {
+            query.queue_ids = &only_q1;
+        }
+        if round % 4 == 2 {
+            query.agent_ids = &only_b;
+        }
+        if round % 5 == 3 {
+            query.channels = &sms;
+        }
+        let mut expected: BTreeMap<CountKey, (i64, i64)> = BTreeMap::new();
+        for o in &occurrences {
+            let kept = o.tenant_id == TENANT
+                && o.at >= start
+                && o.at < end
+                && (query.queue_ids.is_empty() || query.queue_ids.contains(&o.queue_id))
+                && (query.agent_ids.is_empty() || query.agent_ids.contains(&o.agent_id))
+                && (query.channels.is_empty() || query.channels.contains(&o.channel));
+            if kept {
+                let tally = expected
+                    .entry((
+                        o.metric,
+                        o.at.div_euclid(SLOT_MICROS),
+                        o.queue_id.clone(),
+                        o.agent_id.clone(),
+                        o.label.clone(),
+                    ))
+                    .or_default();
+                tally.0 += 1;
+                tally.1 += o.value;
+            }
+        }
+        let counted: BTreeMap<_, _> = store
+            .metric_counts(&query, &Metric::ALL, group)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                (
+                    (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
+                    (c.n, c.total),
+                )
+            })
+            .collect();
+        assert_eq!(counted, expected, "round {round}: {start}..{end}");
+    }
+}
+
+/// After a rebuild, a consumer that still stands at its old position applies nothing
+/// and is told to start again; from the start, the same events give the same counts.
+async fn a_rebuild_forgets_everything_and_turns_away_old_positions(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.assign(&c1, "2026-03-02T09:02:00Z", B, A);
+    log.close(&c1, "2026-03-02T09:03:00Z", B);
+    let events = domain_events(&log);
+    let entries: Vec<(i64, Option<Entry<'_>>)> = events
+        .iter()
+        .map(|e| (e.log_sequence, Some(Entry::from(e))))
+        .collect();
+    assert_eq!(
+        store
+            .apply_following(CONVERSATION_EVENTS, 0, &entries[..2])
+            .await
+            .unwrap(),
+        Following::Applied(2)
+    );
+    let day = query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z");
+    assert_eq!(store.created_counts(&day).await.unwrap().len(), 1);
+
+    assert!(store.rebuild().await.unwrap() > 0);
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
+    assert_eq!(store.created_counts(&day).await.unwrap(), vec![]);
+    assert_eq!(store.conversation("c1").await.unwrap(), None);
+    let position = entries[1].0;
+    assert_eq!(
+        store
+            .apply_following(CONVERSATION_EVENTS, position, &entries[2..])
+            .await
+            .unwrap(),
+        Following::Rebuilt
+    );
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .apply_following(CONVERSATION_EVENTS, 0, &entries)
+            .await
+            .unwrap(),
+        Following::Applied(entries.len() as u64)
+    );
+    assert_eq!(store.reassignment_counts(&day).await.unwrap().len(), 1);
+    assert_eq!(store.closed_counts(&day).await.unwrap().len(), 1);
+}
+
 conformance!(
     a_batch_applies_only_what_is_new,
     per_conversation_sequences_do_not_collide,
@@ -456,4 +660,6 @@ conformance!(
     cursor_and_facts_commit_together,
     skip_moves_only_the_cursor,
     report_queries_filter_and_bucket,
+    metric_counts_are_exact_for_any_range,
+    a_rebuild_forgets_everything_and_turns_away_old_positions,
 );

@@ -186,6 +186,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         database_url: url_of("reporting"),
         identity_secret: options.identity_secret.clone(),
         conversation_url: http(conversation),
+        routing_url: http(routing),
         ..Default::default()
     };
     let gateway_config = gateway::Config {

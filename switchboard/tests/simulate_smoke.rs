@@ -121,4 +121,19 @@ async fn a_short_simulation_serves_customers_end_to_end_without_errors() {
         "the close-time report counts no conversation: {:#?}",
         summary.reports
     );
+    // Every report the simulation asks for is served.
+    assert!(
+        summary.reports.queue_metrics.is_some(),
+        "{:#?}",
+        summary.reports
+    );
+    assert!(
+        !summary
+            .reports
+            .notes
+            .iter()
+            .any(|note| note.contains("not implemented")),
+        "{:#?}",
+        summary.reports
+    );
 }

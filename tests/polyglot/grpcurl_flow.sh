@@ -437,6 +437,29 @@ period_start=$(jget rows.0.period.startTime <<<"$report")
 [[ $period_start == "$RANGE_START" ]] ||
     fail "a TOTAL row starts at the range start $RANGE_START, not $period_start: $report"
 
+step "the queue-metrics report counts the queue's offer and its acceptance"
+# From routing-svc's log: one offer in the demo queue, accepted within a 30 s service level.
+QUEUE_REPORT_REQUEST="{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"timeZone\": \"UTC\", \"queueIds\": [\"$QUEUE_ID\"]}, \"granularity\": \"GRANULARITY_TOTAL\", \"serviceLevelThreshold\": \"30s\"}"
+queue_report=""
+answered=""
+for _ in $(seq 1 30); do
+    queue_report=$(call SUPERVISOR "$QUEUE_REPORT_REQUEST" \
+        switchboard.reporting.v1.ReportingService/GetQueueMetricsReport)
+    answered=$(python3 -c '
+import json, sys
+rows = json.loads(sys.argv[1]).get("rows", [])
+if any(int(r.get("accepted", 0)) >= 1 and int(r.get("offered", 0)) >= 1 for r in rows):
+    print("yes")
+' "$queue_report")
+    [[ $answered == yes ]] && break
+    sleep 0.5
+done
+[[ $answered == yes ]] || fail "after 15 s no queue row with offered >= 1 and accepted >= 1: $queue_report"
+[[ $(jget rows.0.queueId <<<"$queue_report") == "$QUEUE_ID" ]] ||
+    fail "the row is not the demo queue's: $queue_report"
+expect_code 67 SUPERVISOR "{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}}, \"serviceLevelThreshold\": \"1.5s\"}" \
+    switchboard.reporting.v1.ReportingService/GetQueueMetricsReport
+
 step "stop streaming offers"
 kill "$STREAM_PID" 2>/dev/null || true
 wait "$STREAM_PID" 2>/dev/null || true

@@ -182,6 +182,29 @@ def created_closed_in(reports, metadata, window):
     return sum(r.created for r in response.rows), sum(r.closed for r in response.rows)
 
 
+def accepted_in(reports, metadata, window, queue_id):
+    """Queue offers accepted in the queue over the window (from routing-svc's log)."""
+    start, end = window
+    response = reports.GetQueueMetricsReport(
+        rep.GetQueueMetricsReportRequest(
+            filter=reporting_pb2.ReportFilter(
+                time_range=common_pb2.TimeRange(
+                    start_time=timestamp_pb2.Timestamp(seconds=start),
+                    end_time=timestamp_pb2.Timestamp(seconds=end),
+                ),
+                time_zone="UTC",
+                queue_ids=[queue_id],
+            ),
+            granularity=reporting_pb2.GRANULARITY_TOTAL,
+        ),
+        metadata=metadata,
+        timeout=TIMEOUT,
+    )
+    for row in response.rows:
+        check(row.queue_id == queue_id, "a queue row of another queue: %s" % row.queue_id)
+    return sum(r.accepted for r in response.rows)
+
+
 def run(gateway, creds):
     users = {u["handle"]: u for u in creds["users"]}
     agent1 = users["agent1"]
@@ -240,9 +263,10 @@ def run(gateway, creds):
         "CreateProgram as agent1",
     )
 
-    step("the created-and-closed report before the flow")
+    step("the created-and-closed and queue reports before the flow")
     window = flow_window()
     created_before, closed_before = created_closed_in(reports, as_supervisor, window)
+    accepted_before = accepted_in(reports, as_supervisor, window, creds["queue_id"])
 
     step("agent1 sets presence AVAILABLE")
     state = agents.SetPresence(
@@ -411,6 +435,13 @@ def run(gateway, creds):
 
     eventually(
         "created > %d and closed > %d in the flow's report" % (created_before, closed_before), 15, counted
+    )
+
+    step("the queue-metrics report counts the accepted offer")
+    eventually(
+        "accepted > %d in the queue's report" % accepted_before,
+        15,
+        lambda: accepted_in(reports, as_supervisor, window, creds["queue_id"]) > accepted_before or None,
     )
     transfer_then_force_close(creds, users, agents, conversations, channel, create_request)
     channel.close()

@@ -1,4 +1,4 @@
-//! One web-chat conversation from creation to the created-and-closed report, driven through
+//! One web-chat conversation from creation to the created-and-closed and queue reports, driven through
 //! the gateway with the demo credentials, on SQLite and (when configured) PostgreSQL.
 
 use std::time::Duration;
@@ -348,6 +348,16 @@ async fn flow(h: &Harness) {
     // closed.
     let range_start = created.create_time.expect("create time").seconds - 3_600;
     let range_end = closed.close_time.expect("close time").seconds + 3_600;
+    let flow_range = TimeRange {
+        start_time: Some(prost_types::Timestamp {
+            seconds: range_start,
+            nanos: 0,
+        }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: range_end,
+            nanos: 0,
+        }),
+    };
     let reports = h.reports("supervisor");
     let row = eventually(
         "the report to count the conversation",
@@ -358,16 +368,7 @@ async fn flow(h: &Harness) {
                 let rows = reports
                     .get_created_closed_report(rep::GetCreatedClosedReportRequest {
                         filter: Some(rep::ReportFilter {
-                            time_range: Some(TimeRange {
-                                start_time: Some(prost_types::Timestamp {
-                                    seconds: range_start,
-                                    nanos: 0,
-                                }),
-                                end_time: Some(prost_types::Timestamp {
-                                    seconds: range_end,
-                                    nanos: 0,
-                                }),
-                            }),
+                            time_range: Some(flow_range),
                             time_zone: "UTC".into(),
                             ..Default::default()
                         }),
@@ -393,6 +394,44 @@ async fn flow(h: &Harness) {
         }),
         "a TOTAL row's period starts at the range's start"
     );
+
+    // Routing's side of the same flow, from routing-svc's log: the queue offered the
+    // conversation once and agent1 accepted it, within the default 60 s service level.
+    let queue_id = h.creds.queue_id.clone();
+    let metrics = eventually(
+        "the queue metrics to count the offer",
+        Duration::from_secs(15),
+        || {
+            let mut reports = reports.clone();
+            let queue_id = queue_id.clone();
+            async move {
+                let rows = reports
+                    .get_queue_metrics_report(rep::GetQueueMetricsReportRequest {
+                        filter: Some(rep::ReportFilter {
+                            time_range: Some(flow_range),
+                            time_zone: "UTC".into(),
+                            queue_ids: vec![queue_id],
+                            ..Default::default()
+                        }),
+                        granularity: rep::Granularity::Total as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .rows;
+                rows.into_iter().find(|r| r.accepted == 1)
+            }
+        },
+    )
+    .await;
+    assert_eq!(metrics.queue_id, h.creds.queue_id);
+    assert_eq!(
+        (metrics.offered, metrics.rona, metrics.abandoned),
+        (1, 0, 0)
+    );
+    assert_eq!(metrics.answered_within_threshold, 1);
+    assert_eq!(metrics.service_level, 1.0);
 }
 
 /// The next update of an offer stream, skipping heartbeats, within ten seconds.

@@ -7,6 +7,7 @@ use switchboard_server_kit::db::timestamp_to_micros;
 use switchboard_server_kit::{Identity, Role};
 
 use super::page_token::Fingerprint;
+use crate::domain::metrics::MAX_WAIT_BUCKET_SECONDS;
 use crate::domain::period::Granularity;
 use crate::domain::reports::Frame;
 use crate::error::Error;
@@ -31,6 +32,9 @@ const MIN_SECONDS: i64 = 0;
 const MAX_SECONDS: i64 = 253_402_300_799;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The service-level threshold when a request names none.
+const DEFAULT_SERVICE_LEVEL_SECONDS: i64 = 60;
 
 /// A caller allowed to read reports, with what its identity says about its tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +233,24 @@ fn zone(filter: &ReportFilter, caller: &Caller) -> Result<Tz, Error> {
             ),
         )
     })
+}
+
+/// The service-level threshold of a queue-metrics request, in whole seconds: 60 when
+/// unset; whole seconds from 0 to a day, so that the count within it is exact.
+pub fn service_level_threshold(
+    value: Option<&prost_types::Duration>,
+    field: &str,
+) -> Result<i64, Error> {
+    let Some(duration) = value else {
+        return Ok(DEFAULT_SERVICE_LEVEL_SECONDS);
+    };
+    if duration.nanos != 0 || !(0..=MAX_WAIT_BUCKET_SECONDS).contains(&duration.seconds) {
+        return Err(Error::invalid(
+            field,
+            format!("must be whole seconds from 0 to {MAX_WAIT_BUCKET_SECONDS}"),
+        ));
+    }
+    Ok(duration.seconds)
 }
 
 /// Checks `filter` for a report of `shape` grouped by `granularity`, for `caller`.

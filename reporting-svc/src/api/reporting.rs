@@ -16,29 +16,33 @@ use switchboard_proto::reporting::v1::{
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
     GetQueueMetricsReportRequest, GetQueueMetricsReportResponse, GetReassignmentsReportRequest,
     GetReassignmentsReportResponse, ListTransferLedgerRequest, ListTransferLedgerResponse,
-    Period as ProtoPeriod, ReassignmentsRow, ReportFilter, ReportKind,
+    Period as ProtoPeriod, QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind,
 };
 use switchboard_server_kit::identity_of;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use super::filter::{Caller, ReportShape, Scope, authorize, granularity, scope};
+use super::filter::{
+    Caller, ReportShape, Scope, authorize, granularity, scope, service_level_threshold,
+};
 use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
+use crate::domain::metrics::wait_label_at_most;
 use crate::domain::page::{Page, RowKey, page};
 use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, CloseTime, CreatedClosed, FirstContactResolution, Frame, Reassignments,
+    self, CloseTime, CreatedClosed, FirstContactResolution, Frame, QueueMetrics, Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{GroupBy, Store};
 
 /// Report names in page-token fingerprints: a token of one report is refused by another.
 const CREATED_CLOSED: &str = "created_closed";
 const REASSIGNMENTS: &str = "reassignments";
 const CLOSE_TIME: &str = "close_time";
 const FIRST_CONTACT_RESOLUTION: &str = "first_contact_resolution";
+const QUEUE_METRICS: &str = "queue_metrics";
 
 /// CSV columns of the period reports. A row's period is written for people, not as the
 /// API's `Period` message: `period_start` is the local start of the period in RFC 3339 with
@@ -51,6 +55,23 @@ const REASSIGNMENTS_HEADER: &[&str] = &[
     "day_of_week",
     "agent_id",
     "reassignments_received",
+];
+/// CSV columns of the queue-metrics report; the average speed of answer in decimal seconds.
+const QUEUE_METRICS_HEADER: &[&str] = &[
+    "period_start",
+    "day_of_week",
+    "queue_id",
+    "offered",
+    "accepted",
+    "rejected",
+    "rona",
+    "withdrawn",
+    "abandoned",
+    "overflowed_in",
+    "overflowed_out",
+    "average_speed_of_answer_seconds",
+    "answered_within_threshold",
+    "service_level",
 ];
 /// CSV columns of the close-time report; durations in decimal seconds, the assignment
 /// columns empty when no assignment time is known.
@@ -95,6 +116,28 @@ impl ReportingApi {
         Ok(reports::reassignments(&scope.frame, &counts))
     }
 
+    /// Queue metrics with a service-level threshold of `threshold_seconds`.
+    async fn queue_metrics(
+        &self,
+        scope: &Scope,
+        threshold_seconds: i64,
+    ) -> Result<Vec<(Period, QueueMetrics)>, Error> {
+        let group = GroupBy {
+            queue: true,
+            label: true,
+            ..GroupBy::default()
+        };
+        let counts = self
+            .store
+            .metric_counts(&scope.query(), &reports::QUEUE_METRICS, group)
+            .await?;
+        Ok(reports::queue_metrics(
+            &scope.frame,
+            &counts,
+            &wait_label_at_most(threshold_seconds),
+        ))
+    }
+
     async fn close_time(&self, scope: &Scope) -> Result<Vec<CloseTime>, Error> {
         let closed = self.store.closed_conversations(&scope.query()).await?;
         Ok(reports::close_time(&closed))
@@ -115,6 +158,7 @@ impl ReportingApi {
         caller: &Caller,
         filter: Option<&ReportFilter>,
         granularity: Granularity,
+        threshold_seconds: i64,
     ) -> Result<(&'static [&'static str], Vec<Vec<String>>), Error> {
         match kind {
             ReportKind::CreatedClosed => {
@@ -170,9 +214,33 @@ impl ReportingApi {
                         .collect(),
                 ))
             }
-            ReportKind::QueueMetrics => Err(Error::NotImplemented(
-                "ReportingService/ExportReport of REPORT_KIND_QUEUE_METRICS",
-            )),
+            ReportKind::QueueMetrics => {
+                let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
+                let rows = self.queue_metrics(&scope, threshold_seconds).await?;
+                Ok((
+                    QUEUE_METRICS_HEADER,
+                    rows.iter()
+                        .map(|(period, r)| {
+                            let mut record = csv_period(&scope.frame, period);
+                            record.extend([
+                                r.queue_id.clone(),
+                                r.offered.to_string(),
+                                r.accepted.to_string(),
+                                r.rejected.to_string(),
+                                r.timed_out.to_string(),
+                                r.withdrawn.to_string(),
+                                r.abandoned.to_string(),
+                                r.overflowed_in.to_string(),
+                                r.overflowed_out.to_string(),
+                                csv::seconds(r.average_speed_of_answer()),
+                                r.answered_within.to_string(),
+                                r.service_level().to_string(),
+                            ]);
+                            record
+                        })
+                        .collect(),
+                ))
+            }
             ReportKind::TransferLedger => Err(Error::NotImplemented(
                 "ReportingService/ExportReport of REPORT_KIND_TRANSFER_LEDGER",
             )),
@@ -443,9 +511,56 @@ impl ReportingService for ReportingApi {
 
     async fn get_queue_metrics_report(
         &self,
-        _request: Request<GetQueueMetricsReportRequest>,
+        request: Request<GetQueueMetricsReportRequest>,
     ) -> Result<Response<GetQueueMetricsReportResponse>, Status> {
-        Err(unimplemented("ReportingService/GetQueueMetricsReport"))
+        let caller = authorize(&identity_of(&request)?)?;
+        let request = request.into_inner();
+        let granularity = granularity(request.granularity, "granularity")?;
+        let threshold_seconds = service_level_threshold(
+            request.service_level_threshold.as_ref(),
+            "service_level_threshold",
+        )?;
+        let scope = scope(
+            &caller,
+            request.filter.as_ref(),
+            granularity,
+            ReportShape::Periods,
+        )?;
+        // Values depend on the threshold: a token of another threshold is refused.
+        let paging = PageRequest::new(
+            &format!("{QUEUE_METRICS}/{threshold_seconds}"),
+            &scope,
+            request.page_size,
+            &request.page_token,
+        )?;
+        let rows = self.queue_metrics(&scope, threshold_seconds).await?;
+        let page = paging.take(rows, |(period, r)| RowKey {
+            period: period.ordinal(),
+            agent_id: r.queue_id.clone(),
+        });
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "queue-metrics report");
+        Ok(Response::new(GetQueueMetricsReportResponse {
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
+                .into_iter()
+                .map(|(period, r)| QueueMetricsRow {
+                    period: Some(proto_period(&scope.frame, &period)),
+                    offered: r.offered,
+                    accepted: r.accepted,
+                    rona: r.timed_out,
+                    average_speed_of_answer: Some(duration(r.average_speed_of_answer())),
+                    abandoned: r.abandoned,
+                    service_level: r.service_level(),
+                    rejected: r.rejected,
+                    withdrawn: r.withdrawn,
+                    overflowed_in: r.overflowed_in,
+                    overflowed_out: r.overflowed_out,
+                    answered_within_threshold: r.answered_within,
+                    queue_id: r.queue_id,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_transfer_ledger(
@@ -468,8 +583,18 @@ impl ReportingService for ReportingApi {
         let kind = ReportKind::try_from(request.kind)
             .map_err(|_| Error::invalid("kind", format!("unknown report kind {}", request.kind)))?;
         let granularity = granularity(request.granularity, "granularity")?;
+        let threshold_seconds = service_level_threshold(
+            request.service_level_threshold.as_ref(),
+            "service_level_threshold",
+        )?;
         let (header, rows) = self
-            .export_rows(kind, &caller, request.filter.as_ref(), granularity)
+            .export_rows(
+                kind,
+                &caller,
+                request.filter.as_ref(),
+                granularity,
+                threshold_seconds,
+            )
             .await?;
         let count = rows.len() as u64;
         if count > self.export_limit {

@@ -12,7 +12,7 @@
 pub struct RowKey {
     /// The period's ordinal.
     pub period: i64,
-    /// The agent.
+    /// The agent (the queue, in queue rows).
     pub agent_id: String,
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 
 use super::facts::resolved_first_contact;
+use super::metrics::{Count, Metric};
 use super::period::{Granularity, Period, period_of, periods_in, start_of_day};
 use super::stats::{Summary, summarize};
 
@@ -222,6 +223,112 @@ pub fn first_contact_resolution(closed: &[ClosedConversation]) -> Vec<FirstConta
         })
         .collect()
 }
+
+/// Routing numbers of one queue in one period (product rule 19).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueMetrics {
+    /// The queue.
+    pub queue_id: String,
+    /// Queue offers made.
+    pub offered: i64,
+    /// Queue offers accepted.
+    pub accepted: i64,
+    /// Queue offers rejected.
+    pub rejected: i64,
+    /// Queue offers timed out (RONA).
+    pub timed_out: i64,
+    /// Queue offers withdrawn.
+    pub withdrawn: i64,
+    /// Conversations closed, last in the queue, before any agent took them.
+    pub abandoned: i64,
+    /// Conversations that overflowed into the queue.
+    pub overflowed_in: i64,
+    /// Conversations that overflowed out of it.
+    pub overflowed_out: i64,
+    /// Sum of the waits of the accepted offers, in microseconds.
+    pub wait_total: i64,
+    /// Accepted offers whose wait was within the threshold.
+    pub answered_within: i64,
+}
+
+impl QueueMetrics {
+    /// Average wait of the accepted offers, in microseconds; 0 when none.
+    pub fn average_speed_of_answer(&self) -> i64 {
+        if self.accepted == 0 {
+            0
+        } else {
+            self.wait_total / self.accepted
+        }
+    }
+
+    /// Answered within the threshold over answered and abandoned; 0 when neither.
+    pub fn service_level(&self) -> f64 {
+        let base = self.accepted + self.abandoned;
+        if base == 0 {
+            0.0
+        } else {
+            self.answered_within as f64 / base as f64
+        }
+    }
+}
+
+/// One row per period and queue with anything counted, by period then queue. `counts`
+/// are the queue metrics per slot, queue and label; an acceptance is within the threshold
+/// when its wait label is at most `within_label` (see `metrics::wait_label_at_most`).
+pub fn queue_metrics(
+    frame: &Frame,
+    counts: &[Count],
+    within_label: &str,
+) -> Vec<(Period, QueueMetrics)> {
+    let mut rows: BTreeMap<(Period, &str), QueueMetrics> = BTreeMap::new();
+    for count in counts {
+        let row = rows
+            .entry((frame.period_of_slot(count.slot), count.queue_id.as_str()))
+            .or_default();
+        match count.metric {
+            Metric::Offered => row.offered += count.n,
+            Metric::Accepted => {
+                row.accepted += count.n;
+                row.wait_total += count.total;
+                if count.label.as_str() <= within_label {
+                    row.answered_within += count.n;
+                }
+            }
+            Metric::Rejected => row.rejected += count.n,
+            Metric::TimedOut => row.timed_out += count.n,
+            Metric::Withdrawn => row.withdrawn += count.n,
+            Metric::Abandoned => row.abandoned += count.n,
+            Metric::OverflowedIn => row.overflowed_in += count.n,
+            Metric::OverflowedOut => row.overflowed_out += count.n,
+            Metric::Created | Metric::Closed | Metric::ReassignedTo | Metric::ReassignedFrom => {}
+        }
+    }
+    rows.into_iter()
+        // A conversation closed without ever entering a queue is nobody's abandonment.
+        .filter(|((_, queue_id), row)| !queue_id.is_empty() && *row != QueueMetrics::default())
+        .map(|((period, queue_id), row)| {
+            (
+                period,
+                QueueMetrics {
+                    queue_id: queue_id.to_owned(),
+                    ..row
+                },
+            )
+        })
+        .collect()
+}
+
+/// The metrics a queue-metrics report reads.
+pub const QUEUE_METRICS: [Metric; 8] = [
+    Metric::Offered,
+    Metric::Accepted,
+    Metric::Rejected,
+    Metric::TimedOut,
+    Metric::Withdrawn,
+    Metric::Abandoned,
+    Metric::OverflowedIn,
+    Metric::OverflowedOut,
+];
 
 #[cfg(test)]
 mod tests {

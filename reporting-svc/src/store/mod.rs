@@ -12,14 +12,55 @@ use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Row};
 use switchboard_server_kit::{Db, Dialect};
 
+mod metrics;
+
+pub use metrics::GroupBy;
+
 use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
-use crate::domain::reports::{ClosedConversation, SLOT_MICROS};
+use crate::domain::metrics::{
+    Metric, Occurrence, RoutingEvent, of_conversation_event, of_routing_event,
+};
+use crate::domain::reports::ClosedConversation;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The cursor name of conversation-svc's event log.
 pub const CONVERSATION_EVENTS: &str = "conversation-svc";
+
+/// The cursor name of routing-svc's event log.
+pub const ROUTING_EVENTS: &str = "routing-svc";
+
+/// One event to apply, from either log.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    /// A conversation-svc event: folded into the conversation's facts, then counted.
+    Conversation(&'a Event),
+    /// A routing-svc event: counted.
+    Routing(&'a RoutingEvent),
+}
+
+impl<'a> From<&'a Event> for Entry<'a> {
+    fn from(event: &'a Event) -> Entry<'a> {
+        Entry::Conversation(event)
+    }
+}
+
+impl<'a> From<&'a RoutingEvent> for Entry<'a> {
+    fn from(event: &'a RoutingEvent) -> Entry<'a> {
+        Entry::Routing(event)
+    }
+}
+
+/// What [`Store::apply_following`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Following {
+    /// This many entries were new and applied.
+    Applied(u64),
+    /// The stored cursor is behind where the consumer stands: the reports were rebuilt
+    /// ([`Store::rebuild`]) under it. Nothing was applied; subscribe again from the cursor.
+    Rebuilt,
+}
 
 /// Whether [`Store::apply`] changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +160,20 @@ impl Sql {
         self
     }
 
+    async fn execute(
+        self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut query = sqlx::query(AssertSqlSafe(self.text));
+        for bind in self.binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        Ok(query.execute(&mut **tx).await?.rows_affected())
+    }
+
     async fn fetch_all(self, db: &Db) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut query = sqlx::query(AssertSqlSafe(self.text));
         for bind in self.binds {
@@ -184,7 +239,7 @@ impl Store {
     /// transaction; an event at or below the cursor changes nothing.
     pub async fn apply(&self, source: &str, event: &Event) -> Result<Applied, sqlx::Error> {
         let applied = self
-            .apply_batch(source, &[(event.log_sequence, Some(event))])
+            .apply_batch(source, &[(event.log_sequence, Some(Entry::from(event)))])
             .await?;
         Ok(if applied == 0 {
             Applied::AlreadyApplied
@@ -215,10 +270,35 @@ impl Store {
     pub async fn apply_batch(
         &self,
         source: &str,
-        entries: &[(i64, Option<&Event>)],
+        entries: &[(i64, Option<Entry<'_>>)],
     ) -> Result<u64, sqlx::Error> {
+        match self.apply_run(source, None, entries).await? {
+            Following::Applied(applied) => Ok(applied),
+            Following::Rebuilt => unreachable!("only a consumer's position can be ahead"),
+        }
+    }
+
+    /// [`Store::apply_batch`] for a consumer whose subscription stands at `position` (the
+    /// cursor it subscribed after, moved by what it applied since): when the stored cursor
+    /// is behind that, the reports were rebuilt meanwhile and the entries, which continue
+    /// the old position, must not be applied.
+    pub async fn apply_following(
+        &self,
+        source: &str,
+        position: i64,
+        entries: &[(i64, Option<Entry<'_>>)],
+    ) -> Result<Following, sqlx::Error> {
+        self.apply_run(source, Some(position), entries).await
+    }
+
+    async fn apply_run(
+        &self,
+        source: &str,
+        position: Option<i64>,
+        entries: &[(i64, Option<Entry<'_>>)],
+    ) -> Result<Following, sqlx::Error> {
         let Some(last) = entries.iter().map(|(sequence, _)| *sequence).max() else {
-            return Ok(0);
+            return Ok(Following::Applied(0));
         };
         let mut tx = self.db.begin().await?;
         sqlx::query(
@@ -240,34 +320,48 @@ impl Store {
         .bind(source)
         .fetch_one(&mut *tx)
         .await?;
+        if position.is_some_and(|position| cursor < position) {
+            tx.rollback().await?;
+            return Ok(Following::Rebuilt);
+        }
         if last <= cursor {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(Following::Applied(0));
         }
         let mut applied = 0;
-        for (log_sequence, event) in entries {
+        let mut occurrences: Vec<Occurrence> = Vec::new();
+        for (log_sequence, entry) in entries {
             if *log_sequence <= cursor {
                 continue;
             }
             cursor = *log_sequence;
             applied += 1;
-            let Some(event) = event else { continue };
-            let current = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
-            )))
-            .bind(&event.conversation_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| facts_from_row(&row))
-            .transpose()?;
-            let change = facts::apply(current.as_ref(), event);
-            if let Some(facts) = &change.conversation {
-                upsert_facts(&mut tx, facts, *log_sequence).await?;
-            }
-            if let Some(assignment) = &change.assignment {
-                insert_assignment(&mut tx, assignment).await?;
+            match entry {
+                None => {}
+                Some(Entry::Routing(event)) => occurrences.extend(of_routing_event(event)),
+                Some(Entry::Conversation(event)) => {
+                    let current = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
+                    )))
+                    .bind(&event.conversation_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| facts_from_row(&row))
+                    .transpose()?;
+                    let change = facts::apply(current.as_ref(), event);
+                    if let Some(facts) = &change.conversation {
+                        upsert_facts(&mut tx, facts, *log_sequence).await?;
+                    }
+                    if let Some(assignment) = &change.assignment {
+                        insert_assignment(&mut tx, assignment).await?;
+                    }
+                    if let Some(after) = change.conversation.as_ref().or(current.as_ref()) {
+                        occurrences.extend(of_conversation_event(event, after));
+                    }
+                }
             }
         }
+        metrics::record(&mut tx, &occurrences).await?;
         // Guarded like every cursor move, though the lock above already rules out a
         // concurrent applier getting further meanwhile.
         let moved = sqlx::query(
@@ -281,10 +375,34 @@ impl Store {
         .rows_affected();
         if moved == 0 {
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(Following::Applied(0));
         }
         tx.commit().await?;
-        Ok(applied)
+        Ok(Following::Applied(applied))
+    }
+
+    /// Forgets every fact, count and cursor in one transaction, so that the consumers fold
+    /// both event logs again from their start: the reports are rebuilt from the event
+    /// history. A running reporting-svc notices at its next event and subscribes again
+    /// from the start. Returns how many occurrences were forgotten.
+    pub async fn rebuild(&self) -> Result<u64, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let forgotten = sqlx::query("DELETE FROM occurrences")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in [
+            "rollups",
+            "assignment_facts",
+            "conversation_facts",
+            "consumer_cursor",
+        ] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(forgotten)
     }
 
     /// The facts of one conversation, if any event about it was applied.
@@ -335,44 +453,39 @@ impl Store {
     }
 
     /// Conversations created in the range, as `(slot, count)` per quarter-hour slot
-    /// (`agent_ids` does not apply).
+    /// (`agent_ids` must be empty).
     pub async fn created_counts(
         &self,
         query: &FactQuery<'_>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-        self.slot_counts("created_at", query).await
+        self.slot_counts(Metric::Created, query).await
     }
 
-    /// Conversations whose latest close is in the range, as `(slot, count)` per
-    /// quarter-hour slot (`agent_ids` does not apply).
+    /// Closes in the range (a conversation closed, reopened and closed again counts
+    /// twice), as `(slot, count)` per quarter-hour slot (`agent_ids` must be empty).
     pub async fn closed_counts(
         &self,
         query: &FactQuery<'_>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-        self.slot_counts("closed_at", query).await
+        self.slot_counts(Metric::Closed, query).await
     }
 
     async fn slot_counts(
         &self,
-        column: &str,
+        metric: Metric,
         query: &FactQuery<'_>,
     ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-        let slot = format!("{column} / {SLOT_MICROS}");
-        let mut sql = Sql::new(&format!(
-            "SELECT {slot} AS slot, COUNT(*) AS n FROM conversation_facts WHERE tenant_id = "
-        ));
-        sql.bind(Bind::Text(query.tenant_id.to_owned()))
-            .push(&format!(" AND {column} >= "))
-            .bind(Bind::Int(query.start))
-            .push(&format!(" AND {column} < "))
-            .bind(Bind::Int(query.end))
-            .filters(query, None)
-            .push(&format!(" GROUP BY {slot} ORDER BY {slot}"));
-        sql.fetch_all(&self.db)
+        // Counted per conversation, not per agent: the agent filter does not apply.
+        let query = FactQuery {
+            agent_ids: &[],
+            ..*query
+        };
+        Ok(self
+            .metric_counts(&query, &[metric], GroupBy::default())
             .await?
-            .iter()
-            .map(|row| Ok((row.try_get("slot")?, row.try_get("n")?)))
-            .collect()
+            .into_iter()
+            .map(|count| (count.slot, count.n))
+            .collect())
     }
 
     /// Reassignments received in the range, as `(agent, slot, count)`.
@@ -380,31 +493,16 @@ impl Store {
         &self,
         query: &FactQuery<'_>,
     ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-        let slot = format!("assigned_at / {SLOT_MICROS}");
-        let mut sql = Sql::new(&format!(
-            "SELECT agent_id, {slot} AS slot, COUNT(*) AS n FROM assignment_facts \
-             WHERE reassignment = 1 AND tenant_id = "
-        ));
-        sql.bind(Bind::Text(query.tenant_id.to_owned()))
-            .push(" AND assigned_at >= ")
-            .bind(Bind::Int(query.start))
-            .push(" AND assigned_at < ")
-            .bind(Bind::Int(query.end))
-            .filters(query, Some("agent_id"))
-            .push(&format!(
-                " GROUP BY agent_id, {slot} ORDER BY agent_id, {slot}"
-            ));
-        sql.fetch_all(&self.db)
+        let group = GroupBy {
+            agent: true,
+            ..GroupBy::default()
+        };
+        Ok(self
+            .metric_counts(query, &[Metric::ReassignedTo], group)
             .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("agent_id")?,
-                    row.try_get("slot")?,
-                    row.try_get("n")?,
-                ))
-            })
-            .collect()
+            .into_iter()
+            .map(|count| (count.agent_id, count.slot, count.n))
+            .collect())
     }
 
     /// Conversations whose latest close is in the range and that had an owner when

@@ -1,0 +1,512 @@
+//! What the reports count, derived from both services' events.
+//!
+//! Each event yields zero or more [`Occurrence`]s: one thing a report counts (a
+//! conversation created or closed, a reassignment received, an offer accepted...), at one
+//! instant, with the dimensions the filters and rows use. The store keeps every occurrence
+//! and their sums per quarter-hour slot ([`rollup`]); a report adds the slots fully inside
+//! its range to the occurrences in the partial slots at its edges, so its numbers are exact
+//! for any range and its cost follows the range, not the history.
+
+use std::collections::BTreeMap;
+
+use super::facts::{ConversationFacts, Event, EventKind, is_reassignment};
+use super::reports::SLOT_MICROS;
+
+/// Microseconds in a second.
+const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// Waits are counted per whole second up to this many seconds (a day); longer ones share
+/// the last bucket. Service-level thresholds are whole seconds up to this.
+pub const MAX_WAIT_BUCKET_SECONDS: i64 = 86_400;
+
+/// A thing a report counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// A conversation was created (in the queue it was created in).
+    Created,
+    /// A conversation was closed; a reopened conversation counts again when it closes
+    /// again. The agent is the closing agent, if it had an owner.
+    Closed,
+    /// A conversation was closed before any agent took it.
+    Abandoned,
+    /// The agent became owner after another agent owned it (product rule 15).
+    ReassignedTo,
+    /// The agent stopped owning a conversation because another agent became owner.
+    ReassignedFrom,
+    /// A queue offered a waiting conversation to the agent.
+    Offered,
+    /// The agent accepted a queue offer. The value is the customer's wait (from entering
+    /// the queue to the acceptance); the label its whole-second bucket ([`wait_label`]).
+    Accepted,
+    /// The agent rejected a queue offer.
+    Rejected,
+    /// A queue offer timed out: the agent went to RONA.
+    TimedOut,
+    /// A queue offer was withdrawn before an answer.
+    Withdrawn,
+    /// A conversation overflowed into the queue.
+    OverflowedIn,
+    /// A conversation overflowed out of the queue.
+    OverflowedOut,
+}
+
+impl Metric {
+    /// The metric's name in the store.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Metric::Created => "created",
+            Metric::Closed => "closed",
+            Metric::Abandoned => "abandoned",
+            Metric::ReassignedTo => "reassigned_to",
+            Metric::ReassignedFrom => "reassigned_from",
+            Metric::Offered => "offered",
+            Metric::Accepted => "accepted",
+            Metric::Rejected => "rejected",
+            Metric::TimedOut => "timed_out",
+            Metric::Withdrawn => "withdrawn",
+            Metric::OverflowedIn => "overflowed_in",
+            Metric::OverflowedOut => "overflowed_out",
+        }
+    }
+
+    /// Every metric.
+    pub const ALL: [Metric; 12] = [
+        Metric::Created,
+        Metric::Closed,
+        Metric::Abandoned,
+        Metric::ReassignedTo,
+        Metric::ReassignedFrom,
+        Metric::Offered,
+        Metric::Accepted,
+        Metric::Rejected,
+        Metric::TimedOut,
+        Metric::Withdrawn,
+        Metric::OverflowedIn,
+        Metric::OverflowedOut,
+    ];
+
+    /// The metric named `code` in the store.
+    pub fn from_code(code: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.code() == code)
+    }
+}
+
+/// One counted thing, with the dimensions reports filter and group by (empty or 0 when
+/// not known).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occurrence {
+    /// The tenant.
+    pub tenant_id: String,
+    /// What is counted.
+    pub metric: Metric,
+    /// When, in microseconds since the epoch.
+    pub at: i64,
+    /// The queue.
+    pub queue_id: String,
+    /// The channel (`switchboard.common.v1.Channel` number).
+    pub channel: i32,
+    /// The queue's program.
+    pub program_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// A metric-specific subdivision (the wait bucket of an acceptance); empty otherwise.
+    pub label: String,
+    /// A metric-specific amount summed by reports (the wait of an acceptance, in
+    /// microseconds); 0 otherwise.
+    pub value: i64,
+}
+
+/// The quarter-hour slot of an instant.
+pub fn slot_of(at: i64) -> i64 {
+    at.div_euclid(SLOT_MICROS)
+}
+
+/// The label of a wait: its length in whole seconds rounded up, zero-padded so that labels
+/// sort as numbers, capped at [`MAX_WAIT_BUCKET_SECONDS`] + 1 ("longer than a day"). A wait
+/// is within a threshold of `t` whole seconds exactly when its label is at most
+/// `wait_label_at_most(t)`.
+pub fn wait_label(wait_micros: i64) -> String {
+    let wait = wait_micros.max(0);
+    let seconds = (wait / MICROS_PER_SECOND + i64::from(wait % MICROS_PER_SECOND != 0))
+        .min(MAX_WAIT_BUCKET_SECONDS + 1);
+    format!("{seconds:06}")
+}
+
+/// The largest label of a wait of at most `seconds` whole seconds.
+pub fn wait_label_at_most(seconds: i64) -> String {
+    format!("{:06}", seconds.clamp(0, MAX_WAIT_BUCKET_SECONDS))
+}
+
+/// Where occurrences are summed: everything but the instant, which becomes its slot.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RollupKey {
+    /// The tenant.
+    pub tenant_id: String,
+    /// What is counted.
+    pub metric: Metric,
+    /// The quarter-hour slot.
+    pub slot: i64,
+    /// The queue.
+    pub queue_id: String,
+    /// The channel.
+    pub channel: i32,
+    /// The program.
+    pub program_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The label.
+    pub label: String,
+}
+
+/// A count and a sum of values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// How many occurrences.
+    pub n: i64,
+    /// The sum of their values.
+    pub total: i64,
+}
+
+/// The sums per slot and dimension of `occurrences`, to add to the stored ones.
+pub fn rollup<'a>(
+    occurrences: impl IntoIterator<Item = &'a Occurrence>,
+) -> BTreeMap<RollupKey, Tally> {
+    let mut sums: BTreeMap<RollupKey, Tally> = BTreeMap::new();
+    for o in occurrences {
+        let tally = sums
+            .entry(RollupKey {
+                tenant_id: o.tenant_id.clone(),
+                metric: o.metric,
+                slot: slot_of(o.at),
+                queue_id: o.queue_id.clone(),
+                channel: o.channel,
+                program_id: o.program_id.clone(),
+                agent_id: o.agent_id.clone(),
+                label: o.label.clone(),
+            })
+            .or_default();
+        tally.n += 1;
+        tally.total += o.value;
+    }
+    sums
+}
+
+/// Counts of one metric in one slot, read back for a report: per queue, agent and label
+/// when the read kept them apart, empty otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// The metric.
+    pub metric: Metric,
+    /// The quarter-hour slot.
+    pub slot: i64,
+    /// The queue, when kept apart.
+    pub queue_id: String,
+    /// The agent, when kept apart.
+    pub agent_id: String,
+    /// The label, when kept apart.
+    pub label: String,
+    /// How many occurrences.
+    pub n: i64,
+    /// The sum of their values.
+    pub total: i64,
+}
+
+/// What a conversation event counts, given the conversation's facts after it (as folded
+/// by `facts::apply`).
+pub fn of_conversation_event(event: &Event, after: &ConversationFacts) -> Vec<Occurrence> {
+    let occurrence = |metric: Metric, agent_id: &str| Occurrence {
+        tenant_id: after.tenant_id.clone(),
+        metric,
+        at: event.occurred_at,
+        queue_id: after.queue_id.clone(),
+        channel: after.channel,
+        program_id: after.program_id.clone(),
+        agent_id: agent_id.to_owned(),
+        label: String::new(),
+        value: 0,
+    };
+    match event.kind {
+        EventKind::Created => vec![Occurrence {
+            at: after.created_at,
+            ..occurrence(Metric::Created, "")
+        }],
+        EventKind::Closed => {
+            let mut counted = vec![occurrence(
+                Metric::Closed,
+                after.closing_agent_id.as_deref().unwrap_or_default(),
+            )];
+            if after.segments == 0 {
+                counted.push(occurrence(Metric::Abandoned, ""));
+            }
+            counted
+        }
+        EventKind::Assigned if is_reassignment(&event.agent_id, &event.previous_agent_id) => {
+            vec![
+                occurrence(Metric::ReassignedTo, &event.agent_id),
+                occurrence(Metric::ReassignedFrom, &event.previous_agent_id),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What happened in routing, as far as the reports care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutingEventKind {
+    /// An offer was made.
+    OfferCreated,
+    /// An offer was accepted.
+    OfferAccepted,
+    /// An offer was rejected.
+    OfferRejected,
+    /// An offer timed out.
+    OfferTimedOut,
+    /// An offer was withdrawn.
+    OfferWithdrawn,
+    /// A waiting conversation moved to its overflow queue.
+    WaitingOverflowed,
+    /// Anything else.
+    Other,
+}
+
+/// One routing event, in the units the store keeps (microseconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingEvent {
+    /// Position in routing-svc's log, the consumer's cursor.
+    pub log_sequence: i64,
+    /// The tenant.
+    pub tenant_id: String,
+    /// What happened.
+    pub kind: RoutingEventKind,
+    /// When.
+    pub occurred_at: i64,
+    /// The agent concerned; empty when none.
+    pub agent_id: String,
+    /// The conversation concerned; empty when none.
+    pub conversation_id: String,
+    /// The queue concerned; empty when none.
+    pub queue_id: String,
+    /// The queue left, for an overflow.
+    pub from_queue_id: String,
+    /// The conversation's channel; 0 when not given.
+    pub channel: i32,
+    /// When the customer started waiting, for offer and waiting events.
+    pub wait_started_at: Option<i64>,
+    /// Whether the offer is a queue offer (not a transfer or an invitation).
+    pub queue_offer: bool,
+}
+
+/// What a routing event counts.
+pub fn of_routing_event(event: &RoutingEvent) -> Vec<Occurrence> {
+    let occurrence = |metric: Metric, queue_id: &str| Occurrence {
+        tenant_id: event.tenant_id.clone(),
+        metric,
+        at: event.occurred_at,
+        queue_id: queue_id.to_owned(),
+        channel: event.channel,
+        program_id: String::new(),
+        agent_id: event.agent_id.clone(),
+        label: String::new(),
+        value: 0,
+    };
+    let offer = |metric: Metric| {
+        if event.queue_offer {
+            vec![occurrence(metric, &event.queue_id)]
+        } else {
+            Vec::new()
+        }
+    };
+    match event.kind {
+        RoutingEventKind::OfferCreated => offer(Metric::Offered),
+        RoutingEventKind::OfferAccepted if event.queue_offer => {
+            let wait = event
+                .wait_started_at
+                .map_or(0, |start| (event.occurred_at - start).max(0));
+            vec![Occurrence {
+                label: wait_label(wait),
+                value: wait,
+                ..occurrence(Metric::Accepted, &event.queue_id)
+            }]
+        }
+        RoutingEventKind::OfferRejected => offer(Metric::Rejected),
+        RoutingEventKind::OfferTimedOut => offer(Metric::TimedOut),
+        RoutingEventKind::OfferWithdrawn => offer(Metric::Withdrawn),
+        RoutingEventKind::WaitingOverflowed => vec![
+            Occurrence {
+                agent_id: String::new(),
+                ..occurrence(Metric::OverflowedOut, &event.from_queue_id)
+            },
+            Occurrence {
+                agent_id: String::new(),
+                ..occurrence(Metric::OverflowedIn, &event.queue_id)
+            },
+        ],
+        RoutingEventKind::OfferAccepted | RoutingEventKind::Other => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::facts::apply;
+
+    const MIN: i64 = 60_000_000;
+
+    #[test]
+    fn wait_labels_sort_as_seconds_rounded_up() {
+        assert_eq!(wait_label(0), "000000");
+        assert_eq!(wait_label(1), "000001");
+        assert_eq!(wait_label(1_000_000), "000001");
+        assert_eq!(wait_label(1_000_001), "000002");
+        assert_eq!(wait_label(-5), "000000");
+        assert_eq!(wait_label(i64::MAX), "086401");
+        // Within 20 s exactly when the label is at most 20's.
+        for wait in [19_999_999, 20_000_000, 20_000_001] {
+            assert_eq!(
+                wait_label(wait) <= wait_label_at_most(20),
+                wait <= 20_000_000,
+                "{wait}"
+            );
+        }
+        assert!(wait_label(i64::MAX) > wait_label_at_most(i64::MAX));
+    }
+
+    #[test]
+    fn metric_codes_round_trip() {
+        for metric in Metric::ALL {
+            assert_eq!(Metric::from_code(metric.code()), Some(metric));
+        }
+        assert_eq!(Metric::from_code("nope"), None);
+    }
+
+    fn event(kind: EventKind, at: i64, agent: &str, previous: &str) -> Event {
+        Event {
+            log_sequence: 1,
+            tenant_id: "t".to_owned(),
+            conversation_id: "c".to_owned(),
+            kind,
+            occurred_at: at,
+            agent_id: agent.to_owned(),
+            previous_agent_id: previous.to_owned(),
+            queue_id: "q".to_owned(),
+            program_id: "p".to_owned(),
+            channel: 1,
+            conversation_created_at: Some(0),
+        }
+    }
+
+    fn count(events: &[Event]) -> Vec<(Metric, i64, String)> {
+        let mut facts: Option<ConversationFacts> = None;
+        let mut counted = Vec::new();
+        for e in events {
+            if let Some(next) = apply(facts.as_ref(), e).conversation {
+                facts = Some(next);
+            }
+            counted.extend(
+                of_conversation_event(e, facts.as_ref().unwrap())
+                    .into_iter()
+                    .map(|o| (o.metric, o.at, o.agent_id)),
+            );
+        }
+        counted
+    }
+
+    #[test]
+    fn every_close_counts_and_an_unowned_one_is_abandoned() {
+        let counted = count(&[
+            event(EventKind::Created, 0, "", ""),
+            event(EventKind::Closed, MIN, "", ""),
+            event(EventKind::Reopened, 2 * MIN, "", ""),
+            event(EventKind::Assigned, 3 * MIN, "a", ""),
+            event(EventKind::Assigned, 4 * MIN, "b", "a"),
+            event(EventKind::Closed, 5 * MIN, "b", ""),
+        ]);
+        assert_eq!(
+            counted,
+            vec![
+                (Metric::Created, 0, String::new()),
+                (Metric::Closed, MIN, String::new()),
+                (Metric::Abandoned, MIN, String::new()),
+                (Metric::ReassignedTo, 4 * MIN, "b".to_owned()),
+                (Metric::ReassignedFrom, 4 * MIN, "a".to_owned()),
+                (Metric::Closed, 5 * MIN, "b".to_owned()),
+            ]
+        );
+    }
+
+    fn routing(kind: RoutingEventKind, queue_offer: bool) -> RoutingEvent {
+        RoutingEvent {
+            log_sequence: 1,
+            tenant_id: "t".to_owned(),
+            kind,
+            occurred_at: 10 * MIN,
+            agent_id: "a".to_owned(),
+            conversation_id: "c".to_owned(),
+            queue_id: "q2".to_owned(),
+            from_queue_id: "q1".to_owned(),
+            channel: 1,
+            wait_started_at: Some(8 * MIN),
+            queue_offer,
+        }
+    }
+
+    #[test]
+    fn queue_offers_count_and_other_offers_do_not() {
+        let accepted = of_routing_event(&routing(RoutingEventKind::OfferAccepted, true));
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(accepted[0].metric, Metric::Accepted);
+        assert_eq!(accepted[0].value, 2 * MIN);
+        assert_eq!(accepted[0].label, "000120");
+        for kind in [
+            RoutingEventKind::OfferCreated,
+            RoutingEventKind::OfferAccepted,
+            RoutingEventKind::OfferRejected,
+            RoutingEventKind::OfferTimedOut,
+            RoutingEventKind::OfferWithdrawn,
+        ] {
+            assert_eq!(
+                of_routing_event(&routing(kind, false)),
+                Vec::new(),
+                "{kind:?}"
+            );
+            assert_eq!(of_routing_event(&routing(kind, true)).len(), 1, "{kind:?}");
+        }
+        let overflow = of_routing_event(&routing(RoutingEventKind::WaitingOverflowed, false));
+        assert_eq!(
+            overflow
+                .iter()
+                .map(|o| (o.metric, o.queue_id.as_str(), o.agent_id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                (Metric::OverflowedOut, "q1", ""),
+                (Metric::OverflowedIn, "q2", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn rollups_sum_per_slot_and_dimension() {
+        let base = routing(RoutingEventKind::OfferAccepted, true);
+        let mut occurrences = of_routing_event(&base);
+        occurrences.extend(of_routing_event(&RoutingEvent {
+            occurred_at: base.occurred_at + MIN,
+            ..base.clone()
+        }));
+        occurrences.extend(of_routing_event(&RoutingEvent {
+            occurred_at: base.occurred_at + 20 * MIN,
+            ..base.clone()
+        }));
+        let sums = rollup(&occurrences);
+        let tallies: Vec<(i64, Tally)> = sums.iter().map(|(k, t)| (k.slot, *t)).collect();
+        assert_eq!(
+            tallies.len(),
+            3,
+            "two labels in the first slot, one in the next"
+        );
+        assert_eq!(tallies.iter().map(|(_, t)| t.n).sum::<i64>(), 3);
+        assert_eq!(
+            tallies.iter().map(|(_, t)| t.total).sum::<i64>(),
+            2 * MIN + 3 * MIN + 22 * MIN
+        );
+    }
+}
