@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::domain::facts::{Event, EventKind};
-use crate::domain::metrics::{RoutingEvent, RoutingEventKind};
+use crate::domain::metrics::{OfferKind as DomainOfferKind, RoutingEvent, RoutingEventKind};
 use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store};
 
 /// Most log entries applied in one transaction.
@@ -138,7 +138,7 @@ enum Update {
     /// report on.
     Entry {
         log_sequence: i64,
-        input: Result<Input, &'static str>,
+        input: Result<Box<Input>, &'static str>,
     },
     /// The stream is alive.
     Heartbeat,
@@ -177,7 +177,7 @@ impl Log {
                     Ok(match message?.update {
                         Some(ConversationUpdate::Entry(entry)) => Update::Entry {
                             log_sequence: entry.log_sequence,
-                            input: to_domain(&entry).map(Input::Conversation),
+                            input: to_domain(&entry).map(|e| Box::new(Input::Conversation(e))),
                         },
                         Some(ConversationUpdate::Heartbeat(_)) => Update::Heartbeat,
                         Some(ConversationUpdate::CaughtUp(_)) => Update::CaughtUp,
@@ -193,7 +193,7 @@ impl Log {
                     Ok(match message?.update {
                         Some(RoutingUpdate::Event(event)) => Update::Entry {
                             log_sequence: event.sequence,
-                            input: routing_to_domain(&event).map(Input::Routing),
+                            input: routing_to_domain(&event).map(|e| Box::new(Input::Routing(e))),
                         },
                         Some(RoutingUpdate::Heartbeat(_)) => Update::Heartbeat,
                         Some(RoutingUpdate::CaughtUp(_)) => Update::CaughtUp,
@@ -393,7 +393,7 @@ impl Consumer {
     async fn apply_entries(
         &self,
         position: &mut i64,
-        entries: &[(i64, Result<Input, &'static str>)],
+        entries: &[(i64, Result<Box<Input>, &'static str>)],
         applied: &mut u64,
     ) -> Result<bool, StreamError> {
         let Some((last, _)) = entries.last() else {
@@ -403,7 +403,7 @@ impl Consumer {
         let batch: Vec<(i64, Option<Entry<'_>>)> = entries
             .iter()
             .map(|(log_sequence, input)| {
-                let entry = match input {
+                let entry = match input.as_deref() {
                     Ok(Input::Conversation(event)) => Some(Entry::Conversation(event)),
                     Ok(Input::Routing(event)) => Some(Entry::Routing(event)),
                     Err(reason) => {
@@ -480,7 +480,15 @@ pub fn routing_to_domain(event: &ProtoRoutingEvent) -> Result<RoutingEvent, &'st
         from_queue_id: event.from_queue_id.clone(),
         channel: event.channel,
         wait_started_at: event.wait_start_time.as_ref().map(timestamp_to_micros),
-        queue_offer: event.offer_kind == OfferKind::Queue as i32,
+        offer_kind: match OfferKind::try_from(event.offer_kind) {
+            Ok(OfferKind::Queue) => DomainOfferKind::Queue,
+            Ok(OfferKind::Transfer) => DomainOfferKind::Transfer,
+            Ok(OfferKind::Conference) => DomainOfferKind::Conference,
+            Ok(OfferKind::Consult) => DomainOfferKind::Consult,
+            Ok(OfferKind::Unspecified) | Err(_) => DomainOfferKind::None,
+        },
+        offer_id: event.offer_id.clone(),
+        offer_created_at: event.offer_create_time.as_ref().map(timestamp_to_micros),
     })
 }
 
@@ -504,6 +512,11 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
         Ok(EventType::Assigned) => EventKind::Assigned,
         Ok(EventType::Unassigned) => EventKind::Unassigned,
         Ok(EventType::TransferRequested) => EventKind::TransferRequested,
+        Ok(EventType::TransferResolved) => EventKind::TransferResolved,
+        Ok(EventType::ParticipantInvited) => EventKind::ParticipantInvited,
+        Ok(EventType::InvitationEnded) => EventKind::InvitationEnded,
+        Ok(EventType::ParticipantJoined) => EventKind::ParticipantJoined,
+        Ok(EventType::WrapUpSubmitted) => EventKind::WrapUpSubmitted,
         Ok(EventType::Closed) => EventKind::Closed,
         Ok(EventType::Reopened) => EventKind::Reopened,
         Ok(_) | Err(_) => EventKind::Other,
@@ -523,6 +536,18 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
             .conversation_create_time
             .as_ref()
             .map(timestamp_to_micros),
+        actor_id: event.actor_id.clone(),
+        transfer_id: event.transfer_id.clone(),
+        transfer_to_agent_id: event.transfer_to_agent_id.clone(),
+        transfer_to_queue_id: event.transfer_to_queue_id.clone(),
+        offer_id: event.offer_id.clone(),
+        ping_pong: event.ping_pong,
+        answer_outcome: event.answer_outcome,
+        transfer_fallback: event.transfer_fallback,
+        invitation_id: event.invitation_id.clone(),
+        participant_user_id: event.participant_user_id.clone(),
+        participant_role: event.participant_role,
+        wrap_up_reason_ids: event.wrap_up_reason_ids.clone(),
     })
 }
 

@@ -31,9 +31,6 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
-    /// The RPC is in the contract but not served yet.
-    #[error("{0} is part of the API contract but not served yet")]
-    NotImplemented(&'static str),
     /// The database failed.
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
@@ -64,9 +61,6 @@ impl From<Error> for Status {
             Error::ExportTooLarge { .. } => {
                 // A size limit: waiting does not help, so no RetryInfo.
                 limit_exceeded(err.to_string(), None)
-            }
-            Error::NotImplemented(_) => {
-                status(Code::Unimplemented, err.to_string(), "NOT_IMPLEMENTED")
             }
             Error::Storage(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),

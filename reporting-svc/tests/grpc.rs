@@ -11,7 +11,9 @@ use common::{EventLog, ts};
 use futures::{Stream, StreamExt};
 use reporting_svc::store::{CONVERSATION_EVENTS, ROUTING_EVENTS, Store};
 use reporting_svc::{Config, serve};
-use switchboard_proto::common::v1::{Channel, Heartbeat, SnapshotEnd, TimeRange};
+use switchboard_proto::common::v1::{
+    AnswerOutcome, Channel, Heartbeat, SnapshotEnd, TimeRange, TransferFallback,
+};
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_server::{
     ConversationInternalService, ConversationInternalServiceServer,
 };
@@ -19,14 +21,15 @@ use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::internal::v1::{
     ApplyAssignmentRequest, ApplyAssignmentResponse, LogEntry, SubscribeRequest, SubscribeResponse,
 };
+use switchboard_proto::conversation::v1::{EventType, ParticipantRole};
 use switchboard_proto::reporting::v1::export_report_response::Update as ExportUpdate;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::reporting::v1::{
     CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, FirstContactResolutionRow,
-    GetCloseTimeReportRequest, GetCreatedClosedReportRequest,
+    GetCloseTimeReportRequest, GetCreatedClosedReportRequest, GetDispositionsReportRequest,
     GetFirstContactResolutionReportRequest, GetQueueMetricsReportRequest,
-    GetReassignmentsReportRequest, Granularity, ListTransferLedgerRequest, Period, QueueMetricsRow,
-    ReassignmentsRow, ReportFilter, ReportKind,
+    GetReassignmentsReportRequest, Granularity, LedgerEntryKind, ListTransferLedgerRequest, Period,
+    QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
 };
 use switchboard_proto::routing::internal::v1 as routing;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
@@ -595,11 +598,12 @@ fn cc(period: Period, created: i64, closed: i64) -> CreatedClosedRow {
     }
 }
 
-fn ra(period: Period, agent_id: &str, received: i64) -> ReassignmentsRow {
+fn ra(period: Period, agent_id: &str, received: i64, sent: i64) -> ReassignmentsRow {
     ReassignmentsRow {
         period: Some(period),
         agent_id: agent_id.to_owned(),
         reassignments_received: received,
+        reassignments_sent: sent,
     }
 }
 
@@ -818,28 +822,31 @@ async fn reports_match_the_event_log(database_url: &str) {
     );
 
     // Reassignments received: B from A on conv-2 and conv-4, A from B on conv-9; not
-    // C's reassignment to itself, not the other tenant's.
+    // C's reassignment to itself, not the other tenant's. Sent: the mirror (A to B twice,
+    // B to A once).
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Day).await,
         vec![
-            ra(start("2026-03-02T00:00:00+01:00"), B, 1),
-            ra(start("2026-03-05T00:00:00+01:00"), A, 1),
-            ra(start("2026-03-05T00:00:00+01:00"), B, 1),
+            ra(start("2026-03-02T00:00:00+01:00"), A, 0, 1),
+            ra(start("2026-03-02T00:00:00+01:00"), B, 1, 0),
+            ra(start("2026-03-05T00:00:00+01:00"), A, 1, 1),
+            ra(start("2026-03-05T00:00:00+01:00"), B, 1, 1),
         ]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Week).await,
         vec![
-            ra(start("2026-03-02T00:00:00+01:00"), A, 1),
-            ra(start("2026-03-02T00:00:00+01:00"), B, 2)
+            ra(start("2026-03-02T00:00:00+01:00"), A, 1, 2),
+            ra(start("2026-03-02T00:00:00+01:00"), B, 2, 1)
         ]
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::DayOfWeek).await,
         vec![
-            ra(weekday(DayOfWeek::Monday), B, 1),
-            ra(weekday(DayOfWeek::Thursday), A, 1),
-            ra(weekday(DayOfWeek::Thursday), B, 1)
+            ra(weekday(DayOfWeek::Monday), A, 0, 1),
+            ra(weekday(DayOfWeek::Monday), B, 1, 0),
+            ra(weekday(DayOfWeek::Thursday), A, 1, 1),
+            ra(weekday(DayOfWeek::Thursday), B, 1, 1)
         ]
     );
     let only_a = ReportFilter {
@@ -848,7 +855,7 @@ async fn reports_match_the_event_log(database_url: &str) {
     };
     assert_eq!(
         reassignments(&mut analyst, only_a.clone(), Granularity::Total).await,
-        vec![ra(start(START), A, 1)]
+        vec![ra(start(START), A, 1, 2)]
     );
     assert_eq!(
         reassignments(&mut analyst, only_sms.clone(), Granularity::Total).await,
@@ -959,7 +966,7 @@ async fn reports_match_the_event_log(database_url: &str) {
     );
     assert_eq!(
         reassignments(&mut other, paris(), Granularity::Total).await,
-        vec![ra(start(START), B, 1)]
+        vec![ra(start(START), A, 0, 1), ra(start(START), B, 1, 0)]
     );
 
     // The CSV export reads back to the same numbers.
@@ -1034,10 +1041,11 @@ async fn reports_match_the_event_log(database_url: &str) {
                 "period_start",
                 "day_of_week",
                 "agent_id",
-                "reassignments_received"
+                "reassignments_received",
+                "reassignments_sent"
             ],
-            vec!["2026-03-02T00:00:00+01:00", "", A, "1"],
-            vec!["2026-03-02T00:00:00+01:00", "", B, "2"],
+            vec!["2026-03-02T00:00:00+01:00", "", A, "1", "2"],
+            vec!["2026-03-02T00:00:00+01:00", "", B, "2", "1"],
         ]
     );
     let (csv, _) = export(
@@ -1106,7 +1114,7 @@ async fn a_restart_resumes_from_the_stored_cursor(backend: &common::Backend) {
     );
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Total).await,
-        vec![ra(start(START), A, 1), ra(start(START), B, 2)]
+        vec![ra(start(START), A, 1, 2), ra(start(START), B, 2, 1)]
     );
     reporting.stop().await;
     fake.stop().await;
@@ -1277,28 +1285,46 @@ async fn refusals_say_why(backend: &common::Backend) {
         assert_invalid(&status, "service_level_threshold");
     }
 
-    // The ledger is not served yet.
-    let status = analyst
-        .list_transfer_ledger(ListTransferLedgerRequest {
-            filter: Some(paris()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert_eq!(
-        status.get_details_error_info().unwrap().reason,
-        "NOT_IMPLEMENTED"
-    );
-    let status = export(
-        &mut analyst,
-        ReportKind::TransferLedger,
-        paris(),
-        Granularity::Day,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    // Ledger kinds and conversation that do not exist, and too many kinds.
+    for (request, field) in [
+        (
+            ListTransferLedgerRequest {
+                kinds: vec![0],
+                ..Default::default()
+            },
+            "kinds[0]",
+        ),
+        (
+            ListTransferLedgerRequest {
+                kinds: vec![1, 99],
+                ..Default::default()
+            },
+            "kinds[1]",
+        ),
+        (
+            ListTransferLedgerRequest {
+                kinds: vec![1; 11],
+                ..Default::default()
+            },
+            "kinds",
+        ),
+        (
+            ListTransferLedgerRequest {
+                conversation_id: "conv-1".to_owned(),
+                ..Default::default()
+            },
+            "conversation_id",
+        ),
+    ] {
+        let status = analyst
+            .list_transfer_ledger(ListTransferLedgerRequest {
+                filter: Some(paris()),
+                ..request
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, field);
+    }
 
     reporting.stop().await;
     fake.stop().await;
@@ -2084,6 +2110,568 @@ async fn a_rebuild_refolds_both_logs_under_a_running_service(backend: &common::B
     assert_eq!(
         reassignments(&mut analyst, paris(), Granularity::Day).await,
         received
+    );
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+const CV1: &str = "c1c1c1c1-c1c1-4c1c-8c1c-c1c1c1c1c1c1";
+const T1: &str = "71717171-7171-4717-8717-717171717171";
+const T2: &str = "72727272-7272-4727-8727-727272727272";
+const T3: &str = "73737373-7373-4737-8737-737373737373";
+const I1: &str = "81818181-8181-4818-8818-818181818181";
+const I2: &str = "82828282-8282-4828-8828-828282828282";
+
+/// One conversation's proposals, in conversation-svc's log: a transfer rejected with the
+/// return-to-sender fallback, one accepted, one back to the first owner (ping-pong), a
+/// consult accepted and a conference invitation timed out.
+fn ledger_conversation() -> EventLog {
+    let mut log = EventLog::new();
+    let conv = log.create(TENANT, CV1, Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&conv, "2026-03-02T09:01:00Z", A, "");
+    let transfer = |log: &mut EventLog, at: &str, id: &str, from: &str, to: &str| {
+        log.push(&conv, EventType::TransferRequested, at, |e| {
+            e.actor_id = from.to_owned();
+            e.agent_id = from.to_owned();
+            e.transfer_id = id.to_owned();
+            e.transfer_to_agent_id = to.to_owned();
+            e.transfer_to_queue_id = Q1.to_owned();
+            e.offer_id = format!("offer-{id}");
+            e.ping_pong = id == T3;
+        });
+    };
+    let resolve = |log: &mut EventLog, at: &str, id: &str, outcome: AnswerOutcome, fallback| {
+        log.push(&conv, EventType::TransferResolved, at, |e| {
+            e.transfer_id = id.to_owned();
+            e.answer_outcome = outcome as i32;
+            e.transfer_fallback = fallback as i32;
+        });
+    };
+    transfer(&mut log, "2026-03-02T09:10:00Z", T1, A, B);
+    resolve(
+        &mut log,
+        "2026-03-02T09:10:30Z",
+        T1,
+        AnswerOutcome::Rejected,
+        TransferFallback::ReturnToSender,
+    );
+    transfer(&mut log, "2026-03-02T09:20:00Z", T2, A, B);
+    resolve(
+        &mut log,
+        "2026-03-02T09:20:05Z",
+        T2,
+        AnswerOutcome::Accepted,
+        TransferFallback::Unspecified,
+    );
+    log.assign(&conv, "2026-03-02T09:20:05Z", B, A);
+    transfer(&mut log, "2026-03-02T09:30:00Z", T3, B, A);
+    resolve(
+        &mut log,
+        "2026-03-02T09:30:10Z",
+        T3,
+        AnswerOutcome::Accepted,
+        TransferFallback::Unspecified,
+    );
+    log.assign(&conv, "2026-03-02T09:30:10Z", A, B);
+    let invite = |log: &mut EventLog, at: &str, id: &str, role: ParticipantRole| {
+        log.push(&conv, EventType::ParticipantInvited, at, |e| {
+            e.actor_id = A.to_owned();
+            e.invitation_id = id.to_owned();
+            e.participant_user_id = C.to_owned();
+            e.participant_role = role as i32;
+            e.offer_id = format!("offer-{id}");
+        });
+    };
+    invite(
+        &mut log,
+        "2026-03-02T09:40:00Z",
+        I1,
+        ParticipantRole::Consultant,
+    );
+    log.push(
+        &conv,
+        EventType::ParticipantJoined,
+        "2026-03-02T09:40:20Z",
+        |e| {
+            e.invitation_id = I1.to_owned();
+            e.participant_user_id = C.to_owned();
+        },
+    );
+    invite(
+        &mut log,
+        "2026-03-02T09:50:00Z",
+        I2,
+        ParticipantRole::Conference,
+    );
+    log.push(
+        &conv,
+        EventType::InvitationEnded,
+        "2026-03-02T09:51:00Z",
+        |e| {
+            e.invitation_id = I2.to_owned();
+            e.answer_outcome = AnswerOutcome::TimedOut as i32;
+        },
+    );
+    log
+}
+
+/// The same conversation's queue offers, in routing-svc's log: one accepted, one pending
+/// to an agent who already had it; and a transfer's offer, which the ledger takes from
+/// the conversation's log instead.
+fn ledger_offers() -> Vec<RoutingEvent> {
+    use RoutingEventType::{OfferAccepted, OfferCreated};
+    let offer = |sequence, event_type, at: &str, created: &str| RoutingEvent {
+        conversation_id: CV1.to_owned(),
+        offer_id: format!("queue-offer-{}", if sequence < 3 { 1 } else { 2 }),
+        offer_create_time: Some(ts(created)),
+        ..routing_event(sequence, event_type, at, Q1, A, "2026-03-02T09:00:00Z")
+    };
+    vec![
+        offer(
+            1,
+            OfferCreated,
+            "2026-03-02T09:00:30Z",
+            "2026-03-02T09:00:30Z",
+        ),
+        offer(
+            2,
+            OfferAccepted,
+            "2026-03-02T09:00:55Z",
+            "2026-03-02T09:00:30Z",
+        ),
+        offer(
+            3,
+            OfferCreated,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:00:00Z",
+        ),
+        RoutingEvent {
+            offer_kind: OfferKind::Transfer as i32,
+            offer_id: format!("offer-{T1}"),
+            ..offer(
+                4,
+                OfferCreated,
+                "2026-03-02T09:10:00Z",
+                "2026-03-02T09:10:00Z",
+            )
+        },
+    ]
+}
+
+async fn ledger(
+    client: &mut ReportingServiceClient<SignedChannel>,
+    request: ListTransferLedgerRequest,
+) -> Vec<TransferLedgerEntry> {
+    client
+        .list_transfer_ledger(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+on_each_backend!(the_ledger_lists_offers_transfers_and_invitations_with_outcomes);
+async fn the_ledger_lists_offers_transfers_and_invitations_with_outcomes(
+    backend: &common::Backend,
+) {
+    let database_url = backend.url.clone();
+    let conversations = ledger_conversation();
+    let offers = ledger_offers();
+    let (fake, _, _) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversations.last_sequence()),
+        &offers,
+        offers.len() as i64,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(
+        &database_url,
+        &reporting.url,
+        ROUTING_EVENTS,
+        offers.len() as i64,
+    )
+    .await;
+    wait_for_cursor(&database_url, &reporting.url, conversations.last_sequence()).await;
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+
+    let all = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(paris()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let line = |e: &TransferLedgerEntry| {
+        (
+            LedgerEntryKind::try_from(e.kind).unwrap(),
+            e.from_user_id.clone(),
+            e.to_agent_id.clone(),
+            AnswerOutcome::try_from(e.outcome).unwrap(),
+            e.time_to_answer.map(|d| d.seconds),
+            e.ping_pong,
+        )
+    };
+    use AnswerOutcome::{Accepted, Pending, Rejected, TimedOut};
+    use LedgerEntryKind::{Conference, Consult, QueueOffer, Transfer};
+    let none = String::new;
+    assert_eq!(
+        all.iter().map(line).collect::<Vec<_>>(),
+        vec![
+            (QueueOffer, none(), A.to_owned(), Accepted, Some(25), false),
+            (
+                Transfer,
+                A.to_owned(),
+                B.to_owned(),
+                Rejected,
+                Some(30),
+                false
+            ),
+            (
+                Transfer,
+                A.to_owned(),
+                B.to_owned(),
+                Accepted,
+                Some(5),
+                false
+            ),
+            // Back to A, who owned it before: a ping-pong.
+            (
+                Transfer,
+                B.to_owned(),
+                A.to_owned(),
+                Accepted,
+                Some(10),
+                true
+            ),
+            (
+                Consult,
+                A.to_owned(),
+                C.to_owned(),
+                Accepted,
+                Some(20),
+                false
+            ),
+            (
+                Conference,
+                A.to_owned(),
+                C.to_owned(),
+                TimedOut,
+                Some(60),
+                false
+            ),
+            // Offered again to A, who had it: a ping-pong too, still pending.
+            (QueueOffer, none(), A.to_owned(), Pending, None, true),
+        ]
+    );
+    assert_eq!(all[1].transfer_id, T1);
+    assert_eq!(all[1].offer_id, format!("offer-{T1}"));
+    assert_eq!(
+        all[1].fallback_applied,
+        TransferFallback::ReturnToSender as i32
+    );
+    assert_eq!(all[1].to_queue_id, Q1);
+    assert_eq!(all[1].request_time, Some(ts("2026-03-02T09:10:00Z")));
+    assert_eq!(all[0].offer_id, "queue-offer-1");
+
+    // Pages of two give the same lines.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = analyst
+            .list_transfer_ledger(ListTransferLedgerRequest {
+                filter: Some(paris()),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 2);
+        paged.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, all);
+    // A token is bound to its request.
+    let first = analyst
+        .list_transfer_ledger(ListTransferLedgerRequest {
+            filter: Some(paris()),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = analyst
+        .list_transfer_ledger(ListTransferLedgerRequest {
+            filter: Some(paris()),
+            page_size: 2,
+            page_token: first.next_page_token,
+            kinds: vec![Transfer as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // By kind, by agent (to or from), by conversation, by queue.
+    let transfers = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(paris()),
+            kinds: vec![Transfer as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(transfers.len(), 3);
+    let with_b = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(ReportFilter {
+                agent_ids: vec![B.to_owned()],
+                ..paris()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        with_b
+            .iter()
+            .map(|e| e.transfer_id.as_str())
+            .collect::<Vec<_>>(),
+        [T1, T2, T3]
+    );
+    let of_conversation = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(paris()),
+            conversation_id: CV1.to_uppercase(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(of_conversation.len(), 7);
+    let of_another = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(paris()),
+            conversation_id: T1.to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(of_another.is_empty());
+    let in_q2 = ledger(
+        &mut analyst,
+        ListTransferLedgerRequest {
+            filter: Some(ReportFilter {
+                queue_ids: vec![Q2.to_owned()],
+                ..paris()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(in_q2.is_empty());
+    // Another tenant sees none of it.
+    let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Analyst]));
+    assert!(
+        ledger(
+            &mut other,
+            ListTransferLedgerRequest {
+                filter: Some(paris()),
+                ..Default::default()
+            },
+        )
+        .await
+        .is_empty()
+    );
+
+    // The CSV export: every line, names without their enum prefix. Seven lines are over
+    // this service's export limit of five: refused, with the count.
+    let status = export(
+        &mut analyst,
+        ReportKind::TransferLedger,
+        paris(),
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains('7'), "{}", status.message());
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::TransferLedger,
+        ReportFilter {
+            agent_ids: vec![B.to_owned()],
+            ..paris()
+        },
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap();
+    let rows = parse_simple_csv(&csv);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        rows[1],
+        [
+            "2026-03-02T10:10:00+01:00",
+            "TRANSFER",
+            CV1,
+            T1,
+            &format!("offer-{T1}"),
+            A,
+            B,
+            Q1,
+            "REJECTED",
+            "RETURN_TO_SENDER",
+            "30",
+            "false"
+        ]
+    );
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+const R1: &str = "d1d1d1d1-d1d1-4d1d-8d1d-d1d1d1d1d1d1";
+const R2: &str = "d2d2d2d2-d2d2-4d2d-8d2d-d2d2d2d2d2d2";
+
+on_each_backend!(dispositions_count_segments_per_reason_queue_and_agent);
+async fn dispositions_count_segments_per_reason_queue_and_agent(backend: &common::Backend) {
+    let database_url = backend.url.clone();
+    let mut log = EventLog::new();
+    let wrap_up =
+        |log: &mut EventLog, conv: &common::Conv, at: &str, agent: &str, reasons: &[&str]| {
+            log.push(conv, EventType::WrapUpSubmitted, at, |e| {
+                e.agent_id = agent.to_owned();
+                e.wrap_up_reason_ids = reasons.iter().map(|r| (*r).to_owned()).collect();
+            });
+        };
+    // A wraps up a transfer to B with R1, B closes with R1 and R2 (both in Q1, on 03-02);
+    // C closes a Q2 chat with R1 on 03-03.
+    let first = log.create(
+        TENANT,
+        "conv-1",
+        Channel::Webchat,
+        Q1,
+        "2026-03-02T09:00:00Z",
+    );
+    log.assign(&first, "2026-03-02T09:01:00Z", A, "");
+    wrap_up(&mut log, &first, "2026-03-02T09:05:00Z", A, &[R1]);
+    log.assign(&first, "2026-03-02T09:06:00Z", B, A);
+    wrap_up(&mut log, &first, "2026-03-02T09:30:00Z", B, &[R1, R2]);
+    log.close(&first, "2026-03-02T09:30:00Z", B);
+    let second = log.create(TENANT, "conv-2", Channel::Sms, Q2, "2026-03-03T09:00:00Z");
+    log.assign(&second, "2026-03-03T09:01:00Z", C, "");
+    wrap_up(&mut log, &second, "2026-03-03T09:20:00Z", C, &[R1]);
+    log.close(&second, "2026-03-03T09:20:00Z", C);
+    let (fake, _) = start_fake(&log, Script::HoldAfter(log.last_sequence())).await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_cursor(&database_url, &reporting.url, log.last_sequence()).await;
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+
+    let rows = |filter: ReportFilter, granularity: Granularity| {
+        let mut analyst = analyst.clone();
+        async move {
+            analyst
+                .get_dispositions_report(GetDispositionsReportRequest {
+                    filter: Some(filter),
+                    granularity: granularity as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .rows
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.period.and_then(|p| p.start_time),
+                        r.queue_id,
+                        r.agent_id,
+                        r.wrap_up_reason_id,
+                        r.segments,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let day = |at: &str| Some(ts(at));
+    let row = |at: &str, queue: &str, agent: &str, reason: &str, n: i64| {
+        (
+            day(at),
+            queue.to_owned(),
+            agent.to_owned(),
+            reason.to_owned(),
+            n,
+        )
+    };
+    let monday = "2026-03-02T00:00:00+01:00";
+    let tuesday = "2026-03-03T00:00:00+01:00";
+    assert_eq!(
+        rows(paris(), Granularity::Day).await,
+        vec![
+            row(monday, Q1, A, R1, 1),
+            row(monday, Q1, B, R1, 1),
+            row(monday, Q1, B, R2, 1),
+            row(tuesday, Q2, C, R1, 1),
+        ]
+    );
+    assert_eq!(
+        rows(
+            ReportFilter {
+                agent_ids: vec![B.to_owned(), C.to_owned()],
+                channels: vec![Channel::Webchat as i32],
+                ..paris()
+            },
+            Granularity::Total
+        )
+        .await,
+        vec![row(START, Q1, B, R1, 1), row(START, Q1, B, R2, 1)]
+    );
+    // Pages of one give the same rows.
+    let (paged, pages) = all_pages(1, |page_size, page_token| {
+        let mut analyst = analyst.clone();
+        async move {
+            let page = analyst
+                .get_dispositions_report(GetDispositionsReportRequest {
+                    filter: Some(paris()),
+                    granularity: Granularity::Day as i32,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.rows, page.next_page_token))
+        }
+    })
+    .await;
+    assert_eq!(pages, 4);
+    assert_eq!(
+        paged.iter().map(|r| r.segments).sum::<i64>(),
+        4,
+        "{paged:?}"
+    );
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::Dispositions,
+        paris(),
+        Granularity::Total,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parse_simple_csv(&csv)[1],
+        ["2026-03-02T00:00:00+01:00", "", Q1, A, R1, "1"]
     );
 
     reporting.stop().await;

@@ -8,7 +8,9 @@ use reporting_svc::domain::facts::Event;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::BTreeMap;
 
-use reporting_svc::domain::metrics::{Metric, RoutingEvent, RoutingEventKind, of_routing_event};
+use reporting_svc::domain::metrics::{
+    Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
+};
 use reporting_svc::store::{
     Applied, CONVERSATION_EVENTS, Entry, FactQuery, Following, GroupBy, ROUTING_EVENTS, Store,
 };
@@ -507,7 +509,12 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             from_queue_id: queues[rng.below(2) as usize].to_owned(),
             channel: 1 + rng.below(2) as i32,
             wait_started_at: Some(at - rng.below(120_000_000) as i64),
-            queue_offer: rng.below(4) != 0,
+            offer_kind: if rng.below(4) == 0 {
+                OfferKind::Consult
+            } else {
+                OfferKind::Queue
+            },
+            ..RoutingEvent::default()
         });
     }
     // Applied in runs of 1 to 40, each run once more after it (a replay counts nothing).

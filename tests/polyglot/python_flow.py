@@ -578,6 +578,38 @@ def transfer_then_force_close(creds, users, agents, conversations, channel, crea
             return state if state.agent_state.capacity_used == 0 else None
 
         eventually("agent2 to hold no capacity", 15, free)
+
+        step("the transfer ledger shows the chat's queue offer, transfer and conference invitation")
+        reports = rep_grpc.ReportingServiceStub(channel)
+        start, end = flow_window()
+
+        def ledger():
+            entries = reports.ListTransferLedger(
+                rep.ListTransferLedgerRequest(
+                    filter=reporting_pb2.ReportFilter(
+                        time_range=common_pb2.TimeRange(
+                            start_time=timestamp_pb2.Timestamp(seconds=start),
+                            end_time=timestamp_pb2.Timestamp(seconds=end),
+                        ),
+                    ),
+                    conversation_id=created.id,
+                ),
+                metadata=as_supervisor,
+                timeout=TIMEOUT,
+            ).entries
+            kinds = [e.kind for e in entries]
+            answered = all(e.outcome == common_pb2.ANSWER_OUTCOME_ACCEPTED for e in entries)
+            wanted = [
+                reporting_pb2.LEDGER_ENTRY_KIND_QUEUE_OFFER,
+                reporting_pb2.LEDGER_ENTRY_KIND_TRANSFER,
+                reporting_pb2.LEDGER_ENTRY_KIND_CONFERENCE,
+            ]
+            return entries if kinds == wanted and answered else None
+
+        entries = eventually("the ledger to show three accepted lines", 15, ledger)
+        check(entries[1].transfer_id == transfer.id, "the ledger's transfer is %s" % entries[1].transfer_id)
+        check(entries[1].from_user_id == users["agent1"]["id"], "sent by %s" % entries[1].from_user_id)
+        check(entries[2].to_agent_id == users["agent1"]["id"], "invited %s" % entries[2].to_agent_id)
     finally:
         listener1.close()
         if listener2 is not None:

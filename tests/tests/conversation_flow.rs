@@ -432,6 +432,36 @@ async fn flow(h: &Harness) {
     );
     assert_eq!(metrics.answered_within_threshold, 1);
     assert_eq!(metrics.service_level, 1.0);
+
+    // The disposition agent1 gave when wrapping up, in the queue.
+    let reason_id = h.creds.wrap_up_reason_ids[0].clone();
+    let mut reports = reports.clone();
+    let dispositions = reports
+        .get_dispositions_report(rep::GetDispositionsReportRequest {
+            filter: Some(rep::ReportFilter {
+                time_range: Some(flow_range),
+                time_zone: "UTC".into(),
+                queue_ids: vec![h.creds.queue_id.clone()],
+                ..Default::default()
+            }),
+            granularity: rep::Granularity::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("dispositions report")
+        .into_inner()
+        .rows;
+    assert_eq!(
+        dispositions
+            .iter()
+            .map(|r| (
+                r.agent_id.as_str(),
+                r.wrap_up_reason_id.as_str(),
+                r.segments
+            ))
+            .collect::<Vec<_>>(),
+        vec![(agent1.id.as_str(), reason_id.as_str(), 1)]
+    );
 }
 
 /// The next update of an offer stream, skipping heartbeats, within ten seconds.

@@ -477,7 +477,89 @@ async fn a_transfer_to_an_agent_is_an_offer_the_agent_answers(backend: &Backend)
     assert_eq!(kept.owner_agent_id, agent2);
     assert_eq!(agent_state(&h, "agent1").await.capacity_used, 0);
     wait_for_capacity(&h, "agent2", 1).await;
+
+    // reporting-svc's transfer ledger, from the events: both transfers with their outcome,
+    // the way back to agent1 a ping-pong, answered in some time.
+    let transfers = switchboard_tests::eventually(
+        "the reporting ledger to show both transfers answered",
+        flows_wait(),
+        || {
+            let h = &h;
+            let id = chat.id.clone();
+            async move {
+                let entries = reporting_ledger(h, &id).await;
+                (entries.len() == 2
+                    && entries
+                        .iter()
+                        .all(|e| e.outcome != AnswerOutcome::Pending as i32))
+                .then_some(entries)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        transfers
+            .iter()
+            .map(|e| (
+                e.from_user_id.as_str(),
+                e.to_agent_id.as_str(),
+                e.outcome,
+                e.ping_pong
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                agent1.as_str(),
+                agent2.as_str(),
+                AnswerOutcome::Accepted as i32,
+                false
+            ),
+            (
+                agent2.as_str(),
+                agent1.as_str(),
+                AnswerOutcome::Rejected as i32,
+                true
+            ),
+        ]
+    );
+    assert_eq!(transfers[0].transfer_id, transfer.id);
+    assert_eq!(transfers[0].offer_id, transfer.offer_id);
+    assert_eq!(
+        transfers[1].fallback_applied,
+        switchboard_proto::common::v1::TransferFallback::ReturnToSender as i32
+    );
+    assert!(transfers.iter().all(|e| e.time_to_answer.is_some()));
     h.stop().await.expect("the suite stops cleanly");
+}
+
+/// The transfers of a conversation in reporting-svc's ledger, asked as the supervisor over
+/// the hour around now.
+async fn reporting_ledger(
+    h: &Harness,
+    conversation_id: &str,
+) -> Vec<switchboard_proto::reporting::v1::TransferLedgerEntry> {
+    use switchboard_proto::reporting::v1 as rep;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    h.reports("supervisor")
+        .list_transfer_ledger(rep::ListTransferLedgerRequest {
+            filter: Some(rep::ReportFilter {
+                time_range: Some(switchboard_proto::common::v1::TimeRange {
+                    start_time: Some(at(now - 3_600)),
+                    end_time: Some(at(now + 3_600)),
+                }),
+                ..Default::default()
+            }),
+            conversation_id: conversation_id.to_owned(),
+            kinds: vec![rep::LedgerEntryKind::Transfer as i32],
+            ..Default::default()
+        })
+        .await
+        .map(|response| response.into_inner().entries)
+        .unwrap_or_default()
 }
 
 fn flows_wait() -> std::time::Duration {

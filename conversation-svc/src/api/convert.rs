@@ -300,6 +300,10 @@ pub(super) fn event(e: &store::Event) -> pb::ConversationEvent {
         answer_outcome: e.answer_outcome,
         transfer_fallback: e.transfer_fallback,
         invitation_id: e.invitation_id.clone(),
+        transfer_to_agent_id: e.transfer_to_agent_id.clone(),
+        transfer_to_queue_id: e.transfer_to_queue_id.clone(),
+        offer_id: e.offer_id.clone(),
+        ping_pong: e.ping_pong,
         ..Default::default()
     };
     match kind {

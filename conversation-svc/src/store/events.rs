@@ -11,7 +11,8 @@ const EVENT_SELECT: &str = "SELECT sequence, id, tenant_id, conversation_id, typ
      wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
      conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
      participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
-     transfer_fallback, invitation_id FROM events";
+     transfer_fallback, invitation_id, transfer_to_agent_id, transfer_to_queue_id, offer_id, \
+     ping_pong FROM events";
 
 pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()> {
     sqlx::query(
@@ -20,9 +21,10 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
          state, wrap_up_reason_ids, message_id, transfer_id, detail, conversation_create_time, \
          conversation_sequence, reopen_window_secs, previous_queue_id, participant_user_id, \
          participant_role, mode, units_over_capacity, segment_end, answer_outcome, \
-         transfer_fallback, invitation_id) \
+         transfer_fallback, invitation_id, transfer_to_agent_id, transfer_to_queue_id, \
+         offer_id, ping_pong) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
     )
     .bind(event.sequence)
     .bind(&event.id)
@@ -54,6 +56,10 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(i64::from(event.answer_outcome))
     .bind(i64::from(event.transfer_fallback))
     .bind(&event.invitation_id)
+    .bind(&event.transfer_to_agent_id)
+    .bind(&event.transfer_to_queue_id)
+    .bind(&event.offer_id)
+    .bind(i64::from(event.ping_pong))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -92,6 +98,10 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
         answer_outcome: row.try_get::<i64, _>("answer_outcome")? as i32,
         transfer_fallback: row.try_get::<i64, _>("transfer_fallback")? as i32,
         invitation_id: row.try_get("invitation_id")?,
+        transfer_to_agent_id: row.try_get("transfer_to_agent_id")?,
+        transfer_to_queue_id: row.try_get("transfer_to_queue_id")?,
+        offer_id: row.try_get("offer_id")?,
+        ping_pong: row.try_get::<i64, _>("ping_pong")? != 0,
     })
 }
 

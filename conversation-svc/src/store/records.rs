@@ -324,6 +324,14 @@ pub struct Event {
     pub transfer_fallback: i32,
     /// The invitation, for PARTICIPANT_INVITED and INVITATION_ENDED.
     pub invitation_id: String,
+    /// The agent a transfer is to, for TRANSFER_REQUESTED; empty for a queue.
+    pub transfer_to_agent_id: String,
+    /// The queue a transfer is to, for TRANSFER_REQUESTED.
+    pub transfer_to_queue_id: String,
+    /// routing-svc's offer of a transfer to an agent, for TRANSFER_REQUESTED.
+    pub offer_id: String,
+    /// Whether a transfer sends the conversation back to an agent who transferred it away.
+    pub ping_pong: bool,
 }
 
 impl Event {
@@ -361,6 +369,10 @@ impl Event {
             answer_outcome: 0,
             transfer_fallback: 0,
             invitation_id: String::new(),
+            transfer_to_agent_id: String::new(),
+            transfer_to_queue_id: String::new(),
+            offer_id: String::new(),
+            ping_pong: false,
         }
     }
 }

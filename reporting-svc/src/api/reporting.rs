@@ -7,16 +7,19 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use switchboard_proto::common::v1::{AnswerOutcome, TransferFallback};
 use switchboard_proto::reporting::v1::export_report_response::{Chunk, End, Start, Update};
 use switchboard_proto::reporting::v1::reporting_service_server::ReportingService;
 use switchboard_proto::reporting::v1::{
-    CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, ExportReportResponse,
-    FirstContactResolutionRow, GetCloseTimeReportRequest, GetCloseTimeReportResponse,
-    GetCreatedClosedReportRequest, GetCreatedClosedReportResponse,
+    CloseTimeRow, CreatedClosedRow, DayOfWeek, DispositionsRow, ExportReportRequest,
+    ExportReportResponse, FirstContactResolutionRow, GetCloseTimeReportRequest,
+    GetCloseTimeReportResponse, GetCreatedClosedReportRequest, GetCreatedClosedReportResponse,
+    GetDispositionsReportRequest, GetDispositionsReportResponse,
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
     GetQueueMetricsReportRequest, GetQueueMetricsReportResponse, GetReassignmentsReportRequest,
-    GetReassignmentsReportResponse, ListTransferLedgerRequest, ListTransferLedgerResponse,
-    Period as ProtoPeriod, QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind,
+    GetReassignmentsReportResponse, LedgerEntryKind, ListTransferLedgerRequest,
+    ListTransferLedgerResponse, Period as ProtoPeriod, QueueMetricsRow, ReassignmentsRow,
+    ReportFilter, ReportKind, TransferLedgerEntry,
 };
 use switchboard_server_kit::identity_of;
 use tonic::{Request, Response, Status};
@@ -27,15 +30,17 @@ use super::filter::{
 };
 use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
-use crate::domain::metrics::wait_label_at_most;
+use crate::domain::ledger::{EntryKind, LedgerEntry};
+use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
 use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, CloseTime, CreatedClosed, FirstContactResolution, Frame, QueueMetrics, Reassignments,
+    self, CloseTime, CreatedClosed, Dispositions, FirstContactResolution, Frame, QueueMetrics,
+    Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
-use crate::store::{GroupBy, Store};
+use crate::store::{GroupBy, LedgerQuery, Store};
 
 /// Report names in page-token fingerprints: a token of one report is refused by another.
 const CREATED_CLOSED: &str = "created_closed";
@@ -43,6 +48,39 @@ const REASSIGNMENTS: &str = "reassignments";
 const CLOSE_TIME: &str = "close_time";
 const FIRST_CONTACT_RESOLUTION: &str = "first_contact_resolution";
 const QUEUE_METRICS: &str = "queue_metrics";
+const LEDGER: &str = "transfer_ledger";
+const DISPOSITIONS: &str = "dispositions";
+
+/// CSV columns of the dispositions report.
+const DISPOSITIONS_HEADER: &[&str] = &[
+    "period_start",
+    "day_of_week",
+    "queue_id",
+    "agent_id",
+    "wrap_up_reason_id",
+    "segments",
+];
+
+/// Most kinds a ledger request may name.
+const MAX_LEDGER_KINDS: usize = 10;
+
+/// CSV columns of the transfer ledger: the request time in RFC 3339 with the report zone's
+/// offset; kind, outcome and fallback by name without their enum prefix; the time to
+/// answer in decimal seconds, empty while pending.
+const LEDGER_HEADER: &[&str] = &[
+    "request_time",
+    "kind",
+    "conversation_id",
+    "transfer_id",
+    "offer_id",
+    "from_user_id",
+    "to_agent_id",
+    "to_queue_id",
+    "outcome",
+    "fallback_applied",
+    "time_to_answer_seconds",
+    "ping_pong",
+];
 
 /// CSV columns of the period reports. A row's period is written for people, not as the
 /// API's `Period` message: `period_start` is the local start of the period in RFC 3339 with
@@ -55,6 +93,7 @@ const REASSIGNMENTS_HEADER: &[&str] = &[
     "day_of_week",
     "agent_id",
     "reassignments_received",
+    "reassignments_sent",
 ];
 /// CSV columns of the queue-metrics report; the average speed of answer in decimal seconds.
 const QUEUE_METRICS_HEADER: &[&str] = &[
@@ -112,7 +151,18 @@ impl ReportingApi {
     }
 
     async fn reassignments(&self, scope: &Scope) -> Result<Vec<Reassignments>, Error> {
-        let counts = self.store.reassignment_counts(&scope.query()).await?;
+        let group = GroupBy {
+            agent: true,
+            ..GroupBy::default()
+        };
+        let counts = self
+            .store
+            .metric_counts(
+                &scope.query(),
+                &[Metric::ReassignedTo, Metric::ReassignedFrom],
+                group,
+            )
+            .await?;
         Ok(reports::reassignments(&scope.frame, &counts))
     }
 
@@ -136,6 +186,19 @@ impl ReportingApi {
             &counts,
             &wait_label_at_most(threshold_seconds),
         ))
+    }
+
+    async fn dispositions(&self, scope: &Scope) -> Result<Vec<Dispositions>, Error> {
+        let group = GroupBy {
+            queue: true,
+            agent: true,
+            label: true,
+        };
+        let counts = self
+            .store
+            .metric_counts(&scope.query(), &[Metric::Disposition], group)
+            .await?;
+        Ok(reports::dispositions(&scope.frame, &counts))
     }
 
     async fn close_time(&self, scope: &Scope) -> Result<Vec<CloseTime>, Error> {
@@ -183,7 +246,11 @@ impl ReportingApi {
                     rows.iter()
                         .map(|r| {
                             let mut record = csv_period(&scope.frame, &r.period);
-                            record.extend([r.agent_id.clone(), r.received.to_string()]);
+                            record.extend([
+                                r.agent_id.clone(),
+                                r.received.to_string(),
+                                r.sent.to_string(),
+                            ]);
                             record
                         })
                         .collect(),
@@ -241,9 +308,52 @@ impl ReportingApi {
                         .collect(),
                 ))
             }
-            ReportKind::TransferLedger => Err(Error::NotImplemented(
-                "ReportingService/ExportReport of REPORT_KIND_TRANSFER_LEDGER",
-            )),
+            ReportKind::TransferLedger => {
+                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let query = LedgerQuery {
+                    facts: scope.query(),
+                    conversation_id: None,
+                    kinds: &[],
+                    after: None,
+                    limit: None,
+                };
+                // Counted first: a ledger can be long, and an export over the limit reads
+                // nothing more.
+                let rows = self.store.ledger_count(&query).await?;
+                if rows > self.export_limit {
+                    return Err(Error::ExportTooLarge {
+                        rows,
+                        limit: self.export_limit,
+                    });
+                }
+                let entries = self.store.ledger(&query).await?;
+                Ok((
+                    LEDGER_HEADER,
+                    entries
+                        .iter()
+                        .map(|e| ledger_record(e, &scope.frame))
+                        .collect(),
+                ))
+            }
+            ReportKind::Dispositions => {
+                let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
+                let rows = self.dispositions(&scope).await?;
+                Ok((
+                    DISPOSITIONS_HEADER,
+                    rows.iter()
+                        .map(|r| {
+                            let mut record = csv_period(&scope.frame, &r.period);
+                            record.extend([
+                                r.queue_id.clone(),
+                                r.agent_id.clone(),
+                                r.reason_id.clone(),
+                                r.segments.to_string(),
+                            ]);
+                            record
+                        })
+                        .collect(),
+                ))
+            }
             ReportKind::Unspecified => Err(Error::invalid("kind", "is required")),
         }
     }
@@ -364,8 +474,56 @@ fn close_time_row(row: CloseTime) -> CloseTimeRow {
     }
 }
 
-fn unimplemented(rpc: &'static str) -> Status {
-    Error::NotImplemented(rpc).into()
+/// A ledger line as the API shows it.
+fn ledger_entry(entry: LedgerEntry) -> TransferLedgerEntry {
+    TransferLedgerEntry {
+        time_to_answer: entry
+            .answered_at
+            .map(|answered| duration(answered - entry.requested_at)),
+        request_time: Some(timestamp(entry.requested_at)),
+        kind: entry.kind as i32,
+        outcome: entry.outcome,
+        fallback_applied: entry.fallback,
+        ping_pong: entry.ping_pong,
+        transfer_id: entry.transfer_id,
+        conversation_id: entry.conversation_id,
+        from_user_id: entry.from_user_id,
+        to_agent_id: entry.to_agent_id,
+        to_queue_id: entry.to_queue_id,
+        offer_id: entry.offer_id,
+    }
+}
+
+/// An enum value's name without its prefix (`LEDGER_ENTRY_KIND_TRANSFER` → `TRANSFER`);
+/// empty for an unset value.
+fn short_name(name: &str, prefix: &str) -> String {
+    match name.strip_prefix(prefix) {
+        Some("UNSPECIFIED") | None => String::new(),
+        Some(short) => short.to_owned(),
+    }
+}
+
+fn ledger_record(entry: &LedgerEntry, frame: &Frame) -> Vec<String> {
+    let kind = LedgerEntryKind::try_from(entry.kind as i32).unwrap_or_default();
+    let outcome = AnswerOutcome::try_from(entry.outcome).unwrap_or_default();
+    let fallback = TransferFallback::try_from(entry.fallback).unwrap_or_default();
+    vec![
+        csv::local_time(entry.requested_at, frame.zone),
+        short_name(kind.as_str_name(), "LEDGER_ENTRY_KIND_"),
+        entry.conversation_id.clone(),
+        entry.transfer_id.clone(),
+        entry.offer_id.clone(),
+        entry.from_user_id.clone(),
+        entry.to_agent_id.clone(),
+        entry.to_queue_id.clone(),
+        short_name(outcome.as_str_name(), "ANSWER_OUTCOME_"),
+        short_name(fallback.as_str_name(), "TRANSFER_FALLBACK_"),
+        entry
+            .answered_at
+            .map(|answered| csv::seconds(answered - entry.requested_at))
+            .unwrap_or_default(),
+        entry.ping_pong.to_string(),
+    ]
 }
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportReportResponse, Status>> + Send>>;
@@ -442,6 +600,7 @@ impl ReportingService for ReportingApi {
                     period: Some(proto_period(&scope.frame, &r.period)),
                     agent_id: r.agent_id,
                     reassignments_received: r.received,
+                    reassignments_sent: r.sent,
                 })
                 .collect(),
         }))
@@ -565,9 +724,125 @@ impl ReportingService for ReportingApi {
 
     async fn list_transfer_ledger(
         &self,
-        _request: Request<ListTransferLedgerRequest>,
+        request: Request<ListTransferLedgerRequest>,
     ) -> Result<Response<ListTransferLedgerResponse>, Status> {
-        Err(unimplemented("ReportingService/ListTransferLedger"))
+        let caller = authorize(&identity_of(&request)?)?;
+        let request = request.into_inner();
+        if request.kinds.len() > MAX_LEDGER_KINDS {
+            return Err(Error::invalid(
+                "kinds",
+                format!(
+                    "at most {MAX_LEDGER_KINDS} values, got {}",
+                    request.kinds.len()
+                ),
+            )
+            .into());
+        }
+        let kinds = request
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(index, &value)| {
+                EntryKind::from_code(i64::from(value)).ok_or_else(|| {
+                    Error::invalid(format!("kinds[{index}]"), format!("unknown kind {value}"))
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let conversation_id = if request.conversation_id.is_empty() {
+            None
+        } else {
+            Some(
+                uuid::Uuid::parse_str(&request.conversation_id)
+                    .map_err(|_| Error::invalid("conversation_id", "must be a UUID"))?
+                    .to_string(),
+            )
+        };
+        let scope = scope(
+            &caller,
+            request.filter.as_ref(),
+            Granularity::Total,
+            ReportShape::Agents,
+        )?;
+        let report = format!(
+            "{LEDGER}/{}/{:?}",
+            conversation_id.as_deref().unwrap_or_default(),
+            kinds
+        );
+        let paging = PageRequest::new(&report, &scope, request.page_size, &request.page_token)?;
+        let size = paging.size;
+        let mut entries = self
+            .store
+            .ledger(&LedgerQuery {
+                facts: scope.query(),
+                conversation_id: conversation_id.as_deref(),
+                kinds: &kinds,
+                after: paging
+                    .after
+                    .as_ref()
+                    .map(|key| (key.period, key.agent_id.as_str())),
+                limit: Some(i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1)),
+            })
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if entries.len() > size {
+            entries.truncate(size);
+            entries
+                .last()
+                .map(|last| {
+                    page_token::encode(
+                        paging.fingerprint,
+                        &RowKey {
+                            period: last.requested_at,
+                            agent_id: last.entry_id.clone(),
+                        },
+                    )
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        debug!(tenant_id = %scope.tenant_id, entries = entries.len(), "transfer ledger");
+        Ok(Response::new(ListTransferLedgerResponse {
+            entries: entries.into_iter().map(ledger_entry).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_dispositions_report(
+        &self,
+        request: Request<GetDispositionsReportRequest>,
+    ) -> Result<Response<GetDispositionsReportResponse>, Status> {
+        let caller = authorize(&identity_of(&request)?)?;
+        let request = request.into_inner();
+        let granularity = granularity(request.granularity, "granularity")?;
+        let scope = scope(
+            &caller,
+            request.filter.as_ref(),
+            granularity,
+            ReportShape::Agents,
+        )?;
+        let paging =
+            PageRequest::new(DISPOSITIONS, &scope, request.page_size, &request.page_token)?;
+        let rows = self.dispositions(&scope).await?;
+        let page = paging.take(rows, |r| RowKey {
+            period: r.period.ordinal(),
+            agent_id: r.key(),
+        });
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "dispositions report");
+        Ok(Response::new(GetDispositionsReportResponse {
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
+                .into_iter()
+                .map(|r| DispositionsRow {
+                    period: Some(proto_period(&scope.frame, &r.period)),
+                    queue_id: r.queue_id,
+                    agent_id: r.agent_id,
+                    wrap_up_reason_id: r.reason_id,
+                    segments: r.segments,
+                })
+                .collect(),
+        }))
     }
 
     type ExportReportStream = ExportStream;

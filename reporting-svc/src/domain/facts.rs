@@ -7,7 +7,7 @@
 //! replayed, which is what lets a report agree with a recomputation from the log.
 
 /// What happened to a conversation, as far as the reports care.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EventKind {
     /// The conversation was created.
     Created,
@@ -17,17 +17,28 @@ pub enum EventKind {
     Unassigned,
     /// A transfer was requested.
     TransferRequested,
+    /// A transfer ended (see its outcome).
+    TransferResolved,
+    /// An agent was invited to consult or conference.
+    ParticipantInvited,
+    /// An invitation ended without the agent joining.
+    InvitationEnded,
+    /// A participant joined (an invited agent accepting, among others).
+    ParticipantJoined,
+    /// A segment was wrapped up with reasons (dispositions).
+    WrapUpSubmitted,
     /// The conversation was closed.
     Closed,
     /// The customer wrote again within the reopen window.
     Reopened,
     /// Anything else (messages, waiting, status labels...): only the conversation's
     /// queue, program and channel are refreshed.
+    #[default]
     Other,
 }
 
 /// One conversation event, in the units the store keeps (microseconds since the epoch).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
     /// Position in conversation-svc's service-wide event log (`LogEntry.log_sequence`), the
     /// consumer's cursor. Not the event's per-conversation `sequence`, which repeats across
@@ -53,6 +64,30 @@ pub struct Event {
     pub channel: i32,
     /// When the conversation was created, if the event says.
     pub conversation_created_at: Option<i64>,
+    /// Who caused it; empty for the customer or the system.
+    pub actor_id: String,
+    /// The transfer, for transfer events.
+    pub transfer_id: String,
+    /// The agent a transfer is to, for TRANSFER_REQUESTED; empty for a queue.
+    pub transfer_to_agent_id: String,
+    /// The queue a transfer is to, for TRANSFER_REQUESTED.
+    pub transfer_to_queue_id: String,
+    /// routing-svc's offer to the agent, for a transfer to an agent or an invitation.
+    pub offer_id: String,
+    /// Whether a transfer sends the conversation back to an agent who had it.
+    pub ping_pong: bool,
+    /// The outcome (`AnswerOutcome` number) of a transfer or an invitation that ended.
+    pub answer_outcome: i32,
+    /// The fallback applied (`TransferFallback` number) to a transfer not taken.
+    pub transfer_fallback: i32,
+    /// The invitation, for invitation and participant events.
+    pub invitation_id: String,
+    /// The participant, for participant and invitation events.
+    pub participant_user_id: String,
+    /// That participant's `ParticipantRole` number.
+    pub participant_role: i32,
+    /// The wrap-up reasons given, for WRAP_UP_SUBMITTED.
+    pub wrap_up_reason_ids: Vec<String>,
 }
 
 /// What the reports know about one conversation.
@@ -217,7 +252,12 @@ pub fn apply(current: Option<&ConversationFacts>, event: &Event) -> Change {
                 facts.owner_agent_id = owner;
             }
         }
-        EventKind::Other => {}
+        EventKind::TransferResolved
+        | EventKind::ParticipantInvited
+        | EventKind::InvitationEnded
+        | EventKind::ParticipantJoined
+        | EventKind::WrapUpSubmitted
+        | EventKind::Other => {}
     }
 
     Change {
@@ -245,6 +285,7 @@ mod tests {
             program_id: "p".to_owned(),
             channel: 1,
             conversation_created_at: Some(0),
+            ..Event::default()
         }
     }
 

@@ -48,6 +48,8 @@ pub enum Metric {
     OverflowedIn,
     /// A conversation overflowed out of the queue.
     OverflowedOut,
+    /// The agent's segment was wrapped up with a reason (the label: the reason's id).
+    Disposition,
 }
 
 impl Metric {
@@ -66,11 +68,12 @@ impl Metric {
             Metric::Withdrawn => "withdrawn",
             Metric::OverflowedIn => "overflowed_in",
             Metric::OverflowedOut => "overflowed_out",
+            Metric::Disposition => "disposition",
         }
     }
 
     /// Every metric.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Created,
         Metric::Closed,
         Metric::Abandoned,
@@ -83,6 +86,7 @@ impl Metric {
         Metric::Withdrawn,
         Metric::OverflowedIn,
         Metric::OverflowedOut,
+        Metric::Disposition,
     ];
 
     /// The metric named `code` in the store.
@@ -240,6 +244,29 @@ pub fn of_conversation_event(event: &Event, after: &ConversationFacts) -> Vec<Oc
             }
             counted
         }
+        // One per reason: a segment wrapped up with two reasons counts for each. The
+        // event names the segment's agent (the owner when closing).
+        EventKind::WrapUpSubmitted => {
+            let agent = if event.agent_id.is_empty() {
+                after.closing_agent_id.as_deref().unwrap_or_default()
+            } else {
+                &event.agent_id
+            };
+            let queue = if event.queue_id.is_empty() {
+                &after.queue_id
+            } else {
+                &event.queue_id
+            };
+            event
+                .wrap_up_reason_ids
+                .iter()
+                .map(|reason| Occurrence {
+                    queue_id: queue.clone(),
+                    label: reason.clone(),
+                    ..occurrence(Metric::Disposition, agent)
+                })
+                .collect()
+        }
         EventKind::Assigned if is_reassignment(&event.agent_id, &event.previous_agent_id) => {
             vec![
                 occurrence(Metric::ReassignedTo, &event.agent_id),
@@ -251,7 +278,7 @@ pub fn of_conversation_event(event: &Event, after: &ConversationFacts) -> Vec<Oc
 }
 
 /// What happened in routing, as far as the reports care.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RoutingEventKind {
     /// An offer was made.
     OfferCreated,
@@ -266,11 +293,28 @@ pub enum RoutingEventKind {
     /// A waiting conversation moved to its overflow queue.
     WaitingOverflowed,
     /// Anything else.
+    #[default]
     Other,
 }
 
+/// What an offer is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OfferKind {
+    /// Not an offer event.
+    #[default]
+    None,
+    /// A conversation waiting in a queue.
+    Queue,
+    /// A transfer to the agent.
+    Transfer,
+    /// An invitation to conference.
+    Conference,
+    /// An invitation to consult.
+    Consult,
+}
+
 /// One routing event, in the units the store keeps (microseconds since the epoch).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingEvent {
     /// Position in routing-svc's log, the consumer's cursor.
     pub log_sequence: i64,
@@ -292,8 +336,19 @@ pub struct RoutingEvent {
     pub channel: i32,
     /// When the customer started waiting, for offer and waiting events.
     pub wait_started_at: Option<i64>,
-    /// Whether the offer is a queue offer (not a transfer or an invitation).
-    pub queue_offer: bool,
+    /// What the offer is for, for offer events.
+    pub offer_kind: OfferKind,
+    /// The offer, for offer events.
+    pub offer_id: String,
+    /// When the offer was made, for offer events.
+    pub offer_created_at: Option<i64>,
+}
+
+impl RoutingEvent {
+    /// Whether this is an event of a queue offer (not a transfer or an invitation).
+    pub fn is_queue_offer(&self) -> bool {
+        self.offer_kind == OfferKind::Queue
+    }
 }
 
 /// What a routing event counts.
@@ -310,7 +365,7 @@ pub fn of_routing_event(event: &RoutingEvent) -> Vec<Occurrence> {
         value: 0,
     };
     let offer = |metric: Metric| {
-        if event.queue_offer {
+        if event.is_queue_offer() {
             vec![occurrence(metric, &event.queue_id)]
         } else {
             Vec::new()
@@ -318,7 +373,7 @@ pub fn of_routing_event(event: &RoutingEvent) -> Vec<Occurrence> {
     };
     match event.kind {
         RoutingEventKind::OfferCreated => offer(Metric::Offered),
-        RoutingEventKind::OfferAccepted if event.queue_offer => {
+        RoutingEventKind::OfferAccepted if event.is_queue_offer() => {
             let wait = event
                 .wait_started_at
                 .map_or(0, |start| (event.occurred_at - start).max(0));
@@ -392,6 +447,7 @@ mod tests {
             program_id: "p".to_owned(),
             channel: 1,
             conversation_created_at: Some(0),
+            ..Event::default()
         }
     }
 
@@ -446,7 +502,12 @@ mod tests {
             from_queue_id: "q1".to_owned(),
             channel: 1,
             wait_started_at: Some(8 * MIN),
-            queue_offer,
+            offer_kind: if queue_offer {
+                OfferKind::Queue
+            } else {
+                OfferKind::Transfer
+            },
+            ..RoutingEvent::default()
         }
     }
 

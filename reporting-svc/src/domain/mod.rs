@@ -1,8 +1,9 @@
-//! Pure reporting rules: facts folded from events, what the reports count, report periods in a time zone,
+//! Pure reporting rules: facts folded from events, what the reports count, the transfer ledger, report periods in a time zone,
 //! statistics, report rows, pages and CSV. No I/O here.
 
 pub mod csv;
 pub mod facts;
+pub mod ledger;
 pub mod metrics;
 pub mod page;
 pub mod period;

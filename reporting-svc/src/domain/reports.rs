@@ -91,32 +91,41 @@ pub fn created_closed(
         .collect()
 }
 
-/// Reassignments one agent received in one period.
+/// Reassignments one agent received and sent in one period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reassignments {
     /// The period.
     pub period: Period,
-    /// The receiving agent.
+    /// The agent.
     pub agent_id: String,
-    /// How many.
+    /// Conversations that became the agent's after another agent owned them.
     pub received: i64,
+    /// Conversations the agent owned that became another agent's.
+    pub sent: i64,
 }
 
-/// Product rule 15: one row per period and agent with at least one reassignment, by
-/// period then agent. `counts` are `(agent, slot, count)` triples.
-pub fn reassignments(frame: &Frame, counts: &[(String, i64, i64)]) -> Vec<Reassignments> {
-    let mut rows: BTreeMap<(Period, &str), i64> = BTreeMap::new();
-    for (agent, slot, count) in counts {
-        *rows
-            .entry((frame.period_of_slot(*slot), agent.as_str()))
-            .or_default() += count;
+/// Product rule 15 and its mirror: one row per period and agent with at least one
+/// reassignment received or sent, by period then agent. `counts` are the agent's
+/// [`Metric::ReassignedTo`] and [`Metric::ReassignedFrom`] counts per slot.
+pub fn reassignments(frame: &Frame, counts: &[Count]) -> Vec<Reassignments> {
+    let mut rows: BTreeMap<(Period, &str), (i64, i64)> = BTreeMap::new();
+    for count in counts {
+        let row = rows
+            .entry((frame.period_of_slot(count.slot), count.agent_id.as_str()))
+            .or_default();
+        match count.metric {
+            Metric::ReassignedTo => row.0 += count.n,
+            Metric::ReassignedFrom => row.1 += count.n,
+            _ => {}
+        }
     }
     rows.into_iter()
-        .filter(|&(_, received)| received > 0)
-        .map(|((period, agent_id), received)| Reassignments {
+        .filter(|&(_, (received, sent))| received > 0 || sent > 0)
+        .map(|((period, agent_id), (received, sent))| Reassignments {
             period,
             agent_id: agent_id.to_owned(),
             received,
+            sent,
         })
         .collect()
 }
@@ -300,7 +309,11 @@ pub fn queue_metrics(
             Metric::Abandoned => row.abandoned += count.n,
             Metric::OverflowedIn => row.overflowed_in += count.n,
             Metric::OverflowedOut => row.overflowed_out += count.n,
-            Metric::Created | Metric::Closed | Metric::ReassignedTo | Metric::ReassignedFrom => {}
+            Metric::Created
+            | Metric::Closed
+            | Metric::ReassignedTo
+            | Metric::ReassignedFrom
+            | Metric::Disposition => {}
         }
     }
     rows.into_iter()
@@ -315,6 +328,56 @@ pub fn queue_metrics(
                 },
             )
         })
+        .collect()
+}
+
+/// Segments wrapped up with one reason, for one queue and agent in one period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispositions {
+    /// The period.
+    pub period: Period,
+    /// The queue.
+    pub queue_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The wrap-up reason.
+    pub reason_id: String,
+    /// How many segments.
+    pub segments: i64,
+}
+
+impl Dispositions {
+    /// The row's place after its period: queue, agent and reason (UUIDs, never with a
+    /// `/`), so that rows sort and page by one text.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.queue_id, self.agent_id, self.reason_id)
+    }
+}
+
+/// One row per period, queue, agent and reason with at least one segment, in that order.
+/// `counts` are disposition counts per slot, queue, agent and label (the reason).
+pub fn dispositions(frame: &Frame, counts: &[Count]) -> Vec<Dispositions> {
+    let mut rows: BTreeMap<(Period, &str, &str, &str), i64> = BTreeMap::new();
+    for count in counts.iter().filter(|c| c.metric == Metric::Disposition) {
+        *rows
+            .entry((
+                frame.period_of_slot(count.slot),
+                count.queue_id.as_str(),
+                count.agent_id.as_str(),
+                count.label.as_str(),
+            ))
+            .or_default() += count.n;
+    }
+    rows.into_iter()
+        .map(
+            |((period, queue_id, agent_id, reason_id), segments)| Dispositions {
+                period,
+                queue_id: queue_id.to_owned(),
+                agent_id: agent_id.to_owned(),
+                reason_id: reason_id.to_owned(),
+                segments,
+            },
+        )
         .collect()
 }
 
@@ -466,13 +529,22 @@ mod tests {
             "UTC",
             Granularity::Week,
         );
+        let count = |agent: &str, at: &str, n: i64| Count {
+            metric: Metric::ReassignedTo,
+            slot: slot(at),
+            queue_id: String::new(),
+            agent_id: agent.to_owned(),
+            label: String::new(),
+            n,
+            total: 0,
+        };
         let rows = reassignments(
             &frame,
             &[
-                ("b".to_owned(), slot("2026-03-10T10:00:00Z"), 1),
-                ("b".to_owned(), slot("2026-03-02T10:00:00Z"), 1),
-                ("a".to_owned(), slot("2026-03-03T10:00:00Z"), 2),
-                ("b".to_owned(), slot("2026-03-05T10:00:00Z"), 1),
+                count("b", "2026-03-10T10:00:00Z", 1),
+                count("b", "2026-03-02T10:00:00Z", 1),
+                count("a", "2026-03-03T10:00:00Z", 2),
+                count("b", "2026-03-05T10:00:00Z", 1),
             ],
         );
         let shown: Vec<(String, &str, i64)> = rows

@@ -12,11 +12,14 @@ use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Row};
 use switchboard_server_kit::{Db, Dialect};
 
+mod ledger;
 mod metrics;
 
+pub use ledger::LedgerQuery;
 pub use metrics::GroupBy;
 
 use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
+use crate::domain::ledger::{self as ledger_rules, LedgerChange};
 use crate::domain::metrics::{
     Metric, Occurrence, RoutingEvent, of_conversation_event, of_routing_event,
 };
@@ -130,7 +133,12 @@ impl Sql {
         if values.len() == 0 {
             return self;
         }
-        self.push(&format!(" AND {column} IN ("));
+        self.push(" AND ").is_in(column, values)
+    }
+
+    /// `column IN ($n, …)`; `values` must not be empty.
+    fn is_in(&mut self, column: &str, values: impl Iterator<Item = Bind>) -> &mut Sql {
+        self.push(&format!("{column} IN ("));
         for (index, value) in values.enumerate() {
             if index > 0 {
                 self.push(", ");
@@ -330,6 +338,7 @@ impl Store {
         }
         let mut applied = 0;
         let mut occurrences: Vec<Occurrence> = Vec::new();
+        let mut ledger_changes: Vec<LedgerChange> = Vec::new();
         for (log_sequence, entry) in entries {
             if *log_sequence <= cursor {
                 continue;
@@ -338,7 +347,10 @@ impl Store {
             applied += 1;
             match entry {
                 None => {}
-                Some(Entry::Routing(event)) => occurrences.extend(of_routing_event(event)),
+                Some(Entry::Routing(event)) => {
+                    occurrences.extend(of_routing_event(event));
+                    ledger_changes.extend(ledger_rules::of_routing_event(event));
+                }
                 Some(Entry::Conversation(event)) => {
                     let current = sqlx::query(AssertSqlSafe(format!(
                         "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
@@ -358,10 +370,12 @@ impl Store {
                     if let Some(after) = change.conversation.as_ref().or(current.as_ref()) {
                         occurrences.extend(of_conversation_event(event, after));
                     }
+                    ledger_changes.extend(ledger_rules::of_conversation_event(event));
                 }
             }
         }
         metrics::record(&mut tx, &occurrences).await?;
+        ledger::record(&mut tx, &ledger_changes).await?;
         // Guarded like every cursor move, though the lock above already rules out a
         // concurrent applier getting further meanwhile.
         let moved = sqlx::query(
@@ -393,6 +407,7 @@ impl Store {
             .rows_affected();
         for table in [
             "rollups",
+            "ledger_entries",
             "assignment_facts",
             "conversation_facts",
             "consumer_cursor",

@@ -440,7 +440,7 @@ impl ConversationApi {
                 display_name: String::new(),
                 role: ask.role,
                 inviter_id: identity.principal_id.clone(),
-                offer_id,
+                offer_id: offer_id.clone(),
                 outcome: AnswerOutcome::Pending as i32,
                 reject_reason: String::new(),
                 note: ask.note.clone(),
@@ -455,6 +455,7 @@ impl ConversationApi {
             invited.invitation_id = invitation_id.clone();
             invited.participant_user_id = ask.agent_id.clone();
             invited.participant_role = ask.role.code();
+            invited.offer_id = offer_id.clone();
             tx.event(invited);
             let response = pb::InviteParticipantResponse {
                 participant: Some(shown),

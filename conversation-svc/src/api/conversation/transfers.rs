@@ -286,14 +286,44 @@ pub(in crate::api) async fn transfer_to_agent(
         // Recorded on the sender's segment now; it ends when the transfer is taken.
         m.wrap_up_segment(&conv.current_segment_id, &ask.wrap_up_reason_ids, "")
             .await?;
+        let sender = conv.owner_agent_id.clone();
+        m.event(segment_wrapped_up(
+            &conv,
+            identity,
+            &conv.current_segment_id,
+            &sender,
+            &ask.wrap_up_reason_ids,
+            now,
+        ));
     }
     let state = conv.state;
     save_state(m, &mut conv, state, now).await?;
     let mut requested = event_by(&conv, pb::EventType::TransferRequested, identity, now);
     requested.transfer_id = transfer.id.clone();
     requested.previous_agent_id = conv.owner_agent_id.clone();
+    requested.transfer_to_agent_id = transfer.to_agent_id.clone();
+    requested.transfer_to_queue_id = transfer.to_queue_id.clone();
+    requested.offer_id = transfer.offer_id.clone();
+    requested.ping_pong = transfer.ping_pong;
     m.event(requested);
     Ok(convert::transfer(&transfer))
+}
+
+/// The WRAP_UP_SUBMITTED event of the sender's segment, wrapped up with its transfer: the
+/// reasons (dispositions) are part of the log like any other wrap-up.
+fn segment_wrapped_up(
+    conv: &Conversation,
+    identity: &Caller,
+    segment_id: &str,
+    agent_id: &str,
+    reason_ids: &[String],
+    now: i64,
+) -> Event {
+    let mut submitted = event_by(conv, pb::EventType::WrapUpSubmitted, identity, now);
+    submitted.segment_id = segment_id.to_owned();
+    submitted.agent_id = agent_id.to_owned();
+    submitted.wrap_up_reason_ids = reason_ids.to_vec();
+    submitted
 }
 
 /// Withdraws the conversation's transfer still waiting for an answer, if any, because the
@@ -352,6 +382,15 @@ pub(in crate::api) async fn transfer_to_queue(
     if !ask.wrap_up_reason_ids.is_empty() {
         m.wrap_up_segment(&segment_id, &ask.wrap_up_reason_ids, "")
             .await?;
+        // Still in the sender's queue: the reasons are counted there.
+        m.event(segment_wrapped_up(
+            &conv,
+            identity,
+            &segment_id,
+            &sender,
+            &ask.wrap_up_reason_ids,
+            now,
+        ));
     }
     let previous_queue = std::mem::replace(&mut conv.queue_id, queue.id.clone());
     conv.program_id = queue.program_id;
@@ -381,6 +420,7 @@ pub(in crate::api) async fn transfer_to_queue(
     let mut requested = event_by(&conv, pb::EventType::TransferRequested, identity, now);
     requested.transfer_id = transfer.id.clone();
     requested.previous_agent_id = sender.clone();
+    requested.transfer_to_queue_id = transfer.to_queue_id.clone();
     requested.previous_queue_id = previous_queue;
     requested.segment_id = segment_id;
     requested.segment_end = "transferred".to_owned();
