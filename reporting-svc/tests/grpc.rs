@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use common::{EventLog, ts};
 use futures::{Stream, StreamExt};
 use reporting_svc::store::{CONVERSATION_EVENTS, ROUTING_EVENTS, Store};
@@ -2673,6 +2675,474 @@ async fn dispositions_count_segments_per_reason_queue_and_agent(backend: &common
         parse_simple_csv(&csv)[1],
         ["2026-03-02T00:00:00+01:00", "", Q1, A, R1, "1"]
     );
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+/// What the exactness test expects, computed by a plain model from the generated story
+/// itself (never from the events or the service's own rules).
+#[derive(Default)]
+struct Truth {
+    /// Paris day → (created, closed).
+    created_closed: BTreeMap<NaiveDate, (i64, i64)>,
+    /// (day, agent) → (received, sent).
+    reassignments: BTreeMap<(NaiveDate, String), (i64, i64)>,
+    /// (day, queue) → queue numbers.
+    queues: BTreeMap<(NaiveDate, String), QueueTruth>,
+    /// (queue, agent, reason) → segments.
+    dispositions: BTreeMap<(String, String, String), i64>,
+    /// (request time, kind, receiving agent, outcome) of every ledger line.
+    ledger: Vec<(i64, i32, String, i32)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct QueueTruth {
+    offered: i64,
+    accepted: i64,
+    rejected: i64,
+    rona: i64,
+    withdrawn: i64,
+    abandoned: i64,
+    overflowed_in: i64,
+    overflowed_out: i64,
+    within_30s: i64,
+    wait_micros: i64,
+}
+
+fn paris_day(micros: i64) -> NaiveDate {
+    let tz: chrono_tz::Tz = PARIS.parse().unwrap();
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .with_timezone(&tz)
+        .date_naive()
+}
+
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Appends a queue-offer-kind routing event of TENANT to `routing`, for the caller to
+/// complete.
+fn routed<'a>(
+    routing: &'a mut Vec<RoutingEvent>,
+    event_type: RoutingEventType,
+    at: i64,
+    queue: &str,
+    agent: &str,
+    wait_start: i64,
+    offer: &str,
+) -> &'a mut RoutingEvent {
+    let sequence = routing.len() as i64 + 1;
+    routing.push(RoutingEvent {
+        sequence,
+        tenant_id: TENANT.to_owned(),
+        event_type: event_type as i32,
+        occur_time: Some(ts(&rfc3339(at))),
+        agent_id: agent.to_owned(),
+        queue_id: queue.to_owned(),
+        offer_id: offer.to_owned(),
+        wait_start_time: Some(ts(&rfc3339(wait_start))),
+        offer_kind: OfferKind::Queue as i32,
+        channel: Channel::Webchat as i32,
+        ..RoutingEvent::default()
+    });
+    routing.last_mut().unwrap()
+}
+
+/// A deterministic generator, so that a failure replays.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A random week of two queues and three agents around the switch to summer time in
+/// Paris (2026-03-29): offers rejected, timed out, withdrawn and accepted, overflows,
+/// transfers taken and refused, wrap-ups with one or two reasons, reopens, abandonments;
+/// written to both logs the way the services write them, with the truth alongside.
+fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
+    use RoutingEventType as R;
+    const SECOND: i64 = 1_000_000;
+    let mut dice = Dice(seed);
+    let mut log = EventLog::new();
+    let mut routing = Vec::new();
+    let mut truth = Truth::default();
+    let agents = [A, B, C];
+    let queues = [Q1, Q2];
+    let reasons = [R1, R2];
+    let base = common::micros("2026-03-26T00:00:00Z");
+    for n in 0..300_u64 {
+        let id = format!("{n:08x}-0000-4000-8000-{n:012x}");
+        let mut at = base + dice.below(6 * 86_400) as i64 * SECOND;
+        let mut queue = queues[dice.below(2) as usize].to_owned();
+        let mut conv = log.create(TENANT, &id, Channel::Webchat, &queue, &rfc3339(at));
+        truth.created_closed.entry(paris_day(at)).or_default().0 += 1;
+        let wait_start = at;
+        routed(
+            &mut routing,
+            R::WaitingEnqueued,
+            at,
+            &queue,
+            "",
+            wait_start,
+            "",
+        );
+        if dice.chance(20) {
+            at += (1 + dice.below(60)) as i64 * SECOND;
+            let to = if queue == Q1 { Q2 } else { Q1 }.to_owned();
+            routed(
+                &mut routing,
+                R::WaitingOverflowed,
+                at,
+                &to,
+                "",
+                wait_start,
+                "",
+            )
+            .from_queue_id = queue.clone();
+            let day = paris_day(at);
+            truth
+                .queues
+                .entry((day, queue.clone()))
+                .or_default()
+                .overflowed_out += 1;
+            truth
+                .queues
+                .entry((day, to.clone()))
+                .or_default()
+                .overflowed_in += 1;
+            queue = to;
+            conv.queue_id = queue.clone();
+            log.push(&conv, EventType::QueueChanged, &rfc3339(at), |_| {});
+        }
+        // Offers that fail, then one accepted or, for an abandonment, one withdrawn.
+        let mut owner: Option<&str> = None;
+        let tries = dice.below(3);
+        let abandoned = dice.chance(20);
+        for attempt in 0..=tries {
+            let agent = agents[dice.below(3) as usize];
+            let offer = format!("offer-{n}-{attempt}");
+            at += (1 + dice.below(20)) as i64 * SECOND;
+            let offered_at = at;
+            routed(
+                &mut routing,
+                R::OfferCreated,
+                at,
+                &queue,
+                agent,
+                wait_start,
+                &offer,
+            )
+            .offer_create_time = Some(common::ts(&rfc3339(at)));
+            truth
+                .queues
+                .entry((paris_day(at), queue.clone()))
+                .or_default()
+                .offered += 1;
+            at += (1 + dice.below(40)) as i64 * SECOND;
+            let last = attempt == tries;
+            let (event_type, outcome) = match (last, abandoned, dice.chance(50)) {
+                (true, false, _) => (R::OfferAccepted, AnswerOutcome::Accepted),
+                (true, true, _) => (R::OfferWithdrawn, AnswerOutcome::Withdrawn),
+                (false, _, true) => (R::OfferRejected, AnswerOutcome::Rejected),
+                (false, _, false) => (R::OfferTimedOut, AnswerOutcome::TimedOut),
+            };
+            routed(
+                &mut routing,
+                event_type,
+                at,
+                &queue,
+                agent,
+                wait_start,
+                &offer,
+            )
+            .offer_create_time = Some(common::ts(&rfc3339(offered_at)));
+            truth.ledger.push((
+                offered_at,
+                LedgerEntryKind::QueueOffer as i32,
+                agent.to_owned(),
+                outcome as i32,
+            ));
+            let numbers = truth
+                .queues
+                .entry((paris_day(at), queue.clone()))
+                .or_default();
+            match outcome {
+                AnswerOutcome::Accepted => {
+                    numbers.accepted += 1;
+                    numbers.wait_micros += at - wait_start;
+                    if at - wait_start <= 30 * SECOND {
+                        numbers.within_30s += 1;
+                    }
+                    log.assign(&conv, &rfc3339(at), agent, "");
+                    owner = Some(agent);
+                }
+                AnswerOutcome::Rejected => numbers.rejected += 1,
+                AnswerOutcome::TimedOut => numbers.rona += 1,
+                _ => numbers.withdrawn += 1,
+            }
+        }
+        let Some(mut owner) = owner else {
+            at += (1 + dice.below(60)) as i64 * SECOND;
+            log.close(&conv, &rfc3339(at), "");
+            truth.created_closed.entry(paris_day(at)).or_default().1 += 1;
+            truth
+                .queues
+                .entry((paris_day(at), queue.clone()))
+                .or_default()
+                .abandoned += 1;
+            continue;
+        };
+        // A transfer to another agent, taken or refused (the conversation stays).
+        if dice.chance(35) {
+            let to = agents.iter().copied().find(|a| *a != owner).unwrap();
+            let transfer = format!("{:08x}-1111-4111-8111-{n:012x}", n);
+            at += (1 + dice.below(600)) as i64 * SECOND;
+            let requested = at;
+            log.push(&conv, EventType::TransferRequested, &rfc3339(at), |e| {
+                e.actor_id = owner.to_owned();
+                e.agent_id = owner.to_owned();
+                e.transfer_id = transfer.clone();
+                e.transfer_to_agent_id = to.to_owned();
+                e.transfer_to_queue_id = queue.clone();
+            });
+            at += (1 + dice.below(30)) as i64 * SECOND;
+            let taken = dice.chance(60);
+            let outcome = if taken {
+                AnswerOutcome::Accepted
+            } else {
+                AnswerOutcome::Rejected
+            };
+            log.push(&conv, EventType::TransferResolved, &rfc3339(at), |e| {
+                e.transfer_id = transfer.clone();
+                e.answer_outcome = outcome as i32;
+            });
+            truth.ledger.push((
+                requested,
+                LedgerEntryKind::Transfer as i32,
+                to.to_owned(),
+                outcome as i32,
+            ));
+            if taken {
+                log.assign(&conv, &rfc3339(at), to, owner);
+                let day = paris_day(at);
+                truth
+                    .reassignments
+                    .entry((day, to.to_owned()))
+                    .or_default()
+                    .0 += 1;
+                truth
+                    .reassignments
+                    .entry((day, owner.to_owned()))
+                    .or_default()
+                    .1 += 1;
+                owner = to;
+            }
+        }
+        // Wrap-up with one or two reasons, close; sometimes a reopen and a second close.
+        let closes = if dice.chance(15) { 2 } else { 1 };
+        for close in 0..closes {
+            if close == 1 {
+                at += (1 + dice.below(600)) as i64 * SECOND;
+                log.reopen(&conv, &rfc3339(at));
+                at += (1 + dice.below(60)) as i64 * SECOND;
+                log.assign(&conv, &rfc3339(at), owner, "");
+            }
+            at += (1 + dice.below(1_800)) as i64 * SECOND;
+            let given: Vec<String> = reasons[..1 + dice.below(2) as usize]
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect();
+            log.push(&conv, EventType::WrapUpSubmitted, &rfc3339(at), |e| {
+                e.agent_id = owner.to_owned();
+                e.wrap_up_reason_ids = given.clone();
+            });
+            for reason in &given {
+                *truth
+                    .dispositions
+                    .entry((queue.clone(), owner.to_owned(), reason.clone()))
+                    .or_default() += 1;
+            }
+            log.close(&conv, &rfc3339(at), owner);
+            truth.created_closed.entry(paris_day(at)).or_default().1 += 1;
+        }
+    }
+    truth.ledger.sort();
+    (log, routing, truth)
+}
+
+on_each_backend!(every_report_matches_a_plain_model_of_a_random_history_across_a_restart);
+async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart(
+    backend: &common::Backend,
+) {
+    let database_url = backend.url.clone();
+    let (conversations, routing_log, truth) = random_history(2026);
+    let (conversation_last, routing_last) =
+        (conversations.last_sequence(), routing_log.len() as i64);
+    // Half of each log, a stop, then the rest: nothing may be lost or counted twice.
+    let conversation_half = conversations.entries[conversations.entries.len() / 2].log_sequence;
+    let (fake, _, _) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversation_half),
+        &routing_log,
+        routing_last / 2,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(
+        &database_url,
+        &reporting.url,
+        ROUTING_EVENTS,
+        routing_last / 2,
+    )
+    .await;
+    wait_for_cursor(&database_url, &reporting.url, conversation_half).await;
+    reporting.stop().await;
+    fake.stop().await;
+    let (fake, _, _) = start_fakes(
+        &conversations,
+        Script::HoldAfter(conversation_last),
+        &routing_log,
+        routing_last,
+    )
+    .await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, routing_last).await;
+    wait_for_cursor(&database_url, &reporting.url, conversation_last).await;
+
+    // The week in Paris, midnight to midnight, across the change to summer time.
+    let week = filter("2026-03-25T23:00:00Z", "2026-04-01T22:00:00Z", PARIS);
+    let day_of = |period: Option<Period>| {
+        paris_day(common::micros(&rfc3339(
+            period.unwrap().start_time.unwrap().seconds * 1_000_000,
+        )))
+    };
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+
+    let created_closed: BTreeMap<NaiveDate, (i64, i64)> =
+        created_closed(&mut analyst, week.clone(), Granularity::Day)
+            .await
+            .into_iter()
+            .filter(|r| r.created > 0 || r.closed > 0)
+            .map(|r| (day_of(r.period), (r.created, r.closed)))
+            .collect();
+    assert_eq!(created_closed, truth.created_closed);
+
+    let reassigned: BTreeMap<(NaiveDate, String), (i64, i64)> =
+        reassignments(&mut analyst, week.clone(), Granularity::Day)
+            .await
+            .into_iter()
+            .map(|r| {
+                (
+                    (day_of(r.period), r.agent_id),
+                    (r.reassignments_received, r.reassignments_sent),
+                )
+            })
+            .collect();
+    assert_eq!(reassigned, truth.reassignments);
+
+    let queues: BTreeMap<(NaiveDate, String), QueueTruth> =
+        queue_metrics(&mut analyst, week.clone(), Granularity::Day, Some(30))
+            .await
+            .into_iter()
+            .map(|r| {
+                let asa = r.average_speed_of_answer.unwrap();
+                (
+                    (day_of(r.period), r.queue_id),
+                    QueueTruth {
+                        offered: r.offered,
+                        accepted: r.accepted,
+                        rejected: r.rejected,
+                        rona: r.rona,
+                        withdrawn: r.withdrawn,
+                        abandoned: r.abandoned,
+                        overflowed_in: r.overflowed_in,
+                        overflowed_out: r.overflowed_out,
+                        within_30s: r.answered_within_threshold,
+                        // Compared as the average the service computes.
+                        wait_micros: asa.seconds * 1_000_000 + i64::from(asa.nanos) / 1_000,
+                    },
+                )
+            })
+            .collect();
+    let expected_queues: BTreeMap<_, _> = truth
+        .queues
+        .iter()
+        .map(|(key, q)| {
+            let average = if q.accepted == 0 {
+                0
+            } else {
+                q.wait_micros / q.accepted
+            };
+            (
+                key.clone(),
+                QueueTruth {
+                    wait_micros: average,
+                    ..q.clone()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(queues, expected_queues);
+
+    let dispositions: BTreeMap<(String, String, String), i64> = analyst
+        .get_dispositions_report(GetDispositionsReportRequest {
+            filter: Some(week.clone()),
+            granularity: Granularity::Total as i32,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| ((r.queue_id, r.agent_id, r.wrap_up_reason_id), r.segments))
+        .collect();
+    assert_eq!(dispositions, truth.dispositions);
+
+    let mut lines = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = analyst
+            .list_transfer_ledger(ListTransferLedgerRequest {
+                filter: Some(week.clone()),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        lines.extend(page.entries.into_iter().map(|e| {
+            let at = e.request_time.unwrap();
+            (
+                at.seconds * 1_000_000 + i64::from(at.nanos) / 1_000,
+                e.kind,
+                e.to_agent_id,
+                e.outcome,
+            )
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    lines.sort();
+    assert_eq!(lines, truth.ledger);
 
     reporting.stop().await;
     fake.stop().await;
