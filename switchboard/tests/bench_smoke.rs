@@ -55,6 +55,7 @@ fn quick_bench_reports_every_figure_with_a_baseline_and_a_ratio() {
         "routing-scale",
         "routing-rules",
         "offer-expiry",
+        "reports",
     ] {
         assert!(
             names.contains(&expected),

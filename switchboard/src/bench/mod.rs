@@ -14,6 +14,7 @@ mod flow;
 pub mod load;
 pub mod proc_stats;
 pub mod report;
+mod reports;
 mod routing;
 mod scenarios;
 
@@ -58,6 +59,10 @@ pub struct BenchArgs {
     /// 10,000 full, 50 quick); it may take a second of creating per ~700, plus half again.
     #[arg(long, value_name = "N")]
     pub backlog: Option<u64>,
+    /// Events of the longer history of the reports scenario (default 10,000,000 full,
+    /// 20,000 quick); the shorter one has a tenth.
+    #[arg(long, value_name = "N")]
+    pub report_events: Option<u64>,
 }
 
 /// Counts and durations of one benchmark mode.
@@ -125,6 +130,13 @@ pub struct Plan {
     pub expiry_lead: Duration,
     /// …and over how long the deadlines spread from there.
     pub expiry_spread: Duration,
+    /// Events of the longer history of the reports scenario; the shorter has a tenth, at
+    /// the same daily volume.
+    pub report_events: u64,
+    /// Agents of the reports scenario's tenant.
+    pub report_agents: u64,
+    /// Reports asked of each history, alternating.
+    pub report_calls: usize,
 }
 
 impl Plan {
@@ -157,6 +169,9 @@ impl Plan {
                 expiry_queues: 5,
                 expiry_lead: Duration::from_millis(1500),
                 expiry_spread: Duration::from_millis(500),
+                report_events: 20_000,
+                report_agents: 50,
+                report_calls: 3,
             }
         } else {
             Plan {
@@ -185,10 +200,16 @@ impl Plan {
                 expiry_queues: 50,
                 expiry_lead: Duration::from_secs(75),
                 expiry_spread: Duration::from_secs(5),
+                report_events: 10_000_000,
+                report_agents: 500,
+                report_calls: 30,
             }
         };
         if let Some(n) = args.in_flight {
             plan.in_flight = n.max(1);
+        }
+        if let Some(n) = args.report_events {
+            plan.report_events = n.max(100);
         }
         if let Some(n) = args.backlog {
             plan.backlog = n;

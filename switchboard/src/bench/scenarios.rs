@@ -28,7 +28,7 @@ use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
@@ -43,6 +43,7 @@ pub const NAMES: [&str; 14] = [
     "routing-rules",
     "offer-expiry",
     "routing-replicas",
+    "reports",
 ];
 
 /// Where a suite scenario keeps its data.
@@ -87,7 +88,7 @@ pub async fn run_all(
             continue;
         }
         let scenario_stores: Vec<Store> = match (name, postgres) {
-            ("gateway-read" | "create-conversation", _) => stores.clone(),
+            ("gateway-read" | "create-conversation" | "reports", _) => stores.clone(),
             ("routing-replicas", Some(url)) => vec![Store::Postgres(url)],
             ("routing-replicas", None) => {
                 // On stdout with the table, so that a run without a server says so.
@@ -119,6 +120,7 @@ pub async fn run_all(
                 "routing-scale" => super::routing::routing_scale(plan, &dir).await,
                 "routing-rules" => super::routing::routing_rules(plan, &dir).await,
                 "offer-expiry" => super::routing::offer_expiry(plan, &dir).await,
+                "reports" => super::reports::reports(plan, &dir, store).await,
                 "routing-replicas" => match store {
                     Store::Postgres(url) => super::routing::routing_replicas(plan, &dir, url).await,
                     Store::Sqlite => unreachable!("routing-replicas runs on PostgreSQL"),
