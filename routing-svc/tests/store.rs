@@ -11,7 +11,7 @@ use routing_svc::domain::{
 use routing_svc::error::Error;
 use routing_svc::store::catalog::{self, AgentProfileInput};
 use routing_svc::store::page::PageRequest;
-use routing_svc::store::routing::{self, EnqueueInput, Locks, OfferPlan, ReserveInput};
+use routing_svc::store::routing::{self, EnqueueInput, Locks, Lost, OfferPlan, ReserveInput};
 use routing_svc::store::{NewEvent, Store, Topic, events, outbox};
 use sqlx::Row;
 use switchboard_server_kit::db::now_micros;
@@ -227,21 +227,29 @@ impl Fixture {
         item: &WaitingItem,
         agent: &Agent,
     ) -> Option<routing_svc::domain::Offer> {
+        // As the matcher does: a claim that waits for nobody, and when the agent is busy
+        // (another change holds it), the same plan once more waiting for the agent.
         let plan = Fixture::plan(queue, item, agent);
-        let mut tx = store.begin().await.unwrap();
-        match routing::create_offer(&mut tx, &plan, Locks::WithoutWaiting, now_micros())
-            .await
-            .unwrap()
-        {
-            Ok(offer) => {
-                tx.commit().await.unwrap();
-                Some(offer)
-            }
-            Err(_) => {
-                tx.rollback().await.unwrap();
-                None
+        for locks in [Locks::WithoutWaiting, Locks::Waiting] {
+            let mut tx = store.begin().await.unwrap();
+            match routing::create_offer(&mut tx, &plan, locks, now_micros())
+                .await
+                .unwrap()
+            {
+                Ok(offer) => {
+                    tx.commit().await.unwrap();
+                    return Some(offer);
+                }
+                Err(Lost::Busy) if locks == Locks::WithoutWaiting => {
+                    tx.rollback().await.unwrap();
+                }
+                Err(_) => {
+                    tx.rollback().await.unwrap();
+                    return None;
+                }
             }
         }
+        None
     }
 
     async fn waiting(&self, store: &Store, conversation_id: &str) -> Option<WaitingItem> {
