@@ -168,29 +168,27 @@ impl Sql {
         self
     }
 
+    /// The statement with its values bound.
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut query = sqlx::query(AssertSqlSafe(self.text));
+        for bind in self.binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }
+
     async fn execute(
         self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     ) -> Result<u64, sqlx::Error> {
-        let mut query = sqlx::query(AssertSqlSafe(self.text));
-        for bind in self.binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        Ok(query.execute(&mut **tx).await?.rows_affected())
+        Ok(self.query().execute(&mut **tx).await?.rows_affected())
     }
 
     async fn fetch_all(self, db: &Db) -> Result<Vec<AnyRow>, sqlx::Error> {
-        let mut query = sqlx::query(AssertSqlSafe(self.text));
-        for bind in self.binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text),
-                Bind::Int(int) => query.bind(int),
-            };
-        }
-        query.fetch_all(&db.pool).await
+        self.query().fetch_all(&db.pool).await
     }
 }
 
