@@ -166,6 +166,13 @@ impl rep::reporting_service_server::ReportingService for FakeReporting {
         Err(Status::unimplemented("not in the fake"))
     }
 
+    async fn get_agent_activity_report(
+        &self,
+        _request: Request<rep::GetAgentActivityReportRequest>,
+    ) -> Result<Response<rep::GetAgentActivityReportResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type ExportReportStream = ExportStream;
 
     /// CREATED_CLOSED: three chunks, then the end. Any other kind: one chunk, then nothing

@@ -26,7 +26,8 @@ use switchboard_proto::conversation::v1::EventType;
 use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
 use switchboard_proto::routing::internal::v1::subscribe_response::Update as RoutingUpdate;
 use switchboard_proto::routing::internal::v1::{
-    RoutingEvent as ProtoRoutingEvent, RoutingEventType, SubscribeRequest as RoutingSubscribe,
+    PresenceCause as ProtoPresenceCause, RoutingEvent as ProtoRoutingEvent, RoutingEventType,
+    SubscribeRequest as RoutingSubscribe,
 };
 use switchboard_proto::routing::v1::OfferKind;
 use switchboard_server_kit::SignedChannel;
@@ -34,6 +35,7 @@ use switchboard_server_kit::db::timestamp_to_micros;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::domain::activity::{Presence, PresenceCause};
 use crate::domain::facts::{Event, EventKind};
 use crate::domain::metrics::{OfferKind as DomainOfferKind, RoutingEvent, RoutingEventKind};
 use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store};
@@ -467,6 +469,10 @@ pub fn routing_to_domain(event: &ProtoRoutingEvent) -> Result<RoutingEvent, &'st
         Ok(RoutingEventType::OfferTimedOut) => RoutingEventKind::OfferTimedOut,
         Ok(RoutingEventType::OfferWithdrawn) => RoutingEventKind::OfferWithdrawn,
         Ok(RoutingEventType::WaitingOverflowed) => RoutingEventKind::WaitingOverflowed,
+        Ok(RoutingEventType::PresenceChanged) => RoutingEventKind::PresenceChanged,
+        Ok(RoutingEventType::CapacityReserved) => RoutingEventKind::CapacityReserved,
+        Ok(RoutingEventType::CapacityReleased) => RoutingEventKind::CapacityReleased,
+        Ok(RoutingEventType::AgentProfileSet) => RoutingEventKind::AgentProfileSet,
         Ok(_) | Err(_) => RoutingEventKind::Other,
     };
     Ok(RoutingEvent {
@@ -489,6 +495,17 @@ pub fn routing_to_domain(event: &ProtoRoutingEvent) -> Result<RoutingEvent, &'st
         },
         offer_id: event.offer_id.clone(),
         offer_created_at: event.offer_create_time.as_ref().map(timestamp_to_micros),
+        presence: Presence::from_proto(event.presence),
+        presence_cause: match ProtoPresenceCause::try_from(event.presence_cause) {
+            Ok(ProtoPresenceCause::Agent) => PresenceCause::Agent,
+            Ok(ProtoPresenceCause::Supervisor) => PresenceCause::Supervisor,
+            Ok(ProtoPresenceCause::OfferTimedOut) => PresenceCause::OfferTimedOut,
+            Ok(ProtoPresenceCause::Capacity) => PresenceCause::Capacity,
+            Ok(ProtoPresenceCause::Unspecified) | Err(_) => PresenceCause::Unknown,
+        },
+        capacity_used: event.capacity_used,
+        capacity_total: event.capacity_total,
+        units_over_capacity: event.units_over_capacity,
     })
 }
 

@@ -27,8 +27,9 @@ use switchboard_proto::conversation::v1::{EventType, ParticipantRole};
 use switchboard_proto::reporting::v1::export_report_response::Update as ExportUpdate;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::reporting::v1::{
-    CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest, FirstContactResolutionRow,
-    GetCloseTimeReportRequest, GetCreatedClosedReportRequest, GetDispositionsReportRequest,
+    AgentActivityRow, CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest,
+    FirstContactResolutionRow, GetAgentActivityReportRequest, GetCloseTimeReportRequest,
+    GetCreatedClosedReportRequest, GetDispositionsReportRequest,
     GetFirstContactResolutionReportRequest, GetQueueMetricsReportRequest,
     GetReassignmentsReportRequest, Granularity, LedgerEntryKind, ListTransferLedgerRequest, Period,
     QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
@@ -38,7 +39,7 @@ use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
     RoutingInternalService, RoutingInternalServiceServer,
 };
 use switchboard_proto::routing::internal::v1::{RoutingEvent, RoutingEventType};
-use switchboard_proto::routing::v1::OfferKind;
+use switchboard_proto::routing::v1::{OfferKind, Presence};
 use switchboard_server_kit::{
     Identity, IdentityKey, PrincipalKind, Role, ServeOptions, ShutdownSignal, SignedChannel,
     identity_of, signed_channel,
@@ -2694,6 +2695,49 @@ struct Truth {
     dispositions: BTreeMap<(String, String, String), i64>,
     /// (request time, kind, receiving agent, outcome) of every ledger line.
     ledger: Vec<(i64, i32, String, i32)>,
+    /// (day, agent) → agent activity.
+    activity: BTreeMap<(NaiveDate, String), ActivityTruth>,
+}
+
+/// One agent's day: microseconds in Available, Busy, Away, Do not disturb and RONA; units
+/// used and available times microseconds while signed in; RONA and overrides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ActivityTruth {
+    presence: [i64; 5],
+    used: i64,
+    available: i64,
+    rona: i64,
+    capacity_overrides: i64,
+    presence_overrides: i64,
+}
+
+/// Adds `[from, to)` spent in `presence` (0 to 4 for Available to RONA, `None` offline)
+/// with `used` of `total` units to each Paris day it covers, cutting at local midnights
+/// found by asking chrono for the next day's midnight.
+fn add_interval(
+    activity: &mut BTreeMap<(NaiveDate, String), ActivityTruth>,
+    agent: &str,
+    presence: Option<usize>,
+    (used, total): (i64, i64),
+    (from, to): (i64, i64),
+) {
+    let Some(index) = presence else { return };
+    let tz: chrono_tz::Tz = PARIS.parse().unwrap();
+    let mut at = from;
+    while at < to {
+        let day = paris_day(at);
+        let next = day.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap();
+        let midnight = chrono::TimeZone::from_local_datetime(&tz, &next)
+            .earliest()
+            .unwrap()
+            .timestamp_micros();
+        let piece = midnight.min(to) - at;
+        let entry = activity.entry((day, agent.to_owned())).or_default();
+        entry.presence[index] += piece;
+        entry.used += used * piece;
+        entry.available += total * piece;
+        at += piece;
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -2771,8 +2815,9 @@ impl Dice {
 
 /// A random week of two queues and three agents around the switch to summer time in
 /// Paris (2026-03-29): offers rejected, timed out, withdrawn and accepted, overflows,
-/// transfers taken and refused, wrap-ups with one or two reasons, reopens, abandonments;
-/// written to both logs the way the services write them, with the truth alongside.
+/// transfers taken and refused, wrap-ups with one or two reasons, reopens, abandonments,
+/// and each agent's presences, RONA, capacity and supervisors' overrides; written to both
+/// logs the way the services write them, with the truth alongside.
 fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
     use RoutingEventType as R;
     const SECOND: i64 = 1_000_000;
@@ -2980,6 +3025,119 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             truth.created_closed.entry(paris_day(at)).or_default().1 += 1;
         }
     }
+    // Each agent's week: presences set by the agent or a supervisor, RONA, capacity taken
+    // and freed (over capacity once a supervisor assigns past it), ending wherever it is.
+    let week_end = common::micros("2026-04-01T22:00:00Z");
+    let presences = [
+        Presence::Available,
+        Presence::Busy,
+        Presence::Away,
+        Presence::DoNotDisturb,
+        Presence::Rona,
+    ];
+    let mut stories = Vec::new();
+    for agent in agents {
+        let total = 2 + dice.below(3) as i32;
+        let mut at = base + dice.below(3_600) as i64 * SECOND;
+        let mut presence: Option<usize> = None;
+        let mut used = 0;
+        let mut since = at;
+        let event = |at: i64, event_type: R, used: i32| RoutingEvent {
+            tenant_id: TENANT.to_owned(),
+            event_type: event_type as i32,
+            occur_time: Some(ts(&rfc3339(at))),
+            agent_id: agent.to_owned(),
+            capacity_used: used,
+            capacity_total: total,
+            ..RoutingEvent::default()
+        };
+        stories.push(event(at, R::AgentProfileSet, 0));
+        while at < base + 6 * 86_400 * SECOND {
+            at += (1 + dice.below(3 * 3_600)) as i64 * SECOND;
+            add_interval(
+                &mut truth.activity,
+                agent,
+                presence,
+                (i64::from(used), i64::from(total)),
+                (since, at),
+            );
+            since = at;
+            let day = paris_day(at);
+            let roll = dice.below(100);
+            if roll < 45 {
+                let next = dice.below(5) as usize;
+                let by_supervisor = dice.chance(20);
+                let offline = next == 4;
+                presence = if offline { None } else { Some(next) };
+                stories.push(RoutingEvent {
+                    presence: if offline {
+                        Presence::Offline
+                    } else {
+                        presences[next]
+                    } as i32,
+                    presence_cause: if by_supervisor {
+                        routing::PresenceCause::Supervisor
+                    } else {
+                        routing::PresenceCause::Agent
+                    } as i32,
+                    ..event(at, R::PresenceChanged, used)
+                });
+                if by_supervisor {
+                    let entry = truth.activity.entry((day, agent.to_owned())).or_default();
+                    entry.presence_overrides += 1;
+                }
+            } else if roll < 55 {
+                presence = Some(4);
+                stories.push(RoutingEvent {
+                    presence: Presence::Rona as i32,
+                    presence_cause: routing::PresenceCause::OfferTimedOut as i32,
+                    ..event(at, R::PresenceChanged, used)
+                });
+                truth
+                    .activity
+                    .entry((day, agent.to_owned()))
+                    .or_default()
+                    .rona += 1;
+            } else if roll < 80 {
+                used += 1;
+                let over = (used - total).clamp(0, 1);
+                stories.push(RoutingEvent {
+                    units_over_capacity: over,
+                    ..event(at, R::CapacityReserved, used)
+                });
+                if over > 0 {
+                    truth
+                        .activity
+                        .entry((day, agent.to_owned()))
+                        .or_default()
+                        .capacity_overrides += 1;
+                }
+            } else {
+                used = (used - 1).max(0);
+                stories.push(event(at, R::CapacityReleased, used));
+            }
+        }
+        // Whatever the agent is in last is still held: counted to the week's end.
+        add_interval(
+            &mut truth.activity,
+            agent,
+            presence,
+            (i64::from(used), i64::from(total)),
+            (since, week_end),
+        );
+    }
+    // Into one log in time order, as routing writes it.
+    routing.extend(stories);
+    routing.sort_by_key(|e| {
+        let t = e.occur_time.as_ref().unwrap();
+        (t.seconds, t.nanos)
+    });
+    for (index, event) in routing.iter_mut().enumerate() {
+        event.sequence = index as i64 + 1;
+    }
+    truth
+        .activity
+        .retain(|_, day| *day != ActivityTruth::default());
     truth.ledger.sort();
     (log, routing, truth)
 }
@@ -3143,6 +3301,411 @@ async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart
     }
     lines.sort();
     assert_eq!(lines, truth.ledger);
+
+    let micros = |d: Option<prost_types::Duration>| {
+        let d = d.unwrap();
+        d.seconds * 1_000_000 + i64::from(d.nanos) / 1_000
+    };
+    let activity: BTreeMap<(NaiveDate, String), (ActivityTruth, f64)> = analyst
+        .get_agent_activity_report(GetAgentActivityReportRequest {
+            filter: Some(week.clone()),
+            granularity: Granularity::Day as i32,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| {
+            let presence = [r.available, r.busy, r.away, r.do_not_disturb, r.rona].map(micros);
+            assert_eq!(micros(r.signed_in), presence.iter().sum::<i64>());
+            (
+                (day_of(r.period), r.agent_id),
+                (
+                    ActivityTruth {
+                        presence,
+                        rona: r.rona_count,
+                        capacity_overrides: r.capacity_overrides,
+                        presence_overrides: r.presence_overrides,
+                        ..ActivityTruth::default()
+                    },
+                    r.occupancy,
+                ),
+            )
+        })
+        .collect();
+    let expected_activity: BTreeMap<_, _> = truth
+        .activity
+        .iter()
+        .map(|(key, day)| {
+            let occupancy = if day.available == 0 {
+                0.0
+            } else {
+                day.used as f64 / day.available as f64
+            };
+            (
+                key.clone(),
+                (
+                    ActivityTruth {
+                        used: 0,
+                        available: 0,
+                        ..day.clone()
+                    },
+                    occupancy,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(activity, expected_activity);
+
+    reporting.stop().await;
+    fake.stop().await;
+}
+
+/// A presence change of `agent` in TENANT, with the agent's capacity after it.
+fn presence_event(
+    sequence: i64,
+    at: &str,
+    agent_id: &str,
+    presence: Presence,
+    cause: routing::PresenceCause,
+    used: i32,
+    total: i32,
+) -> RoutingEvent {
+    RoutingEvent {
+        sequence,
+        tenant_id: TENANT.to_owned(),
+        event_type: RoutingEventType::PresenceChanged as i32,
+        occur_time: Some(ts(at)),
+        agent_id: agent_id.to_owned(),
+        presence: presence as i32,
+        presence_cause: cause as i32,
+        capacity_used: used,
+        capacity_total: total,
+        ..RoutingEvent::default()
+    }
+}
+
+/// A capacity event of `agent` in TENANT, with the agent's capacity after it.
+fn capacity_event(
+    sequence: i64,
+    event_type: RoutingEventType,
+    at: &str,
+    agent_id: &str,
+    used: i32,
+    total: i32,
+) -> RoutingEvent {
+    RoutingEvent {
+        sequence,
+        tenant_id: TENANT.to_owned(),
+        event_type: event_type as i32,
+        occur_time: Some(ts(at)),
+        agent_id: agent_id.to_owned(),
+        capacity_used: used,
+        capacity_total: total,
+        ..RoutingEvent::default()
+    }
+}
+
+/// A's day on 03-02 (Paris, UTC+1), signed in 08:00 to 11:00 UTC with 4 units: Available,
+/// 2 units taken at 08:30, RONA 09:00 to 09:10, Available again, Away set by a supervisor
+/// at 10:00, the units freed at 10:30, offline at 11:00; then Available across Paris
+/// midnight on 03-03 for an hour. B signs in at 12:00 with 1 unit and a supervisor gives
+/// it two conversations at 12:15: B is still Available, over capacity, now.
+fn activity_scenario() -> Vec<RoutingEvent> {
+    use RoutingEventType::{AgentProfileSet, CapacityReleased, CapacityReserved};
+    use routing::PresenceCause::{Agent, OfferTimedOut, Supervisor};
+    vec![
+        capacity_event(1, AgentProfileSet, "2026-03-02T07:00:00Z", A, 0, 4),
+        presence_event(
+            2,
+            "2026-03-02T08:00:00Z",
+            A,
+            Presence::Available,
+            Agent,
+            0,
+            4,
+        ),
+        capacity_event(3, CapacityReserved, "2026-03-02T08:30:00Z", A, 2, 4),
+        presence_event(
+            4,
+            "2026-03-02T09:00:00Z",
+            A,
+            Presence::Rona,
+            OfferTimedOut,
+            2,
+            4,
+        ),
+        presence_event(
+            5,
+            "2026-03-02T09:10:00Z",
+            A,
+            Presence::Available,
+            Agent,
+            2,
+            4,
+        ),
+        presence_event(
+            6,
+            "2026-03-02T10:00:00Z",
+            A,
+            Presence::Away,
+            Supervisor,
+            2,
+            4,
+        ),
+        capacity_event(7, CapacityReleased, "2026-03-02T10:30:00Z", A, 0, 4),
+        presence_event(8, "2026-03-02T11:00:00Z", A, Presence::Offline, Agent, 0, 4),
+        presence_event(
+            9,
+            "2026-03-02T12:00:00Z",
+            B,
+            Presence::Available,
+            Agent,
+            0,
+            1,
+        ),
+        RoutingEvent {
+            units_over_capacity: 1,
+            ..capacity_event(10, CapacityReserved, "2026-03-02T12:15:00Z", B, 2, 1)
+        },
+        // Another tenant's agent with the same id.
+        RoutingEvent {
+            tenant_id: OTHER_TENANT.to_owned(),
+            ..presence_event(
+                11,
+                "2026-03-02T12:00:00Z",
+                A,
+                Presence::Available,
+                Agent,
+                0,
+                1,
+            )
+        },
+        presence_event(
+            12,
+            "2026-03-03T22:30:00Z",
+            A,
+            Presence::Available,
+            Agent,
+            0,
+            4,
+        ),
+        presence_event(
+            13,
+            "2026-03-03T23:30:00Z",
+            A,
+            Presence::Offline,
+            Agent,
+            0,
+            4,
+        ),
+    ]
+}
+
+/// Minutes as a `Duration` (the service sets zero durations too).
+fn minutes(minutes: i64) -> Option<prost_types::Duration> {
+    secs(minutes * 60)
+}
+
+/// The ratio the service computes for occupancy: unit-microseconds over unit-microseconds.
+fn ratio(used_unit_minutes: i64, available_unit_minutes: i64) -> f64 {
+    (used_unit_minutes * 60_000_000) as f64 / (available_unit_minutes * 60_000_000) as f64
+}
+
+on_each_backend!(agent_activity_counts_presence_time_occupancy_rona_and_overrides);
+async fn agent_activity_counts_presence_time_occupancy_rona_and_overrides(
+    backend: &common::Backend,
+) {
+    let database_url = backend.url.clone();
+    let conversations = EventLog::new();
+    let routing_log = activity_scenario();
+    let last = routing_log.last().unwrap().sequence;
+    let (fake, _, _) = start_fakes(&conversations, Script::HoldAfter(0), &routing_log, last).await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_source(&database_url, &reporting.url, ROUTING_EVENTS, last).await;
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+    let activity = |filter: ReportFilter, granularity: Granularity| {
+        let mut analyst = analyst.clone();
+        async move {
+            analyst
+                .get_agent_activity_report(GetAgentActivityReportRequest {
+                    filter: Some(filter),
+                    granularity: granularity as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|response| response.into_inner().rows)
+        }
+    };
+    let zero = || minutes(0);
+    let row = |day: &str, agent: &str| AgentActivityRow {
+        period: Some(start(day)),
+        agent_id: agent.to_owned(),
+        available: zero(),
+        busy: zero(),
+        away: zero(),
+        do_not_disturb: zero(),
+        rona: zero(),
+        signed_in: zero(),
+        ..AgentActivityRow::default()
+    };
+    let a_first_day = AgentActivityRow {
+        available: minutes(110),
+        away: minutes(60),
+        rona: minutes(10),
+        signed_in: minutes(180),
+        // 2 units for 120 of 180 minutes with 4.
+        occupancy: ratio(2 * 120, 4 * 180),
+        rona_count: 1,
+        presence_overrides: 1,
+        ..row("2026-03-02T00:00:00+01:00", A)
+    };
+    // B: 12:00 to midnight Paris, 15 minutes with 0 of 1 unit then 2 of 1.
+    let b_first_day = AgentActivityRow {
+        available: minutes(660),
+        signed_in: minutes(660),
+        occupancy: ratio(2 * 645, 660),
+        capacity_overrides: 1,
+        ..row("2026-03-02T00:00:00+01:00", B)
+    };
+    let b_whole_day = |day: &str| AgentActivityRow {
+        available: minutes(1440),
+        signed_in: minutes(1440),
+        occupancy: 2.0,
+        ..row(day, B)
+    };
+    let half_hour = |day: &str| AgentActivityRow {
+        available: minutes(30),
+        signed_in: minutes(30),
+        ..row(day, A)
+    };
+    let by_day = activity(paris(), Granularity::Day).await.unwrap();
+    assert_eq!(
+        by_day,
+        vec![
+            a_first_day.clone(),
+            b_first_day,
+            half_hour("2026-03-03T00:00:00+01:00"),
+            b_whole_day("2026-03-03T00:00:00+01:00"),
+            half_hour("2026-03-04T00:00:00+01:00"),
+            b_whole_day("2026-03-04T00:00:00+01:00"),
+            b_whole_day("2026-03-05T00:00:00+01:00"),
+            b_whole_day("2026-03-06T00:00:00+01:00"),
+        ]
+    );
+    // A range that cuts A's quarter hours: 08:45 to 09:05 UTC.
+    let cut = filter("2026-03-02T08:45:00Z", "2026-03-02T09:05:00Z", PARIS);
+    assert_eq!(
+        activity(cut, Granularity::Total).await.unwrap(),
+        vec![AgentActivityRow {
+            available: minutes(15),
+            rona: minutes(5),
+            signed_in: minutes(20),
+            occupancy: 0.5,
+            rona_count: 1,
+            ..row("2026-03-02T08:45:00Z", A)
+        }]
+    );
+    // One agent over the whole range.
+    let only_a = ReportFilter {
+        agent_ids: vec![A.to_owned()],
+        ..paris()
+    };
+    assert_eq!(
+        activity(only_a, Granularity::Total).await.unwrap(),
+        vec![AgentActivityRow {
+            available: minutes(170),
+            signed_in: minutes(240),
+            occupancy: ratio(2 * 120, 4 * 240),
+            ..AgentActivityRow {
+                period: Some(start(START)),
+                ..a_first_day.clone()
+            }
+        }]
+    );
+    // Presence is not divided by queue or channel: such filters are refused.
+    let by_queue = ReportFilter {
+        queue_ids: vec![Q1.to_owned()],
+        ..paris()
+    };
+    assert_invalid(
+        &activity(by_queue, Granularity::Day).await.unwrap_err(),
+        "filter.queue_ids",
+    );
+    // The other tenant sees its own agent only.
+    let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Analyst]));
+    let theirs = other
+        .get_agent_activity_report(GetAgentActivityReportRequest {
+            filter: Some(filter(START, "2026-03-02T13:00:00Z", PARIS)),
+            granularity: Granularity::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(
+        theirs
+            .iter()
+            .map(|r| (r.agent_id.as_str(), r.signed_in))
+            .collect::<Vec<_>>(),
+        vec![(A, minutes(60))]
+    );
+
+    // The CSV export has the same numbers (one agent: the test service exports 5 rows at
+    // most).
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::AgentActivity,
+        ReportFilter {
+            agent_ids: vec![A.to_owned()],
+            ..paris()
+        },
+        Granularity::Day,
+    )
+    .await
+    .unwrap();
+    let rows = parse_simple_csv(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "period_start",
+            "day_of_week",
+            "agent_id",
+            "available_seconds",
+            "busy_seconds",
+            "away_seconds",
+            "do_not_disturb_seconds",
+            "rona_seconds",
+            "signed_in_seconds",
+            "occupancy",
+            "rona_count",
+            "capacity_overrides",
+            "presence_overrides",
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        [
+            "2026-03-02T00:00:00+01:00",
+            "",
+            A,
+            "6600",
+            "0",
+            "3600",
+            "0",
+            "600",
+            "10800",
+            &ratio(240, 720).to_string(),
+            "1",
+            "0",
+            "1",
+        ]
+    );
+    assert_eq!(rows.len(), 4);
 
     reporting.stop().await;
     fake.stop().await;

@@ -4,6 +4,7 @@ mod common;
 
 use common::{Backend, EventLog, micros};
 use reporting_svc::consumer::to_domain;
+use reporting_svc::domain::activity::{Presence, PresenceCause};
 use reporting_svc::domain::facts::Event;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::BTreeMap;
@@ -470,6 +471,11 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
+
+    /// Below `n` for any `n` (`below` draws 31 bits).
+    fn below_wide(&mut self, n: u64) -> u64 {
+        ((self.below(1 << 31) << 31) | self.below(1 << 31)) % n
+    }
 }
 
 /// Reads from the rollups plus the partial slots' occurrences agree with a count of the
@@ -492,7 +498,7 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
     ];
     let mut events = Vec::new();
     for sequence in 1..=600_i64 {
-        let at = base + rng.below(6 * 3_600_000_000) as i64;
+        let at = base + rng.below_wide(6 * 3_600_000_000) as i64;
         events.push(RoutingEvent {
             log_sequence: sequence,
             tenant_id: if rng.below(10) == 0 {
@@ -552,8 +558,8 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             1 => (base + 60_000_000, base + 120_000_000),
             2 => (base + 1, base + 2),
             _ => {
-                let a = base - SLOT_MICROS + rng.below(7 * 3_600_000_000) as i64;
-                let b = base - SLOT_MICROS + rng.below(7 * 3_600_000_000) as i64;
+                let a = base - SLOT_MICROS + rng.below_wide(7 * 3_600_000_000) as i64;
+                let b = base - SLOT_MICROS + rng.below_wide(7 * 3_600_000_000) as i64;
                 (a.min(b), a.max(b) + 1)
             }
         };
@@ -603,6 +609,225 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
                     (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
                     (c.n, c.total),
                 )
+            })
+            .collect();
+        assert_eq!(counted, expected, "round {round}: {start}..{end}");
+    }
+}
+
+/// Agent time read back for any range equals, per slot, agent and label, the part of
+/// each interval between two of the agent's events that lies in the range, worked out
+/// here from the events alone; the interval still open is the agent's stored state.
+async fn agent_time_is_exact_for_any_range(backend: &Backend) {
+    let store = &backend.store;
+    let mut rng = Lcg(11);
+    let base = micros("2026-03-29T00:00:00Z");
+    let presences = [
+        Presence::Offline,
+        Presence::Available,
+        Presence::Busy,
+        Presence::Away,
+        Presence::DoNotDisturb,
+        Presence::Rona,
+    ];
+    let causes = [
+        PresenceCause::Agent,
+        PresenceCause::Supervisor,
+        PresenceCause::OfferTimedOut,
+        PresenceCause::Capacity,
+    ];
+    let kinds = [
+        RoutingEventKind::PresenceChanged,
+        RoutingEventKind::PresenceChanged,
+        RoutingEventKind::CapacityReserved,
+        RoutingEventKind::CapacityReleased,
+        RoutingEventKind::AgentProfileSet,
+        RoutingEventKind::OfferCreated,
+    ];
+    let mut events = Vec::new();
+    let mut at = base;
+    for sequence in 1..=400_i64 {
+        at += rng.below_wide(40 * 60_000_000) as i64;
+        let total = 1 + rng.below(4) as i32;
+        events.push(RoutingEvent {
+            log_sequence: sequence,
+            tenant_id: if rng.below(10) == 0 {
+                OTHER_TENANT
+            } else {
+                TENANT
+            }
+            .to_owned(),
+            kind: kinds[rng.below(kinds.len() as u64) as usize],
+            occurred_at: at,
+            agent_id: [A, B][rng.below(2) as usize].to_owned(),
+            presence: Some(presences[rng.below(6) as usize]),
+            presence_cause: causes[rng.below(4) as usize],
+            capacity_used: rng.below(total as u64 + 2) as i32,
+            capacity_total: total,
+            units_over_capacity: rng.below(3) as i32 - 1,
+            ..RoutingEvent::default()
+        });
+    }
+    let mut applied = 0;
+    while applied < events.len() {
+        let run = (1 + rng.below(30) as usize).min(events.len() - applied);
+        let entries: Vec<(i64, Option<Entry<'_>>)> = events[applied..applied + run]
+            .iter()
+            .map(|e| (e.log_sequence, Some(Entry::from(e))))
+            .collect();
+        for expected in [run as u64, 0] {
+            assert_eq!(
+                store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
+                expected
+            );
+        }
+        applied += run;
+    }
+
+    // The plain model: each agent's intervals, its last state, its counts.
+    struct Interval {
+        agent: String,
+        presence: Presence,
+        used: i32,
+        total: i32,
+        from: i64,
+        to: i64,
+    }
+    let mut intervals = Vec::new();
+    let mut last: BTreeMap<String, (Presence, i32, i32, i64)> = BTreeMap::new();
+    let mut counts: Vec<(Metric, String, i64)> = Vec::new();
+    for e in events.iter().filter(|e| e.tenant_id == TENANT) {
+        let kind = e.kind;
+        if kind == RoutingEventKind::OfferCreated {
+            continue;
+        }
+        let (presence, _, _, since) =
+            *last
+                .get(&e.agent_id)
+                .unwrap_or(&(Presence::Offline, 0, 0, e.occurred_at));
+        let (_, used, total, _) =
+            last.get(&e.agent_id)
+                .copied()
+                .unwrap_or((Presence::Offline, 0, 0, 0));
+        intervals.push(Interval {
+            agent: e.agent_id.clone(),
+            presence,
+            used,
+            total,
+            from: since,
+            to: e.occurred_at,
+        });
+        let mut next = presence;
+        if kind == RoutingEventKind::PresenceChanged {
+            next = e.presence.unwrap();
+            if e.presence_cause == PresenceCause::Supervisor {
+                counts.push((Metric::PresenceOverride, e.agent_id.clone(), e.occurred_at));
+            }
+            if e.presence_cause == PresenceCause::OfferTimedOut && next == Presence::Rona {
+                counts.push((Metric::Rona, e.agent_id.clone(), e.occurred_at));
+            }
+        }
+        if kind == RoutingEventKind::CapacityReserved && e.units_over_capacity > 0 {
+            counts.push((Metric::CapacityOverride, e.agent_id.clone(), e.occurred_at));
+        }
+        last.insert(
+            e.agent_id.clone(),
+            (next, e.capacity_used, e.capacity_total, e.occurred_at),
+        );
+    }
+    let open = store.agent_states(TENANT, &[]).await.unwrap();
+    let expected_open: Vec<(String, Presence, i64)> = last
+        .iter()
+        .filter(|(_, (presence, ..))| *presence != Presence::Offline)
+        .map(|(agent, (presence, _, _, since))| (agent.clone(), *presence, *since))
+        .collect();
+    assert_eq!(
+        open.iter()
+            .map(|s| (s.agent_id.clone(), s.presence, s.since))
+            .collect::<Vec<_>>(),
+        expected_open
+    );
+
+    let group = GroupBy {
+        agent: true,
+        label: true,
+        ..GroupBy::default()
+    };
+    let only_b = [B.to_owned()];
+    let metrics = [
+        Metric::PresenceTime,
+        Metric::CapacityTime,
+        Metric::Rona,
+        Metric::CapacityOverride,
+        Metric::PresenceOverride,
+    ];
+    for round in 0..50 {
+        let span = at - base + 2 * SLOT_MICROS;
+        let (start, end) = match round {
+            0 => (base, base + 8 * SLOT_MICROS),
+            1 => (base + 7 * 60_000_000, base + 11 * 60_000_000),
+            _ => {
+                let a = base - SLOT_MICROS + rng.below_wide(span as u64) as i64;
+                let b = base - SLOT_MICROS + rng.below_wide(span as u64) as i64;
+                (a.min(b), a.max(b) + 1)
+            }
+        };
+        let mut query = FactQuery {
+            start,
+            end,
+            ..query(TENANT, "2026-03-29T00:00:00Z", "2026-03-29T00:00:00Z")
+        };
+        if round % 3 == 2 {
+            query.agent_ids = &only_b;
+        }
+        let kept =
+            |agent: &str| query.agent_ids.is_empty() || query.agent_ids.iter().any(|a| a == agent);
+        let mut expected: BTreeMap<(Metric, i64, String, String), i64> = BTreeMap::new();
+        for i in intervals
+            .iter()
+            .filter(|i| i.presence != Presence::Offline && kept(&i.agent))
+        {
+            // Minute by minute is too coarse: walk the slots the interval touches.
+            let mut slot = i.from.div_euclid(SLOT_MICROS);
+            while slot * SLOT_MICROS < i.to {
+                let from = i.from.max(slot * SLOT_MICROS).max(start);
+                let to = i.to.min((slot + 1) * SLOT_MICROS).min(end);
+                if from < to {
+                    let mut add = |metric: Metric, label: String| {
+                        *expected
+                            .entry((metric, slot, i.agent.clone(), label))
+                            .or_default() += to - from;
+                    };
+                    add(Metric::PresenceTime, i.presence.code().to_owned());
+                    if i.used != 0 || i.total != 0 {
+                        add(Metric::CapacityTime, format!("{}/{}", i.used, i.total));
+                    }
+                }
+                slot += 1;
+            }
+        }
+        for (metric, agent, at) in &counts {
+            if *at >= start && *at < end && kept(agent) {
+                *expected
+                    .entry((
+                        *metric,
+                        at.div_euclid(SLOT_MICROS),
+                        agent.clone(),
+                        String::new(),
+                    ))
+                    .or_default() += 1;
+            }
+        }
+        let counted: BTreeMap<_, _> = store
+            .metric_counts(&query, &metrics, group)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| {
+                let amount = if c.metric.is_duration() { c.total } else { c.n };
+                // A piece that starts in the range's last slot but after its end is read
+                // as nothing: no key.
+                (amount != 0).then_some(((c.metric, c.slot, c.agent_id, c.label), amount))
             })
             .collect();
         assert_eq!(counted, expected, "round {round}: {start}..{end}");
@@ -668,5 +893,6 @@ conformance!(
     skip_moves_only_the_cursor,
     report_queries_filter_and_bucket,
     metric_counts_are_exact_for_any_range,
+    agent_time_is_exact_for_any_range,
     a_rebuild_forgets_everything_and_turns_away_old_positions,
 );

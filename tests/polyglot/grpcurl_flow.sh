@@ -460,6 +460,32 @@ done
 expect_code 67 SUPERVISOR "{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}}, \"serviceLevelThreshold\": \"1.5s\"}" \
     switchboard.reporting.v1.ReportingService/GetQueueMetricsReport
 
+step "the agent-activity report shows agent1 signed in, with capacity used"
+# From routing-svc's presence and capacity events; the presence agent1 still holds
+# counts up to now. Durations are strings of seconds in proto3 JSON ("12.5s").
+ACTIVITY_REQUEST="{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"timeZone\": \"UTC\", \"agentIds\": [\"$AGENT1_ID\"]}, \"granularity\": \"GRANULARITY_TOTAL\"}"
+activity=""
+active=""
+for _ in $(seq 1 30); do
+    activity=$(call SUPERVISOR "$ACTIVITY_REQUEST" \
+        switchboard.reporting.v1.ReportingService/GetAgentActivityReport)
+    active=$(python3 -c '
+import json, sys
+agent = sys.argv[2]
+rows = json.loads(sys.argv[1]).get("rows", [])
+seconds = lambda d: float(d.rstrip("s")) if d else 0.0
+if any(r.get("agentId") == agent and seconds(r.get("signedIn")) > 0 and r.get("occupancy", 0) > 0
+       for r in rows):
+    print("yes")
+' "$activity" "$AGENT1_ID")
+    [[ $active == yes ]] && break
+    sleep 0.5
+done
+[[ $active == yes ]] || fail "after 15 s no activity row for agent1 with time signed in and capacity used: $activity"
+# Presence is per agent, not per queue: a queue filter is refused.
+expect_code 67 SUPERVISOR "{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"queueIds\": [\"$QUEUE_ID\"]}}" \
+    switchboard.reporting.v1.ReportingService/GetAgentActivityReport
+
 step "stop streaming offers"
 kill "$STREAM_PID" 2>/dev/null || true
 wait "$STREAM_PID" 2>/dev/null || true

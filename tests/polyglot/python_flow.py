@@ -205,6 +205,29 @@ def accepted_in(reports, metadata, window, queue_id):
     return sum(r.accepted for r in response.rows)
 
 
+def activity_of(reports, metadata, window, agent_id):
+    """The agent's activity over the window, one TOTAL row (from routing-svc's log)."""
+    start, end = window
+    response = reports.GetAgentActivityReport(
+        rep.GetAgentActivityReportRequest(
+            filter=reporting_pb2.ReportFilter(
+                time_range=common_pb2.TimeRange(
+                    start_time=timestamp_pb2.Timestamp(seconds=start),
+                    end_time=timestamp_pb2.Timestamp(seconds=end),
+                ),
+                time_zone="UTC",
+                agent_ids=[agent_id],
+            ),
+            granularity=reporting_pb2.GRANULARITY_TOTAL,
+        ),
+        metadata=metadata,
+        timeout=TIMEOUT,
+    )
+    for row in response.rows:
+        check(row.agent_id == agent_id, "an activity row of another agent: %s" % row.agent_id)
+    return list(response.rows)
+
+
 def run(gateway, creds):
     users = {u["handle"]: u for u in creds["users"]}
     agent1 = users["agent1"]
@@ -442,6 +465,19 @@ def run(gateway, creds):
         "accepted > %d in the queue's report" % accepted_before,
         15,
         lambda: accepted_in(reports, as_supervisor, window, creds["queue_id"]) > accepted_before or None,
+    )
+
+    step("the agent-activity report shows agent1 signed in, with capacity used")
+
+    def active():
+        rows = activity_of(reports, as_supervisor, window, agent1["id"])
+        return next((r for r in rows if r.signed_in.ToMicroseconds() > 0 and r.occupancy > 0), None)
+
+    row = eventually("an activity row for agent1 with time signed in and capacity used", 15, active)
+    times = [row.available, row.busy, row.away, row.do_not_disturb, row.rona]
+    check(
+        row.signed_in.ToMicroseconds() == sum(t.ToMicroseconds() for t in times),
+        "signed in is the sum of the presences: %s" % row,
     )
     transfer_then_force_close(creds, users, agents, conversations, channel, create_request)
     channel.close()

@@ -462,6 +462,67 @@ async fn flow(h: &Harness) {
             .collect::<Vec<_>>(),
         vec![(agent1.id.as_str(), reason_id.as_str(), 1)]
     );
+
+    // agent1's activity from routing-svc's log: signed in since it went Available (the
+    // presence it still holds counts up to now), with capacity used while it held the
+    // conversation.
+    let agent_id = agent1.id.clone();
+    let activity = eventually(
+        "agent activity to count agent1's time and capacity",
+        Duration::from_secs(15),
+        || {
+            let mut reports = reports.clone();
+            let agent_id = agent_id.clone();
+            async move {
+                let rows = reports
+                    .get_agent_activity_report(rep::GetAgentActivityReportRequest {
+                        filter: Some(rep::ReportFilter {
+                            time_range: Some(flow_range),
+                            time_zone: "UTC".into(),
+                            agent_ids: vec![agent_id],
+                            ..Default::default()
+                        }),
+                        granularity: rep::Granularity::Total as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .rows;
+                rows.into_iter().find(|r| r.occupancy > 0.0)
+            }
+        },
+    )
+    .await;
+    let micros = |d: Option<prost_types::Duration>| {
+        let d = d.expect("a duration");
+        d.seconds * 1_000_000 + i64::from(d.nanos) / 1_000
+    };
+    assert_eq!(activity.agent_id, agent1.id);
+    let signed_in = micros(activity.signed_in);
+    assert!(signed_in > 0, "{activity:?}");
+    assert_eq!(
+        signed_in,
+        [
+            activity.available,
+            activity.busy,
+            activity.away,
+            activity.do_not_disturb,
+            activity.rona
+        ]
+        .into_iter()
+        .map(micros)
+        .sum::<i64>()
+    );
+    assert!(activity.occupancy <= 1.0, "{activity:?}");
+    assert_eq!(
+        (
+            activity.rona_count,
+            activity.capacity_overrides,
+            activity.presence_overrides
+        ),
+        (0, 0, 0)
+    );
 }
 
 /// The next update of an offer stream, skipping heartbeats, within ten seconds.

@@ -125,6 +125,9 @@ pub enum ReportShape {
     Periods,
     /// Rows per agent.
     Agents,
+    /// Rows per agent about the agent alone (presence, capacity), which no queue or
+    /// channel divides: `queue_ids` and `channels` are refused.
+    AgentsOnly,
 }
 
 /// The granularity of a request; UNSPECIFIED means DAY.
@@ -298,9 +301,22 @@ pub fn scope(
             Ok(_) => Ok(value),
         })
         .collect::<Result<Vec<i32>, Error>>()?;
+    if shape == ReportShape::AgentsOnly {
+        for (field, given) in [
+            ("filter.queue_ids", !queue_ids.is_empty()),
+            ("filter.channels", !channels.is_empty()),
+        ] {
+            if given {
+                return Err(Error::invalid(
+                    field,
+                    "does not apply to agent activity, which is per agent: filter by agent_ids",
+                ));
+            }
+        }
+    }
     let agent_ids = match shape {
         ReportShape::Periods => Vec::new(),
-        ReportShape::Agents => {
+        ReportShape::Agents | ReportShape::AgentsOnly => {
             if !filter.team_ids.is_empty() {
                 return Err(Error::invalid(
                     "filter.team_ids",

@@ -11,8 +11,9 @@ use switchboard_proto::common::v1::{AnswerOutcome, TransferFallback};
 use switchboard_proto::reporting::v1::export_report_response::{Chunk, End, Start, Update};
 use switchboard_proto::reporting::v1::reporting_service_server::ReportingService;
 use switchboard_proto::reporting::v1::{
-    CloseTimeRow, CreatedClosedRow, DayOfWeek, DispositionsRow, ExportReportRequest,
-    ExportReportResponse, FirstContactResolutionRow, GetCloseTimeReportRequest,
+    AgentActivityRow, CloseTimeRow, CreatedClosedRow, DayOfWeek, DispositionsRow,
+    ExportReportRequest, ExportReportResponse, FirstContactResolutionRow,
+    GetAgentActivityReportRequest, GetAgentActivityReportResponse, GetCloseTimeReportRequest,
     GetCloseTimeReportResponse, GetCreatedClosedReportRequest, GetCreatedClosedReportResponse,
     GetDispositionsReportRequest, GetDispositionsReportResponse,
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
@@ -35,8 +36,8 @@ use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
 use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, CloseTime, CreatedClosed, Dispositions, FirstContactResolution, Frame, QueueMetrics,
-    Reassignments,
+    self, AgentActivity, CloseTime, CreatedClosed, Dispositions, FirstContactResolution, Frame,
+    QueueMetrics, Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
@@ -50,6 +51,24 @@ const FIRST_CONTACT_RESOLUTION: &str = "first_contact_resolution";
 const QUEUE_METRICS: &str = "queue_metrics";
 const LEDGER: &str = "transfer_ledger";
 const DISPOSITIONS: &str = "dispositions";
+const AGENT_ACTIVITY: &str = "agent_activity";
+
+/// CSV columns of the agent-activity report: times in decimal seconds.
+const AGENT_ACTIVITY_HEADER: &[&str] = &[
+    "period_start",
+    "day_of_week",
+    "agent_id",
+    "available_seconds",
+    "busy_seconds",
+    "away_seconds",
+    "do_not_disturb_seconds",
+    "rona_seconds",
+    "signed_in_seconds",
+    "occupancy",
+    "rona_count",
+    "capacity_overrides",
+    "presence_overrides",
+];
 
 /// CSV columns of the dispositions report.
 const DISPOSITIONS_HEADER: &[&str] = &[
@@ -199,6 +218,25 @@ impl ReportingApi {
             .metric_counts(&scope.query(), &[Metric::Disposition], group)
             .await?;
         Ok(reports::dispositions(&scope.frame, &counts))
+    }
+
+    /// Agent activity, the presences still held counted up to now.
+    async fn agent_activity(&self, scope: &Scope) -> Result<Vec<(Period, AgentActivity)>, Error> {
+        let group = GroupBy {
+            agent: true,
+            label: true,
+            ..GroupBy::default()
+        };
+        let counts = self
+            .store
+            .metric_counts(&scope.query(), &reports::AGENT_ACTIVITY_METRICS, group)
+            .await?;
+        let open = self
+            .store
+            .agent_states(&scope.tenant_id, &scope.agent_ids)
+            .await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        Ok(reports::agent_activity(&scope.frame, &counts, &open, now))
     }
 
     async fn close_time(&self, scope: &Scope) -> Result<Vec<CloseTime>, Error> {
@@ -354,6 +392,28 @@ impl ReportingApi {
                         .collect(),
                 ))
             }
+            ReportKind::AgentActivity => {
+                let scope = scope(caller, filter, granularity, ReportShape::AgentsOnly)?;
+                let rows = self.agent_activity(&scope).await?;
+                Ok((
+                    AGENT_ACTIVITY_HEADER,
+                    rows.iter()
+                        .map(|(period, r)| {
+                            let mut record = csv_period(&scope.frame, period);
+                            record.push(r.agent_id.clone());
+                            record.extend(r.presence_time.map(csv::seconds));
+                            record.extend([
+                                csv::seconds(r.signed_in()),
+                                r.occupancy().to_string(),
+                                r.rona.to_string(),
+                                r.capacity_overrides.to_string(),
+                                r.presence_overrides.to_string(),
+                            ]);
+                            record
+                        })
+                        .collect(),
+                ))
+            }
             ReportKind::Unspecified => Err(Error::invalid("kind", "is required")),
         }
     }
@@ -368,6 +428,21 @@ struct PageRequest {
 }
 
 impl PageRequest {
+    /// The checked scope of a request for `report` and its page, `(page_size,
+    /// page_token)`.
+    fn scoped(
+        caller: &Caller,
+        report: &str,
+        filter: Option<&ReportFilter>,
+        granularity: Granularity,
+        shape: ReportShape,
+        (page_size, page_token): (i32, &str),
+    ) -> Result<(Scope, Self), Error> {
+        let scope = scope(caller, filter, granularity, shape)?;
+        let paging = PageRequest::new(report, &scope, page_size, page_token)?;
+        Ok((scope, paging))
+    }
+
     fn new(report: &str, scope: &Scope, page_size: i32, page_token: &str) -> Result<Self, Error> {
         let size = page_token::page_size(page_size)?;
         let fingerprint = scope.fingerprint(report);
@@ -536,18 +611,13 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetCreatedClosedReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let granularity = granularity(request.granularity, "granularity")?;
-        let scope = scope(
+        let (scope, paging) = PageRequest::scoped(
             &caller,
-            request.filter.as_ref(),
-            granularity,
-            ReportShape::Periods,
-        )?;
-        let paging = PageRequest::new(
             CREATED_CLOSED,
-            &scope,
-            request.page_size,
-            &request.page_token,
+            request.filter.as_ref(),
+            granularity(request.granularity, "granularity")?,
+            ReportShape::Periods,
+            (request.page_size, &request.page_token),
         )?;
         let rows = self.created_closed(&scope).await?;
         let page = paging.take(rows, |r| period_key(&r.period));
@@ -572,18 +642,13 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetReassignmentsReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let granularity = granularity(request.granularity, "granularity")?;
-        let scope = scope(
+        let (scope, paging) = PageRequest::scoped(
             &caller,
-            request.filter.as_ref(),
-            granularity,
-            ReportShape::Agents,
-        )?;
-        let paging = PageRequest::new(
             REASSIGNMENTS,
-            &scope,
-            request.page_size,
-            &request.page_token,
+            request.filter.as_ref(),
+            granularity(request.granularity, "granularity")?,
+            ReportShape::Agents,
+            (request.page_size, &request.page_token),
         )?;
         let rows = self.reassignments(&scope).await?;
         let page = paging.take(rows, |r| RowKey {
@@ -612,13 +677,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetCloseTimeReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let scope = scope(
+        let (scope, paging) = PageRequest::scoped(
             &caller,
+            CLOSE_TIME,
             request.filter.as_ref(),
             Granularity::Total,
             ReportShape::Agents,
+            (request.page_size, &request.page_token),
         )?;
-        let paging = PageRequest::new(CLOSE_TIME, &scope, request.page_size, &request.page_token)?;
         let rows = self.close_time(&scope).await?;
         let page = paging.take(rows, |r| agent_key(&r.agent_id));
         debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "close-time report");
@@ -634,17 +700,13 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetFirstContactResolutionReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let scope = scope(
+        let (scope, paging) = PageRequest::scoped(
             &caller,
+            FIRST_CONTACT_RESOLUTION,
             request.filter.as_ref(),
             Granularity::Total,
             ReportShape::Agents,
-        )?;
-        let paging = PageRequest::new(
-            FIRST_CONTACT_RESOLUTION,
-            &scope,
-            request.page_size,
-            &request.page_token,
+            (request.page_size, &request.page_token),
         )?;
         let rows = self.first_contact_resolution(&scope).await?;
         let page = paging.take(rows, |r| agent_key(&r.agent_id));
@@ -674,23 +736,18 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetQueueMetricsReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let granularity = granularity(request.granularity, "granularity")?;
         let threshold_seconds = service_level_threshold(
             request.service_level_threshold.as_ref(),
             "service_level_threshold",
         )?;
-        let scope = scope(
-            &caller,
-            request.filter.as_ref(),
-            granularity,
-            ReportShape::Periods,
-        )?;
         // Values depend on the threshold: a token of another threshold is refused.
-        let paging = PageRequest::new(
+        let (scope, paging) = PageRequest::scoped(
+            &caller,
             &format!("{QUEUE_METRICS}/{threshold_seconds}"),
-            &scope,
-            request.page_size,
-            &request.page_token,
+            request.filter.as_ref(),
+            granularity(request.granularity, "granularity")?,
+            ReportShape::Periods,
+            (request.page_size, &request.page_token),
         )?;
         let rows = self.queue_metrics(&scope, threshold_seconds).await?;
         let page = paging.take(rows, |(period, r)| RowKey {
@@ -757,18 +814,19 @@ impl ReportingService for ReportingApi {
                     .to_string(),
             )
         };
-        let scope = scope(
-            &caller,
-            request.filter.as_ref(),
-            Granularity::Total,
-            ReportShape::Agents,
-        )?;
         let report = format!(
             "{LEDGER}/{}/{:?}",
             conversation_id.as_deref().unwrap_or_default(),
             kinds
         );
-        let paging = PageRequest::new(&report, &scope, request.page_size, &request.page_token)?;
+        let (scope, paging) = PageRequest::scoped(
+            &caller,
+            &report,
+            request.filter.as_ref(),
+            Granularity::Total,
+            ReportShape::Agents,
+            (request.page_size, &request.page_token),
+        )?;
         let size = paging.size;
         let mut entries = self
             .store
@@ -814,15 +872,14 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetDispositionsReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let granularity = granularity(request.granularity, "granularity")?;
-        let scope = scope(
+        let (scope, paging) = PageRequest::scoped(
             &caller,
+            DISPOSITIONS,
             request.filter.as_ref(),
-            granularity,
+            granularity(request.granularity, "granularity")?,
             ReportShape::Agents,
+            (request.page_size, &request.page_token),
         )?;
-        let paging =
-            PageRequest::new(DISPOSITIONS, &scope, request.page_size, &request.page_token)?;
         let rows = self.dispositions(&scope).await?;
         let page = paging.take(rows, |r| RowKey {
             period: r.period.ordinal(),
@@ -840,6 +897,53 @@ impl ReportingService for ReportingApi {
                     agent_id: r.agent_id,
                     wrap_up_reason_id: r.reason_id,
                     segments: r.segments,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_agent_activity_report(
+        &self,
+        request: Request<GetAgentActivityReportRequest>,
+    ) -> Result<Response<GetAgentActivityReportResponse>, Status> {
+        let caller = authorize(&identity_of(&request)?)?;
+        let request = request.into_inner();
+        let (scope, paging) = PageRequest::scoped(
+            &caller,
+            AGENT_ACTIVITY,
+            request.filter.as_ref(),
+            granularity(request.granularity, "granularity")?,
+            ReportShape::AgentsOnly,
+            (request.page_size, &request.page_token),
+        )?;
+        let rows = self.agent_activity(&scope).await?;
+        let page = paging.take(rows, |(period, r)| RowKey {
+            period: period.ordinal(),
+            agent_id: r.agent_id.clone(),
+        });
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "agent activity report");
+        Ok(Response::new(GetAgentActivityReportResponse {
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
+                .into_iter()
+                .map(|(period, r)| {
+                    let [available, busy, away, do_not_disturb, rona] =
+                        r.presence_time.map(|micros| Some(duration(micros)));
+                    AgentActivityRow {
+                        period: Some(proto_period(&scope.frame, &period)),
+                        signed_in: Some(duration(r.signed_in())),
+                        occupancy: r.occupancy(),
+                        rona_count: r.rona,
+                        capacity_overrides: r.capacity_overrides,
+                        presence_overrides: r.presence_overrides,
+                        agent_id: r.agent_id,
+                        available,
+                        busy,
+                        away,
+                        do_not_disturb,
+                        rona,
+                    }
                 })
                 .collect(),
         }))

@@ -1,7 +1,8 @@
 //! CSV files as RFC 4180 describes them, cut into chunks for a server stream.
 //!
 //! Records end with CRLF; a field is quoted when it holds a comma, a double quote, CR or
-//! LF, and a double quote inside a quoted field is doubled. Chunks end on record
+//! LF, and a double quote inside a quoted field is doubled. A field a spreadsheet would
+//! run as a formula is written with a leading `'`. Chunks end on record
 //! boundaries, so each chunk can report how many data rows it completes.
 
 use std::borrow::Cow;
@@ -22,12 +23,28 @@ pub struct Chunk {
     pub rows_so_far: i64,
 }
 
-/// `value` as one CSV field, quoted only when it must be.
+/// Characters that make a spreadsheet read a cell as a formula (or, for tab and CR, that
+/// some spreadsheets strip before doing so).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a spreadsheet opening the file could run `value` as a formula: it begins with
+/// a formula character and is not simply a number (`-0.5` and `+3` stay as they are).
+fn is_formula_risk(value: &str) -> bool {
+    value.starts_with(FORMULA_STARTS) && value.parse::<f64>().is_err()
+}
+
+/// `value` as one CSV field: a possible formula gets a leading `'`, so that spreadsheets
+/// show it as text instead of running it (CSV injection); quoted only when it must be.
 pub fn field(value: &str) -> Cow<'_, str> {
+    let value: Cow<'_, str> = if is_formula_risk(value) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    };
     if value.contains([',', '"', '\r', '\n']) {
         Cow::Owned(format!("\"{}\"", value.replace('"', "\"\"")))
     } else {
-        Cow::Borrowed(value)
+        value
     }
 }
 
@@ -175,6 +192,24 @@ mod tests {
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
         assert_eq!(field("cr\r"), "\"cr\r\"");
         assert_eq!(field(""), "");
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        assert_eq!(field("=1+2"), "'=1+2");
+        assert_eq!(field("+1 555 0100"), "'+1 555 0100");
+        assert_eq!(field("@SUM(A1:A9)"), "'@SUM(A1:A9)");
+        assert_eq!(field("-2+3"), "'-2+3");
+        assert_eq!(field("\t=1"), "'\t=1");
+        assert_eq!(field("\r=1"), "\"'\r=1\"");
+        assert_eq!(
+            field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        // Numbers stay numbers.
+        assert_eq!(field("-2.25"), "-2.25");
+        assert_eq!(field("+3"), "+3");
+        assert_eq!(field("1=1"), "1=1");
     }
 
     #[test]

@@ -145,7 +145,12 @@ pub fn of_routing_event(event: &RoutingEvent) -> Option<LedgerChange> {
         RoutingEventKind::OfferRejected => answer(outcome::REJECTED),
         RoutingEventKind::OfferTimedOut => answer(outcome::TIMED_OUT),
         RoutingEventKind::OfferWithdrawn => answer(outcome::WITHDRAWN),
-        RoutingEventKind::WaitingOverflowed | RoutingEventKind::Other => None,
+        RoutingEventKind::WaitingOverflowed
+        | RoutingEventKind::PresenceChanged
+        | RoutingEventKind::CapacityReserved
+        | RoutingEventKind::CapacityReleased
+        | RoutingEventKind::AgentProfileSet
+        | RoutingEventKind::Other => None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::activity::{Presence, PresenceCause};
 use super::facts::{ConversationFacts, Event, EventKind, is_reassignment};
 use super::reports::SLOT_MICROS;
 
@@ -50,6 +51,18 @@ pub enum Metric {
     OverflowedOut,
     /// The agent's segment was wrapped up with a reason (the label: the reason's id).
     Disposition,
+    /// Time the agent spent signed in, in one presence (the label: `Presence::code`), within
+    /// one slot: a duration (see [`Metric::is_duration`]).
+    PresenceTime,
+    /// Time the agent spent signed in with some capacity units used out of some available
+    /// (the label: `activity::capacity_label`), within one slot: a duration.
+    CapacityTime,
+    /// An offer to the agent timed out and put it in RONA.
+    Rona,
+    /// A supervisor assigned the agent a conversation beyond its free capacity.
+    CapacityOverride,
+    /// A supervisor set the agent's presence.
+    PresenceOverride,
 }
 
 impl Metric {
@@ -69,11 +82,23 @@ impl Metric {
             Metric::OverflowedIn => "overflowed_in",
             Metric::OverflowedOut => "overflowed_out",
             Metric::Disposition => "disposition",
+            Metric::PresenceTime => "presence_time",
+            Metric::CapacityTime => "capacity_time",
+            Metric::Rona => "rona",
+            Metric::CapacityOverride => "capacity_override",
+            Metric::PresenceOverride => "presence_override",
         }
     }
 
+    /// Whether an occurrence of the metric is a piece of time (`at` its start, `value` its
+    /// length, never crossing a slot boundary) rather than an instant: a range that cuts
+    /// the piece counts only the part inside it.
+    pub const fn is_duration(self) -> bool {
+        matches!(self, Metric::PresenceTime | Metric::CapacityTime)
+    }
+
     /// Every metric.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 18] = [
         Metric::Created,
         Metric::Closed,
         Metric::Abandoned,
@@ -87,6 +112,11 @@ impl Metric {
         Metric::OverflowedIn,
         Metric::OverflowedOut,
         Metric::Disposition,
+        Metric::PresenceTime,
+        Metric::CapacityTime,
+        Metric::Rona,
+        Metric::CapacityOverride,
+        Metric::PresenceOverride,
     ];
 
     /// The metric named `code` in the store.
@@ -292,6 +322,14 @@ pub enum RoutingEventKind {
     OfferWithdrawn,
     /// A waiting conversation moved to its overflow queue.
     WaitingOverflowed,
+    /// An agent's presence changed (or was set again).
+    PresenceChanged,
+    /// Capacity units were reserved for a conversation of the agent.
+    CapacityReserved,
+    /// Capacity units of the agent were released.
+    CapacityReleased,
+    /// The agent's routing profile (and so its capacity) was set.
+    AgentProfileSet,
     /// Anything else.
     #[default]
     Other,
@@ -342,6 +380,16 @@ pub struct RoutingEvent {
     pub offer_id: String,
     /// When the offer was made, for offer events.
     pub offer_created_at: Option<i64>,
+    /// The presence shown after a presence change; `None` otherwise or when not known.
+    pub presence: Option<Presence>,
+    /// What changed the presence, for a presence change.
+    pub presence_cause: PresenceCause,
+    /// Capacity units the agent holds after a presence, capacity or profile event.
+    pub capacity_used: i32,
+    /// Capacity units the agent's profile gives, after such an event.
+    pub capacity_total: i32,
+    /// Units reserved beyond the agent's capacity by a supervisor's override.
+    pub units_over_capacity: i32,
 }
 
 impl RoutingEvent {
@@ -396,7 +444,13 @@ pub fn of_routing_event(event: &RoutingEvent) -> Vec<Occurrence> {
                 ..occurrence(Metric::OverflowedIn, &event.queue_id)
             },
         ],
-        RoutingEventKind::OfferAccepted | RoutingEventKind::Other => Vec::new(),
+        // Agent activity needs the agent's state before the event: `activity`.
+        RoutingEventKind::OfferAccepted
+        | RoutingEventKind::PresenceChanged
+        | RoutingEventKind::CapacityReserved
+        | RoutingEventKind::CapacityReleased
+        | RoutingEventKind::AgentProfileSet
+        | RoutingEventKind::Other => Vec::new(),
     }
 }
 

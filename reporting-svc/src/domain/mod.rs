@@ -1,6 +1,7 @@
 //! Pure reporting rules: facts folded from events, what the reports count, the transfer ledger, report periods in a time zone,
 //! statistics, report rows, pages and CSV. No I/O here.
 
+pub mod activity;
 pub mod csv;
 pub mod facts;
 pub mod ledger;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
 
+use super::activity::{AgentState, Presence, open_pieces, parse_capacity_label};
 use super::facts::resolved_first_contact;
 use super::metrics::{Count, Metric};
 use super::period::{Granularity, Period, period_of, periods_in, start_of_day};
@@ -313,7 +314,12 @@ pub fn queue_metrics(
             | Metric::Closed
             | Metric::ReassignedTo
             | Metric::ReassignedFrom
-            | Metric::Disposition => {}
+            | Metric::Disposition
+            | Metric::PresenceTime
+            | Metric::CapacityTime
+            | Metric::Rona
+            | Metric::CapacityOverride
+            | Metric::PresenceOverride => {}
         }
     }
     rows.into_iter()
@@ -380,6 +386,120 @@ pub fn dispositions(frame: &Frame, counts: &[Count]) -> Vec<Dispositions> {
         )
         .collect()
 }
+
+/// Where one agent's time went in one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentActivity {
+    /// The agent.
+    pub agent_id: String,
+    /// Microseconds in each signed-in presence, in `Presence::SIGNED_IN` order.
+    pub presence_time: [i64; 5],
+    /// Capacity units used, integrated over time signed in (unit-microseconds).
+    pub units_used_time: i64,
+    /// Capacity units available, integrated over time signed in (unit-microseconds).
+    pub units_available_time: i64,
+    /// Offers that timed out and put the agent in RONA.
+    pub rona: i64,
+    /// Conversations a supervisor assigned beyond the agent's free capacity.
+    pub capacity_overrides: i64,
+    /// Presences a supervisor set for the agent.
+    pub presence_overrides: i64,
+}
+
+impl AgentActivity {
+    /// Microseconds signed in.
+    pub fn signed_in(&self) -> i64 {
+        self.presence_time.iter().sum()
+    }
+
+    /// Units used over units available while signed in; 0 when none were available.
+    pub fn occupancy(&self) -> f64 {
+        if self.units_available_time == 0 {
+            0.0
+        } else {
+            self.units_used_time as f64 / self.units_available_time as f64
+        }
+    }
+
+    fn add_presence(&mut self, presence: Presence, micros: i64) {
+        if let Some(index) = Presence::SIGNED_IN.iter().position(|p| *p == presence) {
+            self.presence_time[index] += micros;
+        }
+    }
+
+    fn add_capacity(&mut self, used: i64, available: i64, micros: i64) {
+        self.units_used_time = self
+            .units_used_time
+            .saturating_add(used.saturating_mul(micros));
+        self.units_available_time = self
+            .units_available_time
+            .saturating_add(available.saturating_mul(micros));
+    }
+}
+
+/// One row per period and agent with time signed in or anything counted, by period then
+/// agent. `counts` are the agent-activity metrics per slot, agent and label (clipped to the
+/// range, see `Store::metric_counts`); `open` are the agents' states still held, counted up
+/// to `now` (capped at the range's end).
+pub fn agent_activity(
+    frame: &Frame,
+    counts: &[Count],
+    open: &[AgentState],
+    now: i64,
+) -> Vec<(Period, AgentActivity)> {
+    let mut rows: BTreeMap<(Period, &str), AgentActivity> = BTreeMap::new();
+    for count in counts {
+        let row = rows
+            .entry((frame.period_of_slot(count.slot), count.agent_id.as_str()))
+            .or_default();
+        match count.metric {
+            Metric::PresenceTime => {
+                if let Some(presence) = Presence::from_code(&count.label) {
+                    row.add_presence(presence, count.total);
+                }
+            }
+            Metric::CapacityTime => {
+                if let Some((used, available)) = parse_capacity_label(&count.label) {
+                    row.add_capacity(used, available, count.total);
+                }
+            }
+            Metric::Rona => row.rona += count.n,
+            Metric::CapacityOverride => row.capacity_overrides += count.n,
+            Metric::PresenceOverride => row.presence_overrides += count.n,
+            _ => {}
+        }
+    }
+    let end = frame.end.min(now);
+    for state in open {
+        for (period, micros) in open_pieces(state, frame.start, end, frame.zone, frame.granularity)
+        {
+            let row = rows.entry((period, state.agent_id.as_str())).or_default();
+            row.add_presence(state.presence, micros);
+            row.add_capacity(i64::from(state.used), i64::from(state.total), micros);
+        }
+    }
+    rows.into_iter()
+        .filter(|(_, row)| *row != AgentActivity::default())
+        .map(|((period, agent_id), row)| {
+            (
+                period,
+                AgentActivity {
+                    agent_id: agent_id.to_owned(),
+                    ..row
+                },
+            )
+        })
+        .collect()
+}
+
+/// The metrics an agent-activity report reads.
+pub const AGENT_ACTIVITY_METRICS: [Metric; 5] = [
+    Metric::PresenceTime,
+    Metric::CapacityTime,
+    Metric::Rona,
+    Metric::CapacityOverride,
+    Metric::PresenceOverride,
+];
 
 /// The metrics a queue-metrics report reads.
 pub const QUEUE_METRICS: [Metric; 8] = [

@@ -100,7 +100,8 @@ impl Store {
     /// The counts of `metrics` in the query's range and filters, per slot and the
     /// dimensions of `group`. Slots wholly inside the range are read from the rollups, the
     /// partial slots at its ends from the occurrences, so the counts are exact for any range
-    /// and cost what the range holds, not the history.
+    /// and cost what the range holds, not the history. A duration metric's total is the
+    /// time inside the range (an edge slot's piece is cut at the range's ends).
     pub async fn metric_counts(
         &self,
         query: &FactQuery<'_>,
@@ -121,36 +122,79 @@ impl Store {
                 columns.push_str(column);
             }
         }
-        let metric_binds = || metrics.iter().map(|m| Bind::Text(m.code().to_owned()));
+        let binds = |metrics: &[Metric]| {
+            metrics
+                .iter()
+                .map(|m| Bind::Text(m.code().to_owned()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let (durations, instants): (Vec<Metric>, Vec<Metric>) =
+            metrics.iter().partition(|m| m.is_duration());
+        let edge_start = first_full.saturating_mul(SLOT_MICROS);
+        let edge_end = end_full.saturating_mul(SLOT_MICROS);
         let mut sql = Sql::new(&format!(
             "SELECT {columns}, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(total) AS BIGINT) AS total \
              FROM (SELECT metric, slot, queue_id, agent_id, label, n, total FROM rollups \
              WHERE tenant_id = "
         ));
         sql.bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", metric_binds())
+            .and_in("metric", binds(metrics))
             .push(" AND slot >= ")
             .bind(Bind::Int(first_full))
             .push(" AND slot < ")
             .bind(Bind::Int(end_full))
-            .filters(query, Some("agent_id"))
-            .push(&format!(
+            .filters(query, Some("agent_id"));
+        if !instants.is_empty() {
+            sql.push(&format!(
                 " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
                  label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
             ))
             .bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", metric_binds())
+            .and_in("metric", binds(&instants))
             .push(" AND at >= ")
             .bind(Bind::Int(query.start))
             .push(" AND at < ")
             .bind(Bind::Int(query.end))
             .push(" AND (at < ")
-            .bind(Bind::Int(first_full.saturating_mul(SLOT_MICROS)))
+            .bind(Bind::Int(edge_start))
             .push(" OR at >= ")
-            .bind(Bind::Int(end_full.saturating_mul(SLOT_MICROS)))
+            .bind(Bind::Int(edge_end))
             .push(")")
-            .filters(query, Some("agent_id"))
-            .push(&format!(") counted GROUP BY {columns} ORDER BY {columns}"));
+            .filters(query, Some("agent_id"));
+        }
+        if !durations.is_empty() {
+            // A piece of time lies in one slot: in an edge slot, the part of it inside the
+            // range is counted. A piece that overlaps the range starts less than a slot
+            // before it, which bounds the index scan.
+            sql.push(&format!(
+                " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
+                 label, 1 AS n, (CASE WHEN at + value < "
+            ))
+            .bind(Bind::Int(query.end))
+            .push(" THEN at + value ELSE ")
+            .bind(Bind::Int(query.end))
+            .push(" END) - (CASE WHEN at > ")
+            .bind(Bind::Int(query.start))
+            .push(" THEN at ELSE ")
+            .bind(Bind::Int(query.start))
+            .push(" END) AS total FROM occurrences WHERE tenant_id = ")
+            .bind(Bind::Text(query.tenant_id.to_owned()))
+            .and_in("metric", binds(&durations))
+            .push(" AND at > ")
+            .bind(Bind::Int(query.start.saturating_sub(SLOT_MICROS)))
+            .push(" AND at < ")
+            .bind(Bind::Int(query.end))
+            .push(" AND at + value > ")
+            .bind(Bind::Int(query.start))
+            .push(" AND (at < ")
+            .bind(Bind::Int(edge_start))
+            .push(" OR at >= ")
+            .bind(Bind::Int(edge_end))
+            .push(")")
+            .filters(query, Some("agent_id"));
+        }
+        sql.push(&format!(") counted GROUP BY {columns} ORDER BY {columns}"));
         let text = |row: &sqlx::any::AnyRow, keep: bool, column: &str| {
             if keep {
                 row.try_get::<String, _>(column)

@@ -12,6 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Row};
 use switchboard_server_kit::{Db, Dialect};
 
+mod activity;
 mod ledger;
 mod metrics;
 
@@ -337,6 +338,7 @@ impl Store {
         let mut applied = 0;
         let mut occurrences: Vec<Occurrence> = Vec::new();
         let mut ledger_changes: Vec<LedgerChange> = Vec::new();
+        let mut agents = activity::AgentStates::default();
         for (log_sequence, entry) in entries {
             if *log_sequence <= cursor {
                 continue;
@@ -347,6 +349,7 @@ impl Store {
                 None => {}
                 Some(Entry::Routing(event)) => {
                     occurrences.extend(of_routing_event(event));
+                    agents.fold(&mut tx, event, &mut occurrences).await?;
                     ledger_changes.extend(ledger_rules::of_routing_event(event));
                 }
                 Some(Entry::Conversation(event)) => {
@@ -373,6 +376,7 @@ impl Store {
             }
         }
         metrics::record(&mut tx, &occurrences).await?;
+        agents.save(&mut tx).await?;
         ledger::record(&mut tx, &ledger_changes).await?;
         // Guarded like every cursor move, though the lock above already rules out a
         // concurrent applier getting further meanwhile.
@@ -405,6 +409,7 @@ impl Store {
             .rows_affected();
         for table in [
             "rollups",
+            "agent_states",
             "ledger_entries",
             "assignment_facts",
             "conversation_facts",

@@ -1,0 +1,19 @@
+-- Each agent's presence and capacity since its last change in routing-svc's log: the
+-- interval agent activity has not counted yet (reports add it up to now).
+CREATE TABLE agent_states (
+    tenant_id      TEXT    NOT NULL,
+    agent_id       TEXT    NOT NULL,
+    presence       TEXT    NOT NULL,
+    since          BIGINT  NOT NULL,
+    capacity_used  BIGINT  NOT NULL,
+    capacity_total BIGINT  NOT NULL,
+    PRIMARY KEY (tenant_id, agent_id)
+);
+
+-- Presence and capacity events were not counted before: fold the logs again.
+DELETE FROM occurrences;
+DELETE FROM rollups;
+DELETE FROM ledger_entries;
+DELETE FROM assignment_facts;
+DELETE FROM conversation_facts;
+DELETE FROM consumer_cursor;
