@@ -31,6 +31,12 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// Too many exports read from a snapshot are running.
+    #[error("{running} large exports are running already: retry in a moment")]
+    ExportsBusy {
+        /// How many may run at once.
+        running: usize,
+    },
     /// The database failed.
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
@@ -61,6 +67,9 @@ impl From<Error> for Status {
             Error::ExportTooLarge { .. } => {
                 // A size limit: waiting does not help, so no RetryInfo.
                 limit_exceeded(err.to_string(), None)
+            }
+            Error::ExportsBusy { .. } => {
+                limit_exceeded(err.to_string(), Some(std::time::Duration::from_secs(2)))
             }
             Error::Storage(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),

@@ -3710,3 +3710,155 @@ async fn agent_activity_counts_presence_time_occupancy_rona_and_overrides(
     reporting.stop().await;
     fake.stop().await;
 }
+
+on_each_backend!(the_conversation_table_exports_one_row_per_conversation);
+async fn the_conversation_table_exports_one_row_per_conversation(backend: &common::Backend) {
+    let database_url = backend.url.clone();
+    let log = scenario();
+    let (fake, _) = start_fake(&log, Script::HoldAfter(log.last_sequence())).await;
+    let reporting = start_reporting(&database_url, &fake.url).await;
+    wait_for_cursor(&database_url, &reporting.url, log.last_sequence()).await;
+    let mut analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+
+    // A's conversations (closed by A or owned by A now), created in the Paris week.
+    let only_a = ReportFilter {
+        agent_ids: vec![A.to_owned()],
+        ..paris()
+    };
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::Conversations,
+        only_a,
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap();
+    let rows = parse_simple_csv(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "conversation_id",
+            "channel",
+            "queue_id",
+            "program_id",
+            "created_time",
+            "closed_time",
+            "closing_agent_id",
+            "owner_agent_id",
+            "segments",
+            "transfers",
+            "reopens",
+            "close_time_seconds",
+            "resolved_first_contact",
+        ]
+    );
+    // id, channel, queue, created, closed, closing agent, owner, segments, transfers,
+    // reopens, close time, first contact.
+    let summary: Vec<Vec<&str>> = rows[1..]
+        .iter()
+        .map(|r| {
+            [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+                .iter()
+                .map(|&i| r[i].as_str())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            vec![
+                "conv-1",
+                "WEBCHAT",
+                Q1,
+                "2026-03-02T10:00:00+01:00",
+                "2026-03-02T10:11:00+01:00",
+                A,
+                A,
+                "1",
+                "0",
+                "0",
+                "660",
+                "true"
+            ],
+            vec![
+                "conv-7",
+                "WEBCHAT",
+                Q1,
+                "2026-03-03T09:00:00+01:00",
+                "2026-03-03T09:20:00+01:00",
+                A,
+                A,
+                "1",
+                "0",
+                "0",
+                "1200",
+                "true"
+            ],
+            // The rejected transfer attempt: not resolved at first contact.
+            vec![
+                "conv-8",
+                "SMS",
+                Q2,
+                "2026-03-03T10:00:00+01:00",
+                "2026-03-03T11:30:00+01:00",
+                A,
+                A,
+                "1",
+                "1",
+                "0",
+                "5400",
+                "false"
+            ],
+            // Still open, A owns it after a supervisor's reassignment from B.
+            vec![
+                "conv-9",
+                "WEBCHAT",
+                Q1,
+                "2026-03-05T11:00:00+01:00",
+                "",
+                "",
+                A,
+                "2",
+                "0",
+                "0",
+                "",
+                ""
+            ],
+        ]
+    );
+    // conv-3 was closed, reopened and closed again: one row, with its reopen.
+    let only_q2 = ReportFilter {
+        queue_ids: vec![Q2.to_owned()],
+        ..paris()
+    };
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::Conversations,
+        only_q2,
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap();
+    let rows = parse_simple_csv(&csv);
+    assert_eq!(
+        rows[1..]
+            .iter()
+            .map(|r| (r[0].as_str(), r[10].as_str(), r[12].as_str()))
+            .collect::<Vec<_>>(),
+        vec![("conv-8", "0", "false"), ("conv-3", "1", "false")]
+    );
+    // The whole week is over the test service's limit of 5 rows: refused before any row.
+    let status = export(
+        &mut analyst,
+        ReportKind::Conversations,
+        paris(),
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("matched 8 rows"), "{status:?}");
+
+    reporting.stop().await;
+    fake.stop().await;
+}

@@ -13,7 +13,8 @@ use reporting_svc::domain::metrics::{
     Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
 };
 use reporting_svc::store::{
-    Applied, CONVERSATION_EVENTS, Entry, FactQuery, Following, GroupBy, ROUTING_EVENTS, Store,
+    Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, Following, GroupBy,
+    ROUTING_EVENTS, Store,
 };
 use switchboard_proto::common::v1::Channel;
 
@@ -834,6 +835,66 @@ async fn agent_time_is_exact_for_any_range(backend: &Backend) {
     }
 }
 
+/// An export's snapshot: its count and every page agree although events keep arriving
+/// meanwhile, and pages (keyset, ties in creation time included) list each row once.
+async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let mut first = None;
+    for n in 0..11 {
+        // Pairs created at the same instant, so that pages break ties by id.
+        let at = format!("2026-03-02T09:{:02}:00Z", n / 2);
+        let conv = log.create(TENANT, &format!("c{n:02}"), Channel::Webchat, Q1, &at);
+        first.get_or_insert(conv);
+    }
+    let before = log.entries.len();
+    // What arrives while the export runs: three more conversations that day, c00 closes.
+    for n in 11..14 {
+        log.create(
+            TENANT,
+            &format!("c{n:02}"),
+            Channel::Webchat,
+            Q1,
+            "2026-03-02T08:00:00Z",
+        );
+    }
+    log.close(&first.unwrap(), "2026-03-02T12:00:00Z", "");
+    let events = domain_events(&log);
+    apply_all(store, &events[..before]).await;
+    let day = query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z");
+
+    let mut snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.conversation_count(&day).await.unwrap(), 11);
+    apply_all(store, &events[before..]).await;
+
+    let mut seen = Vec::new();
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = snapshot
+            .conversations(&ConversationQuery {
+                facts: day,
+                after: after.as_ref().map(|(at, id)| (*at, id.as_str())),
+                limit: 3,
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.conversation_id.clone()));
+        assert!(
+            page.iter().all(|c| c.closed_at.is_none()),
+            "as of the snapshot"
+        );
+        seen.extend(page.into_iter().map(|c| c.conversation_id));
+    }
+    let expected: Vec<String> = (0..11).map(|n| format!("c{n:02}")).collect();
+    assert_eq!(seen, expected, "the snapshot's rows, each once, in order");
+    drop(snapshot);
+    // A new snapshot sees what arrived.
+    let mut fresh = store.snapshot().await.unwrap();
+    assert_eq!(fresh.conversation_count(&day).await.unwrap(), 14);
+}
+
 /// After a rebuild, a consumer that still stands at its old position applies nothing
 /// and is told to start again; from the start, the same events give the same counts.
 async fn a_rebuild_forgets_everything_and_turns_away_old_positions(backend: &Backend) {
@@ -894,5 +955,6 @@ conformance!(
     report_queries_filter_and_bucket,
     metric_counts_are_exact_for_any_range,
     agent_time_is_exact_for_any_range,
+    a_snapshot_reads_pages_that_agree_with_its_count,
     a_rebuild_forgets_everything_and_turns_away_old_positions,
 );

@@ -486,6 +486,34 @@ done
 expect_code 67 SUPERVISOR "{\"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"queueIds\": [\"$QUEUE_ID\"]}}" \
     switchboard.reporting.v1.ReportingService/GetAgentActivityReport
 
+step "the per-conversation table exports as CSV: agent1's chat, resolved at first contact"
+# A server stream: grpcurl prints one JSON object per message; the chunks' csvData (base64)
+# concatenate to the file, and start and end carry the row count.
+exported=$(call SUPERVISOR "{\"kind\": \"REPORT_KIND_CONVERSATIONS\", \"filter\": {\"timeRange\": {\"startTime\": \"$RANGE_START\", \"endTime\": \"$RANGE_END\"}, \"timeZone\": \"UTC\", \"agentIds\": [\"$AGENT1_ID\"]}}" \
+    switchboard.reporting.v1.ReportingService/ExportReport)
+verdict=$(python3 -c '
+import base64, csv, io, json, sys
+decoder, text, at, messages = json.JSONDecoder(), sys.argv[1], 0, []
+while at < len(text):
+    if text[at].isspace():
+        at += 1
+        continue
+    message, at = decoder.raw_decode(text, at)
+    messages.append(message)
+data = "".join(base64.b64decode(m["chunk"]["csvData"]).decode() for m in messages if "chunk" in m)
+rows = list(csv.reader(io.StringIO(data)))
+total = int(messages[0]["start"].get("totalRows", 0))
+if int(messages[-1]["end"].get("totalRows", 0)) != total or len(rows) - 1 != total:
+    print("row counts disagree: %s" % messages)
+elif rows[0][:2] != ["conversation_id", "channel"]:
+    print("header %s" % rows[0])
+elif not any(r[0] == sys.argv[2] and r[6] == sys.argv[3] and r[12] == "true" for r in rows[1:]):
+    print("no row closed by agent1 at first contact for %s: %s" % (sys.argv[2], rows))
+else:
+    print("ok")
+' "$exported" "$CID" "$AGENT1_ID")
+[[ $verdict == ok ]] || fail "conversation export: $verdict"
+
 step "stop streaming offers"
 kill "$STREAM_PID" 2>/dev/null || true
 wait "$STREAM_PID" 2>/dev/null || true

@@ -523,6 +523,73 @@ async fn flow(h: &Harness) {
         ),
         (0, 0, 0)
     );
+
+    // The per-conversation table as CSV, streamed through the gateway: the flow's
+    // conversation, closed by agent1 in one segment.
+    let (csv, total) = export_csv(
+        &reports,
+        rep::ReportKind::Conversations,
+        rep::ReportFilter {
+            time_range: Some(flow_range),
+            time_zone: "UTC".into(),
+            agent_ids: vec![agent1.id.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("conversation_id,channel,"), "{csv}");
+    let row = lines
+        .iter()
+        .find(|line| line.starts_with(&created.id))
+        .unwrap_or_else(|| panic!("no row for {} in {csv}", created.id));
+    let fields: Vec<&str> = row.split(',').collect();
+    assert_eq!(fields[1], "WEBCHAT");
+    assert_eq!(fields[6], agent1.id, "closed by agent1");
+    assert_eq!(fields[12], "true", "resolved at first contact");
+    assert_eq!(total as usize, lines.len() - 1);
+}
+
+/// An export's CSV text and its announced row count, checking the stream's order.
+async fn export_csv<T>(
+    reports: &rep::reporting_service_client::ReportingServiceClient<T>,
+    kind: rep::ReportKind,
+    filter: rep::ReportFilter,
+) -> (String, i64)
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    use rep::export_report_response::Update;
+    let mut stream = reports
+        .clone()
+        .export_report(rep::ExportReportRequest {
+            kind: kind as i32,
+            filter: Some(filter),
+            ..Default::default()
+        })
+        .await
+        .expect("export")
+        .into_inner();
+    let (mut total, mut ended, mut bytes) = (None, None, Vec::new());
+    while let Some(message) = stream.message().await.expect("export stream") {
+        match message.update.expect("one field set") {
+            Update::Start(start) => total = Some(start.total_rows),
+            Update::Chunk(chunk) => {
+                assert!(total.is_some(), "a chunk before start");
+                bytes.extend(chunk.csv_data);
+            }
+            Update::Heartbeat(_) => {}
+            Update::End(end) => ended = Some(end.total_rows),
+        }
+    }
+    assert_eq!(ended, total, "end repeats the total");
+    (
+        String::from_utf8(bytes).expect("UTF-8"),
+        total.expect("start"),
+    )
 }
 
 /// The next update of an offer stream, skipping heartbeats, within ten seconds.

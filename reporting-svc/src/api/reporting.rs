@@ -6,8 +6,11 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
-use switchboard_proto::common::v1::{AnswerOutcome, TransferFallback};
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt as _};
+use switchboard_proto::common::v1::{AnswerOutcome, Channel, TransferFallback};
 use switchboard_proto::reporting::v1::export_report_response::{Chunk, End, Start, Update};
 use switchboard_proto::reporting::v1::reporting_service_server::ReportingService;
 use switchboard_proto::reporting::v1::{
@@ -23,6 +26,7 @@ use switchboard_proto::reporting::v1::{
     ReportFilter, ReportKind, TransferLedgerEntry,
 };
 use switchboard_server_kit::identity_of;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
@@ -31,6 +35,7 @@ use super::filter::{
 };
 use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
+use crate::domain::facts::{ConversationFacts, resolved_first_contact};
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
@@ -41,7 +46,7 @@ use crate::domain::reports::{
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
-use crate::store::{GroupBy, LedgerQuery, Store};
+use crate::store::{ConversationQuery, GroupBy, LedgerQuery, Store};
 
 /// Report names in page-token fingerprints: a token of one report is refused by another.
 const CREATED_CLOSED: &str = "created_closed";
@@ -146,11 +151,69 @@ const CLOSE_TIME_HEADER: &[&str] = &[
 const FIRST_CONTACT_RESOLUTION_HEADER: &[&str] =
     &["agent_id", "closed", "resolved_first_contact", "rate"];
 
+/// CSV columns of the per-conversation table: times in RFC 3339 with the report zone's
+/// offset, the channel by name without its prefix, the close time in decimal seconds from
+/// creation to the last close; close columns empty while open.
+const CONVERSATIONS_HEADER: &[&str] = &[
+    "conversation_id",
+    "channel",
+    "queue_id",
+    "program_id",
+    "created_time",
+    "closed_time",
+    "closing_agent_id",
+    "owner_agent_id",
+    "segments",
+    "transfers",
+    "reopens",
+    "close_time_seconds",
+    "resolved_first_contact",
+];
+
+/// Exports read from a snapshot at once, each holding a read connection.
+const LARGE_EXPORTS: usize = 2;
+
+/// Rows a snapshot export reads per statement.
+const EXPORT_PAGE_ROWS: i64 = 5_000;
+
+/// The records of an export, a page at a time.
+type Pages = BoxStream<'static, Result<Vec<Vec<String>>, Error>>;
+
+/// What an export sends: its header, how many data rows, and the rows.
+struct Export {
+    header: &'static [&'static str],
+    total: u64,
+    pages: Pages,
+}
+
+impl Export {
+    /// An export of rows computed whole: a report with a row per period and key.
+    fn whole(header: &'static [&'static str], rows: Vec<Vec<String>>) -> Export {
+        Export {
+            header,
+            total: rows.len() as u64,
+            pages: stream::once(futures::future::ready(Ok(rows))).boxed(),
+        }
+    }
+}
+
+/// A page of the whole ledger of `scope` after `after`, for an export.
+fn ledger_page<'a>(scope: &'a Scope, after: Option<(i64, &'a str)>) -> LedgerQuery<'a> {
+    LedgerQuery {
+        facts: scope.query(),
+        conversation_id: None,
+        kinds: &[],
+        after,
+        limit: Some(EXPORT_PAGE_ROWS),
+    }
+}
+
 /// The ReportingService implementation.
 #[derive(Clone, Debug)]
 pub struct ReportingApi {
     store: Store,
     export_limit: u64,
+    large_exports: Arc<Semaphore>,
 }
 
 impl ReportingApi {
@@ -159,6 +222,7 @@ impl ReportingApi {
         ReportingApi {
             store,
             export_limit,
+            large_exports: Arc::new(Semaphore::new(LARGE_EXPORTS)),
         }
     }
 
@@ -252,20 +316,31 @@ impl ReportingApi {
         Ok(reports::first_contact_resolution(&closed))
     }
 
-    /// The header and rows of an export of `kind`.
-    async fn export_rows(
+    /// A permit to run an export read from a snapshot, which holds a database connection
+    /// until it ends: a few at a time, so that exports never starve the reports.
+    fn large_export(&self) -> Result<OwnedSemaphorePermit, Error> {
+        self.large_exports
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::ExportsBusy {
+                running: LARGE_EXPORTS,
+            })
+    }
+
+    /// What an export of `kind` sends.
+    async fn export(
         &self,
         kind: ReportKind,
         caller: &Caller,
         filter: Option<&ReportFilter>,
         granularity: Granularity,
         threshold_seconds: i64,
-    ) -> Result<(&'static [&'static str], Vec<Vec<String>>), Error> {
+    ) -> Result<Export, Error> {
         match kind {
             ReportKind::CreatedClosed => {
                 let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
                 let rows = self.created_closed(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     CREATED_CLOSED_HEADER,
                     rows.iter()
                         .map(|r| {
@@ -279,7 +354,7 @@ impl ReportingApi {
             ReportKind::Reassignments => {
                 let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
                 let rows = self.reassignments(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     REASSIGNMENTS_HEADER,
                     rows.iter()
                         .map(|r| {
@@ -297,7 +372,7 @@ impl ReportingApi {
             ReportKind::CloseTime => {
                 let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
                 let rows = self.close_time(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     CLOSE_TIME_HEADER,
                     rows.iter().map(close_time_record).collect(),
                 ))
@@ -305,7 +380,7 @@ impl ReportingApi {
             ReportKind::FirstContactResolution => {
                 let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
                 let rows = self.first_contact_resolution(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     FIRST_CONTACT_RESOLUTION_HEADER,
                     rows.iter()
                         .map(|r| {
@@ -322,7 +397,7 @@ impl ReportingApi {
             ReportKind::QueueMetrics => {
                 let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
                 let rows = self.queue_metrics(&scope, threshold_seconds).await?;
-                Ok((
+                Ok(Export::whole(
                     QUEUE_METRICS_HEADER,
                     rows.iter()
                         .map(|(period, r)| {
@@ -348,35 +423,67 @@ impl ReportingApi {
             }
             ReportKind::TransferLedger => {
                 let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
-                let query = LedgerQuery {
-                    facts: scope.query(),
-                    conversation_id: None,
-                    kinds: &[],
-                    after: None,
-                    limit: None,
-                };
-                // Counted first: a ledger can be long, and an export over the limit reads
-                // nothing more.
-                let rows = self.store.ledger_count(&query).await?;
-                if rows > self.export_limit {
-                    return Err(Error::ExportTooLarge {
-                        rows,
-                        limit: self.export_limit,
-                    });
-                }
-                let entries = self.store.ledger(&query).await?;
-                Ok((
-                    LEDGER_HEADER,
-                    entries
-                        .iter()
-                        .map(|e| ledger_record(e, &scope.frame))
-                        .collect(),
-                ))
+                let permit = self.large_export()?;
+                let mut snapshot = self.store.snapshot().await?;
+                // Counted first: an export over the limit reads nothing more.
+                let total = snapshot.ledger_count(&ledger_page(&scope, None)).await?;
+                let pages = stream::try_unfold(
+                    (snapshot, scope, None::<(i64, String)>, permit),
+                    |(mut snapshot, scope, after, permit)| async move {
+                        let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+                        let entries = snapshot.ledger(&ledger_page(&scope, after)).await?;
+                        let Some(last) = entries.last() else {
+                            return Ok(None);
+                        };
+                        let next = Some((last.requested_at, last.entry_id.clone()));
+                        let records = entries
+                            .iter()
+                            .map(|e| ledger_record(e, &scope.frame))
+                            .collect();
+                        Ok(Some((records, (snapshot, scope, next, permit))))
+                    },
+                );
+                Ok(Export {
+                    header: LEDGER_HEADER,
+                    total,
+                    pages: pages.boxed(),
+                })
+            }
+            ReportKind::Conversations => {
+                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let permit = self.large_export()?;
+                let mut snapshot = self.store.snapshot().await?;
+                let total = snapshot.conversation_count(&scope.query()).await?;
+                let pages = stream::try_unfold(
+                    (snapshot, scope, None::<(i64, String)>, permit),
+                    |(mut snapshot, scope, after, permit)| async move {
+                        let query = ConversationQuery {
+                            facts: scope.query(),
+                            after: after.as_ref().map(|(at, id)| (*at, id.as_str())),
+                            limit: EXPORT_PAGE_ROWS,
+                        };
+                        let conversations = snapshot.conversations(&query).await?;
+                        let Some(last) = conversations.last() else {
+                            return Ok(None);
+                        };
+                        let next = Some((last.created_at, last.conversation_id.clone()));
+                        let records = conversations
+                            .iter()
+                            .map(|c| conversation_record(c, &scope.frame))
+                            .collect();
+                        Ok(Some((records, (snapshot, scope, next, permit))))
+                    },
+                );
+                Ok(Export {
+                    header: CONVERSATIONS_HEADER,
+                    total,
+                    pages: pages.boxed(),
+                })
             }
             ReportKind::Dispositions => {
                 let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
                 let rows = self.dispositions(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     DISPOSITIONS_HEADER,
                     rows.iter()
                         .map(|r| {
@@ -395,7 +502,7 @@ impl ReportingApi {
             ReportKind::AgentActivity => {
                 let scope = scope(caller, filter, granularity, ReportShape::AgentsOnly)?;
                 let rows = self.agent_activity(&scope).await?;
-                Ok((
+                Ok(Export::whole(
                     AGENT_ACTIVITY_HEADER,
                     rows.iter()
                         .map(|(period, r)| {
@@ -598,6 +705,50 @@ fn ledger_record(entry: &LedgerEntry, frame: &Frame) -> Vec<String> {
             .map(|answered| csv::seconds(answered - entry.requested_at))
             .unwrap_or_default(),
         entry.ping_pong.to_string(),
+    ]
+}
+
+/// One message of an export stream.
+fn message(update: Update) -> ExportReportResponse {
+    ExportReportResponse {
+        update: Some(update),
+    }
+}
+
+/// An export message carrying a piece of the file.
+fn chunk(chunk: csv::Chunk) -> ExportReportResponse {
+    message(Update::Chunk(Chunk {
+        csv_data: chunk.bytes,
+        rows_so_far: chunk.rows_so_far,
+    }))
+}
+
+/// A conversation's row of the per-conversation table.
+fn conversation_record(facts: &ConversationFacts, frame: &Frame) -> Vec<String> {
+    let channel = Channel::try_from(facts.channel).unwrap_or_default();
+    let closed = facts.closed_at;
+    vec![
+        facts.conversation_id.clone(),
+        short_name(channel.as_str_name(), "CHANNEL_"),
+        facts.queue_id.clone(),
+        facts.program_id.clone(),
+        csv::local_time(facts.created_at, frame.zone),
+        closed
+            .map(|at| csv::local_time(at, frame.zone))
+            .unwrap_or_default(),
+        facts.closing_agent_id.clone().unwrap_or_default(),
+        facts.owner_agent_id.clone().unwrap_or_default(),
+        facts.segments.to_string(),
+        facts.transfers.to_string(),
+        facts.reopens.to_string(),
+        closed
+            .map(|at| csv::seconds(at - facts.created_at))
+            .unwrap_or_default(),
+        closed
+            .map(|_| {
+                resolved_first_contact(facts.segments, facts.transfers, facts.reopens).to_string()
+            })
+            .unwrap_or_default(),
     ]
 }
 
@@ -951,8 +1102,9 @@ impl ReportingService for ReportingApi {
 
     type ExportReportStream = ExportStream;
 
-    /// Computes every row first, so that the row limit is enforced before anything is sent
-    /// and `start` can announce the total; then `start`, the chunks, and `end`.
+    /// Counts the rows first, so that the row limit is enforced before anything is sent and
+    /// `start` can announce the total; then `start`, the chunks as pages of rows are read,
+    /// and `end`.
     async fn export_report(
         &self,
         request: Request<ExportReportRequest>,
@@ -966,8 +1118,12 @@ impl ReportingService for ReportingApi {
             request.service_level_threshold.as_ref(),
             "service_level_threshold",
         )?;
-        let (header, rows) = self
-            .export_rows(
+        let Export {
+            header,
+            total,
+            mut pages,
+        } = self
+            .export(
                 kind,
                 &caller,
                 request.filter.as_ref(),
@@ -975,31 +1131,31 @@ impl ReportingService for ReportingApi {
                 threshold_seconds,
             )
             .await?;
-        let count = rows.len() as u64;
-        if count > self.export_limit {
+        if total > self.export_limit {
             return Err(Error::ExportTooLarge {
-                rows: count,
+                rows: total,
                 limit: self.export_limit,
             }
             .into());
         }
-        debug!(kind = kind.as_str_name(), rows = count, "export");
-        let total_rows = rows.len() as i64;
-        let chunks = csv::chunks(header, rows, CHUNK_BYTES).map(|chunk| {
-            Update::Chunk(Chunk {
-                csv_data: chunk.bytes,
-                rows_so_far: chunk.rows_so_far,
-            })
-        });
-        let messages = std::iter::once(Update::Start(Start { total_rows }))
-            .chain(chunks)
-            .chain(std::iter::once(Update::End(End { total_rows })))
-            .map(|update| {
-                Ok(ExportReportResponse {
-                    update: Some(update),
-                })
-            });
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+        debug!(kind = kind.as_str_name(), rows = total, "export");
+        let total_rows = i64::try_from(total).unwrap_or(i64::MAX);
+        let messages = async_stream::try_stream! {
+            yield message(Update::Start(Start { total_rows }));
+            let mut writer = csv::Writer::new(header, CHUNK_BYTES);
+            while let Some(page) = pages.next().await {
+                for record in page.map_err(Status::from)? {
+                    if let Some(full) = writer.push(&record) {
+                        yield chunk(full);
+                    }
+                }
+            }
+            if let Some(last) = writer.finish() {
+                yield chunk(last);
+            }
+            yield message(Update::End(End { total_rows: writer.rows() }));
+        };
+        Ok(Response::new(Box::pin(messages)))
     }
 }
 

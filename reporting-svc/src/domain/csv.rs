@@ -58,60 +58,54 @@ fn push_record<S: AsRef<str>>(out: &mut Vec<u8>, fields: &[S]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The chunks of a CSV file with `header` then `rows`, each chunk about `chunk_bytes`
-/// long. The first chunk starts with the header; a file without rows is one chunk holding
-/// only the header.
-pub fn chunks<R>(header: &[&str], rows: R, chunk_bytes: usize) -> Chunks<R::IntoIter>
-where
-    R: IntoIterator<Item = Vec<String>>,
-{
-    let mut buffer = Vec::with_capacity(chunk_bytes.min(CHUNK_BYTES) + 256);
-    push_record(&mut buffer, header);
-    Chunks {
-        rows: rows.into_iter(),
-        buffer,
-        rows_so_far: 0,
-        chunk_bytes: chunk_bytes.max(1),
-        done: false,
-    }
-}
-
-/// Iterator returned by [`chunks`].
+/// A CSV file written a record at a time and handed out in chunks of about
+/// `chunk_bytes`, each ending on a record boundary; the first starts with the header.
 #[derive(Debug)]
-pub struct Chunks<I> {
-    rows: I,
+pub struct Writer {
     buffer: Vec<u8>,
     rows_so_far: i64,
     chunk_bytes: usize,
-    done: bool,
+    header_pending: bool,
 }
 
-impl<I: Iterator<Item = Vec<String>>> Iterator for Chunks<I> {
-    type Item = Chunk;
+impl Writer {
+    /// A file with `header`, cut into chunks of about `chunk_bytes`.
+    pub fn new(header: &[&str], chunk_bytes: usize) -> Writer {
+        let chunk_bytes = chunk_bytes.max(1);
+        let mut buffer = Vec::with_capacity(chunk_bytes.min(CHUNK_BYTES) + 256);
+        push_record(&mut buffer, header);
+        Writer {
+            buffer,
+            rows_so_far: 0,
+            chunk_bytes,
+            header_pending: true,
+        }
+    }
 
-    fn next(&mut self) -> Option<Chunk> {
-        if self.done {
-            return None;
-        }
-        while self.buffer.len() < self.chunk_bytes {
-            match self.rows.next() {
-                Some(row) => {
-                    push_record(&mut self.buffer, &row);
-                    self.rows_so_far += 1;
-                }
-                None => {
-                    self.done = true;
-                    break;
-                }
-            }
-        }
-        if self.buffer.is_empty() {
-            return None;
-        }
-        Some(Chunk {
+    /// Adds a data row; returns a chunk once the buffer reaches the chunk size.
+    pub fn push<S: AsRef<str>>(&mut self, row: &[S]) -> Option<Chunk> {
+        push_record(&mut self.buffer, row);
+        self.rows_so_far += 1;
+        (self.buffer.len() >= self.chunk_bytes).then(|| self.take())
+    }
+
+    /// The rest of the file: the last chunk, or the header alone for a file without rows;
+    /// `None` when everything was handed out already.
+    pub fn finish(&mut self) -> Option<Chunk> {
+        (!self.buffer.is_empty() || self.header_pending).then(|| self.take())
+    }
+
+    /// Data rows written so far.
+    pub fn rows(&self) -> i64 {
+        self.rows_so_far
+    }
+
+    fn take(&mut self) -> Chunk {
+        self.header_pending = false;
+        Chunk {
             bytes: std::mem::take(&mut self.buffer),
             rows_so_far: self.rows_so_far,
-        })
+        }
     }
 }
 
@@ -180,6 +174,22 @@ mod tests {
         records
     }
 
+    /// The chunks of a CSV file with `header` then `rows`, each chunk about `chunk_bytes`
+    /// long. The first chunk starts with the header; a file without rows is one chunk holding
+    /// only the header.
+    fn chunks<R>(header: &[&str], rows: R, chunk_bytes: usize) -> Vec<Chunk>
+    where
+        R: IntoIterator<Item = Vec<String>>,
+    {
+        let mut writer = Writer::new(header, chunk_bytes);
+        let mut chunks: Vec<Chunk> = rows
+            .into_iter()
+            .filter_map(|row| writer.push(&row))
+            .collect();
+        chunks.extend(writer.finish());
+        chunks
+    }
+
     fn concat(chunks: &[Chunk]) -> String {
         String::from_utf8(chunks.iter().flat_map(|c| c.bytes.clone()).collect()).unwrap()
     }
@@ -214,7 +224,7 @@ mod tests {
 
     #[test]
     fn header_only_file_is_one_chunk() {
-        let all: Vec<Chunk> = chunks(&["period", "created"], Vec::new(), CHUNK_BYTES).collect();
+        let all = chunks(&["period", "created"], Vec::new(), CHUNK_BYTES);
         assert_eq!(all.len(), 1);
         assert_eq!(concat(&all), "period,created\r\n");
         assert_eq!(all[0].rows_so_far, 0);
@@ -226,7 +236,7 @@ mod tests {
             vec!["a,b".to_owned(), "say \"hi\"".to_owned()],
             vec!["line\r\nbreak".to_owned(), String::new()],
         ];
-        let all: Vec<Chunk> = chunks(&["x", "y"], rows.clone(), CHUNK_BYTES).collect();
+        let all = chunks(&["x", "y"], rows.clone(), CHUNK_BYTES);
         let mut expected = vec![vec!["x".to_owned(), "y".to_owned()]];
         expected.extend(rows);
         assert_eq!(parse(&concat(&all)), expected);
@@ -237,7 +247,7 @@ mod tests {
         let rows: Vec<Vec<String>> = (0..1000)
             .map(|i| vec![format!("row-{i:04}"), i.to_string()])
             .collect();
-        let all: Vec<Chunk> = chunks(&["name", "n"], rows, 1024).collect();
+        let all = chunks(&["name", "n"], rows, 1024);
         assert!(all.len() > 10);
         let mut seen_rows = 0;
         for chunk in &all {

@@ -139,48 +139,63 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry, sqlx::Error> {
     })
 }
 
+/// The statement reading the lines of `query` in request order (then by line id). A line
+/// is a ping-pong when its sender marked it so or the agent it proposes the conversation to
+/// had owned the conversation before it was requested (known from the assignments, so it
+/// is right once conversation-svc's log has caught up).
+pub(super) fn select(query: &LedgerQuery<'_>) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT l.entry_id, l.tenant_id, l.conversation_id, l.kind, l.transfer_id, \
+         l.offer_id, l.from_user_id, l.to_agent_id, l.to_queue_id, l.channel, \
+         l.requested_at, l.answered_at, l.outcome, l.fallback, \
+         CASE WHEN l.ping_pong = 1 OR EXISTS (SELECT 1 FROM assignment_facts a \
+         WHERE a.conversation_id = l.conversation_id AND a.agent_id = l.to_agent_id \
+         AND a.assigned_at < l.requested_at AND l.to_agent_id <> '') \
+         THEN 1 ELSE 0 END AS ping_pong FROM ledger_entries l",
+    );
+    ledger_where(&mut sql, query);
+    if let Some((requested_at, entry_id)) = query.after {
+        sql.push(" AND (l.requested_at > ")
+            .bind(Bind::Int(requested_at))
+            .push(" OR (l.requested_at = ")
+            .bind(Bind::Int(requested_at))
+            .push(" AND l.entry_id > ")
+            .bind(Bind::Text(entry_id.to_owned()))
+            .push("))");
+    }
+    sql.push(" ORDER BY l.requested_at, l.entry_id");
+    if let Some(limit) = query.limit {
+        sql.push(" LIMIT ").bind(Bind::Int(limit));
+    }
+    sql
+}
+
+/// The statement counting the lines of `query`, ignoring its page (column `n`).
+pub(super) fn count(query: &LedgerQuery<'_>) -> Sql {
+    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM ledger_entries l");
+    ledger_where(&mut sql, query);
+    sql
+}
+
+/// The lines a ledger read returned.
+pub(super) fn entries(rows: &[AnyRow]) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    rows.iter().map(entry_from_row).collect()
+}
+
 impl Store {
-    /// Ledger lines in request order (then by line id). A line is a ping-pong when its
-    /// sender marked it so or the agent it proposes the conversation to had owned the
-    /// conversation before it was requested (known from the assignments, so it is right
-    /// once conversation-svc's log has caught up).
+    /// Ledger lines of `query` in request order (see [`select`]).
     pub async fn ledger(&self, query: &LedgerQuery<'_>) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-        let mut sql = Sql::new(
-            "SELECT l.entry_id, l.tenant_id, l.conversation_id, l.kind, l.transfer_id, \
-             l.offer_id, l.from_user_id, l.to_agent_id, l.to_queue_id, l.channel, \
-             l.requested_at, l.answered_at, l.outcome, l.fallback, \
-             CASE WHEN l.ping_pong = 1 OR EXISTS (SELECT 1 FROM assignment_facts a \
-             WHERE a.conversation_id = l.conversation_id AND a.agent_id = l.to_agent_id \
-             AND a.assigned_at < l.requested_at AND l.to_agent_id <> '') \
-             THEN 1 ELSE 0 END AS ping_pong FROM ledger_entries l",
-        );
-        ledger_where(&mut sql, query);
-        if let Some((requested_at, entry_id)) = query.after {
-            sql.push(" AND (l.requested_at > ")
-                .bind(Bind::Int(requested_at))
-                .push(" OR (l.requested_at = ")
-                .bind(Bind::Int(requested_at))
-                .push(" AND l.entry_id > ")
-                .bind(Bind::Text(entry_id.to_owned()))
-                .push("))");
-        }
-        sql.push(" ORDER BY l.requested_at, l.entry_id");
-        if let Some(limit) = query.limit {
-            sql.push(" LIMIT ").bind(Bind::Int(limit));
-        }
-        sql.fetch_all(&self.db)
-            .await?
-            .iter()
-            .map(entry_from_row)
-            .collect()
+        entries(&select(query).fetch_all(&self.db).await?)
     }
 
     /// How many ledger lines `query` matches, ignoring its page.
     pub async fn ledger_count(&self, query: &LedgerQuery<'_>) -> Result<u64, sqlx::Error> {
-        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM ledger_entries l");
-        ledger_where(&mut sql, query);
-        let rows = sql.fetch_all(&self.db).await?;
-        let n: i64 = rows.first().map_or(Ok(0), |row| row.try_get("n"))?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        count_of(&count(query).fetch_all(&self.db).await?)
     }
+}
+
+/// The `n` column of a count's one row.
+pub(super) fn count_of(rows: &[AnyRow]) -> Result<u64, sqlx::Error> {
+    let n: i64 = rows.first().map_or(Ok(0), |row| row.try_get("n"))?;
+    Ok(u64::try_from(n).unwrap_or_default())
 }

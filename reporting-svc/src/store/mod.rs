@@ -15,9 +15,11 @@ use switchboard_server_kit::{Db, Dialect};
 mod activity;
 mod ledger;
 mod metrics;
+mod snapshot;
 
 pub use ledger::LedgerQuery;
 pub use metrics::GroupBy;
+pub use snapshot::{ConversationQuery, Snapshot};
 
 use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
 use crate::domain::ledger::{self as ledger_rules, LedgerChange};

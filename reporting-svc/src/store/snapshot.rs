@@ -1,0 +1,109 @@
+//! One consistent view of the reports for a long read: an export counts its rows and then
+//! reads them a page at a time, and every page must agree with the count while events
+//! keep arriving.
+
+use sqlx::any::AnyRow;
+use switchboard_server_kit::Dialect;
+
+use super::ledger::{self, LedgerQuery};
+use super::{Bind, FACT_COLUMNS, FactQuery, Sql, Store, facts_from_row};
+use crate::domain::facts::ConversationFacts;
+use crate::domain::ledger::LedgerEntry;
+
+/// A read-only transaction that sees the reports as they were at its first read:
+/// REPEATABLE READ on PostgreSQL; on SQLite, a read transaction on a WAL database, which
+/// sees the database as of its first read. It holds one read connection until dropped.
+#[derive(Debug)]
+pub struct Snapshot {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+/// Which conversations the per-conversation table lists: created in the range; queues and
+/// channels filter; agents match who closed it or owns it now.
+#[derive(Clone, Copy, Debug)]
+pub struct ConversationQuery<'a> {
+    /// Tenant, range and filters.
+    pub facts: FactQuery<'a>,
+    /// Conversations after this `(created_at, conversation_id)`, for the next page.
+    pub after: Option<(i64, &'a str)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+fn conversation_where(sql: &mut Sql, query: &FactQuery<'_>) {
+    sql.push(" WHERE tenant_id = ")
+        .bind(Bind::Text(query.tenant_id.to_owned()))
+        .push(" AND created_at >= ")
+        .bind(Bind::Int(query.start))
+        .push(" AND created_at < ")
+        .bind(Bind::Int(query.end))
+        .filters(query, None);
+    if !query.agent_ids.is_empty() {
+        let agents = || query.agent_ids.iter().map(|id| Bind::Text(id.clone()));
+        sql.push(" AND (")
+            .is_in("closing_agent_id", agents())
+            .push(" OR ")
+            .is_in("owner_agent_id", agents())
+            .push(")");
+    }
+}
+
+impl Store {
+    /// A consistent view for an export; see [`Snapshot`].
+    pub async fn snapshot(&self) -> Result<Snapshot, sqlx::Error> {
+        let begin = match self.db.dialect {
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Dialect::Sqlite => "BEGIN",
+        };
+        Ok(Snapshot {
+            tx: self.db.pool.begin_with(begin).await?,
+        })
+    }
+}
+
+impl Snapshot {
+    async fn fetch(&mut self, sql: Sql) -> Result<Vec<AnyRow>, sqlx::Error> {
+        sql.query().fetch_all(&mut *self.tx).await
+    }
+
+    /// Ledger lines of `query`, as `Store::ledger`.
+    pub async fn ledger(
+        &mut self,
+        query: &LedgerQuery<'_>,
+    ) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+        ledger::entries(&self.fetch(ledger::select(query)).await?)
+    }
+
+    /// How many ledger lines `query` matches, ignoring its page.
+    pub async fn ledger_count(&mut self, query: &LedgerQuery<'_>) -> Result<u64, sqlx::Error> {
+        ledger::count_of(&self.fetch(ledger::count(query)).await?)
+    }
+
+    /// The facts of the conversations of `query`, by creation time then id.
+    pub async fn conversations(
+        &mut self,
+        query: &ConversationQuery<'_>,
+    ) -> Result<Vec<ConversationFacts>, sqlx::Error> {
+        let mut sql = Sql::new(&format!("SELECT {FACT_COLUMNS} FROM conversation_facts"));
+        conversation_where(&mut sql, &query.facts);
+        if let Some((created_at, conversation_id)) = query.after {
+            sql.push(" AND (created_at > ")
+                .bind(Bind::Int(created_at))
+                .push(" OR (created_at = ")
+                .bind(Bind::Int(created_at))
+                .push(" AND conversation_id > ")
+                .bind(Bind::Text(conversation_id.to_owned()))
+                .push("))");
+        }
+        sql.push(" ORDER BY created_at, conversation_id LIMIT ")
+            .bind(Bind::Int(query.limit));
+        self.fetch(sql).await?.iter().map(facts_from_row).collect()
+    }
+
+    /// How many conversations `query` matches, ignoring its page.
+    pub async fn conversation_count(&mut self, query: &FactQuery<'_>) -> Result<u64, sqlx::Error> {
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM conversation_facts");
+        conversation_where(&mut sql, query);
+        ledger::count_of(&self.fetch(sql).await?)
+    }
+}
