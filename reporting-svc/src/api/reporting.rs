@@ -35,14 +35,13 @@ use super::filter::{
 };
 use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
-use crate::domain::facts::{ConversationFacts, resolved_first_contact};
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
 use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, AgentActivity, CloseTime, CreatedClosed, Dispositions, FirstContactResolution, Frame,
-    QueueMetrics, Reassignments,
+    self, AgentActivity, CloseTime, ConversationSummary, CreatedClosed, Dispositions,
+    FirstContactResolution, Frame, QueueMetrics, Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
@@ -195,6 +194,23 @@ impl Export {
             pages: stream::once(futures::future::ready(Ok(rows))).boxed(),
         }
     }
+}
+
+/// `pages` read ahead by a task of their own, two pages at most, so that the database
+/// reads the next page while the current one is written out (an export's two halves each
+/// take a core). The task ends, releasing what `pages` holds, once the export ends or its
+/// client goes away.
+fn read_ahead(mut pages: Pages) -> Pages {
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        while let Some(page) = pages.next().await {
+            let failed = page.is_err();
+            if sender.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
 }
 
 /// A page of the whole ledger of `scope` after `after`, for an export.
@@ -446,7 +462,7 @@ impl ReportingApi {
                 Ok(Export {
                     header: LEDGER_HEADER,
                     total,
-                    pages: pages.boxed(),
+                    pages: read_ahead(pages.boxed()),
                 })
             }
             ReportKind::Conversations => {
@@ -477,7 +493,7 @@ impl ReportingApi {
                 Ok(Export {
                     header: CONVERSATIONS_HEADER,
                     total,
-                    pages: pages.boxed(),
+                    pages: read_ahead(pages.boxed()),
                 })
             }
             ReportKind::Dispositions => {
@@ -724,30 +740,28 @@ fn chunk(chunk: csv::Chunk) -> ExportReportResponse {
 }
 
 /// A conversation's row of the per-conversation table.
-fn conversation_record(facts: &ConversationFacts, frame: &Frame) -> Vec<String> {
-    let channel = Channel::try_from(facts.channel).unwrap_or_default();
-    let closed = facts.closed_at;
+fn conversation_record(row: &ConversationSummary, frame: &Frame) -> Vec<String> {
+    let channel = Channel::try_from(row.channel).unwrap_or_default();
+    let closed = row.closed_at;
     vec![
-        facts.conversation_id.clone(),
+        row.conversation_id.clone(),
         short_name(channel.as_str_name(), "CHANNEL_"),
-        facts.queue_id.clone(),
-        facts.program_id.clone(),
-        csv::local_time(facts.created_at, frame.zone),
+        row.queue_id.clone(),
+        row.program_id.clone(),
+        csv::local_time(row.created_at, frame.zone),
         closed
             .map(|at| csv::local_time(at, frame.zone))
             .unwrap_or_default(),
-        facts.closing_agent_id.clone().unwrap_or_default(),
-        facts.owner_agent_id.clone().unwrap_or_default(),
-        facts.segments.to_string(),
-        facts.transfers.to_string(),
-        facts.reopens.to_string(),
+        row.closing_agent_id.clone().unwrap_or_default(),
+        row.owner_agent_id.clone().unwrap_or_default(),
+        row.segments.to_string(),
+        row.transfers.to_string(),
+        row.reopens.to_string(),
         closed
-            .map(|at| csv::seconds(at - facts.created_at))
+            .map(|at| csv::seconds(at - row.created_at))
             .unwrap_or_default(),
-        closed
-            .map(|_| {
-                resolved_first_contact(facts.segments, facts.transfers, facts.reopens).to_string()
-            })
+        row.resolved_first_contact()
+            .map(|resolved| resolved.to_string())
             .unwrap_or_default(),
     ]
 }

@@ -155,13 +155,15 @@ pub(super) fn select(query: &LedgerQuery<'_>) -> Sql {
     );
     ledger_where(&mut sql, query);
     if let Some((requested_at, entry_id)) = query.after {
-        sql.push(" AND (l.requested_at > ")
+        // `>=` first, so that the index on request time starts the page there rather
+        // than at the range's start.
+        sql.push(" AND l.requested_at >= ")
             .bind(Bind::Int(requested_at))
-            .push(" OR (l.requested_at = ")
+            .push(" AND (l.requested_at > ")
             .bind(Bind::Int(requested_at))
-            .push(" AND l.entry_id > ")
+            .push(" OR l.entry_id > ")
             .bind(Bind::Text(entry_id.to_owned()))
-            .push("))");
+            .push(")");
     }
     sql.push(" ORDER BY l.requested_at, l.entry_id");
     if let Some(limit) = query.limit {

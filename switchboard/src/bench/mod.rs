@@ -10,6 +10,7 @@
 //! included, and client and servers share the cores. Ratios against a baseline measured
 //! the same way are what to compare across changes, not the absolute numbers.
 
+mod exports;
 mod flow;
 pub mod load;
 pub mod proc_stats;
@@ -63,6 +64,10 @@ pub struct BenchArgs {
     /// 20,000 quick); the shorter one has a tenth.
     #[arg(long, value_name = "N")]
     pub report_events: Option<u64>,
+    /// Rows of the exports scenario's per-conversation table (default 1,000,000 full,
+    /// 2,000 quick; at most 1,000,000, the export limit).
+    #[arg(long, value_name = "N")]
+    pub export_rows: Option<u64>,
 }
 
 /// Counts and durations of one benchmark mode.
@@ -137,6 +142,10 @@ pub struct Plan {
     pub report_agents: u64,
     /// Reports asked of each history, alternating.
     pub report_calls: usize,
+    /// Rows of the exported per-conversation table.
+    pub export_rows: u64,
+    /// Measured exports, each followed by the baseline's.
+    pub export_rounds: usize,
 }
 
 impl Plan {
@@ -172,6 +181,8 @@ impl Plan {
                 report_events: 20_000,
                 report_agents: 50,
                 report_calls: 3,
+                export_rows: 2_000,
+                export_rounds: 1,
             }
         } else {
             Plan {
@@ -203,6 +214,8 @@ impl Plan {
                 report_events: 10_000_000,
                 report_agents: 500,
                 report_calls: 30,
+                export_rows: 1_000_000,
+                export_rounds: 3,
             }
         };
         if let Some(n) = args.in_flight {
@@ -210,6 +223,9 @@ impl Plan {
         }
         if let Some(n) = args.report_events {
             plan.report_events = n.max(100);
+        }
+        if let Some(n) = args.export_rows {
+            plan.export_rows = n.clamp(1, reporting_svc::config::MAX_EXPORT_ROWS);
         }
         if let Some(n) = args.backlog {
             plan.backlog = n;
