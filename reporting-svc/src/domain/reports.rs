@@ -150,7 +150,8 @@ pub struct ClosedConversation {
     pub reopens: i64,
 }
 
-/// One conversation as the per-conversation table shows it.
+/// One conversation as the per-conversation table shows it. The store reads it from a JSON
+/// array of these fields in this order: keep them in step with `Snapshot::conversations`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct ConversationSummary {
     /// The conversation.

@@ -12,52 +12,6 @@ use super::{Bind, FactQuery, Sql, Store};
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::reports::ConversationSummary;
 
-/// One conversation of a page, as the database's JSON array writes it.
-type SummaryRow = (
-    String,
-    i32,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
-
-impl From<SummaryRow> for ConversationSummary {
-    fn from(row: SummaryRow) -> ConversationSummary {
-        let (
-            conversation_id,
-            channel,
-            queue_id,
-            program_id,
-            created_at,
-            closed_at,
-            closing_agent_id,
-            owner_agent_id,
-            segments,
-            transfers,
-            reopens,
-        ) = row;
-        ConversationSummary {
-            conversation_id,
-            channel,
-            queue_id,
-            program_id,
-            created_at,
-            closed_at,
-            closing_agent_id,
-            owner_agent_id,
-            segments,
-            transfers,
-            reopens,
-        }
-    }
-}
-
 /// A read-only transaction that sees the reports as they were at its first read:
 /// REPEATABLE READ on PostgreSQL; on SQLite, a read transaction on a WAL database, which
 /// sees the database as of its first read. It holds one read connection until dropped.
@@ -168,11 +122,10 @@ impl Snapshot {
         let Some(text) = text else {
             return Ok(Vec::new());
         };
-        let mut page: Vec<ConversationSummary> = serde_json::from_str::<Vec<SummaryRow>>(&text)
-            .map_err(|err| sqlx::Error::Decode(Box::new(err)))?
-            .into_iter()
-            .map(ConversationSummary::from)
-            .collect();
+        // Each conversation is an array of the summary's fields in declaration order,
+        // which serde reads as the struct.
+        let mut page: Vec<ConversationSummary> =
+            serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
         // An aggregate's order is not promised by every database: order the page here.
         page.sort_by(|a, b| {
             (a.created_at, &a.conversation_id).cmp(&(b.created_at, &b.conversation_id))
