@@ -2697,6 +2697,28 @@ struct Truth {
     ledger: Vec<(i64, i32, String, i32)>,
     /// (day, agent) → agent activity.
     activity: BTreeMap<(NaiveDate, String), ActivityTruth>,
+    /// closing agent → the conversations it closed last.
+    closed: BTreeMap<String, Vec<ClosedTruth>>,
+}
+
+/// A conversation's last close: time from creation and from the closing agent's
+/// assignment, and whether it was one segment with no transfer asked and no reopen.
+#[derive(Clone, Copy, Debug)]
+struct ClosedTruth {
+    from_create: i64,
+    from_assign: i64,
+    resolved: bool,
+}
+
+/// Mean rounded half away from zero, median and p90 by nearest rank (1-based rank
+/// ⌈p·n/100⌉), in microseconds: what the close-time report promises.
+fn plain_summary(values: &[i64]) -> (i64, i64, i64) {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    let rank = |percent: usize| sorted[(percent * n).div_ceil(100).max(1) - 1];
+    let mean = (values.iter().sum::<i64>() as f64 / n as f64).round() as i64;
+    (mean, rank(50), rank(90))
 }
 
 /// One agent's day: microseconds in Available, Busy, Away, Do not disturb and RONA; units
@@ -2875,6 +2897,8 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
         }
         // Offers that fail, then one accepted or, for an abandonment, one withdrawn.
         let mut owner: Option<&str> = None;
+        // When the owner's segment began (its assignment).
+        let mut owner_since = 0;
         let tries = dice.below(3);
         let abandoned = dice.chance(20);
         for attempt in 0..=tries {
@@ -2934,6 +2958,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                     }
                     log.assign(&conv, &rfc3339(at), agent, "");
                     owner = Some(agent);
+                    owner_since = at;
                 }
                 AnswerOutcome::Rejected => numbers.rejected += 1,
                 AnswerOutcome::TimedOut => numbers.rona += 1,
@@ -2952,7 +2977,8 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             continue;
         };
         // A transfer to another agent, taken or refused (the conversation stays).
-        if dice.chance(35) {
+        let transferred = dice.chance(35);
+        if transferred {
             let to = agents.iter().copied().find(|a| *a != owner).unwrap();
             let transfer = format!("{:08x}-1111-4111-8111-{n:012x}", n);
             at += (1 + dice.below(600)) as i64 * SECOND;
@@ -2995,6 +3021,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                     .or_default()
                     .1 += 1;
                 owner = to;
+                owner_since = at;
             }
         }
         // Wrap-up with one or two reasons, close; sometimes a reopen and a second close.
@@ -3005,6 +3032,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                 log.reopen(&conv, &rfc3339(at));
                 at += (1 + dice.below(60)) as i64 * SECOND;
                 log.assign(&conv, &rfc3339(at), owner, "");
+                owner_since = at;
             }
             at += (1 + dice.below(1_800)) as i64 * SECOND;
             let given: Vec<String> = reasons[..1 + dice.below(2) as usize]
@@ -3024,6 +3052,16 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             log.close(&conv, &rfc3339(at), owner);
             truth.created_closed.entry(paris_day(at)).or_default().1 += 1;
         }
+        // Close time and first contact count the last close, credited to its agent.
+        truth
+            .closed
+            .entry(owner.to_owned())
+            .or_default()
+            .push(ClosedTruth {
+                from_create: at - wait_start,
+                from_assign: at - owner_since,
+                resolved: !transferred && closes == 1,
+            });
     }
     // Each agent's week: presences set by the agent or a supervisor, RONA, capacity taken
     // and freed (over capacity once a supervisor assigns past it), ending wherever it is.
@@ -3359,6 +3397,84 @@ async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart
         })
         .collect();
     assert_eq!(activity, expected_activity);
+
+    // Close time and first contact resolution, per closing agent over the week.
+    let micros_of = |d: &Option<prost_types::Duration>| micros(*d);
+    let close_times: BTreeMap<String, (i64, [i64; 3], [i64; 3])> = analyst
+        .get_close_time_report(GetCloseTimeReportRequest {
+            filter: Some(week.clone()),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.agent_id.clone(),
+                (
+                    r.closed,
+                    [
+                        &r.average_from_create,
+                        &r.median_from_create,
+                        &r.p90_from_create,
+                    ]
+                    .map(micros_of),
+                    [
+                        &r.average_from_assign,
+                        &r.median_from_assign,
+                        &r.p90_from_assign,
+                    ]
+                    .map(micros_of),
+                ),
+            )
+        })
+        .collect();
+    let expected_close_times: BTreeMap<String, (i64, [i64; 3], [i64; 3])> = truth
+        .closed
+        .iter()
+        .map(|(agent, closed)| {
+            let from = |pick: fn(&ClosedTruth) -> i64| {
+                let (mean, median, p90) =
+                    plain_summary(&closed.iter().map(pick).collect::<Vec<_>>());
+                [mean, median, p90]
+            };
+            (
+                agent.clone(),
+                (
+                    closed.len() as i64,
+                    from(|c| c.from_create),
+                    from(|c| c.from_assign),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(close_times, expected_close_times);
+
+    let resolution: BTreeMap<String, (i64, i64)> = analyst
+        .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
+            filter: Some(week.clone()),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| (r.agent_id, (r.closed, r.resolved_first_contact)))
+        .collect();
+    let expected_resolution: BTreeMap<String, (i64, i64)> = truth
+        .closed
+        .iter()
+        .map(|(agent, closed)| {
+            let resolved = closed.iter().filter(|c| c.resolved).count() as i64;
+            (agent.clone(), (closed.len() as i64, resolved))
+        })
+        .collect();
+    assert_eq!(resolution, expected_resolution);
 
     reporting.stop().await;
     fake.stop().await;

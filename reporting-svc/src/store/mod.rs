@@ -508,23 +508,6 @@ impl Store {
             .collect())
     }
 
-    /// Reassignments received in the range, as `(agent, slot, count)`.
-    pub async fn reassignment_counts(
-        &self,
-        query: &FactQuery<'_>,
-    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-        let group = GroupBy {
-            agent: true,
-            ..GroupBy::default()
-        };
-        Ok(self
-            .metric_counts(query, &[Metric::ReassignedTo], group)
-            .await?
-            .into_iter()
-            .map(|count| (count.agent_id, count.slot, count.n))
-            .collect())
-    }
-
     /// Conversations whose latest close is in the range and that had an owner when
     /// closed.
     pub async fn closed_conversations(
