@@ -7,6 +7,7 @@
 use std::pin::Pin;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt as _};
@@ -28,7 +29,7 @@ use switchboard_proto::reporting::v1::{
 use switchboard_server_kit::identity_of;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::filter::{
     Caller, ReportShape, Scope, authorize, granularity, scope, service_level_threshold,
@@ -196,17 +197,28 @@ impl Export {
     }
 }
 
+/// How long a large export's reader waits for the client to take the next page before it
+/// gives up, so that a client that stops reading cannot hold an export permit and a
+/// database connection for good.
+const EXPORT_STALL: Duration = Duration::from_secs(60);
+
 /// `pages` read ahead by a task of their own, two pages at most, so that the database
 /// reads the next page while the current one is written out (an export's two halves each
-/// take a core). The task ends, releasing what `pages` holds, once the export ends or its
-/// client goes away.
+/// take a core). The task ends, releasing what `pages` holds, once the export ends, its
+/// client goes away, or its client has taken nothing for [`EXPORT_STALL`]; the export then
+/// ends short of its count, which `export_report` reports as ABORTED.
 fn read_ahead(mut pages: Pages) -> Pages {
     let (sender, receiver) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         while let Some(page) = pages.next().await {
             let failed = page.is_err();
-            if sender.send(page).await.is_err() || failed {
-                break;
+            match tokio::time::timeout(EXPORT_STALL, sender.send(page)).await {
+                Ok(Ok(())) if !failed => {}
+                Ok(_) => break,
+                Err(_) => {
+                    warn!("a large export's client took nothing for a minute: stopped");
+                    break;
+                }
             }
         }
     });
@@ -1167,6 +1179,14 @@ impl ReportingService for ReportingApi {
             if let Some(last) = writer.finish() {
                 yield chunk(last);
             }
+            if writer.rows() != total_rows {
+                // Pages stopped early (a stalled client): no `end`, so the file is known
+                // to be incomplete.
+                Err(Status::aborted(format!(
+                    "the export stopped after {} of {total_rows} rows: export again",
+                    writer.rows()
+                )))?;
+            }
             yield message(Update::End(End { total_rows: writer.rows() }));
         };
         Ok(Response::new(Box::pin(messages)))
@@ -1176,6 +1196,39 @@ impl ReportingService for ReportingApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets its flag when dropped: tells that a page source was let go.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_releases_the_export_s_pages() {
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = Dropped(released.clone());
+        // Endless pages that hold the guard, as a snapshot export holds its connection.
+        let pages: Pages = stream::unfold(guard, |guard| async move {
+            Some((Ok(vec![vec!["row".to_owned()]]), guard))
+        })
+        .boxed();
+        let mut read = read_ahead(pages);
+        assert!(read.next().await.is_some(), "pages flow while taken");
+        // Taken no more: once the stall limit passes, the source is dropped.
+        tokio::time::sleep(EXPORT_STALL - Duration::from_secs(1)).await;
+        assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+        // What was read ahead is still there, then the stream ends.
+        let mut rest = 0;
+        while read.next().await.is_some() {
+            rest += 1;
+        }
+        assert!(rest <= 2, "{rest}");
+    }
 
     #[test]
     fn periods_show_their_start_or_their_weekday() {
