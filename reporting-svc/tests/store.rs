@@ -488,6 +488,26 @@ impl Lcg {
     }
 }
 
+/// Applies routing `events` in runs of 1 to `longest`, each run once more after it: the
+/// replay must count nothing.
+async fn apply_in_random_runs(store: &Store, events: &[RoutingEvent], rng: &mut Lcg, longest: u64) {
+    let mut applied = 0;
+    while applied < events.len() {
+        let run = (1 + rng.below(longest) as usize).min(events.len() - applied);
+        let entries: Vec<(i64, Option<Entry<'_>>)> = events[applied..applied + run]
+            .iter()
+            .map(|e| (e.log_sequence, Some(Entry::from(e))))
+            .collect();
+        for expected in [run as u64, 0] {
+            assert_eq!(
+                store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
+                expected
+            );
+        }
+        applied += run;
+    }
+}
+
 /// Reads from the rollups plus the partial slots' occurrences agree with a count of the
 /// occurrences themselves, for ranges on and off quarter hours, inside one slot, with
 /// filters, after the events were applied in batches of every size and replayed.
@@ -533,22 +553,7 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             ..RoutingEvent::default()
         });
     }
-    // Applied in runs of 1 to 40, each run once more after it (a replay counts nothing).
-    let mut applied = 0;
-    while applied < events.len() {
-        let run = (1 + rng.below(40) as usize).min(events.len() - applied);
-        let entries: Vec<(i64, Option<Entry<'_>>)> = events[applied..applied + run]
-            .iter()
-            .map(|e| (e.log_sequence, Some(Entry::from(e))))
-            .collect();
-        for expected in [run as u64, 0] {
-            assert_eq!(
-                store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
-                expected
-            );
-        }
-        applied += run;
-    }
+    apply_in_random_runs(store, &events, &mut rng, 40).await;
     assert_eq!(store.cursor(ROUTING_EVENTS).await.unwrap(), 600);
     assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
 
@@ -678,21 +683,7 @@ async fn agent_time_is_exact_for_any_range(backend: &Backend) {
             ..RoutingEvent::default()
         });
     }
-    let mut applied = 0;
-    while applied < events.len() {
-        let run = (1 + rng.below(30) as usize).min(events.len() - applied);
-        let entries: Vec<(i64, Option<Entry<'_>>)> = events[applied..applied + run]
-            .iter()
-            .map(|e| (e.log_sequence, Some(Entry::from(e))))
-            .collect();
-        for expected in [run as u64, 0] {
-            assert_eq!(
-                store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
-                expected
-            );
-        }
-        applied += run;
-    }
+    apply_in_random_runs(store, &events, &mut rng, 30).await;
 
     // The plain model: each agent's intervals, its last state, its counts.
     struct Interval {

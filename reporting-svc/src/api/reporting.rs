@@ -36,13 +36,14 @@ use super::filter::{
 };
 use super::page_token;
 use crate::domain::csv::{self, CHUNK_BYTES};
+use crate::domain::facts::ConversationFacts;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
 use crate::domain::period::{Granularity, Period, weekday_name};
 use crate::domain::reports::{
-    self, AgentActivity, CloseTime, ConversationSummary, CreatedClosed, Dispositions,
-    FirstContactResolution, Frame, QueueMetrics, Reassignments,
+    self, AgentActivity, CloseTime, CreatedClosed, Dispositions, FirstContactResolution, Frame,
+    QueueMetrics, Reassignments,
 };
 use crate::domain::stats::Summary;
 use crate::error::Error;
@@ -752,7 +753,7 @@ fn chunk(chunk: csv::Chunk) -> ExportReportResponse {
 }
 
 /// A conversation's row of the per-conversation table.
-fn conversation_record(row: &ConversationSummary, frame: &Frame) -> Vec<String> {
+fn conversation_record(row: &ConversationFacts, frame: &Frame) -> Vec<String> {
     let channel = Channel::try_from(row.channel).unwrap_or_default();
     let closed = row.closed_at;
     vec![

@@ -90,8 +90,9 @@ pub struct Event {
     pub wrap_up_reason_ids: Vec<String>,
 }
 
-/// What the reports know about one conversation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the reports know about one conversation. The per-conversation export reads it
+/// from a JSON array of these fields in this order (the store's `FACT_COLUMNS`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct ConversationFacts {
     /// The conversation.
     pub conversation_id: String,
@@ -165,6 +166,14 @@ pub fn is_reassignment(agent_id: &str, previous_agent_id: &str) -> bool {
 /// it did so in its only segment, with no transfer requested and no reopen.
 pub fn resolved_first_contact(segments: i64, transfers: i64, reopens: i64) -> bool {
     segments == 1 && transfers == 0 && reopens == 0
+}
+
+impl ConversationFacts {
+    /// Whether it was resolved at first contact (product rule 18); `None` while open.
+    pub fn resolved_first_contact(&self) -> Option<bool> {
+        self.closed_at
+            .map(|_| resolved_first_contact(self.segments, self.transfers, self.reopens))
+    }
 }
 
 fn non_empty(value: &str) -> Option<String> {

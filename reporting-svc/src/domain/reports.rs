@@ -150,42 +150,6 @@ pub struct ClosedConversation {
     pub reopens: i64,
 }
 
-/// One conversation as the per-conversation table shows it. The store reads it from a JSON
-/// array of these fields in this order: keep them in step with `Snapshot::conversations`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct ConversationSummary {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Its channel (`switchboard.common.v1.Channel` number).
-    pub channel: i32,
-    /// The queue it is or was last in.
-    pub queue_id: String,
-    /// That queue's program.
-    pub program_id: String,
-    /// When it was created.
-    pub created_at: i64,
-    /// When it was last closed; `None` while open.
-    pub closed_at: Option<i64>,
-    /// The agent who owned it at its last close.
-    pub closing_agent_id: Option<String>,
-    /// The agent who owns it now.
-    pub owner_agent_id: Option<String>,
-    /// Segments in its life.
-    pub segments: i64,
-    /// Transfers requested in its life.
-    pub transfers: i64,
-    /// Times it was reopened.
-    pub reopens: i64,
-}
-
-impl ConversationSummary {
-    /// Whether it was resolved at first contact (product rule 18); `None` while open.
-    pub fn resolved_first_contact(&self) -> Option<bool> {
-        self.closed_at
-            .map(|_| resolved_first_contact(self.segments, self.transfers, self.reopens))
-    }
-}
-
 /// Close-time statistics of one agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseTime {

@@ -85,6 +85,23 @@ pub(super) async fn record(
     Ok(())
 }
 
+fn metric_binds(metrics: &[Metric]) -> impl ExactSizeIterator<Item = Bind> + '_ {
+    metrics.iter().map(|m| Bind::Text(m.code().to_owned()))
+}
+
+impl Sql {
+    /// `AND` an occurrence lies outside `[edge_start, edge_end)`, the slots the rollups
+    /// hold wholly: in the range's partial slots at either end (everything when the range
+    /// lies inside one slot, where `edge_start > edge_end`).
+    fn edge_slots(&mut self, edge_start: i64, edge_end: i64) -> &mut Sql {
+        self.push(" AND (at < ")
+            .bind(Bind::Int(edge_start))
+            .push(" OR at >= ")
+            .bind(Bind::Int(edge_end))
+            .push(")")
+    }
+}
+
 /// Which dimensions a metric read keeps apart (the others are summed over).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupBy {
@@ -122,13 +139,6 @@ impl Store {
                 columns.push_str(column);
             }
         }
-        let binds = |metrics: &[Metric]| {
-            metrics
-                .iter()
-                .map(|m| Bind::Text(m.code().to_owned()))
-                .collect::<Vec<_>>()
-                .into_iter()
-        };
         let (durations, instants): (Vec<Metric>, Vec<Metric>) =
             metrics.iter().partition(|m| m.is_duration());
         let edge_start = first_full.saturating_mul(SLOT_MICROS);
@@ -139,7 +149,7 @@ impl Store {
              WHERE tenant_id = "
         ));
         sql.bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", binds(metrics))
+            .and_in("metric", metric_binds(metrics))
             .push(" AND slot >= ")
             .bind(Bind::Int(first_full))
             .push(" AND slot < ")
@@ -151,16 +161,12 @@ impl Store {
                  label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
             ))
             .bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", binds(&instants))
+            .and_in("metric", metric_binds(&instants))
             .push(" AND at >= ")
             .bind(Bind::Int(query.start))
             .push(" AND at < ")
             .bind(Bind::Int(query.end))
-            .push(" AND (at < ")
-            .bind(Bind::Int(edge_start))
-            .push(" OR at >= ")
-            .bind(Bind::Int(edge_end))
-            .push(")")
+            .edge_slots(edge_start, edge_end)
             .filters(query, Some("agent_id"));
         }
         if !durations.is_empty() {
@@ -180,18 +186,14 @@ impl Store {
             .bind(Bind::Int(query.start))
             .push(" END) AS total FROM occurrences WHERE tenant_id = ")
             .bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", binds(&durations))
+            .and_in("metric", metric_binds(&durations))
             .push(" AND at > ")
             .bind(Bind::Int(query.start.saturating_sub(SLOT_MICROS)))
             .push(" AND at < ")
             .bind(Bind::Int(query.end))
             .push(" AND at + value > ")
             .bind(Bind::Int(query.start))
-            .push(" AND (at < ")
-            .bind(Bind::Int(edge_start))
-            .push(" OR at >= ")
-            .bind(Bind::Int(edge_end))
-            .push(")")
+            .edge_slots(edge_start, edge_end)
             .filters(query, Some("agent_id"));
         }
         sql.push(&format!(") counted GROUP BY {columns} ORDER BY {columns}"));

@@ -8,9 +8,9 @@ use switchboard_server_kit::Dialect;
 use super::ledger::{self, LedgerQuery};
 use sqlx::Row;
 
-use super::{Bind, FactQuery, Sql, Store};
+use super::{Bind, FACT_COLUMNS, FactQuery, Sql, Store};
+use crate::domain::facts::ConversationFacts;
 use crate::domain::ledger::LedgerEntry;
-use crate::domain::reports::ConversationSummary;
 
 /// A read-only transaction that sees the reports as they were at its first read:
 /// REPEATABLE READ on PostgreSQL; on SQLite, a read transaction on a WAL database, which
@@ -89,15 +89,13 @@ impl Snapshot {
     pub async fn conversations(
         &mut self,
         query: &ConversationQuery<'_>,
-    ) -> Result<Vec<ConversationSummary>, sqlx::Error> {
+    ) -> Result<Vec<ConversationFacts>, sqlx::Error> {
         let (aggregate, close) = match self.dialect {
             Dialect::Sqlite => ("json_group_array(json_array(", "))"),
             Dialect::Postgres => ("CAST(json_agg(json_build_array(", ")) AS TEXT)"),
         };
         let mut sql = Sql::new(&format!(
-            "SELECT {aggregate}conversation_id, channel, queue_id, program_id, created_at, \
-             closed_at, closing_agent_id, owner_agent_id, segments, transfers, reopens{close} \
-             AS page FROM (SELECT * FROM conversation_facts"
+            "SELECT {aggregate}{FACT_COLUMNS}{close} AS page FROM (SELECT * FROM conversation_facts"
         ));
         conversation_where(&mut sql, &query.facts);
         if let Some((created_at, conversation_id)) = query.after {
@@ -122,9 +120,9 @@ impl Snapshot {
         let Some(text) = text else {
             return Ok(Vec::new());
         };
-        // Each conversation is an array of the summary's fields in declaration order,
-        // which serde reads as the struct.
-        let mut page: Vec<ConversationSummary> =
+        // Each conversation is an array of the facts' fields in declaration order, which
+        // serde reads as the struct.
+        let mut page: Vec<ConversationFacts> =
             serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
         // An aggregate's order is not promised by every database: order the page here.
         page.sort_by(|a, b| {
