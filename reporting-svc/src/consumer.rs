@@ -15,8 +15,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use futures::{FutureExt as _, StreamExt as _};
 use switchboard_proto::conversation::internal::v1::conversation_internal_service_client::ConversationInternalServiceClient;
 use switchboard_proto::conversation::internal::v1::subscribe_response::Update as ConversationUpdate;
 use switchboard_proto::conversation::internal::v1::{
@@ -32,7 +32,10 @@ use switchboard_proto::routing::internal::v1::{
 use switchboard_proto::routing::v1::OfferKind;
 use switchboard_server_kit::SignedChannel;
 use switchboard_server_kit::db::timestamp_to_micros;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::domain::activity::{Presence, PresenceCause};
@@ -41,7 +44,31 @@ use crate::domain::metrics::{OfferKind as DomainOfferKind, RoutingEvent, Routing
 use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store};
 
 /// Most log entries applied in one transaction.
-const APPLY_BATCH: usize = 256;
+const APPLY_BATCH: usize = 1_000;
+
+/// Stream updates received ahead of the applying: the next entries arrive, decoded,
+/// while a transaction commits, so that catching up is bound by the slower of the two
+/// rather than by their sum.
+const READ_AHEAD: usize = 4 * APPLY_BATCH;
+
+/// Reads `stream` into a bounded channel from a task of its own, which ends when the
+/// returned handle is dropped.
+fn read_ahead(
+    mut stream: BoxStream<'static, Result<Update, tonic::Status>>,
+) -> (
+    mpsc::Receiver<Result<Update, tonic::Status>>,
+    AbortOnDropHandle<()>,
+) {
+    let (sender, receiver) = mpsc::channel(READ_AHEAD);
+    let task = tokio::spawn(async move {
+        while let Some(update) = stream.next().await {
+            if sender.send(update).await.is_err() {
+                break;
+            }
+        }
+    });
+    (receiver, AbortOnDropHandle::new(task))
+}
 
 /// Prometheus series of the consumers, labelled by `source` (`conversation-svc`,
 /// `routing-svc`).
@@ -317,14 +344,14 @@ impl Consumer {
         self.set_caught_up(false);
         let source = self.log.name();
         let after_sequence = self.store.cursor(source).await?;
-        let mut stream = self.log.subscribe(after_sequence).await?;
+        let (mut stream, _reader) = read_ahead(self.log.subscribe(after_sequence).await?);
         info!(source, after_sequence, "subscribed to events");
         let mut position = after_sequence;
         // The gauge goes back to 0 however the stream ends.
         let outcome = async {
             let mut ended = false;
             while !ended {
-                let Some(first) = stream.next().await.transpose()? else {
+                let Some(first) = stream.recv().await.transpose()? else {
                     break;
                 };
                 // Take what the stream already holds, without waiting, and apply it in one
@@ -363,17 +390,17 @@ impl Consumer {
                     if batch.len() >= APPLY_BATCH {
                         break;
                     }
-                    next = match stream.next().now_or_never() {
-                        Some(Some(Ok(update))) => Some(update),
-                        Some(None) => {
+                    next = match stream.try_recv() {
+                        Ok(Ok(update)) => Some(update),
+                        Err(TryRecvError::Disconnected) => {
                             ended = true;
                             None
                         }
-                        Some(Some(Err(status))) => {
+                        Ok(Err(status)) => {
                             self.apply_entries(&mut position, &batch, applied).await?;
                             return Err(status.into());
                         }
-                        None => None,
+                        Err(TryRecvError::Empty) => None,
                     };
                 }
                 if !self.apply_entries(&mut position, &batch, applied).await? {

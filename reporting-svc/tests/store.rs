@@ -6,6 +6,7 @@ use common::{Backend, EventLog, micros};
 use reporting_svc::consumer::to_domain;
 use reporting_svc::domain::activity::{Presence, PresenceCause};
 use reporting_svc::domain::facts::Event;
+use reporting_svc::domain::ledger::outcome;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use reporting_svc::domain::metrics::{
 };
 use reporting_svc::store::{
     Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, Following, GroupBy,
-    ROUTING_EVENTS, Store,
+    LedgerQuery, ROUTING_EVENTS, Store,
 };
 use switchboard_proto::common::v1::Channel;
 
@@ -562,6 +563,7 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
         queue: true,
         agent: true,
         label: true,
+        buckets: None,
     };
     let only_q1 = [Q1.to_owned()];
     let only_b = [B.to_owned()];
@@ -627,6 +629,56 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             })
             .collect();
         assert_eq!(counted, expected, "round {round}: {start}..{end}");
+
+        // Summed per bucket: every slot's counts go to the bucket its slot falls in, keyed
+        // by a slot of that bucket.
+        let first = start.div_euclid(SLOT_MICROS);
+        let last = (end - 1).div_euclid(SLOT_MICROS);
+        let mut starts: Vec<i64> = (0..rng.below(5))
+            .map(|_| first + 1 + rng.below_wide((last - first).max(1) as u64) as i64)
+            .filter(|&slot| slot > first && slot <= last)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let bucket_of = |slot: i64| match starts.iter().position(|&b| slot < b) {
+            Some(0) => starts[0] - 1,
+            Some(k) => starts[k - 1],
+            None => starts.last().copied().unwrap_or(first),
+        };
+        let mut by_bucket: BTreeMap<CountKey, (i64, i64)> = BTreeMap::new();
+        for ((metric, slot, queue, agent, label), (n, total)) in &expected {
+            let tally = by_bucket
+                .entry((
+                    *metric,
+                    bucket_of(*slot),
+                    queue.clone(),
+                    agent.clone(),
+                    label.clone(),
+                ))
+                .or_default();
+            tally.0 += n;
+            tally.1 += total;
+        }
+        let bucketed: BTreeMap<_, _> = store
+            .metric_counts(
+                &query,
+                &Metric::ALL,
+                GroupBy {
+                    buckets: Some(&starts),
+                    ..group
+                },
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                (
+                    (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
+                    (c.n, c.total),
+                )
+            })
+            .collect();
+        assert_eq!(bucketed, by_bucket, "round {round}, buckets {starts:?}");
     }
 }
 
@@ -943,6 +995,79 @@ async fn a_rebuild_forgets_everything_and_turns_away_old_positions(backend: &Bac
     assert_eq!(store.closed_counts(&day).await.unwrap().len(), 1);
 }
 
+/// A ledger line opened and answered in one run, or across runs, or opened again in a
+/// later run with its answer, ends as its first answer says, on its one stored line.
+async fn ledger_lines_end_alike_within_and_across_runs(backend: &Backend) {
+    let store = &backend.store;
+    let event = |sequence: i64, kind: RoutingEventKind, offer: &str, minute: i64| RoutingEvent {
+        log_sequence: sequence,
+        tenant_id: TENANT.to_owned(),
+        kind,
+        occurred_at: micros("2026-03-02T09:00:00Z") + minute * 60_000_000,
+        agent_id: A.to_owned(),
+        conversation_id: format!("c-{offer}"),
+        queue_id: Q1.to_owned(),
+        channel: 1,
+        offer_kind: OfferKind::Queue,
+        offer_id: offer.to_owned(),
+        ..RoutingEvent::default()
+    };
+    use RoutingEventKind::{OfferCreated, OfferRejected, OfferTimedOut, OfferWithdrawn};
+    let first_run = [
+        // Opened, answered, answered again: the first answer stands.
+        event(1, OfferCreated, "o1", 0),
+        event(2, OfferRejected, "o1", 1),
+        event(3, OfferTimedOut, "o1", 2),
+        event(4, OfferCreated, "o2", 0),
+        event(5, OfferCreated, "o3", 0),
+    ];
+    let second_run = [
+        // Answered in the next run.
+        event(6, OfferTimedOut, "o2", 3),
+        // Opened again (its first opening kept) and answered in the same run.
+        event(7, OfferCreated, "o3", 4),
+        event(8, OfferWithdrawn, "o3", 5),
+    ];
+    for run in [&first_run[..], &second_run[..]] {
+        let entries: Vec<_> = run
+            .iter()
+            .map(|e| (e.log_sequence, Some(Entry::from(e))))
+            .collect();
+        assert_eq!(
+            store.apply_batch(ROUTING_EVENTS, &entries).await.unwrap(),
+            run.len() as u64
+        );
+    }
+    let lines = store
+        .ledger(&LedgerQuery {
+            facts: query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z"),
+            conversation_id: None,
+            kinds: &[],
+            after: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    let ended: BTreeMap<&str, (i32, Option<i64>, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.offer_id.as_str(),
+                (l.outcome, l.answered_at, l.requested_at),
+            )
+        })
+        .collect();
+    let at = |minute: i64| micros("2026-03-02T09:00:00Z") + minute * 60_000_000;
+    assert_eq!(
+        ended,
+        BTreeMap::from([
+            ("o1", (outcome::REJECTED, Some(at(1)), at(0))),
+            ("o2", (outcome::TIMED_OUT, Some(at(3)), at(0))),
+            ("o3", (outcome::WITHDRAWN, Some(at(5)), at(0))),
+        ])
+    );
+}
+
 conformance!(
     a_batch_applies_only_what_is_new,
     per_conversation_sequences_do_not_collide,
@@ -957,4 +1082,5 @@ conformance!(
     agent_time_is_exact_for_any_range,
     a_snapshot_reads_pages_that_agree_with_its_count,
     a_rebuild_forgets_everything_and_turns_away_old_positions,
+    ledger_lines_end_alike_within_and_across_runs,
 );

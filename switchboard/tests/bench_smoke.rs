@@ -56,6 +56,7 @@ fn quick_bench_reports_every_figure_with_a_baseline_and_a_ratio() {
         "routing-rules",
         "offer-expiry",
         "reports",
+        "intake",
         "exports",
     ] {
         assert!(

@@ -263,7 +263,9 @@ impl ReportingApi {
     }
 
     async fn reassignments(&self, scope: &Scope) -> Result<Vec<Reassignments>, Error> {
+        let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
+            buckets: Some(&buckets),
             agent: true,
             ..GroupBy::default()
         };
@@ -284,7 +286,9 @@ impl ReportingApi {
         scope: &Scope,
         threshold_seconds: i64,
     ) -> Result<Vec<(Period, QueueMetrics)>, Error> {
+        let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
+            buckets: Some(&buckets),
             queue: true,
             label: true,
             ..GroupBy::default()
@@ -301,7 +305,9 @@ impl ReportingApi {
     }
 
     async fn dispositions(&self, scope: &Scope) -> Result<Vec<Dispositions>, Error> {
+        let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
+            buckets: Some(&buckets),
             queue: true,
             agent: true,
             label: true,
@@ -315,7 +321,9 @@ impl ReportingApi {
 
     /// Agent activity, the presences still held counted up to now.
     async fn agent_activity(&self, scope: &Scope) -> Result<Vec<(Period, AgentActivity)>, Error> {
+        let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
+            buckets: Some(&buckets),
             agent: true,
             label: true,
             ..GroupBy::default()

@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use super::activity::{AgentState, Presence, open_pieces, parse_capacity_label};
 use super::facts::resolved_first_contact;
 use super::metrics::{Count, Metric};
-use super::period::{Granularity, Period, period_of, periods_in, start_of_day};
+use super::period::{Granularity, Period, local_date, period_of, periods_in, start_of_day};
 use super::stats::{Summary, summarize};
 
 /// Length of a counting slot, in microseconds (15 minutes).
@@ -39,6 +39,45 @@ impl Frame {
             self.zone,
             self.granularity,
         )
+    }
+
+    /// The slots, after the range's first, at which a local day (for a day of week) or a
+    /// period (for the others) starts, in order: counts summed between two of them fall
+    /// in one period, so the store can sum them before handing them over (see
+    /// `GroupBy::buckets`). Empty for the total.
+    pub fn bucket_starts(&self) -> Vec<i64> {
+        if self.start >= self.end {
+            return Vec::new();
+        }
+        let starts: Vec<i64> = match self.granularity {
+            Granularity::Total => Vec::new(),
+            Granularity::DayOfWeek => {
+                let (first, last) = (
+                    local_date(self.start, self.zone),
+                    local_date(self.end - 1, self.zone),
+                );
+                first
+                    .iter_days()
+                    .skip(1)
+                    .take_while(|day| *day <= last)
+                    .map(|day| start_of_day(day, self.zone))
+                    .collect()
+            }
+            _ => self
+                .periods()
+                .iter()
+                .skip(1)
+                .filter_map(|period| self.period_start(period))
+                .collect(),
+        };
+        let first = self.start.div_euclid(SLOT_MICROS);
+        let mut slots: Vec<i64> = starts
+            .into_iter()
+            .map(|at| at.div_euclid(SLOT_MICROS))
+            .filter(|&slot| slot > first)
+            .collect();
+        slots.dedup();
+        slots
     }
 
     /// Every period of the frame, in order.
@@ -537,6 +576,69 @@ mod tests {
             end: micros(end),
             zone: zone.parse().unwrap(),
             granularity,
+        }
+    }
+
+    #[test]
+    fn buckets_never_mix_two_periods() {
+        let cases = [
+            (
+                "2026-03-25T23:00:00Z",
+                "2026-04-01T22:00:00Z",
+                "Europe/Paris",
+            ),
+            (
+                "2026-03-28T10:07:00Z",
+                "2026-05-02T03:00:01Z",
+                "Asia/Kathmandu",
+            ),
+            (
+                "2026-10-20T00:00:00Z",
+                "2026-11-10T00:00:00Z",
+                "America/St_Johns",
+            ),
+            (
+                "2026-03-29T00:30:00Z",
+                "2026-03-29T02:00:00Z",
+                "Europe/Paris",
+            ),
+        ];
+        for (start, end, zone) in cases {
+            for granularity in [
+                Granularity::Day,
+                Granularity::Week,
+                Granularity::Month,
+                Granularity::DayOfWeek,
+                Granularity::Total,
+            ] {
+                let frame = frame(start, end, zone, granularity);
+                let starts = frame.bucket_starts();
+                assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+                let first = frame.start.div_euclid(SLOT_MICROS);
+                let last = (frame.end - 1).div_euclid(SLOT_MICROS);
+                // The key the store gives each slot's bucket (`Sql::bucket`).
+                let bucket_of = |slot: i64| match starts.iter().position(|&b| slot < b) {
+                    Some(0) => starts[0] - 1,
+                    Some(k) => starts[k - 1],
+                    None => starts.last().copied().unwrap_or(first),
+                };
+                let mut periods_seen = std::collections::BTreeSet::new();
+                for slot in first..=last {
+                    let period = frame.period_of_slot(slot);
+                    assert_eq!(
+                        frame.period_of_slot(bucket_of(slot)),
+                        period,
+                        "{zone} {granularity:?} slot {slot}"
+                    );
+                    periods_seen.insert(period);
+                }
+                // A bucket per period at most (one per day for a day of week).
+                let buckets: std::collections::BTreeSet<i64> =
+                    (first..=last).map(bucket_of).collect();
+                if granularity != Granularity::DayOfWeek {
+                    assert_eq!(buckets.len(), periods_seen.len(), "{zone} {granularity:?}");
+                }
+            }
         }
     }
 

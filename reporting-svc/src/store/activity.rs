@@ -1,12 +1,14 @@
 //! Agents' states since their last presence or capacity change: loaded and saved around a
 //! run of routing events, read by the agent-activity report for the interval still open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use sqlx::Row;
+use serde_json::json;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use switchboard_server_kit::Dialect;
 
-use super::{Bind, Sql, Store};
+use super::{Bind, Column, Sql, Store, execute_json_rows, json_in, json_rows};
 use crate::domain::activity::{self, AgentState, Presence};
 use crate::domain::metrics::{Occurrence, RoutingEvent};
 
@@ -14,66 +16,107 @@ use crate::domain::metrics::{Occurrence, RoutingEvent};
 /// the end of the run.
 #[derive(Debug, Default)]
 pub(super) struct AgentStates {
+    /// Every agent the run names, as stored before the run and folded since.
     states: HashMap<(String, String), Option<AgentState>>,
+    /// The agents whose state the run changed.
+    changed: HashSet<(String, String)>,
 }
 
 impl AgentStates {
-    /// Folds `event` into its agent's state, adding what it counts to `occurrences`.
-    pub(super) async fn fold(
-        &mut self,
+    /// Reads the stored state of every agent whose state one of `events` changes.
+    pub(super) async fn load<'a>(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        event: &RoutingEvent,
-        occurrences: &mut Vec<Occurrence>,
-    ) -> Result<(), sqlx::Error> {
+        dialect: Dialect,
+        events: impl Iterator<Item = &'a RoutingEvent>,
+    ) -> Result<AgentStates, sqlx::Error> {
+        let keys: HashSet<(&str, &str)> = events
+            .filter(|event| activity::changes_agent_state(event))
+            .map(|event| (event.tenant_id.as_str(), event.agent_id.as_str()))
+            .collect();
+        let mut states: HashMap<(String, String), Option<AgentState>> = keys
+            .iter()
+            .map(|(tenant, agent)| (((*tenant).to_owned(), (*agent).to_owned()), None))
+            .collect();
+        if !keys.is_empty() {
+            let agent_ids: Vec<&str> = keys.iter().map(|(_, agent)| *agent).collect();
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {STATE_COLUMNS} FROM agent_states WHERE agent_id {}",
+                json_in(dialect)
+            )))
+            .bind(serde_json::Value::from(agent_ids).to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                let state = state_from_row(&row)?;
+                // An agent id of another tenant in the same run is not this agent.
+                if let Some(slot) =
+                    states.get_mut(&(state.tenant_id.clone(), state.agent_id.clone()))
+                {
+                    *slot = Some(state);
+                }
+            }
+        }
+        Ok(AgentStates {
+            states,
+            changed: HashSet::new(),
+        })
+    }
+
+    /// Folds `event` into its agent's state, adding what it counts to `occurrences`.
+    pub(super) fn fold(&mut self, event: &RoutingEvent, occurrences: &mut Vec<Occurrence>) {
         if !activity::changes_agent_state(event) {
-            return Ok(());
+            return;
         }
         let key = (event.tenant_id.clone(), event.agent_id.clone());
-        let current = match self.states.get(&key) {
-            Some(state) => state.clone(),
-            None => load(tx, &event.tenant_id, &event.agent_id).await?,
-        };
+        let current = self.states.entry(key.clone()).or_default();
         if let Some(change) = activity::of_routing_event(current.as_ref(), event) {
             occurrences.extend(change.occurrences);
-            self.states.insert(key, Some(change.state));
+            *current = Some(change.state);
+            self.changed.insert(key);
         }
-        Ok(())
     }
 
     /// Writes back every state the run changed.
     pub(super) async fn save(
         self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        dialect: Dialect,
     ) -> Result<(), sqlx::Error> {
-        let states: Vec<AgentState> = self.states.into_values().flatten().collect();
-        // Six values a row: far below either database's limit on bound values.
-        for rows in states.chunks(400) {
-            let mut sql = Sql::new(
-                "INSERT INTO agent_states (tenant_id, agent_id, presence, since, \
-                 capacity_used, capacity_total) VALUES ",
-            );
-            for (index, state) in rows.iter().enumerate() {
-                sql.push(if index == 0 { "(" } else { ", (" });
-                sql.bind(Bind::Text(state.tenant_id.clone()))
-                    .push(", ")
-                    .bind(Bind::Text(state.agent_id.clone()))
-                    .push(", ")
-                    .bind(Bind::Text(state.presence.code().to_owned()))
-                    .push(", ")
-                    .bind(Bind::Int(state.since))
-                    .push(", ")
-                    .bind(Bind::Int(i64::from(state.used)))
-                    .push(", ")
-                    .bind(Bind::Int(i64::from(state.total)))
-                    .push(")");
-            }
-            sql.push(
-                " ON CONFLICT (tenant_id, agent_id) DO UPDATE SET presence = excluded.presence, \
-                 since = excluded.since, capacity_used = excluded.capacity_used, \
-                 capacity_total = excluded.capacity_total",
-            );
-            sql.execute(tx).await?;
+        let states: Vec<&AgentState> = self
+            .changed
+            .iter()
+            .filter_map(|key| self.states.get(key).and_then(Option::as_ref))
+            .collect();
+        if states.is_empty() {
+            return Ok(());
         }
+        use Column::{Int, Text};
+        let rows: Vec<serde_json::Value> = states
+            .iter()
+            .map(|s| {
+                json!([
+                    s.tenant_id,
+                    s.agent_id,
+                    s.presence.code(),
+                    s.since,
+                    s.used,
+                    s.total
+                ])
+            })
+            .collect();
+        execute_json_rows(
+            tx,
+            format!(
+                "INSERT INTO agent_states (tenant_id, agent_id, presence, since, capacity_used, \
+             capacity_total) {} \
+             ON CONFLICT (tenant_id, agent_id) DO UPDATE SET presence = excluded.presence, \
+             since = excluded.since, capacity_used = excluded.capacity_used, \
+             capacity_total = excluded.capacity_total",
+                json_rows(dialect, &[Text, Text, Text, Int, Int, Int])
+            ),
+            rows,
+        )
+        .await?;
         Ok(())
     }
 }
@@ -95,24 +138,6 @@ fn state_from_row(row: &AnyRow) -> Result<AgentState, sqlx::Error> {
     })
 }
 
-async fn load(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    tenant_id: &str,
-    agent_id: &str,
-) -> Result<Option<AgentState>, sqlx::Error> {
-    let mut sql = Sql::new(&format!(
-        "SELECT {STATE_COLUMNS} FROM agent_states WHERE tenant_id = "
-    ));
-    sql.bind(Bind::Text(tenant_id.to_owned()))
-        .push(" AND agent_id = ")
-        .bind(Bind::Text(agent_id.to_owned()));
-    sql.query()
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| state_from_row(&row))
-        .transpose()
-}
-
 impl Store {
     /// The states of the tenant's agents signed in now (only `agent_ids`, when not empty):
     /// the intervals agent activity has not counted yet.
@@ -121,9 +146,10 @@ impl Store {
         tenant_id: &str,
         agent_ids: &[String],
     ) -> Result<Vec<AgentState>, sqlx::Error> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {STATE_COLUMNS} FROM agent_states WHERE tenant_id = "
-        ));
+        let mut sql = Sql::new(
+            self.db.dialect,
+            &format!("SELECT {STATE_COLUMNS} FROM agent_states WHERE tenant_id = "),
+        );
         sql.bind(Bind::Text(tenant_id.to_owned()))
             .and_in(
                 "agent_id",

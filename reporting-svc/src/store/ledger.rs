@@ -1,10 +1,15 @@
 //! The transfer ledger's lines: opened and answered with the events they come from, read a
 //! page at a time in request order.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use std::collections::{HashMap, HashSet};
 
-use super::{Bind, FactQuery, Sql, Store};
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use switchboard_server_kit::Dialect;
+
+use super::{Bind, Column, FactQuery, Sql, Store, json_rows};
 use crate::domain::ledger::{EntryKind, LedgerChange, LedgerEntry, outcome};
 
 /// Which ledger lines to read: the range applies to when they were requested; the agent
@@ -23,61 +28,141 @@ pub struct LedgerQuery<'a> {
     pub limit: Option<i64>,
 }
 
-/// Applies ledger changes in the caller's transaction, in order. An answer ends only a
-/// pending line, so a late or repeated answer changes nothing.
-pub(super) async fn record(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    changes: &[LedgerChange],
-) -> Result<(), sqlx::Error> {
-    for change in changes {
+/// The ledger changes of a run of events, in order. A line opened and answered within the
+/// run is written once, already answered; answers to lines of earlier runs are updates.
+#[derive(Debug, Default)]
+pub(super) struct LedgerRun {
+    /// Lines the run opens, in order, the first of each id only.
+    opened: Vec<LedgerEntry>,
+    /// Where each of them is in `opened`.
+    index: HashMap<String, usize>,
+    /// Answers to lines the run does not open, in order.
+    answers: Vec<Answer>,
+    /// Answers folded into lines the run opens, kept in case such a line was already
+    /// stored (its insert then does nothing and the answer goes to the stored line).
+    folded: Vec<Answer>,
+}
+
+/// An answer to a line: how it ended, when, and the fallback applied.
+#[derive(Debug)]
+struct Answer {
+    entry_id: String,
+    outcome: i32,
+    answered_at: i64,
+    fallback: i32,
+}
+
+impl LedgerRun {
+    /// Folds `change` in. An answer ends only a pending line, so a late or repeated
+    /// answer changes nothing.
+    pub(super) fn extend(&mut self, change: Option<LedgerChange>) {
         match change {
-            LedgerChange::Open(entry) => {
-                sqlx::query(
-                    "INSERT INTO ledger_entries (entry_id, tenant_id, conversation_id, kind, \
-                     transfer_id, offer_id, from_user_id, to_agent_id, to_queue_id, channel, \
-                     requested_at, answered_at, outcome, fallback, ping_pong) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                     ON CONFLICT (entry_id) DO NOTHING",
-                )
-                .bind(&entry.entry_id)
-                .bind(&entry.tenant_id)
-                .bind(&entry.conversation_id)
-                .bind(entry.kind as i64)
-                .bind(&entry.transfer_id)
-                .bind(&entry.offer_id)
-                .bind(&entry.from_user_id)
-                .bind(&entry.to_agent_id)
-                .bind(&entry.to_queue_id)
-                .bind(i64::from(entry.channel))
-                .bind(entry.requested_at)
-                .bind(entry.answered_at)
-                .bind(i64::from(entry.outcome))
-                .bind(i64::from(entry.fallback))
-                .bind(i64::from(entry.ping_pong))
-                .execute(&mut **tx)
-                .await?;
+            None => {}
+            Some(LedgerChange::Open(entry)) if !self.index.contains_key(&entry.entry_id) => {
+                self.index.insert(entry.entry_id.clone(), self.opened.len());
+                self.opened.push(entry);
             }
-            LedgerChange::Answer {
+            // A line opened twice keeps its first opening.
+            Some(LedgerChange::Open(_)) => {}
+            Some(LedgerChange::Answer {
                 entry_id,
                 outcome: ended,
                 answered_at,
                 fallback,
-            } => {
-                sqlx::query(
-                    "UPDATE ledger_entries SET outcome = $2, answered_at = $3, fallback = $4 \
-                     WHERE entry_id = $1 AND outcome = $5",
-                )
-                .bind(entry_id)
-                .bind(i64::from(*ended))
-                .bind(*answered_at)
-                .bind(i64::from(*fallback))
-                .bind(i64::from(outcome::PENDING))
-                .execute(&mut **tx)
-                .await?;
+            }) => {
+                let answer = Answer {
+                    entry_id,
+                    outcome: ended,
+                    answered_at,
+                    fallback,
+                };
+                match self.index.get(&answer.entry_id) {
+                    Some(&at) => {
+                        let line = &mut self.opened[at];
+                        if line.outcome == outcome::PENDING {
+                            line.outcome = answer.outcome;
+                            line.answered_at = Some(answer.answered_at);
+                            line.fallback = answer.fallback;
+                        }
+                        self.folded.push(answer);
+                    }
+                    None => self.answers.push(answer),
+                }
             }
         }
     }
-    Ok(())
+
+    /// Writes the run's lines and answers in the caller's transaction.
+    pub(super) async fn save(
+        self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        dialect: Dialect,
+    ) -> Result<(), sqlx::Error> {
+        let mut inserted: HashSet<String> = HashSet::new();
+        if !self.opened.is_empty() {
+            use Column::{Int, Text};
+            let rows: Vec<serde_json::Value> = self
+                .opened
+                .iter()
+                .map(|e| {
+                    json!([
+                        e.entry_id,
+                        e.tenant_id,
+                        e.conversation_id,
+                        e.kind as i64,
+                        e.transfer_id,
+                        e.offer_id,
+                        e.from_user_id,
+                        e.to_agent_id,
+                        e.to_queue_id,
+                        e.channel,
+                        e.requested_at,
+                        e.answered_at,
+                        e.outcome,
+                        e.fallback,
+                        i64::from(e.ping_pong)
+                    ])
+                })
+                .collect();
+            let inserted_rows = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO ledger_entries (entry_id, tenant_id, conversation_id, kind, \
+                 transfer_id, offer_id, from_user_id, to_agent_id, to_queue_id, channel, \
+                 requested_at, answered_at, outcome, fallback, ping_pong) {} \
+                 ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id",
+                json_rows(
+                    dialect,
+                    &[
+                        Text, Text, Text, Int, Text, Text, Text, Text, Text, Int, Int, Int, Int,
+                        Int, Int
+                    ]
+                )
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in inserted_rows {
+                inserted.insert(row.try_get("entry_id")?);
+            }
+        }
+        let stored_before = self
+            .folded
+            .iter()
+            .filter(|answer| !inserted.contains(&answer.entry_id));
+        for answer in stored_before.chain(&self.answers) {
+            sqlx::query(
+                "UPDATE ledger_entries SET outcome = $2, answered_at = $3, fallback = $4 \
+                 WHERE entry_id = $1 AND outcome = $5",
+            )
+            .bind(&answer.entry_id)
+            .bind(i64::from(answer.outcome))
+            .bind(answer.answered_at)
+            .bind(i64::from(answer.fallback))
+            .bind(i64::from(outcome::PENDING))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The `WHERE` clause of a ledger read.
@@ -143,8 +228,9 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry, sqlx::Error> {
 /// is a ping-pong when its sender marked it so or the agent it proposes the conversation to
 /// had owned the conversation before it was requested (known from the assignments, so it
 /// is right once conversation-svc's log has caught up).
-pub(super) fn select(query: &LedgerQuery<'_>) -> Sql {
+pub(super) fn select(dialect: Dialect, query: &LedgerQuery<'_>) -> Sql {
     let mut sql = Sql::new(
+        dialect,
         "SELECT l.entry_id, l.tenant_id, l.conversation_id, l.kind, l.transfer_id, \
          l.offer_id, l.from_user_id, l.to_agent_id, l.to_queue_id, l.channel, \
          l.requested_at, l.answered_at, l.outcome, l.fallback, \
@@ -173,8 +259,8 @@ pub(super) fn select(query: &LedgerQuery<'_>) -> Sql {
 }
 
 /// The statement counting the lines of `query`, ignoring its page (column `n`).
-pub(super) fn count(query: &LedgerQuery<'_>) -> Sql {
-    let mut sql = Sql::new("SELECT COUNT(*) AS n FROM ledger_entries l");
+pub(super) fn count(dialect: Dialect, query: &LedgerQuery<'_>) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT COUNT(*) AS n FROM ledger_entries l");
     ledger_where(&mut sql, query);
     sql
 }
@@ -187,12 +273,12 @@ pub(super) fn entries(rows: &[AnyRow]) -> Result<Vec<LedgerEntry>, sqlx::Error> 
 impl Store {
     /// Ledger lines of `query` in request order (see [`select`]).
     pub async fn ledger(&self, query: &LedgerQuery<'_>) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-        entries(&select(query).fetch_all(&self.db).await?)
+        entries(&select(self.db.dialect, query).fetch_all(&self.db).await?)
     }
 
     /// How many ledger lines `query` matches, ignoring its page.
     pub async fn ledger_count(&self, query: &LedgerQuery<'_>) -> Result<u64, sqlx::Error> {
-        count_of(&count(query).fetch_all(&self.db).await?)
+        count_of(&count(self.db.dialect, query).fetch_all(&self.db).await?)
     }
 }
 

@@ -1,87 +1,91 @@
 //! Occurrences and their quarter-hour rollups: written with the events they come from,
 //! read by every period report.
 
-use sqlx::Row;
+use serde_json::json;
+use switchboard_server_kit::Dialect;
 
-use super::{Bind, FactQuery, Sql, Store};
+use super::{
+    Bind, Column, FactQuery, Sql, Store, execute_json_rows, from_json_aggregate, json_aggregate,
+    json_rows,
+};
 use crate::domain::metrics::{Count, Metric, Occurrence, rollup};
 use crate::domain::reports::SLOT_MICROS;
 
-/// Occurrences written per statement (9 values each, well under either database's limit
-/// on bound values).
-const ROWS_PER_STATEMENT: usize = 400;
-
-/// Stores `occurrences` and adds them to the rollups, in the caller's transaction.
+/// Stores `occurrences` and adds them to the rollups, in the caller's transaction: one
+/// statement for each table.
 pub(super) async fn record(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
     occurrences: &[Occurrence],
 ) -> Result<(), sqlx::Error> {
-    for rows in occurrences.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = Sql::new(
+    if occurrences.is_empty() {
+        return Ok(());
+    }
+    use Column::{Int, Text};
+    let rows: Vec<serde_json::Value> = occurrences
+        .iter()
+        .map(|o| {
+            json!([
+                o.tenant_id,
+                o.metric.code(),
+                o.at,
+                o.queue_id,
+                o.channel,
+                o.program_id,
+                o.agent_id,
+                o.label,
+                o.value
+            ])
+        })
+        .collect();
+    execute_json_rows(
+        tx,
+        format!(
             "INSERT INTO occurrences (tenant_id, metric, at, queue_id, channel, program_id, \
-             agent_id, label, value) VALUES ",
-        );
-        for (index, o) in rows.iter().enumerate() {
-            sql.push(if index == 0 { "(" } else { ", (" });
-            sql.bind(Bind::Text(o.tenant_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(o.metric.code().to_owned()))
-                .push(", ")
-                .bind(Bind::Int(o.at))
-                .push(", ")
-                .bind(Bind::Text(o.queue_id.clone()))
-                .push(", ")
-                .bind(Bind::Int(i64::from(o.channel)))
-                .push(", ")
-                .bind(Bind::Text(o.program_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(o.agent_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(o.label.clone()))
-                .push(", ")
-                .bind(Bind::Int(o.value))
-                .push(")");
-        }
-        sql.execute(tx).await?;
-    }
-    // Summed first, so that each key appears once per statement (PostgreSQL refuses to
+         agent_id, label, value) {}",
+            json_rows(
+                dialect,
+                &[Text, Text, Int, Text, Int, Text, Text, Text, Int]
+            )
+        ),
+        rows,
+    )
+    .await?;
+    // Summed first, so that each key appears once in the statement (PostgreSQL refuses to
     // update one row twice in one INSERT ... ON CONFLICT).
-    let sums: Vec<_> = rollup(occurrences).into_iter().collect();
-    for rows in sums.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = Sql::new(
+    let sums: Vec<serde_json::Value> = rollup(occurrences)
+        .into_iter()
+        .map(|(key, tally)| {
+            json!([
+                key.tenant_id,
+                key.metric.code(),
+                key.slot,
+                key.queue_id,
+                key.channel,
+                key.program_id,
+                key.agent_id,
+                key.label,
+                tally.n,
+                tally.total
+            ])
+        })
+        .collect();
+    execute_json_rows(
+        tx,
+        format!(
             "INSERT INTO rollups (tenant_id, metric, slot, queue_id, channel, program_id, \
-             agent_id, label, n, total) VALUES ",
-        );
-        for (index, (key, tally)) in rows.iter().enumerate() {
-            sql.push(if index == 0 { "(" } else { ", (" });
-            sql.bind(Bind::Text(key.tenant_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(key.metric.code().to_owned()))
-                .push(", ")
-                .bind(Bind::Int(key.slot))
-                .push(", ")
-                .bind(Bind::Text(key.queue_id.clone()))
-                .push(", ")
-                .bind(Bind::Int(i64::from(key.channel)))
-                .push(", ")
-                .bind(Bind::Text(key.program_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(key.agent_id.clone()))
-                .push(", ")
-                .bind(Bind::Text(key.label.clone()))
-                .push(", ")
-                .bind(Bind::Int(tally.n))
-                .push(", ")
-                .bind(Bind::Int(tally.total))
-                .push(")");
-        }
-        sql.push(
-            " ON CONFLICT (tenant_id, metric, slot, queue_id, channel, program_id, agent_id, \
-             label) DO UPDATE SET n = rollups.n + excluded.n, \
-             total = rollups.total + excluded.total",
-        );
-        sql.execute(tx).await?;
-    }
+         agent_id, label, n, total) {} \
+         ON CONFLICT (tenant_id, metric, slot, queue_id, channel, program_id, agent_id, \
+         label) DO UPDATE SET n = rollups.n + excluded.n, \
+         total = rollups.total + excluded.total",
+            json_rows(
+                dialect,
+                &[Text, Text, Int, Text, Int, Text, Text, Text, Int, Int]
+            )
+        ),
+        sums,
+    )
+    .await?;
     Ok(())
 }
 
@@ -90,6 +94,26 @@ fn metric_binds(metrics: &[Metric]) -> impl ExactSizeIterator<Item = Bind> + '_ 
 }
 
 impl Sql {
+    /// The bucket of `slot`: a `CASE` giving, for the slots before each of `starts`, a
+    /// slot of the same bucket (the one before that start; for the range's first bucket
+    /// when nothing follows, `first`, the slot of the range's start), and the last start
+    /// for the slots from it on.
+    fn bucket(&mut self, first: i64, starts: &[i64]) -> &mut Sql {
+        let Some(&last) = starts.last() else {
+            return self.bind(Bind::Int(first));
+        };
+        self.push("CASE");
+        let mut previous = None;
+        for &start in starts {
+            self.push(" WHEN slot < ")
+                .bind(Bind::Int(start))
+                .push(" THEN ")
+                .bind(Bind::Int(previous.unwrap_or(start - 1)));
+            previous = Some(start);
+        }
+        self.push(" ELSE ").bind(Bind::Int(last)).push(" END")
+    }
+
     /// `AND` an occurrence lies outside `[edge_start, edge_end)`, the slots the rollups
     /// hold wholly: in the range's partial slots at either end (everything when the range
     /// lies inside one slot, where `edge_start > edge_end`).
@@ -104,13 +128,18 @@ impl Sql {
 
 /// Which dimensions a metric read keeps apart (the others are summed over).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GroupBy {
+pub struct GroupBy<'a> {
     /// One row per queue.
     pub queue: bool,
     /// One row per agent.
     pub agent: bool,
     /// One row per label.
     pub label: bool,
+    /// The slots at which a new bucket starts (ascending; `Frame::bucket_starts`): the
+    /// slots between two of them are summed into one row, keyed by a slot of that bucket,
+    /// so a report reads a row per period rather than per quarter hour. `None` keeps every
+    /// slot apart.
+    pub buckets: Option<&'a [i64]>,
 }
 
 impl Store {
@@ -123,28 +152,52 @@ impl Store {
         &self,
         query: &FactQuery<'_>,
         metrics: &[Metric],
-        group: GroupBy,
+        group: GroupBy<'_>,
     ) -> Result<Vec<Count>, sqlx::Error> {
         let first_full = query.start.div_euclid(SLOT_MICROS)
             + i64::from(query.start.rem_euclid(SLOT_MICROS) != 0);
         let end_full = query.end.div_euclid(SLOT_MICROS);
-        let mut columns = String::from("metric, slot");
+        // The dimensions kept apart, and what the others read as.
+        let kept = |keep: bool, column: &str| {
+            if keep {
+                column.to_owned()
+            } else {
+                "''".to_owned()
+            }
+        };
+        let mut dimensions = String::new();
         for (keep, column) in [
             (group.queue, "queue_id"),
             (group.agent, "agent_id"),
             (group.label, "label"),
         ] {
             if keep {
-                columns.push_str(", ");
-                columns.push_str(column);
+                dimensions.push_str(", ");
+                dimensions.push_str(column);
             }
         }
+        let (aggregate, close) = json_aggregate(self.db.dialect);
         let (durations, instants): (Vec<Metric>, Vec<Metric>) =
             metrics.iter().partition(|m| m.is_duration());
         let edge_start = first_full.saturating_mul(SLOT_MICROS);
         let edge_end = end_full.saturating_mul(SLOT_MICROS);
-        let mut sql = Sql::new(&format!(
-            "SELECT {columns}, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(total) AS BIGINT) AS total \
+        let mut sql = Sql::new(
+            self.db.dialect,
+            &format!(
+                "SELECT {aggregate}metric, bucket, {}, {}, {}, n, total{close} AS counts \
+                 FROM (SELECT metric, ",
+                kept(group.queue, "queue_id"),
+                kept(group.agent, "agent_id"),
+                kept(group.label, "label"),
+            ),
+        );
+        match group.buckets {
+            None => sql.push("slot"),
+            Some(starts) => sql.bucket(query.start.div_euclid(SLOT_MICROS), starts),
+        };
+        sql.push(&format!(
+            " AS bucket{dimensions}, CAST(SUM(n) AS BIGINT) AS n, \
+             CAST(SUM(total) AS BIGINT) AS total \
              FROM (SELECT metric, slot, queue_id, agent_id, label, n, total FROM rollups \
              WHERE tenant_id = "
         ));
@@ -196,36 +249,35 @@ impl Store {
             .edge_slots(edge_start, edge_end)
             .filters(query, Some("agent_id"));
         }
-        sql.push(&format!(") counted GROUP BY {columns} ORDER BY {columns}"));
-        let text = |row: &sqlx::any::AnyRow, keep: bool, column: &str| {
-            if keep {
-                row.try_get::<String, _>(column)
-            } else {
-                Ok(String::new())
-            }
-        };
-        sql.fetch_all(&self.db)
-            .await?
-            .iter()
-            .filter_map(|row| {
-                let code: String = match row.try_get("metric") {
-                    Ok(code) => code,
-                    Err(err) => return Some(Err(err)),
-                };
-                // A metric this version does not know (written by a newer one) is left out.
-                let metric = Metric::from_code(&code)?;
-                Some((|| {
-                    Ok(Count {
-                        metric,
-                        slot: row.try_get("slot")?,
-                        queue_id: text(row, group.queue, "queue_id")?,
-                        agent_id: text(row, group.agent, "agent_id")?,
-                        label: text(row, group.label, "label")?,
-                        n: row.try_get("n")?,
-                        total: row.try_get("total")?,
-                    })
-                })())
+        sql.push(&format!(
+            ") counted GROUP BY metric, bucket{dimensions}) grouped"
+        ));
+        let rows: Vec<(String, i64, String, String, String, i64, i64)> =
+            from_json_aggregate(&sql.fetch_all(&self.db).await?, "counts")?;
+        let mut counts: Vec<Count> = rows
+            .into_iter()
+            // A metric this version does not know (written by a newer one) is left out.
+            .filter_map(|(code, slot, queue_id, agent_id, label, n, total)| {
+                Some(Count {
+                    metric: Metric::from_code(&code)?,
+                    slot,
+                    queue_id,
+                    agent_id,
+                    label,
+                    n,
+                    total,
+                })
             })
-            .collect()
+            .collect();
+        counts.sort_by(|a, b| {
+            (a.metric.code(), a.slot, &a.queue_id, &a.agent_id, &a.label).cmp(&(
+                b.metric.code(),
+                b.slot,
+                &b.queue_id,
+                &b.agent_id,
+                &b.label,
+            ))
+        });
+        Ok(counts)
     }
 }

@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, Row};
 use switchboard_server_kit::{Db, Dialect};
 
 mod activity;
+mod conversations;
 mod ledger;
 mod metrics;
 mod snapshot;
@@ -21,11 +22,9 @@ pub use ledger::LedgerQuery;
 pub use metrics::GroupBy;
 pub use snapshot::{ConversationQuery, Snapshot};
 
-use crate::domain::facts::{self, AssignmentFact, ConversationFacts, Event};
-use crate::domain::ledger::{self as ledger_rules, LedgerChange};
-use crate::domain::metrics::{
-    Metric, Occurrence, RoutingEvent, of_conversation_event, of_routing_event,
-};
+use crate::domain::facts::{AssignmentFact, ConversationFacts, Event};
+use crate::domain::ledger as ledger_rules;
+use crate::domain::metrics::{Metric, Occurrence, RoutingEvent, of_routing_event};
 use crate::domain::reports::ClosedConversation;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -106,17 +105,24 @@ enum Bind {
     Int(i64),
 }
 
-/// A statement with `$n` placeholders built together with its bind values.
+/// A statement built together with its bind values.
+///
+/// Placeholders are `$n` on PostgreSQL and anonymous `?` on SQLite: there, binding a
+/// numbered placeholder looks its name up in a list as long as the statement's
+/// placeholders, which made a multi-row insert of 6,000 values spend most of its time
+/// binding; anonymous ones bind in order, in constant time each.
 struct Sql {
     text: String,
     binds: Vec<Bind>,
+    dialect: Dialect,
 }
 
 impl Sql {
-    fn new(text: &str) -> Sql {
+    fn new(dialect: Dialect, text: &str) -> Sql {
         Sql {
             text: text.to_owned(),
             binds: Vec::new(),
+            dialect,
         }
     }
 
@@ -127,7 +133,13 @@ impl Sql {
 
     fn bind(&mut self, bind: Bind) -> &mut Sql {
         self.binds.push(bind);
-        self.text.push_str(&format!("${}", self.binds.len()));
+        match self.dialect {
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.binds.len().to_string());
+            }
+            Dialect::Sqlite => self.text.push('?'),
+        }
         self
     }
 
@@ -183,15 +195,90 @@ impl Sql {
         query
     }
 
-    async fn execute(
-        self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(self.query().execute(&mut **tx).await?.rows_affected())
-    }
-
     async fn fetch_all(self, db: &Db) -> Result<Vec<AnyRow>, sqlx::Error> {
         self.query().fetch_all(&db.pool).await
+    }
+}
+
+/// The type of a column of [`json_rows`].
+#[derive(Clone, Copy)]
+enum Column {
+    Text,
+    /// An integer, or null.
+    Int,
+}
+
+/// `SELECT` of the rows in the JSON array bound as `$1`, each an array of values typed
+/// by `columns`: a multi-row write as one statement whose text never changes however many
+/// rows it carries. Each database then prepares it once per connection and binds one
+/// value, where a `VALUES` list was a new statement for every row count, described and
+/// prepared anew with thousands of values to bind.
+fn json_rows(dialect: Dialect, columns: &[Column]) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| match (dialect, column) {
+            (Dialect::Postgres, Column::Text) => format!("row ->> {index}"),
+            (Dialect::Postgres, Column::Int) => format!("CAST(row ->> {index} AS BIGINT)"),
+            (Dialect::Sqlite, _) => format!("json_extract(value, '$[{index}]')"),
+        })
+        .collect();
+    let values = values.join(", ");
+    match dialect {
+        Dialect::Postgres => {
+            format!("SELECT {values} FROM jsonb_array_elements(CAST($1 AS JSONB)) AS rows(row)")
+        }
+        // `WHERE true` keeps an `ON CONFLICT` that follows from reading as a join's.
+        Dialect::Sqlite => format!("SELECT {values} FROM json_each($1) WHERE true"),
+    }
+}
+
+/// `(prefix, suffix)` around a row's columns that aggregate a query's rows into one JSON
+/// array of arrays, one value: reading it costs one row's handover from the database
+/// driver rather than one per row (which was most of the time of an export page or of a
+/// month's report by day for 500 agents). The array's order is not promised.
+fn json_aggregate(dialect: Dialect) -> (&'static str, &'static str) {
+    match dialect {
+        Dialect::Sqlite => ("json_group_array(json_array(", "))"),
+        Dialect::Postgres => ("CAST(json_agg(json_build_array(", ")) AS TEXT)"),
+    }
+}
+
+/// The JSON array of a [`json_aggregate`] read as `T`s (none when the query had no row).
+fn from_json_aggregate<T: serde::de::DeserializeOwned>(
+    rows: &[AnyRow],
+    column: &str,
+) -> Result<Vec<T>, sqlx::Error> {
+    let text: Option<String> = match rows.first() {
+        Some(row) => row.try_get(column)?,
+        None => None,
+    };
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err))),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Runs `statement`, written around [`json_rows`], with `rows` (each a JSON array of
+/// the columns' values) bound as its one value.
+async fn execute_json_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    statement: String,
+    rows: Vec<serde_json::Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(statement))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Is one of the text values in the JSON array bound as `$1` (see [`json_rows`]), in a
+/// form each database answers with its index on the column.
+fn json_in(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "= ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON))))",
+        Dialect::Sqlite => "IN (SELECT value FROM json_each($1))",
     }
 }
 
@@ -309,7 +396,16 @@ impl Store {
         let Some(last) = entries.iter().map(|(sequence, _)| *sequence).max() else {
             return Ok(Following::Applied(0));
         };
+        let dialect = self.db.dialect;
         let mut tx = self.db.begin().await?;
+        if dialect == Dialect::Postgres {
+            // The facts move with their cursor in one transaction: a crash that loses the
+            // last commits loses both, and the events are folded again from the older
+            // cursor. So the commit need not wait for the disk.
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO consumer_cursor (source, log_sequence) VALUES ($1, 0) \
              ON CONFLICT (source) DO NOTHING",
@@ -323,7 +419,7 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE",
             Dialect::Sqlite => "",
         };
-        let (mut cursor,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+        let (cursor,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT log_sequence FROM consumer_cursor WHERE source = $1{lock}"
         )))
         .bind(source)
@@ -337,49 +433,52 @@ impl Store {
             tx.rollback().await?;
             return Ok(Following::Applied(0));
         }
+        let fresh = || {
+            entries
+                .iter()
+                .filter(move |(sequence, _)| *sequence > cursor)
+        };
+        let mut conversations = conversations::ConversationRun::load(
+            &mut tx,
+            dialect,
+            fresh().filter_map(|(_, entry)| match entry {
+                Some(Entry::Conversation(event)) => Some(event.conversation_id.as_str()),
+                _ => None,
+            }),
+        )
+        .await?;
+        let mut agents = activity::AgentStates::load(
+            &mut tx,
+            dialect,
+            fresh().filter_map(|(_, entry)| match entry {
+                Some(Entry::Routing(event)) => Some(*event),
+                _ => None,
+            }),
+        )
+        .await?;
         let mut applied = 0;
         let mut occurrences: Vec<Occurrence> = Vec::new();
-        let mut ledger_changes: Vec<LedgerChange> = Vec::new();
-        let mut agents = activity::AgentStates::default();
-        for (log_sequence, entry) in entries {
-            if *log_sequence <= cursor {
-                continue;
-            }
-            cursor = *log_sequence;
+        let mut ledger_run = ledger::LedgerRun::default();
+        for (log_sequence, entry) in fresh() {
             applied += 1;
             match entry {
                 None => {}
                 Some(Entry::Routing(event)) => {
                     occurrences.extend(of_routing_event(event));
-                    agents.fold(&mut tx, event, &mut occurrences).await?;
-                    ledger_changes.extend(ledger_rules::of_routing_event(event));
+                    agents.fold(event, &mut occurrences);
+                    ledger_run.extend(ledger_rules::of_routing_event(event));
                 }
                 Some(Entry::Conversation(event)) => {
-                    let current = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id = $1"
-                    )))
-                    .bind(&event.conversation_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| facts_from_row(&row))
-                    .transpose()?;
-                    let change = facts::apply(current.as_ref(), event);
-                    if let Some(facts) = &change.conversation {
-                        upsert_facts(&mut tx, facts, *log_sequence).await?;
-                    }
-                    if let Some(assignment) = &change.assignment {
-                        insert_assignment(&mut tx, assignment).await?;
-                    }
-                    if let Some(after) = change.conversation.as_ref().or(current.as_ref()) {
-                        occurrences.extend(of_conversation_event(event, after));
-                    }
-                    ledger_changes.extend(ledger_rules::of_conversation_event(event));
+                    conversations.fold(*log_sequence, event, &mut occurrences);
+                    ledger_run.extend(ledger_rules::of_conversation_event(event));
                 }
             }
         }
-        metrics::record(&mut tx, &occurrences).await?;
-        agents.save(&mut tx).await?;
-        ledger::record(&mut tx, &ledger_changes).await?;
+        let cursor = last;
+        conversations.save(&mut tx, dialect).await?;
+        metrics::record(&mut tx, dialect, &occurrences).await?;
+        agents.save(&mut tx, dialect).await?;
+        ledger_run.save(&mut tx, dialect).await?;
         // Guarded like every cursor move, though the lock above already rules out a
         // concurrent applier getting further meanwhile.
         let moved = sqlx::query(
@@ -515,6 +614,7 @@ impl Store {
         query: &FactQuery<'_>,
     ) -> Result<Vec<ClosedConversation>, sqlx::Error> {
         let mut sql = Sql::new(
+            self.db.dialect,
             "SELECT closing_agent_id, created_at, closed_at, closing_segment_start, segments, \
              transfers, reopens FROM conversation_facts \
              WHERE closing_agent_id IS NOT NULL AND tenant_id = ",
@@ -541,66 +641,4 @@ impl Store {
             })
             .collect()
     }
-}
-
-async fn upsert_facts(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    facts: &ConversationFacts,
-    log_sequence: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO conversation_facts (conversation_id, tenant_id, channel, queue_id, \
-         program_id, created_at, closed_at, closing_agent_id, closing_segment_start, \
-         owner_agent_id, owner_since, segments, transfers, reopens, last_log_sequence) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (conversation_id) DO UPDATE SET \
-         channel = excluded.channel, queue_id = excluded.queue_id, \
-         program_id = excluded.program_id, created_at = excluded.created_at, \
-         closed_at = excluded.closed_at, closing_agent_id = excluded.closing_agent_id, \
-         closing_segment_start = excluded.closing_segment_start, \
-         owner_agent_id = excluded.owner_agent_id, owner_since = excluded.owner_since, \
-         segments = excluded.segments, transfers = excluded.transfers, \
-         reopens = excluded.reopens, last_log_sequence = excluded.last_log_sequence",
-    )
-    .bind(&facts.conversation_id)
-    .bind(&facts.tenant_id)
-    .bind(i64::from(facts.channel))
-    .bind(&facts.queue_id)
-    .bind(&facts.program_id)
-    .bind(facts.created_at)
-    .bind(facts.closed_at)
-    .bind(facts.closing_agent_id.as_deref())
-    .bind(facts.closing_segment_start)
-    .bind(facts.owner_agent_id.as_deref())
-    .bind(facts.owner_since)
-    .bind(facts.segments)
-    .bind(facts.transfers)
-    .bind(facts.reopens)
-    .bind(log_sequence)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_assignment(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    assignment: &AssignmentFact,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO assignment_facts (log_sequence, tenant_id, conversation_id, agent_id, \
-         previous_agent_id, queue_id, channel, assigned_at, reassignment) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(assignment.log_sequence)
-    .bind(&assignment.tenant_id)
-    .bind(&assignment.conversation_id)
-    .bind(&assignment.agent_id)
-    .bind(&assignment.previous_agent_id)
-    .bind(&assignment.queue_id)
-    .bind(i64::from(assignment.channel))
-    .bind(assignment.assigned_at)
-    .bind(i64::from(assignment.reassignment))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

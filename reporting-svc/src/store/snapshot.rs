@@ -6,9 +6,8 @@ use sqlx::any::AnyRow;
 use switchboard_server_kit::Dialect;
 
 use super::ledger::{self, LedgerQuery};
-use sqlx::Row;
 
-use super::{Bind, FACT_COLUMNS, FactQuery, Sql, Store};
+use super::{Bind, FACT_COLUMNS, FactQuery, Sql, Store, from_json_aggregate, json_aggregate};
 use crate::domain::facts::ConversationFacts;
 use crate::domain::ledger::LedgerEntry;
 
@@ -75,12 +74,12 @@ impl Snapshot {
         &mut self,
         query: &LedgerQuery<'_>,
     ) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-        ledger::entries(&self.fetch(ledger::select(query)).await?)
+        ledger::entries(&self.fetch(ledger::select(self.dialect, query)).await?)
     }
 
     /// How many ledger lines `query` matches, ignoring its page.
     pub async fn ledger_count(&mut self, query: &LedgerQuery<'_>) -> Result<u64, sqlx::Error> {
-        ledger::count_of(&self.fetch(ledger::count(query)).await?)
+        ledger::count_of(&self.fetch(ledger::count(self.dialect, query)).await?)
     }
 
     /// The conversations of `query`, by creation time then id. The database writes the
@@ -90,13 +89,13 @@ impl Snapshot {
         &mut self,
         query: &ConversationQuery<'_>,
     ) -> Result<Vec<ConversationFacts>, sqlx::Error> {
-        let (aggregate, close) = match self.dialect {
-            Dialect::Sqlite => ("json_group_array(json_array(", "))"),
-            Dialect::Postgres => ("CAST(json_agg(json_build_array(", ")) AS TEXT)"),
-        };
-        let mut sql = Sql::new(&format!(
-            "SELECT {aggregate}{FACT_COLUMNS}{close} AS page FROM (SELECT * FROM conversation_facts"
-        ));
+        let (aggregate, close) = json_aggregate(self.dialect);
+        let mut sql = Sql::new(
+            self.dialect,
+            &format!(
+                "SELECT {aggregate}{FACT_COLUMNS}{close} AS page FROM (SELECT * FROM conversation_facts"
+            ),
+        );
         conversation_where(&mut sql, &query.facts);
         if let Some((created_at, conversation_id)) = query.after {
             // `>=` first, so that the index on creation time starts the page there
@@ -112,18 +111,10 @@ impl Snapshot {
         sql.push(" ORDER BY created_at, conversation_id LIMIT ")
             .bind(Bind::Int(query.limit))
             .push(") page");
-        let rows = self.fetch(sql).await?;
-        let text: Option<String> = match rows.first() {
-            Some(row) => row.try_get("page")?,
-            None => None,
-        };
-        let Some(text) = text else {
-            return Ok(Vec::new());
-        };
         // Each conversation is an array of the facts' fields in declaration order, which
         // serde reads as the struct.
         let mut page: Vec<ConversationFacts> =
-            serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+            from_json_aggregate(&self.fetch(sql).await?, "page")?;
         // An aggregate's order is not promised by every database: order the page here.
         page.sort_by(|a, b| {
             (a.created_at, &a.conversation_id).cmp(&(b.created_at, &b.conversation_id))
@@ -133,7 +124,7 @@ impl Snapshot {
 
     /// How many conversations `query` matches, ignoring its page.
     pub async fn conversation_count(&mut self, query: &FactQuery<'_>) -> Result<u64, sqlx::Error> {
-        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM conversation_facts");
+        let mut sql = Sql::new(self.dialect, "SELECT COUNT(*) AS n FROM conversation_facts");
         conversation_where(&mut sql, query);
         ledger::count_of(&self.fetch(sql).await?)
     }

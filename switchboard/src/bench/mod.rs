@@ -12,6 +12,7 @@
 
 mod exports;
 mod flow;
+mod intake;
 pub mod load;
 pub mod proc_stats;
 pub mod report;
@@ -37,7 +38,7 @@ pub struct BenchArgs {
     /// Run only the scenarios whose name contains this (repeatable). Scenarios:
     /// grpc-ceiling, bare-proxy, gateway-health, gateway-read, create-conversation,
     /// idle-streams, offer-latency, backlog-isolation, lifecycle, outbox-lag, routing-scale,
-    /// routing-rules, offer-expiry, routing-replicas.
+    /// routing-rules, offer-expiry, routing-replicas, reports, intake, exports.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Also write the machine-readable summary (JSON) to this file.
@@ -64,6 +65,10 @@ pub struct BenchArgs {
     /// 20,000 quick); the shorter one has a tenth.
     #[arg(long, value_name = "N")]
     pub report_events: Option<u64>,
+    /// Events of conversation-svc's log that the intake scenario's reporting-svc catches
+    /// up on (default 1,000,000 full, 3,000 quick).
+    #[arg(long, value_name = "N")]
+    pub intake_events: Option<u64>,
     /// Rows of the exports scenario's per-conversation table (default 1,000,000 full,
     /// 2,000 quick; at most 1,000,000, the export limit).
     #[arg(long, value_name = "N")]
@@ -146,6 +151,10 @@ pub struct Plan {
     pub export_rows: u64,
     /// Measured exports, each followed by the baseline's.
     pub export_rounds: usize,
+    /// Events of conversation-svc's log in the intake scenario.
+    pub intake_events: u64,
+    /// Raw reads and catch-ups of that log, alternating.
+    pub intake_rounds: usize,
 }
 
 impl Plan {
@@ -183,6 +192,8 @@ impl Plan {
                 report_calls: 3,
                 export_rows: 2_000,
                 export_rounds: 1,
+                intake_events: 3_000,
+                intake_rounds: 1,
             }
         } else {
             Plan {
@@ -216,6 +227,8 @@ impl Plan {
                 report_calls: 30,
                 export_rows: 1_000_000,
                 export_rounds: 3,
+                intake_events: 1_000_000,
+                intake_rounds: 3,
             }
         };
         if let Some(n) = args.in_flight {
@@ -223,6 +236,9 @@ impl Plan {
         }
         if let Some(n) = args.report_events {
             plan.report_events = n.max(100);
+        }
+        if let Some(n) = args.intake_events {
+            plan.intake_events = n.max(10);
         }
         if let Some(n) = args.export_rows {
             plan.export_rows = n.clamp(1, reporting_svc::config::MAX_EXPORT_ROWS);

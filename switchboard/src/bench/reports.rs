@@ -20,10 +20,10 @@ use super::Plan;
 use super::report::{Better, Figure, ScenarioResult};
 use super::scenarios::{self, Store};
 
-const TENANT: &str = "0b6f2a4e-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub(super) const TENANT: &str = "0b6f2a4e-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
+pub(super) const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// The last instant of the history (exclusive): the report covers the 30 days before it.
-const HISTORY_END: i64 = 1_780_264_800_000_000; // 2026-06-01T00:00:00+02:00 (Paris)
+pub(super) const HISTORY_END: i64 = 1_780_264_800_000_000; // 2026-06-01T00:00:00+02:00 (Paris)
 /// Days of the smaller history; the larger has ten times as many at the same daily volume.
 const SMALL_DAYS: i64 = 60;
 /// Events applied per transaction, as a consumer catching up would.
@@ -32,10 +32,10 @@ const BATCH: usize = 1_000;
 const QUEUES: u64 = 20;
 
 /// A tiny deterministic generator (the history is the same in every run).
-struct Dice(u64);
+pub(super) struct Dice(pub(super) u64);
 
 impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -50,7 +50,7 @@ fn uuid(kind: u32, n: u64) -> String {
 
 /// The events of one conversation, in both logs: created in a queue, offered and accepted,
 /// a transfer to another agent for three in ten, wrapped up and closed within the hour.
-fn conversation(
+pub(super) fn conversation(
     dice: &mut Dice,
     n: u64,
     at: i64,
@@ -188,8 +188,10 @@ async fn reassignments_report(store: &reporting_svc::store::Store) -> anyhow::Re
         channels: &[],
         agent_ids: &[],
     };
+    let buckets = frame.bucket_starts();
     let group = GroupBy {
         agent: true,
+        buckets: Some(&buckets),
         ..GroupBy::default()
     };
     let counts = store

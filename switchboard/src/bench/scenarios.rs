@@ -28,7 +28,7 @@ use crate::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use crate::suite::{self, RunningSuite, Storage, SuiteOptions};
 
 /// Every scenario, in the order they run.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "grpc-ceiling",
     "bare-proxy",
     "gateway-health",
@@ -44,6 +44,7 @@ pub const NAMES: [&str; 16] = [
     "offer-expiry",
     "routing-replicas",
     "reports",
+    "intake",
     "exports",
 ];
 
@@ -89,7 +90,9 @@ pub async fn run_all(
             continue;
         }
         let scenario_stores: Vec<Store> = match (name, postgres) {
-            ("gateway-read" | "create-conversation" | "reports" | "exports", _) => stores.clone(),
+            ("gateway-read" | "create-conversation" | "reports" | "intake" | "exports", _) => {
+                stores.clone()
+            }
             ("routing-replicas", Some(url)) => vec![Store::Postgres(url)],
             ("routing-replicas", None) => {
                 // On stdout with the table, so that a run without a server says so.
@@ -122,6 +125,7 @@ pub async fn run_all(
                 "routing-rules" => super::routing::routing_rules(plan, &dir).await,
                 "offer-expiry" => super::routing::offer_expiry(plan, &dir).await,
                 "reports" => super::reports::reports(plan, &dir, store).await,
+                "intake" => super::intake::intake(plan, &dir, store).await,
                 "exports" => super::exports::exports(plan, &dir, store).await,
                 "routing-replicas" => match store {
                     Store::Postgres(url) => super::routing::routing_replicas(plan, &dir, url).await,
