@@ -11,7 +11,7 @@ use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::BTreeMap;
 
 use reporting_svc::domain::metrics::{
-    Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
+    Count, Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
 };
 use reporting_svc::store::{
     Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, Following, GroupBy,
@@ -511,6 +511,19 @@ async fn apply_in_random_runs(store: &Store, events: &[RoutingEvent], rng: &mut 
 
 /// Reads from the rollups plus the partial slots' occurrences agree with a count of the
 /// occurrences themselves, for ranges on and off quarter hours, inside one slot, with
+/// Counts by metric, slot (or bucket), queue, agent and label.
+fn keyed(counts: Vec<Count>) -> BTreeMap<CountKey, (i64, i64)> {
+    counts
+        .into_iter()
+        .map(|c| {
+            (
+                (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
+                (c.n, c.total),
+            )
+        })
+        .collect()
+}
+
 /// filters, after the events were applied in batches of every size and replayed.
 async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
     let store = &backend.store;
@@ -616,18 +629,12 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
                 tally.1 += o.value;
             }
         }
-        let counted: BTreeMap<_, _> = store
-            .metric_counts(&query, &Metric::ALL, group)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| {
-                (
-                    (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
-                    (c.n, c.total),
-                )
-            })
-            .collect();
+        let counted = keyed(
+            store
+                .metric_counts(&query, &Metric::ALL, group)
+                .await
+                .unwrap(),
+        );
         assert_eq!(counted, expected, "round {round}: {start}..{end}");
 
         // Summed per bucket: every slot's counts go to the bucket its slot falls in, keyed
@@ -659,25 +666,19 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             tally.0 += n;
             tally.1 += total;
         }
-        let bucketed: BTreeMap<_, _> = store
-            .metric_counts(
-                &query,
-                &Metric::ALL,
-                GroupBy {
-                    buckets: Some(&starts),
-                    ..group
-                },
-            )
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| {
-                (
-                    (c.metric, c.slot, c.queue_id, c.agent_id, c.label),
-                    (c.n, c.total),
+        let bucketed = keyed(
+            store
+                .metric_counts(
+                    &query,
+                    &Metric::ALL,
+                    GroupBy {
+                        buckets: Some(&starts),
+                        ..group
+                    },
                 )
-            })
-            .collect();
+                .await
+                .unwrap(),
+        );
         assert_eq!(bucketed, by_bucket, "round {round}, buckets {starts:?}");
     }
 }

@@ -63,7 +63,9 @@ async fn write_log(db: &Db, events: u64) -> anyhow::Result<i64> {
     let start = HISTORY_END - days * MICROS_PER_DAY;
     let step = (days * MICROS_PER_DAY) / total as i64;
     let mut sequence = 0_i64;
-    let mut per_conversation = std::collections::HashMap::new();
+    // A conversation's events are generated together: its own sequence counts from 1
+    // while the id stays the same.
+    let (mut conversation, mut in_conversation) = (String::new(), 0_i64);
     let mut n = 0;
     let mut routing = Vec::new();
     while n < total {
@@ -99,10 +101,11 @@ async fn write_log(db: &Db, events: u64) -> anyhow::Result<i64> {
             let mut query = sqlx::query(AssertSqlSafe(text));
             for event in rows {
                 sequence += 1;
-                let in_conversation = per_conversation
-                    .entry(event.conversation_id.clone())
-                    .or_insert(0_i64);
-                *in_conversation += 1;
+                if event.conversation_id != conversation {
+                    conversation.clone_from(&event.conversation_id);
+                    in_conversation = 0;
+                }
+                in_conversation += 1;
                 query = query
                     .bind(sequence)
                     .bind(uuid::Uuid::new_v4().to_string())
@@ -123,17 +126,13 @@ async fn write_log(db: &Db, events: u64) -> anyhow::Result<i64> {
                     .bind(event.transfer_id.clone())
                     .bind(String::new())
                     .bind(event.conversation_created_at.unwrap_or(event.occurred_at))
-                    .bind(*in_conversation)
+                    .bind(in_conversation)
                     .bind(event.transfer_to_agent_id.clone())
                     .bind(i64::from(event.answer_outcome));
             }
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        // Conversations end within the hour: older ones are done with.
-        if per_conversation.len() > 100_000 {
-            per_conversation.clear();
-        }
     }
     sqlx::query("UPDATE event_counter SET last = $1 WHERE id = 1")
         .bind(sequence)
