@@ -265,7 +265,7 @@ impl ReportingApi {
     async fn reassignments(&self, scope: &Scope) -> Result<Vec<Reassignments>, Error> {
         let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
-            buckets: Some(&buckets),
+            buckets: buckets.as_deref(),
             agent: true,
             ..GroupBy::default()
         };
@@ -288,7 +288,7 @@ impl ReportingApi {
     ) -> Result<Vec<(Period, QueueMetrics)>, Error> {
         let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
-            buckets: Some(&buckets),
+            buckets: buckets.as_deref(),
             queue: true,
             label: true,
             ..GroupBy::default()
@@ -307,7 +307,7 @@ impl ReportingApi {
     async fn dispositions(&self, scope: &Scope) -> Result<Vec<Dispositions>, Error> {
         let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
-            buckets: Some(&buckets),
+            buckets: buckets.as_deref(),
             queue: true,
             agent: true,
             label: true,
@@ -323,7 +323,7 @@ impl ReportingApi {
     async fn agent_activity(&self, scope: &Scope) -> Result<Vec<(Period, AgentActivity)>, Error> {
         let buckets = scope.frame.bucket_starts();
         let group = GroupBy {
-            buckets: Some(&buckets),
+            buckets: buckets.as_deref(),
             agent: true,
             label: true,
             ..GroupBy::default()

@@ -15,6 +15,10 @@ use super::metrics::{Count, Metric};
 use super::period::{Granularity, Period, local_date, period_of, periods_in, start_of_day};
 use super::stats::{Summary, summarize};
 
+/// Most buckets a report's counts are summed into by the database (each is two bound
+/// values); a frame with more is read per slot.
+pub const MAX_BUCKETS: usize = 2_000;
+
 /// Length of a counting slot, in microseconds (15 minutes).
 pub const SLOT_MICROS: i64 = 15 * 60 * 1_000_000;
 
@@ -44,14 +48,19 @@ impl Frame {
     /// The slots, after the range's first, at which a local day (for a day of week) or a
     /// period (for the others) starts, in order: counts summed between two of them fall
     /// in one period, so the store can sum them before handing them over (see
-    /// `GroupBy::buckets`). Empty for the total.
-    pub fn bucket_starts(&self) -> Vec<i64> {
+    /// `GroupBy::buckets`). Empty for the total; `None` when there would be more than
+    /// [`MAX_BUCKETS`] (a range of centuries by week, say), where reading per slot is what
+    /// stays within the databases' limits on bound values.
+    pub fn bucket_starts(&self) -> Option<Vec<i64>> {
         if self.start >= self.end {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let starts: Vec<i64> = match self.granularity {
             Granularity::Total => Vec::new(),
             Granularity::DayOfWeek => {
+                if (self.end - self.start) / (24 * 60 * 60 * 1_000_000) > MAX_BUCKETS as i64 {
+                    return None;
+                }
                 let (first, last) = (
                     local_date(self.start, self.zone),
                     local_date(self.end - 1, self.zone),
@@ -63,12 +72,17 @@ impl Frame {
                     .map(|day| start_of_day(day, self.zone))
                     .collect()
             }
-            _ => self
-                .periods()
-                .iter()
-                .skip(1)
-                .filter_map(|period| self.period_start(period))
-                .collect(),
+            _ => {
+                let periods = self.periods();
+                if periods.len() > MAX_BUCKETS {
+                    return None;
+                }
+                periods
+                    .iter()
+                    .skip(1)
+                    .filter_map(|period| self.period_start(period))
+                    .collect()
+            }
         };
         let first = self.start.div_euclid(SLOT_MICROS);
         let mut slots: Vec<i64> = starts
@@ -77,7 +91,7 @@ impl Frame {
             .filter(|&slot| slot > first)
             .collect();
         slots.dedup();
-        slots
+        Some(slots)
     }
 
     /// Every period of the frame, in order.
@@ -580,6 +594,26 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_of_too_many_periods_is_read_per_slot() {
+        for granularity in [Granularity::Week, Granularity::DayOfWeek] {
+            let frame = frame(
+                "1970-01-01T00:00:00Z",
+                "9999-12-31T00:00:00Z",
+                "UTC",
+                granularity,
+            );
+            assert_eq!(frame.bucket_starts(), None, "{granularity:?}");
+        }
+        let total = frame(
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T00:00:00Z",
+            "UTC",
+            Granularity::Total,
+        );
+        assert_eq!(total.bucket_starts(), Some(Vec::new()));
+    }
+
+    #[test]
     fn buckets_never_mix_two_periods() {
         let cases = [
             (
@@ -612,7 +646,7 @@ mod tests {
                 Granularity::Total,
             ] {
                 let frame = frame(start, end, zone, granularity);
-                let starts = frame.bucket_starts();
+                let starts = frame.bucket_starts().unwrap();
                 assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
                 let first = frame.start.div_euclid(SLOT_MICROS);
                 let last = (frame.end - 1).div_euclid(SLOT_MICROS);

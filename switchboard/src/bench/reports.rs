@@ -191,7 +191,7 @@ async fn reassignments_report(store: &reporting_svc::store::Store) -> anyhow::Re
     let buckets = frame.bucket_starts();
     let group = GroupBy {
         agent: true,
-        buckets: Some(&buckets),
+        buckets: buckets.as_deref(),
         ..GroupBy::default()
     };
     let counts = store
