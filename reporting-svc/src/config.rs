@@ -31,6 +31,11 @@ pub struct Config {
     pub conversation_url: String,
     /// routing-svc's gRPC address, whose event log feeds the queue and agent reports.
     pub routing_url: String,
+    /// The gateway's internal listener (`DirectoryInternalService`), asked who is in a team
+    /// and whether a tenant is a descendant of the caller's when a report filter names them.
+    pub directory_url: String,
+    /// Deadline of one call to the directory, in milliseconds.
+    pub directory_timeout_ms: u64,
     /// Delay before the first reconnection to the event log after its stream ends or
     /// fails, in milliseconds; doubled after each failed attempt.
     pub reconnect_initial_ms: u64,
@@ -52,6 +57,8 @@ impl Default for Config {
             identity_secret: String::new(),
             conversation_url: "http://127.0.0.1:50062".to_owned(),
             routing_url: "http://127.0.0.1:50061".to_owned(),
+            directory_url: "http://127.0.0.1:50055".to_owned(),
+            directory_timeout_ms: 5_000,
             reconnect_initial_ms: 200,
             reconnect_max_ms: 30_000,
             export_max_rows: MAX_EXPORT_ROWS,
@@ -66,6 +73,11 @@ impl Config {
         let initial = Duration::from_millis(self.reconnect_initial_ms.max(1));
         let max = Duration::from_millis(self.reconnect_max_ms).max(initial);
         (initial, max)
+    }
+
+    /// The deadline of one call to the directory.
+    pub fn directory_timeout(&self) -> Duration {
+        Duration::from_millis(self.directory_timeout_ms.max(1))
     }
 
     /// The export row limit in force.
@@ -99,6 +111,7 @@ mod tests {
         assert_eq!(loaded.export_limit(), 5);
         assert_eq!(loaded.database_url, Config::default().database_url);
         assert_eq!(loaded.conversation_url, "http://127.0.0.1:50062");
+        assert_eq!(loaded.directory_url, "http://127.0.0.1:50055");
     }
 
     #[test]

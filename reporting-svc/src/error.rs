@@ -37,6 +37,16 @@ pub enum Error {
         /// How many may run at once.
         running: usize,
     },
+    /// A tenant or team the filter names is not within the caller's reach (another
+    /// tenant's and an unknown one alike).
+    #[error("{0}")]
+    NotFound(String),
+    /// A service the report needs (the directory) cannot answer now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The suite is misconfigured (logged in full, answered vaguely).
+    #[error("{0}")]
+    Internal(String),
     /// The database failed.
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
@@ -64,6 +74,11 @@ impl From<Error> for Status {
             Error::RoleRequired(_) => {
                 status(Code::PermissionDenied, err.to_string(), "ROLE_REQUIRED")
             }
+            Error::NotFound(message) => status(Code::NotFound, message.clone(), "NOT_FOUND"),
+            Error::Unavailable(message) => {
+                status(Code::Unavailable, message.clone(), "UNAVAILABLE")
+            }
+            Error::Internal(_) => internal(&err),
             Error::ExportTooLarge { .. } => {
                 // A size limit: waiting does not help, so no RetryInfo.
                 limit_exceeded(err.to_string(), None)

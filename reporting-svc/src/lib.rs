@@ -4,11 +4,13 @@
 //!
 //! Layout: `domain` (pure rules: facts, counted occurrences, periods, statistics, CSV),
 //! `store` (facts, occurrences, rollups and the consumer cursors in SQLite or PostgreSQL),
-//! `consumer` (the event-log subscriptions), `api` (the gRPC service).
+//! `consumer` (the event-log subscriptions), `directory` (teams and the tenant tree, asked
+//! of the gateway), `api` (the gRPC service).
 
 pub mod api;
 pub mod config;
 pub mod consumer;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod store;
@@ -25,6 +27,7 @@ pub use config::{Config, ENV_PREFIX};
 
 use crate::api::ReportingApi;
 use crate::consumer::{Backoff, Consumer, ConsumerMetrics};
+use crate::directory::Directory;
 use crate::store::Store;
 
 /// The service's name, in logs, metrics and the identity it signs its calls with.
@@ -60,6 +63,13 @@ pub async fn serve(
         Identity::service(SERVICE_NAME),
     )
     .with_context(|| format!("invalid routing_url `{}`", config.routing_url))?;
+    let directory = Directory::new(
+        &config.directory_url,
+        key.clone(),
+        SERVICE_NAME,
+        config.directory_timeout(),
+    )
+    .with_context(|| format!("invalid directory_url `{}`", config.directory_url))?;
 
     let metrics = Metrics::new(SERVICE_NAME);
     let consumer_metrics =
@@ -90,7 +100,7 @@ pub async fn serve(
         .run(shutdown.token()),
     );
 
-    let api = ReportingApi::new(store, config.export_limit());
+    let api = ReportingApi::new(store, directory, config.export_limit());
     let routes = Routes::new(ReportingServiceServer::new(api));
     let mut options = ServeOptions::new(SERVICE_NAME);
     options.health_services = HEALTH_SERVICES.to_vec();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use common::{EventLog, ts};
+use common::{EventLog, PROGRAM, ts};
 use futures::{Stream, StreamExt};
 use reporting_svc::store::{CONVERSATION_EVENTS, ROUTING_EVENTS, Store};
 use reporting_svc::{Config, serve};
@@ -24,6 +24,10 @@ use switchboard_proto::conversation::internal::v1::{
     ApplyAssignmentRequest, ApplyAssignmentResponse, LogEntry, SubscribeRequest, SubscribeResponse,
 };
 use switchboard_proto::conversation::v1::{EventType, ParticipantRole};
+use switchboard_proto::directory::internal::v1 as dpb;
+use switchboard_proto::directory::internal::v1::directory_internal_service_server::{
+    DirectoryInternalService, DirectoryInternalServiceServer,
+};
 use switchboard_proto::reporting::v1::export_report_response::Update as ExportUpdate;
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::reporting::v1::{
@@ -66,7 +70,11 @@ const PARIS: &str = "Europe/Paris";
 
 /// The scripted event log. Times are UTC; Paris is one hour ahead.
 fn scenario() -> EventLog {
-    let mut log = EventLog::new();
+    scenario_into(EventLog::new())
+}
+
+/// The events of [`scenario`], written into `log`.
+fn scenario_into(mut log: EventLog) -> EventLog {
     // Before the range.
     let c0 = log.create(
         TENANT,
@@ -407,6 +415,80 @@ impl RoutingInternalService for FakeRouting {
     }
 }
 
+/// A team of TENANT with agent A.
+const TEAM_A: &str = "7ea40000-0000-4000-8000-00000000000a";
+/// A team of TENANT with agents B and C.
+const TEAM_BC: &str = "7ea40000-0000-4000-8000-0000000000bc";
+/// A team of OTHER_TENANT with agent A (ids are unique, but a team is its tenant's).
+const FOREIGN_TEAM: &str = "7ea40000-0000-4000-8000-0000000000ff";
+/// A child tenant of TENANT.
+const CHILD_TENANT: &str = "c41d0000-0000-4000-8000-000000000001";
+
+/// A scripted directory: TENANT's teams, OTHER_TENANT's team, and CHILD_TENANT a child of
+/// TENANT (OTHER_TENANT is nobody's child). Answers reporting-svc only, a page of one
+/// member at a time, so that paging is followed.
+#[derive(Clone, Default)]
+struct FakeDirectory;
+
+#[tonic::async_trait]
+impl DirectoryInternalService for FakeDirectory {
+    async fn get_users(
+        &self,
+        _: Request<dpb::GetUsersRequest>,
+    ) -> Result<Response<dpb::GetUsersResponse>, Status> {
+        not_in_fake()
+    }
+
+    async fn get_tenant_ancestry(
+        &self,
+        request: Request<dpb::GetTenantAncestryRequest>,
+    ) -> Result<Response<dpb::GetTenantAncestryResponse>, Status> {
+        only_reporting(&request)?;
+        let ancestor_tenant_ids = match request.into_inner().tenant_id.as_str() {
+            CHILD_TENANT => vec![TENANT.to_owned()],
+            _ => Vec::new(),
+        };
+        Ok(Response::new(dpb::GetTenantAncestryResponse {
+            ancestor_tenant_ids,
+        }))
+    }
+
+    async fn list_team_members(
+        &self,
+        request: Request<dpb::ListTeamMembersRequest>,
+    ) -> Result<Response<dpb::ListTeamMembersResponse>, Status> {
+        only_reporting(&request)?;
+        let asked = request.into_inner();
+        let members: &[&str] = match (asked.tenant_id.as_str(), asked.team_id.as_str()) {
+            (TENANT, TEAM_A) | (OTHER_TENANT, FOREIGN_TEAM) => &[A],
+            (TENANT, TEAM_BC) => &[B, C],
+            _ => return Err(Status::not_found("team not found")),
+        };
+        let from: usize = asked.page_token.parse().unwrap_or(0);
+        let next = from + 1;
+        Ok(Response::new(dpb::ListTeamMembersResponse {
+            user_ids: members[from..next]
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
+            next_page_token: if next < members.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+}
+
+fn only_reporting<T>(request: &Request<T>) -> Result<(), Status> {
+    let caller = identity_of(request)?;
+    if caller.has_role(Role::Service) && caller.principal_id == "reporting-svc" {
+        Ok(())
+    } else {
+        Err(Status::permission_denied("internal API"))
+    }
+}
+
 struct Running {
     shutdown: ShutdownSignal,
     task: JoinHandle<anyhow::Result<()>>,
@@ -460,7 +542,8 @@ async fn start_fakes(
     options.identity = Some(key());
     options.drain_timeout = Duration::from_secs(1);
     let routes = Routes::new(ConversationInternalServiceServer::new(fake))
-        .add_service(RoutingInternalServiceServer::new(routing_fake));
+        .add_service(RoutingInternalServiceServer::new(routing_fake))
+        .add_service(DirectoryInternalServiceServer::new(FakeDirectory));
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         switchboard_server_kit::serve(options, routes, listener, signal)
@@ -479,21 +562,33 @@ async fn start_fakes(
 }
 
 async fn start_reporting(database_url: &str, conversation_url: &str) -> Running {
+    start_reporting_with(database_url, conversation_url, |_| {}).await
+}
+
+/// As [`start_reporting`], with `edit` applied to the configuration.
+async fn start_reporting_with(
+    database_url: &str,
+    conversation_url: &str,
+    edit: impl FnOnce(&mut Config),
+) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config {
+    let mut config = Config {
         listen: listener.local_addr().unwrap(),
         metrics_listen: None,
         database_url: database_url.to_owned(),
         identity_secret: SECRET.to_owned(),
         conversation_url: conversation_url.to_owned(),
-        // The fakes serve both logs on one address.
+        // The fakes serve both logs and the directory on one address.
         routing_url: conversation_url.to_owned(),
+        directory_url: conversation_url.to_owned(),
+        directory_timeout_ms: 2_000,
         reconnect_initial_ms: 10,
         reconnect_max_ms: 100,
         export_max_rows: 5,
         ..Config::default()
     };
+    edit(&mut config);
     let shutdown = ShutdownSignal::new();
     let task = tokio::spawn(serve(config, listener, shutdown.clone()));
     Running {
@@ -1217,7 +1312,12 @@ async fn refusals_say_why(backend: &common::Backend) {
         })
         .await
         .unwrap_err();
-    assert_invalid(&status, "filter.team_ids");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status.message().contains("filter.team_ids[0]"),
+        "{}",
+        status.message()
+    );
     let status = export(
         &mut analyst,
         ReportKind::Unspecified,
@@ -1457,6 +1557,214 @@ impl Reports {
             .into_inner();
         Ok((response.rows, response.next_page_token))
     }
+}
+
+/// A second program, of Q2 alone in [`teams_programs_and_child_tenants_narrow_the_reports`].
+const PROGRAM_2: &str = "98989898-9898-4898-8898-989898989898";
+
+on_each_backend!(teams_programs_and_child_tenants_narrow_the_reports);
+async fn teams_programs_and_child_tenants_narrow_the_reports(backend: &common::Backend) {
+    let mut log = EventLog::new();
+    log.program(Q2, PROGRAM_2);
+    let mut log = scenario_into(log);
+    // The child tenant's own conversation, handled and closed by B.
+    let child = log.create(
+        CHILD_TENANT,
+        "conv-child",
+        Channel::Webchat,
+        Q1,
+        "2026-03-02T12:00:00Z",
+    );
+    log.assign(&child, "2026-03-02T12:01:00Z", B, "");
+    log.close(&child, "2026-03-02T12:31:00Z", B);
+    let last = log.last_sequence();
+    let (fake, _) = start_fake(&log, Script::HoldAfter(last)).await;
+    let reporting = start_reporting(&backend.url, &fake.url).await;
+    wait_for_cursor(&backend.url, &reporting.url, last).await;
+    let reports = Reports {
+        client: client(&reporting.url, user(TENANT, vec![Role::Analyst])),
+    };
+    let mut analyst = reports.client.clone();
+    let narrowed = |edit: &dyn Fn(&mut ReportFilter)| {
+        let mut filter = paris();
+        edit(&mut filter);
+        filter
+    };
+    let close_time = |filter: ReportFilter| {
+        let reports = &reports;
+        async move { reports.close_time(filter, 0, String::new()).await }
+    };
+
+    // Teams: exactly the rows of the team's current members.
+    let everyone = reassignments(&mut analyst, paris(), Granularity::Total).await;
+    assert_eq!(
+        everyone,
+        vec![ra(start(START), A, 1, 2), ra(start(START), B, 2, 1)]
+    );
+    let team_a = narrowed(&|f| f.team_ids = vec![TEAM_A.to_uppercase()]);
+    assert_eq!(
+        reassignments(&mut analyst, team_a.clone(), Granularity::Total).await,
+        vec![ra(start(START), A, 1, 2)]
+    );
+    let both_teams = narrowed(&|f| f.team_ids = vec![TEAM_BC.to_owned(), TEAM_A.to_owned()]);
+    assert_eq!(
+        reassignments(&mut analyst, both_teams, Granularity::Total).await,
+        everyone
+    );
+    let all_closers = close_time(paris()).await.unwrap().0;
+    let team_bc = narrowed(&|f| f.team_ids = vec![TEAM_BC.to_owned()]);
+    let bc_closers = close_time(team_bc.clone()).await.unwrap().0;
+    assert_eq!(
+        bc_closers,
+        all_closers
+            .iter()
+            .filter(|row| row.agent_id == B || row.agent_id == C)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(bc_closers.len(), 2);
+    // With agents too: only those in both, and none at all when they share nobody.
+    let team_and_agent = |agent: &str| {
+        let mut filter = team_bc.clone();
+        filter.agent_ids = vec![agent.to_owned()];
+        filter
+    };
+    assert_eq!(
+        close_time(team_and_agent(C)).await.unwrap().0,
+        vec![bc_closers[1].clone()]
+    );
+    assert_eq!(close_time(team_and_agent(A)).await.unwrap().0, vec![]);
+    let team_a_agent_b = narrowed(&|f| {
+        f.team_ids = vec![TEAM_A.to_owned()];
+        f.agent_ids = vec![B.to_owned()];
+    });
+    assert_eq!(
+        reassignments(&mut analyst, team_a_agent_b, Granularity::Total).await,
+        vec![]
+    );
+    // The export applies the team as the report does.
+    let (csv, _) = export(
+        &mut analyst,
+        ReportKind::Reassignments,
+        team_a,
+        Granularity::Total,
+    )
+    .await
+    .unwrap();
+    let records = parse_simple_csv(&csv);
+    assert_eq!(records.len(), 2, "{csv}");
+    assert_eq!(records[1][2..], [A, "1", "2"]);
+    // Another tenant's team and an unknown one: NOT_FOUND, naming the entry.
+    for team in [FOREIGN_TEAM, Q1] {
+        let filter = narrowed(&|f| f.team_ids = vec![TEAM_A.to_owned(), team.to_owned()]);
+        let status = close_time(filter).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert_eq!(
+            status.message(),
+            format!("filter.team_ids[1]: team {team} not found")
+        );
+    }
+    // Reports per period have no agents: teams are not looked up there.
+    let foreign = narrowed(&|f| f.team_ids = vec![FOREIGN_TEAM.to_owned()]);
+    assert_eq!(
+        created_closed(&mut analyst, foreign, Granularity::Total).await,
+        vec![cc(start(START), 8, 7)]
+    );
+
+    // Programs: the numbers of their queues, whatever reads them.
+    let program = |ids: &[&str], queues: &[&str]| {
+        narrowed(&|f| {
+            f.program_ids = ids.iter().map(|id| (*id).to_owned()).collect();
+            f.queue_ids = queues.iter().map(|id| (*id).to_owned()).collect();
+        })
+    };
+    for (programs, queue) in [([PROGRAM_2], Q2), ([PROGRAM], Q1)] {
+        assert_eq!(
+            created_closed(&mut analyst, program(&programs, &[]), Granularity::Day).await,
+            created_closed(&mut analyst, program(&[], &[queue]), Granularity::Day).await
+        );
+        assert_eq!(
+            reassignments(&mut analyst, program(&programs, &[]), Granularity::Day).await,
+            reassignments(&mut analyst, program(&[], &[queue]), Granularity::Day).await
+        );
+        assert_eq!(
+            close_time(program(&programs, &[])).await.unwrap().0,
+            close_time(program(&[], &[queue])).await.unwrap().0
+        );
+    }
+    assert_eq!(
+        created_closed(&mut analyst, program(&[PROGRAM_2], &[]), Granularity::Total).await,
+        vec![cc(start(START), 2, 3)]
+    );
+    // With queues too: only queues in both; a program with no queue counts nothing.
+    for nothing in [
+        program(&[PROGRAM_2], &[Q1]),
+        program(&["5e5e5e5e-0000-4000-8000-000000000000"], &[]),
+    ] {
+        assert_eq!(
+            created_closed(&mut analyst, nothing.clone(), Granularity::Total).await,
+            vec![cc(start(START), 0, 0)]
+        );
+        assert_eq!(close_time(nothing).await.unwrap().0, vec![]);
+    }
+
+    // A child tenant: its numbers only, for an analyst of its parent.
+    let of_child = narrowed(&|f| f.tenant_id = CHILD_TENANT.to_uppercase());
+    assert_eq!(
+        created_closed(&mut analyst, of_child.clone(), Granularity::Total).await,
+        vec![cc(start(START), 1, 1)]
+    );
+    let child_closers = close_time(of_child.clone()).await.unwrap().0;
+    assert_eq!(
+        child_closers
+            .iter()
+            .map(|row| (row.agent_id.as_str(), row.closed, row.average_from_create))
+            .collect::<Vec<_>>(),
+        vec![(B, 1, secs(31 * 60))]
+    );
+    // The child's teams are looked up in the child, where TENANT's team is unknown.
+    let mut child_team = of_child;
+    child_team.team_ids = vec![TEAM_A.to_owned()];
+    assert_eq!(
+        close_time(child_team).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // Nobody reaches up: the child's analyst naming its parent is told it is not found.
+    let mut child_analyst = client(&reporting.url, user(CHILD_TENANT, vec![Role::Analyst]));
+    let status = child_analyst
+        .get_created_closed_report(GetCreatedClosedReportRequest {
+            filter: Some(narrowed(&|f| f.tenant_id = TENANT.to_owned())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    reporting.stop().await;
+
+    // Without the directory, only the reports that need it fail, and they say so.
+    let reporting = start_reporting_with(&backend.url, &fake.url, |config| {
+        "http://127.0.0.1:9".clone_into(&mut config.directory_url);
+    })
+    .await;
+    wait_for_cursor(&backend.url, &reporting.url, last).await;
+    let reports = Reports {
+        client: client(&reporting.url, user(TENANT, vec![Role::Analyst])),
+    };
+    let status = reports
+        .close_time(team_bc, 0, String::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        reports
+            .close_time(paris(), 0, String::new())
+            .await
+            .unwrap()
+            .0,
+        all_closers
+    );
+    reporting.stop().await;
+    fake.stop().await;
 }
 
 on_each_backend!(paging_yields_exactly_the_rows_of_one_call);
@@ -1735,32 +2043,32 @@ async fn filters_are_capped_and_stay_in_the_caller_s_tenant(backend: &common::Ba
     );
     assert!(reports.close_time(full, 0, String::new()).await.is_ok());
 
-    // Another tenant (a child, say) is not served yet; the caller's own is.
-    let child = ReportFilter {
-        tenant_id: OTHER_TENANT.to_owned(),
-        ..paris()
-    };
-    let status = reports
-        .created_closed(child.clone(), Granularity::Day, 0, String::new())
+    // Another tenant that is not a descendant is not found, by report and by export,
+    // whether it exists or not; the caller's own is served.
+    for tenant in [OTHER_TENANT, "5e5e5e5e-0000-4000-8000-000000000000"] {
+        let other = ReportFilter {
+            tenant_id: tenant.to_owned(),
+            ..paris()
+        };
+        let status = reports
+            .created_closed(other.clone(), Granularity::Day, 0, String::new())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert_eq!(
+            status.message(),
+            format!("filter.tenant_id: tenant {tenant} not found")
+        );
+        let status = export(
+            &mut reports.client.clone(),
+            ReportKind::FirstContactResolution,
+            other,
+            Granularity::Unspecified,
+        )
         .await
         .unwrap_err();
-    assert_invalid(&status, "filter.tenant_id");
-    assert!(
-        status
-            .message()
-            .contains("reports on child tenants are not served yet"),
-        "{}",
-        status.message()
-    );
-    let status = export(
-        &mut reports.client.clone(),
-        ReportKind::FirstContactResolution,
-        child,
-        Granularity::Unspecified,
-    )
-    .await
-    .unwrap_err();
-    assert_invalid(&status, "filter.tenant_id");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
     let own = ReportFilter {
         tenant_id: TENANT.to_owned(),
         ..paris()

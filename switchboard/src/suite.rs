@@ -187,6 +187,7 @@ pub async fn start(options: SuiteOptions) -> anyhow::Result<RunningSuite> {
         identity_secret: options.identity_secret.clone(),
         conversation_url: http(conversation),
         routing_url: http(routing),
+        directory_url: http(gateway_internal),
         ..Default::default()
     };
     let gateway_config = gateway::Config {

@@ -10,6 +10,7 @@ use switchboard_proto::conversation::v1::stream_conversation_response::Update as
 use switchboard_proto::reporting::v1 as rep;
 use switchboard_proto::routing::v1 as routing;
 use switchboard_proto::routing::v1::stream_offers_response::Update as OfferUpdate;
+use switchboard_tests::flows::{create_team, set_teams};
 use switchboard_tests::{Backend, Harness, eventually, rid};
 use tokio_stream::StreamExt;
 
@@ -461,6 +462,46 @@ async fn flow(h: &Harness) {
             ))
             .collect::<Vec<_>>(),
         vec![(agent1.id.as_str(), reason_id.as_str(), 1)]
+    );
+
+    // The same disposition through the filters the directory and the program stand for:
+    // agent1's team and the demo program keep it; a team without agent1 and another
+    // program's queues do not.
+    let admin = h.bearer("admin");
+    let with_agent1 = create_team(h, admin.clone(), "Flow team").await;
+    let without = create_team(h, admin.clone(), "Empty team").await;
+    set_teams(h, admin, &agent1.id, &[&with_agent1.id]).await;
+    let dispositions_in = |team_ids: Vec<String>, program_ids: Vec<String>| {
+        let mut reports = reports.clone();
+        async move {
+            reports
+                .get_dispositions_report(rep::GetDispositionsReportRequest {
+                    filter: Some(rep::ReportFilter {
+                        time_range: Some(flow_range),
+                        time_zone: "UTC".into(),
+                        team_ids,
+                        program_ids,
+                        ..Default::default()
+                    }),
+                    granularity: rep::Granularity::Total as i32,
+                    ..Default::default()
+                })
+                .await
+                .expect("dispositions report")
+                .into_inner()
+                .rows
+                .len()
+        }
+    };
+    let program = h.creds.program_id.clone();
+    assert_eq!(
+        dispositions_in(vec![with_agent1.id.clone()], vec![program.clone()]).await,
+        1
+    );
+    assert_eq!(dispositions_in(vec![without.id.clone()], vec![]).await, 0);
+    assert_eq!(
+        dispositions_in(vec![], vec![uuid::Uuid::new_v4().to_string()]).await,
+        0
     );
 
     // agent1's activity from routing-svc's log: signed in since it went Available (the

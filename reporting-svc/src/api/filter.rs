@@ -25,6 +25,16 @@ const MAX_QUEUE_IDS: usize = 1000;
 const MAX_AGENT_IDS: usize = 1000;
 const MAX_CHANNELS: usize = 10;
 const MAX_TEAM_IDS: usize = 100;
+const MAX_PROGRAM_IDS: usize = 100;
+
+/// Most agents teams may stand for, and most queues programs may: together with the other
+/// lists, a query binds fewer values than SQLite allows even when it names agents twice.
+pub const MAX_RESOLVED_IDS: usize = 5000;
+
+/// An id no agent or queue has (the nil UUID): a filter that leaves nothing to match
+/// becomes a list of this alone, so every query reads it as "none" rather than as
+/// the empty list's "all".
+pub const MATCHES_NOTHING: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Report ranges lie between 1970-01-01 (nothing is older) and 9999-12-31T23:59:59Z, the
 /// last second `google.protobuf.Timestamp` allows.
@@ -64,10 +74,20 @@ pub fn authorize(identity: &Identity) -> Result<Caller, Error> {
 }
 
 /// A checked report request: whose facts, which range and zone, which filters.
+///
+/// Team, program and child-tenant filters need the directory or the store to be applied;
+/// until [`Scope::is_resolved`], `agent_ids` and `queue_ids` hold only what the request
+/// named.
 #[derive(Clone, Debug)]
 pub struct Scope {
-    /// The caller's tenant.
+    /// The tenant reported on: the caller's, or a descendant the request names.
     pub tenant_id: String,
+    /// The caller's tenant when `tenant_id` is another, which must be its descendant.
+    pub reached_from: Option<String>,
+    /// Only agents of these teams (normalized UUIDs); empty for all.
+    pub team_ids: Vec<String>,
+    /// Only queues of these programs (normalized UUIDs); empty for all.
+    pub program_ids: Vec<String>,
     /// Range, zone and grouping.
     pub frame: Frame,
     /// Only these queues (normalized UUIDs); empty for all.
@@ -91,9 +111,15 @@ impl Scope {
         }
     }
 
+    /// Whether nothing is left to ask the directory or the store before reading.
+    pub fn is_resolved(&self) -> bool {
+        self.reached_from.is_none() && self.team_ids.is_empty() && self.program_ids.is_empty()
+    }
+
     /// What identifies the rows of `report` for this scope, so that a page token is only
-    /// honoured with the request that issued it. Taken after normalization, so two
-    /// spellings of one filter (UUID case, the tenant zone named or implied) agree.
+    /// honoured with the request that issued it. Taken after normalization and before
+    /// resolution, so two spellings of one filter (UUID case, the tenant zone named or
+    /// implied) agree, and a team's members are looked up again on every page.
     pub fn fingerprint(&self, report: &str) -> u64 {
         let mut fingerprint = Fingerprint::new();
         fingerprint
@@ -113,6 +139,14 @@ impl Scope {
         fingerprint.add("agents");
         for agent_id in &self.agent_ids {
             fingerprint.add(agent_id);
+        }
+        fingerprint.add("teams");
+        for team_id in &self.team_ids {
+            fingerprint.add(team_id);
+        }
+        fingerprint.add("programs");
+        for program_id in &self.program_ids {
+            fingerprint.add(program_id);
         }
         fingerprint.finish()
     }
@@ -177,6 +211,11 @@ fn check_list_lengths(filter: &ReportFilter) -> Result<(), Error> {
         ("filter.agent_ids", filter.agent_ids.len(), MAX_AGENT_IDS),
         ("filter.channels", filter.channels.len(), MAX_CHANNELS),
         ("filter.team_ids", filter.team_ids.len(), MAX_TEAM_IDS),
+        (
+            "filter.program_ids",
+            filter.program_ids.len(),
+            MAX_PROGRAM_IDS,
+        ),
     ] {
         if len > max {
             return Err(Error::invalid(
@@ -188,28 +227,39 @@ fn check_list_lengths(filter: &ReportFilter) -> Result<(), Error> {
     Ok(())
 }
 
-/// Only the caller's own tenant is served: a parent tenant's analyst reporting on a child
-/// needs the tenant tree in reporting, which comes later.
-fn check_tenant(caller: &Caller, tenant_id: &str) -> Result<(), Error> {
+/// The tenant a filter names when it is not the caller's own (normalized): reached only if
+/// it is a descendant, which the directory tells.
+fn other_tenant(caller: &Caller, tenant_id: &str) -> Result<Option<String>, Error> {
     if tenant_id.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let same = match (
-        uuid::Uuid::parse_str(tenant_id),
-        uuid::Uuid::parse_str(&caller.tenant_id),
-    ) {
-        (Ok(asked), Ok(own)) => asked == own,
-        (Err(_), _) => return Err(Error::invalid("filter.tenant_id", "must be a UUID")),
-        (Ok(_), Err(_)) => tenant_id == caller.tenant_id,
-    };
-    if same {
-        Ok(())
+    let asked = uuid::Uuid::parse_str(tenant_id)
+        .map_err(|_| Error::invalid("filter.tenant_id", "must be a UUID"))?;
+    let own = uuid::Uuid::parse_str(&caller.tenant_id).ok();
+    if own == Some(asked) || tenant_id == caller.tenant_id {
+        Ok(None)
     } else {
-        Err(Error::invalid(
-            "filter.tenant_id",
-            "reports on child tenants are not served yet: leave it empty (or your own tenant) \
-             and report as a user of that tenant",
-        ))
+        Ok(Some(asked.to_string()))
+    }
+}
+
+/// What is left of `named` (empty for "any") once only the ids of `allowed` may match:
+/// `allowed` itself when nothing was named, else the ids in both, and
+/// [`MATCHES_NOTHING`] alone when no id is left.
+pub fn narrow(named: &[String], allowed: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let kept: Vec<String> = if named.is_empty() {
+        allowed.iter().cloned().collect()
+    } else {
+        named
+            .iter()
+            .filter(|id| allowed.contains(*id))
+            .cloned()
+            .collect()
+    };
+    if kept.is_empty() {
+        vec![MATCHES_NOTHING.to_owned()]
+    } else {
+        kept
     }
 }
 
@@ -265,7 +315,7 @@ pub fn scope(
 ) -> Result<Scope, Error> {
     let filter = filter.ok_or_else(|| Error::invalid("filter", "is required"))?;
     check_list_lengths(filter)?;
-    check_tenant(caller, &filter.tenant_id)?;
+    let other = other_tenant(caller, &filter.tenant_id)?;
     let range = filter
         .time_range
         .as_ref()
@@ -301,10 +351,12 @@ pub fn scope(
             Ok(_) => Ok(value),
         })
         .collect::<Result<Vec<i32>, Error>>()?;
+    let program_ids = uuids("filter.program_ids", &filter.program_ids)?;
     if shape == ReportShape::AgentsOnly {
         for (field, given) in [
             ("filter.queue_ids", !queue_ids.is_empty()),
             ("filter.channels", !channels.is_empty()),
+            ("filter.program_ids", !program_ids.is_empty()),
         ] {
             if given {
                 return Err(Error::invalid(
@@ -314,20 +366,18 @@ pub fn scope(
             }
         }
     }
-    let agent_ids = match shape {
-        ReportShape::Periods => Vec::new(),
-        ReportShape::Agents | ReportShape::AgentsOnly => {
-            if !filter.team_ids.is_empty() {
-                return Err(Error::invalid(
-                    "filter.team_ids",
-                    "filtering by team is not supported yet: filter by agent_ids instead",
-                ));
-            }
-            uuids("filter.agent_ids", &filter.agent_ids)?
-        }
+    let (agent_ids, team_ids) = match shape {
+        ReportShape::Periods => (Vec::new(), Vec::new()),
+        ReportShape::Agents | ReportShape::AgentsOnly => (
+            uuids("filter.agent_ids", &filter.agent_ids)?,
+            uuids("filter.team_ids", &filter.team_ids)?,
+        ),
     };
     Ok(Scope {
-        tenant_id: caller.tenant_id.clone(),
+        tenant_id: other.clone().unwrap_or_else(|| caller.tenant_id.clone()),
+        reached_from: other.map(|_| caller.tenant_id.clone()),
+        team_ids,
+        program_ids,
         frame: Frame {
             start,
             end,
@@ -461,16 +511,69 @@ mod tests {
             "filter.channels[1]"
         );
         let mut teams = filter(0, DAY, "");
-        teams.team_ids = vec!["6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b".to_owned()];
-        assert_eq!(field_of(check(&teams, Granularity::Day)), "filter.team_ids");
-        assert!(
-            scope(
+        teams.team_ids = vec![UUID.to_owned(), "tier-1".to_owned()];
+        assert_eq!(
+            field_of(check(&teams, Granularity::Day)),
+            "filter.team_ids[1]"
+        );
+        let mut programs = filter(0, DAY, "");
+        programs.program_ids = vec!["sales".to_owned()];
+        assert_eq!(
+            field_of(check(&programs, Granularity::Day)),
+            "filter.program_ids[0]"
+        );
+        // Period reports have no agents: teams do not apply there (and are not read).
+        let periods = scope(
+            &caller(""),
+            Some(&teams),
+            Granularity::Day,
+            ReportShape::Periods,
+        )
+        .unwrap();
+        assert!(periods.team_ids.is_empty() && periods.is_resolved());
+        // Agent activity is per agent alone: programs, like queues, do not divide it.
+        programs.program_ids = vec![UUID.to_owned()];
+        assert_eq!(
+            field_of(scope(
                 &caller(""),
-                Some(&teams),
+                Some(&programs),
                 Granularity::Day,
-                ReportShape::Periods
-            )
-            .is_ok()
+                ReportShape::AgentsOnly
+            )),
+            "filter.program_ids"
+        );
+    }
+
+    #[test]
+    fn teams_and_programs_are_resolved_later_and_normalized() {
+        let mut named = filter(0, DAY, "");
+        named.team_ids = vec![UUID.to_uppercase()];
+        named.program_ids = vec![UUID.to_uppercase()];
+        let scope = check(&named, Granularity::Day).unwrap();
+        assert_eq!(scope.team_ids, vec![UUID]);
+        assert_eq!(scope.program_ids, vec![UUID]);
+        assert!(!scope.is_resolved());
+        let mut other = named.clone();
+        other.program_ids.clear();
+        assert_ne!(
+            check(&other, Granularity::Day)
+                .unwrap()
+                .fingerprint("reassignments"),
+            scope.fingerprint("reassignments")
+        );
+    }
+
+    #[test]
+    fn narrowing_keeps_what_both_allow_and_never_becomes_all() {
+        let allowed: std::collections::BTreeSet<String> =
+            ["a", "b"].iter().map(|s| (*s).to_owned()).collect();
+        let named = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(narrow(&[], &allowed), named(&["a", "b"]));
+        assert_eq!(narrow(&named(&["b", "c"]), &allowed), named(&["b"]));
+        assert_eq!(narrow(&named(&["c"]), &allowed), named(&[MATCHES_NOTHING]));
+        assert_eq!(
+            narrow(&[], &std::collections::BTreeSet::new()),
+            named(&[MATCHES_NOTHING])
         );
     }
 
@@ -512,6 +615,16 @@ mod tests {
             ..ReportFilter::default()
         };
         assert_eq!(
+            field_of(check(
+                &ReportFilter {
+                    program_ids: vec!["not-a-uuid".to_owned(); 100_000],
+                    ..ReportFilter::default()
+                },
+                Granularity::Day
+            )),
+            "filter.program_ids"
+        );
+        assert_eq!(
             field_of(check(&lists(1001, 0, 0, 0), Granularity::Day)),
             "filter.queue_ids"
         );
@@ -538,19 +651,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_caller_s_own_tenant_is_served() {
+    fn another_tenant_is_reported_on_only_once_reached() {
         let mut own = filter(0, DAY, "");
         own.tenant_id = TENANT.to_uppercase();
-        assert!(check(&own, Granularity::Day).is_ok());
+        let scope = check(&own, Granularity::Day).unwrap();
+        assert_eq!(
+            (scope.tenant_id.as_str(), scope.reached_from),
+            (TENANT, None)
+        );
         let mut child = filter(0, DAY, "");
-        child.tenant_id = UUID.to_owned();
-        match check(&child, Granularity::Day) {
-            Err(Error::InvalidArgument { field, description }) => {
-                assert_eq!(field, "filter.tenant_id");
-                assert!(description.contains("child tenants are not served yet"));
-            }
-            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
-        }
+        child.tenant_id = UUID.to_uppercase();
+        let scope = check(&child, Granularity::Day).unwrap();
+        assert_eq!(scope.tenant_id, UUID);
+        assert_eq!(scope.reached_from.as_deref(), Some(TENANT));
+        assert!(!scope.is_resolved());
         child.tenant_id = "acme".to_owned();
         assert_eq!(
             field_of(check(&child, Granularity::Day)),

@@ -4,8 +4,8 @@
 //! key (see `domain::page`), so that pages agree with one unpaged call; the CSV export sends
 //! every row.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,9 +32,11 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use super::filter::{
-    Caller, ReportShape, Scope, authorize, granularity, scope, service_level_threshold,
+    Caller, MAX_RESOLVED_IDS, ReportShape, Scope, authorize, granularity, narrow, scope,
+    service_level_threshold,
 };
 use super::page_token;
+use crate::directory::Directory;
 use crate::domain::csv::{self, CHUNK_BYTES};
 use crate::domain::facts::ConversationFacts;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
@@ -241,18 +243,112 @@ fn ledger_page<'a>(scope: &'a Scope, after: Option<(i64, &'a str)>) -> LedgerQue
 #[derive(Clone, Debug)]
 pub struct ReportingApi {
     store: Store,
+    directory: Directory,
     export_limit: u64,
     large_exports: Arc<Semaphore>,
 }
 
 impl ReportingApi {
-    /// Serves reports from `store`; CSV exports may have at most `export_limit` rows.
-    pub fn new(store: Store, export_limit: u64) -> ReportingApi {
+    /// Serves reports from `store`, asking `directory` for teams and tenants; CSV exports
+    /// may have at most `export_limit` rows.
+    pub fn new(store: Store, directory: Directory, export_limit: u64) -> ReportingApi {
         ReportingApi {
             store,
+            directory,
             export_limit,
             large_exports: Arc::new(Semaphore::new(LARGE_EXPORTS)),
         }
+    }
+
+    /// `scope` with its child tenant reached and its teams and programs turned into the
+    /// agents and queues they stand for. NOT_FOUND for a tenant that is not a descendant
+    /// of the caller's and for a team that is not the tenant's; UNAVAILABLE when the
+    /// directory cannot tell.
+    async fn resolve(&self, mut scope: Scope) -> Result<Scope, Error> {
+        if let Some(caller_tenant) = scope.reached_from.take() {
+            let ancestors = self.directory.ancestry(&scope.tenant_id).await?;
+            if !ancestors.contains(&caller_tenant) {
+                return Err(Error::NotFound(format!(
+                    "filter.tenant_id: tenant {} not found",
+                    scope.tenant_id
+                )));
+            }
+        }
+        let team_ids = std::mem::take(&mut scope.team_ids);
+        if !team_ids.is_empty() {
+            let mut members = BTreeSet::new();
+            for (index, team_id) in team_ids.iter().enumerate() {
+                let Some(team) = self
+                    .directory
+                    .team_members(&scope.tenant_id, team_id)
+                    .await?
+                else {
+                    return Err(Error::NotFound(format!(
+                        "filter.team_ids[{index}]: team {team_id} not found"
+                    )));
+                };
+                members.extend(team);
+            }
+            if members.len() > MAX_RESOLVED_IDS {
+                return Err(Error::invalid(
+                    "filter.team_ids",
+                    format!(
+                        "the teams have {} members, more than {MAX_RESOLVED_IDS}: name fewer \
+                         teams, or agents instead",
+                        members.len()
+                    ),
+                ));
+            }
+            scope.agent_ids = narrow(&scope.agent_ids, &members);
+        }
+        let program_ids = std::mem::take(&mut scope.program_ids);
+        if !program_ids.is_empty() {
+            let queues = self
+                .store
+                .program_queues(&scope.tenant_id, &program_ids)
+                .await?;
+            if queues.len() > MAX_RESOLVED_IDS {
+                return Err(Error::invalid(
+                    "filter.program_ids",
+                    format!(
+                        "the programs have {} queues, more than {MAX_RESOLVED_IDS}: name fewer \
+                         programs, or queues instead",
+                        queues.len()
+                    ),
+                ));
+            }
+            scope.queue_ids = narrow(&scope.queue_ids, &queues);
+        }
+        Ok(scope)
+    }
+
+    /// The checked and resolved scope of a report of `shape` by `granularity`.
+    async fn scope(
+        &self,
+        caller: &Caller,
+        filter: Option<&ReportFilter>,
+        granularity: Granularity,
+        shape: ReportShape,
+    ) -> Result<Scope, Error> {
+        self.resolve(scope(caller, filter, granularity, shape)?)
+            .await
+    }
+
+    /// The resolved scope of a request for `report` and its page, `(page_size,
+    /// page_token)`. The page token is checked against the request before anything is
+    /// asked of the directory.
+    async fn scoped(
+        &self,
+        caller: &Caller,
+        report: &str,
+        filter: Option<&ReportFilter>,
+        granularity: Granularity,
+        shape: ReportShape,
+        (page_size, page_token): (i32, &str),
+    ) -> Result<(Scope, PageRequest), Error> {
+        let scope = self.scope(caller, filter, granularity, shape).await?;
+        let paging = PageRequest::new(report, &scope, page_size, page_token)?;
+        Ok((self.resolve(scope).await?, paging))
     }
 
     async fn created_closed(&self, scope: &Scope) -> Result<Vec<CreatedClosed>, Error> {
@@ -375,7 +471,9 @@ impl ReportingApi {
     ) -> Result<Export, Error> {
         match kind {
             ReportKind::CreatedClosed => {
-                let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
+                let scope = self
+                    .scope(caller, filter, granularity, ReportShape::Periods)
+                    .await?;
                 let rows = self.created_closed(&scope).await?;
                 Ok(Export::whole(
                     CREATED_CLOSED_HEADER,
@@ -389,7 +487,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::Reassignments => {
-                let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, granularity, ReportShape::Agents)
+                    .await?;
                 let rows = self.reassignments(&scope).await?;
                 Ok(Export::whole(
                     REASSIGNMENTS_HEADER,
@@ -407,7 +507,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::CloseTime => {
-                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, Granularity::Total, ReportShape::Agents)
+                    .await?;
                 let rows = self.close_time(&scope).await?;
                 Ok(Export::whole(
                     CLOSE_TIME_HEADER,
@@ -415,7 +517,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::FirstContactResolution => {
-                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, Granularity::Total, ReportShape::Agents)
+                    .await?;
                 let rows = self.first_contact_resolution(&scope).await?;
                 Ok(Export::whole(
                     FIRST_CONTACT_RESOLUTION_HEADER,
@@ -432,7 +536,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::QueueMetrics => {
-                let scope = scope(caller, filter, granularity, ReportShape::Periods)?;
+                let scope = self
+                    .scope(caller, filter, granularity, ReportShape::Periods)
+                    .await?;
                 let rows = self.queue_metrics(&scope, threshold_seconds).await?;
                 Ok(Export::whole(
                     QUEUE_METRICS_HEADER,
@@ -459,7 +565,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::TransferLedger => {
-                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, Granularity::Total, ReportShape::Agents)
+                    .await?;
                 let permit = self.large_export()?;
                 let mut snapshot = self.store.snapshot().await?;
                 // Counted first: an export over the limit reads nothing more.
@@ -487,7 +595,9 @@ impl ReportingApi {
                 })
             }
             ReportKind::Conversations => {
-                let scope = scope(caller, filter, Granularity::Total, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, Granularity::Total, ReportShape::Agents)
+                    .await?;
                 let permit = self.large_export()?;
                 let mut snapshot = self.store.snapshot().await?;
                 let total = snapshot.conversation_count(&scope.query()).await?;
@@ -518,7 +628,9 @@ impl ReportingApi {
                 })
             }
             ReportKind::Dispositions => {
-                let scope = scope(caller, filter, granularity, ReportShape::Agents)?;
+                let scope = self
+                    .scope(caller, filter, granularity, ReportShape::Agents)
+                    .await?;
                 let rows = self.dispositions(&scope).await?;
                 Ok(Export::whole(
                     DISPOSITIONS_HEADER,
@@ -537,7 +649,9 @@ impl ReportingApi {
                 ))
             }
             ReportKind::AgentActivity => {
-                let scope = scope(caller, filter, granularity, ReportShape::AgentsOnly)?;
+                let scope = self
+                    .scope(caller, filter, granularity, ReportShape::AgentsOnly)
+                    .await?;
                 let rows = self.agent_activity(&scope).await?;
                 Ok(Export::whole(
                     AGENT_ACTIVITY_HEADER,
@@ -572,21 +686,6 @@ struct PageRequest {
 }
 
 impl PageRequest {
-    /// The checked scope of a request for `report` and its page, `(page_size,
-    /// page_token)`.
-    fn scoped(
-        caller: &Caller,
-        report: &str,
-        filter: Option<&ReportFilter>,
-        granularity: Granularity,
-        shape: ReportShape,
-        (page_size, page_token): (i32, &str),
-    ) -> Result<(Scope, Self), Error> {
-        let scope = scope(caller, filter, granularity, shape)?;
-        let paging = PageRequest::new(report, &scope, page_size, page_token)?;
-        Ok((scope, paging))
-    }
-
     fn new(report: &str, scope: &Scope, page_size: i32, page_token: &str) -> Result<Self, Error> {
         let size = page_token::page_size(page_size)?;
         let fingerprint = scope.fingerprint(report);
@@ -797,14 +896,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetCreatedClosedReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            CREATED_CLOSED,
-            request.filter.as_ref(),
-            granularity(request.granularity, "granularity")?,
-            ReportShape::Periods,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                CREATED_CLOSED,
+                request.filter.as_ref(),
+                granularity(request.granularity, "granularity")?,
+                ReportShape::Periods,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.created_closed(&scope).await?;
         let page = paging.take(rows, |r| period_key(&r.period));
         debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "created-closed report");
@@ -828,14 +929,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetReassignmentsReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            REASSIGNMENTS,
-            request.filter.as_ref(),
-            granularity(request.granularity, "granularity")?,
-            ReportShape::Agents,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                REASSIGNMENTS,
+                request.filter.as_ref(),
+                granularity(request.granularity, "granularity")?,
+                ReportShape::Agents,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.reassignments(&scope).await?;
         let page = paging.take(rows, |r| RowKey {
             period: r.period.ordinal(),
@@ -863,14 +966,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetCloseTimeReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            CLOSE_TIME,
-            request.filter.as_ref(),
-            Granularity::Total,
-            ReportShape::Agents,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                CLOSE_TIME,
+                request.filter.as_ref(),
+                Granularity::Total,
+                ReportShape::Agents,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.close_time(&scope).await?;
         let page = paging.take(rows, |r| agent_key(&r.agent_id));
         debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "close-time report");
@@ -886,14 +991,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetFirstContactResolutionReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            FIRST_CONTACT_RESOLUTION,
-            request.filter.as_ref(),
-            Granularity::Total,
-            ReportShape::Agents,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                FIRST_CONTACT_RESOLUTION,
+                request.filter.as_ref(),
+                Granularity::Total,
+                ReportShape::Agents,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.first_contact_resolution(&scope).await?;
         let page = paging.take(rows, |r| agent_key(&r.agent_id));
         debug!(
@@ -927,14 +1034,16 @@ impl ReportingService for ReportingApi {
             "service_level_threshold",
         )?;
         // Values depend on the threshold: a token of another threshold is refused.
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            &format!("{QUEUE_METRICS}/{threshold_seconds}"),
-            request.filter.as_ref(),
-            granularity(request.granularity, "granularity")?,
-            ReportShape::Periods,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                &format!("{QUEUE_METRICS}/{threshold_seconds}"),
+                request.filter.as_ref(),
+                granularity(request.granularity, "granularity")?,
+                ReportShape::Periods,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.queue_metrics(&scope, threshold_seconds).await?;
         let page = paging.take(rows, |(period, r)| RowKey {
             period: period.ordinal(),
@@ -1005,14 +1114,16 @@ impl ReportingService for ReportingApi {
             conversation_id.as_deref().unwrap_or_default(),
             kinds
         );
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            &report,
-            request.filter.as_ref(),
-            Granularity::Total,
-            ReportShape::Agents,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                &report,
+                request.filter.as_ref(),
+                Granularity::Total,
+                ReportShape::Agents,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let size = paging.size;
         let mut entries = self
             .store
@@ -1058,14 +1169,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetDispositionsReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            DISPOSITIONS,
-            request.filter.as_ref(),
-            granularity(request.granularity, "granularity")?,
-            ReportShape::Agents,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                DISPOSITIONS,
+                request.filter.as_ref(),
+                granularity(request.granularity, "granularity")?,
+                ReportShape::Agents,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.dispositions(&scope).await?;
         let page = paging.take(rows, |r| RowKey {
             period: r.period.ordinal(),
@@ -1094,14 +1207,16 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetAgentActivityReportResponse>, Status> {
         let caller = authorize(&identity_of(&request)?)?;
         let request = request.into_inner();
-        let (scope, paging) = PageRequest::scoped(
-            &caller,
-            AGENT_ACTIVITY,
-            request.filter.as_ref(),
-            granularity(request.granularity, "granularity")?,
-            ReportShape::AgentsOnly,
-            (request.page_size, &request.page_token),
-        )?;
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                AGENT_ACTIVITY,
+                request.filter.as_ref(),
+                granularity(request.granularity, "granularity")?,
+                ReportShape::AgentsOnly,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
         let rows = self.agent_activity(&scope).await?;
         let page = paging.take(rows, |(period, r)| RowKey {
             period: period.ordinal(),

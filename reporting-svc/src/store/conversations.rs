@@ -24,6 +24,8 @@ pub(super) struct ConversationRun {
     changed: HashMap<String, i64>,
     /// The run's assignments, in order.
     assignments: Vec<AssignmentFact>,
+    /// Every (tenant, queue, program) a conversation of the run was in.
+    queue_programs: HashSet<(String, String, String)>,
 }
 
 impl ConversationRun {
@@ -70,6 +72,13 @@ impl ConversationRun {
         }
         if let Some(after) = change.conversation {
             occurrences.extend(of_conversation_event(event, &after));
+            if !after.queue_id.is_empty() && !after.program_id.is_empty() {
+                self.queue_programs.insert((
+                    after.tenant_id.clone(),
+                    after.queue_id.clone(),
+                    after.program_id.clone(),
+                ));
+            }
             self.changed
                 .insert(event.conversation_id.clone(), log_sequence);
             *current = Some(after);
@@ -169,6 +178,23 @@ impl ConversationRun {
                     "INSERT INTO assignment_facts (log_sequence, tenant_id, conversation_id, \
                  agent_id, previous_agent_id, queue_id, channel, assigned_at, reassignment) {}",
                     json_rows(dialect, &[Int, Text, Text, Text, Text, Text, Int, Int, Int])
+                ),
+                rows,
+            )
+            .await?;
+        }
+        if !self.queue_programs.is_empty() {
+            let rows: Vec<serde_json::Value> = self
+                .queue_programs
+                .iter()
+                .map(|(tenant, queue, program)| json!([tenant, queue, program]))
+                .collect();
+            execute_json_rows(
+                tx,
+                format!(
+                    "INSERT INTO queue_programs (tenant_id, queue_id, program_id) {} \
+                     ON CONFLICT (tenant_id, queue_id) DO NOTHING",
+                    json_rows(dialect, &[Text, Text, Text])
                 ),
                 rows,
             )

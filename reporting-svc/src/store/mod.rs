@@ -7,6 +7,8 @@
 //! event was already applied. Facts change only when it succeeds, so a crash or a replay
 //! never loses nor double-counts an event.
 
+use std::collections::BTreeSet;
+
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Row};
@@ -275,10 +277,17 @@ async fn execute_json_rows(
 
 /// Is one of the text values in the JSON array bound as `$1` (see [`json_rows`]), in a
 /// form each database answers with its index on the column.
-fn json_in(dialect: Dialect) -> &'static str {
+fn json_in(dialect: Dialect) -> String {
+    json_in_at(dialect, 1)
+}
+
+/// [`json_in`] with the array bound as `$n`.
+fn json_in_at(dialect: Dialect, n: usize) -> String {
     match dialect {
-        Dialect::Postgres => "= ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON))))",
-        Dialect::Sqlite => "IN (SELECT value FROM json_each($1))",
+        Dialect::Postgres => {
+            format!("= ANY(ARRAY(SELECT json_array_elements_text(CAST(${n} AS JSON))))")
+        }
+        Dialect::Sqlite => format!("IN (SELECT value FROM json_each(${n}))"),
     }
 }
 
@@ -510,6 +519,7 @@ impl Store {
             .rows_affected();
         for table in [
             "rollups",
+            "queue_programs",
             "agent_states",
             "ledger_entries",
             "assignment_facts",
@@ -522,6 +532,24 @@ impl Store {
         }
         tx.commit().await?;
         Ok(forgotten)
+    }
+
+    /// The queues of tenant `tenant_id` that belong to one of `program_ids`, as far as
+    /// conversation-svc's events have told.
+    pub async fn program_queues(
+        &self,
+        tenant_id: &str,
+        program_ids: &[String],
+    ) -> Result<BTreeSet<String>, sqlx::Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT queue_id FROM queue_programs WHERE tenant_id = $1 AND program_id {}",
+            json_in_at(self.db.dialect, 2)
+        )))
+        .bind(tenant_id)
+        .bind(serde_json::Value::from(program_ids).to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|row| row.try_get("queue_id")).collect()
     }
 
     /// The facts of one conversation, if any event about it was applied.

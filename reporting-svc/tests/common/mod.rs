@@ -158,6 +158,8 @@ pub struct EventLog {
     pub entries: Vec<LogEntry>,
     next_log_sequence: i64,
     conversation_sequences: HashMap<String, i64>,
+    /// Programs of queues other than [`PROGRAM`].
+    programs: HashMap<String, String>,
 }
 
 pub const PROGRAM: &str = "99999999-9999-4999-8999-999999999999";
@@ -168,7 +170,15 @@ impl EventLog {
             entries: Vec::new(),
             next_log_sequence: 1001,
             conversation_sequences: HashMap::new(),
+            programs: HashMap::new(),
         }
+    }
+
+    /// Puts queue `queue_id` in program `program_id` (every queue is in [`PROGRAM`]
+    /// otherwise), for the events written from now on.
+    pub fn program(&mut self, queue_id: &str, program_id: &str) {
+        self.programs
+            .insert(queue_id.to_owned(), program_id.to_owned());
     }
 
     /// Leaves `n` log sequence numbers unused.
@@ -205,7 +215,11 @@ impl EventLog {
             queue_id: conv.queue_id.clone(),
             channel: conv.channel as i32,
             conversation_create_time: Some(ts(&conv.created)),
-            program_id: PROGRAM.to_owned(),
+            program_id: self
+                .programs
+                .get(&conv.queue_id)
+                .map_or(PROGRAM, String::as_str)
+                .to_owned(),
             ..ConversationEvent::default()
         };
         edit(&mut event);
