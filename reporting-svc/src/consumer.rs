@@ -23,6 +23,7 @@ use switchboard_proto::conversation::internal::v1::{
     LogEntry, SubscribeRequest as ConversationSubscribe,
 };
 use switchboard_proto::conversation::v1::EventType;
+use switchboard_proto::conversation::v1::segment::EndReason;
 use switchboard_proto::routing::internal::v1::routing_internal_service_client::RoutingInternalServiceClient;
 use switchboard_proto::routing::internal::v1::subscribe_response::Update as RoutingUpdate;
 use switchboard_proto::routing::internal::v1::{
@@ -592,6 +593,9 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
         participant_user_id: event.participant_user_id.clone(),
         participant_role: event.participant_role,
         wrap_up_reason_ids: event.wrap_up_reason_ids.clone(),
+        sender_reasons: kind == EventKind::WrapUpSubmitted
+            && (!event.transfer_id.is_empty()
+                || event.segment_end_reason == EndReason::Transferred as i32),
     })
 }
 

@@ -23,6 +23,7 @@ use switchboard_proto::conversation::internal::v1::subscribe_response::Update;
 use switchboard_proto::conversation::internal::v1::{
     ApplyAssignmentRequest, ApplyAssignmentResponse, LogEntry, SubscribeRequest, SubscribeResponse,
 };
+use switchboard_proto::conversation::v1::segment::EndReason;
 use switchboard_proto::conversation::v1::{EventType, ParticipantRole};
 use switchboard_proto::directory::internal::v1 as dpb;
 use switchboard_proto::directory::internal::v1::directory_internal_service_server::{
@@ -702,6 +703,7 @@ fn ra(period: Period, agent_id: &str, received: i64, sent: i64) -> Reassignments
         agent_id: agent_id.to_owned(),
         reassignments_received: received,
         reassignments_sent: sent,
+        sent_reasons: Vec::new(),
     }
 }
 
@@ -1140,10 +1142,11 @@ async fn reports_match_the_event_log(database_url: &str) {
                 "day_of_week",
                 "agent_id",
                 "reassignments_received",
-                "reassignments_sent"
+                "reassignments_sent",
+                "sent_reasons"
             ],
-            vec!["2026-03-02T00:00:00+01:00", "", A, "1", "2"],
-            vec!["2026-03-02T00:00:00+01:00", "", B, "2", "1"],
+            vec!["2026-03-02T00:00:00+01:00", "", A, "1", "2", ""],
+            vec!["2026-03-02T00:00:00+01:00", "", B, "2", "1", ""],
         ]
     );
     let (csv, _) = export(
@@ -1653,7 +1656,7 @@ async fn teams_programs_and_child_tenants_narrow_the_reports(backend: &common::B
     .unwrap();
     let records = parse_simple_csv(&csv);
     assert_eq!(records.len(), 2, "{csv}");
-    assert_eq!(records[1][2..], [A, "1", "2"]);
+    assert_eq!(records[1][2..], [A, "1", "2", ""]);
     // Another tenant's team and an unknown one: NOT_FOUND, naming the entry.
     for team in [FOREIGN_TEAM, Q1] {
         let filter = narrowed(&|f| f.team_ids = vec![TEAM_A.to_owned(), team.to_owned()]);
@@ -2989,6 +2992,47 @@ async fn dispositions_count_segments_per_reason_queue_and_agent(backend: &common
     fake.stop().await;
 }
 
+/// The sender of a transfer in a generated history.
+struct Sender<'a> {
+    conv: &'a common::Conv,
+    queue: &'a str,
+    agent: &'a str,
+}
+
+impl Sender<'_> {
+    /// The sender gives `reason` at `at`, with `transfer` or later for the segment a
+    /// transfer ended: a disposition in the queue, and a reason sent.
+    fn gives(
+        &self,
+        log: &mut EventLog,
+        truth: &mut Truth,
+        reason: &str,
+        at: i64,
+        transfer: Option<&str>,
+    ) {
+        log.push(self.conv, EventType::WrapUpSubmitted, &rfc3339(at), |e| {
+            e.agent_id = self.agent.to_owned();
+            e.wrap_up_reason_ids = vec![reason.to_owned()];
+            match transfer {
+                Some(transfer) => transfer.clone_into(&mut e.transfer_id),
+                None => e.segment_end_reason = EndReason::Transferred as i32,
+            }
+        });
+        *truth
+            .sent_reasons
+            .entry((paris_day(at), self.agent.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+        *truth
+            .dispositions
+            .entry((
+                self.queue.to_owned(),
+                self.agent.to_owned(),
+                reason.to_owned(),
+            ))
+            .or_default() += 1;
+    }
+}
+
 /// What the exactness test expects, computed by a plain model from the generated story
 /// itself (never from the events or the service's own rules).
 #[derive(Default)]
@@ -2997,6 +3041,8 @@ struct Truth {
     created_closed: BTreeMap<NaiveDate, (i64, i64)>,
     /// (day, agent) → (received, sent).
     reassignments: BTreeMap<(NaiveDate, String), (i64, i64)>,
+    /// (day, sender, reason) → times the sender gave it for a transfer.
+    sent_reasons: BTreeMap<(NaiveDate, String, String), i64>,
     /// (day, queue) → queue numbers.
     queues: BTreeMap<(NaiveDate, String), QueueTruth>,
     /// (queue, agent, reason) → segments.
@@ -3291,6 +3337,19 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             let transfer = format!("{:08x}-1111-4111-8111-{n:012x}", n);
             at += (1 + dice.below(600)) as i64 * SECOND;
             let requested = at;
+            // The sender's reasons, with the transfer (whether it is taken or not) or
+            // later for the segment it ended.
+            let given_with_transfer = dice.chance(30);
+            if given_with_transfer {
+                let reason = reasons[dice.below(2) as usize];
+                let sender = Sender {
+                    conv: &conv,
+                    queue: &queue,
+                    agent: owner,
+                };
+                sender.gives(&mut log, &mut truth, reason, at, Some(&transfer));
+            }
+            let given_later = !given_with_transfer && dice.chance(40);
             log.push(&conv, EventType::TransferRequested, &rfc3339(at), |e| {
                 e.actor_id = owner.to_owned();
                 e.agent_id = owner.to_owned();
@@ -3328,6 +3387,16 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                     .entry((day, owner.to_owned()))
                     .or_default()
                     .1 += 1;
+                if given_later {
+                    let reason = reasons[dice.below(2) as usize];
+                    let sender = Sender {
+                        conv: &conv,
+                        queue: &queue,
+                        agent: owner,
+                    };
+                    let later = at + (1 + dice.below(120)) as i64 * SECOND;
+                    sender.gives(&mut log, &mut truth, reason, later, None);
+                }
                 owner = to;
                 owner_since = at;
             }
@@ -3545,18 +3614,41 @@ async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart
             .collect();
     assert_eq!(created_closed, truth.created_closed);
 
-    let reassigned: BTreeMap<(NaiveDate, String), (i64, i64)> =
-        reassignments(&mut analyst, week.clone(), Granularity::Day)
-            .await
-            .into_iter()
-            .map(|r| {
+    let rows = reassignments(&mut analyst, week.clone(), Granularity::Day).await;
+    assert!(
+        rows.iter().all(|r| r.reassignments_received > 0
+            || r.reassignments_sent > 0
+            || !r.sent_reasons.is_empty()),
+        "a row of nothing: {rows:?}"
+    );
+    let reassigned: BTreeMap<(NaiveDate, String), (i64, i64)> = rows
+        .iter()
+        .filter(|r| r.reassignments_received > 0 || r.reassignments_sent > 0)
+        .map(|r| {
+            (
+                (day_of(r.period), r.agent_id.clone()),
+                (r.reassignments_received, r.reassignments_sent),
+            )
+        })
+        .collect();
+    assert_eq!(reassigned, truth.reassignments);
+    let sent_reasons: BTreeMap<(NaiveDate, String, String), i64> = rows
+        .iter()
+        .flat_map(|r| {
+            r.sent_reasons.iter().map(|reason| {
                 (
-                    (day_of(r.period), r.agent_id),
-                    (r.reassignments_received, r.reassignments_sent),
+                    (
+                        day_of(r.period),
+                        r.agent_id.clone(),
+                        reason.wrap_up_reason_id.clone(),
+                    ),
+                    reason.count,
                 )
             })
-            .collect();
-    assert_eq!(reassigned, truth.reassignments);
+        })
+        .collect();
+    assert!(!truth.sent_reasons.is_empty(), "the history gives reasons");
+    assert_eq!(sent_reasons, truth.sent_reasons);
 
     let queues: BTreeMap<(NaiveDate, String), QueueTruth> =
         queue_metrics(&mut analyst, week.clone(), Granularity::Day, Some(30))

@@ -192,7 +192,62 @@ async fn a_transfer_to_a_queue_puts_the_conversation_in_line_there(backend: &Bac
         still_open.queue_id, billing.id,
         "wrapping up changes nothing else"
     );
+
+    // The reassignments report shows the reason agent1 gave as one it sent, though nobody
+    // has taken the conversation yet.
+    let sent = switchboard_tests::eventually(
+        "the reassignments report to show agent1's reason",
+        flows_wait(),
+        || {
+            let h = &h;
+            let agent1 = agent1.clone();
+            async move {
+                let rows = reports_now(h).await;
+                rows.into_iter()
+                    .find(|r| r.agent_id == agent1 && !r.sent_reasons.is_empty())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        sent.sent_reasons
+            .iter()
+            .map(|r| (r.wrap_up_reason_id.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        vec![(h.creds.wrap_up_reason_ids[0].as_str(), 1)]
+    );
+    assert_eq!(
+        (sent.reassignments_received, sent.reassignments_sent),
+        (0, 0)
+    );
     h.stop().await.expect("the suite stops cleanly");
+}
+
+/// The reassignments report over the hour around now, in one TOTAL row per agent, as the
+/// supervisor asks it.
+async fn reports_now(h: &Harness) -> Vec<switchboard_proto::reporting::v1::ReassignmentsRow> {
+    use switchboard_proto::reporting::v1 as rep;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    h.reports("supervisor")
+        .get_reassignments_report(rep::GetReassignmentsReportRequest {
+            filter: Some(rep::ReportFilter {
+                time_range: Some(switchboard_proto::common::v1::TimeRange {
+                    start_time: Some(at(now - 3_600)),
+                    end_time: Some(at(now + 3_600)),
+                }),
+                ..Default::default()
+            }),
+            granularity: rep::Granularity::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("the reassignments report")
+        .into_inner()
+        .rows
 }
 
 async fn transfers_stay_within_the_program_channel_and_messaging(backend: &Backend) {

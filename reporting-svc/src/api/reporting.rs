@@ -23,8 +23,8 @@ use switchboard_proto::reporting::v1::{
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
     GetQueueMetricsReportRequest, GetQueueMetricsReportResponse, GetReassignmentsReportRequest,
     GetReassignmentsReportResponse, LedgerEntryKind, ListTransferLedgerRequest,
-    ListTransferLedgerResponse, Period as ProtoPeriod, QueueMetricsRow, ReassignmentsRow,
-    ReportFilter, ReportKind, TransferLedgerEntry,
+    ListTransferLedgerResponse, Period as ProtoPeriod, QueueMetricsRow, ReasonCount,
+    ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
 };
 use switchboard_server_kit::identity_of;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -121,6 +121,7 @@ const REASSIGNMENTS_HEADER: &[&str] = &[
     "agent_id",
     "reassignments_received",
     "reassignments_sent",
+    "sent_reasons",
 ];
 /// CSV columns of the queue-metrics report; the average speed of answer in decimal seconds.
 const QUEUE_METRICS_HEADER: &[&str] = &[
@@ -363,15 +364,12 @@ impl ReportingApi {
         let group = GroupBy {
             buckets: buckets.as_deref(),
             agent: true,
+            label: true,
             ..GroupBy::default()
         };
         let counts = self
             .store
-            .metric_counts(
-                &scope.query(),
-                &[Metric::ReassignedTo, Metric::ReassignedFrom],
-                group,
-            )
+            .metric_counts(&scope.query(), &reports::REASSIGNMENT_METRICS, group)
             .await?;
         Ok(reports::reassignments(&scope.frame, &counts))
     }
@@ -500,6 +498,7 @@ impl ReportingApi {
                                 r.agent_id.clone(),
                                 r.received.to_string(),
                                 r.sent.to_string(),
+                                csv::counts(&r.sent_reasons),
                             ]);
                             record
                         })
@@ -955,6 +954,14 @@ impl ReportingService for ReportingApi {
                     agent_id: r.agent_id,
                     reassignments_received: r.received,
                     reassignments_sent: r.sent,
+                    sent_reasons: r
+                        .sent_reasons
+                        .into_iter()
+                        .map(|(wrap_up_reason_id, count)| ReasonCount {
+                            wrap_up_reason_id,
+                            count,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }))

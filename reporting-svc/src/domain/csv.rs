@@ -109,6 +109,16 @@ impl Writer {
     }
 }
 
+/// Counts by id in one cell: `id:count` pairs in id order, separated by `;` (ids are
+/// UUIDs, which hold neither), empty when there are none.
+pub fn counts(counts: &std::collections::BTreeMap<String, i64>) -> String {
+    counts
+        .iter()
+        .map(|(id, count)| format!("{id}:{count}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// A duration in microseconds as decimal seconds without trailing zeros: `660`, `1.5`,
 /// `-0.000001`.
 pub fn seconds(micros: i64) -> String {
@@ -282,5 +292,14 @@ mod tests {
         assert_eq!(seconds(1), "0.000001");
         assert_eq!(seconds(0), "0");
         assert_eq!(seconds(-2_250_000), "-2.25");
+    }
+
+    #[test]
+    fn counts_share_one_cell_in_id_order() {
+        let mut counts = std::collections::BTreeMap::new();
+        assert_eq!(super::counts(&counts), "");
+        counts.insert("b".to_owned(), 2);
+        counts.insert("a".to_owned(), 1);
+        assert_eq!(super::counts(&counts), "a:1;b:2");
     }
 }

@@ -88,6 +88,9 @@ pub struct Event {
     pub participant_role: i32,
     /// The wrap-up reasons given, for WRAP_UP_SUBMITTED.
     pub wrap_up_reason_ids: Vec<String>,
+    /// For WRAP_UP_SUBMITTED: the reasons are a transfer sender's, given with the transfer
+    /// or later for the segment the transfer ended.
+    pub sender_reasons: bool,
 }
 
 /// What the reports know about one conversation. The per-conversation export reads it

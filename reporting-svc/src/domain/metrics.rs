@@ -51,6 +51,9 @@ pub enum Metric {
     OverflowedOut,
     /// The agent's segment was wrapped up with a reason (the label: the reason's id).
     Disposition,
+    /// The agent gave a reason for a conversation it transferred (the label: the reason's
+    /// id): the disposition of a segment a transfer ended, or was asked to end.
+    SentReason,
     /// Time the agent spent signed in, in one presence (the label: `Presence::code`), within
     /// one slot: a duration (see [`Metric::is_duration`]).
     PresenceTime,
@@ -82,6 +85,7 @@ impl Metric {
             Metric::OverflowedIn => "overflowed_in",
             Metric::OverflowedOut => "overflowed_out",
             Metric::Disposition => "disposition",
+            Metric::SentReason => "sent_reason",
             Metric::PresenceTime => "presence_time",
             Metric::CapacityTime => "capacity_time",
             Metric::Rona => "rona",
@@ -98,7 +102,7 @@ impl Metric {
     }
 
     /// Every metric.
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Created,
         Metric::Closed,
         Metric::Abandoned,
@@ -112,6 +116,7 @@ impl Metric {
         Metric::OverflowedIn,
         Metric::OverflowedOut,
         Metric::Disposition,
+        Metric::SentReason,
         Metric::PresenceTime,
         Metric::CapacityTime,
         Metric::Rona,
@@ -287,13 +292,21 @@ pub fn of_conversation_event(event: &Event, after: &ConversationFacts) -> Vec<Oc
             } else {
                 &event.queue_id
             };
-            event
-                .wrap_up_reason_ids
-                .iter()
-                .map(|reason| Occurrence {
-                    queue_id: queue.clone(),
-                    label: reason.clone(),
-                    ..occurrence(Metric::Disposition, agent)
+            let mut metrics = vec![Metric::Disposition];
+            if event.sender_reasons {
+                metrics.push(Metric::SentReason);
+            }
+            metrics
+                .into_iter()
+                .flat_map(|metric| {
+                    event
+                        .wrap_up_reason_ids
+                        .iter()
+                        .map(move |reason| Occurrence {
+                            queue_id: queue.clone(),
+                            label: reason.clone(),
+                            ..occurrence(metric, agent)
+                        })
                 })
                 .collect()
         }

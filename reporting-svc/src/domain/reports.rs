@@ -156,31 +156,44 @@ pub struct Reassignments {
     pub received: i64,
     /// Conversations the agent owned that became another agent's.
     pub sent: i64,
+    /// Reasons the agent gave for conversations it transferred: how often each, by id.
+    pub sent_reasons: BTreeMap<String, i64>,
 }
 
+/// The metrics the reassignments report reads.
+pub const REASSIGNMENT_METRICS: [Metric; 3] = [
+    Metric::ReassignedTo,
+    Metric::ReassignedFrom,
+    Metric::SentReason,
+];
+
 /// Product rule 15 and its mirror: one row per period and agent with at least one
-/// reassignment received or sent, by period then agent. `counts` are the agent's
-/// [`Metric::ReassignedTo`] and [`Metric::ReassignedFrom`] counts per slot.
+/// reassignment received or sent, or a reason given for one, by period then agent.
+/// `counts` are the agent's [`REASSIGNMENT_METRICS`] per slot, by label.
 pub fn reassignments(frame: &Frame, counts: &[Count]) -> Vec<Reassignments> {
-    let mut rows: BTreeMap<(Period, &str), (i64, i64)> = BTreeMap::new();
+    let mut rows: BTreeMap<(Period, &str), Reassignments> = BTreeMap::new();
     for count in counts {
+        let period = frame.period_of_slot(count.slot);
         let row = rows
-            .entry((frame.period_of_slot(count.slot), count.agent_id.as_str()))
-            .or_default();
+            .entry((period, count.agent_id.as_str()))
+            .or_insert_with(|| Reassignments {
+                period,
+                agent_id: count.agent_id.clone(),
+                received: 0,
+                sent: 0,
+                sent_reasons: BTreeMap::new(),
+            });
         match count.metric {
-            Metric::ReassignedTo => row.0 += count.n,
-            Metric::ReassignedFrom => row.1 += count.n,
+            Metric::ReassignedTo => row.received += count.n,
+            Metric::ReassignedFrom => row.sent += count.n,
+            Metric::SentReason => {
+                *row.sent_reasons.entry(count.label.clone()).or_default() += count.n;
+            }
             _ => {}
         }
     }
-    rows.into_iter()
-        .filter(|&(_, (received, sent))| received > 0 || sent > 0)
-        .map(|((period, agent_id), (received, sent))| Reassignments {
-            period,
-            agent_id: agent_id.to_owned(),
-            received,
-            sent,
-        })
+    rows.into_values()
+        .filter(|row| row.received > 0 || row.sent > 0 || !row.sent_reasons.is_empty())
         .collect()
 }
 
@@ -368,6 +381,7 @@ pub fn queue_metrics(
             | Metric::ReassignedTo
             | Metric::ReassignedFrom
             | Metric::Disposition
+            | Metric::SentReason
             | Metric::PresenceTime
             | Metric::CapacityTime
             | Metric::Rona

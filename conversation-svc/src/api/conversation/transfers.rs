@@ -290,8 +290,8 @@ pub(in crate::api) async fn transfer_to_agent(
         m.event(segment_wrapped_up(
             &conv,
             identity,
-            &conv.current_segment_id,
-            &sender,
+            (&conv.current_segment_id, &sender),
+            &transfer.id,
             &ask.wrap_up_reason_ids,
             now,
         ));
@@ -309,19 +309,21 @@ pub(in crate::api) async fn transfer_to_agent(
     Ok(convert::transfer(&transfer))
 }
 
-/// The WRAP_UP_SUBMITTED event of the sender's segment, wrapped up with its transfer: the
-/// reasons (dispositions) are part of the log like any other wrap-up.
+/// The WRAP_UP_SUBMITTED event of the sender's segment `(segment_id, agent_id)`, wrapped
+/// up with transfer `transfer_id`: the reasons (dispositions) are part of the log like any
+/// other wrap-up, and the transfer named tells reports they are a sender's reasons.
 fn segment_wrapped_up(
     conv: &Conversation,
     identity: &Caller,
-    segment_id: &str,
-    agent_id: &str,
+    (segment_id, agent_id): (&str, &str),
+    transfer_id: &str,
     reason_ids: &[String],
     now: i64,
 ) -> Event {
     let mut submitted = event_by(conv, pb::EventType::WrapUpSubmitted, identity, now);
     submitted.segment_id = segment_id.to_owned();
     submitted.agent_id = agent_id.to_owned();
+    submitted.transfer_id = transfer_id.to_owned();
     submitted.wrap_up_reason_ids = reason_ids.to_vec();
     submitted
 }
@@ -377,6 +379,7 @@ pub(in crate::api) async fn transfer_to_queue(
         .await?;
     }
     let now = now_micros();
+    let transfer_id = uuid::Uuid::new_v4().to_string();
     let segment_id = conv.current_segment_id.clone();
     let sender = release_owner(m, &mut conv, "transferred", now).await?;
     if !ask.wrap_up_reason_ids.is_empty() {
@@ -386,8 +389,8 @@ pub(in crate::api) async fn transfer_to_queue(
         m.event(segment_wrapped_up(
             &conv,
             identity,
-            &segment_id,
-            &sender,
+            (&segment_id, &sender),
+            &transfer_id,
             &ask.wrap_up_reason_ids,
             now,
         ));
@@ -396,7 +399,7 @@ pub(in crate::api) async fn transfer_to_queue(
     conv.program_id = queue.program_id;
     save_state(m, &mut conv, next, now).await?;
     let mut transfer = Transfer {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: transfer_id,
         tenant_id: conv.tenant_id.clone(),
         conversation_id: conv.id.clone(),
         ordinal: 0,
