@@ -575,6 +575,7 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
         agent_id: event.agent_id.clone(),
         previous_agent_id: event.previous_agent_id.clone(),
         queue_id: event.queue_id.clone(),
+        previous_queue_id: event.previous_queue_id.clone(),
         program_id: event.program_id.clone(),
         channel: event.channel,
         conversation_created_at: event

@@ -2267,6 +2267,8 @@ async fn queue_metrics_follow_routing_s_log_across_a_restart(backend: &common::B
         // Only conv-1 within 60 s, over three answered and one abandoned.
         answered_within_threshold: 1,
         service_level: 0.25,
+        transferred_in: 0,
+        transferred_out: 0,
     };
     let q2_day = QueueMetricsRow {
         period: Some(start("2026-03-02T00:00:00+01:00")),
@@ -2350,6 +2352,8 @@ async fn queue_metrics_follow_routing_s_log_across_a_restart(backend: &common::B
             "average_speed_of_answer_seconds",
             "answered_within_threshold",
             "service_level",
+            "transferred_in",
+            "transferred_out",
         ]
     );
     assert_eq!(
@@ -2368,7 +2372,9 @@ async fn queue_metrics_follow_routing_s_log_across_a_restart(backend: &common::B
             "0",
             "155",
             "1",
-            "0.25"
+            "0.25",
+            "0",
+            "0"
         ]
     );
     assert_eq!(rows.len(), 4);
@@ -2992,25 +2998,26 @@ async fn dispositions_count_segments_per_reason_queue_and_agent(backend: &common
     fake.stop().await;
 }
 
-/// The sender of a transfer in a generated history.
+/// The sender of a transfer in a generated history, and the queue its segment was in.
 struct Sender<'a> {
-    conv: &'a common::Conv,
-    queue: &'a str,
+    queue: String,
     agent: &'a str,
 }
 
 impl Sender<'_> {
-    /// The sender gives `reason` at `at`, with `transfer` or later for the segment a
-    /// transfer ended: a disposition in the queue, and a reason sent.
+    /// The sender gives `reason` for conversation `conv` at `at`, with `transfer` or later
+    /// for the segment a transfer ended: a disposition in the segment's queue, wherever the
+    /// conversation is now, and a reason sent.
     fn gives(
         &self,
-        log: &mut EventLog,
+        (log, conv): (&mut EventLog, &common::Conv),
         truth: &mut Truth,
         reason: &str,
         at: i64,
         transfer: Option<&str>,
     ) {
-        log.push(self.conv, EventType::WrapUpSubmitted, &rfc3339(at), |e| {
+        log.push(conv, EventType::WrapUpSubmitted, &rfc3339(at), |e| {
+            e.queue_id.clone_from(&self.queue);
             e.agent_id = self.agent.to_owned();
             e.wrap_up_reason_ids = vec![reason.to_owned()];
             match transfer {
@@ -3126,6 +3133,8 @@ struct QueueTruth {
     abandoned: i64,
     overflowed_in: i64,
     overflowed_out: i64,
+    transferred_in: i64,
+    transferred_out: i64,
     within_30s: i64,
     wait_micros: i64,
 }
@@ -3334,20 +3343,26 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
         let transferred = dice.chance(35);
         if transferred {
             let to = agents.iter().copied().find(|a| *a != owner).unwrap();
+            // Now and then to the agent in the other queue: a transfer out of this queue
+            // and into that one, once taken.
+            let to_queue = if dice.chance(30) {
+                if queue == Q1 { Q2 } else { Q1 }.to_owned()
+            } else {
+                queue.clone()
+            };
             let transfer = format!("{:08x}-1111-4111-8111-{n:012x}", n);
             at += (1 + dice.below(600)) as i64 * SECOND;
             let requested = at;
             // The sender's reasons, with the transfer (whether it is taken or not) or
             // later for the segment it ended.
             let given_with_transfer = dice.chance(30);
+            let sender = Sender {
+                queue: queue.clone(),
+                agent: owner,
+            };
             if given_with_transfer {
                 let reason = reasons[dice.below(2) as usize];
-                let sender = Sender {
-                    conv: &conv,
-                    queue: &queue,
-                    agent: owner,
-                };
-                sender.gives(&mut log, &mut truth, reason, at, Some(&transfer));
+                sender.gives((&mut log, &conv), &mut truth, reason, at, Some(&transfer));
             }
             let given_later = !given_with_transfer && dice.chance(40);
             log.push(&conv, EventType::TransferRequested, &rfc3339(at), |e| {
@@ -3355,7 +3370,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                 e.agent_id = owner.to_owned();
                 e.transfer_id = transfer.clone();
                 e.transfer_to_agent_id = to.to_owned();
-                e.transfer_to_queue_id = queue.clone();
+                e.transfer_to_queue_id = to_queue.clone();
             });
             at += (1 + dice.below(30)) as i64 * SECOND;
             let taken = dice.chance(60);
@@ -3367,6 +3382,9 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             log.push(&conv, EventType::TransferResolved, &rfc3339(at), |e| {
                 e.transfer_id = transfer.clone();
                 e.answer_outcome = outcome as i32;
+                e.previous_agent_id = owner.to_owned();
+                e.previous_queue_id = queue.clone();
+                e.transfer_to_queue_id = to_queue.clone();
             });
             truth.ledger.push((
                 requested,
@@ -3375,8 +3393,22 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                 outcome as i32,
             ));
             if taken {
-                log.assign(&conv, &rfc3339(at), to, owner);
                 let day = paris_day(at);
+                if to_queue != queue {
+                    truth
+                        .queues
+                        .entry((day, queue.clone()))
+                        .or_default()
+                        .transferred_out += 1;
+                    truth
+                        .queues
+                        .entry((day, to_queue.clone()))
+                        .or_default()
+                        .transferred_in += 1;
+                    queue = to_queue;
+                    conv.queue_id = queue.clone();
+                }
+                log.assign(&conv, &rfc3339(at), to, owner);
                 truth
                     .reassignments
                     .entry((day, to.to_owned()))
@@ -3389,13 +3421,8 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                     .1 += 1;
                 if given_later {
                     let reason = reasons[dice.below(2) as usize];
-                    let sender = Sender {
-                        conv: &conv,
-                        queue: &queue,
-                        agent: owner,
-                    };
                     let later = at + (1 + dice.below(120)) as i64 * SECOND;
-                    sender.gives(&mut log, &mut truth, reason, later, None);
+                    sender.gives((&mut log, &conv), &mut truth, reason, later, None);
                 }
                 owner = to;
                 owner_since = at;
@@ -3667,6 +3694,8 @@ async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart
                         abandoned: r.abandoned,
                         overflowed_in: r.overflowed_in,
                         overflowed_out: r.overflowed_out,
+                        transferred_in: r.transferred_in,
+                        transferred_out: r.transferred_out,
                         within_30s: r.answered_within_threshold,
                         // Compared as the average the service computes.
                         wait_micros: asa.seconds * 1_000_000 + i64::from(asa.nanos) / 1_000,

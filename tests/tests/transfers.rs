@@ -220,6 +220,29 @@ async fn a_transfer_to_a_queue_puts_the_conversation_in_line_there(backend: &Bac
         (sent.reassignments_received, sent.reassignments_sent),
         (0, 0)
     );
+
+    // The queue metrics count the transfer out of the demo queue and into Billing.
+    let flows = switchboard_tests::eventually(
+        "the queue metrics to count the transfer",
+        flows_wait(),
+        || {
+            let h = &h;
+            let billing = billing.id.clone();
+            async move {
+                let rows = queue_metrics_now(h).await;
+                let of = |queue: &str| {
+                    rows.iter()
+                        .find(|r| r.queue_id == queue)
+                        .map(|r| (r.transferred_in, r.transferred_out))
+                        .unwrap_or_default()
+                };
+                let flows = (of(&h.creds.queue_id), of(&billing));
+                (flows.1 != (0, 0)).then_some(flows)
+            }
+        },
+    )
+    .await;
+    assert_eq!(flows, ((0, 1), (1, 0)));
     h.stop().await.expect("the suite stops cleanly");
 }
 
@@ -227,20 +250,9 @@ async fn a_transfer_to_a_queue_puts_the_conversation_in_line_there(backend: &Bac
 /// supervisor asks it.
 async fn reports_now(h: &Harness) -> Vec<switchboard_proto::reporting::v1::ReassignmentsRow> {
     use switchboard_proto::reporting::v1 as rep;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
     h.reports("supervisor")
         .get_reassignments_report(rep::GetReassignmentsReportRequest {
-            filter: Some(rep::ReportFilter {
-                time_range: Some(switchboard_proto::common::v1::TimeRange {
-                    start_time: Some(at(now - 3_600)),
-                    end_time: Some(at(now + 3_600)),
-                }),
-                ..Default::default()
-            }),
+            filter: Some(hour_around_now()),
             granularity: rep::Granularity::Total as i32,
             ..Default::default()
         })
@@ -248,6 +260,37 @@ async fn reports_now(h: &Harness) -> Vec<switchboard_proto::reporting::v1::Reass
         .expect("the reassignments report")
         .into_inner()
         .rows
+}
+
+/// The queue metrics over the hour around now, in one TOTAL row per queue.
+async fn queue_metrics_now(h: &Harness) -> Vec<switchboard_proto::reporting::v1::QueueMetricsRow> {
+    use switchboard_proto::reporting::v1 as rep;
+    h.reports("supervisor")
+        .get_queue_metrics_report(rep::GetQueueMetricsReportRequest {
+            filter: Some(hour_around_now()),
+            granularity: rep::Granularity::Total as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("the queue metrics")
+        .into_inner()
+        .rows
+}
+
+/// A report filter of the hour around now.
+fn hour_around_now() -> switchboard_proto::reporting::v1::ReportFilter {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    switchboard_proto::reporting::v1::ReportFilter {
+        time_range: Some(switchboard_proto::common::v1::TimeRange {
+            start_time: Some(at(now - 3_600)),
+            end_time: Some(at(now + 3_600)),
+        }),
+        ..Default::default()
+    }
 }
 
 async fn transfers_stay_within_the_program_channel_and_messaging(backend: &Backend) {

@@ -139,6 +139,8 @@ const QUEUE_METRICS_HEADER: &[&str] = &[
     "average_speed_of_answer_seconds",
     "answered_within_threshold",
     "service_level",
+    "transferred_in",
+    "transferred_out",
 ];
 /// CSV columns of the close-time report; durations in decimal seconds, the assignment
 /// columns empty when no assignment time is known.
@@ -557,6 +559,8 @@ impl ReportingApi {
                                 csv::seconds(r.average_speed_of_answer()),
                                 r.answered_within.to_string(),
                                 r.service_level().to_string(),
+                                r.transferred_in.to_string(),
+                                r.transferred_out.to_string(),
                             ]);
                             record
                         })
@@ -1074,6 +1078,8 @@ impl ReportingService for ReportingApi {
                     withdrawn: r.withdrawn,
                     overflowed_in: r.overflowed_in,
                     overflowed_out: r.overflowed_out,
+                    transferred_in: r.transferred_in,
+                    transferred_out: r.transferred_out,
                     answered_within_threshold: r.answered_within,
                     queue_id: r.queue_id,
                 })

@@ -58,6 +58,9 @@ pub struct Event {
     pub previous_agent_id: String,
     /// The queue after the change; empty when not given.
     pub queue_id: String,
+    /// The queue a transfer takes the conversation from, for TRANSFER_RESOLVED; empty when
+    /// not given.
+    pub previous_queue_id: String,
     /// The program of that queue; empty when not given.
     pub program_id: String,
     /// The channel (`switchboard.common.v1.Channel` number); 0 when not given.
@@ -70,7 +73,7 @@ pub struct Event {
     pub transfer_id: String,
     /// The agent a transfer is to, for TRANSFER_REQUESTED; empty for a queue.
     pub transfer_to_agent_id: String,
-    /// The queue a transfer is to, for TRANSFER_REQUESTED.
+    /// The queue a transfer is to, for TRANSFER_REQUESTED and TRANSFER_RESOLVED.
     pub transfer_to_queue_id: String,
     /// routing-svc's offer to the agent, for a transfer to an agent or an invitation.
     pub offer_id: String,

@@ -49,6 +49,11 @@ pub enum Metric {
     OverflowedIn,
     /// A conversation overflowed out of the queue.
     OverflowedOut,
+    /// A transfer took a conversation into the queue from another queue.
+    TransferredIn,
+    /// A transfer took a conversation out of the queue into another queue (the agent: the
+    /// sender).
+    TransferredOut,
     /// The agent's segment was wrapped up with a reason (the label: the reason's id).
     Disposition,
     /// The agent gave a reason for a conversation it transferred (the label: the reason's
@@ -84,6 +89,8 @@ impl Metric {
             Metric::Withdrawn => "withdrawn",
             Metric::OverflowedIn => "overflowed_in",
             Metric::OverflowedOut => "overflowed_out",
+            Metric::TransferredIn => "transferred_in",
+            Metric::TransferredOut => "transferred_out",
             Metric::Disposition => "disposition",
             Metric::SentReason => "sent_reason",
             Metric::PresenceTime => "presence_time",
@@ -102,7 +109,7 @@ impl Metric {
     }
 
     /// Every metric.
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 21] = [
         Metric::Created,
         Metric::Closed,
         Metric::Abandoned,
@@ -115,6 +122,8 @@ impl Metric {
         Metric::Withdrawn,
         Metric::OverflowedIn,
         Metric::OverflowedOut,
+        Metric::TransferredIn,
+        Metric::TransferredOut,
         Metric::Disposition,
         Metric::SentReason,
         Metric::PresenceTime,
@@ -154,6 +163,9 @@ pub struct Occurrence {
     /// microseconds); 0 otherwise.
     pub value: i64,
 }
+
+/// The contract's `AnswerOutcome` number of a transfer taken.
+const ANSWER_ACCEPTED: i32 = super::ledger::outcome::ACCEPTED;
 
 /// The quarter-hour slot of an instant.
 pub fn slot_of(at: i64) -> i64 {
@@ -309,6 +321,24 @@ pub fn of_conversation_event(event: &Event, after: &ConversationFacts) -> Vec<Oc
                         })
                 })
                 .collect()
+        }
+        // Only a transfer taken moves the conversation; one within a queue moves nothing.
+        EventKind::TransferResolved
+            if event.answer_outcome == ANSWER_ACCEPTED
+                && !event.previous_queue_id.is_empty()
+                && !event.transfer_to_queue_id.is_empty()
+                && event.previous_queue_id != event.transfer_to_queue_id =>
+        {
+            vec![
+                Occurrence {
+                    queue_id: event.previous_queue_id.clone(),
+                    ..occurrence(Metric::TransferredOut, &event.previous_agent_id)
+                },
+                Occurrence {
+                    queue_id: event.transfer_to_queue_id.clone(),
+                    ..occurrence(Metric::TransferredIn, "")
+                },
+            ]
         }
         EventKind::Assigned if is_reassignment(&event.agent_id, &event.previous_agent_id) => {
             vec![

@@ -321,6 +321,10 @@ pub struct QueueMetrics {
     pub overflowed_in: i64,
     /// Conversations that overflowed out of it.
     pub overflowed_out: i64,
+    /// Transfers taken that brought a conversation in from another queue.
+    pub transferred_in: i64,
+    /// Transfers taken that took a conversation out to another queue.
+    pub transferred_out: i64,
     /// Sum of the waits of the accepted offers, in microseconds.
     pub wait_total: i64,
     /// Accepted offers whose wait was within the threshold.
@@ -376,6 +380,8 @@ pub fn queue_metrics(
             Metric::Abandoned => row.abandoned += count.n,
             Metric::OverflowedIn => row.overflowed_in += count.n,
             Metric::OverflowedOut => row.overflowed_out += count.n,
+            Metric::TransferredIn => row.transferred_in += count.n,
+            Metric::TransferredOut => row.transferred_out += count.n,
             Metric::Created
             | Metric::Closed
             | Metric::ReassignedTo
@@ -569,7 +575,7 @@ pub const AGENT_ACTIVITY_METRICS: [Metric; 5] = [
 ];
 
 /// The metrics a queue-metrics report reads.
-pub const QUEUE_METRICS: [Metric; 8] = [
+pub const QUEUE_METRICS: [Metric; 10] = [
     Metric::Offered,
     Metric::Accepted,
     Metric::Rejected,
@@ -578,6 +584,8 @@ pub const QUEUE_METRICS: [Metric; 8] = [
     Metric::Abandoned,
     Metric::OverflowedIn,
     Metric::OverflowedOut,
+    Metric::TransferredIn,
+    Metric::TransferredOut,
 ];
 
 #[cfg(test)]

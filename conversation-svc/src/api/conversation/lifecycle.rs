@@ -487,6 +487,8 @@ async fn wrap_up_earlier(
     submitted.segment_id = segment_id.to_owned();
     submitted.agent_id = identity.principal_id.clone();
     submitted.wrap_up_reason_ids = reason_ids.to_vec();
+    // Counted in the queue the segment was in, wherever the transfer took the conversation.
+    submitted.queue_id.clone_from(&segment.queue_id);
     // How the segment ended tells reports these are a sender's reasons.
     "transferred".clone_into(&mut submitted.segment_end);
     m.event(submitted);

@@ -309,6 +309,14 @@ pub(in crate::api) async fn transfer_to_agent(
     Ok(convert::transfer(&transfer))
 }
 
+/// Names on a TRANSFER_RESOLVED event the queue the transfer takes the conversation from and
+/// the one it takes it to, so that reports count transfers in and out of queues from the
+/// event alone.
+fn queues_of(resolved: &mut Event, from_queue_id: &str, to_queue_id: &str) {
+    from_queue_id.clone_into(&mut resolved.previous_queue_id);
+    to_queue_id.clone_into(&mut resolved.transfer_to_queue_id);
+}
+
 /// The WRAP_UP_SUBMITTED event of the sender's segment `(segment_id, agent_id)`, wrapped
 /// up with transfer `transfer_id`: the reasons (dispositions) are part of the log like any
 /// other wrap-up, and the transfer named tells reports they are a sender's reasons.
@@ -346,6 +354,7 @@ pub(in crate::api) async fn withdraw_pending(
             Event::about(conv, pb::EventType::TransferResolved as i32, actor_id, now);
         resolved.transfer_id = transfer.id.clone();
         resolved.answer_outcome = AnswerOutcome::Withdrawn as i32;
+        queues_of(&mut resolved, &conv.queue_id, &transfer.to_queue_id);
         m.event(resolved);
         super::moves::leave_queue(m, conv, now).await?;
     }
@@ -424,12 +433,13 @@ pub(in crate::api) async fn transfer_to_queue(
     requested.transfer_id = transfer.id.clone();
     requested.previous_agent_id = sender.clone();
     requested.transfer_to_queue_id = transfer.to_queue_id.clone();
-    requested.previous_queue_id = previous_queue;
+    requested.previous_queue_id.clone_from(&previous_queue);
     requested.segment_id = segment_id;
     requested.segment_end = "transferred".to_owned();
     m.event(requested);
     let mut resolved = event_by(&conv, pb::EventType::TransferResolved, identity, now);
     resolved.transfer_id = transfer.id.clone();
+    queues_of(&mut resolved, &previous_queue, &transfer.to_queue_id);
     resolved.previous_agent_id = sender;
     resolved.answer_outcome = AnswerOutcome::Accepted as i32;
     m.event(resolved);
@@ -639,6 +649,7 @@ pub(in crate::api) async fn accept_transfer(
     resolved.segment_id = sender_segment;
     resolved.segment_end = "transferred".to_owned();
     resolved.answer_outcome = AnswerOutcome::Accepted as i32;
+    queues_of(&mut resolved, &conv.queue_id, &transfer.to_queue_id);
     m.event(resolved);
     conv.state = next;
     conv.owner_agent_id = agent_id.to_owned();
@@ -717,6 +728,7 @@ pub(in crate::api) async fn transfer_not_taken(
     resolved.transfer_id = transfer.id.clone();
     resolved.answer_outcome = outcome as i32;
     resolved.transfer_fallback = transfer.fallback_applied;
+    queues_of(&mut resolved, &conv.queue_id, &transfer.to_queue_id);
     match apply {
         None => {}
         Some(transfer::Fallback::ReturnToSender) => {
