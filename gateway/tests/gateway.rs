@@ -173,6 +173,13 @@ impl rep::reporting_service_server::ReportingService for FakeReporting {
         Err(Status::unimplemented("not in the fake"))
     }
 
+    async fn get_open_conversations_report(
+        &self,
+        _request: Request<rep::GetOpenConversationsReportRequest>,
+    ) -> Result<Response<rep::GetOpenConversationsReportResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type ExportReportStream = ExportStream;
 
     /// CREATED_CLOSED: three chunks, then the end. Any other kind: one chunk, then nothing

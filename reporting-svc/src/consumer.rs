@@ -157,6 +157,10 @@ enum StreamError {
 
 /// An event of either log, as the store applies it.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a consumer reads one log, so all its inputs are one variant: boxing would only add an allocation per event"
+)]
 enum Input {
     Conversation(Event),
     Routing(RoutingEvent),
@@ -564,6 +568,7 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
         Ok(EventType::WrapUpSubmitted) => EventKind::WrapUpSubmitted,
         Ok(EventType::Closed) => EventKind::Closed,
         Ok(EventType::Reopened) => EventKind::Reopened,
+        Ok(EventType::StatusChanged) => EventKind::StatusChanged,
         Ok(_) | Err(_) => EventKind::Other,
     };
     Ok(Event {
@@ -594,6 +599,7 @@ pub fn to_domain(entry: &LogEntry) -> Result<Event, &'static str> {
         participant_user_id: event.participant_user_id.clone(),
         participant_role: event.participant_role,
         wrap_up_reason_ids: event.wrap_up_reason_ids.clone(),
+        status_label_id: event.status_label_id.clone(),
         sender_reasons: kind == EventKind::WrapUpSubmitted
             && (!event.transfer_id.is_empty()
                 || event.segment_end_reason == EndReason::Transferred as i32),

@@ -35,9 +35,10 @@ use switchboard_proto::reporting::v1::{
     AgentActivityRow, CloseTimeRow, CreatedClosedRow, DayOfWeek, ExportReportRequest,
     FirstContactResolutionRow, GetAgentActivityReportRequest, GetCloseTimeReportRequest,
     GetCreatedClosedReportRequest, GetDispositionsReportRequest,
-    GetFirstContactResolutionReportRequest, GetQueueMetricsReportRequest,
-    GetReassignmentsReportRequest, Granularity, LedgerEntryKind, ListTransferLedgerRequest, Period,
-    QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
+    GetFirstContactResolutionReportRequest, GetOpenConversationsReportRequest,
+    GetQueueMetricsReportRequest, GetReassignmentsReportRequest, Granularity, LedgerEntryKind,
+    ListTransferLedgerRequest, Period, QueueMetricsRow, ReassignmentsRow, ReportFilter, ReportKind,
+    TransferLedgerEntry,
 };
 use switchboard_proto::routing::internal::v1 as routing;
 use switchboard_proto::routing::internal::v1::routing_internal_service_server::{
@@ -2863,6 +2864,11 @@ async fn the_ledger_lists_offers_transfers_and_invitations_with_outcomes(
 }
 
 const R1: &str = "d1d1d1d1-d1d1-4d1d-8d1d-d1d1d1d1d1d1";
+/// Status labels.
+const LABELS: [&str; 2] = [
+    "1abe1000-0000-4000-8000-000000000001",
+    "1abe1000-0000-4000-8000-000000000002",
+];
 const R2: &str = "d2d2d2d2-d2d2-4d2d-8d2d-d2d2d2d2d2d2";
 
 on_each_backend!(dispositions_count_segments_per_reason_queue_and_agent);
@@ -3054,6 +3060,8 @@ struct Truth {
     queues: BTreeMap<(NaiveDate, String), QueueTruth>,
     /// (queue, agent, reason) → segments.
     dispositions: BTreeMap<(String, String, String), i64>,
+    /// (queue, status label) → conversations open at the end.
+    open: BTreeMap<(String, String), i64>,
     /// (request time, kind, receiving agent, outcome) of every ledger line.
     ledger: Vec<(i64, i32, String, i32)>,
     /// (day, agent) → agent activity.
@@ -3428,6 +3436,22 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
                 owner_since = at;
             }
         }
+        // Sometimes a status label; now and then the conversation is still open at the end.
+        let mut label = "";
+        if dice.chance(50) {
+            label = LABELS[dice.below(2) as usize];
+            at += (1 + dice.below(600)) as i64 * SECOND;
+            log.push(&conv, EventType::StatusChanged, &rfc3339(at), |e| {
+                e.status_label_id = label.to_owned();
+            });
+        }
+        if dice.chance(10) {
+            *truth
+                .open
+                .entry((queue.clone(), label.to_owned()))
+                .or_default() += 1;
+            continue;
+        }
         // Wrap-up with one or two reasons, close; sometimes a reopen and a second close.
         let closes = if dice.chance(15) { 2 } else { 1 };
         for close in 0..closes {
@@ -3738,6 +3762,29 @@ async fn every_report_matches_a_plain_model_of_a_random_history_across_a_restart
         .map(|r| ((r.queue_id, r.agent_id, r.wrap_up_reason_id), r.segments))
         .collect();
     assert_eq!(dispositions, truth.dispositions);
+
+    // Open now, whenever created (the filter names no range).
+    let open: BTreeMap<(String, String), i64> = analyst
+        .get_open_conversations_report(GetOpenConversationsReportRequest {
+            filter: Some(ReportFilter {
+                time_range: None,
+                ..week.clone()
+            }),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows
+        .into_iter()
+        .map(|r| ((r.queue_id, r.status_label_id), r.open))
+        .collect();
+    assert!(
+        !truth.open.is_empty(),
+        "the history leaves conversations open"
+    );
+    assert_eq!(open, truth.open);
 
     let mut lines = Vec::new();
     let mut token = String::new();
@@ -4256,6 +4303,157 @@ async fn agent_activity_counts_presence_time_occupancy_rona_and_overrides(
     fake.stop().await;
 }
 
+on_each_backend!(open_conversations_count_per_queue_and_status_label);
+async fn open_conversations_count_per_queue_and_status_label(backend: &common::Backend) {
+    let mut log = scenario();
+    let conv = |id: &str, channel: Channel, queue: &str, created: &str| common::Conv {
+        tenant_id: TENANT.to_owned(),
+        id: id.to_owned(),
+        channel,
+        queue_id: queue.to_owned(),
+        created: created.to_owned(),
+    };
+    let label = |log: &mut EventLog, conv: &common::Conv, at: &str, label: &str| {
+        log.push(conv, EventType::StatusChanged, at, |e| {
+            label.clone_into(&mut e.status_label_id);
+        });
+    };
+    // conv-4 (open in Q1) labelled, then labelled again; conv-9 (open in Q1) never;
+    // conv-8 (closed in Q2) labelled, which keeps it closed; a new one open in Q2.
+    let c4 = conv("conv-4", Channel::Webchat, Q1, "2026-03-04T12:00:00Z");
+    label(&mut log, &c4, "2026-03-05T09:00:00Z", LABELS[0]);
+    label(&mut log, &c4, "2026-03-05T09:10:00Z", LABELS[1]);
+    let c8 = conv("conv-8", Channel::Sms, Q2, "2026-03-03T09:00:00Z");
+    label(&mut log, &c8, "2026-03-05T09:20:00Z", LABELS[0]);
+    let c10 = log.create(
+        TENANT,
+        "conv-10",
+        Channel::Webchat,
+        Q2,
+        "2026-03-05T11:00:00Z",
+    );
+    label(&mut log, &c10, "2026-03-05T11:05:00Z", LABELS[0]);
+    let (fake, _) = start_fake(&log, Script::HoldAfter(log.last_sequence())).await;
+    let reporting = start_reporting_with(&backend.url, &fake.url, |config| {
+        config.export_max_rows = 100;
+    })
+    .await;
+    wait_for_cursor(&backend.url, &reporting.url, log.last_sequence()).await;
+    let analyst = client(&reporting.url, user(TENANT, vec![Role::Analyst]));
+    let open = |filter: ReportFilter, page_size: i32, page_token: String| {
+        let mut analyst = analyst.clone();
+        async move {
+            let response = analyst
+                .get_open_conversations_report(GetOpenConversationsReportRequest {
+                    filter: Some(filter),
+                    page_size,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let rows: Vec<(String, String, i64)> = response
+                .rows
+                .into_iter()
+                .map(|r| (r.queue_id, r.status_label_id, r.open))
+                .collect();
+            (rows, response.next_page_token)
+        }
+    };
+    let row = |queue: &str, label: &str, open: i64| (queue.to_owned(), label.to_owned(), open);
+    let whenever = ReportFilter {
+        time_range: None,
+        ..paris()
+    };
+    let everything = vec![row(Q1, "", 1), row(Q1, LABELS[1], 1), row(Q2, LABELS[0], 1)];
+    assert_eq!(open(whenever.clone(), 0, String::new()).await.0, everything);
+    // A range keeps the conversations created in it; queues and channels filter.
+    let paris_day = filter("2026-03-04T23:00:00Z", "2026-03-05T23:00:00Z", PARIS);
+    assert_eq!(
+        open(paris_day, 0, String::new()).await.0,
+        vec![row(Q1, "", 1), row(Q2, LABELS[0], 1)]
+    );
+    let in_q2 = ReportFilter {
+        queue_ids: vec![Q2.to_owned()],
+        ..whenever.clone()
+    };
+    assert_eq!(
+        open(in_q2, 0, String::new()).await.0,
+        vec![row(Q2, LABELS[0], 1)]
+    );
+    let by_sms = ReportFilter {
+        channels: vec![Channel::Sms as i32],
+        ..whenever.clone()
+    };
+    assert_eq!(open(by_sms, 0, String::new()).await.0, vec![]);
+    // A page at a time, the same rows.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (rows, next) = open(whenever.clone(), 1, token).await;
+        assert_eq!(rows.len(), 1);
+        paged.extend(rows);
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(paged, everything);
+    // Another tenant sees none of it.
+    let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Analyst]));
+    let theirs = other
+        .get_open_conversations_report(GetOpenConversationsReportRequest {
+            filter: Some(whenever.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(theirs.is_empty(), "{theirs:?}");
+    // The CSV export, and the label in the per-conversation table.
+    let (csv, _) = export(
+        &mut analyst.clone(),
+        ReportKind::OpenConversations,
+        whenever.clone(),
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parse_simple_csv(&csv),
+        vec![
+            vec!["queue_id", "status_label_id", "open"],
+            vec![Q1, "", "1"],
+            vec![Q1, LABELS[1], "1"],
+            vec![Q2, LABELS[0], "1"],
+        ]
+    );
+    let (csv, _) = export(
+        &mut analyst.clone(),
+        ReportKind::Conversations,
+        paris(),
+        Granularity::Unspecified,
+    )
+    .await
+    .unwrap();
+    let labels: Vec<(String, String)> = parse_simple_csv(&csv)[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[13].clone()))
+        .filter(|(_, label)| !label.is_empty())
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("conv-8".to_owned(), LABELS[0].to_owned()),
+            ("conv-4".to_owned(), LABELS[1].to_owned()),
+            ("conv-10".to_owned(), LABELS[0].to_owned()),
+        ]
+    );
+    reporting.stop().await;
+    fake.stop().await;
+}
+
 on_each_backend!(the_conversation_table_exports_one_row_per_conversation);
 async fn the_conversation_table_exports_one_row_per_conversation(backend: &common::Backend) {
     let database_url = backend.url.clone();
@@ -4295,6 +4493,7 @@ async fn the_conversation_table_exports_one_row_per_conversation(backend: &commo
             "reopens",
             "close_time_seconds",
             "resolved_first_contact",
+            "status_label_id",
         ]
     );
     // id, channel, queue, created, closed, closing agent, owner, segments, transfers,

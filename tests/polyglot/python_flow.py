@@ -205,6 +205,21 @@ def accepted_in(reports, metadata, window, queue_id):
     return sum(r.accepted for r in response.rows)
 
 
+def open_in(reports, metadata, queue_id, program_id):
+    """Conversations open now in the queue, counted only within the program (from
+    conversation-svc's log; no time range: whenever created)."""
+    response = reports.GetOpenConversationsReport(
+        rep.GetOpenConversationsReportRequest(
+            filter=reporting_pb2.ReportFilter(queue_ids=[queue_id], program_ids=[program_id]),
+        ),
+        metadata=metadata,
+        timeout=TIMEOUT,
+    )
+    for row in response.rows:
+        check(row.queue_id == queue_id, "an open row of another queue: %s" % row.queue_id)
+    return sum(r.open for r in response.rows)
+
+
 def activity_of(reports, metadata, window, agent_id):
     """The agent's activity over the window, one TOTAL row (from routing-svc's log)."""
     start, end = window
@@ -378,6 +393,18 @@ def run(gateway, creds):
         check(
             reply.sender_display_name == agent1["display_name"],
             "the agent's message shows %r" % reply.sender_display_name,
+        )
+
+        step("reporting counts it open in the demo queue and program, and in no other program")
+        eventually(
+            "the open-conversations report to count it",
+            15,
+            lambda: open_in(reports, as_supervisor, creds["queue_id"], creds["program_id"]) >= 1 or None,
+        )
+        other_program = str(uuid.uuid4())
+        check(
+            open_in(reports, as_supervisor, creds["queue_id"], other_program) == 0,
+            "a program the queue is not in counts nothing",
         )
 
         step("ListMessages has both messages")

@@ -4,12 +4,15 @@
 //! find them by keyword prefix. Another tenant's ids are NOT_FOUND, retries change nothing
 //! twice and card numbers are masked.
 
+use std::time::Duration;
+
 use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::v1 as conv;
 use switchboard_proto::conversation::v1::conversation_config_service_client::ConversationConfigServiceClient;
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use switchboard_proto::conversation::v1::supervisor_service_client::SupervisorServiceClient;
-use switchboard_tests::{Backend, Harness, rid};
+use switchboard_proto::reporting::v1 as rep;
+use switchboard_tests::{Backend, Harness, eventually, rid};
 use tonic::Code;
 use tonic::service::Interceptor;
 use tonic::transport::Channel as Transport;
@@ -96,6 +99,20 @@ async fn counts(h: &Harness, queue_id: &str) -> Vec<(String, i64)> {
         .into_iter()
         .map(|c| (c.display_name, c.open_conversations))
         .collect()
+}
+
+/// reporting-svc's open conversations of the demo tenant per queue and label, whenever
+/// created, as the supervisor asks.
+async fn open_report(h: &Harness) -> Vec<rep::OpenConversationsRow> {
+    h.reports("supervisor")
+        .get_open_conversations_report(rep::GetOpenConversationsReportRequest {
+            filter: Some(rep::ReportFilter::default()),
+            ..Default::default()
+        })
+        .await
+        .expect("the open-conversations report")
+        .into_inner()
+        .rows
 }
 
 async fn events(h: &Harness, conversation_id: &str) -> Vec<conv::ConversationEvent> {
@@ -235,6 +252,27 @@ async fn status_labels_are_set_counted_and_cleared_on_deletion(backend: &Backend
     ];
     assert_eq!(counts(&h, "").await, expected);
     assert_eq!(counts(&h, &h.creds.queue_id).await, expected, "by queue");
+    // reporting-svc's open-conversations report agrees, from the event log.
+    let labelled = |rows: Vec<rep::OpenConversationsRow>| {
+        rows.into_iter()
+            .filter(|r| r.queue_id == h.creds.queue_id && !r.status_label_id.is_empty())
+            .map(|r| (r.status_label_id, r.open))
+            .collect::<Vec<_>>()
+    };
+    let mut want = vec![(refund.id.clone(), 2), (escalated.id.clone(), 1)];
+    want.sort();
+    eventually(
+        "the open-conversations report to show the labels",
+        Duration::from_secs(15),
+        || {
+            let (h, want, labelled) = (&h, want.clone(), &labelled);
+            async move {
+                let rows = open_report(h).await;
+                (labelled(rows) == want).then_some(())
+            }
+        },
+    )
+    .await;
     assert_eq!(
         counts(&h, &uuid::Uuid::new_v4().to_string()).await,
         [(String::new(), 0)],

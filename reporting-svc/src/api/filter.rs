@@ -263,6 +263,20 @@ pub fn narrow(named: &[String], allowed: &std::collections::BTreeSet<String>) ->
     }
 }
 
+/// `filter` with the whole history as its range when it names none: for reports on what is
+/// open now, where a range only narrows.
+pub fn whole_history_unless_named(filter: Option<&ReportFilter>) -> Option<ReportFilter> {
+    let mut filter = filter?.clone();
+    if filter.time_range.is_none() {
+        let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+        filter.time_range = Some(switchboard_proto::common::v1::TimeRange {
+            start_time: Some(at(MIN_SECONDS)),
+            end_time: Some(at(MAX_SECONDS)),
+        });
+    }
+    Some(filter)
+}
+
 /// The zone periods are seen from: the filter's, else the tenant's default, else UTC.
 fn zone(filter: &ReportFilter, caller: &Caller) -> Result<Tz, Error> {
     if !filter.time_zone.is_empty() {

@@ -21,10 +21,11 @@ use switchboard_proto::reporting::v1::{
     GetCloseTimeReportResponse, GetCreatedClosedReportRequest, GetCreatedClosedReportResponse,
     GetDispositionsReportRequest, GetDispositionsReportResponse,
     GetFirstContactResolutionReportRequest, GetFirstContactResolutionReportResponse,
+    GetOpenConversationsReportRequest, GetOpenConversationsReportResponse,
     GetQueueMetricsReportRequest, GetQueueMetricsReportResponse, GetReassignmentsReportRequest,
     GetReassignmentsReportResponse, LedgerEntryKind, ListTransferLedgerRequest,
-    ListTransferLedgerResponse, Period as ProtoPeriod, QueueMetricsRow, ReasonCount,
-    ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
+    ListTransferLedgerResponse, OpenConversationsRow, Period as ProtoPeriod, QueueMetricsRow,
+    ReasonCount, ReassignmentsRow, ReportFilter, ReportKind, TransferLedgerEntry,
 };
 use switchboard_server_kit::identity_of;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,7 +34,7 @@ use tracing::{debug, warn};
 
 use super::filter::{
     Caller, MAX_RESOLVED_IDS, ReportShape, Scope, authorize, granularity, narrow, scope,
-    service_level_threshold,
+    service_level_threshold, whole_history_unless_named,
 };
 use super::page_token;
 use crate::directory::Directory;
@@ -60,6 +61,7 @@ const QUEUE_METRICS: &str = "queue_metrics";
 const LEDGER: &str = "transfer_ledger";
 const DISPOSITIONS: &str = "dispositions";
 const AGENT_ACTIVITY: &str = "agent_activity";
+const OPEN_CONVERSATIONS: &str = "open_conversations";
 
 /// CSV columns of the agent-activity report: times in decimal seconds.
 const AGENT_ACTIVITY_HEADER: &[&str] = &[
@@ -174,7 +176,10 @@ const CONVERSATIONS_HEADER: &[&str] = &[
     "reopens",
     "close_time_seconds",
     "resolved_first_contact",
+    "status_label_id",
 ];
+/// CSV columns of the open-conversations report.
+const OPEN_CONVERSATIONS_HEADER: &[&str] = &["queue_id", "status_label_id", "open"];
 
 /// Exports read from a snapshot at once, each holding a read connection.
 const LARGE_EXPORTS: usize = 2;
@@ -597,6 +602,24 @@ impl ReportingApi {
                     pages: read_ahead(pages.boxed()),
                 })
             }
+            ReportKind::OpenConversations => {
+                let filter = whole_history_unless_named(filter);
+                let scope = self
+                    .scope(
+                        caller,
+                        filter.as_ref(),
+                        Granularity::Total,
+                        ReportShape::Periods,
+                    )
+                    .await?;
+                let rows = self.store.open_conversations(&scope.query()).await?;
+                Ok(Export::whole(
+                    OPEN_CONVERSATIONS_HEADER,
+                    rows.into_iter()
+                        .map(|r| vec![r.queue_id, r.status_label_id, r.open.to_string()])
+                        .collect(),
+                ))
+            }
             ReportKind::Conversations => {
                 let scope = self
                     .scope(caller, filter, Granularity::Total, ReportShape::Agents)
@@ -886,6 +909,7 @@ fn conversation_record(row: &ConversationFacts, frame: &Frame) -> Vec<String> {
         row.resolved_first_contact()
             .map(|resolved| resolved.to_string())
             .unwrap_or_default(),
+        row.status_label_id.clone(),
     ]
 }
 
@@ -1258,6 +1282,47 @@ impl ReportingService for ReportingApi {
                         do_not_disturb,
                         rona,
                     }
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_open_conversations_report(
+        &self,
+        request: Request<GetOpenConversationsReportRequest>,
+    ) -> Result<Response<GetOpenConversationsReportResponse>, Status> {
+        let caller = authorize(&identity_of(&request)?)?;
+        let request = request.into_inner();
+        let filter = whole_history_unless_named(request.filter.as_ref());
+        let (scope, paging) = self
+            .scoped(
+                &caller,
+                OPEN_CONVERSATIONS,
+                filter.as_ref(),
+                Granularity::Total,
+                ReportShape::Periods,
+                (request.page_size, &request.page_token),
+            )
+            .await?;
+        let rows = self
+            .store
+            .open_conversations(&scope.query())
+            .await
+            .map_err(Error::from)?;
+        let page = paging.take(rows, |r| RowKey {
+            period: 0,
+            agent_id: r.key(),
+        });
+        debug!(tenant_id = %scope.tenant_id, rows = page.rows.len(), "open-conversations report");
+        Ok(Response::new(GetOpenConversationsReportResponse {
+            next_page_token: paging.next_token(&page),
+            rows: page
+                .rows
+                .into_iter()
+                .map(|r| OpenConversationsRow {
+                    queue_id: r.queue_id,
+                    status_label_id: r.status_label_id,
+                    open: r.open,
                 })
                 .collect(),
         }))

@@ -29,6 +29,8 @@ pub enum EventKind {
     WrapUpSubmitted,
     /// The conversation was closed.
     Closed,
+    /// The conversation's status label was set or cleared.
+    StatusChanged,
     /// The customer wrote again within the reopen window.
     Reopened,
     /// Anything else (messages, waiting, status labels...): only the conversation's
@@ -91,6 +93,8 @@ pub struct Event {
     pub participant_role: i32,
     /// The wrap-up reasons given, for WRAP_UP_SUBMITTED.
     pub wrap_up_reason_ids: Vec<String>,
+    /// The label after the change, for STATUS_CHANGED (empty when cleared).
+    pub status_label_id: String,
     /// For WRAP_UP_SUBMITTED: the reasons are a transfer sender's, given with the transfer
     /// or later for the segment the transfer ended.
     pub sender_reasons: bool,
@@ -128,6 +132,8 @@ pub struct ConversationFacts {
     pub transfers: i64,
     /// Reopens so far.
     pub reopens: i64,
+    /// Its status label now; empty for none.
+    pub status_label_id: String,
 }
 
 /// One assignment: an agent became owner, possibly taking it from another agent.
@@ -206,15 +212,20 @@ pub fn apply(current: Option<&ConversationFacts>, event: &Event) -> Change {
         segments: 0,
         transfers: 0,
         reopens: 0,
+        status_label_id: String::new(),
     });
     if event.channel != 0 {
         facts.channel = event.channel;
     }
-    if !event.queue_id.is_empty() {
-        facts.queue_id.clone_from(&event.queue_id);
-    }
-    if !event.program_id.is_empty() {
-        facts.program_id.clone_from(&event.program_id);
+    // A wrap-up names the queue of the segment it wraps up, which a transfer may have
+    // left since: only the other events say where the conversation is.
+    if event.kind != EventKind::WrapUpSubmitted {
+        if !event.queue_id.is_empty() {
+            facts.queue_id.clone_from(&event.queue_id);
+        }
+        if !event.program_id.is_empty() {
+            facts.program_id.clone_from(&event.program_id);
+        }
     }
 
     let mut assignment = None;
@@ -267,6 +278,7 @@ pub fn apply(current: Option<&ConversationFacts>, event: &Event) -> Change {
                 facts.owner_agent_id = owner;
             }
         }
+        EventKind::StatusChanged => facts.status_label_id.clone_from(&event.status_label_id),
         EventKind::TransferResolved
         | EventKind::ParticipantInvited
         | EventKind::InvitationEnded
@@ -416,6 +428,42 @@ mod tests {
         assert_eq!(facts.closing_segment_start, Some(55 * MIN));
         assert_eq!((facts.segments, facts.reopens), (2, 1));
         assert!(assignments.iter().all(|a| !a.reassignment));
+    }
+
+    #[test]
+    fn a_sender_s_later_wrap_up_leaves_the_conversation_where_it_is() {
+        let (facts, _) = fold(&[
+            event(1, EventKind::Created, 0),
+            assigned(2, 1, "a", ""),
+            Event {
+                queue_id: "q2".to_owned(),
+                ..assigned(3, 5, "b", "a")
+            },
+            Event {
+                agent_id: "a".to_owned(),
+                wrap_up_reason_ids: vec!["r".to_owned()],
+                ..event(4, EventKind::WrapUpSubmitted, 7)
+            },
+        ]);
+        assert_eq!(facts.unwrap().queue_id, "q2");
+    }
+
+    #[test]
+    fn the_status_label_is_the_last_one_set() {
+        let label = |log_sequence: i64, label: &str| Event {
+            status_label_id: label.to_owned(),
+            ..event(log_sequence, EventKind::StatusChanged, log_sequence)
+        };
+        let (facts, _) = fold(&[event(1, EventKind::Created, 0), label(2, "refund")]);
+        assert_eq!(facts.unwrap().status_label_id, "refund");
+        let (facts, _) = fold(&[
+            event(1, EventKind::Created, 0),
+            label(2, "refund"),
+            label(3, ""),
+            event(4, EventKind::Closed, 5),
+            event(5, EventKind::Reopened, 6),
+        ]);
+        assert_eq!(facts.unwrap().status_label_id, "");
     }
 
     #[test]

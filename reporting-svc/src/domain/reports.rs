@@ -433,6 +433,24 @@ impl Dispositions {
     }
 }
 
+/// Conversations open now in one queue with one status label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConversations {
+    /// The queue they are in.
+    pub queue_id: String,
+    /// Their status label; empty for none.
+    pub status_label_id: String,
+    /// How many.
+    pub open: i64,
+}
+
+impl OpenConversations {
+    /// The row's place: queue then label (UUIDs, never with a `/`).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.queue_id, self.status_label_id)
+    }
+}
+
 /// One row per period, queue, agent and reason with at least one segment, in that order.
 /// `counts` are disposition counts per slot, queue, agent and label (the reason).
 pub fn dispositions(frame: &Frame, counts: &[Count]) -> Vec<Dispositions> {

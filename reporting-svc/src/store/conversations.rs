@@ -123,6 +123,7 @@ impl ConversationRun {
                         f.segments,
                         f.transfers,
                         f.reopens,
+                        f.status_label_id,
                         sequence
                     ])
                 })
@@ -133,7 +134,7 @@ impl ConversationRun {
                     "INSERT INTO conversation_facts (conversation_id, tenant_id, channel, \
                  queue_id, program_id, created_at, closed_at, closing_agent_id, \
                  closing_segment_start, owner_agent_id, owner_since, segments, transfers, \
-                 reopens, last_log_sequence) {} \
+                 reopens, status_label_id, last_log_sequence) {} \
                  ON CONFLICT (conversation_id) DO UPDATE SET \
                  channel = excluded.channel, queue_id = excluded.queue_id, \
                  program_id = excluded.program_id, created_at = excluded.created_at, \
@@ -141,12 +142,13 @@ impl ConversationRun {
                  closing_segment_start = excluded.closing_segment_start, \
                  owner_agent_id = excluded.owner_agent_id, owner_since = excluded.owner_since, \
                  segments = excluded.segments, transfers = excluded.transfers, \
-                 reopens = excluded.reopens, last_log_sequence = excluded.last_log_sequence",
+                 reopens = excluded.reopens, status_label_id = excluded.status_label_id, \
+                 last_log_sequence = excluded.last_log_sequence",
                     json_rows(
                         dialect,
                         &[
                             Text, Text, Int, Text, Text, Int, Int, Text, Int, Text, Int, Int, Int,
-                            Int, Int
+                            Int, Text, Int
                         ]
                     )
                 ),

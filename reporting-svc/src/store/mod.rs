@@ -27,7 +27,7 @@ pub use snapshot::{ConversationQuery, Snapshot};
 use crate::domain::facts::{AssignmentFact, ConversationFacts, Event};
 use crate::domain::ledger as ledger_rules;
 use crate::domain::metrics::{Metric, Occurrence, RoutingEvent, of_routing_event};
-use crate::domain::reports::ClosedConversation;
+use crate::domain::reports::{ClosedConversation, OpenConversations};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -293,7 +293,7 @@ fn json_in_at(dialect: Dialect, n: usize) -> String {
 
 const FACT_COLUMNS: &str = "conversation_id, tenant_id, channel, queue_id, program_id, \
      created_at, closed_at, closing_agent_id, closing_segment_start, owner_agent_id, \
-     owner_since, segments, transfers, reopens";
+     owner_since, segments, transfers, reopens, status_label_id";
 
 fn facts_from_row(row: &AnyRow) -> Result<ConversationFacts, sqlx::Error> {
     let channel: i64 = row.try_get("channel")?;
@@ -312,6 +312,7 @@ fn facts_from_row(row: &AnyRow) -> Result<ConversationFacts, sqlx::Error> {
         segments: row.try_get("segments")?,
         transfers: row.try_get("transfers")?,
         reopens: row.try_get("reopens")?,
+        status_label_id: row.try_get("status_label_id")?,
     })
 }
 
@@ -550,6 +551,37 @@ impl Store {
         .fetch_all(&self.db.pool)
         .await?;
         rows.iter().map(|row| row.try_get("queue_id")).collect()
+    }
+
+    /// The conversations of `query`'s tenant open now (created in its range, in its queues
+    /// and channels), counted per queue and status label, in that order.
+    pub async fn open_conversations(
+        &self,
+        query: &FactQuery<'_>,
+    ) -> Result<Vec<OpenConversations>, sqlx::Error> {
+        let mut sql = Sql::new(
+            self.db.dialect,
+            "SELECT queue_id, status_label_id, COUNT(*) AS open FROM conversation_facts \
+             WHERE closed_at IS NULL AND tenant_id = ",
+        );
+        sql.bind(Bind::Text(query.tenant_id.to_owned()))
+            .push(" AND created_at >= ")
+            .bind(Bind::Int(query.start))
+            .push(" AND created_at < ")
+            .bind(Bind::Int(query.end))
+            .filters(query, None)
+            .push(" GROUP BY queue_id, status_label_id ORDER BY queue_id, status_label_id");
+        sql.fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(OpenConversations {
+                    queue_id: row.try_get("queue_id")?,
+                    status_label_id: row.try_get("status_label_id")?,
+                    open: row.try_get("open")?,
+                })
+            })
+            .collect()
     }
 
     /// The facts of one conversation, if any event about it was applied.

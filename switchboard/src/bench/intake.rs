@@ -49,6 +49,7 @@ fn event_type(kind: EventKind) -> EventType {
         EventKind::WrapUpSubmitted => EventType::WrapUpSubmitted,
         EventKind::Closed => EventType::Closed,
         EventKind::Reopened => EventType::Reopened,
+        EventKind::StatusChanged => EventType::StatusChanged,
         EventKind::Other => EventType::Queued,
     }
 }

@@ -14,3 +14,10 @@ INSERT INTO queue_programs (tenant_id, queue_id, program_id)
 SELECT DISTINCT tenant_id, queue_id, program_id FROM rollups
 WHERE queue_id <> '' AND program_id <> ''
 ON CONFLICT (tenant_id, queue_id) DO NOTHING;
+
+-- Each conversation's status label now, for the open-conversations report, which counts
+-- the open ones per queue and label from this index alone. Facts folded before keep no
+-- label until `reporting-svc rebuild` folds the log again (docs/operations.md).
+ALTER TABLE conversation_facts ADD COLUMN status_label_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX conversation_facts_open ON conversation_facts (tenant_id, queue_id, status_label_id, channel, created_at)
+WHERE closed_at IS NULL;
