@@ -132,7 +132,8 @@ fn scenario_into(mut log: EventLog) -> EventLog {
     );
     log.assign(&c7, "2026-03-03T08:00:00Z", A, "");
     log.close(&c7, "2026-03-03T08:20:00Z", A);
-    // A on SMS with a transfer attempt that was rejected: 90 and 60 min, not first contact.
+    // A on SMS with a transfer attempt that was rejected: 90 and 60 min, still first
+    // contact (no transfer completed).
     let c8 = log.create(TENANT, "conv-8", Channel::Sms, Q2, "2026-03-03T09:00:00Z");
     log.assign(&c8, "2026-03-03T09:30:00Z", A, "");
     log.transfer_requested(&c8, "2026-03-03T09:40:00Z", A);
@@ -1024,7 +1025,7 @@ async fn reports_match_the_event_log(database_url: &str) {
     assert_eq!(close_time[0].agent_id, A);
     assert_eq!(close_time_of_a, vec![close_time[0].clone()]);
 
-    // First contact resolution: conv-1 and conv-7 only.
+    // First contact resolution: conv-1, conv-7 and conv-8 (its transfer was declined).
     let fcr = |agent_id: &str, closed: i64, resolved: i64, rate: f64| FirstContactResolutionRow {
         agent_id: agent_id.to_owned(),
         closed,
@@ -1042,11 +1043,7 @@ async fn reports_match_the_event_log(database_url: &str) {
         .rows;
     assert_eq!(
         rows,
-        vec![
-            fcr(A, 3, 2, 2.0 / 3.0),
-            fcr(B, 1, 0, 0.0),
-            fcr(C, 1, 0, 0.0)
-        ]
+        vec![fcr(A, 3, 3, 1.0), fcr(B, 1, 0, 0.0), fcr(C, 1, 0, 0.0)]
     );
     let rows = analyst
         .get_first_contact_resolution_report(GetFirstContactResolutionReportRequest {
@@ -1057,7 +1054,7 @@ async fn reports_match_the_event_log(database_url: &str) {
         .unwrap()
         .into_inner()
         .rows;
-    assert_eq!(rows, vec![fcr(A, 1, 0, 0.0), fcr(C, 1, 0, 0.0)]);
+    assert_eq!(rows, vec![fcr(A, 1, 1, 1.0), fcr(C, 1, 0, 0.0)]);
 
     // The other tenant sees only its own conversation.
     let mut other = client(&reporting.url, user(OTHER_TENANT, vec![Role::Supervisor]));
@@ -1162,7 +1159,7 @@ async fn reports_match_the_event_log(database_url: &str) {
         parse_simple_csv(&csv),
         vec![
             vec!["agent_id", "closed", "resolved_first_contact", "rate"],
-            vec![A, "1", "0", "0"],
+            vec![A, "1", "1", "1"],
             vec![C, "1", "0", "0"],
         ]
     );
@@ -3071,7 +3068,7 @@ struct Truth {
 }
 
 /// A conversation's last close: time from creation and from the closing agent's
-/// assignment, and whether it was one segment with no transfer asked and no reopen.
+/// assignment, and whether it was one segment (no transfer taken) and no reopen.
 #[derive(Clone, Copy, Debug)]
 struct ClosedTruth {
     from_create: i64,
@@ -3349,6 +3346,8 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
         };
         // A transfer to another agent, taken or refused (the conversation stays).
         let transferred = dice.chance(35);
+        // Whether a transfer was taken: a declined one leaves first contact possible.
+        let mut handed_over = false;
         if transferred {
             let to = agents.iter().copied().find(|a| *a != owner).unwrap();
             // Now and then to the agent in the other queue: a transfer out of this queue
@@ -3382,6 +3381,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             });
             at += (1 + dice.below(30)) as i64 * SECOND;
             let taken = dice.chance(60);
+            handed_over = taken;
             let outcome = if taken {
                 AnswerOutcome::Accepted
             } else {
@@ -3488,7 +3488,7 @@ fn random_history(seed: u64) -> (EventLog, Vec<RoutingEvent>, Truth) {
             .push(ClosedTruth {
                 from_create: at - wait_start,
                 from_assign: at - owner_since,
-                resolved: !transferred && closes == 1,
+                resolved: !handed_over && closes == 1,
             });
     }
     // Each agent's week: presences set by the agent or a supervisor, RONA, capacity taken
@@ -4538,7 +4538,7 @@ async fn the_conversation_table_exports_one_row_per_conversation(backend: &commo
                 "1200",
                 "true"
             ],
-            // The rejected transfer attempt: not resolved at first contact.
+            // The rejected transfer attempt: still resolved at first contact.
             vec![
                 "conv-8",
                 "SMS",
@@ -4551,7 +4551,7 @@ async fn the_conversation_table_exports_one_row_per_conversation(backend: &commo
                 "1",
                 "0",
                 "5400",
-                "false"
+                "true"
             ],
             // Still open, A owns it after a supervisor's reassignment from B.
             vec![
@@ -4589,7 +4589,7 @@ async fn the_conversation_table_exports_one_row_per_conversation(backend: &commo
             .iter()
             .map(|r| (r[0].as_str(), r[10].as_str(), r[12].as_str()))
             .collect::<Vec<_>>(),
-        vec![("conv-8", "0", "false"), ("conv-3", "1", "false")]
+        vec![("conv-8", "0", "true"), ("conv-3", "1", "false")]
     );
     // The whole week is over the test service's limit of 5 rows: refused before any row.
     let status = export(

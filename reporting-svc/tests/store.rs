@@ -308,7 +308,6 @@ async fn report_queries_filter_and_bucket(backend: &Backend) {
                 closed_at: micros("2026-03-02T09:11:00Z"),
                 segment_start: Some(micros("2026-03-02T09:01:00Z")),
                 segments: 1,
-                transfers: 0,
                 reopens: 0,
             },
             ClosedConversation {
@@ -317,7 +316,6 @@ async fn report_queries_filter_and_bucket(backend: &Backend) {
                 closed_at: micros("2026-03-02T10:00:00Z"),
                 segment_start: Some(micros("2026-03-02T09:08:00Z")),
                 segments: 2,
-                transfers: 1,
                 reopens: 0,
             },
         ]

@@ -174,17 +174,21 @@ pub fn is_reassignment(agent_id: &str, previous_agent_id: &str) -> bool {
     !previous_agent_id.is_empty() && previous_agent_id != agent_id
 }
 
-/// Product rule 18: a conversation is resolved at first contact when the agent who closed
-/// it did so in its only segment, with no transfer requested and no reopen.
-pub fn resolved_first_contact(segments: i64, transfers: i64, reopens: i64) -> bool {
-    segments == 1 && transfers == 0 && reopens == 0
+/// Product rule 18, as the reporting issue words it: a conversation is resolved at first
+/// contact when the agent who closed it did so in its only segment, with no completed
+/// transfer and no reopen (any reopen is within the reopen window, or it would not have
+/// reopened). One segment already means no transfer was completed: a transfer taken ends
+/// the sender's segment. A transfer asked for and declined leaves the customer with the
+/// same agent, who still resolved it at first contact.
+pub fn resolved_first_contact(segments: i64, reopens: i64) -> bool {
+    segments == 1 && reopens == 0
 }
 
 impl ConversationFacts {
     /// Whether it was resolved at first contact (product rule 18); `None` while open.
     pub fn resolved_first_contact(&self) -> Option<bool> {
         self.closed_at
-            .map(|_| resolved_first_contact(self.segments, self.transfers, self.reopens))
+            .map(|_| resolved_first_contact(self.segments, self.reopens))
     }
 }
 
@@ -346,11 +350,10 @@ mod tests {
 
     #[test]
     fn first_contact_resolution_rule() {
-        assert!(resolved_first_contact(1, 0, 0));
-        assert!(!resolved_first_contact(2, 0, 0));
-        assert!(!resolved_first_contact(1, 1, 0));
-        assert!(!resolved_first_contact(1, 0, 1));
-        assert!(!resolved_first_contact(0, 0, 0));
+        assert!(resolved_first_contact(1, 0));
+        assert!(!resolved_first_contact(2, 0));
+        assert!(!resolved_first_contact(1, 1));
+        assert!(!resolved_first_contact(0, 0));
     }
 
     #[test]

@@ -210,8 +210,6 @@ pub struct ClosedConversation {
     pub segment_start: Option<i64>,
     /// Segments in its life.
     pub segments: i64,
-    /// Transfers requested in its life.
-    pub transfers: i64,
     /// Times it was reopened.
     pub reopens: i64,
 }
@@ -284,7 +282,7 @@ pub fn first_contact_resolution(closed: &[ClosedConversation]) -> Vec<FirstConta
             let total = conversations.len() as i64;
             let resolved = conversations
                 .iter()
-                .filter(|c| resolved_first_contact(c.segments, c.transfers, c.reopens))
+                .filter(|c| resolved_first_contact(c.segments, c.reopens))
                 .count() as i64;
             FirstContactResolution {
                 agent_id: agent_id.to_owned(),
@@ -864,7 +862,6 @@ mod tests {
             closed_at: closed * MIN,
             segment_start: assigned.map(|m| m * MIN),
             segments: 1,
-            transfers: 0,
             reopens: 0,
         }
     }
@@ -904,8 +901,9 @@ mod tests {
 
     #[test]
     fn first_contact_resolution_per_agent() {
+        // A transfer taken makes a second segment; a reopen disqualifies too.
         let mut transferred = closed("a", 0, Some(0), 5);
-        transferred.transfers = 1;
+        transferred.segments = 2;
         let mut reopened = closed("c", 0, Some(0), 5);
         reopened.reopens = 1;
         let rows = first_contact_resolution(&[

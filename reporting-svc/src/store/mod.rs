@@ -676,7 +676,7 @@ impl Store {
         let mut sql = Sql::new(
             self.db.dialect,
             "SELECT closing_agent_id, created_at, closed_at, closing_segment_start, segments, \
-             transfers, reopens FROM conversation_facts \
+             reopens FROM conversation_facts \
              WHERE closing_agent_id IS NOT NULL AND tenant_id = ",
         );
         sql.bind(Bind::Text(query.tenant_id.to_owned()))
@@ -695,7 +695,6 @@ impl Store {
                     closed_at: row.try_get("closed_at")?,
                     segment_start: row.try_get("closing_segment_start")?,
                     segments: row.try_get("segments")?,
-                    transfers: row.try_get("transfers")?,
                     reopens: row.try_get("reopens")?,
                 })
             })

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use reporting_svc::domain::facts::{Event, EventKind};
-use reporting_svc::domain::metrics::{Metric, OfferKind, RoutingEvent, RoutingEventKind};
+use reporting_svc::domain::metrics::{OfferKind, RoutingEvent, RoutingEventKind};
 use reporting_svc::domain::period::Granularity;
 use reporting_svc::domain::reports::{self, Frame};
 use reporting_svc::store::{CONVERSATION_EVENTS, Entry, FactQuery, GroupBy, ROUTING_EVENTS};
@@ -191,15 +191,12 @@ async fn reassignments_report(store: &reporting_svc::store::Store) -> anyhow::Re
     let buckets = frame.bucket_starts();
     let group = GroupBy {
         agent: true,
+        label: true,
         buckets: buckets.as_deref(),
         ..GroupBy::default()
     };
     let counts = store
-        .metric_counts(
-            &query,
-            &[Metric::ReassignedTo, Metric::ReassignedFrom],
-            group,
-        )
+        .metric_counts(&query, &reports::REASSIGNMENT_METRICS, group)
         .await?;
     Ok(reports::reassignments(&frame, &counts).len())
 }
