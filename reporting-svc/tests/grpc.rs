@@ -1983,7 +1983,7 @@ async fn filters_are_capped_and_stay_in_the_caller_s_tenant(backend: &common::Ba
         edit(&mut filter);
         filter
     };
-    let cases: [(ReportFilter, &str); 4] = [
+    let cases: [(ReportFilter, &str); 5] = [
         (
             no_range(|f| f.queue_ids = vec!["q".to_owned(); 1001]),
             "filter.queue_ids",
@@ -1996,6 +1996,10 @@ async fn filters_are_capped_and_stay_in_the_caller_s_tenant(backend: &common::Ba
         (
             no_range(|f| f.team_ids = vec!["t".to_owned(); 101]),
             "filter.team_ids",
+        ),
+        (
+            no_range(|f| f.program_ids = vec!["p".to_owned(); 100_000]),
+            "filter.program_ids",
         ),
     ];
     for (filter, field) in cases {

@@ -89,6 +89,23 @@ pub(super) async fn record(
     Ok(())
 }
 
+/// The parts of `[start, end)` outside `[edge_start, edge_end)`, the whole slots the
+/// rollups hold: the partial slots at either end, in order, or the whole range when it
+/// lies inside one slot (`edge_start > edge_end`). Empty parts are left out.
+fn edge_ranges(start: i64, end: i64, edge_start: i64, edge_end: i64) -> Vec<(i64, i64)> {
+    if edge_start > edge_end {
+        return vec![(start, end)];
+    }
+    let mut parts = Vec::with_capacity(2);
+    if start < edge_start {
+        parts.push((start, edge_start.min(end)));
+    }
+    if edge_end < end {
+        parts.push((edge_end.max(start), end));
+    }
+    parts
+}
+
 fn metric_binds(metrics: &[Metric]) -> impl ExactSizeIterator<Item = Bind> + '_ {
     metrics.iter().map(|m| Bind::Text(m.code().to_owned()))
 }
@@ -112,17 +129,6 @@ impl Sql {
             previous = Some(start);
         }
         self.push(" ELSE ").bind(Bind::Int(last)).push(" END")
-    }
-
-    /// `AND` an occurrence lies outside `[edge_start, edge_end)`, the slots the rollups
-    /// hold wholly: in the range's partial slots at either end (everything when the range
-    /// lies inside one slot, where `edge_start > edge_end`).
-    fn edge_slots(&mut self, edge_start: i64, edge_end: i64) -> &mut Sql {
-        self.push(" AND (at < ")
-            .bind(Bind::Int(edge_start))
-            .push(" OR at >= ")
-            .bind(Bind::Int(edge_end))
-            .push(")")
     }
 }
 
@@ -208,46 +214,53 @@ impl Store {
             .push(" AND slot < ")
             .bind(Bind::Int(end_full))
             .filters(query, Some("agent_id"));
-        if !instants.is_empty() {
-            sql.push(&format!(
-                " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
-                 label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
-            ))
-            .bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", metric_binds(&instants))
-            .push(" AND at >= ")
-            .bind(Bind::Int(query.start))
-            .push(" AND at < ")
-            .bind(Bind::Int(query.end))
-            .edge_slots(edge_start, edge_end)
-            .filters(query, Some("agent_id"));
-        }
-        if !durations.is_empty() {
-            // A piece of time lies in one slot: in an edge slot, the part of it inside the
-            // range is counted. A piece that overlaps the range starts less than a slot
-            // before it, which bounds the index scan.
-            sql.push(&format!(
-                " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
-                 label, 1 AS n, (CASE WHEN at + value < "
-            ))
-            .bind(Bind::Int(query.end))
-            .push(" THEN at + value ELSE ")
-            .bind(Bind::Int(query.end))
-            .push(" END) - (CASE WHEN at > ")
-            .bind(Bind::Int(query.start))
-            .push(" THEN at ELSE ")
-            .bind(Bind::Int(query.start))
-            .push(" END) AS total FROM occurrences WHERE tenant_id = ")
-            .bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", metric_binds(&durations))
-            .push(" AND at > ")
-            .bind(Bind::Int(query.start.saturating_sub(SLOT_MICROS)))
-            .push(" AND at < ")
-            .bind(Bind::Int(query.end))
-            .push(" AND at + value > ")
-            .bind(Bind::Int(query.start))
-            .edge_slots(edge_start, edge_end)
-            .filters(query, Some("agent_id"));
+        // The occurrences of the partial slots at the range's ends, each end read as its
+        // own index range: never the whole range filtered down to its ends.
+        for (from, to) in edge_ranges(query.start, query.end, edge_start, edge_end) {
+            if !instants.is_empty() {
+                sql.push(&format!(
+                    " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
+                     label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
+                ))
+                .bind(Bind::Text(query.tenant_id.to_owned()))
+                .and_in("metric", metric_binds(&instants))
+                .push(" AND at >= ")
+                .bind(Bind::Int(from))
+                .push(" AND at < ")
+                .bind(Bind::Int(to))
+                .filters(query, Some("agent_id"));
+            }
+            if !durations.is_empty() {
+                // A piece of time lies in one slot: in an edge slot, the part of it inside
+                // the range is counted. A piece that overlaps the range's start begins less
+                // than a slot before it, which bounds the index scan.
+                let after = if from == query.start {
+                    from.saturating_sub(SLOT_MICROS)
+                } else {
+                    from - 1
+                };
+                sql.push(&format!(
+                    " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
+                     label, 1 AS n, (CASE WHEN at + value < "
+                ))
+                .bind(Bind::Int(query.end))
+                .push(" THEN at + value ELSE ")
+                .bind(Bind::Int(query.end))
+                .push(" END) - (CASE WHEN at > ")
+                .bind(Bind::Int(query.start))
+                .push(" THEN at ELSE ")
+                .bind(Bind::Int(query.start))
+                .push(" END) AS total FROM occurrences WHERE tenant_id = ")
+                .bind(Bind::Text(query.tenant_id.to_owned()))
+                .and_in("metric", metric_binds(&durations))
+                .push(" AND at > ")
+                .bind(Bind::Int(after))
+                .push(" AND at < ")
+                .bind(Bind::Int(to))
+                .push(" AND at + value > ")
+                .bind(Bind::Int(query.start))
+                .filters(query, Some("agent_id"));
+            }
         }
         sql.push(&format!(
             ") counted GROUP BY metric, bucket{dimensions}) grouped"
@@ -279,5 +292,30 @@ impl Store {
             ))
         });
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLOT: i64 = SLOT_MICROS;
+
+    #[test]
+    fn only_the_partial_slots_at_the_ends_are_read_from_occurrences() {
+        // Whole slots only: nothing.
+        assert_eq!(edge_ranges(0, 4 * SLOT, 0, 4 * SLOT), vec![]);
+        // Partial slots at both ends.
+        assert_eq!(
+            edge_ranges(5, 4 * SLOT + 7, SLOT, 4 * SLOT),
+            vec![(5, SLOT), (4 * SLOT, 4 * SLOT + 7)]
+        );
+        // Across one slot boundary with no whole slot between: both halves.
+        assert_eq!(
+            edge_ranges(5, SLOT + 7, SLOT, SLOT),
+            vec![(5, SLOT), (SLOT, SLOT + 7)]
+        );
+        // Inside one slot: the range itself.
+        assert_eq!(edge_ranges(5, 9, SLOT, 0), vec![(5, 9)]);
     }
 }
