@@ -222,6 +222,20 @@ pub async fn cancel_waiting(
     conversation_id: &str,
     now: i64,
 ) -> Result<bool> {
+    // Every agent with an offer pending for the conversation is locked first, in one order
+    // (see `catalog::lock_agent`). Otherwise the waiting row deleted below is held while a
+    // directed offer's agent is locked: the reverse of that agent's presence change, which
+    // takes its row and then the waiting rows of its offers (a deadlock PostgreSQL broke
+    // in the replicas test).
+    let agents: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT agent_id FROM offers WHERE tenant_id = $1 AND conversation_id = $2 \
+         AND state = 1",
+    )
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .fetch_all(tx.conn())
+    .await?;
+    catalog::lock_agents(tx, tenant_id, agents.iter().map(String::as_str)).await?;
     let left = remove_waiting(tx, tenant_id, conversation_id, now).await?;
     // A transfer still waiting for its agent's answer is withdrawn too.
     withdraw_directed_offers(tx, tenant_id, conversation_id, now).await?;
