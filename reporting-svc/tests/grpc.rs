@@ -1752,10 +1752,16 @@ async fn teams_programs_and_child_tenants_narrow_the_reports(backend: &common::B
         client: client(&reporting.url, user(TENANT, vec![Role::Analyst])),
     };
     let status = reports
-        .close_time(team_bc, 0, String::new())
+        .close_time(team_bc.clone(), 0, String::new())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // A page token is checked against the request before the directory is asked.
+    let status = reports
+        .close_time(team_bc, 0, "not-a-token".to_owned())
+        .await
+        .unwrap_err();
+    assert_invalid(&status, "page_token");
     assert_eq!(
         reports
             .close_time(paris(), 0, String::new())

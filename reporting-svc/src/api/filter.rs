@@ -99,8 +99,10 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The store query for this scope.
+    /// The store query for this scope, once resolved: a scope read before would ignore its
+    /// teams, programs or tenant check.
     pub fn query(&self) -> FactQuery<'_> {
+        debug_assert!(self.is_resolved(), "a report read an unresolved scope");
         FactQuery {
             tenant_id: &self.tenant_id,
             start: self.frame.start,

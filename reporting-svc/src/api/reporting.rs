@@ -354,7 +354,7 @@ impl ReportingApi {
         shape: ReportShape,
         (page_size, page_token): (i32, &str),
     ) -> Result<(Scope, PageRequest), Error> {
-        let scope = self.scope(caller, filter, granularity, shape).await?;
+        let scope = scope(caller, filter, granularity, shape)?;
         let paging = PageRequest::new(report, &scope, page_size, page_token)?;
         Ok((self.resolve(scope).await?, paging))
     }
