@@ -8,7 +8,7 @@ use reporting_svc::domain::activity::{Presence, PresenceCause};
 use reporting_svc::domain::facts::Event;
 use reporting_svc::domain::ledger::outcome;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use reporting_svc::domain::metrics::{
     Count, Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
@@ -70,7 +70,10 @@ async fn reassignment_counts(store: &Store, query: &FactQuery<'_>) -> Vec<(Strin
         .await
         .unwrap()
         .into_iter()
-        .map(|count| (count.agent_id, count.slot, count.n))
+        .map(|count| (count.slot, count.agent_id, count.n))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|(slot, agent, n)| (agent, slot, n))
         .collect()
 }
 
@@ -524,6 +527,8 @@ fn keyed(counts: Vec<Count>) -> BTreeMap<CountKey, (i64, i64)> {
 
 /// filters, after the events were applied in batches of every size and replayed.
 async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
+    const HOUR: i64 = 3_600_000_000;
+    const DAY: i64 = 24 * HOUR;
     let store = &backend.store;
     let mut rng = Lcg(7);
     let base = micros("2026-03-29T00:00:00Z");
@@ -539,8 +544,15 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
         RoutingEventKind::Other,
     ];
     let mut events = Vec::new();
+    // Most events within six hours (many per slot); one in five over three weeks, so
+    // that long ranges are read a week at a time and buckets span those reads.
     for sequence in 1..=600_i64 {
-        let at = base + rng.below_wide(6 * 3_600_000_000) as i64;
+        let spread = if rng.below(5) == 0 {
+            21 * DAY
+        } else {
+            6 * HOUR
+        };
+        let at = base + rng.below_wide(spread as u64) as i64;
         events.push(RoutingEvent {
             log_sequence: sequence,
             tenant_id: if rng.below(10) == 0 {
@@ -586,8 +598,9 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
             1 => (base + 60_000_000, base + 120_000_000),
             2 => (base + 1, base + 2),
             _ => {
-                let a = base - SLOT_MICROS + rng.below_wide(7 * 3_600_000_000) as i64;
-                let b = base - SLOT_MICROS + rng.below_wide(7 * 3_600_000_000) as i64;
+                let span = if round % 2 == 0 { 22 * DAY } else { 7 * HOUR };
+                let a = base - SLOT_MICROS + rng.below_wide(span as u64) as i64;
+                let b = base - SLOT_MICROS + rng.below_wide(span as u64) as i64;
                 (a.min(b), a.max(b) + 1)
             }
         };

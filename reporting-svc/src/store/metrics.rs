@@ -1,12 +1,13 @@
 //! Occurrences and their quarter-hour rollups: written with the events they come from,
 //! read by every period report.
 
+use futures::StreamExt;
 use serde_json::json;
 use switchboard_server_kit::Dialect;
 
 use super::{
-    Bind, Column, FactQuery, Sql, Store, execute_json_rows, from_json_aggregate, json_aggregate,
-    json_rows,
+    Bind, Column, FactQuery, Sql, Store, execute_json_rows, json_rows, packed_aggregate,
+    packed_text, unpacked,
 };
 use crate::domain::metrics::{Count, Metric, Occurrence, rollup};
 use crate::domain::reports::SLOT_MICROS;
@@ -110,28 +111,6 @@ fn metric_binds(metrics: &[Metric]) -> impl ExactSizeIterator<Item = Bind> + '_ 
     metrics.iter().map(|m| Bind::Text(m.code().to_owned()))
 }
 
-impl Sql {
-    /// The bucket of `slot`: a `CASE` giving, for the slots before each of `starts`, a
-    /// slot of the same bucket (the one before that start; for the range's first bucket
-    /// when nothing follows, `first`, the slot of the range's start), and the last start
-    /// for the slots from it on.
-    fn bucket(&mut self, first: i64, starts: &[i64]) -> &mut Sql {
-        let Some(&last) = starts.last() else {
-            return self.bind(Bind::Int(first));
-        };
-        self.push("CASE");
-        let mut previous = None;
-        for &start in starts {
-            self.push(" WHEN slot < ")
-                .bind(Bind::Int(start))
-                .push(" THEN ")
-                .bind(Bind::Int(previous.unwrap_or(start - 1)));
-            previous = Some(start);
-        }
-        self.push(" ELSE ").bind(Bind::Int(last)).push(" END")
-    }
-}
-
 /// Which dimensions a metric read keeps apart (the others are summed over).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupBy<'a> {
@@ -142,84 +121,89 @@ pub struct GroupBy<'a> {
     /// One row per label.
     pub label: bool,
     /// The slots at which a new bucket starts (ascending; `Frame::bucket_starts`): the
-    /// slots between two of them are summed into one row, keyed by a slot of that bucket,
-    /// so a report reads a row per period rather than per quarter hour. `None` keeps every
-    /// slot apart.
+    /// slots between two of them are summed into one count, keyed by a slot of that
+    /// bucket, so a report folds a count per period rather than per quarter hour. `None`
+    /// keeps every slot apart.
     pub buckets: Option<&'a [i64]>,
 }
 
 impl Store {
     /// The counts of `metrics` in the query's range and filters, per slot and the
-    /// dimensions of `group`. Slots wholly inside the range are read from the rollups, the
+    /// dimensions of `group`, in no particular order. Slots wholly inside the range are read from the rollups, the
     /// partial slots at its ends from the occurrences, so the counts are exact for any range
     /// and cost what the range holds, not the history. A duration metric's total is the
     /// time inside the range (an edge slot's piece is cut at the range's ends).
+    ///
+    /// The rows are read as they are stored and summed here: a month of a busy tenant is
+    /// tens of thousands of nearly unique rows (about one reassignment per agent and day),
+    /// which the databases grouped slower than they read them (SQLite sorts to group; a
+    /// month's report spent two thirds of its time there). They are read a week of slots
+    /// per statement, so that a year's report holds a week of rows at a time, not the year.
     pub async fn metric_counts(
         &self,
         query: &FactQuery<'_>,
         metrics: &[Metric],
         group: GroupBy<'_>,
     ) -> Result<Vec<Count>, sqlx::Error> {
+        if metrics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dialect = self.db.dialect;
         let first_full = query.start.div_euclid(SLOT_MICROS)
             + i64::from(query.start.rem_euclid(SLOT_MICROS) != 0);
         let end_full = query.end.div_euclid(SLOT_MICROS);
         // The dimensions kept apart, and what the others read as.
-        let kept = |keep: bool, column: &str| {
-            if keep {
-                column.to_owned()
-            } else {
-                "''".to_owned()
-            }
-        };
-        let mut dimensions = String::new();
-        for (keep, column) in [
-            (group.queue, "queue_id"),
-            (group.agent, "agent_id"),
-            (group.label, "label"),
-        ] {
-            if keep {
-                dimensions.push_str(", ");
-                dimensions.push_str(column);
-            }
-        }
-        let (aggregate, close) = json_aggregate(self.db.dialect);
-        let (durations, instants): (Vec<Metric>, Vec<Metric>) =
-            metrics.iter().partition(|m| m.is_duration());
-        let edge_start = first_full.saturating_mul(SLOT_MICROS);
-        let edge_end = end_full.saturating_mul(SLOT_MICROS);
-        let mut sql = Sql::new(
-            self.db.dialect,
-            &format!(
-                "SELECT {aggregate}metric, bucket, {}, {}, {}, n, total{close} AS counts \
-                 FROM (SELECT metric, ",
-                kept(group.queue, "queue_id"),
-                kept(group.agent, "agent_id"),
-                kept(group.label, "label"),
-            ),
+        let kept = |keep: bool, column: &'static str| if keep { column } else { "''" };
+        let (queue, agent, label) = (
+            kept(group.queue, "queue_id"),
+            kept(group.agent, "agent_id"),
+            kept(group.label, "label"),
         );
-        match group.buckets {
-            None => sql.push("slot"),
-            Some(starts) => sql.bucket(query.start.div_euclid(SLOT_MICROS), starts),
-        };
-        sql.push(&format!(
-            " AS bucket{dimensions}, CAST(SUM(n) AS BIGINT) AS n, \
-             CAST(SUM(total) AS BIGINT) AS total \
-             FROM (SELECT metric, slot, queue_id, agent_id, label, n, total FROM rollups \
-             WHERE tenant_id = "
-        ));
-        sql.bind(Bind::Text(query.tenant_id.to_owned()))
-            .and_in("metric", metric_binds(metrics))
-            .push(" AND slot >= ")
-            .bind(Bind::Int(first_full))
-            .push(" AND slot < ")
-            .bind(Bind::Int(end_full))
-            .filters(query, Some("agent_id"));
+        let packed = packed_aggregate(
+            dialect,
+            &["metric", "slot", queue, agent, label, "n", "total"],
+        );
+        let mut reads = Vec::new();
+        let mut from = first_full;
+        while from < end_full {
+            let to = from.saturating_add(SLOTS_PER_READ).min(end_full);
+            let mut sql = Sql::new(
+                dialect,
+                &format!("SELECT {packed} AS counts FROM rollups WHERE tenant_id = "),
+            );
+            sql.bind(Bind::Text(query.tenant_id.to_owned()))
+                .and_in("metric", metric_binds(metrics))
+                .push(" AND slot >= ")
+                .bind(Bind::Int(from))
+                .push(" AND slot < ")
+                .bind(Bind::Int(to))
+                .filters(query, Some("agent_id"));
+            reads.push(sql);
+            from = to;
+        }
+
         // The occurrences of the partial slots at the range's ends, each end read as its
         // own index range: never the whole range filtered down to its ends.
-        for (from, to) in edge_ranges(query.start, query.end, edge_start, edge_end) {
+        let edge_start = first_full.saturating_mul(SLOT_MICROS);
+        let edge_end = end_full.saturating_mul(SLOT_MICROS);
+        let edges = edge_ranges(query.start, query.end, edge_start, edge_end);
+        let (durations, instants): (Vec<Metric>, Vec<Metric>) =
+            metrics.iter().partition(|m| m.is_duration());
+        let mut sql = Sql::new(dialect, &format!("SELECT {packed} AS counts FROM ("));
+        let mut arms = 0_usize;
+        let mut arm = |sql: &mut Sql| {
+            arms += 1;
+            sql.push(if arms == 1 {
+                "SELECT"
+            } else {
+                " UNION ALL SELECT"
+            });
+        };
+        for &(from, to) in &edges {
             if !instants.is_empty() {
+                arm(&mut sql);
                 sql.push(&format!(
-                    " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
+                    " metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
                      label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
                 ))
                 .bind(Bind::Text(query.tenant_id.to_owned()))
@@ -239,8 +223,9 @@ impl Store {
                 } else {
                     from - 1
                 };
+                arm(&mut sql);
                 sql.push(&format!(
-                    " UNION ALL SELECT metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
+                    " metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
                      label, 1 AS n, (CASE WHEN at + value < "
                 ))
                 .bind(Bind::Int(query.end))
@@ -262,37 +247,136 @@ impl Store {
                 .filters(query, Some("agent_id"));
             }
         }
-        sql.push(&format!(
-            ") counted GROUP BY metric, bucket{dimensions}) grouped"
-        ));
-        let rows: Vec<(String, i64, String, String, String, i64, i64)> =
-            from_json_aggregate(&sql.fetch_all(&self.db).await?, "counts")?;
-        let mut counts: Vec<Count> = rows
-            .into_iter()
+        sql.push(") counted");
+        if arms > 0 {
+            reads.push(sql);
+        }
+
+        // Each read's rows are summed while the database answers the next ones
+        // (READS_AHEAD).
+        let mut sums = Sums::new(query.start.div_euclid(SLOT_MICROS), group.buckets);
+        let mut fetched = futures::stream::iter(reads)
+            .map(|sql| {
+                let db = self.db.clone();
+                tokio::spawn(async move { sql.fetch_all(&db).await })
+            })
+            .buffer_unordered(READS_AHEAD);
+        while let Some(rows) = fetched.next().await {
+            let rows = rows.map_err(|err| sqlx::Error::Io(std::io::Error::other(err)))??;
+            sums.add(packed_text(&rows, "counts")?.as_deref())?;
+        }
+        Ok(sums.into_counts())
+    }
+}
+
+/// Slots of rollups read per statement: a week.
+const SLOTS_PER_READ: i64 = 7 * 96;
+
+/// Reads of one report in flight at once, each on its own connection: while one is
+/// summed, the database answers the others (on PostgreSQL, each on its own core). A month
+/// of a busy tenant by day went from 38 to 28 ms (p50) on PostgreSQL, 24 to 21 on SQLite,
+/// against reading one at a time.
+const READS_AHEAD: usize = 3;
+
+/// Counts summed per metric, bucket and the dimensions kept apart, as the rows of
+/// [`Store::metric_counts`] arrive. The ids are interned (a few hundred agents, queues and
+/// labels against tens of thousands of rows), so the sums are keyed by integers: hashing
+/// and owning the 36-character ids per row was most of a month's report.
+struct Sums<'a> {
+    /// The bucket of every slot when `starts` is empty: the range's first slot.
+    first: i64,
+    starts: Option<&'a [i64]>,
+    ids: foldhash::HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+    sums: foldhash::HashMap<(Metric, i64, [u32; 3]), (i64, i64)>,
+}
+
+impl<'a> Sums<'a> {
+    fn new(first: i64, starts: Option<&'a [i64]>) -> Sums<'a> {
+        Sums {
+            first,
+            starts,
+            ids: foldhash::HashMap::default(),
+            names: vec!["".into()],
+            sums: foldhash::HashMap::default(),
+        }
+    }
+
+    /// The slot that keys `slot`'s bucket: the last bucket start at or before it, or for
+    /// a slot before every start the slot before the first (the range's first bucket).
+    fn bucket(&self, slot: i64) -> i64 {
+        let Some(starts) = self.starts else {
+            return slot;
+        };
+        match starts.partition_point(|&start| start <= slot) {
+            0 => starts.first().map_or(self.first, |start| start - 1),
+            after => starts[after - 1],
+        }
+    }
+
+    /// The number of `id`; 0 is the empty id (a dimension not kept apart), answered
+    /// without a lookup.
+    fn intern(&mut self, id: &str) -> u32 {
+        if id.is_empty() {
+            return 0;
+        }
+        if let Some(&n) = self.ids.get(id) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct ids");
+        self.names.push(id.into());
+        self.ids.insert(id.into(), n);
+        n
+    }
+
+    /// Adds the packed rows (metric, slot, queue, agent, label, n, total) of one read.
+    fn add(&mut self, packed: Option<&str>) -> Result<(), sqlx::Error> {
+        let Some(packed) = packed else {
+            return Ok(());
+        };
+        for row in unpacked::<7>(packed) {
+            let [code, slot, queue, agent, label, n, total] = row?;
             // A metric this version does not know (written by a newer one) is left out.
-            .filter_map(|(code, slot, queue_id, agent_id, label, n, total)| {
-                Some(Count {
-                    metric: Metric::from_code(&code)?,
+            let Some(metric) = Metric::from_code(code) else {
+                continue;
+            };
+            let key = (
+                metric,
+                self.bucket(number(slot)?),
+                [self.intern(queue), self.intern(agent), self.intern(label)],
+            );
+            let sum = self.sums.entry(key).or_default();
+            sum.0 += number(n)?;
+            sum.1 += number(total)?;
+        }
+        Ok(())
+    }
+
+    /// The sums, in no particular order: every report folds them into its own rows (sorting
+    /// them by their ids cost a quarter of a month's report).
+    fn into_counts(self) -> Vec<Count> {
+        let name = |n: u32| String::from(&*self.names[n as usize]);
+        self.sums
+            .iter()
+            .map(
+                |(&(metric, slot, [queue, agent, label]), &(n, total))| Count {
+                    metric,
                     slot,
-                    queue_id,
-                    agent_id,
-                    label,
+                    queue_id: name(queue),
+                    agent_id: name(agent),
+                    label: name(label),
                     n,
                     total,
-                })
-            })
-            .collect();
-        counts.sort_by(|a, b| {
-            (a.metric.code(), a.slot, &a.queue_id, &a.agent_id, &a.label).cmp(&(
-                b.metric.code(),
-                b.slot,
-                &b.queue_id,
-                &b.agent_id,
-                &b.label,
-            ))
-        });
-        Ok(counts)
+                },
+            )
+            .collect()
     }
+}
+
+fn number(field: &str) -> Result<i64, sqlx::Error> {
+    field
+        .parse()
+        .map_err(|err| sqlx::Error::Decode(format!("a packed number {field:?}: {err}").into()))
 }
 
 #[cfg(test)]
