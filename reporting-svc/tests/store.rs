@@ -957,6 +957,46 @@ async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
     // A new snapshot sees what arrived.
     let mut fresh = store.snapshot().await.unwrap();
     assert_eq!(fresh.conversation_count(&day).await.unwrap(), 14);
+
+    // A page holds the facts as stored, absent ones (no close, no owner) included: the
+    // packed page reads back what a single read does.
+    let c14 = log.create(TENANT, "c14", Channel::Sms, Q2, "2026-03-02T10:00:00Z");
+    log.assign(&c14, "2026-03-02T10:01:00Z", A, "");
+    log.assign(&c14, "2026-03-02T10:02:00Z", B, A);
+    log.close(&c14, "2026-03-02T10:03:00Z", B);
+    let c15 = log.create(TENANT, "c15", Channel::Webchat, Q1, "2026-03-02T10:00:00Z");
+    log.assign(&c15, "2026-03-02T10:01:00Z", A, "");
+    apply_all(store, &domain_events(&log)[events.len()..]).await;
+    let mut fresh = store.snapshot().await.unwrap();
+    let page = fresh
+        .conversations(&ConversationQuery {
+            facts: day,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 16);
+    for facts in &page {
+        let stored = store
+            .conversation(&facts.conversation_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts, &stored);
+    }
+    assert!(
+        page.iter()
+            .any(|c| c.closed_at.is_some() && c.closing_agent_id.is_some())
+    );
+    assert!(
+        page.iter()
+            .any(|c| c.closed_at.is_none() && c.owner_agent_id.is_none())
+    );
+    assert!(
+        page.iter()
+            .any(|c| c.closed_at.is_none() && c.owner_agent_id.is_some())
+    );
 }
 
 /// After a rebuild, a consumer that still stands at its old position applies nothing

@@ -7,7 +7,7 @@ use switchboard_server_kit::Dialect;
 
 use super::{
     Bind, Column, FactQuery, Sql, Store, execute_json_rows, json_rows, packed_aggregate,
-    packed_text, unpacked,
+    packed_number, packed_text, unpacked,
 };
 use crate::domain::metrics::{Count, Metric, Occurrence, rollup};
 use crate::domain::reports::SLOT_MICROS;
@@ -342,12 +342,12 @@ impl<'a> Sums<'a> {
             };
             let key = (
                 metric,
-                self.bucket(number(slot)?),
+                self.bucket(packed_number(slot)?),
                 [self.intern(queue), self.intern(agent), self.intern(label)],
             );
             let sum = self.sums.entry(key).or_default();
-            sum.0 += number(n)?;
-            sum.1 += number(total)?;
+            sum.0 += packed_number(n)?;
+            sum.1 += packed_number(total)?;
         }
         Ok(())
     }
@@ -371,12 +371,6 @@ impl<'a> Sums<'a> {
             )
             .collect()
     }
-}
-
-fn number(field: &str) -> Result<i64, sqlx::Error> {
-    field
-        .parse()
-        .map_err(|err| sqlx::Error::Decode(format!("a packed number {field:?}: {err}").into()))
 }
 
 #[cfg(test)]

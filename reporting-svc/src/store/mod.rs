@@ -235,40 +235,16 @@ fn json_rows(dialect: Dialect, columns: &[Column]) -> String {
     }
 }
 
-/// `(prefix, suffix)` around a row's columns that aggregate a query's rows into one JSON
-/// array of arrays, one value: reading it costs one row's handover from the database
-/// driver rather than one per row (which was most of the time of an export page or of a
-/// month's report by day for 500 agents). The array's order is not promised.
-fn json_aggregate(dialect: Dialect) -> (&'static str, &'static str) {
-    match dialect {
-        Dialect::Sqlite => ("json_group_array(json_array(", "))"),
-        Dialect::Postgres => ("CAST(json_agg(json_build_array(", ")) AS TEXT)"),
-    }
-}
-
-/// The JSON array of a [`json_aggregate`] read as `T`s (none when the query had no row).
-fn from_json_aggregate<T: serde::de::DeserializeOwned>(
-    rows: &[AnyRow],
-    column: &str,
-) -> Result<Vec<T>, sqlx::Error> {
-    let text: Option<String> = match rows.first() {
-        Some(row) => row.try_get(column)?,
-        None => None,
-    };
-    match text {
-        Some(text) => serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(Box::new(err))),
-        None => Ok(Vec::new()),
-    }
-}
-
 /// The separator of the fields of a [`packed_aggregate`] row (U+001F, unit separator).
 const PACKED_FIELD: char = '\u{1f}';
 /// The separator of its rows (U+001E, record separator).
 const PACKED_ROW: char = '\u{1e}';
 
 /// An aggregate of `columns` (SQL expressions) over a query's rows into one text value,
-/// fields and rows joined by two control characters: one handover from the driver like
-/// [`json_aggregate`], without building and parsing JSON. For rows of ids, codes and
+/// fields and rows joined by two control characters: reading it costs one row's handover
+/// from the database driver rather than one per row (which was most of the time of an
+/// export page or of a month's report by day for 500 agents), and no JSON is built and
+/// parsed per row. The order of the rows is not promised. For rows of ids, codes and
 /// numbers only, which never hold either separator; [`unpacked`] refuses a row with a
 /// field too many. On PostgreSQL, `json_build_array` per row cost more than the index
 /// scan and the aggregate together (a month's report: 25 of 87 ms in the server, then the
@@ -309,6 +285,13 @@ fn unpacked<'a, const N: usize>(
 
 fn packed_error(row: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("a packed row of the wrong width: {row:?}").into())
+}
+
+/// A number of a [`packed_aggregate`] row.
+fn packed_number(field: &str) -> Result<i64, sqlx::Error> {
+    field
+        .parse()
+        .map_err(|err| sqlx::Error::Decode(format!("a packed number {field:?}: {err}").into()))
 }
 
 /// The text of a [`packed_aggregate`] read as column `column` (none when no row matched).
