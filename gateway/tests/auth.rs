@@ -20,12 +20,13 @@ const SECRET: &str = "auth-test-secret-0123456789";
 const OPERATOR_KEY: &str = "sbo_0123456789abcdefghijklmnopqrstuvwxyzOPERATOR";
 
 struct Fixture {
-    db: common::TestDirectory,
     auth: Authenticator,
     root: Uuid,
     tenant: Uuid,
     user: Uuid,
     key: Uuid,
+    /// Last: its database is dropped after the authenticator's pool.
+    db: common::TestDirectory,
 }
 
 async fn fixture(db: common::TestDirectory) -> Fixture {
@@ -66,12 +67,12 @@ async fn fixture(db: common::TestDirectory) -> Fixture {
     };
     let auth = Authenticator::new(&config, dir.clone()).unwrap();
     Fixture {
-        db,
         auth,
         root,
         tenant,
         user,
         key,
+        db,
     }
 }
 

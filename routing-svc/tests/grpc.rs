@@ -28,6 +28,7 @@ use switchboard_server_kit::identity::{
     Identity, IdentityKey, PrincipalKind, Role, SignedChannel, identity_of, signed_channel,
 };
 use switchboard_server_kit::server::{ServeOptions, ShutdownSignal};
+use switchboard_server_kit::testing::ScratchDatabases;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
@@ -369,16 +370,11 @@ macro_rules! on_each_backend {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn on_postgres() {
-                let Some((url, admin, database)) = super::postgres_database().await else {
+                let Some((databases, url)) = super::postgres_database().await else {
                     return;
                 };
                 super::$test(Some(&url)).await;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE {database} WITH (FORCE)"
-                )))
-                .execute(admin.writer())
-                .await
-                .unwrap();
+                databases.drop_all().await.unwrap();
             }
         }
     )+};
@@ -1807,29 +1803,8 @@ async fn a_short_identity_secret_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_one_postgres_never_offer_twice() {
-    let Some(admin_url) = switchboard_server_kit::testing::postgres_url("") else {
+    let Some((databases, url)) = postgres_database().await else {
         return;
-    };
-    let database = format!("t_{}", Uuid::new_v4().simple());
-    let admin = switchboard_server_kit::db::Db::connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(admin.writer())
-        .await
-        .unwrap();
-    let url = {
-        let (base, query) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let host_end = base.find("://").map_or(0, |i| i + 3);
-        let server = base[host_end..]
-            .find('/')
-            .map_or(base, |i| &base[..host_end + i]);
-        match query {
-            Some(query) => format!("{server}/{database}?{query}"),
-            None => format!("{server}/{database}"),
-        }
     };
     let tenant = new_id();
     let one = start_with("http://127.0.0.1:9", Some(&url), tenant.clone()).await;
@@ -1927,13 +1902,7 @@ async fn two_replicas_on_one_postgres_never_offer_twice() {
     assert_eq!(over, 0);
     drop(conn);
     store.close().await;
-
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(admin.writer())
-    .await
-    .unwrap();
+    databases.drop_all().await.unwrap();
 }
 
 // --- the revised contract ----------------------------------------------------------------
@@ -2756,29 +2725,12 @@ async fn supervisors_list_offers_newest_first(database_url: Option<&str>) {
 
 // --- request ids (AIP-155) ----------------------------------------------------------------
 
-/// A fresh database on the test PostgreSQL server, with the admin pool that drops it.
-async fn postgres_database() -> Option<(String, switchboard_server_kit::db::Db, String)> {
-    let admin_url = switchboard_server_kit::testing::postgres_url("")?;
-    let database = format!("t_{}", Uuid::new_v4().simple());
-    let admin = switchboard_server_kit::db::Db::connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(admin.writer())
-        .await
-        .unwrap();
-    let (base, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-    let host_end = base.find("://").map_or(0, |i| i + 3);
-    let server = base[host_end..]
-        .find('/')
-        .map_or(base, |i| &base[..host_end + i]);
-    let url = match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    };
-    Some((url, admin, database))
+/// A fresh database on the test PostgreSQL server and its URL; the guard drops it.
+async fn postgres_database() -> Option<(ScratchDatabases, String)> {
+    let server = switchboard_server_kit::testing::postgres_url("")?;
+    let databases = ScratchDatabases::new(&server, &format!("t_{}", Uuid::new_v4().simple()));
+    let url = databases.create().await.unwrap();
+    Some((databases, url))
 }
 
 async fn create_program(

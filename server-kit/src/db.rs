@@ -299,12 +299,12 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
 
 /// A private PostgreSQL database for one test, created on the server named by
 /// `SWITCHBOARD_TEST_POSTGRES_URL` so that tests running at the same time never share
-/// tables or migration history.
+/// tables or migration history, and dropped when the test ends.
 #[cfg(test)]
 pub(crate) struct PostgresTestDb {
     pub(crate) db: Db,
-    admin: Db,
-    name: String,
+    /// Declared after `db`: dropped once the pool is.
+    databases: crate::testing::ScratchDatabases,
 }
 
 #[cfg(test)]
@@ -312,41 +312,19 @@ impl PostgresTestDb {
     /// `None` when the run may go without PostgreSQL ([`crate::testing::postgres_url`]).
     pub(crate) async fn create() -> Option<PostgresTestDb> {
         let url = crate::testing::postgres_url("")?;
-        let admin = Db::connect(&url).await.unwrap();
         let name = format!("kit_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin.pool)
+        let databases = crate::testing::ScratchDatabases::new(&url, &name);
+        let db = Db::connect(&databases.create().await.unwrap())
             .await
             .unwrap();
-        let db = Db::connect(&with_database(&url, &name)).await.unwrap();
-        Some(PostgresTestDb { db, admin, name })
+        Some(PostgresTestDb { db, databases })
     }
 
+    /// Closes the pool and drops the database, failing the test if it cannot.
     pub(crate) async fn drop(self) {
         self.db.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&self.admin.pool)
-        .await
-        .unwrap();
+        self.databases.drop_all().await.unwrap();
     }
-}
-
-/// `url` with its database name replaced by `name`.
-#[cfg(test)]
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[host_start..].find('/') {
-        Some(i) => &base[..host_start + i],
-        None => base,
-    };
-    format!("{server}/{name}{query}")
 }
 
 #[cfg(test)]
@@ -537,15 +515,6 @@ mod tests {
                 .await
                 .unwrap();
         assert!(!encrypted, "the check tells encrypted from plain sessions");
-    }
-
-    #[test]
-    fn test_database_urls() {
-        assert_eq!(
-            with_database("postgres://u@h:5/switchboard_test?sslmode=disable", "x"),
-            "postgres://u@h:5/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
     }
 
     #[tokio::test]

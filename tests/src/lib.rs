@@ -6,6 +6,7 @@ pub mod flows;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use switchboard::seed::{self, ApiKey, Bearer, DevCredentials, DevSecrets};
 use switchboard::suite::{self, RunningSuite, Storage, SuiteOptions};
 use switchboard_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
@@ -17,6 +18,7 @@ use switchboard_proto::directory::v1::platform_service_client::PlatformServiceCl
 use switchboard_proto::reporting::v1::reporting_service_client::ReportingServiceClient;
 use switchboard_proto::routing::v1::agent_service_client::AgentServiceClient;
 use switchboard_proto::routing::v1::queue_service_client::QueueServiceClient;
+use switchboard_server_kit::testing::ScratchDatabases;
 use switchboard_server_kit::{Identity, IdentityKey, SignedChannel, signed_channel};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -31,13 +33,16 @@ pub struct Harness {
     /// The suite's secrets, for tokens of users a test creates.
     secrets: DevSecrets,
     _data: Option<tempfile::TempDir>,
+    /// The suite's PostgreSQL databases, dropped after the suite stops.
+    databases: Option<ScratchDatabases>,
 }
 
 /// Which backend a test runs on.
 pub enum Backend {
     /// SQLite files in a temporary directory.
     Sqlite,
-    /// PostgreSQL at `SWITCHBOARD_TEST_POSTGRES_URL`, in fresh databases.
+    /// PostgreSQL at `SWITCHBOARD_TEST_POSTGRES_URL`, in fresh databases dropped with the
+    /// [`Harness`].
     Postgres(String),
 }
 
@@ -89,18 +94,20 @@ macro_rules! on_each_backend {
 impl Harness {
     /// Starts the suite on a backend and seeds the demo tenant.
     pub async fn start(backend: &Backend) -> anyhow::Result<Harness> {
-        let (storage, data) = match backend {
+        let (storage, data, databases) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir()?;
-                (Storage::Directory(dir.path().to_owned()), Some(dir))
+                (Storage::Directory(dir.path().to_owned()), Some(dir), None)
             }
-            Backend::Postgres(url) => (
-                Storage::Postgres {
+            Backend::Postgres(url) => {
+                let prefix = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+                let databases = ScratchDatabases::new(url, &prefix);
+                let storage = Storage::Postgres {
                     server_url: url.clone(),
-                    prefix: format!("e2e_{}", uuid::Uuid::new_v4().simple()),
-                },
-                None,
-            ),
+                    prefix,
+                };
+                (storage, None, Some(databases))
+            }
         };
         let secrets = DevSecrets::generate();
         let running = suite::start(SuiteOptions {
@@ -126,6 +133,7 @@ impl Harness {
             channel,
             secrets,
             _data: data,
+            databases,
         })
     }
 
@@ -306,12 +314,21 @@ impl Harness {
             .ok_or_else(|| anyhow::anyhow!("the suite is stopped"))
     }
 
-    /// Stops the suite gracefully; every service must exit cleanly.
+    /// Stops the suite gracefully, then drops its PostgreSQL databases; every service must
+    /// exit cleanly.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        match self.suite.take() {
+        let stopped = match self.suite.take() {
             Some(suite) => suite.stop().await,
             None => Ok(()),
-        }
+        };
+        let dropped = match self.databases.take() {
+            Some(databases) => databases
+                .drop_all()
+                .await
+                .context("dropping the suite's databases"),
+            None => Ok(()),
+        };
+        stopped.and(dropped)
     }
 }
 

@@ -3,36 +3,17 @@
 #![allow(dead_code)]
 
 use conversation_svc::store::Store;
-use switchboard_server_kit::Db;
+use switchboard_server_kit::testing::{ScratchDatabases, postgres_url};
 
-/// A database the test can use; keeps its temporary directory alive.
+/// A database the test can use; keeps its temporary directory alive, and drops its
+/// PostgreSQL database when dropped (after whatever uses it, as in [`stores`]).
 pub struct TestDb {
     /// "sqlite" or "postgres".
     pub name: &'static str,
     /// URL to give to `Store::open` or to the service config.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
-}
-
-/// The URL of `base` with its database name replaced by `name`.
-fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = match base.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (base, None),
-    };
-    let prefix = match head.rfind('/') {
-        Some(i) if i > "postgres://".len() => &head[..i],
-        _ => head,
-    };
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
-/// The base URL of the test PostgreSQL server, or `None` when none is configured.
-fn postgres_url(test: &str) -> Option<String> {
-    switchboard_server_kit::testing::postgres_url(test)
+    _databases: Option<ScratchDatabases>,
 }
 
 /// A temporary SQLite file.
@@ -43,25 +24,21 @@ pub async fn sqlite() -> TestDb {
         name: "sqlite",
         url,
         _dir: Some(dir),
+        _databases: None,
     }
 }
 
-/// A fresh database on the test PostgreSQL server, or `None` when none is configured.
+/// A fresh database on the test PostgreSQL server, dropped with the [`TestDb`], or `None`
+/// when none is configured.
 pub async fn postgres(test: &str) -> Option<TestDb> {
-    let base = postgres_url(test)?;
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&base)
-        .await
-        .expect("connect to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.writer())
-        .await
-        .expect("create a test database");
-    admin.close().await;
+    let server = postgres_url(test)?;
+    let databases = ScratchDatabases::new(&server, &format!("t_{}", uuid::Uuid::new_v4().simple()));
+    let url = databases.create().await.expect("create a test database");
     Some(TestDb {
         name: "postgres",
-        url: with_database(&base, &name),
+        url,
         _dir: None,
+        _databases: Some(databases),
     })
 }
 
@@ -104,16 +81,4 @@ pub async fn stores() -> Vec<(TestDb, Store)> {
         out.push((db, store));
     }
     out
-}
-
-#[test]
-fn database_urls_are_rewritten() {
-    assert_eq!(
-        with_database("postgres://u@h:5/base", "t_1"),
-        "postgres://u@h:5/t_1"
-    );
-    assert_eq!(
-        with_database("postgres://u@h:5/base?sslmode=disable", "t_1"),
-        "postgres://u@h:5/t_1?sslmode=disable"
-    );
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use gateway::Directory;
-use switchboard_server_kit::Db;
+use switchboard_server_kit::testing::ScratchDatabases;
 
 /// The gateway's public and internal listeners on free loopback ports.
 pub async fn loopback_listeners() -> gateway::Listeners {
@@ -20,6 +20,8 @@ pub struct TestDirectory {
     pub directory: Directory,
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// Declared after `directory`: the PostgreSQL database is dropped once its pool is.
+    _databases: Option<ScratchDatabases>,
 }
 
 /// A directory on a fresh SQLite file.
@@ -31,26 +33,23 @@ pub async fn sqlite() -> TestDirectory {
         directory,
         url,
         _dir: Some(dir),
+        _databases: None,
     }
 }
 
-/// A directory on a fresh PostgreSQL database, or `None` when the run may go without
-/// PostgreSQL (`switchboard_server_kit::testing::postgres_url`).
+/// A directory on a fresh PostgreSQL database, dropped with the [`TestDirectory`], or
+/// `None` when the run may go without PostgreSQL
+/// (`switchboard_server_kit::testing::postgres_url`).
 pub async fn postgres() -> Option<TestDirectory> {
-    let base = switchboard_server_kit::testing::postgres_url("")?;
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.writer())
-        .await
-        .unwrap();
-    admin.close().await;
-    let url = with_database(&base, &name);
+    let server = switchboard_server_kit::testing::postgres_url("")?;
+    let databases = ScratchDatabases::new(&server, &format!("t_{}", uuid::Uuid::new_v4().simple()));
+    let url = databases.create().await.unwrap();
     let directory = Directory::connect(&url).await.unwrap();
     Some(TestDirectory {
         directory,
         url,
         _dir: None,
+        _databases: Some(databases),
     })
 }
 
@@ -73,34 +72,4 @@ macro_rules! on_each_backend {
             }
         }
     )+};
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[after_scheme..].find('/') {
-        Some(slash) => &head[..after_scheme + slash],
-        None => head,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-#[test]
-fn database_names_are_replaced() {
-    assert_eq!(
-        with_database("postgres://u@h:5432/switchboard_test", "t_1"),
-        "postgres://u@h:5432/t_1"
-    );
-    assert_eq!(with_database("postgres://h", "t_1"), "postgres://h/t_1");
-    assert_eq!(
-        with_database("postgresql://h/db?sslmode=disable", "t_1"),
-        "postgresql://h/t_1?sslmode=disable"
-    );
 }

@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use chrono::DateTime;
 use prost_types::Timestamp;
 use reporting_svc::store::Store;
-use sqlx::AssertSqlSafe;
 use switchboard_proto::common::v1::Channel;
 use switchboard_proto::conversation::internal::v1::LogEntry;
 use switchboard_proto::conversation::v1::{
     AssignmentSource, CloseReason, ConversationEvent, EventType,
 };
-use switchboard_server_kit::Db;
+use switchboard_server_kit::testing::ScratchDatabases;
 use tempfile::TempDir;
 
 /// A store on a fresh database, and what keeps that database alive.
@@ -23,6 +22,8 @@ pub struct Backend {
     /// The URL it was opened with, to open it again.
     pub url: String,
     _dir: Option<TempDir>,
+    /// Declared after `store`: the PostgreSQL database is dropped once its pool is.
+    _databases: Option<ScratchDatabases>,
 }
 
 /// A store on a new SQLite file.
@@ -33,44 +34,23 @@ pub async fn sqlite() -> Backend {
         store: Store::open(&url).await.unwrap(),
         url,
         _dir: Some(dir),
+        _databases: None,
     }
 }
 
-/// A store on a new PostgreSQL database of the server at `SWITCHBOARD_TEST_POSTGRES_URL`;
-/// `None` when the run may go without PostgreSQL (`switchboard_server_kit::testing`).
+/// A store on a new PostgreSQL database of the server at `SWITCHBOARD_TEST_POSTGRES_URL`,
+/// dropped with the backend; `None` when the run may go without PostgreSQL
+/// (`switchboard_server_kit::testing`).
 pub async fn postgres(test: &str) -> Option<Backend> {
-    let base = switchboard_server_kit::testing::postgres_url(test)?;
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&base).await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.writer())
-        .await
-        .unwrap();
-    admin.close().await;
-    let url = with_database(&base, &name);
+    let server = switchboard_server_kit::testing::postgres_url(test)?;
+    let databases = ScratchDatabases::new(&server, &format!("t_{}", uuid::Uuid::new_v4().simple()));
+    let url = databases.create().await.unwrap();
     Some(Backend {
         store: Store::open(&url).await.unwrap(),
         url,
         _dir: None,
+        _databases: Some(databases),
     })
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 /// Runs each named async test function (taking a [`Store`]) on SQLite and, when

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use routing_svc::store::Store;
-use switchboard_server_kit::db::Db;
+use switchboard_server_kit::testing::ScratchDatabases;
 use uuid::Uuid;
 
 /// Declares, for each named `async fn(Store)`, the tests `<name>::on_sqlite` (a fresh
@@ -41,47 +41,21 @@ where
     store.close().await;
 }
 
-/// Runs `case` on a fresh PostgreSQL database, dropped afterwards, or says why it is
-/// skipped.
+/// Runs `case` on a fresh PostgreSQL database, dropped afterwards (also when `case`
+/// panics), or says why it is skipped.
 pub async fn on_postgres<F, Fut>(name: &str, case: F)
 where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(admin_url) = switchboard_server_kit::testing::postgres_url(name) else {
+    let Some(server) = switchboard_server_kit::testing::postgres_url(name) else {
         return;
     };
-    let database = format!("t_{}", Uuid::new_v4().simple());
-    let admin = Db::connect(&admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(admin.writer())
-        .await
-        .unwrap();
-    let store = Store::open(&with_database(&admin_url, &database))
+    let databases = ScratchDatabases::new(&server, &format!("t_{}", Uuid::new_v4().simple()));
+    let store = Store::open(&databases.create().await.unwrap())
         .await
         .unwrap();
     case(store.clone()).await;
     store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(admin.writer())
-    .await
-    .unwrap();
-    admin.close().await;
-}
-
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host = base[scheme_end..]
-        .find('/')
-        .map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(query) => format!("{host}/{database}?{query}"),
-        None => format!("{host}/{database}"),
-    }
+    databases.drop_all().await.unwrap();
 }

@@ -225,7 +225,7 @@ pub(super) async fn exports(
     );
     let url = match store {
         Store::Sqlite => format!("sqlite://{}/reporting.db", dir.display()),
-        Store::Postgres(server) => scenarios::create_database(server, "exports").await?,
+        Store::Postgres(databases) => scenarios::create_database(databases, "exports").await?,
     };
     let opened = reporting_svc::store::Store::open(&url).await?;
     let dialect = opened.db().dialect;

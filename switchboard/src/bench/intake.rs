@@ -236,7 +236,7 @@ pub(super) async fn intake(
     let database = |what: String| async move {
         anyhow::Ok(match store {
             Store::Sqlite => format!("sqlite://{}/{what}.db", dir.display()),
-            Store::Postgres(server) => scenarios::create_database(server, &what).await?,
+            Store::Postgres(databases) => scenarios::create_database(databases, &what).await?,
         })
     };
     let secret = uuid::Uuid::new_v4().simple().to_string();

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use switchboard_server_kit::testing::ScratchDatabases;
 
 pub use report::{Better, Figure, ScenarioResult};
 
@@ -48,7 +49,7 @@ pub struct BenchArgs {
     /// the system's temporary directory, deleted at the end).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Keep the data directories after the run.
+    /// Keep the data directories, and the PostgreSQL databases (`bench_…`), after the run.
     #[arg(long)]
     pub keep_data: bool,
     /// Calls in flight in the closed-loop (maximum throughput) runs.
@@ -273,14 +274,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&data_root)
         .with_context(|| format!("creating {}", data_root.display()))?;
+    // Every PostgreSQL database of the run is named from one prefix, so that they can all
+    // be dropped at the end (several GB each in a full run).
     let postgres = std::env::var(switchboard_server_kit::testing::POSTGRES_URL_VAR)
         .ok()
-        .filter(|url| !url.is_empty());
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            let run = &uuid::Uuid::new_v4().simple().to_string()[..12];
+            ScratchDatabases::new(&url, &format!("bench_{run}"))
+        });
 
     let started = Instant::now();
-    let results = scenarios::run_all(&plan, &args.scenarios, &data_root, postgres.as_deref()).await;
+    let results = scenarios::run_all(&plan, &args.scenarios, &data_root, postgres.as_ref()).await;
     if remove_after {
         let _ = std::fs::remove_dir_all(&data_root);
+    }
+    if let Some(databases) = postgres {
+        let prefix = databases.prefix().to_owned();
+        if args.keep_data {
+            databases.keep();
+            writeln!(
+                std::io::stderr().lock(),
+                "PostgreSQL databases kept: {prefix}_*"
+            )?;
+        } else if let Err(err) = databases.drop_all().await {
+            writeln!(
+                std::io::stderr().lock(),
+                "could not drop the PostgreSQL databases {prefix}_*: {err}"
+            )?;
+        }
     }
     let results = results?;
     if results.is_empty() {

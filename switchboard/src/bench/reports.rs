@@ -221,7 +221,7 @@ pub(super) async fn reports(
         async move {
             let url = match store {
                 Store::Sqlite => format!("sqlite://{}/reporting-{what}.db", dir.display()),
-                Store::Postgres(server) => scenarios::create_database(server, &what).await?,
+                Store::Postgres(databases) => scenarios::create_database(databases, &what).await?,
             };
             anyhow::Ok(reporting_svc::store::Store::open(&url).await?)
         }

@@ -16,6 +16,7 @@ use switchboard_server_kit::db::Db;
 use switchboard_server_kit::identity::{
     Identity, IdentityKey, PrincipalKind, Role, signed_channel,
 };
+use switchboard_server_kit::testing::ScratchDatabases;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::HealthCheckRequest;
@@ -52,7 +53,8 @@ pub const NAMES: [&str; 17] = [
 #[derive(Clone, Copy)]
 pub(super) enum Store<'a> {
     Sqlite,
-    Postgres(&'a str),
+    /// Fresh databases on a PostgreSQL server, all named from the run's prefix.
+    Postgres(&'a ScratchDatabases),
 }
 
 impl Store<'_> {
@@ -75,15 +77,15 @@ pub async fn run_all(
     plan: &Plan,
     filters: &[String],
     data_root: &Path,
-    postgres: Option<&str>,
+    postgres: Option<&ScratchDatabases>,
 ) -> anyhow::Result<Vec<ScenarioResult>> {
     let selected =
         |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let mut shared = Shared::default();
     let mut results = Vec::new();
     let mut stores = vec![Store::Sqlite];
-    if let Some(url) = postgres {
-        stores.push(Store::Postgres(url));
+    if let Some(databases) = postgres {
+        stores.push(Store::Postgres(databases));
     }
     for name in NAMES {
         if !selected(name) {
@@ -93,7 +95,7 @@ pub async fn run_all(
             ("gateway-read" | "create-conversation" | "reports" | "intake" | "exports", _) => {
                 stores.clone()
             }
-            ("routing-replicas", Some(url)) => vec![Store::Postgres(url)],
+            ("routing-replicas", Some(databases)) => vec![Store::Postgres(databases)],
             ("routing-replicas", None) => {
                 // On stdout with the table, so that a run without a server says so.
                 writeln!(
@@ -128,7 +130,9 @@ pub async fn run_all(
                 "intake" => super::intake::intake(plan, &dir, store).await,
                 "exports" => super::exports::exports(plan, &dir, store).await,
                 "routing-replicas" => match store {
-                    Store::Postgres(url) => super::routing::routing_replicas(plan, &dir, url).await,
+                    Store::Postgres(databases) => {
+                        super::routing::routing_replicas(plan, &dir, databases).await
+                    }
                     Store::Sqlite => unreachable!("routing-replicas runs on PostgreSQL"),
                 },
                 _ => unreachable!("every name has a scenario"),
@@ -336,9 +340,9 @@ pub(super) async fn start_suite_with(
     let secrets = DevSecrets::generate();
     let storage = match store {
         Store::Sqlite => Storage::Directory(dir.to_path_buf()),
-        Store::Postgres(url) => Storage::Postgres {
-            server_url: url.to_owned(),
-            prefix: format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        Store::Postgres(databases) => Storage::Postgres {
+            server_url: databases.server_url().to_owned(),
+            prefix: format!("{}_{}", databases.prefix(), unique_part()),
         },
     };
     let running = suite::start(SuiteOptions {
@@ -745,14 +749,19 @@ async fn gateway_read(
     Ok(result)
 }
 
-/// A new, empty database `bench_<random>_<what>` on the PostgreSQL server at `server_url`
-/// (a URL naming any database there); its URL.
-pub(super) async fn create_database(server_url: &str, what: &str) -> anyhow::Result<String> {
-    let name = format!(
-        "bench_{}_{what}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    crate::suite::postgres_database(server_url, &name).await
+/// A new, empty database `<run prefix>_<random>_<what>` among the run's databases; its URL.
+pub(super) async fn create_database(
+    databases: &ScratchDatabases,
+    what: &str,
+) -> anyhow::Result<String> {
+    Ok(databases
+        .create_suffixed(&format!("{}_{what}", unique_part()))
+        .await?)
+}
+
+/// Twelve random hex digits: a database name part that no other of the run has.
+fn unique_part() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
 /// A fresh database for the raw one-row transaction baseline, with the services' settings
@@ -760,7 +769,7 @@ pub(super) async fn create_database(server_url: &str, what: &str) -> anyhow::Res
 async fn raw_baseline_db(dir: &Path, store: Store<'_>) -> anyhow::Result<Db> {
     let url = match store {
         Store::Sqlite => format!("sqlite://{}/baseline.db", dir.display()),
-        Store::Postgres(server_url) => create_database(server_url, "baseline").await?,
+        Store::Postgres(databases) => create_database(databases, "baseline").await?,
     };
     let db = Db::connect(&url).await?;
     sqlx::query(

@@ -77,9 +77,13 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(45);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_under_random_load_with_one_killed_keep_every_invariant() {
-    let Some((url, admin, database)) = postgres_database().await else {
+    let Some((databases, url)) = postgres_database().await else {
         return;
     };
+    let database = databases.prefix().to_owned();
+    let admin = switchboard_server_kit::db::Db::connect(databases.server_url())
+        .await
+        .unwrap();
     let seed = match std::env::var(SEED_VAR) {
         Ok(seed) => seed
             .parse()
@@ -201,15 +205,12 @@ async fn two_replicas_under_random_load_with_one_killed_keep_every_invariant() {
     }
     seen.report(&summary);
     fake_shutdown.trigger();
+    admin.close().await;
     if !seen.violations.is_empty() {
         eprintln!("the database is kept for a look: {url}");
+        databases.keep();
     } else {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {database} WITH (FORCE)"
-        )))
-        .execute(admin.writer())
-        .await
-        .unwrap();
+        databases.drop_all().await.unwrap();
     }
     assert!(
         seen.violations.is_empty(),

@@ -2,6 +2,8 @@
 //! PostgreSQL database, as a platform team deploys it, against one replica on SQLite (the
 //! default) and one replica on the same PostgreSQL server, in the same run.
 
+use switchboard_server_kit::testing::ScratchDatabases;
+
 use super::scale::AGENT_UNITS;
 use super::*;
 
@@ -35,7 +37,7 @@ const DEPLOYMENTS: [Deployment; 3] = [
 pub(in crate::bench) async fn routing_replicas(
     plan: &crate::bench::Plan,
     dir: &Path,
-    postgres: &str,
+    postgres: &ScratchDatabases,
 ) -> anyhow::Result<ScenarioResult> {
     let mut result = scenarios::scenario(
         "routing-replicas",
