@@ -5,7 +5,7 @@ mod common;
 use common::{Backend, EventLog, micros};
 use reporting_svc::consumer::to_domain;
 use reporting_svc::domain::activity::{Presence, PresenceCause};
-use reporting_svc::domain::facts::Event;
+use reporting_svc::domain::facts::{ConversationLine, Event};
 use reporting_svc::domain::ledger::outcome;
 use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::{BTreeMap, BTreeSet};
@@ -934,16 +934,25 @@ async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
     let mut seen = Vec::new();
     let mut after: Option<(i64, String)> = None;
     loop {
-        let page = snapshot
-            .conversations(&ConversationQuery {
+        let Some(packed) = snapshot
+            .conversation_page(&ConversationQuery {
                 facts: day,
                 after: after.as_ref().map(|(at, id)| (*at, id.as_str())),
                 limit: 3,
             })
             .await
-            .unwrap();
-        assert!(page.len() <= 3);
-        let Some(last) = page.last() else { break };
+            .unwrap()
+        else {
+            break;
+        };
+        let page = packed.lines().unwrap();
+        assert!(!page.is_empty() && page.len() <= 3);
+        // Where the next page starts is read off the packed page before parsing it.
+        let last = page.last().unwrap();
+        assert_eq!(
+            packed.last(),
+            (last.created_at, last.conversation_id.as_str())
+        );
         after = Some((last.created_at, last.conversation_id.clone()));
         assert!(
             page.iter().all(|c| c.closed_at.is_none()),
@@ -977,13 +986,13 @@ async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
         .await
         .unwrap();
     assert_eq!(page.len(), 16);
-    for facts in &page {
+    for line in &page {
         let stored = store
-            .conversation(&facts.conversation_id)
+            .conversation(&line.conversation_id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(facts, &stored);
+        assert_eq!(line, &ConversationLine::from(&stored));
     }
     assert!(
         page.iter()

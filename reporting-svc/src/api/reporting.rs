@@ -7,9 +7,7 @@
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt as _};
 use switchboard_proto::common::v1::{AnswerOutcome, Channel, TransferFallback};
 use switchboard_proto::reporting::v1::export_report_response::{Chunk, End, Start, Update};
@@ -30,16 +28,17 @@ use switchboard_proto::reporting::v1::{
 use switchboard_server_kit::identity_of;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::export::{EXPORT_PAGE_ROWS, Export};
 use super::filter::{
     Caller, MAX_RESOLVED_IDS, ReportShape, Scope, authorize, granularity, narrow, scope,
     service_level_threshold, whole_history_unless_named,
 };
 use super::page_token;
 use crate::directory::Directory;
-use crate::domain::csv::{self, CHUNK_BYTES};
-use crate::domain::facts::ConversationFacts;
+use crate::domain::csv;
+use crate::domain::facts::ConversationLine;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::metrics::{Metric, wait_label_at_most};
 use crate::domain::page::{Page, RowKey, page};
@@ -183,58 +182,6 @@ const OPEN_CONVERSATIONS_HEADER: &[&str] = &["queue_id", "status_label_id", "ope
 
 /// Exports read from a snapshot at once, each holding a read connection.
 const LARGE_EXPORTS: usize = 2;
-
-/// Rows a snapshot export reads per statement.
-const EXPORT_PAGE_ROWS: i64 = 5_000;
-
-/// The records of an export, a page at a time.
-type Pages = BoxStream<'static, Result<Vec<Vec<String>>, Error>>;
-
-/// What an export sends: its header, how many data rows, and the rows.
-struct Export {
-    header: &'static [&'static str],
-    total: u64,
-    pages: Pages,
-}
-
-impl Export {
-    /// An export of rows computed whole: a report with a row per period and key.
-    fn whole(header: &'static [&'static str], rows: Vec<Vec<String>>) -> Export {
-        Export {
-            header,
-            total: rows.len() as u64,
-            pages: stream::once(futures::future::ready(Ok(rows))).boxed(),
-        }
-    }
-}
-
-/// How long a large export's reader waits for the client to take the next page before it
-/// gives up, so that a client that stops reading cannot hold an export permit and a
-/// database connection for good.
-const EXPORT_STALL: Duration = Duration::from_secs(60);
-
-/// `pages` read ahead by a task of their own, two pages at most, so that the database
-/// reads the next page while the current one is written out (an export's two halves each
-/// take a core). The task ends, releasing what `pages` holds, once the export ends, its
-/// client goes away, or its client has taken nothing for [`EXPORT_STALL`]; the export then
-/// ends short of its count, which `export_report` reports as ABORTED.
-fn read_ahead(mut pages: Pages) -> Pages {
-    let (sender, receiver) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
-        while let Some(page) = pages.next().await {
-            let failed = page.is_err();
-            match tokio::time::timeout(EXPORT_STALL, sender.send(page)).await {
-                Ok(Ok(())) if !failed => {}
-                Ok(_) => break,
-                Err(_) => {
-                    warn!("a large export's client took nothing for a minute: stopped");
-                    break;
-                }
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
-}
 
 /// A page of the whole ledger of `scope` after `after`, for an export.
 fn ledger_page<'a>(scope: &'a Scope, after: Option<(i64, &'a str)>) -> LedgerQuery<'a> {
@@ -580,7 +527,10 @@ impl ReportingApi {
                 let mut snapshot = self.store.snapshot().await?;
                 // Counted first: an export over the limit reads nothing more.
                 let total = snapshot.ledger_count(&ledger_page(&scope, None)).await?;
-                let pages = stream::try_unfold(
+                let mut times = csv::LocalTimes::new(scope.frame.zone);
+                Ok(Export::paged(
+                    LEDGER_HEADER,
+                    total,
                     (snapshot, scope, None::<(i64, String)>, permit),
                     |(mut snapshot, scope, after, permit)| async move {
                         let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
@@ -589,18 +539,18 @@ impl ReportingApi {
                             return Ok(None);
                         };
                         let next = Some((last.requested_at, last.entry_id.clone()));
-                        let records = entries
-                            .iter()
-                            .map(|e| ledger_record(e, &scope.frame))
-                            .collect();
-                        Ok(Some((records, (snapshot, scope, next, permit))))
+                        Ok(Some((entries, (snapshot, scope, next, permit))))
                     },
-                );
-                Ok(Export {
-                    header: LEDGER_HEADER,
-                    total,
-                    pages: read_ahead(pages.boxed()),
-                })
+                    move |writer, entries| {
+                        Ok(entries
+                            .iter()
+                            .filter_map(|entry| {
+                                writer
+                                    .record(|record| write_ledger_entry(record, entry, &mut times))
+                            })
+                            .collect())
+                    },
+                ))
             }
             ReportKind::OpenConversations => {
                 let filter = whole_history_unless_named(filter);
@@ -627,7 +577,10 @@ impl ReportingApi {
                 let permit = self.large_export()?;
                 let mut snapshot = self.store.snapshot().await?;
                 let total = snapshot.conversation_count(&scope.query()).await?;
-                let pages = stream::try_unfold(
+                let mut times = csv::LocalTimes::new(scope.frame.zone);
+                Ok(Export::paged(
+                    CONVERSATIONS_HEADER,
+                    total,
                     (snapshot, scope, None::<(i64, String)>, permit),
                     |(mut snapshot, scope, after, permit)| async move {
                         let query = ConversationQuery {
@@ -635,23 +588,23 @@ impl ReportingApi {
                             after: after.as_ref().map(|(at, id)| (*at, id.as_str())),
                             limit: EXPORT_PAGE_ROWS,
                         };
-                        let conversations = snapshot.conversations(&query).await?;
-                        let Some(last) = conversations.last() else {
+                        let Some(page) = snapshot.conversation_page(&query).await? else {
                             return Ok(None);
                         };
-                        let next = Some((last.created_at, last.conversation_id.clone()));
-                        let records = conversations
-                            .iter()
-                            .map(|c| conversation_record(c, &scope.frame))
-                            .collect();
-                        Ok(Some((records, (snapshot, scope, next, permit))))
+                        let (at, id) = page.last();
+                        let next = Some((at, id.to_owned()));
+                        Ok(Some((page, (snapshot, scope, next, permit))))
                     },
-                );
-                Ok(Export {
-                    header: CONVERSATIONS_HEADER,
-                    total,
-                    pages: read_ahead(pages.boxed()),
-                })
+                    move |writer, page| {
+                        Ok(page
+                            .lines()?
+                            .iter()
+                            .filter_map(|line| {
+                                writer.record(|record| write_conversation(record, line, &mut times))
+                            })
+                            .collect())
+                    },
+                ))
             }
             ReportKind::Dispositions => {
                 let scope = self
@@ -840,34 +793,37 @@ fn ledger_entry(entry: LedgerEntry) -> TransferLedgerEntry {
 
 /// An enum value's name without its prefix (`LEDGER_ENTRY_KIND_TRANSFER` → `TRANSFER`);
 /// empty for an unset value.
-fn short_name(name: &str, prefix: &str) -> String {
+fn short<'a>(name: &'a str, prefix: &str) -> &'a str {
     match name.strip_prefix(prefix) {
-        Some("UNSPECIFIED") | None => String::new(),
-        Some(short) => short.to_owned(),
+        Some("UNSPECIFIED") | None => "",
+        Some(short) => short,
     }
 }
 
-fn ledger_record(entry: &LedgerEntry, frame: &Frame) -> Vec<String> {
+/// A line of the transfer ledger's CSV (see [`LEDGER_HEADER`]).
+fn write_ledger_entry(
+    record: &mut csv::Record<'_>,
+    entry: &LedgerEntry,
+    times: &mut csv::LocalTimes,
+) {
     let kind = LedgerEntryKind::try_from(entry.kind as i32).unwrap_or_default();
     let outcome = AnswerOutcome::try_from(entry.outcome).unwrap_or_default();
     let fallback = TransferFallback::try_from(entry.fallback).unwrap_or_default();
-    vec![
-        csv::local_time(entry.requested_at, frame.zone),
-        short_name(kind.as_str_name(), "LEDGER_ENTRY_KIND_"),
-        entry.conversation_id.clone(),
-        entry.transfer_id.clone(),
-        entry.offer_id.clone(),
-        entry.from_user_id.clone(),
-        entry.to_agent_id.clone(),
-        entry.to_queue_id.clone(),
-        short_name(outcome.as_str_name(), "ANSWER_OUTCOME_"),
-        short_name(fallback.as_str_name(), "TRANSFER_FALLBACK_"),
-        entry
-            .answered_at
-            .map(|answered| csv::seconds(answered - entry.requested_at))
-            .unwrap_or_default(),
-        entry.ping_pong.to_string(),
-    ]
+    record.time(entry.requested_at, times);
+    record.text(short(kind.as_str_name(), "LEDGER_ENTRY_KIND_"));
+    record.text(&entry.conversation_id);
+    record.text(&entry.transfer_id);
+    record.text(&entry.offer_id);
+    record.text(&entry.from_user_id);
+    record.text(&entry.to_agent_id);
+    record.text(&entry.to_queue_id);
+    record.text(short(outcome.as_str_name(), "ANSWER_OUTCOME_"));
+    record.text(short(fallback.as_str_name(), "TRANSFER_FALLBACK_"));
+    match entry.answered_at {
+        Some(answered) => record.seconds(answered - entry.requested_at),
+        None => record.empty(),
+    }
+    record.text(if entry.ping_pong { "true" } else { "false" });
 }
 
 /// One message of an export stream.
@@ -885,32 +841,36 @@ fn chunk(chunk: csv::Chunk) -> ExportReportResponse {
     }))
 }
 
-/// A conversation's row of the per-conversation table.
-fn conversation_record(row: &ConversationFacts, frame: &Frame) -> Vec<String> {
+/// A conversation's line of the per-conversation table (see [`CONVERSATIONS_HEADER`]).
+fn write_conversation(
+    record: &mut csv::Record<'_>,
+    row: &ConversationLine,
+    times: &mut csv::LocalTimes,
+) {
     let channel = Channel::try_from(row.channel).unwrap_or_default();
-    let closed = row.closed_at;
-    vec![
-        row.conversation_id.clone(),
-        short_name(channel.as_str_name(), "CHANNEL_"),
-        row.queue_id.clone(),
-        row.program_id.clone(),
-        csv::local_time(row.created_at, frame.zone),
-        closed
-            .map(|at| csv::local_time(at, frame.zone))
-            .unwrap_or_default(),
-        row.closing_agent_id.clone().unwrap_or_default(),
-        row.owner_agent_id.clone().unwrap_or_default(),
-        row.segments.to_string(),
-        row.transfers.to_string(),
-        row.reopens.to_string(),
-        closed
-            .map(|at| csv::seconds(at - row.created_at))
-            .unwrap_or_default(),
-        row.resolved_first_contact()
-            .map(|resolved| resolved.to_string())
-            .unwrap_or_default(),
-        row.status_label_id.clone(),
-    ]
+    record.text(&row.conversation_id);
+    record.text(short(channel.as_str_name(), "CHANNEL_"));
+    record.text(&row.queue_id);
+    record.text(&row.program_id);
+    record.time(row.created_at, times);
+    match row.closed_at {
+        Some(at) => record.time(at, times),
+        None => record.empty(),
+    }
+    record.text(row.closing_agent_id.as_deref().unwrap_or_default());
+    record.text(row.owner_agent_id.as_deref().unwrap_or_default());
+    record.number(row.segments);
+    record.number(row.transfers);
+    record.number(row.reopens);
+    match row.closed_at {
+        Some(at) => record.seconds(at - row.created_at),
+        None => record.empty(),
+    }
+    match row.resolved_first_contact() {
+        Some(resolved) => record.text(if resolved { "true" } else { "false" }),
+        None => record.empty(),
+    }
+    record.text(&row.status_label_id);
 }
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportReportResponse, Status>> + Send>>;
@@ -1346,11 +1306,7 @@ impl ReportingService for ReportingApi {
             request.service_level_threshold.as_ref(),
             "service_level_threshold",
         )?;
-        let Export {
-            header,
-            total,
-            mut pages,
-        } = self
+        let Export { total, mut chunks } = self
             .export(
                 kind,
                 &caller,
@@ -1370,26 +1326,20 @@ impl ReportingService for ReportingApi {
         let total_rows = i64::try_from(total).unwrap_or(i64::MAX);
         let messages = async_stream::try_stream! {
             yield message(Update::Start(Start { total_rows }));
-            let mut writer = csv::Writer::new(header, CHUNK_BYTES);
-            while let Some(page) = pages.next().await {
-                for record in page.map_err(Status::from)? {
-                    if let Some(full) = writer.push(&record) {
-                        yield chunk(full);
-                    }
-                }
+            let mut rows = 0;
+            while let Some(piece) = chunks.next().await {
+                let piece = piece.map_err(Status::from)?;
+                rows = piece.rows_so_far;
+                yield chunk(piece);
             }
-            if let Some(last) = writer.finish() {
-                yield chunk(last);
-            }
-            if writer.rows() != total_rows {
-                // Pages stopped early (a stalled client): no `end`, so the file is known
-                // to be incomplete.
+            if rows != total_rows {
+                // The writer stopped early (a stalled client): no `end`, so the file is
+                // known to be incomplete.
                 Err(Status::aborted(format!(
-                    "the export stopped after {} of {total_rows} rows: export again",
-                    writer.rows()
+                    "the export stopped after {rows} of {total_rows} rows: export again"
                 )))?;
             }
-            yield message(Update::End(End { total_rows: writer.rows() }));
+            yield message(Update::End(End { total_rows: rows }));
         };
         Ok(Response::new(Box::pin(messages)))
     }
@@ -1398,39 +1348,6 @@ impl ReportingService for ReportingApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Sets its flag when dropped: tells that a page source was let go.
-    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_client_that_stops_reading_releases_the_export_s_pages() {
-        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let guard = Dropped(released.clone());
-        // Endless pages that hold the guard, as a snapshot export holds its connection.
-        let pages: Pages = stream::unfold(guard, |guard| async move {
-            Some((Ok(vec![vec!["row".to_owned()]]), guard))
-        })
-        .boxed();
-        let mut read = read_ahead(pages);
-        assert!(read.next().await.is_some(), "pages flow while taken");
-        // Taken no more: once the stall limit passes, the source is dropped.
-        tokio::time::sleep(EXPORT_STALL - Duration::from_secs(1)).await;
-        assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
-        // What was read ahead is still there, then the stream ends.
-        let mut rest = 0;
-        while read.next().await.is_some() {
-            rest += 1;
-        }
-        assert!(rest <= 2, "{rest}");
-    }
 
     #[test]
     fn periods_show_their_start_or_their_weekday() {

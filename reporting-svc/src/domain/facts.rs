@@ -192,6 +192,64 @@ impl ConversationFacts {
     }
 }
 
+/// What the per-conversation table shows of a conversation: its facts without the tenant
+/// (the export's own) and the segment start times (which only the close-time report
+/// reads), so that an export reads no more than it writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationLine {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its channel (`switchboard.common.v1.Channel` number).
+    pub channel: i32,
+    /// The queue it is in or was last routed through; empty when never queued.
+    pub queue_id: String,
+    /// The program of that queue.
+    pub program_id: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was last closed; `None` while not closed.
+    pub closed_at: Option<i64>,
+    /// The owner when it was closed.
+    pub closing_agent_id: Option<String>,
+    /// The current owner.
+    pub owner_agent_id: Option<String>,
+    /// Segments so far.
+    pub segments: i64,
+    /// Transfers requested so far.
+    pub transfers: i64,
+    /// Reopens so far.
+    pub reopens: i64,
+    /// Its status label now; empty for none.
+    pub status_label_id: String,
+}
+
+impl ConversationLine {
+    /// Whether it was resolved at first contact (product rule 18); `None` while open.
+    pub fn resolved_first_contact(&self) -> Option<bool> {
+        self.closed_at
+            .map(|_| resolved_first_contact(self.segments, self.reopens))
+    }
+}
+
+impl From<&ConversationFacts> for ConversationLine {
+    fn from(facts: &ConversationFacts) -> ConversationLine {
+        ConversationLine {
+            conversation_id: facts.conversation_id.clone(),
+            channel: facts.channel,
+            queue_id: facts.queue_id.clone(),
+            program_id: facts.program_id.clone(),
+            created_at: facts.created_at,
+            closed_at: facts.closed_at,
+            closing_agent_id: facts.closing_agent_id.clone(),
+            owner_agent_id: facts.owner_agent_id.clone(),
+            segments: facts.segments,
+            transfers: facts.transfers,
+            reopens: facts.reopens,
+            status_label_id: facts.status_label_id.clone(),
+        }
+    }
+}
+
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }

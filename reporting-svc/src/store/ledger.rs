@@ -166,12 +166,14 @@ impl LedgerRun {
 }
 
 /// The `WHERE` clause of a ledger read.
-fn ledger_where(sql: &mut Sql, query: &LedgerQuery<'_>) {
+/// The conditions of `query`, its lines requested from `start` on (the range's start, or
+/// a page's first request time).
+fn ledger_where(sql: &mut Sql, query: &LedgerQuery<'_>, start: i64) {
     let facts = &query.facts;
     sql.push(" WHERE l.tenant_id = ")
         .bind(Bind::Text(facts.tenant_id.to_owned()))
         .push(" AND l.requested_at >= ")
-        .bind(Bind::Int(facts.start))
+        .bind(Bind::Int(start))
         .push(" AND l.requested_at < ")
         .bind(Bind::Int(facts.end))
         .and_in(
@@ -239,13 +241,15 @@ pub(super) fn select(dialect: Dialect, query: &LedgerQuery<'_>) -> Sql {
          AND a.assigned_at < l.requested_at AND l.to_agent_id <> '') \
          THEN 1 ELSE 0 END AS ping_pong FROM ledger_entries l",
     );
-    ledger_where(&mut sql, query);
+    // A page starts at its first request time, the only lower bound the statement has:
+    // given the range's start as well, SQLite may start the index scan there and step
+    // over every earlier line (a page deep into a large export took three times as long).
+    let start = query
+        .after
+        .map_or(query.facts.start, |(at, _)| at.max(query.facts.start));
+    ledger_where(&mut sql, query, start);
     if let Some((requested_at, entry_id)) = query.after {
-        // `>=` first, so that the index on request time starts the page there rather
-        // than at the range's start.
-        sql.push(" AND l.requested_at >= ")
-            .bind(Bind::Int(requested_at))
-            .push(" AND (l.requested_at > ")
+        sql.push(" AND (l.requested_at > ")
             .bind(Bind::Int(requested_at))
             .push(" OR l.entry_id > ")
             .bind(Bind::Text(entry_id.to_owned()))
@@ -261,7 +265,7 @@ pub(super) fn select(dialect: Dialect, query: &LedgerQuery<'_>) -> Sql {
 /// The statement counting the lines of `query`, ignoring its page (column `n`).
 pub(super) fn count(dialect: Dialect, query: &LedgerQuery<'_>) -> Sql {
     let mut sql = Sql::new(dialect, "SELECT COUNT(*) AS n FROM ledger_entries l");
-    ledger_where(&mut sql, query);
+    ledger_where(&mut sql, query, query.facts.start);
     sql
 }
 

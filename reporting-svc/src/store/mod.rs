@@ -252,8 +252,8 @@ const PACKED_ROW: char = '\u{1e}';
 fn packed_aggregate(dialect: Dialect, columns: &[&str]) -> String {
     match dialect {
         Dialect::Sqlite => format!(
-            "group_concat({}, char(30))",
-            columns.join(" || char(31) || ")
+            "group_concat(concat_ws(char(31), {}), char(30))",
+            columns.join(", ")
         ),
         Dialect::Postgres => format!(
             "string_agg(concat_ws(chr(31), {}), chr(30))",

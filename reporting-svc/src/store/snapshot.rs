@@ -7,8 +7,11 @@ use switchboard_server_kit::Dialect;
 
 use super::ledger::{self, LedgerQuery};
 
-use super::{Bind, FactQuery, Sql, Store, packed_aggregate, packed_number, packed_text, unpacked};
-use crate::domain::facts::ConversationFacts;
+use super::{
+    Bind, FactQuery, PACKED_FIELD, PACKED_ROW, Sql, Store, packed_aggregate, packed_error,
+    packed_number, packed_text, unpacked,
+};
+use crate::domain::facts::ConversationLine;
 use crate::domain::ledger::LedgerEntry;
 
 /// A read-only transaction that sees the reports as they were at its first read:
@@ -82,27 +85,42 @@ impl Snapshot {
         ledger::count_of(&self.fetch(ledger::count(self.dialect, query)).await?)
     }
 
-    /// The conversations of `query`, by creation time then id. The database writes the
-    /// page as one packed text value ([`packed_aggregate`]: every fact is an id, a code or
-    /// a number), so a page costs one row's handover from the database driver rather than
-    /// one per conversation (which was most of an export's time), and no JSON is built or
-    /// parsed per row.
+    /// The conversations of `query`, by creation time then id.
     pub async fn conversations(
         &mut self,
         query: &ConversationQuery<'_>,
-    ) -> Result<Vec<ConversationFacts>, sqlx::Error> {
-        let packed = packed_aggregate(self.dialect, &packed_fact_columns(self.dialect));
+    ) -> Result<Vec<ConversationLine>, sqlx::Error> {
+        match self.conversation_page(query).await? {
+            Some(page) => page.lines(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The page of conversations of `query` as the database hands it over, `None` when
+    /// there are none. The database writes the page as one packed text value
+    /// ([`packed_aggregate`]: every value is an id, a code or a number), so a page costs
+    /// one row's handover from the database driver rather than one per conversation
+    /// (which was most of an export's time), and no JSON is built or parsed per row.
+    pub async fn conversation_page(
+        &mut self,
+        query: &ConversationQuery<'_>,
+    ) -> Result<Option<ConversationPage>, sqlx::Error> {
+        let packed = packed_aggregate(self.dialect, &packed_line_columns(self.dialect));
         let mut sql = Sql::new(
             self.dialect,
             &format!("SELECT {packed} AS page FROM (SELECT * FROM conversation_facts"),
         );
-        conversation_where(&mut sql, &query.facts);
+        // A page starts at its first creation time, the only lower bound the statement
+        // has: given the range's start as well, SQLite may start the index scan there and
+        // step over every earlier conversation (some pages of a 1,000,000-row export took
+        // three times as long).
+        let mut facts = query.facts;
+        if let Some((created_at, _)) = query.after {
+            facts.start = facts.start.max(created_at);
+        }
+        conversation_where(&mut sql, &facts);
         if let Some((created_at, conversation_id)) = query.after {
-            // `>=` first, so that the index on creation time starts the page there
-            // rather than at the range's start.
-            sql.push(" AND created_at >= ")
-                .bind(Bind::Int(created_at))
-                .push(" AND (created_at > ")
+            sql.push(" AND (created_at > ")
                 .bind(Bind::Int(created_at))
                 .push(" OR conversation_id > ")
                 .bind(Bind::Text(conversation_id.to_owned()))
@@ -111,15 +129,13 @@ impl Snapshot {
         sql.push(" ORDER BY created_at, conversation_id LIMIT ")
             .bind(Bind::Int(query.limit))
             .push(") page");
-        let text = packed_text(&self.fetch(sql).await?, "page")?.unwrap_or_default();
-        let mut page = unpacked::<15>(&text)
-            .map(|row| facts_from_packed(row?))
-            .collect::<Result<Vec<_>, _>>()?;
-        // An aggregate's order is not promised by every database: order the page here.
-        page.sort_by(|a, b| {
-            (a.created_at, &a.conversation_id).cmp(&(b.created_at, &b.conversation_id))
-        });
-        Ok(page)
+        let Some(text) = packed_text(&self.fetch(sql).await?, "page")? else {
+            return Ok(None);
+        };
+        let Some(last) = last_key(&text)? else {
+            return Ok(None);
+        };
+        Ok(Some(ConversationPage { text, last }))
     }
 
     /// How many conversations `query` matches, ignoring its page.
@@ -130,34 +146,69 @@ impl Snapshot {
     }
 }
 
-/// The facts' columns as [`packed_aggregate`] expressions, in [`ConversationFacts`]' order:
-/// a null number is written empty, and a nullable id `=` before its value, so that null and
+/// A page of the per-conversation table, read but not yet parsed: where the next page
+/// starts is known at once, so that an export asks for it before parsing this one.
+#[derive(Debug)]
+pub struct ConversationPage {
+    text: String,
+    last: (i64, String),
+}
+
+impl ConversationPage {
+    /// The last conversation's `(created_at, conversation_id)`: the next page starts
+    /// after it.
+    pub fn last(&self) -> (i64, &str) {
+        (self.last.0, &self.last.1)
+    }
+
+    /// Its conversations, by creation time then id.
+    pub fn lines(&self) -> Result<Vec<ConversationLine>, sqlx::Error> {
+        let mut lines = unpacked::<12>(&self.text)
+            .map(|row| line_from_packed(row?))
+            .collect::<Result<Vec<_>, _>>()?;
+        // An aggregate's order is not promised by every database: order the page here.
+        lines.sort_by(|a, b| {
+            (a.created_at, &a.conversation_id).cmp(&(b.created_at, &b.conversation_id))
+        });
+        Ok(lines)
+    }
+}
+
+/// The greatest `(created_at, conversation_id)` of a packed page of
+/// [`packed_line_columns`], reading only those two values of each row; `None` for an
+/// empty page.
+fn last_key(text: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let mut last: Option<(i64, &str)> = None;
+    for row in text.split(PACKED_ROW).filter(|row| !row.is_empty()) {
+        let mut fields = row.splitn(6, PACKED_FIELD);
+        let (Some(id), Some(created_at)) = (fields.next(), fields.nth(3)) else {
+            return Err(packed_error(row));
+        };
+        let key = (packed_number(created_at)?, id);
+        if last.is_none_or(|last| key > last) {
+            last = Some(key);
+        }
+    }
+    Ok(last.map(|(at, id)| (at, id.to_owned())))
+}
+
+/// A [`ConversationLine`]'s columns as [`packed_aggregate`] expressions, in its order: a
+/// null number is written empty, and a nullable id `=` before its value, so that null and
 /// empty stay apart.
-fn packed_fact_columns(dialect: Dialect) -> Vec<&'static str> {
-    let (closed_at, closing_segment_start, owner_since) = match dialect {
-        Dialect::Sqlite => (
-            "IFNULL(closed_at, '')",
-            "IFNULL(closing_segment_start, '')",
-            "IFNULL(owner_since, '')",
-        ),
-        Dialect::Postgres => (
-            "COALESCE(CAST(closed_at AS TEXT), '')",
-            "COALESCE(CAST(closing_segment_start AS TEXT), '')",
-            "COALESCE(CAST(owner_since AS TEXT), '')",
-        ),
+fn packed_line_columns(dialect: Dialect) -> [&'static str; 12] {
+    let closed_at = match dialect {
+        Dialect::Sqlite => "IFNULL(closed_at, '')",
+        Dialect::Postgres => "COALESCE(CAST(closed_at AS TEXT), '')",
     };
-    vec![
+    [
         "conversation_id",
-        "tenant_id",
         "channel",
         "queue_id",
         "program_id",
         "created_at",
         closed_at,
         "(CASE WHEN closing_agent_id IS NULL THEN '' ELSE '=' || closing_agent_id END)",
-        closing_segment_start,
         "(CASE WHEN owner_agent_id IS NULL THEN '' ELSE '=' || owner_agent_id END)",
-        owner_since,
         "segments",
         "transfers",
         "reopens",
@@ -165,42 +216,35 @@ fn packed_fact_columns(dialect: Dialect) -> Vec<&'static str> {
     ]
 }
 
-/// A row of [`packed_fact_columns`] read back.
-fn facts_from_packed(row: [&str; 15]) -> Result<ConversationFacts, sqlx::Error> {
+/// A row of [`packed_line_columns`] read back.
+fn line_from_packed(row: [&str; 12]) -> Result<ConversationLine, sqlx::Error> {
     let [
         conversation_id,
-        tenant_id,
         channel,
         queue_id,
         program_id,
         created_at,
         closed_at,
         closing_agent_id,
-        closing_segment_start,
         owner_agent_id,
-        owner_since,
         segments,
         transfers,
         reopens,
         status_label_id,
     ] = row;
-    let optional_number = |field: &str| match field {
-        "" => Ok(None),
-        field => packed_number(field).map(Some),
-    };
     let optional_id = |field: &str| field.strip_prefix('=').map(str::to_owned);
-    Ok(ConversationFacts {
+    Ok(ConversationLine {
         conversation_id: conversation_id.to_owned(),
-        tenant_id: tenant_id.to_owned(),
         channel: i32::try_from(packed_number(channel)?).unwrap_or_default(),
         queue_id: queue_id.to_owned(),
         program_id: program_id.to_owned(),
         created_at: packed_number(created_at)?,
-        closed_at: optional_number(closed_at)?,
+        closed_at: match closed_at {
+            "" => None,
+            at => Some(packed_number(at)?),
+        },
         closing_agent_id: optional_id(closing_agent_id),
-        closing_segment_start: optional_number(closing_segment_start)?,
         owner_agent_id: optional_id(owner_agent_id),
-        owner_since: optional_number(owner_since)?,
         segments: packed_number(segments)?,
         transfers: packed_number(transfers)?,
         reopens: packed_number(reopens)?,
