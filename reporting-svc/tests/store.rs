@@ -949,16 +949,13 @@ async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
         assert!(!page.is_empty() && page.len() <= 3);
         // Where the next page starts is read off the packed page before parsing it.
         let last = page.last().unwrap();
-        assert_eq!(
-            packed.last(),
-            (last.created_at, last.conversation_id.as_str())
-        );
-        after = Some((last.created_at, last.conversation_id.clone()));
+        assert_eq!(packed.last(), (last.created_at, last.conversation_id));
+        after = Some((last.created_at, last.conversation_id.to_owned()));
         assert!(
             page.iter().all(|c| c.closed_at.is_none()),
             "as of the snapshot"
         );
-        seen.extend(page.into_iter().map(|c| c.conversation_id));
+        seen.extend(page.into_iter().map(|c| c.conversation_id.to_owned()));
     }
     let expected: Vec<String> = (0..11).map(|n| format!("c{n:02}")).collect();
     assert_eq!(seen, expected, "the snapshot's rows, each once, in order");
@@ -977,18 +974,20 @@ async fn a_snapshot_reads_pages_that_agree_with_its_count(backend: &Backend) {
     log.assign(&c15, "2026-03-02T10:01:00Z", A, "");
     apply_all(store, &domain_events(&log)[events.len()..]).await;
     let mut fresh = store.snapshot().await.unwrap();
-    let page = fresh
-        .conversations(&ConversationQuery {
+    let packed = fresh
+        .conversation_page(&ConversationQuery {
             facts: day,
             after: None,
             limit: 100,
         })
         .await
+        .unwrap()
         .unwrap();
+    let page = packed.lines().unwrap();
     assert_eq!(page.len(), 16);
     for line in &page {
         let stored = store
-            .conversation(&line.conversation_id)
+            .conversation(line.conversation_id)
             .await
             .unwrap()
             .unwrap();

@@ -844,21 +844,21 @@ fn chunk(chunk: csv::Chunk) -> ExportReportResponse {
 /// A conversation's line of the per-conversation table (see [`CONVERSATIONS_HEADER`]).
 fn write_conversation(
     record: &mut csv::Record<'_>,
-    row: &ConversationLine,
+    row: &ConversationLine<'_>,
     times: &mut csv::LocalTimes,
 ) {
     let channel = Channel::try_from(row.channel).unwrap_or_default();
-    record.text(&row.conversation_id);
+    record.text(row.conversation_id);
     record.text(short(channel.as_str_name(), "CHANNEL_"));
-    record.text(&row.queue_id);
-    record.text(&row.program_id);
+    record.text(row.queue_id);
+    record.text(row.program_id);
     record.time(row.created_at, times);
     match row.closed_at {
         Some(at) => record.time(at, times),
         None => record.empty(),
     }
-    record.text(row.closing_agent_id.as_deref().unwrap_or_default());
-    record.text(row.owner_agent_id.as_deref().unwrap_or_default());
+    record.text(row.closing_agent_id.unwrap_or_default());
+    record.text(row.owner_agent_id.unwrap_or_default());
     record.number(row.segments);
     record.number(row.transfers);
     record.number(row.reopens);
@@ -870,7 +870,7 @@ fn write_conversation(
         Some(resolved) => record.text(if resolved { "true" } else { "false" }),
         None => record.empty(),
     }
-    record.text(&row.status_label_id);
+    record.text(row.status_label_id);
 }
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportReportResponse, Status>> + Send>>;

@@ -85,17 +85,6 @@ impl Snapshot {
         ledger::count_of(&self.fetch(ledger::count(self.dialect, query)).await?)
     }
 
-    /// The conversations of `query`, by creation time then id.
-    pub async fn conversations(
-        &mut self,
-        query: &ConversationQuery<'_>,
-    ) -> Result<Vec<ConversationLine>, sqlx::Error> {
-        match self.conversation_page(query).await? {
-            Some(page) => page.lines(),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// The page of conversations of `query` as the database hands it over, `None` when
     /// there are none. The database writes the page as one packed text value
     /// ([`packed_aggregate`]: every value is an id, a code or a number), so a page costs
@@ -162,13 +151,13 @@ impl ConversationPage {
     }
 
     /// Its conversations, by creation time then id.
-    pub fn lines(&self) -> Result<Vec<ConversationLine>, sqlx::Error> {
+    pub fn lines(&self) -> Result<Vec<ConversationLine<'_>>, sqlx::Error> {
         let mut lines = unpacked::<12>(&self.text)
             .map(|row| line_from_packed(row?))
             .collect::<Result<Vec<_>, _>>()?;
         // An aggregate's order is not promised by every database: order the page here.
         lines.sort_by(|a, b| {
-            (a.created_at, &a.conversation_id).cmp(&(b.created_at, &b.conversation_id))
+            (a.created_at, a.conversation_id).cmp(&(b.created_at, b.conversation_id))
         });
         Ok(lines)
     }
@@ -217,7 +206,7 @@ fn packed_line_columns(dialect: Dialect) -> [&'static str; 12] {
 }
 
 /// A row of [`packed_line_columns`] read back.
-fn line_from_packed(row: [&str; 12]) -> Result<ConversationLine, sqlx::Error> {
+fn line_from_packed(row: [&str; 12]) -> Result<ConversationLine<'_>, sqlx::Error> {
     let [
         conversation_id,
         channel,
@@ -232,22 +221,21 @@ fn line_from_packed(row: [&str; 12]) -> Result<ConversationLine, sqlx::Error> {
         reopens,
         status_label_id,
     ] = row;
-    let optional_id = |field: &str| field.strip_prefix('=').map(str::to_owned);
     Ok(ConversationLine {
-        conversation_id: conversation_id.to_owned(),
+        conversation_id,
         channel: i32::try_from(packed_number(channel)?).unwrap_or_default(),
-        queue_id: queue_id.to_owned(),
-        program_id: program_id.to_owned(),
+        queue_id,
+        program_id,
         created_at: packed_number(created_at)?,
         closed_at: match closed_at {
             "" => None,
             at => Some(packed_number(at)?),
         },
-        closing_agent_id: optional_id(closing_agent_id),
-        owner_agent_id: optional_id(owner_agent_id),
+        closing_agent_id: closing_agent_id.strip_prefix('='),
+        owner_agent_id: owner_agent_id.strip_prefix('='),
         segments: packed_number(segments)?,
         transfers: packed_number(transfers)?,
         reopens: packed_number(reopens)?,
-        status_label_id: status_label_id.to_owned(),
+        status_label_id,
     })
 }
