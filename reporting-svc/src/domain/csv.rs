@@ -105,25 +105,7 @@ impl Record<'_> {
 
     /// A duration in microseconds, as [`seconds`] writes it.
     pub fn seconds(&mut self, micros: i64) {
-        use std::io::Write as _;
-        let out = self.next_field();
-        if micros < 0 {
-            out.push(b'-');
-        }
-        let abs = micros.unsigned_abs();
-        let (whole, fraction) = (abs / 1_000_000, abs % 1_000_000);
-        let _ = write!(out, "{whole}");
-        if fraction != 0 {
-            let mut digits = *b"000000";
-            let mut rest = fraction;
-            for digit in digits.iter_mut().rev() {
-                *digit = b'0' + (rest % 10) as u8;
-                rest /= 10;
-            }
-            let len = 6 - digits.iter().rev().take_while(|d| **d == b'0').count();
-            out.push(b'.');
-            out.extend_from_slice(&digits[..len]);
-        }
+        push_seconds(self.next_field(), micros);
     }
 
     /// An instant (microseconds since the epoch) as [`local_time`] writes it.
@@ -208,14 +190,26 @@ pub fn counts(counts: &std::collections::BTreeMap<String, i64>) -> String {
 /// A duration in microseconds as decimal seconds without trailing zeros: `660`, `1.5`,
 /// `-0.000001`.
 pub fn seconds(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
+    let mut out = Vec::new();
+    push_seconds(&mut out, micros);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends [`seconds`]' text for `micros` (digits, a sign and a point only).
+fn push_seconds(out: &mut Vec<u8>, micros: i64) {
+    use std::io::Write as _;
+    if micros < 0 {
+        out.push(b'-');
+    }
     let abs = micros.unsigned_abs();
     let (whole, fraction) = (abs / 1_000_000, abs % 1_000_000);
-    if fraction == 0 {
-        format!("{sign}{whole}")
-    } else {
-        let digits = format!("{fraction:06}");
-        format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
+    let _ = write!(out, "{whole}");
+    if fraction != 0 {
+        let mut digits = *b"000000";
+        put_digits(&mut digits, fraction);
+        let len = 6 - digits.iter().rev().take_while(|d| **d == b'0').count();
+        out.push(b'.');
+        out.extend_from_slice(&digits[..len]);
     }
 }
 

@@ -184,14 +184,6 @@ pub fn resolved_first_contact(segments: i64, reopens: i64) -> bool {
     segments == 1 && reopens == 0
 }
 
-impl ConversationFacts {
-    /// Whether it was resolved at first contact (product rule 18); `None` while open.
-    pub fn resolved_first_contact(&self) -> Option<bool> {
-        self.closed_at
-            .map(|_| resolved_first_contact(self.segments, self.reopens))
-    }
-}
-
 /// What the per-conversation table shows of a conversation: its facts without the tenant
 /// (the export's own) and the segment start times (which only the close-time report
 /// reads), so that an export reads no more than it writes; borrowed from the page of text
