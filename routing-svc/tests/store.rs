@@ -52,6 +52,8 @@ on_each_backend!(
     a_claim_that_loses_the_race_is_a_conflict,
     a_cancel_that_meets_an_offer_being_made_withdraws_it,
     a_plan_read_before_a_decline_is_not_offered_to_that_agent,
+    an_agent_locked_out_of_order_gives_way_instead_of_deadlocking,
+    a_claim_passes_over_entries_another_transaction_holds,
 );
 
 // --- fixtures -------------------------------------------------------------------------
@@ -127,6 +129,19 @@ async fn fixture(store: &Store, total_units: i32) -> Fixture {
 }
 
 impl Fixture {
+    /// A webchat conversation offered to a new agent who accepted it: one outbox entry.
+    async fn accepted(&self, store: &Store) -> (WaitingItem, routing_svc::domain::Offer) {
+        let agent = self.agent(store, "A").await;
+        let item = self.enqueue(store, Channel::Webchat).await;
+        let offer = self.offer(store, &self.queue, &item, &agent).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), 0)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        (item, offer)
+    }
+
     async fn agent(&self, store: &Store, name: &str) -> Agent {
         let agent_id = new_id();
         let mut tx = store.begin().await.unwrap();
@@ -1276,14 +1291,7 @@ async fn leaving_available_withdraws_pending_offers(store: Store) {
 
 async fn outbox_lease_has_one_winner(store: Store) {
     let f = fixture(&store, 3).await;
-    let agent = f.agent(&store, "A").await;
-    let item = f.enqueue(&store, Channel::Webchat).await;
-    let offer = f.offer(&store, &f.queue, &item, &agent).await.unwrap();
-    let mut tx = store.begin().await.unwrap();
-    routing::accept_offer(&mut tx, &agent, &offer.id, now_micros(), 0)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let (item, offer) = f.accepted(&store).await;
     let mut conn = store.conn().await.unwrap();
     let due = outbox::due(&mut conn, now_micros(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
@@ -2186,6 +2194,129 @@ async fn a_plan_read_before_a_decline_is_not_offered_to_that_agent(store: Store)
     assert_eq!(other.agent_id, b.agent_id);
     assert_eq!(f.reload(&store, &a.agent_id).await.pending_units, 0);
     assert_ledger_consistent(&store).await;
+}
+
+/// One write holds agent H and then needs agent L, which sorts below it (a cancel that
+/// learns of a newer offer's agent), while another takes L and then H in order (an expiry
+/// batch): the lock out of order gives way within half a second as a conflict to retry,
+/// before PostgreSQL's deadlock check (one second) would fail one of them, and the write
+/// that kept the order goes on.
+async fn an_agent_locked_out_of_order_gives_way_instead_of_deadlocking(store: Store) {
+    let f = fixture(&store, 3).await;
+    let a = f.agent(&store, "A").await;
+    let b = f.agent(&store, "B").await;
+    let (low, high) = if a.agent_id < b.agent_id {
+        (a.agent_id.clone(), b.agent_id.clone())
+    } else {
+        (b.agent_id.clone(), a.agent_id.clone())
+    };
+    if store.dialect() != switchboard_server_kit::db::Dialect::Postgres {
+        // One writer at a time and no row locks: both locks are no-ops that succeed.
+        let mut tx = store.begin().await.unwrap();
+        catalog::lock_agent(&mut tx, &f.tenant, &high)
+            .await
+            .unwrap();
+        catalog::lock_agent(&mut tx, &f.tenant, &low).await.unwrap();
+        tx.commit().await.unwrap();
+        return;
+    }
+    let mut holder = store.begin().await.unwrap();
+    catalog::lock_agent(&mut holder, &f.tenant, &high)
+        .await
+        .unwrap();
+    let in_order = {
+        let store = store.clone();
+        let tenant = f.tenant.clone();
+        let (low, high) = (low.clone(), high.clone());
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            catalog::lock_agents(&mut tx, &tenant, [high.as_str(), low.as_str()])
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        })
+    };
+    // The in-order write holds L and waits for H.
+    wait_for_lock_wait(&store, "SELECT agent_id FROM agents").await;
+    let err = catalog::lock_agent(&mut holder, &f.tenant, &low)
+        .await
+        .expect_err("L is held by a write waiting for H");
+    let code = match &err {
+        Error::Database(db) => db
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned()),
+        other => panic!("expected a database error, got {other:?}"),
+    };
+    assert_eq!(
+        code.as_deref(),
+        Some("55P03"),
+        "a lock timeout, not a deadlock"
+    );
+    assert_eq!(tonic::Status::from(err).code(), tonic::Code::Aborted);
+    drop(holder);
+    in_order.await.unwrap();
+    // A lock taken again in the same transaction, or above every one held, waits as usual.
+    let mut tx = store.begin().await.unwrap();
+    catalog::lock_agents(&mut tx, &f.tenant, [low.as_str()])
+        .await
+        .unwrap();
+    catalog::lock_agent(&mut tx, &f.tenant, &high)
+        .await
+        .unwrap();
+    catalog::lock_agent(&mut tx, &f.tenant, &low).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A dispatcher's claim, or a starting one's retry-now, never waits for an outbox row
+/// another transaction holds (another replica claiming or recording it, which locks its
+/// rows in another order): it passes over it. Waiting there deadlocked two replicas.
+async fn a_claim_passes_over_entries_another_transaction_holds(store: Store) {
+    let f = fixture(&store, 3).await;
+    f.accepted(&store).await;
+    if store.dialect() != switchboard_server_kit::db::Dialect::Postgres {
+        // One writer at a time, no row to hold: the same statements claim the entry.
+        let mut tx = store.begin().await.unwrap();
+        outbox::retry_now(&mut tx, now_micros()).await.unwrap();
+        let claimed = outbox::claim(&mut tx, now_micros(), now_micros() + 60_000_000, 10)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        return;
+    }
+    // Another transaction holds the entry's row, as a record step does.
+    let mut holder = store.begin().await.unwrap();
+    sqlx::query("SELECT id FROM outbox FOR UPDATE")
+        .execute(holder.conn())
+        .await
+        .unwrap();
+    let now = now_micros();
+    let other = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let retried = outbox::retry_now(&mut tx, now).await.unwrap();
+            let claimed = outbox::claim(&mut tx, now, now + 60_000_000, 10)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            (retried, claimed.len())
+        })
+    };
+    // The guard only ends a hang (the behaviour this replaces): the claim returns at once.
+    let (retried, claimed) = tokio::time::timeout(std::time::Duration::from_secs(30), other)
+        .await
+        .expect("the claim waited for the held row")
+        .unwrap();
+    assert_eq!((retried, claimed), (0, 0), "the held entry is passed over");
+    holder.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let claimed = outbox::claim(&mut tx, now_micros(), now_micros() + 60_000_000, 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 1, "released, the entry is claimed");
 }
 
 /// Waits (PostgreSQL) until a statement starting with `prefix` waits for a row lock.

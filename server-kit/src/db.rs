@@ -273,8 +273,9 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// What a failed database call means for the client, the same in every service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbFailure {
-    /// A lost race a retry may win: a serialization failure or deadlock (PostgreSQL), a
-    /// busy database (SQLite), a unique constraint another writer filled first.
+    /// A lost race a retry may win: a serialization failure, a deadlock or a lock not
+    /// granted in time (PostgreSQL), a busy database (SQLite), a unique constraint another
+    /// writer filled first.
     Conflict,
     /// The database cannot be reached (no connection, pool closed, I/O).
     Unavailable,
@@ -286,7 +287,7 @@ pub enum DbFailure {
 pub fn classify(err: &sqlx::Error) -> DbFailure {
     match err {
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("40001" | "40P01" | "5" | "6" | "517") => DbFailure::Conflict,
+            Some("40001" | "40P01" | "55P03" | "5" | "6" | "517") => DbFailure::Conflict,
             _ if is_unique_violation(err) => DbFailure::Conflict,
             _ => DbFailure::Other,
         },

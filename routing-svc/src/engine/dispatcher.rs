@@ -15,6 +15,7 @@
 //! their queue because their agent logged out (ReleaseOnLogout), and conversations that
 //! overflowed into another queue (ApplyOverflow).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +97,17 @@ fn micros(duration: Duration) -> i64 {
 
 /// How conversation-svc answered one call; `None` when it did not in time.
 type CallResult = Option<std::result::Result<(), tonic::Status>>;
+
+/// Whether conversation-svc refused to hear of an outcome: it will never take it, so the
+/// entry is done (and an assignment's units are released).
+fn refuses(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
+}
+
+/// Whether a call ended in a refusal (see [`refuses`]).
+fn is_refusal(result: &CallResult) -> bool {
+    matches!(result, Some(Err(status)) if refuses(status))
+}
 
 /// What recording an outcome leaves to do after the commit.
 struct Recorded {
@@ -319,9 +331,7 @@ impl Dispatcher {
                     released: false,
                 })
             }
-            Some(Err(status))
-                if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) =>
-            {
+            Some(Err(status)) if refuses(&status) => {
                 let outcome = format!("refused: {}", status.message());
                 // An outcome conversation-svc refuses to hear of holds no capacity.
                 let released =
@@ -439,6 +449,23 @@ impl Dispatcher {
             // stamped when it is known.
             let at = now.max(now_micros());
             let mut tx = self.store.begin().await?;
+            // A refused assignment releases its agent's units: those agents are locked
+            // first, in one order (see `catalog::lock_agent`), and the entries recorded in
+            // id order, rather than in the order the calls ended.
+            let mut results = results;
+            results.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+            let mut releasing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (entry, result) in &results {
+                if entry.is_assignment() && is_refusal(result) {
+                    releasing
+                        .entry(entry.tenant_id.as_str())
+                        .or_default()
+                        .push(entry.agent_id.as_str());
+                }
+            }
+            for (tenant_id, agent_ids) in releasing {
+                catalog::lock_agents(&mut tx, tenant_id, agent_ids).await?;
+            }
             let mut recorded = Vec::with_capacity(results.len());
             for (entry, result) in results {
                 recorded.push(

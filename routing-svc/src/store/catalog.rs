@@ -576,29 +576,41 @@ async fn queue_ids_of(
 /// (`routing::Locks::WithoutWaiting`) is the one exception: it takes the conversation
 /// first, but only rows no one holds, so it never waits and cannot close a cycle.
 pub async fn lock_agent(tx: &mut Tx, tenant_id: &str, agent_id: &str) -> Result<()> {
-    if tx.dialect() == Dialect::Postgres {
-        sqlx::query(
-            "SELECT 1 FROM agents WHERE tenant_id = $1 AND agent_id = $2 FOR NO KEY UPDATE",
-        )
-        .bind(tenant_id)
-        .bind(agent_id)
-        .execute(tx.conn())
-        .await?;
-    }
-    Ok(())
+    lock_agents(tx, tenant_id, [agent_id]).await
 }
+
+/// How long a lock taken out of order (see [`lock_agents`]) may wait: well under
+/// PostgreSQL's deadlock check (one second by default), so that a cycle ends here as a
+/// conflict the caller retries, and well over the milliseconds an agent's row is held.
+const OUT_OF_ORDER_LOCK_WAIT: &str = "500ms";
 
 /// Locks several agents' rows as [`lock_agent`] does, in agent id order (byte order, as
 /// Rust sorts strings) so that two writes locking overlapping sets cannot each wait for the
-/// other; one statement for them all.
+/// other; one statement for them all. Rows the transaction holds already are skipped.
+///
+/// A transaction that learns of an agent only after locking others (a customer leaves
+/// while a newer offer is made to another agent) may need one that sorts below an agent
+/// it holds: that lock, out of order, waits at most [`OUT_OF_ORDER_LOCK_WAIT`], then fails
+/// as a conflict (ABORTED, retry), where waiting on could close a cycle with a write taking
+/// the same agents in order (an expiry batch did, in the replicas test).
 pub async fn lock_agents<'a>(
     tx: &mut Tx,
     tenant_id: &str,
     agent_ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<()> {
-    let ordered: std::collections::BTreeSet<&str> = agent_ids.into_iter().collect();
-    if tx.dialect() != Dialect::Postgres || ordered.is_empty() {
+    if tx.dialect() != Dialect::Postgres {
         return Ok(());
+    }
+    let (ordered, out_of_order) = tx.note_agents_locked(tenant_id, agent_ids);
+    if ordered.is_empty() {
+        return Ok(());
+    }
+    if out_of_order {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{OUT_OF_ORDER_LOCK_WAIT}'"
+        )))
+        .execute(tx.conn())
+        .await?;
     }
     // PostgreSQL locks the rows as the sorted result is read, so in this order.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -611,6 +623,11 @@ pub async fn lock_agents<'a>(
         query = query.bind(agent_id);
     }
     query.execute(tx.conn()).await?;
+    if out_of_order {
+        sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+            .execute(tx.conn())
+            .await?;
+    }
     Ok(())
 }
 

@@ -11,6 +11,8 @@ pub mod outbox;
 pub mod page;
 pub mod routing;
 
+use std::collections::BTreeSet;
+
 use prost::Message;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::migrate::Migrator;
@@ -76,6 +78,7 @@ impl Store {
             dialect: self.db.dialect,
             events: Vec::new(),
             changes: self.changes.clone(),
+            agents_locked: BTreeSet::new(),
         })
     }
 
@@ -139,6 +142,8 @@ pub struct Tx {
     dialect: Dialect,
     events: Vec<NewEvent>,
     changes: Changes<Topic>,
+    /// The agent rows locked so far, as (tenant, agent): see `catalog::lock_agents`.
+    agents_locked: BTreeSet<(String, String)>,
 }
 
 impl Tx {
@@ -150,6 +155,41 @@ impl Tx {
     /// The backend the transaction runs on, for the few statements that differ.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Notes that the tenant's `agents` are locked; returns those not locked before, and
+    /// whether any of them sorts below an agent of the tenant already locked (a lock out of
+    /// order, see `catalog::lock_agents`).
+    pub(crate) fn note_agents_locked<'a>(
+        &mut self,
+        tenant_id: &str,
+        agents: impl IntoIterator<Item = &'a str>,
+    ) -> (Vec<&'a str>, bool) {
+        let highest = self
+            .agents_locked
+            .range((tenant_id.to_owned(), String::new())..)
+            .take_while(|(tenant, _)| tenant == tenant_id)
+            .map(|(_, agent)| agent.clone())
+            .last();
+        let mut new: Vec<&str> = agents
+            .into_iter()
+            .filter(|agent| {
+                !self
+                    .agents_locked
+                    .contains(&(tenant_id.to_owned(), (*agent).to_owned()))
+            })
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let out_of_order = match (&highest, new.first()) {
+            (Some(highest), Some(lowest)) => *lowest < highest.as_str(),
+            _ => false,
+        };
+        self.agents_locked.extend(
+            new.iter()
+                .map(|agent| (tenant_id.to_owned(), (*agent).to_owned())),
+        );
+        (new, out_of_order)
     }
 
     /// Records an event of this change; it is appended at commit.

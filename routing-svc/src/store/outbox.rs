@@ -11,6 +11,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use switchboard_server_kit::db::Dialect;
 
 use crate::domain::{AssignmentSource, OfferState, Queue};
 use crate::error::{Error, Result};
@@ -301,6 +302,16 @@ const CLAIMABLE: &str = "o.done = 0 AND o.next_attempt_time <= $1 AND o.lease_un
     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
     AND p.done = 0 AND p.conversation_seq < o.conversation_seq)";
 
+/// The end of a subquery choosing outbox rows `o` to update: on PostgreSQL it locks them
+/// and leaves out those another transaction holds, so that the update never waits for a
+/// row; SQLite runs one write transaction at a time and has no row locks.
+fn skip_locked(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => " FOR UPDATE OF o SKIP LOCKED",
+        Dialect::Sqlite => "",
+    }
+}
+
 /// Entries that may be attempted at `now`, oldest due first.
 pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
     let query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -329,12 +340,16 @@ pub async fn any_due(conn: &mut AnyConnection, now: i64) -> Result<bool> {
 /// replicas), one gets each entry.
 pub async fn claim(tx: &mut Tx, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Claimed>> {
     // The outer condition is checked again on the locked row (PostgreSQL), so an entry
-    // another replica claimed meanwhile is not returned here.
+    // another replica claimed meanwhile is not returned here. Rows another transaction
+    // holds are skipped, not waited for: a claim locks many rows in the order the plan
+    // reads them, and waiting there for another replica's claim or record, which locks
+    // its rows in another order, could deadlock (two replicas did in the replicas test).
+    let skip_locked = skip_locked(tx.dialect());
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE outbox SET lease_until = $2 \
          WHERE done = 0 AND lease_until <= $1 AND id IN ( \
              SELECT o.id FROM outbox o WHERE {CLAIMABLE} \
-             ORDER BY o.next_attempt_time, o.create_time LIMIT $3) \
+             ORDER BY o.next_attempt_time, o.create_time LIMIT $3{skip_locked}) \
          RETURNING {COLUMNS}, create_time"
     )))
     .bind(now)
@@ -396,10 +411,15 @@ pub async fn retry_later(
 /// Makes every entry that waits out a backoff due at `now`, leaving leased ones alone: a
 /// process that starts owes no retry delay chosen before it started.
 pub async fn retry_now(tx: &mut Tx, now: i64) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE outbox SET next_attempt_time = $1 \
-         WHERE done = 0 AND next_attempt_time > $1 AND lease_until <= $1",
-    )
+    // Rows another transaction holds keep their time, as in [`claim`]: they are being
+    // claimed or recorded by another replica.
+    let skip_locked = skip_locked(tx.dialect());
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE outbox SET next_attempt_time = $1 WHERE id IN ( \
+             SELECT o.id FROM outbox o \
+             WHERE o.done = 0 AND o.next_attempt_time > $1 AND o.lease_until <= $1{skip_locked}) \
+         AND done = 0 AND next_attempt_time > $1 AND lease_until <= $1"
+    )))
     .bind(now)
     .execute(tx.conn())
     .await?;
