@@ -48,8 +48,8 @@ use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store}
 /// the last one, a handful; only a catch-up fills them. There a run of 5,000 rather than
 /// 1,000 reads the conversations it names and commits a fifth as often, and more of a
 /// conversation's events fall in one run, so its facts row is written once: PostgreSQL's
-/// catch-up went from 0.31-0.34x to 0.40x of a raw read of the log, SQLite's from 0.61 to
-/// 0.67x (docs/benchmarks.md).
+/// catch-up went from 0.31-0.34x to 0.40x of a raw read of the log, SQLite's from
+/// 0.61-0.63x to 0.68x (docs/benchmarks.md).
 const APPLY_BATCH: usize = 5_000;
 
 /// Stream updates received ahead of the applying: the next entries arrive, decoded,

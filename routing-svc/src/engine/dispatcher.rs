@@ -437,7 +437,7 @@ impl Dispatcher {
                 // What is due is leased by another replica or waits behind a leased entry.
                 break;
             }
-            let results: Vec<(OutboxEntry, CallResult)> = futures::stream::iter(claimed)
+            let mut results: Vec<(OutboxEntry, CallResult)> = futures::stream::iter(claimed)
                 .map(|claimed| async move {
                     let result = self.call(&claimed.entry).await;
                     (claimed.entry, result)
@@ -452,7 +452,6 @@ impl Dispatcher {
             // A refused assignment releases its agent's units: those agents are locked
             // first, in one order (see `catalog::lock_agent`), and the entries recorded in
             // id order, rather than in the order the calls ended.
-            let mut results = results;
             results.sort_by(|a, b| a.0.id.cmp(&b.0.id));
             let mut releasing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for (entry, result) in &results {
