@@ -3,7 +3,7 @@
 //! `switchboard.reporting.v1.ReportingService` (reports by API and as CSV) from them.
 //!
 //! Layout: `domain` (pure rules: facts, counted occurrences, periods, statistics, CSV),
-//! `store` (facts, occurrences, rollups and the consumer cursors in SQLite or PostgreSQL),
+//! `store` (facts, rollups with their points and the consumer cursors in SQLite or PostgreSQL),
 //! `consumer` (the event-log subscriptions), `directory` (teams and the tenant tree, asked
 //! of the gateway), `api` (the gRPC service).
 

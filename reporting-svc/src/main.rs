@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         // The operator's answer, not a log line.
         writeln!(
             std::io::stdout(),
-            "reports reset ({forgotten} counted occurrences forgotten); reporting-svc now \
+            "reports reset ({forgotten} rollup rows forgotten); reporting-svc now \
              folds both event logs again from their start"
         )?;
         return Ok(());

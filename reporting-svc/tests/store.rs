@@ -1128,7 +1128,142 @@ async fn ledger_lines_end_alike_within_and_across_runs(backend: &Backend) {
     );
 }
 
+/// Migration 0011 folds the occurrences a store kept before it into their rollup rows'
+/// points: a range that cuts slots counts the same after the upgrade as the occurrences
+/// did.
+async fn the_upgrade_folds_occurrences_into_their_rollups(backend: &Backend) {
+    use reporting_svc::domain::metrics::{Occurrence, rollup};
+    use sqlx::migrate::Migrator;
+    use switchboard_server_kit::Db;
+
+    let url = backend.another_database("before_points").await;
+    let db = Db::connect(&url).await.unwrap();
+    let until_0010 = |all: Migrator| Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ..all
+    };
+    db.migrate(
+        &until_0010(sqlx::migrate!("migrations/sqlite")),
+        &until_0010(sqlx::migrate!("migrations/postgres")),
+    )
+    .await
+    .unwrap();
+
+    // Instants and pieces of time in two slots, one before the epoch's day boundary of
+    // the slots' arithmetic would matter: values 0, positive and negative.
+    let base = slot("2026-03-02T09:00:00Z") * SLOT_MICROS;
+    let minute = 60_000_000;
+    let occurrence = |metric: Metric, at: i64, agent: &str, value: i64| Occurrence {
+        tenant_id: TENANT.to_owned(),
+        metric,
+        at,
+        queue_id: Q1.to_owned(),
+        channel: Channel::Webchat as i32,
+        program_id: String::new(),
+        agent_id: agent.to_owned(),
+        label: String::new(),
+        value,
+    };
+    let occurrences = vec![
+        occurrence(Metric::Created, base, "", 0),
+        occurrence(Metric::Created, base + 7 * minute, "", 0),
+        occurrence(Metric::Created, base + 16 * minute, "", 0),
+        occurrence(Metric::Accepted, base + 3 * minute, A, 42 * minute),
+        occurrence(Metric::Accepted, base + 3 * minute, A, -5),
+        occurrence(Metric::Accepted, base + 20 * minute, B, 1),
+        occurrence(Metric::PresenceTime, base + 2 * minute, A, 6 * minute),
+        occurrence(Metric::PresenceTime, base + 15 * minute, A, 15 * minute),
+    ];
+    for o in &occurrences {
+        sqlx::query(
+            "INSERT INTO occurrences (tenant_id, metric, at, queue_id, channel, program_id, \
+             agent_id, label, value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&o.tenant_id)
+        .bind(o.metric.code())
+        .bind(o.at)
+        .bind(&o.queue_id)
+        .bind(o.channel)
+        .bind(&o.program_id)
+        .bind(&o.agent_id)
+        .bind(&o.label)
+        .bind(o.value)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    }
+    for (key, tally) in rollup(&occurrences) {
+        sqlx::query(
+            "INSERT INTO rollups (tenant_id, metric, slot, queue_id, channel, program_id, \
+             agent_id, label, n, total) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&key.tenant_id)
+        .bind(key.metric.code())
+        .bind(key.slot)
+        .bind(&key.queue_id)
+        .bind(key.channel)
+        .bind(&key.program_id)
+        .bind(&key.agent_id)
+        .bind(&key.label)
+        .bind(tally.n)
+        .bind(tally.total)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    }
+    db.close().await;
+
+    let store = Store::open(&url).await.unwrap();
+    let metrics = [Metric::Created, Metric::Accepted, Metric::PresenceTime];
+    for (start, end) in [
+        (base, base + 30 * minute),
+        (base + minute, base + 29 * minute),
+        (base + 3 * minute, base + 3 * minute + 1),
+        (base + 4 * minute, base + 17 * minute),
+        (base + 16 * minute, base + 20 * minute),
+    ] {
+        // What the occurrences count, computed here from them.
+        let mut expected: BTreeMap<Metric, (i64, i64)> = BTreeMap::new();
+        for o in &occurrences {
+            let counted = if o.metric.is_duration() {
+                (o.at < end && o.at + o.value > start)
+                    .then(|| (o.at + o.value).min(end) - o.at.max(start))
+            } else {
+                (start..end).contains(&o.at).then_some(o.value)
+            };
+            if let Some(value) = counted {
+                let sum = expected.entry(o.metric).or_default();
+                sum.0 += 1;
+                sum.1 += value;
+            }
+        }
+        let range = FactQuery {
+            start,
+            end,
+            ..query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+        };
+        let mut counted: BTreeMap<Metric, (i64, i64)> = BTreeMap::new();
+        for count in store
+            .metric_counts(&range, &metrics, GroupBy::default())
+            .await
+            .unwrap()
+        {
+            let sum = counted.entry(count.metric).or_default();
+            sum.0 += count.n;
+            sum.1 += count.total;
+        }
+        assert_eq!(counted, expected, "[{start}, {end})");
+    }
+}
+
 conformance!(
+    the_upgrade_folds_occurrences_into_their_rollups,
     a_batch_applies_only_what_is_new,
     per_conversation_sequences_do_not_collide,
     the_longest_filter_lists_fit_in_one_query,

@@ -9,11 +9,11 @@ use super::{
     Bind, Column, FactQuery, Sql, Store, execute_json_rows, json_rows, packed_aggregate,
     packed_number, packed_text, unpacked,
 };
-use crate::domain::metrics::{Count, Metric, Occurrence, rollup};
+use crate::domain::metrics::{Count, Metric, Occurrence, points_within, rollup};
 use crate::domain::reports::SLOT_MICROS;
 
-/// Stores `occurrences` and adds them to the rollups, in the caller's transaction: one
-/// statement for each table.
+/// Adds `occurrences` to the rollups, with their points, in the caller's transaction: one
+/// statement.
 pub(super) async fn record(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
@@ -23,35 +23,6 @@ pub(super) async fn record(
         return Ok(());
     }
     use Column::{Int, Text};
-    let rows: Vec<serde_json::Value> = occurrences
-        .iter()
-        .map(|o| {
-            json!([
-                o.tenant_id,
-                o.metric.code(),
-                o.at,
-                o.queue_id,
-                o.channel,
-                o.program_id,
-                o.agent_id,
-                o.label,
-                o.value
-            ])
-        })
-        .collect();
-    execute_json_rows(
-        tx,
-        format!(
-            "INSERT INTO occurrences (tenant_id, metric, at, queue_id, channel, program_id, \
-         agent_id, label, value) {}",
-            json_rows(
-                dialect,
-                &[Text, Text, Int, Text, Int, Text, Text, Text, Int]
-            )
-        ),
-        rows,
-    )
-    .await?;
     // Summed first, so that each key appears once in the statement (PostgreSQL refuses to
     // update one row twice in one INSERT ... ON CONFLICT).
     let sums: Vec<serde_json::Value> = rollup(occurrences)
@@ -67,7 +38,8 @@ pub(super) async fn record(
                 key.agent_id,
                 key.label,
                 tally.n,
-                tally.total
+                tally.total,
+                tally.points
             ])
         })
         .collect();
@@ -75,13 +47,13 @@ pub(super) async fn record(
         tx,
         format!(
             "INSERT INTO rollups (tenant_id, metric, slot, queue_id, channel, program_id, \
-         agent_id, label, n, total) {} \
+         agent_id, label, n, total, points) {} \
          ON CONFLICT (tenant_id, metric, slot, queue_id, channel, program_id, agent_id, \
          label) DO UPDATE SET n = rollups.n + excluded.n, \
-         total = rollups.total + excluded.total",
+         total = rollups.total + excluded.total, points = rollups.points || excluded.points",
             json_rows(
                 dialect,
-                &[Text, Text, Int, Text, Int, Text, Text, Text, Int, Int]
+                &[Text, Text, Int, Text, Int, Text, Text, Text, Int, Int, Text]
             )
         ),
         sums,
@@ -129,9 +101,10 @@ pub struct GroupBy<'a> {
 
 impl Store {
     /// The counts of `metrics` in the query's range and filters, per slot and the
-    /// dimensions of `group`, in no particular order. Slots wholly inside the range are read from the rollups, the
-    /// partial slots at its ends from the occurrences, so the counts are exact for any range
-    /// and cost what the range holds, not the history. A duration metric's total is the
+    /// dimensions of `group`, in no particular order. Slots wholly inside the range are read
+    /// as summed in the rollups; the partial slots at its ends count their rows' points inside
+    /// the range, so the counts are exact for any range and cost what the range holds, not
+    /// the history. A duration metric's total is the
     /// time inside the range (an edge slot's piece is cut at the range's ends).
     ///
     /// The rows are read as they are stored and summed here: a month of a busy tenant is
@@ -182,88 +155,50 @@ impl Store {
             from = to;
         }
 
-        // The occurrences of the partial slots at the range's ends, each end read as its
-        // own index range: never the whole range filtered down to its ends.
+        // The partial slots at the range's ends: their rows are read with their points, and
+        // only the points inside the range are counted.
         let edge_start = first_full.saturating_mul(SLOT_MICROS);
         let edge_end = end_full.saturating_mul(SLOT_MICROS);
-        let edges = edge_ranges(query.start, query.end, edge_start, edge_end);
-        let (durations, instants): (Vec<Metric>, Vec<Metric>) =
-            metrics.iter().partition(|m| m.is_duration());
-        let mut sql = Sql::new(dialect, &format!("SELECT {packed} AS counts FROM ("));
-        let mut arms = 0_usize;
-        let mut arm = |sql: &mut Sql| {
-            arms += 1;
-            sql.push(if arms == 1 {
-                "SELECT"
-            } else {
-                " UNION ALL SELECT"
-            });
-        };
-        for &(from, to) in &edges {
-            if !instants.is_empty() {
-                arm(&mut sql);
-                sql.push(&format!(
-                    " metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
-                     label, 1 AS n, value AS total FROM occurrences WHERE tenant_id = "
-                ))
-                .bind(Bind::Text(query.tenant_id.to_owned()))
-                .and_in("metric", metric_binds(&instants))
-                .push(" AND at >= ")
-                .bind(Bind::Int(from))
-                .push(" AND at < ")
-                .bind(Bind::Int(to))
+        let mut edge_slots: Vec<i64> = edge_ranges(query.start, query.end, edge_start, edge_end)
+            .into_iter()
+            .map(|(from, _)| from.div_euclid(SLOT_MICROS))
+            .collect();
+        edge_slots.dedup();
+        let edges = (!edge_slots.is_empty()).then(|| {
+            let packed =
+                packed_aggregate(dialect, &["metric", "slot", queue, agent, label, "points"]);
+            let mut sql = Sql::new(
+                dialect,
+                &format!("SELECT {packed} AS counts FROM rollups WHERE tenant_id = "),
+            );
+            sql.bind(Bind::Text(query.tenant_id.to_owned()))
+                .and_in("metric", metric_binds(metrics))
+                .and_in("slot", edge_slots.iter().map(|&slot| Bind::Int(slot)))
                 .filters(query, Some("agent_id"));
-            }
-            if !durations.is_empty() {
-                // A piece of time lies in one slot: in an edge slot, the part of it inside
-                // the range is counted. A piece that overlaps the range's start begins less
-                // than a slot before it, which bounds the index scan.
-                let after = if from == query.start {
-                    from.saturating_sub(SLOT_MICROS)
-                } else {
-                    from - 1
-                };
-                arm(&mut sql);
-                sql.push(&format!(
-                    " metric, at / {SLOT_MICROS} AS slot, queue_id, agent_id, \
-                     label, 1 AS n, (CASE WHEN at + value < "
-                ))
-                .bind(Bind::Int(query.end))
-                .push(" THEN at + value ELSE ")
-                .bind(Bind::Int(query.end))
-                .push(" END) - (CASE WHEN at > ")
-                .bind(Bind::Int(query.start))
-                .push(" THEN at ELSE ")
-                .bind(Bind::Int(query.start))
-                .push(" END) AS total FROM occurrences WHERE tenant_id = ")
-                .bind(Bind::Text(query.tenant_id.to_owned()))
-                .and_in("metric", metric_binds(&durations))
-                .push(" AND at > ")
-                .bind(Bind::Int(after))
-                .push(" AND at < ")
-                .bind(Bind::Int(to))
-                .push(" AND at + value > ")
-                .bind(Bind::Int(query.start))
-                .filters(query, Some("agent_id"));
-            }
-        }
-        sql.push(") counted");
-        if arms > 0 {
-            reads.push(sql);
-        }
+            sql
+        });
 
         // Each read's rows are summed while the database answers the next ones
         // (READS_AHEAD).
         let mut sums = Sums::new(query.start.div_euclid(SLOT_MICROS), group.buckets);
+        let reads = edges
+            .map(|sql| (sql, true))
+            .into_iter()
+            .chain(reads.into_iter().map(|sql| (sql, false)));
         let mut fetched = futures::stream::iter(reads)
-            .map(|sql| {
+            .map(|(sql, edge)| {
                 let db = self.db.clone();
-                tokio::spawn(async move { sql.fetch_all(&db).await })
+                tokio::spawn(async move { (edge, sql.fetch_all(&db).await) })
             })
             .buffer_unordered(READS_AHEAD);
-        while let Some(rows) = fetched.next().await {
-            let rows = rows.map_err(|err| sqlx::Error::Io(std::io::Error::other(err)))??;
-            sums.add(packed_text(&rows, "counts")?.as_deref())?;
+        while let Some(read) = fetched.next().await {
+            let (edge, rows) = read.map_err(|err| sqlx::Error::Io(std::io::Error::other(err)))?;
+            let packed = packed_text(&rows?, "counts")?;
+            if edge {
+                sums.add_edges(packed.as_deref(), query)?;
+            } else {
+                sums.add(packed.as_deref())?;
+            }
         }
         Ok(sums.into_counts())
     }
@@ -340,16 +275,52 @@ impl<'a> Sums<'a> {
             let Some(metric) = Metric::from_code(code) else {
                 continue;
             };
-            let key = (
-                metric,
-                self.bucket(packed_number(slot)?),
-                [self.intern(queue), self.intern(agent), self.intern(label)],
-            );
-            let sum = self.sums.entry(key).or_default();
-            sum.0 += packed_number(n)?;
-            sum.1 += packed_number(total)?;
+            let tally = (packed_number(n)?, packed_number(total)?);
+            self.add_one(metric, packed_number(slot)?, [queue, agent, label], tally);
         }
         Ok(())
+    }
+
+    /// Adds the packed rows (metric, slot, queue, agent, label, points) of partial slots:
+    /// only their points inside the query's range.
+    fn add_edges(
+        &mut self,
+        packed: Option<&str>,
+        query: &FactQuery<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(packed) = packed else {
+            return Ok(());
+        };
+        for row in unpacked::<6>(packed) {
+            let [code, slot, queue, agent, label, points] = row?;
+            let Some(metric) = Metric::from_code(code) else {
+                continue;
+            };
+            let slot = packed_number(slot)?;
+            let tally = points_within(points, slot, query.start, query.end, metric.is_duration())
+                .map_err(|err| sqlx::Error::Decode(err.into()))?;
+            if tally.0 > 0 {
+                self.add_one(metric, slot, [queue, agent, label], tally);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_one(
+        &mut self,
+        metric: Metric,
+        slot: i64,
+        [queue, agent, label]: [&str; 3],
+        (n, total): (i64, i64),
+    ) {
+        let key = (
+            metric,
+            self.bucket(slot),
+            [self.intern(queue), self.intern(agent), self.intern(label)],
+        );
+        let sum = self.sums.entry(key).or_default();
+        sum.0 += n;
+        sum.1 += total;
     }
 
     /// The sums, in no particular order: every report folds them into its own rows (sorting
@@ -380,7 +351,7 @@ mod tests {
     const SLOT: i64 = SLOT_MICROS;
 
     #[test]
-    fn only_the_partial_slots_at_the_ends_are_read_from_occurrences() {
+    fn only_the_partial_slots_at_the_ends_are_read_with_their_points() {
         // Whole slots only: nothing.
         assert_eq!(edge_ranges(0, 4 * SLOT, 0, 4 * SLOT), vec![]);
         // Partial slots at both ends.

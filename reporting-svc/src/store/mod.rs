@@ -552,15 +552,14 @@ impl Store {
     /// Forgets every fact, count and cursor in one transaction, so that the consumers fold
     /// both event logs again from their start: the reports are rebuilt from the event
     /// history. A running reporting-svc notices at its next event and subscribes again
-    /// from the start. Returns how many occurrences were forgotten.
+    /// from the start. Returns how many rollup rows were forgotten.
     pub async fn rebuild(&self) -> Result<u64, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        let forgotten = sqlx::query("DELETE FROM occurrences")
+        let forgotten = sqlx::query("DELETE FROM rollups")
             .execute(&mut *tx)
             .await?
             .rows_affected();
         for table in [
-            "rollups",
             "queue_programs",
             "agent_states",
             "ledger_entries",

@@ -53,6 +53,20 @@ pub async fn postgres(test: &str) -> Option<Backend> {
     })
 }
 
+impl Backend {
+    /// The URL of another, empty database of the same kind, dropped with this backend.
+    pub async fn another_database(&self, name: &str) -> String {
+        match (&self._dir, &self._databases) {
+            (Some(dir), _) => format!(
+                "sqlite://{}",
+                dir.path().join(format!("{name}.db")).display()
+            ),
+            (None, Some(databases)) => databases.create_suffixed(name).await.unwrap(),
+            (None, None) => unreachable!("a backend keeps its directory or its databases"),
+        }
+    }
+}
+
 /// Runs each named async test function (taking a [`Store`]) on SQLite and, when
 /// configured, on PostgreSQL.
 #[macro_export]
