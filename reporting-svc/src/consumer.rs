@@ -13,6 +13,7 @@
 //! `sequence` counts within its conversation (1, 2, 3 in each), so it repeats across
 //! conversations and must never be used as the cursor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -42,7 +43,7 @@ use tracing::{info, warn};
 use crate::domain::activity::{Presence, PresenceCause};
 use crate::domain::facts::{Event, EventKind};
 use crate::domain::metrics::{OfferKind as DomainOfferKind, RoutingEvent, RoutingEventKind};
-use crate::store::{CONVERSATION_EVENTS, Entry, Following, ROUTING_EVENTS, Store};
+use crate::store::{CONVERSATION_EVENTS, Entry, FoldedRun, Following, ROUTING_EVENTS, Store};
 
 /// Most log entries applied in one transaction. A live log's runs are what arrived since
 /// the last one, a handful; only a catch-up fills them. There a run of 5,000 rather than
@@ -56,6 +57,12 @@ const APPLY_BATCH: usize = 5_000;
 /// while a transaction commits, so that catching up is bound by the slower of the two
 /// rather than by their sum.
 const READ_AHEAD: usize = 2 * APPLY_BATCH;
+
+/// A folded run being written by a task of its own, while the next one folds on it.
+struct Writing {
+    run: Arc<FoldedRun>,
+    task: AbortOnDropHandle<Result<Following, sqlx::Error>>,
+}
 
 /// Reads `stream` into a bounded channel from a task of its own, which ends when the
 /// returned handle is dropped.
@@ -357,6 +364,7 @@ impl Consumer {
         let (mut stream, _reader) = read_ahead(self.log.subscribe(after_sequence).await?);
         info!(source, after_sequence, "subscribed to events");
         let mut position = after_sequence;
+        let mut writing: Option<Writing> = None;
         // The gauge goes back to 0 however the stream ends.
         let outcome = async {
             let mut ended = false;
@@ -377,7 +385,10 @@ impl Consumer {
                         // Nothing to apply; on a quiet log it is also when a rebuild
                         // (see `Store::rebuild`) is noticed, within a heartbeat.
                         Update::Heartbeat => {
-                            if batch.is_empty() && self.store.cursor(source).await? < position {
+                            if batch.is_empty()
+                                && (!self.settle(&mut writing, applied).await?
+                                    || self.store.cursor(source).await? < position)
+                            {
                                 info!(
                                     source,
                                     "the reports were rebuilt: following the log from its start"
@@ -386,7 +397,11 @@ impl Consumer {
                             }
                         }
                         Update::CaughtUp => {
-                            if !self.apply_entries(&mut position, &batch, applied).await? {
+                            if !self
+                                .apply_entries(&mut position, &batch, applied, &mut writing)
+                                .await?
+                                || !self.settle(&mut writing, applied).await?
+                            {
                                 return Ok(());
                             }
                             batch.clear();
@@ -407,16 +422,22 @@ impl Consumer {
                             None
                         }
                         Ok(Err(status)) => {
-                            self.apply_entries(&mut position, &batch, applied).await?;
+                            self.apply_entries(&mut position, &batch, applied, &mut writing)
+                                .await?;
+                            self.settle(&mut writing, applied).await?;
                             return Err(status.into());
                         }
                         Err(TryRecvError::Empty) => None,
                     };
                 }
-                if !self.apply_entries(&mut position, &batch, applied).await? {
+                if !self
+                    .apply_entries(&mut position, &batch, applied, &mut writing)
+                    .await?
+                {
                     return Ok(());
                 }
             }
+            self.settle(&mut writing, applied).await?;
             Ok::<(), StreamError>(())
         }
         .await;
@@ -424,16 +445,18 @@ impl Consumer {
         outcome
     }
 
-    /// Applies log entries in one transaction; an entry that carries nothing to report
-    /// on moves the cursor past it, so that it does not block the entries after it.
-    /// `position` is where the subscription stands. Returns false, having applied nothing,
-    /// when the reports were rebuilt under the subscription: it must start again from the
-    /// stored cursor.
+    /// Folds log entries into one run and starts writing it in one transaction, once the
+    /// run before it is written; an entry that carries nothing to report on moves the
+    /// cursor past it, so that it does not block the entries after it. `position` is
+    /// where the subscription stands (moved to the run's end); `writing`, the run being
+    /// written, which this one folds on. Returns false, having applied nothing more, when
+    /// the subscription must start again from the stored cursor (see [`Consumer::settle`]).
     async fn apply_entries(
         &self,
         position: &mut i64,
         entries: &[(i64, Result<Box<Input>, &'static str>)],
         applied: &mut u64,
+        writing: &mut Option<Writing>,
     ) -> Result<bool, StreamError> {
         let Some((last, _)) = entries.last() else {
             return Ok(true);
@@ -456,29 +479,70 @@ impl Consumer {
                 (*log_sequence, entry)
             })
             .collect();
-        let new = match self
+        let previous = writing.as_ref().map(|w| Arc::clone(&w.run));
+        let run = self
             .store
-            .apply_following(source, *position, &batch)
-            .await?
-        {
-            Following::Applied(new) => new,
+            .fold_ahead(*position, &batch, previous.as_deref())
+            .await?;
+        if !self.settle(writing, applied).await? {
+            return Ok(false);
+        }
+        let run = Arc::new(run);
+        let store = self.store.clone();
+        let task = tokio::spawn({
+            let run = Arc::clone(&run);
+            async move { store.write_folded(source, &run).await }
+        });
+        *writing = Some(Writing {
+            run,
+            task: AbortOnDropHandle::new(task),
+        });
+        *position = (*position).max(*last);
+        Ok(true)
+    }
+
+    /// Waits until the run being written, if any, is written. Returns false when it was
+    /// not, because the stored cursor is no longer where it was folded after (the reports
+    /// were rebuilt, or another consumer applied entries): the subscription must start
+    /// again from the stored cursor.
+    async fn settle(
+        &self,
+        writing: &mut Option<Writing>,
+        applied: &mut u64,
+    ) -> Result<bool, StreamError> {
+        let Some(Writing { run, task }) = writing.take() else {
+            return Ok(true);
+        };
+        let source = self.log.name();
+        let written = task
+            .await
+            .map_err(|err| sqlx::Error::Io(std::io::Error::other(err)))??;
+        match written {
+            Following::Applied(new) => {
+                if new > 0 {
+                    *applied += new;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.applied.inc_by(new);
+                        metrics.cursor.set(run.last());
+                    }
+                }
+                Ok(true)
+            }
             Following::Rebuilt => {
                 info!(
                     source,
                     "the reports were rebuilt: following the log from its start"
                 );
-                return Ok(false);
+                Ok(false)
             }
-        };
-        *position = (*position).max(*last);
-        if new > 0 {
-            *applied += new;
-            if let Some(metrics) = &self.metrics {
-                metrics.applied.inc_by(new);
-                metrics.cursor.set(*last);
+            Following::Moved => {
+                warn!(
+                    source,
+                    "another consumer applied entries of this log: following it from the stored cursor"
+                );
+                Ok(false)
             }
         }
-        Ok(true)
     }
 
     fn set_caught_up(&self, caught_up: bool) {

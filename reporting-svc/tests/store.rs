@@ -14,8 +14,8 @@ use reporting_svc::domain::metrics::{
     Count, Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
 };
 use reporting_svc::store::{
-    Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, Following, GroupBy,
-    LedgerQuery, ROUTING_EVENTS, Store,
+    Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, FoldedRun, Following,
+    GroupBy, LedgerQuery, ROUTING_EVENTS, Store,
 };
 use switchboard_proto::common::v1::Channel;
 
@@ -1262,7 +1262,262 @@ async fn the_upgrade_folds_occurrences_into_their_rollups(backend: &Backend) {
     }
 }
 
+/// Applies `entries` of `source` as a catching-up consumer does: in runs of 1 to
+/// `longest`, each folded on the run before it while that one is not yet written.
+async fn apply_folded_ahead(
+    store: &Store,
+    source: &str,
+    entries: &[(i64, Option<Entry<'_>>)],
+    rng: &mut Lcg,
+    longest: u64,
+) {
+    let mut position = store.cursor(source).await.unwrap();
+    let mut writing: Option<(FoldedRun, u64)> = None;
+    let mut at = 0;
+    while at < entries.len() {
+        let run = (1 + rng.below(longest) as usize).min(entries.len() - at);
+        let folded = store
+            .fold_ahead(
+                position,
+                &entries[at..at + run],
+                writing.as_ref().map(|(r, _)| r),
+            )
+            .await
+            .unwrap();
+        if let Some((previous, length)) = writing.take() {
+            assert_eq!(
+                store.write_folded(source, &previous).await.unwrap(),
+                Following::Applied(length)
+            );
+        }
+        position = folded.last();
+        writing = Some((folded, run as u64));
+        at += run;
+    }
+    if let Some((previous, length)) = writing {
+        assert_eq!(
+            store.write_folded(source, &previous).await.unwrap(),
+            Following::Applied(length)
+        );
+    }
+}
+
+/// Every count of the tenant in a range around `base`, by every dimension.
+async fn every_count(store: &Store, base: i64) -> BTreeMap<CountKey, (i64, i64)> {
+    const DAY: i64 = 86_400_000_000;
+    let range = FactQuery {
+        start: base - DAY,
+        end: base + 3 * DAY,
+        ..query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+    };
+    let group = GroupBy {
+        queue: true,
+        agent: true,
+        label: true,
+        buckets: None,
+    };
+    keyed(
+        store
+            .metric_counts(&range, &Metric::ALL, group)
+            .await
+            .unwrap(),
+    )
+}
+
+/// Runs folded ahead, each on the one before it while that one is still unwritten (as a
+/// catching-up consumer folds), store and count exactly what the same entries applied
+/// run by run do: conversations that span runs, reassigned, closed and reopened, and
+/// agents whose state spans runs.
+async fn runs_folded_ahead_store_what_runs_applied_one_by_one_store(backend: &Backend) {
+    let mut rng = Lcg(5);
+    let base = micros("2026-03-02T09:00:00Z");
+    let at = |minute: i64| {
+        chrono::DateTime::from_timestamp_micros(base + minute * 60_000_000)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let mut log = EventLog::new();
+    // Each conversation: its owner, and whether it is closed.
+    let mut conversations = Vec::new();
+    let mut minute = 0;
+    for n in 0..300 {
+        minute += rng.below(3) as i64;
+        if n % 3 == 0 || conversations.is_empty() {
+            let queue = [Q1, Q2][rng.below(2) as usize];
+            let conv = log.create(
+                TENANT,
+                &format!("c{n}"),
+                Channel::Webchat,
+                queue,
+                &at(minute),
+            );
+            conversations.push((conv, None::<&str>, false));
+            continue;
+        }
+        let pick = rng.below(conversations.len() as u64) as usize;
+        let (conv, owner, closed) = &mut conversations[pick];
+        let other = |agent: &str| if agent == A { B } else { A };
+        match (*owner, *closed) {
+            (_, true) => {
+                log.reopen(conv, &at(minute));
+                (*owner, *closed) = (None, false);
+            }
+            (None, false) => {
+                let agent = [A, B][rng.below(2) as usize];
+                log.assign(conv, &at(minute), agent, "");
+                *owner = Some(agent);
+            }
+            (Some(agent), false) if rng.below(2) == 0 => {
+                log.assign(conv, &at(minute), other(agent), agent);
+                *owner = Some(other(agent));
+            }
+            (Some(agent), false) => {
+                log.close(conv, &at(minute), agent);
+                *closed = true;
+            }
+        }
+    }
+    let events = domain_events(&log);
+    let conversation_entries: Vec<(i64, Option<Entry<'_>>)> = events
+        .iter()
+        .map(|e| (e.log_sequence, Some(Entry::from(e))))
+        .collect();
+    let kinds = [
+        RoutingEventKind::PresenceChanged,
+        RoutingEventKind::CapacityReserved,
+        RoutingEventKind::CapacityReleased,
+        RoutingEventKind::OfferCreated,
+    ];
+    let presences = [Presence::Available, Presence::Busy, Presence::Away];
+    let routing: Vec<RoutingEvent> = (1..=200_i64)
+        .map(|sequence| RoutingEvent {
+            log_sequence: sequence,
+            tenant_id: TENANT.to_owned(),
+            kind: kinds[rng.below(kinds.len() as u64) as usize],
+            occurred_at: base + sequence * 90_000_000,
+            agent_id: [A, B][rng.below(2) as usize].to_owned(),
+            presence: Some(presences[rng.below(3) as usize]),
+            presence_cause: PresenceCause::Agent,
+            capacity_used: rng.below(3) as i32,
+            capacity_total: 2,
+            ..RoutingEvent::default()
+        })
+        .collect();
+    let routing_entries: Vec<(i64, Option<Entry<'_>>)> = routing
+        .iter()
+        .map(|e| (e.log_sequence, Some(Entry::from(e))))
+        .collect();
+
+    let one_by_one = Store::open(&backend.another_database("one_by_one").await)
+        .await
+        .unwrap();
+    for (source, entries) in [
+        (CONVERSATION_EVENTS, &conversation_entries),
+        (ROUTING_EVENTS, &routing_entries),
+    ] {
+        let mut at = 0;
+        while at < entries.len() {
+            let run = (1 + rng.below(40) as usize).min(entries.len() - at);
+            one_by_one
+                .apply_batch(source, &entries[at..at + run])
+                .await
+                .unwrap();
+            at += run;
+        }
+        apply_folded_ahead(&backend.store, source, entries, &mut rng, 40).await;
+    }
+    let folded_ahead = &backend.store;
+    for source in [CONVERSATION_EVENTS, ROUTING_EVENTS] {
+        assert_eq!(
+            folded_ahead.cursor(source).await.unwrap(),
+            one_by_one.cursor(source).await.unwrap()
+        );
+    }
+    let counts = every_count(folded_ahead, base).await;
+    assert!(
+        counts
+            .keys()
+            .any(|(metric, ..)| *metric == Metric::ReassignedTo)
+    );
+    assert!(
+        counts
+            .keys()
+            .any(|(metric, ..)| *metric == Metric::PresenceTime)
+    );
+    assert_eq!(counts, every_count(&one_by_one, base).await);
+    for (conv, _, _) in &conversations {
+        assert_eq!(
+            folded_ahead.conversation(&conv.id).await.unwrap(),
+            one_by_one.conversation(&conv.id).await.unwrap(),
+            "{}",
+            conv.id
+        );
+        assert_eq!(
+            folded_ahead.assignments(&conv.id).await.unwrap(),
+            one_by_one.assignments(&conv.id).await.unwrap()
+        );
+    }
+}
+
+/// A folded run is written only where it was folded: over a cursor another consumer
+/// moved on, or one a rebuild took back, it writes nothing and says which.
+async fn a_folded_run_writes_nothing_over_a_moved_cursor(backend: &Backend) {
+    let store = &backend.store;
+    let mut log = EventLog::new();
+    let c1 = log.create(TENANT, "c1", Channel::Webchat, Q1, "2026-03-02T09:00:00Z");
+    log.assign(&c1, "2026-03-02T09:01:00Z", A, "");
+    log.assign(&c1, "2026-03-02T09:02:00Z", B, A);
+    let events = domain_events(&log);
+    let entries: Vec<(i64, Option<Entry<'_>>)> = events
+        .iter()
+        .map(|e| (e.log_sequence, Some(Entry::from(e))))
+        .collect();
+
+    let folded = store.fold_ahead(0, &entries[..3], None).await.unwrap();
+    assert_eq!(
+        store
+            .apply_batch(CONVERSATION_EVENTS, &entries[..2])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .write_folded(CONVERSATION_EVENTS, &folded)
+            .await
+            .unwrap(),
+        Following::Moved
+    );
+    assert_eq!(
+        store.cursor(CONVERSATION_EVENTS).await.unwrap(),
+        entries[1].0
+    );
+    let facts = store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!(
+        facts.owner_agent_id, None,
+        "the folded assignment was not written"
+    );
+    assert_eq!(store.assignments("c1").await.unwrap(), vec![]);
+
+    let folded = store
+        .fold_ahead(entries[1].0, &entries[2..], None)
+        .await
+        .unwrap();
+    assert!(store.rebuild().await.unwrap() > 0);
+    assert_eq!(
+        store
+            .write_folded(CONVERSATION_EVENTS, &folded)
+            .await
+            .unwrap(),
+        Following::Rebuilt
+    );
+    assert_eq!(store.cursor(CONVERSATION_EVENTS).await.unwrap(), 0);
+    assert_eq!(store.conversation("c1").await.unwrap(), None);
+}
+
 conformance!(
+    runs_folded_ahead_store_what_runs_applied_one_by_one_store,
+    a_folded_run_writes_nothing_over_a_moved_cursor,
     the_upgrade_folds_occurrences_into_their_rollups,
     a_batch_applies_only_what_is_new,
     per_conversation_sequences_do_not_collide,

@@ -23,36 +23,50 @@ pub(super) struct AgentStates {
 }
 
 impl AgentStates {
-    /// Reads the stored state of every agent whose state one of `events` changes.
+    /// The state of every agent whose state one of `events` changes: as `previous` (the
+    /// run before, which may not be written yet) left it when it named the agent,
+    /// otherwise as stored.
     pub(super) async fn load<'a>(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conn: &mut sqlx::AnyConnection,
         dialect: Dialect,
         events: impl Iterator<Item = &'a RoutingEvent>,
+        previous: Option<&AgentStates>,
     ) -> Result<AgentStates, sqlx::Error> {
         let keys: HashSet<(&str, &str)> = events
             .filter(|event| activity::changes_agent_state(event))
             .map(|event| (event.tenant_id.as_str(), event.agent_id.as_str()))
             .collect();
-        let mut states: HashMap<(String, String), Option<AgentState>> = keys
-            .iter()
-            .map(|(tenant, agent)| (((*tenant).to_owned(), (*agent).to_owned()), None))
-            .collect();
-        if !keys.is_empty() {
-            let agent_ids: Vec<&str> = keys.iter().map(|(_, agent)| *agent).collect();
+        let mut states: HashMap<(String, String), Option<AgentState>> = HashMap::new();
+        let mut stored: HashSet<(String, String)> = HashSet::new();
+        for (tenant, agent) in keys {
+            let key = (tenant.to_owned(), agent.to_owned());
+            match previous.and_then(|run| run.states.get(&key)) {
+                Some(folded) => {
+                    states.insert(key, folded.clone());
+                }
+                None => {
+                    stored.insert(key.clone());
+                    states.insert(key, None);
+                }
+            }
+        }
+        if !stored.is_empty() {
+            let agent_ids: HashSet<&str> = stored.iter().map(|(_, agent)| agent.as_str()).collect();
+            let agent_ids: Vec<&str> = agent_ids.into_iter().collect();
             let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {STATE_COLUMNS} FROM agent_states WHERE agent_id {}",
                 json_in(dialect)
             )))
             .bind(serde_json::Value::from(agent_ids).to_string())
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
             for row in rows {
                 let state = state_from_row(&row)?;
-                // An agent id of another tenant in the same run is not this agent.
-                if let Some(slot) =
-                    states.get_mut(&(state.tenant_id.clone(), state.agent_id.clone()))
-                {
-                    *slot = Some(state);
+                // An agent id of another tenant is not this agent, and an agent the run
+                // before left is as it left it, not as stored.
+                let key = (state.tenant_id.clone(), state.agent_id.clone());
+                if stored.contains(&key) {
+                    states.insert(key, Some(state));
                 }
             }
         }
@@ -78,7 +92,7 @@ impl AgentStates {
 
     /// Writes back every state the run changed.
     pub(super) async fn save(
-        self,
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         dialect: Dialect,
     ) -> Result<(), sqlx::Error> {

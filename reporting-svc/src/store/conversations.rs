@@ -29,22 +29,33 @@ pub(super) struct ConversationRun {
 }
 
 impl ConversationRun {
-    /// Reads the stored facts of every conversation in `ids`.
+    /// The facts of every conversation in `ids`: as `previous` (the run before, which may
+    /// not be written yet) left them when it named them, otherwise as stored.
     pub(super) async fn load<'a>(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conn: &mut sqlx::AnyConnection,
         dialect: Dialect,
         ids: impl Iterator<Item = &'a str>,
+        previous: Option<&ConversationRun>,
     ) -> Result<ConversationRun, sqlx::Error> {
-        let ids: Vec<&str> = ids.collect::<HashSet<_>>().into_iter().collect();
-        let mut facts: HashMap<String, Option<ConversationFacts>> =
-            ids.iter().map(|id| ((*id).to_owned(), None)).collect();
-        if !ids.is_empty() {
+        let mut facts: HashMap<String, Option<ConversationFacts>> = HashMap::new();
+        let mut stored: Vec<&str> = Vec::new();
+        for id in ids {
+            if facts.contains_key(id) {
+                continue;
+            }
+            let folded = previous.and_then(|run| run.facts.get(id));
+            if folded.is_none() {
+                stored.push(id);
+            }
+            facts.insert(id.to_owned(), folded.cloned().flatten());
+        }
+        if !stored.is_empty() {
             let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {FACT_COLUMNS} FROM conversation_facts WHERE conversation_id {}",
                 json_in(dialect)
             )))
-            .bind(serde_json::Value::from(ids).to_string())
-            .fetch_all(&mut **tx)
+            .bind(serde_json::Value::from(stored).to_string())
+            .fetch_all(&mut *conn)
             .await?;
             for row in rows {
                 let stored = facts_from_row(&row)?;
@@ -89,7 +100,7 @@ impl ConversationRun {
 
     /// Writes back every conversation the run changed, and the run's assignments.
     pub(super) async fn save(
-        self,
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         dialect: Dialect,
     ) -> Result<(), sqlx::Error> {

@@ -94,7 +94,7 @@ impl LedgerRun {
 
     /// Writes the run's lines and answers in the caller's transaction.
     pub(super) async fn save(
-        self,
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         dialect: Dialect,
     ) -> Result<(), sqlx::Error> {

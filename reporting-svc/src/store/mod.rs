@@ -1,11 +1,13 @@
 //! Facts and consumer cursors, on SQLite or PostgreSQL through server-kit's [`Db`].
 //!
-//! Every event is applied in one transaction with the cursor of its source, a position in
-//! the source's service-wide log (`log_sequence`, never an event's per-conversation
-//! `sequence`). The cursor is moved first with a conditional update (`log_sequence < new`),
-//! which both takes the row lock that serializes concurrent consumers and tells whether the
-//! event was already applied. Facts change only when it succeeds, so a crash or a replay
-//! never loses nor double-counts an event.
+//! Every run of events is applied in one transaction with the cursor of its source, a
+//! position in the source's service-wide log (`log_sequence`, never an event's
+//! per-conversation `sequence`). The transaction reads the cursor first (locking its row
+//! on PostgreSQL, which serializes concurrent consumers), applies only the entries after
+//! it, and moves it with a conditional update (`log_sequence < new`), so a crash or a
+//! replay never loses nor double-counts an event. A consumer folds its next run while the
+//! last is written ([`FoldedRun`]); that run's transaction writes only if the cursor still
+//! stands where the run was folded after.
 
 use std::collections::BTreeSet;
 
@@ -67,6 +69,104 @@ pub enum Following {
     /// The stored cursor is behind where the consumer stands: the reports were rebuilt
     /// ([`Store::rebuild`]) under it. Nothing was applied; subscribe again from the cursor.
     Rebuilt,
+    /// The stored cursor is past where a folded run starts: another consumer applied
+    /// entries meanwhile, so the facts the run was folded on may be old. Nothing was
+    /// applied; subscribe again from the cursor.
+    Moved,
+}
+
+/// A run of log entries folded in memory: what its transaction writes, and the facts it
+/// leaves, from which the next run can fold while this one is written
+/// ([`Store::fold_ahead`]). A catch-up then costs about the slower of folding and
+/// writing rather than their sum.
+#[derive(Debug)]
+pub struct FoldedRun {
+    /// The cursor the run continues.
+    after: i64,
+    /// Its last entry's log position.
+    last: i64,
+    /// How many of its entries are after `after`.
+    applied: u64,
+    conversations: conversations::ConversationRun,
+    agents: activity::AgentStates,
+    occurrences: Vec<Occurrence>,
+    ledger: ledger::LedgerRun,
+}
+
+impl FoldedRun {
+    /// The log position of the run's last entry.
+    pub fn last(&self) -> i64 {
+        self.last
+    }
+
+    /// Folds the entries after `after`, reading on `conn` the facts of the conversations
+    /// and agents they name, except those `previous` (the run before, not yet written)
+    /// holds.
+    async fn fold(
+        conn: &mut sqlx::AnyConnection,
+        dialect: Dialect,
+        after: i64,
+        entries: &[(i64, Option<Entry<'_>>)],
+        previous: Option<&FoldedRun>,
+    ) -> Result<FoldedRun, sqlx::Error> {
+        let fresh = || {
+            entries
+                .iter()
+                .filter(move |(sequence, _)| *sequence > after)
+        };
+        let mut conversations = conversations::ConversationRun::load(
+            conn,
+            dialect,
+            fresh().filter_map(|(_, entry)| match entry {
+                Some(Entry::Conversation(event)) => Some(event.conversation_id.as_str()),
+                _ => None,
+            }),
+            previous.map(|run| &run.conversations),
+        )
+        .await?;
+        let mut agents = activity::AgentStates::load(
+            conn,
+            dialect,
+            fresh().filter_map(|(_, entry)| match entry {
+                Some(Entry::Routing(event)) => Some(*event),
+                _ => None,
+            }),
+            previous.map(|run| &run.agents),
+        )
+        .await?;
+        let mut applied = 0;
+        let mut occurrences: Vec<Occurrence> = Vec::new();
+        let mut ledger = ledger::LedgerRun::default();
+        for (log_sequence, entry) in fresh() {
+            applied += 1;
+            match entry {
+                None => {}
+                Some(Entry::Routing(event)) => {
+                    occurrences.extend(of_routing_event(event));
+                    agents.fold(event, &mut occurrences);
+                    ledger.extend(ledger_rules::of_routing_event(event));
+                }
+                Some(Entry::Conversation(event)) => {
+                    conversations.fold(*log_sequence, event, &mut occurrences);
+                    ledger.extend(ledger_rules::of_conversation_event(event));
+                }
+            }
+        }
+        Ok(FoldedRun {
+            after,
+            last: entries
+                .iter()
+                .map(|(sequence, _)| *sequence)
+                .max()
+                .unwrap_or(after)
+                .max(after),
+            applied,
+            conversations,
+            agents,
+            occurrences,
+            ledger,
+        })
+    }
 }
 
 /// Whether [`Store::apply`] changed anything.
@@ -421,7 +521,9 @@ impl Store {
     ) -> Result<u64, sqlx::Error> {
         match self.apply_run(source, None, entries).await? {
             Following::Applied(applied) => Ok(applied),
-            Following::Rebuilt => unreachable!("only a consumer's position can be ahead"),
+            Following::Rebuilt | Following::Moved => {
+                unreachable!("only a consumer's position or folded run can be ahead or behind")
+            }
         }
     }
 
@@ -447,9 +549,64 @@ impl Store {
         let Some(last) = entries.iter().map(|(sequence, _)| *sequence).max() else {
             return Ok(Following::Applied(0));
         };
-        let dialect = self.db.dialect;
+        let (mut tx, cursor) = self.begin_run(source).await?;
+        if position.is_some_and(|position| cursor < position) {
+            tx.rollback().await?;
+            return Ok(Following::Rebuilt);
+        }
+        if last <= cursor {
+            tx.rollback().await?;
+            return Ok(Following::Applied(0));
+        }
+        let run = FoldedRun::fold(&mut tx, self.db.dialect, cursor, entries, None).await?;
+        self.write_run(tx, source, &run).await
+    }
+
+    /// Folds a run of log entries from `source` that continues the stored cursor at
+    /// `after` (entries at or below it are left out), reading the facts it needs outside
+    /// any transaction, so that it can fold while the run before it is written:
+    /// `previous`, that run, lends the facts it leaves behind. [`Store::write_folded`]
+    /// writes it.
+    pub async fn fold_ahead(
+        &self,
+        after: i64,
+        entries: &[(i64, Option<Entry<'_>>)],
+        previous: Option<&FoldedRun>,
+    ) -> Result<FoldedRun, sqlx::Error> {
+        let mut reader = self.db.pool.acquire().await?;
+        FoldedRun::fold(&mut reader, self.db.dialect, after, entries, previous).await
+    }
+
+    /// Writes a run folded by [`Store::fold_ahead`] and moves `source`'s cursor to its
+    /// last entry, in one transaction, if the stored cursor still stands where the run
+    /// was folded after and every run it was folded on was written. Otherwise nothing is
+    /// written: [`Following::Rebuilt`] when the cursor went back, [`Following::Moved`]
+    /// when something else moved it on.
+    pub async fn write_folded(
+        &self,
+        source: &str,
+        run: &FoldedRun,
+    ) -> Result<Following, sqlx::Error> {
+        let (tx, cursor) = self.begin_run(source).await?;
+        if cursor != run.after || run.applied == 0 {
+            tx.rollback().await?;
+            return Ok(match cursor.cmp(&run.after) {
+                std::cmp::Ordering::Less => Following::Rebuilt,
+                std::cmp::Ordering::Greater => Following::Moved,
+                std::cmp::Ordering::Equal => Following::Applied(0),
+            });
+        }
+        self.write_run(tx, source, run).await
+    }
+
+    /// Starts a run's transaction: returns it with `source`'s cursor, locked on
+    /// PostgreSQL so that concurrent appliers take turns (SQLite has one writer anyway).
+    async fn begin_run(
+        &self,
+        source: &str,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, i64), sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        if dialect == Dialect::Postgres {
+        if self.db.dialect == Dialect::Postgres {
             // The facts move with their cursor in one transaction: a crash that loses the
             // last commits loses both, and the events are folded again from the older
             // cursor. So the commit need not wait for the disk.
@@ -464,8 +621,6 @@ impl Store {
         .bind(source)
         .execute(&mut *tx)
         .await?;
-        // Locked on PostgreSQL, so that concurrent appliers take turns (SQLite has one
-        // writer anyway) and never interleave their fact updates.
         let lock = match self.db.dialect {
             Dialect::Postgres => " FOR UPDATE",
             Dialect::Sqlite => "",
@@ -476,60 +631,21 @@ impl Store {
         .bind(source)
         .fetch_one(&mut *tx)
         .await?;
-        if position.is_some_and(|position| cursor < position) {
-            tx.rollback().await?;
-            return Ok(Following::Rebuilt);
-        }
-        if last <= cursor {
-            tx.rollback().await?;
-            return Ok(Following::Applied(0));
-        }
-        let fresh = || {
-            entries
-                .iter()
-                .filter(move |(sequence, _)| *sequence > cursor)
-        };
-        let mut conversations = conversations::ConversationRun::load(
-            &mut tx,
-            dialect,
-            fresh().filter_map(|(_, entry)| match entry {
-                Some(Entry::Conversation(event)) => Some(event.conversation_id.as_str()),
-                _ => None,
-            }),
-        )
-        .await?;
-        let mut agents = activity::AgentStates::load(
-            &mut tx,
-            dialect,
-            fresh().filter_map(|(_, entry)| match entry {
-                Some(Entry::Routing(event)) => Some(*event),
-                _ => None,
-            }),
-        )
-        .await?;
-        let mut applied = 0;
-        let mut occurrences: Vec<Occurrence> = Vec::new();
-        let mut ledger_run = ledger::LedgerRun::default();
-        for (log_sequence, entry) in fresh() {
-            applied += 1;
-            match entry {
-                None => {}
-                Some(Entry::Routing(event)) => {
-                    occurrences.extend(of_routing_event(event));
-                    agents.fold(event, &mut occurrences);
-                    ledger_run.extend(ledger_rules::of_routing_event(event));
-                }
-                Some(Entry::Conversation(event)) => {
-                    conversations.fold(*log_sequence, event, &mut occurrences);
-                    ledger_run.extend(ledger_rules::of_conversation_event(event));
-                }
-            }
-        }
-        let cursor = last;
-        conversations.save(&mut tx, dialect).await?;
-        metrics::record(&mut tx, dialect, &occurrences).await?;
-        agents.save(&mut tx, dialect).await?;
-        ledger_run.save(&mut tx, dialect).await?;
+        Ok((tx, cursor))
+    }
+
+    /// Writes `run` and moves the cursor to its last entry in `tx`, then commits.
+    async fn write_run(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        source: &str,
+        run: &FoldedRun,
+    ) -> Result<Following, sqlx::Error> {
+        let dialect = self.db.dialect;
+        run.conversations.save(&mut tx, dialect).await?;
+        metrics::record(&mut tx, dialect, &run.occurrences).await?;
+        run.agents.save(&mut tx, dialect).await?;
+        run.ledger.save(&mut tx, dialect).await?;
         // Guarded like every cursor move, though the lock above already rules out a
         // concurrent applier getting further meanwhile.
         let moved = sqlx::query(
@@ -537,7 +653,7 @@ impl Store {
              WHERE source = $1 AND log_sequence < $2",
         )
         .bind(source)
-        .bind(cursor)
+        .bind(run.last)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -546,7 +662,7 @@ impl Store {
             return Ok(Following::Applied(0));
         }
         tx.commit().await?;
-        Ok(Following::Applied(applied))
+        Ok(Following::Applied(run.applied))
     }
 
     /// Forgets every fact, count and cursor in one transaction, so that the consumers fold
