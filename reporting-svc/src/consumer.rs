@@ -383,12 +383,13 @@ impl Consumer {
                             input,
                         } => batch.push((log_sequence, input)),
                         // Nothing to apply; on a quiet log it is also when a rebuild
-                        // (see `Store::rebuild`) is noticed, within a heartbeat.
-                        Update::Heartbeat => {
-                            if batch.is_empty()
-                                && (!self.settle(&mut writing, applied).await?
-                                    || self.store.cursor(source).await? < position)
-                            {
+                        // (see `Store::rebuild`) is noticed, within a heartbeat, once the
+                        // run being written is settled (which logs why, if it was not).
+                        Update::Heartbeat if batch.is_empty() => {
+                            if !self.settle(&mut writing, applied).await? {
+                                return Ok(());
+                            }
+                            if self.store.cursor(source).await? < position {
                                 info!(
                                     source,
                                     "the reports were rebuilt: following the log from its start"
@@ -396,6 +397,7 @@ impl Consumer {
                                 return Ok(());
                             }
                         }
+                        Update::Heartbeat => {}
                         Update::CaughtUp => {
                             if !self
                                 .apply_entries(&mut position, &batch, applied, &mut writing)

@@ -51,8 +51,12 @@ impl AgentStates {
             }
         }
         if !stored.is_empty() {
-            let agent_ids: HashSet<&str> = stored.iter().map(|(_, agent)| agent.as_str()).collect();
-            let agent_ids: Vec<&str> = agent_ids.into_iter().collect();
+            let agent_ids: Vec<&str> = stored
+                .iter()
+                .map(|(_, agent)| agent.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {STATE_COLUMNS} FROM agent_states WHERE agent_id {}",
                 json_in(dialect)
