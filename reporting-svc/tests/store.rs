@@ -11,7 +11,7 @@ use reporting_svc::domain::reports::{ClosedConversation, SLOT_MICROS};
 use std::collections::{BTreeMap, BTreeSet};
 
 use reporting_svc::domain::metrics::{
-    Count, Metric, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
+    Count, Metric, Occurrence, OfferKind, RoutingEvent, RoutingEventKind, of_routing_event,
 };
 use reporting_svc::store::{
     Applied, CONVERSATION_EVENTS, ConversationQuery, Entry, FactQuery, FoldedRun, Following,
@@ -510,8 +510,6 @@ async fn apply_in_random_runs(store: &Store, events: &[RoutingEvent], rng: &mut 
     }
 }
 
-/// Reads from the rollups plus the partial slots' occurrences agree with a count of the
-/// occurrences themselves, for ranges on and off quarter hours, inside one slot, with
 /// Counts by metric, slot (or bucket), queue, agent and label.
 fn keyed(counts: Vec<Count>) -> BTreeMap<CountKey, (i64, i64)> {
     counts
@@ -525,7 +523,31 @@ fn keyed(counts: Vec<Count>) -> BTreeMap<CountKey, (i64, i64)> {
         .collect()
 }
 
-/// filters, after the events were applied in batches of every size and replayed.
+/// `occurrences` counted and summed per metric, slot, queue, agent and label, here.
+fn counted_here<'a>(
+    occurrences: impl Iterator<Item = &'a Occurrence>,
+) -> BTreeMap<CountKey, (i64, i64)> {
+    let mut counted: BTreeMap<CountKey, (i64, i64)> = BTreeMap::new();
+    for o in occurrences {
+        let tally = counted
+            .entry((
+                o.metric,
+                o.at.div_euclid(SLOT_MICROS),
+                o.queue_id.clone(),
+                o.agent_id.clone(),
+                o.label.clone(),
+            ))
+            .or_default();
+        tally.0 += 1;
+        tally.1 += o.value;
+    }
+    counted
+}
+
+/// Reads from the rollups, with the points of the partial slots at a range's ends, agree
+/// with a count of the occurrences themselves, for ranges on and off quarter hours, inside
+/// one slot, with filters, after the events were applied in batches of every size and
+/// replayed.
 async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
     const HOUR: i64 = 3_600_000_000;
     const DAY: i64 = 24 * HOUR;
@@ -618,28 +640,14 @@ async fn metric_counts_are_exact_for_any_range(backend: &Backend) {
         if round % 5 == 3 {
             query.channels = &sms;
         }
-        let mut expected: BTreeMap<CountKey, (i64, i64)> = BTreeMap::new();
-        for o in &occurrences {
-            let kept = o.tenant_id == TENANT
+        let expected = counted_here(occurrences.iter().filter(|o| {
+            o.tenant_id == TENANT
                 && o.at >= start
                 && o.at < end
                 && (query.queue_ids.is_empty() || query.queue_ids.contains(&o.queue_id))
                 && (query.agent_ids.is_empty() || query.agent_ids.contains(&o.agent_id))
-                && (query.channels.is_empty() || query.channels.contains(&o.channel));
-            if kept {
-                let tally = expected
-                    .entry((
-                        o.metric,
-                        o.at.div_euclid(SLOT_MICROS),
-                        o.queue_id.clone(),
-                        o.agent_id.clone(),
-                        o.label.clone(),
-                    ))
-                    .or_default();
-                tally.0 += 1;
-                tally.1 += o.value;
-            }
-        }
+                && (query.channels.is_empty() || query.channels.contains(&o.channel))
+        }));
         let counted = keyed(
             store
                 .metric_counts(&query, &Metric::ALL, group)
@@ -1130,9 +1138,9 @@ async fn ledger_lines_end_alike_within_and_across_runs(backend: &Backend) {
 
 /// Migration 0011 folds the occurrences a store kept before it into their rollup rows'
 /// points: a range that cuts slots counts the same after the upgrade as the occurrences
-/// did.
+/// did; migration 0012 keys the rows by numbers, which read back as their texts.
 async fn the_upgrade_folds_occurrences_into_their_rollups(backend: &Backend) {
-    use reporting_svc::domain::metrics::{Occurrence, rollup};
+    use reporting_svc::domain::metrics::rollup;
     use sqlx::migrate::Migrator;
     use switchboard_server_kit::Db;
 
@@ -1260,6 +1268,34 @@ async fn the_upgrade_folds_occurrences_into_their_rollups(backend: &Backend) {
         }
         assert_eq!(counted, expected, "[{start}, {end})");
     }
+    // Migration 0012 numbered the rows' texts: they read back as the texts they were.
+    let by_agent = GroupBy {
+        queue: true,
+        agent: true,
+        ..GroupBy::default()
+    };
+    let accepted: BTreeSet<(String, String, i64)> = store
+        .metric_counts(
+            &FactQuery {
+                start: base,
+                end: base + 30 * minute,
+                ..query(TENANT, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+            },
+            &[Metric::Accepted],
+            by_agent,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|count| (count.queue_id, count.agent_id, count.n))
+        .collect();
+    assert_eq!(
+        accepted,
+        BTreeSet::from([
+            (Q1.to_owned(), A.to_owned(), 2),
+            (Q1.to_owned(), B.to_owned(), 1)
+        ])
+    );
 }
 
 /// Applies `entries` of `source` as a catching-up consumer does: in runs of 1 to
@@ -1515,7 +1551,153 @@ async fn a_folded_run_writes_nothing_over_a_moved_cursor(backend: &Backend) {
     assert_eq!(store.conversation("c1").await.unwrap(), None);
 }
 
+/// Rollups are keyed by the numbers of their texts (migration 0012). A second store on the
+/// same database, as another replica or a restart would open it, has seen none of them:
+/// it reads the same counts as the first, and writes onto the rows the first wrote without
+/// naming any text again (on PostgreSQL, without drawing numbers it does not use). A
+/// filter on a text never named matches nothing, not everything.
+async fn rollups_keyed_by_number_read_alike_from_another_replica(backend: &Backend) {
+    const C: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
+    let first = &backend.store;
+    let mut rng = Lcg(11);
+    let base = micros("2026-03-29T08:00:00Z");
+    let event = |log_sequence: i64, rng: &mut Lcg, agent: &str| RoutingEvent {
+        log_sequence,
+        tenant_id: if log_sequence % 5 == 0 {
+            OTHER_TENANT
+        } else {
+            TENANT
+        }
+        .to_owned(),
+        kind: [
+            RoutingEventKind::OfferCreated,
+            RoutingEventKind::OfferAccepted,
+            RoutingEventKind::OfferRejected,
+        ][rng.below(3) as usize],
+        occurred_at: base + rng.below_wide(6 * 3_600_000_000) as i64,
+        agent_id: agent.to_owned(),
+        conversation_id: format!("c{}", rng.below(20)),
+        queue_id: [Q1, Q2][rng.below(2) as usize].to_owned(),
+        channel: 1,
+        wait_started_at: Some(base - rng.below(120_000_000) as i64),
+        offer_kind: OfferKind::Queue,
+        ..RoutingEvent::default()
+    };
+    let mut events: Vec<RoutingEvent> = (1..=100)
+        .map(|n| {
+            let agent = [A, B][rng.below(2) as usize];
+            event(n, &mut rng, agent)
+        })
+        .collect();
+    // The second hundred repeats the first's texts (and so its labels, the waits).
+    let again: Vec<RoutingEvent> = events
+        .iter()
+        .map(|e| RoutingEvent {
+            log_sequence: e.log_sequence + 100,
+            ..e.clone()
+        })
+        .collect();
+    events.extend(again);
+    apply_in_random_runs(first, &events[..100], &mut rng, 20).await;
+
+    let second = Store::open(&backend.url).await.unwrap();
+    let names = || async {
+        let (count, last): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), CAST(MAX(id) AS BIGINT) FROM names")
+                .fetch_one(&first.db().pool)
+                .await
+                .unwrap();
+        (count, last)
+    };
+    let named = names().await;
+    assert!(
+        named.0 > 4,
+        "tenants, metrics, queues and agents are named: {named:?}"
+    );
+    // The rest, written by the second store: every text is named already.
+    apply_in_random_runs(&second, &events[100..], &mut rng, 20).await;
+    assert_eq!(names().await, named, "no text is named twice");
+    // A new text is named next, with the next number.
+    events.push(event(201, &mut rng, C));
+    apply_in_random_runs(&second, &events[200..], &mut rng, 1).await;
+    assert_eq!(names().await, (named.0 + 1, named.1 + 1));
+
+    let group = GroupBy {
+        queue: true,
+        agent: true,
+        label: true,
+        buckets: None,
+    };
+    let occurrences: Vec<_> = events.iter().flat_map(of_routing_event).collect();
+    for tenant in [TENANT, OTHER_TENANT] {
+        let day = query(tenant, "2026-03-29T00:00:00Z", "2026-03-30T00:00:00Z");
+        let expected = counted_here(occurrences.iter().filter(|o| o.tenant_id == tenant));
+        assert!(!expected.is_empty());
+        for store in [first, &second] {
+            let counted = keyed(
+                store
+                    .metric_counts(&day, &Metric::ALL, group)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(counted, expected, "{tenant}");
+        }
+    }
+
+    const NEVER: &str = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
+    let day = query(TENANT, "2026-03-29T00:00:00Z", "2026-03-30T00:00:00Z");
+    let never: &'static [String] = Vec::leak(vec![NEVER.to_owned()]);
+    let never_or_b: &'static [String] = Vec::leak(vec![NEVER.to_owned(), B.to_owned()]);
+    let only_b: &'static [String] = Vec::leak(vec![B.to_owned()]);
+    for store in [first, &second] {
+        let count = |query: FactQuery<'static>| async move {
+            keyed(
+                store
+                    .metric_counts(&query, &Metric::ALL, group)
+                    .await
+                    .unwrap(),
+            )
+        };
+        assert!(
+            count(FactQuery {
+                agent_ids: never,
+                ..day
+            })
+            .await
+            .is_empty()
+        );
+        assert!(
+            count(FactQuery {
+                queue_ids: never,
+                ..day
+            })
+            .await
+            .is_empty()
+        );
+        assert!(
+            count(query(NEVER, "2026-03-29T00:00:00Z", "2026-03-30T00:00:00Z"))
+                .await
+                .is_empty()
+        );
+        let b = count(FactQuery {
+            agent_ids: only_b,
+            ..day
+        })
+        .await;
+        assert!(!b.is_empty());
+        assert_eq!(
+            count(FactQuery {
+                agent_ids: never_or_b,
+                ..day
+            })
+            .await,
+            b
+        );
+    }
+}
+
 conformance!(
+    rollups_keyed_by_number_read_alike_from_another_replica,
     runs_folded_ahead_store_what_runs_applied_one_by_one_store,
     a_folded_run_writes_nothing_over_a_moved_cursor,
     the_upgrade_folds_occurrences_into_their_rollups,

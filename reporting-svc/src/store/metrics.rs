@@ -1,10 +1,14 @@
 //! Occurrences and their quarter-hour rollups: written with the events they come from,
 //! read by every period report.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
 use futures::StreamExt;
 use serde_json::json;
 use switchboard_server_kit::Dialect;
 
+use super::names::{Named, Names};
 use super::{
     Bind, Column, FactQuery, Sql, Store, execute_json_rows, json_rows, packed_aggregate,
     packed_number, packed_text, unpacked,
@@ -12,31 +16,49 @@ use super::{
 use crate::domain::metrics::{Count, Metric, Occurrence, points_within, rollup};
 use crate::domain::reports::SLOT_MICROS;
 
-/// Adds `occurrences` to the rollups, with their points, in the caller's transaction: one
-/// statement.
+/// Adds `occurrences` to the rollups, with their points, in the caller's transaction: the
+/// texts of their keys are numbered first (one statement, two when some are new), then
+/// one statement. The numbers given are kept once the caller's transaction commits
+/// ([`Names::remember`]).
 pub(super) async fn record(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
+    names: &Names,
     occurrences: &[Occurrence],
-) -> Result<(), sqlx::Error> {
+) -> Result<Named, sqlx::Error> {
     if occurrences.is_empty() {
-        return Ok(());
+        return Ok(Named::default());
     }
     use Column::{Int, Text};
     // Summed first, so that each key appears once in the statement (PostgreSQL refuses to
     // update one row twice in one INSERT ... ON CONFLICT).
-    let sums: Vec<serde_json::Value> = rollup(occurrences)
-        .into_iter()
+    let sums = rollup(occurrences);
+    let texts: BTreeSet<&str> = sums
+        .keys()
+        .flat_map(|key| {
+            [
+                key.tenant_id.as_str(),
+                key.metric.code(),
+                &key.queue_id,
+                &key.program_id,
+                &key.agent_id,
+                &key.label,
+            ]
+        })
+        .collect();
+    let named = names.name(tx, dialect, texts).await?;
+    let rows: Vec<serde_json::Value> = sums
+        .iter()
         .map(|(key, tally)| {
             json!([
-                key.tenant_id,
-                key.metric.code(),
+                named.number(&key.tenant_id),
+                named.number(key.metric.code()),
                 key.slot,
-                key.queue_id,
+                named.number(&key.queue_id),
                 key.channel,
-                key.program_id,
-                key.agent_id,
-                key.label,
+                named.number(&key.program_id),
+                named.number(&key.agent_id),
+                named.number(&key.label),
                 tally.n,
                 tally.total,
                 tally.points
@@ -46,20 +68,20 @@ pub(super) async fn record(
     execute_json_rows(
         tx,
         format!(
-            "INSERT INTO rollups (tenant_id, metric, slot, queue_id, channel, program_id, \
-         agent_id, label, n, total, points) {} \
-         ON CONFLICT (tenant_id, metric, slot, queue_id, channel, program_id, agent_id, \
-         label) DO UPDATE SET n = rollups.n + excluded.n, \
-         total = rollups.total + excluded.total, points = rollups.points || excluded.points",
+            "INSERT INTO rollups (tenant, metric, slot, queue, channel, program, agent, label, \
+             n, total, points) {} \
+             ON CONFLICT (tenant, metric, slot, queue, channel, program, agent, label) \
+             DO UPDATE SET n = rollups.n + excluded.n, total = rollups.total + excluded.total, \
+             points = rollups.points || excluded.points",
             json_rows(
                 dialect,
-                &[Text, Text, Int, Text, Int, Text, Text, Text, Int, Int, Text]
+                &[Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Text]
             )
         ),
-        sums,
+        rows,
     )
     .await?;
-    Ok(())
+    Ok(named)
 }
 
 /// The parts of `[start, end)` outside `[edge_start, edge_end)`, the whole slots the
@@ -77,10 +99,6 @@ fn edge_ranges(start: i64, end: i64, edge_start: i64, edge_end: i64) -> Vec<(i64
         parts.push((edge_end.max(start), end));
     }
     parts
-}
-
-fn metric_binds(metrics: &[Metric]) -> impl ExactSizeIterator<Item = Bind> + '_ {
-    metrics.iter().map(|m| Bind::Text(m.code().to_owned()))
 }
 
 /// Which dimensions a metric read keeps apart (the others are summed over).
@@ -111,46 +129,53 @@ impl Store {
     /// tens of thousands of nearly unique rows (about one reassignment per agent and day),
     /// which the databases grouped slower than they read them (SQLite sorts to group; a
     /// month's report spent two thirds of its time there). They are read a week of slots
-    /// per statement, so that a year's report holds a week of rows at a time, not the year.
+    /// per statement, so that a year's report holds a week of rows at a time, not the year,
+    /// and by number (`names`): their texts are looked up once, for the sums.
     pub async fn metric_counts(
         &self,
         query: &FactQuery<'_>,
         metrics: &[Metric],
         group: GroupBy<'_>,
     ) -> Result<Vec<Count>, sqlx::Error> {
-        if metrics.is_empty() {
+        let Some(numbers) = self.query_numbers(query, metrics).await? else {
             return Ok(Vec::new());
-        }
+        };
         let dialect = self.db.dialect;
         let first_full = query.start.div_euclid(SLOT_MICROS)
             + i64::from(query.start.rem_euclid(SLOT_MICROS) != 0);
         let end_full = query.end.div_euclid(SLOT_MICROS);
-        // The dimensions kept apart, and what the others read as.
-        let kept = |keep: bool, column: &'static str| if keep { column } else { "''" };
+        // The dimensions kept apart, and what the others read as (the empty text).
+        let kept = |keep: bool, column: &'static str| if keep { column } else { "0" };
         let (queue, agent, label) = (
-            kept(group.queue, "queue_id"),
-            kept(group.agent, "agent_id"),
+            kept(group.queue, "queue"),
+            kept(group.agent, "agent"),
             kept(group.label, "label"),
         );
-        let packed = packed_aggregate(
-            dialect,
-            &["metric", "slot", queue, agent, label, "n", "total"],
-        );
+        let select = |columns: &[&str], numbers: &QueryNumbers| {
+            let packed = packed_aggregate(dialect, columns);
+            let mut sql = Sql::new(
+                dialect,
+                &format!("SELECT {packed} AS counts FROM rollups WHERE tenant = "),
+            );
+            sql.bind(Bind::Int(numbers.tenant)).and_in(
+                "metric",
+                numbers.metrics.keys().map(|&number| Bind::Int(number)),
+            );
+            sql
+        };
         let mut reads = Vec::new();
         let mut from = first_full;
         while from < end_full {
             let to = from.saturating_add(SLOTS_PER_READ).min(end_full);
-            let mut sql = Sql::new(
-                dialect,
-                &format!("SELECT {packed} AS counts FROM rollups WHERE tenant_id = "),
+            let mut sql = select(
+                &["metric", "slot", queue, agent, label, "n", "total"],
+                &numbers,
             );
-            sql.bind(Bind::Text(query.tenant_id.to_owned()))
-                .and_in("metric", metric_binds(metrics))
-                .push(" AND slot >= ")
+            sql.push(" AND slot >= ")
                 .bind(Bind::Int(from))
                 .push(" AND slot < ")
-                .bind(Bind::Int(to))
-                .filters(query, Some("agent_id"));
+                .bind(Bind::Int(to));
+            numbers.filters(&mut sql, query);
             reads.push(sql);
             from = to;
         }
@@ -165,22 +190,19 @@ impl Store {
             .collect();
         edge_slots.dedup();
         let edges = (!edge_slots.is_empty()).then(|| {
-            let packed =
-                packed_aggregate(dialect, &["metric", "slot", queue, agent, label, "points"]);
-            let mut sql = Sql::new(
-                dialect,
-                &format!("SELECT {packed} AS counts FROM rollups WHERE tenant_id = "),
-            );
-            sql.bind(Bind::Text(query.tenant_id.to_owned()))
-                .and_in("metric", metric_binds(metrics))
-                .and_in("slot", edge_slots.iter().map(|&slot| Bind::Int(slot)))
-                .filters(query, Some("agent_id"));
+            let mut sql = select(&["metric", "slot", queue, agent, label, "points"], &numbers);
+            sql.and_in("slot", edge_slots.iter().map(|&slot| Bind::Int(slot)));
+            numbers.filters(&mut sql, query);
             sql
         });
 
         // Each read's rows are summed while the database answers the next ones
         // (READS_AHEAD).
-        let mut sums = Sums::new(query.start.div_euclid(SLOT_MICROS), group.buckets);
+        let mut sums = Sums::new(
+            query.start.div_euclid(SLOT_MICROS),
+            group.buckets,
+            &numbers.metrics,
+        );
         let reads = edges
             .map(|sql| (sql, true))
             .into_iter()
@@ -200,7 +222,69 @@ impl Store {
                 sums.add(packed.as_deref())?;
             }
         }
-        Ok(sums.into_counts())
+        let texts = self.names.texts(&self.db, sums.numbers()).await?;
+        Ok(sums.into_counts(&texts))
+    }
+
+    /// The numbers of the query's tenant, metrics and filters; none when it can count
+    /// nothing (a tenant, every metric, or every queue or agent filtered on never named).
+    async fn query_numbers(
+        &self,
+        query: &FactQuery<'_>,
+        metrics: &[Metric],
+    ) -> Result<Option<QueryNumbers>, sqlx::Error> {
+        let texts: Vec<&str> = std::iter::once(query.tenant_id)
+            .chain(metrics.iter().map(|metric| metric.code()))
+            .chain(query.queue_ids.iter().map(String::as_str))
+            .chain(query.agent_ids.iter().map(String::as_str))
+            .collect();
+        let numbers = self.names.numbers(&self.db, &texts).await?;
+        let of = |texts: &[String]| -> Vec<i64> {
+            texts
+                .iter()
+                .filter_map(|text| numbers.get(text.as_str()).copied())
+                .collect()
+        };
+        let (queues, agents) = (of(query.queue_ids), of(query.agent_ids));
+        let metrics: HashMap<i64, Metric> = metrics
+            .iter()
+            .filter_map(|&metric| Some((*numbers.get(metric.code())?, metric)))
+            .collect();
+        let Some(&tenant) = numbers.get(query.tenant_id) else {
+            return Ok(None);
+        };
+        if metrics.is_empty()
+            || (queues.is_empty() && !query.queue_ids.is_empty())
+            || (agents.is_empty() && !query.agent_ids.is_empty())
+        {
+            return Ok(None);
+        }
+        Ok(Some(QueryNumbers {
+            tenant,
+            metrics,
+            queues,
+            agents,
+        }))
+    }
+}
+
+/// The numbers a rollup read selects by.
+struct QueryNumbers {
+    tenant: i64,
+    metrics: HashMap<i64, Metric>,
+    queues: Vec<i64>,
+    agents: Vec<i64>,
+}
+
+impl QueryNumbers {
+    /// The queue, channel and agent filters.
+    fn filters(&self, sql: &mut Sql, query: &FactQuery<'_>) {
+        sql.and_in("queue", self.queues.iter().map(|&n| Bind::Int(n)))
+            .and_in(
+                "channel",
+                query.channels.iter().map(|&c| Bind::Int(i64::from(c))),
+            )
+            .and_in("agent", self.agents.iter().map(|&n| Bind::Int(n)));
     }
 }
 
@@ -213,26 +297,23 @@ const SLOTS_PER_READ: i64 = 7 * 96;
 /// against reading one at a time.
 const READS_AHEAD: usize = 3;
 
-/// Counts summed per metric, bucket and the dimensions kept apart, as the rows of
-/// [`Store::metric_counts`] arrive. The ids are interned (a few hundred agents, queues and
-/// labels against tens of thousands of rows), so the sums are keyed by integers: hashing
-/// and owning the 36-character ids per row was most of a month's report.
+/// Counts summed per metric, bucket and the numbers of the dimensions kept apart, as the
+/// rows of [`Store::metric_counts`] arrive: keyed by integers, where hashing and owning the
+/// 36-character ids per row was most of a month's report.
 struct Sums<'a> {
     /// The bucket of every slot when `starts` is empty: the range's first slot.
     first: i64,
     starts: Option<&'a [i64]>,
-    ids: foldhash::HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-    sums: foldhash::HashMap<(Metric, i64, [u32; 3]), (i64, i64)>,
+    metrics: &'a HashMap<i64, Metric>,
+    sums: foldhash::HashMap<(Metric, i64, [i64; 3]), (i64, i64)>,
 }
 
 impl<'a> Sums<'a> {
-    fn new(first: i64, starts: Option<&'a [i64]>) -> Sums<'a> {
+    fn new(first: i64, starts: Option<&'a [i64]>, metrics: &'a HashMap<i64, Metric>) -> Sums<'a> {
         Sums {
             first,
             starts,
-            ids: foldhash::HashMap::default(),
-            names: vec!["".into()],
+            metrics,
             sums: foldhash::HashMap::default(),
         }
     }
@@ -249,19 +330,12 @@ impl<'a> Sums<'a> {
         }
     }
 
-    /// The number of `id`; 0 is the empty id (a dimension not kept apart), answered
-    /// without a lookup.
-    fn intern(&mut self, id: &str) -> u32 {
-        if id.is_empty() {
-            return 0;
-        }
-        if let Some(&n) = self.ids.get(id) {
-            return n;
-        }
-        let n = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct ids");
-        self.names.push(id.into());
-        self.ids.insert(id.into(), n);
-        n
+    /// The metric numbered `number`: one of those read.
+    fn metric(&self, number: &str) -> Result<Metric, sqlx::Error> {
+        let number = packed_number(number)?;
+        self.metrics.get(&number).copied().ok_or_else(|| {
+            sqlx::Error::Decode(format!("a rollup of metric {number}, which was not read").into())
+        })
     }
 
     /// Adds the packed rows (metric, slot, queue, agent, label, n, total) of one read.
@@ -270,13 +344,19 @@ impl<'a> Sums<'a> {
             return Ok(());
         };
         for row in unpacked::<7>(packed) {
-            let [code, slot, queue, agent, label, n, total] = row?;
-            // A metric this version does not know (written by a newer one) is left out.
-            let Some(metric) = Metric::from_code(code) else {
-                continue;
-            };
+            let [metric, slot, queue, agent, label, n, total] = row?;
             let tally = (packed_number(n)?, packed_number(total)?);
-            self.add_one(metric, packed_number(slot)?, [queue, agent, label], tally);
+            let dimensions = [
+                packed_number(queue)?,
+                packed_number(agent)?,
+                packed_number(label)?,
+            ];
+            self.add_one(
+                self.metric(metric)?,
+                packed_number(slot)?,
+                dimensions,
+                tally,
+            );
         }
         Ok(())
     }
@@ -292,50 +372,54 @@ impl<'a> Sums<'a> {
             return Ok(());
         };
         for row in unpacked::<6>(packed) {
-            let [code, slot, queue, agent, label, points] = row?;
-            let Some(metric) = Metric::from_code(code) else {
-                continue;
-            };
+            let [metric, slot, queue, agent, label, points] = row?;
+            let metric = self.metric(metric)?;
             let slot = packed_number(slot)?;
             let tally = points_within(points, slot, query.start, query.end, metric.is_duration())
                 .map_err(|err| sqlx::Error::Decode(err.into()))?;
             if tally.0 > 0 {
-                self.add_one(metric, slot, [queue, agent, label], tally);
+                let dimensions = [
+                    packed_number(queue)?,
+                    packed_number(agent)?,
+                    packed_number(label)?,
+                ];
+                self.add_one(metric, slot, dimensions, tally);
             }
         }
         Ok(())
     }
 
-    fn add_one(
-        &mut self,
-        metric: Metric,
-        slot: i64,
-        [queue, agent, label]: [&str; 3],
-        (n, total): (i64, i64),
-    ) {
-        let key = (
-            metric,
-            self.bucket(slot),
-            [self.intern(queue), self.intern(agent), self.intern(label)],
-        );
-        let sum = self.sums.entry(key).or_default();
+    fn add_one(&mut self, metric: Metric, slot: i64, dimensions: [i64; 3], (n, total): (i64, i64)) {
+        let sum = self
+            .sums
+            .entry((metric, self.bucket(slot), dimensions))
+            .or_default();
         sum.0 += n;
         sum.1 += total;
     }
 
-    /// The sums, in no particular order: every report folds them into its own rows (sorting
-    /// them by their ids cost a quarter of a month's report).
-    fn into_counts(self) -> Vec<Count> {
-        let name = |n: u32| String::from(&*self.names[n as usize]);
+    /// The numbers of the dimensions summed, each once.
+    fn numbers(&self) -> BTreeSet<i64> {
+        self.sums
+            .keys()
+            .flat_map(|(_, _, dimensions)| *dimensions)
+            .collect()
+    }
+
+    /// The sums, in no particular order, with the texts of their numbers: every report
+    /// folds them into its own rows (sorting them by their ids cost a quarter of a month's
+    /// report).
+    fn into_counts(self, texts: &HashMap<i64, Arc<str>>) -> Vec<Count> {
+        let text = |number: i64| String::from(texts.get(&number).map_or("", |text| &**text));
         self.sums
             .iter()
             .map(
                 |(&(metric, slot, [queue, agent, label]), &(n, total))| Count {
                     metric,
                     slot,
-                    queue_id: name(queue),
-                    agent_id: name(agent),
-                    label: name(label),
+                    queue_id: text(queue),
+                    agent_id: text(agent),
+                    label: text(label),
                     n,
                     total,
                 },

@@ -20,6 +20,7 @@ mod activity;
 mod conversations;
 mod ledger;
 mod metrics;
+mod names;
 mod snapshot;
 
 pub use ledger::LedgerQuery;
@@ -200,6 +201,8 @@ pub struct FactQuery<'a> {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// The numbers rollups are keyed by, as far as seen.
+    names: std::sync::Arc<names::Names>,
 }
 
 enum Bind {
@@ -464,7 +467,10 @@ impl Store {
         db.migrate(&SQLITE, &POSTGRES)
             .await
             .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            names: Default::default(),
+        })
     }
 
     /// The underlying database.
@@ -642,8 +648,10 @@ impl Store {
         run: &FoldedRun,
     ) -> Result<Following, sqlx::Error> {
         let dialect = self.db.dialect;
+        // First, so that a transaction naming new texts waits for another naming the same
+        // ones before it holds any row the other may want.
+        let named = metrics::record(&mut tx, dialect, &self.names, &run.occurrences).await?;
         run.conversations.save(&mut tx, dialect).await?;
-        metrics::record(&mut tx, dialect, &run.occurrences).await?;
         run.agents.save(&mut tx, dialect).await?;
         run.ledger.save(&mut tx, dialect).await?;
         // Guarded like every cursor move, though the lock above already rules out a
@@ -662,6 +670,7 @@ impl Store {
             return Ok(Following::Applied(0));
         }
         tx.commit().await?;
+        self.names.remember(named);
         Ok(Following::Applied(run.applied))
     }
 
