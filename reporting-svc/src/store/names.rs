@@ -99,30 +99,21 @@ impl Names {
             return Ok(named);
         }
         let list = serde_json::to_string(&unknown).expect("texts serialize");
-        let (input, value) = match dialect {
-            Dialect::Postgres => (
-                "json_array_elements_text(CAST($1 AS JSON)) AS input (value)",
-                "value",
-            ),
-            Dialect::Sqlite => ("json_each($1)", "value"),
+        let input = match dialect {
+            Dialect::Postgres => "json_array_elements_text(CAST($1 AS JSON)) AS input (value)",
+            Dialect::Sqlite => "json_each($1)",
         };
         // Only the texts not yet named reach the insert: on PostgreSQL a conflicting
         // insert would still draw a number from the sequence.
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO names (name) SELECT {value} FROM {input} \
-             WHERE NOT EXISTS (SELECT 1 FROM names WHERE name = {value}) ORDER BY {value} \
+            "INSERT INTO names (name) SELECT value FROM {input} \
+             WHERE NOT EXISTS (SELECT 1 FROM names WHERE name = value) ORDER BY value \
              ON CONFLICT (name) DO NOTHING"
         )))
         .bind(&list)
         .execute(&mut **tx)
         .await?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT CAST(id AS BIGINT), name FROM names WHERE name {}",
-            json_in(dialect)
-        )))
-        .bind(&list)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = look_up(&mut **tx, format!("name {}", json_in(dialect)), list).await?;
         for (number, text) in rows {
             named.numbers.insert(text.clone(), number);
             named.new.push((number, text));
@@ -172,7 +163,8 @@ impl Names {
         }
         if !unknown.is_empty() {
             let unknown = serde_json::to_string(&unknown).expect("texts serialize");
-            let rows = look_up(db, format!("name {}", json_in(db.dialect)), unknown).await?;
+            let condition = format!("name {}", json_in(db.dialect));
+            let rows = look_up(&db.pool, condition, unknown).await?;
             let mut known = self.write();
             for (number, text) in rows {
                 known.keep(number, &text);
@@ -203,9 +195,8 @@ impl Names {
             }
         }
         if !unknown.is_empty() {
-            let wanted: Vec<i64> = unknown.iter().copied().collect();
-            let wanted = serde_json::to_string(&wanted).expect("numbers serialize");
-            let rows = look_up(db, numbers_in(db.dialect), wanted).await?;
+            let wanted = serde_json::to_string(&unknown).expect("numbers serialize");
+            let rows = look_up(&db.pool, numbers_in(db.dialect), wanted).await?;
             let mut known = self.write();
             for (number, text) in rows {
                 known.keep(number, &text);
@@ -222,9 +213,10 @@ impl Names {
     }
 }
 
-/// The named rows that meet `condition`, with the JSON array `list` bound as `$1`.
-async fn look_up(
-    db: &Db,
+/// The named rows that meet `condition`, with the JSON array `list` bound as `$1`: read
+/// in a writing transaction or on the read pool.
+async fn look_up<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     condition: String,
     list: String,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
@@ -232,7 +224,7 @@ async fn look_up(
         "SELECT CAST(id AS BIGINT), name FROM names WHERE {condition}"
     )))
     .bind(list)
-    .fetch_all(&db.pool)
+    .fetch_all(executor)
     .await
 }
 
